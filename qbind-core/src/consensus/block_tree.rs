@@ -1,0 +1,199 @@
+//! Blocks known to one validator: the uncommitted tree above the last
+//! committed block (the root), a bounded window of committed blocks for
+//! serving catch-up requests, and orphans waiting for their parents.
+
+use std::collections::BTreeMap;
+
+use crate::consensus::messages::Block;
+use crate::types::{Hash32, Height};
+
+/// Maximum number of orphan blocks kept while their ancestors are fetched.
+const MAX_ORPHANS: usize = 4096;
+
+/// The block store of one validator.
+#[derive(Debug)]
+pub(crate) struct BlockTree {
+    /// Uncommitted blocks that descend from the root, by id.
+    pending: BTreeMap<Hash32, Block>,
+    /// Committed blocks by height (a bounded window ending at the root).
+    committed: BTreeMap<Height, Block>,
+    /// Committed block ids to heights (same window).
+    committed_ids: BTreeMap<Hash32, Height>,
+    /// Blocks whose parent is not known yet, by parent id.
+    orphans: BTreeMap<Hash32, Vec<Block>>,
+    orphan_count: usize,
+    window: usize,
+}
+
+impl BlockTree {
+    /// A tree whose committed chain ends with `committed` (ascending heights,
+    /// non-empty: at least genesis).
+    pub(crate) fn new(committed: Vec<Block>, window: usize) -> Self {
+        let mut tree = BlockTree {
+            pending: BTreeMap::new(),
+            committed: BTreeMap::new(),
+            committed_ids: BTreeMap::new(),
+            orphans: BTreeMap::new(),
+            orphan_count: 0,
+            window: window.max(1),
+        };
+        for b in committed {
+            tree.push_committed(b);
+        }
+        tree
+    }
+
+    fn push_committed(&mut self, block: Block) {
+        self.committed_ids.insert(block.id(), block.height());
+        self.committed.insert(block.height(), block);
+        while self.committed.len() > self.window {
+            if let Some((_, old)) = self.committed.pop_first() {
+                self.committed_ids.remove(&old.id());
+            }
+        }
+    }
+
+    /// The last committed block.
+    pub(crate) fn root(&self) -> Option<&Block> {
+        self.committed.values().next_back()
+    }
+
+    /// Height of the last committed block.
+    pub(crate) fn committed_height(&self) -> Height {
+        self.root().map(Block::height).unwrap_or_default()
+    }
+
+    /// A block by id, committed (in the window) or pending.
+    pub(crate) fn get(&self, id: &Hash32) -> Option<&Block> {
+        self.pending.get(id).or_else(|| {
+            self.committed_ids
+                .get(id)
+                .and_then(|h| self.committed.get(h))
+        })
+    }
+
+    /// Whether `id` is a committed block in the window.
+    pub(crate) fn is_committed(&self, id: &Hash32) -> bool {
+        self.committed_ids.contains_key(id)
+    }
+
+    /// Whether a block with this id is known (committed or pending).
+    pub(crate) fn contains(&self, id: &Hash32) -> bool {
+        self.get(id).is_some()
+    }
+
+    /// Insert a validated block whose parent is known and which extends the
+    /// root. Returns orphans that can now be inserted (their parent arrived).
+    pub(crate) fn insert(&mut self, block: Block) -> Vec<Block> {
+        let id = block.id();
+        self.pending.insert(id, block);
+        match self.orphans.remove(&id) {
+            Some(children) => {
+                self.orphan_count -= children.len();
+                children
+            }
+            None => Vec::new(),
+        }
+    }
+
+    /// Keep a block whose parent is not known yet.
+    pub(crate) fn add_orphan(&mut self, block: Block) {
+        if self.orphan_count >= MAX_ORPHANS || self.contains(&block.id()) {
+            return;
+        }
+        let list = self.orphans.entry(block.parent_id()).or_default();
+        if list.iter().all(|b| b.id() != block.id()) {
+            list.push(block);
+            self.orphan_count += 1;
+        }
+    }
+
+    /// Whether `ancestor` is `id` or one of its ancestors (walking pending
+    /// blocks and the committed window).
+    pub(crate) fn extends(&self, id: &Hash32, ancestor: &Hash32) -> bool {
+        let mut cur = *id;
+        loop {
+            if cur == *ancestor {
+                return true;
+            }
+            match self.get(&cur) {
+                Some(b) if b.height().0 > 0 => cur = b.parent_id(),
+                _ => return false,
+            }
+        }
+    }
+
+    /// Move the chain from the root (exclusive) to `target` (inclusive) into
+    /// the committed window and return it, oldest first. `target` must be a
+    /// pending descendant of the root. Then drop pending blocks that do not
+    /// descend from the new root.
+    pub(crate) fn commit_to(&mut self, target: &Hash32) -> Vec<Block> {
+        let root_id = match self.root() {
+            Some(r) => r.id(),
+            None => return Vec::new(),
+        };
+        let mut chain = Vec::new();
+        let mut cur = *target;
+        while cur != root_id {
+            match self.pending.get(&cur) {
+                Some(b) => {
+                    chain.push(b.clone());
+                    cur = b.parent_id();
+                }
+                None => return Vec::new(),
+            }
+        }
+        chain.reverse();
+        for b in &chain {
+            self.pending.remove(&b.id());
+            self.push_committed(b.clone());
+        }
+        let new_root = *target;
+        let new_height = self.committed_height();
+        // Prune: keep only pending blocks above the new root that extend it.
+        let keep: Vec<Hash32> = self
+            .pending
+            .values()
+            .filter(|b| b.height() > new_height)
+            .map(Block::id)
+            .filter(|id| self.extends(id, &new_root))
+            .collect();
+        let mut pruned = BTreeMap::new();
+        for id in keep {
+            if let Some(b) = self.pending.remove(&id) {
+                pruned.insert(id, b);
+            }
+        }
+        self.pending = pruned;
+        self.orphans.retain(|_, list| {
+            list.retain(|b| b.height() > new_height);
+            !list.is_empty()
+        });
+        self.orphan_count = self.orphans.values().map(Vec::len).sum();
+        chain
+    }
+
+    /// Up to `max` blocks starting at `id` and walking parents backwards.
+    pub(crate) fn chain_from(&self, id: &Hash32, max: usize) -> Vec<Block> {
+        let mut out = Vec::new();
+        let mut cur = *id;
+        while out.len() < max {
+            match self.get(&cur) {
+                Some(b) => {
+                    out.push(b.clone());
+                    if b.height().0 == 0 {
+                        break;
+                    }
+                    cur = b.parent_id();
+                }
+                None => break,
+            }
+        }
+        out
+    }
+
+    /// Number of pending (uncommitted) blocks.
+    pub(crate) fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+}

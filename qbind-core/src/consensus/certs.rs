@@ -1,0 +1,323 @@
+//! Signature and certificate verification (with a per-node cache so each
+//! signature is verified once), and the collectors that turn votes into QCs
+//! and timeouts into TCs.
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+
+use crate::codec::Encode;
+use crate::consensus::error::ConsensusError;
+use crate::consensus::messages::{QuorumCert, SignerBitmap, TimeoutCert, TimeoutData, VoteData};
+use crate::crypto::Signature;
+use crate::signing::{SignKind, signing_preimage};
+use crate::types::{Epoch, Hash32, NetworkEnvironment, ValidatorId, View};
+use crate::validator::{EpochSchedule, ValidatorSet};
+
+/// How a single signature check failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SigFailure {
+    /// The signer is not in the set.
+    UnknownSigner,
+    /// The signature is wrong.
+    Bad,
+    /// The signature is right for another network.
+    WrongChain,
+}
+
+impl SigFailure {
+    /// The typed consensus error for a failed check on `what`.
+    pub(crate) fn into_error(
+        self,
+        what: &'static str,
+        signer: ValidatorId,
+        epoch: Epoch,
+    ) -> ConsensusError {
+        match self {
+            SigFailure::UnknownSigner => ConsensusError::UnknownSigner { signer, epoch },
+            SigFailure::Bad => ConsensusError::BadSignature { what, signer },
+            SigFailure::WrongChain => ConsensusError::WrongChain { what, signer },
+        }
+    }
+}
+
+/// Verifies signatures and certificates against the epoch schedule, caching
+/// successes by digest.
+pub(crate) struct Verifier {
+    env: NetworkEnvironment,
+    genesis_qc: QuorumCert,
+    seen: HashSet<Hash32>,
+    order: VecDeque<Hash32>,
+    capacity: usize,
+}
+
+impl Verifier {
+    pub(crate) fn new(env: NetworkEnvironment, genesis_qc: QuorumCert, capacity: usize) -> Self {
+        Verifier {
+            env,
+            genesis_qc,
+            seen: HashSet::new(),
+            order: VecDeque::new(),
+            capacity: capacity.max(16),
+        }
+    }
+
+    fn remember(&mut self, digest: Hash32) {
+        if self.seen.insert(digest) {
+            self.order.push_back(digest);
+            while self.order.len() > self.capacity {
+                if let Some(old) = self.order.pop_front() {
+                    self.seen.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// Verify one signature by `signer` of `set` on `message` under `kind`.
+    pub(crate) fn verify_sig(
+        &mut self,
+        set: &ValidatorSet,
+        epoch: Epoch,
+        signer: ValidatorId,
+        kind: SignKind,
+        message: &[u8],
+        signature: &Signature,
+    ) -> Result<(), SigFailure> {
+        let info = set.get(signer).ok_or(SigFailure::UnknownSigner)?;
+        let digest = Hash32::digest_parts(&[
+            &[kind as u8],
+            &epoch.0.to_be_bytes(),
+            &signer.0.to_be_bytes(),
+            message,
+            signature.as_bytes(),
+        ]);
+        if self.seen.contains(&digest) {
+            return Ok(());
+        }
+        let preimage = signing_preimage(self.env, kind, message);
+        if info.key.verify(&preimage, signature).is_ok() {
+            self.remember(digest);
+            return Ok(());
+        }
+        // Classify the failure for operators: was it made for another chain?
+        let other_chain = [
+            NetworkEnvironment::Devnet,
+            NetworkEnvironment::Testnet,
+            NetworkEnvironment::Mainnet,
+        ]
+        .into_iter()
+        .filter(|e| *e != self.env)
+        .any(|e| {
+            info.key
+                .verify(&signing_preimage(e, kind, message), signature)
+                .is_ok()
+        });
+        Err(if other_chain {
+            SigFailure::WrongChain
+        } else {
+            SigFailure::Bad
+        })
+    }
+
+    /// Verify a quorum certificate against its epoch's validator set.
+    pub(crate) fn verify_qc(
+        &mut self,
+        schedule: &EpochSchedule,
+        qc: &QuorumCert,
+    ) -> Result<(), ConsensusError> {
+        if qc.view() == View(0) {
+            return if *qc == self.genesis_qc {
+                Ok(())
+            } else {
+                Err(invalid_qc(qc, "view 0 is reserved for genesis"))
+            };
+        }
+        let digest = Hash32::digest(&qc.to_bytes());
+        if self.seen.contains(&digest) {
+            return Ok(());
+        }
+        let set = schedule.set(qc.data.epoch);
+        check_signers(set, &qc.signers, qc.signatures.len()).map_err(|why| invalid_qc(qc, why))?;
+        let message = qc.data.to_bytes();
+        for (signer, sig) in qc.signers.iter().zip(&qc.signatures) {
+            self.verify_sig(set, qc.data.epoch, signer, SignKind::Vote, &message, sig)
+                .map_err(|_| invalid_qc(qc, "a signature does not verify"))?;
+        }
+        self.remember(digest);
+        Ok(())
+    }
+
+    /// Verify a timeout certificate against its epoch's validator set.
+    pub(crate) fn verify_tc(
+        &mut self,
+        schedule: &EpochSchedule,
+        tc: &TimeoutCert,
+    ) -> Result<(), ConsensusError> {
+        let digest = Hash32::digest(&tc.to_bytes());
+        if self.seen.contains(&digest) {
+            return Ok(());
+        }
+        let set = schedule.set(tc.epoch);
+        let bad = |why| ConsensusError::InvalidTc { view: tc.view, why };
+        check_signers(set, &tc.signers, tc.signatures.len()).map_err(bad)?;
+        if tc.high_qc_views.len() != tc.signatures.len() {
+            return Err(bad("high-QC view count differs from signature count"));
+        }
+        for ((signer, sig), hv) in tc.signers.iter().zip(&tc.signatures).zip(&tc.high_qc_views) {
+            if *hv >= tc.view {
+                return Err(bad("a high-QC view is not below the timed-out view"));
+            }
+            let data = TimeoutData {
+                epoch: tc.epoch,
+                view: tc.view,
+                high_qc_view: *hv,
+            };
+            self.verify_sig(
+                set,
+                tc.epoch,
+                signer,
+                SignKind::Timeout,
+                &data.to_bytes(),
+                sig,
+            )
+            .map_err(|_| bad("a signature does not verify"))?;
+        }
+        self.remember(digest);
+        Ok(())
+    }
+}
+
+fn invalid_qc(qc: &QuorumCert, why: &'static str) -> ConsensusError {
+    ConsensusError::InvalidQc {
+        block: qc.block_id(),
+        view: qc.view(),
+        why,
+    }
+}
+
+fn check_signers(
+    set: &ValidatorSet,
+    signers: &SignerBitmap,
+    n_sigs: usize,
+) -> Result<(), &'static str> {
+    if signers.len() != set.len() {
+        return Err("signer bitmap size differs from the validator set size");
+    }
+    if signers.count() != n_sigs {
+        return Err("signature count differs from signer count");
+    }
+    let ids: Vec<ValidatorId> = signers.iter().collect();
+    if !set.is_quorum(set.stake_of(&ids)) {
+        return Err("signers do not reach a quorum of stake");
+    }
+    Ok(())
+}
+
+/// Votes gathered by the leader of the next view, per block.
+#[derive(Default)]
+pub(crate) struct VoteCollector {
+    pending: BTreeMap<(Epoch, View, Hash32), BTreeMap<ValidatorId, Signature>>,
+    done: BTreeMap<(Epoch, View), Hash32>,
+}
+
+impl VoteCollector {
+    /// Add a verified vote. Returns a QC when this vote completes a quorum.
+    pub(crate) fn add(
+        &mut self,
+        set: &ValidatorSet,
+        data: VoteData,
+        voter: ValidatorId,
+        signature: Signature,
+    ) -> Option<QuorumCert> {
+        if self.done.contains_key(&(data.epoch, data.view)) {
+            return None;
+        }
+        let entry = self
+            .pending
+            .entry((data.epoch, data.view, data.block_id))
+            .or_default();
+        entry.insert(voter, signature);
+        if !set.is_quorum(set.stake_of(entry.keys())) {
+            return None;
+        }
+        let mut signers = SignerBitmap::new(set.len());
+        let mut signatures = Vec::with_capacity(entry.len());
+        for (id, sig) in entry.iter() {
+            if signers.set(*id) {
+                signatures.push(sig.clone());
+            }
+        }
+        self.done.insert((data.epoch, data.view), data.block_id);
+        Some(QuorumCert {
+            data,
+            signers,
+            signatures,
+        })
+    }
+
+    /// Forget everything below `view`.
+    pub(crate) fn prune_below(&mut self, view: View) {
+        self.pending.retain(|(_, v, _), _| *v >= view);
+        self.done.retain(|(_, v), _| *v >= view);
+    }
+}
+
+/// Timeouts gathered per view.
+#[derive(Default)]
+pub(crate) struct TimeoutCollector {
+    views: BTreeMap<(Epoch, View), BTreeMap<ValidatorId, (View, Signature)>>,
+    done: BTreeMap<(Epoch, View), ()>,
+}
+
+/// What adding a timeout achieved.
+pub(crate) struct TimeoutProgress {
+    /// Stake that has timed out in the view so far.
+    pub(crate) stake: u64,
+    /// A certificate, when this timeout completed a quorum.
+    pub(crate) tc: Option<TimeoutCert>,
+}
+
+impl TimeoutCollector {
+    /// Add a verified timeout.
+    pub(crate) fn add(
+        &mut self,
+        set: &ValidatorSet,
+        data: TimeoutData,
+        sender: ValidatorId,
+        signature: Signature,
+    ) -> TimeoutProgress {
+        let key = (data.epoch, data.view);
+        let entry = self.views.entry(key).or_default();
+        entry
+            .entry(sender)
+            .or_insert((data.high_qc_view, signature));
+        let stake = set.stake_of(entry.keys());
+        if self.done.contains_key(&key) || !set.is_quorum(stake) {
+            return TimeoutProgress { stake, tc: None };
+        }
+        let mut signers = SignerBitmap::new(set.len());
+        let mut high_qc_views = Vec::with_capacity(entry.len());
+        let mut signatures = Vec::with_capacity(entry.len());
+        for (id, (hv, sig)) in entry.iter() {
+            if signers.set(*id) {
+                high_qc_views.push(*hv);
+                signatures.push(sig.clone());
+            }
+        }
+        self.done.insert(key, ());
+        TimeoutProgress {
+            stake,
+            tc: Some(TimeoutCert {
+                epoch: data.epoch,
+                view: data.view,
+                signers,
+                high_qc_views,
+                signatures,
+            }),
+        }
+    }
+
+    /// Forget everything below `view`.
+    pub(crate) fn prune_below(&mut self, view: View) {
+        self.views.retain(|(_, v), _| *v >= view);
+        self.done.retain(|(_, v), _| *v >= view);
+    }
+}

@@ -1,0 +1,357 @@
+//! One handler per consensus message, and block placement (validation
+//! against the parent, insertion, orphans, catch-up).
+
+use crate::codec::Encode;
+use crate::consensus::error::ConsensusError;
+use crate::consensus::machine::HotStuff;
+use crate::consensus::messages::{
+    Block, ConsensusMsg, Proposal, SyncRequest, SyncResponse, TimeoutCert, TimeoutMsg, Vote,
+};
+use crate::signing::SignKind;
+use crate::types::{Hash32, ValidatorId};
+
+/// Where a block stands after an attempt to place it in the tree.
+enum Placement {
+    /// In the tree (inserted now or before).
+    Placed,
+    /// Block `0` must be fetched first.
+    Missing(Hash32),
+}
+
+impl HotStuff {
+    pub(crate) fn on_message(
+        &mut self,
+        from: ValidatorId,
+        msg: ConsensusMsg,
+    ) -> Result<(), ConsensusError> {
+        match msg {
+            ConsensusMsg::Proposal(p) => self.on_proposal(from, p),
+            ConsensusMsg::Vote(v) => self.on_vote(from, v),
+            ConsensusMsg::Timeout(t) => self.on_timeout_msg(from, t),
+            ConsensusMsg::TimeoutCert(tc) => self.on_tc(tc),
+            ConsensusMsg::SyncRequest(r) => {
+                self.on_sync_request(from, r);
+                Ok(())
+            }
+            ConsensusMsg::SyncResponse(r) => self.on_sync_response(from, r),
+        }
+    }
+
+    /// Internal consistency of a block, independent of any other block.
+    fn check_block_shape(&self, block: &Block) -> Result<(), ConsensusError> {
+        let bad = |why| ConsensusError::InvalidBlock {
+            block: block.id(),
+            why,
+        };
+        let h = block.header();
+        if h.payload_digest != block.payload().digest() {
+            return Err(bad("payload digest mismatch"));
+        }
+        if h.justify_view != block.justify().view() {
+            return Err(bad("justify view mismatch"));
+        }
+        if h.view <= block.justify().view() {
+            return Err(bad("view not above its justify view"));
+        }
+        if block.payload().tx_count() > self.cfg.max_block_txs {
+            return Err(bad("too many transactions"));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn on_proposal(
+        &mut self,
+        from: ValidatorId,
+        p: Proposal,
+    ) -> Result<(), ConsensusError> {
+        let block = &p.block;
+        let h = block.header().clone();
+        self.check_block_shape(block)?;
+        let leader = self.set(h.epoch).leader(h.view);
+        if h.proposer != leader {
+            return Err(ConsensusError::NotLeader {
+                view: h.view,
+                proposer: h.proposer,
+                leader,
+            });
+        }
+        let set = self.schedule.set(h.epoch);
+        self.verifier
+            .verify_sig(
+                set,
+                h.epoch,
+                h.proposer,
+                SignKind::Proposal,
+                &block.id().to_bytes(),
+                &p.signature,
+            )
+            .map_err(|f| f.into_error("proposal", h.proposer, h.epoch))?;
+        self.metrics.proposals_received += 1;
+        if let Some(ev) = self.detector.proposal(&h, &p.signature) {
+            self.evidence(ev);
+        }
+        self.verifier.verify_qc(&self.schedule, block.justify())?;
+        if let Some(tc) = &p.tc {
+            self.verifier.verify_tc(&self.schedule, tc)?;
+            self.process_tc(tc);
+        }
+        let justify = block.justify().clone();
+        self.process_qc(&justify, from);
+        match self.place(block, from)? {
+            Placement::Placed => self.try_vote(&p.block),
+            Placement::Missing(id) => {
+                self.wait_for(id, from, p);
+                Ok(())
+            }
+        }
+    }
+
+    pub(crate) fn on_vote(&mut self, _from: ValidatorId, vote: Vote) -> Result<(), ConsensusError> {
+        let data = vote.data;
+        if self.set(data.epoch).leader(data.view.next()) != self.me {
+            return Err(ConsensusError::NotNextLeader { view: data.view });
+        }
+        let set = self.schedule.set(data.epoch);
+        self.verifier
+            .verify_sig(
+                set,
+                data.epoch,
+                vote.voter,
+                SignKind::Vote,
+                &data.to_bytes(),
+                &vote.signature,
+            )
+            .map_err(|f| f.into_error("vote", vote.voter, data.epoch))?;
+        self.metrics.votes_received += 1;
+        if let Some(ev) = self.detector.vote(vote.voter, &data, &vote.signature) {
+            self.evidence(ev);
+        }
+        let set = self.schedule.set(data.epoch);
+        if let Some(qc) = self.votes.add(set, data, vote.voter, vote.signature) {
+            self.metrics.qcs_formed += 1;
+            self.process_qc(&qc, vote.voter);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn on_timeout_msg(
+        &mut self,
+        from: ValidatorId,
+        t: TimeoutMsg,
+    ) -> Result<(), ConsensusError> {
+        let d = t.data;
+        if d.high_qc_view != t.high_qc.view() || d.high_qc_view >= d.view {
+            return Err(ConsensusError::InvalidQc {
+                block: t.high_qc.block_id(),
+                view: t.high_qc.view(),
+                why: "timeout's high QC does not match what it signed",
+            });
+        }
+        let set = self.schedule.set(d.epoch);
+        self.verifier
+            .verify_sig(
+                set,
+                d.epoch,
+                t.sender,
+                SignKind::Timeout,
+                &d.to_bytes(),
+                &t.signature,
+            )
+            .map_err(|f| f.into_error("timeout", t.sender, d.epoch))?;
+        self.verifier.verify_qc(&self.schedule, &t.high_qc)?;
+        self.process_qc(&t.high_qc, from);
+        if d.epoch != self.epoch {
+            return Err(ConsensusError::WrongEpoch {
+                what: "timeout",
+                epoch: d.epoch,
+                current: self.epoch,
+            });
+        }
+        if d.view < self.view {
+            return Err(ConsensusError::StaleView {
+                what: "timeout",
+                view: d.view,
+                current: self.view,
+            });
+        }
+        let set = self.schedule.set(d.epoch);
+        let progress = self.timeouts.add(set, d, t.sender, t.signature);
+        let join_stake = set.one_third_plus_stake();
+        if let Some(tc) = progress.tc {
+            self.metrics.tcs_formed += 1;
+            self.process_tc(&tc);
+            let next_leader = self.set(tc.epoch).leader(tc.view.next());
+            if next_leader != self.me {
+                self.emit(crate::consensus::Effect::Send {
+                    to: next_leader,
+                    msg: ConsensusMsg::TimeoutCert(tc),
+                });
+            }
+        } else if d.view > self.view && progress.stake >= join_stake && self.is_member(self.epoch) {
+            // More than a third of the stake gave up on a later view: at least
+            // one honest validator is there, so join it and time out too.
+            self.enter_view(d.view, false);
+            self.local_timeout();
+        }
+        Ok(())
+    }
+
+    fn on_tc(&mut self, tc: TimeoutCert) -> Result<(), ConsensusError> {
+        self.verifier.verify_tc(&self.schedule, &tc)?;
+        self.process_tc(&tc);
+        Ok(())
+    }
+
+    fn on_sync_request(&mut self, from: ValidatorId, r: SyncRequest) {
+        let max = r
+            .max_blocks
+            .min(self.cfg.sync_batch)
+            .min(self.cfg.limits.max_sync_blocks) as usize;
+        let blocks = self.tree.chain_from(&r.block_id, max);
+        if !blocks.is_empty() && from != self.me {
+            self.emit(crate::consensus::Effect::Send {
+                to: from,
+                msg: ConsensusMsg::SyncResponse(SyncResponse { blocks }),
+            });
+        }
+    }
+
+    fn on_sync_response(
+        &mut self,
+        from: ValidatorId,
+        r: SyncResponse,
+    ) -> Result<(), ConsensusError> {
+        let bad = |why| ConsensusError::BadSyncResponse { why };
+        let first = r.blocks.first().ok_or(bad("empty"))?;
+        if !self.fetches.contains_key(&first.id()) {
+            return Err(bad("no outstanding request for its first block"));
+        }
+        if r.blocks.windows(2).any(|w| w[0].parent_id() != w[1].id()) {
+            return Err(bad("blocks do not link by parent id"));
+        }
+        self.fetches.remove(&first.id());
+        // Oldest first, so that each block's parent is placed before it.
+        for block in r.blocks.iter().rev() {
+            if self.tree.contains(&block.id()) || block.height() <= self.tree.committed_height() {
+                continue;
+            }
+            self.check_block_shape(block)?;
+            self.verifier.verify_qc(&self.schedule, block.justify())?;
+            match self.place(block, from)? {
+                Placement::Placed => {}
+                Placement::Missing(id) => {
+                    self.tree.add_orphan(block.clone());
+                    self.fetch(id, from);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Validate `block` against its parent and insert it, with any orphans
+    /// it unblocks; re-run proposals that waited for these blocks.
+    fn place(&mut self, block: &Block, from: ValidatorId) -> Result<Placement, ConsensusError> {
+        if self.tree.contains(&block.id()) {
+            return Ok(Placement::Placed);
+        }
+        if block.height() <= self.tree.committed_height() {
+            return Err(ConsensusError::ConflictsWithCommitted {
+                block: block.id(),
+                height: block.height(),
+            });
+        }
+        if let Some(missing) = self.check_against_parent(block)? {
+            return Ok(Placement::Missing(missing));
+        }
+        let mut work = vec![block.clone()];
+        let mut reprocess = Vec::new();
+        while let Some(b) = work.pop() {
+            let id = b.id();
+            let children = self.tree.insert(b.clone());
+            self.metrics.sync_blocks_inserted += u64::from(from != self.me);
+            self.on_block_inserted(&b);
+            for child in children {
+                let ok = self.check_block_shape(&child).is_ok()
+                    && self
+                        .verifier
+                        .verify_qc(&self.schedule, child.justify())
+                        .is_ok()
+                    && matches!(self.check_against_parent(&child), Ok(None));
+                if ok {
+                    work.push(child);
+                }
+            }
+            if let Some(ps) = self.waiting.remove(&id) {
+                reprocess.extend(ps);
+            }
+        }
+        for (from, p) in reprocess {
+            if let Err(error) = self.on_proposal(from, p) {
+                self.reject(from, error);
+            }
+        }
+        Ok(Placement::Placed)
+    }
+
+    /// `Ok(None)` if `block` fits its parent, `Ok(Some(id))` if block `id`
+    /// must be fetched first.
+    fn check_against_parent(&self, block: &Block) -> Result<Option<Hash32>, ConsensusError> {
+        let bad = |why| ConsensusError::InvalidBlock {
+            block: block.id(),
+            why,
+        };
+        let justify = block.justify();
+        let Some(parent) = self.tree.get(&block.parent_id()) else {
+            return Ok(Some(block.parent_id()));
+        };
+        if block.height() != parent.height().next() {
+            return Err(bad("height is not parent height + 1"));
+        }
+        if block.view() <= parent.view() {
+            return Err(bad("view not above parent view"));
+        }
+        if block.epoch() == justify.data.epoch {
+            if block.parent_id() != justify.block_id() {
+                return Err(bad("parent is not the block its QC certifies"));
+            }
+            if block.epoch() != parent.epoch() {
+                return Err(bad("epoch differs from parent epoch"));
+            }
+            if parent.height() >= self.boundary(parent.epoch()) && !block.payload().is_empty() {
+                return Err(bad("block past its epoch boundary carries a payload"));
+            }
+            return Ok(None);
+        }
+        // First block of a new epoch: its parent is the previous epoch's
+        // committed boundary block, and its QC certifies a descendant of it.
+        if block.epoch().0 != parent.epoch().0 + 1
+            || parent.height() != self.boundary(parent.epoch())
+            || justify.data.epoch != parent.epoch()
+        {
+            return Err(bad("epoch change not at a boundary block"));
+        }
+        if !self.tree.contains(&justify.block_id()) {
+            return Ok(Some(justify.block_id()));
+        }
+        if !self.tree.is_committed(&parent.id()) {
+            return Err(bad("epoch starts before its boundary block is committed"));
+        }
+        if !self.tree.extends(&justify.block_id(), &parent.id()) {
+            return Err(bad(
+                "epoch-start QC does not descend from the boundary block",
+            ));
+        }
+        Ok(None)
+    }
+
+    /// A block entered the tree: its QC certifies its parent (lock and
+    /// commit rules), and our high QC may certify the block itself.
+    fn on_block_inserted(&mut self, block: &Block) {
+        let inner = block.justify().clone();
+        self.apply_qc_to_known_block(&inner);
+        if self.safety.high_qc.block_id() == block.id() {
+            let high = self.safety.high_qc.clone();
+            self.apply_qc_to_known_block(&high);
+        }
+    }
+}

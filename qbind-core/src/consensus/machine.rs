@@ -1,0 +1,678 @@
+//! The [`HotStuff`] state machine: construction and restart, input dispatch,
+//! the pacemaker (views, timeouts), proposing, locking and committing.
+//! Message handlers are in `handlers.rs`.
+
+use std::collections::BTreeMap;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use crate::codec::Encode;
+use crate::consensus::block_tree::BlockTree;
+use crate::consensus::certs::{TimeoutCollector, Verifier, VoteCollector};
+use crate::consensus::error::ConsensusError;
+use crate::consensus::evidence::{EquivocationDetector, Evidence};
+use crate::consensus::messages::{
+    Block, BlockHeader, ConsensusMsg, Payload, Proposal, QuorumCert, SyncRequest, TimeoutCert,
+    TimeoutData, TimeoutMsg, Vote, VoteData,
+};
+use crate::consensus::metrics::ConsensusMetrics;
+use crate::consensus::safety::{SafetyState, TimeoutRecord};
+use crate::consensus::{ConsensusConfig, Effect, Input, SignJob, SignPurpose};
+use crate::crypto::Signature;
+use crate::mempool::FifoMempool;
+use crate::signing::SignKind;
+use crate::traits::SignRequest;
+use crate::types::{Epoch, Hash32, Height, Millis, ValidatorId, View};
+use crate::validator::{EpochSchedule, ValidatorSet};
+
+/// How many views of collector and detector state are kept behind the
+/// current view.
+const KEEP_VIEWS: u64 = 64;
+/// Proposals waiting for missing ancestors, at most.
+const MAX_WAITING: usize = 256;
+/// Attempts before a block fetch is abandoned (a later reference restarts it).
+const MAX_FETCH_ATTEMPTS: u32 = 12;
+
+/// An outstanding block fetch.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Fetch {
+    pub(crate) hint: ValidatorId,
+    pub(crate) attempts: u32,
+    pub(crate) last_sent: Millis,
+}
+
+/// One validator's chained HotStuff instance.
+pub struct HotStuff {
+    pub(crate) cfg: ConsensusConfig,
+    pub(crate) me: ValidatorId,
+    pub(crate) schedule: Arc<EpochSchedule>,
+    pub(crate) safety: SafetyState,
+    pub(crate) tree: BlockTree,
+    pub(crate) epoch: Epoch,
+    pub(crate) view: View,
+    pub(crate) now: Millis,
+    pub(crate) deadline: Millis,
+    pub(crate) consecutive_timeouts: u32,
+    pub(crate) votes: VoteCollector,
+    pub(crate) timeouts: TimeoutCollector,
+    pub(crate) last_tc: Option<TimeoutCert>,
+    pub(crate) waiting: BTreeMap<Hash32, Vec<(ValidatorId, Proposal)>>,
+    pub(crate) fetches: BTreeMap<Hash32, Fetch>,
+    pub(crate) mempool: FifoMempool,
+    pub(crate) verifier: Verifier,
+    pub(crate) detector: EquivocationDetector,
+    pub(crate) metrics: ConsensusMetrics,
+    pub(crate) out: Vec<Effect>,
+}
+
+impl HotStuff {
+    /// A validator `me` at genesis (`safety = None`, `committed` empty), or
+    /// restarted from what it persisted: its safety state and the tail of its
+    /// committed chain (ascending heights).
+    #[must_use]
+    pub fn new(
+        cfg: ConsensusConfig,
+        me: ValidatorId,
+        schedule: Arc<EpochSchedule>,
+        safety: Option<SafetyState>,
+        mut committed: Vec<Block>,
+    ) -> Self {
+        let genesis = Block::genesis(cfg.env.chain_id());
+        let genesis_qc = genesis.justify().clone();
+        if committed.is_empty() {
+            committed.push(genesis);
+        }
+        let tree = BlockTree::new(committed, cfg.committed_window);
+        let safety = safety.unwrap_or_else(|| SafetyState::genesis(genesis_qc.clone()));
+        let timeout_view = safety
+            .last_timeout
+            .as_ref()
+            .map(|t| t.data.view)
+            .unwrap_or_default();
+        let view = safety.high_qc.view().next().max(timeout_view).max(View(1));
+        let mut hs = HotStuff {
+            verifier: Verifier::new(cfg.env, genesis_qc, cfg.verify_cache),
+            mempool: FifoMempool::new(cfg.mempool_capacity, cfg.limits.max_tx_bytes as usize),
+            cfg,
+            me,
+            schedule,
+            safety,
+            tree,
+            epoch: Epoch(0),
+            view,
+            now: Millis(0),
+            deadline: Millis(0),
+            consecutive_timeouts: 0,
+            votes: VoteCollector::default(),
+            timeouts: TimeoutCollector::default(),
+            last_tc: None,
+            waiting: BTreeMap::new(),
+            fetches: BTreeMap::new(),
+            detector: EquivocationDetector::default(),
+            metrics: ConsensusMetrics::default(),
+            out: Vec::new(),
+        };
+        hs.epoch = hs.epoch_after_root();
+        hs.update_gauges();
+        hs
+    }
+
+    /// Process one input at time `now` and return the effects to carry out,
+    /// in order.
+    pub fn handle(&mut self, now: Millis, input: Input) -> Vec<Effect> {
+        self.now = self.now.max(now);
+        match input {
+            Input::Start => self.on_start(),
+            Input::Message { from, msg } => {
+                if let Err(error) = self.on_message(from, msg) {
+                    self.reject(from, error);
+                }
+            }
+            Input::Malformed { from, error } => self.reject(from, error.into()),
+            Input::Tick => self.on_tick(),
+            Input::Signed { job, signature } => self.on_signed(job, signature),
+            Input::SubmitTransaction(tx) => {
+                if self.mempool.insert(tx).is_err() {
+                    self.metrics.reject("mempool_rejected");
+                }
+            }
+        }
+        self.update_gauges();
+        std::mem::take(&mut self.out)
+    }
+
+    // ------------------------------------------------------------ accessors
+
+    /// This validator's id.
+    #[must_use]
+    pub fn id(&self) -> ValidatorId {
+        self.me
+    }
+
+    /// The current view.
+    #[must_use]
+    pub fn view(&self) -> View {
+        self.view
+    }
+
+    /// The current epoch.
+    #[must_use]
+    pub fn epoch(&self) -> Epoch {
+        self.epoch
+    }
+
+    /// The safety state (as last handed out for persistence, plus any QC
+    /// updates since).
+    #[must_use]
+    pub fn safety(&self) -> &SafetyState {
+        &self.safety
+    }
+
+    /// Counters.
+    #[must_use]
+    pub fn metrics(&self) -> &ConsensusMetrics {
+        &self.metrics
+    }
+
+    /// The last committed block.
+    #[must_use]
+    pub fn committed_block(&self) -> Option<&Block> {
+        self.tree.root()
+    }
+
+    /// Height of the last committed block.
+    #[must_use]
+    pub fn committed_height(&self) -> Height {
+        self.tree.committed_height()
+    }
+
+    /// Pending transactions in the FIFO pool.
+    #[must_use]
+    pub fn mempool_len(&self) -> usize {
+        self.mempool.len()
+    }
+
+    /// Uncommitted blocks held.
+    #[must_use]
+    pub fn pending_blocks(&self) -> usize {
+        self.tree.pending_len()
+    }
+
+    // ------------------------------------------------------------ helpers
+
+    pub(crate) fn set(&self, epoch: Epoch) -> &ValidatorSet {
+        self.schedule.set(epoch)
+    }
+
+    pub(crate) fn is_member(&self, epoch: Epoch) -> bool {
+        self.set(epoch).get(self.me).is_some()
+    }
+
+    pub(crate) fn emit(&mut self, effect: Effect) {
+        self.out.push(effect);
+    }
+
+    pub(crate) fn reject(&mut self, from: ValidatorId, error: ConsensusError) {
+        self.metrics.reject(error.label());
+        self.emit(Effect::Rejected { from, error });
+    }
+
+    pub(crate) fn evidence(&mut self, ev: Evidence) {
+        self.metrics.equivocations_detected += 1;
+        self.emit(Effect::Evidence(ev));
+    }
+
+    fn update_gauges(&mut self) {
+        self.metrics.current_view = self.view.0;
+        self.metrics.highest_seen_view = self.metrics.highest_seen_view.max(self.view.0);
+        self.metrics.committed_height = self.tree.committed_height().0;
+        self.metrics.epoch = self.epoch.0;
+    }
+
+    /// The boundary (last) height of `epoch`.
+    pub(crate) fn boundary(&self, epoch: Epoch) -> Height {
+        self.schedule.boundary_height(epoch)
+    }
+
+    fn epoch_after_root(&self) -> Epoch {
+        match self.tree.root() {
+            Some(root) if root.height() == self.boundary(root.epoch()) => Epoch(root.epoch().0 + 1),
+            Some(root) => root.epoch(),
+            None => Epoch(0),
+        }
+    }
+
+    fn timeout_duration(&self) -> u64 {
+        let exp = self.consecutive_timeouts.min(self.cfg.max_timeout_exponent);
+        self.cfg.base_timeout_ms.saturating_mul(1u64 << exp.min(62))
+    }
+
+    fn arm_timer(&mut self) {
+        self.deadline = self.now.plus(self.timeout_duration());
+        self.emit(Effect::SetTimer(self.deadline));
+    }
+
+    pub(crate) fn persist_safety(&mut self) {
+        self.emit(Effect::PersistSafety(self.safety.clone()));
+    }
+
+    // ------------------------------------------------------------ pacemaker
+
+    fn on_start(&mut self) {
+        self.arm_timer();
+        let high = self.safety.high_qc.clone();
+        if !self.tree.contains(&high.block_id()) {
+            let hint = self.set(high.data.epoch).leader(high.view());
+            self.fetch(high.block_id(), hint);
+        }
+        self.try_propose();
+    }
+
+    fn on_tick(&mut self) {
+        if self.now >= self.deadline {
+            self.local_timeout();
+        }
+        self.retry_fetches();
+    }
+
+    /// Enter view `v` (if it is ahead). `by_qc` resets the timeout back-off.
+    pub(crate) fn enter_view(&mut self, v: View, by_qc: bool) {
+        if v <= self.view {
+            return;
+        }
+        self.view = v;
+        if by_qc {
+            self.consecutive_timeouts = 0;
+        } else {
+            self.metrics.views_timed_out += 1;
+        }
+        let keep_from = View(v.0.saturating_sub(KEEP_VIEWS));
+        self.votes.prune_below(keep_from);
+        self.timeouts.prune_below(keep_from);
+        self.detector.prune_below(keep_from);
+        self.arm_timer();
+        self.try_propose();
+    }
+
+    /// The current view made no progress: sign (or re-send) a timeout.
+    pub(crate) fn local_timeout(&mut self) {
+        if !self.is_member(self.epoch) {
+            self.arm_timer();
+            return;
+        }
+        let record = match &self.safety.last_timeout {
+            Some(t) if t.data.view == self.view && t.data.epoch == self.epoch => t.clone(),
+            _ => {
+                let record = TimeoutRecord {
+                    data: TimeoutData {
+                        epoch: self.epoch,
+                        view: self.view,
+                        high_qc_view: self.safety.high_qc.view(),
+                    },
+                    high_qc: self.safety.high_qc.clone(),
+                };
+                self.safety.last_timeout = Some(record.clone());
+                self.safety.last_voted_view = self.safety.last_voted_view.max(self.view);
+                self.consecutive_timeouts = self.consecutive_timeouts.saturating_add(1);
+                self.persist_safety();
+                record
+            }
+        };
+        self.metrics.timeouts_sent += 1;
+        self.emit(Effect::Sign(SignJob {
+            request: SignRequest {
+                kind: SignKind::Timeout,
+                view: Some(record.data.view),
+                message: record.data.to_bytes(),
+            },
+            purpose: SignPurpose::Timeout {
+                data: record.data,
+                high_qc: record.high_qc,
+            },
+        }));
+        self.arm_timer();
+    }
+
+    fn on_signed(&mut self, job: SignJob, signature: Signature) {
+        let me = self.me;
+        let result = match job.purpose {
+            SignPurpose::Proposal { block, tc } => {
+                let p = Proposal {
+                    block,
+                    tc,
+                    signature,
+                };
+                self.metrics.proposals_made += 1;
+                self.emit(Effect::Broadcast(ConsensusMsg::Proposal(p.clone())));
+                self.on_proposal(me, p)
+            }
+            SignPurpose::Vote { data, to } => {
+                let vote = Vote {
+                    data,
+                    voter: me,
+                    signature,
+                };
+                self.metrics.votes_sent += 1;
+                if to == me {
+                    self.on_vote(me, vote)
+                } else {
+                    self.emit(Effect::Send {
+                        to,
+                        msg: ConsensusMsg::Vote(vote),
+                    });
+                    Ok(())
+                }
+            }
+            SignPurpose::Timeout { data, high_qc } => {
+                let msg = TimeoutMsg {
+                    data,
+                    high_qc,
+                    sender: me,
+                    signature,
+                };
+                self.emit(Effect::Broadcast(ConsensusMsg::Timeout(msg.clone())));
+                self.on_timeout_msg(me, msg)
+            }
+        };
+        if let Err(error) = result {
+            self.reject(me, error);
+        }
+    }
+
+    // ------------------------------------------------------------ proposing
+
+    /// Propose if this validator leads the current view and has not proposed
+    /// in it yet.
+    pub(crate) fn try_propose(&mut self) {
+        let epoch = self.epoch;
+        if !self.is_member(epoch)
+            || self.set(epoch).leader(self.view) != self.me
+            || self.safety.last_proposed_view >= self.view
+        {
+            return;
+        }
+        let high_qc = self.safety.high_qc.clone();
+        let Some(qc_block) = self.tree.get(&high_qc.block_id()).cloned() else {
+            let hint = self.set(high_qc.data.epoch).leader(high_qc.view());
+            self.fetch(high_qc.block_id(), hint);
+            return;
+        };
+        let (parent, suffix) = if qc_block.epoch() < epoch {
+            // First block of a new epoch: extend the committed boundary block.
+            match self.tree.root() {
+                Some(root)
+                    if root.height() == self.boundary(root.epoch())
+                        && root.epoch().0 + 1 == epoch.0 =>
+                {
+                    (root.clone(), false)
+                }
+                _ => return,
+            }
+        } else if qc_block.epoch() == epoch {
+            let suffix = qc_block.height() >= self.boundary(qc_block.epoch());
+            (qc_block, suffix)
+        } else {
+            return;
+        };
+        if parent.view() >= self.view {
+            return;
+        }
+        let txs = if suffix {
+            Vec::new()
+        } else {
+            let exclude = self.uncommitted_tx_ids(&parent.id());
+            self.mempool.take(self.cfg.max_block_txs, &exclude)
+        };
+        let header = BlockHeader {
+            epoch,
+            view: self.view,
+            height: parent.height().next(),
+            parent_id: parent.id(),
+            justify_view: high_qc.view(),
+            proposer: self.me,
+            payload_digest: Hash32::ZERO,
+        };
+        let block = Block::new(header, high_qc, Payload::Transactions(txs));
+        let tc = self
+            .last_tc
+            .clone()
+            .filter(|tc| tc.view.next() == self.view);
+        self.safety.last_proposed_view = self.view;
+        self.persist_safety();
+        self.emit(Effect::Sign(SignJob {
+            request: SignRequest {
+                kind: SignKind::Proposal,
+                view: Some(self.view),
+                message: block.id().to_bytes(),
+            },
+            purpose: SignPurpose::Proposal { block, tc },
+        }));
+    }
+
+    /// Transaction ids in uncommitted blocks from `tip` back to the root.
+    fn uncommitted_tx_ids(&self, tip: &Hash32) -> BTreeSet<Hash32> {
+        let mut out = BTreeSet::new();
+        let mut cur = *tip;
+        while let Some(b) = self.tree.get(&cur) {
+            if self.tree.is_committed(&cur) {
+                break;
+            }
+            let Payload::Transactions(txs) = b.payload();
+            out.extend(txs.iter().map(|tx| Hash32::digest(tx)));
+            cur = b.parent_id();
+        }
+        out
+    }
+
+    // ------------------------------------------------------------ voting
+
+    /// Vote for `block` if it is for the current view and epoch and the
+    /// safety rules allow it.
+    pub(crate) fn try_vote(&mut self, block: &Block) -> Result<(), ConsensusError> {
+        if block.view() < self.view {
+            return Err(ConsensusError::StaleView {
+                what: "proposal",
+                view: block.view(),
+                current: self.view,
+            });
+        }
+        if block.view() > self.view {
+            // Not entered yet (no certificate for the previous view seen).
+            return Ok(());
+        }
+        if block.epoch() != self.epoch {
+            return Err(ConsensusError::WrongEpoch {
+                what: "proposal",
+                epoch: block.epoch(),
+                current: self.epoch,
+            });
+        }
+        if !self.is_member(self.epoch) {
+            return Ok(());
+        }
+        self.safety
+            .check_vote(block.view(), block.justify().view(), self.cfg.faults)?;
+        self.safety.last_voted_view = block.view();
+        self.persist_safety();
+        let data = VoteData {
+            epoch: block.epoch(),
+            view: block.view(),
+            block_id: block.id(),
+        };
+        let to = self.set(self.epoch).leader(block.view().next());
+        self.emit(Effect::Sign(SignJob {
+            request: SignRequest {
+                kind: SignKind::Vote,
+                view: Some(block.view()),
+                message: data.to_bytes(),
+            },
+            purpose: SignPurpose::Vote { data, to },
+        }));
+        Ok(())
+    }
+
+    // ------------------------------------------------------------ QCs, TCs
+
+    /// A verified QC: raise the high QC, lock, commit, and advance the view.
+    pub(crate) fn process_qc(&mut self, qc: &QuorumCert, hint: ValidatorId) {
+        self.metrics.highest_seen_view = self.metrics.highest_seen_view.max(qc.view().0);
+        self.safety.update_high_qc(qc);
+        if self.tree.contains(&qc.block_id()) {
+            self.apply_qc_to_known_block(qc);
+        } else if qc.view() > self.tree.root().map(Block::view).unwrap_or_default() {
+            self.fetch(qc.block_id(), hint);
+        }
+        self.enter_view(qc.view().next(), true);
+    }
+
+    /// Lock and commit rules for a QC whose block is known.
+    pub(crate) fn apply_qc_to_known_block(&mut self, qc: &QuorumCert) {
+        let Some(block) = self.tree.get(&qc.block_id()).cloned() else {
+            return;
+        };
+        // 2-chain: the QC inside the certified block becomes the lock.
+        let inner = block.justify().clone();
+        self.safety.update_lock(&inner);
+        self.try_commit(&block);
+    }
+
+    /// 3-chain rule: with a QC on `b`, commit `b`'s grandparent when the
+    /// three views are consecutive. Suffix blocks past an epoch boundary are
+    /// never committed; their boundary ancestor is.
+    fn try_commit(&mut self, b: &Block) {
+        let Some(p1) = self.tree.get(&b.parent_id()).cloned() else {
+            return;
+        };
+        let two_chain = p1.view().next() == b.view();
+        let mut target = if self.cfg.faults.commit_on_two_chain && two_chain {
+            p1
+        } else {
+            let Some(p2) = self.tree.get(&p1.parent_id()).cloned() else {
+                return;
+            };
+            if !(two_chain && p2.view().next() == p1.view()) {
+                return;
+            }
+            p2
+        };
+        while target.height() > self.boundary(target.epoch()) {
+            match self.tree.get(&target.parent_id()) {
+                Some(p) => target = p.clone(),
+                None => return,
+            }
+        }
+        if target.height() <= self.tree.committed_height() {
+            return;
+        }
+        self.commit_chain(&target.id());
+    }
+
+    fn commit_chain(&mut self, target: &Hash32) {
+        let chain = self.tree.commit_to(target);
+        let mut epoch_changed = false;
+        for b in chain {
+            let Payload::Transactions(txs) = b.payload();
+            self.mempool.remove_committed(txs);
+            self.metrics.blocks_committed += 1;
+            if b.height() == self.boundary(b.epoch()) {
+                self.epoch = Epoch(b.epoch().0 + 1);
+                epoch_changed = true;
+            }
+            self.emit(Effect::Commit(b));
+        }
+        let committed = self.tree.committed_height();
+        self.waiting.retain(|_, ps| {
+            ps.retain(|(_, p)| p.block.height() > committed);
+            !ps.is_empty()
+        });
+        if epoch_changed {
+            self.try_propose();
+        }
+    }
+
+    /// A verified TC: move to the view after it.
+    pub(crate) fn process_tc(&mut self, tc: &TimeoutCert) {
+        if tc.epoch != self.epoch || tc.view < self.view {
+            return;
+        }
+        self.last_tc = Some(tc.clone());
+        self.enter_view(tc.view.next(), false);
+    }
+
+    // ------------------------------------------------------------ fetching
+
+    /// Ask `hint` for block `id` and its ancestors, unless already asked.
+    pub(crate) fn fetch(&mut self, id: Hash32, hint: ValidatorId) {
+        if self.tree.contains(&id) || self.fetches.contains_key(&id) {
+            return;
+        }
+        self.fetches.insert(
+            id,
+            Fetch {
+                hint,
+                attempts: 0,
+                last_sent: self.now,
+            },
+        );
+        self.send_fetch(id, hint, 0);
+        let at = self.now.plus(self.cfg.sync_retry_ms);
+        self.emit(Effect::SetTimer(at));
+    }
+
+    fn send_fetch(&mut self, id: Hash32, hint: ValidatorId, attempt: u32) {
+        let n = self.schedule.max_validators().max(1) as u32;
+        let mut to = ValidatorId((hint.0 + attempt) % n);
+        if to == self.me {
+            to = ValidatorId((to.0 + 1) % n);
+        }
+        if to == self.me {
+            return;
+        }
+        self.metrics.sync_requests_sent += 1;
+        self.emit(Effect::Send {
+            to,
+            msg: ConsensusMsg::SyncRequest(SyncRequest {
+                block_id: id,
+                max_blocks: self.cfg.sync_batch,
+            }),
+        });
+    }
+
+    fn retry_fetches(&mut self) {
+        let due: Vec<(Hash32, Fetch)> = self
+            .fetches
+            .iter()
+            .filter(|(_, f)| self.now.since(f.last_sent) >= self.cfg.sync_retry_ms)
+            .map(|(id, f)| (*id, *f))
+            .collect();
+        for (id, f) in due {
+            if f.attempts + 1 >= MAX_FETCH_ATTEMPTS || self.tree.contains(&id) {
+                self.fetches.remove(&id);
+                continue;
+            }
+            let attempts = f.attempts + 1;
+            self.fetches.insert(
+                id,
+                Fetch {
+                    hint: f.hint,
+                    attempts,
+                    last_sent: self.now,
+                },
+            );
+            self.send_fetch(id, f.hint, attempts);
+        }
+        if !self.fetches.is_empty() {
+            let at = self.now.plus(self.cfg.sync_retry_ms);
+            self.emit(Effect::SetTimer(at));
+        }
+    }
+
+    /// Park a proposal until block `missing` arrives.
+    pub(crate) fn wait_for(&mut self, missing: Hash32, from: ValidatorId, p: Proposal) {
+        let total: usize = self.waiting.values().map(Vec::len).sum();
+        if total < MAX_WAITING {
+            self.waiting.entry(missing).or_default().push((from, p));
+        }
+        self.fetch(missing, from);
+    }
+}

@@ -1,0 +1,57 @@
+//! Counters kept by the consensus state machine. The reference node exports
+//! them to Prometheus under the runbook's names (`qbind_consensus_*`); the
+//! simulator reads them directly.
+
+use std::collections::BTreeMap;
+
+/// Consensus counters and gauges of one validator.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ConsensusMetrics {
+    /// `qbind_consensus_current_view`.
+    pub current_view: u64,
+    /// `qbind_consensus_highest_seen_view`.
+    pub highest_seen_view: u64,
+    /// `qbind_consensus_committed_height`.
+    pub committed_height: u64,
+    /// `qbind_consensus_epoch`.
+    pub epoch: u64,
+    /// Proposals accepted for processing.
+    pub proposals_received: u64,
+    /// Proposals this validator made.
+    pub proposals_made: u64,
+    /// Votes accepted.
+    pub votes_received: u64,
+    /// Votes this validator signed.
+    pub votes_sent: u64,
+    /// Timeouts this validator signed (re-broadcasts included).
+    pub timeouts_sent: u64,
+    /// QCs formed here as leader.
+    pub qcs_formed: u64,
+    /// TCs formed here.
+    pub tcs_formed: u64,
+    /// Views left by a timeout certificate or timeout jump.
+    pub views_timed_out: u64,
+    /// Blocks committed.
+    pub blocks_committed: u64,
+    /// `qbind_consensus_equivocation_detected_total`.
+    pub equivocations_detected: u64,
+    /// Sync requests sent.
+    pub sync_requests_sent: u64,
+    /// Blocks received through sync and inserted.
+    pub sync_blocks_inserted: u64,
+    /// Rejected inputs by reason label (`ConsensusError::label`).
+    pub rejected: BTreeMap<&'static str, u64>,
+}
+
+impl ConsensusMetrics {
+    /// Count one rejection.
+    pub(crate) fn reject(&mut self, label: &'static str) {
+        *self.rejected.entry(label).or_default() += 1;
+    }
+
+    /// Total rejections.
+    #[must_use]
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected.values().sum()
+    }
+}

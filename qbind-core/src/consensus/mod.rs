@@ -1,0 +1,194 @@
+//! Chained HotStuff as a sans-I/O state machine (spec §4.3, §6; DESIGN
+//! "Consensus").
+//!
+//! [`HotStuff::handle`] takes the current time and one [`Input`] and returns
+//! the [`Effect`]s the engine must carry out, in order. The machine never
+//! performs I/O, reads a clock, or draws randomness.
+//!
+//! Protocol summary:
+//! - the leader of view `v` (round-robin over its epoch's set) proposes a
+//!   block extending its highest QC; validators vote (to the leader of
+//!   `v + 1`) if the LibraBFT safety rules in [`safety`] allow it;
+//! - a quorum of votes (> 2/3 of stake) forms a QC; a QC for `B` locks `B`'s
+//!   parent QC, and commits `B`'s grandparent when the three views are
+//!   consecutive (3-chain rule);
+//! - a view that makes no progress times out: validators broadcast signed
+//!   timeouts carrying their highest QC; a quorum forms a timeout certificate
+//!   that moves everybody to the next view; more than a third of stake timing
+//!   out in a higher view pulls a lagging validator forward; timeouts grow
+//!   exponentially while views keep failing;
+//! - missing blocks are fetched from peers ([`messages::SyncRequest`]) and
+//!   authenticated by hash links from a verified QC;
+//! - the validator set changes at epoch boundaries: the boundary block's
+//!   descendants in its epoch carry no payload, and once the boundary block
+//!   is committed the next epoch's first block extends it directly.
+
+mod block_tree;
+mod certs;
+pub mod error;
+pub mod evidence;
+mod handlers;
+mod machine;
+pub mod messages;
+mod metrics;
+pub mod safety;
+
+pub use error::ConsensusError;
+pub use evidence::Evidence;
+pub use machine::HotStuff;
+pub use messages::*;
+pub use metrics::ConsensusMetrics;
+pub use safety::{SafetyFaults, SafetyState, TimeoutRecord, VoteRefusal};
+
+use crate::codec::{CodecLimits, DecodeError};
+use crate::crypto::Signature;
+use crate::traits::SignRequest;
+use crate::types::{Millis, NetworkEnvironment, ValidatorId};
+
+/// Consensus parameters. Every validator of a network must use the same
+/// protocol-relevant values (environment, limits).
+#[derive(Clone, Debug)]
+pub struct ConsensusConfig {
+    /// The network (chain ID and domain tags).
+    pub env: NetworkEnvironment,
+    /// Timeout of a view that follows a successful one, in milliseconds.
+    pub base_timeout_ms: u64,
+    /// Timeouts double per consecutive failed view up to `2^max_timeout_exponent`.
+    pub max_timeout_exponent: u32,
+    /// Maximum transactions per block.
+    pub max_block_txs: usize,
+    /// FIFO mempool capacity.
+    pub mempool_capacity: usize,
+    /// Blocks asked for in one sync request.
+    pub sync_batch: u32,
+    /// Milliseconds before an unanswered sync request is retried elsewhere.
+    pub sync_retry_ms: u64,
+    /// Committed blocks kept in memory to serve catch-up.
+    pub committed_window: usize,
+    /// Signature verification cache entries.
+    pub verify_cache: usize,
+    /// Decoding bounds.
+    pub limits: CodecLimits,
+    /// Deliberate safety bugs for checker tests. Always default in production.
+    pub faults: SafetyFaults,
+}
+
+impl ConsensusConfig {
+    /// Defaults for `env`.
+    #[must_use]
+    pub fn new(env: NetworkEnvironment) -> Self {
+        ConsensusConfig {
+            env,
+            base_timeout_ms: 1000,
+            max_timeout_exponent: 6,
+            max_block_txs: 2000,
+            mempool_capacity: 100_000,
+            sync_batch: 32,
+            sync_retry_ms: 500,
+            committed_window: 4096,
+            verify_cache: 65_536,
+            limits: CodecLimits::default(),
+            faults: SafetyFaults::default(),
+        }
+    }
+}
+
+/// What a signature is for, so the machine can finish the job when the
+/// signature comes back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SignPurpose {
+    /// A proposal of `block`, with the TC that let the leader enter the view.
+    Proposal {
+        /// The block.
+        block: Block,
+        /// The TC, if any.
+        tc: Option<TimeoutCert>,
+    },
+    /// A vote on `data`, to be sent to `to`.
+    Vote {
+        /// The vote.
+        data: VoteData,
+        /// The next leader.
+        to: ValidatorId,
+    },
+    /// A timeout carrying `high_qc`.
+    Timeout {
+        /// What is signed.
+        data: TimeoutData,
+        /// The QC to attach.
+        high_qc: QuorumCert,
+    },
+}
+
+/// A signing job: the request for the [`crate::Signer`] and what to do with
+/// the result.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignJob {
+    /// What to sign.
+    pub request: SignRequest,
+    /// What the signature is for.
+    pub purpose: SignPurpose,
+}
+
+/// Inputs to the consensus state machine.
+#[derive(Clone, Debug)]
+pub enum Input {
+    /// Start (or restart) participating: enter the current view.
+    Start,
+    /// A decoded message from an authenticated peer.
+    Message {
+        /// The sender as authenticated by the transport.
+        from: ValidatorId,
+        /// The message.
+        msg: ConsensusMsg,
+    },
+    /// Bytes from a peer that did not decode (counted and reported).
+    Malformed {
+        /// The sender.
+        from: ValidatorId,
+        /// Why.
+        error: DecodeError,
+    },
+    /// Time passed; check timers.
+    Tick,
+    /// A signature requested by [`Effect::Sign`] is ready.
+    Signed {
+        /// The job.
+        job: SignJob,
+        /// The signature.
+        signature: Signature,
+    },
+    /// A transaction for the FIFO payload.
+    SubmitTransaction(Vec<u8>),
+}
+
+/// Effects the engine must carry out, in the order given.
+#[derive(Clone, Debug)]
+pub enum Effect {
+    /// Write the safety state durably before carrying out any later effect.
+    PersistSafety(SafetyState),
+    /// Obtain a signature and feed it back as [`Input::Signed`].
+    Sign(SignJob),
+    /// Send to one validator.
+    Send {
+        /// Recipient.
+        to: ValidatorId,
+        /// Message.
+        msg: ConsensusMsg,
+    },
+    /// Send to every other validator.
+    Broadcast(ConsensusMsg),
+    /// A block is committed (oldest first, each exactly once per run).
+    Commit(Block),
+    /// Deliver [`Input::Tick`] at or after this time.
+    SetTimer(Millis),
+    /// Equivocation was detected.
+    Evidence(Evidence),
+    /// An input was rejected (already counted in the metrics).
+    Rejected {
+        /// Who sent it (ourselves for local inputs).
+        from: ValidatorId,
+        /// Why.
+        error: ConsensusError,
+    },
+}

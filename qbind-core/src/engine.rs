@@ -1,0 +1,306 @@
+//! The thin async engine: runs one validator's [`HotStuff`] over the four
+//! traits (DESIGN "A thin async engine in core wires the state machines to
+//! those traits").
+//!
+//! It carries out effects strictly in order: the safety state is durable
+//! before the signing request that depends on it is even issued, and a
+//! committed block is durable (block, height marker) before it is reported.
+//! The same state machines run in the simulator; the engine adds no protocol
+//! logic.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, watch};
+
+use crate::codec::{CodecLimits, Decode, DecodeError, Encode};
+use crate::consensus::{
+    Block, ConsensusConfig, ConsensusMetrics, ConsensusMsg, Effect, Evidence, HotStuff, Input,
+    SafetyState,
+};
+use crate::traits::{
+    Clock, Durability, Namespace, Signer, StateBackend, StorageError, Transport, WriteBatch,
+};
+use crate::types::{Millis, ValidatorId};
+use crate::validator::EpochSchedule;
+
+/// Key of the safety state in [`Namespace::Safety`].
+pub const SAFETY_KEY: &[u8] = b"safety_state";
+/// Key of the committed height marker in [`Namespace::Meta`].
+pub const COMMITTED_HEIGHT_KEY: &[u8] = b"committed_height";
+
+/// Why the engine stopped or could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The state store failed; the engine stops rather than sign anything it
+    /// could not persist.
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+    /// Persisted state did not decode.
+    #[error("persisted {what} is corrupt: {source}")]
+    Corrupt {
+        /// Which record.
+        what: &'static str,
+        /// Why.
+        source: DecodeError,
+    },
+}
+
+/// Something the engine reports to its embedder.
+#[derive(Clone, Debug)]
+pub enum EngineEvent {
+    /// A block was committed and persisted.
+    Committed {
+        /// The block.
+        block: Block,
+        /// When (engine clock).
+        at: Millis,
+    },
+    /// Equivocation evidence.
+    Evidence(Evidence),
+}
+
+/// Load what a validator persisted: its safety state and the last
+/// `window` committed blocks (ascending).
+pub fn load_persisted<S: StateBackend>(
+    store: &S,
+    window: usize,
+) -> Result<(Option<SafetyState>, Vec<Block>), EngineError> {
+    let safety = match store.get(Namespace::Safety, SAFETY_KEY)? {
+        Some(bytes) => {
+            Some(
+                SafetyState::from_bytes(&bytes).map_err(|source| EngineError::Corrupt {
+                    what: "safety state",
+                    source,
+                })?,
+            )
+        }
+        None => None,
+    };
+    let mut committed = Vec::new();
+    if let Some(bytes) = store.get(Namespace::Meta, COMMITTED_HEIGHT_KEY)? {
+        let height = u64::from_bytes(&bytes).map_err(|source| EngineError::Corrupt {
+            what: "committed height",
+            source,
+        })?;
+        let from = height.saturating_sub(window.max(1) as u64 - 1).max(1);
+        for h in from..=height {
+            if let Some(bytes) = store.get(Namespace::Blocks, &h.to_be_bytes())? {
+                committed.push(Block::from_bytes(&bytes).map_err(|source| {
+                    EngineError::Corrupt {
+                        what: "committed block",
+                        source,
+                    }
+                })?);
+            }
+        }
+    }
+    Ok((safety, committed))
+}
+
+/// The atomic batch that records one committed block: body and height marker.
+#[must_use]
+pub fn commit_batch(block: &Block) -> WriteBatch {
+    let mut batch = WriteBatch::new();
+    batch.put(
+        Namespace::Blocks,
+        block.height().0.to_be_bytes().to_vec(),
+        block.to_bytes(),
+    );
+    batch.put(
+        Namespace::QuorumCerts,
+        block.height().0.to_be_bytes().to_vec(),
+        block.justify().to_bytes(),
+    );
+    batch.put(
+        Namespace::Meta,
+        COMMITTED_HEIGHT_KEY.to_vec(),
+        block.height().0.to_bytes(),
+    );
+    batch
+}
+
+/// One validator: a [`HotStuff`] machine driven over the traits.
+pub struct Engine<S, T, C> {
+    machine: HotStuff,
+    store: S,
+    transport: T,
+    signer: Box<dyn Signer>,
+    clock: C,
+    timers: BTreeSet<Millis>,
+    events: Option<mpsc::UnboundedSender<EngineEvent>>,
+    submissions: Option<mpsc::UnboundedReceiver<Vec<u8>>>,
+    metrics_out: Option<watch::Sender<ConsensusMetrics>>,
+    limits: CodecLimits,
+}
+
+impl<S: StateBackend, T: Transport, C: Clock> Engine<S, T, C> {
+    /// Open validator `signer.validator_id()` on `store`, resuming from
+    /// whatever it persisted before.
+    pub fn open(
+        cfg: ConsensusConfig,
+        schedule: Arc<EpochSchedule>,
+        store: S,
+        transport: T,
+        signer: Box<dyn Signer>,
+        clock: C,
+    ) -> Result<Self, EngineError> {
+        let (safety, committed) = load_persisted(&store, cfg.committed_window)?;
+        let limits = cfg.limits.clone();
+        let machine = HotStuff::new(cfg, signer.validator_id(), schedule, safety, committed);
+        Ok(Engine {
+            machine,
+            store,
+            transport,
+            signer,
+            clock,
+            timers: BTreeSet::new(),
+            events: None,
+            submissions: None,
+            metrics_out: None,
+            limits,
+        })
+    }
+
+    /// Report commits and evidence on `sink`.
+    #[must_use]
+    pub fn with_events(mut self, sink: mpsc::UnboundedSender<EngineEvent>) -> Self {
+        self.events = Some(sink);
+        self
+    }
+
+    /// Take transactions for the FIFO payload from `source`.
+    #[must_use]
+    pub fn with_submissions(mut self, source: mpsc::UnboundedReceiver<Vec<u8>>) -> Self {
+        self.submissions = Some(source);
+        self
+    }
+
+    /// Publish the consensus metrics after every input.
+    #[must_use]
+    pub fn with_metrics(mut self, out: watch::Sender<ConsensusMetrics>) -> Self {
+        self.metrics_out = Some(out);
+        self
+    }
+
+    /// The validator this engine runs.
+    #[must_use]
+    pub fn id(&self) -> ValidatorId {
+        self.machine.id()
+    }
+
+    /// Run until `shutdown` becomes true or a storage failure stops it.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), EngineError> {
+        self.step(Input::Start).await?;
+        loop {
+            if *shutdown.borrow() {
+                return Ok(());
+            }
+            let next_timer = self.timers.first().copied();
+            let input = tokio::select! {
+                _ = shutdown.changed() => return Ok(()),
+                received = self.transport.recv() => match received {
+                    Ok((from, bytes)) => {
+                        match ConsensusMsg::decode_message(&bytes, &self.limits) {
+                            Ok(msg) => Input::Message { from, msg },
+                            Err(error) => Input::Malformed { from, error },
+                        }
+                    }
+                    Err(_) => return Ok(()),
+                },
+                () = sleep_opt(&self.clock, next_timer) => {
+                    let now = self.clock.now();
+                    while self.timers.first().is_some_and(|t| *t <= now) {
+                        self.timers.pop_first();
+                    }
+                    Input::Tick
+                }
+                Some(tx) = recv_opt(&mut self.submissions) => Input::SubmitTransaction(tx),
+            };
+            self.step(input).await?;
+        }
+    }
+
+    /// Feed one input and carry out all resulting effects (signatures are
+    /// fed back as further inputs).
+    async fn step(&mut self, input: Input) -> Result<(), EngineError> {
+        let mut inputs = VecDeque::from([input]);
+        while let Some(input) = inputs.pop_front() {
+            let effects = self.machine.handle(self.clock.now(), input);
+            for effect in effects {
+                self.apply(effect, &mut inputs).await?;
+            }
+        }
+        if let Some(out) = &self.metrics_out {
+            let _ = out.send(self.machine.metrics().clone());
+        }
+        Ok(())
+    }
+
+    async fn apply(
+        &mut self,
+        effect: Effect,
+        inputs: &mut VecDeque<Input>,
+    ) -> Result<(), EngineError> {
+        match effect {
+            Effect::PersistSafety(state) => {
+                let mut batch = WriteBatch::new();
+                batch.put(Namespace::Safety, SAFETY_KEY.to_vec(), state.to_bytes());
+                self.store.write(batch, Durability::Durable)?;
+            }
+            Effect::Sign(job) => match self.signer.sign(&job.request).await {
+                Ok(signature) => inputs.push_back(Input::Signed { job, signature }),
+                Err(error) => {
+                    tracing::error!(%error, kind = ?job.request.kind, "signer refused or failed");
+                }
+            },
+            Effect::Send { to, msg } => {
+                if let Err(error) = self.transport.send(to, msg.to_bytes()).await {
+                    tracing::debug!(%error, %to, "send failed");
+                }
+            }
+            Effect::Broadcast(msg) => {
+                if let Err(error) = self.transport.broadcast(msg.to_bytes()).await {
+                    tracing::debug!(%error, "broadcast failed");
+                }
+            }
+            Effect::Commit(block) => {
+                self.store
+                    .write(commit_batch(&block), Durability::Durable)?;
+                if let Some(sink) = &self.events {
+                    let _ = sink.send(EngineEvent::Committed {
+                        block,
+                        at: self.clock.now(),
+                    });
+                }
+            }
+            Effect::SetTimer(at) => {
+                self.timers.insert(at);
+            }
+            Effect::Evidence(ev) => {
+                tracing::warn!(offender = %ev.offender(), "equivocation evidence");
+                if let Some(sink) = &self.events {
+                    let _ = sink.send(EngineEvent::Evidence(ev));
+                }
+            }
+            Effect::Rejected { from, error } => {
+                tracing::debug!(%from, %error, "rejected consensus input");
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn sleep_opt<C: Clock>(clock: &C, at: Option<Millis>) {
+    match at {
+        Some(at) => clock.sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn recv_opt(rx: &mut Option<mpsc::UnboundedReceiver<Vec<u8>>>) -> Option<Vec<u8>> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,210 @@
+//! Invariant checks of the simulator, written independently of the consensus
+//! code (STYLE 13): they look only at what honest nodes *sent* and
+//! *committed*, never at the state machine's own predicates.
+//!
+//! - **Agreement**: no two honest nodes commit different blocks at a height.
+//! - **Chain**: each honest node commits consecutive heights, each block's
+//!   parent being the previous commit (so committed chains are prefixes of
+//!   each other).
+//! - **No double signing**: an honest validator never sends two different
+//!   votes, timeouts or proposals for one view, across restarts.
+//! - **Liveness**: after the last fault heals, every honest node commits at
+//!   least `commits` blocks proposed within `within_views` views.
+
+use std::collections::BTreeMap;
+
+use crate::types::{Epoch, Hash32, Height, ValidatorId, View};
+
+/// A broken invariant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Violation {
+    /// Two honest nodes committed different blocks at one height.
+    Agreement {
+        /// The height.
+        height: Height,
+        /// One block.
+        first: Hash32,
+        /// The other.
+        second: Hash32,
+    },
+    /// A node's commits skipped a height or did not link to the previous.
+    Chain {
+        /// Node index.
+        node: usize,
+        /// The offending height.
+        height: Height,
+    },
+    /// An honest validator sent two different votes in one view.
+    DoubleVote {
+        /// The validator.
+        validator: ValidatorId,
+        /// The view.
+        view: View,
+    },
+    /// An honest validator sent two different timeouts for one view.
+    DoubleTimeout {
+        /// The validator.
+        validator: ValidatorId,
+        /// The view.
+        view: View,
+    },
+    /// An honest validator proposed two different blocks in one view.
+    DoubleProposal {
+        /// The validator.
+        validator: ValidatorId,
+        /// The view.
+        view: View,
+    },
+    /// An honest node did not make the required progress after the heal.
+    Liveness {
+        /// Node index.
+        node: usize,
+        /// Blocks it committed from the window.
+        committed: u64,
+        /// Blocks required.
+        required: u64,
+    },
+}
+
+/// What the checker remembers.
+#[derive(Default)]
+pub(crate) struct Checker {
+    by_height: BTreeMap<Height, Hash32>,
+    last: BTreeMap<usize, (Height, Hash32)>,
+    votes: BTreeMap<(ValidatorId, Epoch, View), Hash32>,
+    timeouts: BTreeMap<(ValidatorId, Epoch, View), (View, Hash32)>,
+    proposals: BTreeMap<(ValidatorId, Epoch, View), Hash32>,
+    pub(crate) violations: Vec<Violation>,
+}
+
+impl Checker {
+    pub(crate) fn new(genesis: Hash32, nodes: usize) -> Self {
+        let mut c = Checker::default();
+        c.by_height.insert(Height(0), genesis);
+        for i in 0..nodes {
+            c.last.insert(i, (Height(0), genesis));
+        }
+        c
+    }
+
+    fn push(&mut self, v: Violation) {
+        if self.violations.len() < 64 {
+            self.violations.push(v);
+        }
+    }
+
+    /// An honest node committed `id` at `height` with parent `parent`.
+    pub(crate) fn commit(&mut self, node: usize, height: Height, id: Hash32, parent: Hash32) {
+        match self.by_height.get(&height) {
+            Some(existing) if *existing != id => {
+                let first = *existing;
+                self.push(Violation::Agreement {
+                    height,
+                    first,
+                    second: id,
+                });
+            }
+            Some(_) => {}
+            None => {
+                self.by_height.insert(height, id);
+            }
+        }
+        let (last_h, last_id) = self.last.get(&node).copied().unwrap_or_default();
+        if height.0 != last_h.0 + 1 || parent != last_id {
+            self.push(Violation::Chain { node, height });
+        }
+        self.last.insert(node, (height, id));
+    }
+
+    /// An honest validator sent a vote.
+    pub(crate) fn vote(&mut self, who: ValidatorId, epoch: Epoch, view: View, block: Hash32) {
+        match self.votes.insert((who, epoch, view), block) {
+            Some(prev) if prev != block => self.push(Violation::DoubleVote {
+                validator: who,
+                view,
+            }),
+            _ => {}
+        }
+    }
+
+    /// An honest validator sent a timeout (`qc` identifies the attached QC).
+    pub(crate) fn timeout(
+        &mut self,
+        who: ValidatorId,
+        epoch: Epoch,
+        view: View,
+        high_qc_view: View,
+        qc: Hash32,
+    ) {
+        match self.timeouts.insert((who, epoch, view), (high_qc_view, qc)) {
+            Some(prev) if prev != (high_qc_view, qc) => self.push(Violation::DoubleTimeout {
+                validator: who,
+                view,
+            }),
+            _ => {}
+        }
+    }
+
+    /// An honest validator sent a proposal.
+    pub(crate) fn proposal(&mut self, who: ValidatorId, epoch: Epoch, view: View, block: Hash32) {
+        match self.proposals.insert((who, epoch, view), block) {
+            Some(prev) if prev != block => self.push(Violation::DoubleProposal {
+                validator: who,
+                view,
+            }),
+            _ => {}
+        }
+    }
+
+    /// Liveness of one honest node: `views` are the views of the blocks it
+    /// committed.
+    pub(crate) fn liveness(
+        &mut self,
+        node: usize,
+        views: impl Iterator<Item = View>,
+        after: View,
+        within: u64,
+        required: u64,
+    ) {
+        let end = View(after.0.saturating_add(within));
+        let committed = views.filter(|v| *v > after && *v <= end).count() as u64;
+        if committed < required {
+            self.push(Violation::Liveness {
+                node,
+                committed,
+                required,
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checker_flags_forks_gaps_and_double_signing() {
+        let g = Hash32([0; 32]);
+        let a = Hash32([1; 32]);
+        let b = Hash32([2; 32]);
+        let mut c = Checker::new(g, 2);
+        c.commit(0, Height(1), a, g);
+        c.commit(1, Height(1), b, g);
+        assert!(matches!(c.violations[0], Violation::Agreement { .. }));
+        c.commit(0, Height(3), b, a);
+        assert!(matches!(c.violations[1], Violation::Chain { node: 0, .. }));
+        c.vote(ValidatorId(1), Epoch(0), View(4), a);
+        c.vote(ValidatorId(1), Epoch(0), View(4), a);
+        assert_eq!(c.violations.len(), 2);
+        c.vote(ValidatorId(1), Epoch(0), View(4), b);
+        assert!(matches!(c.violations[2], Violation::DoubleVote { .. }));
+        c.timeout(ValidatorId(1), Epoch(0), View(5), View(3), a);
+        c.timeout(ValidatorId(1), Epoch(0), View(5), View(4), b);
+        assert!(matches!(c.violations[3], Violation::DoubleTimeout { .. }));
+        c.liveness(0, [View(11), View(12)].into_iter(), View(10), 50, 3);
+        assert!(matches!(
+            c.violations[4],
+            Violation::Liveness { committed: 2, .. }
+        ));
+    }
+}

@@ -1,0 +1,373 @@
+//! The deterministic discrete-event simulator (DESIGN "The simulator").
+//!
+//! It drives the same [`HotStuff`](crate::consensus::HotStuff) state
+//! machines as the engine, in one thread, on simulated time, with every
+//! random choice drawn from one seeded RNG: the same seed gives the same
+//! event log (and the same [`Report::event_log_hash`]).
+//!
+//! ```
+//! use qbind_core::sim::{Behavior, Scenario};
+//!
+//! let report = Scenario::new(4)
+//!     .seed(7)
+//!     .byzantine(3, Behavior::Silent)
+//!     .min_commits(10)
+//!     .run();
+//! assert!(report.violations.is_empty(), "{}", report.summary());
+//! assert!(report.min_honest_height() >= 10);
+//! ```
+//!
+//! Checks applied to every run are in [`checks`], written without using the
+//! consensus code's own predicates.
+
+mod byzantine;
+pub mod checks;
+mod network;
+mod runner;
+
+pub use checks::Violation;
+
+use crate::consensus::SafetyFaults;
+use crate::types::{Hash32, Height, View};
+
+/// What a faulty simulated validator does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Behavior {
+    /// Sends nothing at all.
+    Silent,
+    /// Runs the honest protocol but corrupts the signature of everything it
+    /// signs.
+    InvalidSignatures,
+    /// When leading, sends two different blocks for its view to two halves of
+    /// the validators.
+    EquivocatingLeader,
+    /// Equivocates when leading and votes for every proposal it sees,
+    /// ignoring the safety rules.
+    DoubleVoter,
+}
+
+/// A network partition: from `start` to `heal` (ms), nodes only reach nodes
+/// in their own group. Nodes in no group are isolated.
+#[derive(Clone, Debug)]
+pub struct Partition {
+    /// When it starts.
+    pub start: u64,
+    /// When it heals.
+    pub heal: u64,
+    /// Groups of node indices.
+    pub groups: Vec<Vec<usize>>,
+}
+
+/// A crash of node `node` at `at`, restarting from its persisted state at
+/// `restart` (never, if `None`).
+#[derive(Clone, Copy, Debug)]
+pub struct Crash {
+    /// Node index.
+    pub node: usize,
+    /// When it crashes.
+    pub at: u64,
+    /// When it restarts.
+    pub restart: Option<u64>,
+    /// Crash right after the next safety-state write, before the message
+    /// that depends on it leaves.
+    pub after_persist: bool,
+}
+
+/// The liveness requirement checked after the last fault heals.
+#[derive(Clone, Copy, Debug)]
+pub struct Liveness {
+    /// Blocks every honest node must commit...
+    pub commits: u64,
+    /// ...among blocks proposed within this many views after the heal.
+    pub within_views: u64,
+}
+
+/// A simulated run, built step by step and started with [`Scenario::run`].
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    pub(crate) validators: usize,
+    pub(crate) seed: u64,
+    pub(crate) latency: (u64, u64),
+    pub(crate) loss: f64,
+    pub(crate) loss_until: u64,
+    pub(crate) duplication: f64,
+    pub(crate) partitions: Vec<Partition>,
+    pub(crate) crashes: Vec<Crash>,
+    pub(crate) byzantine: Vec<(usize, Behavior)>,
+    pub(crate) twins: Vec<usize>,
+    pub(crate) epoch_change: Option<(u64, Vec<u64>)>,
+    pub(crate) stakes: Vec<u64>,
+    pub(crate) tx_interval: u64,
+    pub(crate) max_block_txs: usize,
+    pub(crate) base_timeout: u64,
+    pub(crate) max_time: u64,
+    pub(crate) min_commits: u64,
+    pub(crate) liveness: Option<Liveness>,
+    pub(crate) faults: SafetyFaults,
+}
+
+impl Scenario {
+    /// `n` honest validators with equal stake, 5–15 ms links, no faults.
+    #[must_use]
+    pub fn new(n: usize) -> Self {
+        Scenario {
+            validators: n.max(1),
+            seed: 0,
+            latency: (5, 15),
+            loss: 0.0,
+            loss_until: u64::MAX,
+            duplication: 0.0,
+            partitions: Vec::new(),
+            crashes: Vec::new(),
+            byzantine: Vec::new(),
+            twins: Vec::new(),
+            epoch_change: None,
+            stakes: vec![1; n.max(1)],
+            tx_interval: 0,
+            max_block_txs: 100,
+            base_timeout: 200,
+            max_time: 120_000,
+            min_commits: 0,
+            liveness: None,
+            faults: SafetyFaults::default(),
+        }
+    }
+
+    /// The RNG seed. `QBIND_SIM_SEED` in the environment overrides it.
+    #[must_use]
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// One-way link latency drawn uniformly from `[min, max]` ms (jitter
+    /// reorders messages).
+    #[must_use]
+    pub fn latency(mut self, min: u64, max: u64) -> Self {
+        self.latency = (min, max.max(min));
+        self
+    }
+
+    /// Drop each message with probability `p` until time `until` (ms).
+    #[must_use]
+    pub fn loss(mut self, p: f64, until: u64) -> Self {
+        self.loss = p;
+        self.loss_until = until;
+        self
+    }
+
+    /// Deliver each message twice with probability `p`.
+    #[must_use]
+    pub fn duplication(mut self, p: f64) -> Self {
+        self.duplication = p;
+        self
+    }
+
+    /// Add a partition.
+    #[must_use]
+    pub fn partition(mut self, start: u64, heal: u64, groups: Vec<Vec<usize>>) -> Self {
+        self.partitions.push(Partition {
+            start,
+            heal,
+            groups,
+        });
+        self
+    }
+
+    /// Crash `node` at `at` and restart it at `restart`.
+    #[must_use]
+    pub fn crash(mut self, node: usize, at: u64, restart: Option<u64>) -> Self {
+        self.crashes.push(Crash {
+            node,
+            at,
+            restart,
+            after_persist: false,
+        });
+        self
+    }
+
+    /// From `at` on, crash `node` right after its next safety-state write,
+    /// before the vote or timeout it was about to send; restart at `restart`.
+    #[must_use]
+    pub fn crash_after_persist(mut self, node: usize, at: u64, restart: u64) -> Self {
+        self.crashes.push(Crash {
+            node,
+            at,
+            restart: Some(restart),
+            after_persist: true,
+        });
+        self
+    }
+
+    /// Make validator `node` faulty.
+    #[must_use]
+    pub fn byzantine(mut self, node: usize, behavior: Behavior) -> Self {
+        self.byzantine.push((node, behavior));
+        self
+    }
+
+    /// Run a second honest instance of validator `node` with the same key
+    /// (node index `n + k` for the k-th twin). The pair counts as faulty.
+    #[must_use]
+    pub fn twin(mut self, node: usize) -> Self {
+        self.twins.push(node);
+        self
+    }
+
+    /// Stakes of the initial validators.
+    #[must_use]
+    pub fn stakes(mut self, stakes: Vec<u64>) -> Self {
+        self.validators = stakes.len().max(1);
+        self.stakes = stakes;
+        self
+    }
+
+    /// Change the validator set after `epoch_length` blocks to validators
+    /// with `stakes` (new validators get new keys and node indices).
+    #[must_use]
+    pub fn epoch_change(mut self, epoch_length: u64, stakes: Vec<u64>) -> Self {
+        self.epoch_change = Some((epoch_length, stakes));
+        self
+    }
+
+    /// Submit a transaction to a random node every `ms` (0: none).
+    #[must_use]
+    pub fn transactions_every(mut self, ms: u64) -> Self {
+        self.tx_interval = ms;
+        self
+    }
+
+    /// Base view timeout in ms.
+    #[must_use]
+    pub fn base_timeout(mut self, ms: u64) -> Self {
+        self.base_timeout = ms;
+        self
+    }
+
+    /// Stop at this simulated time at the latest.
+    #[must_use]
+    pub fn max_time(mut self, ms: u64) -> Self {
+        self.max_time = ms;
+        self
+    }
+
+    /// Stop once every honest node has committed this many blocks (and any
+    /// liveness requirement is met).
+    #[must_use]
+    pub fn min_commits(mut self, blocks: u64) -> Self {
+        self.min_commits = blocks;
+        self
+    }
+
+    /// Require liveness after the last fault heals.
+    #[must_use]
+    pub fn liveness(mut self, commits: u64, within_views: u64) -> Self {
+        self.liveness = Some(Liveness {
+            commits,
+            within_views,
+        });
+        self
+    }
+
+    /// Break the honest nodes' safety rules (checker tests only).
+    #[must_use]
+    pub fn with_safety_faults(mut self, faults: SafetyFaults) -> Self {
+        self.faults = faults;
+        self
+    }
+
+    /// Run the scenario to completion.
+    #[must_use]
+    pub fn run(self) -> Report {
+        runner::Runner::new(self).run()
+    }
+}
+
+/// One committed block as seen by one node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommitRecord {
+    /// Simulated time of the commit.
+    pub at: u64,
+    /// Height.
+    pub height: Height,
+    /// View the block was proposed in.
+    pub view: View,
+    /// Block id.
+    pub id: Hash32,
+    /// Transactions in it.
+    pub txs: usize,
+    /// Time from its proposal to this commit, in ms.
+    pub latency: u64,
+}
+
+/// The outcome of a run.
+#[derive(Clone, Debug)]
+pub struct Report {
+    /// The seed used.
+    pub seed: u64,
+    /// SHA3-256 over every event processed, in order.
+    pub event_log_hash: Hash32,
+    /// Commits per node index.
+    pub commits: Vec<Vec<CommitRecord>>,
+    /// Which node indices count as honest.
+    pub honest: Vec<bool>,
+    /// Final view per node (0 if crashed at the end).
+    pub views: Vec<u64>,
+    /// Safety and liveness violations found.
+    pub violations: Vec<Violation>,
+    /// Simulated time at the end.
+    pub end_time: u64,
+    /// Events processed.
+    pub events: u64,
+    /// Messages delivered.
+    pub delivered: u64,
+    /// Equivocation evidence produced by honest nodes.
+    pub evidence: u64,
+    /// Inputs rejected by honest nodes, by reason.
+    pub rejected: std::collections::BTreeMap<&'static str, u64>,
+}
+
+impl Report {
+    /// Lowest committed height over honest nodes.
+    #[must_use]
+    pub fn min_honest_height(&self) -> u64 {
+        self.commits
+            .iter()
+            .zip(&self.honest)
+            .filter(|(_, h)| **h)
+            .map(|(c, _)| c.last().map_or(0, |r| r.height.0))
+            .min()
+            .unwrap_or(0)
+    }
+
+    /// Mean commit latency over honest nodes' commits, in ms.
+    #[must_use]
+    pub fn mean_latency(&self) -> u64 {
+        let (sum, n) = self
+            .commits
+            .iter()
+            .zip(&self.honest)
+            .filter(|(_, h)| **h)
+            .flat_map(|(c, _)| c.iter())
+            .fold((0u64, 0u64), |(s, n), r| (s + r.latency, n + 1));
+        sum.checked_div(n).unwrap_or(0)
+    }
+
+    /// A one-paragraph summary with the seed, for failure messages.
+    #[must_use]
+    pub fn summary(&self) -> String {
+        format!(
+            "seed {} (replay with QBIND_SIM_SEED={}): {} violations {:?}; min honest height {}; \
+             views {:?}; end {} ms; {} events; rejected {:?}",
+            self.seed,
+            self.seed,
+            self.violations.len(),
+            self.violations.iter().take(3).collect::<Vec<_>>(),
+            self.min_honest_height(),
+            self.views,
+            self.end_time,
+            self.events,
+            self.rejected,
+        )
+    }
+}

@@ -1,0 +1,655 @@
+//! The event loop of the simulator.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use sha3::{Digest, Sha3_256};
+
+use super::byzantine::{corrupt_message, equivocate, reckless_vote};
+use super::checks::{Checker, Violation};
+use super::network::connected;
+use super::{Behavior, CommitRecord, Report, Scenario};
+use crate::codec::Encode;
+use crate::consensus::{
+    Block, ConsensusConfig, ConsensusMsg, Effect, HotStuff, Input, SafetyFaults, SafetyState,
+};
+use crate::crypto::KeyPair;
+use crate::signing::sign_domain;
+use crate::types::{Hash32, Millis, NetworkEnvironment, ValidatorId, View};
+use crate::validator::{EpochSchedule, ValidatorSet};
+
+/// Committed blocks handed to a restarted node.
+const RESTART_WINDOW: usize = 4096;
+
+enum Event {
+    Deliver {
+        to: usize,
+        from: ValidatorId,
+        bytes: Rc<Vec<u8>>,
+    },
+    Tick {
+        node: usize,
+        incarnation: u64,
+    },
+    Crash {
+        node: usize,
+        after_persist: bool,
+    },
+    Restart {
+        node: usize,
+    },
+    SubmitTx,
+}
+
+struct SimNode {
+    validator: ValidatorId,
+    key: KeyPair,
+    behavior: Option<Behavior>,
+    honest: bool,
+    machine: Option<HotStuff>,
+    safety: Option<SafetyState>,
+    blocks: Vec<Block>,
+    crash_after_persist: bool,
+    incarnation: u64,
+    commits: Vec<CommitRecord>,
+}
+
+pub(crate) struct Runner {
+    sc: Scenario,
+    env: NetworkEnvironment,
+    cfg: ConsensusConfig,
+    schedule: Arc<EpochSchedule>,
+    rng: ChaCha8Rng,
+    now: u64,
+    seq: u64,
+    queue: BinaryHeap<Reverse<(u64, u64)>>,
+    events: HashMap<u64, Event>,
+    nodes: Vec<SimNode>,
+    checker: Checker,
+    log: Sha3_256,
+    proposed_at: HashMap<Hash32, u64>,
+    processed: u64,
+    delivered: u64,
+    evidence: u64,
+    rejected: BTreeMap<&'static str, u64>,
+    heal_time: u64,
+    heal_view: Option<View>,
+}
+
+fn validator_key(i: usize) -> KeyPair {
+    let mut seed = [0x5au8; 32];
+    seed[..8].copy_from_slice(&(i as u64).to_be_bytes());
+    KeyPair::from_seed(&seed)
+}
+
+fn make_set(keys: &[KeyPair], stakes: &[u64]) -> Option<ValidatorSet> {
+    ValidatorSet::new(
+        stakes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| keys.get(i).map(|k| (k.public_key().clone(), *s)))
+            .collect(),
+    )
+    .ok()
+}
+
+impl Runner {
+    pub(crate) fn new(mut sc: Scenario) -> Self {
+        if let Some(seed) = std::env::var("QBIND_SIM_SEED")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+        {
+            sc.seed = seed;
+        }
+        let env = NetworkEnvironment::Devnet;
+        let n0 = sc.stakes.len();
+        let n_all = sc
+            .epoch_change
+            .as_ref()
+            .map_or(n0, |(_, later)| n0.max(later.len()));
+        let keys: Vec<KeyPair> = (0..n_all).map(validator_key).collect();
+        let Some(first) = make_set(&keys, &sc.stakes) else {
+            return Self::invalid(sc, env);
+        };
+        let schedule = match &sc.epoch_change {
+            Some((len, later)) => match make_set(&keys, later) {
+                Some(set) => EpochSchedule::with_epochs(*len, first, vec![set]),
+                None => return Self::invalid(sc, env),
+            },
+            None => EpochSchedule::fixed(first),
+        };
+        let mut cfg = ConsensusConfig::new(env);
+        cfg.base_timeout_ms = sc.base_timeout;
+        cfg.max_block_txs = sc.max_block_txs;
+        cfg.sync_retry_ms = sc.base_timeout.max(50);
+        let mut nodes: Vec<SimNode> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, key)| {
+                let behavior = sc.byzantine.iter().find(|(n, _)| *n == i).map(|(_, b)| *b);
+                SimNode {
+                    validator: ValidatorId(i as u32),
+                    key: key.clone(),
+                    behavior,
+                    honest: behavior.is_none() && !sc.twins.contains(&i),
+                    machine: None,
+                    safety: None,
+                    blocks: Vec::new(),
+                    crash_after_persist: false,
+                    incarnation: 0,
+                    commits: Vec::new(),
+                }
+            })
+            .collect();
+        for &t in &sc.twins {
+            if let Some(k) = keys.get(t) {
+                nodes.push(SimNode {
+                    validator: ValidatorId(t as u32),
+                    key: k.clone(),
+                    behavior: None,
+                    honest: false,
+                    machine: None,
+                    safety: None,
+                    blocks: Vec::new(),
+                    crash_after_persist: false,
+                    incarnation: 0,
+                    commits: Vec::new(),
+                });
+            }
+        }
+        let genesis = Block::genesis(env.chain_id()).id();
+        let mut heal_time = 0;
+        for p in &sc.partitions {
+            heal_time = heal_time.max(p.heal);
+        }
+        for c in &sc.crashes {
+            heal_time = heal_time.max(c.restart.unwrap_or(c.at));
+        }
+        if sc.loss > 0.0 && sc.loss_until != u64::MAX {
+            heal_time = heal_time.max(sc.loss_until);
+        }
+        let checker = Checker::new(genesis, nodes.len());
+        let rng = ChaCha8Rng::seed_from_u64(sc.seed);
+        Runner {
+            env,
+            cfg,
+            schedule: Arc::new(schedule),
+            rng,
+            now: 0,
+            seq: 0,
+            queue: BinaryHeap::new(),
+            events: HashMap::new(),
+            nodes,
+            checker,
+            log: Sha3_256::new(),
+            proposed_at: HashMap::new(),
+            processed: 0,
+            delivered: 0,
+            evidence: 0,
+            rejected: BTreeMap::new(),
+            heal_time,
+            heal_view: None,
+            sc,
+        }
+    }
+
+    /// A runner for an unusable scenario (e.g. zero stake): it reports at once.
+    fn invalid(sc: Scenario, env: NetworkEnvironment) -> Self {
+        let one = make_set(&[validator_key(0)], &[1]);
+        let schedule = one.map_or_else(|| EpochSchedule::fixed(dummy_set()), EpochSchedule::fixed);
+        let mut r = Runner {
+            env,
+            cfg: ConsensusConfig::new(env),
+            schedule: Arc::new(schedule),
+            rng: ChaCha8Rng::seed_from_u64(sc.seed),
+            now: 0,
+            seq: 0,
+            queue: BinaryHeap::new(),
+            events: HashMap::new(),
+            nodes: Vec::new(),
+            checker: Checker::default(),
+            log: Sha3_256::new(),
+            proposed_at: HashMap::new(),
+            processed: 0,
+            delivered: 0,
+            evidence: 0,
+            rejected: BTreeMap::new(),
+            heal_time: 0,
+            heal_view: None,
+            sc,
+        };
+        r.sc.max_time = 0;
+        r
+    }
+
+    fn schedule_at(&mut self, at: u64, event: Event) {
+        let seq = self.seq;
+        self.seq += 1;
+        self.events.insert(seq, event);
+        self.queue.push(Reverse((at.max(self.now), seq)));
+    }
+
+    pub(crate) fn run(mut self) -> Report {
+        for i in 0..self.nodes.len() {
+            self.start_node(i);
+        }
+        let crashes = self.sc.crashes.clone();
+        for c in crashes {
+            self.schedule_at(
+                c.at,
+                Event::Crash {
+                    node: c.node,
+                    after_persist: c.after_persist,
+                },
+            );
+            if let Some(r) = c.restart {
+                self.schedule_at(r, Event::Restart { node: c.node });
+            }
+        }
+        if self.sc.tx_interval > 0 {
+            self.schedule_at(self.sc.tx_interval, Event::SubmitTx);
+        }
+        while let Some(Reverse((at, seq))) = self.queue.pop() {
+            if at > self.sc.max_time {
+                break;
+            }
+            let Some(event) = self.events.remove(&seq) else {
+                continue;
+            };
+            self.now = at;
+            self.processed += 1;
+            self.handle(seq, event);
+            if self.heal_view.is_none() && self.now >= self.heal_time {
+                self.heal_view = Some(self.max_honest_view());
+            }
+            if self.processed % 64 == 0 && self.done() {
+                break;
+            }
+        }
+        self.finish()
+    }
+
+    fn max_honest_view(&self) -> View {
+        self.nodes
+            .iter()
+            .filter(|n| n.honest)
+            .filter_map(|n| n.machine.as_ref().map(HotStuff::view))
+            .max()
+            .unwrap_or_default()
+    }
+
+    /// Honest nodes that are running (or will restart).
+    fn required_nodes(&self) -> impl Iterator<Item = &SimNode> {
+        self.nodes
+            .iter()
+            .filter(|n| n.honest && n.machine.is_some())
+    }
+
+    fn done(&self) -> bool {
+        if self.now < self.heal_time {
+            return false;
+        }
+        let enough = self
+            .required_nodes()
+            .all(|n| n.commits.last().map_or(0, |c| c.height.0) >= self.sc.min_commits);
+        let live = match (self.sc.liveness, self.heal_view) {
+            (Some(l), Some(hv)) => self.required_nodes().all(|n| {
+                n.commits
+                    .iter()
+                    .filter(|c| c.view > hv && c.view.0 <= hv.0 + l.within_views)
+                    .count() as u64
+                    >= l.commits
+            }),
+            (Some(_), None) => false,
+            (None, _) => true,
+        };
+        enough && live
+    }
+
+    fn finish(mut self) -> Report {
+        if let Some(l) = self.sc.liveness {
+            let hv = self.heal_view.unwrap_or(View(u64::MAX / 2));
+            let views: Vec<(usize, Vec<View>)> = self
+                .nodes
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| n.honest && n.machine.is_some())
+                .map(|(i, n)| (i, n.commits.iter().map(|c| c.view).collect()))
+                .collect();
+            for (i, vs) in views {
+                self.checker
+                    .liveness(i, vs.into_iter(), hv, l.within_views, l.commits);
+            }
+        }
+        let mut violations = std::mem::take(&mut self.checker.violations);
+        if self.nodes.is_empty() {
+            violations.push(Violation::Liveness {
+                node: 0,
+                committed: 0,
+                required: 1,
+            });
+        }
+        Report {
+            seed: self.sc.seed,
+            event_log_hash: Hash32(self.log.finalize().into()),
+            honest: self.nodes.iter().map(|n| n.honest).collect(),
+            views: self
+                .nodes
+                .iter()
+                .map(|n| n.machine.as_ref().map_or(0, |m| m.view().0))
+                .collect(),
+            commits: self.nodes.into_iter().map(|n| n.commits).collect(),
+            violations,
+            end_time: self.now,
+            events: self.processed,
+            delivered: self.delivered,
+            evidence: self.evidence,
+            rejected: self.rejected,
+        }
+    }
+
+    fn log_event(&mut self, seq: u64, tag: u8, node: usize, detail: &[u8]) {
+        self.log.update(self.now.to_be_bytes());
+        self.log.update(seq.to_be_bytes());
+        self.log.update([tag]);
+        self.log.update((node as u64).to_be_bytes());
+        self.log.update((detail.len() as u64).to_be_bytes());
+        self.log.update(&detail[..detail.len().min(48)]);
+    }
+
+    fn handle(&mut self, seq: u64, event: Event) {
+        match event {
+            Event::Deliver { to, from, bytes } => {
+                self.log_event(seq, 1, to, &bytes);
+                self.deliver(to, from, &bytes);
+            }
+            Event::Tick { node, incarnation } => {
+                self.log_event(seq, 2, node, &[]);
+                if self
+                    .nodes
+                    .get(node)
+                    .is_some_and(|n| n.incarnation == incarnation)
+                {
+                    self.feed(node, Input::Tick);
+                }
+            }
+            Event::Crash {
+                node,
+                after_persist,
+            } => {
+                self.log_event(seq, 3, node, &[u8::from(after_persist)]);
+                if after_persist {
+                    if let Some(n) = self.nodes.get_mut(node) {
+                        n.crash_after_persist = true;
+                    }
+                } else {
+                    self.crash(node);
+                }
+            }
+            Event::Restart { node } => {
+                self.log_event(seq, 4, node, &[]);
+                if let Some(n) = self.nodes.get_mut(node) {
+                    n.crash_after_persist = false;
+                }
+                if self.nodes.get(node).is_some_and(|n| n.machine.is_none()) {
+                    self.start_node(node);
+                }
+            }
+            Event::SubmitTx => {
+                let len = self.nodes.len().max(1);
+                let target = self.rng.gen_range(0..len);
+                let tx = format!("tx-{}-{}", self.seq, self.rng.r#gen::<u32>()).into_bytes();
+                self.log_event(seq, 5, target, &tx);
+                self.feed(target, Input::SubmitTransaction(tx));
+                self.schedule_at(self.now + self.sc.tx_interval, Event::SubmitTx);
+            }
+        }
+    }
+
+    fn start_node(&mut self, i: usize) {
+        let Some(n) = self.nodes.get_mut(i) else {
+            return;
+        };
+        let mut cfg = self.cfg.clone();
+        if n.honest {
+            cfg.faults = self.sc.faults;
+        } else {
+            cfg.faults = SafetyFaults::default();
+        }
+        let start = n.blocks.len().saturating_sub(RESTART_WINDOW);
+        let machine = HotStuff::new(
+            cfg,
+            n.validator,
+            Arc::clone(&self.schedule),
+            n.safety.clone(),
+            n.blocks[start..].to_vec(),
+        );
+        n.machine = Some(machine);
+        self.feed(i, Input::Start);
+    }
+
+    fn crash(&mut self, i: usize) {
+        if let Some(n) = self.nodes.get_mut(i) {
+            n.machine = None;
+            n.incarnation += 1;
+            n.crash_after_persist = false;
+        }
+    }
+
+    fn deliver(&mut self, to: usize, from: ValidatorId, bytes: &[u8]) {
+        if self.nodes.get(to).is_none_or(|n| n.machine.is_none()) {
+            return;
+        }
+        self.delivered += 1;
+        let input = match ConsensusMsg::decode_message(bytes, &self.cfg.limits) {
+            Ok(msg) => {
+                if let ConsensusMsg::Proposal(p) = &msg {
+                    if self.nodes[to].behavior == Some(Behavior::DoubleVoter) {
+                        self.reckless_vote(to, &p.block);
+                    }
+                }
+                Input::Message { from, msg }
+            }
+            Err(error) => Input::Malformed { from, error },
+        };
+        self.feed(to, input);
+    }
+
+    fn reckless_vote(&mut self, i: usize, block: &Block) {
+        let n = &self.nodes[i];
+        if self.schedule.set(block.epoch()).get(n.validator).is_none() {
+            return;
+        }
+        let vote = reckless_vote(block, n.validator, &n.key, self.env);
+        let leader = self.schedule.set(block.epoch()).leader(block.view().next());
+        self.send(i, Some(leader), ConsensusMsg::Vote(vote));
+    }
+
+    /// Run one input through node `i` and carry out the effects.
+    fn feed(&mut self, i: usize, input: Input) {
+        let mut inputs = VecDeque::from([input]);
+        while let Some(input) = inputs.pop_front() {
+            let now = Millis(self.now);
+            let Some(machine) = self.nodes.get_mut(i).and_then(|n| n.machine.as_mut()) else {
+                return;
+            };
+            let effects = machine.handle(now, input);
+            for effect in effects {
+                match effect {
+                    Effect::PersistSafety(state) => {
+                        let n = &mut self.nodes[i];
+                        n.safety = Some(state);
+                        if n.crash_after_persist {
+                            self.crash(i);
+                            return;
+                        }
+                    }
+                    Effect::Sign(job) => {
+                        let key = &self.nodes[i].key;
+                        let sig =
+                            sign_domain(key, self.env, job.request.kind, &job.request.message);
+                        inputs.push_back(Input::Signed {
+                            job,
+                            signature: sig,
+                        });
+                    }
+                    Effect::Send { to, msg } => self.send(i, Some(to), msg),
+                    Effect::Broadcast(msg) => self.send(i, None, msg),
+                    Effect::Commit(block) => self.record_commit(i, block),
+                    Effect::SetTimer(at) => {
+                        let incarnation = self.nodes[i].incarnation;
+                        self.schedule_at(
+                            at.0,
+                            Event::Tick {
+                                node: i,
+                                incarnation,
+                            },
+                        );
+                    }
+                    Effect::Evidence(_) => {
+                        if self.nodes[i].honest {
+                            self.evidence += 1;
+                        }
+                    }
+                    Effect::Rejected { error, .. } => {
+                        if self.nodes[i].honest {
+                            *self.rejected.entry(error.label()).or_default() += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn record_commit(&mut self, i: usize, block: Block) {
+        let proposed = self
+            .proposed_at
+            .get(&block.id())
+            .copied()
+            .unwrap_or(self.now);
+        let record = CommitRecord {
+            at: self.now,
+            height: block.height(),
+            view: block.view(),
+            id: block.id(),
+            txs: block.payload().tx_count(),
+            latency: self.now.saturating_sub(proposed),
+        };
+        if self.nodes[i].honest {
+            self.checker
+                .commit(i, block.height(), block.id(), block.parent_id());
+        }
+        let n = &mut self.nodes[i];
+        n.commits.push(record);
+        n.blocks.push(block);
+    }
+
+    /// Send `msg` from node `i` to validator `to` (every node running it) or
+    /// to everybody.
+    fn send(&mut self, i: usize, to: Option<ValidatorId>, msg: ConsensusMsg) {
+        let (honest, behavior, me) = {
+            let n = &self.nodes[i];
+            (n.honest, n.behavior, n.validator)
+        };
+        if honest {
+            self.observe(me, &msg);
+        }
+        if let ConsensusMsg::Proposal(p) = &msg {
+            self.proposed_at.entry(p.block.id()).or_insert(self.now);
+        }
+        let msg = match behavior {
+            Some(Behavior::Silent) => return,
+            Some(Behavior::InvalidSignatures) => corrupt_message(&msg),
+            Some(Behavior::EquivocatingLeader | Behavior::DoubleVoter) if to.is_none() => {
+                if let ConsensusMsg::Proposal(p) = &msg {
+                    let alt = equivocate(p, &self.nodes[i].key, self.env, self.seq);
+                    self.proposed_at.entry(alt.block.id()).or_insert(self.now);
+                    if behavior == Some(Behavior::DoubleVoter) {
+                        self.reckless_vote(i, &alt.block);
+                    }
+                    let a = Rc::new(msg.to_bytes());
+                    let b = Rc::new(ConsensusMsg::Proposal(alt).to_bytes());
+                    for j in 0..self.nodes.len() {
+                        if j != i {
+                            let bytes = if j % 2 == 0 { &a } else { &b };
+                            self.transmit(i, j, me, Rc::clone(bytes));
+                        }
+                    }
+                    return;
+                }
+                msg
+            }
+            _ => msg,
+        };
+        let bytes = Rc::new(msg.to_bytes());
+        for j in 0..self.nodes.len() {
+            if j != i && to.is_none_or(|v| self.nodes[j].validator == v) {
+                self.transmit(i, j, me, Rc::clone(&bytes));
+            }
+        }
+    }
+
+    /// What honest validators sign and send, for the double-signing checks.
+    fn observe(&mut self, me: ValidatorId, msg: &ConsensusMsg) {
+        match msg {
+            ConsensusMsg::Vote(v) if v.voter == me => {
+                self.checker
+                    .vote(me, v.data.epoch, v.data.view, v.data.block_id);
+            }
+            ConsensusMsg::Timeout(t) if t.sender == me => {
+                let qc = Hash32::digest(&t.high_qc.to_bytes());
+                self.checker
+                    .timeout(me, t.data.epoch, t.data.view, t.data.high_qc_view, qc);
+            }
+            ConsensusMsg::Proposal(p) if p.block.header().proposer == me => {
+                self.checker
+                    .proposal(me, p.block.epoch(), p.block.view(), p.block.id());
+            }
+            _ => {}
+        }
+    }
+
+    fn transmit(&mut self, from: usize, to: usize, from_v: ValidatorId, bytes: Rc<Vec<u8>>) {
+        if !connected(&self.sc.partitions, self.now, from, to) {
+            return;
+        }
+        if self.sc.loss > 0.0 && self.now < self.sc.loss_until && self.rng.gen_bool(self.sc.loss) {
+            return;
+        }
+        let (lo, hi) = self.sc.latency;
+        let copies = if self.sc.duplication > 0.0 && self.rng.gen_bool(self.sc.duplication) {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let delay = self.rng.gen_range(lo..=hi);
+            self.schedule_at(
+                self.now + delay,
+                Event::Deliver {
+                    to,
+                    from: from_v,
+                    bytes: Rc::clone(&bytes),
+                },
+            );
+        }
+    }
+}
+
+fn dummy_set() -> ValidatorSet {
+    // Only reached when even a one-validator set cannot be built, which
+    // cannot happen with a fixed valid key; keep a total function anyway.
+    match ValidatorSet::new(vec![(validator_key(0).public_key().clone(), 1)]) {
+        Ok(s) => s,
+        Err(_) => unreachable_set(),
+    }
+}
+
+#[allow(clippy::panic)]
+fn unreachable_set() -> ValidatorSet {
+    panic!("a one-validator set with a valid key must build")
+}

@@ -1,0 +1,334 @@
+//! The four seams through which the core meets the outside world
+//! (DESIGN "The core is sans-I/O"): [`StateBackend`], [`Transport`],
+//! [`Signer`], [`Clock`]. The state machines never call them; the engine
+//! (and the reference node) do, in the order the machines' effects say.
+
+mod memory;
+
+pub use memory::*;
+
+use async_trait::async_trait;
+
+use crate::crypto::{KeyPair, PublicKey, Signature};
+use crate::signing::{SignKind, sign_domain};
+use crate::types::{Millis, NetworkEnvironment, ValidatorId, View};
+
+// ---------------------------------------------------------------- storage
+
+/// Separate key spaces of the state store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Namespace {
+    /// Account state.
+    Accounts,
+    /// Committed block bodies, keyed by height.
+    Blocks,
+    /// Quorum certificates of committed blocks.
+    QuorumCerts,
+    /// The consensus safety state.
+    Safety,
+    /// DAG batches and certificates.
+    DagBatches,
+    /// Monetary engine state.
+    Monetary,
+    /// Markers such as the committed height.
+    Meta,
+}
+
+impl Namespace {
+    /// Every namespace.
+    pub const ALL: [Namespace; 7] = [
+        Namespace::Accounts,
+        Namespace::Blocks,
+        Namespace::QuorumCerts,
+        Namespace::Safety,
+        Namespace::DagBatches,
+        Namespace::Monetary,
+        Namespace::Meta,
+    ];
+
+    /// A stable short name (used as a column family / keyspace name).
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Namespace::Accounts => "accounts",
+            Namespace::Blocks => "blocks",
+            Namespace::QuorumCerts => "qcs",
+            Namespace::Safety => "safety",
+            Namespace::DagBatches => "dag_batches",
+            Namespace::Monetary => "monetary",
+            Namespace::Meta => "meta",
+        }
+    }
+}
+
+/// Whether a write must be on stable storage before `write` returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// May be lost on power failure (never partially applied, though).
+    Buffered,
+    /// On stable storage (fsync) before returning.
+    Durable,
+}
+
+/// One operation of a [`WriteBatch`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WriteOp {
+    /// Set `key` to `value`.
+    Put {
+        /// Namespace.
+        ns: Namespace,
+        /// Key.
+        key: Vec<u8>,
+        /// Value.
+        value: Vec<u8>,
+    },
+    /// Remove `key`.
+    Delete {
+        /// Namespace.
+        ns: Namespace,
+        /// Key.
+        key: Vec<u8>,
+    },
+}
+
+/// A set of writes applied atomically: all or none, also across a crash.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WriteBatch {
+    ops: Vec<WriteOp>,
+}
+
+impl WriteBatch {
+    /// An empty batch.
+    #[must_use]
+    pub fn new() -> Self {
+        WriteBatch::default()
+    }
+
+    /// Add a put.
+    pub fn put(&mut self, ns: Namespace, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
+        self.ops.push(WriteOp::Put {
+            ns,
+            key: key.into(),
+            value: value.into(),
+        });
+    }
+
+    /// Add a delete.
+    pub fn delete(&mut self, ns: Namespace, key: impl Into<Vec<u8>>) {
+        self.ops.push(WriteOp::Delete {
+            ns,
+            key: key.into(),
+        });
+    }
+
+    /// The operations in order.
+    #[must_use]
+    pub fn ops(&self) -> &[WriteOp] {
+        &self.ops
+    }
+
+    /// Whether there is nothing to write.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+}
+
+/// Storage failures. None of them is a panic; each says what to do next.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StorageError {
+    /// The underlying device or file system failed.
+    #[error("storage I/O error: {detail}")]
+    Io {
+        /// What failed.
+        detail: String,
+    },
+    /// Stored bytes are damaged.
+    #[error("storage corruption in {what}")]
+    Corruption {
+        /// Where.
+        what: String,
+    },
+    /// The disk is full.
+    #[error("storage is full")]
+    Full,
+    /// The store is read-only.
+    #[error("storage is read-only")]
+    ReadOnly,
+}
+
+/// Ordered key-value state storage with namespaces and atomic batches.
+///
+/// Contract:
+/// - **Ordering**: writes are applied in call order; a `get` after a
+///   returned `write` sees it. `scan_prefix` returns keys in ascending
+///   byte order.
+/// - **Atomicity**: a [`WriteBatch`] is applied entirely or not at all, also
+///   across a crash.
+/// - **Durability**: with [`Durability::Durable`], the batch is on stable
+///   storage when `write` returns; with `Buffered` it may be lost by a crash,
+///   but then together with every later batch (no holes).
+/// - **Errors**: typed [`StorageError`]s, never a panic.
+pub trait StateBackend: Send + Sync {
+    /// Read one value.
+    fn get(&self, ns: Namespace, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError>;
+
+    /// Read several values; the result has one entry per key, in order.
+    fn multi_get(
+        &self,
+        ns: Namespace,
+        keys: &[&[u8]],
+    ) -> Result<Vec<Option<Vec<u8>>>, StorageError> {
+        keys.iter().map(|k| self.get(ns, k)).collect()
+    }
+
+    /// Up to `limit` entries whose key starts with `prefix`, ascending.
+    fn scan_prefix(
+        &self,
+        ns: Namespace,
+        prefix: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError>;
+
+    /// Apply `batch` atomically with the given durability.
+    fn write(&self, batch: WriteBatch, durability: Durability) -> Result<(), StorageError>;
+}
+
+// ---------------------------------------------------------------- transport
+
+/// Transport failures.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransportError {
+    /// The peer is not known to the transport.
+    #[error("unknown peer {0}")]
+    UnknownPeer(ValidatorId),
+    /// The transport has shut down.
+    #[error("transport closed")]
+    Closed,
+    /// The per-peer queue is full; the message was dropped.
+    #[error("send queue to {0} is full")]
+    QueueFull(ValidatorId),
+}
+
+/// Authenticated, best-effort message delivery between validators.
+///
+/// Contract:
+/// - **Authentication**: the `ValidatorId` returned by `recv` is the
+///   authenticated sender (KEMTLS in `qbind-net`); the core still verifies
+///   every signature.
+/// - **Ordering**: none guaranteed; messages may be lost, duplicated or
+///   reordered, and the protocol tolerates it.
+/// - **Back-pressure**: sends never block indefinitely; a full per-peer
+///   queue drops the message and reports [`TransportError::QueueFull`].
+/// - **Errors**: typed; `Closed` is final.
+#[async_trait]
+pub trait Transport: Send + Sync {
+    /// Send `bytes` to one validator.
+    async fn send(&self, to: ValidatorId, bytes: Vec<u8>) -> Result<(), TransportError>;
+    /// Send `bytes` to every other validator.
+    async fn broadcast(&self, bytes: Vec<u8>) -> Result<(), TransportError>;
+    /// The next message from any peer.
+    async fn recv(&self) -> Result<(ValidatorId, Vec<u8>), TransportError>;
+}
+
+// ---------------------------------------------------------------- signer
+
+/// A request to sign a protocol object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignRequest {
+    /// The kind of object: selects the domain tag.
+    pub kind: SignKind,
+    /// The view the object belongs to, for double-sign protection (none for
+    /// transactions and batches).
+    pub view: Option<View>,
+    /// The object's canonical bytes (without tag or chain ID).
+    pub message: Vec<u8>,
+}
+
+/// Signer failures.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignerError {
+    /// The signer refused a request that conflicts with one it already signed.
+    #[error("refused to sign a conflicting {kind:?} for view {view:?}")]
+    Conflict {
+        /// The kind.
+        kind: SignKind,
+        /// The view.
+        view: Option<View>,
+    },
+    /// The signer (HSM, remote daemon) is unavailable.
+    #[error("signer unavailable: {detail}")]
+    Unavailable {
+        /// Why.
+        detail: String,
+    },
+}
+
+/// Produces domain-separated ML-DSA-44 signatures for one validator.
+///
+/// Contract:
+/// - the signature is over `domain_tag(env, kind) || chain_id || message`
+///   and must verify with [`crate::signing::verify_domain`];
+/// - a signer may refuse a request (double-sign protection, rate limits) with
+///   a typed [`SignerError`]; the core then sends nothing for that request;
+/// - implementations chosen at run time are used as `Box<dyn Signer>`.
+#[async_trait]
+pub trait Signer: Send + Sync {
+    /// The validator this signer signs for.
+    fn validator_id(&self) -> ValidatorId;
+    /// Its public key.
+    fn public_key(&self) -> &PublicKey;
+    /// Sign one request.
+    async fn sign(&self, request: &SignRequest) -> Result<Signature, SignerError>;
+}
+
+/// An in-process signer holding the key in memory (tests and DevNet only).
+#[derive(Clone)]
+pub struct LocalSigner {
+    id: ValidatorId,
+    env: NetworkEnvironment,
+    key: KeyPair,
+}
+
+impl LocalSigner {
+    /// A signer for validator `id` on network `env`.
+    #[must_use]
+    pub fn new(id: ValidatorId, env: NetworkEnvironment, key: KeyPair) -> Self {
+        LocalSigner { id, env, key }
+    }
+
+    /// Sign synchronously.
+    #[must_use]
+    pub fn sign_now(&self, request: &SignRequest) -> Signature {
+        sign_domain(&self.key, self.env, request.kind, &request.message)
+    }
+}
+
+#[async_trait]
+impl Signer for LocalSigner {
+    fn validator_id(&self) -> ValidatorId {
+        self.id
+    }
+
+    fn public_key(&self) -> &PublicKey {
+        self.key.public_key()
+    }
+
+    async fn sign(&self, request: &SignRequest) -> Result<Signature, SignerError> {
+        Ok(self.sign_now(request))
+    }
+}
+
+// ---------------------------------------------------------------- clock
+
+/// A monotonic source of time in milliseconds.
+///
+/// Contract: `now` never decreases; `sleep_until` returns at or after the
+/// deadline (immediately if it has passed).
+#[async_trait]
+pub trait Clock: Send + Sync {
+    /// The current time.
+    fn now(&self) -> Millis;
+    /// Wait until `deadline`.
+    async fn sleep_until(&self, deadline: Millis);
+}
