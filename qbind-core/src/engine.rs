@@ -28,6 +28,22 @@ use crate::validator::EpochSchedule;
 pub const SAFETY_KEY: &[u8] = b"safety_state";
 /// Key of the committed height marker in [`Namespace::Meta`].
 pub const COMMITTED_HEIGHT_KEY: &[u8] = b"committed_height";
+/// Prefix of committed blocks in [`Namespace::Blocks`] (then the height, u64 BE).
+pub const COMMITTED_BLOCK_PREFIX: u8 = b'c';
+/// Prefix of uncommitted blocks in [`Namespace::Blocks`] (then the block id).
+pub const PENDING_BLOCK_PREFIX: u8 = b'p';
+
+fn committed_key(height: u64) -> Vec<u8> {
+    let mut k = vec![COMMITTED_BLOCK_PREFIX];
+    k.extend_from_slice(&height.to_be_bytes());
+    k
+}
+
+fn pending_key(id: &crate::types::Hash32) -> Vec<u8> {
+    let mut k = vec![PENDING_BLOCK_PREFIX];
+    k.extend_from_slice(id.as_bytes());
+    k
+}
 
 /// Why the engine stopped or could not start.
 #[derive(Debug, thiserror::Error)]
@@ -60,12 +76,20 @@ pub enum EngineEvent {
     Evidence(Evidence),
 }
 
-/// Load what a validator persisted: its safety state and the last
-/// `window` committed blocks (ascending).
-pub fn load_persisted<S: StateBackend>(
-    store: &S,
-    window: usize,
-) -> Result<(Option<SafetyState>, Vec<Block>), EngineError> {
+/// What a validator persisted.
+#[derive(Debug, Default)]
+pub struct Persisted {
+    /// The safety state, if it ever wrote one.
+    pub safety: Option<SafetyState>,
+    /// The last committed blocks, ascending.
+    pub committed: Vec<Block>,
+    /// Uncommitted blocks it stored.
+    pub pending: Vec<Block>,
+}
+
+/// Load what a validator persisted: its safety state, the last `window`
+/// committed blocks and its uncommitted blocks.
+pub fn load_persisted<S: StateBackend>(store: &S, window: usize) -> Result<Persisted, EngineError> {
     let safety = match store.get(Namespace::Safety, SAFETY_KEY)? {
         Some(bytes) => {
             Some(
@@ -85,7 +109,7 @@ pub fn load_persisted<S: StateBackend>(
         })?;
         let from = height.saturating_sub(window.max(1) as u64 - 1).max(1);
         for h in from..=height {
-            if let Some(bytes) = store.get(Namespace::Blocks, &h.to_be_bytes())? {
+            if let Some(bytes) = store.get(Namespace::Blocks, &committed_key(h))? {
                 committed.push(Block::from_bytes(&bytes).map_err(|source| {
                     EngineError::Corrupt {
                         what: "committed block",
@@ -95,18 +119,33 @@ pub fn load_persisted<S: StateBackend>(
             }
         }
     }
-    Ok((safety, committed))
+    let mut pending = Vec::new();
+    for (_, bytes) in store.scan_prefix(Namespace::Blocks, &[PENDING_BLOCK_PREFIX], usize::MAX)? {
+        pending.push(
+            Block::from_bytes(&bytes).map_err(|source| EngineError::Corrupt {
+                what: "uncommitted block",
+                source,
+            })?,
+        );
+    }
+    Ok(Persisted {
+        safety,
+        committed,
+        pending,
+    })
 }
 
-/// The atomic batch that records one committed block: body and height marker.
+/// The atomic batch that records one committed block: body, QC, height
+/// marker, and removal of its uncommitted copy.
 #[must_use]
 pub fn commit_batch(block: &Block) -> WriteBatch {
     let mut batch = WriteBatch::new();
     batch.put(
         Namespace::Blocks,
-        block.height().0.to_be_bytes().to_vec(),
+        committed_key(block.height().0),
         block.to_bytes(),
     );
+    batch.delete(Namespace::Blocks, pending_key(&block.id()));
     batch.put(
         Namespace::QuorumCerts,
         block.height().0.to_be_bytes().to_vec(),
@@ -145,9 +184,16 @@ impl<S: StateBackend, T: Transport, C: Clock> Engine<S, T, C> {
         signer: Box<dyn Signer>,
         clock: C,
     ) -> Result<Self, EngineError> {
-        let (safety, committed) = load_persisted(&store, cfg.committed_window)?;
+        let p = load_persisted(&store, cfg.committed_window)?;
         let limits = cfg.limits.clone();
-        let machine = HotStuff::new(cfg, signer.validator_id(), schedule, safety, committed);
+        let machine = HotStuff::new(
+            cfg,
+            signer.validator_id(),
+            schedule,
+            p.safety,
+            p.committed,
+            p.pending,
+        );
         Ok(Engine {
             machine,
             store,
@@ -263,6 +309,24 @@ impl<S: StateBackend, T: Transport, C: Clock> Engine<S, T, C> {
                 if let Err(error) = self.transport.broadcast(msg.to_bytes()).await {
                     tracing::debug!(%error, "broadcast failed");
                 }
+            }
+            Effect::PersistBlock(block) => {
+                // Buffered: the durable safety-state write that precedes any
+                // vote on this block makes it durable too (no holes).
+                let mut batch = WriteBatch::new();
+                batch.put(
+                    Namespace::Blocks,
+                    pending_key(&block.id()),
+                    block.to_bytes(),
+                );
+                self.store.write(batch, Durability::Buffered)?;
+            }
+            Effect::ForgetBlocks(ids) => {
+                let mut batch = WriteBatch::new();
+                for id in &ids {
+                    batch.delete(Namespace::Blocks, pending_key(id));
+                }
+                self.store.write(batch, Durability::Buffered)?;
             }
             Effect::Commit(block) => {
                 self.store

@@ -124,13 +124,13 @@ impl BlockTree {
     }
 
     /// Move the chain from the root (exclusive) to `target` (inclusive) into
-    /// the committed window and return it, oldest first. `target` must be a
-    /// pending descendant of the root. Then drop pending blocks that do not
-    /// descend from the new root.
-    pub(crate) fn commit_to(&mut self, target: &Hash32) -> Vec<Block> {
+    /// the committed window and return it, oldest first, with the ids of
+    /// pending blocks dropped because they do not descend from the new root.
+    /// `target` must be a pending descendant of the root.
+    pub(crate) fn commit_to(&mut self, target: &Hash32) -> (Vec<Block>, Vec<Hash32>) {
         let root_id = match self.root() {
             Some(r) => r.id(),
-            None => return Vec::new(),
+            None => return (Vec::new(), Vec::new()),
         };
         let mut chain = Vec::new();
         let mut cur = *target;
@@ -140,7 +140,7 @@ impl BlockTree {
                     chain.push(b.clone());
                     cur = b.parent_id();
                 }
-                None => return Vec::new(),
+                None => return (Vec::new(), Vec::new()),
             }
         }
         chain.reverse();
@@ -158,19 +158,21 @@ impl BlockTree {
             .map(Block::id)
             .filter(|id| self.extends(id, &new_root))
             .collect();
-        let mut pruned = BTreeMap::new();
+        let mut kept = BTreeMap::new();
         for id in keep {
             if let Some(b) = self.pending.remove(&id) {
-                pruned.insert(id, b);
+                kept.insert(id, b);
             }
         }
-        self.pending = pruned;
+        let dropped: Vec<Hash32> = std::mem::replace(&mut self.pending, kept)
+            .into_keys()
+            .collect();
         self.orphans.retain(|_, list| {
             list.retain(|b| b.height() > new_height);
             !list.is_empty()
         });
         self.orphan_count = self.orphans.values().map(Vec::len).sum();
-        chain
+        (chain, dropped)
     }
 
     /// Up to `max` blocks starting at `id` and walking parents backwards.

@@ -160,6 +160,9 @@ impl HotStuff {
             .map_err(|f| f.into_error("timeout", t.sender, d.epoch))?;
         self.verifier.verify_qc(&self.schedule, &t.high_qc)?;
         self.process_qc(&t.high_qc, from);
+        if let Some(vote) = &t.vote {
+            self.collect_timeout_vote(t.sender, vote)?;
+        }
         if d.epoch != self.epoch {
             return Err(ConsensusError::WrongEpoch {
                 what: "timeout",
@@ -192,6 +195,45 @@ impl HotStuff {
             // one honest validator is there, so join it and time out too.
             self.enter_view(d.view, false);
             self.local_timeout();
+        }
+        Ok(())
+    }
+
+    /// A vote carried by a timeout: anyone may aggregate these, so the QC
+    /// that a crashed or silent next leader should have formed still forms.
+    fn collect_timeout_vote(
+        &mut self,
+        sender: ValidatorId,
+        vote: &Vote,
+    ) -> Result<(), ConsensusError> {
+        if vote.voter != sender {
+            return Err(ConsensusError::InvalidBlock {
+                block: vote.data.block_id,
+                why: "timeout carries another validator's vote",
+            });
+        }
+        let data = vote.data;
+        let set = self.schedule.set(data.epoch);
+        self.verifier
+            .verify_sig(
+                set,
+                data.epoch,
+                vote.voter,
+                SignKind::Vote,
+                &data.to_bytes(),
+                &vote.signature,
+            )
+            .map_err(|f| f.into_error("vote", vote.voter, data.epoch))?;
+        if let Some(ev) = self.detector.vote(vote.voter, &data, &vote.signature) {
+            self.evidence(ev);
+        }
+        let set = self.schedule.set(data.epoch);
+        if let Some(qc) = self
+            .votes
+            .add(set, data, vote.voter, vote.signature.clone())
+        {
+            self.metrics.qcs_formed += 1;
+            self.process_qc(&qc, sender);
         }
         Ok(())
     }
@@ -267,6 +309,7 @@ impl HotStuff {
         let mut reprocess = Vec::new();
         while let Some(b) = work.pop() {
             let id = b.id();
+            self.emit(crate::consensus::Effect::PersistBlock(b.clone()));
             let children = self.tree.insert(b.clone());
             self.metrics.sync_blocks_inserted += u64::from(from != self.me);
             self.on_block_inserted(&b);

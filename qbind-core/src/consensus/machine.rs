@@ -63,12 +63,19 @@ pub struct HotStuff {
     pub(crate) detector: EquivocationDetector,
     pub(crate) metrics: ConsensusMetrics,
     pub(crate) out: Vec<Effect>,
+    /// The last vote this validator signed (attached to its timeouts, and
+    /// re-sent unchanged when its proposal is re-broadcast).
+    pub(crate) last_vote: Option<Vote>,
+    /// The last proposal this validator made, re-broadcast while its view
+    /// has no QC yet, and when.
+    pub(crate) last_proposal: Option<(Proposal, Millis)>,
 }
 
 impl HotStuff {
-    /// A validator `me` at genesis (`safety = None`, `committed` empty), or
-    /// restarted from what it persisted: its safety state and the tail of its
-    /// committed chain (ascending heights).
+    /// A validator `me` at genesis (`safety = None`, nothing persisted), or
+    /// restarted from what it persisted: its safety state, the tail of its
+    /// committed chain (ascending heights) and its uncommitted blocks (any
+    /// order; those that no longer fit are ignored).
     #[must_use]
     pub fn new(
         cfg: ConsensusConfig,
@@ -76,13 +83,21 @@ impl HotStuff {
         schedule: Arc<EpochSchedule>,
         safety: Option<SafetyState>,
         mut committed: Vec<Block>,
+        mut pending: Vec<Block>,
     ) -> Self {
         let genesis = Block::genesis(cfg.env.chain_id());
         let genesis_qc = genesis.justify().clone();
         if committed.is_empty() {
             committed.push(genesis);
         }
-        let tree = BlockTree::new(committed, cfg.committed_window);
+        let mut tree = BlockTree::new(committed, cfg.committed_window);
+        pending.sort_by_key(Block::height);
+        let root_height = tree.committed_height();
+        for block in pending {
+            if block.height() > root_height && tree.contains(&block.parent_id()) {
+                let _ = tree.insert(block);
+            }
+        }
         let safety = safety.unwrap_or_else(|| SafetyState::genesis(genesis_qc.clone()));
         let timeout_view = safety
             .last_timeout
@@ -111,6 +126,8 @@ impl HotStuff {
             detector: EquivocationDetector::default(),
             metrics: ConsensusMetrics::default(),
             out: Vec::new(),
+            last_vote: None,
+            last_proposal: None,
         };
         hs.epoch = hs.epoch_after_root();
         hs.update_gauges();
@@ -271,8 +288,39 @@ impl HotStuff {
     fn on_tick(&mut self) {
         if self.now >= self.deadline {
             self.local_timeout();
+        } else {
+            self.rebroadcast_proposal();
         }
         self.retry_fetches();
+    }
+
+    /// Interval between re-broadcasts of an unanswered proposal.
+    fn rebroadcast_interval(&self) -> u64 {
+        (self.cfg.base_timeout_ms / 4).max(1)
+    }
+
+    /// Messages may be lost: while the current view's proposal has not led to
+    /// a QC, send the same signed proposal again (voters answer with the same
+    /// signed vote, never a new one).
+    fn rebroadcast_proposal(&mut self) {
+        let due = match &self.last_proposal {
+            Some((p, at)) => {
+                p.block.view() == self.view
+                    && self.safety.high_qc.view() < self.view
+                    && self.now.since(*at) >= self.rebroadcast_interval()
+            }
+            None => false,
+        };
+        if !due {
+            return;
+        }
+        if let Some((p, at)) = &mut self.last_proposal {
+            *at = self.now;
+            let msg = ConsensusMsg::Proposal(p.clone());
+            self.emit(Effect::Broadcast(msg));
+            let next = self.now.plus(self.rebroadcast_interval());
+            self.emit(Effect::SetTimer(next));
+        }
     }
 
     /// Enter view `v` (if it is ahead). `by_qc` resets the timeout back-off.
@@ -344,6 +392,9 @@ impl HotStuff {
                 };
                 self.metrics.proposals_made += 1;
                 self.emit(Effect::Broadcast(ConsensusMsg::Proposal(p.clone())));
+                self.last_proposal = Some((p.clone(), self.now));
+                let next = self.now.plus(self.rebroadcast_interval());
+                self.emit(Effect::SetTimer(next));
                 self.on_proposal(me, p)
             }
             SignPurpose::Vote { data, to } => {
@@ -353,6 +404,7 @@ impl HotStuff {
                     signature,
                 };
                 self.metrics.votes_sent += 1;
+                self.last_vote = Some(vote.clone());
                 if to == me {
                     self.on_vote(me, vote)
                 } else {
@@ -364,9 +416,14 @@ impl HotStuff {
                 }
             }
             SignPurpose::Timeout { data, high_qc } => {
+                let vote = self
+                    .last_vote
+                    .clone()
+                    .filter(|v| v.data.view == data.view && v.data.epoch == data.epoch);
                 let msg = TimeoutMsg {
                     data,
                     high_qc,
+                    vote,
                     sender: me,
                     signature,
                 };
@@ -490,6 +547,21 @@ impl HotStuff {
         if !self.is_member(self.epoch) {
             return Ok(());
         }
+        if let Some(vote) = self
+            .last_vote
+            .clone()
+            .filter(|v| v.data.block_id == block.id())
+        {
+            // A re-broadcast proposal: answer with the very same signed vote.
+            let to = self.set(self.epoch).leader(block.view().next());
+            if to != self.me {
+                self.emit(Effect::Send {
+                    to,
+                    msg: ConsensusMsg::Vote(vote),
+                });
+            }
+            return Ok(());
+        }
         self.safety
             .check_vote(block.view(), block.justify().view(), self.cfg.faults)?;
         self.safety.last_voted_view = block.view();
@@ -568,7 +640,7 @@ impl HotStuff {
     }
 
     fn commit_chain(&mut self, target: &Hash32) {
-        let chain = self.tree.commit_to(target);
+        let (chain, dropped) = self.tree.commit_to(target);
         let mut epoch_changed = false;
         for b in chain {
             let Payload::Transactions(txs) = b.payload();
@@ -579,6 +651,9 @@ impl HotStuff {
                 epoch_changed = true;
             }
             self.emit(Effect::Commit(b));
+        }
+        if !dropped.is_empty() {
+            self.emit(Effect::ForgetBlocks(dropped));
         }
         let committed = self.tree.committed_height();
         self.waiting.retain(|_, ps| {

@@ -549,13 +549,17 @@ impl Decode for TimeoutData {
 }
 
 /// A signed timeout, broadcast to all; it carries the sender's highest QC so
-/// that the next leader extends the highest certified block.
+/// that the next leader extends the highest certified block, and the vote the
+/// sender cast in the timed-out view (if any), so that the QC the silent next
+/// leader should have formed can be formed by anyone.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TimeoutMsg {
     /// The signed content; `data.high_qc_view == high_qc.view()`.
     pub data: TimeoutData,
     /// The sender's highest QC.
     pub high_qc: QuorumCert,
+    /// The sender's vote in `data.view`, if it voted there.
+    pub vote: Option<Vote>,
     /// The sender.
     pub sender: ValidatorId,
     /// Signature over `data` under the TIMEOUT tag.
@@ -566,6 +570,7 @@ impl Encode for TimeoutMsg {
     fn encode_to(&self, out: &mut Vec<u8>) {
         self.data.encode_to(out);
         self.high_qc.encode_to(out);
+        self.vote.encode_to(out);
         self.sender.encode_to(out);
         self.signature.encode_to(out);
     }
@@ -576,6 +581,7 @@ impl Decode for TimeoutMsg {
         Ok(TimeoutMsg {
             data: TimeoutData::decode_from(r)?,
             high_qc: QuorumCert::decode_from(r)?,
+            vote: Option::<Vote>::decode_from(r)?,
             sender: ValidatorId::decode_from(r)?,
             signature: Signature::decode_from(r)?,
         })

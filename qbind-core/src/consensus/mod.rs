@@ -178,7 +178,13 @@ pub enum Effect {
     },
     /// Send to every other validator.
     Broadcast(ConsensusMsg),
-    /// A block is committed (oldest first, each exactly once per run).
+    /// Store an uncommitted block durably (before any vote on it leaves);
+    /// handed back to [`HotStuff::new`] after a restart.
+    PersistBlock(Block),
+    /// Uncommitted blocks that can never be committed any more: delete them.
+    ForgetBlocks(Vec<crate::types::Hash32>),
+    /// A block is committed (oldest first, each exactly once per run). Its
+    /// uncommitted copy may be deleted in the same atomic write.
     Commit(Block),
     /// Deliver [`Input::Tick`] at or after this time.
     SetTimer(Millis),

@@ -52,6 +52,44 @@ pub(crate) fn equivocate(
     }
 }
 
+/// A conflicting proposal that extends the `depth`-th ancestor of `p`'s
+/// parent (with the QC that the next block on the path holds for it), for the
+/// same view, validly signed. `None` if the ancestry is not known.
+pub(crate) fn fork(
+    p: &Proposal,
+    depth: usize,
+    blocks: &std::collections::HashMap<crate::types::Hash32, Block>,
+    key: &KeyPair,
+    env: NetworkEnvironment,
+) -> Option<Proposal> {
+    let mut child = blocks.get(&p.block.parent_id())?.clone();
+    let mut parent = blocks.get(&child.parent_id())?.clone();
+    for _ in 1..depth {
+        let up = blocks.get(&parent.parent_id())?.clone();
+        child = parent;
+        parent = up;
+    }
+    if parent.epoch() != p.block.epoch() || child.justify().block_id() != parent.id() {
+        return None;
+    }
+    let header = crate::consensus::BlockHeader {
+        epoch: p.block.epoch(),
+        view: p.block.view(),
+        height: parent.height().next(),
+        parent_id: parent.id(),
+        justify_view: child.justify().view(),
+        proposer: p.block.header().proposer,
+        payload_digest: crate::types::Hash32::ZERO,
+    };
+    let block = Block::new(header, child.justify().clone(), p.block.payload().clone());
+    let signature = sign_domain(key, env, SignKind::Proposal, &block.id().to_bytes());
+    Some(Proposal {
+        block,
+        tc: p.tc.clone(),
+        signature,
+    })
+}
+
 /// A vote for `block` by `voter`, ignoring every safety rule.
 pub(crate) fn reckless_vote(
     block: &Block,
@@ -68,5 +106,28 @@ pub(crate) fn reckless_vote(
         data,
         voter,
         signature: sign_domain(key, env, SignKind::Vote, &data.to_bytes()),
+    }
+}
+
+/// A signed timeout for `view` carrying `high_qc`, with no vote: lets
+/// validators form a timeout certificate without learning a newer QC.
+pub(crate) fn forged_timeout(
+    view: crate::types::View,
+    high_qc: &crate::consensus::QuorumCert,
+    sender: ValidatorId,
+    key: &KeyPair,
+    env: NetworkEnvironment,
+) -> crate::consensus::TimeoutMsg {
+    let data = crate::consensus::TimeoutData {
+        epoch: high_qc.data.epoch,
+        view,
+        high_qc_view: high_qc.view(),
+    };
+    crate::consensus::TimeoutMsg {
+        data,
+        high_qc: high_qc.clone(),
+        vote: None,
+        sender,
+        signature: sign_domain(key, env, SignKind::Timeout, &data.to_bytes()),
     }
 }

@@ -39,11 +39,17 @@ pub enum Behavior {
     /// signs.
     InvalidSignatures,
     /// When leading, sends two different blocks for its view to two halves of
-    /// the validators.
+    /// the validators (and both to one of them, which can then prove it).
     EquivocatingLeader,
     /// Equivocates when leading and votes for every proposal it sees,
     /// ignoring the safety rules.
     DoubleVoter,
+    /// When leading view `v`, sends the honest block only to the leader of
+    /// `v + 3` and everybody else a validly signed block that forks off 1–3
+    /// certified blocks below the honest choice (what the lock and the
+    /// 3-chain rule exist to stop); votes for it and for every proposal it
+    /// receives.
+    ForkingLeader,
 }
 
 /// A network partition: from `start` to `heal` (ms), nodes only reach nodes
@@ -325,6 +331,8 @@ pub struct Report {
     pub evidence: u64,
     /// Inputs rejected by honest nodes, by reason.
     pub rejected: std::collections::BTreeMap<&'static str, u64>,
+    /// Final consensus metrics per node (`None` if crashed at the end).
+    pub metrics: Vec<Option<crate::consensus::ConsensusMetrics>>,
 }
 
 impl Report {

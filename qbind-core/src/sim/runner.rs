@@ -9,7 +9,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sha3::{Digest, Sha3_256};
 
-use super::byzantine::{corrupt_message, equivocate, reckless_vote};
+use super::byzantine::{corrupt_message, equivocate, forged_timeout, fork, reckless_vote};
 use super::checks::{Checker, Violation};
 use super::network::connected;
 use super::{Behavior, CommitRecord, Report, Scenario};
@@ -53,6 +53,7 @@ struct SimNode {
     machine: Option<HotStuff>,
     safety: Option<SafetyState>,
     blocks: Vec<Block>,
+    pending: BTreeMap<Hash32, Block>,
     crash_after_persist: bool,
     incarnation: u64,
     commits: Vec<CommitRecord>,
@@ -78,6 +79,11 @@ pub(crate) struct Runner {
     rejected: BTreeMap<&'static str, u64>,
     heal_time: u64,
     heal_view: Option<View>,
+    /// Every proposed block, for forking leaders.
+    seen_blocks: HashMap<Hash32, Block>,
+    /// The conflicting proposal a faulty leader made per view (re-sent
+    /// unchanged when its honest proposal is re-broadcast).
+    alternates: HashMap<(usize, View), crate::consensus::Proposal>,
 }
 
 fn validator_key(i: usize) -> KeyPair {
@@ -139,6 +145,7 @@ impl Runner {
                     machine: None,
                     safety: None,
                     blocks: Vec::new(),
+                    pending: BTreeMap::new(),
                     crash_after_persist: false,
                     incarnation: 0,
                     commits: Vec::new(),
@@ -155,6 +162,7 @@ impl Runner {
                     machine: None,
                     safety: None,
                     blocks: Vec::new(),
+                    pending: BTreeMap::new(),
                     crash_after_persist: false,
                     incarnation: 0,
                     commits: Vec::new(),
@@ -193,6 +201,8 @@ impl Runner {
             rejected: BTreeMap::new(),
             heal_time,
             heal_view: None,
+            seen_blocks: HashMap::new(),
+            alternates: HashMap::new(),
             sc,
         }
     }
@@ -220,6 +230,8 @@ impl Runner {
             rejected: BTreeMap::new(),
             heal_time: 0,
             heal_view: None,
+            seen_blocks: HashMap::new(),
+            alternates: HashMap::new(),
             sc,
         };
         r.sc.max_time = 0;
@@ -342,6 +354,11 @@ impl Runner {
                 .iter()
                 .map(|n| n.machine.as_ref().map_or(0, |m| m.view().0))
                 .collect(),
+            metrics: self
+                .nodes
+                .iter()
+                .map(|n| n.machine.as_ref().map(|m| m.metrics().clone()))
+                .collect(),
             commits: self.nodes.into_iter().map(|n| n.commits).collect(),
             violations,
             end_time: self.now,
@@ -427,6 +444,7 @@ impl Runner {
             Arc::clone(&self.schedule),
             n.safety.clone(),
             n.blocks[start..].to_vec(),
+            n.pending.values().cloned().collect(),
         );
         n.machine = Some(machine);
         self.feed(i, Input::Start);
@@ -448,7 +466,10 @@ impl Runner {
         let input = match ConsensusMsg::decode_message(bytes, &self.cfg.limits) {
             Ok(msg) => {
                 if let ConsensusMsg::Proposal(p) = &msg {
-                    if self.nodes[to].behavior == Some(Behavior::DoubleVoter) {
+                    if matches!(
+                        self.nodes[to].behavior,
+                        Some(Behavior::DoubleVoter | Behavior::ForkingLeader)
+                    ) {
                         self.reckless_vote(to, &p.block);
                     }
                 }
@@ -499,6 +520,14 @@ impl Runner {
                     }
                     Effect::Send { to, msg } => self.send(i, Some(to), msg),
                     Effect::Broadcast(msg) => self.send(i, None, msg),
+                    Effect::PersistBlock(block) => {
+                        self.nodes[i].pending.insert(block.id(), block);
+                    }
+                    Effect::ForgetBlocks(ids) => {
+                        for id in ids {
+                            self.nodes[i].pending.remove(&id);
+                        }
+                    }
                     Effect::Commit(block) => self.record_commit(i, block),
                     Effect::SetTimer(at) => {
                         let incarnation = self.nodes[i].incarnation;
@@ -544,6 +573,7 @@ impl Runner {
                 .commit(i, block.height(), block.id(), block.parent_id());
         }
         let n = &mut self.nodes[i];
+        n.pending.remove(&block.id());
         n.commits.push(record);
         n.blocks.push(block);
     }
@@ -560,26 +590,39 @@ impl Runner {
         }
         if let ConsensusMsg::Proposal(p) = &msg {
             self.proposed_at.entry(p.block.id()).or_insert(self.now);
+            self.seen_blocks
+                .entry(p.block.id())
+                .or_insert_with(|| p.block.clone());
         }
         let msg = match behavior {
             Some(Behavior::Silent) => return,
             Some(Behavior::InvalidSignatures) => corrupt_message(&msg),
-            Some(Behavior::EquivocatingLeader | Behavior::DoubleVoter) if to.is_none() => {
+            Some(
+                b
+                @ (Behavior::EquivocatingLeader | Behavior::DoubleVoter | Behavior::ForkingLeader),
+            ) if to.is_none() => {
                 if let ConsensusMsg::Proposal(p) = &msg {
-                    let alt = equivocate(p, &self.nodes[i].key, self.env, self.seq);
-                    self.proposed_at.entry(alt.block.id()).or_insert(self.now);
-                    if behavior == Some(Behavior::DoubleVoter) {
-                        self.reckless_vote(i, &alt.block);
-                    }
-                    let a = Rc::new(msg.to_bytes());
-                    let b = Rc::new(ConsensusMsg::Proposal(alt).to_bytes());
-                    for j in 0..self.nodes.len() {
-                        if j != i {
-                            let bytes = if j % 2 == 0 { &a } else { &b };
-                            self.transmit(i, j, me, Rc::clone(bytes));
+                    let key = self.nodes[i].key.clone();
+                    let slot = (i, p.block.view());
+                    let alt = match self.alternates.get(&slot) {
+                        Some(alt) => Some(alt.clone()),
+                        None if b == Behavior::ForkingLeader => {
+                            let depth = self.rng.gen_range(1..=3);
+                            fork(p, depth, &self.seen_blocks, &key, self.env)
                         }
+                        None => Some(equivocate(p, &key, self.env, self.seq)),
+                    };
+                    let first_time = !self.alternates.contains_key(&slot);
+                    if let Some(alt) = &alt {
+                        self.alternates.insert(slot, alt.clone());
                     }
-                    return;
+                    if first_time && b == Behavior::ForkingLeader && alt.is_some() {
+                        self.hide_previous_qc(i, me, p);
+                    }
+                    if let Some(alt) = alt {
+                        self.split_proposal(i, me, b, &msg, alt);
+                        return;
+                    }
                 }
                 msg
             }
@@ -590,6 +633,80 @@ impl Runner {
             if j != i && to.is_none_or(|v| self.nodes[j].validator == v) {
                 self.transmit(i, j, me, Rc::clone(&bytes));
             }
+        }
+    }
+
+    /// A forking leader keeps the fork's recipients from learning the QC of
+    /// the previous view (which only its honest block carries): it lets them
+    /// time that view out with a forged timeout of its own, so they enter its
+    /// view by a timeout certificate, still holding older locks.
+    fn hide_previous_qc(&mut self, i: usize, me: ValidatorId, p: &crate::consensus::Proposal) {
+        let Some(parent) = self.seen_blocks.get(&p.block.parent_id()) else {
+            return;
+        };
+        let view = p.block.view();
+        let older = parent.justify().clone();
+        if older.view().next() >= view {
+            return;
+        }
+        let key = self.nodes[i].key.clone();
+        let t = forged_timeout(View(view.0 - 1), &older, me, &key, self.env);
+        let bytes = Rc::new(ConsensusMsg::Timeout(t).to_bytes());
+        for j in 0..self.nodes.len() {
+            if j != i {
+                self.transmit(i, j, me, Rc::clone(&bytes));
+            }
+        }
+    }
+
+    /// Send `msg` to even-indexed nodes and the conflicting `alt` to odd ones
+    /// (an equivocating leader also lets the first recipient see both).
+    fn split_proposal(
+        &mut self,
+        i: usize,
+        me: ValidatorId,
+        behavior: Behavior,
+        msg: &ConsensusMsg,
+        alt: crate::consensus::Proposal,
+    ) {
+        self.proposed_at.entry(alt.block.id()).or_insert(self.now);
+        self.seen_blocks
+            .entry(alt.block.id())
+            .or_insert_with(|| alt.block.clone());
+        if behavior != Behavior::EquivocatingLeader {
+            self.reckless_vote(i, &alt.block);
+        }
+        // A forking leader shows the honest block only to the leader of view
+        // v + 3 (which commits from it, and whose timeouts later carry the
+        // fork's QC) and the fork to everyone else; the others split by parity.
+        let honest_only = (behavior == Behavior::ForkingLeader).then(|| {
+            let v = alt.block.view();
+            self.schedule.set(alt.block.epoch()).leader(View(v.0 + 3))
+        });
+        let a = Rc::new(msg.to_bytes());
+        let b = Rc::new(ConsensusMsg::Proposal(alt).to_bytes());
+        let mut first = true;
+        for j in 0..self.nodes.len() {
+            if j == i {
+                continue;
+            }
+            let gets_honest = match honest_only {
+                Some(v) => self.nodes[j].validator == v,
+                None => j % 2 == 0,
+            };
+            let bytes = if gets_honest { &a } else { &b };
+            if gets_honest && honest_only.is_some() {
+                // Late enough that the others time out the previous view first.
+                let extra = self.sc.base_timeout / 2;
+                self.transmit_after(i, j, me, Rc::clone(bytes), extra);
+            } else {
+                self.transmit(i, j, me, Rc::clone(bytes));
+            }
+            if first && behavior == Behavior::EquivocatingLeader {
+                let other = if gets_honest { &b } else { &a };
+                self.transmit(i, j, me, Rc::clone(other));
+            }
+            first = false;
         }
     }
 
@@ -614,6 +731,18 @@ impl Runner {
     }
 
     fn transmit(&mut self, from: usize, to: usize, from_v: ValidatorId, bytes: Rc<Vec<u8>>) {
+        self.transmit_after(from, to, from_v, bytes, 0);
+    }
+
+    /// Like `transmit`, with `extra` ms of added delay.
+    fn transmit_after(
+        &mut self,
+        from: usize,
+        to: usize,
+        from_v: ValidatorId,
+        bytes: Rc<Vec<u8>>,
+        extra: u64,
+    ) {
         if !connected(&self.sc.partitions, self.now, from, to) {
             return;
         }
@@ -627,7 +756,7 @@ impl Runner {
             1
         };
         for _ in 0..copies {
-            let delay = self.rng.gen_range(lo..=hi);
+            let delay = self.rng.gen_range(lo..=hi) + extra;
             self.schedule_at(
                 self.now + delay,
                 Event::Deliver {
