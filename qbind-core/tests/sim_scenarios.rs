@@ -349,10 +349,13 @@ fn broken_commit_rule_is_caught() {
 
 const SLOW_PER_SCENARIO: u64 = 2_000;
 
+/// A scenario family: seed in, scenario out.
+type Builder = fn(u64) -> Scenario;
+
 #[test]
 #[ignore = "slow: 20,000 seeded runs; cargo test -- --ignored"]
 fn scenarios_slow() {
-    let all: [(&str, fn(u64) -> Scenario); 11] = [
+    let all: [(&str, Builder); 11] = [
         ("forking_leader", forking_leader),
         ("leader_crash", leader_crash),
         ("short_partition", short_partition),

@@ -386,7 +386,7 @@ impl HotStuff {
         let result = match job.purpose {
             SignPurpose::Proposal { block, tc } => {
                 let p = Proposal {
-                    block,
+                    block: *block,
                     tc,
                     signature,
                 };
@@ -502,7 +502,10 @@ impl HotStuff {
                 view: Some(self.view),
                 message: block.id().to_bytes(),
             },
-            purpose: SignPurpose::Proposal { block, tc },
+            purpose: SignPurpose::Proposal {
+                block: Box::new(block),
+                tc,
+            },
         }));
     }
 

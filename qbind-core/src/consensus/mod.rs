@@ -100,7 +100,7 @@ pub enum SignPurpose {
     /// A proposal of `block`, with the TC that let the leader enter the view.
     Proposal {
         /// The block.
-        block: Block,
+        block: Box<Block>,
         /// The TC, if any.
         tc: Option<TimeoutCert>,
     },

@@ -278,7 +278,7 @@ impl Runner {
             if self.heal_view.is_none() && self.now >= self.heal_time {
                 self.heal_view = Some(self.max_honest_view());
             }
-            if self.processed % 64 == 0 && self.done() {
+            if self.processed.is_multiple_of(64) && self.done() {
                 break;
             }
         }
@@ -465,13 +465,13 @@ impl Runner {
         self.delivered += 1;
         let input = match ConsensusMsg::decode_message(bytes, &self.cfg.limits) {
             Ok(msg) => {
-                if let ConsensusMsg::Proposal(p) = &msg {
-                    if matches!(
+                if let ConsensusMsg::Proposal(p) = &msg
+                    && matches!(
                         self.nodes[to].behavior,
                         Some(Behavior::DoubleVoter | Behavior::ForkingLeader)
-                    ) {
-                        self.reckless_vote(to, &p.block);
-                    }
+                    )
+                {
+                    self.reckless_vote(to, &p.block);
                 }
                 Input::Message { from, msg }
             }

@@ -51,7 +51,7 @@ impl StateBackend for MemoryBackend {
         ns: Namespace,
         prefix: &[u8],
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
+    ) -> Result<super::KeyValues, StorageError> {
         let inner = self.lock();
         Ok(inner
             .table
@@ -95,6 +95,9 @@ mod net {
     use crate::traits::{Clock, Transport, TransportError};
     use crate::types::{Millis, ValidatorId};
 
+    /// The inbox senders of every endpoint.
+    type Peers = BTreeMap<ValidatorId, mpsc::Sender<(ValidatorId, Vec<u8>)>>;
+
     /// Capacity of each in-memory inbox.
     const INBOX_CAPACITY: usize = 4096;
 
@@ -128,7 +131,7 @@ mod net {
     /// One validator's endpoint on a [`MemoryNetwork`].
     pub struct MemoryTransport {
         me: ValidatorId,
-        peers: Arc<BTreeMap<ValidatorId, mpsc::Sender<(ValidatorId, Vec<u8>)>>>,
+        peers: Arc<Peers>,
         inbox: Mutex<mpsc::Receiver<(ValidatorId, Vec<u8>)>>,
     }
 

@@ -157,6 +157,9 @@ pub enum StorageError {
     ReadOnly,
 }
 
+/// Key-value pairs returned by a scan, in ascending key order.
+pub type KeyValues = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// Ordered key-value state storage with namespaces and atomic batches.
 ///
 /// Contract:
@@ -188,7 +191,7 @@ pub trait StateBackend: Send + Sync {
         ns: Namespace,
         prefix: &[u8],
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError>;
+    ) -> Result<KeyValues, StorageError>;
 
     /// Apply `batch` atomically with the given durability.
     fn write(&self, batch: WriteBatch, durability: Durability) -> Result<(), StorageError>;

@@ -1,0 +1,158 @@
+//! The async engine runs four validators over the in-memory `Transport`,
+//! `Clock` and `StateBackend` on a tokio runtime; they commit the same blocks,
+//! and a validator restarted from its store resumes without double signing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use qbind_core::consensus::{Block, ConsensusConfig};
+use qbind_core::crypto::KeyPair;
+use qbind_core::engine::{Engine, EngineEvent, load_persisted};
+use qbind_core::traits::{LocalSigner, MemoryBackend, MemoryNetwork, TokioClock};
+use qbind_core::types::{NetworkEnvironment, ValidatorId};
+use qbind_core::validator::{EpochSchedule, ValidatorSet};
+use tokio::sync::{mpsc, watch};
+
+const N: usize = 4;
+const TARGET: u64 = 12;
+
+fn keys() -> Vec<KeyPair> {
+    (0..N)
+        .map(|i| KeyPair::from_seed(&[i as u8 + 1; 32]))
+        .collect()
+}
+
+fn schedule(keys: &[KeyPair]) -> Arc<EpochSchedule> {
+    let set = ValidatorSet::new(keys.iter().map(|k| (k.public_key().clone(), 1)).collect())
+        .expect("valid set");
+    Arc::new(EpochSchedule::fixed(set))
+}
+
+fn config() -> ConsensusConfig {
+    let mut cfg = ConsensusConfig::new(NetworkEnvironment::Devnet);
+    cfg.base_timeout_ms = 300;
+    cfg
+}
+
+/// Run the network until every validator committed `TARGET` blocks (or 60 s)
+/// and return each validator's committed blocks.
+async fn run_network(stores: &[MemoryBackend], submit_txs: bool) -> Vec<Vec<Block>> {
+    let keys = keys();
+    let schedule = schedule(&keys);
+    let transports = MemoryNetwork::endpoints(N);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (events_tx, mut events_rx) = mpsc::unbounded_channel();
+    let mut handles = Vec::new();
+    let mut submitters = Vec::new();
+    for (i, transport) in transports.into_iter().enumerate() {
+        let signer = LocalSigner::new(
+            ValidatorId(i as u32),
+            NetworkEnvironment::Devnet,
+            keys[i].clone(),
+        );
+        let (tx_in, tx_out) = mpsc::unbounded_channel();
+        submitters.push(tx_in);
+        let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
+        let forward = events_tx.clone();
+        tokio::spawn(async move {
+            while let Some(ev) = ev_rx.recv().await {
+                if forward.send((i, ev)).is_err() {
+                    break;
+                }
+            }
+        });
+        let engine = Engine::open(
+            config(),
+            Arc::clone(&schedule),
+            stores[i].clone(),
+            transport,
+            Box::new(signer),
+            TokioClock::new(),
+        )
+        .expect("open engine")
+        .with_events(ev_tx)
+        .with_submissions(tx_out);
+        handles.push(tokio::spawn(engine.run(stop_rx.clone())));
+    }
+    if submit_txs {
+        for (k, s) in submitters.iter().enumerate() {
+            for j in 0..5 {
+                s.send(format!("tx-{k}-{j}").into_bytes())
+                    .expect("engine alive");
+            }
+        }
+    }
+    let mut committed: Vec<Vec<Block>> = vec![Vec::new(); N];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while committed.iter().any(|c| (c.len() as u64) < TARGET) {
+        let ev = tokio::time::timeout_at(deadline, events_rx.recv())
+            .await
+            .expect("validators did not commit in time")
+            .expect("event stream open");
+        if let (i, EngineEvent::Committed { block, .. }) = ev {
+            committed[i].push(block);
+        }
+    }
+    stop_tx.send(true).expect("engines listening");
+    for h in handles {
+        h.await
+            .expect("engine task")
+            .expect("engine stopped cleanly");
+    }
+    committed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_engines_commit_the_same_blocks_and_resume_after_restart() {
+    let stores: Vec<MemoryBackend> = (0..N).map(|_| MemoryBackend::new()).collect();
+    let first = run_network(&stores, true).await;
+    let common = first.iter().map(Vec::len).min().unwrap_or(0);
+    assert!(common as u64 >= TARGET);
+    for other in &first[1..] {
+        for (h, (a, b)) in first[0].iter().zip(other).take(common).enumerate() {
+            assert_eq!(a.id(), b.id(), "validators disagree at height {}", h + 1);
+        }
+    }
+    // Heights are consecutive from 1 and link by parent id.
+    for chain in &first {
+        for (h, b) in chain.iter().enumerate() {
+            assert_eq!(b.height().0, h as u64 + 1);
+            if h > 0 {
+                assert_eq!(b.parent_id(), chain[h - 1].id());
+            }
+        }
+    }
+    // Submitted transactions were committed.
+    let txs: usize = first[0].iter().map(|b| b.payload().tx_count()).sum();
+    assert!(txs > 0, "no submitted transaction was committed");
+
+    // Everything a validator needs to resume is in its store.
+    for store in &stores {
+        let p = load_persisted(store, 4096).expect("load");
+        let safety = p.safety.expect("safety state persisted");
+        assert!(safety.last_voted_view.0 > 0);
+        assert!(!p.committed.is_empty());
+    }
+    let before: Vec<u64> = stores
+        .iter()
+        .map(|s| load_persisted(s, 1).expect("load").committed[0].height().0)
+        .collect();
+
+    // Restart all four from their stores: they continue the same chain.
+    let second = run_network(&stores, false).await;
+    for (i, chain) in second.iter().enumerate() {
+        let first_new = chain.first().expect("committed after restart");
+        assert_eq!(
+            first_new.height().0,
+            before[i] + 1,
+            "validator {i} did not resume after its last committed block"
+        );
+    }
+    let after: Vec<u64> = stores
+        .iter()
+        .map(|s| load_persisted(s, 1).expect("load").committed[0].height().0)
+        .collect();
+    for (a, b) in after.iter().zip(&before) {
+        assert!(*a >= *b + TARGET);
+    }
+}
