@@ -82,10 +82,13 @@ fn leader_crash(seed: u64) -> Scenario {
 fn short_partition(seed: u64) -> Scenario {
     let mut m = Mix(seed);
     let start = m.range(100, 800);
-    let groups = match m.below(3) {
+    let groups = match m.below(5) {
         0 => vec![vec![0, 1], vec![2, 3]],
         1 => vec![vec![0, 2], vec![1, 3]],
-        _ => vec![vec![0, 3], vec![1, 2]],
+        2 => vec![vec![0, 3], vec![1, 2]],
+        // Three-way partitions: no side has a quorum.
+        3 => vec![vec![0], vec![1], vec![2, 3]],
+        _ => vec![vec![0, 1], vec![2], vec![3]],
     };
     base(seed).partition(start, start + m.range(200, 1500), groups)
 }
@@ -170,9 +173,12 @@ fn crash_everyone(seed: u64) -> Scenario {
     s
 }
 
+fn epoch_length(seed: u64) -> u64 {
+    Mix(seed).range(8, 25)
+}
+
 fn epoch_change(seed: u64) -> Scenario {
-    let mut m = Mix(seed);
-    let len = m.range(8, 25);
+    let len = epoch_length(seed);
     // Epoch 1: a fifth validator joins and stakes change.
     base(seed)
         .epoch_change(len, vec![2, 1, 1, 1, 2])
@@ -269,10 +275,23 @@ fn crash_every_validator_and_restart() {
 fn validator_set_change_at_epoch_boundary() {
     let reports = run_all("validator_set_change", 9_000, 20, epoch_change);
     for r in &reports {
-        // The new validator (node 4) follows the chain across the boundary.
+        // The new validator (node 4) follows the chain across the boundary...
         assert!(
             r.commits[4].len() as u64 >= r.min_honest_height(),
             "seed {}: joining validator lags",
+            r.seed
+        );
+        let chain = &r.commits[0];
+        // ...every committed block is in the epoch its height says (epoch e
+        // ends with the block at height (e + 1) * len)...
+        let len = epoch_length(r.seed);
+        for c in chain {
+            assert_eq!(c.epoch.0, (c.height.0 - 1) / len, "seed {}", r.seed);
+        }
+        // ...and the new validator proposes committed blocks after epoch 0.
+        assert!(
+            chain.iter().any(|c| c.epoch.0 >= 1 && c.proposer.0 == 4),
+            "seed {}: validator 4 never led a committed block",
             r.seed
         );
     }

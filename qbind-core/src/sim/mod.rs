@@ -298,6 +298,10 @@ pub struct CommitRecord {
     pub height: Height,
     /// View the block was proposed in.
     pub view: View,
+    /// Epoch of the block.
+    pub epoch: crate::types::Epoch,
+    /// Who proposed it.
+    pub proposer: crate::types::ValidatorId,
     /// Block id.
     pub id: Hash32,
     /// Transactions in it.

@@ -564,6 +564,8 @@ impl Runner {
             at: self.now,
             height: block.height(),
             view: block.view(),
+            epoch: block.epoch(),
+            proposer: block.header().proposer,
             id: block.id(),
             txs: block.payload().tx_count(),
             latency: self.now.saturating_sub(proposed),
