@@ -211,10 +211,13 @@ fn check_signers(
     Ok(())
 }
 
-/// Votes gathered by the leader of the next view, per block.
+/// Votes gathered by the leader of the next view, per block. Only a voter's
+/// first vote in a view counts (a second, conflicting one is evidence, not
+/// state), so memory is bounded by validators × views kept.
 #[derive(Default)]
 pub(crate) struct VoteCollector {
     pending: BTreeMap<(Epoch, View, Hash32), BTreeMap<ValidatorId, Signature>>,
+    voted: BTreeMap<(Epoch, View), BTreeMap<ValidatorId, Hash32>>,
     done: BTreeMap<(Epoch, View), Hash32>,
 }
 
@@ -228,6 +231,15 @@ impl VoteCollector {
         signature: Signature,
     ) -> Option<QuorumCert> {
         if self.done.contains_key(&(data.epoch, data.view)) {
+            return None;
+        }
+        let first = self
+            .voted
+            .entry((data.epoch, data.view))
+            .or_default()
+            .entry(voter)
+            .or_insert(data.block_id);
+        if *first != data.block_id {
             return None;
         }
         let entry = self
@@ -256,6 +268,7 @@ impl VoteCollector {
     /// Forget everything below `view`.
     pub(crate) fn prune_below(&mut self, view: View) {
         self.pending.retain(|(_, v, _), _| *v >= view);
+        self.voted.retain(|(_, v), _| *v >= view);
         self.done.retain(|(_, v), _| *v >= view);
     }
 }

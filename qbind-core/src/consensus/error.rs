@@ -46,6 +46,16 @@ pub enum ConsensusError {
         /// The current view.
         current: View,
     },
+    /// The object is for a view too far ahead to keep state for.
+    #[error("{what} for view {view} is too far ahead of the current view {current}")]
+    FutureView {
+        /// Which object.
+        what: &'static str,
+        /// Its view.
+        view: View,
+        /// The current view.
+        current: View,
+    },
     /// The object is for an epoch this validator is not in.
     #[error("{what} for epoch {epoch:?}, current epoch {current:?}")]
     WrongEpoch {
@@ -127,6 +137,7 @@ impl ConsensusError {
             ConsensusError::WrongChain { .. } => "wrong_chain",
             ConsensusError::UnknownSigner { .. } => "unknown_signer",
             ConsensusError::StaleView { .. } => "stale_view",
+            ConsensusError::FutureView { .. } => "future_view",
             ConsensusError::WrongEpoch { .. } => "wrong_epoch",
             ConsensusError::NotLeader { .. } => "not_leader",
             ConsensusError::NotNextLeader { .. } => "not_next_leader",

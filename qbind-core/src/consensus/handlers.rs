@@ -87,9 +87,6 @@ impl HotStuff {
             )
             .map_err(|f| f.into_error("proposal", h.proposer, h.epoch))?;
         self.metrics.proposals_received += 1;
-        if let Some(ev) = self.detector.proposal(&h, &p.signature) {
-            self.evidence(ev);
-        }
         self.verifier.verify_qc(&self.schedule, block.justify())?;
         if let Some(tc) = &p.tc {
             self.verifier.verify_tc(&self.schedule, tc)?;
@@ -97,6 +94,10 @@ impl HotStuff {
         }
         let justify = block.justify().clone();
         self.process_qc(&justify, from);
+        self.check_not_too_far("proposal", h.view)?;
+        if let Some(ev) = self.detector.proposal(&h, &p.signature) {
+            self.evidence(ev);
+        }
         match self.place(block, from)? {
             Placement::Placed => self.try_vote(&p.block),
             Placement::Missing(id) => {
@@ -111,6 +112,7 @@ impl HotStuff {
         if self.set(data.epoch).leader(data.view.next()) != self.me {
             return Err(ConsensusError::NotNextLeader { view: data.view });
         }
+        self.check_not_too_far("vote", data.view)?;
         let set = self.schedule.set(data.epoch);
         self.verifier
             .verify_sig(
@@ -160,9 +162,6 @@ impl HotStuff {
             .map_err(|f| f.into_error("timeout", t.sender, d.epoch))?;
         self.verifier.verify_qc(&self.schedule, &t.high_qc)?;
         self.process_qc(&t.high_qc, from);
-        if let Some(vote) = &t.vote {
-            self.collect_timeout_vote(t.sender, vote)?;
-        }
         if d.epoch != self.epoch {
             return Err(ConsensusError::WrongEpoch {
                 what: "timeout",
@@ -176,6 +175,10 @@ impl HotStuff {
                 view: d.view,
                 current: self.view,
             });
+        }
+        self.check_not_too_far("timeout", d.view)?;
+        if let Some(vote) = &t.vote {
+            self.collect_timeout_vote(t.sender, d, vote)?;
         }
         let set = self.schedule.set(d.epoch);
         let progress = self.timeouts.add(set, d, t.sender, t.signature);
@@ -204,12 +207,16 @@ impl HotStuff {
     fn collect_timeout_vote(
         &mut self,
         sender: ValidatorId,
+        timeout: crate::consensus::TimeoutData,
         vote: &Vote,
     ) -> Result<(), ConsensusError> {
-        if vote.voter != sender {
+        if vote.voter != sender
+            || vote.data.view != timeout.view
+            || vote.data.epoch != timeout.epoch
+        {
             return Err(ConsensusError::InvalidBlock {
                 block: vote.data.block_id,
-                why: "timeout carries another validator's vote",
+                why: "a timeout may carry only its sender's vote of the same view",
             });
         }
         let data = vote.data;

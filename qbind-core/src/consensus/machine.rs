@@ -28,6 +28,10 @@ use crate::validator::{EpochSchedule, ValidatorSet};
 /// How many views of collector and detector state are kept behind the
 /// current view.
 const KEEP_VIEWS: u64 = 64;
+/// How far ahead of the current view votes, timeouts and proposals are
+/// kept; anything further is rejected (a lagging validator catches up
+/// through the QCs such messages carry, which are processed first).
+pub(crate) const FUTURE_VIEWS: u64 = 1024;
 /// Proposals waiting for missing ancestors, at most.
 const MAX_WAITING: usize = 256;
 /// Attempts before a block fetch is abandoned (a later reference restarts it).
@@ -216,6 +220,22 @@ impl HotStuff {
     }
 
     // ------------------------------------------------------------ helpers
+
+    /// Reject `view` if it is too far ahead to keep state for.
+    pub(crate) fn check_not_too_far(
+        &self,
+        what: &'static str,
+        view: View,
+    ) -> Result<(), ConsensusError> {
+        if view.0 > self.view.0.saturating_add(FUTURE_VIEWS) {
+            return Err(ConsensusError::FutureView {
+                what,
+                view,
+                current: self.view,
+            });
+        }
+        Ok(())
+    }
 
     pub(crate) fn set(&self, epoch: Epoch) -> &ValidatorSet {
         self.schedule.set(epoch)

@@ -55,6 +55,11 @@ pub enum Violation {
         /// The view.
         view: View,
     },
+    /// The scenario could not be built (the run did not happen).
+    InvalidScenario {
+        /// Why.
+        why: &'static str,
+    },
     /// An honest node did not make the required progress after the heal.
     Liveness {
         /// Node index.

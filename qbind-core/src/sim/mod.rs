@@ -285,7 +285,10 @@ impl Scenario {
     /// Run the scenario to completion.
     #[must_use]
     pub fn run(self) -> Report {
-        runner::Runner::new(self).run()
+        match runner::Runner::new(self) {
+            Ok(runner) => runner.run(),
+            Err(report) => *report,
+        }
     }
 }
 

@@ -92,6 +92,24 @@ fn validator_key(i: usize) -> KeyPair {
     KeyPair::from_seed(&seed)
 }
 
+/// The report of a scenario that could not run.
+fn invalid(sc: &Scenario, why: &'static str) -> Box<Report> {
+    Box::new(Report {
+        seed: sc.seed,
+        event_log_hash: Hash32::ZERO,
+        commits: Vec::new(),
+        honest: Vec::new(),
+        views: Vec::new(),
+        violations: vec![Violation::InvalidScenario { why }],
+        end_time: 0,
+        events: 0,
+        delivered: 0,
+        evidence: 0,
+        rejected: BTreeMap::new(),
+        metrics: Vec::new(),
+    })
+}
+
 fn make_set(keys: &[KeyPair], stakes: &[u64]) -> Option<ValidatorSet> {
     ValidatorSet::new(
         stakes
@@ -104,7 +122,9 @@ fn make_set(keys: &[KeyPair], stakes: &[u64]) -> Option<ValidatorSet> {
 }
 
 impl Runner {
-    pub(crate) fn new(mut sc: Scenario) -> Self {
+    /// A runner for `sc`, or at once a report with an `InvalidScenario`
+    /// violation if the scenario cannot be built (e.g. a zero stake).
+    pub(crate) fn new(mut sc: Scenario) -> Result<Self, Box<Report>> {
         if let Some(seed) = std::env::var("QBIND_SIM_SEED")
             .ok()
             .and_then(|s| s.trim().parse().ok())
@@ -119,12 +139,12 @@ impl Runner {
             .map_or(n0, |(_, later)| n0.max(later.len()));
         let keys: Vec<KeyPair> = (0..n_all).map(validator_key).collect();
         let Some(first) = make_set(&keys, &sc.stakes) else {
-            return Self::invalid(sc, env);
+            return Err(invalid(&sc, "initial stakes do not form a validator set"));
         };
         let schedule = match &sc.epoch_change {
             Some((len, later)) => match make_set(&keys, later) {
                 Some(set) => EpochSchedule::with_epochs(*len, first, vec![set]),
-                None => return Self::invalid(sc, env),
+                None => return Err(invalid(&sc, "epoch stakes do not form a validator set")),
             },
             None => EpochSchedule::fixed(first),
         };
@@ -182,7 +202,7 @@ impl Runner {
         }
         let checker = Checker::new(genesis, nodes.len());
         let rng = ChaCha8Rng::seed_from_u64(sc.seed);
-        Runner {
+        Ok(Runner {
             env,
             cfg,
             schedule: Arc::new(schedule),
@@ -204,38 +224,7 @@ impl Runner {
             seen_blocks: HashMap::new(),
             alternates: HashMap::new(),
             sc,
-        }
-    }
-
-    /// A runner for an unusable scenario (e.g. zero stake): it reports at once.
-    fn invalid(sc: Scenario, env: NetworkEnvironment) -> Self {
-        let one = make_set(&[validator_key(0)], &[1]);
-        let schedule = one.map_or_else(|| EpochSchedule::fixed(dummy_set()), EpochSchedule::fixed);
-        let mut r = Runner {
-            env,
-            cfg: ConsensusConfig::new(env),
-            schedule: Arc::new(schedule),
-            rng: ChaCha8Rng::seed_from_u64(sc.seed),
-            now: 0,
-            seq: 0,
-            queue: BinaryHeap::new(),
-            events: HashMap::new(),
-            nodes: Vec::new(),
-            checker: Checker::default(),
-            log: Sha3_256::new(),
-            proposed_at: HashMap::new(),
-            processed: 0,
-            delivered: 0,
-            evidence: 0,
-            rejected: BTreeMap::new(),
-            heal_time: 0,
-            heal_view: None,
-            seen_blocks: HashMap::new(),
-            alternates: HashMap::new(),
-            sc,
-        };
-        r.sc.max_time = 0;
-        r
+        })
     }
 
     fn schedule_at(&mut self, at: u64, event: Event) {
@@ -337,14 +326,7 @@ impl Runner {
                     .liveness(i, vs.into_iter(), hv, l.within_views, l.commits);
             }
         }
-        let mut violations = std::mem::take(&mut self.checker.violations);
-        if self.nodes.is_empty() {
-            violations.push(Violation::Liveness {
-                node: 0,
-                committed: 0,
-                required: 1,
-            });
-        }
+        let violations = std::mem::take(&mut self.checker.violations);
         Report {
             seed: self.sc.seed,
             event_log_hash: Hash32(self.log.finalize().into()),
@@ -769,18 +751,4 @@ impl Runner {
             );
         }
     }
-}
-
-fn dummy_set() -> ValidatorSet {
-    // Only reached when even a one-validator set cannot be built, which
-    // cannot happen with a fixed valid key; keep a total function anyway.
-    match ValidatorSet::new(vec![(validator_key(0).public_key().clone(), 1)]) {
-        Ok(s) => s,
-        Err(_) => unreachable_set(),
-    }
-}
-
-#[allow(clippy::panic)]
-fn unreachable_set() -> ValidatorSet {
-    panic!("a one-validator set with a valid key must build")
 }
