@@ -340,7 +340,7 @@ fn a_restarted_validator_never_votes_twice_in_a_view() {
 
     // Crash; restart from the persisted state; a different block for view 1
     // arrives. No vote may be signed.
-    let mut restarted = machine(0, &keys, Some(saved), vec![p.block.clone()]);
+    let mut restarted = machine(0, &keys, Some(saved), vec![p.block]);
     let other = proposal_v1(&keys, b"second");
     let effects = deliver(&mut restarted, 1, ConsensusMsg::Proposal(other));
     assert!(sign_requests(&effects).is_empty(), "voted twice in view 1");

@@ -113,6 +113,13 @@ impl HotStuff {
             return Err(ConsensusError::NotNextLeader { view: data.view });
         }
         self.check_not_too_far("vote", data.view)?;
+        self.accept_vote(vote)
+    }
+
+    /// Verify a vote, record it for equivocation detection, and aggregate
+    /// it; a completed quorum is processed as a new QC.
+    fn accept_vote(&mut self, vote: Vote) -> Result<(), ConsensusError> {
+        let data = vote.data;
         let set = self.schedule.set(data.epoch);
         self.verifier
             .verify_sig(
@@ -219,30 +226,7 @@ impl HotStuff {
                 why: "a timeout may carry only its sender's vote of the same view",
             });
         }
-        let data = vote.data;
-        let set = self.schedule.set(data.epoch);
-        self.verifier
-            .verify_sig(
-                set,
-                data.epoch,
-                vote.voter,
-                SignKind::Vote,
-                &data.to_bytes(),
-                &vote.signature,
-            )
-            .map_err(|f| f.into_error("vote", vote.voter, data.epoch))?;
-        if let Some(ev) = self.detector.vote(vote.voter, &data, &vote.signature) {
-            self.evidence(ev);
-        }
-        let set = self.schedule.set(data.epoch);
-        if let Some(qc) = self
-            .votes
-            .add(set, data, vote.voter, vote.signature.clone())
-        {
-            self.metrics.qcs_formed += 1;
-            self.process_qc(&qc, sender);
-        }
-        Ok(())
+        self.accept_vote(vote.clone())
     }
 
     fn on_tc(&mut self, tc: TimeoutCert) -> Result<(), ConsensusError> {

@@ -86,6 +86,24 @@ pub(crate) struct Runner {
     alternates: HashMap<(usize, View), crate::consensus::Proposal>,
 }
 
+impl SimNode {
+    fn new(validator: usize, key: KeyPair, behavior: Option<Behavior>, honest: bool) -> Self {
+        SimNode {
+            validator: ValidatorId(validator as u32),
+            key,
+            behavior,
+            honest,
+            machine: None,
+            safety: None,
+            blocks: Vec::new(),
+            pending: BTreeMap::new(),
+            crash_after_persist: false,
+            incarnation: 0,
+            commits: Vec::new(),
+        }
+    }
+}
+
 fn validator_key(i: usize) -> KeyPair {
     let mut seed = [0x5au8; 32];
     seed[..8].copy_from_slice(&(i as u64).to_be_bytes());
@@ -157,36 +175,17 @@ impl Runner {
             .enumerate()
             .map(|(i, key)| {
                 let behavior = sc.byzantine.iter().find(|(n, _)| *n == i).map(|(_, b)| *b);
-                SimNode {
-                    validator: ValidatorId(i as u32),
-                    key: key.clone(),
+                SimNode::new(
+                    i,
+                    key.clone(),
                     behavior,
-                    honest: behavior.is_none() && !sc.twins.contains(&i),
-                    machine: None,
-                    safety: None,
-                    blocks: Vec::new(),
-                    pending: BTreeMap::new(),
-                    crash_after_persist: false,
-                    incarnation: 0,
-                    commits: Vec::new(),
-                }
+                    behavior.is_none() && !sc.twins.contains(&i),
+                )
             })
             .collect();
         for &t in &sc.twins {
             if let Some(k) = keys.get(t) {
-                nodes.push(SimNode {
-                    validator: ValidatorId(t as u32),
-                    key: k.clone(),
-                    behavior: None,
-                    honest: false,
-                    machine: None,
-                    safety: None,
-                    blocks: Vec::new(),
-                    pending: BTreeMap::new(),
-                    crash_after_persist: false,
-                    incarnation: 0,
-                    commits: Vec::new(),
-                });
+                nodes.push(SimNode::new(t, k.clone(), None, false));
             }
         }
         let genesis = Block::genesis(env.chain_id()).id();
