@@ -302,7 +302,7 @@ impl HotStuff {
             let id = b.id();
             self.emit(crate::consensus::Effect::PersistBlock(b.clone()));
             let children = self.tree.insert(b.clone());
-            self.metrics.sync_blocks_inserted += u64::from(from != self.me);
+            self.metrics.blocks_from_peers += u64::from(from != self.me);
             self.on_block_inserted(&b);
             for child in children {
                 let ok = self.check_block_shape(&child).is_ok()

@@ -37,8 +37,9 @@ pub struct ConsensusMetrics {
     pub equivocations_detected: u64,
     /// Sync requests sent.
     pub sync_requests_sent: u64,
-    /// Blocks received through sync and inserted.
-    pub sync_blocks_inserted: u64,
+    /// Blocks from peers (proposals and sync responses) inserted into the
+    /// block tree.
+    pub blocks_from_peers: u64,
     /// Rejected inputs by reason label (`ConsensusError::label`).
     pub rejected: BTreeMap<&'static str, u64>,
 }
