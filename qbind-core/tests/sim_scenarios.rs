@@ -311,6 +311,24 @@ fn silent_and_invalid_signature_validators() {
 }
 
 #[test]
+fn fault_free_runs_never_time_out_a_view() {
+    // Regression: a leader whose QC formed (from votes) before the certified
+    // block itself arrived used to skip proposing, timing its view out.
+    for seed in seeds(13_000, 12) {
+        let r = Scenario::new(4)
+            .seed(seed)
+            .transactions_every(5)
+            .min_commits(150)
+            .run();
+        assert!(r.violations.is_empty(), "{}", r.summary());
+        for m in r.metrics.iter().flatten() {
+            assert_eq!(m.views_timed_out, 0, "{}", r.summary());
+            assert_eq!(m.timeouts_sent, 0, "{}", r.summary());
+        }
+    }
+}
+
+#[test]
 fn same_seed_same_event_log() {
     for build in [twins, message_loss, crash_everyone] {
         let a = build(42).run();

@@ -2,7 +2,7 @@
 //! signature is verified once), and the collectors that turn votes into QCs
 //! and timeouts into TCs.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use crate::codec::Encode;
 use crate::consensus::error::ConsensusError;
@@ -40,11 +40,17 @@ impl SigFailure {
 }
 
 /// Verifies signatures and certificates against the epoch schedule, caching
-/// successes by digest.
+/// successes.
+///
+/// The cache key is a digest of what was signed (kind, epoch, signer and the
+/// short signed message — never the 2,420-byte signatures, whose hashing
+/// would cost a third of a verification); the entry keeps the verified
+/// signature bytes, and a hit requires them to be equal, so a different
+/// signature over the same message is always verified afresh.
 pub(crate) struct Verifier {
     env: NetworkEnvironment,
     genesis_qc: QuorumCert,
-    seen: HashSet<Hash32>,
+    seen: HashMap<Hash32, Vec<Signature>>,
     order: VecDeque<Hash32>,
     capacity: usize,
 }
@@ -54,15 +60,21 @@ impl Verifier {
         Verifier {
             env,
             genesis_qc,
-            seen: HashSet::new(),
+            seen: HashMap::new(),
             order: VecDeque::new(),
             capacity: capacity.max(16),
         }
     }
 
-    fn remember(&mut self, digest: Hash32) {
-        if self.seen.insert(digest) {
-            self.order.push_back(digest);
+    fn is_cached(&self, key: &Hash32, signatures: &[Signature]) -> bool {
+        self.seen
+            .get(key)
+            .is_some_and(|s| s.as_slice() == signatures)
+    }
+
+    fn remember(&mut self, key: Hash32, signatures: &[Signature]) {
+        if self.seen.insert(key, signatures.to_vec()).is_none() {
+            self.order.push_back(key);
             while self.order.len() > self.capacity {
                 if let Some(old) = self.order.pop_front() {
                     self.seen.remove(&old);
@@ -82,19 +94,19 @@ impl Verifier {
         signature: &Signature,
     ) -> Result<(), SigFailure> {
         let info = set.get(signer).ok_or(SigFailure::UnknownSigner)?;
-        let digest = Hash32::digest_parts(&[
+        let key = Hash32::digest_parts(&[
             &[kind as u8],
             &epoch.0.to_be_bytes(),
             &signer.0.to_be_bytes(),
             message,
-            signature.as_bytes(),
         ]);
-        if self.seen.contains(&digest) {
+        let sig = std::slice::from_ref(signature);
+        if self.is_cached(&key, sig) {
             return Ok(());
         }
         let preimage = signing_preimage(self.env, kind, message);
         if info.key.verify(&preimage, signature).is_ok() {
-            self.remember(digest);
+            self.remember(key, sig);
             return Ok(());
         }
         // Classify the failure for operators: was it made for another chain?
@@ -130,8 +142,8 @@ impl Verifier {
                 Err(invalid_qc(qc, "view 0 is reserved for genesis"))
             };
         }
-        let digest = Hash32::digest(&qc.to_bytes());
-        if self.seen.contains(&digest) {
+        let key = Hash32::digest_parts(&[b"QC", &qc.data.to_bytes(), &qc.signers.to_bytes()]);
+        if self.is_cached(&key, &qc.signatures) {
             return Ok(());
         }
         let set = schedule.set(qc.data.epoch);
@@ -141,7 +153,7 @@ impl Verifier {
             self.verify_sig(set, qc.data.epoch, signer, SignKind::Vote, &message, sig)
                 .map_err(|_| invalid_qc(qc, "a signature does not verify"))?;
         }
-        self.remember(digest);
+        self.remember(key, &qc.signatures);
         Ok(())
     }
 
@@ -151,8 +163,13 @@ impl Verifier {
         schedule: &EpochSchedule,
         tc: &TimeoutCert,
     ) -> Result<(), ConsensusError> {
-        let digest = Hash32::digest(&tc.to_bytes());
-        if self.seen.contains(&digest) {
+        let mut header = b"TC".to_vec();
+        tc.epoch.encode_to(&mut header);
+        tc.view.encode_to(&mut header);
+        tc.signers.encode_to(&mut header);
+        crate::codec::encode_seq(&tc.high_qc_views, &mut header);
+        let key = Hash32::digest(&header);
+        if self.is_cached(&key, &tc.signatures) {
             return Ok(());
         }
         let set = schedule.set(tc.epoch);
@@ -180,7 +197,7 @@ impl Verifier {
             )
             .map_err(|_| bad("a signature does not verify"))?;
         }
-        self.remember(digest);
+        self.remember(key, &tc.signatures);
         Ok(())
     }
 }
@@ -332,5 +349,73 @@ impl TimeoutCollector {
     pub(crate) fn prune_below(&mut self, view: View) {
         self.views.retain(|(_, v), _| *v >= view);
         self.done.retain(|(_, v), _| *v >= view);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::consensus::messages::Block;
+    use crate::crypto::KeyPair;
+    use crate::signing::sign_domain;
+
+    const ENV: NetworkEnvironment = NetworkEnvironment::Devnet;
+
+    fn setup() -> (Vec<KeyPair>, EpochSchedule, Verifier) {
+        let keys: Vec<KeyPair> = (0..4).map(|i| KeyPair::from_seed(&[i + 40; 32])).collect();
+        let set =
+            ValidatorSet::new(keys.iter().map(|k| (k.public_key().clone(), 1)).collect()).unwrap();
+        let genesis = Block::genesis(ENV.chain_id());
+        let verifier = Verifier::new(ENV, genesis.justify().clone(), 64);
+        (keys, EpochSchedule::fixed(set), verifier)
+    }
+
+    #[test]
+    fn a_cache_hit_never_vouches_for_a_different_signature() {
+        let (keys, schedule, mut v) = setup();
+        let set = schedule.set(Epoch(0));
+        let msg = b"vote bytes";
+        let good = sign_domain(&keys[1], ENV, SignKind::Vote, msg);
+        let other = sign_domain(&keys[2], ENV, SignKind::Vote, msg);
+        let vote = |v: &mut Verifier, sig: &Signature| {
+            v.verify_sig(set, Epoch(0), ValidatorId(1), SignKind::Vote, msg, sig)
+        };
+        assert_eq!(vote(&mut v, &good), Ok(()));
+        assert_eq!(vote(&mut v, &good), Ok(()), "cached");
+        assert_eq!(vote(&mut v, &other), Err(SigFailure::Bad));
+    }
+
+    #[test]
+    fn a_cached_qc_with_a_swapped_signature_is_verified_again() {
+        let (keys, schedule, mut v) = setup();
+        let data = VoteData {
+            epoch: Epoch(0),
+            view: View(5),
+            block_id: Hash32([5; 32]),
+        };
+        let mut signers = SignerBitmap::new(4);
+        let mut signatures = Vec::new();
+        for i in 0..3u32 {
+            signers.set(ValidatorId(i));
+            signatures.push(sign_domain(
+                &keys[i as usize],
+                ENV,
+                SignKind::Vote,
+                &data.to_bytes(),
+            ));
+        }
+        let qc = QuorumCert {
+            data,
+            signers,
+            signatures,
+        };
+        assert_eq!(v.verify_qc(&schedule, &qc), Ok(()));
+        let mut forged = qc.clone();
+        forged.signatures[2] = sign_domain(&keys[3], ENV, SignKind::Vote, &data.to_bytes());
+        assert!(matches!(
+            v.verify_qc(&schedule, &forged),
+            Err(ConsensusError::InvalidQc { .. })
+        ));
+        assert_eq!(v.verify_qc(&schedule, &qc), Ok(()));
     }
 }

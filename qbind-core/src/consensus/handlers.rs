@@ -324,6 +324,9 @@ impl HotStuff {
                 self.reject(from, error);
             }
         }
+        // A leader whose QC formed before the certified block arrived could
+        // not propose on entering its view; now it may be able to.
+        self.try_propose();
         Ok(Placement::Placed)
     }
 
