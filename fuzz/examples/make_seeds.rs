@@ -34,6 +34,7 @@ fn header(view: u64, height: u64, parent: Hash32, proposer: u32) -> BlockHeader 
         justify_view: View(0),
         proposer: ValidatorId(proposer),
         payload_digest: Hash32::ZERO,
+        batch_commitment: Hash32::ZERO,
     }
 }
 

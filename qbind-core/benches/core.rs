@@ -99,6 +99,7 @@ fn block(
         justify_view: View(0),
         proposer,
         payload_digest: Hash32([0; 32]),
+        batch_commitment: Hash32([0; 32]),
     };
     Block::new(header, justify, payload)
 }

@@ -32,6 +32,9 @@ pub const COMMITTED_HEIGHT_KEY: &[u8] = b"committed_height";
 pub const COMMITTED_BLOCK_PREFIX: u8 = b'c';
 /// Prefix of uncommitted blocks in [`Namespace::Blocks`] (then the block id).
 pub const PENDING_BLOCK_PREFIX: u8 = b'p';
+/// Key of the height whose transactions were last delivered for execution,
+/// in [`Namespace::Meta`].
+pub const EXECUTED_HEIGHT_KEY: &[u8] = b"executed_height";
 
 fn committed_key(height: u64) -> Vec<u8> {
     let mut k = vec![COMMITTED_BLOCK_PREFIX];
@@ -74,6 +77,17 @@ pub enum EngineEvent {
     },
     /// Equivocation evidence.
     Evidence(Evidence),
+    /// Committed transactions to execute, in height order, each at most once.
+    /// Delivery is at least once across a crash of the engine between this
+    /// event and its durable executed-height marker; executors must make
+    /// applying a height idempotent (the execution layer commits the
+    /// executed height atomically with the state it produced).
+    Execute {
+        /// Height of the committed block.
+        height: crate::types::Height,
+        /// Its transactions.
+        txs: Vec<Vec<u8>>,
+    },
 }
 
 /// What a validator persisted.
@@ -85,6 +99,10 @@ pub struct Persisted {
     pub committed: Vec<Block>,
     /// Uncommitted blocks it stored.
     pub pending: Vec<Block>,
+    /// DAG batches it stored.
+    pub batches: Vec<crate::dag::SignedBatch>,
+    /// Height whose transactions were last delivered for execution.
+    pub executed: crate::types::Height,
 }
 
 /// Load what a validator persisted: its safety state, the last `window`
@@ -128,10 +146,30 @@ pub fn load_persisted<S: StateBackend>(store: &S, window: usize) -> Result<Persi
             })?,
         );
     }
+    let mut batches = Vec::new();
+    for (_, bytes) in store.scan_prefix(Namespace::DagBatches, &[], usize::MAX)? {
+        batches.push(
+            crate::dag::SignedBatch::from_bytes(&bytes).map_err(|source| EngineError::Corrupt {
+                what: "DAG batch",
+                source,
+            })?,
+        );
+    }
+    let executed = match store.get(Namespace::Meta, EXECUTED_HEIGHT_KEY)? {
+        Some(bytes) => crate::types::Height(u64::from_bytes(&bytes).map_err(|source| {
+            EngineError::Corrupt {
+                what: "executed height",
+                source,
+            }
+        })?),
+        None => crate::types::Height(0),
+    };
     Ok(Persisted {
         safety,
         committed,
         pending,
+        batches,
+        executed,
     })
 }
 
@@ -186,7 +224,7 @@ impl<S: StateBackend, T: Transport, C: Clock> Engine<S, T, C> {
     ) -> Result<Self, EngineError> {
         let p = load_persisted(&store, cfg.committed_window)?;
         let limits = cfg.limits.clone();
-        let machine = HotStuff::new(
+        let mut machine = HotStuff::new(
             cfg,
             signer.validator_id(),
             schedule,
@@ -194,6 +232,7 @@ impl<S: StateBackend, T: Transport, C: Clock> Engine<S, T, C> {
             p.committed,
             p.pending,
         );
+        machine.restore_dag(p.batches, p.executed);
         Ok(Engine {
             machine,
             store,
@@ -320,6 +359,28 @@ impl<S: StateBackend, T: Transport, C: Clock> Engine<S, T, C> {
                     block.to_bytes(),
                 );
                 self.store.write(batch, Durability::Buffered)?;
+            }
+            Effect::PersistBatch(sb) => {
+                // Durable: an acknowledgement follows, promising availability.
+                let mut batch = WriteBatch::new();
+                batch.put(
+                    Namespace::DagBatches,
+                    sb.batch.digest().0.to_vec(),
+                    sb.to_bytes(),
+                );
+                self.store.write(batch, Durability::Durable)?;
+            }
+            Effect::Execute { height, txs, .. } => {
+                if let Some(sink) = &self.events {
+                    let _ = sink.send(EngineEvent::Execute { height, txs });
+                }
+                let mut batch = WriteBatch::new();
+                batch.put(
+                    Namespace::Meta,
+                    EXECUTED_HEIGHT_KEY.to_vec(),
+                    height.0.to_bytes(),
+                );
+                self.store.write(batch, Durability::Durable)?;
             }
             Effect::ForgetBlocks(ids) => {
                 let mut batch = WriteBatch::new();

@@ -27,6 +27,7 @@
 
 pub mod codec;
 pub mod consensus;
+pub mod dag;
 pub mod crypto;
 #[cfg(feature = "engine")]
 pub mod engine;

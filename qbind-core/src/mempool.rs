@@ -81,6 +81,25 @@ impl FifoMempool {
             .collect()
     }
 
+    /// Remove and return up to `max` transactions (at most `max_bytes` of
+    /// them) in arrival order.
+    pub fn drain(&mut self, max: usize, max_bytes: usize) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        while out.len() < max {
+            match self.queue.front() {
+                Some((_, tx)) if bytes + tx.len() <= max_bytes => {}
+                _ => break,
+            }
+            if let Some((id, tx)) = self.queue.pop_front() {
+                self.ids.remove(&id);
+                bytes += tx.len();
+                out.push(tx);
+            }
+        }
+        out
+    }
+
     /// Remove transactions that were committed.
     pub fn remove_committed<'a>(&mut self, txs: impl IntoIterator<Item = &'a Vec<u8>>) {
         let mut gone = BTreeSet::new();

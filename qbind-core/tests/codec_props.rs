@@ -118,17 +118,20 @@ fn payload() -> impl Strategy<Value = Payload> {
 fn header() -> impl Strategy<Value = BlockHeader> {
     (
         (any::<u64>(), view(), any::<u64>(), hash()),
-        (view(), any::<u32>(), hash()),
+        (view(), any::<u32>(), hash(), hash()),
     )
         .prop_map(
-            |((e, view, h, parent_id), (justify_view, p, payload_digest))| BlockHeader {
-                epoch: Epoch(e),
-                view,
-                height: Height(h),
-                parent_id,
-                justify_view,
-                proposer: ValidatorId(p),
-                payload_digest,
+            |((e, view, h, parent_id), (justify_view, p, payload_digest, batch_commitment))| {
+                BlockHeader {
+                    epoch: Epoch(e),
+                    view,
+                    height: Height(h),
+                    parent_id,
+                    justify_view,
+                    proposer: ValidatorId(p),
+                    payload_digest,
+                    batch_commitment,
+                }
             },
         )
 }
@@ -333,7 +336,7 @@ proptest! {
     #[test]
     fn block_header_round_trips(h in header(), cut: Index, extra: u8) {
         let bytes = assert_round_trip(&h)?;
-        prop_assert_eq!(bytes.len(), 100);
+        prop_assert_eq!(bytes.len(), 132);
         assert_rejects_truncation_and_extension::<BlockHeader>(&bytes, &cut, extra)?;
     }
 
@@ -627,7 +630,7 @@ fn unknown_tags_are_rejected() {
         max_blocks: 1,
     })
     .to_bytes();
-    for tag in (0u8..=255).filter(|t| !(1..=6).contains(t)) {
+    for tag in (0u8..=255).filter(|t| !(1..=10).contains(t)) {
         let mut bytes = req.clone();
         bytes[0] = tag;
         assert_eq!(
@@ -658,11 +661,13 @@ fn unknown_tags_are_rejected() {
             tag: 2
         })
     );
+    // Tags 0 (inline transactions) and 1 (certified batches) are defined.
+    assert_eq!(Payload::from_bytes(&[1, 0, 0, 0, 0]), Ok(Payload::Batches(Vec::new())));
     assert_eq!(
-        Payload::from_bytes(&[1, 0, 0, 0, 0]),
+        Payload::from_bytes(&[2, 0, 0, 0, 0]),
         Err(DecodeError::InvalidTag {
             what: "payload",
-            tag: 1
+            tag: 2
         })
     );
 }

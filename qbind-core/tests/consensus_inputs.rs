@@ -92,6 +92,7 @@ fn proposal_v1(keys: &[KeyPair], payload: &[u8]) -> Proposal {
         justify_view: View(0),
         proposer: ValidatorId(1),
         payload_digest: Hash32::ZERO,
+        batch_commitment: Hash32::ZERO,
     };
     let block = Block::new(
         header,
@@ -376,4 +377,155 @@ fn a_restarted_validator_resends_the_same_timeout() {
         Some(&SignPurpose::Timeout { data, high_qc }),
         "a restarted validator signed a different timeout for the same view"
     );
+}
+
+// ------------------------------------------------------------- DAG coupling
+
+mod dag_coupling {
+    use super::*;
+    use qbind_core::dag::{Batch, BatchCertificate, BatchRef, PayloadMode};
+
+    fn dag_machine(keys: &[KeyPair]) -> HotStuff {
+        let mut cfg = ConsensusConfig::new(ENV);
+        cfg.payload_mode = PayloadMode::Dag;
+        let mut hs = HotStuff::new(
+            cfg,
+            ValidatorId(0),
+            schedule(keys),
+            None,
+            Vec::new(),
+            Vec::new(),
+        );
+        let _ = hs.handle(Millis(0), Input::Start);
+        hs
+    }
+
+    fn cert(keys: &[KeyPair], author: u32, round: u64, signers_of: &[u32]) -> BatchCertificate {
+        let batch = Batch {
+            epoch: Epoch(0),
+            author: ValidatorId(author),
+            round,
+            txs: vec![format!("tx-{author}-{round}").into_bytes()],
+        };
+        let r = BatchRef {
+            epoch: Epoch(0),
+            author: ValidatorId(author),
+            round,
+            digest: batch.digest(),
+        };
+        let mut signers = SignerBitmap::new(4);
+        let mut signatures = Vec::new();
+        for v in signers_of {
+            signers.set(ValidatorId(*v));
+            signatures.push(sign_domain(
+                &keys[*v as usize],
+                ENV,
+                SignKind::BatchAck,
+                &r.to_bytes(),
+            ));
+        }
+        BatchCertificate {
+            batch: r,
+            signers,
+            signatures,
+        }
+    }
+
+    /// Validator 1's view-1 proposal with `payload`.
+    fn proposal(keys: &[KeyPair], payload: Payload) -> Proposal {
+        let genesis = Block::genesis(ENV.chain_id());
+        let header = BlockHeader {
+            epoch: Epoch(0),
+            view: View(1),
+            height: Height(1),
+            parent_id: genesis.id(),
+            justify_view: View(0),
+            proposer: ValidatorId(1),
+            payload_digest: Hash32::ZERO,
+            batch_commitment: Hash32::ZERO,
+        };
+        let block = Block::new(header, genesis.justify().clone(), payload);
+        let signature = sign_domain(&keys[1], ENV, SignKind::Proposal, &block.id().to_bytes());
+        Proposal {
+            block,
+            tc: None,
+            signature,
+        }
+    }
+
+    fn outcome(
+        keys: &[KeyPair],
+        p: Proposal,
+    ) -> (Vec<ConsensusError>, bool, Vec<(&'static str, u64)>) {
+        let mut hs = dag_machine(keys);
+        let effects = deliver(&mut hs, 1, ConsensusMsg::Proposal(p));
+        let voted = !sign_requests(&effects).is_empty();
+        let counted = hs
+            .dag_metrics()
+            .coupling_validation
+            .iter()
+            .map(|(k, v)| (*k, *v))
+            .collect();
+        (rejections(&effects), voted, counted)
+    }
+
+    #[test]
+    fn certified_canonical_payload_gets_a_vote() {
+        let keys = keys();
+        let certs = vec![cert(&keys, 1, 1, &[0, 1, 2]), cert(&keys, 2, 1, &[1, 2, 3])];
+        let (rejected, voted, counted) = outcome(&keys, proposal(&keys, Payload::Batches(certs)));
+        assert!(rejected.is_empty(), "{rejected:?}");
+        assert!(voted);
+        assert_eq!(counted, vec![("valid", 1)]);
+    }
+
+    #[test]
+    fn every_coupling_violation_is_refused_and_counted() {
+        let keys = keys();
+        let good = cert(&keys, 1, 1, &[0, 1, 2]);
+        let cases: Vec<(Payload, &str)> = vec![
+            // Two signers only: no quorum.
+            (
+                Payload::Batches(vec![cert(&keys, 1, 1, &[0, 1])]),
+                "uncertified",
+            ),
+            (
+                Payload::Batches(vec![good.clone(), good.clone()]),
+                "not_canonical_or_duplicate",
+            ),
+            (
+                Payload::Batches(vec![cert(&keys, 2, 1, &[0, 1, 2]), good.clone()]),
+                "not_canonical_or_duplicate",
+            ),
+            (
+                Payload::Transactions(vec![b"inline".to_vec()]),
+                "wrong_payload_mode",
+            ),
+        ];
+        for (payload, label) in cases {
+            let (rejected, voted, counted) = outcome(&keys, proposal(&keys, payload));
+            assert!(!voted, "{label}: voted");
+            assert!(
+                matches!(rejected[..], [ConsensusError::InvalidPayload { why }] if why == label),
+                "{label}: {rejected:?}"
+            );
+            assert_eq!(counted, vec![(label, 1)]);
+        }
+    }
+
+    #[test]
+    fn a_header_commitment_that_does_not_match_is_refused() {
+        let keys = keys();
+        let mut p = proposal(&keys, Payload::Batches(vec![cert(&keys, 1, 1, &[0, 1, 2])]));
+        let mut header = p.block.header().clone();
+        header.batch_commitment = Hash32([1; 32]);
+        p.block = Block::from_parts(header, p.block.justify().clone(), p.block.payload().clone());
+        p.signature = sign_domain(&keys[1], ENV, SignKind::Proposal, &p.block.id().to_bytes());
+        let (rejected, voted, _) = outcome(&keys, p);
+        assert!(!voted);
+        assert!(
+            matches!(rejected[..], [ConsensusError::InvalidBlock { why, .. }] if why.contains("commitment")),
+            "{rejected:?}"
+        );
+    }
 }

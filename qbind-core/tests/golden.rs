@@ -118,6 +118,7 @@ fn header(view: u64, height: u64, parent: Hash32, proposer: u32) -> BlockHeader 
         justify_view: View(0),
         proposer: ValidatorId(proposer),
         payload_digest: Hash32::ZERO,
+        batch_commitment: Hash32::ZERO,
     }
 }
 
@@ -298,7 +299,7 @@ fn devnet_genesis_block_id() {
     let id = Block::genesis(NetworkEnvironment::Devnet.chain_id()).id();
     assert_eq!(
         id.to_string(),
-        "e14bfb86c89b34d3d1b383bec68b3312cfa589661d8d61ec0795b60283e26d7f"
+        "6effef7871f886f90cf8ad44625345c483b7ccbe784a3cd3ddf65a418884973e"
     );
     // Other chains never share it.
     for env in [NetworkEnvironment::Testnet, NetworkEnvironment::Mainnet] {
@@ -315,11 +316,11 @@ fn block_id_is_sha3_of_the_header_encoding() {
     }
     assert_eq!(
         f.block1.id().to_string(),
-        "1758e08b3791b17c5df48915c6f042cecb3413c939ffd9ff13f65bfa0f4bb690"
+        "8d3321969822a65693ef27e650d4a93b4c356f357c675d699e61fdd334788897"
     );
     assert_eq!(
         f.block2.id().to_string(),
-        "25ec3f3adbdac7f716756e59788c56884266cf0f86dec18f4492ab82036060a2"
+        "9a2665e858b16d77b4f367e824cfa8a2a207e5a0d60c3217d92051edaefb7f3c"
     );
 }
 
@@ -337,7 +338,7 @@ fn signing_preimages() {
             "51424e4444455600",                   // DevNet chain id, u64 BE
             "0000000000000000",                   // VoteData.epoch
             "0000000000000001",                   // VoteData.view
-            "1758e08b3791b17c5df48915c6f042cecb3413c939ffd9ff13f65bfa0f4bb690", // VoteData.block_id
+            "8d3321969822a65693ef27e650d4a93b4c356f357c675d699e61fdd334788897", // VoteData.block_id
         )
     );
     let pre = signing_preimage(ENV, SignKind::Timeout, &f.timeout_data3.to_bytes());
@@ -354,7 +355,7 @@ fn signing_preimages() {
     // The first validator's signature on it, pinned by digest.
     assert_eq!(
         hex::encode(Hash32::digest(f.qc1.signatures[0].as_bytes()).0),
-        "1ab6550dab9e4ed32646db341242c2b68726761a926e6aa020257f7d6e8f573a"
+        "6103418ec11bfea37a50a95465485c1ddbd818ad53f08e4899efd1ac692c61e0"
     );
     // ... made with validator 0's key, itself pinned by digest.
     assert_eq!(
@@ -371,11 +372,11 @@ fn golden_vote_data() {
         &fixture().vote_data1,
         &Expect {
             len: 48,
-            sha3: "6dc71255d11ced3523f6e625d12579c5f10750bcd30e01b2a8454e58a82737e3",
+            sha3: "1d957aa435ed941cc6484c1431e4422cda4d546a30643cb6330eacc4109ccc0f",
             prefix: &[
                 "0000000000000000",                                                 // epoch = 0
                 "0000000000000001",                                                 // view = 1
-                "1758e08b3791b17c5df48915c6f042cecb3413c939ffd9ff13f65bfa0f4bb690", // block_id
+                "8d3321969822a65693ef27e650d4a93b4c356f357c675d699e61fdd334788897", // block_id
             ],
         },
     );
@@ -444,11 +445,11 @@ fn golden_quorum_cert_genesis() {
         &fixture().genesis_qc,
         &Expect {
             len: 56,
-            sha3: "8c42f64326aaf7c1c77c30286be0ba08ed5d70fec6b80ad12f6d4f791719bf1b",
+            sha3: "b569cc79eef4506652a6fb0bee772671c5d2ead36059863eaf6c94bd1fbfd1a3",
             prefix: &[
                 "0000000000000000", // data.epoch = 0
                 "0000000000000000", // data.view = 0
-                "e14bfb86c89b34d3d1b383bec68b3312cfa589661d8d61ec0795b60283e26d7f", // data.block_id
+                "6effef7871f886f90cf8ad44625345c483b7ccbe784a3cd3ddf65a418884973e", // data.block_id
                 "00000000",         // signers.bits = 0
                 "00000000",         // signature count = 0
             ],
@@ -463,15 +464,15 @@ fn golden_quorum_cert_three_of_four() {
         &f.qc1,
         &Expect {
             len: 7317,
-            sha3: "3002d94feafedf1c50aac49674ba6e5799c0b781260a4b9b4fbac3fd15ed2885",
+            sha3: "c2fef17388256398c11858693b734792e978171e4ce97ebe0924f44d1de6dc6f",
             prefix: &[
                 "0000000000000000", // data.epoch = 0
                 "0000000000000001", // data.view = 1
-                "1758e08b3791b17c5df48915c6f042cecb3413c939ffd9ff13f65bfa0f4bb690", // data.block_id
+                "8d3321969822a65693ef27e650d4a93b4c356f357c675d699e61fdd334788897", // data.block_id
                 "00000004",         // signers.bits = 4
                 "0b",               // signers.bytes: 0b0000_1011 = validators 0, 1, 3
                 "00000003",         // signature count = 3
-                "90156c42a17f601274c3ac308b377003", // signatures[0], first 16 of 2,420 bytes
+                "2e7e4de324d45e6fd5a71b070e42ee4c", // signatures[0], first 16 of 2,420 bytes
             ],
         },
     );
@@ -522,16 +523,17 @@ fn golden_block_header() {
     check_full(
         fixture().block2.header(),
         &Expect {
-            len: 100,
-            sha3: "25ec3f3adbdac7f716756e59788c56884266cf0f86dec18f4492ab82036060a2",
+            len: 132,
+            sha3: "9a2665e858b16d77b4f367e824cfa8a2a207e5a0d60c3217d92051edaefb7f3c",
             prefix: &[
                 "0000000000000000",                                                 // epoch = 0
                 "0000000000000002",                                                 // view = 2
                 "0000000000000002",                                                 // height = 2
-                "1758e08b3791b17c5df48915c6f042cecb3413c939ffd9ff13f65bfa0f4bb690", // parent_id
+                "8d3321969822a65693ef27e650d4a93b4c356f357c675d699e61fdd334788897", // parent_id
                 "0000000000000001", // justify_view = 1
                 "00000002",         // proposer = 2
                 "671fe17bfb2dbb9911b714088bfad4c56f9b00c8d78d28c28efda7db68eb3268", // payload_digest
+                "0000000000000000000000000000000000000000000000000000000000000000", // batch_commitment (zero: inline payload)
             ],
         },
     );
@@ -542,8 +544,8 @@ fn golden_genesis_block() {
     check_full(
         &fixture().genesis,
         &Expect {
-            len: 161,
-            sha3: "99c2e98fe42552bcf8aa86cec252168451654fdadae6e1d31f086087a0c923ce",
+            len: 193,
+            sha3: "ac9dcb3770c72596988a37c234451590a914a4a8e6f8fcf5745f7aa33d35bf10",
             prefix: &[
                 "0000000000000000", // header.epoch = 0
                 "0000000000000000", // header.view = 0
@@ -552,9 +554,10 @@ fn golden_genesis_block() {
                 "0000000000000000", // header.justify_view = 0
                 "00000000",         // header.proposer = 0
                 "67702a0ed25a50c46fc0a0fb46a6dfbf5333c9dc25451abdb1eeac93f1e968d5", // header.payload_digest
+                "0000000000000000000000000000000000000000000000000000000000000000", // header.batch_commitment (zero: inline payload)
                 "0000000000000000", // justify.data.epoch = 0
                 "0000000000000000", // justify.data.view = 0
-                "e14bfb86c89b34d3d1b383bec68b3312cfa589661d8d61ec0795b60283e26d7f", // justify.data.block_id
+                "6effef7871f886f90cf8ad44625345c483b7ccbe784a3cd3ddf65a418884973e", // justify.data.block_id
                 "00000000", // justify.signers.bits = 0
                 "00000000", // justify.signature count = 0
                 "00",       // payload tag: 0 = transactions
@@ -570,19 +573,20 @@ fn golden_block() {
     check_full(
         &f.block1,
         &Expect {
-            len: 187,
-            sha3: "7d64cdf88878124ef10d85fe5919fcc675355377b54655328b90941cac846750",
+            len: 219,
+            sha3: "9bb77a68dfd3a9590ce68f9711f68e1676cf6b13822b20c8c5b1d0cc501e63e4",
             prefix: &[
                 "0000000000000000", // header.epoch = 0
                 "0000000000000001", // header.view = 1
                 "0000000000000001", // header.height = 1
-                "e14bfb86c89b34d3d1b383bec68b3312cfa589661d8d61ec0795b60283e26d7f", // header.parent_id
+                "6effef7871f886f90cf8ad44625345c483b7ccbe784a3cd3ddf65a418884973e", // header.parent_id
                 "0000000000000000", // header.justify_view = 0
                 "00000001",         // header.proposer = 1
                 "4a76e25b8a1ba6e622d716829b898d8da80bd6b271c49b25e6079eadb534901e", // header.payload_digest
+                "0000000000000000000000000000000000000000000000000000000000000000", // header.batch_commitment (zero: inline payload)
                 "0000000000000000", // justify.data.epoch = 0
                 "0000000000000000", // justify.data.view = 0
-                "e14bfb86c89b34d3d1b383bec68b3312cfa589661d8d61ec0795b60283e26d7f", // justify.data.block_id
+                "6effef7871f886f90cf8ad44625345c483b7ccbe784a3cd3ddf65a418884973e", // justify.data.block_id
                 "00000000",             // justify.signers.bits = 0
                 "00000000",             // justify.signature count = 0
                 "00",                   // payload tag: 0 = transactions
@@ -598,23 +602,24 @@ fn golden_block() {
     check(
         &f.block2,
         &Expect {
-            len: 7440,
-            sha3: "de6bf509d802b52697db392fab6d3203621c83428a1f058b1057a3144047e354",
+            len: 7472,
+            sha3: "ad862c85609e5fd10a3d85a563134e3141fe2b253aa361dd66f8e0b17a72961d",
             prefix: &[
                 "0000000000000000", // header.epoch = 0
                 "0000000000000002", // header.view = 2
                 "0000000000000002", // header.height = 2
-                "1758e08b3791b17c5df48915c6f042cecb3413c939ffd9ff13f65bfa0f4bb690", // header.parent_id
+                "8d3321969822a65693ef27e650d4a93b4c356f357c675d699e61fdd334788897", // header.parent_id
                 "0000000000000001", // header.justify_view = 1
                 "00000002",         // header.proposer = 2
                 "671fe17bfb2dbb9911b714088bfad4c56f9b00c8d78d28c28efda7db68eb3268", // header.payload_digest
+                "0000000000000000000000000000000000000000000000000000000000000000", // header.batch_commitment (zero: inline payload)
                 "0000000000000000", // justify.data.epoch = 0
                 "0000000000000001", // justify.data.view = 1
-                "1758e08b3791b17c5df48915c6f042cecb3413c939ffd9ff13f65bfa0f4bb690", // justify.data.block_id
+                "8d3321969822a65693ef27e650d4a93b4c356f357c675d699e61fdd334788897", // justify.data.block_id
                 "00000004",                         // justify.signers.bits = 4
                 "0b",       // justify.signers.bytes: 0b0000_1011 = validators 0, 1, 3
                 "00000003", // justify.signature count = 3
-                "90156c42a17f601274c3ac308b377003", // justify.signatures[0], first 16 of 2,420 bytes
+                "2e7e4de324d45e6fd5a71b070e42ee4c", // justify.signatures[0], first 16 of 2,420 bytes
             ],
         },
     );
@@ -626,23 +631,24 @@ fn golden_proposal_without_tc() {
     let bytes = check(
         &f.proposal2,
         &Expect {
-            len: 9861,
-            sha3: "6708cad083b5ffc6b36ba677e06d8dc7c6ecdcf432a70887a995dcad6e94880a",
+            len: 9893,
+            sha3: "a8781ff7d6c5b58ca553efc509fc674beb8a24e251d12c46294a4a731a8416c0",
             prefix: &[
                 "0000000000000000", // block.header.epoch = 0
                 "0000000000000002", // block.header.view = 2
                 "0000000000000002", // block.header.height = 2
-                "1758e08b3791b17c5df48915c6f042cecb3413c939ffd9ff13f65bfa0f4bb690", // block.header.parent_id
+                "8d3321969822a65693ef27e650d4a93b4c356f357c675d699e61fdd334788897", // block.header.parent_id
                 "0000000000000001", // block.header.justify_view = 1
                 "00000002",         // block.header.proposer = 2
                 "671fe17bfb2dbb9911b714088bfad4c56f9b00c8d78d28c28efda7db68eb3268", // block.header.payload_digest
+                "0000000000000000000000000000000000000000000000000000000000000000", // block.header.batch_commitment (zero: inline payload)
                 "0000000000000000", // block.justify.data.epoch = 0
                 "0000000000000001", // block.justify.data.view = 1
-                "1758e08b3791b17c5df48915c6f042cecb3413c939ffd9ff13f65bfa0f4bb690", // block.justify.data.block_id
+                "8d3321969822a65693ef27e650d4a93b4c356f357c675d699e61fdd334788897", // block.justify.data.block_id
                 "00000004",                         // block.justify.signers.bits = 4
                 "0b",       // block.justify.signers.bytes: 0b0000_1011 = validators 0, 1, 3
                 "00000003", // block.justify.signature count = 3
-                "90156c42a17f601274c3ac308b377003", // block.justify.signatures[0], first 16 of 2,420 bytes
+                "2e7e4de324d45e6fd5a71b070e42ee4c", // block.justify.signatures[0], first 16 of 2,420 bytes
             ],
         },
     );
@@ -657,23 +663,24 @@ fn golden_proposal_with_tc() {
     let bytes = check(
         &f.proposal4,
         &Expect {
-            len: 17156,
-            sha3: "fd715f152df632075e57f285504d91482ca7acf763ae20c9fb3dd0090a435440",
+            len: 17188,
+            sha3: "ccba84595be1465a75b417d12b12f8ab227d7a8fcb6432696359d5bd7dd31266",
             prefix: &[
                 "0000000000000000", // block.header.epoch = 0
                 "0000000000000004", // block.header.view = 4
                 "0000000000000002", // block.header.height = 2
-                "1758e08b3791b17c5df48915c6f042cecb3413c939ffd9ff13f65bfa0f4bb690", // block.header.parent_id
+                "8d3321969822a65693ef27e650d4a93b4c356f357c675d699e61fdd334788897", // block.header.parent_id
                 "0000000000000001", // block.header.justify_view = 1
                 "00000000",         // block.header.proposer = 0
                 "67702a0ed25a50c46fc0a0fb46a6dfbf5333c9dc25451abdb1eeac93f1e968d5", // block.header.payload_digest
+                "0000000000000000000000000000000000000000000000000000000000000000", // block.header.batch_commitment (zero: inline payload)
                 "0000000000000000", // block.justify.data.epoch = 0
                 "0000000000000001", // block.justify.data.view = 1
-                "1758e08b3791b17c5df48915c6f042cecb3413c939ffd9ff13f65bfa0f4bb690", // block.justify.data.block_id
+                "8d3321969822a65693ef27e650d4a93b4c356f357c675d699e61fdd334788897", // block.justify.data.block_id
                 "00000004",                         // block.justify.signers.bits = 4
                 "0b",       // block.justify.signers.bytes: 0b0000_1011 = validators 0, 1, 3
                 "00000003", // block.justify.signature count = 3
-                "90156c42a17f601274c3ac308b377003", // block.justify.signatures[0], first 16 of 2,420 bytes
+                "2e7e4de324d45e6fd5a71b070e42ee4c", // block.justify.signatures[0], first 16 of 2,420 bytes
             ],
         },
     );
@@ -696,13 +703,13 @@ fn golden_vote() {
         &fixture().vote2,
         &Expect {
             len: 2472,
-            sha3: "b8fcd79681afe903243421f609e602dfa8d0976bffceef1823969125b38eb715",
+            sha3: "751ffb5bb65d91ecbf25524e014e1e0d533bbd827278ecefb1be49e10ebe3c92",
             prefix: &[
                 "0000000000000000", // data.epoch = 0
                 "0000000000000002", // data.view = 2
-                "25ec3f3adbdac7f716756e59788c56884266cf0f86dec18f4492ab82036060a2", // data.block_id
+                "9a2665e858b16d77b4f367e824cfa8a2a207e5a0d60c3217d92051edaefb7f3c", // data.block_id
                 "00000003",         // voter = 3
-                "44d8410f73e526d4ffce0f04efb6fa62", // signature, first 16 of 2,420 bytes
+                "c97a9633022e1ea0fa5e95c7f603341b", // signature, first 16 of 2,420 bytes
             ],
         },
     );
@@ -714,18 +721,18 @@ fn golden_timeout_msg_without_vote() {
         &fixture().timeout_msg3,
         &Expect {
             len: 9766,
-            sha3: "eac63643379347a1d898d54a4fa2eac20a802caf28e1b770988ece64b9e87716",
+            sha3: "bc2f0cba5c4c126e1bb27e46cf971fc4985dc1bf0ca9e4e35a7e29fd9a815610",
             prefix: &[
                 "0000000000000000", // data.epoch = 0
                 "0000000000000003", // data.view = 3
                 "0000000000000001", // data.high_qc_view = 1
                 "0000000000000000", // high_qc.data.epoch = 0
                 "0000000000000001", // high_qc.data.view = 1
-                "1758e08b3791b17c5df48915c6f042cecb3413c939ffd9ff13f65bfa0f4bb690", // high_qc.data.block_id
+                "8d3321969822a65693ef27e650d4a93b4c356f357c675d699e61fdd334788897", // high_qc.data.block_id
                 "00000004",                         // high_qc.signers.bits = 4
                 "0b",       // high_qc.signers.bytes: 0b0000_1011 = validators 0, 1, 3
                 "00000003", // high_qc.signature count = 3
-                "90156c42a17f601274c3ac308b377003", // high_qc.signatures[0], first 16 of 2,420 bytes
+                "2e7e4de324d45e6fd5a71b070e42ee4c", // high_qc.signatures[0], first 16 of 2,420 bytes
             ],
         },
     );
@@ -738,18 +745,18 @@ fn golden_timeout_msg_with_vote() {
         &f.timeout_msg2,
         &Expect {
             len: 12238,
-            sha3: "98fa4f5ab38a764f62d6d7d2293c01faf906b379c6597e339c0759447929cad2",
+            sha3: "2fe5d37805d5edf701c2a829405fdedc7094d7bd1eec7275fc5eded46a9cdd67",
             prefix: &[
                 "0000000000000000", // data.epoch = 0
                 "0000000000000002", // data.view = 2
                 "0000000000000001", // data.high_qc_view = 1
                 "0000000000000000", // high_qc.data.epoch = 0
                 "0000000000000001", // high_qc.data.view = 1
-                "1758e08b3791b17c5df48915c6f042cecb3413c939ffd9ff13f65bfa0f4bb690", // high_qc.data.block_id
+                "8d3321969822a65693ef27e650d4a93b4c356f357c675d699e61fdd334788897", // high_qc.data.block_id
                 "00000004",                         // high_qc.signers.bits = 4
                 "0b",       // high_qc.signers.bytes: 0b0000_1011 = validators 0, 1, 3
                 "00000003", // high_qc.signature count = 3
-                "90156c42a17f601274c3ac308b377003", // high_qc.signatures[0], first 16 of 2,420 bytes
+                "2e7e4de324d45e6fd5a71b070e42ee4c", // high_qc.signatures[0], first 16 of 2,420 bytes
             ],
         },
     );
@@ -788,9 +795,9 @@ fn golden_sync_request() {
         &fixture().sync_request,
         &Expect {
             len: 36,
-            sha3: "58ad08768c2c9e336d85bed30d7a8bfde32479df620517d4f2828e366a169ff5",
+            sha3: "21d08273b859b341dc830a4ce6a807a88cd99deb0b98759316f18ffe21cd8dc0",
             prefix: &[
-                "25ec3f3adbdac7f716756e59788c56884266cf0f86dec18f4492ab82036060a2", // block_id
+                "9a2665e858b16d77b4f367e824cfa8a2a207e5a0d60c3217d92051edaefb7f3c", // block_id
                 "00000020", // max_blocks = 32
             ],
         },
@@ -803,24 +810,25 @@ fn golden_sync_response() {
     let bytes = check(
         &f.sync_response,
         &Expect {
-            len: 7631,
-            sha3: "6d3173c2a10a14412b620894255ce44bc2562841077d7833fe4cb0080c0af816",
+            len: 7695,
+            sha3: "d842640a876325d07757023d35f34970c5588ed685eb359272470f2eac91ece9",
             prefix: &[
                 "00000002",                                                         // block count = 2
                 "0000000000000000", // blocks[0].header.epoch = 0
                 "0000000000000002", // blocks[0].header.view = 2
                 "0000000000000002", // blocks[0].header.height = 2
-                "1758e08b3791b17c5df48915c6f042cecb3413c939ffd9ff13f65bfa0f4bb690", // blocks[0].header.parent_id
+                "8d3321969822a65693ef27e650d4a93b4c356f357c675d699e61fdd334788897", // blocks[0].header.parent_id
                 "0000000000000001", // blocks[0].header.justify_view = 1
                 "00000002",         // blocks[0].header.proposer = 2
                 "671fe17bfb2dbb9911b714088bfad4c56f9b00c8d78d28c28efda7db68eb3268", // blocks[0].header.payload_digest
+                "0000000000000000000000000000000000000000000000000000000000000000", // blocks[0].header.batch_commitment (zero: inline payload)
                 "0000000000000000", // blocks[0].justify.data.epoch = 0
                 "0000000000000001", // blocks[0].justify.data.view = 1
-                "1758e08b3791b17c5df48915c6f042cecb3413c939ffd9ff13f65bfa0f4bb690", // blocks[0].justify.data.block_id
+                "8d3321969822a65693ef27e650d4a93b4c356f357c675d699e61fdd334788897", // blocks[0].justify.data.block_id
                 "00000004",                         // blocks[0].justify.signers.bits = 4
                 "0b",       // blocks[0].justify.signers.bytes: 0b0000_1011 = validators 0, 1, 3
                 "00000003", // blocks[0].justify.signature count = 3
-                "90156c42a17f601274c3ac308b377003", // blocks[0].justify.signatures[0], first 16 of 2,420 bytes
+                "2e7e4de324d45e6fd5a71b070e42ee4c", // blocks[0].justify.signatures[0], first 16 of 2,420 bytes
             ],
         },
     );
@@ -834,24 +842,25 @@ fn golden_consensus_msg_proposal() {
     check(
         &ConsensusMsg::Proposal(fixture().proposal2.clone()),
         &Expect {
-            len: 9862,
-            sha3: "9115c503f7d22e232442e06e85845d7082b0478c336c7d8072fc7ff0e5b73c77",
+            len: 9894,
+            sha3: "1eb52a56ecc7f8f83b1207bdb5a4ff5a764a2d36903228db22da0cc12bfbeece",
             prefix: &[
                 "01",                                                               // tag 1 = Proposal
                 "0000000000000000", // block.header.epoch = 0
                 "0000000000000002", // block.header.view = 2
                 "0000000000000002", // block.header.height = 2
-                "1758e08b3791b17c5df48915c6f042cecb3413c939ffd9ff13f65bfa0f4bb690", // block.header.parent_id
+                "8d3321969822a65693ef27e650d4a93b4c356f357c675d699e61fdd334788897", // block.header.parent_id
                 "0000000000000001", // block.header.justify_view = 1
                 "00000002",         // block.header.proposer = 2
                 "671fe17bfb2dbb9911b714088bfad4c56f9b00c8d78d28c28efda7db68eb3268", // block.header.payload_digest
+                "0000000000000000000000000000000000000000000000000000000000000000", // block.header.batch_commitment (zero: inline payload)
                 "0000000000000000", // block.justify.data.epoch = 0
                 "0000000000000001", // block.justify.data.view = 1
-                "1758e08b3791b17c5df48915c6f042cecb3413c939ffd9ff13f65bfa0f4bb690", // block.justify.data.block_id
+                "8d3321969822a65693ef27e650d4a93b4c356f357c675d699e61fdd334788897", // block.justify.data.block_id
                 "00000004",                         // block.justify.signers.bits = 4
                 "0b",       // block.justify.signers.bytes: 0b0000_1011 = validators 0, 1, 3
                 "00000003", // block.justify.signature count = 3
-                "90156c42a17f601274c3ac308b377003", // block.justify.signatures[0], first 16 of 2,420 bytes
+                "2e7e4de324d45e6fd5a71b070e42ee4c", // block.justify.signatures[0], first 16 of 2,420 bytes
             ],
         },
     );
@@ -863,14 +872,14 @@ fn golden_consensus_msg_vote() {
         &ConsensusMsg::Vote(fixture().vote2.clone()),
         &Expect {
             len: 2473,
-            sha3: "76fa8b44367109aada74794cd908aecd92c9d96b98e968d87257a8d798cfeb51",
+            sha3: "0c3cac4da250b6bb628175539ce6049ea33674348ca48faad271e48e7257889f",
             prefix: &[
                 "02",                                                               // tag 2 = Vote
                 "0000000000000000", // data.epoch = 0
                 "0000000000000002", // data.view = 2
-                "25ec3f3adbdac7f716756e59788c56884266cf0f86dec18f4492ab82036060a2", // data.block_id
+                "9a2665e858b16d77b4f367e824cfa8a2a207e5a0d60c3217d92051edaefb7f3c", // data.block_id
                 "00000003",         // voter = 3
-                "44d8410f73e526d4ffce0f04efb6fa62", // signature, first 16 of 2,420 bytes
+                "c97a9633022e1ea0fa5e95c7f603341b", // signature, first 16 of 2,420 bytes
             ],
         },
     );
@@ -882,7 +891,7 @@ fn golden_consensus_msg_timeout() {
         &ConsensusMsg::Timeout(fixture().timeout_msg2.clone()),
         &Expect {
             len: 12239,
-            sha3: "8d3a630c646aa85e75433814938f12be6609676834ec754e89685982ddf4dbeb",
+            sha3: "d4da4bf1733ac72b0da4aff507fd096f9e816d568a2ca4d7d602cfdad6437ced",
             prefix: &[
                 "03",                                                               // tag 3 = Timeout
                 "0000000000000000", // data.epoch = 0
@@ -890,11 +899,11 @@ fn golden_consensus_msg_timeout() {
                 "0000000000000001", // data.high_qc_view = 1
                 "0000000000000000", // high_qc.data.epoch = 0
                 "0000000000000001", // high_qc.data.view = 1
-                "1758e08b3791b17c5df48915c6f042cecb3413c939ffd9ff13f65bfa0f4bb690", // high_qc.data.block_id
+                "8d3321969822a65693ef27e650d4a93b4c356f357c675d699e61fdd334788897", // high_qc.data.block_id
                 "00000004",                         // high_qc.signers.bits = 4
                 "0b",       // high_qc.signers.bytes: 0b0000_1011 = validators 0, 1, 3
                 "00000003", // high_qc.signature count = 3
-                "90156c42a17f601274c3ac308b377003", // high_qc.signatures[0], first 16 of 2,420 bytes
+                "2e7e4de324d45e6fd5a71b070e42ee4c", // high_qc.signatures[0], first 16 of 2,420 bytes
             ],
         },
     );
@@ -930,10 +939,10 @@ fn golden_consensus_msg_sync_request() {
         &ConsensusMsg::SyncRequest(fixture().sync_request),
         &Expect {
             len: 37,
-            sha3: "8c9b92167a055c9e96b9c3d87cfa73904a007a9a4110966a1d66af53fb2de4cb",
+            sha3: "34fc23c7960e6f0ea61e10302a0a8d069a323496d34973496821a8016466c3b8",
             prefix: &[
                 "05",                                                               // tag 5 = SyncRequest
-                "25ec3f3adbdac7f716756e59788c56884266cf0f86dec18f4492ab82036060a2", // block_id
+                "9a2665e858b16d77b4f367e824cfa8a2a207e5a0d60c3217d92051edaefb7f3c", // block_id
                 "00000020", // max_blocks = 32
             ],
         },
@@ -945,25 +954,26 @@ fn golden_consensus_msg_sync_response() {
     check(
         &ConsensusMsg::SyncResponse(fixture().sync_response.clone()),
         &Expect {
-            len: 7632,
-            sha3: "b1af458253658834082fb1a0700e928f19d81eea7ab5be08b22f9bd759ece30a",
+            len: 7696,
+            sha3: "f06f75211799487266a42c343661a358d83648638858b814bfc8d1aeb6a94961",
             prefix: &[
                 "06",                                                               // tag 6 = SyncResponse
                 "00000002",         // block count = 2
                 "0000000000000000", // blocks[0].header.epoch = 0
                 "0000000000000002", // blocks[0].header.view = 2
                 "0000000000000002", // blocks[0].header.height = 2
-                "1758e08b3791b17c5df48915c6f042cecb3413c939ffd9ff13f65bfa0f4bb690", // blocks[0].header.parent_id
+                "8d3321969822a65693ef27e650d4a93b4c356f357c675d699e61fdd334788897", // blocks[0].header.parent_id
                 "0000000000000001", // blocks[0].header.justify_view = 1
                 "00000002",         // blocks[0].header.proposer = 2
                 "671fe17bfb2dbb9911b714088bfad4c56f9b00c8d78d28c28efda7db68eb3268", // blocks[0].header.payload_digest
+                "0000000000000000000000000000000000000000000000000000000000000000", // blocks[0].header.batch_commitment (zero: inline payload)
                 "0000000000000000", // blocks[0].justify.data.epoch = 0
                 "0000000000000001", // blocks[0].justify.data.view = 1
-                "1758e08b3791b17c5df48915c6f042cecb3413c939ffd9ff13f65bfa0f4bb690", // blocks[0].justify.data.block_id
+                "8d3321969822a65693ef27e650d4a93b4c356f357c675d699e61fdd334788897", // blocks[0].justify.data.block_id
                 "00000004",                         // blocks[0].justify.signers.bits = 4
                 "0b",       // blocks[0].justify.signers.bytes: 0b0000_1011 = validators 0, 1, 3
                 "00000003", // blocks[0].justify.signature count = 3
-                "90156c42a17f601274c3ac308b377003", // blocks[0].justify.signatures[0], first 16 of 2,420 bytes
+                "2e7e4de324d45e6fd5a71b070e42ee4c", // blocks[0].justify.signatures[0], first 16 of 2,420 bytes
             ],
         },
     );
@@ -1015,7 +1025,7 @@ fn golden_safety_state_genesis() {
         &SafetyState::genesis(f.genesis_qc.clone()),
         &Expect {
             len: 130,
-            sha3: "f35eda5fa5117058b8df6a5faa5263484ba23c93f8ee748c3a7d336777642f95",
+            sha3: "d0768c5c9feeebb73a317cdc7414bdcba63e917b994480162e93e34a481fef06",
             prefix: &[
                 "01",                                                               // format version = 1
                 "0000000000000000", // last_voted_view = 0
@@ -1023,12 +1033,12 @@ fn golden_safety_state_genesis() {
                 "0000000000000000", // last_proposed_view = 0
                 "0000000000000000", // locked_qc.data.epoch = 0
                 "0000000000000000", // locked_qc.data.view = 0
-                "e14bfb86c89b34d3d1b383bec68b3312cfa589661d8d61ec0795b60283e26d7f", // locked_qc.data.block_id
+                "6effef7871f886f90cf8ad44625345c483b7ccbe784a3cd3ddf65a418884973e", // locked_qc.data.block_id
                 "00000000",         // locked_qc.signers.bits = 0
                 "00000000",         // locked_qc.signature count = 0
                 "0000000000000000", // high_qc.data.epoch = 0
                 "0000000000000000", // high_qc.data.view = 0
-                "e14bfb86c89b34d3d1b383bec68b3312cfa589661d8d61ec0795b60283e26d7f", // high_qc.data.block_id
+                "6effef7871f886f90cf8ad44625345c483b7ccbe784a3cd3ddf65a418884973e", // high_qc.data.block_id
                 "00000000", // high_qc.signers.bits = 0
                 "00000000", // high_qc.signature count = 0
             ],
@@ -1042,7 +1052,7 @@ fn golden_safety_state_without_last_timeout() {
         &safety_without_timeout(),
         &Expect {
             len: 7391,
-            sha3: "91ae0410c31c016fdc83dd1b2bf9eb142c5e0e6942ec4f79be114e3280c6ae42",
+            sha3: "7fe27694c27eab933bdfafec067e32a3afaba421dfc4243325a99fd997ae8649",
             prefix: &[
                 "01",                                                               // format version = 1
                 "0000000000000002", // last_voted_view = 2
@@ -1050,16 +1060,16 @@ fn golden_safety_state_without_last_timeout() {
                 "0000000000000001", // last_proposed_view = 1
                 "0000000000000000", // locked_qc.data.epoch = 0
                 "0000000000000000", // locked_qc.data.view = 0
-                "e14bfb86c89b34d3d1b383bec68b3312cfa589661d8d61ec0795b60283e26d7f", // locked_qc.data.block_id
+                "6effef7871f886f90cf8ad44625345c483b7ccbe784a3cd3ddf65a418884973e", // locked_qc.data.block_id
                 "00000000",         // locked_qc.signers.bits = 0
                 "00000000",         // locked_qc.signature count = 0
                 "0000000000000000", // high_qc.data.epoch = 0
                 "0000000000000001", // high_qc.data.view = 1
-                "1758e08b3791b17c5df48915c6f042cecb3413c939ffd9ff13f65bfa0f4bb690", // high_qc.data.block_id
+                "8d3321969822a65693ef27e650d4a93b4c356f357c675d699e61fdd334788897", // high_qc.data.block_id
                 "00000004",                         // high_qc.signers.bits = 4
                 "0b",       // high_qc.signers.bytes: 0b0000_1011 = validators 0, 1, 3
                 "00000003", // high_qc.signature count = 3
-                "90156c42a17f601274c3ac308b377003", // high_qc.signatures[0], first 16 of 2,420 bytes
+                "2e7e4de324d45e6fd5a71b070e42ee4c", // high_qc.signatures[0], first 16 of 2,420 bytes
             ],
         },
     );
@@ -1071,7 +1081,7 @@ fn golden_safety_state_with_last_timeout() {
         &safety_with_timeout(),
         &Expect {
             len: 14732,
-            sha3: "9d9968201b99c816431751a00c5733b1746230304bf0e4fd1f8c9fe9f113261e",
+            sha3: "98713c7ef45e757916737e227d242b649aa8b5e1e9cfeb1fc29628f9b8641625",
             prefix: &[
                 "01",                                                               // format version = 1
                 "0000000000000003", // last_voted_view = 3
@@ -1081,11 +1091,11 @@ fn golden_safety_state_with_last_timeout() {
                 "0000000000000001", // last_timeout.data.high_qc_view = 1
                 "0000000000000000", // last_timeout.high_qc.data.epoch = 0
                 "0000000000000001", // last_timeout.high_qc.data.view = 1
-                "1758e08b3791b17c5df48915c6f042cecb3413c939ffd9ff13f65bfa0f4bb690", // last_timeout.high_qc.data.block_id
+                "8d3321969822a65693ef27e650d4a93b4c356f357c675d699e61fdd334788897", // last_timeout.high_qc.data.block_id
                 "00000004", // last_timeout.high_qc.signers.bits = 4
                 "0b",       // last_timeout.high_qc.signers.bytes: 0b0000_1011 = validators 0, 1, 3
                 "00000003", // last_timeout.high_qc.signature count = 3
-                "90156c42a17f601274c3ac308b377003", // last_timeout.high_qc.signatures[0], first 16 of 2,420 bytes
+                "2e7e4de324d45e6fd5a71b070e42ee4c", // last_timeout.high_qc.signatures[0], first 16 of 2,420 bytes
             ],
         },
     );

@@ -382,6 +382,115 @@ fn broken_commit_rule_is_caught() {
     assert!(caught_within(faults, 500).is_some());
 }
 
+// ------------------------------------------------------------- DAG mode
+//
+// The MainNet payload path: the same fault families with payloads from the
+// DAG availability layer, plus DAG-specific adversaries. Every run also
+// checks (independently of the core): every committed batch carries a valid
+// quorum certificate, every honest node gets the data of every block it
+// committed, no transaction is delivered twice, and honest nodes deliver the
+// same transactions at each height.
+
+fn dag(s: Scenario) -> Scenario {
+    s.dag()
+}
+
+fn dag_sum(r: &Report, f: impl Fn(&qbind_core::dag::DagMetrics) -> u64) -> u64 {
+    r.dag_metrics.iter().flatten().map(f).sum()
+}
+
+fn dag_family(name: &str, base_seed: u64, count: u64, build: Builder) {
+    let reports = run_all(name, base_seed, count, |s| dag(build(s)));
+    assert!(
+        reports
+            .iter()
+            .any(|r| r.executed_txs.iter().any(|n| *n > 0)),
+        "{name}: no transaction ever executed"
+    );
+}
+
+#[test]
+fn dag_leader_crash_and_partitions() {
+    dag_family("dag_leader_crash", 20_000, 40, leader_crash);
+    dag_family("dag_short_partition", 21_000, 40, short_partition);
+}
+
+#[test]
+fn dag_message_loss() {
+    dag_family("dag_message_loss", 22_000, 40, message_loss);
+}
+
+#[test]
+fn dag_equivocating_and_forking_leaders() {
+    dag_family("dag_equivocating_leader", 23_000, 40, equivocating_leader);
+    dag_family("dag_forking_leader", 24_000, 30, forking_leader);
+}
+
+#[test]
+fn dag_crash_everyone_and_epoch_change() {
+    dag_family("dag_crash_everyone", 25_000, 40, crash_everyone);
+    dag_family("dag_epoch_change", 26_000, 20, epoch_change);
+}
+
+#[test]
+fn dag_twins() {
+    run_all("dag_twins", 30_000, 100, |s| dag(twins(s)));
+}
+
+#[test]
+fn dag_withholding_author_is_fetched_on_miss() {
+    let reports = run_all("dag_withholding_author", 31_000, 60, |s| {
+        dag(base(s)).byzantine((s % 4) as usize, Behavior::WithholdingAuthor)
+    });
+    assert!(
+        reports
+            .iter()
+            .map(|r| dag_sum(r, |m| m.batches_fetched_total))
+            .sum::<u64>()
+            > 0,
+        "no batch was ever fetched on miss"
+    );
+}
+
+#[test]
+fn dag_forged_certificates_are_never_committed() {
+    let reports = run_all("dag_forged_certificates", 32_000, 60, |s| {
+        dag(base(s)).byzantine((s % 4) as usize, Behavior::ForgedCertificates)
+    });
+    let refused: u64 = reports
+        .iter()
+        .map(|r| {
+            dag_sum(r, |m| {
+                m.coupling_validation
+                    .get("uncertified")
+                    .copied()
+                    .unwrap_or(0)
+            })
+        })
+        .sum();
+    assert!(refused > 0, "no forged certificate was ever refused");
+}
+
+#[test]
+fn dag_equivocating_author_is_detected() {
+    let reports = run_all("dag_equivocating_author", 33_000, 40, |s| {
+        dag(base(s)).byzantine((s % 4) as usize, Behavior::EquivocatingAuthor)
+    });
+    assert!(
+        reports
+            .iter()
+            .any(|r| dag_sum(r, |m| m.batch_equivocation_detected) > 0)
+    );
+}
+
+#[test]
+fn dag_same_seed_same_event_log() {
+    let a = dag(twins(5)).run();
+    let b = dag(twins(5)).run();
+    assert_eq!(a.event_log_hash, b.event_log_hash);
+    assert_eq!(a.executed_txs, b.executed_txs);
+}
+
 // ------------------------------------------------------------- slow suite
 
 const SLOW_PER_SCENARIO: u64 = 2_000;
@@ -409,5 +518,33 @@ fn scenarios_slow() {
     ];
     for (i, (name, build)) in all.into_iter().enumerate() {
         run_all(name, 1_000_000 * (i as u64 + 1), SLOW_PER_SCENARIO, build);
+    }
+}
+
+#[test]
+#[ignore = "slow: 20,000 seeded DAG-mode runs; cargo test -- --ignored"]
+fn dag_scenarios_slow() {
+    let all: [(&str, Builder); 10] = [
+        ("leader_crash", leader_crash),
+        ("short_partition", short_partition),
+        ("message_loss", message_loss),
+        ("equivocating_leader", equivocating_leader),
+        ("forking_leader", forking_leader),
+        ("twins", twins),
+        ("crash_everyone", crash_everyone),
+        ("withholding", |s| {
+            base(s).byzantine((s % 4) as usize, Behavior::WithholdingAuthor)
+        }),
+        ("forged", |s| {
+            base(s).byzantine((s % 4) as usize, Behavior::ForgedCertificates)
+        }),
+        ("equivocating_author", |s| {
+            base(s).byzantine((s % 4) as usize, Behavior::EquivocatingAuthor)
+        }),
+    ];
+    for (i, (name, build)) in all.into_iter().enumerate() {
+        run_all(name, 50_000_000 * (i as u64 + 1), SLOW_PER_SCENARIO, |s| {
+            dag(build(s))
+        });
     }
 }

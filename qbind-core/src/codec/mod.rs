@@ -29,6 +29,8 @@ pub struct CodecLimits {
     pub max_tx_bytes: u32,
     /// Maximum number of blocks in one sync response.
     pub max_sync_blocks: u32,
+    /// Maximum number of certified batches one block may carry.
+    pub max_batches_per_block: u32,
     /// Maximum size of one encoded network message in bytes.
     pub max_message_bytes: u32,
 }
@@ -40,6 +42,7 @@ impl Default for CodecLimits {
             max_txs_per_block: 20_000,
             max_tx_bytes: 64 * 1024,
             max_sync_blocks: 64,
+            max_batches_per_block: 1024,
             max_message_bytes: 64 * 1024 * 1024,
         }
     }

@@ -77,6 +77,11 @@ impl BlockTree {
         self.committed_ids.contains_key(id)
     }
 
+    /// The committed blocks in the window, ascending.
+    pub(crate) fn committed_blocks(&self) -> Vec<Block> {
+        self.committed.values().cloned().collect()
+    }
+
     /// Whether a block with this id is known (committed or pending).
     pub(crate) fn contains(&self, id: &Hash32) -> bool {
         self.get(id).is_some()

@@ -157,6 +157,35 @@ impl Verifier {
         Ok(())
     }
 
+    /// Verify a batch certificate: acks of a quorum of its epoch's stake.
+    pub(crate) fn verify_batch_cert(
+        &mut self,
+        schedule: &EpochSchedule,
+        cert: &crate::dag::BatchCertificate,
+    ) -> Result<(), ConsensusError> {
+        let message = cert.batch.to_bytes();
+        let key = Hash32::digest_parts(&[b"BATCH_CERT", &message, &cert.signers.to_bytes()]);
+        if self.is_cached(&key, &cert.signatures) {
+            return Ok(());
+        }
+        let bad = |why| ConsensusError::InvalidPayload { why };
+        let set = schedule.set(cert.batch.epoch);
+        check_signers(set, &cert.signers, cert.signatures.len()).map_err(|_| bad("uncertified"))?;
+        for (signer, sig) in cert.signers.iter().zip(&cert.signatures) {
+            self.verify_sig(
+                set,
+                cert.batch.epoch,
+                signer,
+                SignKind::BatchAck,
+                &message,
+                sig,
+            )
+            .map_err(|_| bad("uncertified"))?;
+        }
+        self.remember(key, &cert.signatures);
+        Ok(())
+    }
+
     /// Verify a timeout certificate against its epoch's validator set.
     pub(crate) fn verify_tc(
         &mut self,

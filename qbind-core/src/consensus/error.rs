@@ -116,6 +116,19 @@ pub enum ConsensusError {
         /// Its height.
         height: Height,
     },
+    /// A proposal's payload breaks the DAG coupling rules (`why` is the
+    /// `qbind_dag_coupling_validation_total` result label).
+    #[error("invalid payload: {why}")]
+    InvalidPayload {
+        /// The result label.
+        why: &'static str,
+    },
+    /// A batch or batch acknowledgement was refused.
+    #[error("invalid batch: {why}")]
+    InvalidBatch {
+        /// Why.
+        why: &'static str,
+    },
     /// The safety rules refused to vote.
     #[error("vote refused: {0}")]
     VoteRefused(#[from] VoteRefusal),
@@ -146,6 +159,8 @@ impl ConsensusError {
             ConsensusError::InvalidBlock { .. } => "invalid_block",
             ConsensusError::ConflictsWithCommitted { .. } => "conflicts_with_committed",
             ConsensusError::VoteRefused(_) => "vote_refused",
+            ConsensusError::InvalidPayload { .. } => "invalid_payload",
+            ConsensusError::InvalidBatch { .. } => "invalid_batch",
             ConsensusError::BadSyncResponse { .. } => "bad_sync_response",
         }
     }

@@ -26,6 +26,8 @@ pub enum Evidence {
         /// Second header and its signature.
         second: (BlockHeader, Signature),
     },
+    /// Two signed batches by one author for one slot.
+    ConflictingBatches(Box<crate::dag::BatchEquivocation>),
     /// Two signed votes for different blocks in one view.
     ConflictingVotes {
         /// The voter.
@@ -44,6 +46,7 @@ impl Evidence {
         match self {
             Evidence::ConflictingProposals { proposer, .. } => *proposer,
             Evidence::ConflictingVotes { voter, .. } => *voter,
+            Evidence::ConflictingBatches(e) => e.first.batch.author,
         }
     }
 
@@ -81,6 +84,31 @@ impl Evidence {
                         SignKind::Proposal,
                         &b.id().to_bytes(),
                         &second.1,
+                    )
+            }
+            Evidence::ConflictingBatches(e) => {
+                let (a, b) = (&e.first.batch, &e.second.batch);
+                a.epoch == b.epoch
+                    && a.author == b.author
+                    && a.round == b.round
+                    && a.digest() != b.digest()
+                    && check(
+                        env,
+                        schedule,
+                        a.epoch,
+                        a.author,
+                        SignKind::Batch,
+                        &a.digest().to_bytes(),
+                        &e.first.signature,
+                    )
+                    && check(
+                        env,
+                        schedule,
+                        b.epoch,
+                        b.author,
+                        SignKind::Batch,
+                        &b.digest().to_bytes(),
+                        &e.second.signature,
                     )
             }
             Evidence::ConflictingVotes {

@@ -34,6 +34,13 @@ impl HotStuff {
                 Ok(())
             }
             ConsensusMsg::SyncResponse(r) => self.on_sync_response(from, r),
+            ConsensusMsg::Batch(b) => self.on_batch(from, b),
+            ConsensusMsg::BatchAck(a) => self.on_batch_ack(a),
+            ConsensusMsg::BatchCert(c) => self.on_batch_cert(from, c),
+            ConsensusMsg::BatchFetch(d) => {
+                self.on_batch_fetch(from, d);
+                Ok(())
+            }
         }
     }
 
@@ -49,6 +56,9 @@ impl HotStuff {
         }
         if h.justify_view != block.justify().view() {
             return Err(bad("justify view mismatch"));
+        }
+        if h.batch_commitment != block.payload().batch_commitment() {
+            return Err(bad("batch commitment mismatch"));
         }
         if h.view <= block.justify().view() {
             return Err(bad("view not above its justify view"));
@@ -99,7 +109,12 @@ impl HotStuff {
             self.evidence(ev);
         }
         match self.place(block, from)? {
-            Placement::Placed => self.try_vote(&p.block),
+            Placement::Placed => {
+                if p.block.view() == self.view {
+                    self.validate_payload(&p.block)?;
+                }
+                self.try_vote(&p.block)
+            }
             Placement::Missing(id) => {
                 self.wait_for(id, from, p);
                 Ok(())

@@ -73,6 +73,8 @@ pub struct HotStuff {
     /// The last proposal this validator made, re-broadcast while its view
     /// has no QC yet, and when.
     pub(crate) last_proposal: Option<(Proposal, Millis)>,
+    /// The DAG availability layer (idle in FIFO mode).
+    pub(crate) dag: crate::dag::DagState,
 }
 
 impl HotStuff {
@@ -132,6 +134,7 @@ impl HotStuff {
             out: Vec::new(),
             last_vote: None,
             last_proposal: None,
+            dag: crate::dag::DagState::default(),
         };
         hs.epoch = hs.epoch_after_root();
         hs.update_gauges();
@@ -156,6 +159,7 @@ impl HotStuff {
                 if self.mempool.insert(tx).is_err() {
                     self.metrics.reject("mempool_rejected");
                 }
+                self.maybe_make_batch();
             }
         }
         self.update_gauges();
@@ -312,6 +316,10 @@ impl HotStuff {
             self.rebroadcast_proposal();
         }
         self.retry_fetches();
+        if self.dag_mode() {
+            self.maybe_make_batch();
+            self.retry_batch_fetches();
+        }
     }
 
     /// Interval between re-broadcasts of an unanswered proposal.
@@ -435,6 +443,14 @@ impl HotStuff {
                     Ok(())
                 }
             }
+            SignPurpose::Batch { batch } => {
+                self.on_batch_signed(*batch, signature);
+                Ok(())
+            }
+            SignPurpose::BatchAck { batch, to } => {
+                self.on_batch_ack_signed(batch, to, signature);
+                Ok(())
+            }
             SignPurpose::Timeout { data, high_qc } => {
                 let vote = self
                     .last_vote
@@ -494,11 +510,14 @@ impl HotStuff {
         if parent.view() >= self.view {
             return;
         }
-        let txs = if suffix {
-            Vec::new()
-        } else {
-            let exclude = self.uncommitted_tx_ids(&parent.id());
-            self.mempool.take(self.cfg.max_block_txs, &exclude)
+        let payload = match (suffix, self.dag_mode()) {
+            (true, true) => Payload::Batches(Vec::new()),
+            (true, false) => Payload::Transactions(Vec::new()),
+            (false, true) => self.dag_payload(&parent.id()),
+            (false, false) => {
+                let exclude = self.uncommitted_tx_ids(&parent.id());
+                Payload::Transactions(self.mempool.take(self.cfg.max_block_txs, &exclude))
+            }
         };
         let header = BlockHeader {
             epoch,
@@ -508,8 +527,9 @@ impl HotStuff {
             justify_view: high_qc.view(),
             proposer: self.me,
             payload_digest: Hash32::ZERO,
+            batch_commitment: Hash32::ZERO,
         };
-        let block = Block::new(header, high_qc, Payload::Transactions(txs));
+        let block = Block::new(header, high_qc, payload);
         let tc = self
             .last_tc
             .clone()
@@ -537,8 +557,9 @@ impl HotStuff {
             if self.tree.is_committed(&cur) {
                 break;
             }
-            let Payload::Transactions(txs) = b.payload();
-            out.extend(txs.iter().map(|tx| Hash32::digest(tx)));
+            if let Payload::Transactions(txs) = b.payload() {
+                out.extend(txs.iter().map(|tx| Hash32::digest(tx)));
+            }
             cur = b.parent_id();
         }
         out
@@ -666,8 +687,10 @@ impl HotStuff {
         let (chain, dropped) = self.tree.commit_to(target);
         let mut epoch_changed = false;
         for b in chain {
-            let Payload::Transactions(txs) = b.payload();
-            self.mempool.remove_committed(txs);
+            if let Payload::Transactions(txs) = b.payload() {
+                self.mempool.remove_committed(txs);
+            }
+            self.queue_execution(&b);
             self.metrics.blocks_committed += 1;
             if b.height() == self.boundary(b.epoch()) {
                 self.epoch = Epoch(b.epoch().0 + 1);
@@ -678,6 +701,7 @@ impl HotStuff {
         if !dropped.is_empty() {
             self.emit(Effect::ForgetBlocks(dropped));
         }
+        self.drain_execution();
         let committed = self.tree.committed_height();
         self.waiting.retain(|_, ps| {
             ps.retain(|(_, p)| p.block.height() > committed);

@@ -5,6 +5,7 @@ use crate::codec::{
     CodecLimits, Decode, DecodeError, Encode, Reader, decode_seq, encode_bytes, encode_seq,
 };
 use crate::crypto::{ML_DSA_44_SIGNATURE_BYTES, Signature};
+use crate::dag::{BatchAck, BatchCertificate, SignedBatch};
 use crate::types::{ChainId, Epoch, Hash32, Height, ValidatorId, View};
 
 /// Set of signers in a certificate: bit `i` is validator `i`.
@@ -210,12 +211,15 @@ impl Decode for QuorumCert {
     }
 }
 
-/// A block's payload. The tag byte leaves room for the DAG payload (certified
-/// batch references) added by the availability layer.
+/// A block's payload: a tag byte, then the body.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Payload {
-    /// DevNet FIFO mode: an ordered list of opaque transactions.
+    /// Tag 0 — DevNet FIFO mode: an ordered list of opaque transactions.
     Transactions(Vec<Vec<u8>>),
+    /// Tag 1 — DAG mode (TestNet Beta, MainNet): certificates of the batches
+    /// the block orders, sorted by `(epoch, author, round)` without duplicates.
+    /// The transactions are in the batches, fetched on miss.
+    Batches(Vec<BatchCertificate>),
 }
 
 impl Payload {
@@ -230,14 +234,26 @@ impl Payload {
     pub fn is_empty(&self) -> bool {
         match self {
             Payload::Transactions(txs) => txs.is_empty(),
+            Payload::Batches(certs) => certs.is_empty(),
         }
     }
 
-    /// Number of transactions.
+    /// Number of transactions carried inline (zero for DAG payloads).
     #[must_use]
     pub fn tx_count(&self) -> usize {
         match self {
             Payload::Transactions(txs) => txs.len(),
+            Payload::Batches(_) => 0,
+        }
+    }
+
+    /// The block-header commitment over the certified batches (zero for
+    /// inline transactions).
+    #[must_use]
+    pub fn batch_commitment(&self) -> Hash32 {
+        match self {
+            Payload::Transactions(_) => Hash32::ZERO,
+            Payload::Batches(certs) => crate::dag::batch_commitment(certs),
         }
     }
 
@@ -258,6 +274,10 @@ impl Encode for Payload {
                     encode_bytes(tx, out);
                 }
             }
+            Payload::Batches(certs) => {
+                out.push(1);
+                encode_seq(certs, out);
+            }
         }
     }
 }
@@ -273,6 +293,16 @@ impl Decode for Payload {
                     txs.push(r.bytes("transaction", limits.max_tx_bytes)?);
                 }
                 Ok(Payload::Transactions(txs))
+            }
+            1 => {
+                let max = r.limits().max_batches_per_block;
+                // A certificate is at least a BatchRef, a bitmap and a count.
+                Ok(Payload::Batches(decode_seq(
+                    r,
+                    "block batches",
+                    max,
+                    52 + 4 + 4,
+                )?))
             }
             tag => Err(DecodeError::InvalidTag {
                 what: "payload",
@@ -299,6 +329,9 @@ pub struct BlockHeader {
     pub proposer: ValidatorId,
     /// SHA3-256 of the payload's encoding.
     pub payload_digest: Hash32,
+    /// Commitment over the certified batches the payload orders
+    /// ([`crate::dag::batch_commitment`]); zero for inline transactions.
+    pub batch_commitment: Hash32,
 }
 
 impl Encode for BlockHeader {
@@ -310,6 +343,7 @@ impl Encode for BlockHeader {
         self.justify_view.encode_to(out);
         self.proposer.encode_to(out);
         self.payload_digest.encode_to(out);
+        self.batch_commitment.encode_to(out);
     }
 }
 
@@ -323,6 +357,7 @@ impl Decode for BlockHeader {
             justify_view: View::decode_from(r)?,
             proposer: ValidatorId::decode_from(r)?,
             payload_digest: Hash32::decode_from(r)?,
+            batch_commitment: Hash32::decode_from(r)?,
         })
     }
 }
@@ -346,11 +381,12 @@ pub struct Block {
 }
 
 impl Block {
-    /// Assemble a block, filling `payload_digest` and `justify_view` from the
-    /// arguments.
+    /// Assemble a block, filling `payload_digest`, `batch_commitment` and
+    /// `justify_view` from the arguments.
     #[must_use]
     pub fn new(mut header: BlockHeader, justify: QuorumCert, payload: Payload) -> Self {
         header.payload_digest = payload.digest();
+        header.batch_commitment = payload.batch_commitment();
         header.justify_view = justify.view();
         Self::from_parts(header, justify, payload)
     }
@@ -383,6 +419,7 @@ impl Block {
             justify_view: View(0),
             proposer: ValidatorId(0),
             payload_digest: payload.digest(),
+            batch_commitment: Hash32::ZERO,
         };
         let id = header.id();
         Block {
@@ -685,7 +722,7 @@ impl Encode for SyncResponse {
 }
 
 /// Smallest possible encoding of a block (header + empty QC + empty payload).
-const MIN_BLOCK_BYTES: usize = 8 + 8 + 8 + 32 + 8 + 4 + 32 + (8 + 8 + 32 + 4 + 4) + 1 + 4;
+const MIN_BLOCK_BYTES: usize = 8 + 8 + 8 + 32 + 8 + 4 + 32 + 32 + (8 + 8 + 32 + 4 + 4) + 1 + 4;
 
 impl Decode for SyncResponse {
     fn decode_from(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
@@ -711,6 +748,14 @@ pub enum ConsensusMsg {
     SyncRequest(SyncRequest),
     /// Tag 6.
     SyncResponse(SyncResponse),
+    /// Tag 7: a signed batch from its author (or re-sent on a fetch).
+    Batch(SignedBatch),
+    /// Tag 8: an acknowledgement, sent to the batch's author.
+    BatchAck(BatchAck),
+    /// Tag 9: a batch certificate, broadcast by the author.
+    BatchCert(BatchCertificate),
+    /// Tag 10: a request for a batch's data by digest.
+    BatchFetch(Hash32),
 }
 
 impl ConsensusMsg {
@@ -724,6 +769,10 @@ impl ConsensusMsg {
             ConsensusMsg::TimeoutCert(_) => "timeout_cert",
             ConsensusMsg::SyncRequest(_) => "sync_request",
             ConsensusMsg::SyncResponse(_) => "sync_response",
+            ConsensusMsg::Batch(_) => "batch",
+            ConsensusMsg::BatchAck(_) => "batch_ack",
+            ConsensusMsg::BatchCert(_) => "batch_cert",
+            ConsensusMsg::BatchFetch(_) => "batch_fetch",
         }
     }
 
@@ -767,6 +816,22 @@ impl Encode for ConsensusMsg {
                 out.push(6);
                 m.encode_to(out);
             }
+            ConsensusMsg::Batch(m) => {
+                out.push(7);
+                m.encode_to(out);
+            }
+            ConsensusMsg::BatchAck(m) => {
+                out.push(8);
+                m.encode_to(out);
+            }
+            ConsensusMsg::BatchCert(m) => {
+                out.push(9);
+                m.encode_to(out);
+            }
+            ConsensusMsg::BatchFetch(m) => {
+                out.push(10);
+                m.encode_to(out);
+            }
         }
     }
 }
@@ -780,6 +845,10 @@ impl Decode for ConsensusMsg {
             4 => ConsensusMsg::TimeoutCert(TimeoutCert::decode_from(r)?),
             5 => ConsensusMsg::SyncRequest(SyncRequest::decode_from(r)?),
             6 => ConsensusMsg::SyncResponse(SyncResponse::decode_from(r)?),
+            7 => ConsensusMsg::Batch(SignedBatch::decode_from(r)?),
+            8 => ConsensusMsg::BatchAck(BatchAck::decode_from(r)?),
+            9 => ConsensusMsg::BatchCert(BatchCertificate::decode_from(r)?),
+            10 => ConsensusMsg::BatchFetch(Hash32::decode_from(r)?),
             tag => {
                 return Err(DecodeError::InvalidTag {
                     what: "consensus message",

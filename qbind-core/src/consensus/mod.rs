@@ -71,6 +71,11 @@ pub struct ConsensusConfig {
     pub limits: CodecLimits,
     /// Deliberate safety bugs for checker tests. Always default in production.
     pub faults: SafetyFaults,
+    /// Where payloads come from: FIFO (DevNet) or the DAG (TestNet Beta,
+    /// MainNet).
+    pub payload_mode: crate::dag::PayloadMode,
+    /// DAG parameters.
+    pub dag: crate::dag::DagConfig,
 }
 
 impl ConsensusConfig {
@@ -89,6 +94,13 @@ impl ConsensusConfig {
             verify_cache: 65_536,
             limits: CodecLimits::default(),
             faults: SafetyFaults::default(),
+            payload_mode: match env {
+                NetworkEnvironment::Devnet => crate::dag::PayloadMode::Fifo,
+                NetworkEnvironment::Testnet | NetworkEnvironment::Mainnet => {
+                    crate::dag::PayloadMode::Dag
+                }
+            },
+            dag: crate::dag::DagConfig::default(),
         }
     }
 }
@@ -118,6 +130,18 @@ pub enum SignPurpose {
         /// The QC to attach.
         high_qc: QuorumCert,
     },
+    /// A DAG batch of ours (the digest is signed).
+    Batch {
+        /// The batch.
+        batch: Box<crate::dag::Batch>,
+    },
+    /// An acknowledgement of a stored batch, to be sent to its author.
+    BatchAck {
+        /// The acknowledged batch.
+        batch: crate::dag::BatchRef,
+        /// The author.
+        to: ValidatorId,
+    },
 }
 
 /// A signing job: the request for the [`crate::Signer`] and what to do with
@@ -131,6 +155,10 @@ pub struct SignJob {
 }
 
 /// Inputs to the consensus state machine.
+// Each input is moved once into `handle` and consumed there; boxing the
+// message variant would add an allocation per network message to save a few
+// hundred bytes of stack.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum Input {
     /// Start (or restart) participating: enter the current view.
@@ -181,6 +209,19 @@ pub enum Effect {
     /// Store an uncommitted block durably (before any vote on it leaves);
     /// handed back to [`HotStuff::new`] after a restart.
     PersistBlock(Block),
+    /// Store DAG batch data durably before acknowledging it.
+    PersistBatch(crate::dag::SignedBatch),
+    /// Committed transactions for execution, block by block in height order,
+    /// each transaction at most once (after a restart, from the height the
+    /// embedder says it executed, see [`HotStuff::restore_dag`]).
+    Execute {
+        /// Height of the committed block.
+        height: crate::types::Height,
+        /// Its id.
+        block: crate::types::Hash32,
+        /// Its transactions, in order, without ones delivered before.
+        txs: Vec<Vec<u8>>,
+    },
     /// Uncommitted blocks that can never be committed any more: delete them.
     ForgetBlocks(Vec<crate::types::Hash32>),
     /// A block is committed (oldest first, each exactly once per run). Its

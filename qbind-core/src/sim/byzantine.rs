@@ -22,9 +22,13 @@ pub(crate) fn corrupt_message(msg: &ConsensusMsg) -> ConsensusMsg {
         ConsensusMsg::Proposal(p) => p.signature = corrupt(&p.signature),
         ConsensusMsg::Vote(v) => v.signature = corrupt(&v.signature),
         ConsensusMsg::Timeout(t) => t.signature = corrupt(&t.signature),
+        ConsensusMsg::Batch(b) => b.signature = corrupt(&b.signature),
+        ConsensusMsg::BatchAck(a) => a.signature = corrupt(&a.signature),
         ConsensusMsg::TimeoutCert(_)
         | ConsensusMsg::SyncRequest(_)
-        | ConsensusMsg::SyncResponse(_) => {}
+        | ConsensusMsg::SyncResponse(_)
+        | ConsensusMsg::BatchCert(_)
+        | ConsensusMsg::BatchFetch(_) => {}
     }
     msg
 }
@@ -37,13 +41,33 @@ pub(crate) fn equivocate(
     env: NetworkEnvironment,
     marker: u64,
 ) -> Proposal {
-    let Payload::Transactions(mut txs) = p.block.payload().clone();
-    txs.push(format!("equivocation-{marker}").into_bytes());
-    let block = Block::new(
-        p.block.header().clone(),
-        p.block.justify().clone(),
-        Payload::Transactions(txs),
-    );
+    let payload = match p.block.payload().clone() {
+        Payload::Transactions(mut txs) => {
+            txs.push(format!("equivocation-{marker}").into_bytes());
+            Payload::Transactions(txs)
+        }
+        // A different (possibly empty) selection of certified batches.
+        Payload::Batches(mut certs) => {
+            if certs.pop().is_none() {
+                return equivocate_empty(p, key, env, marker);
+            }
+            Payload::Batches(certs)
+        }
+    };
+    let block = Block::new(p.block.header().clone(), p.block.justify().clone(), payload);
+    let signature = sign_domain(key, env, SignKind::Proposal, &block.id().to_bytes());
+    Proposal {
+        block,
+        tc: p.tc.clone(),
+        signature,
+    }
+}
+
+/// With nothing to drop, equivocate by a different view-local choice: an
+/// inline payload (which DAG-mode validators refuse, as they must).
+fn equivocate_empty(p: &Proposal, key: &KeyPair, env: NetworkEnvironment, marker: u64) -> Proposal {
+    let payload = Payload::Transactions(vec![format!("equivocation-{marker}").into_bytes()]);
+    let block = Block::new(p.block.header().clone(), p.block.justify().clone(), payload);
     let signature = sign_domain(key, env, SignKind::Proposal, &block.id().to_bytes());
     Proposal {
         block,
@@ -80,6 +104,7 @@ pub(crate) fn fork(
         justify_view: child.justify().view(),
         proposer: p.block.header().proposer,
         payload_digest: crate::types::Hash32::ZERO,
+        batch_commitment: crate::types::Hash32::ZERO,
     };
     let block = Block::new(header, child.justify().clone(), p.block.payload().clone());
     let signature = sign_domain(key, env, SignKind::Proposal, &block.id().to_bytes());
@@ -130,4 +155,44 @@ pub(crate) fn forged_timeout(
         sender,
         signature: sign_domain(key, env, SignKind::Timeout, &data.to_bytes()),
     }
+}
+
+/// A second, different batch for the same slot, validly signed.
+pub(crate) fn equivocate_batch(
+    sb: &crate::dag::SignedBatch,
+    key: &KeyPair,
+    env: NetworkEnvironment,
+) -> crate::dag::SignedBatch {
+    let mut batch = sb.batch.clone();
+    batch
+        .txs
+        .push(format!("batch-equivocation-{}", batch.round).into_bytes());
+    let signature = sign_domain(key, env, SignKind::Batch, &batch.digest().to_bytes());
+    crate::dag::SignedBatch { batch, signature }
+}
+
+/// The same proposal with its first certificate pointing at a batch nobody
+/// acknowledged (the signatures no longer match), validly signed.
+pub(crate) fn forge_certificates(
+    p: &Proposal,
+    key: &KeyPair,
+    env: NetworkEnvironment,
+) -> Option<Proposal> {
+    let Payload::Batches(certs) = p.block.payload() else {
+        return None;
+    };
+    let mut certs = certs.clone();
+    let first = certs.first_mut()?;
+    first.batch.digest = crate::types::Hash32::digest(first.batch.digest.as_bytes());
+    let block = Block::new(
+        p.block.header().clone(),
+        p.block.justify().clone(),
+        Payload::Batches(certs),
+    );
+    let signature = sign_domain(key, env, SignKind::Proposal, &block.id().to_bytes());
+    Some(Proposal {
+        block,
+        tc: p.tc.clone(),
+        signature,
+    })
 }

@@ -55,6 +55,33 @@ pub enum Violation {
         /// The view.
         view: View,
     },
+    /// An honest node committed a block ordering a batch without a valid
+    /// certificate (checked independently of the core's verifier).
+    UncertifiedBatch {
+        /// Height of the block.
+        height: Height,
+    },
+    /// An honest node delivered one transaction for execution twice.
+    DoubleExecution {
+        /// Node index.
+        node: usize,
+        /// Height of the second delivery.
+        height: Height,
+    },
+    /// Honest nodes delivered different transactions for one height.
+    ExecutionMismatch {
+        /// The height.
+        height: Height,
+    },
+    /// An honest node could not get the data of blocks it committed.
+    Unavailable {
+        /// Node index.
+        node: usize,
+        /// Committed height.
+        committed: Height,
+        /// Executed height.
+        executed: Height,
+    },
     /// The scenario could not be built (the run did not happen).
     InvalidScenario {
         /// Why.
@@ -79,6 +106,8 @@ pub(crate) struct Checker {
     votes: BTreeMap<(ValidatorId, Epoch, View), Hash32>,
     timeouts: BTreeMap<(ValidatorId, Epoch, View), (View, Hash32)>,
     proposals: BTreeMap<(ValidatorId, Epoch, View), Hash32>,
+    executed: BTreeMap<Height, Hash32>,
+    executed_txs: BTreeMap<usize, std::collections::HashSet<Hash32>>,
     pub(crate) violations: Vec<Violation>,
 }
 
@@ -90,6 +119,34 @@ impl Checker {
             c.last.insert(i, (Height(0), genesis));
         }
         c
+    }
+
+    /// An honest node delivered `txs` for execution at `height`.
+    pub(crate) fn execute(&mut self, node: usize, height: Height, txs: &[Vec<u8>]) {
+        let seen = self.executed_txs.entry(node).or_default();
+        let mut twice = false;
+        let mut list = Vec::new();
+        for tx in txs {
+            let id = Hash32::digest(tx);
+            twice |= !seen.insert(id);
+            list.extend_from_slice(id.as_bytes());
+        }
+        if twice {
+            self.push(Violation::DoubleExecution { node, height });
+        }
+        let digest = Hash32::digest(&list);
+        match self.executed.get(&height) {
+            Some(d) if *d != digest => self.push(Violation::ExecutionMismatch { height }),
+            Some(_) => {}
+            None => {
+                self.executed.insert(height, digest);
+            }
+        }
+    }
+
+    /// Record a violation found by the runner.
+    pub(crate) fn report(&mut self, v: Violation) {
+        self.push(v);
     }
 
     fn push(&mut self, v: Violation) {

@@ -50,6 +50,14 @@ pub enum Behavior {
     /// 3-chain rule exist to stop); votes for it and for every proposal it
     /// receives.
     ForkingLeader,
+    /// DAG: sends its batches to all but one validator, which must fetch the
+    /// data on miss once the batch is certified and committed.
+    WithholdingAuthor,
+    /// DAG: sends two different batches for each of its slots to two halves.
+    EquivocatingAuthor,
+    /// DAG: when leading, proposes certificates whose signatures do not match
+    /// their batches (forged availability), validly signing the proposal.
+    ForgedCertificates,
 }
 
 /// A network partition: from `start` to `heal` (ms), nodes only reach nodes
@@ -110,6 +118,7 @@ pub struct Scenario {
     pub(crate) min_commits: u64,
     pub(crate) liveness: Option<Liveness>,
     pub(crate) faults: SafetyFaults,
+    pub(crate) dag: bool,
 }
 
 impl Scenario {
@@ -136,7 +145,16 @@ impl Scenario {
             min_commits: 0,
             liveness: None,
             faults: SafetyFaults::default(),
+            dag: false,
         }
+    }
+
+    /// Use the DAG availability layer for payloads (the MainNet mode) instead
+    /// of the DevNet FIFO pool.
+    #[must_use]
+    pub fn dag(mut self) -> Self {
+        self.dag = true;
+        self
     }
 
     /// The RNG seed. `QBIND_SIM_SEED` in the environment overrides it.
@@ -338,6 +356,10 @@ pub struct Report {
     pub evidence: u64,
     /// Inputs rejected by honest nodes, by reason.
     pub rejected: std::collections::BTreeMap<&'static str, u64>,
+    /// Transactions delivered for execution, per node.
+    pub executed_txs: Vec<u64>,
+    /// DAG counters per node (`None` if crashed at the end).
+    pub dag_metrics: Vec<Option<crate::dag::DagMetrics>>,
     /// Final consensus metrics per node (`None` if crashed at the end).
     pub metrics: Vec<Option<crate::consensus::ConsensusMetrics>>,
 }

@@ -9,7 +9,10 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sha3::{Digest, Sha3_256};
 
-use super::byzantine::{corrupt_message, equivocate, forged_timeout, fork, reckless_vote};
+use super::byzantine::{
+    corrupt_message, equivocate, equivocate_batch, forge_certificates, forged_timeout, fork,
+    reckless_vote,
+};
 use super::checks::{Checker, Violation};
 use super::network::connected;
 use super::{Behavior, CommitRecord, Report, Scenario};
@@ -19,7 +22,7 @@ use crate::consensus::{
 };
 use crate::crypto::KeyPair;
 use crate::signing::sign_domain;
-use crate::types::{Hash32, Millis, NetworkEnvironment, ValidatorId, View};
+use crate::types::{Hash32, Height, Millis, NetworkEnvironment, ValidatorId, View};
 use crate::validator::{EpochSchedule, ValidatorSet};
 
 /// Committed blocks handed to a restarted node.
@@ -54,6 +57,9 @@ struct SimNode {
     safety: Option<SafetyState>,
     blocks: Vec<Block>,
     pending: BTreeMap<Hash32, Block>,
+    batches: BTreeMap<Hash32, crate::dag::SignedBatch>,
+    executed: Height,
+    executed_txs: u64,
     crash_after_persist: bool,
     incarnation: u64,
     commits: Vec<CommitRecord>,
@@ -81,6 +87,8 @@ pub(crate) struct Runner {
     heal_view: Option<View>,
     /// Every proposed block, for forking leaders.
     seen_blocks: HashMap<Hash32, Block>,
+    /// Committed DAG blocks whose certificates were already checked.
+    checked_blocks: std::collections::HashSet<Hash32>,
     /// The conflicting proposal a faulty leader made per view (re-sent
     /// unchanged when its honest proposal is re-broadcast).
     alternates: HashMap<(usize, View), crate::consensus::Proposal>,
@@ -97,6 +105,9 @@ impl SimNode {
             safety: None,
             blocks: Vec::new(),
             pending: BTreeMap::new(),
+            batches: BTreeMap::new(),
+            executed: Height(0),
+            executed_txs: 0,
             crash_after_persist: false,
             incarnation: 0,
             commits: Vec::new(),
@@ -125,6 +136,8 @@ fn invalid(sc: &Scenario, why: &'static str) -> Box<Report> {
         evidence: 0,
         rejected: BTreeMap::new(),
         metrics: Vec::new(),
+        dag_metrics: Vec::new(),
+        executed_txs: Vec::new(),
     })
 }
 
@@ -167,6 +180,9 @@ impl Runner {
             None => EpochSchedule::fixed(first),
         };
         let mut cfg = ConsensusConfig::new(env);
+        if sc.dag {
+            cfg.payload_mode = crate::dag::PayloadMode::Dag;
+        }
         cfg.base_timeout_ms = sc.base_timeout;
         cfg.max_block_txs = sc.max_block_txs;
         cfg.sync_retry_ms = sc.base_timeout.max(50);
@@ -221,6 +237,7 @@ impl Runner {
             heal_time,
             heal_view: None,
             seen_blocks: HashMap::new(),
+            checked_blocks: std::collections::HashSet::new(),
             alternates: HashMap::new(),
             sc,
         })
@@ -307,10 +324,31 @@ impl Runner {
             (Some(_), None) => false,
             (None, _) => true,
         };
-        enough && live
+        // Every committed block's data reached every running honest node.
+        let available = self
+            .required_nodes()
+            .all(|n| n.executed >= n.commits.last().map_or(Height(0), |c| c.height));
+        enough && live && available
     }
 
     fn finish(mut self) -> Report {
+        let unavailable: Vec<Violation> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.honest && n.machine.is_some())
+            .filter_map(|(i, n)| {
+                let committed = n.commits.last().map_or(Height(0), |c| c.height);
+                (n.executed < committed).then_some(Violation::Unavailable {
+                    node: i,
+                    committed,
+                    executed: n.executed,
+                })
+            })
+            .collect();
+        for v in unavailable {
+            self.checker.report(v);
+        }
         if let Some(l) = self.sc.liveness {
             let hv = self.heal_view.unwrap_or(View(u64::MAX / 2));
             let views: Vec<(usize, Vec<View>)> = self
@@ -340,6 +378,12 @@ impl Runner {
                 .iter()
                 .map(|n| n.machine.as_ref().map(|m| m.metrics().clone()))
                 .collect(),
+            dag_metrics: self
+                .nodes
+                .iter()
+                .map(|n| n.machine.as_ref().map(|m| m.dag_metrics().clone()))
+                .collect(),
+            executed_txs: self.nodes.iter().map(|n| n.executed_txs).collect(),
             commits: self.nodes.into_iter().map(|n| n.commits).collect(),
             violations,
             end_time: self.now,
@@ -419,7 +463,7 @@ impl Runner {
             cfg.faults = SafetyFaults::default();
         }
         let start = n.blocks.len().saturating_sub(RESTART_WINDOW);
-        let machine = HotStuff::new(
+        let mut machine = HotStuff::new(
             cfg,
             n.validator,
             Arc::clone(&self.schedule),
@@ -427,6 +471,7 @@ impl Runner {
             n.blocks[start..].to_vec(),
             n.pending.values().cloned().collect(),
         );
+        machine.restore_dag(n.batches.values().cloned().collect(), n.executed);
         n.machine = Some(machine);
         self.feed(i, Input::Start);
     }
@@ -504,6 +549,17 @@ impl Runner {
                     Effect::PersistBlock(block) => {
                         self.nodes[i].pending.insert(block.id(), block);
                     }
+                    Effect::PersistBatch(sb) => {
+                        self.nodes[i].batches.insert(sb.batch.digest(), sb);
+                    }
+                    Effect::Execute { height, txs, .. } => {
+                        let n = &mut self.nodes[i];
+                        n.executed = height;
+                        n.executed_txs += txs.len() as u64;
+                        if n.honest {
+                            self.checker.execute(i, height, &txs);
+                        }
+                    }
                     Effect::ForgetBlocks(ids) => {
                         for id in ids {
                             self.nodes[i].pending.remove(&id);
@@ -554,11 +610,44 @@ impl Runner {
         if self.nodes[i].honest {
             self.checker
                 .commit(i, block.height(), block.id(), block.parent_id());
+            self.check_certified(&block);
         }
         let n = &mut self.nodes[i];
         n.pending.remove(&block.id());
         n.commits.push(record);
         n.blocks.push(block);
+    }
+
+    /// Every batch a committed block orders must carry acks of a quorum of
+    /// its epoch's stake — checked here with the raw crypto, not the core's
+    /// verifier.
+    fn check_certified(&mut self, block: &Block) {
+        let crate::consensus::Payload::Batches(certs) = block.payload() else {
+            return;
+        };
+        if !self.checked_blocks.insert(block.id()) {
+            return;
+        }
+        for cert in certs {
+            let set = self.schedule.set(cert.batch.epoch);
+            let message = crate::signing::signing_preimage(
+                self.env,
+                crate::signing::SignKind::BatchAck,
+                &cert.batch.to_bytes(),
+            );
+            let signers: Vec<ValidatorId> = cert.signers.iter().collect();
+            let signed = signers.len() == cert.signatures.len()
+                && signers.iter().zip(&cert.signatures).all(|(v, sig)| {
+                    set.get(*v).is_some_and(|info| {
+                        crate::crypto::verify(info.key.public_key(), &message, sig).is_ok()
+                    })
+                });
+            if !signed || !set.is_quorum(set.stake_of(&signers)) {
+                self.checker.report(Violation::UncertifiedBatch {
+                    height: block.height(),
+                });
+            }
+        }
     }
 
     /// Send `msg` from node `i` to validator `to` (every node running it) or
@@ -580,6 +669,48 @@ impl Runner {
         let msg = match behavior {
             Some(Behavior::Silent) => return,
             Some(Behavior::InvalidSignatures) => corrupt_message(&msg),
+            Some(Behavior::WithholdingAuthor) if to.is_none() => {
+                if matches!(msg, ConsensusMsg::Batch(_)) {
+                    // Everyone but the last other node gets the data.
+                    let skip = (0..self.nodes.len()).rev().find(|j| *j != i);
+                    let bytes = Rc::new(msg.to_bytes());
+                    for j in 0..self.nodes.len() {
+                        if j != i && Some(j) != skip {
+                            self.transmit(i, j, me, Rc::clone(&bytes));
+                        }
+                    }
+                    return;
+                }
+                msg
+            }
+            Some(Behavior::EquivocatingAuthor) if to.is_none() => {
+                if let ConsensusMsg::Batch(sb) = &msg {
+                    let alt = equivocate_batch(sb, &self.nodes[i].key, self.env);
+                    let a = Rc::new(msg.to_bytes());
+                    let b = Rc::new(ConsensusMsg::Batch(alt).to_bytes());
+                    for j in 0..self.nodes.len() {
+                        if j != i {
+                            let bytes = if j % 2 == 0 { &a } else { &b };
+                            self.transmit(i, j, me, Rc::clone(bytes));
+                        }
+                    }
+                    // One node sees both and can prove it.
+                    if let Some(j) = (0..self.nodes.len()).find(|j| *j != i && j % 2 == 0) {
+                        self.transmit(i, j, me, Rc::clone(&b));
+                    }
+                    return;
+                }
+                msg
+            }
+            Some(Behavior::ForgedCertificates) if to.is_none() => match &msg {
+                ConsensusMsg::Proposal(p) => {
+                    match forge_certificates(p, &self.nodes[i].key, self.env) {
+                        Some(forged) => ConsensusMsg::Proposal(forged),
+                        None => msg,
+                    }
+                }
+                _ => msg,
+            },
             Some(
                 b
                 @ (Behavior::EquivocatingLeader | Behavior::DoubleVoter | Behavior::ForkingLeader),
