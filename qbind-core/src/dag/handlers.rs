@@ -175,6 +175,11 @@ impl HotStuff {
             return Ok(());
         }
         if from != r.author {
+            let asked = self.dag.fetches.values().any(|f| f.from.contains(&from));
+            if asked {
+                // We asked this peer for certified data and got something else.
+                self.dag.metrics.coupling_block_mismatch_total += 1;
+            }
             return Err(bad("batch relayed by someone other than its author"));
         }
         if r.epoch != self.epoch {

@@ -182,6 +182,10 @@ impl Runner {
         let mut cfg = ConsensusConfig::new(env);
         if sc.dag {
             cfg.payload_mode = crate::dag::PayloadMode::Dag;
+            // Fewer, larger batches: each costs n signatures and a quorum of
+            // verifications, which dominate simulated CPU.
+            cfg.dag.batch_interval_ms = 50;
+            cfg.dag.fetch_retry_ms = sc.base_timeout.max(50);
         }
         cfg.base_timeout_ms = sc.base_timeout;
         cfg.max_block_txs = sc.max_block_txs;
