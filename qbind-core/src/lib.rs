@@ -31,6 +31,7 @@ pub mod dag;
 pub mod crypto;
 #[cfg(feature = "engine")]
 pub mod engine;
+pub mod fee_mempool;
 pub mod mempool;
 pub mod signing;
 #[cfg(feature = "sim")]

@@ -1,0 +1,675 @@
+//! The fee-priority mempool with DoS limits (spec §3.3, §4.4; runbook §3.5).
+//!
+//! - **Priority** is `(max_fee_per_gas, effective_fee, arrival)`: higher fees
+//!   first, and among equal fees the earlier arrival first. Selection for a
+//!   batch or block also keeps each sender's transactions in nonce order.
+//! - **Capacity**: a full pool admits a transaction only by evicting the
+//!   lowest-priority one, and only if the newcomer ranks higher.
+//! - **Eviction rate limiting** (`Off` / `Warn` / `Enforce`): at most
+//!   `max_evictions_per_interval` capacity evictions per interval; in
+//!   `Enforce` mode a transaction that would need one more is refused
+//!   instead (MainNet: 1,000 per 10 s), so a flood cannot churn the pool.
+//! - **Per-sender limit** on pending transactions.
+//! - **Replacement**: a transaction for a sender and nonce already pending
+//!   replaces it only with a fee at least `replacement_bump_bps` higher.
+//! - **v0 payloads** are refused where the profile forbids them (MainNet).
+//!
+//! Every refusal is a typed [`MempoolRejection`] and a counter; every
+//! eviction is counted by reason. Time comes in as input; nothing here reads
+//! a clock.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
+
+use crate::types::{AccountId, Hash32, Millis};
+
+/// What the pool needs to know about a transaction.
+pub trait PoolTx: Clone {
+    /// Unique id (hash of the signed transaction).
+    fn id(&self) -> Hash32;
+    /// The paying account.
+    fn sender(&self) -> AccountId;
+    /// The sender's nonce.
+    fn nonce(&self) -> u64;
+    /// The fee per gas it is willing to pay.
+    fn max_fee_per_gas(&self) -> u128;
+    /// Its fee at its gas limit (the second priority key).
+    fn effective_fee(&self) -> u128;
+    /// Whether it uses the legacy v0 payload.
+    fn is_v0_payload(&self) -> bool;
+}
+
+/// How the eviction rate limit is applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EvictionMode {
+    /// No limit.
+    Off,
+    /// Count and report when over the limit, but evict anyway.
+    Warn,
+    /// Refuse transactions that would need an eviction over the limit.
+    Enforce,
+}
+
+impl EvictionMode {
+    /// The metric label (`warn`, `enforce`, `off`).
+    #[must_use]
+    pub fn label(self) -> &'static str {
+        match self {
+            EvictionMode::Off => "off",
+            EvictionMode::Warn => "warn",
+            EvictionMode::Enforce => "enforce",
+        }
+    }
+}
+
+/// Pool parameters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FeeMempoolConfig {
+    /// Most pending transactions.
+    pub capacity: usize,
+    /// Most pending transactions per sender.
+    pub max_per_sender: usize,
+    /// Eviction rate limit mode.
+    pub eviction_mode: EvictionMode,
+    /// Capacity evictions allowed per interval.
+    pub max_evictions_per_interval: u32,
+    /// Interval length in milliseconds.
+    pub eviction_interval_ms: u64,
+    /// Fee increase a replacement needs, in basis points (1,000 = 10 %).
+    pub replacement_bump_bps: u32,
+    /// Whether v0 payloads are accepted (never on MainNet).
+    pub allow_v0_payloads: bool,
+}
+
+impl FeeMempoolConfig {
+    /// MainNet defaults (runbook §3.5): enforce 1,000 evictions per 10 s,
+    /// no v0 payloads.
+    #[must_use]
+    pub fn mainnet() -> Self {
+        FeeMempoolConfig {
+            capacity: 10_000,
+            max_per_sender: 64,
+            eviction_mode: EvictionMode::Enforce,
+            max_evictions_per_interval: 1_000,
+            eviction_interval_ms: 10_000,
+            replacement_bump_bps: 1_000,
+            allow_v0_payloads: false,
+        }
+    }
+}
+
+/// Why a transaction was not admitted.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum MempoolRejection {
+    /// Already pending.
+    #[error("duplicate transaction")]
+    Duplicate,
+    /// A v0 payload where the profile forbids it.
+    #[error("v0 transfer payloads are not accepted on this network")]
+    V0PayloadForbidden,
+    /// The sender has too many pending transactions.
+    #[error("sender has {limit} pending transactions already")]
+    SenderLimit {
+        /// The limit.
+        limit: usize,
+    },
+    /// A replacement without the required fee bump.
+    #[error("replacement fee {offered} below the required {required}")]
+    ReplacementUnderpriced {
+        /// Fee per gas offered.
+        offered: u128,
+        /// Fee per gas required.
+        required: u128,
+    },
+    /// The pool is full and the transaction does not outrank the lowest one.
+    #[error("mempool full ({capacity}) and the fee does not outrank pending transactions")]
+    PoolFull {
+        /// The capacity.
+        capacity: usize,
+    },
+    /// The pool is full and the eviction rate limit is reached (Enforce).
+    #[error("eviction rate limit reached ({limit} per {interval_ms} ms)")]
+    EvictionRateLimited {
+        /// Evictions allowed per interval.
+        limit: u32,
+        /// The interval.
+        interval_ms: u64,
+    },
+}
+
+impl MempoolRejection {
+    /// A stable metric label.
+    #[must_use]
+    pub fn label(&self) -> &'static str {
+        match self {
+            MempoolRejection::Duplicate => "duplicate",
+            MempoolRejection::V0PayloadForbidden => "v0_payload_forbidden",
+            MempoolRejection::SenderLimit { .. } => "sender_limit",
+            MempoolRejection::ReplacementUnderpriced { .. } => "replacement_underpriced",
+            MempoolRejection::PoolFull { .. } => "pool_full",
+            MempoolRejection::EvictionRateLimited { .. } => "eviction_rate_limited",
+        }
+    }
+}
+
+/// What admitting a transaction did.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Admission {
+    /// A pending transaction it replaced (same sender and nonce).
+    pub replaced: Option<Hash32>,
+    /// A lower-priority transaction evicted to make room.
+    pub evicted: Option<Hash32>,
+}
+
+/// Pool counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FeeMempoolMetrics {
+    /// Transactions admitted.
+    pub admitted_total: u64,
+    /// `qbind_mempool_evictions_total{reason}` (`capacity`, `replaced`).
+    pub evictions_total: BTreeMap<&'static str, u64>,
+    /// `qbind_mempool_eviction_rate_limit_total{mode}`.
+    pub eviction_rate_limit_total: BTreeMap<&'static str, u64>,
+    /// Refusals by [`MempoolRejection::label`].
+    pub rejected_total: BTreeMap<&'static str, u64>,
+}
+
+/// Priority key: ascending order = lowest priority first.
+type Key = (u128, u128, Reverse<u64>, Hash32);
+
+/// The fee-priority pool.
+pub struct FeeMempool<T: PoolTx> {
+    cfg: FeeMempoolConfig,
+    next_arrival: u64,
+    txs: HashMap<Hash32, (T, Key)>,
+    by_priority: BTreeSet<Key>,
+    by_sender: BTreeMap<AccountId, BTreeMap<u64, Hash32>>,
+    evictions: VecDeque<Millis>,
+    metrics: FeeMempoolMetrics,
+}
+
+impl<T: PoolTx> FeeMempool<T> {
+    /// An empty pool.
+    #[must_use]
+    pub fn new(cfg: FeeMempoolConfig) -> Self {
+        FeeMempool {
+            cfg,
+            next_arrival: 0,
+            txs: HashMap::new(),
+            by_priority: BTreeSet::new(),
+            by_sender: BTreeMap::new(),
+            evictions: VecDeque::new(),
+            metrics: FeeMempoolMetrics::default(),
+        }
+    }
+
+    /// Pending transactions.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.txs.len()
+    }
+
+    /// Whether nothing is pending.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.txs.is_empty()
+    }
+
+    /// Counters.
+    #[must_use]
+    pub fn metrics(&self) -> &FeeMempoolMetrics {
+        &self.metrics
+    }
+
+    /// Whether `id` is pending.
+    #[must_use]
+    pub fn contains(&self, id: &Hash32) -> bool {
+        self.txs.contains_key(id)
+    }
+
+    /// Admit `tx` at time `now`, or say why not.
+    pub fn insert(&mut self, now: Millis, tx: T) -> Result<Admission, MempoolRejection> {
+        let result = self.try_insert(now, tx);
+        match &result {
+            Ok(_) => self.metrics.admitted_total += 1,
+            Err(r) => *self.metrics.rejected_total.entry(r.label()).or_default() += 1,
+        }
+        result
+    }
+
+    fn try_insert(&mut self, now: Millis, tx: T) -> Result<Admission, MempoolRejection> {
+        let id = tx.id();
+        if self.txs.contains_key(&id) {
+            return Err(MempoolRejection::Duplicate);
+        }
+        if tx.is_v0_payload() && !self.cfg.allow_v0_payloads {
+            return Err(MempoolRejection::V0PayloadForbidden);
+        }
+        let sender = tx.sender();
+        let existing = self
+            .by_sender
+            .get(&sender)
+            .and_then(|m| m.get(&tx.nonce()))
+            .copied();
+        let key: Key = (
+            tx.max_fee_per_gas(),
+            tx.effective_fee(),
+            Reverse(self.next_arrival),
+            id,
+        );
+        if let Some(old_id) = existing {
+            let old_fee = self
+                .txs
+                .get(&old_id)
+                .map_or(0, |(t, _)| t.max_fee_per_gas());
+            let bump = u128::from(self.cfg.replacement_bump_bps);
+            let required = old_fee.saturating_add(old_fee.saturating_mul(bump) / 10_000);
+            let required = required.max(old_fee.saturating_add(1));
+            if tx.max_fee_per_gas() < required {
+                return Err(MempoolRejection::ReplacementUnderpriced {
+                    offered: tx.max_fee_per_gas(),
+                    required,
+                });
+            }
+            self.remove_id(&old_id);
+            *self.metrics.evictions_total.entry("replaced").or_default() += 1;
+            self.add(tx, key);
+            return Ok(Admission {
+                replaced: Some(old_id),
+                evicted: None,
+            });
+        }
+        let pending_for_sender = self.by_sender.get(&sender).map_or(0, BTreeMap::len);
+        if pending_for_sender >= self.cfg.max_per_sender {
+            return Err(MempoolRejection::SenderLimit {
+                limit: self.cfg.max_per_sender,
+            });
+        }
+        let mut evicted = None;
+        if self.txs.len() >= self.cfg.capacity {
+            let Some(lowest) = self.by_priority.first().copied() else {
+                return Err(MempoolRejection::PoolFull {
+                    capacity: self.cfg.capacity,
+                });
+            };
+            if key <= lowest {
+                return Err(MempoolRejection::PoolFull {
+                    capacity: self.cfg.capacity,
+                });
+            }
+            self.check_eviction_rate(now)?;
+            self.remove_id(&lowest.3);
+            self.evictions.push_back(now);
+            *self.metrics.evictions_total.entry("capacity").or_default() += 1;
+            evicted = Some(lowest.3);
+        }
+        self.add(tx, key);
+        Ok(Admission {
+            replaced: None,
+            evicted,
+        })
+    }
+
+    fn check_eviction_rate(&mut self, now: Millis) -> Result<(), MempoolRejection> {
+        let window = self.cfg.eviction_interval_ms;
+        while self
+            .evictions
+            .front()
+            .is_some_and(|t| now.since(*t) >= window)
+        {
+            self.evictions.pop_front();
+        }
+        let over = self.evictions.len() as u64 >= u64::from(self.cfg.max_evictions_per_interval);
+        if !over || self.cfg.eviction_mode == EvictionMode::Off {
+            return Ok(());
+        }
+        let mode = self.cfg.eviction_mode;
+        *self
+            .metrics
+            .eviction_rate_limit_total
+            .entry(mode.label())
+            .or_default() += 1;
+        match mode {
+            EvictionMode::Enforce => Err(MempoolRejection::EvictionRateLimited {
+                limit: self.cfg.max_evictions_per_interval,
+                interval_ms: window,
+            }),
+            EvictionMode::Warn | EvictionMode::Off => Ok(()),
+        }
+    }
+
+    fn add(&mut self, tx: T, key: Key) {
+        self.next_arrival += 1;
+        self.by_priority.insert(key);
+        self.by_sender
+            .entry(tx.sender())
+            .or_default()
+            .insert(tx.nonce(), key.3);
+        self.txs.insert(key.3, (tx, key));
+    }
+
+    fn remove_id(&mut self, id: &Hash32) -> Option<T> {
+        let (tx, key) = self.txs.remove(id)?;
+        self.by_priority.remove(&key);
+        let sender = tx.sender();
+        if let Some(m) = self.by_sender.get_mut(&sender) {
+            m.remove(&tx.nonce());
+            if m.is_empty() {
+                self.by_sender.remove(&sender);
+            }
+        }
+        Some(tx)
+    }
+
+    /// Remove transactions that were committed (or otherwise settled).
+    pub fn remove(&mut self, ids: impl IntoIterator<Item = Hash32>) {
+        for id in ids {
+            self.remove_id(&id);
+        }
+    }
+
+    /// Up to `max` transactions, highest priority first, each sender's in
+    /// nonce order (a sender's next transaction becomes eligible once its
+    /// previous one is taken).
+    #[must_use]
+    pub fn take(&self, max: usize) -> Vec<T> {
+        let mut heads: BinaryHeap<(Key, AccountId, u64)> = BinaryHeap::new();
+        for (sender, nonces) in &self.by_sender {
+            if let Some((nonce, id)) = nonces.iter().next()
+                && let Some((_, key)) = self.txs.get(id)
+            {
+                heads.push((*key, *sender, *nonce));
+            }
+        }
+        let mut out = Vec::with_capacity(max.min(self.txs.len()));
+        while out.len() < max {
+            let Some((key, sender, nonce)) = heads.pop() else {
+                break;
+            };
+            if let Some((tx, _)) = self.txs.get(&key.3) {
+                out.push(tx.clone());
+            }
+            let next = self
+                .by_sender
+                .get(&sender)
+                .and_then(|m| m.range(nonce + 1..).next());
+            if let Some((n, id)) = next
+                && let Some((_, k)) = self.txs.get(id)
+            {
+                heads.push((*k, sender, *n));
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    struct Tx {
+        sender: u16,
+        nonce: u64,
+        fee: u128,
+        v0: bool,
+    }
+
+    impl PoolTx for Tx {
+        fn id(&self) -> Hash32 {
+            Hash32::digest(
+                &[
+                    &self.sender.to_be_bytes()[..],
+                    &self.nonce.to_be_bytes(),
+                    &self.fee.to_be_bytes(),
+                    &[u8::from(self.v0)],
+                ]
+                .concat(),
+            )
+        }
+        fn sender(&self) -> AccountId {
+            let mut a = [0u8; 32];
+            a[..2].copy_from_slice(&self.sender.to_be_bytes());
+            AccountId(a)
+        }
+        fn nonce(&self) -> u64 {
+            self.nonce
+        }
+        fn max_fee_per_gas(&self) -> u128 {
+            self.fee
+        }
+        fn effective_fee(&self) -> u128 {
+            self.fee * 21_000
+        }
+        fn is_v0_payload(&self) -> bool {
+            self.v0
+        }
+    }
+
+    fn tx(sender: u16, nonce: u64, fee: u128) -> Tx {
+        Tx {
+            sender,
+            nonce,
+            fee,
+            v0: false,
+        }
+    }
+
+    fn cfg(capacity: usize, mode: EvictionMode) -> FeeMempoolConfig {
+        FeeMempoolConfig {
+            capacity,
+            max_per_sender: 4,
+            eviction_mode: mode,
+            max_evictions_per_interval: 3,
+            eviction_interval_ms: 1_000,
+            replacement_bump_bps: 1_000,
+            allow_v0_payloads: false,
+        }
+    }
+
+    const T0: Millis = Millis(0);
+
+    #[test]
+    fn take_orders_by_fee_then_arrival_and_keeps_nonce_order() {
+        let mut p = FeeMempool::new(cfg(10, EvictionMode::Enforce));
+        p.insert(T0, tx(1, 0, 5)).unwrap();
+        p.insert(T0, tx(2, 0, 9)).unwrap();
+        p.insert(T0, tx(3, 0, 5)).unwrap();
+        // Sender 1's nonce 1 pays more, but must follow its nonce 0.
+        p.insert(T0, tx(1, 1, 50)).unwrap();
+        let order: Vec<(u16, u64)> = p.take(10).iter().map(|t| (t.sender, t.nonce)).collect();
+        assert_eq!(order, vec![(2, 0), (1, 0), (1, 1), (3, 0)]);
+        assert_eq!(p.take(2).len(), 2);
+    }
+
+    #[test]
+    fn duplicates_and_forbidden_v0_payloads_are_refused() {
+        let mut p = FeeMempool::new(cfg(10, EvictionMode::Enforce));
+        p.insert(T0, tx(1, 0, 10)).unwrap();
+        assert_eq!(p.insert(T0, tx(1, 0, 10)), Err(MempoolRejection::Duplicate));
+        let v0 = Tx {
+            v0: true,
+            ..tx(2, 0, 10)
+        };
+        assert_eq!(
+            p.insert(T0, v0.clone()),
+            Err(MempoolRejection::V0PayloadForbidden)
+        );
+        let mut devnet = FeeMempool::new(FeeMempoolConfig {
+            allow_v0_payloads: true,
+            ..cfg(10, EvictionMode::Enforce)
+        });
+        assert!(devnet.insert(T0, v0).is_ok());
+        assert_eq!(p.metrics().rejected_total.get("duplicate"), Some(&1));
+        assert_eq!(
+            p.metrics().rejected_total.get("v0_payload_forbidden"),
+            Some(&1)
+        );
+    }
+
+    #[test]
+    fn replacement_needs_the_fee_bump() {
+        let mut p = FeeMempool::new(cfg(10, EvictionMode::Enforce));
+        let old = tx(1, 0, 100);
+        p.insert(T0, old.clone()).unwrap();
+        assert_eq!(
+            p.insert(T0, tx(1, 0, 105)),
+            Err(MempoolRejection::ReplacementUnderpriced {
+                offered: 105,
+                required: 110
+            })
+        );
+        let a = p.insert(T0, tx(1, 0, 110)).unwrap();
+        assert_eq!(a.replaced, Some(old.id()));
+        assert_eq!(p.len(), 1);
+        assert_eq!(p.metrics().evictions_total.get("replaced"), Some(&1));
+    }
+
+    #[test]
+    fn a_sender_cannot_fill_the_pool() {
+        let mut p = FeeMempool::new(cfg(10, EvictionMode::Enforce));
+        for n in 0..4 {
+            p.insert(T0, tx(7, n, 10)).unwrap();
+        }
+        assert_eq!(
+            p.insert(T0, tx(7, 4, 10)),
+            Err(MempoolRejection::SenderLimit { limit: 4 })
+        );
+    }
+
+    #[test]
+    fn a_full_pool_evicts_only_for_a_higher_priority() {
+        let mut p = FeeMempool::new(cfg(3, EvictionMode::Enforce));
+        for (s, fee) in [(1, 1), (2, 2), (3, 3)] {
+            p.insert(T0, tx(s, 0, fee)).unwrap();
+        }
+        assert_eq!(
+            p.insert(T0, tx(4, 0, 1)),
+            Err(MempoolRejection::PoolFull { capacity: 3 })
+        );
+        let a = p.insert(T0, tx(5, 0, 9)).unwrap();
+        assert_eq!(a.evicted, Some(tx(1, 0, 1).id()));
+        assert!(!p.contains(&tx(1, 0, 1).id()));
+        assert_eq!(p.len(), 3);
+        assert_eq!(p.metrics().evictions_total.get("capacity"), Some(&1));
+    }
+
+    fn flood(mode: EvictionMode) -> (FeeMempool<Tx>, Vec<Result<Admission, MempoolRejection>>) {
+        let mut p = FeeMempool::new(cfg(2, mode));
+        p.insert(T0, tx(1, 0, 1)).unwrap();
+        p.insert(T0, tx(2, 0, 1)).unwrap();
+        // Each newcomer outranks everything: every admission needs an eviction.
+        let results = (0..5u16)
+            .map(|i| p.insert(Millis(10), tx(10 + i, 0, 10 + u128::from(i))))
+            .collect();
+        (p, results)
+    }
+
+    #[test]
+    fn enforce_mode_caps_evictions_per_interval() {
+        let (mut p, results) = flood(EvictionMode::Enforce);
+        assert!(results[..3].iter().all(Result::is_ok));
+        assert!(results[3..].iter().all(|r| matches!(
+            r,
+            Err(MempoolRejection::EvictionRateLimited {
+                limit: 3,
+                interval_ms: 1_000
+            })
+        )));
+        assert_eq!(
+            p.metrics().eviction_rate_limit_total.get("enforce"),
+            Some(&2)
+        );
+        // A new interval allows evictions again.
+        assert!(p.insert(Millis(1_010), tx(99, 0, 1_000)).is_ok());
+    }
+
+    #[test]
+    fn warn_mode_counts_but_evicts_and_off_mode_does_neither() {
+        let (p, results) = flood(EvictionMode::Warn);
+        assert!(results.iter().all(Result::is_ok));
+        assert_eq!(p.metrics().eviction_rate_limit_total.get("warn"), Some(&2));
+        let (p, results) = flood(EvictionMode::Off);
+        assert!(results.iter().all(Result::is_ok));
+        assert!(p.metrics().eviction_rate_limit_total.is_empty());
+    }
+
+    #[test]
+    fn mainnet_flood_of_low_fees_keeps_room_for_high_fees() {
+        let mut p = FeeMempool::new(FeeMempoolConfig {
+            capacity: 500,
+            ..FeeMempoolConfig::mainnet()
+        });
+        // 20,000 cheap transactions from distinct senders over 5 s.
+        for i in 0..20_000u32 {
+            let t = tx(
+                (i % 60_000) as u16,
+                u64::from(i / 60_000),
+                1 + u128::from(i % 3),
+            );
+            let _ = p.insert(Millis(u64::from(i) / 4), t);
+        }
+        assert!(p.len() <= 500);
+        let capacity_evictions = p
+            .metrics()
+            .evictions_total
+            .get("capacity")
+            .copied()
+            .unwrap_or(0);
+        assert!(
+            capacity_evictions <= 1_000,
+            "{capacity_evictions} evictions in one window"
+        );
+        // After the window, high-fee transactions still get in.
+        let later = Millis(20_000);
+        for i in 0..10u16 {
+            assert!(p.insert(later, tx(61_000 + i, 0, 1_000)).is_ok());
+        }
+        let top = p.take(10);
+        assert!(top.iter().all(|t| t.fee == 1_000));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn bounds_hold_under_random_traffic(
+            ops in prop::collection::vec((0u16..20, 0u64..6, 0u128..50, 0u64..60, any::<bool>()), 1..300),
+        ) {
+            let mut p = FeeMempool::new(cfg(16, EvictionMode::Enforce));
+            let mut evicted_at: Vec<u64> = Vec::new();
+            let mut now = 0u64;
+            for (sender, nonce, fee, step, remove) in ops {
+                now += step;
+                let t = tx(sender, nonce, fee);
+                if remove {
+                    p.remove([t.id()]);
+                    continue;
+                }
+                if let Ok(Admission { evicted: Some(_), .. }) = p.insert(Millis(now), t) {
+                    evicted_at.push(now);
+                }
+                prop_assert!(p.len() <= 16);
+                for nonces in p.by_sender.values() {
+                    prop_assert!(nonces.len() <= 4);
+                }
+                prop_assert_eq!(p.txs.len(), p.by_priority.len());
+            }
+            // Never more than 3 capacity evictions within any 1,000 ms.
+            for (i, t) in evicted_at.iter().enumerate() {
+                let in_window = evicted_at[i..].iter().take_while(|u| **u < t + 1_000).count();
+                prop_assert!(in_window <= 3, "{} evictions within 1 s of {}", in_window, t);
+            }
+            // Taken transactions come out in per-sender nonce order.
+            let taken = p.take(usize::MAX);
+            prop_assert_eq!(taken.len(), p.len());
+            let mut last: BTreeMap<u16, u64> = BTreeMap::new();
+            for t in taken {
+                if let Some(prev) = last.insert(t.sender, t.nonce) {
+                    prop_assert!(prev < t.nonce);
+                }
+            }
+        }
+    }
+}
