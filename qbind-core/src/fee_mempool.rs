@@ -39,6 +39,67 @@ pub trait PoolTx: Clone {
     fn is_v0_payload(&self) -> bool;
 }
 
+/// The fields of a transaction the pool orders by, read from its bytes by a
+/// decoder the embedder supplies ([`crate::consensus::ConsensusConfig::tx_meta`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TxMeta {
+    /// The paying account.
+    pub sender: AccountId,
+    /// The sender's nonce.
+    pub nonce: u64,
+    /// Fee per gas offered.
+    pub max_fee_per_gas: u128,
+    /// Fee at the gas limit.
+    pub effective_fee: u128,
+    /// Whether the payload is the legacy v0 format.
+    pub v0_payload: bool,
+}
+
+/// Reads [`TxMeta`] from a transaction's bytes; `None` if they are not a
+/// transaction.
+pub type TxMetaFn = fn(&[u8]) -> Option<TxMeta>;
+
+/// Opaque transaction bytes with their metadata; its id is SHA3-256 of the
+/// bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MetaTx {
+    /// The transaction as received.
+    pub bytes: Vec<u8>,
+    /// What the pool orders by.
+    pub meta: TxMeta,
+    id: Hash32,
+}
+
+impl MetaTx {
+    /// Wrap `bytes` with `meta`.
+    #[must_use]
+    pub fn new(bytes: Vec<u8>, meta: TxMeta) -> Self {
+        let id = Hash32::digest(&bytes);
+        MetaTx { bytes, meta, id }
+    }
+}
+
+impl PoolTx for MetaTx {
+    fn id(&self) -> Hash32 {
+        self.id
+    }
+    fn sender(&self) -> AccountId {
+        self.meta.sender
+    }
+    fn nonce(&self) -> u64 {
+        self.meta.nonce
+    }
+    fn max_fee_per_gas(&self) -> u128 {
+        self.meta.max_fee_per_gas
+    }
+    fn effective_fee(&self) -> u128 {
+        self.meta.effective_fee
+    }
+    fn is_v0_payload(&self) -> bool {
+        self.meta.v0_payload
+    }
+}
+
 /// How the eviction rate limit is applied.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EvictionMode {

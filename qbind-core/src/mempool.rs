@@ -127,6 +127,120 @@ impl FifoMempool {
     }
 }
 
+/// The pool the consensus machine takes payloads from: FIFO for opaque
+/// transactions, or fee-priority when the embedder can read fees.
+pub enum TxPool {
+    /// First in, first out.
+    Fifo(FifoMempool),
+    /// Fee priority with DoS limits.
+    Fee {
+        /// The pool.
+        pool: crate::fee_mempool::FeeMempool<crate::fee_mempool::MetaTx>,
+        /// How to read a transaction's fee fields.
+        meta: crate::fee_mempool::TxMetaFn,
+        /// Most bytes per transaction.
+        max_tx_bytes: usize,
+    },
+}
+
+impl TxPool {
+    /// Admit a transaction; on refusal, the metric label of the reason.
+    pub fn insert(&mut self, now: crate::types::Millis, tx: Vec<u8>) -> Result<(), &'static str> {
+        match self {
+            TxPool::Fifo(p) => p.insert(tx).map(|_| ()).map_err(|e| match e {
+                FifoRejection::Full { .. } => "pool_full",
+                FifoRejection::Duplicate => "duplicate",
+                FifoRejection::TooLarge { .. } => "too_large",
+            }),
+            TxPool::Fee {
+                pool,
+                meta,
+                max_tx_bytes,
+            } => {
+                if tx.len() > *max_tx_bytes {
+                    return Err("too_large");
+                }
+                let Some(m) = meta(&tx) else {
+                    return Err("undecodable");
+                };
+                pool.insert(now, crate::fee_mempool::MetaTx::new(tx, m))
+                    .map(|_| ())
+                    .map_err(|e| e.label())
+            }
+        }
+    }
+
+    /// Up to `max` transactions by the pool's order, skipping ids in `exclude`.
+    #[must_use]
+    pub fn take(&self, max: usize, exclude: &BTreeSet<Hash32>) -> Vec<Vec<u8>> {
+        match self {
+            TxPool::Fifo(p) => p.take(max, exclude),
+            TxPool::Fee { pool, .. } => {
+                use crate::fee_mempool::PoolTx;
+                pool.take(max.saturating_add(exclude.len()))
+                    .into_iter()
+                    .filter(|t| !exclude.contains(&t.id()))
+                    .take(max)
+                    .map(|t| t.bytes)
+                    .collect()
+            }
+        }
+    }
+
+    /// Remove and return up to `max` transactions (at most `max_bytes`).
+    pub fn drain(&mut self, max: usize, max_bytes: usize) -> Vec<Vec<u8>> {
+        match self {
+            TxPool::Fifo(p) => p.drain(max, max_bytes),
+            TxPool::Fee { pool, .. } => {
+                use crate::fee_mempool::PoolTx;
+                let mut bytes = 0usize;
+                let chosen: Vec<_> = pool
+                    .take(max)
+                    .into_iter()
+                    .take_while(|t| {
+                        bytes += t.bytes.len();
+                        bytes <= max_bytes
+                    })
+                    .collect();
+                pool.remove(chosen.iter().map(PoolTx::id));
+                chosen.into_iter().map(|t| t.bytes).collect()
+            }
+        }
+    }
+
+    /// Remove transactions that were committed.
+    pub fn remove_committed<'a>(&mut self, txs: impl IntoIterator<Item = &'a Vec<u8>>) {
+        match self {
+            TxPool::Fifo(p) => p.remove_committed(txs),
+            TxPool::Fee { pool, .. } => pool.remove(txs.into_iter().map(|t| Hash32::digest(t))),
+        }
+    }
+
+    /// Pending transactions.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        match self {
+            TxPool::Fifo(p) => p.len(),
+            TxPool::Fee { pool, .. } => pool.len(),
+        }
+    }
+
+    /// Whether nothing is pending.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Fee-pool counters, if this is the fee-priority pool.
+    #[must_use]
+    pub fn fee_metrics(&self) -> Option<&crate::fee_mempool::FeeMempoolMetrics> {
+        match self {
+            TxPool::Fifo(_) => None,
+            TxPool::Fee { pool, .. } => Some(pool.metrics()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

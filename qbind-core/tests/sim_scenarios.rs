@@ -11,7 +11,7 @@
 //! profile) run 20,000.
 
 use qbind_core::consensus::SafetyFaults;
-use qbind_core::sim::{Behavior, Report, Scenario};
+use qbind_core::sim::{Behavior, FeePool, Report, Scenario};
 
 /// Liveness requirement after the last fault heals.
 const LIVE_COMMITS: u64 = 20;
@@ -481,6 +481,78 @@ fn dag_equivocating_author_is_detected() {
             .iter()
             .any(|r| dag_sum(r, |m| m.batch_equivocation_detected) > 0)
     );
+}
+
+fn flood(seed: u64, max_evictions: u32, dag_mode: bool) -> Scenario {
+    let s = Scenario::new(4)
+        .seed(seed)
+        .transactions_every(20)
+        .mempool_flood(FeePool {
+            capacity: 50,
+            max_evictions,
+            interval_ms: 1_000,
+            flood_every_ms: 1,
+            flood_burst: 20,
+        })
+        .min_commits(60);
+    if dag_mode { s.dag() } else { s }
+}
+
+fn assert_eviction_limit(r: &Report, max_evictions: u32) {
+    let windows = r.end_time / 1_000 + 1;
+    for m in r.mempool_metrics.iter().flatten() {
+        let evictions = m.evictions_total.get("capacity").copied().unwrap_or(0);
+        assert!(
+            evictions <= u64::from(max_evictions) * windows,
+            "seed {}: {evictions} evictions in {windows} windows",
+            r.seed
+        );
+        assert!(
+            m.rejected_total.get("pool_full").copied().unwrap_or(0) > 0,
+            "flood did not fill the pool"
+        );
+    }
+}
+
+#[test]
+fn mempool_flood_high_fees_still_commit() {
+    for dag_mode in [false, true] {
+        for r in run_all("mempool_flood", 34_000, 10, |s| flood(s, 100, dag_mode)) {
+            assert_eviction_limit(&r, 100);
+            // Everything but the last few submissions before the run ended.
+            let executed = r.high_fee_executed.iter().min().copied().unwrap_or(0);
+            assert!(
+                executed * 10 >= r.high_fee_submitted * 8,
+                "seed {}: only {executed} of {} high-fee transactions executed",
+                r.seed,
+                r.high_fee_submitted
+            );
+        }
+    }
+}
+
+#[test]
+fn mempool_flood_eviction_limit_is_enforced() {
+    for dag_mode in [false, true] {
+        let reports = run_all("mempool_flood_tight", 35_000, 10, |s| flood(s, 3, dag_mode));
+        for r in &reports {
+            assert_eviction_limit(r, 3);
+        }
+        let limited: u64 = reports
+            .iter()
+            .flat_map(|r| r.mempool_metrics.iter().flatten())
+            .map(|m| {
+                m.eviction_rate_limit_total
+                    .get("enforce")
+                    .copied()
+                    .unwrap_or(0)
+            })
+            .sum();
+        assert!(
+            limited > 0,
+            "the eviction limit never had to refuse anything"
+        );
+    }
 }
 
 #[test]

@@ -19,7 +19,7 @@ use crate::consensus::metrics::ConsensusMetrics;
 use crate::consensus::safety::{SafetyState, TimeoutRecord};
 use crate::consensus::{ConsensusConfig, Effect, Input, SignJob, SignPurpose};
 use crate::crypto::Signature;
-use crate::mempool::FifoMempool;
+use crate::mempool::{FifoMempool, TxPool};
 use crate::signing::SignKind;
 use crate::traits::SignRequest;
 use crate::types::{Epoch, Hash32, Height, Millis, ValidatorId, View};
@@ -62,7 +62,7 @@ pub struct HotStuff {
     pub(crate) last_tc: Option<TimeoutCert>,
     pub(crate) waiting: BTreeMap<Hash32, Vec<(ValidatorId, Proposal)>>,
     pub(crate) fetches: BTreeMap<Hash32, Fetch>,
-    pub(crate) mempool: FifoMempool,
+    pub(crate) mempool: TxPool,
     pub(crate) verifier: Verifier,
     pub(crate) detector: EquivocationDetector,
     pub(crate) metrics: ConsensusMetrics,
@@ -113,7 +113,17 @@ impl HotStuff {
         let view = safety.high_qc.view().next().max(timeout_view).max(View(1));
         let mut hs = HotStuff {
             verifier: Verifier::new(cfg.env, genesis_qc, cfg.verify_cache),
-            mempool: FifoMempool::new(cfg.mempool_capacity, cfg.limits.max_tx_bytes as usize),
+            mempool: match cfg.tx_meta {
+                Some(meta) => TxPool::Fee {
+                    pool: crate::fee_mempool::FeeMempool::new(cfg.fee_mempool.clone()),
+                    meta,
+                    max_tx_bytes: cfg.limits.max_tx_bytes as usize,
+                },
+                None => TxPool::Fifo(FifoMempool::new(
+                    cfg.mempool_capacity,
+                    cfg.limits.max_tx_bytes as usize,
+                )),
+            },
             cfg,
             me,
             schedule,
@@ -156,8 +166,9 @@ impl HotStuff {
             Input::Tick => self.on_tick(),
             Input::Signed { job, signature } => self.on_signed(job, signature),
             Input::SubmitTransaction(tx) => {
-                if self.mempool.insert(tx).is_err() {
+                if let Err(reason) = self.mempool.insert(self.now, tx) {
                     self.metrics.reject("mempool_rejected");
+                    *self.metrics.mempool_rejected.entry(reason).or_default() += 1;
                 }
                 self.maybe_make_batch();
             }
@@ -215,6 +226,12 @@ impl HotStuff {
     #[must_use]
     pub fn mempool_len(&self) -> usize {
         self.mempool.len()
+    }
+
+    /// Fee-priority pool counters (`None` with the FIFO pool).
+    #[must_use]
+    pub fn mempool_metrics(&self) -> Option<&crate::fee_mempool::FeeMempoolMetrics> {
+        self.mempool.fee_metrics()
     }
 
     /// Uncommitted blocks held.

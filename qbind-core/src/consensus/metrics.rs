@@ -40,6 +40,8 @@ pub struct ConsensusMetrics {
     /// Blocks from peers (proposals and sync responses) inserted into the
     /// block tree.
     pub blocks_from_peers: u64,
+    /// Transactions the pool refused, by reason label.
+    pub mempool_rejected: BTreeMap<&'static str, u64>,
     /// Rejected inputs by reason label (`ConsensusError::label`).
     pub rejected: BTreeMap<&'static str, u64>,
 }

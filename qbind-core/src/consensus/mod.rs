@@ -76,6 +76,12 @@ pub struct ConsensusConfig {
     pub payload_mode: crate::dag::PayloadMode,
     /// DAG parameters.
     pub dag: crate::dag::DagConfig,
+    /// How to read fee fields from transaction bytes. With a decoder the
+    /// machine uses the fee-priority pool ([`crate::fee_mempool`]); without
+    /// one (opaque transactions) the FIFO pool.
+    pub tx_meta: Option<crate::fee_mempool::TxMetaFn>,
+    /// Fee-priority pool parameters (used with `tx_meta`).
+    pub fee_mempool: crate::fee_mempool::FeeMempoolConfig,
 }
 
 impl ConsensusConfig {
@@ -101,6 +107,11 @@ impl ConsensusConfig {
                 }
             },
             dag: crate::dag::DagConfig::default(),
+            tx_meta: None,
+            fee_mempool: crate::fee_mempool::FeeMempoolConfig {
+                allow_v0_payloads: env != NetworkEnvironment::Mainnet,
+                ..crate::fee_mempool::FeeMempoolConfig::mainnet()
+            },
         }
     }
 }

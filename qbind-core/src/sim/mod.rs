@@ -119,6 +119,73 @@ pub struct Scenario {
     pub(crate) liveness: Option<Liveness>,
     pub(crate) faults: SafetyFaults,
     pub(crate) dag: bool,
+    pub(crate) fee_pool: Option<FeePool>,
+}
+
+/// A fee-priority pool under a flood (see [`Scenario::mempool_flood`]).
+#[derive(Clone, Copy, Debug)]
+pub struct FeePool {
+    /// Pool capacity per node.
+    pub capacity: usize,
+    /// Capacity evictions allowed per interval (Enforce mode).
+    pub max_evictions: u32,
+    /// The interval, in ms.
+    pub interval_ms: u64,
+    /// Cheap transactions are submitted every this many ms...
+    pub flood_every_ms: u64,
+    /// ...this many at a time.
+    pub flood_burst: u32,
+}
+
+/// Simulated transactions with fee fields: `"SIMTX" || sender u32 || nonce
+/// u64 || max_fee_per_gas u128 || salt u64`.
+pub mod simtx {
+    use crate::fee_mempool::TxMeta;
+    use crate::types::AccountId;
+
+    /// Fee of the transactions the flood is made of.
+    pub const LOW_FEE: u128 = 1;
+    /// Fee of the regular transactions that must still commit.
+    pub const HIGH_FEE: u128 = 1_000;
+
+    /// Encode a simulated transaction.
+    #[must_use]
+    pub fn encode(sender: u32, nonce: u64, fee: u128, salt: u64) -> Vec<u8> {
+        let mut out = b"SIMTX".to_vec();
+        out.extend_from_slice(&sender.to_be_bytes());
+        out.extend_from_slice(&nonce.to_be_bytes());
+        out.extend_from_slice(&fee.to_be_bytes());
+        out.extend_from_slice(&salt.to_be_bytes());
+        out
+    }
+
+    /// Read the fee fields (the [`crate::fee_mempool::TxMetaFn`] the
+    /// simulated nodes use).
+    #[must_use]
+    pub fn meta(bytes: &[u8]) -> Option<TxMeta> {
+        let rest = bytes.strip_prefix(b"SIMTX")?;
+        if rest.len() != 4 + 8 + 16 + 8 {
+            return None;
+        }
+        let sender = u32::from_be_bytes(rest[..4].try_into().ok()?);
+        let nonce = u64::from_be_bytes(rest[4..12].try_into().ok()?);
+        let fee = u128::from_be_bytes(rest[12..28].try_into().ok()?);
+        let mut account = [0u8; 32];
+        account[..4].copy_from_slice(&sender.to_be_bytes());
+        Some(TxMeta {
+            sender: AccountId(account),
+            nonce,
+            max_fee_per_gas: fee,
+            effective_fee: fee.saturating_mul(21_000),
+            v0_payload: false,
+        })
+    }
+
+    /// The fee of a simulated transaction, if it is one.
+    #[must_use]
+    pub fn fee(bytes: &[u8]) -> Option<u128> {
+        meta(bytes).map(|m| m.max_fee_per_gas)
+    }
 }
 
 impl Scenario {
@@ -146,7 +213,18 @@ impl Scenario {
             liveness: None,
             faults: SafetyFaults::default(),
             dag: false,
+            fee_pool: None,
         }
+    }
+
+    /// Use fee-priority pools of `capacity` (eviction limit `max_evictions`
+    /// per `interval_ms`, enforced) and flood them with `burst` cheap
+    /// transactions every `flood_every_ms`, while the regular transactions
+    /// ([`Scenario::transactions_every`]) pay a high fee.
+    #[must_use]
+    pub fn mempool_flood(mut self, pool: FeePool) -> Self {
+        self.fee_pool = Some(pool);
+        self
     }
 
     /// Use the DAG availability layer for payloads (the MainNet mode) instead
@@ -358,6 +436,12 @@ pub struct Report {
     pub rejected: std::collections::BTreeMap<&'static str, u64>,
     /// Transactions delivered for execution, per node.
     pub executed_txs: Vec<u64>,
+    /// High-fee transactions submitted (mempool-flood scenarios).
+    pub high_fee_submitted: u64,
+    /// High-fee transactions delivered for execution, per node.
+    pub high_fee_executed: Vec<u64>,
+    /// Fee-pool counters per node (`None` with FIFO pools or when crashed).
+    pub mempool_metrics: Vec<Option<crate::fee_mempool::FeeMempoolMetrics>>,
     /// DAG counters per node (`None` if crashed at the end).
     pub dag_metrics: Vec<Option<crate::dag::DagMetrics>>,
     /// Final consensus metrics per node (`None` if crashed at the end).

@@ -46,6 +46,7 @@ enum Event {
         node: usize,
     },
     SubmitTx,
+    Flood,
 }
 
 struct SimNode {
@@ -60,6 +61,7 @@ struct SimNode {
     batches: BTreeMap<Hash32, crate::dag::SignedBatch>,
     executed: Height,
     executed_txs: u64,
+    high_fee_executed: u64,
     crash_after_persist: bool,
     incarnation: u64,
     commits: Vec<CommitRecord>,
@@ -87,6 +89,8 @@ pub(crate) struct Runner {
     heal_view: Option<View>,
     /// Every proposed block, for forking leaders.
     seen_blocks: HashMap<Hash32, Block>,
+    /// High-fee transactions submitted (mempool-flood scenarios).
+    high_fee_submitted: u64,
     /// Committed DAG blocks whose certificates were already checked.
     checked_blocks: std::collections::HashSet<Hash32>,
     /// The conflicting proposal a faulty leader made per view (re-sent
@@ -108,6 +112,7 @@ impl SimNode {
             batches: BTreeMap::new(),
             executed: Height(0),
             executed_txs: 0,
+            high_fee_executed: 0,
             crash_after_persist: false,
             incarnation: 0,
             commits: Vec::new(),
@@ -138,6 +143,9 @@ fn invalid(sc: &Scenario, why: &'static str) -> Box<Report> {
         metrics: Vec::new(),
         dag_metrics: Vec::new(),
         executed_txs: Vec::new(),
+        high_fee_submitted: 0,
+        high_fee_executed: Vec::new(),
+        mempool_metrics: Vec::new(),
     })
 }
 
@@ -186,6 +194,18 @@ impl Runner {
             // verifications, which dominate simulated CPU.
             cfg.dag.batch_interval_ms = 50;
             cfg.dag.fetch_retry_ms = sc.base_timeout.max(50);
+        }
+        if let Some(f) = sc.fee_pool {
+            cfg.tx_meta = Some(super::simtx::meta);
+            cfg.fee_mempool = crate::fee_mempool::FeeMempoolConfig {
+                capacity: f.capacity,
+                max_per_sender: 16,
+                eviction_mode: crate::fee_mempool::EvictionMode::Enforce,
+                max_evictions_per_interval: f.max_evictions,
+                eviction_interval_ms: f.interval_ms,
+                replacement_bump_bps: 1_000,
+                allow_v0_payloads: false,
+            };
         }
         cfg.base_timeout_ms = sc.base_timeout;
         cfg.max_block_txs = sc.max_block_txs;
@@ -242,6 +262,7 @@ impl Runner {
             heal_view: None,
             seen_blocks: HashMap::new(),
             checked_blocks: std::collections::HashSet::new(),
+            high_fee_submitted: 0,
             alternates: HashMap::new(),
             sc,
         })
@@ -273,6 +294,9 @@ impl Runner {
         }
         if self.sc.tx_interval > 0 {
             self.schedule_at(self.sc.tx_interval, Event::SubmitTx);
+        }
+        if let Some(f) = self.sc.fee_pool {
+            self.schedule_at(f.flood_every_ms.max(1), Event::Flood);
         }
         while let Some(Reverse((at, seq))) = self.queue.pop() {
             if at > self.sc.max_time {
@@ -388,6 +412,17 @@ impl Runner {
                 .map(|n| n.machine.as_ref().map(|m| m.dag_metrics().clone()))
                 .collect(),
             executed_txs: self.nodes.iter().map(|n| n.executed_txs).collect(),
+            high_fee_submitted: self.high_fee_submitted,
+            high_fee_executed: self.nodes.iter().map(|n| n.high_fee_executed).collect(),
+            mempool_metrics: self
+                .nodes
+                .iter()
+                .map(|n| {
+                    n.machine
+                        .as_ref()
+                        .and_then(|m| m.mempool_metrics().cloned())
+                })
+                .collect(),
             commits: self.nodes.into_iter().map(|n| n.commits).collect(),
             violations,
             end_time: self.now,
@@ -445,10 +480,29 @@ impl Runner {
                     self.start_node(node);
                 }
             }
+            Event::Flood => {
+                let len = self.nodes.len().max(1);
+                let burst = self.sc.fee_pool.map_or(1, |f| f.flood_burst.max(1));
+                for k in 0..burst {
+                    let target = self.rng.gen_range(0..len);
+                    let salt = self.seq.wrapping_mul(1_000).wrapping_add(u64::from(k));
+                    let sender = 1_000_000 + (salt % 1_000_000) as u32;
+                    let tx = super::simtx::encode(sender, 0, super::simtx::LOW_FEE, salt);
+                    self.log_event(seq, 6, target, &tx);
+                    self.feed(target, Input::SubmitTransaction(tx));
+                }
+                let every = self.sc.fee_pool.map_or(1, |f| f.flood_every_ms.max(1));
+                self.schedule_at(self.now + every, Event::Flood);
+            }
             Event::SubmitTx => {
                 let len = self.nodes.len().max(1);
                 let target = self.rng.gen_range(0..len);
-                let tx = format!("tx-{}-{}", self.seq, self.rng.r#gen::<u32>()).into_bytes();
+                let tx = if self.sc.fee_pool.is_some() {
+                    self.high_fee_submitted += 1;
+                    super::simtx::encode(self.seq as u32, 0, super::simtx::HIGH_FEE, self.seq)
+                } else {
+                    format!("tx-{}-{}", self.seq, self.rng.r#gen::<u32>()).into_bytes()
+                };
                 self.log_event(seq, 5, target, &tx);
                 self.feed(target, Input::SubmitTransaction(tx));
                 self.schedule_at(self.now + self.sc.tx_interval, Event::SubmitTx);
@@ -560,6 +614,10 @@ impl Runner {
                         let n = &mut self.nodes[i];
                         n.executed = height;
                         n.executed_txs += txs.len() as u64;
+                        n.high_fee_executed += txs
+                            .iter()
+                            .filter(|t| super::simtx::fee(t) == Some(super::simtx::HIGH_FEE))
+                            .count() as u64;
                         if n.honest {
                             self.checker.execute(i, height, &txs);
                         }
