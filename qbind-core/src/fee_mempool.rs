@@ -245,6 +245,8 @@ pub struct FeeMempool<T: PoolTx> {
     txs: HashMap<Hash32, (T, Key)>,
     by_priority: BTreeSet<Key>,
     by_sender: BTreeMap<AccountId, BTreeMap<u64, Hash32>>,
+    /// Each sender's lowest-nonce transaction: the ones eligible next.
+    heads: BTreeSet<(Key, AccountId)>,
     evictions: VecDeque<Millis>,
     metrics: FeeMempoolMetrics,
 }
@@ -259,6 +261,7 @@ impl<T: PoolTx> FeeMempool<T> {
             txs: HashMap::new(),
             by_priority: BTreeSet::new(),
             by_sender: BTreeMap::new(),
+            heads: BTreeSet::new(),
             evictions: VecDeque::new(),
             metrics: FeeMempoolMetrics::default(),
         }
@@ -399,27 +402,50 @@ impl<T: PoolTx> FeeMempool<T> {
         }
     }
 
+    /// The key of `sender`'s lowest-nonce pending transaction.
+    fn head_of(&self, sender: &AccountId) -> Option<Key> {
+        let id = self.by_sender.get(sender)?.values().next()?;
+        self.txs.get(id).map(|(_, k)| *k)
+    }
+
     fn add(&mut self, tx: T, key: Key) {
         self.next_arrival += 1;
+        let sender = tx.sender();
+        let old_head = self.head_of(&sender);
         self.by_priority.insert(key);
         self.by_sender
-            .entry(tx.sender())
+            .entry(sender)
             .or_default()
             .insert(tx.nonce(), key.3);
         self.txs.insert(key.3, (tx, key));
+        self.refresh_head(sender, old_head);
     }
 
     fn remove_id(&mut self, id: &Hash32) -> Option<T> {
+        let sender = self.txs.get(id).map(|(t, _)| t.sender())?;
+        let old_head = self.head_of(&sender);
         let (tx, key) = self.txs.remove(id)?;
         self.by_priority.remove(&key);
-        let sender = tx.sender();
         if let Some(m) = self.by_sender.get_mut(&sender) {
             m.remove(&tx.nonce());
             if m.is_empty() {
                 self.by_sender.remove(&sender);
             }
         }
+        self.refresh_head(sender, old_head);
         Some(tx)
+    }
+
+    fn refresh_head(&mut self, sender: AccountId, old: Option<Key>) {
+        let new = self.head_of(&sender);
+        if old != new {
+            if let Some(k) = old {
+                self.heads.remove(&(k, sender));
+            }
+            if let Some(k) = new {
+                self.heads.insert((k, sender));
+            }
+        }
     }
 
     /// Remove transactions that were committed (or otherwise settled).
@@ -434,12 +460,12 @@ impl<T: PoolTx> FeeMempool<T> {
     /// previous one is taken).
     #[must_use]
     pub fn take(&self, max: usize) -> Vec<T> {
+        // Every pick is one of the `max` best heads or the successor of an
+        // earlier pick, so the heap starts from the best `max` heads only.
         let mut heads: BinaryHeap<(Key, AccountId, u64)> = BinaryHeap::new();
-        for (sender, nonces) in &self.by_sender {
-            if let Some((nonce, id)) = nonces.iter().next()
-                && let Some((_, key)) = self.txs.get(id)
-            {
-                heads.push((*key, *sender, *nonce));
+        for (key, sender) in self.heads.iter().rev().take(max) {
+            if let Some((tx, _)) = self.txs.get(&key.3) {
+                heads.push((*key, *sender, tx.nonce()));
             }
         }
         let mut out = Vec::with_capacity(max.min(self.txs.len()));
@@ -716,6 +742,7 @@ mod tests {
                     prop_assert!(nonces.len() <= 4);
                 }
                 prop_assert_eq!(p.txs.len(), p.by_priority.len());
+                prop_assert_eq!(p.heads.len(), p.by_sender.len());
             }
             // Never more than 3 capacity evictions within any 1,000 ms.
             for (i, t) in evicted_at.iter().enumerate() {
