@@ -27,12 +27,14 @@
 
 pub mod codec;
 pub mod consensus;
-pub mod dag;
 pub mod crypto;
+pub mod dag;
 #[cfg(feature = "engine")]
 pub mod engine;
+pub mod execution;
 pub mod fee_mempool;
 pub mod mempool;
+pub mod monetary;
 pub mod signing;
 #[cfg(feature = "sim")]
 pub mod sim;

@@ -135,7 +135,7 @@ pub enum TxPool {
     /// Fee priority with DoS limits.
     Fee {
         /// The pool.
-        pool: crate::fee_mempool::FeeMempool<crate::fee_mempool::MetaTx>,
+        pool: Box<crate::fee_mempool::FeeMempool<crate::fee_mempool::MetaTx>>,
         /// How to read a transaction's fee fields.
         meta: crate::fee_mempool::TxMetaFn,
         /// Most bytes per transaction.

@@ -662,7 +662,10 @@ fn unknown_tags_are_rejected() {
         })
     );
     // Tags 0 (inline transactions) and 1 (certified batches) are defined.
-    assert_eq!(Payload::from_bytes(&[1, 0, 0, 0, 0]), Ok(Payload::Batches(Vec::new())));
+    assert_eq!(
+        Payload::from_bytes(&[1, 0, 0, 0, 0]),
+        Ok(Payload::Batches(Vec::new()))
+    );
     assert_eq!(
         Payload::from_bytes(&[2, 0, 0, 0, 0]),
         Err(DecodeError::InvalidTag {

@@ -494,7 +494,7 @@ mod dag_coupling {
                 "not_canonical_or_duplicate",
             ),
             (
-                Payload::Batches(vec![cert(&keys, 2, 1, &[0, 1, 2]), good.clone()]),
+                Payload::Batches(vec![cert(&keys, 2, 1, &[0, 1, 2]), good]),
                 "not_canonical_or_duplicate",
             ),
             (

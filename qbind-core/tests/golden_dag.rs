@@ -162,9 +162,9 @@ proptest! {
                          extra: u8) {
         let b = Batch { epoch: Epoch(epoch), author: ValidatorId(author), round, txs };
         let bytes = b.to_bytes();
-        prop_assert_eq!(Batch::from_bytes(&bytes), Ok(b.clone()));
+        prop_assert_eq!(Batch::from_bytes(&bytes), Ok(b));
         prop_assert!(Batch::from_bytes(&bytes[..bytes.len() - 1]).is_err());
-        let mut longer = bytes.clone();
+        let mut longer = bytes;
         longer.push(extra);
         prop_assert_eq!(Batch::from_bytes(&longer), Err(DecodeError::TrailingBytes { count: 1 }));
     }

@@ -115,7 +115,7 @@ impl HotStuff {
             verifier: Verifier::new(cfg.env, genesis_qc, cfg.verify_cache),
             mempool: match cfg.tx_meta {
                 Some(meta) => TxPool::Fee {
-                    pool: crate::fee_mempool::FeeMempool::new(cfg.fee_mempool.clone()),
+                    pool: Box::new(crate::fee_mempool::FeeMempool::new(cfg.fee_mempool.clone())),
                     meta,
                     max_tx_bytes: cfg.limits.max_tx_bytes as usize,
                 },

@@ -197,6 +197,11 @@ impl HotStuff {
         if b.txs.iter().any(|tx| tx.is_empty() || tx.len() > max_tx) {
             return Err(bad("batch carries an empty or oversized transaction"));
         }
+        if let Some(meta) = self.cfg.tx_meta
+            && b.txs.iter().any(|tx| meta(tx).is_none())
+        {
+            return Err(bad("batch carries bytes that are not a transaction"));
+        }
         let top = self
             .dag
             .committed_round
@@ -367,9 +372,16 @@ impl HotStuff {
         self.emit(Effect::SetTimer(at));
     }
 
-    /// Retry fetches with the next signer.
+    /// Retry fetches with the next signer; after `MAX_FETCH_ROUNDS` passes
+    /// over the signers a fetch is dropped, and re-issued only while a
+    /// committed block still waits for that data.
     pub(crate) fn retry_batch_fetches(&mut self) {
+        const MAX_FETCH_ROUNDS: usize = 3;
         let retry = self.cfg.dag.fetch_retry_ms;
+        self.dag
+            .fetches
+            .retain(|_, f| (f.attempts as usize) < MAX_FETCH_ROUNDS * f.from.len().max(1));
+        self.drain_execution();
         let due: Vec<Hash32> = self
             .dag
             .fetches

@@ -2,14 +2,28 @@
 //! DevNet.
 
 use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::{Durability, Namespace, StateBackend, StorageError, WriteBatch, WriteOp};
+use sha3::{Digest, Sha3_256};
+
+use super::{
+    Durability, KeyValues, Namespace, StateBackend, StateSnapshot, StorageError, WriteBatch,
+    WriteOp,
+};
 
 type Table = BTreeMap<(Namespace, Vec<u8>), Vec<u8>>;
 
+/// Name of the single file a [`MemoryBackend`] checkpoint consists of.
+pub const MEMORY_CHECKPOINT_FILE: &str = "memory-checkpoint.bin";
+const MEMORY_CHECKPOINT_MAGIC: &[u8; 10] = b"QBINDMEM:1";
+
 /// A [`StateBackend`] in memory. Cloning shares the same data, so a
 /// "restarted" engine can reopen what an earlier one wrote.
+///
+/// Snapshots are copy-on-write: taking one is O(1); the first write after it
+/// copies the table once.
 #[derive(Clone, Default)]
 pub struct MemoryBackend {
     inner: Arc<Mutex<MemoryInner>>,
@@ -17,7 +31,7 @@ pub struct MemoryBackend {
 
 #[derive(Default)]
 struct MemoryInner {
-    table: Table,
+    table: Arc<Table>,
     durable_writes: u64,
 }
 
@@ -39,6 +53,133 @@ impl MemoryBackend {
     pub fn durable_writes(&self) -> u64 {
         self.lock().durable_writes
     }
+
+    /// Load a store written by [`StateBackend::checkpoint`] of a
+    /// `MemoryBackend` (the file [`MEMORY_CHECKPOINT_FILE`] in `dir`).
+    ///
+    /// The file is `"QBINDMEM:1"`, then per entry the namespace's index in
+    /// [`Namespace::ALL`] (1 byte), key length (u32 BE), key, value length
+    /// (u32 BE), value, in ascending order; then SHA3-256 of all preceding
+    /// bytes. A damaged file is [`StorageError::Corruption`].
+    pub fn open_checkpoint(dir: &Path) -> Result<Self, StorageError> {
+        let path = dir.join(MEMORY_CHECKPOINT_FILE);
+        let bytes = std::fs::read(&path).map_err(|e| StorageError::Io {
+            detail: format!("reading {}: {e}", path.display()),
+        })?;
+        let corrupt = |why: &str| StorageError::Corruption {
+            what: format!("memory checkpoint {}: {why}", path.display()),
+        };
+        let body_len = bytes
+            .len()
+            .checked_sub(32)
+            .ok_or_else(|| corrupt("too short"))?;
+        let (body, digest) = bytes.split_at(body_len);
+        if Sha3_256::digest(body).as_slice() != digest {
+            return Err(corrupt("checksum mismatch"));
+        }
+        let mut rest = body
+            .strip_prefix(MEMORY_CHECKPOINT_MAGIC.as_slice())
+            .ok_or_else(|| corrupt("bad magic"))?;
+        let mut table = Table::new();
+        fn take<'a>(rest: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+            if rest.len() < n {
+                return None;
+            }
+            let (head, tail) = rest.split_at(n);
+            *rest = tail;
+            Some(head)
+        }
+        fn take_len(rest: &mut &[u8]) -> Option<usize> {
+            let b = take(rest, 4)?;
+            Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
+        }
+        while !rest.is_empty() {
+            let entry = (|| {
+                let ns_index = *take(&mut rest, 1)?.first()?;
+                let ns = *Namespace::ALL.get(usize::from(ns_index))?;
+                let key_len = take_len(&mut rest)?;
+                let key = take(&mut rest, key_len)?.to_vec();
+                let value_len = take_len(&mut rest)?;
+                let value = take(&mut rest, value_len)?.to_vec();
+                Some((ns, key, value))
+            })();
+            let (ns, key, value) = entry.ok_or_else(|| corrupt("truncated entry"))?;
+            table.insert((ns, key), value);
+        }
+        Ok(MemoryBackend {
+            inner: Arc::new(Mutex::new(MemoryInner {
+                table: Arc::new(table),
+                durable_writes: 0,
+            })),
+        })
+    }
+}
+
+fn scan_table(table: &Table, ns: Namespace, prefix: &[u8], limit: usize) -> KeyValues {
+    table
+        .range((ns, prefix.to_vec())..)
+        .take_while(|((n, k), _)| *n == ns && k.starts_with(prefix))
+        .take(limit)
+        .map(|((_, k), v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+fn scan_table_range(
+    table: &Table,
+    ns: Namespace,
+    start: &[u8],
+    end: Option<&[u8]>,
+    limit: usize,
+) -> KeyValues {
+    if end.is_some_and(|end| end <= start) {
+        return Vec::new();
+    }
+    let upper = match end {
+        Some(end) => Bound::Excluded((ns, end.to_vec())),
+        None => match Namespace::ALL.iter().position(|n| *n == ns) {
+            Some(i) => match Namespace::ALL.get(i + 1) {
+                Some(next) => Bound::Excluded((*next, Vec::new())),
+                None => Bound::Unbounded,
+            },
+            None => Bound::Unbounded,
+        },
+    };
+    table
+        .range((Bound::Included((ns, start.to_vec())), upper))
+        .filter(|((n, _), _)| *n == ns)
+        .take(limit)
+        .map(|((_, k), v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// A copy-on-write snapshot of a [`MemoryBackend`].
+struct MemorySnapshot {
+    table: Arc<Table>,
+}
+
+impl StateSnapshot for MemorySnapshot {
+    fn get(&self, ns: Namespace, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.table.get(&(ns, key.to_vec())).cloned())
+    }
+
+    fn scan_prefix(
+        &self,
+        ns: Namespace,
+        prefix: &[u8],
+        limit: usize,
+    ) -> Result<KeyValues, StorageError> {
+        Ok(scan_table(&self.table, ns, prefix, limit))
+    }
+
+    fn scan_range(
+        &self,
+        ns: Namespace,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<KeyValues, StorageError> {
+        Ok(scan_table_range(&self.table, ns, start, end, limit))
+    }
 }
 
 impl StateBackend for MemoryBackend {
@@ -51,32 +192,68 @@ impl StateBackend for MemoryBackend {
         ns: Namespace,
         prefix: &[u8],
         limit: usize,
-    ) -> Result<super::KeyValues, StorageError> {
-        let inner = self.lock();
-        Ok(inner
-            .table
-            .range((ns, prefix.to_vec())..)
-            .take_while(|((n, k), _)| *n == ns && k.starts_with(prefix))
-            .take(limit)
-            .map(|((_, k), v)| (k.clone(), v.clone()))
-            .collect())
+    ) -> Result<KeyValues, StorageError> {
+        Ok(scan_table(&self.lock().table, ns, prefix, limit))
     }
 
     fn write(&self, batch: WriteBatch, durability: Durability) -> Result<(), StorageError> {
         let mut inner = self.lock();
+        let table = Arc::make_mut(&mut inner.table);
         for op in batch.ops {
             match op {
                 WriteOp::Put { ns, key, value } => {
-                    inner.table.insert((ns, key), value);
+                    table.insert((ns, key), value);
                 }
                 WriteOp::Delete { ns, key } => {
-                    inner.table.remove(&(ns, key));
+                    table.remove(&(ns, key));
                 }
             }
         }
         if durability == Durability::Durable {
             inner.durable_writes += 1;
         }
+        Ok(())
+    }
+
+    fn snapshot(&self) -> Result<Box<dyn StateSnapshot + '_>, StorageError> {
+        Ok(Box::new(MemorySnapshot {
+            table: Arc::clone(&self.lock().table),
+        }))
+    }
+
+    /// Writes the single file described at [`MemoryBackend::open_checkpoint`],
+    /// fsynced together with `dir`.
+    fn checkpoint(&self, dir: &Path) -> Result<(), StorageError> {
+        use std::io::Write;
+        let table = Arc::clone(&self.lock().table);
+        let io = |what: &str, e: std::io::Error| StorageError::Io {
+            detail: format!("memory checkpoint {what} {}: {e}", dir.display()),
+        };
+        let mut body = MEMORY_CHECKPOINT_MAGIC.to_vec();
+        for ((ns, key), value) in table.iter() {
+            let ns_index = Namespace::ALL.iter().position(|n| n == ns).unwrap_or(0) as u8;
+            let key_len = u32::try_from(key.len()).map_err(|_| StorageError::Io {
+                detail: "key longer than 4 GiB".into(),
+            })?;
+            let value_len = u32::try_from(value.len()).map_err(|_| StorageError::Io {
+                detail: "value longer than 4 GiB".into(),
+            })?;
+            body.push(ns_index);
+            body.extend_from_slice(&key_len.to_be_bytes());
+            body.extend_from_slice(key);
+            body.extend_from_slice(&value_len.to_be_bytes());
+            body.extend_from_slice(value);
+        }
+        let digest = Sha3_256::digest(&body);
+        body.extend_from_slice(&digest);
+        std::fs::create_dir(dir).map_err(|e| io("creating", e))?;
+        let mut file = std::fs::File::create(dir.join(MEMORY_CHECKPOINT_FILE))
+            .map_err(|e| io("creating file in", e))?;
+        file.write_all(&body).map_err(|e| io("writing", e))?;
+        file.sync_all().map_err(|e| io("syncing", e))?;
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io("syncing directory", e))?;
         Ok(())
     }
 }
@@ -230,5 +407,59 @@ mod tests {
             vec![Some(b"2".to_vec()), None]
         );
         assert_eq!(db.durable_writes(), 1);
+    }
+
+    #[test]
+    fn memory_checkpoint_round_trips_and_detects_damage() {
+        let db = MemoryBackend::new();
+        let mut b = WriteBatch::new();
+        b.put(Namespace::Accounts, b"a".to_vec(), b"1".to_vec());
+        b.put(Namespace::Meta, Vec::new(), vec![0u8; 300]);
+        db.write(b, Durability::Durable).unwrap();
+        let snap = db.snapshot().unwrap();
+        let mut b = WriteBatch::new();
+        b.put(Namespace::Accounts, b"a".to_vec(), b"2".to_vec());
+        db.write(b, Durability::Durable).unwrap();
+        // The snapshot is isolated from the later write.
+        assert_eq!(
+            snap.get(Namespace::Accounts, b"a").unwrap(),
+            Some(b"1".to_vec())
+        );
+        assert_eq!(
+            snap.scan_range(Namespace::Accounts, b"", None, 10).unwrap(),
+            vec![(b"a".to_vec(), b"1".to_vec())]
+        );
+
+        let dir = std::env::temp_dir().join(format!("qbind-mem-cp-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        db.checkpoint(&dir).unwrap();
+        assert!(
+            db.checkpoint(&dir).is_err(),
+            "existing directory is refused"
+        );
+        let copy = MemoryBackend::open_checkpoint(&dir).unwrap();
+        assert_eq!(
+            copy.get(Namespace::Accounts, b"a").unwrap(),
+            Some(b"2".to_vec())
+        );
+        assert_eq!(
+            copy.get(Namespace::Meta, b"").unwrap(),
+            Some(vec![0u8; 300])
+        );
+
+        let file = dir.join(MEMORY_CHECKPOINT_FILE);
+        let mut bytes = std::fs::read(&file).unwrap();
+        bytes[12] ^= 1;
+        std::fs::write(&file, &bytes).unwrap();
+        assert!(matches!(
+            MemoryBackend::open_checkpoint(&dir),
+            Err(StorageError::Corruption { .. })
+        ));
+        std::fs::write(&file, &bytes[..5]).unwrap();
+        assert!(matches!(
+            MemoryBackend::open_checkpoint(&dir),
+            Err(StorageError::Corruption { .. })
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

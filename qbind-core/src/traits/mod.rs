@@ -7,6 +7,8 @@ mod memory;
 
 pub use memory::*;
 
+use std::path::Path;
+
 use async_trait::async_trait;
 
 use crate::crypto::{KeyPair, PublicKey, Signature};
@@ -195,6 +197,65 @@ pub trait StateBackend: Send + Sync {
 
     /// Apply `batch` atomically with the given durability.
     fn write(&self, batch: WriteBatch, durability: Durability) -> Result<(), StorageError>;
+
+    /// A consistent read-only view of every namespace as of one instant.
+    ///
+    /// Contract:
+    /// - **Isolation**: the snapshot sees every batch whose `write` returned
+    ///   before `snapshot` was called and none that started after it returned;
+    ///   a batch is never seen in part. Later writes to the backend do not
+    ///   change what the snapshot returns.
+    /// - **Cost**: taking a snapshot is cheap (no copy of the data in the
+    ///   persistent backends; copy-on-write in [`MemoryBackend`]). Holding one
+    ///   keeps old versions alive, so drop it when done.
+    fn snapshot(&self) -> Result<Box<dyn StateSnapshot + '_>, StorageError>;
+
+    /// Write a consistent, self-contained copy of the whole store into the
+    /// directory `dir`, which must not exist yet (its parent must).
+    ///
+    /// Contract:
+    /// - the copy holds exactly the state of one instant, like
+    ///   [`StateBackend::snapshot`] (never a batch in part);
+    /// - it is on stable storage when `checkpoint` returns, and opening it with
+    ///   the same backend type (each backend documents how) yields that state;
+    /// - writes to the backend may continue while the checkpoint is made;
+    /// - an existing `dir` is an error ([`StorageError::Io`]) and is left as is.
+    fn checkpoint(&self, dir: &Path) -> Result<(), StorageError>;
+}
+
+/// A consistent read-only view of a [`StateBackend`] (see
+/// [`StateBackend::snapshot`]). Reads have the same ordering and error
+/// contract as the backend's.
+pub trait StateSnapshot: Send + Sync {
+    /// Read one value.
+    fn get(&self, ns: Namespace, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError>;
+
+    /// Read several values; the result has one entry per key, in order.
+    fn multi_get(
+        &self,
+        ns: Namespace,
+        keys: &[&[u8]],
+    ) -> Result<Vec<Option<Vec<u8>>>, StorageError> {
+        keys.iter().map(|k| self.get(ns, k)).collect()
+    }
+
+    /// Up to `limit` entries whose key starts with `prefix`, ascending.
+    fn scan_prefix(
+        &self,
+        ns: Namespace,
+        prefix: &[u8],
+        limit: usize,
+    ) -> Result<KeyValues, StorageError>;
+
+    /// Up to `limit` entries with `start <= key` and, if `end` is given,
+    /// `key < end`, ascending. An empty range (`end <= start`) yields nothing.
+    fn scan_range(
+        &self,
+        ns: Namespace,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<KeyValues, StorageError>;
 }
 
 // ---------------------------------------------------------------- transport

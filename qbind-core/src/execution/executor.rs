@@ -1,0 +1,517 @@
+//! The sequential reference executor (spec §2.1, §3.1, §3.2). This is the
+//! definition of a block's effect; Stage B (`qbind-exec`) must reproduce it
+//! exactly.
+//!
+//! A block is executed in three steps:
+//! 1. [`admit_transactions`]: a pass over the transaction list that needs no
+//!    state. It rejects payload versions the profile forbids, gas limits
+//!    below the minimum or the intrinsic gas, `gas_limit × max_fee_per_gas`
+//!    overflowing `u128`, and any transaction whose gas limit would make the
+//!    block's reserved gas exceed the block gas limit. Reserving the gas
+//!    *limit* (not the gas used) before execution is what makes the block gas
+//!    limit impossible to exceed and keeps admission independent of state,
+//!    so a parallel executor can compute it up front.
+//! 2. [`apply_transaction`] per admitted transaction, in block order, against
+//!    an [`Overlay`] of the pre-block state. State checks (nonce, ability to
+//!    pay the maximum fee) reject without any effect; past them the
+//!    transaction is *included*: its nonce increments and it pays
+//!    `gas_used × max_fee_per_gas`, whether the transfer succeeds or fails.
+//! 3. [`finish_block`]: the proposer's share of all fees is credited once,
+//!    after every transaction, and the state commitment is updated from the
+//!    changed accounts only.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+
+use super::gas::{ExecutionConfig, ExecutionProfile, MINIMUM_GAS_LIMIT};
+use super::state::{Account, AccountChange, AccountReader, StateError, StateTransition};
+use super::state_root::CommitmentDelta;
+use super::tx::{Transaction, TransferPayload};
+use crate::types::{AccountId, Hash32, Height};
+
+/// What a block is executed in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockContext {
+    /// The block's height.
+    pub height: Height,
+    /// The account credited with the proposer's share of the fees.
+    pub proposer: AccountId,
+    /// Gas, fee and payload rules.
+    pub config: ExecutionConfig,
+}
+
+/// Why a transaction was left out with no effect at all (no fee, no nonce
+/// increment).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum RejectReason {
+    /// A 48-byte legacy payload where the profile requires V1.
+    #[error("legacy payload not allowed by the execution profile")]
+    PayloadVersionNotAllowed,
+    /// The gas limit is below [`MINIMUM_GAS_LIMIT`].
+    #[error("gas limit {gas_limit} below the minimum {minimum}")]
+    GasLimitBelowMinimum {
+        /// Declared.
+        gas_limit: u64,
+        /// Required.
+        minimum: u64,
+    },
+    /// The gas limit cannot cover even the intrinsic gas.
+    #[error("gas limit {gas_limit} below the intrinsic gas {intrinsic}")]
+    GasLimitBelowIntrinsic {
+        /// Declared.
+        gas_limit: u64,
+        /// Required.
+        intrinsic: u64,
+    },
+    /// `gas_limit × max_fee_per_gas` does not fit in `u128`.
+    #[error("maximum fee overflows")]
+    MaxFeeOverflow,
+    /// Including the transaction would exceed the block gas limit.
+    #[error("block gas limit {block_gas_limit} exceeded: {reserved} reserved, {gas_limit} more")]
+    BlockGasLimitExceeded {
+        /// Gas already reserved by earlier transactions.
+        reserved: u64,
+        /// This transaction's limit.
+        gas_limit: u64,
+        /// The block's limit.
+        block_gas_limit: u64,
+    },
+    /// The nonce is not the sender's next nonce.
+    #[error("nonce {got}, expected {expected}")]
+    BadNonce {
+        /// The account's nonce.
+        expected: u64,
+        /// The transaction's nonce.
+        got: u64,
+    },
+    /// The sender's nonce is `u64::MAX` and cannot advance.
+    #[error("sender nonce exhausted")]
+    NonceExhausted,
+    /// The sender's balance is below the maximum fee.
+    #[error("balance {balance} cannot pay the maximum fee {max_fee}")]
+    CannotPayMaxFee {
+        /// Sender balance.
+        balance: u128,
+        /// `gas_limit × max_fee_per_gas`.
+        max_fee: u128,
+    },
+}
+
+/// Why an included transaction's transfer did not happen (it still paid for
+/// the gas it used and its nonce still advanced).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum FailureReason {
+    /// The balance covers the fee but not the fee plus the amount.
+    #[error("balance {balance} below fee plus amount {needed}")]
+    InsufficientBalance {
+        /// Sender balance before the transaction.
+        balance: u128,
+        /// Fee plus amount (saturated at `u128::MAX`).
+        needed: u128,
+    },
+    /// The gas limit covers the intrinsic gas but not the whole transfer;
+    /// the whole gas limit is used.
+    #[error("out of gas: limit {gas_limit}, transfer needs {required}")]
+    OutOfGas {
+        /// Declared.
+        gas_limit: u64,
+        /// Needed.
+        required: u64,
+    },
+    /// Crediting the recipient would overflow its balance.
+    #[error("recipient balance overflow")]
+    RecipientBalanceOverflow,
+}
+
+/// The result of one transaction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TxStatus {
+    /// The transfer happened.
+    Success,
+    /// Included, fee paid, transfer not made.
+    Failed(FailureReason),
+    /// Not included: no effect.
+    Rejected(RejectReason),
+}
+
+impl TxStatus {
+    /// A stable numeric error code: 0 success, 1xx failures, 2xx rejections.
+    #[must_use]
+    pub fn code(&self) -> u16 {
+        match self {
+            TxStatus::Success => 0,
+            TxStatus::Failed(FailureReason::InsufficientBalance { .. }) => 101,
+            TxStatus::Failed(FailureReason::OutOfGas { .. }) => 102,
+            TxStatus::Failed(FailureReason::RecipientBalanceOverflow) => 103,
+            TxStatus::Rejected(RejectReason::PayloadVersionNotAllowed) => 201,
+            TxStatus::Rejected(RejectReason::GasLimitBelowMinimum { .. }) => 202,
+            TxStatus::Rejected(RejectReason::GasLimitBelowIntrinsic { .. }) => 203,
+            TxStatus::Rejected(RejectReason::MaxFeeOverflow) => 204,
+            TxStatus::Rejected(RejectReason::BlockGasLimitExceeded { .. }) => 205,
+            TxStatus::Rejected(RejectReason::BadNonce { .. }) => 206,
+            TxStatus::Rejected(RejectReason::NonceExhausted) => 207,
+            TxStatus::Rejected(RejectReason::CannotPayMaxFee { .. }) => 208,
+        }
+    }
+
+    /// Whether the transaction was included (its nonce advanced).
+    #[must_use]
+    pub fn is_included(&self) -> bool {
+        !matches!(self, TxStatus::Rejected(_))
+    }
+}
+
+/// The receipt of one transaction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Receipt {
+    /// What happened.
+    pub status: TxStatus,
+    /// Gas charged (0 if rejected).
+    pub gas_used: u64,
+    /// `gas_used × max_fee_per_gas`.
+    pub fee: u128,
+    /// The burned part of the fee.
+    pub burned: u128,
+    /// The proposer's part of the fee.
+    pub proposer_reward: u128,
+}
+
+impl Receipt {
+    fn rejected(reason: RejectReason) -> Receipt {
+        Receipt {
+            status: TxStatus::Rejected(reason),
+            gas_used: 0,
+            fee: 0,
+            burned: 0,
+            proposer_reward: 0,
+        }
+    }
+}
+
+/// The state-independent verdict on one transaction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Admission {
+    /// Gas limit (for a legacy payload: its full transfer gas).
+    pub gas_limit: u64,
+    /// Price per gas (0 for a legacy payload).
+    pub price: u128,
+    /// `gas_limit × price`.
+    pub max_fee: u128,
+}
+
+/// The state-independent pass over a block: one entry per transaction.
+#[must_use]
+pub fn admit_transactions(
+    config: &ExecutionConfig,
+    txs: &[Transaction],
+) -> Vec<Result<Admission, RejectReason>> {
+    let mut reserved: u64 = 0;
+    txs.iter()
+        .map(|tx| {
+            let payload = tx.payload();
+            let (gas_limit, price) = match (payload, config.profile) {
+                (TransferPayload::V1(p), _) => (p.gas_limit, p.max_fee_per_gas),
+                (TransferPayload::V0(_), ExecutionProfile::VmV0WithLegacyPayloads) => {
+                    (config.gas.transfer_gas(payload.wire_len()), 0)
+                }
+                (TransferPayload::V0(_), ExecutionProfile::VmV0) => {
+                    return Err(RejectReason::PayloadVersionNotAllowed);
+                }
+            };
+            if gas_limit < MINIMUM_GAS_LIMIT {
+                return Err(RejectReason::GasLimitBelowMinimum {
+                    gas_limit,
+                    minimum: MINIMUM_GAS_LIMIT,
+                });
+            }
+            let intrinsic = config.gas.intrinsic_gas(payload.wire_len());
+            if gas_limit < intrinsic {
+                return Err(RejectReason::GasLimitBelowIntrinsic {
+                    gas_limit,
+                    intrinsic,
+                });
+            }
+            let max_fee = u128::from(gas_limit)
+                .checked_mul(price)
+                .ok_or(RejectReason::MaxFeeOverflow)?;
+            match reserved.checked_add(gas_limit) {
+                Some(total) if total <= config.block_gas_limit => reserved = total,
+                _ => {
+                    return Err(RejectReason::BlockGasLimitExceeded {
+                        reserved,
+                        gas_limit,
+                        block_gas_limit: config.block_gas_limit,
+                    });
+                }
+            }
+            Ok(Admission {
+                gas_limit,
+                price,
+                max_fee,
+            })
+        })
+        .collect()
+}
+
+/// Accounts read and written during a block, over an unchanged base state.
+pub struct Overlay<'s, S: ?Sized> {
+    base: &'s S,
+    touched: HashMap<AccountId, AccountChange>,
+}
+
+impl<'s, S: AccountReader + ?Sized> Overlay<'s, S> {
+    /// An empty overlay over `base`.
+    pub fn new(base: &'s S) -> Self {
+        Overlay {
+            base,
+            touched: HashMap::new(),
+        }
+    }
+
+    /// An empty overlay with room for `accounts` entries.
+    pub fn with_capacity(base: &'s S, accounts: usize) -> Self {
+        Overlay {
+            base,
+            touched: HashMap::with_capacity(accounts),
+        }
+    }
+
+    /// The current value of `id`.
+    pub fn get(&mut self, id: &AccountId) -> Result<Account, StateError> {
+        Ok(self.slot(id)?.after)
+    }
+
+    /// Set `id` (it must have been read first; otherwise it is read now).
+    pub fn set(&mut self, id: &AccountId, account: Account) -> Result<(), StateError> {
+        self.slot(id)?.after = account;
+        Ok(())
+    }
+
+    fn slot(&mut self, id: &AccountId) -> Result<&mut AccountChange, StateError> {
+        Ok(match self.touched.entry(*id) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => {
+                let before = self.base.account(id)?;
+                e.insert(AccountChange {
+                    id: *id,
+                    before,
+                    after: before,
+                })
+            }
+        })
+    }
+
+    /// Every touched account, in no particular order (callers sort).
+    #[must_use]
+    pub fn into_changes(self) -> Vec<AccountChange> {
+        self.touched.into_values().collect()
+    }
+}
+
+/// Execute one transaction against `overlay`. `admission` is its entry from
+/// [`admit_transactions`]. Never panics; errors only if state cannot be read.
+pub fn apply_transaction<S: AccountReader + ?Sized>(
+    overlay: &mut Overlay<'_, S>,
+    config: &ExecutionConfig,
+    tx: &Transaction,
+    admission: &Result<Admission, RejectReason>,
+) -> Result<Receipt, StateError> {
+    let adm = match admission {
+        Ok(a) => *a,
+        Err(reason) => return Ok(Receipt::rejected(*reason)),
+    };
+    let sender_id = tx.sender_id();
+    let mut sender = overlay.get(&sender_id)?;
+    if tx.nonce() != sender.nonce {
+        return Ok(Receipt::rejected(RejectReason::BadNonce {
+            expected: sender.nonce,
+            got: tx.nonce(),
+        }));
+    }
+    let Some(next_nonce) = sender.nonce.checked_add(1) else {
+        return Ok(Receipt::rejected(RejectReason::NonceExhausted));
+    };
+    if sender.balance < adm.max_fee {
+        return Ok(Receipt::rejected(RejectReason::CannotPayMaxFee {
+            balance: sender.balance,
+            max_fee: adm.max_fee,
+        }));
+    }
+    let payload = tx.payload();
+    let len = payload.wire_len();
+    let required = config.gas.transfer_gas(len);
+    let amount = payload.amount();
+    let recipient_id = payload.recipient();
+    // Every fee below is at most `max_fee <= sender.balance`: gas_used never
+    // exceeds gas_limit, so the multiplications and the debit cannot fail.
+    let (status, gas_used) = if adm.gas_limit < required {
+        (
+            TxStatus::Failed(FailureReason::OutOfGas {
+                gas_limit: adm.gas_limit,
+                required,
+            }),
+            adm.gas_limit,
+        )
+    } else {
+        let fee = u128::from(required).saturating_mul(adm.price);
+        let needed = fee.saturating_add(amount);
+        if fee.checked_add(amount).is_none_or(|n| sender.balance < n) {
+            (
+                TxStatus::Failed(FailureReason::InsufficientBalance {
+                    balance: sender.balance,
+                    needed,
+                }),
+                config.gas.intrinsic_gas(len),
+            )
+        } else if recipient_id == sender_id {
+            (TxStatus::Success, required)
+        } else {
+            let mut recipient = overlay.get(&recipient_id)?;
+            match recipient.balance.checked_add(amount) {
+                Some(b) => {
+                    recipient.balance = b;
+                    overlay.set(&recipient_id, recipient)?;
+                    sender.balance -= amount;
+                    (TxStatus::Success, required)
+                }
+                None => (
+                    TxStatus::Failed(FailureReason::RecipientBalanceOverflow),
+                    required,
+                ),
+            }
+        }
+    };
+    let fee = u128::from(gas_used)
+        .saturating_mul(adm.price)
+        .min(sender.balance);
+    sender.balance -= fee;
+    sender.nonce = next_nonce;
+    overlay.set(&sender_id, sender)?;
+    let parts = config.fee_split.split(fee);
+    Ok(Receipt {
+        status,
+        gas_used,
+        fee,
+        burned: parts.burned,
+        proposer_reward: parts.proposer_reward,
+    })
+}
+
+/// Why a block could not be executed at all. Individual bad transactions
+/// never cause this; only unreadable state or a corrupt supply does.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExecutionError {
+    /// State could not be read or the supply counters overflowed.
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// The effect of a block.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlockOutcome {
+    /// Height executed.
+    pub height: Height,
+    /// One receipt per transaction, in block order.
+    pub receipts: Vec<Receipt>,
+    /// Sum of `gas_used` (never above the block gas limit).
+    pub gas_used: u64,
+    /// Sum of fees.
+    pub fees: u128,
+    /// Sum of burned fees.
+    pub burned: u128,
+    /// Credited to the proposer after the last transaction.
+    pub proposer_reward: u128,
+    /// The state change, including the proposer credit.
+    pub transition: StateTransition,
+    /// The state root after the block.
+    pub state_root: Hash32,
+}
+
+/// Credit the proposer, update the commitment and assemble the outcome.
+/// `changes` are the touched accounts of all transactions (distinct ids, any
+/// order); `hash` computes the commitment delta of the final change list (the
+/// sequential executor uses [`CommitmentDelta::of`]; Stage B may split it
+/// across threads, which gives the same value because deltas add).
+pub fn finish_block<S, F>(
+    state: &S,
+    ctx: &BlockContext,
+    receipts: Vec<Receipt>,
+    mut changes: Vec<AccountChange>,
+    hash: F,
+) -> Result<BlockOutcome, ExecutionError>
+where
+    S: AccountReader + ?Sized,
+    F: FnOnce(&[AccountChange]) -> CommitmentDelta,
+{
+    let overflow = |what| StateError::SupplyOverflow { what };
+    let mut gas_used: u64 = 0;
+    let mut fees: u128 = 0;
+    let mut burned: u128 = 0;
+    let mut proposer_reward: u128 = 0;
+    for r in &receipts {
+        gas_used = gas_used.checked_add(r.gas_used).ok_or(overflow("gas"))?;
+        fees = fees.checked_add(r.fee).ok_or(overflow("fees"))?;
+        burned = burned.checked_add(r.burned).ok_or(overflow("burned"))?;
+        proposer_reward = proposer_reward
+            .checked_add(r.proposer_reward)
+            .ok_or(overflow("proposer reward"))?;
+    }
+    if proposer_reward > 0 {
+        let index = match changes.iter().position(|c| c.id == ctx.proposer) {
+            Some(i) => i,
+            None => {
+                let before = state.account(&ctx.proposer)?;
+                changes.push(AccountChange {
+                    id: ctx.proposer,
+                    before,
+                    after: before,
+                });
+                changes.len() - 1
+            }
+        };
+        let Some(slot) = changes.get_mut(index) else {
+            return Err(overflow("proposer index").into());
+        };
+        slot.after.balance = slot
+            .after
+            .balance
+            .checked_add(proposer_reward)
+            .ok_or(overflow("proposer balance"))?;
+    }
+    changes.retain(|c| c.before != c.after);
+    let delta = hash(&changes);
+    let transition = StateTransition::from_changes(&state.summary()?, changes, &delta, 0, burned)?;
+    let state_root = transition.root();
+    Ok(BlockOutcome {
+        height: ctx.height,
+        receipts,
+        gas_used,
+        fees,
+        burned,
+        proposer_reward,
+        transition,
+        state_root,
+    })
+}
+
+/// Execute a block sequentially: the reference semantics. Signatures are not
+/// checked here (verify them first, see [`super::invalid_signatures`]).
+pub fn execute_block<S: AccountReader + ?Sized>(
+    state: &S,
+    ctx: &BlockContext,
+    txs: &[Transaction],
+) -> Result<BlockOutcome, ExecutionError> {
+    let admissions = admit_transactions(&ctx.config, txs);
+    let mut overlay = Overlay::with_capacity(state, txs.len().saturating_mul(2));
+    let mut receipts = Vec::with_capacity(txs.len());
+    for (tx, admission) in txs.iter().zip(&admissions) {
+        receipts.push(apply_transaction(&mut overlay, &ctx.config, tx, admission)?);
+    }
+    finish_block(
+        state,
+        ctx,
+        receipts,
+        overlay.into_changes(),
+        CommitmentDelta::of,
+    )
+}

@@ -1,0 +1,246 @@
+//! The state commitment (DESIGN "State commitment"; docs/execution.md "State
+//! root").
+//!
+//! The account set is committed to by an *additive multiset hash* in the
+//! LtHash family: every non-empty account `(id, nonce, balance)` maps to an
+//! element of the group `(Z/2^64)^32` (2,048 bits) by expanding
+//! `"QBIND:ACCOUNT_LEAF:v1" ‖ id ‖ nonce BE ‖ balance BE` with SHAKE256 to
+//! 256 bytes (32 big-endian `u64` lanes); the accumulator is the lane-wise
+//! wrapping sum over all accounts. Changing one account subtracts its old
+//! element and adds its new one, so a block costs two expansions per changed
+//! account, whatever the number of accounts, and the result does not depend
+//! on the order in which changes are applied (Stage B may hash in parallel).
+//!
+//! The state root is `SHA3-256("QBIND:STATE_ROOT:v1" ‖ 32 lanes BE ‖
+//! account count u64 BE ‖ minted u128 BE ‖ burned u128 BE)`.
+//!
+//! What it is: a binding commitment to the *set* of account records, under
+//! the conjectured hardness of finding a non-trivial small-coefficient
+//! relation among SHAKE256 outputs in `(Z/2^64)^32`. What it is not: it gives
+//! no inclusion or exclusion proofs (there is no path from an account to
+//! the root), so light clients cannot use it; see docs/execution.md.
+
+use sha3::Shake256;
+use sha3::digest::{ExtendableOutput, Update, XofReader};
+
+use super::state::{Account, AccountChange};
+use crate::codec::{Decode, DecodeError, Encode, Reader};
+use crate::types::{AccountId, Hash32};
+
+/// Number of 64-bit lanes of the accumulator.
+pub const ACCUMULATOR_LANES: usize = 32;
+
+const LEAF_TAG: &[u8] = b"QBIND:ACCOUNT_LEAF:v1";
+const ROOT_TAG: &[u8] = b"QBIND:STATE_ROOT:v1";
+
+/// A lane-wise sum of account elements in `(Z/2^64)^32`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct AccountAccumulator(pub [u64; ACCUMULATOR_LANES]);
+
+impl Default for AccountAccumulator {
+    fn default() -> Self {
+        AccountAccumulator([0; ACCUMULATOR_LANES])
+    }
+}
+
+/// The group element of one account record.
+#[must_use]
+pub fn leaf_element(id: &AccountId, account: &Account) -> [u64; ACCUMULATOR_LANES] {
+    let mut xof = Shake256::default();
+    xof.update(LEAF_TAG);
+    xof.update(&id.0);
+    xof.update(&account.nonce.to_be_bytes());
+    xof.update(&account.balance.to_be_bytes());
+    let mut reader = xof.finalize_xof();
+    let mut bytes = [0u8; ACCUMULATOR_LANES * 8];
+    reader.read(&mut bytes);
+    let mut lanes = [0u64; ACCUMULATOR_LANES];
+    for (lane, chunk) in lanes.iter_mut().zip(bytes.chunks_exact(8)) {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(chunk);
+        *lane = u64::from_be_bytes(b);
+    }
+    lanes
+}
+
+impl AccountAccumulator {
+    /// Add one element.
+    pub fn add(&mut self, element: &[u64; ACCUMULATOR_LANES]) {
+        for (a, e) in self.0.iter_mut().zip(element) {
+            *a = a.wrapping_add(*e);
+        }
+    }
+
+    /// Subtract one element.
+    pub fn sub(&mut self, element: &[u64; ACCUMULATOR_LANES]) {
+        for (a, e) in self.0.iter_mut().zip(element) {
+            *a = a.wrapping_sub(*e);
+        }
+    }
+}
+
+/// The effect of a set of account changes on the commitment. Deltas combine
+/// associatively and commutatively, so they may be computed in any grouping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct CommitmentDelta {
+    /// Sum of new elements minus sum of old elements.
+    pub lanes: AccountAccumulator,
+    /// Accounts that became non-empty.
+    pub created: u64,
+    /// Accounts that became empty.
+    pub emptied: u64,
+}
+
+impl CommitmentDelta {
+    /// The delta of `changes`, computed on this thread.
+    #[must_use]
+    pub fn of(changes: &[AccountChange]) -> CommitmentDelta {
+        let mut delta = CommitmentDelta::default();
+        for change in changes {
+            delta.push(change);
+        }
+        delta
+    }
+
+    /// Account for one change.
+    pub fn push(&mut self, change: &AccountChange) {
+        if change.before == change.after {
+            return;
+        }
+        if !change.before.is_empty() {
+            self.lanes.sub(&leaf_element(&change.id, &change.before));
+        }
+        if !change.after.is_empty() {
+            self.lanes.add(&leaf_element(&change.id, &change.after));
+        }
+        match (change.before.is_empty(), change.after.is_empty()) {
+            (true, false) => self.created += 1,
+            (false, true) => self.emptied += 1,
+            _ => {}
+        }
+    }
+
+    /// Combine two deltas.
+    #[must_use]
+    pub fn combine(mut self, other: &CommitmentDelta) -> CommitmentDelta {
+        self.lanes.add(&other.lanes.0);
+        self.created = self.created.wrapping_add(other.created);
+        self.emptied = self.emptied.wrapping_add(other.emptied);
+        self
+    }
+}
+
+/// Everything the state root commits to besides the account records'
+/// contents: the accumulator, the number of non-empty accounts, all units
+/// ever created (genesis plus issuance) and all units ever burned. Supply is
+/// conserved: the sum of balances always equals `minted - burned`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct StateSummary {
+    /// Sum of the elements of all non-empty accounts.
+    pub accumulator: AccountAccumulator,
+    /// Number of non-empty accounts.
+    pub accounts: u64,
+    /// Genesis supply plus all issuance.
+    pub minted: u128,
+    /// All fees burned.
+    pub burned: u128,
+}
+
+impl StateSummary {
+    /// The state root.
+    #[must_use]
+    pub fn root(&self) -> Hash32 {
+        let mut bytes = Vec::with_capacity(ROOT_TAG.len() + 8 * ACCUMULATOR_LANES + 8 + 32);
+        bytes.extend_from_slice(ROOT_TAG);
+        for lane in &self.accumulator.0 {
+            bytes.extend_from_slice(&lane.to_be_bytes());
+        }
+        bytes.extend_from_slice(&self.accounts.to_be_bytes());
+        bytes.extend_from_slice(&self.minted.to_be_bytes());
+        bytes.extend_from_slice(&self.burned.to_be_bytes());
+        Hash32::digest(&bytes)
+    }
+
+    /// `self` with `delta` applied; `None` if the account count would leave
+    /// `u64` (only possible with a corrupt summary).
+    #[must_use]
+    pub fn with_delta(&self, delta: &CommitmentDelta) -> Option<StateSummary> {
+        let mut out = *self;
+        out.accumulator.add(&delta.lanes.0);
+        out.accounts = out
+            .accounts
+            .checked_add(delta.created)?
+            .checked_sub(delta.emptied)?;
+        Some(out)
+    }
+}
+
+impl Encode for StateSummary {
+    fn encode_to(&self, out: &mut Vec<u8>) {
+        for lane in &self.accumulator.0 {
+            lane.encode_to(out);
+        }
+        self.accounts.encode_to(out);
+        self.minted.encode_to(out);
+        self.burned.encode_to(out);
+    }
+}
+
+impl Decode for StateSummary {
+    fn decode_from(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let mut lanes = [0u64; ACCUMULATOR_LANES];
+        for lane in &mut lanes {
+            *lane = r.u64()?;
+        }
+        Ok(StateSummary {
+            accumulator: AccountAccumulator(lanes),
+            accounts: r.u64()?,
+            minted: r.u128()?,
+            burned: r.u128()?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(id: u8, before: (u64, u128), after: (u64, u128)) -> AccountChange {
+        AccountChange {
+            id: AccountId([id; 32]),
+            before: Account {
+                nonce: before.0,
+                balance: before.1,
+            },
+            after: Account {
+                nonce: after.0,
+                balance: after.1,
+            },
+        }
+    }
+
+    #[test]
+    fn deltas_are_order_independent_and_invertible() {
+        let a = change(1, (0, 0), (0, 10));
+        let b = change(2, (0, 0), (3, 7));
+        let c = change(1, (0, 10), (1, 4));
+        let ab = CommitmentDelta::of(&[a, b, c]);
+        let ba = CommitmentDelta::of(&[c, b]).combine(&CommitmentDelta::of(&[a]));
+        assert_eq!(ab, ba);
+        let undo = CommitmentDelta::of(&[change(1, (1, 4), (0, 0)), change(2, (3, 7), (0, 0))]);
+        let zero = StateSummary::default()
+            .with_delta(&ab)
+            .and_then(|s| s.with_delta(&undo))
+            .unwrap();
+        assert_eq!(zero, StateSummary::default());
+    }
+
+    #[test]
+    fn summary_round_trips() {
+        let s = StateSummary::default()
+            .with_delta(&CommitmentDelta::of(&[change(5, (0, 0), (1, 1))]))
+            .unwrap();
+        assert_eq!(StateSummary::from_bytes(&s.to_bytes()), Ok(s));
+        assert_eq!(s.to_bytes().len(), 8 * ACCUMULATOR_LANES + 8 + 32);
+    }
+}

@@ -1,0 +1,218 @@
+//! Execution throughput (docs/benchmarks.md "Execution"): one in-memory state
+//! of 1,000,000 accounts, blocks of 10,000 transfers, signatures excluded
+//! (they are verified before execution and measured in qbind-core's bench).
+//!
+//! Groups, all in one run so their ratios are comparable:
+//! - `exec/ceiling/<pct>`: a plain `HashMap<AccountId, (u64, u128)>` loop
+//!   doing the same balance and nonce updates in place, no checks beyond the
+//!   balance, no receipts, no commitment;
+//! - `exec/sequential/<pct>`: `qbind_core::execution::execute_block`, which
+//!   includes receipts and the new state root (the outcome is not applied:
+//!   every iteration executes the same block against the same state);
+//! - `exec/stage_b_1t/<pct>`, `exec/stage_b_2t/<pct>`: `StageBExecutor` on
+//!   a dedicated rayon pool of 1 and 2 threads.
+//!
+//! - `exec/commitment_delta/<n>`: only the state-root update for the `n`
+//!   changed accounts of the 0 % block (throughput in accounts), on this
+//!   thread and (`commitment_delta_2t`) split over a 2-thread pool.
+//!
+//! `<pct>` is the share of transactions that touch one hot account (as
+//! recipient): 0 %, 10 %, 100 %.
+//!
+//! `QBIND_BENCH_ACCOUNTS` overrides the account count (default 1,000,000).
+
+// `criterion_group!` generates an undocumented function.
+#![allow(missing_docs)]
+
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::sync::Arc;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use qbind_core::crypto::{KeyPair, PublicKey, Signature};
+use qbind_core::execution::*;
+use qbind_core::types::{AccountId, Height};
+use qbind_exec::{StageBConfig, StageBExecutor};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+const BLOCK: usize = 10_000;
+
+struct Setup {
+    ledger: Ledger,
+    plain: HashMap<AccountId, (u64, u128)>,
+    blocks: Vec<(u32, Vec<Transaction>)>,
+}
+
+fn setup() -> Setup {
+    let accounts: usize = std::env::var("QBIND_BENCH_ACCOUNTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let mut rng = ChaCha8Rng::seed_from_u64(42);
+    let senders: Vec<(PublicKey, AccountId)> = (0..BLOCK)
+        .map(|i| {
+            let mut seed = [0u8; 32];
+            seed[..8].copy_from_slice(&(i as u64).to_be_bytes());
+            let pk = KeyPair::from_seed(&seed).public_key().clone();
+            let id = AccountId::from_public_key(&pk);
+            (pk, id)
+        })
+        .collect();
+    let others: Vec<AccountId> = (0..accounts.saturating_sub(BLOCK))
+        .map(|_| AccountId(rng.r#gen()))
+        .collect();
+    let balances = senders
+        .iter()
+        .map(|(_, id)| *id)
+        .chain(others.iter().copied())
+        .map(|id| (id, 1_000_000_000u128));
+    let ledger = Ledger::genesis(balances).expect("genesis");
+    let plain: HashMap<AccountId, (u64, u128)> = ledger
+        .sorted_accounts()
+        .into_iter()
+        .map(|(id, a)| (id, (a.nonce, a.balance)))
+        .collect();
+    let hot = others[0];
+    let zero = Signature::from_bytes(&[0u8; 2420]).expect("signature length");
+    let blocks = [0u32, 10, 100]
+        .into_iter()
+        .map(|pct| {
+            let txs = senders
+                .iter()
+                .enumerate()
+                .map(|(i, (pk, _))| {
+                    let recipient = if (i % 100) < pct as usize {
+                        hot
+                    } else {
+                        others[1 + rng.gen_range(0..others.len() - 1)]
+                    };
+                    let payload = TransferPayload::V1(TransferPayloadV1 {
+                        recipient,
+                        amount: rng.gen_range(1..1_000),
+                        gas_limit: 37_352,
+                        max_fee_per_gas: 1,
+                    });
+                    Transaction::from_parts(pk.clone(), 0, payload, zero.clone())
+                })
+                .collect();
+            (pct, txs)
+        })
+        .collect();
+    Setup {
+        ledger,
+        plain,
+        blocks,
+    }
+}
+
+/// The ceiling: the same debits, credits and nonce increments on a plain map.
+fn ceiling(map: &mut HashMap<AccountId, (u64, u128)>, txs: &[Transaction], proposer: AccountId) {
+    let mut reward = 0u128;
+    for tx in txs {
+        let fee = 37_352u128;
+        let amount = tx.payload().amount();
+        let recipient = tx.payload().recipient();
+        let sender = map.entry(tx.sender_id()).or_insert((0, 0));
+        if sender.1 >= fee + amount {
+            sender.1 -= fee + amount;
+            sender.0 += 1;
+            map.entry(recipient).or_insert((0, 0)).1 += amount;
+            reward += fee - fee / 2;
+        }
+    }
+    map.entry(proposer).or_insert((0, 0)).1 += reward;
+}
+
+fn bench(c: &mut Criterion) {
+    let s = setup();
+    let ctx = BlockContext {
+        height: Height(1),
+        proposer: AccountId([0xee; 32]),
+        // 10,000 transfers need 373,520,000 gas; the MainNet block limit
+        // (30,000,000) would admit only 803 of them.
+        config: ExecutionConfig {
+            block_gas_limit: (BLOCK as u64) * 37_352,
+            ..ExecutionConfig::mainnet()
+        },
+    };
+    let pool = |n| {
+        Arc::new(
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(n)
+                .build()
+                .expect("pool"),
+        )
+    };
+    let one = StageBExecutor::with_pool(StageBConfig::default(), pool(1));
+    let two = StageBExecutor::with_pool(StageBConfig::default(), pool(2));
+    let mut group = c.benchmark_group("exec");
+    group.sample_size(20);
+    group.warm_up_time(std::time::Duration::from_secs(1));
+    group.measurement_time(std::time::Duration::from_secs(4));
+    group.throughput(Throughput::Elements(BLOCK as u64));
+    for (pct, txs) in &s.blocks {
+        // Equality and stats, printed once for the record.
+        let reference = execute_block(&s.ledger, &ctx, txs).expect("execute");
+        let (b, stats) = two.execute(&s.ledger, &ctx, txs).expect("stage b");
+        assert_eq!(b, reference);
+        eprintln!(
+            "conflicts {pct}%: {stats:?}; success {}",
+            reference
+                .receipts
+                .iter()
+                .filter(|r| r.status == TxStatus::Success)
+                .count()
+        );
+        let mut plain = s.plain.clone();
+        group.bench_with_input(BenchmarkId::new("ceiling", pct), txs, |bch, txs| {
+            bch.iter(|| ceiling(&mut plain, black_box(txs), ctx.proposer))
+        });
+        group.bench_with_input(BenchmarkId::new("sequential", pct), txs, |bch, txs| {
+            bch.iter(|| execute_block(&s.ledger, &ctx, black_box(txs)).expect("execute"))
+        });
+        group.bench_with_input(BenchmarkId::new("stage_b_1t", pct), txs, |bch, txs| {
+            bch.iter(|| {
+                one.execute(&s.ledger, &ctx, black_box(txs))
+                    .expect("stage b")
+            })
+        });
+        group.bench_with_input(BenchmarkId::new("stage_b_2t", pct), txs, |bch, txs| {
+            bch.iter(|| {
+                two.execute(&s.ledger, &ctx, black_box(txs))
+                    .expect("stage b")
+            })
+        });
+    }
+    // The commitment alone: the delta of the 0 % block's 20,001 changes
+    // (two SHAKE256 expansions per changed account), on this thread.
+    let changes = execute_block(&s.ledger, &ctx, &s.blocks[0].1)
+        .expect("execute")
+        .transition
+        .changes;
+    group.throughput(Throughput::Elements(changes.len() as u64));
+    group.bench_function(BenchmarkId::new("commitment_delta", changes.len()), |bch| {
+        bch.iter(|| CommitmentDelta::of(black_box(&changes)))
+    });
+    // The same delta split over a 2-thread pool: pure hashing, no shared
+    // state, so it shows how much two threads can gain on this machine.
+    let two_pool = pool(2);
+    group.bench_function(
+        BenchmarkId::new("commitment_delta_2t", changes.len()),
+        |bch| {
+            bch.iter(|| {
+                two_pool.install(|| {
+                    use rayon::prelude::*;
+                    black_box(&changes)
+                        .par_chunks(512)
+                        .map(CommitmentDelta::of)
+                        .reduce(CommitmentDelta::default, |a, b| a.combine(&b))
+                })
+            })
+        },
+    );
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,52 @@
+//! Child process of the crash campaign (tests/store/crash.rs): opens a store,
+//! continues committing blocks of the [`Workload`] from its committed height,
+//! and prints each height on stdout once its durable write has returned.
+//! The parent kills it with SIGKILL at random moments.
+//!
+//! Usage: `qbind-store-crash-child <fjall|rocksdb> <dir> <max-height>`
+
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+
+use qbind_store::workload::{Workload, committed_height};
+use qbind_store::{FjallBackend, PersistentBackend};
+
+fn run<B: PersistentBackend>(dir: &Path, max_height: u64) -> Result<(), String> {
+    let store = B::open_dir(dir).map_err(|e| e.to_string())?;
+    let workload = Workload::default();
+    let start = committed_height(&store).map_err(|e| e.to_string())?;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    for height in start + 1..=max_height {
+        workload.commit(&store, height).map_err(|e| e.to_string())?;
+        writeln!(out, "{height}").map_err(|e| e.to_string())?;
+        out.flush().map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    let (Some(kind), Some(dir), Some(max)) = (args.get(1), args.get(2), args.get(3)) else {
+        eprintln!("usage: qbind-store-crash-child <fjall|rocksdb> <dir> <max-height>");
+        return ExitCode::from(2);
+    };
+    let Ok(max_height) = max.parse::<u64>() else {
+        eprintln!("max-height must be a number");
+        return ExitCode::from(2);
+    };
+    let result = match kind.as_str() {
+        "fjall" => run::<FjallBackend>(Path::new(dir), max_height),
+        #[cfg(feature = "rocksdb")]
+        "rocksdb" => run::<qbind_store::RocksDbBackend>(Path::new(dir), max_height),
+        other => Err(format!("unknown backend {other}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("crash child: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,671 @@
+//! State snapshots for fast sync (spec §2.5, runbook §5, issue #3).
+//!
+//! Layout: `snapshot_dir/<height>/meta.json` + `snapshot_dir/<height>/state/`
+//! (a checkpoint of the backend, openable with the same backend type).
+//! `meta.json` ([`SnapshotMeta`]) records the format version, height, block
+//! hash, state root, chain ID, epoch, creation time, backend and the size and
+//! SHA3-256 of every file under `state/`.
+//!
+//! A snapshot is complete or absent: it is built in a temporary directory
+//! (`.tmp-snapshot-*`), every file and directory is fsynced, and the
+//! directory is renamed to `<height>` at the end, then the parent is fsynced.
+//! The height is the committed-height marker *inside* the checkpoint (the
+//! marker is committed atomically with its block's state), so a snapshot
+//! taken while commits continue is still exactly one height's state.
+//!
+//! Validation checks `meta.json`, the chain ID, every checksum (and that no
+//! file is missing or extra), then opens a copy of `state/` and recomputes
+//! the committed height, the block hash and the state root
+//! ([`crate::state_root::accounts_root`]).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use qbind_core::traits::{Namespace, StateBackend, StorageError};
+use serde::{Deserialize, Serialize};
+use sha3::{Digest, Sha3_256};
+
+use crate::PersistentBackend;
+use crate::error::from_io;
+use crate::fsutil::{copy_dir, sync_dir};
+use crate::metrics::StoreMetrics;
+use crate::state_root::accounts_root;
+use crate::workload::block_key;
+
+/// Version of the snapshot format written by this crate.
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 1;
+/// Name of the metadata file.
+pub const META_FILE: &str = "meta.json";
+/// Name of the checkpoint directory.
+pub const STATE_DIR: &str = "state";
+/// MainNet bounds of `snapshot_interval_blocks` (runbook §3.2, invariant 14).
+pub const MAINNET_INTERVAL_BOUNDS: (u64, u64) = (10_000, 500_000);
+/// MainNet default of `snapshot_interval_blocks`.
+pub const DEFAULT_INTERVAL_BLOCKS: u64 = 50_000;
+/// MainNet default of `max_snapshots`.
+pub const DEFAULT_MAX_SNAPSHOTS: usize = 5;
+const TMP_PREFIX: &str = ".tmp-snapshot-";
+
+/// Computes the hash of the block committed at a height from its stored
+/// body. A node passes [`qbind_block_id`]; tests may hash raw bytes.
+pub type BlockHasher = dyn Fn(u64, &[u8]) -> Result<[u8; 32], SnapshotError> + Send + Sync;
+
+/// The protocol's block id of a stored committed block (decodes it as a
+/// `qbind_core` block).
+pub fn qbind_block_id(height: u64, body: &[u8]) -> Result<[u8; 32], SnapshotError> {
+    use qbind_core::codec::Decode;
+    let block = qbind_core::consensus::Block::from_bytes(body).map_err(|e| {
+        SnapshotError::BlockUndecodable {
+            height,
+            detail: e.to_string(),
+        }
+    })?;
+    Ok(*block.id().as_bytes())
+}
+
+/// Size and checksum of one file of `state/`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileChecksum {
+    /// Bytes.
+    pub size: u64,
+    /// SHA3-256, lowercase hex.
+    pub sha3_256: String,
+}
+
+/// The contents of `meta.json`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotMeta {
+    /// [`SNAPSHOT_FORMAT_VERSION`].
+    pub format_version: u32,
+    /// Committed height of the state.
+    pub height: u64,
+    /// Hash of the block committed at `height`, lowercase hex.
+    pub block_hash: String,
+    /// [`crate::state_root::accounts_root`] of the state, lowercase hex.
+    pub state_root: String,
+    /// Chain ID as `0x` + 16 hex digits (a JSON number cannot carry all u64s).
+    pub chain_id: String,
+    /// Epoch at `height`, as given by the node.
+    pub epoch: u64,
+    /// Creation time, milliseconds since the Unix epoch.
+    pub created_at_unix_ms: u64,
+    /// Backend that wrote `state/` (`"fjall"`, `"rocksdb"`).
+    pub backend: String,
+    /// Every file under `state/` (path relative to it, `/`-separated).
+    pub files: BTreeMap<String, FileChecksum>,
+}
+
+/// Why a snapshot could not be created, validated or restored.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// The store failed.
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+    /// The snapshot has no `meta.json`.
+    #[error("{path}: meta.json is missing")]
+    MetaMissing {
+        /// The snapshot directory.
+        path: PathBuf,
+    },
+    /// `meta.json` is not valid.
+    #[error("{path}: meta.json is damaged: {detail}")]
+    MetaInvalid {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message (with line and column).
+        detail: String,
+    },
+    /// An unknown format version.
+    #[error(
+        "snapshot format version {found} is not supported (expected {SNAPSHOT_FORMAT_VERSION})"
+    )]
+    UnsupportedVersion {
+        /// Version found.
+        found: u32,
+    },
+    /// The snapshot is for another chain.
+    #[error("snapshot is for chain {found}, expected {expected}")]
+    ChainIdMismatch {
+        /// Expected chain ID.
+        expected: String,
+        /// Chain ID in meta.json.
+        found: String,
+    },
+    /// The snapshot was written by another backend.
+    #[error("snapshot state was written by backend {found}, expected {expected}")]
+    BackendMismatch {
+        /// Backend asked for.
+        expected: &'static str,
+        /// Backend in meta.json.
+        found: String,
+    },
+    /// A file listed in meta.json is absent.
+    #[error("state file {file} is missing")]
+    MissingFile {
+        /// Relative path.
+        file: String,
+    },
+    /// A file not listed in meta.json is present.
+    #[error("state file {file} is not listed in meta.json")]
+    UnexpectedFile {
+        /// Relative path.
+        file: String,
+    },
+    /// A file's size differs (e.g. truncated).
+    #[error(
+        "state file {file} has {actual} bytes, meta.json says {expected} (truncated or damaged)"
+    )]
+    SizeMismatch {
+        /// Relative path.
+        file: String,
+        /// Size in meta.json.
+        expected: u64,
+        /// Size on disk.
+        actual: u64,
+    },
+    /// A file's checksum differs (e.g. a flipped bit).
+    #[error(
+        "state file {file} fails its SHA3-256 checksum (expected {expected}, computed {actual})"
+    )]
+    ChecksumMismatch {
+        /// Relative path.
+        file: String,
+        /// Checksum in meta.json.
+        expected: String,
+        /// Checksum computed.
+        actual: String,
+    },
+    /// The state holds another height than meta.json says.
+    #[error("state is at height {state}, meta.json says {meta}")]
+    HeightMismatch {
+        /// Height in meta.json.
+        meta: u64,
+        /// Height in the state.
+        state: u64,
+    },
+    /// The recomputed state root differs.
+    #[error("state root mismatch: meta.json says {expected}, the state hashes to {computed}")]
+    StateRootMismatch {
+        /// Root in meta.json.
+        expected: String,
+        /// Root recomputed.
+        computed: String,
+    },
+    /// The recomputed block hash differs.
+    #[error(
+        "block hash mismatch: meta.json says {expected}, the stored block hashes to {computed}"
+    )]
+    BlockHashMismatch {
+        /// Hash in meta.json.
+        expected: String,
+        /// Hash recomputed.
+        computed: String,
+    },
+    /// The store has no committed block to snapshot.
+    #[error("no committed block at height {height} to snapshot")]
+    NoCommittedBlock {
+        /// The committed height marker (0 if none).
+        height: u64,
+    },
+    /// The stored block does not decode.
+    #[error("block at height {height} does not decode: {detail}")]
+    BlockUndecodable {
+        /// Height.
+        height: u64,
+        /// Decoder message.
+        detail: String,
+    },
+    /// A snapshot of this height already exists.
+    #[error("a snapshot of height {height} already exists")]
+    AlreadyExists {
+        /// Height.
+        height: u64,
+    },
+    /// The restore target is not empty.
+    #[error("restore target {path} exists and is not empty")]
+    TargetNotEmpty {
+        /// Target directory.
+        path: PathBuf,
+    },
+    /// The configuration violates the MainNet bounds.
+    #[error("invalid snapshot configuration: {detail}")]
+    InvalidConfig {
+        /// What is wrong.
+        detail: String,
+    },
+}
+
+/// Snapshot settings (spec §2.5).
+#[derive(Clone, Debug)]
+pub struct SnapshotConfig {
+    /// `snapshot_dir`.
+    pub snapshot_dir: PathBuf,
+    /// `snapshot_interval_blocks`.
+    pub interval_blocks: u64,
+    /// `max_snapshots`: older ones are removed after each new one.
+    pub max_snapshots: usize,
+    /// Chain ID recorded in and checked against meta.json.
+    pub chain_id: u64,
+}
+
+impl SnapshotConfig {
+    /// MainNet defaults (every 50,000 blocks, keep 5) for `snapshot_dir`.
+    #[must_use]
+    pub fn mainnet(snapshot_dir: PathBuf, chain_id: u64) -> Self {
+        SnapshotConfig {
+            snapshot_dir,
+            interval_blocks: DEFAULT_INTERVAL_BLOCKS,
+            max_snapshots: DEFAULT_MAX_SNAPSHOTS,
+            chain_id,
+        }
+    }
+
+    /// Check the MainNet invariants: interval within
+    /// [`MAINNET_INTERVAL_BOUNDS`], at least one snapshot kept.
+    pub fn validate_mainnet(&self) -> Result<(), SnapshotError> {
+        let (lo, hi) = MAINNET_INTERVAL_BOUNDS;
+        if !(lo..=hi).contains(&self.interval_blocks) {
+            return Err(SnapshotError::InvalidConfig {
+                detail: format!(
+                    "snapshot_interval_blocks {} outside [{lo}, {hi}]",
+                    self.interval_blocks
+                ),
+            });
+        }
+        if self.max_snapshots == 0 {
+            return Err(SnapshotError::InvalidConfig {
+                detail: "max_snapshots must be at least 1".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether committing `height` should trigger a snapshot.
+    #[must_use]
+    pub fn is_due(&self, height: u64) -> bool {
+        self.interval_blocks > 0 && height > 0 && height.is_multiple_of(self.interval_blocks)
+    }
+}
+
+fn chain_id_string(chain_id: u64) -> String {
+    format!("0x{chain_id:016x}")
+}
+
+fn io_err(path: &Path, what: &str, e: &std::io::Error) -> SnapshotError {
+    SnapshotError::Storage(from_io(&format!("{what} {}", path.display()), e))
+}
+
+/// Every regular file under `root`, as `/`-separated relative paths.
+fn list_files(root: &Path) -> Result<Vec<String>, SnapshotError> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<(), SnapshotError> {
+        let entries = std::fs::read_dir(dir).map_err(|e| io_err(dir, "listing", &e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| io_err(dir, "listing", &e))?;
+            let path = entry.path();
+            let kind = entry.file_type().map_err(|e| io_err(&path, "stat", &e))?;
+            if kind.is_dir() {
+                walk(root, &path, out)?;
+            } else {
+                let rel = path.strip_prefix(root).unwrap_or(&path);
+                let parts: Vec<String> = rel
+                    .components()
+                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                    .collect();
+                out.push(parts.join("/"));
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    walk(root, root, &mut out)?;
+    out.sort();
+    Ok(out)
+}
+
+fn checksum_file(path: &Path) -> Result<FileChecksum, SnapshotError> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).map_err(|e| io_err(path, "opening", &e))?;
+    let mut hasher = Sha3_256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut size = 0u64;
+    loop {
+        let n = file
+            .read(&mut buf)
+            .map_err(|e| io_err(path, "reading", &e))?;
+        if n == 0 {
+            break;
+        }
+        size += n as u64;
+        hasher.update(buf.get(..n).unwrap_or_default());
+    }
+    Ok(FileChecksum {
+        size,
+        sha3_256: hex::encode(hasher.finalize()),
+    })
+}
+
+/// Committed height, block hash and state root of an open store.
+fn describe<B: StateBackend>(
+    store: &B,
+    block_hash: &BlockHasher,
+) -> Result<(u64, [u8; 32], [u8; 32]), SnapshotError> {
+    let snap = store.snapshot()?;
+    let height = match snap.get(Namespace::Meta, qbind_core::engine::COMMITTED_HEIGHT_KEY)? {
+        None => 0,
+        Some(bytes) => {
+            use qbind_core::codec::Decode;
+            u64::from_bytes(&bytes).map_err(|e| StorageError::Corruption {
+                what: format!("committed height marker: {e}"),
+            })?
+        }
+    };
+    let body = snap
+        .get(Namespace::Blocks, &block_key(height))?
+        .ok_or(SnapshotError::NoCommittedBlock { height })?;
+    let hash = block_hash(height, &body)?;
+    let root = accounts_root(&*snap)?;
+    Ok((height, hash, root))
+}
+
+fn unique_suffix() -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{}-{nanos}", std::process::id())
+}
+
+/// Create a snapshot of `store` in `config.snapshot_dir` and apply the
+/// retention limit. Commits may continue meanwhile; the snapshot's height is
+/// the committed height captured by the checkpoint. Only one snapshot should
+/// be created at a time per directory.
+pub fn create_snapshot<B: PersistentBackend>(
+    store: &B,
+    config: &SnapshotConfig,
+    epoch: u64,
+    block_hash: &BlockHasher,
+    metrics: &StoreMetrics,
+) -> Result<SnapshotMeta, SnapshotError> {
+    let started = Instant::now();
+    let result = create_inner(store, config, epoch, block_hash);
+    match &result {
+        Ok(meta) => {
+            metrics.record_snapshot(meta.height, started.elapsed());
+            let removed = enforce_retention(&config.snapshot_dir, config.max_snapshots)?;
+            metrics
+                .snapshots_removed
+                .fetch_add(removed.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+        Err(error) => {
+            metrics
+                .snapshots_failed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(%error, "snapshot failed");
+        }
+    }
+    result
+}
+
+fn create_inner<B: PersistentBackend>(
+    store: &B,
+    config: &SnapshotConfig,
+    epoch: u64,
+    block_hash: &BlockHasher,
+) -> Result<SnapshotMeta, SnapshotError> {
+    let dir = &config.snapshot_dir;
+    std::fs::create_dir_all(dir).map_err(|e| io_err(dir, "creating", &e))?;
+    let tmp = dir.join(format!("{TMP_PREFIX}{}", unique_suffix()));
+    std::fs::create_dir(&tmp).map_err(|e| io_err(&tmp, "creating", &e))?;
+    let result = (|| {
+        let state = tmp.join(STATE_DIR);
+        store.checkpoint(&state)?;
+        let (height, hash, root) = {
+            let copy = B::open_dir(&state)?;
+            describe(&copy, block_hash)?
+        };
+        let mut files = BTreeMap::new();
+        for rel in list_files(&state)? {
+            files.insert(rel.clone(), checksum_file(&state.join(&rel))?);
+        }
+        let created_at_unix_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .unwrap_or(0);
+        let meta = SnapshotMeta {
+            format_version: SNAPSHOT_FORMAT_VERSION,
+            height,
+            block_hash: hex::encode(hash),
+            state_root: hex::encode(root),
+            chain_id: chain_id_string(config.chain_id),
+            epoch,
+            created_at_unix_ms,
+            backend: B::KIND.to_string(),
+            files,
+        };
+        let json = serde_json::to_vec_pretty(&meta).map_err(|e| SnapshotError::MetaInvalid {
+            path: tmp.join(META_FILE),
+            detail: e.to_string(),
+        })?;
+        let meta_path = tmp.join(META_FILE);
+        std::fs::write(&meta_path, json)
+            .and_then(|()| std::fs::File::open(&meta_path)?.sync_all())
+            .map_err(|e| io_err(&meta_path, "writing", &e))?;
+        sync_dir(&state)?;
+        sync_dir(&tmp)?;
+        let target = dir.join(height.to_string());
+        if target.exists() {
+            return Err(SnapshotError::AlreadyExists { height });
+        }
+        std::fs::rename(&tmp, &target).map_err(|e| io_err(&target, "renaming to", &e))?;
+        sync_dir(dir)?;
+        tracing::info!(height, path = %target.display(), "snapshot created");
+        Ok(meta)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    result
+}
+
+/// Create a snapshot on a background thread so block commits go on.
+pub fn spawn_snapshot<B: PersistentBackend + Send + Sync>(
+    store: Arc<B>,
+    config: SnapshotConfig,
+    epoch: u64,
+    block_hash: Arc<BlockHasher>,
+    metrics: Arc<StoreMetrics>,
+) -> std::thread::JoinHandle<Result<SnapshotMeta, SnapshotError>> {
+    std::thread::spawn(move || create_snapshot(&*store, &config, epoch, &*block_hash, &metrics))
+}
+
+/// Heights of the complete snapshots in `snapshot_dir`, ascending
+/// (directories named by a height that hold a `meta.json`).
+pub fn list_snapshots(snapshot_dir: &Path) -> Result<Vec<u64>, SnapshotError> {
+    let entries = match std::fs::read_dir(snapshot_dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_err(snapshot_dir, "listing", &e)),
+    };
+    let mut heights = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| io_err(snapshot_dir, "listing", &e))?;
+        let name = entry.file_name();
+        if let Some(height) = name.to_str().and_then(|n| n.parse::<u64>().ok())
+            && entry.path().join(META_FILE).is_file()
+        {
+            heights.push(height);
+        }
+    }
+    heights.sort_unstable();
+    Ok(heights)
+}
+
+/// Remove the oldest snapshots beyond `max_snapshots`; returns the heights
+/// removed.
+pub fn enforce_retention(
+    snapshot_dir: &Path,
+    max_snapshots: usize,
+) -> Result<Vec<u64>, SnapshotError> {
+    let heights = list_snapshots(snapshot_dir)?;
+    let excess = heights.len().saturating_sub(max_snapshots.max(1));
+    let mut removed = Vec::new();
+    for height in heights.into_iter().take(excess) {
+        let path = snapshot_dir.join(height.to_string());
+        // Rename first so a crash mid-removal never leaves a half snapshot
+        // that looks complete.
+        let doomed =
+            snapshot_dir.join(format!("{TMP_PREFIX}removing-{height}-{}", unique_suffix()));
+        std::fs::rename(&path, &doomed).map_err(|e| io_err(&path, "renaming", &e))?;
+        std::fs::remove_dir_all(&doomed).map_err(|e| io_err(&doomed, "removing", &e))?;
+        removed.push(height);
+    }
+    if !removed.is_empty() {
+        sync_dir(snapshot_dir)?;
+    }
+    Ok(removed)
+}
+
+/// Read and check `meta.json` and every file checksum of the snapshot at
+/// `path` (no state is opened).
+pub fn verify_files(
+    path: &Path,
+    chain_id: u64,
+    backend: &'static str,
+) -> Result<SnapshotMeta, SnapshotError> {
+    let meta_path = path.join(META_FILE);
+    let bytes = match std::fs::read(&meta_path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(SnapshotError::MetaMissing {
+                path: path.to_path_buf(),
+            });
+        }
+        Err(e) => return Err(io_err(&meta_path, "reading", &e)),
+    };
+    let meta: SnapshotMeta =
+        serde_json::from_slice(&bytes).map_err(|e| SnapshotError::MetaInvalid {
+            path: meta_path.clone(),
+            detail: e.to_string(),
+        })?;
+    if meta.format_version != SNAPSHOT_FORMAT_VERSION {
+        return Err(SnapshotError::UnsupportedVersion {
+            found: meta.format_version,
+        });
+    }
+    if meta.chain_id != chain_id_string(chain_id) {
+        return Err(SnapshotError::ChainIdMismatch {
+            expected: chain_id_string(chain_id),
+            found: meta.chain_id,
+        });
+    }
+    if meta.backend != backend {
+        return Err(SnapshotError::BackendMismatch {
+            expected: backend,
+            found: meta.backend,
+        });
+    }
+    let state = path.join(STATE_DIR);
+    let present = list_files(&state)?;
+    for (file, want) in &meta.files {
+        if !present.contains(file) {
+            return Err(SnapshotError::MissingFile { file: file.clone() });
+        }
+        let got = checksum_file(&state.join(file))?;
+        if got.size != want.size {
+            return Err(SnapshotError::SizeMismatch {
+                file: file.clone(),
+                expected: want.size,
+                actual: got.size,
+            });
+        }
+        if got.sha3_256 != want.sha3_256 {
+            return Err(SnapshotError::ChecksumMismatch {
+                file: file.clone(),
+                expected: want.sha3_256.clone(),
+                actual: got.sha3_256,
+            });
+        }
+    }
+    if let Some(extra) = present.into_iter().find(|f| !meta.files.contains_key(f)) {
+        return Err(SnapshotError::UnexpectedFile { file: extra });
+    }
+    Ok(meta)
+}
+
+/// Restore the snapshot at `path` into `data_dir` (absent or empty) and
+/// open it: checks the files ([`verify_files`]), copies `state/`, then checks
+/// the committed height, block hash and recomputed state root against
+/// meta.json. On success the node continues from `meta.height`
+/// (`--fast-sync-snapshot-dir`); on failure `data_dir` is removed again.
+pub fn restore_snapshot<B: PersistentBackend>(
+    path: &Path,
+    chain_id: u64,
+    data_dir: &Path,
+    block_hash: &BlockHasher,
+) -> Result<(B, SnapshotMeta), SnapshotError> {
+    let meta = verify_files(path, chain_id, B::KIND)?;
+    if data_dir.exists() {
+        let empty = std::fs::read_dir(data_dir)
+            .map_err(|e| io_err(data_dir, "listing", &e))?
+            .next()
+            .is_none();
+        if !empty {
+            return Err(SnapshotError::TargetNotEmpty {
+                path: data_dir.to_path_buf(),
+            });
+        }
+        std::fs::remove_dir(data_dir).map_err(|e| io_err(data_dir, "removing", &e))?;
+    }
+    copy_dir(&path.join(STATE_DIR), data_dir)?;
+    let opened = (|| {
+        let store = B::open_dir(data_dir)?;
+        let (height, hash, root) = describe(&store, block_hash)?;
+        if height != meta.height {
+            return Err(SnapshotError::HeightMismatch {
+                meta: meta.height,
+                state: height,
+            });
+        }
+        if hex::encode(hash) != meta.block_hash {
+            return Err(SnapshotError::BlockHashMismatch {
+                expected: meta.block_hash.clone(),
+                computed: hex::encode(hash),
+            });
+        }
+        if hex::encode(root) != meta.state_root {
+            return Err(SnapshotError::StateRootMismatch {
+                expected: meta.state_root.clone(),
+                computed: hex::encode(root),
+            });
+        }
+        Ok(store)
+    })();
+    match opened {
+        Ok(store) => Ok((store, meta)),
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(data_dir);
+            Err(e)
+        }
+    }
+}
+
+/// Fully validate the snapshot at `path` (`qbind-snapshot validate`):
+/// everything [`restore_snapshot`] checks, restoring into a scratch
+/// directory under `scratch` that is removed afterwards.
+pub fn validate_snapshot<B: PersistentBackend>(
+    path: &Path,
+    chain_id: u64,
+    scratch: &Path,
+    block_hash: &BlockHasher,
+) -> Result<SnapshotMeta, SnapshotError> {
+    let target = scratch.join(format!("{TMP_PREFIX}validate-{}", unique_suffix()));
+    let result = restore_snapshot::<B>(path, chain_id, &target, block_hash).map(|(store, meta)| {
+        drop(store);
+        meta
+    });
+    let _ = std::fs::remove_dir_all(&target);
+    result
+}
