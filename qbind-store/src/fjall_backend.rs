@@ -137,6 +137,45 @@ impl FjallBackend {
     /// a path that cannot be a directory (a file, or under a file)
     /// [`StorageError::Io`].
     pub fn open_with(path: &Path, config: &FjallConfig) -> Result<Self, StorageError> {
+        if !path.exists() {
+            Self::create_atomically(path, config)?;
+        }
+        Self::open_existing(path, config)
+    }
+
+    /// Create a new store so that a crash leaves either no store or a
+    /// complete one: initialise it in `<path>.creating`, sync it, and rename
+    /// it into place. A stale staging directory from an earlier crash is
+    /// discarded. (fjall's own creation is not atomic: a store killed while
+    /// being created could not be reopened.)
+    fn create_atomically(path: &Path, config: &FjallConfig) -> Result<(), StorageError> {
+        let context = format!("creating {}", path.display());
+        let mut staging = path.as_os_str().to_owned();
+        staging.push(".creating");
+        let staging = std::path::PathBuf::from(staging);
+        if staging.exists() {
+            std::fs::remove_dir_all(&staging).map_err(|e| from_io(&context, &e))?;
+        }
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| from_io(&context, &e))?;
+        }
+        std::fs::create_dir(&staging).map_err(|e| from_io(&context, &e))?;
+        {
+            let created = Self::open_existing(&staging, config)?;
+            created
+                .db
+                .persist(PersistMode::SyncAll)
+                .map_err(|e| map_fjall(&context, e))?;
+        }
+        crate::fsutil::sync_dir(&staging)?;
+        std::fs::rename(&staging, path).map_err(|e| from_io(&context, &e))?;
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            crate::fsutil::sync_dir(parent)?;
+        }
+        Ok(())
+    }
+
+    fn open_existing(path: &Path, config: &FjallConfig) -> Result<Self, StorageError> {
         std::fs::create_dir_all(path)
             .map_err(|e| from_io(&format!("creating {}", path.display()), &e))?;
         let context = format!("opening fjall store {}", path.display());
@@ -357,5 +396,29 @@ impl StateSnapshot for FjallSnapshot<'_> {
             limit,
             "snapshot range",
         )
+    }
+}
+
+#[cfg(test)]
+mod creation_tests {
+    use super::*;
+
+    #[test]
+    fn a_crash_during_creation_leaves_no_half_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        // What a kill in the middle of creating the store leaves behind.
+        let staging = dir.path().join("db.creating");
+        std::fs::create_dir_all(staging.join("keyspaces")).unwrap();
+        std::fs::write(staging.join("partial-journal"), b"\x00\x01garbage").unwrap();
+        assert!(!path.exists());
+        let store = FjallBackend::open(&path).unwrap();
+        let mut batch = WriteBatch::new();
+        batch.put(Namespace::Meta, b"k".to_vec(), b"v".to_vec());
+        store.write(batch, Durability::Durable).unwrap();
+        drop(store);
+        assert!(!staging.exists(), "stale staging directory not cleaned up");
+        let store = FjallBackend::open(&path).unwrap();
+        assert_eq!(store.get(Namespace::Meta, b"k").unwrap(), Some(b"v".to_vec()));
     }
 }
