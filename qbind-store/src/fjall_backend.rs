@@ -419,6 +419,9 @@ mod creation_tests {
         drop(store);
         assert!(!staging.exists(), "stale staging directory not cleaned up");
         let store = FjallBackend::open(&path).unwrap();
-        assert_eq!(store.get(Namespace::Meta, b"k").unwrap(), Some(b"v".to_vec()));
+        assert_eq!(
+            store.get(Namespace::Meta, b"k").unwrap(),
+            Some(b"v".to_vec())
+        );
     }
 }
