@@ -142,18 +142,40 @@ impl Verifier {
                 Err(invalid_qc(qc, "view 0 is reserved for genesis"))
             };
         }
-        let key = Hash32::digest_parts(&[b"QC", &qc.data.to_bytes(), &qc.signers.to_bytes()]);
-        if self.is_cached(&key, &qc.signatures) {
+        let set = schedule.set(qc.data.epoch);
+        self.verify_quorum(
+            set,
+            qc.data.epoch,
+            SignKind::Vote,
+            &qc.data.to_bytes(),
+            &qc.signers,
+            &qc.signatures,
+        )
+        .map_err(|why| invalid_qc(qc, why))
+    }
+
+    /// A quorum of `set`'s stake signed `message` as `kind`: one signature
+    /// per marked signer, each verified (or cached). Successes are cached
+    /// for the whole certificate.
+    fn verify_quorum(
+        &mut self,
+        set: &ValidatorSet,
+        epoch: Epoch,
+        kind: SignKind,
+        message: &[u8],
+        signers: &SignerBitmap,
+        signatures: &[Signature],
+    ) -> Result<(), &'static str> {
+        let key = Hash32::digest_parts(&[b"CERT", &[kind as u8], message, &signers.to_bytes()]);
+        if self.is_cached(&key, signatures) {
             return Ok(());
         }
-        let set = schedule.set(qc.data.epoch);
-        check_signers(set, &qc.signers, qc.signatures.len()).map_err(|why| invalid_qc(qc, why))?;
-        let message = qc.data.to_bytes();
-        for (signer, sig) in qc.signers.iter().zip(&qc.signatures) {
-            self.verify_sig(set, qc.data.epoch, signer, SignKind::Vote, &message, sig)
-                .map_err(|_| invalid_qc(qc, "a signature does not verify"))?;
+        check_signers(set, signers, signatures.len())?;
+        for (signer, sig) in signers.iter().zip(signatures) {
+            self.verify_sig(set, epoch, signer, kind, message, sig)
+                .map_err(|_| "a signature does not verify")?;
         }
-        self.remember(key, &qc.signatures);
+        self.remember(key, signatures);
         Ok(())
     }
 
@@ -163,27 +185,16 @@ impl Verifier {
         schedule: &EpochSchedule,
         cert: &crate::dag::BatchCertificate,
     ) -> Result<(), ConsensusError> {
-        let message = cert.batch.to_bytes();
-        let key = Hash32::digest_parts(&[b"BATCH_CERT", &message, &cert.signers.to_bytes()]);
-        if self.is_cached(&key, &cert.signatures) {
-            return Ok(());
-        }
-        let bad = |why| ConsensusError::InvalidPayload { why };
         let set = schedule.set(cert.batch.epoch);
-        check_signers(set, &cert.signers, cert.signatures.len()).map_err(|_| bad("uncertified"))?;
-        for (signer, sig) in cert.signers.iter().zip(&cert.signatures) {
-            self.verify_sig(
-                set,
-                cert.batch.epoch,
-                signer,
-                SignKind::BatchAck,
-                &message,
-                sig,
-            )
-            .map_err(|_| bad("uncertified"))?;
-        }
-        self.remember(key, &cert.signatures);
-        Ok(())
+        self.verify_quorum(
+            set,
+            cert.batch.epoch,
+            SignKind::BatchAck,
+            &cert.batch.to_bytes(),
+            &cert.signers,
+            &cert.signatures,
+        )
+        .map_err(|_| ConsensusError::InvalidPayload { why: "uncertified" })
     }
 
     /// Verify a timeout certificate against its epoch's validator set.
