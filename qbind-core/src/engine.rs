@@ -85,6 +85,8 @@ pub enum EngineEvent {
     Execute {
         /// Height of the committed block.
         height: crate::types::Height,
+        /// Its proposer.
+        proposer: crate::types::ValidatorId,
         /// Its transactions.
         txs: Vec<Vec<u8>>,
     },
@@ -370,9 +372,18 @@ impl<S: StateBackend, T: Transport, C: Clock> Engine<S, T, C> {
                 );
                 self.store.write(batch, Durability::Durable)?;
             }
-            Effect::Execute { height, txs, .. } => {
+            Effect::Execute {
+                height,
+                proposer,
+                txs,
+                ..
+            } => {
                 if let Some(sink) = &self.events {
-                    let _ = sink.send(EngineEvent::Execute { height, txs });
+                    let _ = sink.send(EngineEvent::Execute {
+                        height,
+                        proposer,
+                        txs,
+                    });
                 }
                 let mut batch = WriteBatch::new();
                 batch.put(

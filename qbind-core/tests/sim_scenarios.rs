@@ -11,7 +11,7 @@
 //! profile) run 20,000.
 
 use qbind_core::consensus::SafetyFaults;
-use qbind_core::sim::{Behavior, FeePool, Report, Scenario};
+use qbind_core::sim::{Behavior, FeePool, Report, Scenario, Transfers};
 
 /// Liveness requirement after the last fault heals.
 const LIVE_COMMITS: u64 = 20;
@@ -619,4 +619,99 @@ fn dag_scenarios_slow() {
             dag(build(s))
         });
     }
+}
+
+// ---------------------------------------------------------------- signed transfers
+
+/// Checks of a transfer run beyond "no violation" (the checker already
+/// compares state roots per height): every honest node executed the same
+/// heights with the same roots as node 0 up to the shorter of the two,
+/// transfers really happened, and the supply is conserved.
+fn assert_transfers(r: &Report, min_transfers: u64) {
+    let reference = &r.executions[0];
+    let ok: u64 = reference.iter().map(|e| e.succeeded).sum();
+    assert!(
+        ok >= min_transfers,
+        "seed {}: only {ok} transfers executed",
+        r.seed
+    );
+    for (i, node) in r.executions.iter().enumerate() {
+        if !r.honest[i] {
+            continue;
+        }
+        for e in node {
+            if let Some(x) = reference.iter().find(|x| x.height == e.height) {
+                assert_eq!(
+                    x.state_root, e.state_root,
+                    "seed {}: node {i} root at {:?}",
+                    r.seed, e.height
+                );
+            }
+        }
+    }
+    let (held, minted) = r.supply_check.expect("transfer runs report supply");
+    assert_eq!(held, minted, "seed {}: supply not conserved", r.seed);
+}
+
+fn transfers(seed: u64) -> Scenario {
+    Scenario::new(4)
+        .seed(seed)
+        .transactions_every(4)
+        .transfers(Transfers::default())
+        .min_commits(40)
+}
+
+#[test]
+fn signed_transfers_execute_with_equal_state_roots() {
+    for r in run_all("transfers", 41_000, 6, transfers) {
+        assert_transfers(&r, 50);
+    }
+}
+
+#[test]
+fn signed_transfers_under_dag_loss_and_crashes() {
+    let dag = run_all("transfers_dag", 42_000, 3, |s| transfers(s).dag());
+    for r in &dag {
+        assert_transfers(r, 30);
+    }
+    let lossy = run_all("transfers_loss", 43_000, 3, |s| {
+        transfers(s).loss(0.1, 2_000).max_time(60_000)
+    });
+    for r in &lossy {
+        assert_transfers(r, 30);
+    }
+    let crashes = run_all("transfers_crash", 44_000, 3, |s| {
+        transfers(s)
+            .crash(1, 300, Some(900))
+            .crash_after_persist(2, 1_200, 1_700)
+    });
+    for r in &crashes {
+        assert_transfers(r, 30);
+    }
+}
+
+#[test]
+fn signed_transfers_with_an_equivocating_leader() {
+    for r in run_all("transfers_byzantine", 45_000, 3, |s| {
+        transfers(s).byzantine(3, Behavior::EquivocatingLeader)
+    }) {
+        assert_transfers(&r, 30);
+    }
+}
+
+#[test]
+fn transfers_cannot_be_combined_with_the_flood_pool() {
+    let r = transfers(1)
+        .mempool_flood(FeePool {
+            capacity: 10,
+            max_evictions: 1,
+            interval_ms: 1_000,
+            flood_every_ms: 1,
+            flood_burst: 1,
+        })
+        .run();
+    assert!(matches!(
+        r.violations.as_slice(),
+        [qbind_core::sim::Violation::InvalidScenario { .. }]
+    ));
 }

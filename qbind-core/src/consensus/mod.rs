@@ -230,6 +230,8 @@ pub enum Effect {
         height: crate::types::Height,
         /// Its id.
         block: crate::types::Hash32,
+        /// Its proposer (credited with the block's fees).
+        proposer: crate::types::ValidatorId,
         /// Its transactions, in order, without ones delivered before.
         txs: Vec<Vec<u8>>,
     },

@@ -531,6 +531,7 @@ impl HotStuff {
                     self.emit(Effect::Execute {
                         height: block.height(),
                         block: block.id(),
+                        proposer: block.header().proposer,
                         txs: fresh,
                     });
                 }

@@ -52,5 +52,5 @@ pub use state_root::{
 };
 pub use tx::{
     TRANSFER_PAYLOAD_V0_BYTES, TRANSFER_PAYLOAD_V1_BYTES, Transaction, TransferPayload,
-    TransferPayloadV0, TransferPayloadV1, invalid_signatures,
+    TransferPayloadV0, TransferPayloadV1, invalid_signatures, tx_meta,
 };

@@ -271,9 +271,68 @@ pub fn invalid_signatures(env: NetworkEnvironment, txs: &[Transaction]) -> Vec<u
         .collect()
 }
 
+/// What the fee-priority pool orders a transfer by, read from its wire bytes
+/// (a [`crate::fee_mempool::TxMetaFn`] for
+/// [`crate::consensus::ConsensusConfig::tx_meta`]); `None` if the bytes are
+/// not a canonical [`Transaction`]. The signature is *not* checked here:
+/// execution drops transactions with bad signatures
+/// ([`invalid_signatures`]), and a pool that admits them only wastes its
+/// own space. A v0 payload offers no fee (its effective fee is zero).
+#[must_use]
+pub fn tx_meta(bytes: &[u8]) -> Option<crate::fee_mempool::TxMeta> {
+    let tx = Transaction::from_bytes(bytes).ok()?;
+    let (max_fee_per_gas, effective_fee, v0_payload) = match tx.payload {
+        TransferPayload::V1(p) => (
+            p.max_fee_per_gas,
+            p.max_fee_per_gas.saturating_mul(u128::from(p.gas_limit)),
+            false,
+        ),
+        TransferPayload::V0(_) => (0, 0, true),
+    };
+    Some(crate::fee_mempool::TxMeta {
+        sender: tx.sender_id,
+        nonce: tx.nonce,
+        max_fee_per_gas,
+        effective_fee,
+        v0_payload,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tx_meta_reads_the_fee_fields_of_canonical_transfers_only() {
+        let key = KeyPair::from_seed(&[3u8; 32]);
+        let v1 = TransferPayload::V1(TransferPayloadV1 {
+            recipient: AccountId([4u8; 32]),
+            amount: 10,
+            gas_limit: 40_000,
+            max_fee_per_gas: 7,
+        });
+        let tx = Transaction::sign(&key, NetworkEnvironment::Devnet, 5, v1);
+        let bytes = tx.to_bytes();
+        let meta = tx_meta(&bytes).expect("a canonical transfer");
+        assert_eq!(meta.sender, AccountId::from_public_key(key.public_key()));
+        assert_eq!(meta.nonce, 5);
+        assert_eq!(meta.max_fee_per_gas, 7);
+        assert_eq!(meta.effective_fee, 280_000);
+        assert!(!meta.v0_payload);
+        let v0 = TransferPayload::V0(TransferPayloadV0 {
+            recipient: AccountId([4u8; 32]),
+            amount: 10,
+        });
+        let legacy = Transaction::sign(&key, NetworkEnvironment::Devnet, 6, v0).to_bytes();
+        let meta = tx_meta(&legacy).expect("a legacy transfer");
+        assert!(meta.v0_payload);
+        assert_eq!(meta.effective_fee, 0);
+        assert!(tx_meta(&bytes[..bytes.len() - 1]).is_none());
+        let mut longer = bytes;
+        longer.push(0);
+        assert!(tx_meta(&longer).is_none());
+        assert!(tx_meta(b"SIMTX").is_none());
+    }
 
     #[test]
     fn payload_lengths_other_than_48_and_72_are_refused() {

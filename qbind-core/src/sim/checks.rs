@@ -82,6 +82,18 @@ pub enum Violation {
         /// Executed height.
         executed: Height,
     },
+    /// Honest nodes reached different state roots at one height.
+    StateRootMismatch {
+        /// The height.
+        height: Height,
+    },
+    /// An honest node's executor failed on a committed block.
+    ExecutionFailed {
+        /// Node index.
+        node: usize,
+        /// The height.
+        height: Height,
+    },
     /// The scenario could not be built (the run did not happen).
     InvalidScenario {
         /// Why.
@@ -108,6 +120,7 @@ pub(crate) struct Checker {
     proposals: BTreeMap<(ValidatorId, Epoch, View), Hash32>,
     executed: BTreeMap<Height, Hash32>,
     executed_txs: BTreeMap<usize, std::collections::HashSet<Hash32>>,
+    state_roots: BTreeMap<Height, Hash32>,
     pub(crate) violations: Vec<Violation>,
 }
 
@@ -119,6 +132,17 @@ impl Checker {
             c.last.insert(i, (Height(0), genesis));
         }
         c
+    }
+
+    /// An honest node reached `root` after executing `height`.
+    pub(crate) fn state_root(&mut self, height: Height, root: Hash32) {
+        match self.state_roots.get(&height) {
+            Some(r) if *r != root => self.push(Violation::StateRootMismatch { height }),
+            Some(_) => {}
+            None => {
+                self.state_roots.insert(height, root);
+            }
+        }
     }
 
     /// An honest node delivered `txs` for execution at `height`.
@@ -149,7 +173,7 @@ impl Checker {
         self.push(v);
     }
 
-    fn push(&mut self, v: Violation) {
+    pub(crate) fn push(&mut self, v: Violation) {
         if self.violations.len() < 64 {
             self.violations.push(v);
         }
@@ -267,6 +291,14 @@ mod tests {
         assert!(matches!(
             c.violations[4],
             Violation::Liveness { committed: 2, .. }
+        ));
+        c.state_root(Height(7), a);
+        c.state_root(Height(7), a);
+        assert_eq!(c.violations.len(), 5);
+        c.state_root(Height(7), b);
+        assert!(matches!(
+            c.violations[5],
+            Violation::StateRootMismatch { height: Height(7) }
         ));
     }
 }

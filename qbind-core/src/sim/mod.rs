@@ -24,6 +24,7 @@ mod byzantine;
 pub mod checks;
 mod network;
 mod runner;
+mod transfers;
 
 pub use checks::Violation;
 
@@ -120,6 +121,48 @@ pub struct Scenario {
     pub(crate) faults: SafetyFaults,
     pub(crate) dag: bool,
     pub(crate) fee_pool: Option<FeePool>,
+    pub(crate) transfers: Option<Transfers>,
+}
+
+/// Signed VM v0 transfers as the workload (see [`Scenario::transfers`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Transfers {
+    /// Funded accounts that send to each other (at least 2).
+    pub accounts: usize,
+    /// Genesis balance of each.
+    pub initial_balance: u128,
+    /// Amounts are drawn uniformly from `1..=max_amount`.
+    pub max_amount: u128,
+}
+
+impl Default for Transfers {
+    fn default() -> Self {
+        Transfers {
+            accounts: 32,
+            initial_balance: 1_000_000_000_000,
+            max_amount: 1_000,
+        }
+    }
+}
+
+/// One executed block as seen by one node (transfer scenarios).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExecRecord {
+    /// Height executed.
+    pub height: Height,
+    /// State root after it.
+    pub state_root: Hash32,
+    /// Transfers that happened.
+    pub succeeded: u64,
+    /// Included, fee paid, transfer not made (e.g. insufficient balance).
+    pub failed: u64,
+    /// Not included: undecodable, bad signature, wrong nonce, over the gas
+    /// limit, and so on.
+    pub rejected: u64,
+    /// Fees paid in the block.
+    pub fees: u128,
+    /// The burned part of them.
+    pub burned: u128,
 }
 
 /// A fee-priority pool under a flood (see [`Scenario::mempool_flood`]).
@@ -214,7 +257,20 @@ impl Scenario {
             faults: SafetyFaults::default(),
             dag: false,
             fee_pool: None,
+            transfers: None,
         }
+    }
+
+    /// Submit signed VM v0 transfers ([`crate::execution::Transaction`])
+    /// instead of opaque bytes, every [`Scenario::transactions_every`] ms;
+    /// nodes order them in a fee-priority pool, execute every committed
+    /// block with the reference executor, and the checker requires equal
+    /// state roots on honest nodes at every height
+    /// ([`Violation::StateRootMismatch`]).
+    #[must_use]
+    pub fn transfers(mut self, transfers: Transfers) -> Self {
+        self.transfers = Some(transfers);
+        self
     }
 
     /// Use fee-priority pools of `capacity` (eviction limit `max_evictions`
@@ -446,6 +502,11 @@ pub struct Report {
     pub dag_metrics: Vec<Option<crate::dag::DagMetrics>>,
     /// Final consensus metrics per node (`None` if crashed at the end).
     pub metrics: Vec<Option<crate::consensus::ConsensusMetrics>>,
+    /// Executed blocks per node (transfer scenarios; empty otherwise).
+    pub executions: Vec<Vec<ExecRecord>>,
+    /// Total balance plus burned over all accounts of node 0's ledger and
+    /// the genesis supply plus issuance, at the end (transfer scenarios).
+    pub supply_check: Option<(u128, u128)>,
 }
 
 impl Report {

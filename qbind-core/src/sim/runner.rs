@@ -65,6 +65,9 @@ struct SimNode {
     crash_after_persist: bool,
     incarnation: u64,
     commits: Vec<CommitRecord>,
+    /// Account state (transfer scenarios), durable with `executed`.
+    ledger: Option<crate::execution::Ledger>,
+    executions: Vec<super::ExecRecord>,
 }
 
 pub(crate) struct Runner {
@@ -96,6 +99,10 @@ pub(crate) struct Runner {
     /// The conflicting proposal a faulty leader made per view (re-sent
     /// unchanged when its honest proposal is re-broadcast).
     alternates: HashMap<(usize, View), crate::consensus::Proposal>,
+    /// The signed-transfer generator (transfer scenarios).
+    workload: Option<super::transfers::Workload>,
+    /// Fee account of each validator, by validator index.
+    proposer_accounts: Vec<crate::types::AccountId>,
 }
 
 impl SimNode {
@@ -116,6 +123,8 @@ impl SimNode {
             crash_after_persist: false,
             incarnation: 0,
             commits: Vec::new(),
+            ledger: None,
+            executions: Vec::new(),
         }
     }
 }
@@ -146,6 +155,8 @@ fn invalid(sc: &Scenario, why: &'static str) -> Box<Report> {
         high_fee_submitted: 0,
         high_fee_executed: Vec::new(),
         mempool_metrics: Vec::new(),
+        executions: Vec::new(),
+        supply_check: None,
     })
 }
 
@@ -195,6 +206,26 @@ impl Runner {
             cfg.dag.batch_interval_ms = 50;
             cfg.dag.fetch_retry_ms = sc.base_timeout.max(50);
         }
+        let workload = match sc.transfers {
+            Some(_) if sc.fee_pool.is_some() => {
+                return Err(invalid(
+                    &sc,
+                    "transfers and mempool_flood cannot be combined",
+                ));
+            }
+            Some(t) => match super::transfers::Workload::new(t) {
+                Ok(w) => {
+                    cfg.tx_meta = Some(crate::execution::tx_meta);
+                    cfg.fee_mempool = crate::fee_mempool::FeeMempoolConfig {
+                        allow_v0_payloads: false,
+                        ..crate::fee_mempool::FeeMempoolConfig::mainnet()
+                    };
+                    Some(w)
+                }
+                Err(why) => return Err(invalid(&sc, why)),
+            },
+            None => None,
+        };
         if let Some(f) = sc.fee_pool {
             cfg.tx_meta = Some(super::simtx::meta);
             cfg.fee_mempool = crate::fee_mempool::FeeMempoolConfig {
@@ -228,6 +259,15 @@ impl Runner {
                 nodes.push(SimNode::new(t, k.clone(), None, false));
             }
         }
+        if let Some(w) = &workload {
+            for n in &mut nodes {
+                n.ledger = Some(w.genesis().clone());
+            }
+        }
+        let proposer_accounts = keys
+            .iter()
+            .map(super::transfers::proposer_account)
+            .collect();
         let genesis = Block::genesis(env.chain_id()).id();
         let mut heal_time = 0;
         for p in &sc.partitions {
@@ -258,6 +298,8 @@ impl Runner {
             delivered: 0,
             evidence: 0,
             rejected: BTreeMap::new(),
+            workload,
+            proposer_accounts,
             heal_time,
             heal_view: None,
             seen_blocks: HashMap::new(),
@@ -392,7 +434,18 @@ impl Runner {
             }
         }
         let violations = std::mem::take(&mut self.checker.violations);
+        let supply_check = self
+            .nodes
+            .first()
+            .and_then(|n| n.ledger.as_ref())
+            .and_then(|l| {
+                let summary = l.summary_value();
+                let held = l.total_balance()?.checked_add(summary.burned)?;
+                Some((held, summary.minted))
+            });
         Report {
+            supply_check,
+            executions: self.nodes.iter().map(|n| n.executions.clone()).collect(),
             seed: self.sc.seed,
             event_log_hash: Hash32(self.log.finalize().into()),
             honest: self.nodes.iter().map(|n| n.honest).collect(),
@@ -430,6 +483,60 @@ impl Runner {
             delivered: self.delivered,
             evidence: self.evidence,
             rejected: self.rejected,
+        }
+    }
+
+    /// Submit the workload's next signed transfer to its sender's node.
+    fn submit_transfer(&mut self, seq: u64) {
+        let validators = self.sc.stakes.len().max(1);
+        let nodes = &self.nodes;
+        let Some(w) = self.workload.as_mut() else {
+            return;
+        };
+        let (sender, tx) = w.next_tx(&mut self.rng, self.env, |s, id| {
+            let home = super::transfers::Workload::home(s, validators);
+            nodes
+                .get(home)
+                .and_then(|n| n.ledger.as_ref())
+                .map(|l| l.get(id).nonce)
+        });
+        let target = super::transfers::Workload::home(sender, validators);
+        self.log_event(seq, 5, target, &tx);
+        self.feed(target, Input::SubmitTransaction(tx));
+    }
+
+    /// Execute a committed block's transfers on node `i`'s ledger (transfer
+    /// scenarios only) and check the state root against other honest nodes.
+    fn execute_transfers(
+        &mut self,
+        i: usize,
+        height: Height,
+        proposer: ValidatorId,
+        txs: &[Vec<u8>],
+    ) {
+        let Some(w) = self.workload.as_ref() else {
+            return;
+        };
+        let Some(account) = self.proposer_accounts.get(proposer.0 as usize).copied() else {
+            return;
+        };
+        let n = &mut self.nodes[i];
+        let Some(ledger) = n.ledger.as_mut() else {
+            return;
+        };
+        match super::transfers::execute(ledger, w.config(), self.env, height, account, txs) {
+            Ok(record) => {
+                if n.honest {
+                    self.checker.state_root(height, record.state_root);
+                }
+                n.executions.push(record);
+            }
+            Err(_) => {
+                if n.honest {
+                    self.checker
+                        .push(Violation::ExecutionFailed { node: i, height });
+                }
+            }
         }
     }
 
@@ -495,6 +602,11 @@ impl Runner {
                 self.schedule_at(self.now + every, Event::Flood);
             }
             Event::SubmitTx => {
+                if self.workload.is_some() {
+                    self.submit_transfer(seq);
+                    self.schedule_at(self.now + self.sc.tx_interval, Event::SubmitTx);
+                    return;
+                }
                 let len = self.nodes.len().max(1);
                 let target = self.rng.gen_range(0..len);
                 let tx = if self.sc.fee_pool.is_some() {
@@ -610,7 +722,13 @@ impl Runner {
                     Effect::PersistBatch(sb) => {
                         self.nodes[i].batches.insert(sb.batch.digest(), sb);
                     }
-                    Effect::Execute { height, txs, .. } => {
+                    Effect::Execute {
+                        height,
+                        proposer,
+                        txs,
+                        ..
+                    } => {
+                        self.execute_transfers(i, height, proposer, &txs);
                         let n = &mut self.nodes[i];
                         n.executed = height;
                         n.executed_txs += txs.len() as u64;
