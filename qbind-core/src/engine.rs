@@ -63,6 +63,30 @@ pub enum EngineError {
         /// Why.
         source: DecodeError,
     },
+    /// Executing a committed block failed (state unreadable or a supply
+    /// counter overflowed); the engine stops rather than diverge.
+    #[error("execution: {0}")]
+    Execution(#[from] crate::execution::ExecutionError),
+    /// A committed block's proposer has no fee account configured.
+    #[error("no fee account configured for proposer {0}")]
+    UnknownProposer(ValidatorId),
+}
+
+/// Execution inside the engine ([`Engine::with_execution`]): every committed
+/// block's transactions are decoded, signature-checked and executed with
+/// [`crate::execution::execute_wire_block`] against the engine's store, and
+/// the resulting account changes, the state summary and the executed-height
+/// marker are written in **one durable batch** — so after a crash a block
+/// is either fully applied and marked executed, or neither, and it is never
+/// applied twice (DESIGN "Catch-up").
+#[derive(Clone, Debug)]
+pub struct EngineExecution {
+    /// The network the transactions are signed for.
+    pub env: crate::types::NetworkEnvironment,
+    /// Profile, gas schedule, block gas limit, fee split.
+    pub config: crate::execution::ExecutionConfig,
+    /// The fee account of each validator, indexed by validator id.
+    pub proposer_accounts: Vec<crate::types::AccountId>,
 }
 
 /// Something the engine reports to its embedder.
@@ -77,6 +101,24 @@ pub enum EngineEvent {
     },
     /// Equivocation evidence.
     Evidence(Evidence),
+    /// A committed block was executed and its state written (only with
+    /// [`Engine::with_execution`]).
+    Executed {
+        /// Its height.
+        height: crate::types::Height,
+        /// The state root after it.
+        state_root: crate::types::Hash32,
+        /// Transfers that happened.
+        succeeded: u64,
+        /// Included, fee paid, transfer not made.
+        failed: u64,
+        /// Had no effect (undecodable, bad signature, admission or nonce).
+        rejected: u64,
+        /// Fees paid.
+        fees: u128,
+        /// The burned part.
+        burned: u128,
+    },
     /// Committed transactions to execute, in height order, each at most once.
     /// Delivery is at least once across a crash of the engine between this
     /// event and its durable executed-height marker; executors must make
@@ -211,6 +253,7 @@ pub struct Engine<S, T, C> {
     submissions: Option<mpsc::UnboundedReceiver<Vec<u8>>>,
     metrics_out: Option<watch::Sender<ConsensusMetrics>>,
     limits: CodecLimits,
+    execution: Option<EngineExecution>,
 }
 
 impl<S: StateBackend, T: Transport, C: Clock> Engine<S, T, C> {
@@ -246,6 +289,7 @@ impl<S: StateBackend, T: Transport, C: Clock> Engine<S, T, C> {
             submissions: None,
             metrics_out: None,
             limits,
+            execution: None,
         })
     }
 
@@ -267,6 +311,13 @@ impl<S: StateBackend, T: Transport, C: Clock> Engine<S, T, C> {
     #[must_use]
     pub fn with_metrics(mut self, out: watch::Sender<ConsensusMetrics>) -> Self {
         self.metrics_out = Some(out);
+        self
+    }
+
+    /// Execute committed blocks against the store (see [`EngineExecution`]).
+    #[must_use]
+    pub fn with_execution(mut self, execution: EngineExecution) -> Self {
+        self.execution = Some(execution);
         self
     }
 
@@ -378,6 +429,33 @@ impl<S: StateBackend, T: Transport, C: Clock> Engine<S, T, C> {
                 txs,
                 ..
             } => {
+                let (mut batch, executed) = match &self.execution {
+                    Some(exec) => {
+                        let proposer_account = *exec
+                            .proposer_accounts
+                            .get(proposer.0 as usize)
+                            .ok_or(EngineError::UnknownProposer(proposer))?;
+                        let ctx = crate::execution::BlockContext {
+                            height,
+                            proposer: proposer_account,
+                            config: exec.config,
+                        };
+                        let reader = crate::execution::BackendAccounts::new(&self.store);
+                        let wire =
+                            crate::execution::execute_wire_block(&reader, &ctx, exec.env, &txs)?;
+                        let event = EngineEvent::Executed {
+                            height,
+                            state_root: wire.outcome.state_root,
+                            succeeded: wire.succeeded(),
+                            failed: wire.failed(),
+                            rejected: wire.rejected(),
+                            fees: wire.outcome.fees,
+                            burned: wire.outcome.burned,
+                        };
+                        (wire.outcome.transition.to_write_batch(), Some(event))
+                    }
+                    None => (WriteBatch::new(), None),
+                };
                 if let Some(sink) = &self.events {
                     let _ = sink.send(EngineEvent::Execute {
                         height,
@@ -385,13 +463,15 @@ impl<S: StateBackend, T: Transport, C: Clock> Engine<S, T, C> {
                         txs,
                     });
                 }
-                let mut batch = WriteBatch::new();
                 batch.put(
                     Namespace::Meta,
                     EXECUTED_HEIGHT_KEY.to_vec(),
                     height.0.to_bytes(),
                 );
                 self.store.write(batch, Durability::Durable)?;
+                if let (Some(sink), Some(event)) = (&self.events, executed) {
+                    let _ = sink.send(event);
+                }
             }
             Effect::ForgetBlocks(ids) => {
                 let mut batch = WriteBatch::new();

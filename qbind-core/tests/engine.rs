@@ -156,3 +156,179 @@ async fn four_engines_commit_the_same_blocks_and_resume_after_restart() {
         assert!(*a >= *b + TARGET);
     }
 }
+
+// ---------------------------------------------------------------- execution in the engine
+
+use qbind_core::codec::Encode;
+use qbind_core::engine::EngineExecution;
+use qbind_core::execution::{
+    AccountReader, BackendAccounts, ExecutionConfig, Transaction, TransferPayload,
+    TransferPayloadV1, credit,
+};
+use qbind_core::traits::{Durability, StateBackend};
+use qbind_core::types::{AccountId, Hash32, Height};
+
+fn execution(keys: &[KeyPair]) -> EngineExecution {
+    EngineExecution {
+        env: NetworkEnvironment::Devnet,
+        config: ExecutionConfig::devnet(),
+        proposer_accounts: keys
+            .iter()
+            .map(|k| AccountId::from_public_key(k.public_key()))
+            .collect(),
+    }
+}
+
+/// Executed blocks per validator: (height, state root, succeeded).
+type Executions = Vec<Vec<(Height, Hash32, u64)>>;
+
+/// Run four executing engines until every validator executed `want`
+/// successful transfers in total (or 60 s), submitting `txs` to validator 0.
+async fn run_executing(stores: &[MemoryBackend], txs: Vec<Vec<u8>>, want: u64) -> Executions {
+    let keys = keys();
+    let schedule = schedule(&keys);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (events_tx, mut events_rx) = mpsc::unbounded_channel();
+    let mut handles = Vec::new();
+    let mut submit = None;
+    for (i, transport) in MemoryNetwork::endpoints(N).into_iter().enumerate() {
+        let signer = LocalSigner::new(
+            ValidatorId(i as u32),
+            NetworkEnvironment::Devnet,
+            keys[i].clone(),
+        );
+        let (tx_in, tx_out) = mpsc::unbounded_channel();
+        if i == 0 {
+            submit = Some(tx_in);
+        }
+        let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
+        let forward = events_tx.clone();
+        tokio::spawn(async move {
+            while let Some(ev) = ev_rx.recv().await {
+                if forward.send((i, ev)).is_err() {
+                    break;
+                }
+            }
+        });
+        let engine = Engine::open(
+            config(),
+            Arc::clone(&schedule),
+            stores[i].clone(),
+            transport,
+            Box::new(signer),
+            TokioClock::new(),
+        )
+        .expect("open engine")
+        .with_events(ev_tx)
+        .with_submissions(tx_out)
+        .with_execution(execution(&keys));
+        handles.push(tokio::spawn(engine.run(stop_rx.clone())));
+    }
+    let submit = submit.expect("validator 0");
+    for tx in txs {
+        submit.send(tx).expect("engine alive");
+    }
+    let mut executed: Executions = vec![Vec::new(); N];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let done = |e: &Executions| {
+        e.iter()
+            .all(|v| v.iter().map(|x| x.2).sum::<u64>() >= want && v.len() >= 3)
+    };
+    while !done(&executed) {
+        let ev = tokio::time::timeout_at(deadline, events_rx.recv())
+            .await
+            .expect("validators did not execute in time")
+            .expect("event stream open");
+        if let (
+            i,
+            EngineEvent::Executed {
+                height,
+                state_root,
+                succeeded,
+                ..
+            },
+        ) = ev
+        {
+            executed[i].push((height, state_root, succeeded));
+        }
+    }
+    stop_tx.send(true).expect("engines listening");
+    for h in handles {
+        h.await
+            .expect("engine task")
+            .expect("engine stopped cleanly");
+    }
+    executed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engines_execute_signed_transfers_atomically_and_resume() {
+    let alice = KeyPair::from_seed(&[0xa1; 32]);
+    let alice_id = AccountId::from_public_key(alice.public_key());
+    let bob = AccountId([0xb0; 32]);
+    let stores: Vec<MemoryBackend> = (0..N).map(|_| MemoryBackend::new()).collect();
+    for store in &stores {
+        let genesis =
+            credit(&BackendAccounts::new(store), &[(alice_id, 10_000_000_000)]).expect("genesis");
+        store
+            .write(genesis.to_write_batch(), Durability::Durable)
+            .expect("write genesis");
+    }
+    let transfer = |nonce: u64| {
+        let payload = TransferPayload::V1(TransferPayloadV1 {
+            recipient: bob,
+            amount: 1_000 + u128::from(nonce),
+            gas_limit: 40_000,
+            max_fee_per_gas: 2,
+        });
+        Transaction::sign(&alice, NetworkEnvironment::Devnet, nonce, payload)
+    };
+    let mut txs: Vec<Vec<u8>> = (0..8).map(|n| transfer(n).to_bytes()).collect();
+    // Signed for another chain: must be skipped by every validator alike.
+    let foreign = Transaction::sign(
+        &alice,
+        NetworkEnvironment::Mainnet,
+        8,
+        *transfer(8).payload(),
+    );
+    txs.insert(3, foreign.to_bytes());
+    txs.insert(5, b"not a transaction".to_vec());
+
+    let first = run_executing(&stores, txs, 8).await;
+    for node in &first[1..] {
+        for (h, root, _) in node {
+            if let Some((_, r, _)) = first[0].iter().find(|x| x.0 == *h) {
+                assert_eq!(r, root, "state roots differ at {h:?}");
+            }
+        }
+    }
+    // The store holds exactly the executed state: the last reported root,
+    // bob's balance, alice's nonce, and the executed-height marker.
+    let expected_bob: u128 = (0..8).map(|n| 1_000 + n).sum();
+    let mut marks = Vec::new();
+    for (i, store) in stores.iter().enumerate() {
+        let reader = BackendAccounts::new(store);
+        let summary = reader.summary().expect("summary");
+        let (last_height, last_root, _) = *first[i].last().expect("executed");
+        assert!(first[i].windows(2).all(|w| w[1].0.0 == w[0].0.0 + 1));
+        let p = load_persisted(store, 1).expect("load");
+        assert!(p.executed >= last_height);
+        assert_eq!(summary.root(), last_root, "validator {i}: stored root");
+        assert_eq!(reader.account(&bob).expect("bob").balance, expected_bob);
+        assert_eq!(reader.account(&alice_id).expect("alice").nonce, 8);
+        marks.push(p.executed);
+    }
+    // Restart from the stores: no block is executed twice, the chain of
+    // executed heights continues right after the persisted marker.
+    let second = run_executing(&stores, Vec::new(), 0).await;
+    for (i, node) in second.iter().enumerate() {
+        let first_new = node.first().expect("executed after restart");
+        assert_eq!(
+            first_new.0.0,
+            marks[i].0 + 1,
+            "validator {i} resumed wrongly"
+        );
+        let reader = BackendAccounts::new(&stores[i]);
+        assert_eq!(reader.account(&bob).expect("bob").balance, expected_bob);
+    }
+}

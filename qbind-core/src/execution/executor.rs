@@ -515,3 +515,83 @@ pub fn execute_block<S: AccountReader + ?Sized>(
         CommitmentDelta::of,
     )
 }
+
+/// A committed block's outcome when its transactions arrive as wire bytes
+/// ([`execute_wire_block`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WireBlockOutcome {
+    /// The outcome of the well-formed, correctly signed transactions.
+    pub outcome: BlockOutcome,
+    /// Byte strings that were not a canonical [`Transaction`].
+    pub undecodable: u64,
+    /// Transactions whose signature did not verify.
+    pub bad_signatures: u64,
+}
+
+impl WireBlockOutcome {
+    /// Transfers that happened.
+    #[must_use]
+    pub fn succeeded(&self) -> u64 {
+        self.count(|s| matches!(s, TxStatus::Success))
+    }
+
+    /// Included transactions whose transfer failed (fee paid).
+    #[must_use]
+    pub fn failed(&self) -> u64 {
+        self.count(|s| matches!(s, TxStatus::Failed(_)))
+    }
+
+    /// Everything that had no effect: undecodable, badly signed, or rejected
+    /// by admission or nonce rules.
+    #[must_use]
+    pub fn rejected(&self) -> u64 {
+        self.undecodable + self.bad_signatures + self.count(|s| matches!(s, TxStatus::Rejected(_)))
+    }
+
+    fn count(&self, f: impl Fn(&TxStatus) -> bool) -> u64 {
+        self.outcome
+            .receipts
+            .iter()
+            .filter(|r| f(&r.status))
+            .count() as u64
+    }
+}
+
+/// Execute a committed block whose transactions are wire bytes, as every
+/// node must: bytes that are not a canonical [`Transaction`] and
+/// transactions with a bad signature (under `env`'s chain ID) are skipped
+/// and counted, the rest go to [`execute_block`] in order. Consensus orders
+/// bytes; this is the one place they become transfers, so all honest nodes
+/// skip exactly the same ones.
+pub fn execute_wire_block<S: AccountReader + ?Sized>(
+    state: &S,
+    ctx: &BlockContext,
+    env: crate::types::NetworkEnvironment,
+    raw: &[Vec<u8>],
+) -> Result<WireBlockOutcome, ExecutionError> {
+    use crate::codec::Decode;
+    let mut undecodable = 0u64;
+    let mut txs = Vec::with_capacity(raw.len());
+    for bytes in raw {
+        match Transaction::from_bytes(bytes) {
+            Ok(tx) => txs.push(tx),
+            Err(_) => undecodable += 1,
+        }
+    }
+    let bad = super::tx::invalid_signatures(env, &txs);
+    let bad_signatures = bad.len() as u64;
+    if !bad.is_empty() {
+        let mut index = 0usize;
+        txs.retain(|_| {
+            let keep = bad.binary_search(&index).is_err();
+            index += 1;
+            keep
+        });
+    }
+    let outcome = execute_block(state, ctx, &txs)?;
+    Ok(WireBlockOutcome {
+        outcome,
+        undecodable,
+        bad_signatures,
+    })
+}

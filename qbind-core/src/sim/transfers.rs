@@ -14,11 +14,11 @@
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::codec::{Decode, Encode};
+use crate::codec::Encode;
 use crate::crypto::KeyPair;
 use crate::execution::{
     BlockContext, ExecutionConfig, Ledger, TRANSFER_PAYLOAD_V1_BYTES, Transaction, TransferPayload,
-    TransferPayloadV1, TxStatus, execute_block, invalid_signatures,
+    TransferPayloadV1, execute_wire_block,
 };
 use crate::types::{AccountId, Height, NetworkEnvironment};
 
@@ -124,9 +124,8 @@ fn account_key(i: usize) -> KeyPair {
     KeyPair::from_seed(&seed)
 }
 
-/// Execute one committed block's transactions on `ledger`: undecodable
-/// bytes and bad signatures are dropped (counted as rejected), the rest go
-/// to the reference executor, and the outcome is applied.
+/// Execute one committed block's transactions on `ledger` with
+/// [`execute_wire_block`] and apply the outcome.
 pub(crate) fn execute(
     ledger: &mut Ledger,
     config: &ExecutionConfig,
@@ -135,49 +134,24 @@ pub(crate) fn execute(
     proposer: AccountId,
     raw: &[Vec<u8>],
 ) -> Result<ExecRecord, String> {
-    let mut dropped = 0u64;
-    let mut txs = Vec::with_capacity(raw.len());
-    for bytes in raw {
-        match Transaction::from_bytes(bytes) {
-            Ok(tx) => txs.push(tx),
-            Err(_) => dropped += 1,
-        }
-    }
-    let bad = invalid_signatures(env, &txs);
-    dropped += bad.len() as u64;
-    let mut valid = Vec::with_capacity(txs.len());
-    for (i, tx) in txs.into_iter().enumerate() {
-        if bad.binary_search(&i).is_err() {
-            valid.push(tx);
-        }
-    }
     let ctx = BlockContext {
         height,
         proposer,
         config: *config,
     };
-    let outcome = execute_block(&*ledger, &ctx, &valid).map_err(|e| e.to_string())?;
+    let wire = execute_wire_block(&*ledger, &ctx, env, raw).map_err(|e| e.to_string())?;
     ledger
-        .apply(&outcome.transition)
+        .apply(&wire.outcome.transition)
         .map_err(|e| e.to_string())?;
-    let mut record = ExecRecord {
+    Ok(ExecRecord {
         height,
-        state_root: outcome.state_root,
-        succeeded: 0,
-        failed: 0,
-        rejected: dropped,
-        fees: outcome.fees,
-        burned: outcome.burned,
-    };
-    for r in &outcome.receipts {
-        match r.status {
-            TxStatus::Success => record.succeeded += 1,
-            TxStatus::Failed(_) => record.failed += 1,
-            TxStatus::Rejected(_) => record.rejected += 1,
-        }
-    }
-    debug_assert_eq!(ledger.root(), record.state_root);
-    Ok(record)
+        state_root: wire.outcome.state_root,
+        succeeded: wire.succeeded(),
+        failed: wire.failed(),
+        rejected: wire.rejected(),
+        fees: wire.outcome.fees,
+        burned: wire.outcome.burned,
+    })
 }
 
 /// The account a validator's fee share is credited to: the hash of its
