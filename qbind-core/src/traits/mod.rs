@@ -223,6 +223,43 @@ pub trait StateBackend: Send + Sync {
     fn checkpoint(&self, dir: &Path) -> Result<(), StorageError>;
 }
 
+/// A shared store: the engine, a snapshotter and a pruner can each hold an
+/// `Arc` of one backend.
+impl<S: StateBackend + ?Sized> StateBackend for std::sync::Arc<S> {
+    fn get(&self, ns: Namespace, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        (**self).get(ns, key)
+    }
+
+    fn multi_get(
+        &self,
+        ns: Namespace,
+        keys: &[&[u8]],
+    ) -> Result<Vec<Option<Vec<u8>>>, StorageError> {
+        (**self).multi_get(ns, keys)
+    }
+
+    fn scan_prefix(
+        &self,
+        ns: Namespace,
+        prefix: &[u8],
+        limit: usize,
+    ) -> Result<KeyValues, StorageError> {
+        (**self).scan_prefix(ns, prefix, limit)
+    }
+
+    fn write(&self, batch: WriteBatch, durability: Durability) -> Result<(), StorageError> {
+        (**self).write(batch, durability)
+    }
+
+    fn snapshot(&self) -> Result<Box<dyn StateSnapshot + '_>, StorageError> {
+        (**self).snapshot()
+    }
+
+    fn checkpoint(&self, dir: &Path) -> Result<(), StorageError> {
+        (**self).checkpoint(dir)
+    }
+}
+
 /// A consistent read-only view of a [`StateBackend`] (see
 /// [`StateBackend::snapshot`]). Reads have the same ordering and error
 /// contract as the backend's.

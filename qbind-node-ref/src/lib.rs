@@ -1,0 +1,17 @@
+//! # qbind-node-ref: the reference node
+//!
+//! The binaries an operator runs (runbook §3.5, §4, §5, §6): one file per
+//! binary under `src/bin/`. This library holds what they share:
+//!
+//! - [`node`]: a validator's store (opened, or restored from a snapshot for
+//!   fast sync), its genesis state, and the background snapshot and pruning
+//!   services;
+//! - [`local`]: a multi-validator network in one process (`qbind-node
+//!   --local-validators N`), each validator with its own persistent store;
+//! - [`metrics`]: the Prometheus text format and the `/metrics` endpoint.
+//!
+//! No other crate depends on this one (DESIGN "Workspace").
+
+pub mod local;
+pub mod metrics;
+pub mod node;
