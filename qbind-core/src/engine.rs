@@ -67,6 +67,10 @@ pub enum EngineError {
     /// counter overflowed); the engine stops rather than diverge.
     #[error("execution: {0}")]
     Execution(#[from] crate::execution::ExecutionError),
+    /// The monetary engine refused its inputs (e.g. a stored state that does
+    /// not precede the epoch being closed).
+    #[error("monetary engine: {0}")]
+    Monetary(#[from] crate::monetary::MonetaryError),
     /// A committed block's proposer has no fee account configured.
     #[error("no fee account configured for proposer {0}")]
     UnknownProposer(ValidatorId),
@@ -87,6 +91,33 @@ pub struct EngineExecution {
     pub config: crate::execution::ExecutionConfig,
     /// The fee account of each validator, indexed by validator id.
     pub proposer_accounts: Vec<crate::types::AccountId>,
+    /// Run the monetary engine at epoch boundaries (`None`: never).
+    pub monetary: Option<EngineMonetary>,
+}
+
+/// Key in [`Namespace::Monetary`] of the fees paid so far in the current
+/// epoch (u128 BE), updated with every executed block.
+pub const EPOCH_FEES_KEY: &[u8] = b"epoch_fees";
+
+/// The monetary engine inside [`EngineExecution`]: at every height that is
+/// a multiple of `config.blocks_per_epoch`, the epoch's fees (summed in the
+/// store block by block), `staked` and the supply after the block go to
+/// [`crate::monetary::compute_epoch_state`]; the resulting state is stored
+/// ([`crate::monetary::MonetaryEpochState::write_to`]) and, in Active mode,
+/// its issuance is credited — the validators' share split by stake — all in
+/// the same durable batch as the block. Shadow computes and stores the state
+/// but credits nothing; Off skips the boundary entirely.
+#[derive(Clone, Debug)]
+pub struct EngineMonetary {
+    /// Phases, rates, split, mode, epoch length.
+    pub config: crate::monetary::MonetaryConfig,
+    /// Treasury, insurance and community accounts (and the validator pool
+    /// used when no validator has stake).
+    pub pools: crate::monetary::SeigniorageRecipients,
+    /// Reward account and stake of each validator.
+    pub stakes: Vec<(crate::types::AccountId, u64)>,
+    /// Units staked, the `staked` input of every epoch.
+    pub staked: u128,
 }
 
 /// Something the engine reports to its embedder.
@@ -101,6 +132,16 @@ pub enum EngineEvent {
     },
     /// Equivocation evidence.
     Evidence(Evidence),
+    /// An epoch was closed by the monetary engine (only with
+    /// [`EngineMonetary`]); its state is stored with the block at `height`.
+    EpochClosed {
+        /// The block that closed the epoch.
+        height: crate::types::Height,
+        /// The epoch's monetary state.
+        state: crate::monetary::MonetaryEpochState,
+        /// Units credited (0 in Shadow mode).
+        credited: u128,
+    },
     /// A committed block was executed and its state written (only with
     /// [`Engine::with_execution`]).
     Executed {
@@ -430,31 +471,8 @@ impl<S: StateBackend, T: Transport, C: Clock> Engine<S, T, C> {
                 ..
             } => {
                 let (mut batch, executed) = match &self.execution {
-                    Some(exec) => {
-                        let proposer_account = *exec
-                            .proposer_accounts
-                            .get(proposer.0 as usize)
-                            .ok_or(EngineError::UnknownProposer(proposer))?;
-                        let ctx = crate::execution::BlockContext {
-                            height,
-                            proposer: proposer_account,
-                            config: exec.config,
-                        };
-                        let reader = crate::execution::BackendAccounts::new(&self.store);
-                        let wire =
-                            crate::execution::execute_wire_block(&reader, &ctx, exec.env, &txs)?;
-                        let event = EngineEvent::Executed {
-                            height,
-                            state_root: wire.outcome.state_root,
-                            succeeded: wire.succeeded(),
-                            failed: wire.failed(),
-                            rejected: wire.rejected(),
-                            fees: wire.outcome.fees,
-                            burned: wire.outcome.burned,
-                        };
-                        (wire.outcome.transition.to_write_batch(), Some(event))
-                    }
-                    None => (WriteBatch::new(), None),
+                    Some(exec) => execution_batch(&self.store, exec, height, proposer, &txs)?,
+                    None => (WriteBatch::new(), Vec::new()),
                 };
                 if let Some(sink) = &self.events {
                     let _ = sink.send(EngineEvent::Execute {
@@ -469,8 +487,10 @@ impl<S: StateBackend, T: Transport, C: Clock> Engine<S, T, C> {
                     height.0.to_bytes(),
                 );
                 self.store.write(batch, Durability::Durable)?;
-                if let (Some(sink), Some(event)) = (&self.events, executed) {
-                    let _ = sink.send(event);
+                if let Some(sink) = &self.events {
+                    for event in executed {
+                        let _ = sink.send(event);
+                    }
                 }
             }
             Effect::ForgetBlocks(ids) => {
@@ -505,6 +525,112 @@ impl<S: StateBackend, T: Transport, C: Clock> Engine<S, T, C> {
         }
         Ok(())
     }
+}
+
+/// Execute one committed block (and, at an epoch boundary, the monetary
+/// step) against `store`: the writes to commit atomically with the
+/// executed-height marker, and the events to report once they are durable.
+fn execution_batch<S: StateBackend>(
+    store: &S,
+    exec: &EngineExecution,
+    height: crate::types::Height,
+    proposer: ValidatorId,
+    txs: &[Vec<u8>],
+) -> Result<(WriteBatch, Vec<EngineEvent>), EngineError> {
+    use crate::execution::{AccountReader, AfterTransition, BackendAccounts};
+    let proposer_account = *exec
+        .proposer_accounts
+        .get(proposer.0 as usize)
+        .ok_or(EngineError::UnknownProposer(proposer))?;
+    let ctx = crate::execution::BlockContext {
+        height,
+        proposer: proposer_account,
+        config: exec.config,
+    };
+    let reader = BackendAccounts::new(store);
+    let wire = crate::execution::execute_wire_block(&reader, &ctx, exec.env, txs)?;
+    let outcome = &wire.outcome;
+    let mut transition = std::borrow::Cow::Borrowed(&outcome.transition);
+    let mut closed = None;
+    let mut epoch_fees = None;
+    let mut events = Vec::new();
+    let mut state_root = outcome.state_root;
+    if let Some(m) = &exec.monetary
+        && m.config.mode != crate::monetary::MonetaryMode::Off
+    {
+        let so_far = match store.get(Namespace::Monetary, EPOCH_FEES_KEY)? {
+            None => 0,
+            Some(bytes) => u128::from_bytes(&bytes).map_err(|source| EngineError::Corrupt {
+                what: "epoch fee total",
+                source,
+            })?,
+        };
+        let fees = so_far.saturating_add(outcome.fees);
+        let bpe = m.config.blocks_per_epoch;
+        if crate::monetary::is_epoch_boundary(height.0, bpe) {
+            let epoch = crate::monetary::epoch_for_height(height.0, bpe);
+            let previous = match crate::monetary::MonetaryEpochState::load_latest(store)? {
+                Some(p) => p,
+                // First boundary this store sees: start from the genesis
+                // state placed just before this epoch.
+                None => crate::monetary::MonetaryEpochState {
+                    epoch: epoch.saturating_sub(1),
+                    ..crate::monetary::MonetaryEpochState::genesis(&m.config)
+                },
+            };
+            let after = AfterTransition::new(&reader, &outcome.transition);
+            let summary = after
+                .summary()
+                .map_err(crate::execution::ExecutionError::from)?;
+            let inputs = crate::monetary::EpochInputs {
+                fees,
+                staked: m.staked,
+                total_supply: summary.minted.saturating_sub(summary.burned),
+            };
+            let state = crate::monetary::compute_epoch_state(&m.config, &previous, epoch, &inputs)?;
+            let credits = state.credits_by_stake(m.config.mode, &m.pools, &m.stakes);
+            let credited: u128 = credits.iter().map(|c| c.1).sum();
+            if !credits.is_empty() {
+                let issuance = crate::execution::credit(&after, &credits)
+                    .map_err(crate::execution::ExecutionError::from)?;
+                state_root = issuance.root();
+                transition = std::borrow::Cow::Owned(outcome.transition.then(&issuance));
+            }
+            closed = Some(state);
+            epoch_fees = Some(0);
+            events.push(EngineEvent::EpochClosed {
+                height,
+                state,
+                credited,
+            });
+        } else {
+            epoch_fees = Some(fees);
+        }
+    }
+    let mut batch = transition.to_write_batch();
+    if let Some(state) = closed {
+        state.write_to(&mut batch);
+    }
+    if let Some(fees) = epoch_fees {
+        batch.put(
+            Namespace::Monetary,
+            EPOCH_FEES_KEY.to_vec(),
+            fees.to_bytes(),
+        );
+    }
+    events.insert(
+        0,
+        EngineEvent::Executed {
+            height,
+            state_root,
+            succeeded: wire.succeeded(),
+            failed: wire.failed(),
+            rejected: wire.rejected(),
+            fees: outcome.fees,
+            burned: outcome.burned,
+        },
+    );
+    Ok((batch, events))
 }
 
 async fn sleep_opt<C: Clock>(clock: &C, at: Option<Millis>) {

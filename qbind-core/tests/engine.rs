@@ -160,15 +160,18 @@ async fn four_engines_commit_the_same_blocks_and_resume_after_restart() {
 // ---------------------------------------------------------------- execution in the engine
 
 use qbind_core::codec::Encode;
-use qbind_core::engine::EngineExecution;
+use qbind_core::engine::{EngineExecution, EngineMonetary};
 use qbind_core::execution::{
     AccountReader, BackendAccounts, ExecutionConfig, Transaction, TransferPayload,
     TransferPayloadV1, credit,
 };
+use qbind_core::monetary::{
+    MonetaryConfig, MonetaryEpochState, MonetaryMode, SeigniorageRecipients,
+};
 use qbind_core::traits::{Durability, StateBackend};
 use qbind_core::types::{AccountId, Hash32, Height};
 
-fn execution(keys: &[KeyPair]) -> EngineExecution {
+fn execution(keys: &[KeyPair], monetary: Option<EngineMonetary>) -> EngineExecution {
     EngineExecution {
         env: NetworkEnvironment::Devnet,
         config: ExecutionConfig::devnet(),
@@ -176,6 +179,7 @@ fn execution(keys: &[KeyPair]) -> EngineExecution {
             .iter()
             .map(|k| AccountId::from_public_key(k.public_key()))
             .collect(),
+        monetary,
     }
 }
 
@@ -185,6 +189,18 @@ type Executions = Vec<Vec<(Height, Hash32, u64)>>;
 /// Run four executing engines until every validator executed `want`
 /// successful transfers in total (or 60 s), submitting `txs` to validator 0.
 async fn run_executing(stores: &[MemoryBackend], txs: Vec<Vec<u8>>, want: u64) -> Executions {
+    run_executing_with(stores, txs, want, None).await.0
+}
+
+/// Epochs closed per validator: (height, state, credited).
+type Epochs = Vec<Vec<(Height, MonetaryEpochState, u128)>>;
+
+async fn run_executing_with(
+    stores: &[MemoryBackend],
+    txs: Vec<Vec<u8>>,
+    want: u64,
+    monetary: Option<EngineMonetary>,
+) -> (Executions, Epochs) {
     let keys = keys();
     let schedule = schedule(&keys);
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -221,7 +237,7 @@ async fn run_executing(stores: &[MemoryBackend], txs: Vec<Vec<u8>>, want: u64) -
         .expect("open engine")
         .with_events(ev_tx)
         .with_submissions(tx_out)
-        .with_execution(execution(&keys));
+        .with_execution(execution(&keys, monetary.clone()));
         handles.push(tokio::spawn(engine.run(stop_rx.clone())));
     }
     let submit = submit.expect("validator 0");
@@ -229,12 +245,15 @@ async fn run_executing(stores: &[MemoryBackend], txs: Vec<Vec<u8>>, want: u64) -
         submit.send(tx).expect("engine alive");
     }
     let mut executed: Executions = vec![Vec::new(); N];
+    let mut epochs: Epochs = vec![Vec::new(); N];
+    let need_epoch = monetary.is_some();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let done = |e: &Executions| {
+    let done = |e: &Executions, p: &Epochs| {
         e.iter()
             .all(|v| v.iter().map(|x| x.2).sum::<u64>() >= want && v.len() >= 3)
+            && (!need_epoch || p.iter().all(|v| v.len() >= 2))
     };
-    while !done(&executed) {
+    while !done(&executed, &epochs) {
         let ev = tokio::time::timeout_at(deadline, events_rx.recv())
             .await
             .expect("validators did not execute in time")
@@ -250,6 +269,16 @@ async fn run_executing(stores: &[MemoryBackend], txs: Vec<Vec<u8>>, want: u64) -
         ) = ev
         {
             executed[i].push((height, state_root, succeeded));
+        } else if let (
+            i,
+            EngineEvent::EpochClosed {
+                height,
+                state,
+                credited,
+            },
+        ) = ev
+        {
+            epochs[i].push((height, state, credited));
         }
     }
     stop_tx.send(true).expect("engines listening");
@@ -258,7 +287,7 @@ async fn run_executing(stores: &[MemoryBackend], txs: Vec<Vec<u8>>, want: u64) -
             .expect("engine task")
             .expect("engine stopped cleanly");
     }
-    executed
+    (executed, epochs)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -330,5 +359,108 @@ async fn engines_execute_signed_transfers_atomically_and_resume() {
         );
         let reader = BackendAccounts::new(&stores[i]);
         assert_eq!(reader.account(&bob).expect("bob").balance, expected_bob);
+    }
+}
+
+fn monetary(mode: MonetaryMode, keys: &[KeyPair]) -> EngineMonetary {
+    let mut config = MonetaryConfig::mainnet();
+    config.blocks_per_epoch = 3;
+    config.mode = mode;
+    EngineMonetary {
+        config,
+        pools: SeigniorageRecipients {
+            validators: AccountId([0xf0; 32]),
+            treasury: AccountId([0xf1; 32]),
+            insurance: AccountId([0xf2; 32]),
+            community: AccountId([0xf3; 32]),
+        },
+        // Validator i's reward account with stake i + 1.
+        stakes: keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (AccountId::from_public_key(k.public_key()), i as u64 + 1))
+            .collect(),
+        staked: 4_000_000_000_000,
+    }
+}
+
+fn funded_stores(amount: u128) -> Vec<MemoryBackend> {
+    let stores: Vec<MemoryBackend> = (0..N).map(|_| MemoryBackend::new()).collect();
+    for store in &stores {
+        let genesis = credit(
+            &BackendAccounts::new(store),
+            &[(AccountId([0xaa; 32]), amount)],
+        )
+        .expect("genesis");
+        store
+            .write(genesis.to_write_batch(), Durability::Durable)
+            .expect("write genesis");
+    }
+    stores
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_monetary_engine_issues_at_epoch_boundaries_and_shadow_does_not() {
+    let keys = keys();
+    let supply: u128 = 10_000_000_000_000;
+    for mode in [MonetaryMode::Active, MonetaryMode::Shadow] {
+        let stores = funded_stores(supply);
+        let (executed, epochs) =
+            run_executing_with(&stores, Vec::new(), 0, Some(monetary(mode, &keys))).await;
+        for (i, closed) in epochs.iter().enumerate() {
+            // Epochs close exactly at multiples of 3, consecutively.
+            for (k, (height, state, credited)) in closed.iter().enumerate() {
+                assert_eq!(height.0, 3 * (k as u64 + 1), "validator {i}");
+                assert_eq!(state.epoch, k as u64 + 1);
+                assert!(state.issuance > 0, "Bootstrap issues");
+                let expected = if mode == MonetaryMode::Active {
+                    state.issuance
+                } else {
+                    0
+                };
+                assert_eq!(*credited, expected, "{mode:?}");
+            }
+            // The same states on every validator.
+            assert_eq!(closed[..2], epochs[0][..2], "validator {i}");
+        }
+        for (i, store) in stores.iter().enumerate() {
+            let reader = BackendAccounts::new(store);
+            let summary = reader.summary().expect("summary");
+            let latest = MonetaryEpochState::load_latest(store)
+                .expect("read")
+                .expect("stored");
+            let issued: u128 = (1..=latest.epoch)
+                .map(|e| {
+                    MonetaryEpochState::load_epoch(store, e)
+                        .expect("read")
+                        .expect("every epoch stored")
+                        .issuance
+                })
+                .sum();
+            let reward = |k: usize| {
+                reader
+                    .account(&AccountId::from_public_key(keys[k].public_key()))
+                    .expect("account")
+                    .balance
+            };
+            match mode {
+                MonetaryMode::Active => {
+                    assert_eq!(summary.minted, supply + issued, "validator {i}");
+                    // Stake 1:2:3:4 -> validator 3 gets about 4x validator 0.
+                    assert!(reward(3) > 3 * reward(0), "validator {i}");
+                    let treasury = reader.account(&AccountId([0xf1; 32])).expect("t").balance;
+                    assert!(treasury > 0);
+                }
+                _ => {
+                    assert_eq!(summary.minted, supply, "Shadow must not mint");
+                    assert_eq!(reward(3), 0);
+                }
+            }
+            // The stored root is what the last Executed event reported.
+            let last = executed[i].last().expect("executed");
+            if load_persisted(store, 1).expect("load").executed == last.0 {
+                assert_eq!(summary.root(), last.1);
+            }
+        }
     }
 }

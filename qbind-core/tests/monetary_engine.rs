@@ -269,3 +269,193 @@ proptest! {
         prop_assert!(s.fee_coverage_bps <= 10_000);
     }
 }
+
+// ---------------------------------------------------------------- encoding, storage, stake split
+
+use qbind_core::codec::{Decode, Encode};
+use qbind_core::traits::{Durability, MemoryBackend, Namespace, StateBackend, WriteBatch};
+
+fn sample_state() -> MonetaryEpochState {
+    MonetaryEpochState {
+        epoch: 7,
+        phase: MonetaryPhase::Transition,
+        ema_fees_per_epoch: 0x0102_0304,
+        fee_coverage_bps: 2_500,
+        stake_ratio_bps: 6_000,
+        r_target_annual_bps: 400,
+        r_inf_annual_bps: 350,
+        phase_recommendation: true,
+        issuance: 1_000,
+        to_validators: 820,
+        to_treasury: 100,
+        to_insurance: 50,
+        to_community: 30,
+    }
+}
+
+/// Golden bytes of the 122-byte layout documented in monetary/record.rs and
+/// docs/wire-format.md; written field by field, independently of the encoder.
+#[test]
+fn golden_monetary_epoch_state() {
+    let expected = [
+        "0000000000000007",                 // epoch
+        "01",                               // phase = Transition
+        "00000000000000000000000001020304", // ema_fees_per_epoch
+        "000009c4",                         // fee_coverage_bps = 2,500
+        "00001770",                         // stake_ratio_bps = 6,000
+        "00000190",                         // r_target_annual_bps = 400
+        "0000015e",                         // r_inf_annual_bps = 350
+        "01",                               // phase_recommendation
+        "000000000000000000000000000003e8", // issuance = 1,000
+        "00000000000000000000000000000334", // to_validators = 820
+        "00000000000000000000000000000064", // to_treasury = 100
+        "00000000000000000000000000000032", // to_insurance = 50
+        "0000000000000000000000000000001e", // to_community = 30
+    ]
+    .concat();
+    let bytes = sample_state().to_bytes();
+    assert_eq!(bytes.len(), MONETARY_STATE_BYTES);
+    assert_eq!(hex::encode(&bytes), expected);
+    assert_eq!(MonetaryEpochState::from_bytes(&bytes), Ok(sample_state()));
+}
+
+#[test]
+fn monetary_state_decoder_refuses_inconsistent_bytes() {
+    let good = sample_state().to_bytes();
+    let with = |offset: usize, byte: u8| {
+        let mut b = good.clone();
+        b[offset] = byte;
+        MonetaryEpochState::from_bytes(&b)
+    };
+    assert!(with(8, 3).is_err(), "unknown phase");
+    assert!(with(41, 2).is_err(), "recommendation flag not 0/1");
+    assert!(with(27, 0xff).is_err(), "fee coverage above 10,000 bps");
+    assert!(
+        with(57, 0xe9).is_err(),
+        "parts no longer add up to the issuance"
+    );
+    assert!(MonetaryEpochState::from_bytes(&good[..121]).is_err());
+    let mut longer = good.clone();
+    longer.push(0);
+    assert!(MonetaryEpochState::from_bytes(&longer).is_err());
+}
+
+#[test]
+fn monetary_state_is_stored_per_epoch_and_as_latest() {
+    let store = MemoryBackend::new();
+    assert_eq!(MonetaryEpochState::load_latest(&store), Ok(None));
+    let first = sample_state();
+    let second = MonetaryEpochState {
+        epoch: 8,
+        ..sample_state()
+    };
+    for s in [first, second] {
+        let mut batch = WriteBatch::new();
+        s.write_to(&mut batch);
+        store.write(batch, Durability::Durable).unwrap();
+    }
+    assert_eq!(MonetaryEpochState::load_latest(&store), Ok(Some(second)));
+    assert_eq!(MonetaryEpochState::load_epoch(&store, 7), Ok(Some(first)));
+    assert_eq!(MonetaryEpochState::load_epoch(&store, 9), Ok(None));
+    let mut corrupt = WriteBatch::new();
+    corrupt.put(
+        Namespace::Monetary,
+        MONETARY_STATE_KEY.to_vec(),
+        vec![1, 2, 3],
+    );
+    store.write(corrupt, Durability::Durable).unwrap();
+    assert!(matches!(
+        MonetaryEpochState::load_latest(&store),
+        Err(qbind_core::traits::StorageError::Corruption { .. })
+    ));
+}
+
+#[test]
+fn validators_share_follows_stake() {
+    let (a, b, c) = (AccountId([1; 32]), AccountId([2; 32]), AccountId([3; 32]));
+    // 820 over stakes 1:1:2 -> 205, 205, 410.
+    assert_eq!(
+        split_by_stake(820, &[(a, 10), (b, 10), (c, 20)]),
+        vec![(a, 205), (b, 205), (c, 410)]
+    );
+    // 10 over 1:1:1 -> the one left-over unit goes to the smallest id.
+    assert_eq!(
+        split_by_stake(10, &[(c, 1), (b, 1), (a, 1)]),
+        vec![(a, 4), (b, 3), (c, 3)]
+    );
+    // Zero stake gets nothing; no stake at all splits nothing.
+    assert_eq!(split_by_stake(5, &[(a, 0), (b, 3)]), vec![(b, 5)]);
+    assert!(split_by_stake(5, &[(a, 0)]).is_empty());
+
+    let pools = SeigniorageRecipients {
+        validators: AccountId([9; 32]),
+        treasury: AccountId([10; 32]),
+        insurance: AccountId([11; 32]),
+        community: AccountId([12; 32]),
+    };
+    let s = sample_state();
+    let credits = s.credits_by_stake(MonetaryMode::Active, &pools, &[(a, 1), (b, 3)]);
+    assert_eq!(
+        credits,
+        vec![
+            (a, 205),
+            (b, 615),
+            (pools.treasury, 100),
+            (pools.insurance, 50),
+            (pools.community, 30)
+        ]
+    );
+    assert_eq!(credits.iter().map(|c| c.1).sum::<u128>(), s.issuance);
+    assert!(
+        s.credits_by_stake(MonetaryMode::Shadow, &pools, &[(a, 1)])
+            .is_empty()
+    );
+    let no_stake = s.credits_by_stake(MonetaryMode::Active, &pools, &[]);
+    assert!(no_stake.contains(&(pools.validators, 820)));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+
+    /// The stake split adds up exactly, gives everyone their exact share
+    /// within one unit, and does not depend on the order of the input.
+    #[test]
+    fn stake_split_is_exact_fair_and_order_free(
+        total in prop_oneof![0u128..10_000, any::<u128>()],
+        stakes in proptest::collection::vec((0u8..40, 0u64..1_000_000), 1..30),
+    ) {
+        let list: Vec<(AccountId, u64)> = stakes.iter().map(|(i, s)| (AccountId([*i; 32]), *s)).collect();
+        let parts = split_by_stake(total, &list);
+        let sum_stake: u128 = list.iter().map(|(_, s)| u128::from(*s)).sum();
+        let given: u128 = parts.iter().map(|p| p.1).sum();
+        if sum_stake == 0 || total == 0 {
+            prop_assert!(parts.is_empty());
+        } else {
+            prop_assert_eq!(given, total);
+        }
+        let mut reversed = list.clone();
+        reversed.reverse();
+        prop_assert!(split_by_stake(total, &reversed) == parts, "order changed the split");
+        if total < u128::MAX / 2u128.pow(60) && sum_stake > 0 {
+            for (id, amount) in &parts {
+                let stake: u128 = list.iter().filter(|(i, _)| i == id).map(|(_, s)| u128::from(*s)).sum();
+                let exact_floor = total * stake / sum_stake;
+                prop_assert!(*amount == exact_floor || *amount == exact_floor + 1);
+            }
+        }
+    }
+
+    /// Every state the engine computes round-trips through its encoding.
+    #[test]
+    fn computed_states_round_trip(
+        supply in 0u128..(u128::MAX / 2),
+        fees in any::<u128>(),
+        staked_bps in 0u32..=10_000,
+        epoch in 1u64..500_000,
+    ) {
+        let p = prev(MonetaryPhase::Bootstrap, epoch, 500);
+        let inputs = EpochInputs { fees, staked: mul_bps(supply, staked_bps), total_supply: supply };
+        let s = compute_epoch_state(&cfg(), &p, epoch, &inputs).unwrap();
+        prop_assert_eq!(MonetaryEpochState::from_bytes(&s.to_bytes()), Ok(s));
+    }
+}

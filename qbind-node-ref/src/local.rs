@@ -19,11 +19,12 @@ use std::time::Duration;
 use qbind_core::codec::Encode;
 use qbind_core::consensus::{ConsensusConfig, ConsensusMetrics};
 use qbind_core::crypto::KeyPair;
-use qbind_core::engine::{Engine, EngineEvent, EngineExecution};
+use qbind_core::engine::{Engine, EngineEvent, EngineExecution, EngineMonetary};
 use qbind_core::execution::{
     AccountReader, BackendAccounts, ExecutionConfig, TRANSFER_PAYLOAD_V1_BYTES, Transaction,
     TransferPayload, TransferPayloadV1,
 };
+use qbind_core::monetary::{MonetaryConfig, MonetaryMode, SeigniorageRecipients};
 use qbind_core::traits::{LocalSigner, MemoryNetwork, TokioClock};
 use qbind_core::types::{AccountId, Hash32, NetworkEnvironment, ValidatorId};
 use qbind_core::validator::{EpochSchedule, ValidatorSet};
@@ -34,6 +35,14 @@ use crate::node::{Maintenance, NodeError, Services, ensure_genesis, open_store};
 
 /// Genesis balance of every DevNet account.
 pub const DEVNET_BALANCE: u128 = 1_000_000_000_000;
+/// DevNet epochs are short so that issuance is visible in a short run.
+pub const DEVNET_BLOCKS_PER_EPOCH: u64 = 50;
+
+/// A DevNet pool account (treasury, insurance, ...): the hash of its name.
+fn pool_account(name: &[u8]) -> AccountId {
+    AccountId(*Hash32::digest(&[b"QBIND-DEVNET-POOL:".as_slice(), name].concat()).as_bytes())
+}
+
 /// Transfers a sender may have in flight before the generator skips it.
 const MAX_IN_FLIGHT: u64 = 4;
 
@@ -260,13 +269,28 @@ pub async fn run_local(
         .collect();
     let genesis: Vec<(AccountId, u128)> =
         account_ids.iter().map(|id| (*id, DEVNET_BALANCE)).collect();
+    let proposer_accounts: Vec<AccountId> = keys
+        .iter()
+        .map(|k| AccountId::from_public_key(k.public_key()))
+        .collect();
+    let mut monetary_config = MonetaryConfig::mainnet();
+    monetary_config.blocks_per_epoch = DEVNET_BLOCKS_PER_EPOCH;
+    monetary_config.mode = MonetaryMode::Active;
     let execution = EngineExecution {
         env,
         config: ExecutionConfig::devnet(),
-        proposer_accounts: keys
-            .iter()
-            .map(|k| AccountId::from_public_key(k.public_key()))
-            .collect(),
+        monetary: Some(EngineMonetary {
+            config: monetary_config,
+            pools: SeigniorageRecipients {
+                validators: pool_account(b"validators"),
+                treasury: pool_account(b"treasury"),
+                insurance: pool_account(b"insurance"),
+                community: pool_account(b"community"),
+            },
+            stakes: proposer_accounts.iter().map(|a| (*a, 1)).collect(),
+            staked: DEVNET_BALANCE * opts.accounts.max(2) as u128 / 2,
+        }),
+        proposer_accounts,
     };
     let mut cfg = ConsensusConfig::new(env);
     cfg.tx_meta = Some(qbind_core::execution::tx_meta);
@@ -470,6 +494,27 @@ pub async fn run_local(
                 None => break,
             },
         };
+        if let EngineEvent::EpochClosed {
+            height,
+            state,
+            credited,
+        } = &ev
+            && i == 0
+        {
+            out(&format!(
+                "epoch {} closed at height {}: phase {:?}, annual rate {} bps, issued {} \
+                 (validators {}, treasury {}, insurance {}, community {}), credited {credited}",
+                state.epoch,
+                height.0,
+                state.phase,
+                state.r_inf_annual_bps,
+                state.issuance,
+                state.to_validators,
+                state.to_treasury,
+                state.to_insurance,
+                state.to_community
+            ));
+        }
         if let EngineEvent::Executed {
             height,
             state_root,

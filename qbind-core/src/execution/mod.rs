@@ -45,8 +45,8 @@ pub use gas::{
     MINIMUM_GAS_LIMIT,
 };
 pub use state::{
-    Account, AccountChange, AccountReader, BackendAccounts, Ledger, STATE_SUMMARY_KEY, StateError,
-    StateTransition, credit,
+    Account, AccountChange, AccountReader, AfterTransition, BackendAccounts, Ledger,
+    STATE_SUMMARY_KEY, StateError, StateTransition, credit,
 };
 pub use state_root::{
     ACCUMULATOR_LANES, AccountAccumulator, CommitmentDelta, StateSummary, leaf_element,

@@ -154,6 +154,29 @@ impl StateTransition {
         batch
     }
 
+    /// This transition followed by `next`, which must have been computed on
+    /// top of it (e.g. against [`AfterTransition`]): one transition whose
+    /// write batch touches each account once.
+    #[must_use]
+    pub fn then(&self, next: &StateTransition) -> StateTransition {
+        let mut merged: std::collections::BTreeMap<AccountId, AccountChange> =
+            self.changes.iter().map(|c| (c.id, *c)).collect();
+        for c in &next.changes {
+            merged
+                .entry(c.id)
+                .and_modify(|m| m.after = c.after)
+                .or_insert(*c);
+        }
+        StateTransition {
+            prior_root: self.prior_root,
+            changes: merged
+                .into_values()
+                .filter(|c| c.before != c.after)
+                .collect(),
+            summary: next.summary,
+        }
+    }
+
     /// Build a transition from `changes` (any order, distinct ids) against
     /// `prior`, with the commitment delta computed by the caller (possibly in
     /// parallel) and the supply counters moved by `minted` and `burned`.
@@ -353,6 +376,36 @@ impl AccountReader for Ledger {
 
     fn summary(&self) -> Result<StateSummary, StateError> {
         Ok(self.summary)
+    }
+}
+
+/// The state `base` would have after `transition` (computed against it) is
+/// applied, without applying it: lets a second transition (e.g. issuance at
+/// an epoch boundary) be computed on top of a block's, so both can be
+/// written in one atomic batch.
+pub struct AfterTransition<'a, S: ?Sized> {
+    base: &'a S,
+    transition: &'a StateTransition,
+}
+
+impl<'a, S: AccountReader + ?Sized> AfterTransition<'a, S> {
+    /// `base` with `transition` laid over it.
+    pub fn new(base: &'a S, transition: &'a StateTransition) -> Self {
+        AfterTransition { base, transition }
+    }
+}
+
+impl<S: AccountReader + ?Sized> AccountReader for AfterTransition<'_, S> {
+    fn account(&self, id: &AccountId) -> Result<Account, StateError> {
+        // `changes` is ascending by id (StateTransition's invariant).
+        match self.transition.changes.binary_search_by(|c| c.id.cmp(id)) {
+            Ok(i) => Ok(self.transition.changes[i].after),
+            Err(_) => self.base.account(id),
+        }
+    }
+
+    fn summary(&self) -> Result<StateSummary, StateError> {
+        Ok(self.transition.summary)
     }
 }
 

@@ -31,11 +31,13 @@
 //! ```
 
 mod engine;
+mod record;
 
 pub use engine::{
     EpochInputs, MonetaryEpochState, MonetaryGauges, SeigniorageRecipients, SeigniorageSplit,
     compute_epoch_state, compute_phase_transition, epoch_for_height, is_epoch_boundary, mul_bps,
 };
+pub use record::{MONETARY_STATE_BYTES, MONETARY_STATE_KEY, epoch_key, split_by_stake};
 
 /// Epochs per year with 10-minute epochs.
 pub const EPOCHS_PER_YEAR: u64 = 52_560;
