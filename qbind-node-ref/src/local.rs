@@ -25,7 +25,7 @@ use qbind_core::execution::{
     TransferPayload, TransferPayloadV1,
 };
 use qbind_core::monetary::{MonetaryConfig, MonetaryMode, SeigniorageRecipients};
-use qbind_core::traits::{LocalSigner, MemoryNetwork, TokioClock};
+use qbind_core::traits::{LocalSigner, MemoryNetwork, TokioClock, Transport};
 use qbind_core::types::{AccountId, Hash32, NetworkEnvironment, ValidatorId};
 use qbind_core::validator::{EpochSchedule, ValidatorSet};
 use tokio::sync::{mpsc, watch};
@@ -69,23 +69,64 @@ pub struct LocalOptions {
     pub fast_sync: Option<(usize, PathBuf)>,
     /// Base view timeout.
     pub base_timeout_ms: u64,
+    /// How the validators talk to each other.
+    pub network: Network,
+    /// Run only this validator of the `validators` (the others run in other
+    /// processes; needs [`Network::Kemtls`]). `None`: all in this process.
+    pub only: Option<usize>,
 }
 
-/// What a run did.
+/// The transport between validators.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Network {
+    /// In-process channels (all validators in this process).
+    Memory,
+    /// KEMTLS over TCP (`qbind-net`): validator `i` listens on
+    /// `ip:base_port + i` and dials the others there. Their P2P identities
+    /// are DevNet keys derived from public seeds, like their signing keys.
+    Kemtls {
+        /// Address every validator binds (e.g. 127.0.0.1).
+        ip: std::net::IpAddr,
+        /// Validator `i` listens on `base_port + i`.
+        base_port: u16,
+    },
+}
+
+/// What a run did. Per-validator vectors list the validators of this
+/// process in ascending order ([`RunSummary::validators`]).
 #[derive(Clone, Debug, Default)]
 pub struct RunSummary {
-    /// Last executed height per validator.
+    /// The validators this process ran.
+    pub validators: Vec<usize>,
+    /// Last executed height per local validator.
     pub executed_height: Vec<u64>,
-    /// State root per validator at its last executed height.
+    /// State root per local validator at its last executed height.
     pub state_root: Vec<Hash32>,
-    /// Successful transfers executed by validator 0 in this run.
+    /// Successful transfers executed by the first local validator in this run.
     pub transfers: u64,
     /// Transfers submitted in this run.
     pub submitted: u64,
-    /// Heights at which two validators reported different state roots.
+    /// Heights at which two local validators reported different state roots.
     pub root_mismatches: Vec<u64>,
-    /// Height each validator started this run from (its executed marker).
+    /// Height each local validator started this run from (its executed marker).
     pub resumed_from: Vec<u64>,
+}
+
+/// The DevNet P2P identity (static ML-KEM-768 key) of validator `i`.
+#[must_use]
+pub fn p2p_identity(i: usize) -> qbind_net::StaticIdentity {
+    let part = |which: &[u8]| {
+        *Hash32::digest(
+            &[
+                b"QBIND-DEVNET-P2P:".as_slice(),
+                which,
+                &(i as u64).to_be_bytes(),
+            ]
+            .concat(),
+        )
+        .as_bytes()
+    };
+    qbind_net::StaticIdentity::from_seed(&part(b"d"), &part(b"z"))
 }
 
 fn devnet_key(role: &[u8], i: usize) -> KeyPair {
@@ -108,132 +149,133 @@ pub fn account_key(i: usize) -> KeyPair {
 }
 
 struct Shared {
+    /// Validator id of each local slot.
+    ids: Vec<usize>,
     consensus: Vec<watch::Receiver<ConsensusMetrics>>,
+    net: Vec<Option<Arc<qbind_net::NetMetrics>>>,
     store: Vec<Arc<qbind_store::metrics::StoreMetrics>>,
     executed: Vec<AtomicU64>,
     transfers: Vec<AtomicU64>,
     root_mismatches: AtomicU64,
 }
 
+/// A labeled sample: `*_total` names are counters, the rest gauges.
+fn sample(p: &mut PromText, name: &str, help: &str, label: (&str, &str), value: u64) {
+    if name.ends_with("_total") {
+        p.counter_labeled(name, help, label, value);
+    } else {
+        p.gauge_labeled(name, help, label, value);
+    }
+}
+
 fn render(shared: &Shared) -> String {
     let mut p = PromText::new();
-    for (i, rx) in shared.consensus.iter().enumerate() {
-        let m = rx.borrow().clone();
-        let v = i.to_string();
-        let l = ("validator", v.as_str());
-        p.counter_labeled(
-            "qbind_consensus_current_view",
-            "Current view.",
-            l,
-            m.current_view,
-        );
-        p.counter_labeled(
+    type Consensus = fn(&ConsensusMetrics) -> u64;
+    const CONSENSUS: [(&str, &str, Consensus); 8] = [
+        ("qbind_consensus_current_view", "Current view.", |m| {
+            m.current_view
+        }),
+        (
             "qbind_consensus_highest_seen_view",
             "Highest view seen in any valid message.",
-            l,
-            m.highest_seen_view,
-        );
-        p.counter_labeled(
+            |m| m.highest_seen_view,
+        ),
+        (
             "qbind_consensus_view_lag",
             "Highest seen view minus current view.",
-            l,
-            m.highest_seen_view.saturating_sub(m.current_view),
-        );
-        p.counter_labeled(
+            |m| m.highest_seen_view.saturating_sub(m.current_view),
+        ),
+        (
             "qbind_consensus_committed_height",
             "Highest committed height.",
-            l,
-            m.committed_height,
-        );
-        p.counter_labeled(
+            |m| m.committed_height,
+        ),
+        (
             "qbind_consensus_blocks_committed_total",
             "Blocks committed.",
-            l,
-            m.blocks_committed,
-        );
-        p.counter_labeled(
+            |m| m.blocks_committed,
+        ),
+        (
             "qbind_consensus_equivocation_detected_total",
             "Equivocations detected.",
-            l,
-            m.equivocations_detected,
-        );
-        p.counter_labeled(
+            |m| m.equivocations_detected,
+        ),
+        (
             "qbind_consensus_views_timed_out_total",
             "Views left by a timeout.",
-            l,
-            m.views_timed_out,
-        );
-        p.counter_labeled(
+            |m| m.views_timed_out,
+        ),
+        (
             "qbind_consensus_rejected_total",
             "Consensus inputs rejected.",
-            l,
-            m.rejected_total(),
-        );
-    }
-    for (i, h) in shared.executed.iter().enumerate() {
-        let v = i.to_string();
-        p.counter_labeled(
+            |m| m.rejected_total(),
+        ),
+    ];
+    type Store = fn(&qbind_store::metrics::StoreMetrics) -> &AtomicU64;
+    const STORE: [(&str, &str, Store); 7] = [
+        (
+            "qbind_state_size_bytes",
+            "On-disk size of the state store.",
+            |s| &s.state_size_bytes,
+        ),
+        ("qbind_state_prune_runs_total", "Prune steps.", |s| {
+            &s.prune_runs
+        }),
+        (
+            "qbind_state_prune_deleted_keys_total",
+            "Entries deleted by pruning.",
+            |s| &s.prune_deleted_keys,
+        ),
+        (
+            "qbind_state_prune_retained_height",
+            "Lowest retained height.",
+            |s| &s.prune_retained_height,
+        ),
+        ("qbind_snapshot_created_total", "Snapshots created.", |s| {
+            &s.snapshots_created
+        }),
+        ("qbind_snapshot_failed_total", "Snapshots failed.", |s| {
+            &s.snapshots_failed
+        }),
+        (
+            "qbind_snapshot_last_height",
+            "Height of the newest snapshot.",
+            |s| &s.snapshot_last_height,
+        ),
+    ];
+    for (slot, id) in shared.ids.iter().enumerate() {
+        let v = id.to_string();
+        let label = ("validator", v.as_str());
+        let m = shared.consensus[slot].borrow().clone();
+        for (name, help, get) in CONSENSUS {
+            sample(&mut p, name, help, label, get(&m));
+        }
+        p.gauge_labeled(
             "qbind_execution_executed_height",
             "Highest executed height.",
-            ("validator", &v),
-            h.load(Ordering::Relaxed),
+            label,
+            shared.executed[slot].load(Ordering::Relaxed),
         );
-    }
-    for (i, t) in shared.transfers.iter().enumerate() {
-        let v = i.to_string();
         p.counter_labeled(
             "qbind_execution_transfers_total",
             "Successful transfers executed.",
-            ("validator", &v),
-            t.load(Ordering::Relaxed),
+            label,
+            shared.transfers[slot].load(Ordering::Relaxed),
         );
+        for (name, help, get) in STORE {
+            p.counter_labeled(
+                name,
+                help,
+                label,
+                get(&shared.store[slot]).load(Ordering::Relaxed),
+            );
+        }
     }
-    for (i, s) in shared.store.iter().enumerate() {
-        let v = i.to_string();
-        let l = ("validator", v.as_str());
-        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        p.counter_labeled(
-            "qbind_state_size_bytes",
-            "On-disk size of the state store.",
-            l,
-            g(&s.state_size_bytes),
-        );
-        p.counter_labeled(
-            "qbind_state_prune_runs_total",
-            "Prune steps.",
-            l,
-            g(&s.prune_runs),
-        );
-        p.counter_labeled(
-            "qbind_state_prune_deleted_keys_total",
-            "Entries deleted by pruning.",
-            l,
-            g(&s.prune_deleted_keys),
-        );
-        p.counter_labeled(
-            "qbind_state_prune_retained_height",
-            "Lowest retained height.",
-            l,
-            g(&s.prune_retained_height),
-        );
-        p.counter_labeled(
-            "qbind_snapshot_created_total",
-            "Snapshots created.",
-            l,
-            g(&s.snapshots_created),
-        );
-        p.counter_labeled(
-            "qbind_snapshot_failed_total",
-            "Snapshots failed.",
-            l,
-            g(&s.snapshots_failed),
-        );
-        p.counter_labeled(
-            "qbind_snapshot_last_height",
-            "Height of the newest snapshot.",
-            l,
-            g(&s.snapshot_last_height),
-        );
+    for (slot, net) in shared.net.iter().enumerate() {
+        if let Some(net) = net {
+            let v = shared.ids[slot].to_string();
+            p.append_labeled(&net.render_prometheus(), ("validator", &v));
+        }
     }
     p.counter(
         "qbind_execution_state_root_mismatch_total",
@@ -243,8 +285,42 @@ fn render(shared: &Shared) -> String {
     p.finish()
 }
 
-/// Run the local network until `blocks` more blocks are executed everywhere
-/// or `shutdown` becomes true. `out` receives progress lines.
+/// Everything one engine needs besides its transport.
+struct EngineParts {
+    cfg: ConsensusConfig,
+    schedule: Arc<EpochSchedule>,
+    store: Arc<qbind_store::FjallBackend>,
+    signer: LocalSigner,
+    events: mpsc::UnboundedSender<EngineEvent>,
+    submissions: mpsc::UnboundedReceiver<Vec<u8>>,
+    metrics: watch::Sender<ConsensusMetrics>,
+    execution: EngineExecution,
+    stop: watch::Receiver<bool>,
+}
+
+type EngineHandle = tokio::task::JoinHandle<Result<(), qbind_core::engine::EngineError>>;
+
+fn spawn_engine<T: Transport + 'static>(
+    parts: EngineParts,
+    transport: T,
+) -> Result<EngineHandle, NodeError> {
+    let engine = Engine::open(
+        parts.cfg,
+        parts.schedule,
+        parts.store,
+        transport,
+        Box::new(parts.signer),
+        TokioClock::new(),
+    )?
+    .with_events(parts.events)
+    .with_submissions(parts.submissions)
+    .with_metrics(parts.metrics)
+    .with_execution(parts.execution);
+    Ok(tokio::spawn(engine.run(parts.stop)))
+}
+
+/// Run the local validators until `blocks` more blocks are executed by each
+/// of them or `shutdown` becomes true. `out` receives progress lines.
 pub async fn run_local(
     opts: LocalOptions,
     mut shutdown: watch::Receiver<bool>,
@@ -254,6 +330,20 @@ pub async fn run_local(
     if n == 0 {
         return Err(NodeError::Config(
             "--local-validators must be at least 1".into(),
+        ));
+    }
+    let local: Vec<usize> = match opts.only {
+        None => (0..n).collect(),
+        Some(i) if i < n => vec![i],
+        Some(i) => {
+            return Err(NodeError::Config(format!(
+                "validator index {i} is not below the validator count {n}"
+            )));
+        }
+    };
+    if opts.only.is_some() && opts.network == Network::Memory {
+        return Err(NodeError::Config(
+            "running one validator per process needs the KEMTLS network".into(),
         ));
     }
     let env = NetworkEnvironment::Devnet;
@@ -296,10 +386,13 @@ pub async fn run_local(
     cfg.tx_meta = Some(qbind_core::execution::tx_meta);
     cfg.base_timeout_ms = opts.base_timeout_ms;
 
-    let mut stores = Vec::with_capacity(n);
-    let mut services = Vec::with_capacity(n);
-    let mut summary = RunSummary::default();
-    for i in 0..n {
+    let mut stores = Vec::with_capacity(local.len());
+    let mut services = Vec::with_capacity(local.len());
+    let mut summary = RunSummary {
+        validators: local.clone(),
+        ..RunSummary::default()
+    };
+    for &i in &local {
         let dir = opts.data_dir.join(format!("validator-{i}"));
         let fast = opts
             .fast_sync
@@ -334,11 +427,15 @@ pub async fn run_local(
 
     let (stop_engines, engines_stop) = watch::channel(false);
     let (events_tx, mut events) = mpsc::unbounded_channel::<(usize, EngineEvent)>();
-    let mut submit = Vec::with_capacity(n);
-    let mut handles = Vec::with_capacity(n);
-    let mut consensus_rx = Vec::with_capacity(n);
-    for (i, transport) in MemoryNetwork::endpoints(n).into_iter().enumerate() {
-        let signer = LocalSigner::new(ValidatorId(i as u32), env, keys[i].clone());
+    let mut submit = Vec::with_capacity(local.len());
+    let mut handles = Vec::with_capacity(local.len());
+    let mut consensus_rx = Vec::with_capacity(local.len());
+    let mut net_metrics = Vec::with_capacity(local.len());
+    let mut memory = match opts.network {
+        Network::Memory => MemoryNetwork::endpoints(n).into_iter().map(Some).collect(),
+        Network::Kemtls { .. } => Vec::new(),
+    };
+    for (slot, &i) in local.iter().enumerate() {
         let (tx_in, tx_out) = mpsc::unbounded_channel();
         submit.push(tx_in);
         let (m_tx, m_rx) = watch::channel(ConsensusMetrics::default());
@@ -347,40 +444,90 @@ pub async fn run_local(
         let forward = events_tx.clone();
         tokio::spawn(async move {
             while let Some(ev) = ev_rx.recv().await {
-                if forward.send((i, ev)).is_err() {
+                if forward.send((slot, ev)).is_err() {
                     break;
                 }
             }
         });
-        let engine = Engine::open(
-            cfg.clone(),
-            Arc::clone(&schedule),
-            Arc::clone(&stores[i]),
-            transport,
-            Box::new(signer),
-            TokioClock::new(),
-        )?
-        .with_events(ev_tx)
-        .with_submissions(tx_out)
-        .with_metrics(m_tx)
-        .with_execution(execution.clone());
-        let start = qbind_core::engine::load_persisted(&*stores[i], 1)?
+        let parts = EngineParts {
+            cfg: cfg.clone(),
+            schedule: Arc::clone(&schedule),
+            store: Arc::clone(&stores[slot]),
+            signer: LocalSigner::new(ValidatorId(i as u32), env, keys[i].clone()),
+            events: ev_tx,
+            submissions: tx_out,
+            metrics: m_tx,
+            execution: execution.clone(),
+            stop: engines_stop.clone(),
+        };
+        let start = qbind_core::engine::load_persisted(&*stores[slot], 1)?
             .executed
             .0;
         summary.resumed_from.push(start);
-        handles.push(tokio::spawn(engine.run(engines_stop.clone())));
+        let handle = match &opts.network {
+            Network::Memory => {
+                let transport = memory
+                    .get_mut(i)
+                    .and_then(Option::take)
+                    .ok_or_else(|| NodeError::Config("no in-memory endpoint".into()))?;
+                net_metrics.push(None);
+                spawn_engine(parts, transport)?
+            }
+            Network::Kemtls { ip, base_port } => {
+                let addr = |v: usize| {
+                    u16::try_from(v)
+                        .ok()
+                        .and_then(|v| base_port.checked_add(v))
+                        .map(|port| SocketAddr::new(*ip, port))
+                        .ok_or_else(|| NodeError::Config("P2P port out of range".into()))
+                };
+                let mut validators = BTreeMap::new();
+                let mut bootstrap = Vec::new();
+                for v in 0..n {
+                    validators.insert(ValidatorId(v as u32), p2p_identity(v).public().clone());
+                    if v != i {
+                        bootstrap.push((ValidatorId(v as u32), addr(v)?));
+                    }
+                }
+                let mut peers = qbind_net::PeerManagerConfig::default();
+                // All DevNet validators share one address range: count
+                // diversity violations but admit them.
+                peers.diversity.mode = qbind_net::peers::diversity::DiversityMode::Warn;
+                peers.heartbeat_interval = Duration::from_secs(5);
+                let transport = qbind_net::TcpTransport::start(qbind_net::TransportConfig {
+                    local_id: ValidatorId(i as u32),
+                    identity: p2p_identity(i),
+                    listen: addr(i)?,
+                    validators,
+                    bootstrap,
+                    channel: qbind_net::ChannelConfig::new(env),
+                    peers,
+                })
+                .await
+                .map_err(|e| NodeError::Config(format!("P2P transport of validator {i}: {e}")))?;
+                out(&format!(
+                    "validator {i}: KEMTLS P2P on {}",
+                    transport.local_addr()
+                ));
+                net_metrics.push(Some(transport.metrics()));
+                spawn_engine(parts, transport)?
+            }
+        };
+        handles.push(handle);
     }
     drop(events_tx);
 
     let shared = Arc::new(Shared {
+        ids: local.clone(),
         consensus: consensus_rx,
+        net: net_metrics,
         store: services.iter().map(|s| Arc::clone(&s.metrics)).collect(),
         executed: summary
             .resumed_from
             .iter()
             .map(|h| AtomicU64::new(*h))
             .collect(),
-        transfers: (0..n).map(|_| AtomicU64::new(0)).collect(),
+        transfers: local.iter().map(|_| AtomicU64::new(0)).collect(),
         root_mismatches: AtomicU64::new(0),
     });
     if let Some(addr) = opts.metrics_addr {
@@ -403,60 +550,68 @@ pub async fn run_local(
         ));
     }
 
-    // The transfer generator: nonces resume from validator 0's executed state.
+    // The transfer generator: only accounts whose home validator runs here
+    // (account s is submitted to validator s mod n); nonces resume from that
+    // validator's executed state.
     let submitted = Arc::new(AtomicU64::new(0));
     let generator = {
-        let store0 = Arc::clone(&stores[0]);
+        let senders: Vec<(usize, usize)> = (0..account_ids.len())
+            .filter_map(|s| local.iter().position(|v| *v == s % n).map(|slot| (s, slot)))
+            .collect();
+        let stores: Vec<_> = stores.iter().map(Arc::clone).collect();
         let submitted = Arc::clone(&submitted);
         let mut stop = engines_stop.clone();
         let interval = opts.tx_interval.max(Duration::from_millis(1));
         tokio::spawn(async move {
-            let reader_nonce = |id: &AccountId| {
-                BackendAccounts::new(&*store0)
-                    .account(id)
+            if senders.is_empty() || account_ids.len() < 2 {
+                return;
+            }
+            let executed_nonce = |s: usize, slot: usize| {
+                BackendAccounts::new(&*stores[slot])
+                    .account(&account_ids[s])
                     .map(|a| a.nonce)
                     .unwrap_or(0)
             };
-            let mut next: Vec<u64> = account_ids.iter().map(reader_nonce).collect();
+            let mut next: Vec<u64> = vec![0; account_ids.len()];
+            for &(s, slot) in &senders {
+                next[s] = executed_nonce(s, slot);
+            }
             let mut tick = tokio::time::interval(interval);
             let mut k = 0usize;
             let mut stalled = 0u32;
             let gas_limit = ExecutionConfig::devnet()
                 .gas
                 .transfer_gas(TRANSFER_PAYLOAD_V1_BYTES);
+            let count = account_ids.len();
             loop {
                 tokio::select! {
                     _ = stop.changed() => return,
                     _ = tick.tick() => {}
                 }
-                let count = account_ids.len();
                 let mut chosen = None;
-                for step in 0..count {
-                    let s = (k + step) % count;
-                    let executed = reader_nonce(&account_ids[s]);
+                for step in 0..senders.len() {
+                    let (s, slot) = senders[(k + step) % senders.len()];
+                    let executed = executed_nonce(s, slot);
                     next[s] = next[s].max(executed);
                     if next[s] - executed < MAX_IN_FLIGHT {
-                        chosen = Some(s);
+                        chosen = Some(((k + step) % senders.len(), s, slot));
                         break;
                     }
                 }
-                let s = match chosen {
-                    Some(s) => s,
-                    None => {
-                        stalled += 1;
-                        if stalled > 50 {
-                            // Transfers were lost (e.g. shut down with them
-                            // in a pool): resume from the executed nonces.
-                            for (s, id) in account_ids.iter().enumerate() {
-                                next[s] = reader_nonce(id);
-                            }
-                            stalled = 0;
+                let Some((pos, s, slot)) = chosen else {
+                    stalled += 1;
+                    if stalled > 50 {
+                        // Transfers were lost (e.g. shut down with them in
+                        // a pool): resume from the executed nonces.
+                        for &(s, slot) in &senders {
+                            next[s] = executed_nonce(s, slot);
                         }
-                        continue;
+                        stalled = 0;
                     }
+                    continue;
                 };
                 stalled = 0;
-                k = s + 1;
+                k = pos + 1;
                 let recipient = account_ids[(s + 1 + (next[s] as usize % (count - 1))) % count];
                 let payload = TransferPayload::V1(TransferPayloadV1 {
                     recipient,
@@ -466,7 +621,7 @@ pub async fn run_local(
                 });
                 let tx = Transaction::sign(&account_keys[s], env, next[s], payload);
                 next[s] += 1;
-                if submit[s % submit.len()].send(tx.to_bytes()).is_err() {
+                if submit[slot].send(tx.to_bytes()).is_err() {
                     return;
                 }
                 submitted.fetch_add(1, Ordering::Relaxed);
@@ -477,7 +632,7 @@ pub async fn run_local(
     let start_height: Vec<u64> = summary.resumed_from.clone();
     let mut roots: BTreeMap<u64, Hash32> = BTreeMap::new();
     summary.executed_height = start_height.clone();
-    summary.state_root = vec![Hash32::ZERO; n];
+    summary.state_root = vec![Hash32::ZERO; local.len()];
     let done = |s: &RunSummary| {
         opts.blocks > 0
             && s.executed_height
@@ -485,21 +640,22 @@ pub async fn run_local(
                 .zip(&start_height)
                 .all(|(h, from)| *h >= from + opts.blocks)
     };
-    let mut engine_failed = None;
+    let mut engine_failed = false;
     while !done(&summary) {
-        let (i, ev) = tokio::select! {
+        let (slot, ev) = tokio::select! {
             _ = shutdown.changed() => break,
             ev = events.recv() => match ev {
                 Some(ev) => ev,
                 None => break,
             },
         };
+        let i = local[slot];
         if let EngineEvent::EpochClosed {
             height,
             state,
             credited,
         } = &ev
-            && i == 0
+            && slot == 0
         {
             out(&format!(
                 "epoch {} closed at height {}: phase {:?}, annual rate {} bps, issued {} \
@@ -525,11 +681,11 @@ pub async fn run_local(
             ..
         } = ev
         {
-            summary.executed_height[i] = height.0;
-            summary.state_root[i] = state_root;
-            shared.executed[i].store(height.0, Ordering::Relaxed);
-            shared.transfers[i].fetch_add(succeeded, Ordering::Relaxed);
-            services[i].on_executed(height.0);
+            summary.executed_height[slot] = height.0;
+            summary.state_root[slot] = state_root;
+            shared.executed[slot].store(height.0, Ordering::Relaxed);
+            shared.transfers[slot].fetch_add(succeeded, Ordering::Relaxed);
+            services[slot].on_executed(height.0);
             match roots.get(&height.0) {
                 Some(r) if *r != state_root => {
                     shared.root_mismatches.fetch_add(1, Ordering::Relaxed);
@@ -544,7 +700,7 @@ pub async fn run_local(
                     roots.insert(height.0, state_root);
                 }
             }
-            if i == 0 {
+            if slot == 0 {
                 summary.transfers += succeeded;
                 let hex: String = state_root.as_bytes()[..8]
                     .iter()
@@ -562,7 +718,7 @@ pub async fn run_local(
             }
         }
         if handles.iter().any(|h| h.is_finished()) {
-            engine_failed = Some(());
+            engine_failed = true;
             break;
         }
     }
@@ -586,7 +742,7 @@ pub async fn run_local(
     if let Some(e) = first_error {
         return Err(e);
     }
-    if engine_failed.is_some() {
+    if engine_failed {
         return Err(NodeError::Config("an engine stopped unexpectedly".into()));
     }
     summary.submitted = submitted.load(Ordering::Relaxed);

@@ -51,6 +51,17 @@ impl PromText {
         let _ = writeln!(self.out, "{name} {value}");
     }
 
+    /// One gauge sample with one label (the value is escaped).
+    pub fn gauge_labeled(&mut self, name: &str, help: &str, label: (&str, &str), value: u64) {
+        self.declare(name, "gauge", help);
+        let _ = writeln!(
+            self.out,
+            "{name}{{{}=\"{}\"}} {value}",
+            label.0,
+            escape(label.1)
+        );
+    }
+
     /// One counter sample with one label (the value is escaped).
     pub fn counter_labeled(&mut self, name: &str, help: &str, label: (&str, &str), value: u64) {
         self.declare(name, "counter", help);
@@ -68,6 +79,42 @@ impl PromText {
         self.out.push_str(text);
         if !text.is_empty() && !text.ends_with('\n') {
             self.out.push('\n');
+        }
+    }
+
+    /// Append a page rendered elsewhere (e.g. by `qbind-net`), adding the
+    /// label `label` to every sample and keeping one `# HELP`/`# TYPE` pair
+    /// per metric name, so pages of several components (or several local
+    /// validators) merge into one valid page.
+    pub fn append_labeled(&mut self, text: &str, label: (&str, &str)) {
+        let extra = format!("{}=\"{}\"", label.0, escape(label.1));
+        for line in text.lines() {
+            if let Some(rest) = line
+                .strip_prefix("# HELP ")
+                .or(line.strip_prefix("# TYPE "))
+            {
+                let name = rest.split_whitespace().next().unwrap_or_default();
+                let kind = if line.starts_with("# HELP") {
+                    "help"
+                } else {
+                    "type"
+                };
+                if self.declared.insert(format!("{name}#{kind}")) {
+                    let _ = writeln!(self.out, "{line}");
+                }
+                continue;
+            }
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let name_end = line.find(['{', ' ']).unwrap_or(line.len());
+            let (name, rest) = line.split_at(name_end);
+            let labeled = match rest.strip_prefix('{') {
+                Some(inner) if inner.starts_with('}') => format!("{name}{{{extra}{inner}"),
+                Some(inner) => format!("{name}{{{extra},{inner}"),
+                None => format!("{name}{{{extra}}}{rest}"),
+            };
+            let _ = writeln!(self.out, "{labeled}");
         }
     }
 
@@ -166,6 +213,20 @@ mod tests {
         assert!(text.contains("qbind_x 3\n"));
         assert!(text.contains("qbind_y_total{reason=\"a\\\"b\"} 2\n"));
         assert!(text.contains("qbind_y_total{reason=\"c\"} 5\n"));
+    }
+
+    #[test]
+    fn foreign_pages_are_relabeled_and_merged() {
+        let page = "# HELP qbind_p2p_x X.\n# TYPE qbind_p2p_x gauge\nqbind_p2p_x 4\n\
+                    # HELP qbind_p2p_y Y.\n# TYPE qbind_p2p_y counter\nqbind_p2p_y{reason=\"a\"} 1\n";
+        let mut p = PromText::new();
+        p.append_labeled(page, ("validator", "0"));
+        p.append_labeled(page, ("validator", "1"));
+        let text = p.finish();
+        assert_eq!(text.matches("# TYPE qbind_p2p_x gauge").count(), 1);
+        assert!(text.contains("qbind_p2p_x{validator=\"0\"} 4\n"));
+        assert!(text.contains("qbind_p2p_x{validator=\"1\"} 4\n"));
+        assert!(text.contains("qbind_p2p_y{validator=\"1\",reason=\"a\"} 1\n"));
     }
 
     #[tokio::test]

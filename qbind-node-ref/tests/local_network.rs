@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use qbind_core::traits::{Namespace, StateBackend};
-use qbind_node_ref::local::{LocalOptions, RunSummary, run_local};
+use qbind_node_ref::local::{LocalOptions, Network, RunSummary, run_local};
 use qbind_node_ref::node::Maintenance;
 use qbind_store::FjallBackend;
 use qbind_store::prune::RetentionMode;
@@ -34,6 +34,8 @@ fn options(data: &Path, snapshots: &Path, blocks: u64) -> LocalOptions {
         },
         fast_sync: None,
         base_timeout_ms: 300,
+        network: Network::Memory,
+        only: None,
     }
 }
 

@@ -2,13 +2,16 @@
 //! persistent backend in one run, each in its own child process so that its
 //! peak RSS (`VmHWM`) is its own.
 //!
-//! Workload (the issue's, with fewer blocks): [`accounts`] accounts
-//! (1,000,000 unless `QBIND_STORE_BENCH_ACCOUNTS` says otherwise) of
-//! `VALUE_LEN` bytes are loaded,
-//! then `BLOCKS` blocks are committed, each reading and rewriting
-//! `UPDATES_PER_BLOCK` random accounts plus a body, QC and height marker in
-//! one durable (fsynced) batch. Then: point-read latency, on-disk size after
-//! compaction, snapshot time, pruning throughput.
+//! Workload (the issue's, with fewer blocks), real protocol state through
+//! `qbind_core::execution` ([`Workload`]): a genesis credit of [`accounts`]
+//! accounts (1,000,000 unless `QBIND_STORE_BENCH_ACCOUNTS` says otherwise;
+//! 24-byte `Account` values under 32-byte ids, plus the state summary) is
+//! loaded in chunks, then `BLOCKS` blocks are committed, each reading and
+//! rewriting `UPDATES_PER_BLOCK` accounts (transfers between pairs, with the
+//! state summary updated incrementally) plus a body, QC and height markers
+//! in one durable (fsynced) batch. Then: point-read latency, on-disk size
+//! after compaction, snapshot time, snapshot validation time (recomputes the
+//! state commitment from every account), pruning throughput.
 //!
 //! `cargo bench -p qbind-store --features rocksdb --bench store`
 
@@ -17,13 +20,12 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
-use qbind_core::codec::Encode;
-use qbind_core::engine::COMMITTED_HEIGHT_KEY;
-use qbind_core::traits::{Durability, Namespace, StateBackend, WriteBatch};
+use qbind_core::execution::BackendAccounts;
+use qbind_core::traits::{Durability, Namespace, StateBackend};
 use qbind_store::metrics::StoreMetrics;
 use qbind_store::prune::{Pruner, RetentionMode};
-use qbind_store::snapshot::{SnapshotConfig, SnapshotError, create_snapshot};
-use qbind_store::workload::{account_key, block_key, qc_key};
+use qbind_store::snapshot::{SnapshotConfig, SnapshotError, create_snapshot, validate_snapshot};
+use qbind_store::workload::{Workload, account_id};
 use qbind_store::{FjallBackend, PersistentBackend};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -35,7 +37,8 @@ fn accounts() -> u64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000)
 }
-const VALUE_LEN: usize = 128;
+/// Encoded `Account` (nonce u64 + balance u128).
+const VALUE_LEN: usize = 24;
 const UPDATES_PER_BLOCK: usize = 2_000;
 const BLOCKS: u64 = 300;
 const BODY_LEN: usize = 4_096;
@@ -61,49 +64,29 @@ fn vm_hwm_kib() -> u64 {
 fn run_workload<B: PersistentBackend>(dir: &Path) -> serde_json::Value {
     let store = B::open_dir(&dir.join("db")).expect("open");
     let mut rng = StdRng::seed_from_u64(7);
-    let mut value = vec![0u8; VALUE_LEN];
-    // Load.
+    let workload = Workload {
+        accounts: accounts(),
+        updates_per_block: UPDATES_PER_BLOCK as u64,
+        body_len: BODY_LEN,
+    };
+    // Load: the genesis credit (block 1's state) in chunks of 10,000.
     let load_start = Instant::now();
-    for chunk in 0..accounts() / 10_000 {
-        let mut batch = WriteBatch::new();
-        for i in chunk * 10_000..(chunk + 1) * 10_000 {
-            rng.fill(&mut value[..]);
-            batch.put(Namespace::Accounts, account_key(i), value.clone());
-        }
-        store.write(batch, Durability::Buffered).expect("load");
+    for chunk in 0..accounts().div_ceil(10_000) {
+        let range = chunk * 10_000..((chunk + 1) * 10_000).min(accounts());
+        let transition = workload
+            .genesis_chunk(&BackendAccounts::new(&store), range)
+            .expect("genesis");
+        store
+            .write(transition.to_write_batch(), Durability::Buffered)
+            .expect("load");
     }
     let load_s = load_start.elapsed().as_secs_f64();
-    // Commit blocks of read-modify-write updates, fsync per block.
+    // Commit blocks of read-modify-write transfers, fsync per block.
     let mut latencies = Vec::with_capacity(BLOCKS as usize);
-    let mut body = vec![0u8; BODY_LEN];
     let commit_start = Instant::now();
-    for height in 1..=BLOCKS {
+    for height in 2..=BLOCKS + 1 {
         let t = Instant::now();
-        let mut batch = WriteBatch::new();
-        for _ in 0..UPDATES_PER_BLOCK {
-            let key = account_key(rng.gen_range(0..accounts()));
-            let mut v = store
-                .get(Namespace::Accounts, &key)
-                .expect("get")
-                .unwrap_or_default();
-            if let Some(b) = v.first_mut() {
-                *b = b.wrapping_add(1);
-            }
-            batch.put(Namespace::Accounts, key, v);
-        }
-        rng.fill(&mut body[..]);
-        batch.put(Namespace::Blocks, block_key(height), body.clone());
-        batch.put(
-            Namespace::QuorumCerts,
-            qc_key(height),
-            vec![height as u8; 96],
-        );
-        batch.put(
-            Namespace::Meta,
-            COMMITTED_HEIGHT_KEY.to_vec(),
-            height.to_bytes(),
-        );
-        store.write(batch, Durability::Durable).expect("commit");
+        workload.commit(&store, height).expect("commit");
         latencies.push(t.elapsed());
     }
     let commit_s = commit_start.elapsed().as_secs_f64();
@@ -111,7 +94,7 @@ fn run_workload<B: PersistentBackend>(dir: &Path) -> serde_json::Value {
     // Point reads.
     let mut reads = Vec::with_capacity(READS);
     for _ in 0..READS {
-        let key = account_key(rng.gen_range(0..accounts()));
+        let key = account_id(rng.gen_range(0..accounts())).0;
         let t = Instant::now();
         let v = store.get(Namespace::Accounts, &key).expect("read");
         reads.push(t.elapsed());
@@ -121,7 +104,7 @@ fn run_workload<B: PersistentBackend>(dir: &Path) -> serde_json::Value {
     // Size after compaction.
     store.compact().expect("compact");
     let disk = store.disk_space().expect("size");
-    let logical = accounts() * (VALUE_LEN as u64 + 13) + BLOCKS * (BODY_LEN as u64 + 9 + 104);
+    let logical = accounts() * (VALUE_LEN as u64 + 32) + BLOCKS * (BODY_LEN as u64 + 9 + 104);
     // Snapshot.
     let hash = |_h: u64, b: &[u8]| -> Result<[u8; 32], SnapshotError> {
         use sha3::Digest;
@@ -139,8 +122,17 @@ fn run_workload<B: PersistentBackend>(dir: &Path) -> serde_json::Value {
         .expect("checkpoint");
     let checkpoint_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
-    create_snapshot(&store, &cfg, 0, &hash, &StoreMetrics::default()).expect("snapshot");
+    let meta = create_snapshot(&store, &cfg, 0, &hash, &StoreMetrics::default()).expect("snapshot");
     let snapshot_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    validate_snapshot::<B>(
+        &cfg.snapshot_dir.join(meta.height.to_string()),
+        1,
+        dir,
+        &hash,
+    )
+    .expect("validate");
+    let validate_s = t.elapsed().as_secs_f64();
     // Pruning: everything but the last 10 blocks.
     let pruner = Pruner::new(
         RetentionMode::Height { retain_height: 10 },
@@ -163,6 +155,7 @@ fn run_workload<B: PersistentBackend>(dir: &Path) -> serde_json::Value {
         "space_amplification": disk as f64 / logical as f64,
         "checkpoint_s": checkpoint_s,
         "snapshot_s": snapshot_s,
+        "snapshot_validate_s": validate_s,
         "pruned_keys": pruned,
         "prune_keys_per_s": pruned as f64 / prune_s,
         "peak_rss_kib": vm_hwm_kib(),
@@ -183,11 +176,11 @@ fn child(kind: &str) {
 fn point_get_bench(c: &mut Criterion) {
     fn setup<B: PersistentBackend>(dir: &Path) -> B {
         let store = B::open_dir(dir).expect("open");
-        let mut batch = WriteBatch::new();
-        for i in 0..10_000u64 {
-            batch.put(Namespace::Accounts, account_key(i), vec![1u8; VALUE_LEN]);
-        }
-        store.write(batch, Durability::Durable).expect("load");
+        let genesis = Workload {
+            accounts: 10_000,
+            ..Workload::default()
+        };
+        genesis.commit(&store, 1).expect("load");
         store
     }
     let mut group = c.benchmark_group("store/point_get_10k_accounts");
@@ -198,7 +191,7 @@ fn point_get_bench(c: &mut Criterion) {
         b.iter(|| {
             i = (i + 7919) % 10_000;
             fjall
-                .get(Namespace::Accounts, &account_key(i))
+                .get(Namespace::Accounts, &account_id(i).0)
                 .expect("get")
         })
     });
@@ -209,7 +202,7 @@ fn point_get_bench(c: &mut Criterion) {
             b.iter(|| {
                 i = (i + 7919) % 10_000;
                 rocks
-                    .get(Namespace::Accounts, &account_key(i))
+                    .get(Namespace::Accounts, &account_id(i).0)
                     .expect("get")
             })
         });
@@ -229,7 +222,7 @@ fn main() {
     }
     let accounts = accounts();
     println!(
-        "workload: {accounts} accounts x {VALUE_LEN} B, {BLOCKS} blocks x {UPDATES_PER_BLOCK} read-modify-write updates + {BODY_LEN} B body, fsync per block"
+        "workload: {accounts} accounts x {VALUE_LEN} B (protocol Account + state summary), {BLOCKS} blocks x {UPDATES_PER_BLOCK} read-modify-write account updates (transfers) + {BODY_LEN} B body, fsync per block"
     );
     let mut results = Vec::new();
     for kind in &kinds {

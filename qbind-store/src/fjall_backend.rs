@@ -67,6 +67,21 @@ pub struct FjallConfig {
     pub max_memtable_bytes: u64,
 }
 
+impl FjallConfig {
+    /// The defaults with 64 KiB memtables: every keyspace flushes and the
+    /// journal rotates every few hundred small blocks, so reopening replays
+    /// little journal and a crash campaign also kills during flushes and
+    /// compactions. For tests; production keeps larger memtables (fewer,
+    /// larger tables).
+    #[must_use]
+    pub fn small_memtables() -> Self {
+        FjallConfig {
+            max_memtable_bytes: 64 * 1024,
+            ..FjallConfig::default()
+        }
+    }
+}
+
 impl Default for FjallConfig {
     fn default() -> Self {
         FjallConfig {

@@ -14,17 +14,21 @@
 //! argument are in `docs/storage.md`.
 //!
 //! ```
-//! use qbind_core::traits::{Durability, Namespace, StateBackend, WriteBatch};
+//! use qbind_core::execution::{AccountReader, BackendAccounts, credit};
+//! use qbind_core::traits::{Durability, StateBackend};
+//! use qbind_core::types::AccountId;
 //! use qbind_store::FjallBackend;
 //!
 //! let dir = tempfile::tempdir().unwrap();
 //! let store = FjallBackend::open(dir.path()).unwrap();
-//! let mut batch = WriteBatch::new();
-//! batch.put(Namespace::Accounts, b"alice".to_vec(), b"100".to_vec());
-//! batch.put(Namespace::Meta, b"committed_height".to_vec(), 1u64.to_be_bytes().to_vec());
-//! store.write(batch, Durability::Durable).unwrap(); // fsynced, all or nothing
-//! let snap = store.snapshot().unwrap();
-//! assert_eq!(snap.get(Namespace::Accounts, b"alice").unwrap(), Some(b"100".to_vec()));
+//! // Protocol state: a genesis credit as a state transition (accounts +
+//! // state summary), written in one durable, atomic batch.
+//! let alice = AccountId([1; 32]);
+//! let genesis = credit(&BackendAccounts::new(&store), &[(alice, 100)]).unwrap();
+//! store.write(genesis.to_write_batch(), Durability::Durable).unwrap(); // fsynced
+//! let reader = BackendAccounts::new(&store);
+//! assert_eq!(reader.account(&alice).unwrap().balance, 100);
+//! assert_eq!(reader.summary().unwrap().root(), genesis.root());
 //! ```
 #![forbid(unsafe_code)]
 #![cfg_attr(
@@ -41,7 +45,6 @@ pub mod prune;
 #[cfg(feature = "rocksdb")]
 mod rocksdb_backend;
 pub mod snapshot;
-pub mod state_root;
 pub mod workload;
 
 pub use fjall_backend::{FjallBackend, FjallConfig};

@@ -3,8 +3,10 @@
 //! Layout: `snapshot_dir/<height>/meta.json` + `snapshot_dir/<height>/state/`
 //! (a checkpoint of the backend, openable with the same backend type).
 //! `meta.json` ([`SnapshotMeta`]) records the format version, height, block
-//! hash, state root, chain ID, epoch, creation time, backend and the size and
-//! SHA3-256 of every file under `state/`.
+//! hash, executed height, state root, chain ID, epoch, creation time, backend
+//! and the size and SHA3-256 of every file under `state/`. The state root is
+//! the protocol's: [`StateSummary::root`] of the summary stored in `Meta`
+//! under [`STATE_SUMMARY_KEY`] (`qbind_core::execution`).
 //!
 //! A snapshot is complete or absent: it is built in a temporary directory
 //! (`.tmp-snapshot-*`), every file and directory is fsynced, and the
@@ -14,16 +16,26 @@
 //! taken while commits continue is still exactly one height's state.
 //!
 //! Validation checks `meta.json`, the chain ID, every checksum (and that no
-//! file is missing or extra), then opens a copy of `state/` and recomputes
-//! the committed height, the block hash and the state root
-//! ([`crate::state_root::accounts_root`]).
+//! file is missing or extra), then opens a copy of `state/` and checks the
+//! committed and executed heights and the block hash, and recomputes the
+//! state commitment from the accounts themselves ([`verify_state`]): every
+//! entry of `Accounts` must be a 32-byte id with a decodable, non-empty
+//! [`Account`]; the sum of their [`leaf_element`]s and their number must
+//! equal the stored summary's accumulator and account count; the sum of
+//! balances must equal `minted - burned`; and the summary's root must equal
+//! `meta.json`'s `state_root`. Creating a snapshot only reads the summary
+//! (cheap); the full recomputation is done by whoever validates or restores.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use qbind_core::traits::{Namespace, StateBackend, StorageError};
+use qbind_core::codec::Decode;
+use qbind_core::execution::{
+    Account, AccountAccumulator, STATE_SUMMARY_KEY, StateSummary, leaf_element,
+};
+use qbind_core::traits::{Namespace, StateSnapshot, StorageError};
 use serde::{Deserialize, Serialize};
 use sha3::{Digest, Sha3_256};
 
@@ -31,11 +43,11 @@ use crate::PersistentBackend;
 use crate::error::from_io;
 use crate::fsutil::{copy_dir, sync_dir};
 use crate::metrics::StoreMetrics;
-use crate::state_root::accounts_root;
 use crate::workload::block_key;
 
-/// Version of the snapshot format written by this crate.
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 1;
+/// Version of the snapshot format written by this crate (2: the protocol's
+/// state root and `executed_height`; version 1 carried a provisional root).
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 2;
 /// Name of the metadata file.
 pub const META_FILE: &str = "meta.json";
 /// Name of the checkpoint directory.
@@ -47,6 +59,8 @@ pub const DEFAULT_INTERVAL_BLOCKS: u64 = 50_000;
 /// MainNet default of `max_snapshots`.
 pub const DEFAULT_MAX_SNAPSHOTS: usize = 5;
 const TMP_PREFIX: &str = ".tmp-snapshot-";
+/// Accounts read per page while validating.
+const PAGE: usize = 4096;
 
 /// Computes the hash of the block committed at a height from its stored
 /// body. A node passes [`qbind_block_id`]; tests may hash raw bytes.
@@ -84,7 +98,12 @@ pub struct SnapshotMeta {
     pub height: u64,
     /// Hash of the block committed at `height`, lowercase hex.
     pub block_hash: String,
-    /// [`crate::state_root::accounts_root`] of the state, lowercase hex.
+    /// Height whose execution produced the account state (the
+    /// `executed_height` marker in `Meta`, 0 if absent). The engine executes
+    /// in a separate batch from the commit, so it may lag `height`.
+    pub executed_height: u64,
+    /// The protocol's state root of the account state
+    /// ([`StateSummary::root`]), lowercase hex.
     pub state_root: String,
     /// Chain ID as `0x` + 16 hex digits (a JSON number cannot carry all u64s).
     pub chain_id: String,
@@ -186,13 +205,81 @@ pub enum SnapshotError {
         /// Height in the state.
         state: u64,
     },
-    /// The recomputed state root differs.
-    #[error("state root mismatch: meta.json says {expected}, the state hashes to {computed}")]
+    /// The state's executed-height marker differs from meta.json.
+    #[error("state is executed up to height {state}, meta.json says {meta}")]
+    ExecutedHeightMismatch {
+        /// Executed height in meta.json.
+        meta: u64,
+        /// Executed height in the state.
+        state: u64,
+    },
+    /// The state root of the (verified) stored summary differs from
+    /// meta.json.
+    #[error("state root mismatch: meta.json says {expected}, the state's summary has {computed}")]
     StateRootMismatch {
         /// Root in meta.json.
         expected: String,
-        /// Root recomputed.
+        /// Root of the stored summary.
         computed: String,
+    },
+    /// The state summary in `Meta` does not decode.
+    #[error("stored state summary is corrupt: {detail}")]
+    SummaryUndecodable {
+        /// Decoder message.
+        detail: String,
+    },
+    /// An `Accounts` key is not a 32-byte account id.
+    #[error("account entry with a {len}-byte key {key} (account ids are 32 bytes)")]
+    BadAccountKey {
+        /// The key (at most its first 64 bytes), lowercase hex.
+        key: String,
+        /// Its length.
+        len: usize,
+    },
+    /// An `Accounts` value does not decode as an account.
+    #[error("account {id} does not decode: {detail}")]
+    AccountUndecodable {
+        /// The account id, lowercase hex.
+        id: String,
+        /// Decoder message.
+        detail: String,
+    },
+    /// An empty account (nonce 0, balance 0) is stored; the protocol deletes
+    /// empty accounts, so this cannot come from a valid state.
+    #[error("account {id} is stored but empty")]
+    EmptyAccountStored {
+        /// The account id, lowercase hex.
+        id: String,
+    },
+    /// The accumulator recomputed from the accounts differs from the one in
+    /// the stored summary.
+    #[error(
+        "state accumulator mismatch: the {accounts} stored accounts do not sum to the summary's accumulator"
+    )]
+    AccumulatorMismatch {
+        /// Accounts summed.
+        accounts: u64,
+    },
+    /// The number of stored accounts differs from the summary's count.
+    #[error("account count mismatch: the summary says {summary}, {counted} accounts are stored")]
+    AccountCountMismatch {
+        /// Count in the summary.
+        summary: u64,
+        /// Accounts counted.
+        counted: u64,
+    },
+    /// The sum of balances overflows `u128`.
+    #[error("the sum of account balances overflows u128")]
+    BalanceOverflow,
+    /// The sum of balances differs from `minted - burned`.
+    #[error("supply mismatch: balances sum to {balances}, minted {minted} - burned {burned}")]
+    SupplyMismatch {
+        /// Sum of all balances.
+        balances: u128,
+        /// Minted, from the summary.
+        minted: u128,
+        /// Burned, from the summary.
+        burned: u128,
     },
     /// The recomputed block hash differs.
     #[error(
@@ -325,6 +412,17 @@ fn list_files(root: &Path) -> Result<Vec<String>, SnapshotError> {
     Ok(out)
 }
 
+/// Size and checksum of every file under `state` (a snapshot's `state/`),
+/// as recorded in `meta.json`'s `files`.
+pub fn checksum_state_dir(state: &Path) -> Result<BTreeMap<String, FileChecksum>, SnapshotError> {
+    let mut files = BTreeMap::new();
+    for rel in list_files(state)? {
+        let sum = checksum_file(&state.join(&rel))?;
+        files.insert(rel, sum);
+    }
+    Ok(files)
+}
+
 fn checksum_file(path: &Path) -> Result<FileChecksum, SnapshotError> {
     use std::io::Read;
     let mut file = std::fs::File::open(path).map_err(|e| io_err(path, "opening", &e))?;
@@ -347,27 +445,128 @@ fn checksum_file(path: &Path) -> Result<FileChecksum, SnapshotError> {
     })
 }
 
-/// Committed height, block hash and state root of an open store.
-fn describe<B: StateBackend>(
-    store: &B,
-    block_hash: &BlockHasher,
-) -> Result<(u64, [u8; 32], [u8; 32]), SnapshotError> {
-    let snap = store.snapshot()?;
-    let height = match snap.get(Namespace::Meta, qbind_core::engine::COMMITTED_HEIGHT_KEY)? {
-        None => 0,
-        Some(bytes) => {
-            use qbind_core::codec::Decode;
+/// What a store's state says about itself.
+struct Described {
+    height: u64,
+    executed_height: u64,
+    block_hash: [u8; 32],
+    summary: StateSummary,
+}
+
+fn height_marker(snap: &dyn StateSnapshot, key: &[u8], what: &str) -> Result<u64, SnapshotError> {
+    match snap.get(Namespace::Meta, key)? {
+        None => Ok(0),
+        Some(bytes) => Ok(
             u64::from_bytes(&bytes).map_err(|e| StorageError::Corruption {
-                what: format!("committed height marker: {e}"),
-            })?
+                what: format!("{what} marker: {e}"),
+            })?,
+        ),
+    }
+}
+
+/// The state summary stored in `Meta` (the empty state's if absent).
+fn stored_summary(snap: &dyn StateSnapshot) -> Result<StateSummary, SnapshotError> {
+    match snap.get(Namespace::Meta, STATE_SUMMARY_KEY)? {
+        None => Ok(StateSummary::default()),
+        Some(bytes) => {
+            StateSummary::from_bytes(&bytes).map_err(|e| SnapshotError::SummaryUndecodable {
+                detail: e.to_string(),
+            })
         }
-    };
+    }
+}
+
+/// Committed height, executed height, block hash and stored summary of a
+/// consistent view of a store (nothing is recomputed).
+fn describe(
+    snap: &dyn StateSnapshot,
+    block_hash: &BlockHasher,
+) -> Result<Described, SnapshotError> {
+    let height = height_marker(
+        snap,
+        qbind_core::engine::COMMITTED_HEIGHT_KEY,
+        "committed height",
+    )?;
+    let executed_height = height_marker(
+        snap,
+        qbind_core::engine::EXECUTED_HEIGHT_KEY,
+        "executed height",
+    )?;
     let body = snap
         .get(Namespace::Blocks, &block_key(height))?
         .ok_or(SnapshotError::NoCommittedBlock { height })?;
-    let hash = block_hash(height, &body)?;
-    let root = accounts_root(&*snap)?;
-    Ok((height, hash, root))
+    Ok(Described {
+        height,
+        executed_height,
+        block_hash: block_hash(height, &body)?,
+        summary: stored_summary(snap)?,
+    })
+}
+
+/// Recompute the state commitment from every entry of `Accounts` and check
+/// it against the stored summary: each key is a 32-byte id and each value a
+/// non-empty [`Account`]; the accounts' [`leaf_element`]s sum to the
+/// summary's accumulator; their number is its account count; their balances
+/// sum to `minted - burned`. Returns the verified summary (its
+/// [`StateSummary::root`] is the state root). Reads the accounts in pages of
+/// 4,096.
+pub fn verify_state(snap: &dyn StateSnapshot) -> Result<StateSummary, SnapshotError> {
+    let summary = stored_summary(snap)?;
+    let mut accumulator = AccountAccumulator::default();
+    let mut counted = 0u64;
+    let mut balances = 0u128;
+    let mut start: Vec<u8> = Vec::new();
+    loop {
+        let page = snap.scan_range(Namespace::Accounts, &start, None, PAGE)?;
+        for (key, value) in &page {
+            let id = qbind_core::types::AccountId(<[u8; 32]>::try_from(key.as_slice()).map_err(
+                |_| SnapshotError::BadAccountKey {
+                    key: hex::encode(key.get(..64).unwrap_or(key)),
+                    len: key.len(),
+                },
+            )?);
+            let account =
+                Account::from_bytes(value).map_err(|e| SnapshotError::AccountUndecodable {
+                    id: hex::encode(key),
+                    detail: e.to_string(),
+                })?;
+            if account.is_empty() {
+                return Err(SnapshotError::EmptyAccountStored {
+                    id: hex::encode(key),
+                });
+            }
+            accumulator.add(&leaf_element(&id, &account));
+            counted += 1;
+            balances = balances
+                .checked_add(account.balance)
+                .ok_or(SnapshotError::BalanceOverflow)?;
+        }
+        match page.last() {
+            Some((last, _)) if page.len() == PAGE => {
+                // The smallest key after `last`.
+                start = last.clone();
+                start.push(0);
+            }
+            _ => break,
+        }
+    }
+    if accumulator != summary.accumulator {
+        return Err(SnapshotError::AccumulatorMismatch { accounts: counted });
+    }
+    if counted != summary.accounts {
+        return Err(SnapshotError::AccountCountMismatch {
+            summary: summary.accounts,
+            counted,
+        });
+    }
+    if summary.minted.checked_sub(summary.burned) != Some(balances) {
+        return Err(SnapshotError::SupplyMismatch {
+            balances,
+            minted: summary.minted,
+            burned: summary.burned,
+        });
+    }
+    Ok(summary)
 }
 
 fn unique_suffix() -> String {
@@ -422,14 +621,13 @@ fn create_inner<B: PersistentBackend>(
     let result = (|| {
         let state = tmp.join(STATE_DIR);
         store.checkpoint(&state)?;
-        let (height, hash, root) = {
+        let described = {
             let copy = B::open_dir(&state)?;
-            describe(&copy, block_hash)?
+            let snap = copy.snapshot()?;
+            describe(&*snap, block_hash)?
         };
-        let mut files = BTreeMap::new();
-        for rel in list_files(&state)? {
-            files.insert(rel.clone(), checksum_file(&state.join(&rel))?);
-        }
+        let height = described.height;
+        let files = checksum_state_dir(&state)?;
         let created_at_unix_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
@@ -437,8 +635,9 @@ fn create_inner<B: PersistentBackend>(
         let meta = SnapshotMeta {
             format_version: SNAPSHOT_FORMAT_VERSION,
             height,
-            block_hash: hex::encode(hash),
-            state_root: hex::encode(root),
+            block_hash: hex::encode(described.block_hash),
+            executed_height: described.executed_height,
+            state_root: hex::encode(described.summary.root().as_bytes()),
             chain_id: chain_id_string(config.chain_id),
             epoch,
             created_at_unix_ms,
@@ -597,8 +796,9 @@ pub fn verify_files(
 
 /// Restore the snapshot at `path` into `data_dir` (absent or empty) and
 /// open it: checks the files ([`verify_files`]), copies `state/`, then checks
-/// the committed height, block hash and recomputed state root against
-/// meta.json. On success the node continues from `meta.height`
+/// the committed height, executed height and block hash against meta.json,
+/// recomputes the state commitment ([`verify_state`]) and checks that the
+/// verified summary's root is meta.json's `state_root`. On success the node continues from `meta.height`
 /// (`--fast-sync-snapshot-dir`); on failure `data_dir` is removed again.
 pub fn restore_snapshot<B: PersistentBackend>(
     path: &Path,
@@ -622,24 +822,34 @@ pub fn restore_snapshot<B: PersistentBackend>(
     copy_dir(&path.join(STATE_DIR), data_dir)?;
     let opened = (|| {
         let store = B::open_dir(data_dir)?;
-        let (height, hash, root) = describe(&store, block_hash)?;
-        if height != meta.height {
-            return Err(SnapshotError::HeightMismatch {
-                meta: meta.height,
-                state: height,
-            });
-        }
-        if hex::encode(hash) != meta.block_hash {
-            return Err(SnapshotError::BlockHashMismatch {
-                expected: meta.block_hash.clone(),
-                computed: hex::encode(hash),
-            });
-        }
-        if hex::encode(root) != meta.state_root {
-            return Err(SnapshotError::StateRootMismatch {
-                expected: meta.state_root.clone(),
-                computed: hex::encode(root),
-            });
+        {
+            let snap = store.snapshot()?;
+            let described = describe(&*snap, block_hash)?;
+            if described.height != meta.height {
+                return Err(SnapshotError::HeightMismatch {
+                    meta: meta.height,
+                    state: described.height,
+                });
+            }
+            if described.executed_height != meta.executed_height {
+                return Err(SnapshotError::ExecutedHeightMismatch {
+                    meta: meta.executed_height,
+                    state: described.executed_height,
+                });
+            }
+            if hex::encode(described.block_hash) != meta.block_hash {
+                return Err(SnapshotError::BlockHashMismatch {
+                    expected: meta.block_hash.clone(),
+                    computed: hex::encode(described.block_hash),
+                });
+            }
+            let root = hex::encode(verify_state(&*snap)?.root().as_bytes());
+            if root != meta.state_root {
+                return Err(SnapshotError::StateRootMismatch {
+                    expected: meta.state_root.clone(),
+                    computed: root,
+                });
+            }
         }
         Ok(store)
     })();
@@ -668,4 +878,66 @@ pub fn validate_snapshot<B: PersistentBackend>(
     });
     let _ = std::fs::remove_dir_all(&target);
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workload::{Workload, account_id};
+    use qbind_core::codec::Encode;
+    use qbind_core::execution::{AccountReader, BackendAccounts};
+    use qbind_core::traits::{Durability, MemoryBackend, StateBackend, WriteBatch};
+
+    #[test]
+    fn verify_state_pages_through_every_account() {
+        // 10,000 accounts: more than two pages.
+        let w = Workload {
+            accounts: 10_000,
+            ..Workload::default()
+        };
+        let store = MemoryBackend::new();
+        for h in 1..=3 {
+            w.commit(&store, h).unwrap();
+        }
+        let summary = BackendAccounts::new(&store).summary().unwrap();
+        assert_eq!(summary.accounts, 10_000);
+        assert_eq!(verify_state(&*store.snapshot().unwrap()).unwrap(), summary);
+        // Deleting the account that sorts last (in the last page) is seen.
+        let last = (0..10_000)
+            .map(account_id)
+            .max()
+            .unwrap_or(qbind_core::types::AccountId([0; 32]));
+        let mut batch = WriteBatch::new();
+        batch.delete(Namespace::Accounts, last.0.to_vec());
+        store.write(batch, Durability::Durable).unwrap();
+        assert!(matches!(
+            verify_state(&*store.snapshot().unwrap()),
+            Err(SnapshotError::AccumulatorMismatch { accounts: 9_999 })
+        ));
+    }
+
+    #[test]
+    fn empty_state_verifies_with_the_default_summary() {
+        let store = MemoryBackend::new();
+        assert_eq!(
+            verify_state(&*store.snapshot().unwrap()).unwrap(),
+            StateSummary::default()
+        );
+        // An account without a summary is caught.
+        let mut batch = WriteBatch::new();
+        batch.put(
+            Namespace::Accounts,
+            account_id(1).0.to_vec(),
+            Account {
+                nonce: 0,
+                balance: 5,
+            }
+            .to_bytes(),
+        );
+        store.write(batch, Durability::Durable).unwrap();
+        assert!(matches!(
+            verify_state(&*store.snapshot().unwrap()),
+            Err(SnapshotError::AccumulatorMismatch { accounts: 1 })
+        ));
+    }
 }

@@ -17,7 +17,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use qbind_node_ref::local::{LocalOptions, run_local};
+use qbind_node_ref::local::{LocalOptions, Network, run_local};
 use qbind_node_ref::node::{Maintenance, retention_mode};
 use qbind_store::snapshot::SnapshotConfig;
 
@@ -73,6 +73,20 @@ struct Args {
     /// Which local validator --fast-sync-snapshot-dir restores.
     #[arg(long, default_value_t = 0)]
     fast_sync_validator: usize,
+    /// Transport between validators: memory (all in this process) or
+    /// kemtls (ML-KEM-768 KEMTLS over TCP, qbind-net).
+    #[arg(long, default_value = "memory")]
+    p2p: String,
+    /// With --p2p kemtls: the IP every validator listens on.
+    #[arg(long, default_value = "127.0.0.1")]
+    p2p_ip: std::net::IpAddr,
+    /// With --p2p kemtls: validator i listens on this port + i.
+    #[arg(long, default_value_t = 29_000)]
+    p2p_base_port: u16,
+    /// Run only this validator of the --local-validators (one process per
+    /// validator; needs --p2p kemtls).
+    #[arg(long)]
+    validator_index: Option<usize>,
 }
 
 fn main() -> ExitCode {
@@ -106,6 +120,14 @@ fn run(args: Args) -> Result<ExitCode, String> {
         max_snapshots: args.max_snapshots,
         chain_id: 0, // set per network by the runner
     });
+    let network = match args.p2p.as_str() {
+        "memory" => Network::Memory,
+        "kemtls" => Network::Kemtls {
+            ip: args.p2p_ip,
+            base_port: args.p2p_base_port,
+        },
+        other => return Err(format!("unknown --p2p {other:?} (memory or kemtls)")),
+    };
     if args.fast_sync_validator >= args.local_validators.max(1) {
         return Err("--fast-sync-validator is not one of the local validators".into());
     }
@@ -125,6 +147,8 @@ fn run(args: Args) -> Result<ExitCode, String> {
             .fast_sync_snapshot_dir
             .map(|p| (args.fast_sync_validator, p)),
         base_timeout_ms: args.base_timeout_ms,
+        network,
+        only: args.validator_index,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -138,17 +162,25 @@ fn run(args: Args) -> Result<ExitCode, String> {
                 let _ = stop_tx.send(true);
             }
         });
-        println!(
-            "qbind-node: {} local DevNet validators, data in {}",
-            opts.validators,
-            opts.data_dir.display()
-        );
+        match opts.only {
+            Some(i) => println!(
+                "qbind-node: DevNet validator {i} of {}, data in {}",
+                opts.validators,
+                opts.data_dir.display()
+            ),
+            None => println!(
+                "qbind-node: {} local DevNet validators, data in {}",
+                opts.validators,
+                opts.data_dir.display()
+            ),
+        }
         let summary = run_local(opts, stop_rx, |line| println!("{line}"))
             .await
             .map_err(|e| e.to_string())?;
         println!(
-            "stopped: executed heights {:?} (resumed from {:?}); {} transfers executed, {} submitted; \
-             state roots {}",
+            "stopped: validators {:?} executed heights {:?} (resumed from {:?}); {} transfers executed, \
+             {} submitted; state roots {}",
+            summary.validators,
             summary.executed_height,
             summary.resumed_from,
             summary.transfers,

@@ -1,23 +1,32 @@
 //! Child process of the crash campaign (tests/store/crash.rs): opens a store,
-//! continues committing blocks of the [`Workload`] from its committed height,
-//! and prints each height on stdout once its durable write has returned.
+//! continues committing blocks of the [`Workload`] from its committed height
+//! (real protocol state: a genesis credit, then transfers, each block's
+//! account changes, state summary, body, QC and height markers in one durable
+//! batch), and prints each height on stdout once its durable write has
+//! returned. Before the first block it prints `ready <height>` once the store
+//! is open (recovery done), so the parent can aim its kill either at
+//! recovery or at the commits.
 //! The parent kills it with SIGKILL at random moments.
 //!
-//! Usage: `qbind-store-crash-child <fjall|rocksdb> <dir> <max-height>`
+//! Usage: `qbind-store-crash-child <fjall|fjall-small|rocksdb> <dir> <max-height>`
+//! (`fjall-small`: fjall with [`FjallConfig::small_memtables`]).
 
 use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
+use qbind_core::traits::{StateBackend, StorageError};
 use qbind_store::workload::{Workload, committed_height};
-use qbind_store::{FjallBackend, PersistentBackend};
+use qbind_store::{FjallBackend, FjallConfig, PersistentBackend};
 
-fn run<B: PersistentBackend>(dir: &Path, max_height: u64) -> Result<(), String> {
-    let store = B::open_dir(dir).map_err(|e| e.to_string())?;
+fn run<B: StateBackend>(store: Result<B, StorageError>, max_height: u64) -> Result<(), String> {
+    let store = store.map_err(|e| e.to_string())?;
     let workload = Workload::default();
     let start = committed_height(&store).map_err(|e| e.to_string())?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
+    writeln!(out, "ready {start}").map_err(|e| e.to_string())?;
+    out.flush().map_err(|e| e.to_string())?;
     for height in start + 1..=max_height {
         workload.commit(&store, height).map_err(|e| e.to_string())?;
         writeln!(out, "{height}").map_err(|e| e.to_string())?;
@@ -29,17 +38,22 @@ fn run<B: PersistentBackend>(dir: &Path, max_height: u64) -> Result<(), String> 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     let (Some(kind), Some(dir), Some(max)) = (args.get(1), args.get(2), args.get(3)) else {
-        eprintln!("usage: qbind-store-crash-child <fjall|rocksdb> <dir> <max-height>");
+        eprintln!("usage: qbind-store-crash-child <fjall|fjall-small|rocksdb> <dir> <max-height>");
         return ExitCode::from(2);
     };
     let Ok(max_height) = max.parse::<u64>() else {
         eprintln!("max-height must be a number");
         return ExitCode::from(2);
     };
+    let dir = Path::new(dir);
     let result = match kind.as_str() {
-        "fjall" => run::<FjallBackend>(Path::new(dir), max_height),
+        "fjall" => run(FjallBackend::open_dir(dir), max_height),
+        "fjall-small" => run(
+            FjallBackend::open_with(dir, &FjallConfig::small_memtables()),
+            max_height,
+        ),
         #[cfg(feature = "rocksdb")]
-        "rocksdb" => run::<qbind_store::RocksDbBackend>(Path::new(dir), max_height),
+        "rocksdb" => run(qbind_store::RocksDbBackend::open_dir(dir), max_height),
         other => Err(format!("unknown backend {other}")),
     };
     match result {

@@ -1,16 +1,24 @@
-//! Snapshots: round trip (same state root), retention, background creation
-//! during commits, and clear failures on damaged files or meta.json.
+//! Snapshots: round trip (same protocol state root), retention, background
+//! creation during commits, and clear failures on damaged files, a damaged
+//! meta.json, and state altered inside a snapshot whose checksums were
+//! recomputed (the state commitment check catches it).
 
 use std::path::Path;
 use std::sync::Arc;
 
+use qbind_core::codec::Encode;
+use qbind_core::execution::{
+    Account, AccountReader, BackendAccounts, STATE_SUMMARY_KEY, StateSummary,
+};
+use qbind_core::traits::{Durability, Namespace, StateBackend, WriteBatch};
 use qbind_store::metrics::StoreMetrics;
 use qbind_store::snapshot::{
-    BlockHasher, SnapshotConfig, SnapshotError, create_snapshot, list_snapshots, restore_snapshot,
-    spawn_snapshot, validate_snapshot,
+    BlockHasher, SnapshotConfig, SnapshotError, SnapshotMeta, checksum_state_dir, create_snapshot,
+    list_snapshots, restore_snapshot, spawn_snapshot, validate_snapshot, verify_state,
 };
-use qbind_store::state_root::accounts_root;
-use qbind_store::workload::{Workload, committed_height, verify_committed_state};
+use qbind_store::workload::{
+    Workload, account_id, committed_height, summary_at, verify_committed_state,
+};
 use qbind_store::{FjallBackend, PersistentBackend};
 use sha3::{Digest, Sha3_256};
 
@@ -42,14 +50,23 @@ fn store_at<B: PersistentBackend>(path: &Path, height: u64) -> B {
 fn round_trip<B: PersistentBackend>() {
     let root = tempfile::tempdir().unwrap();
     let store: B = store_at(&root.path().join("db"), 40);
-    let live_root = accounts_root(&*store.snapshot().unwrap()).unwrap();
+    let live_summary = BackendAccounts::new(&store).summary().unwrap();
+    let live_root = live_summary.root();
+    // The store holds the protocol's state: the summary the execution types
+    // produce, consistent with the accounts.
+    assert_eq!(live_summary, summary_at(&Workload::default(), 40).unwrap());
+    assert_eq!(
+        verify_state(&*store.snapshot().unwrap()).unwrap(),
+        live_summary
+    );
     let metrics = StoreMetrics::default();
     let cfg = config(&root.path().join("snapshots"), 5);
     let meta = create_snapshot(&store, &cfg, 3, &raw_hash, &metrics).unwrap();
     assert_eq!(meta.height, 40);
     assert_eq!(meta.epoch, 3);
+    assert_eq!(meta.executed_height, 40);
     assert_eq!(meta.chain_id, "0x51424e4444455600");
-    assert_eq!(meta.state_root, hex::encode(live_root));
+    assert_eq!(meta.state_root, hex::encode(live_root.as_bytes()));
     assert!(!meta.files.is_empty());
     assert_eq!(list_snapshots(&cfg.snapshot_dir).unwrap(), vec![40]);
     let snap_path = cfg.snapshot_dir.join("40");
@@ -60,7 +77,7 @@ fn round_trip<B: PersistentBackend>() {
     let (restored, _) =
         restore_snapshot::<B>(&snap_path, CHAIN, &root.path().join("restored"), &raw_hash).unwrap();
     assert_eq!(
-        accounts_root(&*restored.snapshot().unwrap()).unwrap(),
+        BackendAccounts::new(&restored).summary().unwrap().root(),
         live_root
     );
     assert_eq!(
@@ -246,5 +263,214 @@ fn damaged_meta_json_fails_validation() {
     assert!(matches!(
         validate(root.path(), &snap),
         SnapshotError::MetaMissing { .. }
+    ));
+}
+
+/// Apply `batch` to the state inside the snapshot at `snap` and recompute
+/// its file checksums in meta.json, as a forger (or a bug) that rewrites the
+/// state consistently would: only the state checks can catch it.
+fn tamper(snap: &Path, batch: WriteBatch) {
+    let state = snap.join("state");
+    {
+        let store = FjallBackend::open(&state).unwrap();
+        store.write(batch, Durability::Durable).unwrap();
+    }
+    let meta_path = snap.join("meta.json");
+    let mut meta: SnapshotMeta =
+        serde_json::from_slice(&std::fs::read(&meta_path).unwrap()).unwrap();
+    meta.files = checksum_state_dir(&state).unwrap();
+    std::fs::write(&meta_path, serde_json::to_vec_pretty(&meta).unwrap()).unwrap();
+}
+
+/// The summary stored in the snapshot's state.
+fn snapshot_summary(snap: &Path) -> StateSummary {
+    let store = FjallBackend::open(&snap.join("state")).unwrap();
+    BackendAccounts::new(&store).summary().unwrap()
+}
+
+#[test]
+fn altered_account_with_recomputed_checksums_fails_the_accumulator_check() {
+    let (root, snap, _) = damaged_fixture();
+    // Unchanged, it validates.
+    validate_snapshot::<FjallBackend>(&snap, CHAIN, root.path(), &raw_hash).unwrap();
+    let id = account_id(7);
+    let store = FjallBackend::open(&snap.join("state")).unwrap();
+    let mut account = BackendAccounts::new(&store).account(&id).unwrap();
+    drop(store);
+    assert!(!account.is_empty());
+    // Move one unit from nothing: the account set no longer sums to the
+    // stored accumulator.
+    account.balance += 1;
+    let mut batch = WriteBatch::new();
+    batch.put(Namespace::Accounts, id.0.to_vec(), account.to_bytes());
+    tamper(&snap, batch);
+    let err = validate(root.path(), &snap);
+    assert!(
+        matches!(err, SnapshotError::AccumulatorMismatch { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("accumulator"), "{err}");
+    // Restoring is refused the same way and leaves no data directory.
+    let target = root.path().join("restored");
+    let err = restore_snapshot::<FjallBackend>(&snap, CHAIN, &target, &raw_hash)
+        .err()
+        .unwrap();
+    assert!(matches!(err, SnapshotError::AccumulatorMismatch { .. }));
+    assert!(!target.exists());
+}
+
+#[test]
+fn malformed_account_entries_are_typed_corruption_errors() {
+    // A key that is not a 32-byte id.
+    let (root, snap, _) = damaged_fixture();
+    let mut batch = WriteBatch::new();
+    batch.put(
+        Namespace::Accounts,
+        b"short".to_vec(),
+        Account {
+            nonce: 1,
+            balance: 1,
+        }
+        .to_bytes(),
+    );
+    tamper(&snap, batch);
+    let err = validate(root.path(), &snap);
+    assert!(
+        matches!(err, SnapshotError::BadAccountKey { len: 5, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains(&hex::encode(b"short")), "{err}");
+
+    // A value that is not an account.
+    let (root, snap, _) = damaged_fixture();
+    let mut batch = WriteBatch::new();
+    batch.put(Namespace::Accounts, account_id(3).0.to_vec(), vec![1, 2, 3]);
+    tamper(&snap, batch);
+    let err = validate(root.path(), &snap);
+    assert!(
+        matches!(err, SnapshotError::AccountUndecodable { .. }),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains(&hex::encode(account_id(3).0)),
+        "{err}"
+    );
+
+    // An empty account stored (the protocol deletes those).
+    let (root, snap, _) = damaged_fixture();
+    let mut batch = WriteBatch::new();
+    batch.put(
+        Namespace::Accounts,
+        [0xEE; 32].to_vec(),
+        Account::default().to_bytes(),
+    );
+    tamper(&snap, batch);
+    assert!(matches!(
+        validate(root.path(), &snap),
+        SnapshotError::EmptyAccountStored { .. }
+    ));
+
+    // A summary that does not decode.
+    let (root, snap, _) = damaged_fixture();
+    let mut batch = WriteBatch::new();
+    batch.put(Namespace::Meta, STATE_SUMMARY_KEY.to_vec(), vec![0u8; 7]);
+    tamper(&snap, batch);
+    assert!(matches!(
+        validate(root.path(), &snap),
+        SnapshotError::SummaryUndecodable { .. }
+    ));
+}
+
+#[test]
+fn summary_that_disagrees_with_the_accounts_fails_its_own_check() {
+    // Wrong account count (accumulator still right).
+    let (root, snap, _) = damaged_fixture();
+    let mut summary = snapshot_summary(&snap);
+    summary.accounts += 1;
+    let mut batch = WriteBatch::new();
+    batch.put(
+        Namespace::Meta,
+        STATE_SUMMARY_KEY.to_vec(),
+        summary.to_bytes(),
+    );
+    tamper(&snap, batch);
+    let err = validate(root.path(), &snap);
+    assert!(
+        matches!(
+            err,
+            SnapshotError::AccountCountMismatch {
+                summary: 2_001,
+                counted: 2_000
+            }
+        ),
+        "{err}"
+    );
+
+    // Supply counters that do not match the balances.
+    let (root, snap, _) = damaged_fixture();
+    let mut summary = snapshot_summary(&snap);
+    let (minted, burned) = (summary.minted, summary.burned);
+    summary.minted += 5;
+    let mut batch = WriteBatch::new();
+    batch.put(
+        Namespace::Meta,
+        STATE_SUMMARY_KEY.to_vec(),
+        summary.to_bytes(),
+    );
+    tamper(&snap, batch);
+    let err = validate(root.path(), &snap);
+    match err {
+        SnapshotError::SupplyMismatch {
+            balances,
+            minted: m,
+            burned: b,
+        } => {
+            assert_eq!(balances, minted - burned);
+            assert_eq!((m, b), (minted + 5, burned));
+        }
+        other => panic!("want SupplyMismatch, got {other}"),
+    }
+
+    // A consistent summary of another height: the state checks pass, but
+    // its root is not the one meta.json records.
+    let (root, snap, _) = damaged_fixture();
+    let w = Workload::default();
+    let ledger = w.ledger_at(29).unwrap();
+    let mut batch = WriteBatch::new();
+    for id in w.touched(30).into_iter().map(account_id) {
+        batch.put(
+            Namespace::Accounts,
+            id.0.to_vec(),
+            ledger.get(&id).to_bytes(),
+        );
+    }
+    batch.put(
+        Namespace::Meta,
+        STATE_SUMMARY_KEY.to_vec(),
+        ledger.summary_value().to_bytes(),
+    );
+    tamper(&snap, batch);
+    let err = validate(root.path(), &snap);
+    assert!(
+        matches!(err, SnapshotError::StateRootMismatch { .. }),
+        "{err}"
+    );
+}
+
+#[test]
+fn executed_height_in_meta_is_checked() {
+    let (root, snap, _) = damaged_fixture();
+    let meta_path = snap.join("meta.json");
+    let mut meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&meta_path).unwrap()).unwrap();
+    assert_eq!(meta["executed_height"], 30);
+    meta["executed_height"] = 29.into();
+    std::fs::write(&meta_path, serde_json::to_vec(&meta).unwrap()).unwrap();
+    assert!(matches!(
+        validate(root.path(), &snap),
+        SnapshotError::ExecutedHeightMismatch {
+            meta: 29,
+            state: 30
+        }
     ));
 }

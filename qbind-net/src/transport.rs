@@ -1,0 +1,805 @@
+//! [`TcpTransport`]: `qbind_core::Transport` over KEMTLS channels on tokio,
+//! with the peer manager of spec §5.3–§5.5 (bootstrap + peer exchange,
+//! random outbound selection toward a target, diversity buckets, heartbeats,
+//! liveness eviction, reconnection with backoff) and runbook §7.3 metrics.
+//!
+//! Every connected validator has one connection with a bounded send queue
+//! (a full queue drops the message with `TransportError::QueueFull`) and a
+//! reader that pushes into one bounded inbound queue (a full inbound queue
+//! stops reading, so TCP flow control pushes back on the sender).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use qbind_core::traits::{Transport, TransportError};
+use qbind_core::types::ValidatorId;
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::{AbortHandle, JoinHandle};
+
+use crate::channel::{Acceptor, ChannelConfig, SecureChannel, connect};
+use crate::error::NetError;
+use crate::identity::{AllowedPeers, KeyFingerprint, PeerPublic, StaticIdentity};
+use crate::metrics::NetMetrics;
+use crate::peers::backoff::BackoffConfig;
+use crate::peers::book::AddressBook;
+use crate::peers::diversity::{DiversityConfig, DiversityTracker};
+use crate::peers::liveness::{Heartbeat, Liveness, LivenessConfig};
+use crate::wire::{MAX_PEERS_PER_MESSAGE, PeerMessage, PeerRecord};
+
+/// Peer-manager settings (defaults: spec §5.3–§5.5, runbook §7.1).
+#[derive(Clone, Debug)]
+pub struct PeerManagerConfig {
+    /// Outbound connections to aim for (default 8).
+    pub outbound_target: usize,
+    /// Most inbound connections (default 32).
+    pub max_inbound: usize,
+    /// Ask peers for their peers (default true).
+    pub discovery_enabled: bool,
+    /// Peer-exchange interval (default 30 s).
+    pub discovery_interval: Duration,
+    /// Most discovered addresses kept (default 100).
+    pub max_discovered: usize,
+    /// Heartbeat interval (default 30 s).
+    pub heartbeat_interval: Duration,
+    /// How often outbound slots are refilled (default 1 s).
+    pub maintenance_interval: Duration,
+    /// Diversity limits.
+    pub diversity: DiversityConfig,
+    /// Liveness scoring.
+    pub liveness: LivenessConfig,
+    /// Reconnection backoff.
+    pub backoff: BackoffConfig,
+    /// Messages queued per peer before `send` reports `QueueFull` (default 1,024).
+    pub send_queue: usize,
+    /// Messages queued for `recv` before readers stop reading (default 4,096).
+    pub inbound_queue: usize,
+    /// Handshakes in progress at once on the listener (default 64).
+    pub max_pending_handshakes: usize,
+}
+
+impl Default for PeerManagerConfig {
+    fn default() -> Self {
+        PeerManagerConfig {
+            outbound_target: 8,
+            max_inbound: 32,
+            discovery_enabled: true,
+            discovery_interval: Duration::from_secs(30),
+            max_discovered: 100,
+            heartbeat_interval: Duration::from_secs(30),
+            maintenance_interval: Duration::from_secs(1),
+            diversity: DiversityConfig::default(),
+            liveness: LivenessConfig::default(),
+            backoff: BackoffConfig::default(),
+            send_queue: 1024,
+            inbound_queue: 4096,
+            max_pending_handshakes: 64,
+        }
+    }
+}
+
+/// Everything a [`TcpTransport`] needs.
+#[derive(Clone, Debug)]
+pub struct TransportConfig {
+    /// This validator.
+    pub local_id: ValidatorId,
+    /// Its static P2P identity.
+    pub identity: StaticIdentity,
+    /// Listen address; outbound sockets are bound to its IP too (unless unspecified).
+    pub listen: SocketAddr,
+    /// P2P public keys of the validator set (ours may be included).
+    pub validators: BTreeMap<ValidatorId, PeerPublic>,
+    /// Static bootstrap peers.
+    pub bootstrap: Vec<(ValidatorId, SocketAddr)>,
+    /// Channel settings.
+    pub channel: ChannelConfig,
+    /// Peer-manager settings.
+    pub peers: PeerManagerConfig,
+}
+
+/// The validator set's P2P keys (without ours), replaceable at epoch boundaries.
+struct ValidatorKeys {
+    by_id: BTreeMap<ValidatorId, PeerPublic>,
+    by_fingerprint: BTreeMap<KeyFingerprint, ValidatorId>,
+}
+
+impl ValidatorKeys {
+    fn new(local: ValidatorId, validators: &BTreeMap<ValidatorId, PeerPublic>) -> Self {
+        let by_id: BTreeMap<ValidatorId, PeerPublic> = validators
+            .iter()
+            .filter(|(id, _)| **id != local)
+            .map(|(id, p)| (*id, p.clone()))
+            .collect();
+        let by_fingerprint = by_id.iter().map(|(id, p)| (p.fingerprint(), *id)).collect();
+        ValidatorKeys {
+            by_id,
+            by_fingerprint,
+        }
+    }
+}
+
+struct SharedKeys(std::sync::RwLock<ValidatorKeys>);
+
+impl SharedKeys {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, ValidatorKeys> {
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn key_of(&self, id: ValidatorId) -> Option<PeerPublic> {
+        self.read().by_id.get(&id).cloned()
+    }
+
+    fn id_of(&self, fingerprint: &KeyFingerprint) -> Option<ValidatorId> {
+        self.read().by_fingerprint.get(fingerprint).copied()
+    }
+}
+
+impl AllowedPeers for SharedKeys {
+    fn lookup(&self, fingerprint: &KeyFingerprint) -> Option<PeerPublic> {
+        let keys = self.read();
+        keys.by_fingerprint
+            .get(fingerprint)
+            .and_then(|id| keys.by_id.get(id))
+            .cloned()
+    }
+}
+
+struct Conn {
+    id: u64,
+    tx: mpsc::Sender<Vec<u8>>,
+    outbound: bool,
+    initiator: ValidatorId,
+    ip: IpAddr,
+    key: KeyFingerprint,
+    liveness: Liveness,
+    tasks: Vec<AbortHandle>,
+}
+
+struct State {
+    conns: BTreeMap<ValidatorId, Conn>,
+    book: AddressBook,
+    diversity: DiversityTracker,
+    dialing: BTreeSet<ValidatorId>,
+    closed: bool,
+    rng: rand::rngs::StdRng,
+    next_heartbeat: Instant,
+    next_discovery: Instant,
+    ping_nonce: u64,
+}
+
+struct Shared {
+    cfg: TransportConfig,
+    keys: SharedKeys,
+    acceptor: Acceptor,
+    metrics: Arc<NetMetrics>,
+    state: Mutex<State>,
+    inbound_tx: mpsc::Sender<(ValidatorId, Vec<u8>)>,
+    next_conn_id: AtomicU64,
+    local_addr: SocketAddr,
+    unresponsive: AtomicBool,
+    closed_notify: tokio::sync::Notify,
+}
+
+/// The KEMTLS/TCP implementation of [`qbind_core::Transport`].
+pub struct TcpTransport {
+    shared: Arc<Shared>,
+    inbound_rx: tokio::sync::Mutex<mpsc::Receiver<(ValidatorId, Vec<u8>)>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the peer table
+        // inconsistent in a way that matters more than stopping would.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn update_gauges(&self, st: &State) {
+        let outbound = st.conns.values().filter(|c| c.outbound).count() as u64;
+        let m = &self.metrics;
+        m.outbound_peers.store(outbound, Ordering::Relaxed);
+        m.inbound_peers
+            .store(st.conns.len() as u64 - outbound, Ordering::Relaxed);
+        m.known_peers.store(st.book.len() as u64, Ordering::Relaxed);
+        m.diversity_distinct_buckets
+            .store(st.diversity.distinct_buckets() as u64, Ordering::Relaxed);
+    }
+
+    /// Remove connection `conn_id` of `peer` if it is still the current one;
+    /// `failed` puts the address into backoff.
+    fn drop_conn(&self, peer: ValidatorId, conn_id: u64, failed: bool) {
+        let mut st = self.lock();
+        if st.conns.get(&peer).is_some_and(|c| c.id == conn_id) {
+            if let Some(c) = st.conns.remove(&peer) {
+                st.diversity.remove(c.ip);
+                for t in &c.tasks {
+                    t.abort();
+                }
+            }
+            if failed {
+                let State { book, rng, .. } = &mut *st;
+                book.record_failure(peer, Instant::now(), &self.cfg.peers.backoff, rng);
+            }
+            self.update_gauges(&st);
+        }
+    }
+}
+
+fn register(shared: &Arc<Shared>, peer: ValidatorId, chan: SecureChannel, outbound: bool) {
+    let local = shared.cfg.local_id;
+    let Some(ip) = chan.peer_addr().map(|a| a.ip()) else {
+        return;
+    };
+    if shared.keys.key_of(peer).as_ref() != Some(chan.peer()) {
+        // The validator set changed while the handshake ran.
+        return;
+    }
+    let mut st = shared.lock();
+    if st.closed || peer == local {
+        return;
+    }
+    let initiator = if outbound { local } else { peer };
+    if let Some(existing) = st.conns.get(&peer) {
+        // Both ends apply the same rule, so they keep the same TCP connection:
+        // prefer the one opened by the smaller id; a reconnect from the same
+        // side replaces the old (probably dead) connection.
+        let preferred = local.min(peer);
+        if existing.initiator == preferred && initiator != preferred {
+            return;
+        }
+        if let Some(old) = st.conns.remove(&peer) {
+            st.diversity.remove(old.ip);
+            for t in &old.tasks {
+                t.abort();
+            }
+        }
+    }
+    if !outbound
+        && st.conns.values().filter(|c| !c.outbound).count() >= shared.cfg.peers.max_inbound
+    {
+        return;
+    }
+    let (admit, violation) = st.diversity.admit(ip, &shared.cfg.peers.diversity);
+    if let Some(v) = violation {
+        shared.metrics.diversity_rejected(v);
+        tracing::warn!(peer = peer.0, %ip, reason = v.label(), admitted = admit, "P2P peer violates diversity limits");
+    }
+    if !admit {
+        return;
+    }
+    st.diversity.add(ip);
+    if outbound {
+        st.book.record_success(peer);
+        shared
+            .metrics
+            .connections_outbound
+            .fetch_add(1, Ordering::Relaxed);
+    } else {
+        shared
+            .metrics
+            .connections_inbound
+            .fetch_add(1, Ordering::Relaxed);
+    }
+    let conn_id = shared.next_conn_id.fetch_add(1, Ordering::Relaxed);
+    let (tx, rx) = mpsc::channel::<Vec<u8>>(shared.cfg.peers.send_queue.max(1));
+    let chan_key = chan.peer().fingerprint();
+    let (sender, receiver) = chan.into_split();
+    let writer = tokio::spawn(write_loop(shared.clone(), peer, conn_id, sender, rx));
+    let reader = tokio::spawn(read_loop(
+        shared.clone(),
+        peer,
+        conn_id,
+        receiver,
+        tx.clone(),
+    ));
+    st.conns.insert(
+        peer,
+        Conn {
+            id: conn_id,
+            tx,
+            outbound,
+            initiator,
+            ip,
+            key: chan_key,
+            liveness: Liveness::new(&shared.cfg.peers.liveness),
+            tasks: vec![writer.abort_handle(), reader.abort_handle()],
+        },
+    );
+    shared.update_gauges(&st);
+    tracing::debug!(peer = peer.0, outbound, "P2P connection established");
+}
+
+async fn write_loop(
+    shared: Arc<Shared>,
+    peer: ValidatorId,
+    conn_id: u64,
+    mut sender: crate::channel::SecureSender,
+    mut rx: mpsc::Receiver<Vec<u8>>,
+) {
+    while let Some(msg) = rx.recv().await {
+        if sender.send(&msg).await.is_err() {
+            break;
+        }
+    }
+    shared.drop_conn(peer, conn_id, true);
+}
+
+async fn read_loop(
+    shared: Arc<Shared>,
+    peer: ValidatorId,
+    conn_id: u64,
+    mut receiver: crate::channel::SecureReceiver,
+    tx: mpsc::Sender<Vec<u8>>,
+) {
+    let failed = loop {
+        let bytes = match receiver.recv().await {
+            Ok(b) => b,
+            Err(NetError::Closed) => break true,
+            Err(e) => {
+                shared
+                    .metrics
+                    .frames_rejected
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(peer = peer.0, error = %e, "P2P connection closed on bad frame");
+                break true;
+            }
+        };
+        let msg = match PeerMessage::decode(&bytes) {
+            Ok(m) => m,
+            Err(e) => {
+                shared
+                    .metrics
+                    .frames_rejected
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(peer = peer.0, error = %e, "P2P connection closed on malformed message");
+                break true;
+            }
+        };
+        let unresponsive = shared.unresponsive.load(Ordering::Relaxed);
+        match msg {
+            PeerMessage::Payload(b) => {
+                if let Some(c) = shared.lock().conns.get_mut(&peer) {
+                    c.liveness.on_message();
+                }
+                if shared.inbound_tx.send((peer, b)).await.is_err() {
+                    break false;
+                }
+            }
+            PeerMessage::Ping(n) if !unresponsive => {
+                let _ = tx.try_send(PeerMessage::Pong(n).encode());
+            }
+            PeerMessage::Ping(_) => {}
+            PeerMessage::Pong(n) => {
+                let cfg = &shared.cfg.peers.liveness;
+                if let Some(c) = shared.lock().conns.get_mut(&peer) {
+                    c.liveness.on_message();
+                    c.liveness.on_pong(n, cfg);
+                }
+            }
+            PeerMessage::GetPeers if !unresponsive => {
+                let list = peer_list(&shared);
+                let _ = tx.try_send(PeerMessage::Peers(list).encode());
+            }
+            PeerMessage::GetPeers => {}
+            PeerMessage::Peers(list) => {
+                let mut st = shared.lock();
+                for r in list {
+                    if r.id != shared.cfg.local_id && shared.keys.key_of(r.id).is_some() {
+                        st.book.add_discovered(r.id, r.addr);
+                    }
+                }
+                shared.update_gauges(&st);
+            }
+        }
+    };
+    shared.drop_conn(peer, conn_id, failed);
+}
+
+fn peer_list(shared: &Shared) -> Vec<PeerRecord> {
+    let st = shared.lock();
+    let mut v = vec![PeerRecord {
+        id: shared.cfg.local_id,
+        addr: shared.local_addr,
+    }];
+    v.extend(
+        st.book
+            .iter()
+            .map(|(id, e)| PeerRecord { id, addr: e.addr })
+            .take(MAX_PEERS_PER_MESSAGE - 1),
+    );
+    v
+}
+
+async fn dial(shared: Arc<Shared>, peer: ValidatorId, addr: SocketAddr) {
+    shared.metrics.dial_attempts.fetch_add(1, Ordering::Relaxed);
+    let result = async {
+        let key = shared.keys.key_of(peer).ok_or(NetError::UnknownPeer)?;
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        let local_ip = shared.local_addr.ip();
+        if !local_ip.is_unspecified() && local_ip.is_ipv4() == addr.is_ipv4() {
+            socket.bind(SocketAddr::new(local_ip, 0))?;
+        }
+        let cfg = &shared.cfg.channel;
+        let stream: TcpStream = tokio::time::timeout(cfg.handshake_timeout, socket.connect(addr))
+            .await
+            .map_err(|_| NetError::Timeout)??;
+        connect(stream, &shared.cfg.identity, &key, cfg).await
+    }
+    .await;
+    match result {
+        Ok(chan) => {
+            shared.lock().dialing.remove(&peer);
+            register(&shared, peer, chan, true);
+        }
+        Err(e) => {
+            shared.metrics.handshake_failed(&e);
+            tracing::debug!(peer = peer.0, %addr, error = %e, "P2P dial failed");
+            let mut st = shared.lock();
+            st.dialing.remove(&peer);
+            let State { book, rng, .. } = &mut *st;
+            book.record_failure(peer, Instant::now(), &shared.cfg.peers.backoff, rng);
+        }
+    }
+}
+
+async fn listen_loop(shared: Arc<Shared>, listener: TcpListener) {
+    let pending = Arc::new(Semaphore::new(
+        shared.cfg.peers.max_pending_handshakes.max(1),
+    ));
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        let Ok(permit) = pending.clone().try_acquire_owned() else {
+            shared.metrics.handshake_failed(&NetError::RateLimited);
+            continue;
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let res = shared.acceptor.accept(stream, &shared.keys).await;
+            drop(permit);
+            if let Ok((chan, public)) = res
+                && let Some(id) = shared.keys.id_of(&public.fingerprint())
+            {
+                register(&shared, id, chan, false);
+            }
+        });
+    }
+}
+
+fn maintain(shared: &Arc<Shared>) {
+    let now = Instant::now();
+    let pcfg = &shared.cfg.peers;
+    let mut st = shared.lock();
+    if st.closed {
+        return;
+    }
+    // Heartbeats and liveness eviction.
+    if now >= st.next_heartbeat {
+        st.next_heartbeat = now + pcfg.heartbeat_interval;
+        let mut evict = Vec::new();
+        let mut nonce = st.ping_nonce;
+        for (id, c) in &mut st.conns {
+            nonce += 1;
+            match c.liveness.on_heartbeat(nonce, now, &pcfg.liveness) {
+                Heartbeat::Ping(n) => {
+                    let _ = c.tx.try_send(PeerMessage::Ping(n).encode());
+                }
+                Heartbeat::MissedThenPing(n) => {
+                    shared
+                        .metrics
+                        .heartbeat_failed
+                        .fetch_add(1, Ordering::Relaxed);
+                    let _ = c.tx.try_send(PeerMessage::Ping(n).encode());
+                }
+                Heartbeat::Evict => {
+                    shared
+                        .metrics
+                        .heartbeat_failed
+                        .fetch_add(1, Ordering::Relaxed);
+                    evict.push((*id, c.id));
+                }
+            }
+        }
+        st.ping_nonce = nonce;
+        drop(st);
+        for (id, conn_id) in evict {
+            shared
+                .metrics
+                .evicted_liveness
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::info!(peer = id.0, "P2P peer evicted for liveness");
+            shared.drop_conn(id, conn_id, true);
+        }
+        st = shared.lock();
+    }
+    // Peer exchange.
+    if pcfg.discovery_enabled && now >= st.next_discovery {
+        st.next_discovery = now + pcfg.discovery_interval;
+        for c in st.conns.values() {
+            let _ = c.tx.try_send(PeerMessage::GetPeers.encode());
+        }
+    }
+    // Refill outbound slots with randomly chosen, diverse peers.
+    let outbound = st.conns.values().filter(|c| c.outbound).count() + st.dialing.len();
+    let mut need = pcfg.outbound_target.saturating_sub(outbound);
+    if need > 0 {
+        let local = shared.cfg.local_id;
+        let mut candidates = st.book.dialable(now, |id| {
+            id == local || st.conns.contains_key(&id) || st.dialing.contains(&id)
+        });
+        let State { rng, .. } = &mut *st;
+        candidates.shuffle(rng);
+        for (id, addr) in candidates {
+            if need == 0 {
+                break;
+            }
+            let (admit, violation) = st.diversity.admit(addr.ip(), &pcfg.diversity);
+            if let Some(v) = violation {
+                shared.metrics.diversity_rejected(v);
+                tracing::warn!(peer = id.0, %addr, reason = v.label(), admitted = admit, "P2P candidate violates diversity limits");
+            }
+            if !admit {
+                let State { book, rng, .. } = &mut *st;
+                book.record_failure(id, now, &pcfg.backoff, rng);
+                continue;
+            }
+            st.dialing.insert(id);
+            tokio::spawn(dial(shared.clone(), id, addr));
+            need -= 1;
+        }
+    }
+    shared.update_gauges(&st);
+}
+
+impl TcpTransport {
+    /// Bind the listener and start the peer manager. Must be called inside a
+    /// tokio runtime.
+    ///
+    /// # Errors
+    /// [`NetError::Io`] if the listen address cannot be bound.
+    pub async fn start(cfg: TransportConfig) -> Result<TcpTransport, NetError> {
+        let listener = TcpListener::bind(cfg.listen).await?;
+        let local_addr = listener.local_addr()?;
+        let metrics = Arc::new(NetMetrics::default());
+        let keys = SharedKeys(std::sync::RwLock::new(ValidatorKeys::new(
+            cfg.local_id,
+            &cfg.validators,
+        )));
+        let mut book = AddressBook::new(cfg.peers.max_discovered);
+        for (id, addr) in &cfg.bootstrap {
+            if *id != cfg.local_id {
+                book.add_bootstrap(*id, *addr);
+            }
+        }
+        let (inbound_tx, inbound_rx) = mpsc::channel(cfg.peers.inbound_queue.max(1));
+        let now = Instant::now();
+        let shared = Arc::new(Shared {
+            acceptor: Acceptor::new(&cfg.identity, &cfg.channel).with_metrics(metrics.clone()),
+            keys,
+            metrics,
+            state: Mutex::new(State {
+                conns: BTreeMap::new(),
+                book,
+                diversity: DiversityTracker::new(),
+                dialing: BTreeSet::new(),
+                closed: false,
+                rng: rand::rngs::StdRng::from_entropy(),
+                next_heartbeat: now + cfg.peers.heartbeat_interval,
+                next_discovery: now
+                    + cfg
+                        .peers
+                        .discovery_interval
+                        .min(cfg.peers.maintenance_interval * 2),
+                ping_nonce: 0,
+            }),
+            inbound_tx,
+            next_conn_id: AtomicU64::new(1),
+            local_addr,
+            unresponsive: AtomicBool::new(false),
+            closed_notify: tokio::sync::Notify::new(),
+            cfg,
+        });
+        let listen = tokio::spawn(listen_loop(shared.clone(), listener));
+        let s2 = shared.clone();
+        let maintenance = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(s2.cfg.peers.maintenance_interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                maintain(&s2);
+            }
+        });
+        Ok(TcpTransport {
+            shared,
+            inbound_rx: tokio::sync::Mutex::new(inbound_rx),
+            tasks: vec![listen, maintenance],
+        })
+    }
+
+    /// The bound listen address.
+    #[must_use]
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.local_addr
+    }
+
+    /// This node's metrics.
+    #[must_use]
+    pub fn metrics(&self) -> Arc<NetMetrics> {
+        self.shared.metrics.clone()
+    }
+
+    /// Validators with an established connection, ascending.
+    #[must_use]
+    pub fn connected_peers(&self) -> Vec<ValidatorId> {
+        self.shared.lock().conns.keys().copied().collect()
+    }
+
+    /// Whether the connection to `peer` was opened by us.
+    #[must_use]
+    pub fn is_outbound(&self, peer: ValidatorId) -> Option<bool> {
+        self.shared.lock().conns.get(&peer).map(|c| c.outbound)
+    }
+
+    /// The liveness score of a connected peer.
+    #[must_use]
+    pub fn peer_score(&self, peer: ValidatorId) -> Option<i32> {
+        self.shared
+            .lock()
+            .conns
+            .get(&peer)
+            .map(|c| c.liveness.score())
+    }
+
+    /// The address book: validator, address, consecutive failures.
+    #[must_use]
+    pub fn known_addresses(&self) -> Vec<(ValidatorId, SocketAddr, u32)> {
+        self.shared
+            .lock()
+            .book
+            .iter()
+            .map(|(id, e)| (id, e.addr, e.failures))
+            .collect()
+    }
+
+    /// Replace the validator set's P2P keys (at an epoch boundary). Connections
+    /// to validators that left the set or changed key are closed, their
+    /// addresses forgotten; new validators can connect at once.
+    pub fn update_validators(&self, validators: &BTreeMap<ValidatorId, PeerPublic>) {
+        let keys = ValidatorKeys::new(self.shared.cfg.local_id, validators);
+        let mut st = self.shared.lock();
+        let stale: Vec<ValidatorId> = st
+            .conns
+            .keys()
+            .filter(|id| {
+                keys.by_id.get(id).map(PeerPublic::fingerprint) != st.conns.get(id).map(|c| c.key)
+            })
+            .copied()
+            .collect();
+        for id in stale {
+            if let Some(c) = st.conns.remove(&id) {
+                st.diversity.remove(c.ip);
+                for t in &c.tasks {
+                    t.abort();
+                }
+            }
+        }
+        let gone: Vec<ValidatorId> = st
+            .book
+            .iter()
+            .map(|(id, _)| id)
+            .filter(|id| !keys.by_id.contains_key(id))
+            .collect();
+        for id in gone {
+            st.book.remove(id);
+        }
+        *self
+            .shared
+            .keys
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = keys;
+        self.shared.update_gauges(&st);
+    }
+
+    /// Fault injection for tests and drills: while set, this node ignores
+    /// heartbeats and peer-exchange requests (it keeps its connections open
+    /// and keeps sending payloads), as a hung peer would.
+    pub fn set_unresponsive(&self, on: bool) {
+        self.shared.unresponsive.store(on, Ordering::Relaxed);
+    }
+
+    /// Close every connection and stop all tasks. Later calls fail with
+    /// `TransportError::Closed`.
+    pub fn shutdown(&self) {
+        let mut st = self.shared.lock();
+        st.closed = true;
+        for c in std::mem::take(&mut st.conns).into_values() {
+            for t in &c.tasks {
+                t.abort();
+            }
+        }
+        for t in &self.tasks {
+            t.abort();
+        }
+        self.shared.update_gauges(&st);
+        drop(st);
+        self.shared.closed_notify.notify_waiters();
+    }
+
+    fn queue(&self, to: ValidatorId, bytes: Vec<u8>) -> Result<(), TransportError> {
+        let st = self.shared.lock();
+        if st.closed {
+            return Err(TransportError::Closed);
+        }
+        let c = st.conns.get(&to).ok_or(TransportError::UnknownPeer(to))?;
+        match c.tx.try_send(bytes) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.shared
+                    .metrics
+                    .send_queue_full
+                    .fetch_add(1, Ordering::Relaxed);
+                Err(TransportError::QueueFull(to))
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(TransportError::UnknownPeer(to)),
+        }
+    }
+}
+
+impl Drop for TcpTransport {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+#[async_trait]
+impl Transport for TcpTransport {
+    /// Queue `bytes` for `to`. `UnknownPeer` if `to` is not currently
+    /// connected; `QueueFull` if its send queue is full (message dropped).
+    async fn send(&self, to: ValidatorId, bytes: Vec<u8>) -> Result<(), TransportError> {
+        self.queue(to, PeerMessage::Payload(bytes).encode())
+    }
+
+    /// Queue `bytes` for every connected validator; full queues drop (and count) their copy.
+    async fn broadcast(&self, bytes: Vec<u8>) -> Result<(), TransportError> {
+        let msg = PeerMessage::Payload(bytes).encode();
+        let peers = self.connected_peers();
+        if self.shared.lock().closed {
+            return Err(TransportError::Closed);
+        }
+        for p in peers {
+            let _ = self.queue(p, msg.clone());
+        }
+        Ok(())
+    }
+
+    async fn recv(&self) -> Result<(ValidatorId, Vec<u8>), TransportError> {
+        let notified = self.shared.closed_notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if self.shared.lock().closed {
+            return Err(TransportError::Closed);
+        }
+        let mut rx = self.inbound_rx.lock().await;
+        tokio::select! {
+            m = rx.recv() => m.ok_or(TransportError::Closed),
+            () = &mut notified => Err(TransportError::Closed),
+        }
+    }
+}

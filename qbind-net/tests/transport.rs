@@ -1,0 +1,379 @@
+//! The validator transport and peer manager over real sockets; distinct
+//! 127.x.y.z addresses stand in for different subnets.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use qbind_core::traits::{Transport, TransportError};
+use qbind_core::types::{NetworkEnvironment, ValidatorId};
+use qbind_net::metrics::DiversityReason;
+use qbind_net::peers::backoff::BackoffConfig;
+use qbind_net::peers::diversity::{DiversityConfig, DiversityMode};
+use qbind_net::{
+    ChannelConfig, PeerManagerConfig, PeerPublic, StaticIdentity, TcpTransport, TransportConfig,
+};
+use tokio::time::timeout;
+
+const LIMIT: Duration = Duration::from_secs(15);
+
+fn ident(id: u32) -> StaticIdentity {
+    let b = id as u8;
+    StaticIdentity::from_seed(&[b; 32], &[b ^ 0xa5; 32])
+}
+
+fn validators(n: u32) -> BTreeMap<ValidatorId, PeerPublic> {
+    (0..n)
+        .map(|i| (ValidatorId(i), ident(i).public().clone()))
+        .collect()
+}
+
+fn fast_peers() -> PeerManagerConfig {
+    PeerManagerConfig {
+        discovery_interval: Duration::from_millis(200),
+        heartbeat_interval: Duration::from_millis(100),
+        maintenance_interval: Duration::from_millis(50),
+        backoff: BackoffConfig {
+            base: Duration::from_millis(300),
+            max: Duration::from_secs(2),
+            jitter: 0.1,
+        },
+        ..PeerManagerConfig::default()
+    }
+}
+
+async fn node(
+    id: u32,
+    ip: &str,
+    n: u32,
+    bootstrap: Vec<(u32, SocketAddr)>,
+    peers: PeerManagerConfig,
+) -> TcpTransport {
+    TcpTransport::start(TransportConfig {
+        local_id: ValidatorId(id),
+        identity: ident(id),
+        listen: format!("{ip}:0").parse().unwrap(),
+        validators: validators(n),
+        bootstrap: bootstrap
+            .into_iter()
+            .map(|(i, a)| (ValidatorId(i), a))
+            .collect(),
+        channel: ChannelConfig::new(NetworkEnvironment::Devnet),
+        peers,
+    })
+    .await
+    .unwrap()
+}
+
+async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < LIMIT, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn ids(v: &[u32]) -> Vec<ValidatorId> {
+    v.iter().map(|i| ValidatorId(*i)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_validators_exchange_messages() {
+    let n0 = node(0, "127.10.0.1", 3, vec![], fast_peers()).await;
+    let n1 = node(1, "127.11.0.1", 3, vec![(0, n0.local_addr())], fast_peers()).await;
+    let n2 = node(
+        2,
+        "127.12.0.1",
+        3,
+        vec![(0, n0.local_addr()), (1, n1.local_addr())],
+        fast_peers(),
+    )
+    .await;
+    wait_until("full mesh", || {
+        n0.connected_peers() == ids(&[1, 2])
+            && n1.connected_peers() == ids(&[0, 2])
+            && n2.connected_peers() == ids(&[0, 1])
+    })
+    .await;
+    n0.send(ValidatorId(1), b"to one".to_vec()).await.unwrap();
+    assert_eq!(
+        timeout(LIMIT, n1.recv()).await.unwrap().unwrap(),
+        (ValidatorId(0), b"to one".to_vec())
+    );
+    n2.broadcast(b"all".to_vec()).await.unwrap();
+    assert_eq!(
+        timeout(LIMIT, n0.recv()).await.unwrap().unwrap(),
+        (ValidatorId(2), b"all".to_vec())
+    );
+    assert_eq!(
+        timeout(LIMIT, n1.recv()).await.unwrap().unwrap(),
+        (ValidatorId(2), b"all".to_vec())
+    );
+    assert!(matches!(
+        n0.send(ValidatorId(9), vec![1]).await,
+        Err(TransportError::UnknownPeer(ValidatorId(9)))
+    ));
+    let text = n2.metrics().render_prometheus();
+    assert!(
+        text.contains("qbind_p2p_connections_total{direction=\"outbound\"}"),
+        "{text}"
+    );
+    let m = n2.metrics();
+    assert_eq!(
+        m.outbound_peers.load(Ordering::Relaxed) + m.inbound_peers.load(Ordering::Relaxed),
+        2
+    );
+    n0.shutdown();
+    assert!(matches!(n0.recv().await, Err(TransportError::Closed)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_reaches_a_peer_known_only_through_another() {
+    let no_discovery = PeerManagerConfig {
+        discovery_enabled: false,
+        ..fast_peers()
+    };
+    let c = node(3, "127.23.0.1", 4, vec![], no_discovery).await;
+    let b = node(2, "127.22.0.1", 4, vec![(3, c.local_addr())], fast_peers()).await;
+    let a = node(1, "127.21.0.1", 4, vec![(2, b.local_addr())], fast_peers()).await;
+    wait_until("A connected to C", || {
+        a.connected_peers().contains(&ValidatorId(3))
+    })
+    .await;
+    assert_eq!(
+        a.is_outbound(ValidatorId(3)),
+        Some(true),
+        "A dialled C itself"
+    );
+    assert!(
+        a.known_addresses()
+            .iter()
+            .any(|(id, addr, _)| *id == ValidatorId(3) && *addr == c.local_addr())
+    );
+    a.send(ValidatorId(3), b"found you".to_vec()).await.unwrap();
+    assert_eq!(
+        timeout(LIMIT, c.recv()).await.unwrap().unwrap(),
+        (ValidatorId(1), b"found you".to_vec())
+    );
+    assert!(a.metrics().known_peers.load(Ordering::Relaxed) >= 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn diversity_limits_are_enforced_across_subnets() {
+    let quiet = PeerManagerConfig {
+        discovery_enabled: false,
+        outbound_target: 0,
+        ..fast_peers()
+    };
+    let targets = [
+        (1, "127.5.5.1"),
+        (2, "127.5.5.2"),
+        (3, "127.5.5.3"),
+        (4, "127.6.1.1"),
+        (5, "127.6.2.1"),
+    ];
+    let mut nodes = Vec::new();
+    for (id, ip) in targets {
+        nodes.push(node(id, ip, 8, vec![], quiet.clone()).await);
+    }
+    let boot: Vec<(u32, SocketAddr)> = nodes
+        .iter()
+        .zip(targets)
+        .map(|(n, (id, _))| (id, n.local_addr()))
+        .collect();
+    let enforce = PeerManagerConfig {
+        discovery_enabled: false,
+        ..fast_peers()
+    };
+    let x = node(0, "127.9.9.1", 8, boot.clone(), enforce.clone()).await;
+    let warn = PeerManagerConfig {
+        diversity: DiversityConfig {
+            mode: DiversityMode::Warn,
+            ..DiversityConfig::default()
+        },
+        ..enforce
+    };
+    let y = node(6, "127.9.8.1", 8, boot, warn).await;
+    wait_until("X has four peers", || x.connected_peers().len() == 4).await;
+    wait_until("Y has five peers", || y.connected_peers().len() == 5).await;
+    wait_until("rejection counted", || {
+        x.metrics()
+            .diversity_rejections_of(DiversityReason::Prefix24)
+            >= 1
+    })
+    .await;
+    // Give X time to try again: still only two peers from 127.5.5.0/24.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let in_24 = x.connected_peers().iter().filter(|p| p.0 <= 3).count();
+    assert_eq!(in_24, 2);
+    assert_eq!(x.connected_peers().len(), 4);
+    assert!(
+        y.metrics()
+            .diversity_rejections_of(DiversityReason::Prefix24)
+            >= 1,
+        "Warn mode counts too"
+    );
+    assert_eq!(
+        x.metrics()
+            .diversity_distinct_buckets
+            .load(Ordering::Relaxed),
+        2
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_peer_is_evicted_and_reconnected_with_backoff() {
+    let no_discovery = PeerManagerConfig {
+        discovery_enabled: false,
+        ..fast_peers()
+    };
+    let b = node(2, "127.32.0.1", 3, vec![], no_discovery.clone()).await;
+    let a = node(1, "127.31.0.1", 3, vec![(2, b.local_addr())], no_discovery).await;
+    wait_until("connected", || a.connected_peers() == ids(&[2])).await;
+    b.set_unresponsive(true);
+    wait_until("evicted", || {
+        a.metrics().evicted_liveness.load(Ordering::Relaxed) == 1
+    })
+    .await;
+    let evicted_at = Instant::now();
+    b.set_unresponsive(false);
+    assert!(a.metrics().heartbeat_failed.load(Ordering::Relaxed) >= 3);
+    assert_eq!(
+        a.known_addresses()[0].2,
+        1,
+        "one failure recorded: backoff armed"
+    );
+    wait_until("reconnected", || a.connected_peers() == ids(&[2])).await;
+    let waited = evicted_at.elapsed();
+    assert!(
+        waited >= Duration::from_millis(200),
+        "reconnected after {waited:?}, before the backoff"
+    );
+    assert!(a.metrics().dial_attempts.load(Ordering::Relaxed) >= 2);
+    assert!(a.peer_score(ValidatorId(2)).unwrap() > 50);
+    a.send(ValidatorId(2), b"back".to_vec()).await.unwrap();
+    assert_eq!(
+        timeout(LIMIT, b.recv()).await.unwrap().unwrap(),
+        (ValidatorId(1), b"back".to_vec())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_send_queue_reports_queue_full() {
+    let small = PeerManagerConfig {
+        discovery_enabled: false,
+        send_queue: 2,
+        inbound_queue: 1,
+        ..fast_peers()
+    };
+    let b = node(2, "127.42.0.1", 3, vec![], small.clone()).await;
+    let a = node(1, "127.41.0.1", 3, vec![(2, b.local_addr())], small).await;
+    wait_until("connected", || a.connected_peers() == ids(&[2])).await;
+    // B never calls recv: its reader stops, TCP fills, A's writer blocks, A's queue fills.
+    let big = vec![0u8; 1 << 20];
+    let mut full = false;
+    for _ in 0..200 {
+        match a.send(ValidatorId(2), big.clone()).await {
+            Ok(()) => tokio::time::sleep(Duration::from_millis(2)).await,
+            Err(TransportError::QueueFull(ValidatorId(2))) => {
+                full = true;
+                break;
+            }
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert!(full, "queue never filled");
+    assert!(a.metrics().send_queue_full.load(Ordering::Relaxed) >= 1);
+    // Draining on B's side lets traffic flow again.
+    assert_eq!(
+        timeout(LIMIT, b.recv()).await.unwrap().unwrap().0,
+        ValidatorId(1)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_peers_are_cut_off_and_counted_while_honest_traffic_flows() {
+    use qbind_net::metrics::HandshakeFailure;
+    let quiet = PeerManagerConfig {
+        discovery_enabled: false,
+        ..fast_peers()
+    };
+    let a = node(1, "127.51.0.1", 4, vec![], quiet.clone()).await;
+    let b = node(2, "127.52.0.1", 4, vec![(1, a.local_addr())], quiet).await;
+    wait_until("honest link", || a.connected_peers() == ids(&[2])).await;
+    let cfg = ChannelConfig::new(NetworkEnvironment::Devnet);
+    // A stranger (not in the validator set) is refused during the handshake.
+    let stranger = StaticIdentity::from_seed(&[200; 32], &[201; 32]);
+    assert!(
+        qbind_net::connect_addr(a.local_addr(), &stranger, ident(1).public(), &cfg)
+            .await
+            .is_err()
+    );
+    // Validator 3 authenticates, then sends a malformed peer message.
+    let mut chan = qbind_net::connect_addr(a.local_addr(), &ident(3), ident(1).public(), &cfg)
+        .await
+        .unwrap();
+    wait_until("validator 3 registered", || {
+        a.connected_peers().contains(&ValidatorId(3))
+    })
+    .await;
+    chan.send(&[0x09, 1, 2, 3]).await.unwrap();
+    assert!(
+        timeout(LIMIT, chan.recv()).await.unwrap().is_err(),
+        "connection closed by A"
+    );
+    wait_until("counted", || {
+        a.metrics().frames_rejected.load(Ordering::Relaxed) == 1
+    })
+    .await;
+    assert_eq!(
+        a.metrics()
+            .handshake_failures_of(HandshakeFailure::UnknownPeer),
+        1
+    );
+    assert_eq!(a.connected_peers(), ids(&[2]));
+    b.send(ValidatorId(1), b"unaffected".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(
+        timeout(LIMIT, a.recv()).await.unwrap().unwrap(),
+        (ValidatorId(2), b"unaffected".to_vec())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validator_set_changes_close_and_open_connections() {
+    let quiet = PeerManagerConfig {
+        discovery_enabled: false,
+        ..fast_peers()
+    };
+    let a = node(1, "127.61.0.1", 3, vec![], quiet.clone()).await;
+    let b = node(2, "127.62.0.1", 3, vec![(1, a.local_addr())], quiet.clone()).await;
+    wait_until("linked", || a.connected_peers() == ids(&[2])).await;
+    // Next epoch: validator 2 leaves A's set, validator 3 joins.
+    let mut next = validators(3);
+    next.remove(&ValidatorId(2));
+    next.insert(ValidatorId(3), ident(3).public().clone());
+    a.update_validators(&next);
+    assert!(
+        a.connected_peers().is_empty(),
+        "departed validator disconnected"
+    );
+    // B keeps redialling with backoff but is refused as an unknown peer.
+    wait_until("B refused", || {
+        a.metrics()
+            .handshake_failures_of(qbind_net::metrics::HandshakeFailure::UnknownPeer)
+            >= 1
+    })
+    .await;
+    assert!(a.connected_peers().is_empty());
+    let c = node(3, "127.63.0.1", 4, vec![(1, a.local_addr())], quiet).await;
+    wait_until("newcomer linked", || a.connected_peers() == ids(&[3])).await;
+    c.send(ValidatorId(1), b"new epoch".to_vec()).await.unwrap();
+    assert_eq!(
+        timeout(LIMIT, a.recv()).await.unwrap().unwrap(),
+        (ValidatorId(3), b"new epoch".to_vec())
+    );
+    drop(b);
+}
