@@ -33,6 +33,7 @@ pub mod dag;
 pub mod engine;
 pub mod execution;
 pub mod fee_mempool;
+pub mod key_rotation;
 pub mod mempool;
 pub mod monetary;
 pub mod signing;

@@ -1,0 +1,739 @@
+//! Validator key rotation (runbook §6.2, §10.5): rotation events, their
+//! canonical encoding and signature, and the validator key registry that
+//! decides which keys of a validator are accepted in which epoch.
+//!
+//! A [`KeyRotationEvent`] names a validator, a key role, the old and the new
+//! public key, the epoch from which the new key is valid and a grace period
+//! in epochs. It is signed with the validator's *current* consensus key over
+//! `"QBIND:{scope}:KEY_ROTATION:v1" || chain_id || canonical bytes`, so an
+//! event made for one network never applies on another.
+//!
+//! The [`ValidatorKeyRegistry`] applies the acceptance rule:
+//! - before `effective_epoch`: only the old key;
+//! - in `[effective_epoch, effective_epoch + grace_epochs)`: both keys;
+//! - from `effective_epoch + grace_epochs` on: only the new key.
+//!
+//! An emergency rotation (a compromised key) takes effect immediately: from
+//! the epoch in which it is applied only the new key is accepted, whatever
+//! its stated grace period.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use crate::codec::{Decode, DecodeError, Encode, Reader, encode_bytes};
+use crate::crypto::{
+    self, CryptoError, KeyPair, ML_DSA_44_PUBLIC_KEY_BYTES, ML_KEM_768_ENCAPSULATION_KEY_BYTES,
+    PublicKey, Signature,
+};
+use crate::types::{Epoch, NetworkEnvironment, ValidatorId};
+
+/// The role of a validator key (runbook §6.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum KeyRole {
+    /// Signs proposals, votes and timeouts (ML-DSA-44).
+    Consensus,
+    /// Signs DAG batches and availability acks (ML-DSA-44).
+    BatchSigning,
+    /// Authenticates KEMTLS handshakes (ML-KEM-768 static key).
+    P2pIdentity,
+}
+
+impl KeyRole {
+    /// Every role, in wire-tag order.
+    pub const ALL: [KeyRole; 3] = [
+        KeyRole::Consensus,
+        KeyRole::BatchSigning,
+        KeyRole::P2pIdentity,
+    ];
+
+    /// The wire tag (one byte).
+    #[must_use]
+    pub fn tag(self) -> u8 {
+        match self {
+            KeyRole::Consensus => 0,
+            KeyRole::BatchSigning => 1,
+            KeyRole::P2pIdentity => 2,
+        }
+    }
+
+    /// The role with wire tag `tag`.
+    #[must_use]
+    pub fn from_tag(tag: u8) -> Option<KeyRole> {
+        KeyRole::ALL.into_iter().find(|r| r.tag() == tag)
+    }
+
+    /// The length of a public key of this role on the wire.
+    #[must_use]
+    pub fn public_key_len(self) -> usize {
+        match self {
+            KeyRole::Consensus | KeyRole::BatchSigning => ML_DSA_44_PUBLIC_KEY_BYTES,
+            KeyRole::P2pIdentity => ML_KEM_768_ENCAPSULATION_KEY_BYTES,
+        }
+    }
+
+    /// The operator-facing name (`consensus`, `batch-signing`, `p2p-identity`).
+    #[must_use]
+    pub fn cli_name(self) -> &'static str {
+        match self {
+            KeyRole::Consensus => "consensus",
+            KeyRole::BatchSigning => "batch-signing",
+            KeyRole::P2pIdentity => "p2p-identity",
+        }
+    }
+
+    /// The role named `name` ([`KeyRole::cli_name`]).
+    #[must_use]
+    pub fn from_cli_name(name: &str) -> Option<KeyRole> {
+        KeyRole::ALL.into_iter().find(|r| r.cli_name() == name)
+    }
+}
+
+/// Longest key accepted on the wire by the decoder before the per-role check.
+const MAX_KEY_BYTES: u32 = 4096;
+
+/// A key rotation event (runbook §6.2 `rotation-event.json`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyRotationEvent {
+    /// The validator whose key rotates.
+    pub validator_id: ValidatorId,
+    /// Which of its keys.
+    pub key_kind: KeyRole,
+    /// The key being replaced (its wire encoding).
+    pub old_key: Vec<u8>,
+    /// The replacement key.
+    pub new_key: Vec<u8>,
+    /// The first epoch in which the new key is valid.
+    pub effective_epoch: Epoch,
+    /// Epochs during which both keys are valid.
+    pub grace_epochs: u64,
+    /// Emergency rotation: effective immediately, no grace period.
+    pub emergency: bool,
+}
+
+impl KeyRotationEvent {
+    /// Checks lengths of both keys against the role and that they differ.
+    ///
+    /// # Errors
+    /// [`KeyRotationError::BadKeyLength`] or [`KeyRotationError::SameKey`].
+    pub fn check(&self) -> Result<(), KeyRotationError> {
+        let want = self.key_kind.public_key_len();
+        for key in [&self.old_key, &self.new_key] {
+            if key.len() != want {
+                return Err(KeyRotationError::BadKeyLength {
+                    role: self.key_kind,
+                    expected: want,
+                    actual: key.len(),
+                });
+            }
+        }
+        if self.old_key == self.new_key {
+            return Err(KeyRotationError::SameKey);
+        }
+        Ok(())
+    }
+
+    /// The bytes the current consensus key signs:
+    /// `"QBIND:{scope}:KEY_ROTATION:v1" || chain_id (u64 BE) || canonical bytes`.
+    #[must_use]
+    pub fn signing_preimage(&self, env: NetworkEnvironment) -> Vec<u8> {
+        let mut out = format!("QBIND:{}:KEY_ROTATION:v1", env.tag_scope()).into_bytes();
+        out.extend_from_slice(&env.chain_id().0.to_be_bytes());
+        self.encode_to(&mut out);
+        out
+    }
+
+    /// Sign the event with `current_consensus_key`.
+    ///
+    /// # Errors
+    /// [`KeyRotationError::Crypto`] if signing fails (never observed).
+    pub fn sign(
+        self,
+        env: NetworkEnvironment,
+        current_consensus_key: &KeyPair,
+    ) -> Result<SignedKeyRotationEvent, KeyRotationError> {
+        let signature = current_consensus_key.try_sign(&self.signing_preimage(env))?;
+        Ok(SignedKeyRotationEvent {
+            event: self,
+            signature,
+        })
+    }
+}
+
+impl Encode for KeyRotationEvent {
+    fn encode_to(&self, out: &mut Vec<u8>) {
+        self.validator_id.encode_to(out);
+        out.push(self.key_kind.tag());
+        encode_bytes(&self.old_key, out);
+        encode_bytes(&self.new_key, out);
+        self.effective_epoch.encode_to(out);
+        self.grace_epochs.encode_to(out);
+        self.emergency.encode_to(out);
+    }
+}
+
+impl Decode for KeyRotationEvent {
+    fn decode_from(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let validator_id = ValidatorId::decode_from(r)?;
+        let tag = r.u8()?;
+        let key_kind = KeyRole::from_tag(tag).ok_or(DecodeError::InvalidTag {
+            what: "key role",
+            tag,
+        })?;
+        let old_key = r.bytes("old key", MAX_KEY_BYTES)?;
+        let new_key = r.bytes("new key", MAX_KEY_BYTES)?;
+        let want = key_kind.public_key_len();
+        if old_key.len() != want || new_key.len() != want {
+            return Err(DecodeError::InvalidCrypto {
+                what: "rotation public key length",
+            });
+        }
+        Ok(KeyRotationEvent {
+            validator_id,
+            key_kind,
+            old_key,
+            new_key,
+            effective_epoch: Epoch::decode_from(r)?,
+            grace_epochs: u64::decode_from(r)?,
+            emergency: bool::decode_from(r)?,
+        })
+    }
+}
+
+/// A rotation event with the ML-DSA-44 signature of the validator's current
+/// consensus key. Encoding: event || signature (2420 bytes).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignedKeyRotationEvent {
+    /// The event.
+    pub event: KeyRotationEvent,
+    /// Signature over [`KeyRotationEvent::signing_preimage`].
+    pub signature: Signature,
+}
+
+impl SignedKeyRotationEvent {
+    /// Verify the signature with `current_consensus_key`.
+    ///
+    /// # Errors
+    /// [`KeyRotationError::Crypto`] if it does not verify.
+    pub fn verify(
+        &self,
+        env: NetworkEnvironment,
+        current_consensus_key: &PublicKey,
+    ) -> Result<(), KeyRotationError> {
+        crypto::verify(
+            current_consensus_key,
+            &self.event.signing_preimage(env),
+            &self.signature,
+        )?;
+        Ok(())
+    }
+}
+
+impl Encode for SignedKeyRotationEvent {
+    fn encode_to(&self, out: &mut Vec<u8>) {
+        self.event.encode_to(out);
+        self.signature.encode_to(out);
+    }
+}
+
+impl Decode for SignedKeyRotationEvent {
+    fn decode_from(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(SignedKeyRotationEvent {
+            event: KeyRotationEvent::decode_from(r)?,
+            signature: Signature::decode_from(r)?,
+        })
+    }
+}
+
+/// Why a rotation event was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyRotationError {
+    /// A key has the wrong length for its role.
+    #[error("{role:?} key must be {expected} bytes, got {actual}")]
+    BadKeyLength {
+        /// The role.
+        role: KeyRole,
+        /// Required length.
+        expected: usize,
+        /// Length found.
+        actual: usize,
+    },
+    /// Old and new key are equal.
+    #[error("old and new key are the same")]
+    SameKey,
+    /// The registry does not know the validator or role.
+    #[error("validator {validator:?} has no registered {role:?} key")]
+    UnknownValidator {
+        /// The validator.
+        validator: ValidatorId,
+        /// The role.
+        role: KeyRole,
+    },
+    /// `old_key` is not the key the registry holds as current.
+    #[error("old key does not match the registered {role:?} key of {validator:?}")]
+    OldKeyMismatch {
+        /// The validator.
+        validator: ValidatorId,
+        /// The role.
+        role: KeyRole,
+    },
+    /// A rotation for this validator and role is still in progress.
+    #[error("a {role:?} rotation of {validator:?} is still pending")]
+    RotationPending {
+        /// The validator.
+        validator: ValidatorId,
+        /// The role.
+        role: KeyRole,
+    },
+    /// A regular rotation must take effect in a future epoch.
+    #[error("effective epoch {effective:?} is not after the current epoch {current:?}")]
+    EffectiveEpochNotInFuture {
+        /// Stated effective epoch.
+        effective: Epoch,
+        /// Current epoch.
+        current: Epoch,
+    },
+    /// `effective_epoch + grace_epochs` overflows.
+    #[error("grace period overflows the epoch counter")]
+    GraceOverflow,
+    /// Signature or key problem.
+    #[error("signature check failed: {0}")]
+    Crypto(#[from] CryptoError),
+}
+
+/// Where one key of one validator stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct KeyEntry {
+    /// The key accepted before the pending rotation (or the only key).
+    current: Vec<u8>,
+    /// A rotation in progress: (new key, first epoch of the new key, first
+    /// epoch in which the old key is no longer accepted).
+    pending: Option<PendingRotation>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct PendingRotation {
+    new_key: Vec<u8>,
+    effective: Epoch,
+    old_key_until: Epoch,
+}
+
+/// Rotation gauges for one validator and role at one epoch (runbook §6.2
+/// step 4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RotationStatus {
+    /// The validator.
+    pub validator: ValidatorId,
+    /// The role.
+    pub role: KeyRole,
+    /// `qbind_consensus_key_rotation_pending`: whether a rotation is not yet final.
+    pub pending: bool,
+    /// `qbind_consensus_key_rotation_grace_epochs_remaining`: epochs until
+    /// only the new key is accepted (0 when nothing is pending).
+    pub grace_epochs_remaining: u64,
+}
+
+/// The keys each validator may use, per role and epoch.
+#[derive(Clone, Debug, Default)]
+pub struct ValidatorKeyRegistry {
+    keys: BTreeMap<(ValidatorId, KeyRole), KeyEntry>,
+}
+
+impl ValidatorKeyRegistry {
+    /// An empty registry.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Register (or replace, at genesis) the key of a validator.
+    pub fn register(&mut self, validator: ValidatorId, role: KeyRole, key: Vec<u8>) {
+        self.keys.insert(
+            (validator, role),
+            KeyEntry {
+                current: key,
+                pending: None,
+            },
+        );
+    }
+
+    /// Move every rotation that is final at `epoch` into place.
+    fn settle(entry: &mut KeyEntry, epoch: Epoch) {
+        if let Some(p) = &entry.pending
+            && epoch >= p.old_key_until
+        {
+            entry.current = p.new_key.clone();
+            entry.pending = None;
+        }
+    }
+
+    /// Verify and apply a signed rotation event at the current epoch.
+    ///
+    /// The signature must verify under the validator's consensus key in force
+    /// at `current` (the old key, for a consensus rotation).
+    ///
+    /// # Errors
+    /// Any [`KeyRotationError`]; the registry is unchanged on error.
+    pub fn apply(
+        &mut self,
+        signed: &SignedKeyRotationEvent,
+        env: NetworkEnvironment,
+        current: Epoch,
+    ) -> Result<(), KeyRotationError> {
+        let ev = &signed.event;
+        ev.check()?;
+        let signer_key = self
+            .accepted_keys(ev.validator_id, KeyRole::Consensus, current)
+            .into_iter()
+            .find_map(|k| {
+                let pk = PublicKey::from_bytes(k).ok()?;
+                signed.verify(env, &pk).ok().map(|()| pk)
+            });
+        if signer_key.is_none() {
+            if !self
+                .keys
+                .contains_key(&(ev.validator_id, KeyRole::Consensus))
+            {
+                return Err(KeyRotationError::UnknownValidator {
+                    validator: ev.validator_id,
+                    role: KeyRole::Consensus,
+                });
+            }
+            return Err(KeyRotationError::Crypto(CryptoError::InvalidSignature));
+        }
+        let entry = self.keys.get_mut(&(ev.validator_id, ev.key_kind)).ok_or(
+            KeyRotationError::UnknownValidator {
+                validator: ev.validator_id,
+                role: ev.key_kind,
+            },
+        )?;
+        Self::settle(entry, current);
+        if entry.pending.is_some() && !ev.emergency {
+            return Err(KeyRotationError::RotationPending {
+                validator: ev.validator_id,
+                role: ev.key_kind,
+            });
+        }
+        let old_matches = entry.current == ev.old_key
+            || entry
+                .pending
+                .as_ref()
+                .is_some_and(|p| p.new_key == ev.old_key);
+        if !old_matches {
+            return Err(KeyRotationError::OldKeyMismatch {
+                validator: ev.validator_id,
+                role: ev.key_kind,
+            });
+        }
+        if ev.emergency {
+            // Effective at once: the old key is refused from this epoch on.
+            entry.current = ev.new_key.clone();
+            entry.pending = None;
+            return Ok(());
+        }
+        if ev.effective_epoch <= current {
+            return Err(KeyRotationError::EffectiveEpochNotInFuture {
+                effective: ev.effective_epoch,
+                current,
+            });
+        }
+        let until = ev
+            .effective_epoch
+            .0
+            .checked_add(ev.grace_epochs)
+            .ok_or(KeyRotationError::GraceOverflow)?;
+        entry.pending = Some(PendingRotation {
+            new_key: ev.new_key.clone(),
+            effective: ev.effective_epoch,
+            old_key_until: Epoch(until),
+        });
+        Ok(())
+    }
+
+    /// The keys of `validator` for `role` that are valid in `epoch`.
+    #[must_use]
+    pub fn accepted_keys(&self, validator: ValidatorId, role: KeyRole, epoch: Epoch) -> Vec<&[u8]> {
+        let Some(entry) = self.keys.get(&(validator, role)) else {
+            return Vec::new();
+        };
+        match &entry.pending {
+            None => vec![entry.current.as_slice()],
+            Some(p) if epoch < p.effective => vec![entry.current.as_slice()],
+            Some(p) if epoch < p.old_key_until => {
+                vec![entry.current.as_slice(), p.new_key.as_slice()]
+            }
+            Some(p) => vec![p.new_key.as_slice()],
+        }
+    }
+
+    /// Verify a signature by `validator`'s `role` key over `preimage` with
+    /// any key accepted in `epoch`.
+    ///
+    /// # Errors
+    /// [`CryptoError::InvalidSignature`] if no accepted key verifies it,
+    /// [`CryptoError::InvalidPublicKey`] if the validator has no such key.
+    pub fn verify(
+        &self,
+        validator: ValidatorId,
+        role: KeyRole,
+        epoch: Epoch,
+        preimage: &[u8],
+        signature: &Signature,
+    ) -> Result<(), CryptoError> {
+        let keys = self.accepted_keys(validator, role, epoch);
+        if keys.is_empty() {
+            return Err(CryptoError::InvalidPublicKey);
+        }
+        for key in keys {
+            if let Ok(pk) = PublicKey::from_bytes(key)
+                && crypto::verify(&pk, preimage, signature).is_ok()
+            {
+                return Ok(());
+            }
+        }
+        Err(CryptoError::InvalidSignature)
+    }
+
+    /// Rotation gauges of every registered key at `epoch`.
+    #[must_use]
+    pub fn status(&self, epoch: Epoch) -> Vec<RotationStatus> {
+        self.keys
+            .iter()
+            .map(|(&(validator, role), entry)| {
+                let remaining = entry
+                    .pending
+                    .as_ref()
+                    .map_or(0, |p| p.old_key_until.0.saturating_sub(epoch.0));
+                RotationStatus {
+                    validator,
+                    role,
+                    pending: remaining > 0,
+                    grace_epochs_remaining: remaining,
+                }
+            })
+            .collect()
+    }
+
+    /// The gauges `qbind_consensus_key_rotation_pending` and
+    /// `qbind_consensus_key_rotation_grace_epochs_remaining` in Prometheus
+    /// text format, one sample per registered validator and role.
+    #[must_use]
+    pub fn render_prometheus(&self, epoch: Epoch) -> String {
+        let status = self.status(epoch);
+        let mut out = String::new();
+        out.push_str("# HELP qbind_consensus_key_rotation_pending Whether a key rotation is not yet final.\n# TYPE qbind_consensus_key_rotation_pending gauge\n");
+        for s in &status {
+            let _ = writeln!(
+                out,
+                "qbind_consensus_key_rotation_pending{{validator=\"{}\",key_role=\"{}\"}} {}",
+                s.validator.0,
+                s.role.cli_name(),
+                u8::from(s.pending)
+            );
+        }
+        out.push_str("# HELP qbind_consensus_key_rotation_grace_epochs_remaining Epochs until only the new key is accepted.\n# TYPE qbind_consensus_key_rotation_grace_epochs_remaining gauge\n");
+        for s in &status {
+            let _ = writeln!(
+                out,
+                "qbind_consensus_key_rotation_grace_epochs_remaining{{validator=\"{}\",key_role=\"{}\"}} {}",
+                s.validator.0,
+                s.role.cli_name(),
+                s.grace_epochs_remaining
+            );
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::Decode;
+
+    const ENV: NetworkEnvironment = NetworkEnvironment::Testnet;
+
+    fn kp(n: u8) -> KeyPair {
+        KeyPair::from_seed(&[n; 32])
+    }
+
+    fn event(
+        old: &KeyPair,
+        new: &KeyPair,
+        eff: u64,
+        grace: u64,
+        emergency: bool,
+    ) -> KeyRotationEvent {
+        KeyRotationEvent {
+            validator_id: ValidatorId(42),
+            key_kind: KeyRole::Consensus,
+            old_key: old.public_key().as_bytes().to_vec(),
+            new_key: new.public_key().as_bytes().to_vec(),
+            effective_epoch: Epoch(eff),
+            grace_epochs: grace,
+            emergency,
+        }
+    }
+
+    fn registry(old: &KeyPair) -> ValidatorKeyRegistry {
+        let mut r = ValidatorKeyRegistry::new();
+        r.register(
+            ValidatorId(42),
+            KeyRole::Consensus,
+            old.public_key().as_bytes().to_vec(),
+        );
+        r
+    }
+
+    #[test]
+    fn both_keys_during_grace_then_only_the_new_one() {
+        let (old, new) = (kp(1), kp(2));
+        let mut reg = registry(&old);
+        let signed = event(&old, &new, 10, 5, false).sign(ENV, &old).unwrap();
+        reg.apply(&signed, ENV, Epoch(3)).unwrap();
+        let msg = b"vote preimage";
+        let s_old = old.sign(msg);
+        let s_new = new.sign(msg);
+        let check = |e: u64, s: &Signature| {
+            reg.verify(ValidatorId(42), KeyRole::Consensus, Epoch(e), msg, s)
+                .is_ok()
+        };
+        // Before the effective epoch: old only.
+        assert!(check(9, &s_old) && !check(9, &s_new));
+        // Grace [10, 15): both.
+        assert!(check(10, &s_old) && check(10, &s_new));
+        assert!(check(14, &s_old) && check(14, &s_new));
+        // After: new only.
+        assert!(!check(15, &s_old) && check(15, &s_new));
+        let st = reg.status(Epoch(12));
+        assert_eq!(st[0].grace_epochs_remaining, 3);
+        assert!(st[0].pending);
+        assert!(!reg.status(Epoch(15))[0].pending);
+        let text = reg.render_prometheus(Epoch(12));
+        assert!(text.contains(
+            "qbind_consensus_key_rotation_grace_epochs_remaining{validator=\"42\",key_role=\"consensus\"} 3"
+        ));
+        assert!(text.contains(
+            "qbind_consensus_key_rotation_pending{validator=\"42\",key_role=\"consensus\"} 1"
+        ));
+    }
+
+    #[test]
+    fn emergency_rotation_is_immediate() {
+        let (old, new) = (kp(1), kp(2));
+        let mut reg = registry(&old);
+        let signed = event(&old, &new, 100, 50, true).sign(ENV, &old).unwrap();
+        reg.apply(&signed, ENV, Epoch(7)).unwrap();
+        let msg = b"m";
+        assert!(
+            reg.verify(
+                ValidatorId(42),
+                KeyRole::Consensus,
+                Epoch(7),
+                msg,
+                &old.sign(msg)
+            )
+            .is_err()
+        );
+        assert!(
+            reg.verify(
+                ValidatorId(42),
+                KeyRole::Consensus,
+                Epoch(7),
+                msg,
+                &new.sign(msg)
+            )
+            .is_ok()
+        );
+        assert!(!reg.status(Epoch(7))[0].pending);
+    }
+
+    #[test]
+    fn refusals() {
+        let (old, new, other) = (kp(1), kp(2), kp(3));
+        let mut reg = registry(&old);
+        // Signed by a key that is not the current consensus key.
+        let bad = event(&old, &new, 10, 5, false).sign(ENV, &other).unwrap();
+        assert_eq!(
+            reg.apply(&bad, ENV, Epoch(1)),
+            Err(KeyRotationError::Crypto(CryptoError::InvalidSignature))
+        );
+        // Signed for another network.
+        let wrong_net = event(&old, &new, 10, 5, false)
+            .sign(NetworkEnvironment::Mainnet, &old)
+            .unwrap();
+        assert!(reg.apply(&wrong_net, ENV, Epoch(1)).is_err());
+        // Effective epoch in the past.
+        let past = event(&old, &new, 1, 5, false).sign(ENV, &old).unwrap();
+        assert!(matches!(
+            reg.apply(&past, ENV, Epoch(1)),
+            Err(KeyRotationError::EffectiveEpochNotInFuture { .. })
+        ));
+        // Old key mismatch.
+        let mismatch = event(&other, &new, 10, 5, false).sign(ENV, &old).unwrap();
+        assert!(matches!(
+            reg.apply(&mismatch, ENV, Epoch(1)),
+            Err(KeyRotationError::OldKeyMismatch { .. })
+        ));
+        // Same key.
+        let same = event(&old, &old, 10, 5, false).sign(ENV, &old).unwrap();
+        assert_eq!(
+            reg.apply(&same, ENV, Epoch(1)),
+            Err(KeyRotationError::SameKey)
+        );
+        // Second regular rotation while one is pending.
+        let ok = event(&old, &new, 10, 5, false).sign(ENV, &old).unwrap();
+        reg.apply(&ok, ENV, Epoch(1)).unwrap();
+        let again = event(&new, &other, 20, 5, false).sign(ENV, &old).unwrap();
+        assert!(matches!(
+            reg.apply(&again, ENV, Epoch(2)),
+            Err(KeyRotationError::RotationPending { .. })
+        ));
+    }
+
+    #[test]
+    fn golden_bytes() {
+        use sha3::{Digest, Sha3_256};
+        let ev = KeyRotationEvent {
+            validator_id: ValidatorId(42),
+            key_kind: KeyRole::Consensus,
+            old_key: vec![1; 1312],
+            new_key: vec![2; 1312],
+            effective_epoch: Epoch(12345),
+            grace_epochs: 100,
+            emergency: false,
+        };
+        let bytes = ev.to_bytes();
+        assert_eq!(bytes.len(), 2654);
+        assert_eq!(hex::encode(&bytes[..13]), "0000002a000000052001010101");
+        assert_eq!(
+            hex::encode(&bytes[bytes.len() - 17..]),
+            "0000000000003039000000000000006400"
+        );
+        assert_eq!(
+            hex::encode(Sha3_256::digest(&bytes)),
+            "a92977da4ef5de212f024dbc1593ecafa18e84082ba8d1437cfed3044183235e"
+        );
+        let pre = ev.signing_preimage(NetworkEnvironment::Mainnet);
+        assert_eq!(&pre[..26], b"QBIND:MAIN:KEY_ROTATION:v1");
+        assert_eq!(
+            hex::encode(Sha3_256::digest(&pre)),
+            "613f9610d36666f9bf0083d8cb661f7d3513156f41cef1c21739371c90d93100"
+        );
+    }
+
+    #[test]
+    fn codec_round_trip_and_strictness() {
+        let (old, new) = (kp(1), kp(2));
+        let signed = event(&old, &new, 10, 5, false).sign(ENV, &old).unwrap();
+        let bytes = signed.to_bytes();
+        assert_eq!(SignedKeyRotationEvent::from_bytes(&bytes).unwrap(), signed);
+        let mut trailing = bytes.clone();
+        trailing.push(0);
+        assert!(SignedKeyRotationEvent::from_bytes(&trailing).is_err());
+        let mut bad_role = bytes.clone();
+        bad_role[4] = 9;
+        assert!(SignedKeyRotationEvent::from_bytes(&bad_role).is_err());
+        for cut in [0, 5, 100, bytes.len() - 1] {
+            assert!(SignedKeyRotationEvent::from_bytes(&bytes[..cut]).is_err());
+        }
+    }
+}
