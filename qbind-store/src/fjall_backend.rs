@@ -85,9 +85,9 @@ impl FjallConfig {
 impl Default for FjallConfig {
     fn default() -> Self {
         FjallConfig {
-            cache_size_bytes: 32 * 1024 * 1024,
+            cache_size_bytes: 16 * 1024 * 1024,
             worker_threads: 2,
-            max_memtable_bytes: 16 * 1024 * 1024,
+            max_memtable_bytes: 8 * 1024 * 1024,
         }
     }
 }
