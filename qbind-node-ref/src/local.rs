@@ -212,7 +212,7 @@ fn render(shared: &Shared) -> String {
         ),
     ];
     type Store = fn(&qbind_store::metrics::StoreMetrics) -> &AtomicU64;
-    const STORE: [(&str, &str, Store); 7] = [
+    const STORE: [(&str, &str, Store); 13] = [
         (
             "qbind_state_size_bytes",
             "On-disk size of the state store.",
@@ -227,9 +227,24 @@ fn render(shared: &Shared) -> String {
             |s| &s.prune_deleted_keys,
         ),
         (
+            "qbind_state_prune_deleted_bytes_total",
+            "Key and value bytes deleted by pruning.",
+            |s| &s.prune_deleted_bytes,
+        ),
+        (
             "qbind_state_prune_retained_height",
             "Lowest retained height.",
             |s| &s.prune_retained_height,
+        ),
+        (
+            "qbind_state_prune_duration_ms_total",
+            "Time spent pruning (ms).",
+            |s| &s.prune_duration_ms,
+        ),
+        (
+            "qbind_state_prune_errors_total",
+            "Prune steps that failed.",
+            |s| &s.prune_errors,
         ),
         ("qbind_snapshot_created_total", "Snapshots created.", |s| {
             &s.snapshots_created
@@ -238,9 +253,24 @@ fn render(shared: &Shared) -> String {
             &s.snapshots_failed
         }),
         (
+            "qbind_snapshot_removed_total",
+            "Old snapshots removed by retention.",
+            |s| &s.snapshots_removed,
+        ),
+        (
             "qbind_snapshot_last_height",
             "Height of the newest snapshot.",
             |s| &s.snapshot_last_height,
+        ),
+        (
+            "qbind_snapshot_last_duration_ms",
+            "Time the newest snapshot took (ms).",
+            |s| &s.snapshot_last_duration_ms,
+        ),
+        (
+            "qbind_snapshot_duration_ms_total",
+            "Time spent creating snapshots (ms).",
+            |s| &s.snapshot_duration_ms,
         ),
     ];
     for (slot, id) in shared.ids.iter().enumerate() {
