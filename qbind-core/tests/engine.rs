@@ -34,48 +34,83 @@ fn config() -> ConsensusConfig {
     cfg
 }
 
+/// Four engines on the in-memory transport, their submission channels and
+/// one merged event stream tagged with the validator index.
+struct Validators {
+    submit: Vec<mpsc::UnboundedSender<Vec<u8>>>,
+    events: mpsc::UnboundedReceiver<(usize, EngineEvent)>,
+    stop: watch::Sender<bool>,
+    handles: Vec<tokio::task::JoinHandle<Result<(), qbind_core::engine::EngineError>>>,
+}
+
+impl Validators {
+    /// Open one engine per store (executing blocks if `execution` is given)
+    /// and start them.
+    fn start(stores: &[MemoryBackend], execution: Option<EngineExecution>) -> Self {
+        let keys = keys();
+        let schedule = schedule(&keys);
+        let (stop, stop_rx) = watch::channel(false);
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let mut handles = Vec::new();
+        let mut submit = Vec::new();
+        for (i, transport) in MemoryNetwork::endpoints(N).into_iter().enumerate() {
+            let signer = LocalSigner::new(
+                ValidatorId(i as u32),
+                NetworkEnvironment::Devnet,
+                keys[i].clone(),
+            );
+            let (tx_in, tx_out) = mpsc::unbounded_channel();
+            submit.push(tx_in);
+            let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
+            let forward = events_tx.clone();
+            tokio::spawn(async move {
+                while let Some(ev) = ev_rx.recv().await {
+                    if forward.send((i, ev)).is_err() {
+                        break;
+                    }
+                }
+            });
+            let mut engine = Engine::open(
+                config(),
+                Arc::clone(&schedule),
+                stores[i].clone(),
+                transport,
+                Box::new(signer),
+                TokioClock::new(),
+            )
+            .expect("open engine")
+            .with_events(ev_tx)
+            .with_submissions(tx_out);
+            if let Some(exec) = &execution {
+                engine = engine.with_execution(exec.clone());
+            }
+            handles.push(tokio::spawn(engine.run(stop_rx.clone())));
+        }
+        Validators {
+            submit,
+            events,
+            stop,
+            handles,
+        }
+    }
+
+    /// Stop every engine and require a clean stop.
+    async fn stop(self) {
+        self.stop.send(true).expect("engines listening");
+        for h in self.handles {
+            h.await
+                .expect("engine task")
+                .expect("engine stopped cleanly");
+        }
+    }
+}
+
 /// Run the network until every validator committed `TARGET` blocks (or 60 s)
 /// and return each validator's committed blocks.
 async fn run_network(stores: &[MemoryBackend], submit_txs: bool) -> Vec<Vec<Block>> {
-    let keys = keys();
-    let schedule = schedule(&keys);
-    let transports = MemoryNetwork::endpoints(N);
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let (events_tx, mut events_rx) = mpsc::unbounded_channel();
-    let mut handles = Vec::new();
-    let mut submitters = Vec::new();
-    for (i, transport) in transports.into_iter().enumerate() {
-        let signer = LocalSigner::new(
-            ValidatorId(i as u32),
-            NetworkEnvironment::Devnet,
-            keys[i].clone(),
-        );
-        let (tx_in, tx_out) = mpsc::unbounded_channel();
-        submitters.push(tx_in);
-        let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
-        let forward = events_tx.clone();
-        tokio::spawn(async move {
-            while let Some(ev) = ev_rx.recv().await {
-                if forward.send((i, ev)).is_err() {
-                    break;
-                }
-            }
-        });
-        let engine = Engine::open(
-            config(),
-            Arc::clone(&schedule),
-            stores[i].clone(),
-            transport,
-            Box::new(signer),
-            TokioClock::new(),
-        )
-        .expect("open engine")
-        .with_events(ev_tx)
-        .with_submissions(tx_out);
-        handles.push(tokio::spawn(engine.run(stop_rx.clone())));
-    }
+    let mut net = Validators::start(stores, None);
     if submit_txs {
-        for (k, s) in submitters.iter().enumerate() {
+        for (k, s) in net.submit.iter().enumerate() {
             for j in 0..5 {
                 s.send(format!("tx-{k}-{j}").into_bytes())
                     .expect("engine alive");
@@ -85,7 +120,7 @@ async fn run_network(stores: &[MemoryBackend], submit_txs: bool) -> Vec<Vec<Bloc
     let mut committed: Vec<Vec<Block>> = vec![Vec::new(); N];
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while committed.iter().any(|c| (c.len() as u64) < TARGET) {
-        let ev = tokio::time::timeout_at(deadline, events_rx.recv())
+        let ev = tokio::time::timeout_at(deadline, net.events.recv())
             .await
             .expect("validators did not commit in time")
             .expect("event stream open");
@@ -93,12 +128,7 @@ async fn run_network(stores: &[MemoryBackend], submit_txs: bool) -> Vec<Vec<Bloc
             committed[i].push(block);
         }
     }
-    stop_tx.send(true).expect("engines listening");
-    for h in handles {
-        h.await
-            .expect("engine task")
-            .expect("engine stopped cleanly");
-    }
+    net.stop().await;
     committed
 }
 
@@ -201,48 +231,9 @@ async fn run_executing_with(
     want: u64,
     monetary: Option<EngineMonetary>,
 ) -> (Executions, Epochs) {
-    let keys = keys();
-    let schedule = schedule(&keys);
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let (events_tx, mut events_rx) = mpsc::unbounded_channel();
-    let mut handles = Vec::new();
-    let mut submit = None;
-    for (i, transport) in MemoryNetwork::endpoints(N).into_iter().enumerate() {
-        let signer = LocalSigner::new(
-            ValidatorId(i as u32),
-            NetworkEnvironment::Devnet,
-            keys[i].clone(),
-        );
-        let (tx_in, tx_out) = mpsc::unbounded_channel();
-        if i == 0 {
-            submit = Some(tx_in);
-        }
-        let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
-        let forward = events_tx.clone();
-        tokio::spawn(async move {
-            while let Some(ev) = ev_rx.recv().await {
-                if forward.send((i, ev)).is_err() {
-                    break;
-                }
-            }
-        });
-        let engine = Engine::open(
-            config(),
-            Arc::clone(&schedule),
-            stores[i].clone(),
-            transport,
-            Box::new(signer),
-            TokioClock::new(),
-        )
-        .expect("open engine")
-        .with_events(ev_tx)
-        .with_submissions(tx_out)
-        .with_execution(execution(&keys, monetary.clone()));
-        handles.push(tokio::spawn(engine.run(stop_rx.clone())));
-    }
-    let submit = submit.expect("validator 0");
+    let mut net = Validators::start(stores, Some(execution(&keys(), monetary.clone())));
     for tx in txs {
-        submit.send(tx).expect("engine alive");
+        net.submit[0].send(tx).expect("engine alive");
     }
     let mut executed: Executions = vec![Vec::new(); N];
     let mut epochs: Epochs = vec![Vec::new(); N];
@@ -254,7 +245,7 @@ async fn run_executing_with(
             && (!need_epoch || p.iter().all(|v| v.len() >= 2))
     };
     while !done(&executed, &epochs) {
-        let ev = tokio::time::timeout_at(deadline, events_rx.recv())
+        let ev = tokio::time::timeout_at(deadline, net.events.recv())
             .await
             .expect("validators did not execute in time")
             .expect("event stream open");
@@ -281,12 +272,7 @@ async fn run_executing_with(
             epochs[i].push((height, state, credited));
         }
     }
-    stop_tx.send(true).expect("engines listening");
-    for h in handles {
-        h.await
-            .expect("engine task")
-            .expect("engine stopped cleanly");
-    }
+    net.stop().await;
     (executed, epochs)
 }
 
