@@ -25,6 +25,8 @@ use crate::crypto::{
     self, CryptoError, KeyPair, ML_DSA_44_PUBLIC_KEY_BYTES, ML_KEM_768_ENCAPSULATION_KEY_BYTES,
     PublicKey, Signature,
 };
+use crate::signing::{SignKind, signing_preimage};
+use crate::traits::SignRequest;
 use crate::types::{Epoch, NetworkEnvironment, ValidatorId};
 
 /// The role of a validator key (runbook §6.1).
@@ -133,13 +135,23 @@ impl KeyRotationEvent {
     }
 
     /// The bytes the current consensus key signs:
-    /// `"QBIND:{scope}:KEY_ROTATION:v1" || chain_id (u64 BE) || canonical bytes`.
+    /// `"QBIND:{scope}:KEY_ROTATION:v1" || chain_id (u64 BE) || canonical bytes`,
+    /// i.e. the domain-separated preimage of [`SignKind::KeyRotation`].
     #[must_use]
     pub fn signing_preimage(&self, env: NetworkEnvironment) -> Vec<u8> {
-        let mut out = format!("QBIND:{}:KEY_ROTATION:v1", env.tag_scope()).into_bytes();
-        out.extend_from_slice(&env.chain_id().0.to_be_bytes());
-        self.encode_to(&mut out);
-        out
+        signing_preimage(env, SignKind::KeyRotation, &self.to_bytes())
+    }
+
+    /// The request any [`Signer`](crate::traits::Signer) (keystore, PKCS#11
+    /// token, remote signer) signs for this event; its signature goes into
+    /// [`SignedKeyRotationEvent`] as is.
+    #[must_use]
+    pub fn sign_request(&self) -> SignRequest {
+        SignRequest {
+            kind: SignKind::KeyRotation,
+            view: None,
+            message: self.to_bytes(),
+        }
     }
 
     /// Sign the event with `current_consensus_key`.
@@ -308,6 +320,9 @@ struct KeyEntry {
     /// A rotation in progress: (new key, first epoch of the new key, first
     /// epoch in which the old key is no longer accepted).
     pending: Option<PendingRotation>,
+    /// Rotations that are final, oldest first: certificates of earlier
+    /// epochs are still checked with the keys of their epoch.
+    settled: Vec<SettledRotation>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -315,6 +330,16 @@ struct PendingRotation {
     new_key: Vec<u8>,
     effective: Epoch,
     old_key_until: Epoch,
+}
+
+/// A final rotation: `old_key` alone before `effective`, both keys in
+/// `[effective, until)`, later rotations (or the current key) from `until`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct SettledRotation {
+    old_key: Vec<u8>,
+    new_key: Vec<u8>,
+    effective: Epoch,
+    until: Epoch,
 }
 
 /// Rotation gauges for one validator and role at one epoch (runbook §6.2
@@ -352,8 +377,27 @@ impl ValidatorKeyRegistry {
             KeyEntry {
                 current: key,
                 pending: None,
+                settled: Vec::new(),
             },
         );
+    }
+
+    /// Every key ever registered for `role` (current, pending and replaced
+    /// ones), with its validator.
+    pub fn keys_of_role(&self, role: KeyRole) -> impl Iterator<Item = (ValidatorId, &[u8])> {
+        self.keys
+            .iter()
+            .filter(move |((_, r), _)| *r == role)
+            .flat_map(|(&(validator, _), entry)| {
+                let past = entry
+                    .settled
+                    .iter()
+                    .flat_map(|s| [s.old_key.as_slice(), s.new_key.as_slice()]);
+                std::iter::once(entry.current.as_slice())
+                    .chain(entry.pending.as_ref().map(|p| p.new_key.as_slice()))
+                    .chain(past)
+                    .map(move |k| (validator, k))
+            })
     }
 
     /// Move every rotation that is final at `epoch` into place.
@@ -361,7 +405,13 @@ impl ValidatorKeyRegistry {
         if let Some(p) = &entry.pending
             && epoch >= p.old_key_until
         {
-            entry.current = p.new_key.clone();
+            let old_key = std::mem::replace(&mut entry.current, p.new_key.clone());
+            entry.settled.push(SettledRotation {
+                old_key,
+                new_key: p.new_key.clone(),
+                effective: p.effective,
+                until: p.old_key_until,
+            });
             entry.pending = None;
         }
     }
@@ -426,8 +476,23 @@ impl ValidatorKeyRegistry {
         }
         if ev.emergency {
             // Effective at once: the old key is refused from this epoch on.
-            entry.current = ev.new_key.clone();
-            entry.pending = None;
+            // A planned rotation that was already in its grace period stays
+            // on record for the epochs before this one.
+            if let Some(p) = entry.pending.take()
+                && p.effective < current
+            {
+                entry.settled.push(SettledRotation {
+                    old_key: entry.current.clone(),
+                    new_key: p.new_key,
+                    effective: p.effective,
+                    until: current,
+                });
+            }
+            entry.pending = Some(PendingRotation {
+                new_key: ev.new_key.clone(),
+                effective: current,
+                old_key_until: current,
+            });
             return Ok(());
         }
         if ev.effective_epoch <= current {
@@ -455,6 +520,13 @@ impl ValidatorKeyRegistry {
         let Some(entry) = self.keys.get(&(validator, role)) else {
             return Vec::new();
         };
+        if let Some(s) = entry.settled.iter().find(|s| epoch < s.until) {
+            return if epoch < s.effective {
+                vec![s.old_key.as_slice()]
+            } else {
+                vec![s.old_key.as_slice(), s.new_key.as_slice()]
+            };
+        }
         match &entry.pending {
             None => vec![entry.current.as_slice()],
             Some(p) if epoch < p.effective => vec![entry.current.as_slice()],
@@ -644,6 +716,80 @@ mod tests {
             .is_ok()
         );
         assert!(!reg.status(Epoch(7))[0].pending);
+        // Earlier epochs keep the old key: their certificates still verify.
+        let check = |reg: &ValidatorKeyRegistry, e: u64, k: &KeyPair| {
+            reg.verify(
+                ValidatorId(42),
+                KeyRole::Consensus,
+                Epoch(e),
+                msg,
+                &k.sign(msg),
+            )
+            .is_ok()
+        };
+        assert!(check(&reg, 6, &old) && !check(&reg, 6, &new));
+        assert!(!check(&reg, 100, &old) && check(&reg, 100, &new));
+    }
+
+    #[test]
+    fn history_survives_later_rotations() {
+        let (a, b, c) = (kp(1), kp(2), kp(3));
+        let mut reg = registry(&a);
+        let ab = event(&a, &b, 10, 2, false).sign(ENV, &a).unwrap();
+        reg.apply(&ab, ENV, Epoch(1)).unwrap();
+        // Signed by b (accepted from epoch 10), applied after a's grace.
+        let bc = event(&b, &c, 20, 3, false).sign(ENV, &b).unwrap();
+        reg.apply(&bc, ENV, Epoch(15)).unwrap();
+        let msg = b"qc";
+        let ok = |e: u64, k: &KeyPair| {
+            reg.verify(
+                ValidatorId(42),
+                KeyRole::Consensus,
+                Epoch(e),
+                msg,
+                &k.sign(msg),
+            )
+            .is_ok()
+        };
+        let accepted = |e: u64| [ok(e, &a), ok(e, &b), ok(e, &c)];
+        assert_eq!(accepted(5), [true, false, false]);
+        assert_eq!(accepted(11), [true, true, false]);
+        assert_eq!(accepted(12), [false, true, false]);
+        assert_eq!(accepted(19), [false, true, false]);
+        assert_eq!(accepted(21), [false, true, true]);
+        assert_eq!(accepted(23), [false, false, true]);
+        let keys: Vec<&[u8]> = reg
+            .keys_of_role(KeyRole::Consensus)
+            .map(|(_, k)| k)
+            .collect();
+        for k in [&a, &b, &c] {
+            assert!(keys.contains(&k.public_key().as_bytes()));
+        }
+    }
+
+    #[test]
+    fn an_emergency_during_a_grace_period_keeps_both_keys_before_it() {
+        let (a, b, c) = (kp(1), kp(2), kp(3));
+        let mut reg = registry(&a);
+        let ab = event(&a, &b, 10, 10, false).sign(ENV, &a).unwrap();
+        reg.apply(&ab, ENV, Epoch(1)).unwrap();
+        // b is compromised at epoch 13, inside the grace period [10, 20).
+        let bc = event(&b, &c, 13, 0, true).sign(ENV, &a).unwrap();
+        reg.apply(&bc, ENV, Epoch(13)).unwrap();
+        let msg = b"qc";
+        let ok = |e: u64, k: &KeyPair| {
+            reg.verify(
+                ValidatorId(42),
+                KeyRole::Consensus,
+                Epoch(e),
+                msg,
+                &k.sign(msg),
+            )
+            .is_ok()
+        };
+        assert!(ok(9, &a) && !ok(9, &b));
+        assert!(ok(12, &a) && ok(12, &b) && !ok(12, &c));
+        assert!(!ok(13, &a) && !ok(13, &b) && ok(13, &c));
     }
 
     #[test]

@@ -26,11 +26,14 @@ pub enum SignKind {
     Timeout,
     /// A new-view message (reserved; the pacemaker uses timeouts).
     NewView,
+    /// A key rotation event, signed with the current consensus key
+    /// (runbook §6.2; `qbind_core::key_rotation`).
+    KeyRotation,
 }
 
 impl SignKind {
     /// Every kind, for exhaustive tests.
-    pub const ALL: [SignKind; 7] = [
+    pub const ALL: [SignKind; 8] = [
         SignKind::Tx,
         SignKind::Batch,
         SignKind::BatchAck,
@@ -38,6 +41,7 @@ impl SignKind {
         SignKind::Proposal,
         SignKind::Timeout,
         SignKind::NewView,
+        SignKind::KeyRotation,
     ];
 
     /// The `{KIND}` part of the domain tag.
@@ -51,6 +55,7 @@ impl SignKind {
             SignKind::Proposal => "PROPOSAL",
             SignKind::Timeout => "TIMEOUT",
             SignKind::NewView => "NEWVIEW",
+            SignKind::KeyRotation => "KEY_ROTATION",
         }
     }
 }

@@ -3,7 +3,11 @@
 //! "Epochs: the validator set changes only at epoch boundaries; certificates
 //! are always checked against the set of their own epoch").
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use crate::crypto::{CryptoError, PreparedPublicKey, PublicKey, Signature};
+use crate::key_rotation::{KeyRole, ValidatorKeyRegistry};
 use crate::signing::{SignKind, signing_preimage};
 use crate::types::{Epoch, Height, NetworkEnvironment, ValidatorId, View};
 
@@ -52,10 +56,43 @@ pub enum ValidatorSetError {
 }
 
 /// The validators of one epoch. Quorum is *more than two thirds* of stake.
+///
+/// A set may carry the consensus-key rotations of a
+/// [`ValidatorKeyRegistry`] (attached with
+/// [`EpochSchedule::with_key_registry`]): then the keys a validator may sign
+/// with in an epoch are the registry's ([`ValidatorSet::accepted_keys`]),
+/// so both the old and the new key verify during a rotation's grace period.
 #[derive(Clone, Debug)]
 pub struct ValidatorSet {
     validators: Vec<ValidatorInfo>,
     total_stake: u64,
+    rotations: Option<Arc<RotatedKeys>>,
+}
+
+/// Consensus keys from a key registry, decoded once.
+#[derive(Debug)]
+struct RotatedKeys {
+    registry: ValidatorKeyRegistry,
+    prepared: HashMap<Vec<u8>, PreparedPublicKey>,
+}
+
+impl RotatedKeys {
+    fn new(registry: ValidatorKeyRegistry) -> Result<Self, ValidatorSetError> {
+        let mut prepared = HashMap::new();
+        for (validator, key) in registry.keys_of_role(KeyRole::Consensus) {
+            if prepared.contains_key(key) {
+                continue;
+            }
+            let pk = PublicKey::from_bytes(key)
+                .and_then(|pk| PreparedPublicKey::new(&pk))
+                .map_err(|source| ValidatorSetError::BadKey {
+                    id: validator.0,
+                    source,
+                })?;
+            prepared.insert(key.to_vec(), pk);
+        }
+        Ok(RotatedKeys { registry, prepared })
+    }
 }
 
 impl ValidatorSet {
@@ -85,7 +122,53 @@ impl ValidatorSet {
         Ok(ValidatorSet {
             validators,
             total_stake: total,
+            rotations: None,
         })
+    }
+
+    /// The consensus keys validator `id` may sign with in `epoch`: the key
+    /// registry's accepted keys if the set carries a registry that knows the
+    /// validator (one key, or two during a rotation's grace period), else
+    /// its key in this set. Empty for an unknown validator.
+    #[must_use]
+    pub fn accepted_keys(&self, id: ValidatorId, epoch: Epoch) -> Vec<&PreparedPublicKey> {
+        let Some(info) = self.get(id) else {
+            return Vec::new();
+        };
+        if let Some(r) = &self.rotations {
+            let keys = r.registry.accepted_keys(id, KeyRole::Consensus, epoch);
+            if !keys.is_empty() {
+                return keys.into_iter().filter_map(|k| r.prepared.get(k)).collect();
+            }
+        }
+        vec![&info.key]
+    }
+
+    /// Verify a domain-separated signature by validator `id` in `epoch`
+    /// with any of its [accepted keys](ValidatorSet::accepted_keys).
+    ///
+    /// # Errors
+    /// [`CryptoError::InvalidPublicKey`] for an unknown validator,
+    /// [`CryptoError::InvalidSignature`] if no accepted key verifies it.
+    pub fn verify_in_epoch(
+        &self,
+        id: ValidatorId,
+        epoch: Epoch,
+        env: NetworkEnvironment,
+        kind: SignKind,
+        message: &[u8],
+        signature: &Signature,
+    ) -> Result<(), CryptoError> {
+        let keys = self.accepted_keys(id, epoch);
+        if keys.is_empty() {
+            return Err(CryptoError::InvalidPublicKey);
+        }
+        let preimage = signing_preimage(env, kind, message);
+        if keys.iter().any(|k| k.verify(&preimage, signature).is_ok()) {
+            Ok(())
+        } else {
+            Err(CryptoError::InvalidSignature)
+        }
     }
 
     /// Number of validators.
@@ -155,7 +238,8 @@ impl ValidatorSet {
         ValidatorId((view.0 % self.validators.len() as u64) as u32)
     }
 
-    /// Verify a domain-separated signature by validator `id`.
+    /// Verify a domain-separated signature by validator `id` with its key in
+    /// this set (ignoring key rotations; see [`ValidatorSet::verify_in_epoch`]).
     pub fn verify(
         &self,
         id: ValidatorId,
@@ -203,6 +287,28 @@ impl EpochSchedule {
             first,
             later,
         }
+    }
+
+    /// Attach consensus-key rotations to every set of the schedule: from
+    /// now on a validator known to `registry` is verified with the keys the
+    /// registry accepts in the signature's epoch (runbook §6.2: old key
+    /// before `effective_epoch`, both during the grace period, only the new
+    /// key after it). Like the schedule itself, the registry must be
+    /// identical on every node.
+    ///
+    /// # Errors
+    /// [`ValidatorSetError::BadKey`] if a registered consensus key does not
+    /// decode.
+    pub fn with_key_registry(
+        mut self,
+        registry: ValidatorKeyRegistry,
+    ) -> Result<Self, ValidatorSetError> {
+        let rotations = Some(Arc::new(RotatedKeys::new(registry)?));
+        self.first.rotations.clone_from(&rotations);
+        for set in &mut self.later {
+            set.rotations.clone_from(&rotations);
+        }
+        Ok(self)
     }
 
     /// Blocks per epoch.

@@ -8,10 +8,13 @@
 //!   services;
 //! - [`local`]: a multi-validator network in one process (`qbind-node
 //!   --local-validators N`), each validator with its own persistent store;
-//! - [`metrics`]: the Prometheus text format and the `/metrics` endpoint.
+//! - [`metrics`]: the Prometheus text format and the `/metrics` endpoint;
+//! - [`validator_set`]: the validator-set file (keys from `qbind-keygen`,
+//!   addresses, stake, key rotations) for validators with their own keys.
 //!
 //! No other crate depends on this one (DESIGN "Workspace").
 
 pub mod local;
 pub mod metrics;
 pub mod node;
+pub mod validator_set;

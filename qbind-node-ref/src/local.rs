@@ -6,8 +6,11 @@
 //! transfers between funded DevNet accounts. Stopping and starting again
 //! resumes from the stores.
 //!
-//! Keys are derived from public seeds: this is for DevNet only, and the
-//! binary refuses it for any other profile.
+//! Keys come from one of two places ([`Keys`]): DevNet keys derived from
+//! public seeds (for DevNet only: the binary refuses them for any other
+//! profile), or a validator-set file with the public keys of every validator
+//! plus this process's own signer (`qbind-signer`: encrypted keystore,
+//! PKCS#11 token or remote signer) and P2P identity.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -25,13 +28,14 @@ use qbind_core::execution::{
     TransferPayload, TransferPayloadV1,
 };
 use qbind_core::monetary::{MonetaryConfig, MonetaryMode, SeigniorageRecipients};
-use qbind_core::traits::{LocalSigner, MemoryNetwork, TokioClock, Transport};
+use qbind_core::traits::{LocalSigner, MemoryNetwork, Signer, TokioClock, Transport};
 use qbind_core::types::{AccountId, Hash32, NetworkEnvironment, ValidatorId};
 use qbind_core::validator::{EpochSchedule, ValidatorSet};
 use tokio::sync::{mpsc, watch};
 
 use crate::metrics::{PromText, Renderer};
 use crate::node::{Maintenance, NodeError, Services, ensure_genesis, open_store};
+use crate::validator_set::ValidatorSetFile;
 
 /// Genesis balance of every DevNet account.
 pub const DEVNET_BALANCE: u128 = 1_000_000_000_000;
@@ -74,6 +78,45 @@ pub struct LocalOptions {
     /// Run only this validator of the `validators` (the others run in other
     /// processes; needs [`Network::Kemtls`]). `None`: all in this process.
     pub only: Option<usize>,
+    /// Where the validators' keys come from.
+    pub keys: Keys,
+}
+
+/// Where the validators' keys come from.
+#[derive(Clone, Default)]
+pub enum Keys {
+    /// DevNet keys derived from public seeds ([`validator_key`],
+    /// [`p2p_identity`]); addresses from [`Network::Kemtls`].
+    #[default]
+    Devnet,
+    /// Validators with their own keys: the validator-set file gives every
+    /// validator's public keys, address and stake (and the key rotations);
+    /// this process runs [`LocalOptions::only`] with `signer` and `identity`.
+    /// Needs [`Network::Kemtls`] (its `ip`/`base_port` are ignored: the
+    /// addresses are the file's).
+    Operator {
+        /// The validator-set file.
+        set: Box<ValidatorSetFile>,
+        /// This validator's signer (from `qbind_signer::build_signer`); on a
+        /// fatal failure (ExitOnFailure) the run stops with
+        /// [`NodeError::SignerExit`].
+        signer: Arc<qbind_signer::SupervisedSigner>,
+        /// This validator's P2P identity (its `p2p_identity.key`).
+        identity: Box<qbind_net::StaticIdentity>,
+    },
+}
+
+impl std::fmt::Debug for Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Keys::Devnet => f.write_str("Keys::Devnet"),
+            Keys::Operator { set, signer, .. } => f
+                .debug_struct("Keys::Operator")
+                .field("validators", &set.validators.len())
+                .field("signer_validator", &signer.validator_id())
+                .finish_non_exhaustive(),
+        }
+    }
 }
 
 /// The transport between validators.
@@ -157,6 +200,12 @@ struct Shared {
     executed: Vec<AtomicU64>,
     transfers: Vec<AtomicU64>,
     root_mismatches: AtomicU64,
+    /// With own keys: the signer (its failure and health metrics) and the
+    /// key registry (rotation gauges).
+    signer: Option<(
+        Arc<qbind_signer::SupervisedSigner>,
+        qbind_core::key_rotation::ValidatorKeyRegistry,
+    )>,
 }
 
 /// A labeled sample: `*_total` names are counters, the rest gauges.
@@ -307,6 +356,12 @@ fn render(shared: &Shared) -> String {
             p.append_labeled(&net.render_prometheus(), ("validator", &v));
         }
     }
+    if let Some((signer, registry)) = &shared.signer {
+        let v = shared.ids.first().copied().unwrap_or_default().to_string();
+        p.append_labeled(&signer.metrics().render_prometheus(), ("validator", &v));
+        let epoch = shared.consensus.first().map_or(0, |m| m.borrow().epoch);
+        p.append_rendered(&registry.render_prometheus(qbind_core::types::Epoch(epoch)));
+    }
     p.counter(
         "qbind_execution_state_root_mismatch_total",
         "Heights at which local validators computed different state roots.",
@@ -320,7 +375,7 @@ struct EngineParts {
     cfg: ConsensusConfig,
     schedule: Arc<EpochSchedule>,
     store: Arc<qbind_store::FjallBackend>,
-    signer: LocalSigner,
+    signer: Box<dyn Signer>,
     events: mpsc::UnboundedSender<EngineEvent>,
     submissions: mpsc::UnboundedReceiver<Vec<u8>>,
     metrics: watch::Sender<ConsensusMetrics>,
@@ -339,7 +394,7 @@ fn spawn_engine<T: Transport + 'static>(
         parts.schedule,
         parts.store,
         transport,
-        Box::new(parts.signer),
+        parts.signer,
         TokioClock::new(),
     )?
     .with_events(parts.events)
@@ -347,6 +402,19 @@ fn spawn_engine<T: Transport + 'static>(
     .with_metrics(parts.metrics)
     .with_execution(parts.execution);
     Ok(tokio::spawn(engine.run(parts.stop)))
+}
+
+/// Resolves with the exit code once the signer reports a fatal failure;
+/// never without a signer.
+async fn wait_exit(rx: Option<&mut watch::Receiver<Option<i32>>>) -> i32 {
+    let Some(rx) = rx else {
+        return std::future::pending().await;
+    };
+    match rx.wait_for(Option::is_some).await {
+        Ok(code) => code.unwrap_or(1),
+        // The signer is gone: nothing will report again.
+        Err(_) => std::future::pending().await,
+    }
 }
 
 /// Run the local validators until `blocks` more blocks are executed by each
@@ -378,10 +446,71 @@ pub async fn run_local(
     }
     let env = NetworkEnvironment::Devnet;
     let chain_id = env.chain_id().0;
-    let keys: Vec<KeyPair> = (0..n).map(validator_key).collect();
-    let set = ValidatorSet::new(keys.iter().map(|k| (k.public_key().clone(), 1)).collect())
-        .map_err(|e| NodeError::Config(format!("validator set: {e}")))?;
-    let schedule = Arc::new(EpochSchedule::fixed(set));
+    let mut signer_exit = None;
+    // Consensus public key and stake of every validator.
+    let (validator_keys, schedule) = match &opts.keys {
+        Keys::Devnet => {
+            let keys: Vec<(qbind_core::crypto::PublicKey, u64)> = (0..n)
+                .map(|i| (validator_key(i).public_key().clone(), 1))
+                .collect();
+            let set = ValidatorSet::new(keys.clone())
+                .map_err(|e| NodeError::Config(format!("validator set: {e}")))?;
+            (keys, EpochSchedule::fixed(set))
+        }
+        Keys::Operator { set, signer, .. } => {
+            if set.network != env {
+                return Err(NodeError::Config(format!(
+                    "the validator set file is for {:?}, this node runs {env:?}",
+                    set.network
+                )));
+            }
+            if set.validators.len() != n {
+                return Err(NodeError::Config(format!(
+                    "the validator set file has {} validators, not {n}",
+                    set.validators.len()
+                )));
+            }
+            let me = opts.only.ok_or_else(|| {
+                NodeError::Config(
+                    "a node with its own keys runs one validator (--validator-index)".into(),
+                )
+            })?;
+            if !matches!(opts.network, Network::Kemtls { .. }) {
+                return Err(NodeError::Config(
+                    "a node with its own keys needs the KEMTLS network".into(),
+                ));
+            }
+            if signer.validator_id() != ValidatorId(me as u32) {
+                return Err(NodeError::Config(format!(
+                    "the signer signs for validator {}, not {me}",
+                    signer.validator_id().0
+                )));
+            }
+            let schedule = set
+                .schedule()
+                .map_err(|e| NodeError::Config(e.to_string()))?;
+            // The signer must hold this validator's genesis key or a key it
+            // rotates to.
+            let own = signer.public_key();
+            let rotated_to = set.rotations.iter().any(|r| {
+                r.event.validator_id == ValidatorId(me as u32) && r.event.new_key == own.as_bytes()
+            });
+            if set.validators[me].consensus_key != *own && !rotated_to {
+                return Err(NodeError::Config(format!(
+                    "the signer's public key is neither validator {me}'s consensus key in the \
+                     validator set file nor a key it rotates to"
+                )));
+            }
+            signer_exit = Some(signer.exit_signal());
+            let keys = set
+                .validators
+                .iter()
+                .map(|v| (v.consensus_key.clone(), v.stake))
+                .collect();
+            (keys, schedule)
+        }
+    };
+    let schedule = Arc::new(schedule);
     let account_keys: Vec<KeyPair> = (0..opts.accounts.max(2)).map(account_key).collect();
     let account_ids: Vec<AccountId> = account_keys
         .iter()
@@ -389,9 +518,9 @@ pub async fn run_local(
         .collect();
     let genesis: Vec<(AccountId, u128)> =
         account_ids.iter().map(|id| (*id, DEVNET_BALANCE)).collect();
-    let proposer_accounts: Vec<AccountId> = keys
+    let proposer_accounts: Vec<AccountId> = validator_keys
         .iter()
-        .map(|k| AccountId::from_public_key(k.public_key()))
+        .map(|(k, _)| AccountId::from_public_key(k))
         .collect();
     let mut monetary_config = MonetaryConfig::mainnet();
     monetary_config.blocks_per_epoch = DEVNET_BLOCKS_PER_EPOCH;
@@ -407,7 +536,11 @@ pub async fn run_local(
                 insurance: pool_account(b"insurance"),
                 community: pool_account(b"community"),
             },
-            stakes: proposer_accounts.iter().map(|a| (*a, 1)).collect(),
+            stakes: proposer_accounts
+                .iter()
+                .zip(&validator_keys)
+                .map(|(a, (_, stake))| (*a, *stake))
+                .collect(),
             staked: DEVNET_BALANCE * opts.accounts.max(2) as u128 / 2,
         }),
         proposer_accounts,
@@ -483,7 +616,14 @@ pub async fn run_local(
             cfg: cfg.clone(),
             schedule: Arc::clone(&schedule),
             store: Arc::clone(&stores[slot]),
-            signer: LocalSigner::new(ValidatorId(i as u32), env, keys[i].clone()),
+            signer: match &opts.keys {
+                Keys::Devnet => Box::new(LocalSigner::new(
+                    ValidatorId(i as u32),
+                    env,
+                    validator_key(i),
+                )),
+                Keys::Operator { signer, .. } => Box::new(Arc::clone(signer)),
+            },
             events: ev_tx,
             submissions: tx_out,
             metrics: m_tx,
@@ -504,17 +644,34 @@ pub async fn run_local(
                 spawn_engine(parts, transport)?
             }
             Network::Kemtls { ip, base_port } => {
-                let addr = |v: usize| {
-                    u16::try_from(v)
+                let addr = |v: usize| match &opts.keys {
+                    Keys::Devnet => u16::try_from(v)
                         .ok()
                         .and_then(|v| base_port.checked_add(v))
                         .map(|port| SocketAddr::new(*ip, port))
-                        .ok_or_else(|| NodeError::Config("P2P port out of range".into()))
+                        .ok_or_else(|| NodeError::Config("P2P port out of range".into())),
+                    Keys::Operator { set, .. } => Ok(set.validators[v].address),
+                };
+                let peer_key = |v: usize| match &opts.keys {
+                    Keys::Devnet => p2p_identity(v).public().clone(),
+                    Keys::Operator { set, .. } => set.validators[v].p2p_key.clone(),
+                };
+                let identity = match &opts.keys {
+                    Keys::Devnet => p2p_identity(i),
+                    Keys::Operator { identity, .. } => {
+                        if identity.public() != &peer_key(i) {
+                            return Err(NodeError::Config(format!(
+                                "the P2P identity key is not validator {i}'s p2p_pub in the \
+                                 validator set file"
+                            )));
+                        }
+                        (**identity).clone()
+                    }
                 };
                 let mut validators = BTreeMap::new();
                 let mut bootstrap = Vec::new();
                 for v in 0..n {
-                    validators.insert(ValidatorId(v as u32), p2p_identity(v).public().clone());
+                    validators.insert(ValidatorId(v as u32), peer_key(v));
                     if v != i {
                         bootstrap.push((ValidatorId(v as u32), addr(v)?));
                     }
@@ -526,7 +683,7 @@ pub async fn run_local(
                 peers.heartbeat_interval = Duration::from_secs(5);
                 let transport = qbind_net::TcpTransport::start(qbind_net::TransportConfig {
                     local_id: ValidatorId(i as u32),
-                    identity: p2p_identity(i),
+                    identity,
                     listen: addr(i)?,
                     validators,
                     bootstrap,
@@ -559,6 +716,14 @@ pub async fn run_local(
             .collect(),
         transfers: local.iter().map(|_| AtomicU64::new(0)).collect(),
         root_mismatches: AtomicU64::new(0),
+        signer: match &opts.keys {
+            Keys::Devnet => None,
+            Keys::Operator { set, signer, .. } => Some((
+                Arc::clone(signer),
+                set.key_registry()
+                    .map_err(|e| NodeError::Config(e.to_string()))?,
+            )),
+        },
     });
     if let Some(addr) = opts.metrics_addr {
         let listener = crate::metrics::bind(addr)
@@ -671,9 +836,16 @@ pub async fn run_local(
                 .all(|(h, from)| *h >= from + opts.blocks)
     };
     let mut engine_failed = false;
+    let mut signer_exit_code = None;
+    let mut signer_exit = signer_exit;
     while !done(&summary) {
         let (slot, ev) = tokio::select! {
             _ = shutdown.changed() => break,
+            code = wait_exit(signer_exit.as_mut()) => {
+                out(&format!("signer failure (ExitOnFailure): stopping, exit code {code}"));
+                signer_exit_code = Some(code);
+                break;
+            }
             ev = events.recv() => match ev {
                 Some(ev) => ev,
                 None => break,
@@ -768,6 +940,9 @@ pub async fn run_local(
     }
     for s in services {
         s.stop();
+    }
+    if let Some(code) = signer_exit_code {
+        return Err(NodeError::SignerExit(code));
     }
     if let Some(e) = first_error {
         return Err(e);

@@ -41,6 +41,10 @@ pub enum NodeError {
     /// Invalid command-line or configuration value.
     #[error("configuration: {0}")]
     Config(String),
+    /// The signer failed under ExitOnFailure: the process must exit with
+    /// this code (1).
+    #[error("signer failure (ExitOnFailure): exit code {0}")]
+    SignerExit(i32),
     /// Network or file I/O outside the store.
     #[error("{what}: {source}")]
     Io {

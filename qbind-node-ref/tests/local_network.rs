@@ -36,6 +36,7 @@ fn options(data: &Path, snapshots: &Path, blocks: u64) -> LocalOptions {
         base_timeout_ms: 300,
         network: Network::Memory,
         only: None,
+        keys: qbind_node_ref::local::Keys::Devnet,
     }
 }
 

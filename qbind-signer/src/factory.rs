@@ -50,7 +50,9 @@ pub struct SignerSettings {
     /// ExitOnFailure or LogAndContinue.
     pub failure_mode: SignerFailureMode,
     /// Directory of the double-sign record (on the node's data dir).
-    pub double_sign_dir: PathBuf,
+    /// `None` only for tools that sign no consensus messages (e.g.
+    /// `qbind-key-rotation`): the signer then has no double-sign guard.
+    pub double_sign_dir: Option<PathBuf>,
     /// `encrypted-fs`: keystore directory.
     pub keystore_path: Option<PathBuf>,
     /// `encrypted-fs`: passphrase variable.
@@ -198,14 +200,18 @@ pub async fn build_signer(
             )
         }
     };
-    let guard =
-        DoubleSignGuard::open(&s.double_sign_dir, s.validator, s.env).map_err(|e| startup(&e))?;
-    let guarded = GuardedSigner::new(inner, Arc::new(guard), Arc::clone(&metrics));
-    Ok(SupervisedSigner::new(
-        Box::new(guarded),
-        s.failure_mode,
-        metrics,
-    ))
+    let inner: Box<dyn Signer> = match &s.double_sign_dir {
+        Some(dir) => {
+            let guard = DoubleSignGuard::open(dir, s.validator, s.env).map_err(|e| startup(&e))?;
+            Box::new(GuardedSigner::new(
+                inner,
+                Arc::new(guard),
+                Arc::clone(&metrics),
+            ))
+        }
+        None => inner,
+    };
+    Ok(SupervisedSigner::new(inner, s.failure_mode, metrics))
 }
 
 #[cfg(test)]
@@ -222,7 +228,7 @@ mod tests {
             env,
             validator: ValidatorId(1),
             failure_mode: SignerFailureMode::default_for(env),
-            double_sign_dir: dir.to_owned(),
+            double_sign_dir: Some(dir.to_owned()),
             keystore_path: None,
             passphrase_env: None,
             hsm_config_path: None,

@@ -381,6 +381,7 @@ pub struct SupervisedSigner {
     mode: SignerFailureMode,
     metrics: Arc<SignerMetrics>,
     exit: std::sync::Mutex<Option<i32>>,
+    exit_signal: tokio::sync::watch::Sender<Option<i32>>,
 }
 
 impl SupervisedSigner {
@@ -396,7 +397,15 @@ impl SupervisedSigner {
             mode,
             metrics,
             exit: std::sync::Mutex::new(None),
+            exit_signal: tokio::sync::watch::Sender::new(None),
         }
+    }
+
+    /// Becomes `Some(code)` when a fatal failure happened (ExitOnFailure):
+    /// the node waits on this to stop and exit with `code`.
+    #[must_use]
+    pub fn exit_signal(&self) -> tokio::sync::watch::Receiver<Option<i32>> {
+        self.exit_signal.subscribe()
     }
 
     /// The exit code the process must terminate with, once a fatal failure
@@ -453,6 +462,7 @@ impl Signer for SupervisedSigner {
                             .exit
                             .lock()
                             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(code);
+                        self.exit_signal.send_replace(Some(code));
                     }
                     FailureAction::Continue => {
                         if matches!(e, SignerError::Unavailable { .. }) {

@@ -157,11 +157,27 @@ fn runtime(e: CkError) -> Pkcs11Error {
     }
 }
 
+/// Every PKCS#11 library this process loaded, kept loaded until the process
+/// ends. A vendor library (and the OpenSSL inside many of them) registers
+/// per-thread destructors; unloading it while other threads live makes
+/// those threads jump into unmapped code when they exit. Seen with the
+/// kryoptic token: `qbind-node` crashed with SIGSEGV on shutdown after its
+/// signer, the last user of the library, was dropped.
+static LOADED: std::sync::Mutex<Vec<(PathBuf, Pkcs11)>> = std::sync::Mutex::new(Vec::new());
+
 /// Load and initialise the library (an already initialised library is fine).
+/// The library is never unloaded (see [`LOADED`]).
 fn open_library(path: &Path) -> Result<Pkcs11, Pkcs11Error> {
     let ctx = Pkcs11::new(path).map_err(|e| Pkcs11Error::Library {
         detail: format!("{}: {e}", path.display()),
     })?;
+    let mut loaded = LOADED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !loaded.iter().any(|(p, _)| p == path) {
+        loaded.push((path.to_owned(), ctx.clone()));
+    }
+    drop(loaded);
     match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
         Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => Ok(ctx),
         Err(e) => Err(Pkcs11Error::Library {
@@ -413,6 +429,29 @@ pub mod admin {
         session.init_pin(user_pin).map_err(runtime)?;
         session.logout().map_err(runtime)?;
         Ok(())
+    }
+
+    /// [`init_token`] with the token label and user PIN of `cfg` and the SO
+    /// PIN from the environment variable `so_pin_env` (`qbind-keygen
+    /// init-token`).
+    ///
+    /// # Errors
+    /// [`Pkcs11Error::Config`] for a missing PIN; else as [`init_token`].
+    pub fn init_token_from_env(cfg: &HsmConfig, so_pin_env: &str) -> Result<(), Pkcs11Error> {
+        let so_pin = match std::env::var(so_pin_env) {
+            Ok(p) if !p.is_empty() => AuthPin::from(p),
+            _ => {
+                return Err(Pkcs11Error::Config {
+                    detail: format!("SO PIN variable {so_pin_env} is unset or empty"),
+                });
+            }
+        };
+        init_token(
+            &cfg.library_path,
+            &cfg.token_label,
+            &so_pin,
+            &cfg.pin_from_env()?,
+        )
     }
 
     /// Generate a persistent, non-extractable ML-DSA-44 key pair labelled

@@ -115,7 +115,7 @@ async fn signs_over_the_channel_and_serves_metrics() {
         .unwrap();
     assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
     assert!(
-        body.contains("qbind_remote_signer_signed_total 7\n"),
+        body.contains("qbind_remote_signer_signed_total 8\n"),
         "{body}"
     );
     assert!(

@@ -203,8 +203,11 @@ fn exit_on_failure_vs_log_and_continue() {
         SignerFailureMode::ExitOnFailure,
         Arc::clone(&m),
     );
+    let exit = s.exit_signal();
+    assert_eq!(*exit.borrow(), None);
     assert!(rt.block_on(s.sign(&req(SignKind::Vote, 1, b"x"))).is_err());
     assert_eq!(s.required_exit(), Some(1));
+    assert_eq!(*exit.borrow(), Some(1), "the node is told to exit");
     assert_eq!(m.health(), SignerHealth::Failed);
 
     let m = SignerMetrics::shared();
@@ -214,8 +217,10 @@ fn exit_on_failure_vs_log_and_continue() {
         SignerFailureMode::LogAndContinue,
         Arc::clone(&m),
     );
+    let exit = s.exit_signal();
     assert!(rt.block_on(s.sign(&req(SignKind::Vote, 1, b"x"))).is_err());
     assert_eq!(s.required_exit(), None);
+    assert_eq!(*exit.borrow(), None);
     assert_eq!(m.health(), SignerHealth::Degraded);
 
     // A double-sign refusal is never fatal, even under ExitOnFailure.

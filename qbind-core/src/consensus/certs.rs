@@ -93,7 +93,10 @@ impl Verifier {
         message: &[u8],
         signature: &Signature,
     ) -> Result<(), SigFailure> {
-        let info = set.get(signer).ok_or(SigFailure::UnknownSigner)?;
+        let keys = set.accepted_keys(signer, epoch);
+        if keys.is_empty() {
+            return Err(SigFailure::UnknownSigner);
+        }
         let key = Hash32::digest_parts(&[
             &[kind as u8],
             &epoch.0.to_be_bytes(),
@@ -105,7 +108,7 @@ impl Verifier {
             return Ok(());
         }
         let preimage = signing_preimage(self.env, kind, message);
-        if info.key.verify(&preimage, signature).is_ok() {
+        if keys.iter().any(|k| k.verify(&preimage, signature).is_ok()) {
             self.remember(key, sig);
             return Ok(());
         }
@@ -118,9 +121,8 @@ impl Verifier {
         .into_iter()
         .filter(|e| *e != self.env)
         .any(|e| {
-            info.key
-                .verify(&signing_preimage(e, kind, message), signature)
-                .is_ok()
+            let preimage = signing_preimage(e, kind, message);
+            keys.iter().any(|k| k.verify(&preimage, signature).is_ok())
         });
         Err(if other_chain {
             SigFailure::WrongChain
@@ -457,5 +459,76 @@ mod tests {
             Err(ConsensusError::InvalidQc { .. })
         ));
         assert_eq!(v.verify_qc(&schedule, &qc), Ok(()));
+    }
+
+    /// Consensus verification consults the key registry: validator 2
+    /// rotates to a new key effective in epoch 3 with a grace period of 2
+    /// epochs. A QC in which it signs with the new key is refused before
+    /// epoch 3, accepted in epochs 3 and 4, and one signed with the old key
+    /// is accepted up to epoch 4 and refused from epoch 5 on.
+    #[test]
+    fn quorum_certificates_follow_key_rotations() {
+        use crate::key_rotation::{KeyRole, KeyRotationEvent, ValidatorKeyRegistry};
+        let (keys, _, _) = setup();
+        let new_key = KeyPair::from_seed(&[99; 32]);
+        let mut registry = ValidatorKeyRegistry::new();
+        for (i, k) in keys.iter().enumerate() {
+            registry.register(
+                ValidatorId(i as u32),
+                KeyRole::Consensus,
+                k.public_key().as_bytes().to_vec(),
+            );
+        }
+        let event = KeyRotationEvent {
+            validator_id: ValidatorId(2),
+            key_kind: KeyRole::Consensus,
+            old_key: keys[2].public_key().as_bytes().to_vec(),
+            new_key: new_key.public_key().as_bytes().to_vec(),
+            effective_epoch: Epoch(3),
+            grace_epochs: 2,
+            emergency: false,
+        }
+        .sign(ENV, &keys[2])
+        .unwrap();
+        registry.apply(&event, ENV, Epoch(0)).unwrap();
+        let set =
+            ValidatorSet::new(keys.iter().map(|k| (k.public_key().clone(), 1)).collect()).unwrap();
+        let schedule = EpochSchedule::with_epochs(10, set.clone(), vec![set])
+            .with_key_registry(registry)
+            .unwrap();
+        let qc = |epoch: u64, third: &KeyPair| {
+            let data = VoteData {
+                epoch: Epoch(epoch),
+                view: View(7 + epoch),
+                block_id: Hash32([epoch as u8; 32]),
+            };
+            let mut signers = SignerBitmap::new(4);
+            let mut signatures = Vec::new();
+            for (i, k) in [&keys[0], &keys[1], third].into_iter().enumerate() {
+                signers.set(ValidatorId(i as u32));
+                signatures.push(sign_domain(k, ENV, SignKind::Vote, &data.to_bytes()));
+            }
+            QuorumCert {
+                data,
+                signers,
+                signatures,
+            }
+        };
+        let genesis = Block::genesis(ENV.chain_id());
+        let accepted = |epoch: u64, third: &KeyPair| {
+            let mut v = Verifier::new(ENV, genesis.justify().clone(), 64);
+            v.verify_qc(&schedule, &qc(epoch, third)).is_ok()
+        };
+        let old_key = &keys[2];
+        assert_eq!([accepted(2, old_key), accepted(2, &new_key)], [true, false]);
+        assert_eq!([accepted(3, old_key), accepted(3, &new_key)], [true, true]);
+        assert_eq!([accepted(4, old_key), accepted(4, &new_key)], [true, true]);
+        assert_eq!([accepted(5, old_key), accepted(5, &new_key)], [false, true]);
+        // Without the registry only the key of the set counts.
+        let plain = EpochSchedule::fixed(
+            ValidatorSet::new(keys.iter().map(|k| (k.public_key().clone(), 1)).collect()).unwrap(),
+        );
+        let mut v = Verifier::new(ENV, genesis.justify().clone(), 64);
+        assert!(v.verify_qc(&plain, &qc(4, &new_key)).is_err());
     }
 }

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use crate::codec::Encode;
 use crate::consensus::messages::{BlockHeader, VoteData};
 use crate::crypto::Signature;
-use crate::signing::{SignKind, verify_domain};
+use crate::signing::SignKind;
 use crate::types::{Epoch, NetworkEnvironment, ValidatorId, View};
 use crate::validator::EpochSchedule;
 
@@ -154,8 +154,8 @@ fn check(
 ) -> bool {
     schedule
         .set(epoch)
-        .get(who)
-        .is_some_and(|v| verify_domain(v.key.public_key(), env, kind, msg, sig).is_ok())
+        .verify_in_epoch(who, epoch, env, kind, msg, sig)
+        .is_ok()
 }
 
 /// Remembers the first proposal and vote per signer and view.

@@ -810,17 +810,19 @@ impl Runner {
         }
         for cert in certs {
             let set = self.schedule.set(cert.batch.epoch);
-            let message = crate::signing::signing_preimage(
-                self.env,
-                crate::signing::SignKind::BatchAck,
-                &cert.batch.to_bytes(),
-            );
+            let message = cert.batch.to_bytes();
             let signers: Vec<ValidatorId> = cert.signers.iter().collect();
             let signed = signers.len() == cert.signatures.len()
                 && signers.iter().zip(&cert.signatures).all(|(v, sig)| {
-                    set.get(*v).is_some_and(|info| {
-                        crate::crypto::verify(info.key.public_key(), &message, sig).is_ok()
-                    })
+                    set.verify_in_epoch(
+                        *v,
+                        cert.batch.epoch,
+                        self.env,
+                        crate::signing::SignKind::BatchAck,
+                        &message,
+                        sig,
+                    )
+                    .is_ok()
                 });
             if !signed || !set.is_quorum(set.stake_of(&signers)) {
                 self.checker.report(Violation::UncertifiedBatch {

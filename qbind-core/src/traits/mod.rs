@@ -383,6 +383,24 @@ pub trait Signer: Send + Sync {
     async fn sign(&self, request: &SignRequest) -> Result<Signature, SignerError>;
 }
 
+/// A shared signer signs like the signer it shares (so a node can keep a
+/// handle, e.g. to watch a supervisor's health, while the engine owns a
+/// `Box<dyn Signer>` of the same signer).
+#[async_trait]
+impl<S: Signer + ?Sized> Signer for std::sync::Arc<S> {
+    fn validator_id(&self) -> ValidatorId {
+        (**self).validator_id()
+    }
+
+    fn public_key(&self) -> &PublicKey {
+        (**self).public_key()
+    }
+
+    async fn sign(&self, request: &SignRequest) -> Result<Signature, SignerError> {
+        (**self).sign(request).await
+    }
+}
+
 /// An in-process signer holding the key in memory (tests and DevNet only).
 #[derive(Clone)]
 pub struct LocalSigner {

@@ -14,9 +14,11 @@
 //!     --output emergency-rotation.json
 //! ```
 //!
-//! The event is signed with the validator's *current* consensus key, taken
-//! from the encrypted keystore `--sign-with`. For a consensus rotation the
-//! old key defaults to that key's public key. `init --emergency` is the same
+//! The event is signed with the validator's *current* consensus key, from
+//! wherever it lives: the encrypted keystore `--sign-with`, the PKCS#11
+//! token of `--hsm-config`, or a `qbind-remote-signer` daemon
+//! (`--remote-signer-url`, `--remote-signer-pub`, `--p2p-identity-key`). For
+//! a consensus rotation the old key defaults to that key's public key. `init --emergency` is the same
 //! as `emergency` (effective immediately, no grace period). The output JSON
 //! is `rotation-event.json` of the runbook plus `emergency`, `reason` and
 //! `signature`; the signature is checked before the file is written.
@@ -25,10 +27,15 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use qbind_core::key_rotation::{KeyRole, KeyRotationEvent};
+use qbind_core::key_rotation::{KeyRole, KeyRotationEvent, SignedKeyRotationEvent};
+use qbind_core::traits::Signer;
 use qbind_core::types::{Epoch, NetworkEnvironment, ValidatorId};
 use qbind_signer::keystore::{self, KdfPolicy, Passphrase};
 use qbind_signer::rotation::RotationEventJson;
+use qbind_signer::{
+    EncryptedFsSigner, RemoteSettings, SignerFailureMode, SignerMetrics, SignerMode,
+    SignerSettings, build_signer,
+};
 
 #[derive(Parser)]
 #[command(
@@ -80,10 +87,24 @@ struct RotationArgs {
     #[arg(long, default_value = "mainnet")]
     network: String,
     /// Keystore directory holding the current consensus key.
+    #[arg(long, required_unless_present_any = ["hsm_config", "remote_signer_url"])]
+    sign_with: Option<PathBuf>,
+    /// Sign with the consensus key on the PKCS#11 token of this HSM config
+    /// instead (the PIN comes from the config's `pin_env_var`).
+    #[arg(long, conflicts_with_all = ["sign_with", "remote_signer_url"])]
+    hsm_config: Option<PathBuf>,
+    /// Sign through the qbind-remote-signer daemon at kemtls://host:port.
+    #[arg(long, conflicts_with = "sign_with", requires_all = ["remote_signer_pub", "p2p_identity_key"])]
+    remote_signer_url: Option<String>,
+    /// The daemon's p2p_identity.pub.
     #[arg(long)]
-    sign_with: PathBuf,
-    /// Environment variable with that keystore's passphrase.
+    remote_signer_pub: Option<PathBuf>,
+    /// The node's encrypted p2p_identity.key (the daemon admits only it).
     #[arg(long)]
+    p2p_identity_key: Option<PathBuf>,
+    /// Environment variable with the keystore passphrase (of --sign-with,
+    /// or of --p2p-identity-key).
+    #[arg(long, default_value = "QBIND_KEYSTORE_PASSPHRASE")]
     passphrase_env: String,
     /// Output file.
     #[arg(long)]
@@ -99,7 +120,64 @@ fn network(name: &str) -> Result<NetworkEnvironment, String> {
     }
 }
 
-fn create_event(
+/// The current consensus key's signer, from the source the flags name.
+async fn current_signer(
+    args: &RotationArgs,
+    env: NetworkEnvironment,
+    passphrase: &Passphrase,
+    policy: &KdfPolicy,
+) -> Result<Box<dyn Signer>, String> {
+    let validator = ValidatorId(args.validator_id);
+    if let Some(dir) = &args.sign_with {
+        let signer =
+            EncryptedFsSigner::open(dir, validator, KeyRole::Consensus, env, passphrase, policy)
+                .map_err(|e| format!("--sign-with: {e}"))?;
+        return Ok(Box::new(signer));
+    }
+    let (mode, remote) = match (&args.hsm_config, &args.remote_signer_url) {
+        (Some(_), _) => (SignerMode::HsmPkcs11, None),
+        (None, Some(url)) => (
+            SignerMode::RemoteSigner,
+            Some(RemoteSettings {
+                url: url.clone(),
+                identity_key_path: args
+                    .p2p_identity_key
+                    .clone()
+                    .ok_or("--remote-signer-url needs --p2p-identity-key")?,
+                identity_passphrase_env: args.passphrase_env.clone(),
+                daemon_public_key_path: args
+                    .remote_signer_pub
+                    .clone()
+                    .ok_or("--remote-signer-url needs --remote-signer-pub")?,
+                expected_consensus_pub: None,
+                timeout: std::time::Duration::from_secs(10),
+            }),
+        ),
+        (None, None) => {
+            return Err("give --sign-with, --hsm-config or --remote-signer-url".into());
+        }
+    };
+    let settings = SignerSettings {
+        mode,
+        env,
+        validator,
+        // A failure ends this tool anyway; the mode only decides logging.
+        failure_mode: SignerFailureMode::ExitOnFailure,
+        // A rotation event is no consensus message: no double-sign record.
+        double_sign_dir: None,
+        keystore_path: None,
+        passphrase_env: None,
+        hsm_config_path: args.hsm_config.clone(),
+        remote,
+        loopback_key: None,
+    };
+    let signer = build_signer(settings, SignerMetrics::shared())
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(Box::new(signer))
+}
+
+async fn create_event(
     args: &RotationArgs,
     emergency: bool,
     passphrase: &Passphrase,
@@ -109,19 +187,10 @@ fn create_event(
     let role = KeyRole::from_cli_name(&args.key_role)
         .ok_or_else(|| format!("unknown key role {:?}", args.key_role))?;
     let validator = ValidatorId(args.validator_id);
-    let signing = keystore::load_key(
-        &args.sign_with,
-        Some(validator),
-        KeyRole::Consensus,
-        passphrase,
-        policy,
-    )
-    .map_err(|e| format!("--sign-with: {e}"))?
-    .into_signing_key()
-    .ok_or("--sign-with must hold a consensus key")?;
+    let signer = current_signer(args, env, passphrase, policy).await?;
     let old_key = match (&args.old_key_path, role) {
         (Some(p), _) => keystore::read_pub_file(p, role).map_err(|e| e.to_string())?,
-        (None, KeyRole::Consensus) => signing.public_key().as_bytes().to_vec(),
+        (None, KeyRole::Consensus) => signer.public_key().as_bytes().to_vec(),
         (None, _) => return Err("--old-key-path is required for this key role".into()),
     };
     let new_key = keystore::read_pub_file(&args.new_key_path, role).map_err(|e| e.to_string())?;
@@ -135,9 +204,13 @@ fn create_event(
         emergency,
     };
     event.check().map_err(|e| e.to_string())?;
-    let signed = event.sign(env, &signing).map_err(|e| e.to_string())?;
+    let signature = signer
+        .sign(&event.sign_request())
+        .await
+        .map_err(|e| format!("signing the event: {e}"))?;
+    let signed = SignedKeyRotationEvent { event, signature };
     signed
-        .verify(env, signing.public_key())
+        .verify(env, signer.public_key())
         .map_err(|e| format!("self-check failed: {e}"))?;
     Ok(RotationEventJson::from_signed(&signed, args.reason.clone()))
 }
@@ -156,8 +229,22 @@ fn run(cli: Cli) -> Result<String, String> {
         }
         Command::Emergency(a) => (a, true),
     };
-    let passphrase = Passphrase::from_env(&args.passphrase_env).map_err(|e| e.to_string())?;
-    let doc = create_event(&args, emergency, &passphrase, &KdfPolicy::PRODUCTION)?;
+    let passphrase = if args.sign_with.is_some() {
+        Passphrase::from_env(&args.passphrase_env).map_err(|e| e.to_string())?
+    } else {
+        // Not needed by the HSM; the remote path reads it itself.
+        Passphrase::new(String::new())
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting the runtime: {e}"))?;
+    let doc = runtime.block_on(create_event(
+        &args,
+        emergency,
+        &passphrase,
+        &KdfPolicy::PRODUCTION,
+    ))?;
     write_output(&args.output, &doc)?;
     Ok(format!(
         "wrote {} rotation event for validator {} ({}, effective epoch {}, grace {}) to {}",
@@ -236,7 +323,13 @@ mod tests {
         let Command::Init(args) = cli.command else {
             panic!("not init")
         };
-        let doc = create_event(&args, false, &pass, &policy).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let doc = rt
+            .block_on(create_event(&args, false, &pass, &policy))
+            .unwrap();
         write_output(&args.output, &doc).unwrap();
         let text = std::fs::read_to_string(&args.output).unwrap();
         for field in [
@@ -277,7 +370,9 @@ mod tests {
         // Emergency without --old-key-path: old key = the signing key.
         let mut eargs = args.clone();
         eargs.old_key_path = None;
-        let doc = create_event(&eargs, true, &pass, &policy).unwrap();
+        let doc = rt
+            .block_on(create_event(&eargs, true, &pass, &policy))
+            .unwrap();
         assert!(doc.emergency);
         assert_eq!(doc.grace_epochs, 0);
         let signed = doc.to_signed().unwrap();
@@ -296,7 +391,7 @@ mod tests {
         // Wrong passphrase: no event.
         let wrong = Passphrase::new("wrong wrong wrong wrong".into());
         assert!(
-            create_event(&args, false, &wrong, &policy)
+            rt.block_on(create_event(&args, false, &wrong, &policy))
                 .unwrap_err()
                 .contains("wrong passphrase")
         );

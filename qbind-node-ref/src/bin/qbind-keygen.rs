@@ -7,6 +7,7 @@
 //!     --passphrase-env QBIND_KEYSTORE_PASSPHRASE
 //! qbind-keygen generate --output DIR --validator-id 42 --hsm-config /etc/qbind/hsm.toml
 //! qbind-keygen verify --keystore DIR --passphrase-env QBIND_KEYSTORE_PASSPHRASE
+//! qbind-keygen init-token --hsm-config /etc/qbind/hsm.toml --so-pin-env QBIND_HSM_SO_PIN
 //! ```
 //!
 //! `generate` writes one encrypted `<role>.key` (mode 0600) and `<role>.pub`
@@ -41,6 +42,19 @@ enum Command {
     Generate(GenerateArgs),
     /// Decrypt and check every key of a keystore directory.
     Verify(VerifyArgs),
+    /// Initialise (ERASE) the PKCS#11 token of an HSM config: set its label,
+    /// the SO PIN and the user PIN (from the config's `pin_env_var`).
+    InitToken(InitTokenArgs),
+}
+
+#[derive(Args)]
+struct InitTokenArgs {
+    /// The HSM config (library_path, token_label, key_label, pin_env_var).
+    #[arg(long)]
+    hsm_config: PathBuf,
+    /// Environment variable holding the security officer PIN.
+    #[arg(long)]
+    so_pin_env: String,
 }
 
 #[derive(Args)]
@@ -245,6 +259,16 @@ fn run(cli: Cli) -> Result<Vec<String>, String> {
                 &passphrase,
                 &KdfPolicy::PRODUCTION,
             )
+        }
+        Command::InitToken(args) => {
+            let cfg = HsmConfig::load(&args.hsm_config).map_err(|e| e.to_string())?;
+            admin::init_token_from_env(&cfg, &args.so_pin_env).map_err(|e| e.to_string())?;
+            Ok(vec![format!(
+                "initialised token {:?} of {} (user PIN from {})",
+                cfg.token_label,
+                cfg.library_path.display(),
+                cfg.pin_env_var
+            )])
         }
     }
 }

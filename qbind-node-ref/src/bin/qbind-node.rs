@@ -10,6 +10,13 @@
 //! ```text
 //! qbind-node --profile devnet --data-dir /tmp/qbind --local-validators 4 --blocks 50
 //! ```
+//!
+//! With `--validator-set FILE --validator-index I --signer-mode MODE` it runs
+//! one validator with its own keys (`qbind-keygen`): consensus signatures
+//! from an encrypted keystore, a PKCS#11 token or a `qbind-remote-signer`
+//! daemon, behind the double-sign guard; P2P identity from the keystore's
+//! `p2p_identity.key`. A fatal signer failure under ExitOnFailure stops the
+//! node with exit status 1.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -17,8 +24,15 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use qbind_node_ref::local::{LocalOptions, Network, run_local};
-use qbind_node_ref::node::{Maintenance, retention_mode};
+use qbind_core::key_rotation::KeyRole;
+use qbind_core::types::{NetworkEnvironment, ValidatorId};
+use qbind_node_ref::local::{Keys, LocalOptions, Network, run_local, validator_key};
+use qbind_node_ref::node::{Maintenance, NodeError, retention_mode};
+use qbind_node_ref::validator_set::ValidatorSetFile;
+use qbind_signer::keystore::{self, KdfPolicy, Passphrase};
+use qbind_signer::{
+    RemoteSettings, SignerFailureMode, SignerMetrics, SignerMode, SignerSettings, build_signer,
+};
 use qbind_store::snapshot::SnapshotConfig;
 
 /// Command-line flags (runbook §3.5, §5).
@@ -87,30 +101,205 @@ struct Args {
     /// validator; needs --p2p kemtls).
     #[arg(long)]
     validator_index: Option<usize>,
+    /// Validator-set file (docs/node.md): every validator's public keys,
+    /// address and stake. Runs validator --validator-index with the keys of
+    /// --signer-mode instead of DevNet seed keys; implies --p2p kemtls and
+    /// sets --local-validators to the file's count.
+    #[arg(long)]
+    validator_set: Option<PathBuf>,
+    /// With --validator-set: loopback-testing, encrypted-fs, hsm-pkcs11 or
+    /// remote-signer.
+    #[arg(long)]
+    signer_mode: Option<String>,
+    /// Keystore directory (consensus.key for encrypted-fs; p2p_identity.key
+    /// for every mode unless --p2p-identity-key is given).
+    #[arg(long)]
+    signer_keystore_path: Option<PathBuf>,
+    /// Environment variable holding the keystore passphrase.
+    #[arg(long, default_value = "QBIND_KEYSTORE_PASSPHRASE")]
+    signer_passphrase_env: String,
+    /// The node's encrypted P2P identity key (default:
+    /// <--signer-keystore-path>/p2p_identity.key).
+    #[arg(long)]
+    p2p_identity_key: Option<PathBuf>,
+    /// hsm-pkcs11: the HSM TOML (library_path, token_label, key_label, pin_env_var).
+    #[arg(long)]
+    hsm_config_path: Option<PathBuf>,
+    /// remote-signer: kemtls://host:port of the qbind-remote-signer daemon.
+    #[arg(long)]
+    remote_signer_url: Option<String>,
+    /// remote-signer: the daemon's p2p_identity.pub.
+    #[arg(long)]
+    remote_signer_pub: Option<PathBuf>,
+    /// remote-signer: connect and per-request timeout in milliseconds.
+    #[arg(long, default_value_t = 5_000)]
+    remote_signer_timeout_ms: u64,
+    /// exit-on-failure or log-and-continue (default: exit-on-failure on
+    /// MainNet, log-and-continue elsewhere).
+    #[arg(long)]
+    signer_failure_mode: Option<String>,
+    /// Directory of the double-sign record (default:
+    /// <--data-dir>/signer-<index>). Keep it with the validator, not in its
+    /// store: restoring a snapshot must not roll it back.
+    #[arg(long)]
+    double_sign_dir: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
     match run(args) {
         Ok(code) => code,
-        Err(message) => {
+        Err(Failure::Usage(message)) => {
             eprintln!("qbind-node: {message}");
             ExitCode::from(2)
+        }
+        Err(Failure::Signer(code)) => {
+            eprintln!("qbind-node: signer failure under ExitOnFailure, exiting with {code}");
+            ExitCode::from(u8::try_from(code).unwrap_or(1))
         }
     }
 }
 
-fn run(args: Args) -> Result<ExitCode, String> {
+/// Why the node stopped without success.
+enum Failure {
+    /// Bad flags, configuration or a run-time error (exit status 2).
+    Usage(String),
+    /// A fatal signer failure (ExitOnFailure): exit with this status.
+    Signer(i32),
+}
+
+impl From<String> for Failure {
+    fn from(s: String) -> Self {
+        Failure::Usage(s)
+    }
+}
+
+/// The signer and P2P identity of a validator with its own keys.
+async fn operator_keys(args: &Args, env: NetworkEnvironment) -> Result<Keys, String> {
+    let Some(path) = &args.validator_set else {
+        return Ok(Keys::Devnet);
+    };
+    let set = ValidatorSetFile::load(path).map_err(|e| e.to_string())?;
+    let index = args
+        .validator_index
+        .ok_or("--validator-set needs --validator-index")?;
+    if index >= set.validators.len() {
+        return Err(format!(
+            "--validator-index {index} is not in the validator set ({} validators)",
+            set.validators.len()
+        ));
+    }
+    let validator = ValidatorId(index as u32);
+    let mode_name = args
+        .signer_mode
+        .as_deref()
+        .ok_or("--validator-set needs --signer-mode")?;
+    let mode = SignerMode::from_cli_name(mode_name).ok_or_else(|| {
+        format!(
+            "unknown --signer-mode {mode_name:?} (loopback-testing, encrypted-fs, hsm-pkcs11, \
+             remote-signer)"
+        )
+    })?;
+    let failure_mode = match args.signer_failure_mode.as_deref() {
+        None => SignerFailureMode::default_for(env),
+        Some("exit-on-failure") => SignerFailureMode::ExitOnFailure,
+        Some("log-and-continue") => SignerFailureMode::LogAndContinue,
+        Some(other) => {
+            return Err(format!(
+                "unknown --signer-failure-mode {other:?} (exit-on-failure or log-and-continue)"
+            ));
+        }
+    };
+    let identity_key_path = match (&args.p2p_identity_key, &args.signer_keystore_path) {
+        (Some(p), _) => p.clone(),
+        (None, Some(dir)) => dir.join("p2p_identity.key"),
+        (None, None) => {
+            return Err(
+                "--validator-set needs --p2p-identity-key or --signer-keystore-path".into(),
+            );
+        }
+    };
+    let pass = Passphrase::from_env(&args.signer_passphrase_env).map_err(|e| e.to_string())?;
+    let id_key = keystore::load_key_file(
+        &identity_key_path,
+        Some(validator),
+        KeyRole::P2pIdentity,
+        &pass,
+        &KdfPolicy::PRODUCTION,
+    )
+    .map_err(|e| format!("P2P identity key: {e}"))?;
+    let (d, z) = id_key
+        .kem_seed()
+        .ok_or("the P2P identity key is not an ML-KEM key")?;
+    let identity = qbind_net::StaticIdentity::from_seed(&d, &z);
+    let remote = match mode {
+        SignerMode::RemoteSigner => Some(RemoteSettings {
+            url: args
+                .remote_signer_url
+                .clone()
+                .ok_or("--signer-mode remote-signer needs --remote-signer-url")?,
+            identity_key_path,
+            identity_passphrase_env: args.signer_passphrase_env.clone(),
+            daemon_public_key_path: args
+                .remote_signer_pub
+                .clone()
+                .ok_or("--signer-mode remote-signer needs --remote-signer-pub")?,
+            expected_consensus_pub: None,
+            timeout: Duration::from_millis(args.remote_signer_timeout_ms.max(1)),
+        }),
+        _ => None,
+    };
+    let settings = SignerSettings {
+        mode,
+        env,
+        validator,
+        failure_mode,
+        double_sign_dir: Some(
+            args.double_sign_dir
+                .clone()
+                .unwrap_or_else(|| args.data_dir.join(format!("signer-{index}"))),
+        ),
+        keystore_path: args.signer_keystore_path.clone(),
+        passphrase_env: Some(args.signer_passphrase_env.clone()),
+        hsm_config_path: args.hsm_config_path.clone(),
+        remote,
+        loopback_key: Some(validator_key(index)),
+    };
+    let signer = build_signer(settings, SignerMetrics::shared())
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(Keys::Operator {
+        set: Box::new(set),
+        signer: std::sync::Arc::new(signer),
+        identity: Box::new(identity),
+    })
+}
+
+fn run(mut args: Args) -> Result<ExitCode, Failure> {
     match args.profile.as_str() {
         "devnet" => {}
         "testnet" | "mainnet" => {
             return Err(format!(
-                "profile {} needs real validator keys and the P2P transport; this build \
-                 runs local DevNet validators only (--profile devnet)",
+                "profile {} needs its own genesis and MainNet invariant checks, which this \
+                 build does not have; it runs DevNet validators only (--profile devnet, with \
+                 DevNet seed keys or with --validator-set and --signer-mode)",
                 args.profile
-            ));
+            )
+            .into());
         }
-        other => return Err(format!("unknown --profile {other:?}")),
+        other => return Err(format!("unknown --profile {other:?}").into()),
+    }
+    let env = NetworkEnvironment::Devnet;
+    if args.validator_set.is_some() {
+        if args.p2p == "memory" {
+            args.p2p = "kemtls".into();
+        }
+    } else if args.signer_mode.is_some() {
+        return Err(
+            "--signer-mode needs --validator-set (the other validators' keys)"
+                .to_string()
+                .into(),
+        );
     }
     let retention = retention_mode(&args.state_retention_mode, args.state_retain_height)
         .map_err(|e| e.to_string())?;
@@ -126,13 +315,24 @@ fn run(args: Args) -> Result<ExitCode, String> {
             ip: args.p2p_ip,
             base_port: args.p2p_base_port,
         },
-        other => return Err(format!("unknown --p2p {other:?} (memory or kemtls)")),
+        other => return Err(format!("unknown --p2p {other:?} (memory or kemtls)").into()),
     };
-    if args.fast_sync_validator >= args.local_validators.max(1) {
-        return Err("--fast-sync-validator is not one of the local validators".into());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting the runtime: {e}"))?;
+    let keys = runtime.block_on(operator_keys(&args, env))?;
+    let validators = match &keys {
+        Keys::Operator { set, .. } => set.validators.len(),
+        Keys::Devnet => args.local_validators,
+    };
+    if args.fast_sync_validator >= validators.max(1) {
+        return Err("--fast-sync-validator is not one of the local validators"
+            .to_string()
+            .into());
     }
     let opts = LocalOptions {
-        validators: args.local_validators,
+        validators,
         data_dir: args.data_dir,
         blocks: args.blocks,
         tx_interval: Duration::from_millis(args.tx_interval_ms),
@@ -149,11 +349,8 @@ fn run(args: Args) -> Result<ExitCode, String> {
         base_timeout_ms: args.base_timeout_ms,
         network,
         only: args.validator_index,
+        keys,
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("starting the runtime: {e}"))?;
     runtime.block_on(async move {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
@@ -164,8 +361,13 @@ fn run(args: Args) -> Result<ExitCode, String> {
         });
         match opts.only {
             Some(i) => println!(
-                "qbind-node: DevNet validator {i} of {}, data in {}",
+                "qbind-node: DevNet validator {i} of {} ({}), data in {}",
                 opts.validators,
+                match &opts.keys {
+                    Keys::Devnet => "DevNet seed keys".to_string(),
+                    Keys::Operator { signer, .. } =>
+                        format!("own keys, signer failure mode {:?}", signer.mode()),
+                },
                 opts.data_dir.display()
             ),
             None => println!(
@@ -176,7 +378,10 @@ fn run(args: Args) -> Result<ExitCode, String> {
         }
         let summary = run_local(opts, stop_rx, |line| println!("{line}"))
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| match e {
+                NodeError::SignerExit(code) => Failure::Signer(code),
+                other => Failure::Usage(other.to_string()),
+            })?;
         println!(
             "stopped: validators {:?} executed heights {:?} (resumed from {:?}); {} transfers executed, \
              {} submitted; state roots {}",

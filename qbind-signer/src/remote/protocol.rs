@@ -34,6 +34,7 @@ pub fn kind_tag(kind: SignKind) -> u8 {
         SignKind::Proposal => 4,
         SignKind::Timeout => 5,
         SignKind::NewView => 6,
+        SignKind::KeyRotation => 7,
     }
 }
 

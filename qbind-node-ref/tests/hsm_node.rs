@@ -1,0 +1,253 @@
+//! A validator whose consensus key lives on a PKCS#11 token: the token is
+//! initialised and the ML-DSA-44 key generated on it with `qbind-keygen`,
+//! and `qbind-node --signer-mode hsm-pkcs11` signs every proposal, vote and
+//! timeout on the token, next to three validators with encrypted keystores.
+//!
+//! The token is the kryoptic soft token built by `qbind-pkcs11-kryoptic`;
+//! its library path comes from `QBIND_PKCS11_TEST_LIB` (CI sets it). Without
+//! it this test says so loudly and does not run.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const VALIDATORS: usize = 4;
+const TARGET: u64 = 8;
+const PASS_VAR: &str = "QBIND_HSM_NODE_TEST_PASSPHRASE";
+const PASS: &str = "hsm node test passphrase, not secret";
+const PIN_VAR: &str = "QBIND_HSM_NODE_TEST_PIN";
+const SO_PIN_VAR: &str = "QBIND_HSM_NODE_TEST_SO_PIN";
+
+type Roots = Arc<Mutex<Vec<BTreeMap<u64, String>>>>;
+
+fn run_ok(cmd: &mut Command, what: &str) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{what} failed:\n{text}");
+    text
+}
+
+fn keygen(token_env: &[(&str, &str)]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_qbind-keygen"));
+    c.envs(token_env.iter().copied())
+        .env(PASS_VAR, PASS)
+        .env(PIN_VAR, "2468-user")
+        .env(SO_PIN_VAR, "1357-so");
+    c
+}
+
+fn encrypted(out: &Path, validator: usize, roles: &str) -> Vec<String> {
+    vec![
+        "generate".into(),
+        "--output".into(),
+        out.display().to_string(),
+        "--validator-id".into(),
+        validator.to_string(),
+        "--key-roles".into(),
+        roles.into(),
+        "--encrypt".into(),
+        "--passphrase-env".into(),
+        PASS_VAR.into(),
+        "--kdf-memory-kib".into(),
+        "19456".into(),
+        "--kdf-iterations".into(),
+        "2".into(),
+    ]
+}
+
+#[test]
+fn a_validator_signs_on_a_pkcs11_token() {
+    let Some(lib) = std::env::var_os("QBIND_PKCS11_TEST_LIB").map(PathBuf::from) else {
+        eprintln!(
+            "\n!!!!!!!! SKIPPED: QBIND_PKCS11_TEST_LIB is not set, so the hsm-pkcs11 node test \
+             did NOT run (.ci/run builds qbind-pkcs11-kryoptic and sets it).\n"
+        );
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path();
+    let conf = root.join("kryoptic.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[[slots]]\nslot = 7\ndbtype = \"sqlite\"\ndbargs = \"{}\"\n",
+            root.join("token.sql").display()
+        ),
+    )
+    .expect("token conf");
+    let hsm = root.join("hsm.toml");
+    std::fs::write(
+        &hsm,
+        format!(
+            "library_path = \"{}\"\ntoken_label = \"qbind-node-test\"\n\
+             key_label = \"validator-0-consensus\"\npin_env_var = \"{PIN_VAR}\"\n",
+            lib.display()
+        ),
+    )
+    .expect("hsm.toml");
+    let conf_str = conf.display().to_string();
+    let token_env = [("KRYOPTIC_CONF", conf_str.as_str())];
+
+    run_ok(
+        keygen(&token_env)
+            .args(["init-token", "--so-pin-env", SO_PIN_VAR, "--hsm-config"])
+            .arg(&hsm),
+        "qbind-keygen init-token",
+    );
+    let v0 = root.join("v0");
+    run_ok(
+        keygen(&token_env)
+            .args(["generate", "--validator-id", "0", "--output"])
+            .arg(&v0)
+            .arg("--hsm-config")
+            .arg(&hsm),
+        "qbind-keygen generate --hsm-config",
+    );
+    assert!(v0.join("consensus.pub").exists());
+    assert!(
+        !v0.join("consensus.key").exists(),
+        "the private key stays on the token"
+    );
+    run_ok(
+        keygen(&[]).args(encrypted(&v0, 0, "p2p-identity")),
+        "p2p key of validator 0",
+    );
+    for i in 1..VALIDATORS {
+        run_ok(
+            keygen(&[]).args(encrypted(
+                &root.join(format!("v{i}")),
+                i,
+                "consensus,p2p-identity",
+            )),
+            &format!("keys of validator {i}"),
+        );
+    }
+    let base = 46_000 + (std::process::id() % 3_000) as u16 * 4;
+    let mut set = String::from("network = \"devnet\"\n");
+    for i in 0..VALIDATORS {
+        set.push_str(&format!(
+            "[[validator]]\nid = {i}\nstake = 1\naddress = \"127.0.0.1:{}\"\n\
+             consensus_pub_file = \"v{i}/consensus.pub\"\np2p_pub_file = \"v{i}/p2p_identity.pub\"\n",
+            base + i as u16
+        ));
+    }
+    let set_path = root.join("validators.toml");
+    std::fs::write(&set_path, set).expect("write set");
+
+    let roots: Roots = Arc::new(Mutex::new(vec![BTreeMap::new(); VALIDATORS]));
+    let mut children: Vec<Child> = Vec::new();
+    for i in 0..VALIDATORS {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_qbind-node"));
+        cmd.arg("--data-dir")
+            .arg(root.join("data"))
+            .arg("--validator-set")
+            .arg(&set_path)
+            .args([
+                "--validator-index",
+                &i.to_string(),
+                "--base-timeout-ms",
+                "500",
+                "--tx-interval-ms",
+                "10",
+                "--signer-passphrase-env",
+                PASS_VAR,
+            ])
+            .arg("--signer-keystore-path")
+            .arg(root.join(format!("v{i}")))
+            .env(PASS_VAR, PASS)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        if i == 0 {
+            cmd.args(["--signer-mode", "hsm-pkcs11", "--hsm-config-path"])
+                .arg(&hsm)
+                .args(["--signer-failure-mode", "exit-on-failure"])
+                .env("KRYOPTIC_CONF", &conf)
+                .env(PIN_VAR, "2468-user");
+        } else {
+            cmd.args(["--signer-mode", "encrypted-fs"]);
+        }
+        let mut child = cmd.spawn().expect("start qbind-node");
+        let stdout = child.stdout.take().expect("stdout");
+        let roots = Arc::clone(&roots);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let Some(rest) = line.strip_prefix("height") else {
+                    continue;
+                };
+                let height = rest.split_whitespace().next().and_then(|h| h.parse().ok());
+                let root = line.rsplit(' ').next().map(str::to_string);
+                if let (Some(h), Some(r)) = (height, root) {
+                    roots.lock().expect("lock")[i].insert(h, r);
+                }
+            }
+        });
+        children.push(child);
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let reached = loop {
+        let done = roots
+            .lock()
+            .expect("lock")
+            .iter()
+            .all(|m| m.keys().next_back().copied().unwrap_or(0) >= TARGET);
+        let exited = children
+            .iter_mut()
+            .any(|c| matches!(c.try_wait(), Ok(Some(_))));
+        if done || exited || Instant::now() > deadline {
+            break done;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    for child in &children {
+        let _ = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status();
+    }
+    let mut statuses = Vec::new();
+    for child in &mut children {
+        let stop = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            match child.try_wait().expect("wait") {
+                Some(s) => break Some(s),
+                None if Instant::now() > stop => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break None;
+                }
+                None => std::thread::sleep(Duration::from_millis(50)),
+            }
+        };
+        statuses.push(status);
+    }
+    let heights: Vec<u64> = roots
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|m| m.keys().next_back().copied().unwrap_or(0))
+        .collect();
+    assert!(
+        reached,
+        "not every validator executed {TARGET} blocks: {heights:?}, exits {statuses:?}"
+    );
+    eprintln!("heights {heights:?} with validator 0 signing on the token");
+    for (i, s) in statuses.iter().enumerate() {
+        assert!(
+            s.is_some_and(|s| s.success()),
+            "validator {i} did not stop cleanly: {s:?}"
+        );
+    }
+    let roots = roots.lock().expect("lock");
+    for h in 1..=TARGET {
+        let first = &roots[0][&h];
+        for (i, m) in roots.iter().enumerate() {
+            assert_eq!(&m[&h], first, "validator {i} state root at height {h}");
+        }
+    }
+}

@@ -1,0 +1,466 @@
+//! Validators with their own keys, as an operator runs them: `qbind-keygen`
+//! makes encrypted keystores, a validator-set file lists the public keys,
+//! three `qbind-node` processes sign from their keystores (`encrypted-fs`)
+//! and the fourth through a separate `qbind-remote-signer` daemon process
+//! over KEMTLS, with ExitOnFailure. All four commit the same state roots;
+//! when the daemon is killed, the fourth node exits with status 1 and the
+//! other three keep committing.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const VALIDATORS: usize = 4;
+const TARGET: u64 = 10;
+const PASS_VAR: &str = "QBIND_OWN_KEYS_TEST_PASSPHRASE";
+const PASS: &str = "correct horse battery staple, own keys test";
+
+type Roots = Arc<Mutex<Vec<BTreeMap<u64, String>>>>;
+
+fn keygen(out: &Path, validator: usize, roles: &str) {
+    let status = Command::new(env!("CARGO_BIN_EXE_qbind-keygen"))
+        .arg("generate")
+        .arg("--output")
+        .arg(out)
+        .args([
+            "--validator-id",
+            &validator.to_string(),
+            "--key-roles",
+            roles,
+            "--encrypt",
+            "--passphrase-env",
+            PASS_VAR,
+            // The production minimum, to keep the test quick.
+            "--kdf-memory-kib",
+            "19456",
+            "--kdf-iterations",
+            "2",
+        ])
+        .env(PASS_VAR, PASS)
+        .stdout(Stdio::null())
+        .status()
+        .expect("run qbind-keygen");
+    assert!(status.success(), "qbind-keygen for validator {validator}");
+}
+
+/// Remembers "height N ... state root R" lines of validator `i`.
+fn collect(i: usize, child: &mut Child, roots: &Roots) {
+    let stdout = child.stdout.take().expect("stdout");
+    let roots = Arc::clone(roots);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let Some(rest) = line.strip_prefix("height") else {
+                continue;
+            };
+            let height = rest.split_whitespace().next().and_then(|h| h.parse().ok());
+            let root = line.rsplit(' ').next().map(str::to_string);
+            if let (Some(h), Some(r)) = (height, root) {
+                roots.lock().expect("lock")[i].insert(h, r);
+            }
+        }
+    });
+}
+
+fn highest(roots: &Roots, i: usize) -> u64 {
+    roots.lock().expect("lock")[i]
+        .keys()
+        .next_back()
+        .copied()
+        .unwrap_or(0)
+}
+
+fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn wait_exit(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let mut status = None;
+    wait_until(limit, || {
+        status = child.try_wait().expect("wait");
+        status.is_some()
+    });
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    status
+}
+
+fn http_get(addr: SocketAddr) -> Option<String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    Some(body)
+}
+
+fn counter(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Kills every child still running when the test ends, pass or fail.
+struct Reaper(Vec<Child>);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+#[test]
+fn keystores_and_a_remote_signer_daemon_run_a_network() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path();
+    let base = 38_000 + (std::process::id() % 4_000) as u16 * 4;
+    let signer_port = base.wrapping_sub(2_000);
+    let metrics_port = signer_port + 1;
+
+    // Keys: validators 0..3 hold their consensus key; validator 3's is held
+    // by the daemon, which also has its own KEMTLS identity.
+    for i in 0..VALIDATORS {
+        let roles = if i == 3 {
+            "p2p-identity"
+        } else {
+            "consensus,p2p-identity"
+        };
+        keygen(&root.join(format!("v{i}")), i, roles);
+    }
+    let signer_dir = root.join("signer3");
+    keygen(&signer_dir, 3, "consensus,p2p-identity");
+
+    let mut set = String::from("network = \"devnet\"\n");
+    for i in 0..VALIDATORS {
+        let consensus: PathBuf = if i == 3 {
+            "signer3/consensus.pub".into()
+        } else {
+            format!("v{i}/consensus.pub").into()
+        };
+        set.push_str(&format!(
+            "[[validator]]\nid = {i}\nstake = 1\naddress = \"127.0.0.1:{}\"\n\
+             consensus_pub_file = \"{}\"\np2p_pub_file = \"v{i}/p2p_identity.pub\"\n",
+            base + i as u16,
+            consensus.display()
+        ));
+    }
+    let set_path = root.join("validators.toml");
+    std::fs::write(&set_path, set).expect("write set");
+
+    let daemon_cfg = format!(
+        "listen_addr = \"127.0.0.1:{signer_port}\"\nvalidator_id = 3\n\
+         backend_mode = \"encrypted-fs\"\nkeystore_path = \"{}\"\npassphrase_env = \"{PASS_VAR}\"\n\
+         rate_limit_rps = 1000\nnetwork = \"devnet\"\nallowed_client_pub = \"{}\"\n\
+         identity_key_path = \"{}\"\nidentity_passphrase_env = \"{PASS_VAR}\"\n\
+         double_sign_dir = \"{}\"\nmetrics_addr = \"127.0.0.1:{metrics_port}\"\n",
+        signer_dir.display(),
+        root.join("v3/p2p_identity.pub").display(),
+        signer_dir.join("p2p_identity.key").display(),
+        root.join("daemon-double-sign").display(),
+    );
+    let daemon_cfg_path = root.join("remote_signer.toml");
+    std::fs::write(&daemon_cfg_path, daemon_cfg).expect("write daemon config");
+    let mut daemon = Command::new(env!("CARGO_BIN_EXE_qbind-remote-signer"))
+        .arg("--config")
+        .arg(&daemon_cfg_path)
+        .env(PASS_VAR, PASS)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start qbind-remote-signer");
+    let metrics_addr: SocketAddr = ([127, 0, 0, 1], metrics_port).into();
+    assert!(
+        wait_until(Duration::from_secs(30), || http_get(metrics_addr).is_some()),
+        "the remote signer daemon did not come up"
+    );
+
+    let roots: Roots = Arc::new(Mutex::new(vec![BTreeMap::new(); VALIDATORS]));
+    let mut nodes = Reaper(Vec::new());
+    for i in 0..VALIDATORS {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_qbind-node"));
+        cmd.arg("--data-dir")
+            .arg(root.join("data"))
+            .arg("--validator-set")
+            .arg(&set_path)
+            .args([
+                "--validator-index",
+                &i.to_string(),
+                "--base-timeout-ms",
+                "500",
+                "--tx-interval-ms",
+                "10",
+                "--signer-passphrase-env",
+                PASS_VAR,
+            ])
+            .arg("--signer-keystore-path")
+            .arg(root.join(format!("v{i}")))
+            .env(PASS_VAR, PASS)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        if i == 3 {
+            cmd.args([
+                "--metrics-addr",
+                &format!("127.0.0.1:{}", metrics_port + 1),
+                "--signer-mode",
+                "remote-signer",
+                "--remote-signer-url",
+                &format!("kemtls://127.0.0.1:{signer_port}"),
+                "--signer-failure-mode",
+                "exit-on-failure",
+                "--remote-signer-timeout-ms",
+                "2000",
+            ])
+            .arg("--remote-signer-pub")
+            .arg(signer_dir.join("p2p_identity.pub"));
+        } else {
+            cmd.args(["--signer-mode", "encrypted-fs"]);
+        }
+        let mut child = cmd.spawn().expect("start qbind-node");
+        collect(i, &mut child, &roots);
+        nodes.0.push(child);
+    }
+
+    let all_reached = wait_until(Duration::from_secs(120), || {
+        (0..VALIDATORS).all(|i| highest(&roots, i) >= TARGET)
+    });
+    // While the daemon runs, the operator signs a rotation of validator 3's
+    // consensus key through it (the key never leaves the daemon).
+    keygen(&root.join("v3-next"), 3, "consensus");
+    let rotation = Command::new(env!("CARGO_BIN_EXE_qbind-key-rotation"))
+        .args([
+            "init",
+            "--validator-id",
+            "3",
+            "--key-role",
+            "consensus",
+            "--effective-epoch",
+            "5",
+            "--grace-epochs",
+            "2",
+            "--network",
+            "devnet",
+            "--remote-signer-url",
+            &format!("kemtls://127.0.0.1:{signer_port}"),
+            "--passphrase-env",
+            PASS_VAR,
+        ])
+        .arg("--new-key-path")
+        .arg(root.join("v3-next/consensus.pub"))
+        .arg("--remote-signer-pub")
+        .arg(signer_dir.join("p2p_identity.pub"))
+        .arg("--p2p-identity-key")
+        .arg(root.join("v3/p2p_identity.key"))
+        .arg("--output")
+        .arg(root.join("rotation-3.json"))
+        .env(PASS_VAR, PASS)
+        .output()
+        .expect("run qbind-key-rotation");
+    let metrics = http_get(metrics_addr).unwrap_or_default();
+    let node_metrics = http_get(([127, 0, 0, 1], metrics_port + 1).into()).unwrap_or_default();
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    assert!(
+        all_reached,
+        "not every validator executed {TARGET} blocks: {:?}",
+        (0..VALIDATORS)
+            .map(|i| highest(&roots, i))
+            .collect::<Vec<_>>()
+    );
+    let signed = counter(&metrics, "qbind_remote_signer_signed_total");
+    eprintln!(
+        "heights {:?}; the daemon signed {signed} requests for validator 3",
+        (0..VALIDATORS)
+            .map(|i| highest(&roots, i))
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        signed > 0,
+        "the daemon signed nothing for validator 3:\n{metrics}"
+    );
+    // The node exports its signer's health and the rotation gauges.
+    for (name, at_least) in [
+        ("qbind_hsm_startup_ok{validator=\"3\"}", 1),
+        ("qbind_signer_signatures_total{validator=\"3\"}", 1),
+        (
+            "qbind_consensus_key_rotation_pending{validator=\"3\",key_role=\"consensus\"}",
+            0,
+        ),
+    ] {
+        assert!(
+            node_metrics.lines().any(|l| l.starts_with(name)),
+            "{name} missing:\n{node_metrics}"
+        );
+        assert!(
+            counter(&node_metrics, name) >= at_least,
+            "{name} below {at_least}"
+        );
+    }
+    {
+        let roots = roots.lock().expect("lock");
+        for h in 1..=TARGET {
+            let first = &roots[0][&h];
+            for (i, m) in roots.iter().enumerate() {
+                assert_eq!(&m[&h], first, "validator {i} state root at height {h}");
+            }
+        }
+    }
+
+    assert!(
+        rotation.status.success(),
+        "qbind-key-rotation through the daemon: {}",
+        String::from_utf8_lossy(&rotation.stderr)
+    );
+    // The event is valid for the network: the validator-set file with it
+    // loads, and from epoch 5 validator 3 may sign with the new key.
+    let with_rotation = std::fs::read_to_string(&set_path)
+        .expect("read set")
+        .replace(
+            "network = \"devnet\"\n",
+            "network = \"devnet\"\nepoch_length = 100\n",
+        )
+        + "[[rotation]]\nfile = \"rotation-3.json\"\n";
+    let rotated_path = root.join("validators-rotated.toml");
+    std::fs::write(&rotated_path, with_rotation).expect("write set");
+    let rotated = qbind_node_ref::validator_set::ValidatorSetFile::load(&rotated_path)
+        .expect("the signed rotation applies");
+    let registry = rotated.key_registry().expect("registry");
+    use qbind_core::key_rotation::KeyRole;
+    use qbind_core::types::{Epoch, ValidatorId};
+    assert_eq!(
+        registry
+            .accepted_keys(ValidatorId(3), KeyRole::Consensus, Epoch(5))
+            .len(),
+        2,
+        "both keys during the grace period"
+    );
+
+    // The daemon is gone: validator 3's next signature fails and, under
+    // ExitOnFailure, the node exits with status 1.
+    let status = wait_exit(&mut nodes.0[3], Duration::from_secs(60));
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(1),
+        "validator 3 should exit with 1 after losing its signer: {status:?}"
+    );
+    // Three of four still commit.
+    let before = highest(&roots, 0);
+    eprintln!("validator 3 exited with {status:?}; validator 0 at height {before}");
+    assert!(
+        wait_until(Duration::from_secs(60), || highest(&roots, 0) >= before + 3),
+        "validators 0..2 stopped committing without validator 3"
+    );
+    for i in 0..3 {
+        let _ = Command::new("kill")
+            .args(["-INT", &nodes.0[i].id().to_string()])
+            .status();
+    }
+    for i in 0..3 {
+        let status = wait_exit(&mut nodes.0[i], Duration::from_secs(30));
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "validator {i} did not stop cleanly: {status:?}"
+        );
+    }
+}
+
+#[test]
+fn bad_signer_settings_are_refused_with_status_2() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path();
+    keygen(&root.join("v0"), 0, "consensus,p2p-identity");
+    let set = "network = \"devnet\"\n[[validator]]\nid = 0\nstake = 1\naddress = \"127.0.0.1:1\"\n\
+               consensus_pub_file = \"v0/consensus.pub\"\np2p_pub_file = \"v0/p2p_identity.pub\"\n";
+    let set_path = root.join("validators.toml");
+    std::fs::write(&set_path, set).expect("write set");
+    let run = |args: &[&str], pass: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_qbind-node"))
+            .arg("--data-dir")
+            .arg(root.join("data"))
+            .args(args)
+            .env(PASS_VAR, pass)
+            .output()
+            .expect("run qbind-node");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let set_arg = set_path.to_str().expect("utf-8 path");
+    let ks = root.join("v0");
+    let ks_arg = ks.to_str().expect("utf-8 path");
+    let common = [
+        "--validator-set",
+        set_arg,
+        "--validator-index",
+        "0",
+        "--signer-keystore-path",
+        ks_arg,
+        "--signer-passphrase-env",
+        PASS_VAR,
+    ];
+    let (code, err) = run(&["--signer-mode", "encrypted-fs"], PASS);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--signer-mode needs --validator-set"), "{err}");
+
+    let with = |extra: &[&'static str]| -> Vec<&str> {
+        common
+            .iter()
+            .copied()
+            .chain(extra.iter().copied())
+            .collect()
+    };
+    let (code, err) = run(
+        &with(&["--signer-mode", "encrypted-fs"]),
+        "wrong passphrase",
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("P2P identity key"), "{err}");
+
+    let (code, err) = run(&with(&["--signer-mode", "paper"]), PASS);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("unknown --signer-mode"), "{err}");
+
+    let (code, err) = run(
+        &with(&[
+            "--signer-mode",
+            "hsm-pkcs11",
+            "--hsm-config-path",
+            "/nonexistent/hsm.toml",
+        ]),
+        PASS,
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("signer startup failed"), "{err}");
+
+    let (code, err) = run(
+        &with(&[
+            "--signer-mode",
+            "encrypted-fs",
+            "--signer-failure-mode",
+            "sometimes",
+        ]),
+        PASS,
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--signer-failure-mode"), "{err}");
+}
