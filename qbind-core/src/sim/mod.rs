@@ -111,6 +111,8 @@ pub struct Scenario {
     pub(crate) byzantine: Vec<(usize, Behavior)>,
     pub(crate) twins: Vec<usize>,
     pub(crate) epoch_change: Option<(u64, Vec<u64>)>,
+    /// (node, effective epoch, grace epochs) of a consensus-key rotation.
+    pub(crate) key_rotation: Option<(usize, u64, u64)>,
     pub(crate) stakes: Vec<u64>,
     pub(crate) tx_interval: u64,
     pub(crate) max_block_txs: usize,
@@ -247,6 +249,7 @@ impl Scenario {
             byzantine: Vec::new(),
             twins: Vec::new(),
             epoch_change: None,
+            key_rotation: None,
             stakes: vec![1; n.max(1)],
             tx_interval: 0,
             max_block_txs: 100,
@@ -385,6 +388,17 @@ impl Scenario {
     #[must_use]
     pub fn epoch_change(mut self, epoch_length: u64, stakes: Vec<u64>) -> Self {
         self.epoch_change = Some((epoch_length, stakes));
+        self
+    }
+
+    /// Node `node` rotates its consensus key (runbook §6.2): a signed
+    /// rotation event with `effective_epoch` and `grace_epochs` is in every
+    /// node's key registry from the start, and the node signs with its new
+    /// key once it has entered `effective_epoch`. Needs epochs
+    /// ([`Scenario::epoch_change`]).
+    #[must_use]
+    pub fn key_rotation(mut self, node: usize, effective_epoch: u64, grace_epochs: u64) -> Self {
+        self.key_rotation = Some((node, effective_epoch, grace_epochs));
         self
     }
 

@@ -52,6 +52,8 @@ enum Event {
 struct SimNode {
     validator: ValidatorId,
     key: KeyPair,
+    /// A rotated consensus key and the epoch from which the node uses it.
+    rotated_key: Option<(crate::types::Epoch, KeyPair)>,
     behavior: Option<Behavior>,
     honest: bool,
     machine: Option<HotStuff>,
@@ -110,6 +112,7 @@ impl SimNode {
         SimNode {
             validator: ValidatorId(validator as u32),
             key,
+            rotated_key: None,
             behavior,
             honest,
             machine: None,
@@ -198,6 +201,55 @@ impl Runner {
             },
             None => EpochSchedule::fixed(first),
         };
+        let mut rotated_key = None;
+        let schedule = match sc.key_rotation {
+            None => schedule,
+            Some((node, effective, grace)) => {
+                let Some(old) = keys.get(node) else {
+                    return Err(invalid(&sc, "key rotation of an unknown node"));
+                };
+                if sc.epoch_change.is_none() || effective == 0 {
+                    return Err(invalid(
+                        &sc,
+                        "a key rotation needs epochs and an effective epoch of at least 1",
+                    ));
+                }
+                let new = KeyPair::from_seed(&[0xa5; 32]);
+                let mut registry = crate::key_rotation::ValidatorKeyRegistry::new();
+                for (i, k) in keys.iter().enumerate() {
+                    registry.register(
+                        ValidatorId(i as u32),
+                        crate::key_rotation::KeyRole::Consensus,
+                        k.public_key().as_bytes().to_vec(),
+                    );
+                }
+                let event = crate::key_rotation::KeyRotationEvent {
+                    validator_id: ValidatorId(node as u32),
+                    key_kind: crate::key_rotation::KeyRole::Consensus,
+                    old_key: old.public_key().as_bytes().to_vec(),
+                    new_key: new.public_key().as_bytes().to_vec(),
+                    effective_epoch: crate::types::Epoch(effective),
+                    grace_epochs: grace,
+                    emergency: false,
+                };
+                let applied = event
+                    .sign(env, old)
+                    .map_err(|e| e.to_string())
+                    .and_then(|signed| {
+                        registry
+                            .apply(&signed, env, crate::types::Epoch(effective - 1))
+                            .map_err(|e| e.to_string())
+                    });
+                if applied.is_err() {
+                    return Err(invalid(&sc, "the key rotation event does not apply"));
+                }
+                rotated_key = Some((node, crate::types::Epoch(effective), new));
+                match schedule.with_key_registry(registry) {
+                    Ok(s) => s,
+                    Err(_) => return Err(invalid(&sc, "key registry")),
+                }
+            }
+        };
         let mut cfg = ConsensusConfig::new(env);
         if sc.dag {
             cfg.payload_mode = crate::dag::PayloadMode::Dag;
@@ -254,6 +306,11 @@ impl Runner {
                 )
             })
             .collect();
+        if let Some((node, from, key)) = rotated_key
+            && let Some(n) = nodes.get_mut(node)
+        {
+            n.rotated_key = Some((from, key));
+        }
         for &t in &sc.twins {
             if let Some(k) = keys.get(t) {
                 nodes.push(SimNode::new(t, k.clone(), None, false));
@@ -706,7 +763,11 @@ impl Runner {
                         }
                     }
                     Effect::Sign(job) => {
-                        let key = &self.nodes[i].key;
+                        let n = &self.nodes[i];
+                        let key = match (&n.rotated_key, &n.machine) {
+                            (Some((from, new)), Some(m)) if m.epoch() >= *from => new,
+                            _ => &n.key,
+                        };
                         let sig =
                             sign_domain(key, self.env, job.request.kind, &job.request.message);
                         inputs.push_back(Input::Signed {
