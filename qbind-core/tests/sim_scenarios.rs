@@ -760,3 +760,32 @@ fn a_key_rotation_without_epochs_is_an_invalid_scenario() {
         report.summary()
     );
 }
+
+/// A set of one validator forms the QC of its own proposal and leads the
+/// next view too. It must still return to its driver between proposals
+/// (one proposal per tick) instead of chaining them without end; before
+/// that rule such a run never finished (and `qbind-node --local-validators
+/// 1` never committed).
+#[test]
+fn a_single_validator_commits_one_block_per_tick() {
+    for seed in seeds(13_000, 3) {
+        let report = Scenario::new(1)
+            .seed(seed)
+            .transactions_every(20)
+            .min_commits(50)
+            .run();
+        assert!(report.violations.is_empty(), "{}", report.summary());
+        let commits = &report.commits[0];
+        assert!(commits.len() >= 50, "{}", report.summary());
+        // One proposal per simulated millisecond at most.
+        for pair in commits.windows(2) {
+            assert!(pair[1].at >= pair[0].at, "commit times go backwards");
+        }
+        let span = commits.last().map_or(0, |c| c.at) - commits[0].at;
+        assert!(
+            span + 1 >= commits.len() as u64 - 1,
+            "{} commits in {span} ms",
+            commits.len()
+        );
+    }
+}

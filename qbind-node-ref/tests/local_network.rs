@@ -111,3 +111,16 @@ async fn local_validators_execute_resume_snapshot_prune_and_fast_sync() {
     let others = third.executed_height.iter().copied().max().unwrap_or(0);
     assert!(third.executed_height[1] + 5 >= others);
 }
+
+/// A network of one validator commits and executes on its own (it used to
+/// chain proposals inside one engine step and never commit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_validator_commits_and_executes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut opts = options(&dir.path().join("data"), &dir.path().join("snaps"), 15);
+    opts.validators = 1;
+    opts.maintenance.snapshots = None;
+    let s = run(opts).await;
+    assert!(s.executed_height[0] >= 15, "{s:?}");
+    assert!(s.submitted > 0 && s.transfers > 0, "{s:?}");
+}

@@ -331,6 +331,8 @@ impl HotStuff {
             self.local_timeout();
         } else {
             self.rebroadcast_proposal();
+            // A proposal deferred to this tick (see `try_propose`).
+            self.try_propose();
         }
         self.retry_fetches();
         if self.dag_mode() {
@@ -499,6 +501,20 @@ impl HotStuff {
             || self.set(epoch).leader(self.view) != self.me
             || self.safety.last_proposed_view >= self.view
         {
+            return;
+        }
+        // At most one proposal per millisecond. A validator that forms the
+        // QC of its own proposal and leads the next view too (a set of one,
+        // or one validator with a quorum of stake) would otherwise chain
+        // proposals without ever returning to its driver: the next one
+        // waits for the next tick.
+        if self
+            .last_proposal
+            .as_ref()
+            .is_some_and(|(p, at)| *at == self.now && p.block.view() < self.view)
+        {
+            let next = self.now.plus(1);
+            self.emit(Effect::SetTimer(next));
             return;
         }
         let high_qc = self.safety.high_qc.clone();
