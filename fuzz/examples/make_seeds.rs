@@ -35,6 +35,8 @@ fn header(view: u64, height: u64, parent: Hash32, proposer: u32) -> BlockHeader 
         proposer: ValidatorId(proposer),
         payload_digest: Hash32::ZERO,
         batch_commitment: Hash32::ZERO,
+        exec_height: Height(0),
+        exec_state_root: Hash32::ZERO,
     }
 }
 

@@ -100,6 +100,8 @@ fn block(
         proposer,
         payload_digest: Hash32([0; 32]),
         batch_commitment: Hash32([0; 32]),
+        exec_height: Height(0),
+        exec_state_root: Hash32::ZERO,
     };
     Block::new(header, justify, payload)
 }

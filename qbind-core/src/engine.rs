@@ -370,6 +370,23 @@ impl<S: StateBackend, T: Transport, C: Clock> Engine<S, T, C> {
 
     /// Run until `shutdown` becomes true or a storage failure stops it.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), EngineError> {
+        if self.execution.is_some() {
+            // Proposals carry the root of our latest executed height, and we
+            // check theirs against it, also right after a restart.
+            let executed = load_persisted(&self.store, 1)?.executed;
+            if executed.0 > 0 {
+                use crate::execution::AccountReader;
+                let state_root = crate::execution::BackendAccounts::new(&self.store)
+                    .summary()
+                    .map_err(crate::execution::ExecutionError::from)?
+                    .root();
+                self.step(Input::Executed {
+                    height: executed,
+                    state_root,
+                })
+                .await?;
+            }
+        }
         self.step(Input::Start).await?;
         loop {
             if *shutdown.borrow() {
@@ -487,6 +504,14 @@ impl<S: StateBackend, T: Transport, C: Clock> Engine<S, T, C> {
                     height.0.to_bytes(),
                 );
                 self.store.write(batch, Durability::Durable)?;
+                for event in &executed {
+                    if let EngineEvent::Executed { state_root, .. } = event {
+                        inputs.push_back(Input::Executed {
+                            height,
+                            state_root: *state_root,
+                        });
+                    }
+                }
                 if let Some(sink) = &self.events {
                     for event in executed {
                         let _ = sink.send(event);

@@ -119,9 +119,14 @@ fn header() -> impl Strategy<Value = BlockHeader> {
     (
         (any::<u64>(), view(), any::<u64>(), hash()),
         (view(), any::<u32>(), hash(), hash()),
+        (any::<u64>(), hash()),
     )
         .prop_map(
-            |((e, view, h, parent_id), (justify_view, p, payload_digest, batch_commitment))| {
+            |(
+                (e, view, h, parent_id),
+                (justify_view, p, payload_digest, batch_commitment),
+                (exec_height, exec_state_root),
+            )| {
                 BlockHeader {
                     epoch: Epoch(e),
                     view,
@@ -131,6 +136,8 @@ fn header() -> impl Strategy<Value = BlockHeader> {
                     proposer: ValidatorId(p),
                     payload_digest,
                     batch_commitment,
+                    exec_height: Height(exec_height),
+                    exec_state_root,
                 }
             },
         )
@@ -336,7 +343,7 @@ proptest! {
     #[test]
     fn block_header_round_trips(h in header(), cut: Index, extra: u8) {
         let bytes = assert_round_trip(&h)?;
-        prop_assert_eq!(bytes.len(), 132);
+        prop_assert_eq!(bytes.len(), 172);
         assert_rejects_truncation_and_extension::<BlockHeader>(&bytes, &cut, extra)?;
     }
 

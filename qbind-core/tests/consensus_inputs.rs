@@ -93,6 +93,8 @@ fn proposal_v1(keys: &[KeyPair], payload: &[u8]) -> Proposal {
         proposer: ValidatorId(1),
         payload_digest: Hash32::ZERO,
         batch_commitment: Hash32::ZERO,
+        exec_height: Height(0),
+        exec_state_root: Hash32::ZERO,
     };
     let block = Block::new(
         header,
@@ -443,6 +445,8 @@ mod dag_coupling {
             proposer: ValidatorId(1),
             payload_digest: Hash32::ZERO,
             batch_commitment: Hash32::ZERO,
+            exec_height: Height(0),
+            exec_state_root: Hash32::ZERO,
         };
         let block = Block::new(header, genesis.justify().clone(), payload);
         let signature = sign_domain(&keys[1], ENV, SignKind::Proposal, &block.id().to_bytes());

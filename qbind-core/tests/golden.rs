@@ -119,6 +119,8 @@ fn header(view: u64, height: u64, parent: Hash32, proposer: u32) -> BlockHeader 
         proposer: ValidatorId(proposer),
         payload_digest: Hash32::ZERO,
         batch_commitment: Hash32::ZERO,
+        exec_height: Height(0),
+        exec_state_root: Hash32::ZERO,
     }
 }
 
@@ -299,7 +301,7 @@ fn devnet_genesis_block_id() {
     let id = Block::genesis(NetworkEnvironment::Devnet.chain_id()).id();
     assert_eq!(
         id.to_string(),
-        "6effef7871f886f90cf8ad44625345c483b7ccbe784a3cd3ddf65a418884973e"
+        "a10abb7fae344ab509287f62f886207372d0d332ed5909ca08ec51dfbe348464"
     );
     // Other chains never share it.
     for env in [NetworkEnvironment::Testnet, NetworkEnvironment::Mainnet] {
@@ -316,11 +318,11 @@ fn block_id_is_sha3_of_the_header_encoding() {
     }
     assert_eq!(
         f.block1.id().to_string(),
-        "8d3321969822a65693ef27e650d4a93b4c356f357c675d699e61fdd334788897"
+        "16d6780de274edfa7e00a26e017494798a8125dc7aab36302f0f4dfc2f5eedac"
     );
     assert_eq!(
         f.block2.id().to_string(),
-        "9a2665e858b16d77b4f367e824cfa8a2a207e5a0d60c3217d92051edaefb7f3c"
+        "3a4ee344aaa9744f7e13af530f1a1fde44b70f0a361c32abc4e8df7648e9b67e"
     );
 }
 
@@ -338,7 +340,7 @@ fn signing_preimages() {
             "51424e4444455600",                   // DevNet chain id, u64 BE
             "0000000000000000",                   // VoteData.epoch
             "0000000000000001",                   // VoteData.view
-            "8d3321969822a65693ef27e650d4a93b4c356f357c675d699e61fdd334788897", // VoteData.block_id
+            "16d6780de274edfa7e00a26e017494798a8125dc7aab36302f0f4dfc2f5eedac", // VoteData.block_id
         )
     );
     let pre = signing_preimage(ENV, SignKind::Timeout, &f.timeout_data3.to_bytes());
@@ -355,7 +357,7 @@ fn signing_preimages() {
     // The first validator's signature on it, pinned by digest.
     assert_eq!(
         hex::encode(Hash32::digest(f.qc1.signatures[0].as_bytes()).0),
-        "6103418ec11bfea37a50a95465485c1ddbd818ad53f08e4899efd1ac692c61e0"
+        "b306bae3f09497ade53b87145bb0e71784d5e52204ea6fd3da651a7201ce8b68"
     );
     // ... made with validator 0's key, itself pinned by digest.
     assert_eq!(
@@ -372,11 +374,11 @@ fn golden_vote_data() {
         &fixture().vote_data1,
         &Expect {
             len: 48,
-            sha3: "1d957aa435ed941cc6484c1431e4422cda4d546a30643cb6330eacc4109ccc0f",
+            sha3: "39395c3bb9b3b61120343624a8fbecff78763c0acab22bad656e6d055c475799",
             prefix: &[
                 "0000000000000000",                                                 // epoch = 0
                 "0000000000000001",                                                 // view = 1
-                "8d3321969822a65693ef27e650d4a93b4c356f357c675d699e61fdd334788897", // block_id
+                "16d6780de274edfa7e00a26e017494798a8125dc7aab36302f0f4dfc2f5eedac", // block_id
             ],
         },
     );
@@ -445,11 +447,11 @@ fn golden_quorum_cert_genesis() {
         &fixture().genesis_qc,
         &Expect {
             len: 56,
-            sha3: "b569cc79eef4506652a6fb0bee772671c5d2ead36059863eaf6c94bd1fbfd1a3",
+            sha3: "166eb2b420cfc59c2abf22d7ddb0d124f9262fd3c49f5f9bb7c745a51c6b3ea8",
             prefix: &[
                 "0000000000000000", // data.epoch = 0
                 "0000000000000000", // data.view = 0
-                "6effef7871f886f90cf8ad44625345c483b7ccbe784a3cd3ddf65a418884973e", // data.block_id
+                "a10abb7fae344ab509287f62f886207372d0d332ed5909ca08ec51dfbe348464", // data.block_id
                 "00000000",         // signers.bits = 0
                 "00000000",         // signature count = 0
             ],
@@ -464,15 +466,15 @@ fn golden_quorum_cert_three_of_four() {
         &f.qc1,
         &Expect {
             len: 7317,
-            sha3: "c2fef17388256398c11858693b734792e978171e4ce97ebe0924f44d1de6dc6f",
+            sha3: "a29586723f5277330c1f6bf135ed7d9f1013808a066e5c7bd05a93c138327327",
             prefix: &[
                 "0000000000000000", // data.epoch = 0
                 "0000000000000001", // data.view = 1
-                "8d3321969822a65693ef27e650d4a93b4c356f357c675d699e61fdd334788897", // data.block_id
+                "16d6780de274edfa7e00a26e017494798a8125dc7aab36302f0f4dfc2f5eedac", // data.block_id
                 "00000004",         // signers.bits = 4
                 "0b",               // signers.bytes: 0b0000_1011 = validators 0, 1, 3
                 "00000003",         // signature count = 3
-                "2e7e4de324d45e6fd5a71b070e42ee4c", // signatures[0], first 16 of 2,420 bytes
+                "099f3680abe12ca91871913326672441", // signatures[0], first 16 of 2,420 bytes
             ],
         },
     );
@@ -523,19 +525,52 @@ fn golden_block_header() {
     check_full(
         fixture().block2.header(),
         &Expect {
-            len: 132,
-            sha3: "9a2665e858b16d77b4f367e824cfa8a2a207e5a0d60c3217d92051edaefb7f3c",
+            len: 172,
+            sha3: "3a4ee344aaa9744f7e13af530f1a1fde44b70f0a361c32abc4e8df7648e9b67e",
             prefix: &[
                 "0000000000000000",                                                 // epoch = 0
                 "0000000000000002",                                                 // view = 2
                 "0000000000000002",                                                 // height = 2
-                "8d3321969822a65693ef27e650d4a93b4c356f357c675d699e61fdd334788897", // parent_id
+                "16d6780de274edfa7e00a26e017494798a8125dc7aab36302f0f4dfc2f5eedac", // parent_id
                 "0000000000000001", // justify_view = 1
                 "00000002",         // proposer = 2
                 "671fe17bfb2dbb9911b714088bfad4c56f9b00c8d78d28c28efda7db68eb3268", // payload_digest
                 "0000000000000000000000000000000000000000000000000000000000000000", // batch_commitment (zero: inline payload)
+                "0000000000000000", // exec_height = 0
+                "0000000000000000000000000000000000000000000000000000000000000000", // exec_state_root (zero: nothing executed)
             ],
         },
+    );
+}
+
+#[test]
+fn golden_block_header_with_an_executed_root() {
+    let mut header = fixture().block2.header().clone();
+    header.exec_height = Height(7);
+    header.exec_state_root = Hash32([0xab; 32]);
+    let bytes = check_full(
+        &header,
+        &Expect {
+            len: 172,
+            sha3: "34ee14b82697b17bffa61873c8542f4e0820d520ebf9054039acf64410905ab2",
+            prefix: &[
+                "0000000000000000",                                                 // epoch = 0
+                "0000000000000002",                                                 // view = 2
+                "0000000000000002",                                                 // height = 2
+                "16d6780de274edfa7e00a26e017494798a8125dc7aab36302f0f4dfc2f5eedac", // parent_id
+                "0000000000000001", // justify_view = 1
+                "00000002",         // proposer = 2
+                "671fe17bfb2dbb9911b714088bfad4c56f9b00c8d78d28c28efda7db68eb3268", // payload_digest
+                "0000000000000000000000000000000000000000000000000000000000000000", // batch_commitment (zero: inline payload)
+                "0000000000000007", // exec_height = 7
+                "abababababababababababababababababababababababababababababababab", // exec_state_root
+            ],
+        },
+    );
+    assert_eq!(
+        Hash32::digest(&bytes),
+        header.id(),
+        "the id covers the executed root"
     );
 }
 
@@ -544,8 +579,8 @@ fn golden_genesis_block() {
     check_full(
         &fixture().genesis,
         &Expect {
-            len: 193,
-            sha3: "ac9dcb3770c72596988a37c234451590a914a4a8e6f8fcf5745f7aa33d35bf10",
+            len: 233,
+            sha3: "4712b42dd0bf221d7202890fa9b672e9c0ec96111a05211a7ced3f70148f931c",
             prefix: &[
                 "0000000000000000", // header.epoch = 0
                 "0000000000000000", // header.view = 0
@@ -555,9 +590,11 @@ fn golden_genesis_block() {
                 "00000000",         // header.proposer = 0
                 "67702a0ed25a50c46fc0a0fb46a6dfbf5333c9dc25451abdb1eeac93f1e968d5", // header.payload_digest
                 "0000000000000000000000000000000000000000000000000000000000000000", // header.batch_commitment (zero: inline payload)
+                "0000000000000000", // header.exec_height = 0
+                "0000000000000000000000000000000000000000000000000000000000000000", // header.exec_state_root (zero: nothing executed)
                 "0000000000000000", // justify.data.epoch = 0
                 "0000000000000000", // justify.data.view = 0
-                "6effef7871f886f90cf8ad44625345c483b7ccbe784a3cd3ddf65a418884973e", // justify.data.block_id
+                "a10abb7fae344ab509287f62f886207372d0d332ed5909ca08ec51dfbe348464", // justify.data.block_id
                 "00000000", // justify.signers.bits = 0
                 "00000000", // justify.signature count = 0
                 "00",       // payload tag: 0 = transactions
@@ -573,20 +610,22 @@ fn golden_block() {
     check_full(
         &f.block1,
         &Expect {
-            len: 219,
-            sha3: "9bb77a68dfd3a9590ce68f9711f68e1676cf6b13822b20c8c5b1d0cc501e63e4",
+            len: 259,
+            sha3: "1aac72242cb075b87fa2a4bebabe365f38eb6db824626e262385b8fd0d02b2b0",
             prefix: &[
                 "0000000000000000", // header.epoch = 0
                 "0000000000000001", // header.view = 1
                 "0000000000000001", // header.height = 1
-                "6effef7871f886f90cf8ad44625345c483b7ccbe784a3cd3ddf65a418884973e", // header.parent_id
+                "a10abb7fae344ab509287f62f886207372d0d332ed5909ca08ec51dfbe348464", // header.parent_id
                 "0000000000000000", // header.justify_view = 0
                 "00000001",         // header.proposer = 1
                 "4a76e25b8a1ba6e622d716829b898d8da80bd6b271c49b25e6079eadb534901e", // header.payload_digest
                 "0000000000000000000000000000000000000000000000000000000000000000", // header.batch_commitment (zero: inline payload)
+                "0000000000000000", // header.exec_height = 0
+                "0000000000000000000000000000000000000000000000000000000000000000", // header.exec_state_root (zero: nothing executed)
                 "0000000000000000", // justify.data.epoch = 0
                 "0000000000000000", // justify.data.view = 0
-                "6effef7871f886f90cf8ad44625345c483b7ccbe784a3cd3ddf65a418884973e", // justify.data.block_id
+                "a10abb7fae344ab509287f62f886207372d0d332ed5909ca08ec51dfbe348464", // justify.data.block_id
                 "00000000",             // justify.signers.bits = 0
                 "00000000",             // justify.signature count = 0
                 "00",                   // payload tag: 0 = transactions
@@ -602,24 +641,26 @@ fn golden_block() {
     check(
         &f.block2,
         &Expect {
-            len: 7472,
-            sha3: "ad862c85609e5fd10a3d85a563134e3141fe2b253aa361dd66f8e0b17a72961d",
+            len: 7512,
+            sha3: "4b057cf3b5f41c655257b711f533fc9f310bee3b86ce586c053310424257138d",
             prefix: &[
                 "0000000000000000", // header.epoch = 0
                 "0000000000000002", // header.view = 2
                 "0000000000000002", // header.height = 2
-                "8d3321969822a65693ef27e650d4a93b4c356f357c675d699e61fdd334788897", // header.parent_id
+                "16d6780de274edfa7e00a26e017494798a8125dc7aab36302f0f4dfc2f5eedac", // header.parent_id
                 "0000000000000001", // header.justify_view = 1
                 "00000002",         // header.proposer = 2
                 "671fe17bfb2dbb9911b714088bfad4c56f9b00c8d78d28c28efda7db68eb3268", // header.payload_digest
                 "0000000000000000000000000000000000000000000000000000000000000000", // header.batch_commitment (zero: inline payload)
+                "0000000000000000", // header.exec_height = 0
+                "0000000000000000000000000000000000000000000000000000000000000000", // header.exec_state_root (zero: nothing executed)
                 "0000000000000000", // justify.data.epoch = 0
                 "0000000000000001", // justify.data.view = 1
-                "8d3321969822a65693ef27e650d4a93b4c356f357c675d699e61fdd334788897", // justify.data.block_id
+                "16d6780de274edfa7e00a26e017494798a8125dc7aab36302f0f4dfc2f5eedac", // justify.data.block_id
                 "00000004",                         // justify.signers.bits = 4
                 "0b",       // justify.signers.bytes: 0b0000_1011 = validators 0, 1, 3
                 "00000003", // justify.signature count = 3
-                "2e7e4de324d45e6fd5a71b070e42ee4c", // justify.signatures[0], first 16 of 2,420 bytes
+                "099f3680abe12ca91871913326672441", // justify.signatures[0], first 16 of 2,420 bytes
             ],
         },
     );
@@ -631,24 +672,26 @@ fn golden_proposal_without_tc() {
     let bytes = check(
         &f.proposal2,
         &Expect {
-            len: 9893,
-            sha3: "a8781ff7d6c5b58ca553efc509fc674beb8a24e251d12c46294a4a731a8416c0",
+            len: 9933,
+            sha3: "f7e372ce29203731acba94cf1fd380b05a2f96ba41434e5db0dde081a29e172a",
             prefix: &[
                 "0000000000000000", // block.header.epoch = 0
                 "0000000000000002", // block.header.view = 2
                 "0000000000000002", // block.header.height = 2
-                "8d3321969822a65693ef27e650d4a93b4c356f357c675d699e61fdd334788897", // block.header.parent_id
+                "16d6780de274edfa7e00a26e017494798a8125dc7aab36302f0f4dfc2f5eedac", // block.header.parent_id
                 "0000000000000001", // block.header.justify_view = 1
                 "00000002",         // block.header.proposer = 2
                 "671fe17bfb2dbb9911b714088bfad4c56f9b00c8d78d28c28efda7db68eb3268", // block.header.payload_digest
                 "0000000000000000000000000000000000000000000000000000000000000000", // block.header.batch_commitment (zero: inline payload)
+                "0000000000000000", // block.header.exec_height = 0
+                "0000000000000000000000000000000000000000000000000000000000000000", // block.header.exec_state_root (zero: nothing executed)
                 "0000000000000000", // block.justify.data.epoch = 0
                 "0000000000000001", // block.justify.data.view = 1
-                "8d3321969822a65693ef27e650d4a93b4c356f357c675d699e61fdd334788897", // block.justify.data.block_id
+                "16d6780de274edfa7e00a26e017494798a8125dc7aab36302f0f4dfc2f5eedac", // block.justify.data.block_id
                 "00000004",                         // block.justify.signers.bits = 4
                 "0b",       // block.justify.signers.bytes: 0b0000_1011 = validators 0, 1, 3
                 "00000003", // block.justify.signature count = 3
-                "2e7e4de324d45e6fd5a71b070e42ee4c", // block.justify.signatures[0], first 16 of 2,420 bytes
+                "099f3680abe12ca91871913326672441", // block.justify.signatures[0], first 16 of 2,420 bytes
             ],
         },
     );
@@ -663,24 +706,26 @@ fn golden_proposal_with_tc() {
     let bytes = check(
         &f.proposal4,
         &Expect {
-            len: 17188,
-            sha3: "ccba84595be1465a75b417d12b12f8ab227d7a8fcb6432696359d5bd7dd31266",
+            len: 17228,
+            sha3: "3c30cc53df917ce05fc394207b457e5d3e7e16384b27fd27aa9dcdabaf0d0da6",
             prefix: &[
                 "0000000000000000", // block.header.epoch = 0
                 "0000000000000004", // block.header.view = 4
                 "0000000000000002", // block.header.height = 2
-                "8d3321969822a65693ef27e650d4a93b4c356f357c675d699e61fdd334788897", // block.header.parent_id
+                "16d6780de274edfa7e00a26e017494798a8125dc7aab36302f0f4dfc2f5eedac", // block.header.parent_id
                 "0000000000000001", // block.header.justify_view = 1
                 "00000000",         // block.header.proposer = 0
                 "67702a0ed25a50c46fc0a0fb46a6dfbf5333c9dc25451abdb1eeac93f1e968d5", // block.header.payload_digest
                 "0000000000000000000000000000000000000000000000000000000000000000", // block.header.batch_commitment (zero: inline payload)
+                "0000000000000000", // block.header.exec_height = 0
+                "0000000000000000000000000000000000000000000000000000000000000000", // block.header.exec_state_root (zero: nothing executed)
                 "0000000000000000", // block.justify.data.epoch = 0
                 "0000000000000001", // block.justify.data.view = 1
-                "8d3321969822a65693ef27e650d4a93b4c356f357c675d699e61fdd334788897", // block.justify.data.block_id
+                "16d6780de274edfa7e00a26e017494798a8125dc7aab36302f0f4dfc2f5eedac", // block.justify.data.block_id
                 "00000004",                         // block.justify.signers.bits = 4
                 "0b",       // block.justify.signers.bytes: 0b0000_1011 = validators 0, 1, 3
                 "00000003", // block.justify.signature count = 3
-                "2e7e4de324d45e6fd5a71b070e42ee4c", // block.justify.signatures[0], first 16 of 2,420 bytes
+                "099f3680abe12ca91871913326672441", // block.justify.signatures[0], first 16 of 2,420 bytes
             ],
         },
     );
@@ -703,13 +748,13 @@ fn golden_vote() {
         &fixture().vote2,
         &Expect {
             len: 2472,
-            sha3: "751ffb5bb65d91ecbf25524e014e1e0d533bbd827278ecefb1be49e10ebe3c92",
+            sha3: "2b779cdeb79a64fb265952809da57ca0574426033431ee16f54fc7e14f0955b1",
             prefix: &[
                 "0000000000000000", // data.epoch = 0
                 "0000000000000002", // data.view = 2
-                "9a2665e858b16d77b4f367e824cfa8a2a207e5a0d60c3217d92051edaefb7f3c", // data.block_id
+                "3a4ee344aaa9744f7e13af530f1a1fde44b70f0a361c32abc4e8df7648e9b67e", // data.block_id
                 "00000003",         // voter = 3
-                "c97a9633022e1ea0fa5e95c7f603341b", // signature, first 16 of 2,420 bytes
+                "3b2c48510dba9a736002910a1e6b93b1", // signature, first 16 of 2,420 bytes
             ],
         },
     );
@@ -721,18 +766,18 @@ fn golden_timeout_msg_without_vote() {
         &fixture().timeout_msg3,
         &Expect {
             len: 9766,
-            sha3: "bc2f0cba5c4c126e1bb27e46cf971fc4985dc1bf0ca9e4e35a7e29fd9a815610",
+            sha3: "64dda6f976bde55a82a25a77f1827adf5bdedab223853e6356569ec294a782e5",
             prefix: &[
                 "0000000000000000", // data.epoch = 0
                 "0000000000000003", // data.view = 3
                 "0000000000000001", // data.high_qc_view = 1
                 "0000000000000000", // high_qc.data.epoch = 0
                 "0000000000000001", // high_qc.data.view = 1
-                "8d3321969822a65693ef27e650d4a93b4c356f357c675d699e61fdd334788897", // high_qc.data.block_id
+                "16d6780de274edfa7e00a26e017494798a8125dc7aab36302f0f4dfc2f5eedac", // high_qc.data.block_id
                 "00000004",                         // high_qc.signers.bits = 4
                 "0b",       // high_qc.signers.bytes: 0b0000_1011 = validators 0, 1, 3
                 "00000003", // high_qc.signature count = 3
-                "2e7e4de324d45e6fd5a71b070e42ee4c", // high_qc.signatures[0], first 16 of 2,420 bytes
+                "099f3680abe12ca91871913326672441", // high_qc.signatures[0], first 16 of 2,420 bytes
             ],
         },
     );
@@ -745,18 +790,18 @@ fn golden_timeout_msg_with_vote() {
         &f.timeout_msg2,
         &Expect {
             len: 12238,
-            sha3: "2fe5d37805d5edf701c2a829405fdedc7094d7bd1eec7275fc5eded46a9cdd67",
+            sha3: "feba26a95d8cc6fe2f44388c8f20a66df697e9a334df99c95627e57a80cabd36",
             prefix: &[
                 "0000000000000000", // data.epoch = 0
                 "0000000000000002", // data.view = 2
                 "0000000000000001", // data.high_qc_view = 1
                 "0000000000000000", // high_qc.data.epoch = 0
                 "0000000000000001", // high_qc.data.view = 1
-                "8d3321969822a65693ef27e650d4a93b4c356f357c675d699e61fdd334788897", // high_qc.data.block_id
+                "16d6780de274edfa7e00a26e017494798a8125dc7aab36302f0f4dfc2f5eedac", // high_qc.data.block_id
                 "00000004",                         // high_qc.signers.bits = 4
                 "0b",       // high_qc.signers.bytes: 0b0000_1011 = validators 0, 1, 3
                 "00000003", // high_qc.signature count = 3
-                "2e7e4de324d45e6fd5a71b070e42ee4c", // high_qc.signatures[0], first 16 of 2,420 bytes
+                "099f3680abe12ca91871913326672441", // high_qc.signatures[0], first 16 of 2,420 bytes
             ],
         },
     );
@@ -795,9 +840,9 @@ fn golden_sync_request() {
         &fixture().sync_request,
         &Expect {
             len: 36,
-            sha3: "21d08273b859b341dc830a4ce6a807a88cd99deb0b98759316f18ffe21cd8dc0",
+            sha3: "22d96fc4436df6f5569c68baf67424da3264251aa794e62ea73d9a94a9b509f1",
             prefix: &[
-                "9a2665e858b16d77b4f367e824cfa8a2a207e5a0d60c3217d92051edaefb7f3c", // block_id
+                "3a4ee344aaa9744f7e13af530f1a1fde44b70f0a361c32abc4e8df7648e9b67e", // block_id
                 "00000020", // max_blocks = 32
             ],
         },
@@ -810,25 +855,27 @@ fn golden_sync_response() {
     let bytes = check(
         &f.sync_response,
         &Expect {
-            len: 7695,
-            sha3: "d842640a876325d07757023d35f34970c5588ed685eb359272470f2eac91ece9",
+            len: 7775,
+            sha3: "d58206beb970adba69cd0d965a773ed09ca3f3454dbdff2adbc166f1746b843c",
             prefix: &[
                 "00000002",                                                         // block count = 2
                 "0000000000000000", // blocks[0].header.epoch = 0
                 "0000000000000002", // blocks[0].header.view = 2
                 "0000000000000002", // blocks[0].header.height = 2
-                "8d3321969822a65693ef27e650d4a93b4c356f357c675d699e61fdd334788897", // blocks[0].header.parent_id
+                "16d6780de274edfa7e00a26e017494798a8125dc7aab36302f0f4dfc2f5eedac", // blocks[0].header.parent_id
                 "0000000000000001", // blocks[0].header.justify_view = 1
                 "00000002",         // blocks[0].header.proposer = 2
                 "671fe17bfb2dbb9911b714088bfad4c56f9b00c8d78d28c28efda7db68eb3268", // blocks[0].header.payload_digest
                 "0000000000000000000000000000000000000000000000000000000000000000", // blocks[0].header.batch_commitment (zero: inline payload)
+                "0000000000000000", // blocks[0].header.exec_height = 0
+                "0000000000000000000000000000000000000000000000000000000000000000", // blocks[0].header.exec_state_root (zero: nothing executed)
                 "0000000000000000", // blocks[0].justify.data.epoch = 0
                 "0000000000000001", // blocks[0].justify.data.view = 1
-                "8d3321969822a65693ef27e650d4a93b4c356f357c675d699e61fdd334788897", // blocks[0].justify.data.block_id
+                "16d6780de274edfa7e00a26e017494798a8125dc7aab36302f0f4dfc2f5eedac", // blocks[0].justify.data.block_id
                 "00000004",                         // blocks[0].justify.signers.bits = 4
                 "0b",       // blocks[0].justify.signers.bytes: 0b0000_1011 = validators 0, 1, 3
                 "00000003", // blocks[0].justify.signature count = 3
-                "2e7e4de324d45e6fd5a71b070e42ee4c", // blocks[0].justify.signatures[0], first 16 of 2,420 bytes
+                "099f3680abe12ca91871913326672441", // blocks[0].justify.signatures[0], first 16 of 2,420 bytes
             ],
         },
     );
@@ -842,25 +889,27 @@ fn golden_consensus_msg_proposal() {
     check(
         &ConsensusMsg::Proposal(fixture().proposal2.clone()),
         &Expect {
-            len: 9894,
-            sha3: "1eb52a56ecc7f8f83b1207bdb5a4ff5a764a2d36903228db22da0cc12bfbeece",
+            len: 9934,
+            sha3: "b02f8aca51d40c7aca4e1ea6e836b9af5a2270c90a4ca99fd84a9768ec68097c",
             prefix: &[
                 "01",                                                               // tag 1 = Proposal
                 "0000000000000000", // block.header.epoch = 0
                 "0000000000000002", // block.header.view = 2
                 "0000000000000002", // block.header.height = 2
-                "8d3321969822a65693ef27e650d4a93b4c356f357c675d699e61fdd334788897", // block.header.parent_id
+                "16d6780de274edfa7e00a26e017494798a8125dc7aab36302f0f4dfc2f5eedac", // block.header.parent_id
                 "0000000000000001", // block.header.justify_view = 1
                 "00000002",         // block.header.proposer = 2
                 "671fe17bfb2dbb9911b714088bfad4c56f9b00c8d78d28c28efda7db68eb3268", // block.header.payload_digest
                 "0000000000000000000000000000000000000000000000000000000000000000", // block.header.batch_commitment (zero: inline payload)
+                "0000000000000000", // block.header.exec_height = 0
+                "0000000000000000000000000000000000000000000000000000000000000000", // block.header.exec_state_root (zero: nothing executed)
                 "0000000000000000", // block.justify.data.epoch = 0
                 "0000000000000001", // block.justify.data.view = 1
-                "8d3321969822a65693ef27e650d4a93b4c356f357c675d699e61fdd334788897", // block.justify.data.block_id
+                "16d6780de274edfa7e00a26e017494798a8125dc7aab36302f0f4dfc2f5eedac", // block.justify.data.block_id
                 "00000004",                         // block.justify.signers.bits = 4
                 "0b",       // block.justify.signers.bytes: 0b0000_1011 = validators 0, 1, 3
                 "00000003", // block.justify.signature count = 3
-                "2e7e4de324d45e6fd5a71b070e42ee4c", // block.justify.signatures[0], first 16 of 2,420 bytes
+                "099f3680abe12ca91871913326672441", // block.justify.signatures[0], first 16 of 2,420 bytes
             ],
         },
     );
@@ -872,14 +921,14 @@ fn golden_consensus_msg_vote() {
         &ConsensusMsg::Vote(fixture().vote2.clone()),
         &Expect {
             len: 2473,
-            sha3: "0c3cac4da250b6bb628175539ce6049ea33674348ca48faad271e48e7257889f",
+            sha3: "bd745ed9cde4a363050f98f8179f4aa66ba59b510f64e43693ec906b4e51d039",
             prefix: &[
                 "02",                                                               // tag 2 = Vote
                 "0000000000000000", // data.epoch = 0
                 "0000000000000002", // data.view = 2
-                "9a2665e858b16d77b4f367e824cfa8a2a207e5a0d60c3217d92051edaefb7f3c", // data.block_id
+                "3a4ee344aaa9744f7e13af530f1a1fde44b70f0a361c32abc4e8df7648e9b67e", // data.block_id
                 "00000003",         // voter = 3
-                "c97a9633022e1ea0fa5e95c7f603341b", // signature, first 16 of 2,420 bytes
+                "3b2c48510dba9a736002910a1e6b93b1", // signature, first 16 of 2,420 bytes
             ],
         },
     );
@@ -891,7 +940,7 @@ fn golden_consensus_msg_timeout() {
         &ConsensusMsg::Timeout(fixture().timeout_msg2.clone()),
         &Expect {
             len: 12239,
-            sha3: "d4da4bf1733ac72b0da4aff507fd096f9e816d568a2ca4d7d602cfdad6437ced",
+            sha3: "1c4ba4f406293d2c207e76362c06de86c8d6d3cbdef536962d0f83128eb7798c",
             prefix: &[
                 "03",                                                               // tag 3 = Timeout
                 "0000000000000000", // data.epoch = 0
@@ -899,11 +948,11 @@ fn golden_consensus_msg_timeout() {
                 "0000000000000001", // data.high_qc_view = 1
                 "0000000000000000", // high_qc.data.epoch = 0
                 "0000000000000001", // high_qc.data.view = 1
-                "8d3321969822a65693ef27e650d4a93b4c356f357c675d699e61fdd334788897", // high_qc.data.block_id
+                "16d6780de274edfa7e00a26e017494798a8125dc7aab36302f0f4dfc2f5eedac", // high_qc.data.block_id
                 "00000004",                         // high_qc.signers.bits = 4
                 "0b",       // high_qc.signers.bytes: 0b0000_1011 = validators 0, 1, 3
                 "00000003", // high_qc.signature count = 3
-                "2e7e4de324d45e6fd5a71b070e42ee4c", // high_qc.signatures[0], first 16 of 2,420 bytes
+                "099f3680abe12ca91871913326672441", // high_qc.signatures[0], first 16 of 2,420 bytes
             ],
         },
     );
@@ -939,10 +988,10 @@ fn golden_consensus_msg_sync_request() {
         &ConsensusMsg::SyncRequest(fixture().sync_request),
         &Expect {
             len: 37,
-            sha3: "34fc23c7960e6f0ea61e10302a0a8d069a323496d34973496821a8016466c3b8",
+            sha3: "9fbc992abc5a3c856a8e057095642e2b6b4bd7f09c0f1a6bcf7de147fbee07e2",
             prefix: &[
                 "05",                                                               // tag 5 = SyncRequest
-                "9a2665e858b16d77b4f367e824cfa8a2a207e5a0d60c3217d92051edaefb7f3c", // block_id
+                "3a4ee344aaa9744f7e13af530f1a1fde44b70f0a361c32abc4e8df7648e9b67e", // block_id
                 "00000020", // max_blocks = 32
             ],
         },
@@ -954,26 +1003,28 @@ fn golden_consensus_msg_sync_response() {
     check(
         &ConsensusMsg::SyncResponse(fixture().sync_response.clone()),
         &Expect {
-            len: 7696,
-            sha3: "f06f75211799487266a42c343661a358d83648638858b814bfc8d1aeb6a94961",
+            len: 7776,
+            sha3: "924d40b01e0bc8d48a6c60286b6d9aa954e45f3c5b813edceb0ce0e98f2ad019",
             prefix: &[
                 "06",                                                               // tag 6 = SyncResponse
                 "00000002",         // block count = 2
                 "0000000000000000", // blocks[0].header.epoch = 0
                 "0000000000000002", // blocks[0].header.view = 2
                 "0000000000000002", // blocks[0].header.height = 2
-                "8d3321969822a65693ef27e650d4a93b4c356f357c675d699e61fdd334788897", // blocks[0].header.parent_id
+                "16d6780de274edfa7e00a26e017494798a8125dc7aab36302f0f4dfc2f5eedac", // blocks[0].header.parent_id
                 "0000000000000001", // blocks[0].header.justify_view = 1
                 "00000002",         // blocks[0].header.proposer = 2
                 "671fe17bfb2dbb9911b714088bfad4c56f9b00c8d78d28c28efda7db68eb3268", // blocks[0].header.payload_digest
                 "0000000000000000000000000000000000000000000000000000000000000000", // blocks[0].header.batch_commitment (zero: inline payload)
+                "0000000000000000", // blocks[0].header.exec_height = 0
+                "0000000000000000000000000000000000000000000000000000000000000000", // blocks[0].header.exec_state_root (zero: nothing executed)
                 "0000000000000000", // blocks[0].justify.data.epoch = 0
                 "0000000000000001", // blocks[0].justify.data.view = 1
-                "8d3321969822a65693ef27e650d4a93b4c356f357c675d699e61fdd334788897", // blocks[0].justify.data.block_id
+                "16d6780de274edfa7e00a26e017494798a8125dc7aab36302f0f4dfc2f5eedac", // blocks[0].justify.data.block_id
                 "00000004",                         // blocks[0].justify.signers.bits = 4
                 "0b",       // blocks[0].justify.signers.bytes: 0b0000_1011 = validators 0, 1, 3
                 "00000003", // blocks[0].justify.signature count = 3
-                "2e7e4de324d45e6fd5a71b070e42ee4c", // blocks[0].justify.signatures[0], first 16 of 2,420 bytes
+                "099f3680abe12ca91871913326672441", // blocks[0].justify.signatures[0], first 16 of 2,420 bytes
             ],
         },
     );
@@ -1025,7 +1076,7 @@ fn golden_safety_state_genesis() {
         &SafetyState::genesis(f.genesis_qc.clone()),
         &Expect {
             len: 130,
-            sha3: "d0768c5c9feeebb73a317cdc7414bdcba63e917b994480162e93e34a481fef06",
+            sha3: "84dbf802aebcd454a780eee85e5ea014f68731f2a710eb7dc61bbdce44f8be79",
             prefix: &[
                 "01",                                                               // format version = 1
                 "0000000000000000", // last_voted_view = 0
@@ -1033,12 +1084,12 @@ fn golden_safety_state_genesis() {
                 "0000000000000000", // last_proposed_view = 0
                 "0000000000000000", // locked_qc.data.epoch = 0
                 "0000000000000000", // locked_qc.data.view = 0
-                "6effef7871f886f90cf8ad44625345c483b7ccbe784a3cd3ddf65a418884973e", // locked_qc.data.block_id
+                "a10abb7fae344ab509287f62f886207372d0d332ed5909ca08ec51dfbe348464", // locked_qc.data.block_id
                 "00000000",         // locked_qc.signers.bits = 0
                 "00000000",         // locked_qc.signature count = 0
                 "0000000000000000", // high_qc.data.epoch = 0
                 "0000000000000000", // high_qc.data.view = 0
-                "6effef7871f886f90cf8ad44625345c483b7ccbe784a3cd3ddf65a418884973e", // high_qc.data.block_id
+                "a10abb7fae344ab509287f62f886207372d0d332ed5909ca08ec51dfbe348464", // high_qc.data.block_id
                 "00000000", // high_qc.signers.bits = 0
                 "00000000", // high_qc.signature count = 0
             ],
@@ -1052,7 +1103,7 @@ fn golden_safety_state_without_last_timeout() {
         &safety_without_timeout(),
         &Expect {
             len: 7391,
-            sha3: "7fe27694c27eab933bdfafec067e32a3afaba421dfc4243325a99fd997ae8649",
+            sha3: "50c643d638de3b388c0bee8ff9b1375061a2b06d4211924344fd8417c8b75112",
             prefix: &[
                 "01",                                                               // format version = 1
                 "0000000000000002", // last_voted_view = 2
@@ -1060,16 +1111,16 @@ fn golden_safety_state_without_last_timeout() {
                 "0000000000000001", // last_proposed_view = 1
                 "0000000000000000", // locked_qc.data.epoch = 0
                 "0000000000000000", // locked_qc.data.view = 0
-                "6effef7871f886f90cf8ad44625345c483b7ccbe784a3cd3ddf65a418884973e", // locked_qc.data.block_id
+                "a10abb7fae344ab509287f62f886207372d0d332ed5909ca08ec51dfbe348464", // locked_qc.data.block_id
                 "00000000",         // locked_qc.signers.bits = 0
                 "00000000",         // locked_qc.signature count = 0
                 "0000000000000000", // high_qc.data.epoch = 0
                 "0000000000000001", // high_qc.data.view = 1
-                "8d3321969822a65693ef27e650d4a93b4c356f357c675d699e61fdd334788897", // high_qc.data.block_id
+                "16d6780de274edfa7e00a26e017494798a8125dc7aab36302f0f4dfc2f5eedac", // high_qc.data.block_id
                 "00000004",                         // high_qc.signers.bits = 4
                 "0b",       // high_qc.signers.bytes: 0b0000_1011 = validators 0, 1, 3
                 "00000003", // high_qc.signature count = 3
-                "2e7e4de324d45e6fd5a71b070e42ee4c", // high_qc.signatures[0], first 16 of 2,420 bytes
+                "099f3680abe12ca91871913326672441", // high_qc.signatures[0], first 16 of 2,420 bytes
             ],
         },
     );
@@ -1081,7 +1132,7 @@ fn golden_safety_state_with_last_timeout() {
         &safety_with_timeout(),
         &Expect {
             len: 14732,
-            sha3: "98713c7ef45e757916737e227d242b649aa8b5e1e9cfeb1fc29628f9b8641625",
+            sha3: "54acc9c4992be1a145584e11d7156e76e23e7321e8bf3d74c5896346ddbf406e",
             prefix: &[
                 "01",                                                               // format version = 1
                 "0000000000000003", // last_voted_view = 3
@@ -1091,11 +1142,11 @@ fn golden_safety_state_with_last_timeout() {
                 "0000000000000001", // last_timeout.data.high_qc_view = 1
                 "0000000000000000", // last_timeout.high_qc.data.epoch = 0
                 "0000000000000001", // last_timeout.high_qc.data.view = 1
-                "8d3321969822a65693ef27e650d4a93b4c356f357c675d699e61fdd334788897", // last_timeout.high_qc.data.block_id
+                "16d6780de274edfa7e00a26e017494798a8125dc7aab36302f0f4dfc2f5eedac", // last_timeout.high_qc.data.block_id
                 "00000004", // last_timeout.high_qc.signers.bits = 4
                 "0b",       // last_timeout.high_qc.signers.bytes: 0b0000_1011 = validators 0, 1, 3
                 "00000003", // last_timeout.high_qc.signature count = 3
-                "2e7e4de324d45e6fd5a71b070e42ee4c", // last_timeout.high_qc.signatures[0], first 16 of 2,420 bytes
+                "099f3680abe12ca91871913326672441", // last_timeout.high_qc.signatures[0], first 16 of 2,420 bytes
             ],
         },
     );

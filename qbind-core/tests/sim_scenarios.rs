@@ -789,3 +789,45 @@ fn a_single_validator_commits_one_block_per_tick() {
         );
     }
 }
+
+/// Proposals carry the proposer's latest executed state root. Validator 2's
+/// state diverged (every root it computes differs): it notices from the
+/// honest proposals and stops voting, the honest validators never vote for
+/// its proposals, and the chain goes on with the three honest validators.
+#[test]
+fn a_validator_whose_state_diverged_stops_voting() {
+    for r in run_all("divergent_state", 46_000, 4, |s| {
+        transfers(s).byzantine(2, Behavior::DivergentState)
+    }) {
+        assert_transfers(&r, 30);
+        let diverged = r.metrics[2].as_ref().expect("validator 2 runs");
+        let honest = r.metrics[0].as_ref().expect("validator 0 runs");
+        eprintln!(
+            "seed {}: validator 2 refused {} proposals, made {} and sent {} votes; validator 0 \
+             sent {} votes; honest refusals {:?}",
+            r.seed,
+            diverged.state_root_mismatches,
+            diverged.proposals_made,
+            diverged.votes_sent,
+            honest.votes_sent,
+            r.rejected.get("state_root_mismatch")
+        );
+        assert!(diverged.state_root_mismatches > 0, "{}", r.summary());
+        assert!(
+            r.rejected.get("state_root_mismatch").copied().unwrap_or(0) > 0,
+            "honest validators voted for a proposal with a wrong state root: {}",
+            r.summary()
+        );
+        // Its votes: for its own proposals, and for the first blocks, whose
+        // proposals carry no executed height yet (execution starts with the
+        // first commit; a proposal at height h reports height h - 4 or
+        // lower). Never for an honest proposal after that.
+        let first_checked = 8;
+        assert!(
+            diverged.votes_sent <= diverged.proposals_made + first_checked,
+            "validator 2 kept voting for honest proposals: {} votes, {} own proposals",
+            diverged.votes_sent,
+            diverged.proposals_made
+        );
+    }
+}

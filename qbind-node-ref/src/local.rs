@@ -220,7 +220,7 @@ fn sample(p: &mut PromText, name: &str, help: &str, label: (&str, &str), value: 
 fn render(shared: &Shared) -> String {
     let mut p = PromText::new();
     type Consensus = fn(&ConsensusMetrics) -> u64;
-    const CONSENSUS: [(&str, &str, Consensus); 8] = [
+    const CONSENSUS: [(&str, &str, Consensus); 9] = [
         ("qbind_consensus_current_view", "Current view.", |m| {
             m.current_view
         }),
@@ -253,6 +253,11 @@ fn render(shared: &Shared) -> String {
             "qbind_consensus_views_timed_out_total",
             "Views left by a timeout.",
             |m| m.views_timed_out,
+        ),
+        (
+            "qbind_consensus_state_root_refusals_total",
+            "Proposals not voted for: their executed state root differs from ours.",
+            |m| m.state_root_mismatches,
         ),
         (
             "qbind_consensus_rejected_total",

@@ -123,6 +123,18 @@ pub enum ConsensusError {
         /// The result label.
         why: &'static str,
     },
+    /// The proposal reports a state root for a height this validator
+    /// executed with a different root: one of the two diverged, and this
+    /// validator does not vote for it.
+    #[error("state root at height {height} differs: ours {ours}, the proposal's {theirs}")]
+    StateRootMismatch {
+        /// The executed height the proposal reports.
+        height: Height,
+        /// Our root at that height.
+        ours: Hash32,
+        /// The proposal's root.
+        theirs: Hash32,
+    },
     /// A batch or batch acknowledgement was refused.
     #[error("invalid batch: {why}")]
     InvalidBatch {
@@ -160,6 +172,7 @@ impl ConsensusError {
             ConsensusError::ConflictsWithCommitted { .. } => "conflicts_with_committed",
             ConsensusError::VoteRefused(_) => "vote_refused",
             ConsensusError::InvalidPayload { .. } => "invalid_payload",
+            ConsensusError::StateRootMismatch { .. } => "state_root_mismatch",
             ConsensusError::InvalidBatch { .. } => "invalid_batch",
             ConsensusError::BadSyncResponse { .. } => "bad_sync_response",
         }

@@ -66,7 +66,30 @@ impl HotStuff {
         if block.payload().tx_count() > self.cfg.max_block_txs {
             return Err(bad("too many transactions"));
         }
+        if h.exec_height >= h.height {
+            return Err(bad("executed height not below the block's height"));
+        }
+        if h.exec_height.0 == 0 && h.exec_state_root != Hash32::ZERO {
+            return Err(bad("state root without an executed height"));
+        }
         Ok(())
+    }
+
+    /// A proposal that reports a state root for a height we executed with a
+    /// different root gets no vote: either we or the proposer diverged.
+    fn check_state_root(&mut self, block: &Block) -> Result<(), ConsensusError> {
+        let h = block.header();
+        match self.executed_roots.get(&h.exec_height) {
+            Some(ours) if h.exec_height.0 > 0 && *ours != h.exec_state_root => {
+                self.metrics.state_root_mismatches += 1;
+                Err(ConsensusError::StateRootMismatch {
+                    height: h.exec_height,
+                    ours: *ours,
+                    theirs: h.exec_state_root,
+                })
+            }
+            _ => Ok(()),
+        }
     }
 
     pub(crate) fn on_proposal(
@@ -113,6 +136,7 @@ impl HotStuff {
                 if p.block.view() == self.view {
                     self.validate_payload(&p.block)?;
                 }
+                self.check_state_root(&p.block)?;
                 self.try_vote(&p.block)
             }
             Placement::Missing(id) => {

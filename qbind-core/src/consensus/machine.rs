@@ -75,7 +75,13 @@ pub struct HotStuff {
     pub(crate) last_proposal: Option<(Proposal, Millis)>,
     /// The DAG availability layer (idle in FIFO mode).
     pub(crate) dag: crate::dag::DagState,
+    /// State roots of the last [`EXECUTED_ROOTS_KEPT`] executed heights
+    /// ([`Input::Executed`]).
+    pub(crate) executed_roots: BTreeMap<Height, Hash32>,
 }
+
+/// Executed heights whose state roots are remembered for checking proposals.
+pub(crate) const EXECUTED_ROOTS_KEPT: usize = 256;
 
 impl HotStuff {
     /// A validator `me` at genesis (`safety = None`, nothing persisted), or
@@ -145,6 +151,7 @@ impl HotStuff {
             last_vote: None,
             last_proposal: None,
             dag: crate::dag::DagState::default(),
+            executed_roots: BTreeMap::new(),
         };
         hs.epoch = hs.epoch_after_root();
         hs.update_gauges();
@@ -171,6 +178,12 @@ impl HotStuff {
                     *self.metrics.mempool_rejected.entry(reason).or_default() += 1;
                 }
                 self.maybe_make_batch();
+            }
+            Input::Executed { height, state_root } => {
+                self.executed_roots.insert(height, state_root);
+                while self.executed_roots.len() > EXECUTED_ROOTS_KEPT {
+                    self.executed_roots.pop_first();
+                }
             }
         }
         self.update_gauges();
@@ -561,7 +574,23 @@ impl HotStuff {
             proposer: self.me,
             payload_digest: Hash32::ZERO,
             batch_commitment: Hash32::ZERO,
+            exec_height: Height(0),
+            exec_state_root: Hash32::ZERO,
         };
+        // Report the root of an executed height the voters have executed
+        // too by the time they see this proposal: the QC it carries can
+        // commit `height - 3`, which they execute only after voting, so
+        // report `height - 4` or lower.
+        let mut header = header;
+        if let Some((h, root)) = self
+            .executed_roots
+            .range(..Height(header.height.0.saturating_sub(3)))
+            .next_back()
+            .map(|(h, r)| (*h, *r))
+        {
+            header.exec_height = h;
+            header.exec_state_root = root;
+        }
         let block = Block::new(header, high_qc, payload);
         let tc = self
             .last_tc

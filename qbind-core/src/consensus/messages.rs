@@ -332,6 +332,15 @@ pub struct BlockHeader {
     /// Commitment over the certified batches the payload orders
     /// ([`crate::dag::batch_commitment`]); zero for inline transactions.
     pub batch_commitment: Hash32,
+    /// The highest height the proposer had executed when it proposed
+    /// (`Height(0)`: none, or an embedder without execution). Always below
+    /// `height`.
+    pub exec_height: Height,
+    /// The proposer's state root after executing `exec_height` (zero when
+    /// `exec_height` is 0). A validator that executed the same height with
+    /// a different root does not vote for the block (DESIGN "State
+    /// commitment": a diverged validator notices and stops voting).
+    pub exec_state_root: Hash32,
 }
 
 impl Encode for BlockHeader {
@@ -344,6 +353,8 @@ impl Encode for BlockHeader {
         self.proposer.encode_to(out);
         self.payload_digest.encode_to(out);
         self.batch_commitment.encode_to(out);
+        self.exec_height.encode_to(out);
+        self.exec_state_root.encode_to(out);
     }
 }
 
@@ -358,6 +369,8 @@ impl Decode for BlockHeader {
             proposer: ValidatorId::decode_from(r)?,
             payload_digest: Hash32::decode_from(r)?,
             batch_commitment: Hash32::decode_from(r)?,
+            exec_height: Height::decode_from(r)?,
+            exec_state_root: Hash32::decode_from(r)?,
         })
     }
 }
@@ -420,6 +433,8 @@ impl Block {
             proposer: ValidatorId(0),
             payload_digest: payload.digest(),
             batch_commitment: Hash32::ZERO,
+            exec_height: Height(0),
+            exec_state_root: Hash32::ZERO,
         };
         let id = header.id();
         Block {
@@ -722,7 +737,8 @@ impl Encode for SyncResponse {
 }
 
 /// Smallest possible encoding of a block (header + empty QC + empty payload).
-const MIN_BLOCK_BYTES: usize = 8 + 8 + 8 + 32 + 8 + 4 + 32 + 32 + (8 + 8 + 32 + 4 + 4) + 1 + 4;
+const MIN_BLOCK_BYTES: usize =
+    8 + 8 + 8 + 32 + 8 + 4 + 32 + 32 + 8 + 32 + (8 + 8 + 32 + 4 + 4) + 1 + 4;
 
 impl Decode for SyncResponse {
     fn decode_from(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
@@ -734,6 +750,10 @@ impl Decode for SyncResponse {
 }
 
 /// Every consensus message on the wire: a tag byte, then the body.
+// A proposal holds its block header inline (172 bytes); the bulk of every
+// variant (signatures, payloads) is on the heap already, and a message is
+// moved once from the decoder to the machine, so boxing buys nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ConsensusMsg {
     /// Tag 1.

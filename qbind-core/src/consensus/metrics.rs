@@ -35,6 +35,9 @@ pub struct ConsensusMetrics {
     pub blocks_committed: u64,
     /// `qbind_consensus_equivocation_detected_total`.
     pub equivocations_detected: u64,
+    /// Proposals refused because they report a state root that differs
+    /// from ours at a height we executed (divergence: ours or theirs).
+    pub state_root_mismatches: u64,
     /// Sync requests sent.
     pub sync_requests_sent: u64,
     /// Blocks from peers (proposals and sync responses) inserted into the

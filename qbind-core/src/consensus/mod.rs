@@ -199,6 +199,17 @@ pub enum Input {
     },
     /// A transaction for the FIFO payload.
     SubmitTransaction(Vec<u8>),
+    /// The embedder executed the committed block at `height` (after
+    /// [`Effect::Execute`]) and the state root is `state_root`. Later
+    /// proposals of this validator carry it, and proposals reporting another
+    /// root for a height it executed get no vote (DESIGN "State
+    /// commitment").
+    Executed {
+        /// The executed height.
+        height: crate::types::Height,
+        /// The state root after it.
+        state_root: crate::types::Hash32,
+    },
 }
 
 /// Effects the engine must carry out, in the order given.

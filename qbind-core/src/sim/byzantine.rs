@@ -105,6 +105,8 @@ pub(crate) fn fork(
         proposer: p.block.header().proposer,
         payload_digest: crate::types::Hash32::ZERO,
         batch_commitment: crate::types::Hash32::ZERO,
+        exec_height: p.block.header().exec_height,
+        exec_state_root: p.block.header().exec_state_root,
     };
     let block = Block::new(header, child.justify().clone(), p.block.payload().clone());
     let signature = sign_domain(key, env, SignKind::Proposal, &block.id().to_bytes());

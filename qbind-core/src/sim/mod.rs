@@ -59,6 +59,11 @@ pub enum Behavior {
     /// DAG: when leading, proposes certificates whose signatures do not match
     /// their batches (forged availability), validly signing the proposal.
     ForgedCertificates,
+    /// Transfer scenarios: runs the honest protocol, but its state diverged
+    /// — every state root it computes differs from the honest one. It must
+    /// notice from the honest proposals and stop voting, and honest
+    /// validators must not vote for its proposals.
+    DivergentState,
 }
 
 /// A network partition: from `start` to `heal` (ms), nodes only reach nodes

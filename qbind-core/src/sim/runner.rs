@@ -564,35 +564,37 @@ impl Runner {
 
     /// Execute a committed block's transfers on node `i`'s ledger (transfer
     /// scenarios only) and check the state root against other honest nodes.
+    /// Execute a committed block on node `i`'s ledger (transfer scenarios);
+    /// returns the state root the node reports to its machine.
     fn execute_transfers(
         &mut self,
         i: usize,
         height: Height,
         proposer: ValidatorId,
         txs: &[Vec<u8>],
-    ) {
-        let Some(w) = self.workload.as_ref() else {
-            return;
-        };
-        let Some(account) = self.proposer_accounts.get(proposer.0 as usize).copied() else {
-            return;
-        };
+    ) -> Option<Hash32> {
+        let w = self.workload.as_ref()?;
+        let account = self.proposer_accounts.get(proposer.0 as usize).copied()?;
         let n = &mut self.nodes[i];
-        let Some(ledger) = n.ledger.as_mut() else {
-            return;
-        };
+        let ledger = n.ledger.as_mut()?;
         match super::transfers::execute(ledger, w.config(), self.env, height, account, txs) {
-            Ok(record) => {
+            Ok(mut record) => {
                 if n.honest {
                     self.checker.state_root(height, record.state_root);
                 }
+                if n.behavior == Some(Behavior::DivergentState) {
+                    record.state_root.0[0] ^= 1;
+                }
+                let root = record.state_root;
                 n.executions.push(record);
+                Some(root)
             }
             Err(_) => {
                 if n.honest {
                     self.checker
                         .push(Violation::ExecutionFailed { node: i, height });
                 }
+                None
             }
         }
     }
@@ -700,6 +702,10 @@ impl Runner {
         );
         machine.restore_dag(n.batches.values().cloned().collect(), n.executed);
         n.machine = Some(machine);
+        if let Some(last) = n.executions.last() {
+            let (height, state_root) = (last.height, last.state_root);
+            self.feed(i, Input::Executed { height, state_root });
+        }
         self.feed(i, Input::Start);
     }
 
@@ -789,7 +795,10 @@ impl Runner {
                         txs,
                         ..
                     } => {
-                        self.execute_transfers(i, height, proposer, &txs);
+                        if let Some(state_root) = self.execute_transfers(i, height, proposer, &txs)
+                        {
+                            inputs.push_back(Input::Executed { height, state_root });
+                        }
                         let n = &mut self.nodes[i];
                         n.executed = height;
                         n.executed_txs += txs.len() as u64;
