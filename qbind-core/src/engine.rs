@@ -123,7 +123,10 @@ pub struct EngineMonetary {
 /// Something the engine reports to its embedder.
 #[derive(Clone, Debug)]
 pub enum EngineEvent {
-    /// A block was committed and persisted.
+    /// A block was committed and persisted. The commit is written buffered
+    /// and reported once a later durable write covers it (normally the
+    /// executed-height write of the same block, so this event follows that
+    /// block's [`EngineEvent::Execute`]).
     Committed {
         /// The block.
         block: Block,
@@ -295,6 +298,9 @@ pub struct Engine<S, T, C> {
     metrics_out: Option<watch::Sender<ConsensusMetrics>>,
     limits: CodecLimits,
     execution: Option<EngineExecution>,
+    /// Commits written `Buffered` and not yet covered by a durable write,
+    /// with their [`EngineEvent::Committed`] held back until they are.
+    unsynced_commits: Vec<(Block, Millis)>,
 }
 
 impl<S: StateBackend, T: Transport, C: Clock> Engine<S, T, C> {
@@ -331,6 +337,7 @@ impl<S: StateBackend, T: Transport, C: Clock> Engine<S, T, C> {
             metrics_out: None,
             limits,
             execution: None,
+            unsynced_commits: Vec::new(),
         })
     }
 
@@ -427,6 +434,18 @@ impl<S: StateBackend, T: Transport, C: Clock> Engine<S, T, C> {
                 self.apply(effect, &mut inputs).await?;
             }
         }
+        // Commits whose execution did not follow in this step (DAG data
+        // still missing, or the last step of a run) are made durable here.
+        if let Some((block, _)) = self.unsynced_commits.last() {
+            let mut batch = WriteBatch::new();
+            batch.put(
+                Namespace::Meta,
+                COMMITTED_HEIGHT_KEY.to_vec(),
+                block.height().0.to_bytes(),
+            );
+            self.store.write(batch, Durability::Durable)?;
+            self.commits_durable();
+        }
         if let Some(out) = &self.metrics_out {
             let _ = out.send(self.machine.metrics().clone());
         }
@@ -504,6 +523,9 @@ impl<S: StateBackend, T: Transport, C: Clock> Engine<S, T, C> {
                     height.0.to_bytes(),
                 );
                 self.store.write(batch, Durability::Durable)?;
+                // No holes: this durable write made the commits before it
+                // durable too.
+                self.commits_durable();
                 for event in &executed {
                     if let EngineEvent::Executed { state_root, .. } = event {
                         inputs.push_back(Input::Executed {
@@ -526,14 +548,12 @@ impl<S: StateBackend, T: Transport, C: Clock> Engine<S, T, C> {
                 self.store.write(batch, Durability::Buffered)?;
             }
             Effect::Commit(block) => {
+                // Buffered: the durable executed-height write that follows
+                // in the same step (or the sync at the end of the step)
+                // makes it durable, so a block costs one fsync, not two.
                 self.store
-                    .write(commit_batch(&block), Durability::Durable)?;
-                if let Some(sink) = &self.events {
-                    let _ = sink.send(EngineEvent::Committed {
-                        block,
-                        at: self.clock.now(),
-                    });
-                }
+                    .write(commit_batch(&block), Durability::Buffered)?;
+                self.unsynced_commits.push((block, self.clock.now()));
             }
             Effect::SetTimer(at) => {
                 self.timers.insert(at);
@@ -549,6 +569,17 @@ impl<S: StateBackend, T: Transport, C: Clock> Engine<S, T, C> {
             }
         }
         Ok(())
+    }
+}
+
+impl<S: StateBackend, T: Transport, C: Clock> Engine<S, T, C> {
+    /// The commits written so far are durable: report them.
+    fn commits_durable(&mut self) {
+        for (block, at) in self.unsynced_commits.drain(..) {
+            if let Some(sink) = &self.events {
+                let _ = sink.send(EngineEvent::Committed { block, at });
+            }
+        }
     }
 }
 

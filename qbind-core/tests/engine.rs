@@ -198,7 +198,7 @@ use qbind_core::execution::{
 use qbind_core::monetary::{
     MonetaryConfig, MonetaryEpochState, MonetaryMode, SeigniorageRecipients,
 };
-use qbind_core::traits::{Durability, StateBackend};
+use qbind_core::traits::{Durability, Namespace, StateBackend};
 use qbind_core::types::{AccountId, Hash32, Height};
 
 fn execution(keys: &[KeyPair], monetary: Option<EngineMonetary>) -> EngineExecution {
@@ -332,6 +332,22 @@ async fn engines_execute_signed_transfers_atomically_and_resume() {
         assert_eq!(reader.account(&bob).expect("bob").balance, expected_bob);
         assert_eq!(reader.account(&alice_id).expect("alice").nonce, 8);
         marks.push(p.executed);
+    }
+    // One fsync per block for commit and execution together: the commit
+    // batch (block, QC, committed height) is written buffered and made
+    // durable by the executed-height write that follows it.
+    for (i, store) in stores.iter().enumerate() {
+        let p = load_persisted(store, 1).expect("load");
+        assert!(!p.committed.is_empty(), "validator {i} committed nothing");
+        assert_eq!(
+            store.durable_writes_touching(Namespace::Blocks),
+            0,
+            "validator {i}: a commit was fsynced on its own"
+        );
+        assert!(
+            store.durable_writes_touching(Namespace::Meta) >= p.executed.0,
+            "validator {i}: executed heights were not written durably"
+        );
     }
     // Restart from the stores: no block is executed twice, the chain of
     // executed heights continues right after the persisted marker.

@@ -33,6 +33,8 @@ pub struct MemoryBackend {
 struct MemoryInner {
     table: Arc<Table>,
     durable_writes: u64,
+    /// Durable writes per namespace they touched.
+    durable_by_ns: std::collections::BTreeMap<Namespace, u64>,
 }
 
 impl MemoryBackend {
@@ -52,6 +54,12 @@ impl MemoryBackend {
     #[must_use]
     pub fn durable_writes(&self) -> u64 {
         self.lock().durable_writes
+    }
+
+    /// How many durable writes touched namespace `ns` (for tests).
+    #[must_use]
+    pub fn durable_writes_touching(&self, ns: Namespace) -> u64 {
+        self.lock().durable_by_ns.get(&ns).copied().unwrap_or(0)
     }
 
     /// Load a store written by [`StateBackend::checkpoint`] of a
@@ -110,6 +118,7 @@ impl MemoryBackend {
             inner: Arc::new(Mutex::new(MemoryInner {
                 table: Arc::new(table),
                 durable_writes: 0,
+                durable_by_ns: std::collections::BTreeMap::new(),
             })),
         })
     }
@@ -198,6 +207,20 @@ impl StateBackend for MemoryBackend {
 
     fn write(&self, batch: WriteBatch, durability: Durability) -> Result<(), StorageError> {
         let mut inner = self.lock();
+        if durability == Durability::Durable {
+            let mut touched: Vec<Namespace> = batch
+                .ops
+                .iter()
+                .map(|op| match op {
+                    WriteOp::Put { ns, .. } | WriteOp::Delete { ns, .. } => *ns,
+                })
+                .collect();
+            touched.sort_unstable();
+            touched.dedup();
+            for ns in touched {
+                *inner.durable_by_ns.entry(ns).or_default() += 1;
+            }
+        }
         let table = Arc::make_mut(&mut inner.table);
         for op in batch.ops {
             match op {
