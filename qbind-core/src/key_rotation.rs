@@ -731,6 +731,19 @@ mod tests {
         assert!(!check(&reg, 100, &old) && check(&reg, 100, &new));
     }
 
+    /// Whether validator 42's signature by `k` verifies in epoch `e`.
+    fn signs_in(reg: &ValidatorKeyRegistry, e: u64, k: &KeyPair) -> bool {
+        let msg = b"qc";
+        reg.verify(
+            ValidatorId(42),
+            KeyRole::Consensus,
+            Epoch(e),
+            msg,
+            &k.sign(msg),
+        )
+        .is_ok()
+    }
+
     #[test]
     fn history_survives_later_rotations() {
         let (a, b, c) = (kp(1), kp(2), kp(3));
@@ -740,17 +753,7 @@ mod tests {
         // Signed by b (accepted from epoch 10), applied after a's grace.
         let bc = event(&b, &c, 20, 3, false).sign(ENV, &b).unwrap();
         reg.apply(&bc, ENV, Epoch(15)).unwrap();
-        let msg = b"qc";
-        let ok = |e: u64, k: &KeyPair| {
-            reg.verify(
-                ValidatorId(42),
-                KeyRole::Consensus,
-                Epoch(e),
-                msg,
-                &k.sign(msg),
-            )
-            .is_ok()
-        };
+        let ok = |e: u64, k: &KeyPair| signs_in(&reg, e, k);
         let accepted = |e: u64| [ok(e, &a), ok(e, &b), ok(e, &c)];
         assert_eq!(accepted(5), [true, false, false]);
         assert_eq!(accepted(11), [true, true, false]);
@@ -776,17 +779,7 @@ mod tests {
         // b is compromised at epoch 13, inside the grace period [10, 20).
         let bc = event(&b, &c, 13, 0, true).sign(ENV, &a).unwrap();
         reg.apply(&bc, ENV, Epoch(13)).unwrap();
-        let msg = b"qc";
-        let ok = |e: u64, k: &KeyPair| {
-            reg.verify(
-                ValidatorId(42),
-                KeyRole::Consensus,
-                Epoch(e),
-                msg,
-                &k.sign(msg),
-            )
-            .is_ok()
-        };
+        let ok = |e: u64, k: &KeyPair| signs_in(&reg, e, k);
         assert!(ok(9, &a) && !ok(9, &b));
         assert!(ok(12, &a) && ok(12, &b) && !ok(12, &c));
         assert!(!ok(13, &a) && !ok(13, &b) && ok(13, &c));

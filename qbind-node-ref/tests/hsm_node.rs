@@ -7,12 +7,13 @@
 //! its library path comes from `QBIND_PKCS11_TEST_LIB` (CI sets it). Without
 //! it this test says so loudly and does not run.
 
-use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::Reaper;
 
 const VALIDATORS: usize = 4;
 const TARGET: u64 = 8;
@@ -20,8 +21,6 @@ const PASS_VAR: &str = "QBIND_HSM_NODE_TEST_PASSPHRASE";
 const PASS: &str = "hsm node test passphrase, not secret";
 const PIN_VAR: &str = "QBIND_HSM_NODE_TEST_PIN";
 const SO_PIN_VAR: &str = "QBIND_HSM_NODE_TEST_SO_PIN";
-
-type Roots = Arc<Mutex<Vec<BTreeMap<u64, String>>>>;
 
 fn run_ok(cmd: &mut Command, what: &str) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
@@ -141,8 +140,8 @@ fn a_validator_signs_on_a_pkcs11_token() {
     let set_path = root.join("validators.toml");
     std::fs::write(&set_path, set).expect("write set");
 
-    let roots: Roots = Arc::new(Mutex::new(vec![BTreeMap::new(); VALIDATORS]));
-    let mut children: Vec<Child> = Vec::new();
+    let roots = common::roots(VALIDATORS);
+    let mut nodes = Reaper(Vec::new());
     for i in 0..VALIDATORS {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_qbind-node"));
         cmd.arg("--data-dir")
@@ -174,80 +173,24 @@ fn a_validator_signs_on_a_pkcs11_token() {
             cmd.args(["--signer-mode", "encrypted-fs"]);
         }
         let mut child = cmd.spawn().expect("start qbind-node");
-        let stdout = child.stdout.take().expect("stdout");
-        let roots = Arc::clone(&roots);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let Some(rest) = line.strip_prefix("height") else {
-                    continue;
-                };
-                let height = rest.split_whitespace().next().and_then(|h| h.parse().ok());
-                let root = line.rsplit(' ').next().map(str::to_string);
-                if let (Some(h), Some(r)) = (height, root) {
-                    roots.lock().expect("lock")[i].insert(h, r);
-                }
-            }
-        });
-        children.push(child);
+        common::follow(i, &mut child, &roots);
+        nodes.0.push(child);
     }
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let reached = loop {
-        let done = roots
-            .lock()
-            .expect("lock")
-            .iter()
-            .all(|m| m.keys().next_back().copied().unwrap_or(0) >= TARGET);
-        let exited = children
-            .iter_mut()
-            .any(|c| matches!(c.try_wait(), Ok(Some(_))));
-        if done || exited || Instant::now() > deadline {
-            break done;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    for child in &children {
-        let _ = Command::new("kill")
-            .args(["-INT", &child.id().to_string()])
-            .status();
-    }
-    let mut statuses = Vec::new();
-    for child in &mut children {
-        let stop = Instant::now() + Duration::from_secs(30);
-        let status = loop {
-            match child.try_wait().expect("wait") {
-                Some(s) => break Some(s),
-                None if Instant::now() > stop => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break None;
-                }
-                None => std::thread::sleep(Duration::from_millis(50)),
-            }
-        };
-        statuses.push(status);
-    }
-    let heights: Vec<u64> = roots
-        .lock()
-        .expect("lock")
-        .iter()
-        .map(|m| m.keys().next_back().copied().unwrap_or(0))
-        .collect();
+    let reached = common::wait_until(Duration::from_secs(120), || {
+        common::heights(&roots).iter().all(|h| *h >= TARGET)
+            || nodes
+                .0
+                .iter_mut()
+                .any(|c| matches!(c.try_wait(), Ok(Some(_))))
+    });
+    let heights = common::heights(&roots);
     assert!(
-        reached,
-        "not every validator executed {TARGET} blocks: {heights:?}, exits {statuses:?}"
+        reached && heights.iter().all(|h| *h >= TARGET),
+        "not every validator executed {TARGET} blocks: {heights:?}"
     );
     eprintln!("heights {heights:?} with validator 0 signing on the token");
-    for (i, s) in statuses.iter().enumerate() {
-        assert!(
-            s.is_some_and(|s| s.success()),
-            "validator {i} did not stop cleanly: {s:?}"
-        );
-    }
-    let roots = roots.lock().expect("lock");
-    for h in 1..=TARGET {
-        let first = &roots[0][&h];
-        for (i, m) in roots.iter().enumerate() {
-            assert_eq!(&m[&h], first, "validator {i} state root at height {h}");
-        }
-    }
+    // A clean exit also covers the PKCS#11 library at shutdown (it used to
+    // crash with SIGSEGV once the signer was dropped).
+    common::interrupt_all_and_expect_clean_exit(&mut nodes.0);
+    common::assert_equal_roots(&roots, TARGET);
 }

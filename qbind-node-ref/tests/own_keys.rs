@@ -6,98 +6,20 @@
 //! when the daemon is killed, the fourth node exits with status 1 and the
 //! other three keep committing.
 
-use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{Reaper, highest, wait_exit, wait_until};
 
 const VALIDATORS: usize = 4;
 const TARGET: u64 = 10;
 const PASS_VAR: &str = "QBIND_OWN_KEYS_TEST_PASSPHRASE";
 const PASS: &str = "correct horse battery staple, own keys test";
-
-type Roots = Arc<Mutex<Vec<BTreeMap<u64, String>>>>;
-
-fn keygen(out: &Path, validator: usize, roles: &str) {
-    let status = Command::new(env!("CARGO_BIN_EXE_qbind-keygen"))
-        .arg("generate")
-        .arg("--output")
-        .arg(out)
-        .args([
-            "--validator-id",
-            &validator.to_string(),
-            "--key-roles",
-            roles,
-            "--encrypt",
-            "--passphrase-env",
-            PASS_VAR,
-            // The production minimum, to keep the test quick.
-            "--kdf-memory-kib",
-            "19456",
-            "--kdf-iterations",
-            "2",
-        ])
-        .env(PASS_VAR, PASS)
-        .stdout(Stdio::null())
-        .status()
-        .expect("run qbind-keygen");
-    assert!(status.success(), "qbind-keygen for validator {validator}");
-}
-
-/// Remembers "height N ... state root R" lines of validator `i`.
-fn collect(i: usize, child: &mut Child, roots: &Roots) {
-    let stdout = child.stdout.take().expect("stdout");
-    let roots = Arc::clone(roots);
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let Some(rest) = line.strip_prefix("height") else {
-                continue;
-            };
-            let height = rest.split_whitespace().next().and_then(|h| h.parse().ok());
-            let root = line.rsplit(' ').next().map(str::to_string);
-            if let (Some(h), Some(r)) = (height, root) {
-                roots.lock().expect("lock")[i].insert(h, r);
-            }
-        }
-    });
-}
-
-fn highest(roots: &Roots, i: usize) -> u64 {
-    roots.lock().expect("lock")[i]
-        .keys()
-        .next_back()
-        .copied()
-        .unwrap_or(0)
-}
-
-fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    loop {
-        if f() {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn wait_exit(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
-    let mut status = None;
-    wait_until(limit, || {
-        status = child.try_wait().expect("wait");
-        status.is_some()
-    });
-    if status.is_none() {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-    status
-}
 
 fn http_get(addr: SocketAddr) -> Option<String> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
@@ -117,18 +39,6 @@ fn counter(text: &str, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Kills every child still running when the test ends, pass or fail.
-struct Reaper(Vec<Child>);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 #[test]
 fn keystores_and_a_remote_signer_daemon_run_a_network() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -145,10 +55,10 @@ fn keystores_and_a_remote_signer_daemon_run_a_network() {
         } else {
             "consensus,p2p-identity"
         };
-        keygen(&root.join(format!("v{i}")), i, roles);
+        common::keygen(&root.join(format!("v{i}")), i, roles, PASS_VAR, PASS);
     }
     let signer_dir = root.join("signer3");
-    keygen(&signer_dir, 3, "consensus,p2p-identity");
+    common::keygen(&signer_dir, 3, "consensus,p2p-identity", PASS_VAR, PASS);
 
     let mut set = String::from("network = \"devnet\"\n");
     for i in 0..VALIDATORS {
@@ -194,7 +104,7 @@ fn keystores_and_a_remote_signer_daemon_run_a_network() {
         "the remote signer daemon did not come up"
     );
 
-    let roots: Roots = Arc::new(Mutex::new(vec![BTreeMap::new(); VALIDATORS]));
+    let roots = common::roots(VALIDATORS);
     let mut nodes = Reaper(Vec::new());
     for i in 0..VALIDATORS {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_qbind-node"));
@@ -236,16 +146,16 @@ fn keystores_and_a_remote_signer_daemon_run_a_network() {
             cmd.args(["--signer-mode", "encrypted-fs"]);
         }
         let mut child = cmd.spawn().expect("start qbind-node");
-        collect(i, &mut child, &roots);
+        common::follow(i, &mut child, &roots);
         nodes.0.push(child);
     }
 
     let all_reached = wait_until(Duration::from_secs(120), || {
-        (0..VALIDATORS).all(|i| highest(&roots, i) >= TARGET)
+        common::heights(&roots).iter().all(|h| *h >= TARGET)
     });
     // While the daemon runs, the operator signs a rotation of validator 3's
     // consensus key through it (the key never leaves the daemon).
-    keygen(&root.join("v3-next"), 3, "consensus");
+    common::keygen(&root.join("v3-next"), 3, "consensus", PASS_VAR, PASS);
     let rotation = Command::new(env!("CARGO_BIN_EXE_qbind-key-rotation"))
         .args([
             "init",
@@ -282,16 +192,12 @@ fn keystores_and_a_remote_signer_daemon_run_a_network() {
     assert!(
         all_reached,
         "not every validator executed {TARGET} blocks: {:?}",
-        (0..VALIDATORS)
-            .map(|i| highest(&roots, i))
-            .collect::<Vec<_>>()
+        common::heights(&roots)
     );
     let signed = counter(&metrics, "qbind_remote_signer_signed_total");
     eprintln!(
         "heights {:?}; the daemon signed {signed} requests for validator 3",
-        (0..VALIDATORS)
-            .map(|i| highest(&roots, i))
-            .collect::<Vec<_>>()
+        common::heights(&roots)
     );
     assert!(
         signed > 0,
@@ -315,15 +221,7 @@ fn keystores_and_a_remote_signer_daemon_run_a_network() {
             "{name} below {at_least}"
         );
     }
-    {
-        let roots = roots.lock().expect("lock");
-        for h in 1..=TARGET {
-            let first = &roots[0][&h];
-            for (i, m) in roots.iter().enumerate() {
-                assert_eq!(&m[&h], first, "validator {i} state root at height {h}");
-            }
-        }
-    }
+    common::assert_equal_roots(&roots, TARGET);
 
     assert!(
         rotation.status.success(),
@@ -369,25 +267,20 @@ fn keystores_and_a_remote_signer_daemon_run_a_network() {
         wait_until(Duration::from_secs(60), || highest(&roots, 0) >= before + 3),
         "validators 0..2 stopped committing without validator 3"
     );
-    for i in 0..3 {
-        let _ = Command::new("kill")
-            .args(["-INT", &nodes.0[i].id().to_string()])
-            .status();
-    }
-    for i in 0..3 {
-        let status = wait_exit(&mut nodes.0[i], Duration::from_secs(30));
-        assert!(
-            status.is_some_and(|s| s.success()),
-            "validator {i} did not stop cleanly: {status:?}"
-        );
-    }
+    common::interrupt_all_and_expect_clean_exit(&mut nodes.0[..3]);
 }
 
 #[test]
 fn bad_signer_settings_are_refused_with_status_2() {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path();
-    keygen(&root.join("v0"), 0, "consensus,p2p-identity");
+    common::keygen(
+        &root.join("v0"),
+        0,
+        "consensus,p2p-identity",
+        PASS_VAR,
+        PASS,
+    );
     let set = "network = \"devnet\"\n[[validator]]\nid = 0\nstake = 1\naddress = \"127.0.0.1:1\"\n\
                consensus_pub_file = \"v0/consensus.pub\"\np2p_pub_file = \"v0/p2p_identity.pub\"\n";
     let set_path = root.join("validators.toml");

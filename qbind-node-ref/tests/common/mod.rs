@@ -1,0 +1,156 @@
+//! What the multi-process tests share: following `qbind-node`'s progress
+//! lines, waiting with deadlines, stopping processes, and comparing state
+//! roots. Each test binary uses a subset.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Per validator: executed height → state root (hex prefix), from the
+/// "height N ... state root R" lines each process prints.
+pub type Roots = Arc<Mutex<Vec<BTreeMap<u64, String>>>>;
+
+/// Empty [`Roots`] for `n` validators.
+pub fn roots(n: usize) -> Roots {
+    Arc::new(Mutex::new(vec![BTreeMap::new(); n]))
+}
+
+/// Record validator `i`'s progress lines from `child`'s stdout (piped).
+pub fn follow(i: usize, child: &mut Child, roots: &Roots) {
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let roots = Arc::clone(roots);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            // "height     12  transfers ok ... state root 9e7baf9552aba061"
+            let Some(rest) = line.strip_prefix("height") else {
+                continue;
+            };
+            let height = rest.split_whitespace().next().and_then(|h| h.parse().ok());
+            let root = line.rsplit(' ').next().map(str::to_string);
+            if let (Some(h), Some(r)) = (height, root) {
+                roots.lock().expect("lock")[i].insert(h, r);
+            }
+        }
+    });
+}
+
+/// Validator `i`'s highest executed height so far.
+pub fn highest(roots: &Roots, i: usize) -> u64 {
+    roots.lock().expect("lock")[i]
+        .keys()
+        .next_back()
+        .copied()
+        .unwrap_or(0)
+}
+
+/// Every validator's highest executed height.
+pub fn heights(roots: &Roots) -> Vec<u64> {
+    let n = roots.lock().expect("lock").len();
+    (0..n).map(|i| highest(roots, i)).collect()
+}
+
+/// Poll `f` every 100 ms until it holds (true) or `limit` passed (false).
+pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Wait up to `limit` for `child` to exit; kill it if it does not.
+pub fn wait_exit(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let mut status = None;
+    wait_until(limit, || {
+        status = child.try_wait().expect("wait");
+        status.is_some()
+    });
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    status
+}
+
+/// Send SIGINT (what Ctrl-C sends) to `child`.
+pub fn interrupt(child: &Child) {
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+}
+
+/// SIGINT every child, then require each to exit successfully within 30 s.
+pub fn interrupt_all_and_expect_clean_exit(children: &mut [Child]) {
+    for child in children.iter() {
+        interrupt(child);
+    }
+    for (i, child) in children.iter_mut().enumerate() {
+        let status = wait_exit(child, Duration::from_secs(30));
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "validator {i} did not stop cleanly: {status:?}"
+        );
+    }
+}
+
+/// Every validator reported the same root as validator 0 at heights
+/// `1..=up_to`.
+pub fn assert_equal_roots(roots: &Roots, up_to: u64) {
+    let roots = roots.lock().expect("lock");
+    for h in 1..=up_to {
+        let first = &roots[0][&h];
+        for (i, m) in roots.iter().enumerate() {
+            assert_eq!(&m[&h], first, "validator {i} state root at height {h}");
+        }
+    }
+}
+
+/// `qbind-keygen generate` of encrypted `roles` for `validator` into `out`,
+/// with the production-minimum Argon2id cost (to keep tests quick) and the
+/// passphrase `pass` in variable `pass_var`.
+pub fn keygen(out: &Path, validator: usize, roles: &str, pass_var: &str, pass: &str) {
+    let status = Command::new(env!("CARGO_BIN_EXE_qbind-keygen"))
+        .arg("generate")
+        .arg("--output")
+        .arg(out)
+        .args([
+            "--validator-id",
+            &validator.to_string(),
+            "--key-roles",
+            roles,
+            "--encrypt",
+            "--passphrase-env",
+            pass_var,
+            "--kdf-memory-kib",
+            "19456",
+            "--kdf-iterations",
+            "2",
+        ])
+        .env(pass_var, pass)
+        .stdout(Stdio::null())
+        .status()
+        .expect("run qbind-keygen");
+    assert!(status.success(), "qbind-keygen for validator {validator}");
+}
+
+/// Kills every child still running when dropped (a failing test leaves no
+/// processes behind).
+pub struct Reaper(pub Vec<Child>);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
