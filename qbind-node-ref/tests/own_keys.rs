@@ -107,26 +107,7 @@ fn keystores_and_a_remote_signer_daemon_run_a_network() {
     let roots = common::roots(VALIDATORS);
     let mut nodes = Reaper(Vec::new());
     for i in 0..VALIDATORS {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_qbind-node"));
-        cmd.arg("--data-dir")
-            .arg(root.join("data"))
-            .arg("--validator-set")
-            .arg(&set_path)
-            .args([
-                "--validator-index",
-                &i.to_string(),
-                "--base-timeout-ms",
-                "500",
-                "--tx-interval-ms",
-                "10",
-                "--signer-passphrase-env",
-                PASS_VAR,
-            ])
-            .arg("--signer-keystore-path")
-            .arg(root.join(format!("v{i}")))
-            .env(PASS_VAR, PASS)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
+        let mut cmd = common::own_keys_node(root, &set_path, i, PASS_VAR, PASS);
         if i == 3 {
             cmd.args([
                 "--metrics-addr",

@@ -142,6 +142,33 @@ pub fn keygen(out: &Path, validator: usize, roles: &str, pass_var: &str, pass: &
     assert!(status.success(), "qbind-keygen for validator {validator}");
 }
 
+/// `qbind-node` for validator `i` of the validator-set file `set`, with its
+/// data under `root/data`, its keystore `root/v<i>`, quick timeouts, and
+/// stdout piped for [`follow`]; add `--signer-mode` and the mode's flags.
+pub fn own_keys_node(root: &Path, set: &Path, i: usize, pass_var: &str, pass: &str) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_qbind-node"));
+    cmd.arg("--data-dir")
+        .arg(root.join("data"))
+        .arg("--validator-set")
+        .arg(set)
+        .args([
+            "--validator-index",
+            &i.to_string(),
+            "--base-timeout-ms",
+            "500",
+            "--tx-interval-ms",
+            "10",
+            "--signer-passphrase-env",
+            pass_var,
+        ])
+        .arg("--signer-keystore-path")
+        .arg(root.join(format!("v{i}")))
+        .env(pass_var, pass)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    cmd
+}
+
 /// Kills every child still running when dropped (a failing test leaves no
 /// processes behind).
 pub struct Reaper(pub Vec<Child>);
