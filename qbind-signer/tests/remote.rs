@@ -16,6 +16,10 @@ use qbind_signer::remote::{
 use qbind_signer::{DoubleSignGuard, GuardedSigner, LoopbackSigner};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+mod common;
+
+use common::Slow;
+
 const ENV: NetworkEnvironment = NetworkEnvironment::Testnet;
 const NODE: PeerIdentity = PeerIdentity([1; 32]);
 const DAEMON: PeerIdentity = PeerIdentity([2; 32]);
@@ -42,6 +46,26 @@ fn vote(view: u64, msg: &[u8]) -> SignRequest {
     }
 }
 
+/// A daemon serving `backend` to [`NODE`] at `rps` requests per second.
+fn daemon_with(backend: Arc<dyn Signer>, rps: u32) -> Arc<RemoteSignerDaemon> {
+    Arc::new(RemoteSignerDaemon::new(
+        backend,
+        NODE,
+        rps,
+        SignerMetrics::shared(),
+    ))
+}
+
+/// The client for validator 42 over `ch`, reporting to `m`.
+async fn client(
+    ch: Box<dyn qbind_signer::remote::SignerChannel>,
+    m: &Arc<SignerMetrics>,
+) -> RemoteSigner {
+    RemoteSigner::connect(ch, ValidatorId(42), ENV, None, TIMEOUT, Arc::clone(m))
+        .await
+        .unwrap()
+}
+
 /// Start serving one connection; returns the client end and the task.
 fn start(
     daemon: &Arc<RemoteSignerDaemon>,
@@ -59,12 +83,7 @@ fn start(
 #[tokio::test]
 async fn signs_over_the_channel_and_serves_metrics() {
     let dir = tempfile::tempdir().unwrap();
-    let daemon = Arc::new(RemoteSignerDaemon::new(
-        backend(dir.path()),
-        NODE,
-        100,
-        SignerMetrics::shared(),
-    ));
+    let daemon = daemon_with(backend(dir.path()), 100);
     let (ch, _task) = start(&daemon, NODE);
     let m = SignerMetrics::shared();
     let client = RemoteSigner::connect(
@@ -134,17 +153,10 @@ async fn signs_over_the_channel_and_serves_metrics() {
 #[tokio::test]
 async fn rate_limit_is_enforced() {
     let dir = tempfile::tempdir().unwrap();
-    let daemon = Arc::new(RemoteSignerDaemon::new(
-        backend(dir.path()),
-        NODE,
-        3,
-        SignerMetrics::shared(),
-    ));
+    let daemon = daemon_with(backend(dir.path()), 3);
     let (ch, _task) = start(&daemon, NODE);
     let m = SignerMetrics::shared();
-    let client = RemoteSigner::connect(ch, ValidatorId(42), ENV, None, TIMEOUT, Arc::clone(&m))
-        .await
-        .unwrap();
+    let client = client(ch, &m).await;
     let mut ok = 0;
     let mut limited = 0;
     for v in 1..=10u64 {
@@ -175,12 +187,7 @@ async fn rate_limit_is_enforced() {
 #[tokio::test]
 async fn unauthorised_client_is_rejected() {
     let dir = tempfile::tempdir().unwrap();
-    let daemon = Arc::new(RemoteSignerDaemon::new(
-        backend(dir.path()),
-        NODE,
-        100,
-        SignerMetrics::shared(),
-    ));
+    let daemon = daemon_with(backend(dir.path()), 100);
     let stranger = PeerIdentity([9; 32]);
     let (ch, task) = start(&daemon, stranger);
     let m = SignerMetrics::shared();
@@ -238,39 +245,16 @@ async fn unauthorised_client_is_rejected() {
     ));
 }
 
-/// A backend that takes its time, so the daemon can die mid-request.
-struct Slow(Arc<dyn Signer>);
-
-#[async_trait::async_trait]
-impl Signer for Slow {
-    fn validator_id(&self) -> ValidatorId {
-        self.0.validator_id()
-    }
-    fn public_key(&self) -> &qbind_core::crypto::PublicKey {
-        self.0.public_key()
-    }
-    async fn sign(&self, r: &SignRequest) -> Result<qbind_core::crypto::Signature, SignerError> {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        self.0.sign(r).await
-    }
-}
-
 #[tokio::test]
 async fn daemon_killed_mid_stream_client_fails_closed() {
     let dir = tempfile::tempdir().unwrap();
-    let daemon = Arc::new(RemoteSignerDaemon::new(
-        Arc::new(Slow(backend(dir.path()))),
-        NODE,
+    let daemon = daemon_with(
+        Arc::new(Slow(backend(dir.path()), Duration::from_millis(300))),
         100,
-        SignerMetrics::shared(),
-    ));
+    );
     let (ch, task) = start(&daemon, NODE);
     let m = SignerMetrics::shared();
-    let client = Arc::new(
-        RemoteSigner::connect(ch, ValidatorId(42), ENV, None, TIMEOUT, Arc::clone(&m))
-            .await
-            .unwrap(),
-    );
+    let client = Arc::new(client(ch, &m).await);
     client.sign(&vote(1, b"a")).await.unwrap();
     let c = Arc::clone(&client);
     let in_flight = tokio::spawn(async move { c.sign(&vote(2, b"b")).await });
@@ -291,44 +275,16 @@ async fn daemon_killed_mid_stream_client_fails_closed() {
 async fn double_sign_refused_across_daemon_restart() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let daemon = Arc::new(RemoteSignerDaemon::new(
-            backend(dir.path()),
-            NODE,
-            100,
-            SignerMetrics::shared(),
-        ));
+        let daemon = daemon_with(backend(dir.path()), 100);
         let (ch, task) = start(&daemon, NODE);
-        let client = RemoteSigner::connect(
-            ch,
-            ValidatorId(42),
-            ENV,
-            None,
-            TIMEOUT,
-            SignerMetrics::shared(),
-        )
-        .await
-        .unwrap();
+        let client = client(ch, &SignerMetrics::shared()).await;
         client.sign(&vote(5, b"block A")).await.unwrap();
         task.abort();
     }
     // A new daemon process over the same record directory.
-    let daemon = Arc::new(RemoteSignerDaemon::new(
-        backend(dir.path()),
-        NODE,
-        100,
-        SignerMetrics::shared(),
-    ));
+    let daemon = daemon_with(backend(dir.path()), 100);
     let (ch, _task) = start(&daemon, NODE);
-    let client = RemoteSigner::connect(
-        ch,
-        ValidatorId(42),
-        ENV,
-        None,
-        TIMEOUT,
-        SignerMetrics::shared(),
-    )
-    .await
-    .unwrap();
+    let client = client(ch, &SignerMetrics::shared()).await;
     assert!(matches!(
         client.sign(&vote(5, b"block B")).await,
         Err(SignerError::Conflict { .. })

@@ -14,28 +14,15 @@ use qbind_signer::remote::{
 };
 use qbind_signer::{DoubleSignGuard, GuardedSigner, LoopbackSigner};
 
+mod common;
+
+use common::Slow;
+
 const ENV: NetworkEnvironment = NetworkEnvironment::Testnet;
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 fn key() -> KeyPair {
     KeyPair::from_seed(&[42; 32])
-}
-
-/// A backend that takes its time, so the daemon can die mid-request.
-struct Slow(Arc<dyn Signer>, Duration);
-
-#[async_trait::async_trait]
-impl Signer for Slow {
-    fn validator_id(&self) -> ValidatorId {
-        self.0.validator_id()
-    }
-    fn public_key(&self) -> &qbind_core::crypto::PublicKey {
-        self.0.public_key()
-    }
-    async fn sign(&self, r: &SignRequest) -> Result<qbind_core::crypto::Signature, SignerError> {
-        tokio::time::sleep(self.1).await;
-        self.0.sign(r).await
-    }
 }
 
 struct Daemon {
