@@ -16,6 +16,12 @@
 //!   changed accounts of the 0 % block (throughput in accounts), on this
 //!   thread and (`commitment_delta_2t`) split over a 2-thread pool.
 //!
+//! - `exec/phase/<name>`: the serial steps of Stage B alone, on the 0 %
+//!   block: `admission` (`admit_transactions`), `components_1t` /
+//!   `components_2t` (`conflict_components` on a 1- and a 2-thread pool) and
+//!   `sort_changes` (sorting the block's 20,001 changes by id, which Stage B
+//!   overlaps with hashing and the sequential executor does not).
+//!
 //! `<pct>` is the share of transactions that touch one hot account (as
 //! recipient): 0 %, 10 %, 100 %.
 //!
@@ -32,7 +38,8 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use qbind_core::crypto::{KeyPair, PublicKey, Signature};
 use qbind_core::execution::*;
 use qbind_core::types::{AccountId, Height};
-use qbind_exec::{StageBConfig, StageBExecutor};
+use qbind_exec::{StageBConfig, StageBExecutor, conflict_components};
+use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -184,6 +191,17 @@ fn bench(c: &mut Criterion) {
             })
         });
     }
+    // Stage B's serial steps on their own (0 % block).
+    let txs0 = &s.blocks[0].1;
+    let admissions = admit_transactions(&ctx.config, txs0);
+    group.bench_function(BenchmarkId::new("phase", "admission"), |bch| {
+        bch.iter(|| admit_transactions(&ctx.config, black_box(txs0)))
+    });
+    for (name, p) in [("components_1t", pool(1)), ("components_2t", pool(2))] {
+        group.bench_function(BenchmarkId::new("phase", name), |bch| {
+            bch.iter(|| p.install(|| conflict_components(black_box(txs0), &admissions)))
+        });
+    }
     // The commitment alone: the delta of the 0 % block's 20,001 changes
     // (two SHAKE256 expansions per changed account), on this thread.
     let changes = execute_block(&s.ledger, &ctx, &s.blocks[0].1)
@@ -191,6 +209,16 @@ fn bench(c: &mut Criterion) {
         .transition
         .changes;
     group.throughput(Throughput::Elements(changes.len() as u64));
+    // In the order an overlay yields them: arbitrary (here: shuffled).
+    let mut shuffled = changes.clone();
+    shuffled.shuffle(&mut ChaCha8Rng::seed_from_u64(7));
+    group.bench_function(BenchmarkId::new("phase", "sort_changes"), |bch| {
+        bch.iter(|| {
+            let mut c = black_box(&shuffled).clone();
+            c.sort_unstable_by_key(|c| c.id);
+            c
+        })
+    });
     group.bench_function(BenchmarkId::new("commitment_delta", changes.len()), |bch| {
         bch.iter(|| CommitmentDelta::of(black_box(&changes)))
     });

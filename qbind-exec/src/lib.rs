@@ -10,20 +10,31 @@
 //!    ([`admit_transactions`]) runs first, in order, as in the reference.
 //! 2. Every admitted transaction touches at most two accounts, its sender and
 //!    its recipient. Transactions are grouped into the connected components
-//!    of the relation "shares an account" with a union–find over transaction
-//!    indices, driven by a hash index from account to the first transaction
-//!    that touched it: O(n α(n)) for n transactions, never a comparison of
-//!    pairs. The proposer's fee share is *not* an account access of a
-//!    transaction: fees are summed from receipts and credited once at the
-//!    end, exactly as the reference does.
-//! 3. Components are packed, in order of their first transaction, into
-//!    contiguous chunks of similar size; rayon executes the chunks in
-//!    parallel. Inside a chunk each component runs its transactions in block
-//!    order against a private overlay of the pre-block state.
-//! 4. Receipts go back to their block positions, account changes (disjoint
-//!    between components) are concatenated, and the core's `finish_block`
-//!    credits the proposer and updates the commitment, whose delta is summed
-//!    over chunks in parallel.
+//!    of the relation "shares an account" ([`conflict_components`]): an index
+//!    from account to the first transaction that touched it, sharded by the
+//!    account's first byte and built one shard per rayon task, yields an edge
+//!    (first toucher, later toucher) per repeated account; a union–find over
+//!    transaction indices joins the edges. O(n α(n)) for n transactions,
+//!    never a comparison of pairs; the components are laid out flat, in
+//!    order of their first transaction. The proposer's fee share is *not* an
+//!    account access of a transaction: fees are summed from receipts and
+//!    credited once at the end, exactly as the reference does.
+//! 3. Components are packed, in order, into contiguous chunks of similar
+//!    size (8 per thread); rayon executes the chunks in parallel. Inside a
+//!    chunk each component runs its transactions in block order against a
+//!    private overlay of the pre-block state.
+//! 4. Receipts go back to their block positions and the account changes
+//!    (disjoint between components) are concatenated. Then, at the same
+//!    time, one task sorts them by id while the others hash their
+//!    commitment delta (leaving out the proposer's account). The core's
+//!    `finish_block` receives them already sorted and the delta
+//!    precomputed; it credits the proposer, to whose final value the
+//!    precomputed delta adds the proposer's own term.
+//!
+//! Serial work left per block: admission (a few µs per thousand
+//! transactions), the union of the edges and the component layout, the
+//! placement of receipts, one copy of the changes and `finish_block`'s
+//! linear passes; measured in docs/benchmarks.md ("Run E").
 //!
 //! ## Why it equals the sequential result
 //! Two transactions in different components touch disjoint account sets, so
@@ -31,8 +42,10 @@
 //! the block order. Each transaction therefore reads exactly the values it
 //! reads in the sequential run, and writes the same values. The proposer
 //! credit, the supply counters and the commitment delta are sums, which do
-//! not depend on grouping. Tests compare the two executors on random blocks
-//! with 0–100 % conflicts (`tests/stage_b.rs`).
+//! not depend on grouping; account ids are distinct, so the sorted change
+//! list is unique. Tests compare the two executors on random blocks with
+//! 0–100 % conflicts, with the proposer untouched, a sender or a recipient,
+//! and the components with a brute-force grouping (`tests/stage_b.rs`).
 //!
 //! ```
 //! use qbind_core::crypto::KeyPair;
@@ -64,11 +77,12 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::ops::Range;
 use std::sync::Arc;
 
 use qbind_core::execution::{
     AccountChange, AccountReader, BlockContext, BlockOutcome, CommitmentDelta, ExecutionError,
-    Overlay, Receipt, Transaction, admit_transactions, apply_transaction, execute_block,
+    Overlay, Receipt, Transaction, TxStatus, admit_transactions, apply_transaction, execute_block,
     finish_block,
 };
 use qbind_core::types::{AccountId, NetworkEnvironment};
@@ -106,7 +120,7 @@ impl Default for StageBConfig {
         StageBConfig {
             enabled: true,
             min_parallel_txs: 64,
-            chunks_per_thread: 4,
+            chunks_per_thread: 8,
         }
     }
 }
@@ -193,37 +207,34 @@ impl StageBExecutor {
         }
         let admissions = admit_transactions(&ctx.config, txs);
         let components = conflict_components(txs, &admissions);
-        stats.scheduled = components.iter().map(Vec::len).sum();
+        stats.scheduled = components.transactions();
         stats.components = components.len();
-        stats.largest_component = components.iter().map(Vec::len).max().unwrap_or(0);
+        stats.largest_component = components.largest();
         let threads = rayon::current_num_threads().max(1);
-        let chunks = pack(
-            &components,
-            threads.saturating_mul(self.config.chunks_per_thread.max(1)),
-        );
+        let chunks = components.pack(threads.saturating_mul(self.config.chunks_per_thread.max(1)));
         if chunks.len() <= 1 {
             // One component holds (nearly) everything: execute in block order
-            // on this thread, but still hash the changed accounts in parallel
-            // (the commitment delta is a sum, independent of grouping).
+            // on this thread, but still sort and hash the changed accounts in
+            // parallel (the commitment delta is a sum, independent of
+            // grouping).
             let mut overlay = Overlay::with_capacity(state, txs.len().saturating_mul(2));
             let mut receipts = Vec::with_capacity(txs.len());
             for (tx, admission) in txs.iter().zip(&admissions) {
                 receipts.push(apply_transaction(&mut overlay, &ctx.config, tx, admission)?);
             }
-            let outcome =
-                finish_block(state, ctx, receipts, overlay.into_changes(), parallel_delta)?;
+            let outcome = seal(state, ctx, receipts, vec![overlay.into_changes()])?;
             return Ok((outcome, stats));
         }
         stats.chunks = chunks.len();
         stats.parallel_txs = stats.scheduled;
 
-        let results: Vec<Result<ChunkResult, ExecutionError>> = chunks
+        let results: Vec<ChunkResult> = chunks
             .par_iter()
-            .map(|chunk| {
-                let size: usize = chunk.iter().map(|c| c.len()).sum();
+            .map(|range| {
+                let size: usize = components.transactions_in(range.clone());
                 let mut overlay = Overlay::with_capacity(state, size.saturating_mul(2));
                 let mut receipts = Vec::with_capacity(size);
-                for component in *chunk {
+                for component in components.iter_range(range.clone()) {
                     for &index in component {
                         let (Some(tx), Some(admission)) = (txs.get(index), admissions.get(index))
                         else {
@@ -238,52 +249,115 @@ impl StageBExecutor {
                     changes: overlay.into_changes(),
                 })
             })
-            .collect();
+            .collect::<Result<_, ExecutionError>>()?;
 
-        // Admission rejections need no state: they are filled in directly.
-        let mut receipts: Vec<Option<Receipt>> = admissions
-            .iter()
-            .zip(txs)
-            .map(|(admission, tx)| match admission {
-                Ok(_) => None,
-                Err(_) => {
-                    let mut dummy = Overlay::new(state);
-                    apply_transaction(&mut dummy, &ctx.config, tx, admission).ok()
-                }
-            })
-            .collect();
-        let mut changes: Vec<AccountChange> = Vec::new();
+        // Admission rejections need no state: their receipts are made here
+        // (against an overlay they never read); every admitted transaction's
+        // placeholder is overwritten by its chunk's receipt.
+        let mut untouched = Overlay::new(state);
+        let mut receipts: Vec<Receipt> = Vec::with_capacity(txs.len());
+        for (tx, admission) in txs.iter().zip(&admissions) {
+            receipts.push(match admission {
+                Ok(_) => PLACEHOLDER,
+                Err(_) => apply_transaction(&mut untouched, &ctx.config, tx, admission)?,
+            });
+        }
+        let mut filled = 0usize;
+        let mut runs = Vec::with_capacity(results.len());
         for result in results {
-            let result = result?;
             for (index, receipt) in result.receipts {
                 if let Some(slot) = receipts.get_mut(index) {
-                    *slot = Some(receipt);
+                    *slot = receipt;
+                    filled += 1;
                 }
             }
-            changes.extend(result.changes);
+            runs.push(result.changes);
         }
-        let receipts: Vec<Receipt> = receipts.into_iter().flatten().collect();
-        if receipts.len() != txs.len() {
+        if filled != stats.scheduled {
             // Unreachable by construction; fall back to the reference rather
             // than return a wrong outcome.
             return Ok((execute_block(state, ctx, txs)?, StageBStats::default()));
         }
-        let outcome = finish_block(state, ctx, receipts, changes, parallel_delta)?;
+        let outcome = seal(state, ctx, receipts, runs)?;
         Ok((outcome, stats))
     }
 }
+
+/// Stands in for an admitted transaction's receipt until its chunk's arrives.
+const PLACEHOLDER: Receipt = Receipt {
+    status: TxStatus::Success,
+    gas_used: 0,
+    fee: 0,
+    burned: 0,
+    proposer_reward: 0,
+};
 
 struct ChunkResult {
     receipts: Vec<(usize, Receipt)>,
     changes: Vec<AccountChange>,
 }
 
-/// The commitment delta of `changes`, summed over parallel chunks.
-fn parallel_delta(changes: &[AccountChange]) -> CommitmentDelta {
-    changes
-        .par_chunks(512)
-        .map(CommitmentDelta::of)
-        .reduce(CommitmentDelta::default, |a, b| a.combine(&b))
+/// Hand the receipts and the account changes (`runs`: disjoint lists, one
+/// per chunk) to the core's `finish_block`, with the two costly parts of
+/// finishing done in parallel: the changes are sorted by id on one thread
+/// while the others hash their commitment delta, and `finish_block` gets
+/// them already sorted and the delta precomputed.
+///
+/// The proposer's account is excluded from the precomputed delta because
+/// `finish_block` credits it first; its final change is hashed inside the
+/// `finish_block` callback. Deltas are sums, so the grouping changes nothing.
+/// An unchanged entry for the proposer is added when no transaction touched
+/// it, so that `finish_block` credits it in place and the list stays sorted;
+/// if nothing is credited, `finish_block` drops it as unchanged.
+fn seal<S: AccountReader + Sync + ?Sized>(
+    state: &S,
+    ctx: &BlockContext,
+    receipts: Vec<Receipt>,
+    runs: Vec<Vec<AccountChange>>,
+) -> Result<BlockOutcome, ExecutionError> {
+    let proposer = ctx.proposer;
+    let total: usize = runs.iter().map(Vec::len).sum();
+    let mut changes: Vec<AccountChange> = Vec::with_capacity(total.saturating_add(1));
+    for run in &runs {
+        changes.extend_from_slice(run);
+    }
+    if !changes.iter().any(|c| c.id == proposer) {
+        let before = state.account(&proposer)?;
+        changes.push(AccountChange {
+            id: proposer,
+            before,
+            after: before,
+        });
+    }
+    let ((), partial) = rayon::join(
+        || changes.sort_unstable_by_key(|c| c.id),
+        || {
+            runs.par_iter()
+                .flat_map(|run| run.par_chunks(HASH_CHUNK))
+                .map(|part| delta_without(part, &proposer))
+                .reduce(CommitmentDelta::default, |a, b| a.combine(&b))
+        },
+    );
+    drop(runs);
+    finish_block(state, ctx, receipts, changes, |final_changes| {
+        let mut rest = CommitmentDelta::default();
+        for change in final_changes.iter().filter(|c| c.id == proposer) {
+            rest.push(change);
+        }
+        partial.combine(&rest)
+    })
+}
+
+/// Changed accounts hashed per rayon task.
+const HASH_CHUNK: usize = 256;
+
+/// The commitment delta of `changes` leaving out `skip`.
+fn delta_without(changes: &[AccountChange], skip: &AccountId) -> CommitmentDelta {
+    let mut delta = CommitmentDelta::default();
+    for change in changes.iter().filter(|c| c.id != *skip) {
+        delta.push(change);
+    }
+    delta
 }
 
 fn find(parent: &mut [usize], mut x: usize) -> usize {
@@ -301,99 +375,229 @@ fn find(parent: &mut [usize], mut x: usize) -> usize {
 }
 
 /// The connected components of "shares an account" among the admitted
-/// transactions; each component lists its transaction indices ascending, and
-/// components are ordered by their first transaction. Linear in the number
-/// of transactions (one hash lookup per touched account, near-constant
-/// union–find steps).
+/// transactions of a block, stored flat: the transaction indices of every
+/// component, ascending, one component after the other, components ordered
+/// by their first transaction.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Components {
+    /// Transaction indices, component after component.
+    order: Vec<usize>,
+    /// Component `k` is `order[starts[k]..starts[k + 1]]`; `starts[0] == 0`.
+    starts: Vec<usize>,
+}
+
+impl Components {
+    /// Number of components.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.starts.len().saturating_sub(1)
+    }
+
+    /// Whether there is no component (no admitted transaction).
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Number of transactions in all components.
+    #[must_use]
+    pub fn transactions(&self) -> usize {
+        self.order.len()
+    }
+
+    /// Number of transactions in the largest component.
+    #[must_use]
+    pub fn largest(&self) -> usize {
+        self.starts
+            .windows(2)
+            .map(|w| w.get(1).zip(w.first()).map_or(0, |(b, a)| b - a))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The transaction indices of component `k`, ascending.
+    #[must_use]
+    pub fn get(&self, k: usize) -> Option<&[usize]> {
+        let start = *self.starts.get(k)?;
+        let end = *self.starts.get(k.checked_add(1)?)?;
+        self.order.get(start..end)
+    }
+
+    /// Every component, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &[usize]> + '_ {
+        self.iter_range(0..self.len())
+    }
+
+    /// Components `range`, in order.
+    fn iter_range(&self, range: Range<usize>) -> impl Iterator<Item = &[usize]> + '_ {
+        range.filter_map(|k| self.get(k))
+    }
+
+    /// Number of transactions in components `range`.
+    fn transactions_in(&self, range: Range<usize>) -> usize {
+        match (self.starts.get(range.start), self.starts.get(range.end)) {
+            (Some(a), Some(b)) => b.saturating_sub(*a),
+            _ => 0,
+        }
+    }
+
+    /// Split the components (in order) into at most about `target`
+    /// contiguous ranges of similar transaction count; a component is never
+    /// split.
+    fn pack(&self, target: usize) -> Vec<Range<usize>> {
+        let per_chunk = self.transactions().div_ceil(target.max(1)).max(1);
+        let mut chunks = Vec::new();
+        let mut start = 0;
+        for (k, &end) in self.starts.iter().enumerate().skip(1) {
+            let begun = self.starts.get(start).copied().unwrap_or(0);
+            if end.saturating_sub(begun) >= per_chunk {
+                chunks.push(start..k);
+                start = k;
+            }
+        }
+        if start < self.len() {
+            chunks.push(start..self.len());
+        }
+        chunks
+    }
+}
+
+/// The connected components of "shares an account" among the admitted
+/// transactions. Linear in the number of transactions: one hash lookup per
+/// touched account (the account index is sharded and built on the current
+/// rayon pool), near-constant union–find steps, then two counting passes
+/// that lay the components out flat (no allocation per component).
 #[must_use]
-pub fn conflict_components<A, E>(
+pub fn conflict_components<A: Sync, E: Sync>(
     txs: &[Transaction],
     admissions: &[Result<A, E>],
-) -> Vec<Vec<usize>> {
-    let n = txs.len();
-    let mut parent: Vec<usize> = (0..n).collect();
-    let mut first_toucher: HashMap<AccountId, usize> = HashMap::with_capacity(n.saturating_mul(2));
-    for (i, (tx, admission)) in txs.iter().zip(admissions).enumerate() {
-        if admission.is_err() {
-            continue;
-        }
-        for account in [tx.sender_id(), tx.payload().recipient()] {
-            match first_toucher.entry(account) {
-                Entry::Vacant(e) => {
-                    e.insert(i);
+) -> Components {
+    const NONE: usize = usize::MAX;
+    let n = txs.len().min(admissions.len());
+    let admitted = |i: usize| admissions.get(i).is_some_and(Result::is_ok);
+    // Every account is owned by one of `parts` shards (by its first byte),
+    // one per thread of the current pool; each shard, in parallel, indexes
+    // its accounts and reports an edge (first toucher, i) whenever
+    // transaction i touches an account an earlier transaction touched. How
+    // accounts fall into shards only affects speed: the edges, hence the
+    // components, are the same for any number of shards.
+    let parts = rayon::current_num_threads().clamp(1, 256);
+    let edges: Vec<Vec<(usize, usize)>> = (0..parts)
+        .into_par_iter()
+        .map(|part| {
+            let mut first_toucher: HashMap<AccountId, usize> =
+                HashMap::with_capacity(n.saturating_mul(2) / parts + 16);
+            let mut edges = Vec::new();
+            for (i, tx) in txs.iter().enumerate().take(n) {
+                if !admitted(i) {
+                    continue;
                 }
-                Entry::Occupied(e) => {
-                    let a = find(&mut parent, *e.get());
-                    let b = find(&mut parent, i);
-                    if a != b {
-                        // Keep the smaller index as root: deterministic.
-                        let (lo, hi) = if a < b { (a, b) } else { (b, a) };
-                        if let Some(slot) = parent.get_mut(hi) {
-                            *slot = lo;
+                for account in [tx.sender_id(), tx.payload().recipient()] {
+                    if usize::from(account.0[0]) % parts != part {
+                        continue;
+                    }
+                    match first_toucher.entry(account) {
+                        Entry::Vacant(e) => {
+                            e.insert(i);
                         }
+                        Entry::Occupied(e) => edges.push((*e.get(), i)),
                     }
                 }
             }
+            edges
+        })
+        .collect();
+    // Union by smaller root: every root is its component's first
+    // transaction, whatever the order of the edges.
+    let mut parent: Vec<usize> = (0..n).collect();
+    for &(first, i) in edges.iter().flatten() {
+        let a = find(&mut parent, first);
+        let b = find(&mut parent, i);
+        if a != b {
+            let (lo, hi) = if a < b { (a, b) } else { (b, a) };
+            if let Some(slot) = parent.get_mut(hi) {
+                *slot = lo;
+            }
         }
     }
-    let mut slot_of_root: HashMap<usize, usize> = HashMap::new();
-    let mut components: Vec<Vec<usize>> = Vec::new();
-    for (i, admission) in admissions.iter().enumerate().take(n) {
-        if admission.is_err() {
+    // Number the components by first transaction and count their sizes;
+    // `member[i]` becomes transaction i's component (NONE if not admitted).
+    let mut component_of_root: Vec<usize> = vec![NONE; n];
+    let mut member: Vec<usize> = vec![NONE; n];
+    let mut sizes: Vec<usize> = Vec::new();
+    for i in 0..n {
+        if !admitted(i) {
             continue;
         }
         let root = find(&mut parent, i);
-        let slot = *slot_of_root.entry(root).or_insert_with(|| {
-            components.push(Vec::new());
-            components.len() - 1
-        });
-        if let Some(c) = components.get_mut(slot) {
-            c.push(i);
+        let Some(slot) = component_of_root.get_mut(root) else {
+            continue;
+        };
+        if *slot == NONE {
+            *slot = sizes.len();
+            sizes.push(0);
+        }
+        if let Some(size) = sizes.get_mut(*slot) {
+            *size += 1;
+        }
+        if let Some(m) = member.get_mut(i) {
+            *m = *slot;
         }
     }
-    components
-}
-
-/// Split `components` (in order) into at most about `target` contiguous
-/// chunks of similar transaction count; a component is never split.
-fn pack(components: &[Vec<usize>], target: usize) -> Vec<&[Vec<usize>]> {
-    let total: usize = components.iter().map(Vec::len).sum();
-    let per_chunk = total.div_ceil(target.max(1)).max(1);
-    let mut chunks = Vec::new();
-    let mut start = 0;
-    let mut size = 0;
-    for (i, component) in components.iter().enumerate() {
-        size += component.len();
-        if size >= per_chunk {
-            if let Some(chunk) = components.get(start..=i) {
-                chunks.push(chunk);
+    let mut starts = Vec::with_capacity(sizes.len() + 1);
+    let mut total = 0usize;
+    starts.push(0);
+    for size in &sizes {
+        total += size;
+        starts.push(total);
+    }
+    // Lay out: a cursor per component, transactions visited ascending.
+    let mut cursor: Vec<usize> = starts.clone();
+    let mut order = vec![0usize; total];
+    for (i, &k) in member.iter().enumerate() {
+        if k == NONE {
+            continue;
+        }
+        if let Some(at) = cursor.get_mut(k) {
+            if let Some(slot) = order.get_mut(*at) {
+                *slot = i;
             }
-            start = i + 1;
-            size = 0;
+            *at += 1;
         }
     }
-    if let Some(rest) = components.get(start..)
-        && !rest.is_empty()
-    {
-        chunks.push(rest);
-    }
-    chunks
+    Components { order, starts }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn components(groups: &[&[usize]]) -> Components {
+        let mut c = Components {
+            order: Vec::new(),
+            starts: vec![0],
+        };
+        for g in groups {
+            c.order.extend_from_slice(g);
+            c.starts.push(c.order.len());
+        }
+        c
+    }
+
     #[test]
     fn packing_keeps_order_and_covers_everything() {
-        let components: Vec<Vec<usize>> = vec![vec![0, 3], vec![1], vec![2, 4, 5], vec![6]];
+        let c = components(&[&[0, 3], &[1], &[2, 4, 5], &[6]]);
+        assert_eq!((c.len(), c.transactions(), c.largest()), (4, 7, 3));
         for target in 1..6 {
-            let chunks = pack(&components, target);
-            let flat: Vec<&Vec<usize>> = chunks.iter().flat_map(|c| c.iter()).collect();
-            assert_eq!(flat.len(), components.len());
-            for (a, b) in flat.iter().zip(&components) {
-                assert_eq!(*a, b);
-            }
+            let chunks = c.pack(target);
+            assert!(chunks.len() <= target.max(1) + 1, "{target}: {chunks:?}");
+            let flat: Vec<usize> = chunks.iter().flat_map(|r| r.clone()).collect();
+            assert_eq!(flat, (0..4).collect::<Vec<_>>());
+            let covered: usize = chunks.iter().map(|r| c.transactions_in(r.clone())).sum();
+            assert_eq!(covered, 7);
         }
+        assert_eq!(c.pack(1), vec![0..4]);
+        assert_eq!(c.pack(100), vec![0..1, 1..2, 2..3, 3..4]);
+        assert!(Components::default().pack(4).is_empty());
     }
 }

@@ -247,6 +247,178 @@ fn parallel_path_is_taken_without_conflicts_and_not_with_total_conflict() {
     assert!(StageBConfig::default().enabled);
 }
 
+/// A block of `n` transfers from distinct senders at their next nonce, each
+/// to a fresh account, at `price` per gas.
+fn disjoint_block(ledger: &Ledger, n: usize, price: u128) -> Vec<Transaction> {
+    let zero = Signature::from_bytes(&[0u8; 2420]).unwrap();
+    (0..n)
+        .map(|i| {
+            let (pk, id) = &keys()[i + 1];
+            let payload = TransferPayload::V1(TransferPayloadV1 {
+                recipient: AccountId([(i + 1) as u8; 32]),
+                amount: 5,
+                gas_limit: 37_352,
+                max_fee_per_gas: price,
+            });
+            Transaction::from_parts(pk.clone(), ledger.get(id).nonce, payload, zero.clone())
+        })
+        .collect()
+}
+
+#[test]
+fn proposer_credit_is_equal_wherever_the_proposer_sits() {
+    let ledger = genesis();
+    let n = 80;
+    for price in [0u128, 1, 3] {
+        let txs = disjoint_block(&ledger, n, price);
+        // The proposer: untouched, an early sender, a late sender (its
+        // component lands in another chunk), a recipient, an empty account.
+        let proposers = [
+            AccountId([0xee; 32]),
+            keys()[1].1,
+            keys()[n].1,
+            AccountId([40; 32]),
+            keys()[0].1,
+        ];
+        for proposer in proposers {
+            let ctx = BlockContext {
+                height: Height(1),
+                proposer,
+                config: ExecutionConfig::mainnet(),
+            };
+            let expected = execute_block(&ledger, &ctx, &txs).unwrap();
+            let (got, stats) = executor().execute(&ledger, &ctx, &txs).unwrap();
+            assert!(stats.parallel(), "{stats:?}");
+            assert_eq!(got, expected, "price {price}, proposer {proposer:?}");
+            let ids: Vec<AccountId> = got.transition.changes.iter().map(|c| c.id).collect();
+            assert!(ids.windows(2).all(|w| w[0] < w[1]), "changes not ascending");
+            let credited = got.transition.changes.iter().any(|c| c.id == proposer);
+            let touched = txs
+                .iter()
+                .any(|t| t.sender_id() == proposer || t.payload().recipient() == proposer);
+            assert_eq!(credited, price > 0 || touched);
+        }
+    }
+}
+
+#[test]
+fn duplicate_senders_and_rejections_keep_receipt_order() {
+    // Sender 1 sends three times (nonces 0, 1, 2, one of them wrong), sender
+    // 2 twice, and some transactions are rejected by admission (gas limit
+    // below the minimum or over the block limit) between them.
+    let ledger = genesis();
+    let zero = Signature::from_bytes(&[0u8; 2420]).unwrap();
+    let tx = |k: usize, nonce: u64, gas_limit: u64, to: u8| {
+        let payload = TransferPayload::V1(TransferPayloadV1 {
+            recipient: AccountId([to; 32]),
+            amount: 11,
+            gas_limit,
+            max_fee_per_gas: 2,
+        });
+        Transaction::from_parts(keys()[k].0.clone(), nonce, payload, zero.clone())
+    };
+    let mut txs = disjoint_block(&ledger, 70, 1);
+    txs.insert(3, tx(1, 1, 37_352, 200));
+    txs.insert(10, tx(1, 5, 37_352, 201));
+    txs.insert(20, tx(1, 2, 37_352, 202));
+    txs.insert(30, tx(2, 1, 1, 203));
+    txs.insert(40, tx(2, 1, 37_352, 1));
+    txs.push(tx(3, 1, 29_000_000, 204));
+    let ctx = BlockContext {
+        height: Height(1),
+        proposer: keys()[2].1,
+        config: ExecutionConfig::mainnet(),
+    };
+    let expected = execute_block(&ledger, &ctx, &txs).unwrap();
+    let (got, stats) = executor().execute(&ledger, &ctx, &txs).unwrap();
+    assert!(stats.parallel());
+    assert!(stats.scheduled < txs.len(), "some rejected by admission");
+    assert_eq!(got, expected);
+    let codes: Vec<u16> = got.receipts.iter().map(|r| r.status.code()).collect();
+    assert_eq!(codes[10], 206, "wrong nonce rejected in place");
+    assert_eq!(codes[30], 202, "gas limit below minimum");
+    assert_eq!(*codes.last().unwrap(), 205, "block gas limit");
+}
+
+/// Pools of 1, 3 and 5 threads (the account index has one shard per thread).
+fn shard_pools() -> &'static [rayon::ThreadPool] {
+    static P: OnceLock<Vec<rayon::ThreadPool>> = OnceLock::new();
+    P.get_or_init(|| {
+        [1, 3, 5]
+            .into_iter()
+            .map(|n| {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(n)
+                    .build()
+                    .unwrap()
+            })
+            .collect()
+    })
+}
+
+/// The components by brute force: transactions i and j are joined when they
+/// share an account, then closed transitively (quadratic, for tests only).
+fn naive_components(txs: &[Transaction], admitted: &[bool]) -> Vec<Vec<usize>> {
+    let n = txs.len();
+    let accounts = |t: &Transaction| [t.sender_id(), t.payload().recipient()];
+    let mut label: Vec<usize> = (0..n).collect();
+    loop {
+        let mut changed = false;
+        for i in 0..n {
+            for j in 0..n {
+                if admitted[i]
+                    && admitted[j]
+                    && accounts(&txs[i])
+                        .iter()
+                        .any(|a| accounts(&txs[j]).contains(a))
+                    && label[j] < label[i]
+                {
+                    label[i] = label[j];
+                    changed = true;
+                }
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    let mut out: Vec<Vec<usize>> = Vec::new();
+    for i in (0..n).filter(|&i| admitted[i]) {
+        match out.iter_mut().find(|c| label[c[0]] == label[i]) {
+            Some(c) => c.push(i),
+            None => out.push(vec![i]),
+        }
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+
+    /// The flat union–find components equal the brute-force ones (same
+    /// components, same order, indices ascending), with admission
+    /// rejections left out.
+    #[test]
+    fn components_equal_brute_force(seed in any::<u64>(), pct in 0u32..=100, n in 0usize..60) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let txs = random_block(&mut rng, &genesis(), n, pct);
+        let admissions: Vec<Result<(), ()>> =
+            (0..n).map(|_| if rng.gen_bool(0.2) { Err(()) } else { Ok(()) }).collect();
+        let admitted: Vec<bool> = admissions.iter().map(Result::is_ok).collect();
+        let got = qbind_exec::conflict_components(&txs, &admissions);
+        let want = naive_components(&txs, &admitted);
+        // The account index is sharded per pool thread: any count agrees.
+        for pool in shard_pools() {
+            prop_assert_eq!(&pool.install(|| qbind_exec::conflict_components(&txs, &admissions)), &got);
+        }
+        let got_vec: Vec<Vec<usize>> = got.iter().map(<[usize]>::to_vec).collect();
+        prop_assert_eq!(&got_vec, &want);
+        prop_assert_eq!(got.len(), want.len());
+        prop_assert_eq!(got.transactions(), admitted.iter().filter(|a| **a).count());
+        prop_assert_eq!(got.largest(), want.iter().map(Vec::len).max().unwrap_or(0));
+    }
+}
+
 #[test]
 fn parallel_signature_checks_match_the_sequential_ones() {
     use qbind_core::types::NetworkEnvironment;

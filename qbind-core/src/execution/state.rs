@@ -180,6 +180,8 @@ impl StateTransition {
     /// Build a transition from `changes` (any order, distinct ids) against
     /// `prior`, with the commitment delta computed by the caller (possibly in
     /// parallel) and the supply counters moved by `minted` and `burned`.
+    /// Changes that arrive already ascending by id (Stage B sorts them in
+    /// parallel) are only checked, not sorted again.
     pub fn from_changes(
         prior: &StateSummary,
         mut changes: Vec<AccountChange>,
@@ -188,7 +190,9 @@ impl StateTransition {
         burned: u128,
     ) -> Result<StateTransition, StateError> {
         changes.retain(|c| c.before != c.after);
-        changes.sort_unstable_by_key(|c| c.id);
+        if !changes.is_sorted_by(|a, b| a.id < b.id) {
+            changes.sort_unstable_by_key(|c| c.id);
+        }
         let mut summary = prior
             .with_delta(delta)
             .ok_or(StateError::SupplyOverflow { what: "accounts" })?;
