@@ -9,6 +9,8 @@
 //! - `exec/sequential/<pct>`: `qbind_core::execution::execute_block`, which
 //!   includes receipts and the new state root (the outcome is not applied:
 //!   every iteration executes the same block against the same state);
+//! - `exec/sequential_no_root/<pct>`: the same steps without the commitment
+//!   (the state root is not maintained): what the root costs;
 //! - `exec/stage_b_1t/<pct>`, `exec/stage_b_2t/<pct>`: `StageBExecutor` on
 //!   a dedicated rayon pool of 1 and 2 threads.
 //!
@@ -131,6 +133,27 @@ fn ceiling(map: &mut HashMap<AccountId, (u64, u128)>, txs: &[Transaction], propo
     map.entry(proposer).or_insert((0, 0)).1 += reward;
 }
 
+/// `execute_block` assembled from its public steps, with the commitment
+/// delta left at zero (the receipts and account changes are the same; the
+/// state root is not maintained).
+fn sequential_without_root(
+    ledger: &Ledger,
+    ctx: &BlockContext,
+    txs: &[Transaction],
+) -> BlockOutcome {
+    let admissions = admit_transactions(&ctx.config, txs);
+    let mut overlay = Overlay::with_capacity(ledger, txs.len() * 2);
+    let receipts = txs
+        .iter()
+        .zip(&admissions)
+        .map(|(tx, adm)| apply_transaction(&mut overlay, &ctx.config, tx, adm).expect("apply"))
+        .collect();
+    finish_block(ledger, ctx, receipts, overlay.into_changes(), |_| {
+        CommitmentDelta::default()
+    })
+    .expect("finish")
+}
+
 fn bench(c: &mut Criterion) {
     let s = setup();
     let ctx = BlockContext {
@@ -161,6 +184,9 @@ fn bench(c: &mut Criterion) {
     for (pct, txs) in &s.blocks {
         // Equality and stats, printed once for the record.
         let reference = execute_block(&s.ledger, &ctx, txs).expect("execute");
+        let no_root = sequential_without_root(&s.ledger, &ctx, txs);
+        assert_eq!(no_root.receipts, reference.receipts);
+        assert_eq!(no_root.transition.changes, reference.transition.changes);
         let (b, stats) = two.execute(&s.ledger, &ctx, txs).expect("stage b");
         assert_eq!(b, reference);
         eprintln!(
@@ -178,6 +204,13 @@ fn bench(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("sequential", pct), txs, |bch, txs| {
             bch.iter(|| execute_block(&s.ledger, &ctx, black_box(txs)).expect("execute"))
         });
+        // The same executor without the state root (the commitment delta
+        // left at zero): what maintaining the root costs, in the same run.
+        group.bench_with_input(
+            BenchmarkId::new("sequential_no_root", pct),
+            txs,
+            |bch, txs| bch.iter(|| sequential_without_root(&s.ledger, &ctx, black_box(txs))),
+        );
         group.bench_with_input(BenchmarkId::new("stage_b_1t", pct), txs, |bch, txs| {
             bch.iter(|| {
                 one.execute(&s.ledger, &ctx, black_box(txs))
@@ -203,7 +236,7 @@ fn bench(c: &mut Criterion) {
         });
     }
     // The commitment alone: the delta of the 0 % block's 20,001 changes
-    // (two SHAKE256 expansions per changed account), on this thread.
+    // (two BLAKE3 expansions per changed account), on this thread.
     let changes = execute_block(&s.ledger, &ctx, &s.blocks[0].1)
         .expect("execute")
         .transition

@@ -45,9 +45,10 @@ use crate::fsutil::{copy_dir, sync_dir};
 use crate::metrics::StoreMetrics;
 use crate::workload::block_key;
 
-/// Version of the snapshot format written by this crate (2: the protocol's
+/// Version of the snapshot format written by this crate (3: account leaves
+/// hashed with BLAKE3, see `qbind_core::execution::LEAF_CONTEXT`; 2: the protocol's
 /// state root and `executed_height`; version 1 carried a provisional root).
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 2;
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 3;
 /// Name of the metadata file.
 pub const META_FILE: &str = "meta.json";
 /// Name of the checkpoint directory.

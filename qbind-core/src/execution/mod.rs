@@ -49,7 +49,8 @@ pub use state::{
     STATE_SUMMARY_KEY, StateError, StateTransition, credit,
 };
 pub use state_root::{
-    ACCUMULATOR_LANES, AccountAccumulator, CommitmentDelta, StateSummary, leaf_element,
+    ACCUMULATOR_LANES, AccountAccumulator, CommitmentDelta, LEAF_CONTEXT, StateSummary,
+    leaf_element,
 };
 pub use tx::{
     TRANSFER_PAYLOAD_V0_BYTES, TRANSFER_PAYLOAD_V1_BYTES, Transaction, TransferPayload,
