@@ -133,22 +133,18 @@ fn ceiling(map: &mut HashMap<AccountId, (u64, u128)>, txs: &[Transaction], propo
     map.entry(proposer).or_insert((0, 0)).1 += reward;
 }
 
-/// `execute_block` assembled from its public steps, with the commitment
-/// delta left at zero (the receipts and account changes are the same; the
-/// state root is not maintained).
+/// `execute_block`'s steps with the commitment delta left at zero (the
+/// receipts and account changes are the same; the state root is not
+/// maintained).
 fn sequential_without_root(
     ledger: &Ledger,
     ctx: &BlockContext,
     txs: &[Transaction],
 ) -> BlockOutcome {
     let admissions = admit_transactions(&ctx.config, txs);
-    let mut overlay = Overlay::with_capacity(ledger, txs.len() * 2);
-    let receipts = txs
-        .iter()
-        .zip(&admissions)
-        .map(|(tx, adm)| apply_transaction(&mut overlay, &ctx.config, tx, adm).expect("apply"))
-        .collect();
-    finish_block(ledger, ctx, receipts, overlay.into_changes(), |_| {
+    let (receipts, changes) =
+        apply_transactions(ledger, &ctx.config, txs, &admissions).expect("apply");
+    finish_block(ledger, ctx, receipts, changes, |_| {
         CommitmentDelta::default()
     })
     .expect("finish")

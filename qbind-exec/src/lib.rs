@@ -82,8 +82,8 @@ use std::sync::Arc;
 
 use qbind_core::execution::{
     AccountChange, AccountReader, BlockContext, BlockOutcome, CommitmentDelta, ExecutionError,
-    Overlay, Receipt, Transaction, TxStatus, admit_transactions, apply_transaction, execute_block,
-    finish_block,
+    Overlay, Receipt, Transaction, TxStatus, admit_transactions, apply_transaction,
+    apply_transactions, execute_block, finish_block,
 };
 use qbind_core::types::{AccountId, NetworkEnvironment};
 use rayon::prelude::*;
@@ -217,12 +217,8 @@ impl StageBExecutor {
             // on this thread, but still sort and hash the changed accounts in
             // parallel (the commitment delta is a sum, independent of
             // grouping).
-            let mut overlay = Overlay::with_capacity(state, txs.len().saturating_mul(2));
-            let mut receipts = Vec::with_capacity(txs.len());
-            for (tx, admission) in txs.iter().zip(&admissions) {
-                receipts.push(apply_transaction(&mut overlay, &ctx.config, tx, admission)?);
-            }
-            let outcome = seal(state, ctx, receipts, vec![overlay.into_changes()])?;
+            let (receipts, changes) = apply_transactions(state, &ctx.config, txs, &admissions)?;
+            let outcome = seal(state, ctx, receipts, vec![changes])?;
             return Ok((outcome, stats));
         }
         stats.chunks = chunks.len();

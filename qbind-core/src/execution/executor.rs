@@ -12,7 +12,8 @@
 //!    limit impossible to exceed and keeps admission independent of state,
 //!    so a parallel executor can compute it up front.
 //! 2. [`apply_transaction`] per admitted transaction, in block order, against
-//!    an [`Overlay`] of the pre-block state. State checks (nonce, ability to
+//!    an [`Overlay`] of the pre-block state ([`apply_transactions`] for a
+//!    whole block). State checks (nonce, ability to
 //!    pay the maximum fee) reject without any effect; past them the
 //!    transaction is *included*: its nonce increments and it pays
 //!    `gas_used × max_fee_per_gas`, whether the transfer succeeds or fails.
@@ -502,18 +503,26 @@ pub fn execute_block<S: AccountReader + ?Sized>(
     txs: &[Transaction],
 ) -> Result<BlockOutcome, ExecutionError> {
     let admissions = admit_transactions(&ctx.config, txs);
+    let (receipts, changes) = apply_transactions(state, &ctx.config, txs, &admissions)?;
+    finish_block(state, ctx, receipts, changes, CommitmentDelta::of)
+}
+
+/// Step 2 for a whole block: every transaction in block order against one
+/// overlay of `state`. Returns the receipts in block order and the touched
+/// accounts (distinct ids, any order), ready for [`finish_block`].
+/// `admissions` is [`admit_transactions`]' verdict on `txs`.
+pub fn apply_transactions<S: AccountReader + ?Sized>(
+    state: &S,
+    config: &ExecutionConfig,
+    txs: &[Transaction],
+    admissions: &[Result<Admission, RejectReason>],
+) -> Result<(Vec<Receipt>, Vec<AccountChange>), StateError> {
     let mut overlay = Overlay::with_capacity(state, txs.len().saturating_mul(2));
     let mut receipts = Vec::with_capacity(txs.len());
-    for (tx, admission) in txs.iter().zip(&admissions) {
-        receipts.push(apply_transaction(&mut overlay, &ctx.config, tx, admission)?);
+    for (tx, admission) in txs.iter().zip(admissions) {
+        receipts.push(apply_transaction(&mut overlay, config, tx, admission)?);
     }
-    finish_block(
-        state,
-        ctx,
-        receipts,
-        overlay.into_changes(),
-        CommitmentDelta::of,
-    )
+    Ok((receipts, overlay.into_changes()))
 }
 
 /// A committed block's outcome when its transactions arrive as wire bytes

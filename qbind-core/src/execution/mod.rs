@@ -36,8 +36,8 @@ mod tx;
 
 pub use executor::{
     Admission, BlockContext, BlockOutcome, ExecutionError, FailureReason, Overlay, Receipt,
-    RejectReason, TxStatus, WireBlockOutcome, admit_transactions, apply_transaction, execute_block,
-    execute_wire_block, finish_block,
+    RejectReason, TxStatus, WireBlockOutcome, admit_transactions, apply_transaction,
+    apply_transactions, execute_block, execute_wire_block, finish_block,
 };
 pub use fees::{BPS_DENOMINATOR, FeeParts, FeeSplit, FeeSplitError};
 pub use gas::{
