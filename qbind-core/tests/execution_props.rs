@@ -187,6 +187,67 @@ proptest! {
     }
 }
 
+/// `n` changes with distinct ids: random, or (`shared_prefix`) all alike but
+/// for their last four bytes, as ids chosen to collide would be.
+fn changes_with_ids(seed: u64, n: usize, shared_prefix: bool) -> Vec<AccountChange> {
+    use std::collections::BTreeSet;
+    let mut state = seed | 1;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut ids = BTreeSet::new();
+    while ids.len() < n {
+        let mut id = [0x5a; 32];
+        if shared_prefix {
+            id[28..].copy_from_slice(&(next() as u32).to_be_bytes());
+        } else {
+            for chunk in id.chunks_mut(8) {
+                chunk.copy_from_slice(&next().to_be_bytes());
+            }
+        }
+        ids.insert(id);
+    }
+    let mut changes: Vec<AccountChange> = ids
+        .into_iter()
+        .enumerate()
+        .map(|(i, id)| AccountChange {
+            id: AccountId(id),
+            before: Account::default(),
+            after: Account {
+                nonce: i as u64,
+                balance: 1,
+            },
+        })
+        .collect();
+    // Deterministic shuffle.
+    for i in (1..changes.len()).rev() {
+        changes.swap(i, (next() as usize) % (i + 1));
+    }
+    changes
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// The bucketed sort gives exactly the comparison sort's order, below and
+    /// above the size where it starts bucketing, for spread and clustered ids.
+    #[test]
+    fn sort_changes_by_id_equals_a_comparison_sort(
+        seed in any::<u64>(),
+        n in prop_oneof![0usize..300, 8_000usize..12_000],
+        shared_prefix in any::<bool>(),
+    ) {
+        let mut ours = changes_with_ids(seed, n, shared_prefix);
+        let mut reference = ours.clone();
+        reference.sort_unstable_by_key(|c| c.id);
+        sort_changes_by_id(&mut ours);
+        prop_assert_eq!(ours, reference);
+    }
+}
+
 #[test]
 fn every_rejection_and_failure_has_its_receipt() {
     let ledger = genesis();

@@ -4,8 +4,9 @@
 //!
 //! Groups, all in one run so their ratios are comparable:
 //! - `exec/ceiling/<pct>`: a plain `HashMap<AccountId, (u64, u128)>` loop
-//!   doing the same balance and nonce updates in place, no checks beyond the
-//!   balance, no receipts, no commitment;
+//!   (with the same hasher as the `Ledger`'s map, foldhash) doing the same
+//!   balance and nonce updates in place, no checks beyond the balance, no
+//!   receipts, no commitment;
 //! - `exec/sequential/<pct>`: `qbind_core::execution::execute_block`, which
 //!   includes receipts and the new state root (the outcome is not applied:
 //!   every iteration executes the same block against the same state);
@@ -27,6 +28,15 @@
 //! `<pct>` is the share of transactions that touch one hot account (as
 //! recipient): 0 %, 10 %, 100 %.
 //!
+//! The rows above execute the same block every iteration, so its 20,000
+//! accounts stay in the CPU caches: a best case no chain sees. The `cold`
+//! rows (`exec/ceiling_cold/0`, `exec/sequential_cold/0`,
+//! `exec/stage_b_2t_cold/0`) go round [`COLD_BLOCKS`] different 0 % blocks
+//! with disjoint senders and random recipients, one per iteration, so each
+//! block's accounts were last touched 15 blocks (about 50 MB of other
+//! accounts and transactions) earlier: what consecutive blocks over a large
+//! state look like.
+//!
 //! `QBIND_BENCH_ACCOUNTS` overrides the account count (default 1,000,000).
 
 // `criterion_group!` generates an undocumented function.
@@ -46,11 +56,37 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 const BLOCK: usize = 10_000;
+/// Distinct blocks the `cold` rows go round.
+const COLD_BLOCKS: usize = 16;
+
+type PlainMap = HashMap<AccountId, (u64, u128), foldhash::fast::RandomState>;
 
 struct Setup {
     ledger: Ledger,
-    plain: HashMap<AccountId, (u64, u128)>,
+    plain: PlainMap,
     blocks: Vec<(u32, Vec<Transaction>)>,
+    cold: Vec<Vec<Transaction>>,
+}
+
+/// A 0 % block from `senders` (nonce 0) to random accounts of `others`.
+fn spread_block(
+    senders: &[(PublicKey, AccountId)],
+    others: &[AccountId],
+    rng: &mut ChaCha8Rng,
+    zero: &Signature,
+) -> Vec<Transaction> {
+    senders
+        .iter()
+        .map(|(pk, _)| {
+            let payload = TransferPayload::V1(TransferPayloadV1 {
+                recipient: others[1 + rng.gen_range(0..others.len() - 1)],
+                amount: rng.gen_range(1..1_000),
+                gas_limit: 37_352,
+                max_fee_per_gas: 1,
+            });
+            Transaction::from_parts(pk.clone(), 0, payload, zero.clone())
+        })
+        .collect()
 }
 
 fn setup() -> Setup {
@@ -68,16 +104,29 @@ fn setup() -> Setup {
             (pk, id)
         })
         .collect();
-    let others: Vec<AccountId> = (0..accounts.saturating_sub(BLOCK))
+    // Senders of the cold blocks: random key bytes stand for public keys
+    // (execution reads only the id derived from them; signatures are not
+    // checked here).
+    let cold_senders: Vec<(PublicKey, AccountId)> = (0..COLD_BLOCKS * BLOCK)
+        .map(|_| {
+            let mut bytes = vec![0u8; 1312];
+            rng.fill(&mut bytes[..]);
+            let pk = PublicKey::from_bytes(&bytes).expect("key length");
+            let id = AccountId::from_public_key(&pk);
+            (pk, id)
+        })
+        .collect();
+    let others: Vec<AccountId> = (0..accounts.saturating_sub(BLOCK * (1 + COLD_BLOCKS)))
         .map(|_| AccountId(rng.r#gen()))
         .collect();
     let balances = senders
         .iter()
+        .chain(&cold_senders)
         .map(|(_, id)| *id)
         .chain(others.iter().copied())
         .map(|id| (id, 1_000_000_000u128));
     let ledger = Ledger::genesis(balances).expect("genesis");
-    let plain: HashMap<AccountId, (u64, u128)> = ledger
+    let plain: PlainMap = ledger
         .sorted_accounts()
         .into_iter()
         .map(|(id, a)| (id, (a.nonce, a.balance)))
@@ -108,15 +157,20 @@ fn setup() -> Setup {
             (pct, txs)
         })
         .collect();
+    let cold = cold_senders
+        .chunks(BLOCK)
+        .map(|senders| spread_block(senders, &others, &mut rng, &zero))
+        .collect();
     Setup {
         ledger,
         plain,
         blocks,
+        cold,
     }
 }
 
 /// The ceiling: the same debits, credits and nonce increments on a plain map.
-fn ceiling(map: &mut HashMap<AccountId, (u64, u128)>, txs: &[Transaction], proposer: AccountId) {
+fn ceiling(map: &mut PlainMap, txs: &[Transaction], proposer: AccountId) {
     let mut reward = 0u128;
     for tx in txs {
         let fee = 37_352u128;
@@ -220,6 +274,32 @@ fn bench(c: &mut Criterion) {
             })
         });
     }
+    // The same work over blocks whose accounts are not in the caches.
+    for txs in &s.cold {
+        let reference = execute_block(&s.ledger, &ctx, txs).expect("execute");
+        assert_eq!(
+            two.execute(&s.ledger, &ctx, txs).expect("stage b").0,
+            reference
+        );
+    }
+    let mut plain = s.plain.clone();
+    let mut turn = 0usize;
+    let mut next_cold = || {
+        turn = (turn + 1) % s.cold.len();
+        &s.cold[turn]
+    };
+    group.bench_function(BenchmarkId::new("ceiling_cold", 0), |bch| {
+        bch.iter(|| ceiling(&mut plain, black_box(next_cold()), ctx.proposer))
+    });
+    group.bench_function(BenchmarkId::new("sequential_cold", 0), |bch| {
+        bch.iter(|| execute_block(&s.ledger, &ctx, black_box(next_cold())).expect("execute"))
+    });
+    group.bench_function(BenchmarkId::new("stage_b_2t_cold", 0), |bch| {
+        bch.iter(|| {
+            two.execute(&s.ledger, &ctx, black_box(next_cold()))
+                .expect("stage b")
+        })
+    });
     // Stage B's serial steps on their own (0 % block).
     let txs0 = &s.blocks[0].1;
     let admissions = admit_transactions(&ctx.config, txs0);
@@ -242,6 +322,14 @@ fn bench(c: &mut Criterion) {
     let mut shuffled = changes.clone();
     shuffled.shuffle(&mut ChaCha8Rng::seed_from_u64(7));
     group.bench_function(BenchmarkId::new("phase", "sort_changes"), |bch| {
+        bch.iter(|| {
+            let mut c = black_box(&shuffled).clone();
+            sort_changes_by_id(&mut c);
+            c
+        })
+    });
+    // The standard library's comparison sort on the same input, for scale.
+    group.bench_function(BenchmarkId::new("phase", "sort_unstable"), |bch| {
         bch.iter(|| {
             let mut c = black_box(&shuffled).clone();
             c.sort_unstable_by_key(|c| c.id);

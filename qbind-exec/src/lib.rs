@@ -83,7 +83,7 @@ use std::sync::Arc;
 use qbind_core::execution::{
     AccountChange, AccountReader, BlockContext, BlockOutcome, CommitmentDelta, ExecutionError,
     Overlay, Receipt, Transaction, TxStatus, admit_transactions, apply_transaction,
-    apply_transactions, execute_block, finish_block,
+    apply_transactions, execute_block, finish_block, sort_changes_by_id,
 };
 use qbind_core::types::{AccountId, NetworkEnvironment};
 use rayon::prelude::*;
@@ -229,6 +229,12 @@ impl StageBExecutor {
             .map(|range| {
                 let size: usize = components.transactions_in(range.clone());
                 let mut overlay = Overlay::with_capacity(state, size.saturating_mul(2));
+                // First reads, in one loop (see `Overlay::preload_transfer`).
+                for component in components.iter_range(range.clone()) {
+                    for tx in component.iter().filter_map(|&index| txs.get(index)) {
+                        overlay.preload_transfer(tx);
+                    }
+                }
                 let mut receipts = Vec::with_capacity(size);
                 for component in components.iter_range(range.clone()) {
                     for &index in component {
@@ -326,7 +332,7 @@ fn seal<S: AccountReader + Sync + ?Sized>(
         });
     }
     let ((), partial) = rayon::join(
-        || changes.sort_unstable_by_key(|c| c.id),
+        || sort_changes_by_id(&mut changes),
         || {
             runs.par_iter()
                 .flat_map(|run| run.par_chunks(HASH_CHUNK))
@@ -481,8 +487,13 @@ pub fn conflict_components<A: Sync, E: Sync>(
     let edges: Vec<Vec<(usize, usize)>> = (0..parts)
         .into_par_iter()
         .map(|part| {
-            let mut first_toucher: HashMap<AccountId, usize> =
-                HashMap::with_capacity(n.saturating_mul(2) / parts + 16);
+            // foldhash, seeded at random per map (ids are partly chosen by
+            // users; a predictable hash would let them collide on purpose).
+            let mut first_toucher: HashMap<AccountId, usize, foldhash::fast::RandomState> =
+                HashMap::with_capacity_and_hasher(
+                    n.saturating_mul(2) / parts + 16,
+                    foldhash::fast::RandomState::default(),
+                );
             let mut edges = Vec::new();
             for (i, tx) in txs.iter().enumerate().take(n) {
                 if !admitted(i) {

@@ -30,23 +30,25 @@
 mod executor;
 mod fees;
 mod gas;
+mod overlay;
 mod state;
 mod state_root;
 mod tx;
 
 pub use executor::{
-    Admission, BlockContext, BlockOutcome, ExecutionError, FailureReason, Overlay, Receipt,
-    RejectReason, TxStatus, WireBlockOutcome, admit_transactions, apply_transaction,
-    apply_transactions, execute_block, execute_wire_block, finish_block,
+    Admission, BlockContext, BlockOutcome, ExecutionError, FailureReason, Receipt, RejectReason,
+    TxStatus, WireBlockOutcome, admit_transactions, apply_transaction, apply_transactions,
+    execute_block, execute_wire_block, finish_block,
 };
 pub use fees::{BPS_DENOMINATOR, FeeParts, FeeSplit, FeeSplitError};
 pub use gas::{
     BLOCK_GAS_LIMIT_DEFAULT, ExecutionConfig, ExecutionConfigError, ExecutionProfile, GasSchedule,
     MINIMUM_GAS_LIMIT,
 };
+pub use overlay::Overlay;
 pub use state::{
     Account, AccountChange, AccountReader, AfterTransition, BackendAccounts, Ledger,
-    STATE_SUMMARY_KEY, StateError, StateTransition, credit,
+    STATE_SUMMARY_KEY, StateError, StateTransition, credit, sort_changes_by_id,
 };
 pub use state_root::{
     ACCUMULATOR_LANES, AccountAccumulator, CommitmentDelta, LEAF_CONTEXT, StateSummary,

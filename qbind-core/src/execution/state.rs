@@ -9,8 +9,8 @@
 //! account and an account with nonce 0 and balance 0 are the same thing.
 
 use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 
+use super::overlay::Overlay;
 use super::state_root::{CommitmentDelta, StateSummary};
 use crate::codec::{Decode, DecodeError, Encode, Reader};
 use crate::traits::{Namespace, StateBackend, StorageError, WriteBatch};
@@ -53,7 +53,7 @@ impl Decode for Account {
 }
 
 /// One account's value before and after a state transition.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct AccountChange {
     /// The account.
     pub id: AccountId,
@@ -191,7 +191,7 @@ impl StateTransition {
     ) -> Result<StateTransition, StateError> {
         changes.retain(|c| c.before != c.after);
         if !changes.is_sorted_by(|a, b| a.id < b.id) {
-            changes.sort_unstable_by_key(|c| c.id);
+            sort_changes_by_id(&mut changes);
         }
         let mut summary = prior
             .with_delta(delta)
@@ -244,11 +244,60 @@ impl<B: StateBackend + ?Sized> AccountReader for BackendAccounts<'_, B> {
     }
 }
 
+/// Sort account changes ascending by id (the order of
+/// [`StateTransition::changes`]): a counting pass over the first 12 bits of
+/// the ids, then each of the 4,096 buckets sorted on its own. Ids are hashes
+/// of public keys or chosen recipients; when they are spread out this is
+/// linear in practice, and when they are not (ids chosen to share a prefix)
+/// it is one ordinary comparison sort. Equal ids keep no particular order
+/// (a transition never holds one id twice).
+pub fn sort_changes_by_id(changes: &mut Vec<AccountChange>) {
+    const BITS: u32 = 12;
+    const BUCKETS: usize = 1 << BITS;
+    if changes.len() < 2 * BUCKETS {
+        changes.sort_unstable_by_key(|c| c.id);
+        return;
+    }
+    let bucket = |c: &AccountChange| usize::from(u16::from_be_bytes([c.id.0[0], c.id.0[1]]) >> 4);
+    let mut starts = vec![0usize; BUCKETS + 1];
+    for c in changes.iter() {
+        if let Some(n) = starts.get_mut(bucket(c) + 1) {
+            *n += 1;
+        }
+    }
+    for k in 1..starts.len() {
+        let previous = starts.get(k - 1).copied().unwrap_or(0);
+        if let Some(n) = starts.get_mut(k) {
+            *n += previous;
+        }
+    }
+    let mut cursor = starts.clone();
+    let mut sorted = vec![AccountChange::default(); changes.len()];
+    for c in changes.iter() {
+        if let Some(at) = cursor.get_mut(bucket(c)) {
+            if let Some(slot) = sorted.get_mut(*at) {
+                *slot = *c;
+            }
+            *at += 1;
+        }
+    }
+    for w in starts.windows(2) {
+        if let (Some(&a), Some(&b)) = (w.first(), w.get(1))
+            && let Some(run) = sorted.get_mut(a..b)
+        {
+            run.sort_unstable_by_key(|c| c.id);
+        }
+    }
+    *changes = sorted;
+}
+
 /// Account state in memory: a hash map for lookups (never iterated into a
-/// result without sorting) plus the running summary.
+/// result without sorting) plus the running summary. The map hashes with
+/// `foldhash`, seeded at random per map like `std`'s default (ids are
+/// partly chosen by users, so the hash must not be predictable).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Ledger {
-    accounts: HashMap<AccountId, Account>,
+    accounts: HashMap<AccountId, Account, foldhash::fast::RandomState>,
     summary: StateSummary,
 }
 
@@ -420,30 +469,21 @@ pub fn credit<S: AccountReader + ?Sized>(
     state: &S,
     credits: &[(AccountId, u128)],
 ) -> Result<StateTransition, StateError> {
-    let mut touched: HashMap<AccountId, AccountChange> = HashMap::new();
+    let mut touched = Overlay::with_capacity(state, credits.len());
     let mut total: u128 = 0;
     for (id, amount) in credits {
         total = total
             .checked_add(*amount)
             .ok_or(StateError::SupplyOverflow { what: "minted" })?;
-        let change = match touched.entry(*id) {
-            Entry::Occupied(e) => e.into_mut(),
-            Entry::Vacant(e) => {
-                let before = state.account(id)?;
-                e.insert(AccountChange {
-                    id: *id,
-                    before,
-                    after: before,
-                })
-            }
-        };
-        change.after.balance = change
-            .after
+        let slot = touched.load(id)?;
+        let mut account = touched.value(slot);
+        account.balance = account
             .balance
             .checked_add(*amount)
             .ok_or(StateError::SupplyOverflow { what: "balance" })?;
+        touched.store(slot, account);
     }
-    let changes: Vec<AccountChange> = touched.into_values().collect();
+    let changes = touched.into_changes();
     let delta = CommitmentDelta::of(&changes);
     StateTransition::from_changes(&state.summary()?, changes, &delta, total, 0)
 }

@@ -43,10 +43,12 @@ impl Default for AccountAccumulator {
     }
 }
 
-/// The BLAKE3 hasher in key-derivation mode for [`LEAF_CONTEXT`], set up
-/// once (the context is hashed when the hasher is made) and cloned per leaf.
-static LEAF_HASHER: std::sync::LazyLock<blake3::Hasher> =
-    std::sync::LazyLock::new(|| blake3::Hasher::new_derive_key(LEAF_CONTEXT));
+/// The context key of [`LEAF_CONTEXT`] (BLAKE3 hashes a key-derivation
+/// context into a key once; every leaf starts from it, which is the same
+/// function as `Hasher::new_derive_key(LEAF_CONTEXT)` without re-hashing or
+/// copying a whole hasher per leaf).
+static LEAF_CONTEXT_KEY: std::sync::LazyLock<blake3::hazmat::ContextKey> =
+    std::sync::LazyLock::new(|| blake3::hazmat::hash_derive_key_context(LEAF_CONTEXT));
 
 /// Length of the key material of [`leaf_element`]: id, nonce, balance.
 const LEAF_INPUT_BYTES: usize = 32 + 8 + 16;
@@ -66,7 +68,8 @@ pub fn leaf_element(id: &AccountId, account: &Account) -> [u64; ACCUMULATOR_LANE
     input[..32].copy_from_slice(&id.0);
     input[32..40].copy_from_slice(&account.nonce.to_be_bytes());
     input[40..].copy_from_slice(&account.balance.to_be_bytes());
-    let mut hasher = LEAF_HASHER.clone();
+    let mut hasher =
+        <blake3::Hasher as blake3::hazmat::HasherExt>::new_from_context_key(&LEAF_CONTEXT_KEY);
     hasher.update(&input);
     let mut bytes = [0u8; ACCUMULATOR_LANES * 8];
     hasher.finalize_xof().fill(&mut bytes);
