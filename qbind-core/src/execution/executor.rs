@@ -465,7 +465,7 @@ pub fn apply_transactions<S: AccountReader + ?Sized>(
     let mut overlay = Overlay::with_capacity(state, txs.len().saturating_mul(2));
     // Every account an admitted transaction may touch is read first, in one
     // tight loop (measured 5-20 % faster per block than reading each when
-    // its transaction runs; docs/benchmarks.md, run L).
+    // its transaction runs; docs/benchmarks.md, runs L–N).
     for (tx, admission) in txs.iter().zip(admissions) {
         if admission.is_ok() {
             overlay.preload_transfer(tx);
