@@ -234,15 +234,23 @@ proptest! {
 
     /// The bucketed sort gives exactly the comparison sort's order, below and
     /// above the size where it starts bucketing, for spread and clustered ids.
+    /// The same from several runs (as Stage B hands over its chunks' lists).
     #[test]
     fn sort_changes_by_id_equals_a_comparison_sort(
         seed in any::<u64>(),
         n in prop_oneof![0usize..300, 8_000usize..12_000],
         shared_prefix in any::<bool>(),
+        cuts in prop::collection::vec(0usize..12_000, 0..6),
     ) {
         let mut ours = changes_with_ids(seed, n, shared_prefix);
         let mut reference = ours.clone();
         reference.sort_unstable_by_key(|c| c.id);
+        let mut bounds: Vec<usize> = cuts.iter().map(|c| c % (n + 1)).collect();
+        bounds.push(0);
+        bounds.push(n);
+        bounds.sort_unstable();
+        let runs: Vec<&[AccountChange]> = bounds.windows(2).map(|w| &ours[w[0]..w[1]]).collect();
+        prop_assert_eq!(&sorted_changes_by_id(&runs), &reference);
         sort_changes_by_id(&mut ours);
         prop_assert_eq!(ours, reference);
     }

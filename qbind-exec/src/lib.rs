@@ -23,17 +23,17 @@
 //!    size (8 per thread); rayon executes the chunks in parallel. Inside a
 //!    chunk each component runs its transactions in block order against a
 //!    private overlay of the pre-block state.
-//! 4. Receipts go back to their block positions and the account changes
-//!    (disjoint between components) are concatenated. Then, at the same
-//!    time, one task sorts them by id while the others hash their
-//!    commitment delta (leaving out the proposer's account). The core's
+//! 4. Receipts go back to their block positions. Then, at the same time,
+//!    one task sorts the chunks' account changes (disjoint between
+//!    components) by id into one list, in a single copy, while the others
+//!    hash their commitment delta (leaving out the proposer's account). The core's
 //!    `finish_block` receives them already sorted and the delta
 //!    precomputed; it credits the proposer, to whose final value the
 //!    precomputed delta adds the proposer's own term.
 //!
 //! Serial work left per block: admission (a few µs per thousand
 //! transactions), the union of the edges and the component layout, the
-//! placement of receipts, one copy of the changes and `finish_block`'s
+//! placement of receipts and `finish_block`'s
 //! linear passes; measured in docs/benchmarks.md ("Run E").
 //!
 //! ## Why it equals the sequential result
@@ -83,7 +83,7 @@ use std::sync::Arc;
 use qbind_core::execution::{
     AccountChange, AccountReader, BlockContext, BlockOutcome, CommitmentDelta, ExecutionError,
     Overlay, Receipt, Transaction, TxStatus, admit_transactions, apply_transaction,
-    apply_transactions, execute_block, finish_block, sort_changes_by_id,
+    apply_transactions, execute_block, finish_block, sorted_changes_by_id,
 };
 use qbind_core::types::{AccountId, NetworkEnvironment};
 use rayon::prelude::*;
@@ -301,8 +301,9 @@ struct ChunkResult {
 
 /// Hand the receipts and the account changes (`runs`: disjoint lists, one
 /// per chunk) to the core's `finish_block`, with the two costly parts of
-/// finishing done in parallel: the changes are sorted by id on one thread
-/// while the others hash their commitment delta, and `finish_block` gets
+/// finishing done in parallel: the runs are sorted by id into one list
+/// (`sorted_changes_by_id`, a single copy) on one thread while the others
+/// hash their commitment delta, and `finish_block` gets
 /// them already sorted and the delta precomputed.
 ///
 /// The proposer's account is excluded from the precomputed delta because
@@ -318,21 +319,22 @@ fn seal<S: AccountReader + Sync + ?Sized>(
     runs: Vec<Vec<AccountChange>>,
 ) -> Result<BlockOutcome, ExecutionError> {
     let proposer = ctx.proposer;
-    let total: usize = runs.iter().map(Vec::len).sum();
-    let mut changes: Vec<AccountChange> = Vec::with_capacity(total.saturating_add(1));
-    for run in &runs {
-        changes.extend_from_slice(run);
-    }
-    if !changes.iter().any(|c| c.id == proposer) {
+    let mut extra: Vec<AccountChange> = Vec::new();
+    if !runs.iter().flatten().any(|c| c.id == proposer) {
         let before = state.account(&proposer)?;
-        changes.push(AccountChange {
+        extra.push(AccountChange {
             id: proposer,
             before,
             after: before,
         });
     }
-    let ((), partial) = rayon::join(
-        || sort_changes_by_id(&mut changes),
+    let parts: Vec<&[AccountChange]> = runs
+        .iter()
+        .map(Vec::as_slice)
+        .chain(std::iter::once(extra.as_slice()))
+        .collect();
+    let (changes, partial) = rayon::join(
+        || sorted_changes_by_id(&parts),
         || {
             runs.par_iter()
                 .flat_map(|run| run.par_chunks(HASH_CHUNK))
@@ -340,6 +342,7 @@ fn seal<S: AccountReader + Sync + ?Sized>(
                 .reduce(CommitmentDelta::default, |a, b| a.combine(&b))
         },
     );
+    drop(parts);
     drop(runs);
     finish_block(state, ctx, receipts, changes, |final_changes| {
         let mut rest = CommitmentDelta::default();

@@ -49,6 +49,7 @@ pub use overlay::Overlay;
 pub use state::{
     Account, AccountChange, AccountReader, AfterTransition, BackendAccounts, Ledger,
     STATE_SUMMARY_KEY, StateError, StateTransition, credit, sort_changes_by_id,
+    sorted_changes_by_id,
 };
 pub use state_root::{
     ACCUMULATOR_LANES, AccountAccumulator, CommitmentDelta, LEAF_CONTEXT, StateSummary,

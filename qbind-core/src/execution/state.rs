@@ -244,23 +244,41 @@ impl<B: StateBackend + ?Sized> AccountReader for BackendAccounts<'_, B> {
     }
 }
 
+/// Below this many changes [`sort_changes_by_id`] is a plain comparison sort.
+const BUCKET_SORT_MIN: usize = 2 * ID_BUCKETS;
+/// Buckets of the bucketed sort: the first 12 bits of an id.
+const ID_BUCKETS: usize = 1 << 12;
+
 /// Sort account changes ascending by id (the order of
-/// [`StateTransition::changes`]): a counting pass over the first 12 bits of
-/// the ids, then each of the 4,096 buckets sorted on its own. Ids are hashes
-/// of public keys or chosen recipients; when they are spread out this is
-/// linear in practice, and when they are not (ids chosen to share a prefix)
-/// it is one ordinary comparison sort. Equal ids keep no particular order
-/// (a transition never holds one id twice).
+/// [`StateTransition::changes`]); see [`sorted_changes_by_id`].
 pub fn sort_changes_by_id(changes: &mut Vec<AccountChange>) {
-    const BITS: u32 = 12;
-    const BUCKETS: usize = 1 << BITS;
-    if changes.len() < 2 * BUCKETS {
+    if changes.len() < BUCKET_SORT_MIN {
         changes.sort_unstable_by_key(|c| c.id);
         return;
     }
+    *changes = sorted_changes_by_id(&[changes.as_slice()]);
+}
+
+/// The changes of all `runs` in one new vector, ascending by id: the same
+/// as concatenating and sorting them, with a single copy. A counting pass
+/// over the first 12 bits of the ids places every change in one of 4,096
+/// buckets, then each bucket is sorted on its own. Ids are hashes of public
+/// keys or chosen recipients; when they are spread out this is linear in
+/// practice, and when they are not (ids chosen to share a prefix) it is one
+/// ordinary comparison sort. Equal ids keep no particular order (a
+/// transition never holds one id twice).
+#[must_use]
+pub fn sorted_changes_by_id(runs: &[&[AccountChange]]) -> Vec<AccountChange> {
+    let total: usize = runs.iter().map(|r| r.len()).sum();
+    if total < BUCKET_SORT_MIN {
+        let mut all = runs.concat();
+        all.sort_unstable_by_key(|c| c.id);
+        return all;
+    }
+    let all = || runs.iter().flat_map(|r| r.iter());
     let bucket = |c: &AccountChange| usize::from(u16::from_be_bytes([c.id.0[0], c.id.0[1]]) >> 4);
-    let mut starts = vec![0usize; BUCKETS + 1];
-    for c in changes.iter() {
+    let mut starts = vec![0usize; ID_BUCKETS + 1];
+    for c in all() {
         if let Some(n) = starts.get_mut(bucket(c) + 1) {
             *n += 1;
         }
@@ -272,8 +290,8 @@ pub fn sort_changes_by_id(changes: &mut Vec<AccountChange>) {
         }
     }
     let mut cursor = starts.clone();
-    let mut sorted = vec![AccountChange::default(); changes.len()];
-    for c in changes.iter() {
+    let mut sorted = vec![AccountChange::default(); total];
+    for c in all() {
         if let Some(at) = cursor.get_mut(bucket(c)) {
             if let Some(slot) = sorted.get_mut(*at) {
                 *slot = *c;
@@ -288,7 +306,7 @@ pub fn sort_changes_by_id(changes: &mut Vec<AccountChange>) {
             run.sort_unstable_by_key(|c| c.id);
         }
     }
-    *changes = sorted;
+    sorted
 }
 
 /// Account state in memory: a hash map for lookups (never iterated into a
