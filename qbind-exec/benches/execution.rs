@@ -68,18 +68,27 @@ struct Setup {
     cold: Vec<Vec<Transaction>>,
 }
 
-/// A 0 % block from `senders` (nonce 0) to random accounts of `others`.
-fn spread_block(
+/// A block from `senders` (each at nonce 0): `pct` % of the transfers go to
+/// the hot account `others[0]`, the rest to random accounts of
+/// `others[1..]`.
+fn transfer_block(
     senders: &[(PublicKey, AccountId)],
     others: &[AccountId],
+    pct: u32,
     rng: &mut ChaCha8Rng,
     zero: &Signature,
 ) -> Vec<Transaction> {
     senders
         .iter()
-        .map(|(pk, _)| {
+        .enumerate()
+        .map(|(i, (pk, _))| {
+            let recipient = if (i % 100) < pct as usize {
+                others[0]
+            } else {
+                others[1 + rng.gen_range(0..others.len() - 1)]
+            };
             let payload = TransferPayload::V1(TransferPayloadV1 {
-                recipient: others[1 + rng.gen_range(0..others.len() - 1)],
+                recipient,
                 amount: rng.gen_range(1..1_000),
                 gas_limit: 37_352,
                 max_fee_per_gas: 1,
@@ -131,35 +140,14 @@ fn setup() -> Setup {
         .into_iter()
         .map(|(id, a)| (id, (a.nonce, a.balance)))
         .collect();
-    let hot = others[0];
     let zero = Signature::from_bytes(&[0u8; 2420]).expect("signature length");
     let blocks = [0u32, 10, 100]
         .into_iter()
-        .map(|pct| {
-            let txs = senders
-                .iter()
-                .enumerate()
-                .map(|(i, (pk, _))| {
-                    let recipient = if (i % 100) < pct as usize {
-                        hot
-                    } else {
-                        others[1 + rng.gen_range(0..others.len() - 1)]
-                    };
-                    let payload = TransferPayload::V1(TransferPayloadV1 {
-                        recipient,
-                        amount: rng.gen_range(1..1_000),
-                        gas_limit: 37_352,
-                        max_fee_per_gas: 1,
-                    });
-                    Transaction::from_parts(pk.clone(), 0, payload, zero.clone())
-                })
-                .collect();
-            (pct, txs)
-        })
+        .map(|pct| (pct, transfer_block(&senders, &others, pct, &mut rng, &zero)))
         .collect();
     let cold = cold_senders
         .chunks(BLOCK)
-        .map(|senders| spread_block(senders, &others, &mut rng, &zero))
+        .map(|senders| transfer_block(senders, &others, 0, &mut rng, &zero))
         .collect();
     Setup {
         ledger,

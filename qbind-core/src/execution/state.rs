@@ -246,8 +246,10 @@ impl<B: StateBackend + ?Sized> AccountReader for BackendAccounts<'_, B> {
 
 /// Below this many changes [`sort_changes_by_id`] is a plain comparison sort.
 const BUCKET_SORT_MIN: usize = 2 * ID_BUCKETS;
-/// Buckets of the bucketed sort: the first 12 bits of an id.
-const ID_BUCKETS: usize = 1 << 12;
+/// The bucketed sort's bucket of an id is its first `ID_BUCKET_BITS` bits.
+const ID_BUCKET_BITS: u32 = 12;
+/// Buckets of the bucketed sort.
+const ID_BUCKETS: usize = 1 << ID_BUCKET_BITS;
 
 /// Sort account changes ascending by id (the order of
 /// [`StateTransition::changes`]); see [`sorted_changes_by_id`].
@@ -276,7 +278,9 @@ pub fn sorted_changes_by_id(runs: &[&[AccountChange]]) -> Vec<AccountChange> {
         return all;
     }
     let all = || runs.iter().flat_map(|r| r.iter());
-    let bucket = |c: &AccountChange| usize::from(u16::from_be_bytes([c.id.0[0], c.id.0[1]]) >> 4);
+    let bucket = |c: &AccountChange| {
+        usize::from(u16::from_be_bytes([c.id.0[0], c.id.0[1]]) >> (16 - ID_BUCKET_BITS))
+    };
     let mut starts = vec![0usize; ID_BUCKETS + 1];
     for c in all() {
         if let Some(n) = starts.get_mut(bucket(c) + 1) {
