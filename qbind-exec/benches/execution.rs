@@ -25,6 +25,12 @@
 //!   `sort_changes` (sorting the block's 20,001 changes by id, which Stage B
 //!   overlaps with hashing and the sequential executor does not).
 //!
+//! - `exec/phase/leaf_element_1000`, `exec/phase/blake3_hash32_1000`,
+//!   `exec/phase/blake3_xof1024_1000`: 1,000 account leaves against 1,000
+//!   BLAKE3 calls (same key, same 56-byte inputs) with a 32-byte output (one
+//!   compression) and a 1,024-byte output (16 compressions): whether a
+//!   leaf costs its compressions' work or one compression's latency.
+//!
 //! `<pct>` is the share of transactions that touch one hot account (as
 //! recipient): 0 %, 10 %, 100 %.
 //!
@@ -46,6 +52,7 @@ use std::collections::HashMap;
 use std::hint::black_box;
 use std::sync::Arc;
 
+use blake3::hazmat::HasherExt;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use qbind_core::crypto::{KeyPair, PublicKey, Signature};
 use qbind_core::execution::*;
@@ -344,6 +351,53 @@ fn bench(c: &mut Criterion) {
             })
         },
     );
+    // What one account leaf costs against BLAKE3 calls of the same input
+    // (1,000 distinct 56-byte inputs each): a 32-byte hash (one
+    // compression) and a 1,024-byte output (16 compressions). If the three
+    // are close, a leaf costs one compression's latency, not its four
+    // compressions' work.
+    let inputs: Vec<(AccountId, Account)> = changes
+        .iter()
+        .take(1_000)
+        .map(|c| (c.id, c.after))
+        .collect();
+    let key_material = |id: &AccountId, a: &Account| {
+        let mut m = [0u8; 56];
+        m[..32].copy_from_slice(&id.0);
+        m[32..40].copy_from_slice(&a.nonce.to_be_bytes());
+        m[40..].copy_from_slice(&a.balance.to_be_bytes());
+        m
+    };
+    // The leaf's own key: the context hashed once, as `leaf_element` does.
+    let context_key = blake3::hazmat::hash_derive_key_context(LEAF_CONTEXT);
+    group.throughput(Throughput::Elements(inputs.len() as u64));
+    group.bench_function(BenchmarkId::new("phase", "leaf_element_1000"), |bch| {
+        bch.iter(|| {
+            for (id, a) in black_box(&inputs) {
+                black_box(leaf_element(id, a));
+            }
+        })
+    });
+    group.bench_function(BenchmarkId::new("phase", "blake3_hash32_1000"), |bch| {
+        bch.iter(|| {
+            for (id, a) in black_box(&inputs) {
+                let mut h = <blake3::Hasher as HasherExt>::new_from_context_key(&context_key);
+                h.update(&key_material(id, a));
+                black_box(h.finalize());
+            }
+        })
+    });
+    group.bench_function(BenchmarkId::new("phase", "blake3_xof1024_1000"), |bch| {
+        bch.iter(|| {
+            for (id, a) in black_box(&inputs) {
+                let mut h = <blake3::Hasher as HasherExt>::new_from_context_key(&context_key);
+                h.update(&key_material(id, a));
+                let mut out = [0u8; 1024];
+                h.finalize_xof().fill(&mut out);
+                black_box(out);
+            }
+        })
+    });
     group.finish();
 }
 

@@ -16,17 +16,26 @@
 //!    (first toucher, later toucher) per repeated account; a union–find over
 //!    transaction indices joins the edges. O(n α(n)) for n transactions,
 //!    never a comparison of pairs; the components are laid out flat, in
-//!    order of their first transaction. The proposer's fee share is *not* an
+//!    order of their first transaction. The index is keyed by an id's first
+//!    8 bytes and compares the whole id on a hit; ids that share a prefix
+//!    with a different id go to a second, exact map, so the relation is
+//!    exact. The proposer's fee share is *not* an
 //!    account access of a transaction: fees are summed from receipts and
 //!    credited once at the end, exactly as the reference does.
 //! 3. Components are packed, in order, into contiguous chunks of similar
 //!    size (8 per thread); rayon executes the chunks in parallel. Inside a
 //!    chunk each component runs its transactions in block order against a
-//!    private overlay of the pre-block state.
+//!    private overlay of the pre-block state. When one component holds
+//!    (nearly) the whole block there is one chunk: its transactions run in
+//!    block order on one thread while the other threads hash the *old*
+//!    elements of the touched accounts (the index lists each distinct
+//!    account's first access; old values depend only on the pre-block
+//!    state).
 //! 4. Receipts go back to their block positions. Then, at the same time,
 //!    one task sorts the chunks' account changes (disjoint between
 //!    components) by id into one list, in a single copy, while the others
-//!    hash their commitment delta (leaving out the proposer's account). The core's
+//!    hash their commitment delta (leaving out the proposer's account; only
+//!    the new elements if the old ones were hashed in step 3). The core's
 //!    `finish_block` receives them already sorted and the delta
 //!    precomputed; it credits the proposer, to whose final value the
 //!    precomputed delta adds the proposer's own term.
@@ -34,7 +43,7 @@
 //! Serial work left per block: admission (a few µs per thousand
 //! transactions), the union of the edges and the component layout, the
 //! placement of receipts and `finish_block`'s
-//! linear passes; measured in docs/benchmarks.md ("Run E").
+//! linear passes; measured in docs/benchmarks.md ("Run E", "Run P").
 //!
 //! ## Why it equals the sequential result
 //! Two transactions in different components touch disjoint account sets, so
@@ -43,8 +52,15 @@
 //! reads in the sequential run, and writes the same values. The proposer
 //! credit, the supply counters and the commitment delta are sums, which do
 //! not depend on grouping; account ids are distinct, so the sorted change
-//! list is unique. Tests compare the two executors on random blocks with
+//! list is unique. Old elements hashed during execution are those of the
+//! same accounts with the same values: the accounts the overlays hold are
+//! exactly the distinct accounts the admitted transactions touch (checked
+//! by count; on a mismatch or a failed read the old elements are hashed
+//! from the change lists instead), and both read the unchanged pre-block
+//! state, which must not change while a block executes (for either
+//! executor). Tests compare the two executors on random blocks with
 //! 0–100 % conflicts, with the proposer untouched, a sender or a recipient,
+//! with ids that share the index's 8-byte key, with an unreadable account,
 //! and the components with a brute-force grouping (`tests/stage_b.rs`).
 //!
 //! ```
@@ -81,9 +97,10 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use qbind_core::execution::{
-    AccountChange, AccountReader, BlockContext, BlockOutcome, CommitmentDelta, ExecutionError,
-    Overlay, Receipt, Transaction, TxStatus, admit_transactions, apply_transaction,
-    apply_transactions, execute_block, finish_block, sorted_changes_by_id,
+    AccountAccumulator, AccountChange, AccountReader, Admission, BlockContext, BlockOutcome,
+    CommitmentDelta, ExecutionError, Overlay, Receipt, RejectReason, Transaction, TxStatus,
+    admit_transactions, apply_transaction, apply_transactions, execute_block, finish_block,
+    leaf_element, sorted_changes_by_id,
 };
 use qbind_core::types::{AccountId, NetworkEnvironment};
 use rayon::prelude::*;
@@ -206,7 +223,7 @@ impl StageBExecutor {
             return Ok((execute_block(state, ctx, txs)?, stats));
         }
         let admissions = admit_transactions(&ctx.config, txs);
-        let components = conflict_components(txs, &admissions);
+        let (components, touched) = conflict_index(txs, &admissions);
         stats.scheduled = components.transactions();
         stats.components = components.len();
         stats.largest_component = components.largest();
@@ -214,75 +231,113 @@ impl StageBExecutor {
         let chunks = components.pack(threads.saturating_mul(self.config.chunks_per_thread.max(1)));
         if chunks.len() <= 1 {
             // One component holds (nearly) everything: execute in block order
-            // on this thread, but still sort and hash the changed accounts in
-            // parallel (the commitment delta is a sum, independent of
-            // grouping).
-            let (receipts, changes) = apply_transactions(state, &ctx.config, txs, &admissions)?;
-            let outcome = seal(state, ctx, receipts, vec![changes])?;
+            // on this thread while the other threads hash the touched
+            // accounts' old values (they depend only on the pre-block state);
+            // the new values are hashed in parallel when sealing.
+            // (On a one-thread pool nothing would overlap, and reading the
+            // accounts a second time would only add work.)
+            let (executed, before) = if threads > 1 {
+                rayon::join(
+                    || apply_transactions(state, &ctx.config, txs, &admissions),
+                    || old_leaves(state, txs, &touched, &ctx.proposer),
+                )
+            } else {
+                (
+                    apply_transactions(state, &ctx.config, txs, &admissions),
+                    None,
+                )
+            };
+            let (receipts, changes) = executed?;
+            let outcome = seal(state, ctx, receipts, vec![changes], before)?;
             return Ok((outcome, stats));
         }
         stats.chunks = chunks.len();
         stats.parallel_txs = stats.scheduled;
-
-        let results: Vec<ChunkResult> = chunks
-            .par_iter()
-            .map(|range| {
-                let size: usize = components.transactions_in(range.clone());
-                let mut overlay = Overlay::with_capacity(state, size.saturating_mul(2));
-                // First reads, in one loop (see `Overlay::preload_transfer`).
-                for component in components.iter_range(range.clone()) {
-                    for tx in component.iter().filter_map(|&index| txs.get(index)) {
-                        overlay.preload_transfer(tx);
-                    }
-                }
-                let mut receipts = Vec::with_capacity(size);
-                for component in components.iter_range(range.clone()) {
-                    for &index in component {
-                        let (Some(tx), Some(admission)) = (txs.get(index), admissions.get(index))
-                        else {
-                            continue;
-                        };
-                        let receipt = apply_transaction(&mut overlay, &ctx.config, tx, admission)?;
-                        receipts.push((index, receipt));
-                    }
-                }
-                Ok(ChunkResult {
-                    receipts,
-                    changes: overlay.into_changes(),
-                })
-            })
-            .collect::<Result<_, ExecutionError>>()?;
-
-        // Admission rejections need no state: their receipts are made here
-        // (against an overlay they never read); every admitted transaction's
-        // placeholder is overwritten by its chunk's receipt.
-        let mut untouched = Overlay::new(state);
-        let mut receipts: Vec<Receipt> = Vec::with_capacity(txs.len());
-        for (tx, admission) in txs.iter().zip(&admissions) {
-            receipts.push(match admission {
-                Ok(_) => PLACEHOLDER,
-                Err(_) => apply_transaction(&mut untouched, &ctx.config, tx, admission)?,
-            });
-        }
-        let mut filled = 0usize;
-        let mut runs = Vec::with_capacity(results.len());
-        for result in results {
-            for (index, receipt) in result.receipts {
-                if let Some(slot) = receipts.get_mut(index) {
-                    *slot = receipt;
-                    filled += 1;
-                }
-            }
-            runs.push(result.changes);
-        }
-        if filled != stats.scheduled {
+        // Here the chunks keep both threads busy, and hashing old values
+        // during execution measured slower than hashing them with the new
+        // ones when sealing (docs/benchmarks.md, run P).
+        let Some((receipts, runs)) =
+            execute_chunks(state, ctx, txs, &admissions, &components, &chunks)?
+        else {
             // Unreachable by construction; fall back to the reference rather
             // than return a wrong outcome.
             return Ok((execute_block(state, ctx, txs)?, StageBStats::default()));
-        }
-        let outcome = seal(state, ctx, receipts, runs)?;
+        };
+        let outcome = seal(state, ctx, receipts, runs, None)?;
         Ok((outcome, stats))
     }
+}
+
+/// The receipts of a block in block order and its account changes, one
+/// list per chunk; `None` if the chunks did not cover exactly the admitted
+/// transactions (unreachable by construction).
+type Executed = Option<(Vec<Receipt>, Vec<Vec<AccountChange>>)>;
+
+/// Run the chunks in parallel, each component's transactions in block
+/// order against the chunk's own overlay of the pre-block state.
+fn execute_chunks<S: AccountReader + Sync + ?Sized>(
+    state: &S,
+    ctx: &BlockContext,
+    txs: &[Transaction],
+    admissions: &[Result<Admission, RejectReason>],
+    components: &Components,
+    chunks: &[Range<usize>],
+) -> Result<Executed, ExecutionError> {
+    let results: Vec<ChunkResult> = chunks
+        .par_iter()
+        .map(|range| {
+            let size: usize = components.transactions_in(range.clone());
+            let mut overlay = Overlay::with_capacity(state, size.saturating_mul(2));
+            // First reads, in one loop (see `Overlay::preload_transfer`).
+            for component in components.iter_range(range.clone()) {
+                for tx in component.iter().filter_map(|&index| txs.get(index)) {
+                    overlay.preload_transfer(tx);
+                }
+            }
+            let mut receipts = Vec::with_capacity(size);
+            for component in components.iter_range(range.clone()) {
+                for &index in component {
+                    let (Some(tx), Some(admission)) = (txs.get(index), admissions.get(index))
+                    else {
+                        continue;
+                    };
+                    let receipt = apply_transaction(&mut overlay, &ctx.config, tx, admission)?;
+                    receipts.push((index, receipt));
+                }
+            }
+            Ok(ChunkResult {
+                receipts,
+                changes: overlay.into_changes(),
+            })
+        })
+        .collect::<Result<_, ExecutionError>>()?;
+
+    // Admission rejections need no state: their receipts are made here
+    // (against an overlay they never read); every admitted transaction's
+    // placeholder is overwritten by its chunk's receipt.
+    let mut untouched = Overlay::new(state);
+    let mut receipts: Vec<Receipt> = Vec::with_capacity(txs.len());
+    for (tx, admission) in txs.iter().zip(admissions) {
+        receipts.push(match admission {
+            Ok(_) => PLACEHOLDER,
+            Err(_) => apply_transaction(&mut untouched, &ctx.config, tx, admission)?,
+        });
+    }
+    let mut filled = 0usize;
+    let mut runs = Vec::with_capacity(results.len());
+    for result in results {
+        for (index, receipt) in result.receipts {
+            if let Some(slot) = receipts.get_mut(index) {
+                *slot = receipt;
+                filled += 1;
+            }
+        }
+        runs.push(result.changes);
+    }
+    if filled != components.transactions() {
+        return Ok(None);
+    }
+    Ok(Some((receipts, runs)))
 }
 
 /// Stands in for an admitted transaction's receipt until its chunk's arrives.
@@ -299,12 +354,95 @@ struct ChunkResult {
     changes: Vec<AccountChange>,
 }
 
+/// The old elements of a block's touched accounts, summed while the
+/// transactions run ([`old_leaves`]).
+#[derive(Clone, Copy, Debug)]
+struct OldLeaves {
+    /// Sum of `leaf_element(id, account)` over the touched accounts that
+    /// were non-empty before the block, the proposer left out.
+    sum: AccountAccumulator,
+    /// Touched accounts read, the proposer left out.
+    accounts: usize,
+}
+
+/// Hash the pre-block elements of the distinct accounts the admitted
+/// transactions touch (`touched`: [`TouchList`]s of [`conflict_index`]),
+/// leaving out `proposer`; in parallel on the current pool. `None` if an
+/// account could not be read: the caller then hashes old values from the
+/// change lists instead, so a storage error here never becomes an error of
+/// the block (only a real access by a transaction does, as in the
+/// reference).
+fn old_leaves<S: AccountReader + Sync + ?Sized>(
+    state: &S,
+    txs: &[Transaction],
+    touched: &[TouchList],
+    proposer: &AccountId,
+) -> Option<OldLeaves> {
+    let empty = || OldLeaves {
+        sum: AccountAccumulator::default(),
+        accounts: 0,
+    };
+    touched
+        .par_iter()
+        .flat_map(|list| list.par_chunks(HASH_CHUNK))
+        .map(|part| {
+            let mut acc = empty();
+            for id in part.iter().filter_map(|&touch| touched_account(txs, touch)) {
+                if id == *proposer {
+                    continue;
+                }
+                let account = state.account(&id).ok()?;
+                acc.accounts += 1;
+                if !account.is_empty() {
+                    acc.sum.add(&leaf_element(&id, &account));
+                }
+            }
+            Some(acc)
+        })
+        .try_reduce(empty, |mut a, b| {
+            a.sum.add(&b.sum.0);
+            a.accounts += b.accounts;
+            Some(a)
+        })
+}
+
+/// The commitment delta of `changes` (all touched accounts, changed or
+/// not) leaving out `skip`, given that their old elements are subtracted
+/// elsewhere ([`old_leaves`]): every non-empty new value is added, so an
+/// unchanged account's two terms cancel. Returns the delta and the number
+/// of changes counted.
+fn new_leaves(changes: &[AccountChange], skip: &AccountId) -> (CommitmentDelta, usize) {
+    let mut delta = CommitmentDelta::default();
+    let mut counted = 0usize;
+    for change in changes.iter().filter(|c| c.id != *skip) {
+        counted += 1;
+        if !change.after.is_empty() {
+            delta.lanes.add(&leaf_element(&change.id, &change.after));
+        }
+        match (change.before.is_empty(), change.after.is_empty()) {
+            (true, false) => delta.created += 1,
+            (false, true) => delta.emptied += 1,
+            _ => {}
+        }
+    }
+    (delta, counted)
+}
+
 /// Hand the receipts and the account changes (`runs`: disjoint lists, one
 /// per chunk) to the core's `finish_block`, with the two costly parts of
 /// finishing done in parallel: the runs are sorted by id into one list
 /// (`sorted_changes_by_id`, a single copy) on one thread while the others
-/// hash their commitment delta, and `finish_block` gets
-/// them already sorted and the delta precomputed.
+/// hash the new elements, and `finish_block` gets them already sorted and
+/// the delta precomputed.
+///
+/// The old elements were summed during execution (`before`) over the
+/// accounts the admitted transactions touch, which are exactly the accounts
+/// in the runs: every account a chunk's overlay holds is one of its
+/// transactions' (so the runs' ids are a subset of the touched ones) and
+/// every touched account is read into an overlay unless that read fails.
+/// So equal counts mean equal sets; if the counts differ, or `before` is
+/// missing, the old elements are hashed from the runs instead (the
+/// reference's way).
 ///
 /// The proposer's account is excluded from the precomputed delta because
 /// `finish_block` credits it first; its final change is hashed inside the
@@ -317,6 +455,7 @@ fn seal<S: AccountReader + Sync + ?Sized>(
     ctx: &BlockContext,
     receipts: Vec<Receipt>,
     runs: Vec<Vec<AccountChange>>,
+    before: Option<OldLeaves>,
 ) -> Result<BlockOutcome, ExecutionError> {
     let proposer = ctx.proposer;
     let mut extra: Vec<AccountChange> = Vec::new();
@@ -333,13 +472,28 @@ fn seal<S: AccountReader + Sync + ?Sized>(
         .map(Vec::as_slice)
         .chain(std::iter::once(extra.as_slice()))
         .collect();
+    let pieces = || runs.par_iter().flat_map(|run| run.par_chunks(HASH_CHUNK));
+    let full_delta = || {
+        pieces()
+            .map(|part| delta_without(part, &proposer))
+            .reduce(CommitmentDelta::default, |a, b| a.combine(&b))
+    };
     let (changes, partial) = rayon::join(
         || sorted_changes_by_id(&parts),
-        || {
-            runs.par_iter()
-                .flat_map(|run| run.par_chunks(HASH_CHUNK))
-                .map(|part| delta_without(part, &proposer))
-                .reduce(CommitmentDelta::default, |a, b| a.combine(&b))
+        || match before {
+            Some(old) => {
+                let (mut delta, counted) = pieces().map(|part| new_leaves(part, &proposer)).reduce(
+                    || (CommitmentDelta::default(), 0),
+                    |a, b| (a.0.combine(&b.0), a.1 + b.1),
+                );
+                if counted == old.accounts {
+                    delta.lanes.sub(&old.sum.0);
+                    delta
+                } else {
+                    full_delta()
+                }
+            }
+            None => full_delta(),
         },
     );
     drop(parts);
@@ -477,6 +631,39 @@ pub fn conflict_components<A: Sync, E: Sync>(
     txs: &[Transaction],
     admissions: &[Result<A, E>],
 ) -> Components {
+    conflict_index(txs, admissions).0
+}
+
+/// One account access of a block: `2 × transaction index`, plus 1 for the
+/// recipient (0 for the sender).
+type Touch = usize;
+
+/// The first accesses of one shard of the account index: one per distinct
+/// account.
+type TouchList = Vec<Touch>;
+
+/// The account a [`Touch`] names.
+fn touched_account(txs: &[Transaction], touch: Touch) -> Option<AccountId> {
+    let tx = txs.get(touch / 2)?;
+    Some(if touch.is_multiple_of(2) {
+        tx.sender_id()
+    } else {
+        tx.payload().recipient()
+    })
+}
+
+/// The index key of an account: its first 8 bytes.
+fn id_prefix(id: &AccountId) -> u64 {
+    let [a, b, c, d, e, f, g, h, ..] = id.0;
+    u64::from_le_bytes([a, b, c, d, e, f, g, h])
+}
+
+/// [`conflict_components`], plus the first access of every distinct account
+/// (one list per shard of the index).
+fn conflict_index<A: Sync, E: Sync>(
+    txs: &[Transaction],
+    admissions: &[Result<A, E>],
+) -> (Components, Vec<TouchList>) {
     const NONE: usize = usize::MAX;
     let n = txs.len().min(admissions.len());
     let admitted = |i: usize| admissions.get(i).is_some_and(Result::is_ok);
@@ -486,37 +673,69 @@ pub fn conflict_components<A: Sync, E: Sync>(
     // transaction i touches an account an earlier transaction touched. How
     // accounts fall into shards only affects speed: the edges, hence the
     // components, are the same for any number of shards.
+    //
+    // The index maps an id's first 8 bytes to the account's first access
+    // (16-byte entries instead of 40, hashing 8 bytes instead of 32). When
+    // the prefix is known, the full id is compared with that access's; ids
+    // that share a prefix with a different, earlier id (possible only if
+    // someone chose them so) go to a second map keyed by the whole id, so
+    // the relation stays exactly "shares an account".
     let parts = rayon::current_num_threads().clamp(1, 256);
-    let edges: Vec<Vec<(usize, usize)>> = (0..parts)
+    let shards: Vec<(Vec<(usize, usize)>, TouchList)> = (0..parts)
         .into_par_iter()
         .map(|part| {
             // foldhash, seeded at random per map (ids are partly chosen by
             // users; a predictable hash would let them collide on purpose).
-            let mut first_toucher: HashMap<AccountId, usize, foldhash::fast::RandomState> =
+            let mut first: HashMap<u64, Touch, foldhash::fast::RandomState> =
                 HashMap::with_capacity_and_hasher(
                     n.saturating_mul(2) / parts + 16,
                     foldhash::fast::RandomState::default(),
                 );
+            let mut clashing: HashMap<AccountId, Touch, foldhash::fast::RandomState> =
+                HashMap::default();
             let mut edges = Vec::new();
+            let mut firsts = TouchList::new();
             for (i, tx) in txs.iter().enumerate().take(n) {
                 if !admitted(i) {
                     continue;
                 }
-                for account in [tx.sender_id(), tx.payload().recipient()] {
+                for (slot, account) in [tx.sender_id(), tx.payload().recipient()]
+                    .into_iter()
+                    .enumerate()
+                {
                     if usize::from(account.0[0]) % parts != part {
                         continue;
                     }
-                    match first_toucher.entry(account) {
+                    let touch = 2 * i + slot;
+                    let earlier = match first.entry(id_prefix(&account)) {
                         Entry::Vacant(e) => {
-                            e.insert(i);
+                            e.insert(touch);
+                            None
                         }
-                        Entry::Occupied(e) => edges.push((*e.get(), i)),
+                        Entry::Occupied(e) => Some(*e.get()),
+                    };
+                    let earlier = match earlier {
+                        Some(t) if touched_account(txs, t) != Some(account) => {
+                            match clashing.entry(account) {
+                                Entry::Vacant(e) => {
+                                    e.insert(touch);
+                                    None
+                                }
+                                Entry::Occupied(e) => Some(*e.get()),
+                            }
+                        }
+                        other => other,
+                    };
+                    match earlier {
+                        Some(t) => edges.push((t / 2, i)),
+                        None => firsts.push(touch),
                     }
                 }
             }
-            edges
+            (edges, firsts)
         })
         .collect();
+    let (edges, touched): (Vec<Vec<(usize, usize)>>, Vec<TouchList>) = shards.into_iter().unzip();
     // Union by smaller root: every root is its component's first
     // transaction, whatever the order of the edges.
     let mut parent: Vec<usize> = (0..n).collect();
@@ -575,7 +794,7 @@ pub fn conflict_components<A: Sync, E: Sync>(
             *at += 1;
         }
     }
-    Components { order, starts }
+    (Components { order, starts }, touched)
 }
 
 #[cfg(test)]

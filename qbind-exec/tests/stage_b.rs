@@ -11,6 +11,7 @@ use std::sync::{Arc, OnceLock};
 use proptest::prelude::*;
 use qbind_core::crypto::{KeyPair, PublicKey, Signature};
 use qbind_core::execution::*;
+use qbind_core::traits::StorageError;
 use qbind_core::types::{AccountId, Height};
 use qbind_exec::{StageBConfig, StageBExecutor};
 use rand::{Rng, SeedableRng};
@@ -417,6 +418,140 @@ proptest! {
         prop_assert_eq!(got.transactions(), admitted.iter().filter(|a| **a).count());
         prop_assert_eq!(got.largest(), want.iter().map(Vec::len).max().unwrap_or(0));
     }
+}
+
+/// `txs` with about `share` of the recipients replaced by ids that share
+/// their first 8 bytes (the account index's key) with another account of
+/// the block but differ after them, and some by exact copies of another
+/// account: distinct accounts must stay distinct, equal ones equal.
+fn with_prefix_twins(rng: &mut ChaCha8Rng, txs: &[Transaction], share: f64) -> Vec<Transaction> {
+    let accounts: Vec<AccountId> = txs
+        .iter()
+        .flat_map(|t| [t.sender_id(), t.payload().recipient()])
+        .collect();
+    txs.iter()
+        .map(|t| {
+            if accounts.is_empty() || !rng.gen_bool(share) {
+                return t.clone();
+            }
+            let mut recipient = accounts[rng.gen_range(0..accounts.len())];
+            if rng.gen_bool(0.7) {
+                // Same prefix, another tail (one of a few, so twins of
+                // twins occur too).
+                let at = rng.gen_range(8..32);
+                recipient.0[at] ^= rng.gen_range(1..4u8);
+            }
+            let TransferPayload::V1(mut p) = *t.payload() else {
+                return t.clone();
+            };
+            p.recipient = recipient;
+            Transaction::from_parts(
+                t.sender().clone(),
+                t.nonce(),
+                TransferPayload::V1(p),
+                Signature::from_bytes(&[0u8; 2420]).unwrap(),
+            )
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+
+    /// Ids that share the index's 8-byte key but not the whole id are
+    /// different accounts: the components still equal the brute-force ones
+    /// and Stage B still equals the sequential executor.
+    #[test]
+    fn ids_sharing_a_prefix_are_told_apart(seed in any::<u64>(), pct in prop_oneof![Just(0u32), Just(10), Just(100)], n in 0usize..60) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let ledger = genesis();
+        let block = random_block(&mut rng, &ledger, n, pct);
+        let txs = with_prefix_twins(&mut rng, &block, 0.5);
+        let admissions: Vec<Result<(), ()>> =
+            (0..n).map(|_| if rng.gen_bool(0.1) { Err(()) } else { Ok(()) }).collect();
+        let admitted: Vec<bool> = admissions.iter().map(Result::is_ok).collect();
+        let want = naive_components(&txs, &admitted);
+        for pool in shard_pools() {
+            let got = pool.install(|| qbind_exec::conflict_components(&txs, &admissions));
+            let got_vec: Vec<Vec<usize>> = got.iter().map(<[usize]>::to_vec).collect();
+            prop_assert_eq!(&got_vec, &want);
+        }
+        let ctx = context(1, &mut rng);
+        let expected = execute_block(&ledger, &ctx, &txs).unwrap();
+        let (got, _) = executor().execute(&ledger, &ctx, &txs).unwrap();
+        prop_assert_eq!(got, expected);
+    }
+}
+
+/// A ledger with one account that cannot be read.
+struct Unreadable {
+    ledger: Ledger,
+    broken: AccountId,
+}
+
+impl AccountReader for Unreadable {
+    fn account(&self, id: &AccountId) -> Result<Account, StateError> {
+        if *id == self.broken {
+            return Err(StateError::Storage(StorageError::Io {
+                detail: "unreadable".into(),
+            }));
+        }
+        self.ledger.account(id)
+    }
+
+    fn summary(&self) -> Result<StateSummary, StateError> {
+        self.ledger.summary()
+    }
+}
+
+/// When one component holds the whole block, Stage B hashes the touched
+/// accounts' old values while the transactions run. An account it cannot
+/// read there must not fail the block unless a transaction really reads it
+/// (as in the sequential executor, whose read-ahead ignores such errors).
+#[test]
+fn unreadable_account_fails_a_block_only_when_a_transaction_reads_it() {
+    let zero = Signature::from_bytes(&[0u8; 2420]).unwrap();
+    let broken = AccountId([0xbb; 32]);
+    let state = Unreadable {
+        ledger: genesis(),
+        broken,
+    };
+    let ctx = BlockContext {
+        height: Height(1),
+        proposer: AccountId([0xee; 32]),
+        config: ExecutionConfig::mainnet(),
+    };
+    // One sender throughout: one component, the single-chunk path.
+    let block = |bad_nonce: u64| -> Vec<Transaction> {
+        (0..40u64)
+            .map(|n| {
+                let (recipient, nonce) = if n == 20 {
+                    (broken, bad_nonce)
+                } else {
+                    (AccountId([n as u8 + 1; 32]), if n < 20 { n } else { n - 1 })
+                };
+                let p = TransferPayload::V1(TransferPayloadV1 {
+                    recipient,
+                    amount: 1,
+                    gas_limit: 37_352,
+                    max_fee_per_gas: 1,
+                });
+                Transaction::from_parts(keys()[0].0.clone(), nonce, p, zero.clone())
+            })
+            .collect()
+    };
+    // The transfer to the unreadable account has a wrong nonce: rejected
+    // before its recipient is read, so the block executes.
+    let txs = block(99);
+    let expected = execute_block(&state, &ctx, &txs).unwrap();
+    let (got, stats) = executor().execute(&state, &ctx, &txs).unwrap();
+    assert_eq!((stats.components, stats.chunks), (1, 0), "{stats:?}");
+    assert_eq!(got, expected);
+    assert_eq!(got.receipts[20].status.code(), 206);
+    // With the right nonce it is read: both executors fail the block.
+    let txs = block(20);
+    assert!(execute_block(&state, &ctx, &txs).is_err());
+    assert!(executor().execute(&state, &ctx, &txs).is_err());
 }
 
 #[test]
