@@ -157,6 +157,10 @@ pub struct StageBStats {
     pub chunks: usize,
     /// Transactions executed on the parallel path (0 on the sequential path).
     pub parallel_txs: usize,
+    /// Whether the touched accounts' old elements were hashed while the
+    /// block ran on one thread (the single-chunk path), rather than with
+    /// the new ones afterwards.
+    pub old_elements_early: bool,
 }
 
 impl StageBStats {
@@ -248,7 +252,8 @@ impl StageBExecutor {
                 )
             };
             let (receipts, changes) = executed?;
-            let outcome = seal(state, ctx, receipts, vec![changes], before)?;
+            let (outcome, early) = seal(state, ctx, receipts, vec![changes], before)?;
+            stats.old_elements_early = early;
             return Ok((outcome, stats));
         }
         stats.chunks = chunks.len();
@@ -263,7 +268,7 @@ impl StageBExecutor {
             // than return a wrong outcome.
             return Ok((execute_block(state, ctx, txs)?, StageBStats::default()));
         };
-        let outcome = seal(state, ctx, receipts, runs, None)?;
+        let (outcome, _) = seal(state, ctx, receipts, runs, None)?;
         Ok((outcome, stats))
     }
 }
@@ -442,7 +447,7 @@ fn new_leaves(changes: &[AccountChange], skip: &AccountId) -> (CommitmentDelta, 
 /// every touched account is read into an overlay unless that read fails.
 /// So equal counts mean equal sets; if the counts differ, or `before` is
 /// missing, the old elements are hashed from the runs instead (the
-/// reference's way).
+/// reference's way). The flag returned says whether the early sum was used.
 ///
 /// The proposer's account is excluded from the precomputed delta because
 /// `finish_block` credits it first; its final change is hashed inside the
@@ -456,7 +461,7 @@ fn seal<S: AccountReader + Sync + ?Sized>(
     receipts: Vec<Receipt>,
     runs: Vec<Vec<AccountChange>>,
     before: Option<OldLeaves>,
-) -> Result<BlockOutcome, ExecutionError> {
+) -> Result<(BlockOutcome, bool), ExecutionError> {
     let proposer = ctx.proposer;
     let mut extra: Vec<AccountChange> = Vec::new();
     if !runs.iter().flatten().any(|c| c.id == proposer) {
@@ -478,7 +483,7 @@ fn seal<S: AccountReader + Sync + ?Sized>(
             .map(|part| delta_without(part, &proposer))
             .reduce(CommitmentDelta::default, |a, b| a.combine(&b))
     };
-    let (changes, partial) = rayon::join(
+    let (changes, (partial, early)) = rayon::join(
         || sorted_changes_by_id(&parts),
         || match before {
             Some(old) => {
@@ -488,23 +493,24 @@ fn seal<S: AccountReader + Sync + ?Sized>(
                 );
                 if counted == old.accounts {
                     delta.lanes.sub(&old.sum.0);
-                    delta
+                    (delta, true)
                 } else {
-                    full_delta()
+                    (full_delta(), false)
                 }
             }
-            None => full_delta(),
+            None => (full_delta(), false),
         },
     );
     drop(parts);
     drop(runs);
-    finish_block(state, ctx, receipts, changes, |final_changes| {
+    let outcome = finish_block(state, ctx, receipts, changes, |final_changes| {
         let mut rest = CommitmentDelta::default();
         for change in final_changes.iter().filter(|c| c.id == proposer) {
             rest.push(change);
         }
         partial.combine(&rest)
-    })
+    })?;
+    Ok((outcome, early))
 }
 
 /// Changed accounts hashed per rayon task.

@@ -161,12 +161,14 @@ fn context(height: u64, rng: &mut ChaCha8Rng) -> BlockContext {
 }
 
 /// Run `blocks` chained blocks through both executors; returns the number of
-/// blocks that took the parallel path.
-fn compare_chain(seed: u64, blocks: usize, max_txs: usize, conflict_pct: u32) -> usize {
+/// blocks that took the parallel path and the number whose old account
+/// values were hashed early (the single-chunk path).
+fn compare_chain(seed: u64, blocks: usize, max_txs: usize, conflict_pct: u32) -> (usize, usize) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut seq = genesis();
     let mut par = seq.clone();
     let mut parallel_blocks = 0;
+    let mut early_blocks = 0;
     for h in 0..blocks {
         let n = rng.gen_range(0..=max_txs);
         let txs = random_block(&mut rng, &seq, n, conflict_pct);
@@ -182,11 +184,18 @@ fn compare_chain(seed: u64, blocks: usize, max_txs: usize, conflict_pct: u32) ->
             parallel_blocks += 1;
             assert!(stats.parallel_txs > 0);
         }
+        if stats.old_elements_early {
+            early_blocks += 1;
+            assert!(
+                !stats.parallel(),
+                "early hashing only on the single-chunk path"
+            );
+        }
         seq.apply(&expected.transition).unwrap();
         par.apply(&got.transition).unwrap();
         assert_eq!(seq, par);
     }
-    parallel_blocks
+    (parallel_blocks, early_blocks)
 }
 
 proptest! {
@@ -237,6 +246,8 @@ fn parallel_path_is_taken_without_conflicts_and_not_with_total_conflict() {
         ),
         (1, 50, 0)
     );
+    // ... whose old account values were hashed while it ran.
+    assert!(stats.old_elements_early, "{stats:?}");
     // Switched off: always the sequential path.
     let off = StageBExecutor::new(StageBConfig {
         enabled: false,
@@ -546,6 +557,10 @@ fn unreadable_account_fails_a_block_only_when_a_transaction_reads_it() {
     let expected = execute_block(&state, &ctx, &txs).unwrap();
     let (got, stats) = executor().execute(&state, &ctx, &txs).unwrap();
     assert_eq!((stats.components, stats.chunks), (1, 0), "{stats:?}");
+    assert!(
+        !stats.old_elements_early,
+        "the early pass could not read every account"
+    );
     assert_eq!(got, expected);
     assert_eq!(got.receipts[20].status.code(), 206);
     // With the right nonce it is read: both executors fail the block.
@@ -584,24 +599,34 @@ fn parallel_signature_checks_match_the_sequential_ones() {
 /// demonstrably taken.
 #[test]
 fn soak_stage_b_matches_sequential() {
-    let mut parallel = 0;
+    let (mut parallel, mut early) = (0, 0);
     for (i, pct) in [0u32, 10, 50, 100].into_iter().enumerate() {
-        parallel += compare_chain(1000 + i as u64, 500, 80, pct);
+        let (p, e) = compare_chain(1000 + i as u64, 500, 80, pct);
+        parallel += p;
+        early += e;
     }
     assert!(
         parallel > 500,
         "parallel path taken in only {parallel} of 2000 blocks"
     );
-    eprintln!("soak: 2000 blocks, 0 mismatches, {parallel} on the parallel path");
+    assert!(early > 100, "early hashing in only {early} of 2000 blocks");
+    eprintln!(
+        "soak: 2000 blocks, 0 mismatches, {parallel} on the parallel path, {early} hashed early"
+    );
 }
 
 #[test]
 #[ignore = "slow: 200,000 blocks; run with --ignored"]
 fn soak_stage_b_matches_sequential_slow() {
-    let mut parallel = 0;
+    let (mut parallel, mut early) = (0, 0);
     for (i, pct) in [0u32, 10, 50, 100].into_iter().enumerate() {
-        parallel += compare_chain(5000 + i as u64, 50_000, 80, pct);
+        let (p, e) = compare_chain(5000 + i as u64, 50_000, 80, pct);
+        parallel += p;
+        early += e;
     }
     assert!(parallel > 50_000);
-    eprintln!("soak: 200000 blocks, 0 mismatches, {parallel} on the parallel path");
+    assert!(early > 10_000);
+    eprintln!(
+        "soak: 200000 blocks, 0 mismatches, {parallel} on the parallel path, {early} hashed early"
+    );
 }
