@@ -421,14 +421,7 @@ fn new_leaves(changes: &[AccountChange], skip: &AccountId) -> (CommitmentDelta, 
     let mut counted = 0usize;
     for change in changes.iter().filter(|c| c.id != *skip) {
         counted += 1;
-        if !change.after.is_empty() {
-            delta.lanes.add(&leaf_element(&change.id, &change.after));
-        }
-        match (change.before.is_empty(), change.after.is_empty()) {
-            (true, false) => delta.created += 1,
-            (false, true) => delta.emptied += 1,
-            _ => {}
-        }
+        delta.push_new(change);
     }
     (delta, counted)
 }

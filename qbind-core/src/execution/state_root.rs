@@ -129,6 +129,15 @@ impl CommitmentDelta {
         if !change.before.is_empty() {
             self.lanes.sub(&leaf_element(&change.id, &change.before));
         }
+        self.push_new(change);
+    }
+
+    /// Account for one change's *new* value only: add its element (if the
+    /// account is non-empty after) and count the account as created or
+    /// emptied. For callers that subtract the old elements elsewhere (Stage
+    /// B hashes them while a block runs); an unchanged account then adds
+    /// back exactly the element subtracted for it.
+    pub fn push_new(&mut self, change: &AccountChange) {
         if !change.after.is_empty() {
             self.lanes.add(&leaf_element(&change.id, &change.after));
         }
