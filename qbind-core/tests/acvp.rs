@@ -1,9 +1,9 @@
 //! NIST ACVP vectors for ML-DSA-44 (FIPS 204) and ML-KEM-768 (FIPS 203), run against every
 //! enabled crypto backend and against the public API (which uses the default backend).
 //!
-//! The vectors live in `shared/vectors/` beside the repository (see its README for provenance
-//! and for which interface each case uses). A missing directory fails the test unless
-//! `QBIND_SKIP_ACVP=1`; `QBIND_ACVP_DIR` points elsewhere.
+//! The vectors are kept in the repository, in `tests/data/acvp/` (its README gives their
+//! provenance, checksums and which interface each case uses). Nothing here reads outside the
+//! repository and nothing can skip a file: a missing or short file fails the test.
 //!
 //! Coverage by group (every count is asserted, so an empty loop cannot pass):
 //! - ML-DSA keyGen (25), sigVer/sigGen tgId 1 "external / pure" (15 + 15), ML-KEM keyGen (25)
@@ -32,26 +32,14 @@ use serde_json::Value;
 
 const BACKENDS: usize = cfg!(feature = "libcrux") as usize + cfg!(feature = "rustcrypto") as usize;
 
-fn vectors_dir() -> Option<PathBuf> {
-    if std::env::var("QBIND_SKIP_ACVP").as_deref() == Ok("1") {
-        eprintln!("QBIND_SKIP_ACVP=1: ACVP vectors skipped");
-        return None;
-    }
-    let dir = match std::env::var_os("QBIND_ACVP_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors"),
-    };
-    assert!(
-        dir.join("ml-dsa-44-keygen.json").is_file(),
-        "ACVP vectors not found in {} (set QBIND_ACVP_DIR, or QBIND_SKIP_ACVP=1 to skip)",
-        dir.display()
-    );
-    Some(dir)
+/// Where the repository keeps its copy of the NIST files.
+fn vectors_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/acvp")
 }
 
 /// The `cases` array of one vector file, checked against the size its README promises.
-fn load(name: &str, expected_cases: usize) -> Option<Vec<Value>> {
-    let path = vectors_dir()?.join(name);
+fn load(name: &str, expected_cases: usize) -> Vec<Value> {
+    let path = vectors_dir().join(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let doc: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
     let cases = doc["cases"]
@@ -59,7 +47,7 @@ fn load(name: &str, expected_cases: usize) -> Option<Vec<Value>> {
         .unwrap_or_else(|| panic!("{name}: no cases"))
         .clone();
     assert_eq!(cases.len(), expected_cases, "{name}: case count");
-    Some(cases)
+    cases
 }
 
 fn bytes(case: &Value, field: &str) -> Vec<u8> {
@@ -267,9 +255,7 @@ fn report(file: &str, runs: &BTreeMap<DsaGroup, Vec<&'static str>>) {
 
 #[test]
 fn ml_dsa_44_keygen() {
-    let Some(cases) = load("ml-dsa-44-keygen.json", 25) else {
-        return;
-    };
+    let cases = load("ml-dsa-44-keygen.json", 25);
     let mut run = 0;
     #[cfg(feature = "libcrux")]
     {
@@ -296,9 +282,7 @@ fn ml_dsa_44_keygen() {
 
 #[test]
 fn ml_dsa_44_sigver() {
-    let Some(cases) = load("ml-dsa-44-sigver.json", 45) else {
-        return;
-    };
+    let cases = load("ml-dsa-44-sigver.json", 45);
     let groups = split_dsa(&cases);
     let pure = &groups[&DsaGroup::Pure];
     let mut runs: BTreeMap<DsaGroup, Vec<&'static str>> =
@@ -364,9 +348,7 @@ fn ml_dsa_44_sigver() {
 
 #[test]
 fn ml_dsa_44_siggen() {
-    let Some(cases) = load("ml-dsa-44-siggen.json", 45) else {
-        return;
-    };
+    let cases = load("ml-dsa-44-siggen.json", 45);
     let groups = split_dsa(&cases);
     let pure = &groups[&DsaGroup::Pure];
     let mut runs: BTreeMap<DsaGroup, Vec<&'static str>> =
@@ -523,9 +505,7 @@ fn kem_case_public(c: &Value) {
 
 #[test]
 fn ml_kem_768_keygen() {
-    let Some(cases) = load("ml-kem-768-keygen.json", 25) else {
-        return;
-    };
+    let cases = load("ml-kem-768-keygen.json", 25);
     let mut run = 0;
     #[cfg(feature = "libcrux")]
     {
@@ -557,9 +537,7 @@ fn ml_kem_768_keygen() {
 
 #[test]
 fn ml_kem_768_encap_decap() {
-    let Some(cases) = load("ml-kem-768-encapdecap.json", 55) else {
-        return;
-    };
+    let cases = load("ml-kem-768-encapdecap.json", 55);
     let expected: BTreeMap<&'static str, usize> = [
         ("decapsulation", 10),
         ("decapsulationKeyCheck", 10),

@@ -34,7 +34,7 @@ fn library() -> Option<PathBuf> {
         None => {
             eprintln!(
                 "\n!!!!!!!! SKIPPED: QBIND_PKCS11_TEST_LIB is not set, so the PKCS#11 tests did NOT run.\n\
-                 !!!!!!!! Build qbind-pkcs11-kryoptic and point QBIND_PKCS11_TEST_LIB at its .so (see /work/scratch/signer-ci.md).\n"
+                 !!!!!!!! Build qbind-pkcs11-kryoptic and point QBIND_PKCS11_TEST_LIB at its .so (see the PKCS#11 step of .ci/run).\n"
             );
             None
         }
