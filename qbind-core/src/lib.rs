@@ -3,8 +3,11 @@
 //! The pure protocol core of QBIND, a post-quantum BFT blockchain: types, the
 //! canonical codec, domain-separated ML-DSA-44 signing, chained HotStuff as a
 //! sans-I/O state machine, the traits through which it meets storage,
-//! network, signing and time, a thin async engine, and a deterministic
-//! simulator (feature `sim`).
+//! network, signing and time, the application seam ([`application`]), the
+//! storage schema ([`schema`]), one validator's replica with the one
+//! interpreter of the machine's effects ([`replica`]), a thin async engine
+//! over it (feature `engine`, tokio) and a deterministic simulator that
+//! drives the same replica (feature `sim`).
 //!
 //! ```
 //! use qbind_core::crypto::KeyPair;
@@ -25,6 +28,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod application;
 pub mod codec;
 pub mod consensus;
 pub mod crypto;
@@ -36,6 +40,8 @@ pub mod fee_mempool;
 pub mod key_rotation;
 pub mod mempool;
 pub mod monetary;
+pub mod replica;
+pub mod schema;
 pub mod signing;
 #[cfg(feature = "sim")]
 pub mod sim;

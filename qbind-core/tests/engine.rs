@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use qbind_core::consensus::{Block, ConsensusConfig};
 use qbind_core::crypto::KeyPair;
-use qbind_core::engine::{Engine, EngineEvent, load_persisted};
+use qbind_core::engine::Engine;
+use qbind_core::replica::{Event, ReplicaError};
+use qbind_core::schema::load_persisted;
 use qbind_core::traits::{LocalSigner, MemoryBackend, MemoryNetwork, TokioClock};
 use qbind_core::types::{NetworkEnvironment, ValidatorId};
 use qbind_core::validator::{EpochSchedule, ValidatorSet};
@@ -38,15 +40,15 @@ fn config() -> ConsensusConfig {
 /// one merged event stream tagged with the validator index.
 struct Validators {
     submit: Vec<mpsc::UnboundedSender<Vec<u8>>>,
-    events: mpsc::UnboundedReceiver<(usize, EngineEvent)>,
+    events: mpsc::UnboundedReceiver<(usize, Event)>,
     stop: watch::Sender<bool>,
-    handles: Vec<tokio::task::JoinHandle<Result<(), qbind_core::engine::EngineError>>>,
+    handles: Vec<tokio::task::JoinHandle<Result<(), ReplicaError>>>,
 }
 
 impl Validators {
     /// Open one engine per store (executing blocks if `execution` is given)
     /// and start them.
-    fn start(stores: &[MemoryBackend], execution: Option<EngineExecution>) -> Self {
+    fn start(stores: &[MemoryBackend], execution: Option<TransferApplication>) -> Self {
         let keys = keys();
         let schedule = schedule(&keys);
         let (stop, stop_rx) = watch::channel(false);
@@ -82,7 +84,7 @@ impl Validators {
             .with_events(ev_tx)
             .with_submissions(tx_out);
             if let Some(exec) = &execution {
-                engine = engine.with_execution(exec.clone());
+                engine = engine.with_application(Box::new(exec.clone()));
             }
             handles.push(tokio::spawn(engine.run(stop_rx.clone())));
         }
@@ -124,7 +126,7 @@ async fn run_network(stores: &[MemoryBackend], submit_txs: bool) -> Vec<Vec<Bloc
             .await
             .expect("validators did not commit in time")
             .expect("event stream open");
-        if let (i, EngineEvent::Committed { block, .. }) = ev {
+        if let (i, Event::Committed { block, .. }) = ev {
             committed[i].push(block);
         }
     }
@@ -189,8 +191,8 @@ async fn four_engines_commit_the_same_blocks_and_resume_after_restart() {
 
 // ---------------------------------------------------------------- execution in the engine
 
+use qbind_core::application::{MonetarySettings, TransferApplication};
 use qbind_core::codec::Encode;
-use qbind_core::engine::{EngineExecution, EngineMonetary};
 use qbind_core::execution::{
     AccountReader, BackendAccounts, ExecutionConfig, Transaction, TransferPayload,
     TransferPayloadV1, credit,
@@ -201,15 +203,17 @@ use qbind_core::monetary::{
 use qbind_core::traits::{Durability, Namespace, StateBackend};
 use qbind_core::types::{AccountId, Hash32, Height};
 
-fn execution(keys: &[KeyPair], monetary: Option<EngineMonetary>) -> EngineExecution {
-    EngineExecution {
-        env: NetworkEnvironment::Devnet,
-        config: ExecutionConfig::devnet(),
-        proposer_accounts: keys
-            .iter()
+fn execution(keys: &[KeyPair], monetary: Option<MonetarySettings>) -> TransferApplication {
+    let app = TransferApplication::new(
+        NetworkEnvironment::Devnet,
+        ExecutionConfig::devnet(),
+        keys.iter()
             .map(|k| AccountId::from_public_key(k.public_key()))
             .collect(),
-        monetary,
+    );
+    match monetary {
+        Some(m) => app.with_monetary(m),
+        None => app,
     }
 }
 
@@ -229,7 +233,7 @@ async fn run_executing_with(
     stores: &[MemoryBackend],
     txs: Vec<Vec<u8>>,
     want: u64,
-    monetary: Option<EngineMonetary>,
+    monetary: Option<MonetarySettings>,
 ) -> (Executions, Epochs) {
     let mut net = Validators::start(stores, Some(execution(&keys(), monetary.clone())));
     for tx in txs {
@@ -251,18 +255,17 @@ async fn run_executing_with(
             .expect("event stream open");
         if let (
             i,
-            EngineEvent::Executed {
+            Event::Executed {
                 height,
                 state_root,
-                succeeded,
-                ..
+                report,
             },
         ) = ev
         {
-            executed[i].push((height, state_root, succeeded));
+            executed[i].push((height, state_root, report.succeeded));
         } else if let (
             i,
-            EngineEvent::EpochClosed {
+            Event::EpochClosed {
                 height,
                 state,
                 credited,
@@ -364,11 +367,11 @@ async fn engines_execute_signed_transfers_atomically_and_resume() {
     }
 }
 
-fn monetary(mode: MonetaryMode, keys: &[KeyPair]) -> EngineMonetary {
+fn monetary(mode: MonetaryMode, keys: &[KeyPair]) -> MonetarySettings {
     let mut config = MonetaryConfig::mainnet();
     config.blocks_per_epoch = 3;
     config.mode = mode;
-    EngineMonetary {
+    MonetarySettings {
         config,
         pools: SeigniorageRecipients {
             validators: AccountId([0xf0; 32]),

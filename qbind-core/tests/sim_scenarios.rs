@@ -690,6 +690,37 @@ fn signed_transfers_under_dag_loss_and_crashes() {
     }
 }
 
+/// DAG mode with execution and the monetary engine, every validator
+/// crashed and restarted (some right after persisting their safety state):
+/// a restart goes through the production restore path
+/// (`Replica::open` → `schema::load_persisted` → `HotStuff::restore_dag`,
+/// the executed height and the monetary records from the store). Breaking
+/// any of them makes this fail (docs/simulation.md, "Restart through the
+/// production path").
+#[test]
+fn dag_transfers_with_monetary_survive_crashes_of_everyone() {
+    let reports = run_all("dag_transfers_crash_everyone", 47_000, 6, |s| {
+        transfers(s)
+            .dag()
+            .crash(0, 250, Some(700))
+            .crash_after_persist(1, 450, 900)
+            .crash(2, 650, Some(1_100))
+            .crash_after_persist(3, 800, 1_300)
+            .min_commits(48)
+            .max_time(15_000)
+    });
+    for r in &reports {
+        assert_transfers(r, 30);
+        for (i, closed) in r.epochs_closed.iter().enumerate() {
+            assert!(
+                *closed >= 2,
+                "seed {}: node {i} closed only {closed} monetary epochs",
+                r.seed
+            );
+        }
+    }
+}
+
 #[test]
 fn signed_transfers_with_an_equivocating_leader() {
     for r in run_all("transfers_byzantine", 45_000, 3, |s| {

@@ -118,6 +118,28 @@ pub fn invalid_signatures_parallel(env: NetworkEnvironment, txs: &[Transaction])
         .collect()
 }
 
+/// Stage B as the block executor of the reference application
+/// ([`qbind_core::application::TransferApplication`]): signatures are
+/// checked in parallel, blocks run on the conflict-aware parallel path; the
+/// outcome equals the sequential reference's.
+impl qbind_core::execution::BlockExecutor for StageBExecutor {
+    fn invalid_signatures(&self, env: NetworkEnvironment, txs: &[Transaction]) -> Vec<usize> {
+        match &self.pool {
+            Some(pool) => pool.install(|| invalid_signatures_parallel(env, txs)),
+            None => invalid_signatures_parallel(env, txs),
+        }
+    }
+
+    fn execute<S: AccountReader + Sync + ?Sized>(
+        &self,
+        state: &S,
+        ctx: &BlockContext,
+        txs: &[Transaction],
+    ) -> Result<BlockOutcome, ExecutionError> {
+        StageBExecutor::execute(self, state, ctx, txs).map(|(outcome, _)| outcome)
+    }
+}
+
 /// Stage B switches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StageBConfig {

@@ -19,15 +19,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use qbind_core::application::{Application, MonetarySettings, TransferApplication};
 use qbind_core::codec::Encode;
 use qbind_core::consensus::{ConsensusConfig, ConsensusMetrics};
 use qbind_core::crypto::KeyPair;
-use qbind_core::engine::{Engine, EngineEvent, EngineExecution, EngineMonetary};
+use qbind_core::engine::Engine;
 use qbind_core::execution::{
     AccountReader, BackendAccounts, ExecutionConfig, TRANSFER_PAYLOAD_V1_BYTES, Transaction,
     TransferPayload, TransferPayloadV1,
 };
 use qbind_core::monetary::{MonetaryConfig, MonetaryMode, SeigniorageRecipients};
+use qbind_core::replica::{Event as EngineEvent, ReplicaError};
 use qbind_core::traits::{LocalSigner, MemoryNetwork, Signer, TokioClock, Transport};
 use qbind_core::types::{AccountId, Hash32, NetworkEnvironment, ValidatorId};
 use qbind_core::validator::{EpochSchedule, ValidatorSet};
@@ -80,6 +82,20 @@ pub struct LocalOptions {
     pub only: Option<usize>,
     /// Where the validators' keys come from.
     pub keys: Keys,
+    /// How committed blocks are executed.
+    pub executor: Executor,
+}
+
+/// How committed blocks are executed; both give the same state (the
+/// application seam, `qbind_core::application`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Executor {
+    /// Stage B (`qbind-exec`): signatures checked in parallel and
+    /// conflict-free transactions run in parallel.
+    #[default]
+    StageB,
+    /// The sequential reference executor.
+    Sequential,
 }
 
 /// Where the validators' keys come from.
@@ -384,11 +400,11 @@ struct EngineParts {
     events: mpsc::UnboundedSender<EngineEvent>,
     submissions: mpsc::UnboundedReceiver<Vec<u8>>,
     metrics: watch::Sender<ConsensusMetrics>,
-    execution: EngineExecution,
+    execution: Box<dyn Application<qbind_store::FjallBackend>>,
     stop: watch::Receiver<bool>,
 }
 
-type EngineHandle = tokio::task::JoinHandle<Result<(), qbind_core::engine::EngineError>>;
+type EngineHandle = tokio::task::JoinHandle<Result<(), ReplicaError>>;
 
 fn spawn_engine<T: Transport + 'static>(
     parts: EngineParts,
@@ -405,7 +421,7 @@ fn spawn_engine<T: Transport + 'static>(
     .with_events(parts.events)
     .with_submissions(parts.submissions)
     .with_metrics(parts.metrics)
-    .with_execution(parts.execution);
+    .with_application(parts.execution);
     Ok(tokio::spawn(engine.run(parts.stop)))
 }
 
@@ -530,26 +546,23 @@ pub async fn run_local(
     let mut monetary_config = MonetaryConfig::mainnet();
     monetary_config.blocks_per_epoch = DEVNET_BLOCKS_PER_EPOCH;
     monetary_config.mode = MonetaryMode::Active;
-    let execution = EngineExecution {
-        env,
-        config: ExecutionConfig::devnet(),
-        monetary: Some(EngineMonetary {
-            config: monetary_config,
-            pools: SeigniorageRecipients {
-                validators: pool_account(b"validators"),
-                treasury: pool_account(b"treasury"),
-                insurance: pool_account(b"insurance"),
-                community: pool_account(b"community"),
-            },
-            stakes: proposer_accounts
-                .iter()
-                .zip(&validator_keys)
-                .map(|(a, (_, stake))| (*a, *stake))
-                .collect(),
-            staked: DEVNET_BALANCE * opts.accounts.max(2) as u128 / 2,
-        }),
-        proposer_accounts,
-    };
+    let execution =
+        TransferApplication::new(env, ExecutionConfig::devnet(), proposer_accounts.clone())
+            .with_monetary(MonetarySettings {
+                config: monetary_config,
+                pools: SeigniorageRecipients {
+                    validators: pool_account(b"validators"),
+                    treasury: pool_account(b"treasury"),
+                    insurance: pool_account(b"insurance"),
+                    community: pool_account(b"community"),
+                },
+                stakes: proposer_accounts
+                    .iter()
+                    .zip(&validator_keys)
+                    .map(|(a, (_, stake))| (*a, *stake))
+                    .collect(),
+                staked: DEVNET_BALANCE * opts.accounts.max(2) as u128 / 2,
+            });
     let mut cfg = ConsensusConfig::new(env);
     cfg.tx_meta = Some(qbind_core::execution::tx_meta);
     cfg.base_timeout_ms = opts.base_timeout_ms;
@@ -632,10 +645,17 @@ pub async fn run_local(
             events: ev_tx,
             submissions: tx_out,
             metrics: m_tx,
-            execution: execution.clone(),
+            execution: match opts.executor {
+                Executor::StageB => Box::new(
+                    execution
+                        .clone()
+                        .with_executor(qbind_exec::StageBExecutor::default()),
+                ),
+                Executor::Sequential => Box::new(execution.clone()),
+            },
             stop: engines_stop.clone(),
         };
-        let start = qbind_core::engine::load_persisted(&*stores[slot], 1)?
+        let start = qbind_core::schema::load_persisted(&*stores[slot], 1)?
             .executed
             .0;
         summary.resumed_from.push(start);
@@ -881,11 +901,14 @@ pub async fn run_local(
         if let EngineEvent::Executed {
             height,
             state_root,
-            succeeded,
-            failed,
-            rejected,
-            fees,
-            ..
+            report:
+                qbind_core::application::ExecutionReport {
+                    succeeded,
+                    failed,
+                    rejected,
+                    fees,
+                    ..
+                },
         } = ev
         {
             summary.executed_height[slot] = height.0;

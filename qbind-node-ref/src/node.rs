@@ -30,7 +30,7 @@ pub enum NodeError {
     Genesis(String),
     /// The consensus engine stopped with an error.
     #[error("engine: {0}")]
-    Engine(#[from] qbind_core::engine::EngineError),
+    Engine(#[from] qbind_core::replica::ReplicaError),
     /// `--fast-sync-snapshot-dir` was given but the data directory already
     /// holds a store: restoring would overwrite it.
     #[error(

@@ -34,6 +34,7 @@ fn options(data: &Path, snapshots: &Path, blocks: u64) -> LocalOptions {
         },
         fast_sync: None,
         base_timeout_ms: 300,
+        executor: qbind_node_ref::local::Executor::StageB,
         network: Network::Memory,
         only: None,
         keys: qbind_node_ref::local::Keys::Devnet,

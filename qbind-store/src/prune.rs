@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use qbind_core::codec::{Decode, Encode};
-use qbind_core::engine::COMMITTED_BLOCK_PREFIX;
+use qbind_core::schema::COMMITTED_BLOCK_PREFIX;
 use qbind_core::traits::{Durability, Namespace, StateBackend, StorageError, WriteBatch};
 
 use crate::metrics::StoreMetrics;
@@ -130,7 +130,7 @@ impl Pruner {
         store: &S,
     ) -> Result<(PruneProgress, u64), StorageError> {
         let snap = store.snapshot()?;
-        let committed = match snap.get(Namespace::Meta, qbind_core::engine::COMMITTED_HEIGHT_KEY)? {
+        let committed = match snap.get(Namespace::Meta, qbind_core::schema::COMMITTED_HEIGHT_KEY)? {
             None => 0,
             Some(bytes) => u64::from_bytes(&bytes).map_err(|e| StorageError::Corruption {
                 what: format!("committed height marker: {e}"),

@@ -485,12 +485,12 @@ fn describe(
 ) -> Result<Described, SnapshotError> {
     let height = height_marker(
         snap,
-        qbind_core::engine::COMMITTED_HEIGHT_KEY,
+        qbind_core::schema::COMMITTED_HEIGHT_KEY,
         "committed height",
     )?;
     let executed_height = height_marker(
         snap,
-        qbind_core::engine::EXECUTED_HEIGHT_KEY,
+        qbind_core::schema::EXECUTED_HEIGHT_KEY,
         "executed height",
     )?;
     let body = snap

@@ -10,7 +10,7 @@
 //! Each block is one durable [`WriteBatch`]: the transition's account writes
 //! and summary, the block body, its QC, the committed-height marker and the
 //! executed-height marker, with the key layout of
-//! [`qbind_core::engine::commit_batch`] (`b'c' || height_be` in `Blocks`,
+//! [`qbind_core::schema::commit_batch`] (`b'c' || height_be` in `Blocks`,
 //! `height_be` in `QuorumCerts`, `committed_height` and `executed_height` in
 //! `Meta`).
 //!
@@ -22,11 +22,11 @@
 use std::collections::BTreeSet;
 
 use qbind_core::codec::{Decode, Encode};
-use qbind_core::engine::{COMMITTED_BLOCK_PREFIX, COMMITTED_HEIGHT_KEY, EXECUTED_HEIGHT_KEY};
 use qbind_core::execution::{
     Account, AccountChange, AccountReader, BackendAccounts, CommitmentDelta, Ledger, StateError,
     StateSummary, StateTransition, credit,
 };
+use qbind_core::schema::{COMMITTED_BLOCK_PREFIX, COMMITTED_HEIGHT_KEY, EXECUTED_HEIGHT_KEY};
 use qbind_core::traits::{Durability, Namespace, StateBackend, StorageError, WriteBatch};
 use qbind_core::types::AccountId;
 use sha3::{Digest, Sha3_256};

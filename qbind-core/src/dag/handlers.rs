@@ -33,8 +33,16 @@ impl HotStuff {
     /// After a restart: the batches this validator stored, and the height up
     /// to which committed transactions were already delivered for execution.
     /// Committed blocks above that height are delivered again, in order.
+    ///
+    /// Our own batches among them set the next slot we author: one past the
+    /// highest we ever stored (a batch of ours is stored durably before it
+    /// is broadcast), so a restarted validator never signs a second batch
+    /// for a slot it already used (spec §4: that is equivocation).
     pub fn restore_dag(&mut self, batches: Vec<SignedBatch>, executed: Height) {
         for sb in batches {
+            if sb.batch.author == self.me {
+                self.dag.next_round = self.dag.next_round.max(sb.batch.round.saturating_add(1));
+            }
             let r = self.batch_ref(&sb.batch);
             self.dag.slots.entry(slot(&r)).or_insert(r.digest);
             self.dag.data.insert(r.digest, sb);

@@ -519,13 +519,63 @@ impl WireBlockOutcome {
     }
 }
 
+/// How a block's decoded, correctly signed transactions are executed: the
+/// sequential reference ([`SequentialExecutor`]) or an engine that must
+/// give exactly its result (Stage B in `qbind-exec`).
+pub trait BlockExecutor: Send + Sync {
+    /// Indices (ascending) of the transactions whose signature does not
+    /// verify under `env`; equal to [`super::invalid_signatures`].
+    fn invalid_signatures(
+        &self,
+        env: crate::types::NetworkEnvironment,
+        txs: &[Transaction],
+    ) -> Vec<usize> {
+        super::tx::invalid_signatures(env, txs)
+    }
+
+    /// Execute `txs` against `state`; equal to [`execute_block`].
+    fn execute<S: AccountReader + Sync + ?Sized>(
+        &self,
+        state: &S,
+        ctx: &BlockContext,
+        txs: &[Transaction],
+    ) -> Result<BlockOutcome, ExecutionError>;
+}
+
+/// The sequential reference executor: [`execute_block`] on one thread.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SequentialExecutor;
+
+impl BlockExecutor for SequentialExecutor {
+    fn execute<S: AccountReader + Sync + ?Sized>(
+        &self,
+        state: &S,
+        ctx: &BlockContext,
+        txs: &[Transaction],
+    ) -> Result<BlockOutcome, ExecutionError> {
+        execute_block(state, ctx, txs)
+    }
+}
+
 /// Execute a committed block whose transactions are wire bytes, as every
 /// node must: bytes that are not a canonical [`Transaction`] and
 /// transactions with a bad signature (under `env`'s chain ID) are skipped
 /// and counted, the rest go to [`execute_block`] in order. Consensus orders
 /// bytes; this is the one place they become transfers, so all honest nodes
 /// skip exactly the same ones.
-pub fn execute_wire_block<S: AccountReader + ?Sized>(
+pub fn execute_wire_block<S: AccountReader + Sync + ?Sized>(
+    state: &S,
+    ctx: &BlockContext,
+    env: crate::types::NetworkEnvironment,
+    raw: &[Vec<u8>],
+) -> Result<WireBlockOutcome, ExecutionError> {
+    execute_wire_block_with(&SequentialExecutor, state, ctx, env, raw)
+}
+
+/// [`execute_wire_block`] with the signatures checked and the block executed
+/// by `executor`; the result is the same for every executor.
+pub fn execute_wire_block_with<E: BlockExecutor + ?Sized, S: AccountReader + Sync + ?Sized>(
+    executor: &E,
     state: &S,
     ctx: &BlockContext,
     env: crate::types::NetworkEnvironment,
@@ -540,7 +590,7 @@ pub fn execute_wire_block<S: AccountReader + ?Sized>(
             Err(_) => undecodable += 1,
         }
     }
-    let bad = super::tx::invalid_signatures(env, &txs);
+    let bad = executor.invalid_signatures(env, &txs);
     let bad_signatures = bad.len() as u64;
     if !bad.is_empty() {
         let mut index = 0usize;
@@ -550,7 +600,7 @@ pub fn execute_wire_block<S: AccountReader + ?Sized>(
             keep
         });
     }
-    let outcome = execute_block(state, ctx, &txs)?;
+    let outcome = executor.execute(state, ctx, &txs)?;
     Ok(WireBlockOutcome {
         outcome,
         undecodable,

@@ -36,9 +36,10 @@ mod state_root;
 mod tx;
 
 pub use executor::{
-    Admission, BlockContext, BlockOutcome, ExecutionError, FailureReason, Receipt, RejectReason,
-    TxStatus, WireBlockOutcome, admit_transactions, apply_transaction, apply_transactions,
-    execute_block, execute_wire_block, finish_block,
+    Admission, BlockContext, BlockExecutor, BlockOutcome, ExecutionError, FailureReason, Receipt,
+    RejectReason, SequentialExecutor, TxStatus, WireBlockOutcome, admit_transactions,
+    apply_transaction, apply_transactions, execute_block, execute_wire_block,
+    execute_wire_block_with, finish_block,
 };
 pub use fees::{BPS_DENOMINATOR, FeeParts, FeeSplit, FeeSplitError};
 pub use gas::{

@@ -55,6 +55,13 @@ pub enum Violation {
         /// The view.
         view: View,
     },
+    /// An honest validator sent two different DAG batches for one slot.
+    DoubleBatch {
+        /// The validator.
+        validator: ValidatorId,
+        /// The slot's round.
+        round: u64,
+    },
     /// An honest node committed a block ordering a batch without a valid
     /// certificate (checked independently of the core's verifier).
     UncertifiedBatch {
@@ -94,6 +101,12 @@ pub enum Violation {
         /// The height.
         height: Height,
     },
+    /// A node's persisted state could not be loaded at restart (the
+    /// production restore path, [`crate::replica::Replica::open`], failed).
+    RestoreFailed {
+        /// Node index.
+        node: usize,
+    },
     /// The scenario could not be built (the run did not happen).
     InvalidScenario {
         /// Why.
@@ -118,6 +131,7 @@ pub(crate) struct Checker {
     votes: BTreeMap<(ValidatorId, Epoch, View), Hash32>,
     timeouts: BTreeMap<(ValidatorId, Epoch, View), (View, Hash32)>,
     proposals: BTreeMap<(ValidatorId, Epoch, View), Hash32>,
+    batches: BTreeMap<(ValidatorId, Epoch, u64), Hash32>,
     executed: BTreeMap<Height, Hash32>,
     executed_txs: BTreeMap<usize, std::collections::HashSet<Hash32>>,
     state_roots: BTreeMap<Height, Hash32>,
@@ -237,6 +251,17 @@ impl Checker {
             Some(prev) if prev != block => self.push(Violation::DoubleProposal {
                 validator: who,
                 view,
+            }),
+            _ => {}
+        }
+    }
+
+    /// An honest validator sent its DAG batch for slot (epoch, round).
+    pub(crate) fn batch(&mut self, who: ValidatorId, epoch: Epoch, round: u64, digest: Hash32) {
+        match self.batches.insert((who, epoch, round), digest) {
+            Some(prev) if prev != digest => self.push(Violation::DoubleBatch {
+                validator: who,
+                round,
             }),
             _ => {}
         }

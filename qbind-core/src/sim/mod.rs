@@ -526,7 +526,16 @@ pub struct Report {
     /// Total balance plus burned over all accounts of node 0's ledger and
     /// the genesis supply plus issuance, at the end (transfer scenarios).
     pub supply_check: Option<(u128, u128)>,
+    /// Monetary epochs each node's application closed (transfer scenarios
+    /// run the monetary engine in Active mode, one epoch every
+    /// [`SIM_BLOCKS_PER_EPOCH`] blocks).
+    pub epochs_closed: Vec<u64>,
 }
+
+/// Monetary epoch length in the simulator's transfer scenarios: short, so
+/// that runs of a few dozen blocks close several epochs (and crash in the
+/// middle of them).
+pub const SIM_BLOCKS_PER_EPOCH: u64 = 8;
 
 impl Report {
     /// Lowest committed height over honest nodes.

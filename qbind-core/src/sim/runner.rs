@@ -16,17 +16,16 @@ use super::byzantine::{
 use super::checks::{Checker, Violation};
 use super::network::connected;
 use super::{Behavior, CommitRecord, Report, Scenario};
-use crate::codec::Encode;
-use crate::consensus::{
-    Block, ConsensusConfig, ConsensusMsg, Effect, HotStuff, Input, SafetyFaults, SafetyState,
-};
+use crate::application::{Application, TransferApplication};
+use crate::codec::{Decode, Encode};
+use crate::consensus::{Block, ConsensusConfig, ConsensusMsg, HotStuff, Input, SafetyFaults};
 use crate::crypto::KeyPair;
+use crate::execution::{Account, AccountReader, BackendAccounts};
+use crate::replica::{Action, Event as ReplicaEvent, Replica};
 use crate::signing::sign_domain;
+use crate::traits::{MemoryBackend, Namespace, StateBackend};
 use crate::types::{Hash32, Height, Millis, NetworkEnvironment, ValidatorId, View};
 use crate::validator::{EpochSchedule, ValidatorSet};
-
-/// Committed blocks handed to a restarted node.
-const RESTART_WINDOW: usize = 4096;
 
 enum Event {
     Deliver {
@@ -56,20 +55,20 @@ struct SimNode {
     rotated_key: Option<(crate::types::Epoch, KeyPair)>,
     behavior: Option<Behavior>,
     honest: bool,
-    machine: Option<HotStuff>,
-    safety: Option<SafetyState>,
-    blocks: Vec<Block>,
-    pending: BTreeMap<Hash32, Block>,
-    batches: BTreeMap<Hash32, crate::dag::SignedBatch>,
+    /// The running replica (`None` while crashed).
+    replica: Option<Replica<MemoryBackend>>,
+    /// What the node persisted: survives a crash except for buffered
+    /// writes no durable write covered yet.
+    store: MemoryBackend,
+    /// Highest height delivered for execution (observed).
     executed: Height,
     executed_txs: u64,
     high_fee_executed: u64,
     crash_after_persist: bool,
     incarnation: u64,
     commits: Vec<CommitRecord>,
-    /// Account state (transfer scenarios), durable with `executed`.
-    ledger: Option<crate::execution::Ledger>,
     executions: Vec<super::ExecRecord>,
+    epochs_closed: u64,
 }
 
 pub(crate) struct Runner {
@@ -115,20 +114,26 @@ impl SimNode {
             rotated_key: None,
             behavior,
             honest,
-            machine: None,
-            safety: None,
-            blocks: Vec::new(),
-            pending: BTreeMap::new(),
-            batches: BTreeMap::new(),
+            replica: None,
+            store: MemoryBackend::with_crash_semantics(),
             executed: Height(0),
             executed_txs: 0,
             high_fee_executed: 0,
             crash_after_persist: false,
             incarnation: 0,
             commits: Vec::new(),
-            ledger: None,
             executions: Vec::new(),
+            epochs_closed: 0,
         }
+    }
+
+    fn machine(&self) -> Option<&HotStuff> {
+        self.replica.as_ref().map(Replica::machine)
+    }
+
+    /// An account as the node's store holds it (transfer scenarios).
+    fn account(&self, id: &crate::types::AccountId) -> Option<Account> {
+        BackendAccounts::new(&self.store).account(id).ok()
     }
 }
 
@@ -159,6 +164,7 @@ fn invalid(sc: &Scenario, why: &'static str) -> Box<Report> {
         high_fee_executed: Vec::new(),
         mempool_metrics: Vec::new(),
         executions: Vec::new(),
+        epochs_closed: Vec::new(),
         supply_check: None,
     })
 }
@@ -318,7 +324,9 @@ impl Runner {
         }
         if let Some(w) = &workload {
             for n in &mut nodes {
-                n.ledger = Some(w.genesis().clone());
+                if TransferApplication::write_genesis(&n.store, w.genesis()).is_err() {
+                    return Err(invalid(&sc, "transfer genesis"));
+                }
             }
         }
         let proposer_accounts = keys
@@ -421,7 +429,7 @@ impl Runner {
         self.nodes
             .iter()
             .filter(|n| n.honest)
-            .filter_map(|n| n.machine.as_ref().map(HotStuff::view))
+            .filter_map(|n| n.machine().map(HotStuff::view))
             .max()
             .unwrap_or_default()
     }
@@ -430,7 +438,7 @@ impl Runner {
     fn required_nodes(&self) -> impl Iterator<Item = &SimNode> {
         self.nodes
             .iter()
-            .filter(|n| n.honest && n.machine.is_some())
+            .filter(|n| n.honest && n.replica.is_some())
     }
 
     fn done(&self) -> bool {
@@ -463,7 +471,7 @@ impl Runner {
             .nodes
             .iter()
             .enumerate()
-            .filter(|(_, n)| n.honest && n.machine.is_some())
+            .filter(|(_, n)| n.honest && n.replica.is_some())
             .filter_map(|(i, n)| {
                 let committed = n.commits.last().map_or(Height(0), |c| c.height);
                 (n.executed < committed).then_some(Violation::Unavailable {
@@ -482,7 +490,7 @@ impl Runner {
                 .nodes
                 .iter()
                 .enumerate()
-                .filter(|(_, n)| n.honest && n.machine.is_some())
+                .filter(|(_, n)| n.honest && n.replica.is_some())
                 .map(|(i, n)| (i, n.commits.iter().map(|c| c.view).collect()))
                 .collect();
             for (i, vs) in views {
@@ -492,34 +500,31 @@ impl Runner {
         }
         let violations = std::mem::take(&mut self.checker.violations);
         let supply_check = self
-            .nodes
-            .first()
-            .and_then(|n| n.ledger.as_ref())
-            .and_then(|l| {
-                let summary = l.summary_value();
-                let held = l.total_balance()?.checked_add(summary.burned)?;
-                Some((held, summary.minted))
-            });
+            .workload
+            .as_ref()
+            .and(self.nodes.first())
+            .and_then(|n| supply(&n.store));
         Report {
             supply_check,
             executions: self.nodes.iter().map(|n| n.executions.clone()).collect(),
+            epochs_closed: self.nodes.iter().map(|n| n.epochs_closed).collect(),
             seed: self.sc.seed,
             event_log_hash: Hash32(self.log.finalize().into()),
             honest: self.nodes.iter().map(|n| n.honest).collect(),
             views: self
                 .nodes
                 .iter()
-                .map(|n| n.machine.as_ref().map_or(0, |m| m.view().0))
+                .map(|n| n.machine().map_or(0, |m| m.view().0))
                 .collect(),
             metrics: self
                 .nodes
                 .iter()
-                .map(|n| n.machine.as_ref().map(|m| m.metrics().clone()))
+                .map(|n| n.machine().map(|m| m.metrics().clone()))
                 .collect(),
             dag_metrics: self
                 .nodes
                 .iter()
-                .map(|n| n.machine.as_ref().map(|m| m.dag_metrics().clone()))
+                .map(|n| n.machine().map(|m| m.dag_metrics().clone()))
                 .collect(),
             executed_txs: self.nodes.iter().map(|n| n.executed_txs).collect(),
             high_fee_submitted: self.high_fee_submitted,
@@ -527,11 +532,7 @@ impl Runner {
             mempool_metrics: self
                 .nodes
                 .iter()
-                .map(|n| {
-                    n.machine
-                        .as_ref()
-                        .and_then(|m| m.mempool_metrics().cloned())
-                })
+                .map(|n| n.machine().and_then(|m| m.mempool_metrics().cloned()))
                 .collect(),
             commits: self.nodes.into_iter().map(|n| n.commits).collect(),
             violations,
@@ -552,51 +553,11 @@ impl Runner {
         };
         let (sender, tx) = w.next_tx(&mut self.rng, self.env, |s, id| {
             let home = super::transfers::Workload::home(s, validators);
-            nodes
-                .get(home)
-                .and_then(|n| n.ledger.as_ref())
-                .map(|l| l.get(id).nonce)
+            nodes.get(home).and_then(|n| n.account(id)).map(|a| a.nonce)
         });
         let target = super::transfers::Workload::home(sender, validators);
         self.log_event(seq, 5, target, &tx);
         self.feed(target, Input::SubmitTransaction(tx));
-    }
-
-    /// Execute a committed block's transfers on node `i`'s ledger (transfer
-    /// scenarios only) and check the state root against other honest nodes.
-    /// Execute a committed block on node `i`'s ledger (transfer scenarios);
-    /// returns the state root the node reports to its machine.
-    fn execute_transfers(
-        &mut self,
-        i: usize,
-        height: Height,
-        proposer: ValidatorId,
-        txs: &[Vec<u8>],
-    ) -> Option<Hash32> {
-        let w = self.workload.as_ref()?;
-        let account = self.proposer_accounts.get(proposer.0 as usize).copied()?;
-        let n = &mut self.nodes[i];
-        let ledger = n.ledger.as_mut()?;
-        match super::transfers::execute(ledger, w.config(), self.env, height, account, txs) {
-            Ok(mut record) => {
-                if n.honest {
-                    self.checker.state_root(height, record.state_root);
-                }
-                if n.behavior == Some(Behavior::DivergentState) {
-                    record.state_root.0[0] ^= 1;
-                }
-                let root = record.state_root;
-                n.executions.push(record);
-                Some(root)
-            }
-            Err(_) => {
-                if n.honest {
-                    self.checker
-                        .push(Violation::ExecutionFailed { node: i, height });
-                }
-                None
-            }
-        }
     }
 
     fn log_event(&mut self, seq: u64, tag: u8, node: usize, detail: &[u8]) {
@@ -642,7 +603,7 @@ impl Runner {
                 if let Some(n) = self.nodes.get_mut(node) {
                     n.crash_after_persist = false;
                 }
-                if self.nodes.get(node).is_some_and(|n| n.machine.is_none()) {
+                if self.nodes.get(node).is_some_and(|n| n.replica.is_none()) {
                     self.start_node(node);
                 }
             }
@@ -682,7 +643,7 @@ impl Runner {
     }
 
     fn start_node(&mut self, i: usize) {
-        let Some(n) = self.nodes.get_mut(i) else {
+        let Some(n) = self.nodes.get(i) else {
             return;
         };
         let mut cfg = self.cfg.clone();
@@ -691,34 +652,87 @@ impl Runner {
         } else {
             cfg.faults = SafetyFaults::default();
         }
-        let start = n.blocks.len().saturating_sub(RESTART_WINDOW);
-        let mut machine = HotStuff::new(
+        // The production restore path: everything comes back from the
+        // node's store, as after a real restart.
+        let replica = match Replica::open(
             cfg,
             n.validator,
             Arc::clone(&self.schedule),
-            n.safety.clone(),
-            n.blocks[start..].to_vec(),
-            n.pending.values().cloned().collect(),
-        );
-        machine.restore_dag(n.batches.values().cloned().collect(), n.executed);
-        n.machine = Some(machine);
-        if let Some(last) = n.executions.last() {
-            let (height, state_root) = (last.height, last.state_root);
-            self.feed(i, Input::Executed { height, state_root });
+            n.store.clone(),
+        ) {
+            Ok(r) => r,
+            Err(_) => {
+                self.checker.push(Violation::RestoreFailed { node: i });
+                return;
+            }
+        };
+        let replica = match &self.workload {
+            Some(w) => {
+                let app =
+                    TransferApplication::new(self.env, *w.config(), self.proposer_accounts.clone())
+                        .with_monetary(self.monetary());
+                let app: Box<dyn Application<MemoryBackend>> =
+                    if n.behavior == Some(Behavior::DivergentState) {
+                        Box::new(Divergent(app))
+                    } else {
+                        Box::new(app)
+                    };
+                replica.with_application(app)
+            }
+            None => replica,
+        };
+        self.nodes[i].replica = Some(replica);
+        let now = Millis(self.now);
+        let started = self.nodes[i].replica.as_mut().map(|r| r.start(now));
+        match started {
+            Some(Ok(actions)) => self.carry_out(i, actions, VecDeque::new()),
+            Some(Err(_)) => self.replica_failed(i),
+            None => {}
         }
-        self.feed(i, Input::Start);
+    }
+
+    /// The monetary engine of transfer scenarios: Active, short epochs,
+    /// validators staked equally.
+    fn monetary(&self) -> crate::application::MonetarySettings {
+        let mut config = crate::monetary::MonetaryConfig::mainnet();
+        config.blocks_per_epoch = super::SIM_BLOCKS_PER_EPOCH;
+        config.mode = crate::monetary::MonetaryMode::Active;
+        let pool = |tag: u8| crate::types::AccountId([tag; 32]);
+        crate::application::MonetarySettings {
+            config,
+            pools: crate::monetary::SeigniorageRecipients {
+                validators: pool(0xe1),
+                treasury: pool(0xe2),
+                insurance: pool(0xe3),
+                community: pool(0xe4),
+            },
+            stakes: self.proposer_accounts.iter().map(|a| (*a, 1)).collect(),
+            staked: 1_000_000,
+        }
     }
 
     fn crash(&mut self, i: usize) {
         if let Some(n) = self.nodes.get_mut(i) {
-            n.machine = None;
+            n.replica = None;
+            n.store.crash();
             n.incarnation += 1;
             n.crash_after_persist = false;
         }
     }
 
+    /// A replica stopped on an error (storage or execution): honest ones
+    /// must not; the node is crashed.
+    fn replica_failed(&mut self, i: usize) {
+        let height = self.nodes[i].executed;
+        if self.nodes[i].honest {
+            self.checker
+                .push(Violation::ExecutionFailed { node: i, height });
+        }
+        self.crash(i);
+    }
+
     fn deliver(&mut self, to: usize, from: ValidatorId, bytes: &[u8]) {
-        if self.nodes.get(to).is_none_or(|n| n.machine.is_none()) {
+        if self.nodes.get(to).is_none_or(|n| n.replica.is_none()) {
             return;
         }
         self.delivered += 1;
@@ -749,93 +763,131 @@ impl Runner {
         self.send(i, Some(leader), ConsensusMsg::Vote(vote));
     }
 
-    /// Run one input through node `i` and carry out the effects.
+    /// Run one input through node `i`'s replica and carry out its actions.
     fn feed(&mut self, i: usize, input: Input) {
-        let mut inputs = VecDeque::from([input]);
-        while let Some(input) = inputs.pop_front() {
-            let now = Millis(self.now);
-            let Some(machine) = self.nodes.get_mut(i).and_then(|n| n.machine.as_mut()) else {
+        self.carry_out(i, Vec::new(), VecDeque::from([input]));
+    }
+
+    /// Carry out `actions`, then feed `inputs` (and the signatures asked
+    /// for) one by one, carrying out what each returns.
+    fn carry_out(&mut self, i: usize, actions: Vec<Action>, mut inputs: VecDeque<Input>) {
+        let mut actions = VecDeque::from(actions);
+        loop {
+            while let Some(action) = actions.pop_front() {
+                if let Some(input) = self.act(i, action) {
+                    inputs.push_back(input);
+                }
+            }
+            let Some(input) = inputs.pop_front() else {
                 return;
             };
-            let effects = machine.handle(now, input);
-            for effect in effects {
-                match effect {
-                    Effect::PersistSafety(state) => {
-                        let n = &mut self.nodes[i];
-                        n.safety = Some(state);
-                        if n.crash_after_persist {
-                            self.crash(i);
-                            return;
-                        }
+            let now = Millis(self.now);
+            let Some(n) = self.nodes.get_mut(i) else {
+                return;
+            };
+            let Some(replica) = n.replica.as_mut() else {
+                return;
+            };
+            let safety_writes = n.store.durable_writes_touching(Namespace::Safety);
+            match replica.handle(now, input) {
+                Ok(more) => actions.extend(more),
+                Err(_) => {
+                    self.replica_failed(i);
+                    return;
+                }
+            }
+            // A crash scheduled "after persist" strikes right after the
+            // safety state is durable, before anything signed leaves. What
+            // the replica reported as durable (commits, executions) stays
+            // observed; nothing else of this input happens.
+            let n = &self.nodes[i];
+            if n.crash_after_persist
+                && n.store.durable_writes_touching(Namespace::Safety) > safety_writes
+            {
+                for action in actions {
+                    if let Action::Event(event) = action {
+                        self.observe_event(i, event);
                     }
-                    Effect::Sign(job) => {
-                        let n = &self.nodes[i];
-                        let key = match (&n.rotated_key, &n.machine) {
-                            (Some((from, new)), Some(m)) if m.epoch() >= *from => new,
-                            _ => &n.key,
-                        };
-                        let sig =
-                            sign_domain(key, self.env, job.request.kind, &job.request.message);
-                        inputs.push_back(Input::Signed {
-                            job,
-                            signature: sig,
-                        });
-                    }
-                    Effect::Send { to, msg } => self.send(i, Some(to), msg),
-                    Effect::Broadcast(msg) => self.send(i, None, msg),
-                    Effect::PersistBlock(block) => {
-                        self.nodes[i].pending.insert(block.id(), block);
-                    }
-                    Effect::PersistBatch(sb) => {
-                        self.nodes[i].batches.insert(sb.batch.digest(), sb);
-                    }
-                    Effect::Execute {
-                        height,
-                        proposer,
-                        txs,
-                        ..
-                    } => {
-                        if let Some(state_root) = self.execute_transfers(i, height, proposer, &txs)
-                        {
-                            inputs.push_back(Input::Executed { height, state_root });
-                        }
-                        let n = &mut self.nodes[i];
-                        n.executed = height;
-                        n.executed_txs += txs.len() as u64;
-                        n.high_fee_executed += txs
-                            .iter()
-                            .filter(|t| super::simtx::fee(t) == Some(super::simtx::HIGH_FEE))
-                            .count() as u64;
-                        if n.honest {
-                            self.checker.execute(i, height, &txs);
-                        }
-                    }
-                    Effect::ForgetBlocks(ids) => {
-                        for id in ids {
-                            self.nodes[i].pending.remove(&id);
-                        }
-                    }
-                    Effect::Commit(block) => self.record_commit(i, block),
-                    Effect::SetTimer(at) => {
-                        let incarnation = self.nodes[i].incarnation;
-                        self.schedule_at(
-                            at.0,
-                            Event::Tick {
-                                node: i,
-                                incarnation,
-                            },
-                        );
-                    }
-                    Effect::Evidence(_) => {
-                        if self.nodes[i].honest {
-                            self.evidence += 1;
-                        }
-                    }
-                    Effect::Rejected { error, .. } => {
-                        if self.nodes[i].honest {
-                            *self.rejected.entry(error.label()).or_default() += 1;
-                        }
-                    }
+                }
+                self.crash(i);
+                return;
+            }
+        }
+    }
+
+    /// Carry out one action of node `i`; a signature comes back as input.
+    fn act(&mut self, i: usize, action: Action) -> Option<Input> {
+        match action {
+            Action::Sign(job) => {
+                let n = &self.nodes[i];
+                let key = match (&n.rotated_key, n.machine()) {
+                    (Some((from, new)), Some(m)) if m.epoch() >= *from => new,
+                    _ => &n.key,
+                };
+                let signature = sign_domain(key, self.env, job.request.kind, &job.request.message);
+                return Some(Input::Signed { job, signature });
+            }
+            Action::Send { to, msg } => self.send(i, Some(to), msg),
+            Action::Broadcast(msg) => self.send(i, None, msg),
+            Action::SetTimer(at) => {
+                let incarnation = self.nodes[i].incarnation;
+                self.schedule_at(
+                    at.0,
+                    Event::Tick {
+                        node: i,
+                        incarnation,
+                    },
+                );
+            }
+            Action::Event(event) => self.observe_event(i, event),
+        }
+        None
+    }
+
+    /// What node `i` reports: commits, deliveries, executions, evidence.
+    fn observe_event(&mut self, i: usize, event: ReplicaEvent) {
+        let honest = self.nodes[i].honest;
+        match event {
+            ReplicaEvent::Committed { block, .. } => self.record_commit(i, block),
+            ReplicaEvent::Delivered { height, txs, .. } => {
+                let n = &mut self.nodes[i];
+                n.executed = height;
+                n.executed_txs += txs.len() as u64;
+                n.high_fee_executed += txs
+                    .iter()
+                    .filter(|t| super::simtx::fee(t) == Some(super::simtx::HIGH_FEE))
+                    .count() as u64;
+                if honest {
+                    self.checker.execute(i, height, &txs);
+                }
+            }
+            ReplicaEvent::Executed {
+                height,
+                state_root,
+                report,
+            } => {
+                if honest {
+                    self.checker.state_root(height, state_root);
+                }
+                self.nodes[i].executions.push(super::ExecRecord {
+                    height,
+                    state_root,
+                    succeeded: report.succeeded,
+                    failed: report.failed,
+                    rejected: report.rejected,
+                    fees: report.fees,
+                    burned: report.burned,
+                });
+            }
+            ReplicaEvent::EpochClosed { .. } => self.nodes[i].epochs_closed += 1,
+            ReplicaEvent::Evidence(_) => {
+                if honest {
+                    self.evidence += 1;
+                }
+            }
+            ReplicaEvent::Rejected { error, .. } => {
+                if honest {
+                    *self.rejected.entry(error.label()).or_default() += 1;
                 }
             }
         }
@@ -862,10 +914,7 @@ impl Runner {
                 .commit(i, block.height(), block.id(), block.parent_id());
             self.check_certified(&block);
         }
-        let n = &mut self.nodes[i];
-        n.pending.remove(&block.id());
-        n.commits.push(record);
-        n.blocks.push(block);
+        self.nodes[i].commits.push(record);
     }
 
     /// Every batch a committed block orders must carry acks of a quorum of
@@ -1092,6 +1141,10 @@ impl Runner {
                 self.checker
                     .proposal(me, p.block.epoch(), p.block.view(), p.block.id());
             }
+            ConsensusMsg::Batch(sb) if sb.batch.author == me => {
+                let b = &sb.batch;
+                self.checker.batch(me, b.epoch, b.round, b.digest());
+            }
             _ => {}
         }
     }
@@ -1132,5 +1185,42 @@ impl Runner {
                 },
             );
         }
+    }
+}
+
+/// Total balance plus burned, and minted, over the accounts in `store`.
+fn supply(store: &MemoryBackend) -> Option<(u128, u128)> {
+    let summary = BackendAccounts::new(store).summary().ok()?;
+    let mut held = summary.burned;
+    for (_, bytes) in store
+        .scan_prefix(Namespace::Accounts, &[], usize::MAX)
+        .ok()?
+    {
+        held = held.checked_add(Account::from_bytes(&bytes).ok()?.balance)?;
+    }
+    Some((held, summary.minted))
+}
+
+/// A node whose state diverged: it reports (and proposes) a wrong root.
+struct Divergent(TransferApplication);
+
+impl Application<MemoryBackend> for Divergent {
+    fn execute(
+        &mut self,
+        store: &MemoryBackend,
+        block: &crate::application::CommittedBlock<'_>,
+    ) -> Result<crate::application::Applied, crate::application::ApplicationError> {
+        let mut applied = self.0.execute(store, block)?;
+        applied.state_root.0[0] ^= 1;
+        Ok(applied)
+    }
+
+    fn state_root(
+        &self,
+        store: &MemoryBackend,
+    ) -> Result<Hash32, crate::application::ApplicationError> {
+        let mut root = Application::<MemoryBackend>::state_root(&self.0, store)?;
+        root.0[0] ^= 1;
+        Ok(root)
     }
 }

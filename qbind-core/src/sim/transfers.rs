@@ -1,15 +1,16 @@
 //! Signed VM v0 transfers in the simulator ([`super::Scenario::transfers`]).
 //!
 //! The runner submits real ML-DSA-44-signed [`Transaction`]s from a set of
-//! funded accounts; every node executes each committed block with the
-//! reference executor ([`execute_block`]) against its own [`Ledger`], and the
+//! funded accounts; every node's replica executes each committed block with
+//! the reference application ([`crate::application::TransferApplication`])
+//! against its own store, exactly as a production validator does, and the
 //! checker compares the state roots honest nodes reach at each height.
 //!
 //! Each sender's transactions go to one node (sender index modulo the node
 //! count), so the fee pool of that node sees them in nonce order; a sender
 //! with many transactions in flight is skipped for a while, and one whose
 //! transactions were lost (crash, dropped pool) is re-synchronised from the
-//! ledger of its node.
+//! store of its node.
 
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -17,12 +18,12 @@ use rand_chacha::ChaCha8Rng;
 use crate::codec::Encode;
 use crate::crypto::KeyPair;
 use crate::execution::{
-    BlockContext, ExecutionConfig, Ledger, TRANSFER_PAYLOAD_V1_BYTES, Transaction, TransferPayload,
-    TransferPayloadV1, execute_wire_block,
+    ExecutionConfig, Ledger, TRANSFER_PAYLOAD_V1_BYTES, Transaction, TransferPayload,
+    TransferPayloadV1,
 };
-use crate::types::{AccountId, Height, NetworkEnvironment};
+use crate::types::{AccountId, NetworkEnvironment};
 
-use super::{ExecRecord, Transfers};
+use super::Transfers;
 
 /// Transactions a sender may have submitted but not yet executed before the
 /// workload picks another sender.
@@ -34,7 +35,7 @@ pub(crate) struct Workload {
     ids: Vec<AccountId>,
     next_nonce: Vec<u64>,
     config: ExecutionConfig,
-    genesis: Ledger,
+    genesis: Vec<(AccountId, u128)>,
     max_amount: u128,
 }
 
@@ -47,7 +48,9 @@ impl Workload {
             .iter()
             .map(|k| AccountId::from_public_key(k.public_key()))
             .collect();
-        let genesis = Ledger::genesis(ids.iter().map(|id| (*id, t.initial_balance)))
+        let genesis: Vec<(AccountId, u128)> =
+            ids.iter().map(|id| (*id, t.initial_balance)).collect();
+        Ledger::genesis(genesis.iter().copied())
             .map_err(|_| "transfer genesis overflows the supply")?;
         Ok(Workload {
             keys,
@@ -59,8 +62,8 @@ impl Workload {
         })
     }
 
-    /// The genesis ledger every node starts from.
-    pub(crate) fn genesis(&self) -> &Ledger {
+    /// The genesis balances every node's store starts from.
+    pub(crate) fn genesis(&self) -> &[(AccountId, u128)] {
         &self.genesis
     }
 
@@ -122,36 +125,6 @@ fn account_key(i: usize) -> KeyPair {
     let mut seed = [0xa7u8; 32];
     seed[..8].copy_from_slice(&(i as u64).to_be_bytes());
     KeyPair::from_seed(&seed)
-}
-
-/// Execute one committed block's transactions on `ledger` with
-/// [`execute_wire_block`] and apply the outcome.
-pub(crate) fn execute(
-    ledger: &mut Ledger,
-    config: &ExecutionConfig,
-    env: NetworkEnvironment,
-    height: Height,
-    proposer: AccountId,
-    raw: &[Vec<u8>],
-) -> Result<ExecRecord, String> {
-    let ctx = BlockContext {
-        height,
-        proposer,
-        config: *config,
-    };
-    let wire = execute_wire_block(&*ledger, &ctx, env, raw).map_err(|e| e.to_string())?;
-    ledger
-        .apply(&wire.outcome.transition)
-        .map_err(|e| e.to_string())?;
-    Ok(ExecRecord {
-        height,
-        state_root: wire.outcome.state_root,
-        succeeded: wire.succeeded(),
-        failed: wire.failed(),
-        rejected: wire.rejected(),
-        fees: wire.outcome.fees,
-        burned: wire.outcome.burned,
-    })
 }
 
 /// The account a validator's fee share is credited to: the hash of its

@@ -29,9 +29,15 @@ pub struct MemoryBackend {
     inner: Arc<Mutex<MemoryInner>>,
 }
 
+/// One undo entry: a key and the value it had before a buffered write.
+type Undo = (Namespace, Vec<u8>, Option<Vec<u8>>);
+
 #[derive(Default)]
 struct MemoryInner {
     table: Arc<Table>,
+    /// With crash semantics: how to undo the buffered writes made since the
+    /// last durable one, newest last.
+    undo: Option<Vec<Undo>>,
     durable_writes: u64,
     /// Durable writes per namespace they touched.
     durable_by_ns: std::collections::BTreeMap<Namespace, u64>,
@@ -42,6 +48,38 @@ impl MemoryBackend {
     #[must_use]
     pub fn new() -> Self {
         MemoryBackend::default()
+    }
+
+    /// An empty store that models a crash: buffered writes become durable
+    /// only with the next durable write (which covers every earlier write,
+    /// as in the persistent stores' write-ahead logs), and [`Self::crash`]
+    /// discards the ones that never did. The simulator runs validators on
+    /// such stores.
+    #[must_use]
+    pub fn with_crash_semantics() -> Self {
+        let backend = MemoryBackend::default();
+        backend.lock().undo = Some(Vec::new());
+        backend
+    }
+
+    /// Lose every buffered write not yet covered by a durable one, as a
+    /// power cut would (only with [`Self::with_crash_semantics`]; otherwise
+    /// nothing is lost). Returns how many writes were undone.
+    pub fn crash(&self) -> usize {
+        let mut inner = self.lock();
+        let Some(undo) = inner.undo.take() else {
+            return 0;
+        };
+        let lost = undo.len();
+        let table = Arc::make_mut(&mut inner.table);
+        for (ns, key, before) in undo.into_iter().rev() {
+            match before {
+                Some(value) => table.insert((ns, key), value),
+                None => table.remove(&(ns, key)),
+            };
+        }
+        inner.undo = Some(Vec::new());
+        lost
     }
 
     fn lock(&self) -> MutexGuard<'_, MemoryInner> {
@@ -117,6 +155,7 @@ impl MemoryBackend {
         Ok(MemoryBackend {
             inner: Arc::new(Mutex::new(MemoryInner {
                 table: Arc::new(table),
+                undo: None,
                 durable_writes: 0,
                 durable_by_ns: std::collections::BTreeMap::new(),
             })),
@@ -221,19 +260,38 @@ impl StateBackend for MemoryBackend {
                 *inner.durable_by_ns.entry(ns).or_default() += 1;
             }
         }
+        let inner = &mut *inner;
         let table = Arc::make_mut(&mut inner.table);
+        let mut undo = match (&mut inner.undo, durability) {
+            (Some(undo), Durability::Buffered) => Some(undo),
+            _ => None,
+        };
         for op in batch.ops {
-            match op {
-                WriteOp::Put { ns, key, value } => {
-                    table.insert((ns, key), value);
+            let (ns, key, value) = match op {
+                WriteOp::Put { ns, key, value } => (ns, key, Some(value)),
+                WriteOp::Delete { ns, key } => (ns, key, None),
+            };
+            match undo.as_mut() {
+                Some(undo) => {
+                    let before = match value {
+                        Some(value) => table.insert((ns, key.clone()), value),
+                        None => table.remove(&(ns, key.clone())),
+                    };
+                    undo.push((ns, key, before));
                 }
-                WriteOp::Delete { ns, key } => {
-                    table.remove(&(ns, key));
+                None => {
+                    match value {
+                        Some(value) => table.insert((ns, key), value),
+                        None => table.remove(&(ns, key)),
+                    };
                 }
             }
         }
         if durability == Durability::Durable {
             inner.durable_writes += 1;
+            if let Some(undo) = &mut inner.undo {
+                undo.clear();
+            }
         }
         Ok(())
     }

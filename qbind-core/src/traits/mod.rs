@@ -123,6 +123,11 @@ impl WriteBatch {
         });
     }
 
+    /// Move every operation of `other` to the end of this batch.
+    pub fn append(&mut self, other: &mut WriteBatch) {
+        self.ops.append(&mut other.ops);
+    }
+
     /// The operations in order.
     #[must_use]
     pub fn ops(&self) -> &[WriteOp] {

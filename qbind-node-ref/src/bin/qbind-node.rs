@@ -24,9 +24,18 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+
+/// `--executor` values.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum ExecutorArg {
+    /// Stage B parallel execution.
+    StageB,
+    /// The sequential reference.
+    Sequential,
+}
 use qbind_core::key_rotation::KeyRole;
 use qbind_core::types::{NetworkEnvironment, ValidatorId};
-use qbind_node_ref::local::{Keys, LocalOptions, Network, run_local, validator_key};
+use qbind_node_ref::local::{Executor, Keys, LocalOptions, Network, run_local, validator_key};
 use qbind_node_ref::node::{Maintenance, NodeError, retention_mode};
 use qbind_node_ref::validator_set::ValidatorSetFile;
 use qbind_signer::keystore::{self, KdfPolicy, Passphrase};
@@ -61,6 +70,11 @@ struct Args {
     /// Base view timeout in milliseconds.
     #[arg(long, default_value_t = 1_000)]
     base_timeout_ms: u64,
+    /// How committed blocks are executed: `stage-b` (parallel signature
+    /// checks and conflict-aware parallel execution) or `sequential` (the
+    /// reference). Both give the same state.
+    #[arg(long, value_enum, default_value_t = ExecutorArg::StageB)]
+    executor: ExecutorArg,
     /// Serve Prometheus metrics at http://ADDR/metrics.
     #[arg(long)]
     metrics_addr: Option<SocketAddr>,
@@ -347,6 +361,10 @@ fn run(mut args: Args) -> Result<ExitCode, Failure> {
             .fast_sync_snapshot_dir
             .map(|p| (args.fast_sync_validator, p)),
         base_timeout_ms: args.base_timeout_ms,
+        executor: match args.executor {
+            ExecutorArg::StageB => Executor::StageB,
+            ExecutorArg::Sequential => Executor::Sequential,
+        },
         network,
         only: args.validator_index,
         keys,

@@ -1,0 +1,372 @@
+//! One validator's replica: the consensus state machine, its store and its
+//! application, with the one interpreter of the machine's effects (DESIGN
+//! "One effect interpreter, used by the async engine and by the simulator
+//! alike").
+//!
+//! [`Replica::handle`] feeds an input to [`HotStuff`] and carries out, in
+//! order, every effect that touches the store or the application: the safety
+//! state, uncommitted blocks, DAG batches, commits, execution of committed
+//! blocks (through [`Application`]) and the executed-height marker. What
+//! needs the outside world — a signature, a message, a timer — and what the
+//! embedder should hear about comes back as [`Action`]s, in the order the
+//! machine produced them. Because every write of an input is done before any
+//! action is returned, no signature can be asked for (and no message can
+//! leave) before the state it depends on is written; the safety state is
+//! written durably.
+//!
+//! [`Replica::open`] is the restore path after a restart: it loads what the
+//! store holds ([`crate::schema::load_persisted`]) — safety state, the
+//! committed tail, uncommitted blocks, DAG batches and the executed height —
+//! and rebuilds the machine from it. The async engine
+//! ([`crate::engine::Engine`], feature `engine`) and the simulator
+//! ([`crate::sim`], feature `sim`) both drive validators through this type,
+//! so a simulated crash and restart runs exactly the production code.
+//!
+//! Durability: uncommitted blocks and commits are written buffered; a
+//! durable write covers every earlier write (the [`StateBackend`] contract
+//! of the persistent stores), so one fsync per block suffices: the
+//! executed-height write that follows a commit, or the sync at the end of
+//! [`Replica::handle`]. A commit is reported ([`Event::Committed`]) only once
+//! it is durable.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use crate::application::{Application, ApplicationError, CommittedBlock, ExecutionReport};
+use crate::consensus::{
+    Block, ConsensusConfig, ConsensusError, ConsensusMetrics, ConsensusMsg, Effect, Evidence,
+    HotStuff, Input, SignJob,
+};
+use crate::schema::{self, PersistError};
+use crate::traits::{Durability, StateBackend, StorageError, WriteBatch};
+use crate::types::{Hash32, Height, Millis, ValidatorId};
+use crate::validator::EpochSchedule;
+
+/// Why a replica stopped or could not start. It stops rather than sign
+/// anything it could not persist or execute a block it could not apply.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaError {
+    /// The state store failed.
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+    /// Persisted state did not load.
+    #[error(transparent)]
+    Persisted(#[from] PersistError),
+    /// The application could not execute a committed block.
+    #[error("application at height {height}: {source}")]
+    Application {
+        /// The block's height.
+        height: Height,
+        /// Why.
+        source: ApplicationError,
+    },
+}
+
+/// Something the embedder hears about.
+#[derive(Clone, Debug)]
+pub enum Event {
+    /// A block was committed and is durable.
+    Committed {
+        /// The block.
+        block: Block,
+        /// When (the time passed to [`Replica::handle`]).
+        at: Millis,
+    },
+    /// Committed transactions were delivered for execution (each height once,
+    /// in order, each transaction at most once), and the executed-height
+    /// marker for `height` is durable.
+    Delivered {
+        /// Height of the committed block.
+        height: Height,
+        /// Its id.
+        block: Hash32,
+        /// Its proposer.
+        proposer: ValidatorId,
+        /// Its transactions.
+        txs: Vec<Vec<u8>>,
+    },
+    /// The application executed the block at `height` (only with an
+    /// application); its writes are durable with the executed height.
+    Executed {
+        /// Its height.
+        height: Height,
+        /// The state root after it.
+        state_root: Hash32,
+        /// What happened to its transactions.
+        report: ExecutionReport,
+    },
+    /// The application closed a monetary epoch with the block at `height`.
+    EpochClosed {
+        /// The block that closed the epoch.
+        height: Height,
+        /// The epoch's monetary state.
+        state: crate::monetary::MonetaryEpochState,
+        /// Units credited (0 in Shadow mode).
+        credited: u128,
+    },
+    /// Equivocation evidence.
+    Evidence(Evidence),
+    /// An input was rejected (already counted in the metrics).
+    Rejected {
+        /// Who sent it (ourselves for local inputs).
+        from: ValidatorId,
+        /// Why.
+        error: ConsensusError,
+    },
+}
+
+/// What the replica needs done outside, in order.
+#[derive(Clone, Debug)]
+pub enum Action {
+    /// Obtain a signature and feed it back as [`Input::Signed`].
+    Sign(SignJob),
+    /// Send to one validator.
+    Send {
+        /// Recipient.
+        to: ValidatorId,
+        /// Message.
+        msg: ConsensusMsg,
+    },
+    /// Send to every other validator.
+    Broadcast(ConsensusMsg),
+    /// Deliver [`Input::Tick`] at or after this time.
+    SetTimer(Millis),
+    /// Tell the embedder.
+    Event(Event),
+}
+
+/// One validator: a [`HotStuff`] machine with its store and application.
+pub struct Replica<S: StateBackend> {
+    machine: HotStuff,
+    store: S,
+    application: Option<Box<dyn Application<S>>>,
+    /// Commits written buffered and not yet covered by a durable write.
+    unsynced_commits: Vec<Block>,
+}
+
+impl<S: StateBackend> Replica<S> {
+    /// Open validator `id` on `store`, resuming from whatever it persisted
+    /// before (the restore path after a restart).
+    pub fn open(
+        cfg: ConsensusConfig,
+        id: ValidatorId,
+        schedule: Arc<EpochSchedule>,
+        store: S,
+    ) -> Result<Self, ReplicaError> {
+        let persisted = schema::load_persisted(&store, cfg.committed_window)?;
+        let mut machine = HotStuff::new(
+            cfg,
+            id,
+            schedule,
+            persisted.safety,
+            persisted.committed,
+            persisted.pending,
+        );
+        machine.restore_dag(persisted.batches, persisted.executed);
+        Ok(Replica {
+            machine,
+            store,
+            application: None,
+            unsynced_commits: Vec::new(),
+        })
+    }
+
+    /// Execute committed blocks with `application`.
+    #[must_use]
+    pub fn with_application(mut self, application: Box<dyn Application<S>>) -> Self {
+        self.application = Some(application);
+        self
+    }
+
+    /// Start (or restart) participating: report the state root of the
+    /// executed height (so proposals carry it and others' are checked
+    /// against it from the first view on), then enter the current view.
+    pub fn start(&mut self, now: Millis) -> Result<Vec<Action>, ReplicaError> {
+        let mut actions = Vec::new();
+        if let Some(app) = &self.application {
+            let executed =
+                schema::read_height(&self.store, schema::EXECUTED_HEIGHT_KEY)?.unwrap_or(Height(0));
+            if executed.0 > 0 {
+                let state_root =
+                    app.state_root(&self.store)
+                        .map_err(|source| ReplicaError::Application {
+                            height: executed,
+                            source,
+                        })?;
+                actions.extend(self.handle(
+                    now,
+                    Input::Executed {
+                        height: executed,
+                        state_root,
+                    },
+                )?);
+            }
+        }
+        actions.extend(self.handle(now, Input::Start)?);
+        Ok(actions)
+    }
+
+    /// Feed one input; carry out every effect on the store and the
+    /// application; return what needs the outside world, in order.
+    pub fn handle(&mut self, now: Millis, input: Input) -> Result<Vec<Action>, ReplicaError> {
+        let mut actions = Vec::new();
+        let mut inputs = VecDeque::from([input]);
+        while let Some(input) = inputs.pop_front() {
+            for effect in self.machine.handle(now, input) {
+                self.apply(now, effect, &mut inputs, &mut actions)?;
+            }
+        }
+        // Commits whose execution did not follow (DAG data still missing,
+        // no application) are made durable here.
+        if let Some(block) = self.unsynced_commits.last() {
+            let mut batch = WriteBatch::new();
+            schema::put_height(&mut batch, schema::COMMITTED_HEIGHT_KEY, block.height());
+            self.store.write(batch, Durability::Durable)?;
+            self.commits_durable(now, &mut actions);
+        }
+        Ok(actions)
+    }
+
+    fn apply(
+        &mut self,
+        now: Millis,
+        effect: Effect,
+        inputs: &mut VecDeque<Input>,
+        actions: &mut Vec<Action>,
+    ) -> Result<(), ReplicaError> {
+        match effect {
+            Effect::PersistSafety(state) => {
+                self.store
+                    .write(schema::safety_batch(&state), Durability::Durable)?;
+            }
+            // Buffered: the durable safety-state write that precedes any vote
+            // on this block makes it durable too (no holes).
+            Effect::PersistBlock(block) => {
+                self.store
+                    .write(schema::pending_block_batch(&block), Durability::Buffered)?;
+            }
+            // Durable: an acknowledgement follows, promising availability.
+            Effect::PersistBatch(sb) => {
+                self.store
+                    .write(schema::dag_batch_batch(&sb), Durability::Durable)?;
+            }
+            Effect::ForgetBlocks(ids) => {
+                self.store
+                    .write(schema::forget_blocks_batch(&ids), Durability::Buffered)?;
+            }
+            // Buffered: the durable executed-height write that follows in
+            // the same input (or the sync at the end of `handle`) makes it
+            // durable, so a block costs one fsync, not two.
+            Effect::Commit(block) => {
+                self.store
+                    .write(schema::commit_batch(&block), Durability::Buffered)?;
+                self.unsynced_commits.push(block);
+            }
+            Effect::Execute {
+                height,
+                block,
+                proposer,
+                txs,
+            } => self.execute(now, height, block, proposer, txs, inputs, actions)?,
+            Effect::Sign(job) => actions.push(Action::Sign(job)),
+            Effect::Send { to, msg } => actions.push(Action::Send { to, msg }),
+            Effect::Broadcast(msg) => actions.push(Action::Broadcast(msg)),
+            Effect::SetTimer(at) => actions.push(Action::SetTimer(at)),
+            Effect::Evidence(ev) => actions.push(Action::Event(Event::Evidence(ev))),
+            Effect::Rejected { from, error } => {
+                actions.push(Action::Event(Event::Rejected { from, error }));
+            }
+        }
+        Ok(())
+    }
+
+    /// Execute one committed block and write its state together with the
+    /// executed-height marker, durably, in one batch.
+    #[allow(clippy::too_many_arguments)]
+    fn execute(
+        &mut self,
+        now: Millis,
+        height: Height,
+        block: Hash32,
+        proposer: ValidatorId,
+        txs: Vec<Vec<u8>>,
+        inputs: &mut VecDeque<Input>,
+        actions: &mut Vec<Action>,
+    ) -> Result<(), ReplicaError> {
+        let mut batch = WriteBatch::new();
+        let mut executed = None;
+        if let Some(app) = &mut self.application {
+            let committed = CommittedBlock {
+                height,
+                id: block,
+                proposer,
+                txs: &txs,
+            };
+            let mut applied = app
+                .execute(&self.store, &committed)
+                .map_err(|source| ReplicaError::Application { height, source })?;
+            batch.append(&mut applied.writes);
+            executed = Some(applied);
+        }
+        schema::put_height(&mut batch, schema::EXECUTED_HEIGHT_KEY, height);
+        self.store.write(batch, Durability::Durable)?;
+        // No holes: this durable write made the commits before it durable.
+        self.commits_durable(now, actions);
+        actions.push(Action::Event(Event::Delivered {
+            height,
+            block,
+            proposer,
+            txs,
+        }));
+        if let Some(applied) = executed {
+            inputs.push_back(Input::Executed {
+                height,
+                state_root: applied.state_root,
+            });
+            actions.push(Action::Event(Event::Executed {
+                height,
+                state_root: applied.state_root,
+                report: applied.report,
+            }));
+            if let Some(closed) = applied.epoch_closed {
+                actions.push(Action::Event(Event::EpochClosed {
+                    height,
+                    state: closed.state,
+                    credited: closed.credited,
+                }));
+            }
+        }
+        Ok(())
+    }
+
+    /// The commits written so far are durable: report them.
+    fn commits_durable(&mut self, now: Millis, actions: &mut Vec<Action>) {
+        for block in self.unsynced_commits.drain(..) {
+            actions.push(Action::Event(Event::Committed { block, at: now }));
+        }
+    }
+
+    /// The validator this replica runs.
+    #[must_use]
+    pub fn id(&self) -> ValidatorId {
+        self.machine.id()
+    }
+
+    /// The consensus state machine (read-only).
+    #[must_use]
+    pub fn machine(&self) -> &HotStuff {
+        &self.machine
+    }
+
+    /// The consensus counters.
+    #[must_use]
+    pub fn metrics(&self) -> &ConsensusMetrics {
+        self.machine.metrics()
+    }
+
+    /// The store.
+    #[must_use]
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+}

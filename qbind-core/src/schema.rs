@@ -1,0 +1,225 @@
+//! The storage schema: what a validator persists, under which namespace and
+//! key, in which encoding (DESIGN "A storage schema module in core").
+//!
+//! One place for the layout that the replica ([`crate::replica`]) writes,
+//! that persistent stores, snapshots and pruning (`qbind-store`) read, and
+//! that a restarted validator loads back ([`load_persisted`]). Values are
+//! the canonical encodings of [`crate::codec`]; heights are u64 big-endian so
+//! that keys sort by height.
+//!
+//! | namespace | key | value |
+//! |---|---|---|
+//! | `Safety` | [`SAFETY_KEY`] | [`SafetyState`] |
+//! | `Blocks` | `'c'` ‖ height (u64 BE) ([`committed_block_key`]) | committed [`Block`] |
+//! | `Blocks` | `'p'` ‖ block id ([`pending_block_key`]) | uncommitted [`Block`] |
+//! | `QuorumCerts` | height (u64 BE) | the committed block's justify QC |
+//! | `DagBatches` | batch digest | [`crate::dag::SignedBatch`] |
+//! | `Meta` | [`COMMITTED_HEIGHT_KEY`] | u64 |
+//! | `Meta` | [`EXECUTED_HEIGHT_KEY`] | u64: the height whose transactions were last executed |
+//! | `Meta` | [`STATE_SUMMARY_KEY`] | [`crate::execution::StateSummary`] |
+//! | `Accounts` | account id (32 bytes) | [`crate::execution::Account`] |
+//! | `Monetary` | [`MONETARY_STATE_KEY`], [`monetary_epoch_key`] | [`crate::monetary::MonetaryEpochState`] |
+//! | `Monetary` | [`EPOCH_FEES_KEY`] | u128: fees paid so far in the current epoch |
+
+use crate::codec::{Decode, DecodeError, Encode};
+use crate::consensus::{Block, SafetyState};
+use crate::dag::SignedBatch;
+use crate::traits::{Namespace, StateBackend, StorageError, WriteBatch};
+use crate::types::{Hash32, Height};
+
+pub use crate::execution::STATE_SUMMARY_KEY;
+pub use crate::monetary::{MONETARY_STATE_KEY, epoch_key as monetary_epoch_key};
+
+/// Key of the safety state in [`Namespace::Safety`].
+pub const SAFETY_KEY: &[u8] = b"safety_state";
+/// Key of the committed height marker in [`Namespace::Meta`].
+pub const COMMITTED_HEIGHT_KEY: &[u8] = b"committed_height";
+/// Prefix of committed blocks in [`Namespace::Blocks`] (then the height, u64 BE).
+pub const COMMITTED_BLOCK_PREFIX: u8 = b'c';
+/// Prefix of uncommitted blocks in [`Namespace::Blocks`] (then the block id).
+pub const PENDING_BLOCK_PREFIX: u8 = b'p';
+/// Key of the height whose transactions were last delivered for execution,
+/// in [`Namespace::Meta`].
+pub const EXECUTED_HEIGHT_KEY: &[u8] = b"executed_height";
+/// Key in [`Namespace::Monetary`] of the fees paid so far in the current
+/// epoch (u128 BE), updated with every executed block.
+pub const EPOCH_FEES_KEY: &[u8] = b"epoch_fees";
+
+/// Why persisted state could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum PersistError {
+    /// The store failed.
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+    /// A persisted record did not decode.
+    #[error("persisted {what} is corrupt: {source}")]
+    Corrupt {
+        /// Which record.
+        what: &'static str,
+        /// Why.
+        source: DecodeError,
+    },
+}
+
+/// Key of the committed block at `height` in [`Namespace::Blocks`].
+#[must_use]
+pub fn committed_block_key(height: u64) -> Vec<u8> {
+    let mut k = vec![COMMITTED_BLOCK_PREFIX];
+    k.extend_from_slice(&height.to_be_bytes());
+    k
+}
+
+/// Key of the uncommitted block `id` in [`Namespace::Blocks`].
+#[must_use]
+pub fn pending_block_key(id: &Hash32) -> Vec<u8> {
+    let mut k = vec![PENDING_BLOCK_PREFIX];
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+/// Key of a DAG batch in [`Namespace::DagBatches`].
+#[must_use]
+pub fn batch_key(batch: &SignedBatch) -> Vec<u8> {
+    batch.batch.digest().0.to_vec()
+}
+
+/// Decode a stored record, naming it in the error.
+pub fn decode_record<T: Decode>(what: &'static str, bytes: &[u8]) -> Result<T, PersistError> {
+    T::from_bytes(bytes).map_err(|source| PersistError::Corrupt { what, source })
+}
+
+/// Read a u64 marker (committed or executed height) from [`Namespace::Meta`].
+pub fn read_height<S: StateBackend + ?Sized>(
+    store: &S,
+    key: &'static [u8],
+) -> Result<Option<Height>, PersistError> {
+    let what = if key == COMMITTED_HEIGHT_KEY {
+        "committed height"
+    } else {
+        "executed height"
+    };
+    match store.get(Namespace::Meta, key)? {
+        Some(bytes) => Ok(Some(Height(decode_record::<u64>(what, &bytes)?))),
+        None => Ok(None),
+    }
+}
+
+/// What a validator persisted.
+#[derive(Debug, Default)]
+pub struct Persisted {
+    /// The safety state, if it ever wrote one.
+    pub safety: Option<SafetyState>,
+    /// The last committed blocks, ascending.
+    pub committed: Vec<Block>,
+    /// Uncommitted blocks it stored.
+    pub pending: Vec<Block>,
+    /// DAG batches it stored.
+    pub batches: Vec<SignedBatch>,
+    /// Height whose transactions were last delivered for execution.
+    pub executed: Height,
+}
+
+/// Load what a validator persisted: its safety state, the last `window`
+/// committed blocks, its uncommitted blocks, its DAG batches and its
+/// executed height.
+pub fn load_persisted<S: StateBackend + ?Sized>(
+    store: &S,
+    window: usize,
+) -> Result<Persisted, PersistError> {
+    let safety = match store.get(Namespace::Safety, SAFETY_KEY)? {
+        Some(bytes) => Some(decode_record("safety state", &bytes)?),
+        None => None,
+    };
+    let mut committed = Vec::new();
+    if let Some(height) = read_height(store, COMMITTED_HEIGHT_KEY)? {
+        let from = height.0.saturating_sub(window.max(1) as u64 - 1).max(1);
+        for h in from..=height.0 {
+            if let Some(bytes) = store.get(Namespace::Blocks, &committed_block_key(h))? {
+                committed.push(decode_record("committed block", &bytes)?);
+            }
+        }
+    }
+    let mut pending = Vec::new();
+    for (_, bytes) in store.scan_prefix(Namespace::Blocks, &[PENDING_BLOCK_PREFIX], usize::MAX)? {
+        pending.push(decode_record("uncommitted block", &bytes)?);
+    }
+    let mut batches = Vec::new();
+    for (_, bytes) in store.scan_prefix(Namespace::DagBatches, &[], usize::MAX)? {
+        batches.push(decode_record("DAG batch", &bytes)?);
+    }
+    let executed = read_height(store, EXECUTED_HEIGHT_KEY)?.unwrap_or(Height(0));
+    Ok(Persisted {
+        safety,
+        committed,
+        pending,
+        batches,
+        executed,
+    })
+}
+
+/// The write that records the safety state.
+#[must_use]
+pub fn safety_batch(state: &SafetyState) -> WriteBatch {
+    let mut batch = WriteBatch::new();
+    batch.put(Namespace::Safety, SAFETY_KEY.to_vec(), state.to_bytes());
+    batch
+}
+
+/// The write that stores an uncommitted block.
+#[must_use]
+pub fn pending_block_batch(block: &Block) -> WriteBatch {
+    let mut batch = WriteBatch::new();
+    batch.put(
+        Namespace::Blocks,
+        pending_block_key(&block.id()),
+        block.to_bytes(),
+    );
+    batch
+}
+
+/// The write that stores a DAG batch.
+#[must_use]
+pub fn dag_batch_batch(batch_data: &SignedBatch) -> WriteBatch {
+    let mut batch = WriteBatch::new();
+    batch.put(
+        Namespace::DagBatches,
+        batch_key(batch_data),
+        batch_data.to_bytes(),
+    );
+    batch
+}
+
+/// The write that deletes uncommitted blocks that can never commit.
+#[must_use]
+pub fn forget_blocks_batch(ids: &[Hash32]) -> WriteBatch {
+    let mut batch = WriteBatch::new();
+    for id in ids {
+        batch.delete(Namespace::Blocks, pending_block_key(id));
+    }
+    batch
+}
+
+/// Put a u64 height marker into `batch`.
+pub fn put_height(batch: &mut WriteBatch, key: &'static [u8], height: Height) {
+    batch.put(Namespace::Meta, key.to_vec(), height.0.to_bytes());
+}
+
+/// The atomic batch that records one committed block: body, QC, height
+/// marker, and removal of its uncommitted copy.
+#[must_use]
+pub fn commit_batch(block: &Block) -> WriteBatch {
+    let mut batch = WriteBatch::new();
+    batch.put(
+        Namespace::Blocks,
+        committed_block_key(block.height().0),
+        block.to_bytes(),
+    );
+    batch.delete(Namespace::Blocks, pending_block_key(&block.id()));
+    batch.put(
+        Namespace::QuorumCerts,
+        block.height().0.to_be_bytes().to_vec(),
+        block.justify().to_bytes(),
+    );
+    put_height(&mut batch, COMMITTED_HEIGHT_KEY, block.height());
+    batch
+}
