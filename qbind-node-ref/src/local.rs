@@ -686,6 +686,9 @@ pub async fn run_local(
                 // diversity violations but admit them.
                 peers.diversity.mode = qbind_net::peers::diversity::DiversityMode::Warn;
                 peers.heartbeat_interval = Duration::from_secs(5);
+                // A loopback or private P2P address means a local network,
+                // whose peers announce such addresses too.
+                peers.local_network = !qbind_net::peers::book::is_routable(addr(i)?);
                 let transport = qbind_net::TcpTransport::start(qbind_net::TransportConfig {
                     local_id: ValidatorId(i as u32),
                     identity,
