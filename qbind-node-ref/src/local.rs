@@ -746,6 +746,9 @@ pub async fn run_local(
             "metrics on http://{}/metrics",
             listener.local_addr().map_or(addr, |a| a)
         ));
+        if crate::metrics::exposed_beyond_localhost(addr) {
+            out(&format!("warning: {}", crate::metrics::EXPOSED_WARNING));
+        }
         tokio::spawn(crate::metrics::serve(
             listener,
             renderer,

@@ -193,6 +193,10 @@ pub async fn serve(listener: TcpListener, render: Renderer, mut shutdown: watch:
     }
 }
 
+/// The warning logged when the endpoint is bound beyond loopback.
+pub const EXPOSED_WARNING: &str = "the /metrics endpoint is bound to a non-loopback address: \
+     anyone who can reach it can read the node's metrics; prefer 127.0.0.1 behind a proxy or tunnel";
+
 /// Whether binding `addr` exposes the endpoint beyond this host.
 #[must_use]
 pub fn exposed_beyond_localhost(addr: SocketAddr) -> bool {
@@ -204,11 +208,7 @@ pub fn exposed_beyond_localhost(addr: SocketAddr) -> bool {
 /// the address is not loopback: the page is unauthenticated.
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     if exposed_beyond_localhost(addr) {
-        tracing::warn!(
-            %addr,
-            "the /metrics endpoint is bound to a non-loopback address: anyone who can reach it \
-             can read the node's metrics; prefer 127.0.0.1 behind a firewall or proxy"
-        );
+        tracing::warn!(%addr, "{EXPOSED_WARNING}");
     }
     TcpListener::bind(addr).await
 }
