@@ -44,6 +44,12 @@ pub struct ChannelConfig {
     pub handshakes_per_ip_per_sec: f64,
     /// Burst of the per-IP handshake limit (default 20).
     pub handshake_burst: u32,
+    /// Client nonces an [`Acceptor`]'s replay set remembers (default 65,536);
+    /// when full it forgets the oldest rather than refuse handshakes.
+    pub replay_capacity: usize,
+    /// Source addresses (IPv4, IPv6 /64) an [`Acceptor`]'s rate limiter
+    /// tracks (default 16,384).
+    pub rate_limit_sources: usize,
 }
 
 impl ChannelConfig {
@@ -59,6 +65,8 @@ impl ChannelConfig {
             cookie_period_secs: 30,
             handshakes_per_ip_per_sec: 5.0,
             handshake_burst: 20,
+            replay_capacity: 1 << 16,
+            rate_limit_sources: 1 << 14,
         }
     }
 
@@ -314,11 +322,11 @@ impl Acceptor {
         Acceptor {
             responder: Responder::new(local, &cfg.handshake(), cookies),
             cfg: cfg.clone(),
-            replay: Mutex::new(ReplayGuard::new(1 << 16, lifetime)),
+            replay: Mutex::new(ReplayGuard::new(cfg.replay_capacity, lifetime)),
             limiter: Mutex::new(HandshakeRateLimiter::new(
                 cfg.handshakes_per_ip_per_sec,
                 cfg.handshake_burst,
-                1 << 14,
+                cfg.rate_limit_sources,
             )),
             start: Instant::now(),
             metrics: None,

@@ -28,7 +28,7 @@ use crate::error::NetError;
 use crate::identity::{AllowedPeers, KeyFingerprint, PeerPublic, StaticIdentity};
 use crate::metrics::NetMetrics;
 use crate::peers::backoff::BackoffConfig;
-use crate::peers::book::AddressBook;
+use crate::peers::book::{AddrRefusal, AddressBook};
 use crate::peers::diversity::{DiversityConfig, DiversityTracker};
 use crate::peers::liveness::{Heartbeat, Liveness, LivenessConfig};
 use crate::wire::{MAX_PEERS_PER_MESSAGE, PeerMessage, PeerRecord};
@@ -62,6 +62,10 @@ pub struct PeerManagerConfig {
     pub inbound_queue: usize,
     /// Handshakes in progress at once on the listener (default 64).
     pub max_pending_handshakes: usize,
+    /// The validators are on a loopback or private network (DevNet, tests):
+    /// accept announced addresses that are not globally routable (default
+    /// false: such announcements are refused, see [`crate::peers::book`]).
+    pub local_network: bool,
 }
 
 impl Default for PeerManagerConfig {
@@ -80,6 +84,7 @@ impl Default for PeerManagerConfig {
             send_queue: 1024,
             inbound_queue: 4096,
             max_pending_handshakes: 64,
+            local_network: false,
         }
     }
 }
@@ -156,6 +161,8 @@ struct Conn {
     id: u64,
     tx: mpsc::Sender<Vec<u8>>,
     outbound: bool,
+    /// The address we dialled (outbound only): failures back off that address.
+    dialled: Option<SocketAddr>,
     initiator: ValidatorId,
     ip: IpAddr,
     key: KeyFingerprint,
@@ -163,6 +170,10 @@ struct Conn {
     tasks: Vec<AbortHandle>,
 }
 
+/// Per-peer state is bounded: `conns` and `dialing` by the validator set
+/// (one entry per validator; inbound ones by `max_inbound`), `book` by
+/// [`crate::peers::book::MAX_CANDIDATES_PER_VALIDATOR`] per validator, each
+/// connection's queue by `send_queue`.
 struct State {
     conns: BTreeMap<ValidatorId, Conn>,
     book: AddressBook,
@@ -220,22 +231,35 @@ impl Shared {
     fn drop_conn(&self, peer: ValidatorId, conn_id: u64, failed: bool) {
         let mut st = self.lock();
         if st.conns.get(&peer).is_some_and(|c| c.id == conn_id) {
+            let mut c_dialled = None;
             if let Some(c) = st.conns.remove(&peer) {
                 st.diversity.remove(c.ip);
+                c_dialled = c.dialled;
                 for t in &c.tasks {
                     t.abort();
                 }
             }
             if failed {
                 let State { book, rng, .. } = &mut *st;
-                book.record_failure(peer, Instant::now(), &self.cfg.peers.backoff, rng);
+                let (now, backoff) = (Instant::now(), &self.cfg.peers.backoff);
+                match c_dialled {
+                    Some(addr) => book.record_dial_failure(peer, addr, now, backoff, rng),
+                    None => book.record_failure(peer, now, backoff, rng),
+                }
             }
             self.update_gauges(&st);
         }
     }
 }
 
-fn register(shared: &Arc<Shared>, peer: ValidatorId, chan: SecureChannel, outbound: bool) {
+/// `dialled` is the address we dialled for an outbound connection.
+fn register(
+    shared: &Arc<Shared>,
+    peer: ValidatorId,
+    chan: SecureChannel,
+    dialled: Option<SocketAddr>,
+) {
+    let outbound = dialled.is_some();
     let local = shared.cfg.local_id;
     let Some(ip) = chan.peer_addr().map(|a| a.ip()) else {
         return;
@@ -279,7 +303,6 @@ fn register(shared: &Arc<Shared>, peer: ValidatorId, chan: SecureChannel, outbou
     }
     st.diversity.add(ip);
     if outbound {
-        st.book.record_success(peer);
         shared
             .metrics
             .connections_outbound
@@ -308,6 +331,7 @@ fn register(shared: &Arc<Shared>, peer: ValidatorId, chan: SecureChannel, outbou
             id: conn_id,
             tx,
             outbound,
+            dialled,
             initiator,
             ip,
             key: chan_key,
@@ -393,9 +417,26 @@ async fn read_loop(
             PeerMessage::GetPeers => {}
             PeerMessage::Peers(list) => {
                 let mut st = shared.lock();
+                let observed_ip = st.conns.get(&peer).map(|c| c.ip);
                 for r in list {
-                    if r.id != shared.cfg.local_id && shared.keys.key_of(r.id).is_some() {
-                        st.book.add_discovered(r.id, r.addr);
+                    if r.id == shared.cfg.local_id || shared.keys.key_of(r.id).is_none() {
+                        continue;
+                    }
+                    let refused = if r.id == peer {
+                        // Its own address, over its own authenticated session;
+                        // a node listening on 0.0.0.0 is where we see it.
+                        let addr = match observed_ip {
+                            Some(ip) if r.addr.ip().is_unspecified() => {
+                                SocketAddr::new(ip, r.addr.port())
+                            }
+                            _ => r.addr,
+                        };
+                        st.book.add_self_announced(peer, addr).err()
+                    } else {
+                        st.book.add_hearsay(r.id, r.addr, Some(peer)).err()
+                    };
+                    if let Some(why @ AddrRefusal::NotRoutable) = refused {
+                        tracing::debug!(peer = peer.0, about = r.id.0, addr = %r.addr, %why, "P2P announced address refused");
                     }
                 }
                 shared.update_gauges(&st);
@@ -411,10 +452,12 @@ fn peer_list(shared: &Shared) -> Vec<PeerRecord> {
         id: shared.cfg.local_id,
         addr: shared.local_addr,
     }];
+    // Only bootstrap and proven addresses: hearsay is not relayed.
     v.extend(
         st.book
-            .iter()
-            .map(|(id, e)| PeerRecord { id, addr: e.addr })
+            .shareable()
+            .filter(|(id, _)| *id != shared.cfg.local_id)
+            .map(|(id, addr)| PeerRecord { id, addr })
             .take(MAX_PEERS_PER_MESSAGE - 1),
     );
     v
@@ -442,8 +485,13 @@ async fn dial(shared: Arc<Shared>, peer: ValidatorId, addr: SocketAddr) {
     .await;
     match result {
         Ok(chan) => {
-            shared.lock().dialing.remove(&peer);
-            register(&shared, peer, chan, true);
+            {
+                let mut st = shared.lock();
+                st.dialing.remove(&peer);
+                // We dialled `addr` and the handshake authenticated `peer`'s key.
+                st.book.record_verified(peer, addr);
+            }
+            register(&shared, peer, chan, Some(addr));
         }
         Err(e) => {
             shared.metrics.handshake_failed(&e);
@@ -451,7 +499,7 @@ async fn dial(shared: Arc<Shared>, peer: ValidatorId, addr: SocketAddr) {
             let mut st = shared.lock();
             st.dialing.remove(&peer);
             let State { book, rng, .. } = &mut *st;
-            book.record_failure(peer, Instant::now(), &shared.cfg.peers.backoff, rng);
+            book.record_dial_failure(peer, addr, Instant::now(), &shared.cfg.peers.backoff, rng);
         }
     }
 }
@@ -476,7 +524,7 @@ async fn listen_loop(shared: Arc<Shared>, listener: TcpListener) {
             if let Ok((chan, public)) = res
                 && let Some(id) = shared.keys.id_of(&public.fingerprint())
             {
-                register(&shared, id, chan, false);
+                register(&shared, id, chan, None);
             }
         });
     }
@@ -556,7 +604,7 @@ fn maintain(shared: &Arc<Shared>) {
             }
             if !admit {
                 let State { book, rng, .. } = &mut *st;
-                book.record_failure(id, now, &pcfg.backoff, rng);
+                book.record_dial_failure(id, addr, now, &pcfg.backoff, rng);
                 continue;
             }
             st.dialing.insert(id);
@@ -581,7 +629,8 @@ impl TcpTransport {
             cfg.local_id,
             &cfg.validators,
         )));
-        let mut book = AddressBook::new(cfg.peers.max_discovered);
+        let mut book =
+            AddressBook::new(cfg.peers.max_discovered).local_network(cfg.peers.local_network);
         for (id, addr) in &cfg.bootstrap {
             if *id != cfg.local_id {
                 book.add_bootstrap(*id, *addr);
@@ -666,13 +715,14 @@ impl TcpTransport {
             .map(|c| c.liveness.score())
     }
 
-    /// The address book: validator, address, consecutive failures.
+    /// The address book: validator, candidate address, consecutive
+    /// failures; every candidate, in id order, most preferred first.
     #[must_use]
     pub fn known_addresses(&self) -> Vec<(ValidatorId, SocketAddr, u32)> {
         self.shared
             .lock()
             .book
-            .iter()
+            .iter_all()
             .map(|(id, e)| (id, e.addr, e.failures))
             .collect()
     }

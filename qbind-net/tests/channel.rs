@@ -430,3 +430,85 @@ async fn rekeying_keeps_the_stream_intact_in_both_directions() {
     let (sent, received) = chan.rekeys();
     assert!(sent >= 9 && received >= 9, "rekeys {sent}/{received}");
 }
+
+/// Issue #17 finding 8: a client that can receive cookies at many addresses
+/// fills the replay set before authenticating. Each flood connection asks
+/// for a cookie for a fresh nonce at its own source address (127.0.100.x),
+/// then sends an M2 that passes the cookie and the replay set and fails
+/// authentication. The set holds 16 nonces here; honest handshakes keep
+/// succeeding while ten times that many arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_set_flood_from_many_addresses_does_not_lock_out_honest_peers() {
+    use qbind_net::handshake::messages::{ClientHello, CookieReply};
+    let (s, c, stranger) = (ident(1), ident(2), ident(3));
+    let mut config = cfg();
+    config.replay_capacity = 16;
+    let (addr, metrics) =
+        echo_server("127.0.0.1:0", s.clone(), vec![c.public().clone()], config).await;
+    let hc = HandshakeConfig {
+        chain_id: cfg().chain_id,
+        suites: cfg().suites,
+    };
+    let (init, _) =
+        Initiator::start(&stranger, s.public(), &hc, InitiatorRandomness::random()).unwrap();
+    let dummy_m1 = CookieReply {
+        version: 1,
+        cookie: [0u8; 32],
+    }
+    .encode();
+    let template = KeyExchange::decode(&init.on_cookie(&dummy_m1).unwrap().1).unwrap();
+    let flood_sources = 160u8;
+    let flood = tokio::spawn(async move {
+        for i in 1..=flood_sources {
+            let mut st = stream_from(&format!("127.0.100.{i}"), addr).await;
+            let nonce = [i; 32];
+            let m0 = ClientHello {
+                version: template.version,
+                chain_id: template.chain_id,
+                client_nonce: nonce,
+            }
+            .encode();
+            write_frame(&mut st, &m0, MAX_HANDSHAKE_MESSAGE)
+                .await
+                .unwrap();
+            let m1 = read_frame(&mut st, MAX_HANDSHAKE_MESSAGE).await.unwrap();
+            let m2 = KeyExchange {
+                client_nonce: nonce,
+                cookie: CookieReply::decode(&m1).unwrap().cookie,
+                ..template.clone()
+            }
+            .encode();
+            write_frame(&mut st, &m2, MAX_HANDSHAKE_MESSAGE)
+                .await
+                .unwrap();
+            // The responder closes after failing to authenticate us.
+            assert!(
+                read_frame(&mut st, MAX_HANDSHAKE_MESSAGE).await.is_err(),
+                "flood handshake {i} must not complete"
+            );
+        }
+    });
+    let start = std::time::Instant::now();
+    let flooded = || {
+        metrics.handshake_failures_of(HandshakeFailure::Auth)
+            + metrics.handshake_failures_of(HandshakeFailure::RateLimited)
+    };
+    while flooded() < 32 {
+        assert!(start.elapsed() < LIMIT, "flood too slow");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The set has been full for a while: honest peers still get in.
+    for _ in 0..3 {
+        honest_round_trip(addr, &c, s.public()).await;
+    }
+    timeout(LIMIT, flood).await.unwrap().unwrap();
+    honest_round_trip(addr, &c, s.public()).await;
+    assert_eq!(
+        metrics.handshake_failures_of(HandshakeFailure::Auth),
+        u64::from(flood_sources)
+    );
+    assert_eq!(
+        metrics.handshake_failures_of(HandshakeFailure::RateLimited),
+        0
+    );
+}

@@ -11,6 +11,7 @@ use qbind_core::types::{NetworkEnvironment, ValidatorId};
 use qbind_net::metrics::DiversityReason;
 use qbind_net::peers::backoff::BackoffConfig;
 use qbind_net::peers::diversity::{DiversityConfig, DiversityMode};
+use qbind_net::wire::{PeerMessage, PeerRecord};
 use qbind_net::{
     ChannelConfig, PeerManagerConfig, PeerPublic, StaticIdentity, TcpTransport, TransportConfig,
 };
@@ -39,6 +40,8 @@ fn fast_peers() -> PeerManagerConfig {
             max: Duration::from_secs(2),
             jitter: 0.1,
         },
+        // Every node here is on 127.0.0.0/8.
+        local_network: true,
         ..PeerManagerConfig::default()
     }
 }
@@ -376,4 +379,154 @@ async fn validator_set_changes_close_and_open_connections() {
         (ValidatorId(3), b"new epoch".to_vec())
     );
     drop(b);
+}
+
+/// A Byzantine validator `id`: connects to the victim with its real key,
+/// answers heartbeats, and tells the victim (unprompted every 50 ms, and in
+/// reply to every `GetPeers`) that the validators of `lies` are at the
+/// addresses it gives. Reconnects when dropped; runs until aborted.
+fn byzantine(
+    id: u32,
+    victim: (u32, SocketAddr),
+    lies: Vec<(u32, SocketAddr)>,
+) -> tokio::task::JoinHandle<()> {
+    let list: Vec<PeerRecord> = lies
+        .into_iter()
+        .map(|(i, addr)| PeerRecord {
+            id: ValidatorId(i),
+            addr,
+        })
+        .collect();
+    tokio::spawn(async move {
+        let cfg = ChannelConfig::new(NetworkEnvironment::Devnet);
+        loop {
+            let Ok(chan) =
+                qbind_net::connect_addr(victim.1, &ident(id), ident(victim.0).public(), &cfg).await
+            else {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            };
+            let (mut tx, mut rx) = chan.into_split();
+            let (pong_tx, mut pong_rx) = tokio::sync::mpsc::channel::<PeerMessage>(16);
+            let reader = tokio::spawn(async move {
+                while let Ok(b) = rx.recv().await {
+                    let reply = match PeerMessage::decode(&b) {
+                        Ok(PeerMessage::Ping(n)) => PeerMessage::Pong(n),
+                        Ok(PeerMessage::GetPeers) => PeerMessage::GetPeers,
+                        _ => continue,
+                    };
+                    if pong_tx.send(reply).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            let mut tick = tokio::time::interval(Duration::from_millis(50));
+            loop {
+                let msg = tokio::select! {
+                    _ = tick.tick() => PeerMessage::Peers(list.clone()),
+                    m = pong_rx.recv() => match m {
+                        Some(PeerMessage::GetPeers) => PeerMessage::Peers(list.clone()),
+                        Some(m) => m,
+                        None => break,
+                    },
+                };
+                if tx.send(&msg.encode()).await.is_err() {
+                    break;
+                }
+            }
+            reader.abort();
+        }
+    })
+}
+
+/// Issue #22 finding 5: a Byzantine validator announces bogus addresses for
+/// every other validator before the victim hears from anyone honest. The
+/// victim must still dial the honest validators it knows only by peer exchange.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn byzantine_announcements_do_not_eclipse_honest_validators() {
+    let quiet = PeerManagerConfig {
+        discovery_enabled: false,
+        ..fast_peers()
+    };
+    let victim = node(0, "127.70.0.1", 5, vec![], fast_peers()).await;
+    let bogus = |i: u32| -> SocketAddr { format!("127.250.0.{i}:9").parse().unwrap() };
+    let liar = byzantine(
+        1,
+        (0, victim.local_addr()),
+        vec![(2, bogus(2)), (3, bogus(3)), (4, bogus(4))],
+    );
+    wait_until("the lies are in the victim's book", || {
+        let known = victim.known_addresses();
+        (2..5).all(|i| {
+            known
+                .iter()
+                .any(|(id, a, _)| *id == ValidatorId(i) && *a == bogus(i))
+        })
+    })
+    .await;
+    // Honest validators 3 and 4 never dial anyone; 2 knows them and the victim.
+    let c3 = node(3, "127.73.0.1", 5, vec![], quiet.clone()).await;
+    let c4 = node(4, "127.74.0.1", 5, vec![], quiet.clone()).await;
+    let b2 = node(
+        2,
+        "127.72.0.1",
+        5,
+        vec![
+            (0, victim.local_addr()),
+            (3, c3.local_addr()),
+            (4, c4.local_addr()),
+        ],
+        quiet,
+    )
+    .await;
+    wait_until("the victim dialled 3 and 4 itself", || {
+        victim.is_outbound(ValidatorId(3)) == Some(true)
+            && victim.is_outbound(ValidatorId(4)) == Some(true)
+    })
+    .await;
+    let known = victim.known_addresses();
+    for (id, real) in [(3, c3.local_addr()), (4, c4.local_addr())] {
+        let first = known
+            .iter()
+            .find(|(i, _, _)| *i == ValidatorId(id))
+            .unwrap();
+        assert_eq!(first.1, real, "the proven address is preferred for {id}");
+    }
+    assert!(
+        known
+            .iter()
+            .any(|(id, a, _)| *id == ValidatorId(2) && *a == b2.local_addr()),
+        "2's own announcement over its session is kept"
+    );
+    liar.abort();
+}
+
+/// On a public network, announced loopback or private addresses are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_routable_announcements_are_refused_on_a_public_network() {
+    let public = PeerManagerConfig {
+        local_network: false,
+        ..fast_peers()
+    };
+    let victim = node(0, "127.80.0.1", 4, vec![], public).await;
+    let liar = byzantine(
+        1,
+        (0, victim.local_addr()),
+        vec![
+            (2, "127.0.0.1:22".parse().unwrap()),
+            (3, "10.0.0.1:9000".parse().unwrap()),
+            (1, "192.168.1.1:9000".parse().unwrap()),
+        ],
+    );
+    wait_until("the liar is connected", || {
+        victim.connected_peers() == ids(&[1])
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        victim.known_addresses().is_empty(),
+        "{:?}",
+        victim.known_addresses()
+    );
+    liar.abort();
 }

@@ -706,6 +706,9 @@ pub async fn run_local(
                 // diversity violations but admit them.
                 peers.diversity.mode = qbind_net::peers::diversity::DiversityMode::Warn;
                 peers.heartbeat_interval = Duration::from_secs(5);
+                // A loopback or private P2P address means a local network,
+                // whose peers announce such addresses too.
+                peers.local_network = !qbind_net::peers::book::is_routable(addr(i)?);
                 let transport = qbind_net::TcpTransport::start(qbind_net::TransportConfig {
                     local_id: ValidatorId(i as u32),
                     identity,
@@ -763,6 +766,9 @@ pub async fn run_local(
             "metrics on http://{}/metrics",
             listener.local_addr().map_or(addr, |a| a)
         ));
+        if crate::metrics::exposed_beyond_localhost(addr) {
+            out(&format!("warning: {}", crate::metrics::EXPOSED_WARNING));
+        }
         tokio::spawn(crate::metrics::serve(
             listener,
             renderer,

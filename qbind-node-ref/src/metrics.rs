@@ -1,21 +1,30 @@
 //! Prometheus text exposition (format 0.0.4) and the node's `/metrics`
 //! endpoint: a deliberately small HTTP/1.1 responder on tokio that answers
-//! `GET /metrics` and nothing else, with a bounded request size and a read
-//! timeout so a slow or hostile client cannot hold a task for long.
+//! `GET /metrics` and nothing else, with a bounded request size, read and
+//! write timeouts, and at most [`MAX_CONNECTIONS`] connections open at once,
+//! so slow or hostile clients cannot hold tasks or file descriptors.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio::task::AbortHandle;
 
 /// Largest request head the endpoint reads.
-const MAX_REQUEST: usize = 8 * 1024;
+pub const MAX_REQUEST: usize = 8 * 1024;
 /// How long a client may take to send its request.
-const READ_TIMEOUT: Duration = Duration::from_secs(5);
+pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long writing the response may take.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most connections served at once. A new connection beyond it closes the
+/// oldest one still open, so idle clients cannot lock scrapers out and the
+/// endpoint never holds more than this many sockets.
+pub const MAX_CONNECTIONS: usize = 32;
 
 /// Builds a Prometheus text page. Each metric name gets its `# HELP` and
 /// `# TYPE` lines once, before its first sample.
@@ -136,26 +145,71 @@ fn escape(value: &str) -> String {
 /// Something that can render the current metrics page.
 pub type Renderer = Arc<dyn Fn() -> String + Send + Sync>;
 
+/// Connections being served, oldest first; at most [`MAX_CONNECTIONS`].
+#[derive(Default)]
+struct OpenConnections {
+    next: u64,
+    open: BTreeMap<u64, AbortHandle>,
+}
+
+fn lock(open: &Mutex<OpenConnections>) -> std::sync::MutexGuard<'_, OpenConnections> {
+    // The table is a plain map; a panicking holder cannot leave it unusable.
+    open.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// Serve `GET /metrics` on `listener` until `shutdown` becomes true.
 pub async fn serve(listener: TcpListener, render: Renderer, mut shutdown: watch::Receiver<bool>) {
+    let open = Arc::new(Mutex::new(OpenConnections::default()));
     loop {
         let accepted = tokio::select! {
-            _ = shutdown.changed() => return,
+            _ = shutdown.changed() => break,
             accepted = listener.accept() => accepted,
         };
         let Ok((stream, _)) = accepted else {
+            // E.g. out of file descriptors: do not spin.
+            tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
         let render = Arc::clone(&render);
-        tokio::spawn(async move {
+        let mut table = lock(&open);
+        while table.open.len() >= MAX_CONNECTIONS {
+            match table.open.pop_first() {
+                // Dropping the aborted task's future closes its socket.
+                Some((_, oldest)) => oldest.abort(),
+                None => break,
+            }
+        }
+        table.next += 1;
+        let id = table.next;
+        let done = Arc::clone(&open);
+        let task = tokio::spawn(async move {
             let _ = answer(stream, render).await;
+            lock(&done).open.remove(&id);
         });
+        table.open.insert(id, task.abort_handle());
+    }
+    for (_, task) in std::mem::take(&mut lock(&open).open) {
+        task.abort();
     }
 }
 
+/// The warning logged when the endpoint is bound beyond loopback.
+pub const EXPOSED_WARNING: &str = "the /metrics endpoint is bound to a non-loopback address: \
+     anyone who can reach it can read the node's metrics; prefer 127.0.0.1 behind a proxy or tunnel";
+
+/// Whether binding `addr` exposes the endpoint beyond this host.
+#[must_use]
+pub fn exposed_beyond_localhost(addr: SocketAddr) -> bool {
+    !addr.ip().is_loopback()
+}
+
 /// Bind the endpoint (separately from [`serve`], so a bad address is an
-/// error at start-up rather than in a background task).
+/// error at start-up rather than in a background task). Logs a warning when
+/// the address is not loopback: the page is unauthenticated.
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    if exposed_beyond_localhost(addr) {
+        tracing::warn!(%addr, "{EXPOSED_WARNING}");
+    }
     TcpListener::bind(addr).await
 }
 
@@ -194,8 +248,12 @@ async fn answer(mut stream: tokio::net::TcpStream, render: Renderer) -> std::io:
         "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
-    stream.write_all(response.as_bytes()).await?;
-    stream.shutdown().await
+    tokio::time::timeout(WRITE_TIMEOUT, async {
+        stream.write_all(response.as_bytes()).await?;
+        stream.shutdown().await
+    })
+    .await
+    .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
 }
 
 #[cfg(test)]
@@ -260,5 +318,78 @@ mod tests {
         );
         stop.send(true).expect("server listening");
         server.await.expect("server task");
+    }
+
+    /// Issue #22 finding 9: idle connections used to be held (one task and
+    /// one socket each) until their read timeout, without limit. Now the
+    /// endpoint keeps at most `MAX_CONNECTIONS` open: the oldest are closed
+    /// at once, and a new scrape is answered while the idle ones stay open.
+    #[tokio::test]
+    async fn idle_connections_are_bounded_and_scrapes_still_succeed() {
+        let listener = bind("127.0.0.1:0".parse().expect("addr"))
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (stop, stopped) = watch::channel(false);
+        let render: Renderer = Arc::new(|| "qbind_up 1\n".to_string());
+        let server = tokio::spawn(serve(listener, render, stopped));
+        let extra = 8;
+        let mut idle = Vec::new();
+        for _ in 0..MAX_CONNECTIONS + extra {
+            idle.push(tokio::net::TcpStream::connect(addr).await.expect("connect"));
+        }
+        // The oldest `extra` are closed by the server well before the read timeout.
+        let quick = READ_TIMEOUT / 5;
+        for (i, s) in idle.iter_mut().take(extra).enumerate() {
+            let mut b = [0u8; 1];
+            let r = tokio::time::timeout(quick, s.read(&mut b)).await;
+            assert!(
+                matches!(r, Ok(Ok(0)) | Ok(Err(_))),
+                "idle connection {i} still open beyond the cap"
+            );
+        }
+        let scrape = async {
+            let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            s.write_all(b"GET /metrics HTTP/1.1\r\n\r\n")
+                .await
+                .expect("write");
+            let mut out = String::new();
+            s.read_to_string(&mut out).await.expect("read");
+            out
+        };
+        let page = tokio::time::timeout(quick, scrape)
+            .await
+            .expect("scrape answered while idle connections are open");
+        assert!(page.starts_with("HTTP/1.1 200 OK"), "{page}");
+        // The server's side of the still-open idle connections is bounded.
+        let mut still_open = 0;
+        for s in idle.iter_mut().skip(extra) {
+            let mut b = [0u8; 1];
+            if tokio::time::timeout(Duration::from_millis(20), s.read(&mut b))
+                .await
+                .is_err()
+            {
+                still_open += 1;
+            }
+        }
+        assert!(still_open < MAX_CONNECTIONS, "{still_open} open");
+        stop.send(true).expect("server listening");
+        server.await.expect("server task");
+    }
+
+    #[test]
+    fn non_loopback_binds_are_flagged() {
+        assert!(!exposed_beyond_localhost(
+            "127.0.0.1:9100".parse().expect("addr")
+        ));
+        assert!(!exposed_beyond_localhost(
+            "[::1]:9100".parse().expect("addr")
+        ));
+        assert!(exposed_beyond_localhost(
+            "0.0.0.0:9100".parse().expect("addr")
+        ));
+        assert!(exposed_beyond_localhost(
+            "10.0.0.5:9100".parse().expect("addr")
+        ));
     }
 }

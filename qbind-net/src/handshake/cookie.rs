@@ -1,8 +1,8 @@
 //! The stateless cookie (`docs/kemtls.md` "Cookie"): a responder answers a
 //! `ClientHello` with `HMAC-SHA3-256(secret, ip || nonce || bucket || chain)`
 //! and keeps nothing; only a `KeyExchange` that echoes a valid cookie makes it
-//! do KEM work. A small bounded replay set then refuses a second use of the
-//! same nonce while its cookie is still valid.
+//! do KEM work. A bounded replay set then refuses a second use of the same
+//! nonce while its cookie is still valid.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
@@ -96,12 +96,23 @@ impl CookieJar {
 }
 
 /// Client nonces of accepted `KeyExchange` messages, remembered for the cookie
-/// lifetime; bounded (a full set refuses new handshakes rather than forget).
+/// lifetime.
+///
+/// Bound: at most `capacity` nonces. Anyone who can receive a cookie at
+/// some address can insert nonces before authenticating, so a full set must
+/// not refuse handshakes (that would lock every peer out): it forgets its
+/// oldest nonce instead, in O(log n). Forgetting only lets that nonce's M2 be
+/// replayed from its own address, which costs the responder one KEM
+/// operation and cannot complete a handshake (the replayer lacks the
+/// initiator's keys; `docs/kemtls.md` "Replay").
 pub struct ReplayGuard {
     capacity: usize,
     lifetime_secs: u64,
+    /// Nonce → time inserted; at most `capacity` entries.
     seen: BTreeMap<[u8; 32], u64>,
+    /// The same nonces in insertion order (oldest first); same bound.
     order: VecDeque<([u8; 32], u64)>,
+    evicted: u64,
 }
 
 impl ReplayGuard {
@@ -113,14 +124,15 @@ impl ReplayGuard {
             lifetime_secs,
             seen: BTreeMap::new(),
             order: VecDeque::new(),
+            evicted: 0,
         }
     }
 
     /// Record `nonce` at `now_secs`.
     ///
     /// # Errors
-    /// [`NetError::Replay`] if it was seen within its lifetime;
-    /// [`NetError::RateLimited`] if the set is full of live nonces.
+    /// [`NetError::Replay`] if it was seen within its lifetime. A full set
+    /// forgets its oldest nonce rather than refuse.
     pub fn check_and_insert(&mut self, nonce: &[u8; 32], now_secs: u64) -> Result<(), NetError> {
         while let Some(&(n, t)) = self.order.front() {
             if t + self.lifetime_secs < now_secs {
@@ -133,8 +145,12 @@ impl ReplayGuard {
         if self.seen.contains_key(nonce) {
             return Err(NetError::Replay);
         }
-        if self.seen.len() >= self.capacity {
-            return Err(NetError::RateLimited);
+        while self.seen.len() >= self.capacity {
+            let Some((oldest, _)) = self.order.pop_front() else {
+                break;
+            };
+            self.seen.remove(&oldest);
+            self.evicted += 1;
         }
         self.seen.insert(*nonce, now_secs);
         self.order.push_back((*nonce, now_secs));
@@ -145,6 +161,12 @@ impl ReplayGuard {
     #[must_use]
     pub fn len(&self) -> usize {
         self.seen.len()
+    }
+
+    /// Live nonces forgotten early because the set was full (a sign of a flood).
+    #[must_use]
+    pub fn evicted(&self) -> u64 {
+        self.evicted
     }
 
     /// Whether nothing is remembered.
@@ -183,12 +205,30 @@ mod tests {
             Err(NetError::Replay)
         ));
         g.check_and_insert(&[2u8; 32], 5).unwrap();
-        assert!(matches!(
-            g.check_and_insert(&[3u8; 32], 6),
-            Err(NetError::RateLimited)
-        ));
-        // After the lifetime the first nonce is forgotten and room frees up.
+        // After the lifetime the first nonce is forgotten.
         g.check_and_insert(&[3u8; 32], 11).unwrap();
         assert_eq!(g.len(), 2);
+        assert_eq!(g.evicted(), 0);
+        g.check_and_insert(&[1u8; 32], 12).unwrap();
+    }
+
+    /// Issue #17 finding 8: nonces inserted before authentication must not
+    /// fill the set and lock out new handshakes.
+    #[test]
+    fn a_full_replay_set_forgets_its_oldest_nonce_instead_of_refusing() {
+        let mut g = ReplayGuard::new(4, 60);
+        for i in 0..1_000u32 {
+            let mut n = [0u8; 32];
+            n[..4].copy_from_slice(&i.to_be_bytes());
+            g.check_and_insert(&n, 1).unwrap();
+            assert!(g.len() <= 4);
+        }
+        g.check_and_insert(&[0xaa; 32], 1)
+            .expect("an honest nonce is accepted while the set is full");
+        assert!(matches!(
+            g.check_and_insert(&[0xaa; 32], 2),
+            Err(NetError::Replay)
+        ));
+        assert_eq!(g.len(), 4);
     }
 }

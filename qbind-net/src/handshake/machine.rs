@@ -358,7 +358,7 @@ impl Responder {
     ///
     /// # Errors
     /// Decoding errors; [`NetError::BadCookie`]; [`NetError::Replay`];
-    /// [`NetError::RateLimited`] (replay set full); [`NetError::NoCommonSuite`];
+    /// [`NetError::NoCommonSuite`];
     /// [`NetError::Crypto`] (invalid ephemeral key);
     /// [`NetError::AuthenticationFailed`] (identity does not decrypt: the
     /// initiator encapsulated to another static key); [`NetError::UnknownPeer`].
