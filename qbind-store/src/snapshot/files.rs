@@ -372,6 +372,69 @@ mod tests {
         }
     }
 
+    fn sample() -> SnapshotMeta {
+        let mut files = BTreeMap::new();
+        files.insert(
+            "keyspaces/1/tables/0".to_string(),
+            FileChecksum {
+                size: 4096,
+                sha3_256: "ab".repeat(32),
+            },
+        );
+        SnapshotMeta {
+            format_version: 3,
+            height: 30,
+            block_hash: "01".repeat(32),
+            executed_height: 30,
+            state_root: "02".repeat(32),
+            chain_id: "0x51424e4444455600".into(),
+            epoch: 0,
+            created_at_unix_ms: 1,
+            backend: "fjall".into(),
+            files,
+        }
+    }
+
+    #[test]
+    fn meta_json_is_parsed_with_its_bounds() {
+        let path = Path::new("meta.json");
+        let meta = sample();
+        let bytes = serde_json::to_vec(&meta).unwrap();
+        assert_eq!(parse_meta(&bytes, path).unwrap(), meta);
+        let invalid = |m: &SnapshotMeta| {
+            matches!(
+                parse_meta(&serde_json::to_vec(m).unwrap(), path),
+                Err(SnapshotError::MetaInvalid { .. })
+            )
+        };
+        let mut bad = meta.clone();
+        bad.block_hash = "AB".repeat(32);
+        assert!(invalid(&bad));
+        let mut bad = meta.clone();
+        bad.state_root = "02".repeat(31);
+        assert!(invalid(&bad));
+        let mut bad = meta.clone();
+        bad.files.insert(
+            "../../etc/passwd".into(),
+            FileChecksum {
+                size: 1,
+                sha3_256: "ab".repeat(32),
+            },
+        );
+        assert!(invalid(&bad));
+        let mut bad = meta;
+        if let Some(sum) = bad.files.values_mut().next() {
+            sum.sha3_256 = "x".into();
+        }
+        assert!(invalid(&bad));
+        let mut big = bytes;
+        big.resize(MAX_META_BYTES as usize + 1, b' ');
+        assert!(matches!(
+            parse_meta(&big, path),
+            Err(SnapshotError::MetaTooLarge { .. })
+        ));
+    }
+
     #[test]
     fn hashes_are_lowercase_hex() {
         assert!(lower_hex_32(&"ab".repeat(32)));
