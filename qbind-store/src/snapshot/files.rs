@@ -415,7 +415,7 @@ mod tests {
         assert!(invalid(&bad));
         let mut bad = meta.clone();
         bad.files.insert(
-            "../../etc/passwd".into(),
+            "../sibling".into(),
             FileChecksum {
                 size: 1,
                 sha3_256: "ab".repeat(32),
