@@ -52,6 +52,19 @@ fn pool_account(name: &[u8]) -> AccountId {
 /// Transfers a sender may have in flight before the generator skips it.
 const MAX_IN_FLIGHT: u64 = 4;
 
+/// Fast sync of one local validator (`--fast-sync-snapshot-dir`,
+/// `--fast-sync-validator`, `--trusted-snapshot-anchor`).
+#[derive(Clone, Debug)]
+pub struct FastSync {
+    /// Which local validator is restored.
+    pub validator: usize,
+    /// The snapshot directory (`<snapshot_dir>/<height>`).
+    pub snapshot: PathBuf,
+    /// What the operator trusts about it; a snapshot that does not match is
+    /// refused.
+    pub anchor: qbind_store::snapshot::TrustAnchor,
+}
+
 /// Options of a local network run.
 #[derive(Clone, Debug)]
 pub struct LocalOptions {
@@ -71,8 +84,8 @@ pub struct LocalOptions {
     /// Snapshots and pruning, applied to every validator's store (snapshots
     /// of validator `i` go to `<snapshot_dir>/validator-<i>`).
     pub maintenance: Maintenance,
-    /// Restore validator `.0`'s store from snapshot directory `.1` first.
-    pub fast_sync: Option<(usize, PathBuf)>,
+    /// Restore one validator's store from a snapshot first.
+    pub fast_sync: Option<FastSync>,
     /// Base view timeout.
     pub base_timeout_ms: u64,
     /// How the validators talk to each other.
@@ -282,7 +295,7 @@ fn render(shared: &Shared) -> String {
         ),
     ];
     type Store = fn(&qbind_store::metrics::StoreMetrics) -> &AtomicU64;
-    const STORE: [(&str, &str, Store); 13] = [
+    const STORE: [(&str, &str, Store); 14] = [
         (
             "qbind_state_size_bytes",
             "On-disk size of the state store.",
@@ -326,6 +339,11 @@ fn render(shared: &Shared) -> String {
             "qbind_snapshot_removed_total",
             "Old snapshots removed by retention.",
             |s| &s.snapshots_removed,
+        ),
+        (
+            "qbind_snapshot_tmp_removed_total",
+            "Temporary snapshots left by a crash, removed at start-up.",
+            |s| &s.snapshot_tmp_removed,
         ),
         (
             "qbind_snapshot_last_height",
@@ -573,37 +591,49 @@ pub async fn run_local(
         validators: local.clone(),
         ..RunSummary::default()
     };
-    for &i in &local {
-        let dir = opts.data_dir.join(format!("validator-{i}"));
-        let fast = opts
-            .fast_sync
-            .as_ref()
-            .filter(|(v, _)| *v == i)
-            .map(|(_, p)| p.as_path());
-        let opened = open_store(&dir, fast, chain_id)?;
-        if let Some(meta) = &opened.restored_from {
-            out(&format!(
-                "validator {i}: fast sync from snapshot at height {} (state root {})",
-                meta.height, meta.state_root
-            ));
+    // A validator that cannot start (a refused fast sync, a store error)
+    // stops the services of those already started, so their stores close.
+    let started = (|| -> Result<(), NodeError> {
+        for &i in &local {
+            let dir = opts.data_dir.join(format!("validator-{i}"));
+            let fast = opts
+                .fast_sync
+                .as_ref()
+                .filter(|f| f.validator == i)
+                .map(|f| (f.snapshot.as_path(), &f.anchor));
+            let opened = open_store(&dir, fast, chain_id)?;
+            if let Some(meta) = &opened.restored_from {
+                out(&format!(
+                    "validator {i}: fast sync from snapshot at height {} (block hash {}, state root {}: \
+                     the trusted anchor)",
+                    meta.height, meta.block_hash, meta.state_root
+                ));
+            }
+            if ensure_genesis(&*opened.store, &genesis)? {
+                out(&format!(
+                    "validator {i}: genesis written ({} accounts)",
+                    genesis.len()
+                ));
+            }
+            let mut maintenance = opts.maintenance.clone();
+            if let Some(s) = maintenance.snapshots.as_mut() {
+                s.snapshot_dir = s.snapshot_dir.join(format!("validator-{i}"));
+                s.chain_id = chain_id;
+            }
+            services.push(Services::start(
+                Arc::clone(&opened.store),
+                maintenance,
+                schedule.epoch_length(),
+            )?);
+            stores.push(opened.store);
         }
-        if ensure_genesis(&*opened.store, &genesis)? {
-            out(&format!(
-                "validator {i}: genesis written ({} accounts)",
-                genesis.len()
-            ));
+        Ok(())
+    })();
+    if let Err(error) = started {
+        for s in services.drain(..) {
+            s.stop();
         }
-        let mut maintenance = opts.maintenance.clone();
-        if let Some(s) = maintenance.snapshots.as_mut() {
-            s.snapshot_dir = s.snapshot_dir.join(format!("validator-{i}"));
-            s.chain_id = chain_id;
-        }
-        services.push(Services::start(
-            Arc::clone(&opened.store),
-            maintenance,
-            schedule.epoch_length(),
-        ));
-        stores.push(opened.store);
+        return Err(error);
     }
 
     let (stop_engines, engines_stop) = watch::channel(false);

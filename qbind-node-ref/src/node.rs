@@ -2,6 +2,13 @@
 //! snapshot for fast sync), its genesis state, and the background services
 //! that keep the store healthy — snapshots every `snapshot_interval` executed
 //! blocks, height-based pruning, and the on-disk size gauge (runbook §5).
+//!
+//! Fast sync needs the operator's trust anchor and restores atomically
+//! (`qbind_store::snapshot::restore_snapshot`); a store directory beside the
+//! leftovers of an interrupted restore is never opened. Data and snapshot
+//! directories are made private (`0700`; an existing one open to others is
+//! tightened and the node says so), and temporary snapshots left by a crash
+//! are removed when the services start (issue #22).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,9 +19,13 @@ use qbind_core::execution::{BackendAccounts, STATE_SUMMARY_KEY, credit};
 use qbind_core::traits::{Durability, Namespace, StateBackend};
 use qbind_core::types::AccountId;
 use qbind_store::FjallBackend;
+use qbind_store::fsutil::{PrivateDir, ensure_private_dir};
 use qbind_store::metrics::StoreMetrics;
 use qbind_store::prune::{Pruner, RetentionMode};
-use qbind_store::snapshot::{SnapshotConfig, SnapshotMeta, qbind_block_id, restore_snapshot};
+use qbind_store::snapshot::{
+    SnapshotConfig, SnapshotMeta, TrustAnchor, interrupted_restores, prepare_snapshot_dir,
+    qbind_block_id, restore_snapshot,
+};
 
 /// Why a node could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -32,12 +43,28 @@ pub enum NodeError {
     #[error("engine: {0}")]
     Engine(#[from] qbind_core::replica::ReplicaError),
     /// `--fast-sync-snapshot-dir` was given but the data directory already
-    /// holds a store: restoring would overwrite it.
+    /// holds a store: restoring would overwrite it. (A restore only ever
+    /// leaves a verified store there, see [`open_store`].)
     #[error(
-        "--fast-sync-snapshot-dir given but {0} already holds a store; \
-         move it away (or drop the flag to continue from it)"
+        "--fast-sync-snapshot-dir given but {0} already holds a store, which a restore would \
+         overwrite; to replace it, move it away and start again with the same flags; to keep \
+         running from it, start without --fast-sync-snapshot-dir"
     )]
     FastSyncTargetNotEmpty(PathBuf),
+    /// A restore into the data directory was interrupted (killed, crashed)
+    /// and left its unverified copy beside it.
+    #[error(
+        "a snapshot restore into {data_dir} was interrupted and left the unverified copy \
+         {leftover}; the node will not start beside it. To restore again, start with \
+         --fast-sync-snapshot-dir and --trusted-snapshot-anchor (the leftover is removed \
+         first); to start without the snapshot, delete {leftover}"
+    )]
+    InterruptedRestore {
+        /// The validator's store directory.
+        data_dir: PathBuf,
+        /// The first leftover found.
+        leftover: PathBuf,
+    },
     /// Invalid command-line or configuration value.
     #[error("configuration: {0}")]
     Config(String),
@@ -63,39 +90,60 @@ pub struct OpenedStore {
     pub restored_from: Option<SnapshotMeta>,
 }
 
-/// Open the store in `data_dir`; with `fast_sync`, first restore the
-/// snapshot directory into it (which must then be absent or empty): the
-/// snapshot's files, height, block hash and state root are all checked
-/// before the node uses it, and the node continues from its height.
+/// Make `dir` private (`0700`), saying so if it was open to others.
+fn private_dir(dir: &Path, what: &str) -> Result<(), NodeError> {
+    if let PrivateDir::Tightened { was } = ensure_private_dir(dir)? {
+        eprintln!(
+            "{what} {} was accessible to group or others (mode {was:o}); set to 0700",
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// Open the store in `data_dir`; with `fast_sync` (a snapshot directory and
+/// the operator's trust anchor), first restore the snapshot into it (which
+/// must then be absent or empty): the snapshot's files, height, block hash
+/// and state root are checked against `meta.json` and the anchor before the
+/// node uses it, and the node continues from its height. The restore is
+/// atomic, so `data_dir` only ever holds a verified store; leftovers of an
+/// interrupted restore make a start without `fast_sync` fail
+/// ([`NodeError::InterruptedRestore`]) and are removed by a start with it.
+/// `data_dir` and its parent are made private (`0700`).
 pub fn open_store(
     data_dir: &Path,
-    fast_sync: Option<&Path>,
+    fast_sync: Option<(&Path, &TrustAnchor)>,
     chain_id: u64,
 ) -> Result<OpenedStore, NodeError> {
-    if let Some(snapshot) = fast_sync {
+    if let Some(parent) = data_dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        private_dir(parent, "data directory")?;
+    }
+    if let Some((snapshot, anchor)) = fast_sync {
         let occupied = std::fs::read_dir(data_dir)
             .map(|mut entries| entries.next().is_some())
             .unwrap_or(false);
         if occupied {
             return Err(NodeError::FastSyncTargetNotEmpty(data_dir.to_path_buf()));
         }
-        if let Some(parent) = data_dir.parent() {
-            std::fs::create_dir_all(parent).map_err(|source| NodeError::Io {
-                what: format!("creating {}", parent.display()),
-                source,
-            })?;
-        }
-        let (store, meta) =
-            restore_snapshot::<FjallBackend>(snapshot, chain_id, data_dir, &qbind_block_id)?;
+        let (store, meta) = restore_snapshot::<FjallBackend>(
+            snapshot,
+            chain_id,
+            anchor,
+            data_dir,
+            &qbind_block_id,
+        )?;
         return Ok(OpenedStore {
             store: Arc::new(store),
             restored_from: Some(meta),
         });
     }
-    std::fs::create_dir_all(data_dir).map_err(|source| NodeError::Io {
-        what: format!("creating {}", data_dir.display()),
-        source,
-    })?;
+    if let Some(leftover) = interrupted_restores(data_dir)?.into_iter().next() {
+        return Err(NodeError::InterruptedRestore {
+            data_dir: data_dir.to_path_buf(),
+            leftover,
+        });
+    }
+    private_dir(data_dir, "store directory")?;
     Ok(OpenedStore {
         store: Arc::new(FjallBackend::open(data_dir)?),
         restored_from: None,
@@ -141,10 +189,33 @@ pub struct Services {
 }
 
 impl Services {
-    /// Start pruning (if the retention mode asks for it) for `store`.
-    #[must_use]
-    pub fn start(store: Arc<FjallBackend>, maintenance: Maintenance, epoch_length: u64) -> Self {
+    /// Start pruning (if the retention mode asks for it) for `store`, and
+    /// prepare the snapshot directory (if snapshots are on): make it and its
+    /// parent private and remove the temporary snapshots a crash left
+    /// (counted in `qbind_snapshot_tmp_removed_total`).
+    pub fn start(
+        store: Arc<FjallBackend>,
+        maintenance: Maintenance,
+        epoch_length: u64,
+    ) -> Result<Self, NodeError> {
         let metrics = Arc::new(StoreMetrics::default());
+        if let Some(config) = &maintenance.snapshots {
+            if let Some(parent) = config
+                .snapshot_dir
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+            {
+                private_dir(parent, "snapshot directory")?;
+            }
+            private_dir(&config.snapshot_dir, "snapshot directory")?;
+            let removed = prepare_snapshot_dir(&config.snapshot_dir, &metrics)?;
+            if removed > 0 {
+                eprintln!(
+                    "removed {removed} temporary snapshot(s) left in {} by a crash",
+                    config.snapshot_dir.display()
+                );
+            }
+        }
         let stop = Arc::new(AtomicBool::new(false));
         let pruner = match maintenance.retention {
             RetentionMode::Archival => None,
@@ -161,7 +232,7 @@ impl Services {
                 ),
             ),
         };
-        Services {
+        Ok(Services {
             store,
             maintenance,
             metrics,
@@ -169,7 +240,7 @@ impl Services {
             pruner,
             snapshot: None,
             epoch_length: epoch_length.max(1),
-        }
+        })
     }
 
     /// Called after each executed block: starts a background snapshot when
@@ -203,9 +274,11 @@ impl Services {
                 &metrics,
             ) {
                 Ok(meta) => eprintln!(
-                    "snapshot at height {} written to {}",
+                    "snapshot at height {} written to {}; trust anchor {} (give it to \
+                     --trusted-snapshot-anchor to restore this snapshot)",
                     meta.height,
-                    config.snapshot_dir.join(meta.height.to_string()).display()
+                    config.snapshot_dir.join(meta.height.to_string()).display(),
+                    TrustAnchor::of(&meta).map_or_else(|e| e.to_string(), |a| a.to_string())
                 ),
                 Err(error) => eprintln!("snapshot failed: {error}"),
             },
@@ -280,9 +353,92 @@ mod tests {
         let data = dir.path().join("data");
         std::fs::create_dir_all(&data).expect("mkdir");
         std::fs::write(data.join("something"), b"x").expect("write");
-        let err = open_store(&data, Some(&dir.path().join("snap")), 1)
+        let anchor = TrustAnchor {
+            height: 1,
+            block_hash: [0; 32],
+            state_root: [0; 32],
+        };
+        let err = open_store(&data, Some((&dir.path().join("snap"), &anchor)), 1)
             .err()
             .expect("refused");
         assert!(matches!(err, NodeError::FastSyncTargetNotEmpty(_)), "{err}");
+    }
+
+    fn mode(path: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path).expect("stat").permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn open_store_refuses_the_leftovers_of_an_interrupted_restore() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("validator-0");
+        let leftover = dir.path().join(".validator-0.restoring-1-2");
+        std::fs::create_dir_all(leftover.join("keyspaces")).expect("mkdir");
+        let err = open_store(&data, None, 1).err().expect("refused");
+        assert!(
+            matches!(&err, NodeError::InterruptedRestore { leftover: l, .. } if *l == leftover),
+            "{err}"
+        );
+        let message = err.to_string();
+        assert!(
+            message.contains("--fast-sync-snapshot-dir") && message.contains("delete"),
+            "{message}"
+        );
+        assert!(!data.exists(), "a store was created beside the leftover");
+        // Once the operator deleted it, the node starts.
+        std::fs::remove_dir_all(&leftover).expect("rm");
+        assert!(open_store(&data, None, 1).is_ok());
+    }
+
+    #[test]
+    fn data_directories_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("data");
+        let data = root.join("validator-0");
+        drop(open_store(&data, None, 1).expect("open"));
+        assert_eq!(mode(&root), 0o700);
+        assert_eq!(mode(&data), 0o700);
+        for path in [&root, &data] {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        }
+        drop(open_store(&data, None, 1).expect("reopen"));
+        assert_eq!(mode(&root), 0o700);
+        assert_eq!(mode(&data), 0o700);
+    }
+
+    #[test]
+    fn services_remove_temporary_snapshots_left_by_a_crash() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let snaps = dir.path().join("snaps").join("validator-0");
+        std::fs::create_dir_all(snaps.join(".tmp-snapshot-1-2").join("state")).expect("mkdir");
+        std::fs::create_dir_all(snaps.join(".tmp-snapshot-removing-10-1-3")).expect("mkdir");
+        std::fs::create_dir_all(snaps.join("10")).expect("mkdir");
+        let opened = open_store(&dir.path().join("data").join("v"), None, 1).expect("open");
+        let services = Services::start(
+            opened.store,
+            Maintenance {
+                snapshots: Some(SnapshotConfig {
+                    snapshot_dir: snaps.clone(),
+                    interval_blocks: 10,
+                    max_snapshots: 2,
+                    chain_id: 1,
+                }),
+                retention: RetentionMode::Archival,
+                prune_pause: Duration::from_millis(10),
+            },
+            10,
+        )
+        .expect("start");
+        assert_eq!(services.metrics.read().snapshot_tmp_removed, 2);
+        services.stop();
+        let left: Vec<_> = std::fs::read_dir(&snaps)
+            .expect("list")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(left, vec![std::ffi::OsString::from("10")]);
+        assert_eq!(mode(&snaps), 0o700);
+        assert_eq!(mode(snaps.parent().expect("parent")), 0o700);
     }
 }

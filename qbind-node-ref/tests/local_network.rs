@@ -101,7 +101,33 @@ async fn local_validators_execute_resume_snapshot_prune_and_fast_sync() {
     let newest = *v1_snaps.last().expect("a snapshot");
     std::fs::remove_dir_all(data.join("validator-1")).expect("remove store");
     let mut opts = options(&data, &snaps, 10);
-    opts.fast_sync = Some((1, snaps.join("validator-1").join(newest.to_string())));
+    let snapshot = snaps.join("validator-1").join(newest.to_string());
+    // The anchor validator 1 printed when it wrote the snapshot (trusted:
+    // this test ran that validator).
+    let meta = qbind_store::snapshot::read_meta(&snapshot).expect("meta.json");
+    let anchor = qbind_store::snapshot::TrustAnchor::of(&meta).expect("anchor");
+    // A snapshot that is not the anchored one is refused before the node
+    // starts, and leaves no store behind.
+    let mut wrong = anchor;
+    wrong.state_root[0] ^= 1;
+    let mut refused = options(&data, &snaps, 10);
+    refused.fast_sync = Some(qbind_node_ref::local::FastSync {
+        validator: 1,
+        snapshot: snapshot.clone(),
+        anchor: wrong,
+    });
+    let (_stop, stopped) = watch::channel(false);
+    let err = tokio::time::timeout(Duration::from_secs(60), run_local(refused, stopped, |_| {}))
+        .await
+        .expect("refused in time")
+        .expect_err("a snapshot that does not match the anchor is refused");
+    assert!(err.to_string().contains("trusted anchor"), "{err}");
+    assert!(!data.join("validator-1").exists());
+    opts.fast_sync = Some(qbind_node_ref::local::FastSync {
+        validator: 1,
+        snapshot,
+        anchor,
+    });
     let third = run(opts).await;
     assert_agree(&third);
     assert_eq!(
@@ -124,4 +150,140 @@ async fn a_single_validator_commits_and_executes() {
     let s = run(opts).await;
     assert!(s.executed_height[0] >= 15, "{s:?}");
     assert!(s.submitted > 0 && s.transfers > 0, "{s:?}");
+}
+
+/// Run `qbind-node` with `args`, killing it after 120 s; exit code, stdout
+/// and stderr.
+fn qbind_node(args: &[&std::ffi::OsStr]) -> (Option<i32>, String, String) {
+    use std::io::Read;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_qbind-node"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run qbind-node");
+    let (mut out, mut err) = (
+        child.stdout.take().expect("stdout"),
+        child.stderr.take().expect("stderr"),
+    );
+    let readers = (
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = out.read_to_string(&mut s);
+            s
+        }),
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = err.read_to_string(&mut s);
+            s
+        }),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("qbind-node did not stop in time");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (
+        status.code(),
+        readers.0.join().expect("stdout reader"),
+        readers.1.join().expect("stderr reader"),
+    )
+}
+
+/// The operator's workflow: a node prints the trust anchor of every snapshot
+/// it writes; fast sync needs one (and refuses a malformed one), and
+/// restores with the printed one.
+#[test]
+fn fast_sync_needs_the_trust_anchor_the_node_printed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let os = |s: &str| std::ffi::OsString::from(s);
+    let data = dir.path().join("data").into_os_string();
+    let snaps = dir.path().join("snaps").into_os_string();
+    let base = [
+        os("--local-validators"),
+        os("1"),
+        os("--base-timeout-ms"),
+        os("300"),
+        os("--tx-interval-ms"),
+        os("5"),
+    ];
+    let run = |extra: &[std::ffi::OsString]| {
+        let args: Vec<&std::ffi::OsStr> = base
+            .iter()
+            .chain(extra)
+            .map(std::ffi::OsString::as_os_str)
+            .collect();
+        qbind_node(&args)
+    };
+    let (code, _, stderr) = run(&[
+        os("--data-dir"),
+        data,
+        os("--blocks"),
+        os("12"),
+        os("--snapshot-dir"),
+        snaps,
+        os("--snapshot-interval"),
+        os("10"),
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("trust anchor"))
+        .unwrap_or_else(|| panic!("no trust anchor printed: {stderr}"));
+    let anchor = line
+        .split("trust anchor ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("anchor text");
+    let height = anchor.split(':').next().expect("height");
+    let snapshot = dir
+        .path()
+        .join("snaps")
+        .join("validator-0")
+        .join(height)
+        .into_os_string();
+    let fresh = dir.path().join("fresh").into_os_string();
+    // No anchor, a malformed one, an anchor without a snapshot: usage errors.
+    for extra in [
+        vec![os("--fast-sync-snapshot-dir"), snapshot.clone()],
+        vec![
+            os("--fast-sync-snapshot-dir"),
+            snapshot.clone(),
+            os("--trusted-snapshot-anchor"),
+            os("10:00:00"),
+        ],
+        vec![os("--trusted-snapshot-anchor"), os(anchor)],
+    ] {
+        let mut args = vec![os("--data-dir"), fresh.clone(), os("--blocks"), os("2")];
+        args.extend(extra);
+        let (code, _, stderr) = run(&args);
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("--trusted-snapshot-anchor")
+                || stderr.contains("--fast-sync-snapshot-dir"),
+            "{stderr}"
+        );
+    }
+    assert!(!Path::new(&fresh).join("validator-0").exists());
+    let (code, stdout, stderr) = run(&[
+        os("--data-dir"),
+        fresh,
+        os("--blocks"),
+        os("2"),
+        os("--fast-sync-snapshot-dir"),
+        snapshot,
+        os("--trusted-snapshot-anchor"),
+        os(anchor),
+    ]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(
+        stdout.contains(&format!("fast sync from snapshot at height {height}")),
+        "{stdout}"
+    );
 }

@@ -24,7 +24,9 @@ use qbind_core::execution::BackendAccounts;
 use qbind_core::traits::{Durability, Namespace, StateBackend};
 use qbind_store::metrics::StoreMetrics;
 use qbind_store::prune::{Pruner, RetentionMode};
-use qbind_store::snapshot::{SnapshotConfig, SnapshotError, create_snapshot, validate_snapshot};
+use qbind_store::snapshot::{
+    SnapshotConfig, SnapshotError, TrustAnchor, create_snapshot, validate_snapshot,
+};
 use qbind_store::workload::{Workload, account_id};
 use qbind_store::{FjallBackend, PersistentBackend};
 use rand::rngs::StdRng;
@@ -125,9 +127,11 @@ fn run_workload<B: PersistentBackend>(dir: &Path) -> serde_json::Value {
     let meta = create_snapshot(&store, &cfg, 0, &hash, &StoreMetrics::default()).expect("snapshot");
     let snapshot_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
+    let anchor = TrustAnchor::of(&meta).expect("anchor");
     validate_snapshot::<B>(
         &cfg.snapshot_dir.join(meta.height.to_string()),
         1,
+        Some(&anchor),
         dir,
         &hash,
     )

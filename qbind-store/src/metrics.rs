@@ -30,6 +30,9 @@ pub struct StoreMetrics {
     pub snapshots_failed: AtomicU64,
     /// `qbind_snapshot_removed_total`: old snapshots removed by retention.
     pub snapshots_removed: AtomicU64,
+    /// `qbind_snapshot_tmp_removed_total`: temporary snapshot directories
+    /// (`.tmp-snapshot-*`) left by a crash and removed at start-up.
+    pub snapshot_tmp_removed: AtomicU64,
     /// Gauge `qbind_snapshot_last_height`: height of the newest snapshot.
     pub snapshot_last_height: AtomicU64,
     /// Gauge `qbind_snapshot_last_duration_ms`: how long it took.
@@ -84,6 +87,7 @@ impl StoreMetrics {
             snapshots_created: r(&self.snapshots_created),
             snapshots_failed: r(&self.snapshots_failed),
             snapshots_removed: r(&self.snapshots_removed),
+            snapshot_tmp_removed: r(&self.snapshot_tmp_removed),
             snapshot_last_height: r(&self.snapshot_last_height),
             snapshot_last_duration_ms: r(&self.snapshot_last_duration_ms),
             snapshot_duration_ms: r(&self.snapshot_duration_ms),
@@ -115,6 +119,8 @@ pub struct StoreMetricsSnapshot {
     pub snapshots_failed: u64,
     /// See [`StoreMetrics::snapshots_removed`].
     pub snapshots_removed: u64,
+    /// See [`StoreMetrics::snapshot_tmp_removed`].
+    pub snapshot_tmp_removed: u64,
     /// See [`StoreMetrics::snapshot_last_height`].
     pub snapshot_last_height: u64,
     /// See [`StoreMetrics::snapshot_last_duration_ms`].

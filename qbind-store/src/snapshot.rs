@@ -1,4 +1,4 @@
-//! State snapshots for fast sync (spec §2.5, runbook §5, issue #3).
+//! State snapshots for fast sync (spec §2.5, runbook §5, issues #3, #22).
 //!
 //! Layout: `snapshot_dir/<height>/meta.json` + `snapshot_dir/<height>/state/`
 //! (a checkpoint of the backend, openable with the same backend type).
@@ -14,7 +14,11 @@
 //! The height is the committed-height marker *inside* the checkpoint (the
 //! marker is committed atomically with its block's state), so a snapshot
 //! taken while commits continue is still exactly one height's state.
+//! Temporary directories a crash leaves are removed when the node starts
+//! ([`prepare_snapshot_dir`]). Snapshot directories are private (`0700`).
 //!
+//! A snapshot to restore is hostile input (`files`): only regular files and
+//! directories, reads bounded by the sizes in a bounded `meta.json`.
 //! Validation checks `meta.json`, the chain ID, every checksum (and that no
 //! file is missing or extra), then opens a copy of `state/` and checks the
 //! committed and executed heights and the block hash, and recomputes the
@@ -25,6 +29,10 @@
 //! balances must equal `minted - burned`; and the summary's root must equal
 //! `meta.json`'s `state_root`. Creating a snapshot only reads the summary
 //! (cheap); the full recomputation is done by whoever validates or restores.
+//! Those checks only show the snapshot is self-consistent; a restore also
+//! needs the operator's [`TrustAnchor`] (height, block hash, state root) and
+//! is atomic: it is verified beside the data directory and renamed into
+//! place (`restore`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -37,13 +45,23 @@ use qbind_core::execution::{
 };
 use qbind_core::traits::{Namespace, StateSnapshot, StorageError};
 use serde::{Deserialize, Serialize};
-use sha3::{Digest, Sha3_256};
 
 use crate::PersistentBackend;
 use crate::error::from_io;
-use crate::fsutil::{copy_dir, sync_dir};
+use crate::fsutil::{PrivateDir, create_private_dir, ensure_private_dir, sync_dir};
 use crate::metrics::StoreMetrics;
 use crate::workload::block_key;
+
+mod anchor;
+mod files;
+mod restore;
+
+pub use anchor::{MAX_ANCHOR_LEN, TrustAnchor};
+pub use files::{MAX_STATE_DEPTH, checksum_state_dir, parse_meta, read_meta};
+pub use restore::{
+    RESTORE_MARK, interrupted_restores, prepare_snapshot_dir, remove_interrupted_restores,
+    restore_snapshot, validate_snapshot, verify_files,
+};
 
 /// Version of the snapshot format written by this crate (3: account leaves
 /// hashed with BLAKE3, see `qbind_core::execution::LEAF_CONTEXT`; 2: the protocol's
@@ -59,6 +77,8 @@ pub const MAINNET_INTERVAL_BOUNDS: (u64, u64) = (10_000, 500_000);
 pub const DEFAULT_INTERVAL_BLOCKS: u64 = 50_000;
 /// MainNet default of `max_snapshots`.
 pub const DEFAULT_MAX_SNAPSHOTS: usize = 5;
+/// Largest accepted `meta.json` (16 MiB: about 100,000 listed files).
+pub const MAX_META_BYTES: u64 = 16 << 20;
 const TMP_PREFIX: &str = ".tmp-snapshot-";
 /// Accounts read per page while validating.
 const PAGE: usize = 4096;
@@ -173,6 +193,62 @@ pub enum SnapshotError {
     UnexpectedFile {
         /// Relative path.
         file: String,
+    },
+    /// An entry of the snapshot is neither a regular file nor a directory
+    /// (a symlink, a FIFO, a socket, a device), or a directory where a file
+    /// belongs. Snapshots hold only regular files and directories; links are
+    /// never followed.
+    #[error("snapshot entry {file} is a {kind}, not a regular file or directory; refusing it")]
+    NotRegularFile {
+        /// Path relative to `state/` (or `meta.json`, `state`).
+        file: String,
+        /// What it is (`"symlink"`, `"fifo"`, ...).
+        kind: &'static str,
+    },
+    /// `meta.json` is larger than [`MAX_META_BYTES`].
+    #[error("{path} has {size} bytes, more than the {limit}-byte limit of meta.json")]
+    MetaTooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size.
+        size: u64,
+        /// [`MAX_META_BYTES`].
+        limit: u64,
+    },
+    /// `state/` nests directories deeper than [`MAX_STATE_DEPTH`].
+    #[error("snapshot directory {dir} is nested deeper than {limit} levels")]
+    TooDeep {
+        /// The directory, relative to `state/`.
+        dir: String,
+        /// [`MAX_STATE_DEPTH`].
+        limit: usize,
+    },
+    /// A trust anchor (`--trusted-snapshot-anchor`) does not parse.
+    #[error(
+        "invalid trust anchor {input:?}: {reason} (expected HEIGHT:BLOCK_HASH_HEX:STATE_ROOT_HEX, \
+         as qbind-node prints it for every snapshot it creates)"
+    )]
+    InvalidAnchor {
+        /// The text (at most [`MAX_ANCHOR_LEN`] characters of it).
+        input: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// The snapshot is not the one the operator's trust anchor names.
+    #[error(
+        "snapshot does not match the trusted anchor: its {what} is {found} ({origin}), the anchor \
+         says {trusted}; restore a snapshot of the anchored height from a source you trust, or \
+         check the anchor against a node you trust"
+    )]
+    AnchorMismatch {
+        /// `"height"`, `"block hash"` or `"state root"`.
+        what: &'static str,
+        /// The anchor's value.
+        trusted: String,
+        /// The snapshot's value.
+        found: String,
+        /// Where `found` comes from (`meta.json` or the restored state).
+        origin: &'static str,
     },
     /// A file's size differs (e.g. truncated).
     #[error(
@@ -386,66 +462,6 @@ fn io_err(path: &Path, what: &str, e: &std::io::Error) -> SnapshotError {
     SnapshotError::Storage(from_io(&format!("{what} {}", path.display()), e))
 }
 
-/// Every regular file under `root`, as `/`-separated relative paths.
-fn list_files(root: &Path) -> Result<Vec<String>, SnapshotError> {
-    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<(), SnapshotError> {
-        let entries = std::fs::read_dir(dir).map_err(|e| io_err(dir, "listing", &e))?;
-        for entry in entries {
-            let entry = entry.map_err(|e| io_err(dir, "listing", &e))?;
-            let path = entry.path();
-            let kind = entry.file_type().map_err(|e| io_err(&path, "stat", &e))?;
-            if kind.is_dir() {
-                walk(root, &path, out)?;
-            } else {
-                let rel = path.strip_prefix(root).unwrap_or(&path);
-                let parts: Vec<String> = rel
-                    .components()
-                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
-                    .collect();
-                out.push(parts.join("/"));
-            }
-        }
-        Ok(())
-    }
-    let mut out = Vec::new();
-    walk(root, root, &mut out)?;
-    out.sort();
-    Ok(out)
-}
-
-/// Size and checksum of every file under `state` (a snapshot's `state/`),
-/// as recorded in `meta.json`'s `files`.
-pub fn checksum_state_dir(state: &Path) -> Result<BTreeMap<String, FileChecksum>, SnapshotError> {
-    let mut files = BTreeMap::new();
-    for rel in list_files(state)? {
-        let sum = checksum_file(&state.join(&rel))?;
-        files.insert(rel, sum);
-    }
-    Ok(files)
-}
-
-fn checksum_file(path: &Path) -> Result<FileChecksum, SnapshotError> {
-    use std::io::Read;
-    let mut file = std::fs::File::open(path).map_err(|e| io_err(path, "opening", &e))?;
-    let mut hasher = Sha3_256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    let mut size = 0u64;
-    loop {
-        let n = file
-            .read(&mut buf)
-            .map_err(|e| io_err(path, "reading", &e))?;
-        if n == 0 {
-            break;
-        }
-        size += n as u64;
-        hasher.update(buf.get(..n).unwrap_or_default());
-    }
-    Ok(FileChecksum {
-        size,
-        sha3_256: hex::encode(hasher.finalize()),
-    })
-}
-
 /// What a store's state says about itself.
 struct Described {
     height: u64,
@@ -616,9 +632,11 @@ fn create_inner<B: PersistentBackend>(
     block_hash: &BlockHasher,
 ) -> Result<SnapshotMeta, SnapshotError> {
     let dir = &config.snapshot_dir;
-    std::fs::create_dir_all(dir).map_err(|e| io_err(dir, "creating", &e))?;
+    if let PrivateDir::Tightened { was } = ensure_private_dir(dir)? {
+        tracing::warn!(path = %dir.display(), was = format!("{was:o}"), "snapshot directory was accessible to others; set to 0700");
+    }
     let tmp = dir.join(format!("{TMP_PREFIX}{}", unique_suffix()));
-    std::fs::create_dir(&tmp).map_err(|e| io_err(&tmp, "creating", &e))?;
+    create_private_dir(&tmp)?;
     let result = (|| {
         let state = tmp.join(STATE_DIR);
         store.checkpoint(&state)?;
@@ -726,159 +744,6 @@ pub fn enforce_retention(
         sync_dir(snapshot_dir)?;
     }
     Ok(removed)
-}
-
-/// Read and check `meta.json` and every file checksum of the snapshot at
-/// `path` (no state is opened).
-pub fn verify_files(
-    path: &Path,
-    chain_id: u64,
-    backend: &'static str,
-) -> Result<SnapshotMeta, SnapshotError> {
-    let meta_path = path.join(META_FILE);
-    let bytes = match std::fs::read(&meta_path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(SnapshotError::MetaMissing {
-                path: path.to_path_buf(),
-            });
-        }
-        Err(e) => return Err(io_err(&meta_path, "reading", &e)),
-    };
-    let meta: SnapshotMeta =
-        serde_json::from_slice(&bytes).map_err(|e| SnapshotError::MetaInvalid {
-            path: meta_path.clone(),
-            detail: e.to_string(),
-        })?;
-    if meta.format_version != SNAPSHOT_FORMAT_VERSION {
-        return Err(SnapshotError::UnsupportedVersion {
-            found: meta.format_version,
-        });
-    }
-    if meta.chain_id != chain_id_string(chain_id) {
-        return Err(SnapshotError::ChainIdMismatch {
-            expected: chain_id_string(chain_id),
-            found: meta.chain_id,
-        });
-    }
-    if meta.backend != backend {
-        return Err(SnapshotError::BackendMismatch {
-            expected: backend,
-            found: meta.backend,
-        });
-    }
-    let state = path.join(STATE_DIR);
-    let present = list_files(&state)?;
-    for (file, want) in &meta.files {
-        if !present.contains(file) {
-            return Err(SnapshotError::MissingFile { file: file.clone() });
-        }
-        let got = checksum_file(&state.join(file))?;
-        if got.size != want.size {
-            return Err(SnapshotError::SizeMismatch {
-                file: file.clone(),
-                expected: want.size,
-                actual: got.size,
-            });
-        }
-        if got.sha3_256 != want.sha3_256 {
-            return Err(SnapshotError::ChecksumMismatch {
-                file: file.clone(),
-                expected: want.sha3_256.clone(),
-                actual: got.sha3_256,
-            });
-        }
-    }
-    if let Some(extra) = present.into_iter().find(|f| !meta.files.contains_key(f)) {
-        return Err(SnapshotError::UnexpectedFile { file: extra });
-    }
-    Ok(meta)
-}
-
-/// Restore the snapshot at `path` into `data_dir` (absent or empty) and
-/// open it: checks the files ([`verify_files`]), copies `state/`, then checks
-/// the committed height, executed height and block hash against meta.json,
-/// recomputes the state commitment ([`verify_state`]) and checks that the
-/// verified summary's root is meta.json's `state_root`. On success the node continues from `meta.height`
-/// (`--fast-sync-snapshot-dir`); on failure `data_dir` is removed again.
-pub fn restore_snapshot<B: PersistentBackend>(
-    path: &Path,
-    chain_id: u64,
-    data_dir: &Path,
-    block_hash: &BlockHasher,
-) -> Result<(B, SnapshotMeta), SnapshotError> {
-    let meta = verify_files(path, chain_id, B::KIND)?;
-    if data_dir.exists() {
-        let empty = std::fs::read_dir(data_dir)
-            .map_err(|e| io_err(data_dir, "listing", &e))?
-            .next()
-            .is_none();
-        if !empty {
-            return Err(SnapshotError::TargetNotEmpty {
-                path: data_dir.to_path_buf(),
-            });
-        }
-        std::fs::remove_dir(data_dir).map_err(|e| io_err(data_dir, "removing", &e))?;
-    }
-    copy_dir(&path.join(STATE_DIR), data_dir)?;
-    let opened = (|| {
-        let store = B::open_dir(data_dir)?;
-        {
-            let snap = store.snapshot()?;
-            let described = describe(&*snap, block_hash)?;
-            if described.height != meta.height {
-                return Err(SnapshotError::HeightMismatch {
-                    meta: meta.height,
-                    state: described.height,
-                });
-            }
-            if described.executed_height != meta.executed_height {
-                return Err(SnapshotError::ExecutedHeightMismatch {
-                    meta: meta.executed_height,
-                    state: described.executed_height,
-                });
-            }
-            if hex::encode(described.block_hash) != meta.block_hash {
-                return Err(SnapshotError::BlockHashMismatch {
-                    expected: meta.block_hash.clone(),
-                    computed: hex::encode(described.block_hash),
-                });
-            }
-            let root = hex::encode(verify_state(&*snap)?.root().as_bytes());
-            if root != meta.state_root {
-                return Err(SnapshotError::StateRootMismatch {
-                    expected: meta.state_root.clone(),
-                    computed: root,
-                });
-            }
-        }
-        Ok(store)
-    })();
-    match opened {
-        Ok(store) => Ok((store, meta)),
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(data_dir);
-            Err(e)
-        }
-    }
-}
-
-/// Fully validate the snapshot at `path` (`qbind-snapshot validate`):
-/// everything [`restore_snapshot`] checks, restoring into a scratch
-/// directory under `scratch` that is removed afterwards.
-pub fn validate_snapshot<B: PersistentBackend>(
-    path: &Path,
-    chain_id: u64,
-    scratch: &Path,
-    block_hash: &BlockHasher,
-) -> Result<SnapshotMeta, SnapshotError> {
-    let target = scratch.join(format!("{TMP_PREFIX}validate-{}", unique_suffix()));
-    let result = restore_snapshot::<B>(path, chain_id, &target, block_hash).map(|(store, meta)| {
-        drop(store);
-        meta
-    });
-    let _ = std::fs::remove_dir_all(&target);
-    result
 }
 
 #[cfg(test)]

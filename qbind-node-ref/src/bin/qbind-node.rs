@@ -5,7 +5,8 @@
 //! and executing signed transfers, with the runbook's store flags
 //! (`--snapshot-dir`, `--snapshot-interval`, `--max-snapshots`,
 //! `--state-retention-mode`, `--state-retain-height`,
-//! `--fast-sync-snapshot-dir`) and a Prometheus endpoint (`--metrics-addr`).
+//! `--fast-sync-snapshot-dir` with `--trusted-snapshot-anchor`) and a
+//! Prometheus endpoint (`--metrics-addr`).
 //!
 //! ```text
 //! qbind-node --profile devnet --data-dir /tmp/qbind --local-validators 4 --blocks 50
@@ -24,6 +25,24 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use qbind_core::key_rotation::KeyRole;
+use qbind_core::types::{NetworkEnvironment, ValidatorId};
+use qbind_node_ref::local::{
+    Executor, FastSync, Keys, LocalOptions, Network, run_local, validator_key,
+};
+use qbind_node_ref::node::{Maintenance, NodeError, retention_mode};
+use qbind_node_ref::validator_set::ValidatorSetFile;
+use qbind_signer::keystore::{self, KdfPolicy, Passphrase};
+use qbind_signer::{
+    RemoteSettings, SignerFailureMode, SignerMetrics, SignerMode, SignerSettings, build_signer,
+};
+use qbind_store::snapshot::{SnapshotConfig, TrustAnchor};
+
+/// Parse `--trusted-snapshot-anchor`.
+fn parse_anchor(text: &str) -> Result<TrustAnchor, String> {
+    text.parse()
+        .map_err(|e: qbind_store::snapshot::SnapshotError| e.to_string())
+}
 
 /// `--executor` values.
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -33,16 +52,6 @@ enum ExecutorArg {
     /// The sequential reference.
     Sequential,
 }
-use qbind_core::key_rotation::KeyRole;
-use qbind_core::types::{NetworkEnvironment, ValidatorId};
-use qbind_node_ref::local::{Executor, Keys, LocalOptions, Network, run_local, validator_key};
-use qbind_node_ref::node::{Maintenance, NodeError, retention_mode};
-use qbind_node_ref::validator_set::ValidatorSetFile;
-use qbind_signer::keystore::{self, KdfPolicy, Passphrase};
-use qbind_signer::{
-    RemoteSettings, SignerFailureMode, SignerMetrics, SignerMode, SignerSettings, build_signer,
-};
-use qbind_store::snapshot::SnapshotConfig;
 
 /// Command-line flags (runbook §3.5, §5).
 #[derive(Debug, Parser)]
@@ -95,9 +104,15 @@ struct Args {
     state_retain_height: Option<u64>,
     /// Restore a validator's store from this snapshot directory
     /// (`<snapshot_dir>/<height>`) before starting, then continue from its
-    /// height. The store directory must be absent or empty.
-    #[arg(long)]
+    /// height. The store directory must be absent or empty. Needs
+    /// --trusted-snapshot-anchor.
+    #[arg(long, requires = "trusted_snapshot_anchor")]
     fast_sync_snapshot_dir: Option<PathBuf>,
+    /// HEIGHT:BLOCK_HASH_HEX:STATE_ROOT_HEX of the snapshot to restore, from
+    /// a node you trust (qbind-node prints it for every snapshot it writes);
+    /// a snapshot that does not match it is refused.
+    #[arg(long, requires = "fast_sync_snapshot_dir", value_parser = parse_anchor)]
+    trusted_snapshot_anchor: Option<TrustAnchor>,
     /// Which local validator --fast-sync-snapshot-dir restores.
     #[arg(long, default_value_t = 0)]
     fast_sync_validator: usize,
@@ -359,7 +374,12 @@ fn run(mut args: Args) -> Result<ExitCode, Failure> {
         },
         fast_sync: args
             .fast_sync_snapshot_dir
-            .map(|p| (args.fast_sync_validator, p)),
+            .zip(args.trusted_snapshot_anchor)
+            .map(|(snapshot, anchor)| FastSync {
+                validator: args.fast_sync_validator,
+                snapshot,
+                anchor,
+            }),
         base_timeout_ms: args.base_timeout_ms,
         executor: match args.executor {
             ExecutorArg::StageB => Executor::StageB,

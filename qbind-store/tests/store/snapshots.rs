@@ -13,8 +13,9 @@ use qbind_core::execution::{
 use qbind_core::traits::{Durability, Namespace, StateBackend, WriteBatch};
 use qbind_store::metrics::StoreMetrics;
 use qbind_store::snapshot::{
-    BlockHasher, SnapshotConfig, SnapshotError, SnapshotMeta, checksum_state_dir, create_snapshot,
-    list_snapshots, restore_snapshot, spawn_snapshot, validate_snapshot, verify_state,
+    BlockHasher, SnapshotConfig, SnapshotError, SnapshotMeta, TrustAnchor, checksum_state_dir,
+    create_snapshot, list_snapshots, read_meta, restore_snapshot, spawn_snapshot,
+    validate_snapshot, verify_state,
 };
 use qbind_store::workload::{
     Workload, account_id, committed_height, summary_at, verify_committed_state,
@@ -22,14 +23,14 @@ use qbind_store::workload::{
 use qbind_store::{FjallBackend, PersistentBackend};
 use sha3::{Digest, Sha3_256};
 
-const CHAIN: u64 = 0x5142_4E44_4445_5600;
+pub(crate) const CHAIN: u64 = 0x5142_4E44_4445_5600;
 
 /// The workload's bodies are not protocol blocks; hash their bytes.
-fn raw_hash(_height: u64, body: &[u8]) -> Result<[u8; 32], SnapshotError> {
+pub(crate) fn raw_hash(_height: u64, body: &[u8]) -> Result<[u8; 32], SnapshotError> {
     Ok(Sha3_256::digest(body).into())
 }
 
-fn config(dir: &Path, max: usize) -> SnapshotConfig {
+pub(crate) fn config(dir: &Path, max: usize) -> SnapshotConfig {
     SnapshotConfig {
         snapshot_dir: dir.to_path_buf(),
         interval_blocks: 10,
@@ -38,7 +39,13 @@ fn config(dir: &Path, max: usize) -> SnapshotConfig {
     }
 }
 
-fn store_at<B: PersistentBackend>(path: &Path, height: u64) -> B {
+/// The anchor the node that wrote the snapshot at `snap` prints (trusted
+/// here: the test wrote it).
+pub(crate) fn anchor_of(snap: &Path) -> TrustAnchor {
+    TrustAnchor::of(&read_meta(snap).unwrap()).unwrap()
+}
+
+pub(crate) fn store_at<B: PersistentBackend>(path: &Path, height: u64) -> B {
     let store = B::open_dir(path).unwrap();
     let w = Workload::default();
     for h in committed_height(&store).unwrap() + 1..=height {
@@ -72,10 +79,20 @@ fn round_trip<B: PersistentBackend>() {
     let snap_path = cfg.snapshot_dir.join("40");
     assert!(snap_path.join("meta.json").is_file() && snap_path.join("state").is_dir());
 
-    let validated = validate_snapshot::<B>(&snap_path, CHAIN, root.path(), &raw_hash).unwrap();
+    let anchor = TrustAnchor::of(&meta).unwrap();
+    assert_eq!(anchor.height, 40);
+    assert_eq!(anchor.state_root, *live_root.as_bytes());
+    let validated =
+        validate_snapshot::<B>(&snap_path, CHAIN, Some(&anchor), root.path(), &raw_hash).unwrap();
     assert_eq!(validated, meta);
-    let (restored, _) =
-        restore_snapshot::<B>(&snap_path, CHAIN, &root.path().join("restored"), &raw_hash).unwrap();
+    let (restored, _) = restore_snapshot::<B>(
+        &snap_path,
+        CHAIN,
+        &anchor,
+        &root.path().join("restored"),
+        &raw_hash,
+    )
+    .unwrap();
     assert_eq!(
         BackendAccounts::new(&restored).summary().unwrap().root(),
         live_root
@@ -157,13 +174,19 @@ fn background_snapshot_does_not_block_commits() {
     // Whatever height the checkpoint captured, the snapshot is exactly it.
     assert!((100..=150).contains(&meta.height));
     let path = cfg.snapshot_dir.join(meta.height.to_string());
-    let (restored, _) =
-        restore_snapshot::<FjallBackend>(&path, CHAIN, &root.path().join("r"), &raw_hash).unwrap();
+    let (restored, _) = restore_snapshot::<FjallBackend>(
+        &path,
+        CHAIN,
+        &anchor_of(&path),
+        &root.path().join("r"),
+        &raw_hash,
+    )
+    .unwrap();
     verify_committed_state(&w, &restored, meta.height).unwrap();
 }
 
 /// A snapshot to damage, and the largest file of its state.
-fn damaged_fixture() -> (tempfile::TempDir, std::path::PathBuf, String) {
+pub(crate) fn damaged_fixture() -> (tempfile::TempDir, std::path::PathBuf, String) {
     let root = tempfile::tempdir().unwrap();
     let store: FjallBackend = store_at(&root.path().join("db"), 30);
     let cfg = config(&root.path().join("snapshots"), 5);
@@ -178,7 +201,7 @@ fn damaged_fixture() -> (tempfile::TempDir, std::path::PathBuf, String) {
 }
 
 fn validate(root: &Path, snap: &Path) -> SnapshotError {
-    validate_snapshot::<FjallBackend>(snap, CHAIN, root, &raw_hash).unwrap_err()
+    validate_snapshot::<FjallBackend>(snap, CHAIN, None, root, &raw_hash).unwrap_err()
 }
 
 #[test]
@@ -238,8 +261,8 @@ fn damaged_meta_json_fails_validation() {
     );
 
     // Another chain.
-    let err =
-        validate_snapshot::<FjallBackend>(&snap, CHAIN + 1, root.path(), &raw_hash).unwrap_err();
+    let err = validate_snapshot::<FjallBackend>(&snap, CHAIN + 1, None, root.path(), &raw_hash)
+        .unwrap_err();
     assert!(
         matches!(err, SnapshotError::ChainIdMismatch { .. }),
         "{err}"
@@ -292,7 +315,8 @@ fn snapshot_summary(snap: &Path) -> StateSummary {
 fn altered_account_with_recomputed_checksums_fails_the_accumulator_check() {
     let (root, snap, _) = damaged_fixture();
     // Unchanged, it validates.
-    validate_snapshot::<FjallBackend>(&snap, CHAIN, root.path(), &raw_hash).unwrap();
+    let anchor = anchor_of(&snap);
+    validate_snapshot::<FjallBackend>(&snap, CHAIN, Some(&anchor), root.path(), &raw_hash).unwrap();
     let id = account_id(7);
     let store = FjallBackend::open(&snap.join("state")).unwrap();
     let mut account = BackendAccounts::new(&store).account(&id).unwrap();
@@ -312,11 +336,16 @@ fn altered_account_with_recomputed_checksums_fails_the_accumulator_check() {
     assert!(err.to_string().contains("accumulator"), "{err}");
     // Restoring is refused the same way and leaves no data directory.
     let target = root.path().join("restored");
-    let err = restore_snapshot::<FjallBackend>(&snap, CHAIN, &target, &raw_hash)
+    let err = restore_snapshot::<FjallBackend>(&snap, CHAIN, &anchor, &target, &raw_hash)
         .err()
         .unwrap();
     assert!(matches!(err, SnapshotError::AccumulatorMismatch { .. }));
     assert!(!target.exists());
+    assert!(
+        qbind_store::snapshot::interrupted_restores(&target)
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[test]
