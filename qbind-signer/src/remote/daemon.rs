@@ -64,6 +64,9 @@ pub struct DaemonConfig {
     pub keystore_path: Option<PathBuf>,
     /// Variable holding the keystore passphrase (for `encrypted-fs`).
     pub passphrase_env: Option<String>,
+    /// File holding the keystore passphrase (for `encrypted-fs`; preferred
+    /// over `passphrase_env`, see `docs/signer.md`).
+    pub passphrase_file: Option<PathBuf>,
     /// Max signing requests per second.
     #[serde(default = "default_rps")]
     pub rate_limit_rps: u32,
@@ -75,7 +78,10 @@ pub struct DaemonConfig {
     /// The daemon's own KEMTLS identity: an encrypted-fs `p2p_identity.key`.
     pub identity_key_path: PathBuf,
     /// Variable holding the passphrase of `identity_key_path`.
+    #[serde(default)]
     pub identity_passphrase_env: String,
+    /// File holding the passphrase of `identity_key_path` (preferred).
+    pub identity_passphrase_file: Option<PathBuf>,
     /// Directory of the double-sign record.
     pub double_sign_dir: PathBuf,
     /// Plain-HTTP `/metrics` address (keep it on loopback or a management network).
@@ -116,9 +122,19 @@ impl DaemonConfig {
             BackendMode::HsmPkcs11 if c.hsm_config_path.is_none() => Err(
                 DaemonConfigError::Invalid("backend_mode hsm-pkcs11 needs hsm_config_path".into()),
             ),
-            BackendMode::EncryptedFs if c.keystore_path.is_none() || c.passphrase_env.is_none() => {
+            BackendMode::EncryptedFs
+                if c.keystore_path.is_none()
+                    || (c.passphrase_env.is_none() && c.passphrase_file.is_none()) =>
+            {
                 Err(DaemonConfigError::Invalid(
-                    "backend_mode encrypted-fs needs keystore_path and passphrase_env".into(),
+                    "backend_mode encrypted-fs needs keystore_path and passphrase_file or \
+                     passphrase_env"
+                        .into(),
+                ))
+            }
+            _ if c.identity_passphrase_env.is_empty() && c.identity_passphrase_file.is_none() => {
+                Err(DaemonConfigError::Invalid(
+                    "identity_passphrase_file or identity_passphrase_env is required".into(),
                 ))
             }
             _ => Ok(c),
