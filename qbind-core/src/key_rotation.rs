@@ -151,6 +151,7 @@ impl KeyRotationEvent {
             kind: SignKind::KeyRotation,
             view: None,
             message: self.to_bytes(),
+            digest_preimage: Vec::new(),
         }
     }
 

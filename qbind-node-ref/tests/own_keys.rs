@@ -82,11 +82,13 @@ fn keystores_and_a_remote_signer_daemon_run_a_network() {
          backend_mode = \"encrypted-fs\"\nkeystore_path = \"{}\"\npassphrase_env = \"{PASS_VAR}\"\n\
          rate_limit_rps = 1000\nnetwork = \"devnet\"\nallowed_client_pub = \"{}\"\n\
          identity_key_path = \"{}\"\nidentity_passphrase_env = \"{PASS_VAR}\"\n\
-         double_sign_dir = \"{}\"\nmetrics_addr = \"127.0.0.1:{metrics_port}\"\n",
+         double_sign_dir = \"{}\"\nmetrics_addr = \"127.0.0.1:{metrics_port}\"\n\
+         allow_key_rotation = true\n",
         signer_dir.display(),
         root.join("v3/p2p_identity.pub").display(),
         signer_dir.join("p2p_identity.key").display(),
-        root.join("daemon-double-sign").display(),
+        // qbind-keygen created the record next to the daemon's key.
+        signer_dir.display(),
     );
     let daemon_cfg_path = root.join("remote_signer.toml");
     std::fs::write(&daemon_cfg_path, daemon_cfg).expect("write daemon config");

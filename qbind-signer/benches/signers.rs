@@ -22,7 +22,7 @@ use qbind_core::crypto::KeyPair;
 use qbind_core::key_rotation::KeyRole;
 use qbind_core::signing::SignKind;
 use qbind_core::traits::{SignRequest, Signer};
-use qbind_core::types::{NetworkEnvironment, ValidatorId, View};
+use qbind_core::types::{Hash32, NetworkEnvironment, ValidatorId};
 use qbind_net::StaticIdentity;
 use qbind_signer::keystore::{self, KdfParams, KdfPolicy, Passphrase};
 use qbind_signer::remote::{
@@ -39,6 +39,7 @@ fn tx() -> SignRequest {
         kind: SignKind::Tx,
         view: None,
         message: vec![7u8; 200],
+        digest_preimage: Vec::new(),
     }
 }
 
@@ -86,17 +87,13 @@ fn bench(c: &mut Criterion) {
     });
 
     let guard =
-        Arc::new(DoubleSignGuard::open(dir.path().join("record"), ValidatorId(1), ENV).unwrap());
+        Arc::new(DoubleSignGuard::init(dir.path().join("record"), ValidatorId(1), ENV).unwrap());
     let guarded = GuardedSigner::new(Box::new(open_fs()), guard, SignerMetrics::shared());
     let view = AtomicU64::new(1);
     g.bench_function("guarded_vote_fsync", |b| {
         b.iter(|| {
             let v = view.fetch_add(1, Ordering::Relaxed);
-            let r = SignRequest {
-                kind: SignKind::Vote,
-                view: Some(View(v)),
-                message: v.to_be_bytes().to_vec(),
-            };
+            let r = qbind_signer::slot::requests::vote(v, Hash32::digest(&v.to_be_bytes()));
             rt.block_on(guarded.sign(&r)).unwrap()
         })
     });
@@ -121,6 +118,7 @@ fn bench(c: &mut Criterion) {
             token_label: "bench".into(),
             key_label: "k".into(),
             pin_env_var: "UNUSED".into(),
+            pin_file: None,
         };
         let hsm = Pkcs11Signer::open(
             &cfg,
@@ -176,8 +174,11 @@ fn bench(c: &mut Criterion) {
         .await
         .unwrap()
     });
+    // The daemon signs consensus kinds only; the loopback backend has no
+    // guard, so one vote request can be signed repeatedly.
+    let vote = qbind_signer::slot::requests::vote(1, Hash32::digest(b"block"));
     g.bench_function("remote_kemtls_loopback", |b| {
-        b.iter(|| rt.block_on(client.sign(&tx())).unwrap())
+        b.iter(|| rt.block_on(client.sign(&vote)).unwrap())
     });
     g.finish();
 }

@@ -12,6 +12,15 @@ use std::os::unix::fs::OpenOptionsExt;
 
 /// Atomically replace `path` with `bytes`, durable when this returns.
 /// The file is created with mode 0600 (owner read/write only).
+///
+/// The temporary file `<name>.tmp` is created exclusively (`O_CREAT |
+/// O_EXCL`, which never follows a symlink): a symlink planted there is
+/// refused, never written through; a regular file left there by a crash is
+/// removed first (removing a path never follows it either).
+///
+/// # Errors
+/// I/O errors, and `InvalidInput` when the temporary path is a symlink or
+/// not a regular file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = path
         .parent()
@@ -23,9 +32,23 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let mut tmp_name = name.to_os_string();
     tmp_name.push(".tmp");
     let tmp = dir.join(tmp_name);
+    match fs::symlink_metadata(&tmp) {
+        Ok(m) if m.file_type().is_file() => fs::remove_file(&tmp)?,
+        Ok(_) => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{} is a symlink or not a regular file; refusing to write through it",
+                    tmp.display()
+                ),
+            ));
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
     {
         let mut opts = OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
+        opts.write(true).create_new(true);
         #[cfg(unix)]
         opts.mode(0o600);
         let mut f = opts.open(&tmp)?;
@@ -70,6 +93,39 @@ mod tests {
         write_atomic(&p, b"two").unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"two");
         assert!(!dir.path().join("f.json.tmp").exists());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(
+                fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
+        }
+    }
+
+    /// Issue #22 finding 5: a symlink planted at the temporary path must not
+    /// redirect the write (O_EXCL, no follow).
+    #[cfg(unix)]
+    #[test]
+    fn does_not_follow_a_symlink_at_the_temporary_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        fs::write(&victim, b"precious").unwrap();
+        let p = dir.path().join("f.json");
+        std::os::unix::fs::symlink(&victim, dir.path().join("f.json.tmp")).unwrap();
+        assert!(write_atomic(&p, b"attacker-controlled").is_err());
+        assert_eq!(fs::read(&victim).unwrap(), b"precious");
+        assert!(!p.exists());
+    }
+
+    /// A temporary file left by a crash is replaced, not reused.
+    #[test]
+    fn a_stale_temporary_file_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f.json");
+        fs::write(dir.path().join("f.json.tmp"), b"stale and longer").unwrap();
+        write_atomic(&p, b"new").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"new");
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;

@@ -30,6 +30,8 @@ pub struct RemoteSettings {
     pub identity_key_path: PathBuf,
     /// Variable holding that key's passphrase.
     pub identity_passphrase_env: String,
+    /// File holding that key's passphrase (preferred over the variable).
+    pub identity_passphrase_file: Option<PathBuf>,
     /// The daemon's `p2p_identity.pub`.
     pub daemon_public_key_path: PathBuf,
     /// The consensus public key the daemon must hold (hex `consensus.pub`), if pinned.
@@ -53,10 +55,16 @@ pub struct SignerSettings {
     /// `None` only for tools that sign no consensus messages (e.g.
     /// `qbind-key-rotation`): the signer then has no double-sign guard.
     pub double_sign_dir: Option<PathBuf>,
+    /// Create an empty double-sign record when there is none (the
+    /// operator's explicit `--init-double-sign-record`; logged). Without it
+    /// a missing record stops start-up.
+    pub init_double_sign_record: bool,
     /// `encrypted-fs`: keystore directory.
     pub keystore_path: Option<PathBuf>,
     /// `encrypted-fs`: passphrase variable.
     pub passphrase_env: Option<String>,
+    /// `encrypted-fs`: passphrase file (preferred over the variable).
+    pub passphrase_file: Option<PathBuf>,
     /// `hsm-pkcs11`: the HSM TOML.
     pub hsm_config_path: Option<PathBuf>,
     /// `remote-signer`: the KEMTLS settings.
@@ -114,11 +122,12 @@ pub async fn build_signer(
                 .keystore_path
                 .as_ref()
                 .ok_or_else(|| missing("--signer-keystore-path"))?;
-            let var = s
-                .passphrase_env
-                .as_deref()
-                .ok_or_else(|| missing("a passphrase variable"))?;
-            let opened = Passphrase::from_env(var).and_then(|p| {
+            let pass = match (&s.passphrase_file, s.passphrase_env.as_deref()) {
+                (Some(f), _) => Passphrase::from_file(f),
+                (None, Some(var)) => Passphrase::from_env(var),
+                (None, None) => return Err(missing("a passphrase file or variable")),
+            };
+            let opened = pass.and_then(|p| {
                 EncryptedFsSigner::open(
                     dir,
                     s.validator,
@@ -155,7 +164,11 @@ pub async fn build_signer(
                 metrics.set_startup_ok(false);
                 BuildError::Startup(e.to_string())
             };
-            let pass = Passphrase::from_env(&r.identity_passphrase_env).map_err(|e| fail(&e))?;
+            let pass = Passphrase::from_file_or_env(
+                r.identity_passphrase_file.as_deref(),
+                &r.identity_passphrase_env,
+            )
+            .map_err(|e| fail(&e))?;
             let id = keystore::load_key_file(
                 &r.identity_key_path,
                 Some(s.validator),
@@ -202,7 +215,16 @@ pub async fn build_signer(
     };
     let inner: Box<dyn Signer> = match &s.double_sign_dir {
         Some(dir) => {
-            let guard = DoubleSignGuard::open(dir, s.validator, s.env).map_err(|e| startup(&e))?;
+            let guard = if s.init_double_sign_record {
+                tracing::warn!(
+                    dir = %dir.display(),
+                    "--init-double-sign-record: creating an empty double-sign record if none exists"
+                );
+                DoubleSignGuard::init(dir, s.validator, s.env)
+            } else {
+                DoubleSignGuard::open(dir, s.validator, s.env)
+            }
+            .map_err(|e| startup(&e))?;
             Box::new(GuardedSigner::new(
                 inner,
                 Arc::new(guard),
@@ -229,8 +251,10 @@ mod tests {
             validator: ValidatorId(1),
             failure_mode: SignerFailureMode::default_for(env),
             double_sign_dir: Some(dir.to_owned()),
+            init_double_sign_record: true,
             keystore_path: None,
             passphrase_env: None,
+            passphrase_file: None,
             hsm_config_path: None,
             remote: None,
             loopback_key: Some(KeyPair::from_seed(&[1; 32])),
@@ -302,5 +326,36 @@ mod tests {
             Err(BuildError::Startup(_))
         ));
         assert_eq!(m.startup_ok(), Some(false));
+    }
+
+    /// Issue #22 finding 3: without the explicit flag, a node with no
+    /// double-sign record does not start.
+    #[tokio::test]
+    async fn a_missing_record_stops_start_up_unless_initialised() {
+        let dir = tempfile::tempdir().unwrap();
+        let record_dir = dir.path().join("record");
+        let mut s = settings(
+            SignerMode::LoopbackTesting,
+            NetworkEnvironment::Devnet,
+            &record_dir,
+        );
+        s.init_double_sign_record = false;
+        assert!(matches!(
+            build_signer(s, SignerMetrics::shared()).await,
+            Err(BuildError::Startup(_))
+        ));
+        let s = settings(
+            SignerMode::LoopbackTesting,
+            NetworkEnvironment::Devnet,
+            &record_dir,
+        );
+        build_signer(s, SignerMetrics::shared()).await.unwrap();
+        let mut s = settings(
+            SignerMode::LoopbackTesting,
+            NetworkEnvironment::Devnet,
+            &record_dir,
+        );
+        s.init_double_sign_record = false;
+        build_signer(s, SignerMetrics::shared()).await.unwrap();
     }
 }

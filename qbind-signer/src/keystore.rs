@@ -20,6 +20,7 @@
 
 use std::fmt;
 use std::fs;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use argon2::{Algorithm, Argon2, Params, Version};
@@ -74,7 +75,112 @@ impl Passphrase {
     fn bytes(&self) -> &[u8] {
         self.0.as_bytes()
     }
+
+    /// Read the passphrase from the file `path` (`--passphrase-file`),
+    /// checked by [`read_secret_file`]. Preferred over [`Passphrase::from_env`]:
+    /// an environment variable stays readable in `/proc/<pid>/environ` and is
+    /// inherited by every child for the life of the process, while the file's
+    /// contents are wiped from memory once the key is decrypted.
+    ///
+    /// # Errors
+    /// [`KeystoreError`] from [`read_secret_file`].
+    pub fn from_file(path: &Path) -> Result<Self, KeystoreError> {
+        read_secret_file(path).map(Passphrase)
+    }
+
+    /// From `file` when given (preferred), else from the variable `var`.
+    ///
+    /// # Errors
+    /// As [`Passphrase::from_file`] or [`Passphrase::from_env`].
+    pub fn from_file_or_env(file: Option<&Path>, var: &str) -> Result<Self, KeystoreError> {
+        match file {
+            Some(f) => Self::from_file(f),
+            None => Self::from_env(var),
+        }
+    }
 }
+
+/// Read a secret (passphrase, PIN) from `path`: the path must not be a
+/// symlink, the file must be a regular file readable by its owner only
+/// (no group or other bits), at most [`MAX_SECRET_FILE_BYTES`], UTF-8 and
+/// not empty. One trailing newline (`\n` or `\r\n`) is dropped. Every
+/// buffer that held the bytes is wiped.
+///
+/// # Errors
+/// [`KeystoreError::InsecurePermissions`], [`KeystoreError::SecretFile`] or
+/// [`KeystoreError::Io`].
+pub fn read_secret_file(path: &Path) -> Result<Zeroizing<String>, KeystoreError> {
+    let bad = |detail: &'static str| KeystoreError::SecretFile {
+        path: path.to_owned(),
+        detail,
+    };
+    let io = |source| KeystoreError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    if fs::symlink_metadata(path)
+        .map_err(io)?
+        .file_type()
+        .is_symlink()
+    {
+        return Err(bad("is a symlink"));
+    }
+    let f = fs::File::open(path).map_err(io)?;
+    check_open_file(&f, path)?;
+    let mut bytes = Zeroizing::new(Vec::new());
+    (&f).take(MAX_SECRET_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    if bytes.len() as u64 > MAX_SECRET_FILE_BYTES {
+        return Err(bad("is larger than 4096 bytes"));
+    }
+    let mut end = bytes.len();
+    if bytes[..end].ends_with(b"\n") {
+        end -= 1;
+        if bytes[..end].ends_with(b"\r") {
+            end -= 1;
+        }
+    }
+    let text = std::str::from_utf8(&bytes[..end]).map_err(|_| bad("is not UTF-8"))?;
+    if text.is_empty() {
+        return Err(bad("is empty"));
+    }
+    Ok(Zeroizing::new(text.to_owned()))
+}
+
+/// Check an opened secret or key file through its handle (no second lookup
+/// of the path): a regular file with no group or other permission bits.
+fn check_open_file(f: &fs::File, path: &Path) -> Result<fs::Metadata, KeystoreError> {
+    let meta = f.metadata().map_err(|source| KeystoreError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    if !meta.is_file() {
+        return Err(KeystoreError::SecretFile {
+            path: path.to_owned(),
+            detail: "is not a regular file",
+        });
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(KeystoreError::InsecurePermissions {
+                path: path.to_owned(),
+                mode,
+            });
+        }
+    }
+    Ok(meta)
+}
+
+/// Largest passphrase or PIN file read.
+pub const MAX_SECRET_FILE_BYTES: u64 = 4096;
+
+/// Largest Argon2id memory × passes (KiB × passes) any policy accepts:
+/// 2 GiB-passes, ten times the default (64 MiB × 3).
+pub const MAX_KDF_COST_KIB_PASSES: u64 = 2 * 1024 * 1024;
 
 impl fmt::Debug for Passphrase {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -127,7 +233,11 @@ pub struct KdfPolicy {
 
 impl KdfPolicy {
     /// Production bounds: at least 19 MiB / 2 passes / 1 lane (OWASP's
-    /// Argon2id floor), at most 4 GiB / 64 passes / 16 lanes.
+    /// Argon2id floor), at most 1 GiB / 16 passes / 8 lanes, and at most
+    /// [`MAX_KDF_COST_KIB_PASSES`] of memory × passes. The maximums are what
+    /// a key file may ask of a node at start-up (the parameters are read
+    /// before the file is authenticated): about 2 GiB-passes of Argon2id,
+    /// a few seconds, instead of 4 GiB × 64 passes. `docs/keystore.md`.
     pub const PRODUCTION: KdfPolicy = KdfPolicy {
         min: KdfParams {
             memory_kib: 19 * 1024,
@@ -135,9 +245,9 @@ impl KdfPolicy {
             parallelism: 1,
         },
         max: KdfParams {
-            memory_kib: 4 * 1024 * 1024,
-            iterations: 64,
-            parallelism: 16,
+            memory_kib: 1024 * 1024,
+            iterations: 16,
+            parallelism: 8,
         },
     };
 
@@ -147,8 +257,13 @@ impl KdfPolicy {
         max: KdfPolicy::PRODUCTION.max,
     };
 
-    fn check(&self, p: &KdfParams) -> Result<(), KeystoreError> {
+    /// Whether `p` is within the bounds.
+    ///
+    /// # Errors
+    /// [`KeystoreError::KdfParamsOutOfPolicy`].
+    pub fn check(&self, p: &KdfParams) -> Result<(), KeystoreError> {
         let ok = (self.min.memory_kib..=self.max.memory_kib).contains(&p.memory_kib)
+            && u64::from(p.memory_kib) * u64::from(p.iterations) <= MAX_KDF_COST_KIB_PASSES
             && (self.min.iterations..=self.max.iterations).contains(&p.iterations)
             && (self.min.parallelism..=self.max.parallelism).contains(&p.parallelism)
             && p.memory_kib >= 8 * p.parallelism;
@@ -167,6 +282,14 @@ impl KdfPolicy {
 /// Keystore failures; each case is distinct (see the module docs).
 #[derive(Debug, thiserror::Error)]
 pub enum KeystoreError {
+    /// A passphrase or PIN file that is not a small, regular, owner-only file.
+    #[error("secret file {path} {detail}")]
+    SecretFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        detail: &'static str,
+    },
     /// File system failure.
     #[error("keystore {path}: {source}")]
     Io {
@@ -583,28 +706,21 @@ fn read_file(path: &Path) -> Result<(KeystoreFile, KdfParams, KeyRole), Keystore
         path: path.to_owned(),
         detail: detail.to_owned(),
     };
-    let meta = fs::metadata(path).map_err(|source| KeystoreError::Io {
+    let io = |source| KeystoreError::Io {
         path: path.to_owned(),
         source,
-    })?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(KeystoreError::InsecurePermissions {
-                path: path.to_owned(),
-                mode,
-            });
-        }
-    }
-    if meta.len() > MAX_FILE_BYTES {
+    };
+    // One handle: the checks and the read see the same file, and the read
+    // is bounded whatever the file turns out to be.
+    let f = fs::File::open(path).map_err(io)?;
+    check_open_file(&f, path)?;
+    let mut bytes = Vec::new();
+    (&f).take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
         return Err(corrupted("file too large"));
     }
-    let bytes = fs::read(path).map_err(|source| KeystoreError::Io {
-        path: path.to_owned(),
-        source,
-    })?;
     parse_file(&bytes, path)
 }
 
@@ -1040,5 +1156,125 @@ mod tests {
     fn passphrase_debug_is_redacted() {
         let p = pass("correct horse battery");
         assert!(!format!("{p:?}").contains("horse"));
+    }
+
+    /// Issue #22 finding 4: a tampered key file cannot make start-up run
+    /// Argon2id over gigabytes for dozens of passes.
+    #[test]
+    fn read_side_kdf_bounds_refuse_start_up_stalling_parameters() {
+        for huge in [
+            KdfParams {
+                memory_kib: 4 * 1024 * 1024,
+                iterations: 64,
+                parallelism: 16,
+            },
+            KdfParams {
+                memory_kib: 2 * 1024 * 1024,
+                iterations: 3,
+                parallelism: 1,
+            },
+            KdfParams {
+                memory_kib: 1024 * 1024,
+                iterations: 16,
+                parallelism: 1,
+            },
+        ] {
+            assert!(KdfPolicy::PRODUCTION.check(&huge).is_err(), "{huge:?}");
+            assert!(POLICY.check(&huge).is_err(), "{huge:?}");
+        }
+        KdfPolicy::PRODUCTION.check(&KdfParams::DEFAULT).unwrap();
+        // The tampered file is refused before any KDF work.
+        let (_d, ks) = setup(&[1u8; 32]);
+        let path = key_path(&ks, KeyRole::Consensus);
+        let text = fs::read_to_string(&path).unwrap();
+        let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        v["kdf"]["memory_kib"] = (4u32 * 1024 * 1024).into();
+        v["kdf"]["iterations"] = 64.into();
+        write_atomic(&path, v.to_string().as_bytes()).unwrap();
+        let started = std::time::Instant::now();
+        assert!(matches!(
+            load_key(
+                &ks,
+                None,
+                KeyRole::Consensus,
+                &pass("correct horse battery"),
+                &POLICY
+            ),
+            Err(KeystoreError::KdfParamsOutOfPolicy { .. })
+        ));
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    }
+
+    /// Issue #22 finding 4: the key file is read through one handle with a
+    /// size bound, whatever it is (here a FIFO that would feed 8 MiB).
+    #[cfg(unix)]
+    #[test]
+    fn key_file_reads_are_bounded_whatever_the_file_is() {
+        use std::io::Write as _;
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("consensus.key");
+        let made = std::process::Command::new("mkfifo")
+            .arg("-m")
+            .arg("0600")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let writer_path = fifo.clone();
+        let writer = std::thread::spawn(move || {
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .open(writer_path)
+                .unwrap();
+            let chunk = vec![b' '; 64 * 1024];
+            let mut written = 0usize;
+            for _ in 0..128 {
+                match f.write_all(&chunk) {
+                    Ok(()) => written += chunk.len(),
+                    Err(_) => break,
+                }
+            }
+            written
+        });
+        assert!(inspect(&fifo).is_err());
+        let written = writer.join().unwrap();
+        assert!(
+            written <= 2 * MAX_FILE_BYTES as usize,
+            "the reader consumed {written} bytes"
+        );
+    }
+
+    /// Issue #22 finding 6: `--passphrase-file` files must be regular,
+    /// owner-only and small; one trailing newline is not part of the secret.
+    #[cfg(unix)]
+    #[test]
+    fn passphrase_files_are_checked() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("pass");
+        fs::write(&p, b"correct horse battery\n").unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(
+            Passphrase::from_file(&p).unwrap().bytes(),
+            b"correct horse battery"
+        );
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o640)).unwrap();
+        assert!(matches!(
+            Passphrase::from_file(&p),
+            Err(KeystoreError::InsecurePermissions { .. })
+        ));
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&p, &link).unwrap();
+        assert!(Passphrase::from_file(&link).is_err());
+        let big = dir.path().join("big");
+        fs::write(&big, vec![b'a'; MAX_SECRET_FILE_BYTES as usize + 1]).unwrap();
+        fs::set_permissions(&big, fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(Passphrase::from_file(&big).is_err());
+        let empty = dir.path().join("empty");
+        fs::write(&empty, b"\n").unwrap();
+        fs::set_permissions(&empty, fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(Passphrase::from_file(&empty).is_err());
+        assert!(Passphrase::from_file(dir.path()).is_err());
     }
 }

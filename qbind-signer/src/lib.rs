@@ -20,22 +20,25 @@
 //! use qbind_core::crypto::KeyPair;
 //! use qbind_core::signing::{SignKind, verify_domain};
 //! use qbind_core::traits::{SignRequest, Signer};
-//! use qbind_core::types::{NetworkEnvironment, ValidatorId, View};
+//! use qbind_core::types::{Hash32, NetworkEnvironment, ValidatorId};
+//! use qbind_signer::slot::requests;
 //! use qbind_signer::{DoubleSignGuard, GuardedSigner, LoopbackSigner, SignerMetrics};
 //!
 //! let env = NetworkEnvironment::Devnet;
 //! let dir = tempfile::tempdir().unwrap();
 //! let key = KeyPair::from_seed(&[7; 32]);
 //! let inner = LoopbackSigner::new(ValidatorId(0), env, key.clone()).unwrap();
-//! let guard = Arc::new(DoubleSignGuard::open(dir.path(), ValidatorId(0), env).unwrap());
+//! // `init` creates the record (with the key); a node later `open`s it.
+//! let guard = Arc::new(DoubleSignGuard::init(dir.path(), ValidatorId(0), env).unwrap());
 //! let signer: Box<dyn Signer> =
 //!     Box::new(GuardedSigner::new(Box::new(inner), guard, SignerMetrics::shared()));
 //! let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-//! let vote = SignRequest { kind: SignKind::Vote, view: Some(View(3)), message: b"block A".to_vec() };
+//! let vote: SignRequest = requests::vote(3, Hash32::digest(b"block A"));
 //! let sig = rt.block_on(signer.sign(&vote)).unwrap();
-//! assert!(verify_domain(key.public_key(), env, SignKind::Vote, b"block A", &sig).is_ok());
-//! // A different vote in the same view is refused, also after a restart.
-//! let other = SignRequest { message: b"block B".to_vec(), ..vote };
+//! assert!(verify_domain(key.public_key(), env, SignKind::Vote, &vote.message, &sig).is_ok());
+//! // A different vote in the same view is refused, also after a restart,
+//! // and so is one that claims another view than the one it signs.
+//! let other = requests::vote(3, Hash32::digest(b"block B"));
 //! assert!(rt.block_on(signer.sign(&other)).is_err());
 //! ```
 #![forbid(unsafe_code)]
@@ -51,8 +54,10 @@ pub mod keystore;
 pub mod local;
 pub mod metrics;
 pub mod pkcs11;
+pub mod record;
 pub mod remote;
 pub mod rotation;
+pub mod slot;
 
 pub use factory::{BuildError, RemoteSettings, SignerSettings, build_signer};
 pub use guard::{DoubleSignGuard, DoubleSignRecord, GuardError, GuardedSigner, RecordError};

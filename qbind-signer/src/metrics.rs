@@ -153,6 +153,7 @@ pub struct SignerMetrics {
     startup: AtomicU64,
     signatures: AtomicU64,
     double_sign_refusals: AtomicU64,
+    request_mismatches: AtomicU64,
     consecutive_failures: AtomicU64,
     fatal: AtomicBool,
 }
@@ -187,6 +188,13 @@ impl SignerMetrics {
     /// Count a double-sign refusal.
     pub fn record_double_sign_refusal(&self) {
         self.double_sign_refusals.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Record a request whose signed bytes disagree with its claims (a
+    /// claimed view that is not the signed object's, a preimage that does
+    /// not hash to the signed digest, bytes that do not decode).
+    pub fn record_request_mismatch(&self) {
+        self.request_mismatches.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Record a successful signature.
@@ -233,6 +241,12 @@ impl SignerMetrics {
     #[must_use]
     pub fn double_sign_refusals(&self) -> u64 {
         self.double_sign_refusals.load(Ordering::Relaxed)
+    }
+
+    /// `qbind_signer_request_mismatch_total`.
+    #[must_use]
+    pub fn request_mismatches(&self) -> u64 {
+        self.request_mismatches.load(Ordering::Relaxed)
     }
 
     /// `qbind_signer_signatures_total`.
@@ -298,6 +312,11 @@ impl SignerMetrics {
             out,
             "# HELP qbind_signer_double_sign_refused_total Requests refused by double-sign protection.\n# TYPE qbind_signer_double_sign_refused_total counter\nqbind_signer_double_sign_refused_total {}",
             self.double_sign_refusals()
+        );
+        let _ = writeln!(
+            out,
+            "# HELP qbind_signer_request_mismatch_total Requests refused because the signed bytes disagree with the claimed view or preimage.\n# TYPE qbind_signer_request_mismatch_total counter\nqbind_signer_request_mismatch_total {}",
+            self.request_mismatches()
         );
         out
     }

@@ -49,8 +49,14 @@ pub struct HsmConfig {
     pub token_label: String,
     /// Label of the key pair on the token.
     pub key_label: String,
-    /// Name of the environment variable that holds the user PIN.
+    /// Name of the environment variable that holds the user PIN (empty or
+    /// absent when `pin_file` is set).
+    #[serde(default)]
     pub pin_env_var: String,
+    /// A file holding the user PIN (regular, owner-only, at most 4 KiB;
+    /// preferred over `pin_env_var`: see `docs/signer.md`).
+    #[serde(default)]
+    pub pin_file: Option<PathBuf>,
 }
 
 impl HsmConfig {
@@ -62,9 +68,14 @@ impl HsmConfig {
         let c: HsmConfig = toml::from_str(text).map_err(|e| Pkcs11Error::Config {
             detail: e.to_string(),
         })?;
-        if c.token_label.is_empty() || c.key_label.is_empty() || c.pin_env_var.is_empty() {
+        if c.token_label.is_empty()
+            || c.key_label.is_empty()
+            || (c.pin_env_var.is_empty() == c.pin_file.is_none())
+        {
             return Err(Pkcs11Error::Config {
-                detail: "token_label, key_label and pin_env_var must not be empty".into(),
+                detail: "token_label and key_label must not be empty, and exactly one of \
+                         pin_env_var and pin_file must be set"
+                    .into(),
             });
         }
         Ok(c)
@@ -81,11 +92,18 @@ impl HsmConfig {
         Self::from_toml_str(&text)
     }
 
-    /// The PIN from the environment variable named by `pin_env_var`.
+    /// The user PIN: from `pin_file` when set (wiped after use by the
+    /// `AuthPin` secret), else from the variable named by `pin_env_var`.
     ///
     /// # Errors
     /// [`Pkcs11Error::Config`] if it is unset or empty.
     pub fn pin_from_env(&self) -> Result<AuthPin, Pkcs11Error> {
+        if let Some(path) = &self.pin_file {
+            let pin = crate::keystore::read_secret_file(path).map_err(|e| Pkcs11Error::Config {
+                detail: e.to_string(),
+            })?;
+            return Ok(AuthPin::from(pin.as_str().to_owned()));
+        }
         match std::env::var(&self.pin_env_var) {
             Ok(p) if !p.is_empty() => Ok(AuthPin::from(p)),
             _ => Err(Pkcs11Error::Config {

@@ -15,7 +15,7 @@ use cryptoki::context::Pkcs11;
 use cryptoki::types::AuthPin;
 use qbind_core::signing::{SignKind, verify_domain};
 use qbind_core::traits::{SignRequest, Signer, SignerError};
-use qbind_core::types::{NetworkEnvironment, ValidatorId, View};
+use qbind_core::types::{NetworkEnvironment, ValidatorId};
 use qbind_signer::metrics::{HsmErrorKind, SignerFailureMode, SignerHealth, SignerMetrics};
 use qbind_signer::pkcs11::{HsmConfig, Pkcs11Error, Pkcs11Signer, admin};
 use qbind_signer::{DoubleSignGuard, GuardedSigner, SupervisedSigner};
@@ -93,11 +93,7 @@ fn config(lib: &Path, key_label: &str) -> HsmConfig {
 }
 
 fn vote(view: u64, msg: &[u8]) -> SignRequest {
-    SignRequest {
-        kind: SignKind::Vote,
-        view: Some(View(view)),
-        message: msg.to_vec(),
-    }
+    qbind_signer::slot::requests::vote(view, qbind_core::types::Hash32::digest(msg))
 }
 
 #[test]
@@ -159,23 +155,22 @@ fn token_keygen_sign_verify_wrong_pin_missing_key() {
         .unwrap();
     assert_eq!(m.startup_ok(), Some(true));
     assert_eq!(hsm.public_key(), &pk);
-    let guard = Arc::new(DoubleSignGuard::open(dir.join("record"), ValidatorId(42), ENV).unwrap());
+    let guard = Arc::new(DoubleSignGuard::init(dir.join("record"), ValidatorId(42), ENV).unwrap());
     let signer: Box<dyn Signer> =
         Box::new(GuardedSigner::new(Box::new(hsm), guard, Arc::clone(&m)));
-    for (i, kind) in [
-        SignKind::Proposal,
-        SignKind::Vote,
-        SignKind::Timeout,
-        SignKind::Tx,
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        let req = SignRequest {
-            kind,
-            view: Some(View(10 + i as u64)),
-            message: format!("object {i}").into_bytes(),
-        };
+    let object = qbind_core::types::Hash32::digest(b"object");
+    for req in [
+        qbind_signer::slot::requests::proposal(10, ValidatorId(42), object),
+        qbind_signer::slot::requests::vote(11, object),
+        qbind_signer::slot::requests::timeout(12, 0),
+        SignRequest {
+            kind: SignKind::Tx,
+            view: None,
+            message: b"object 3".to_vec(),
+            digest_preimage: Vec::new(),
+        },
+    ] {
+        let kind = req.kind;
         let sig = rt.block_on(signer.sign(&req)).unwrap();
         assert_eq!(sig.as_bytes().len(), 2420);
         verify_domain(&pk, ENV, kind, &req.message, &sig).unwrap();

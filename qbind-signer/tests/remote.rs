@@ -7,12 +7,14 @@ use std::time::Duration;
 use qbind_core::crypto::KeyPair;
 use qbind_core::signing::{SignKind, verify_domain};
 use qbind_core::traits::{SignRequest, Signer, SignerError};
-use qbind_core::types::{NetworkEnvironment, ValidatorId, View};
+use qbind_core::types::{Hash32, NetworkEnvironment, ValidatorId, View};
 use qbind_signer::metrics::{RemoteFailureReason, SignerMetrics};
+use qbind_signer::remote::KindPolicy;
 use qbind_signer::remote::{
     PeerIdentity, RemoteConnectError, RemoteSigner, RemoteSignerDaemon, framed_duplex_pair,
     parse_remote_signer_url,
 };
+use qbind_signer::slot::requests;
 use qbind_signer::{DoubleSignGuard, GuardedSigner, LoopbackSigner};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -30,7 +32,7 @@ fn key() -> KeyPair {
 }
 
 fn backend(dir: &std::path::Path) -> Arc<dyn Signer> {
-    let guard = Arc::new(DoubleSignGuard::open(dir, ValidatorId(42), ENV).unwrap());
+    let guard = Arc::new(DoubleSignGuard::init(dir, ValidatorId(42), ENV).unwrap());
     Arc::new(GuardedSigner::new(
         Box::new(LoopbackSigner::new(ValidatorId(42), ENV, key()).unwrap()),
         guard,
@@ -39,10 +41,27 @@ fn backend(dir: &std::path::Path) -> Arc<dyn Signer> {
 }
 
 fn vote(view: u64, msg: &[u8]) -> SignRequest {
+    requests::vote(view, Hash32::digest(msg))
+}
+
+/// One canonical request of every consensus kind, all at `view`.
+fn consensus_requests(view: u64) -> Vec<SignRequest> {
+    let h = Hash32::digest(b"object");
+    vec![
+        requests::vote(view, h),
+        requests::timeout(view, 0),
+        requests::proposal(view, ValidatorId(42), h),
+        requests::batch(ValidatorId(42), 0, view, vec![b"tx".to_vec()]),
+        requests::batch_ack(ValidatorId(7), 0, view, h),
+    ]
+}
+
+fn unguarded(kind: SignKind) -> SignRequest {
     SignRequest {
-        kind: SignKind::Vote,
-        view: Some(View(view)),
-        message: msg.to_vec(),
+        kind,
+        view: None,
+        message: vec![7; 100],
+        digest_preimage: Vec::new(),
     }
 }
 
@@ -98,14 +117,9 @@ async fn signs_over_the_channel_and_serves_metrics() {
     .unwrap();
     assert_eq!(m.startup_ok(), Some(true));
     let signer: Box<dyn Signer> = Box::new(client);
-    for (i, kind) in SignKind::ALL.into_iter().enumerate() {
-        let req = SignRequest {
-            kind,
-            view: Some(View(i as u64 + 1)),
-            message: vec![i as u8; 100],
-        };
+    for req in consensus_requests(4) {
         let sig = signer.sign(&req).await.unwrap();
-        verify_domain(key().public_key(), ENV, kind, &req.message, &sig).unwrap();
+        verify_domain(key().public_key(), ENV, req.kind, &req.message, &sig).unwrap();
     }
     assert!(matches!(
         signer.sign(&vote(4, b"conflict")).await,
@@ -134,7 +148,7 @@ async fn signs_over_the_channel_and_serves_metrics() {
         .unwrap();
     assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
     assert!(
-        body.contains("qbind_remote_signer_signed_total 8\n"),
+        body.contains("qbind_remote_signer_signed_total 5\n"),
         "{body}"
     );
     assert!(
@@ -308,4 +322,85 @@ fn url_parsing() {
     ] {
         assert!(parse_remote_signer_url(bad).is_err(), "{bad}");
     }
+}
+
+/// Issue #17 finding 7: a compromised node host must not obtain a key
+/// rotation (or any non-consensus signature) from the daemon.
+#[tokio::test]
+async fn the_daemon_signs_only_the_kinds_it_is_configured_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let signer_metrics = SignerMetrics::shared();
+    let daemon = daemon_with(backend(dir.path()), 100);
+    let (ch, _task) = start(&daemon, NODE);
+    let node = client(ch, &signer_metrics).await;
+    for kind in [SignKind::KeyRotation, SignKind::Tx, SignKind::NewView] {
+        assert!(
+            node.sign(&unguarded(kind)).await.is_err(),
+            "{kind:?} signed by a consensus-only daemon"
+        );
+    }
+    assert_eq!(
+        daemon
+            .metrics()
+            .kinds_refused
+            .load(std::sync::atomic::Ordering::Relaxed),
+        3
+    );
+    assert!(
+        daemon
+            .render_prometheus()
+            .contains("qbind_remote_signer_kind_refused_total 3\n")
+    );
+
+    // Rotation only with the explicit option; transactions stay refused.
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Arc::new(
+        RemoteSignerDaemon::new(backend(dir.path()), NODE, 100, SignerMetrics::shared())
+            .with_kind_policy(KindPolicy {
+                allow_key_rotation: true,
+                ..KindPolicy::CONSENSUS_ONLY
+            }),
+    );
+    let (ch, _task) = start(&daemon, NODE);
+    let rotating = client(ch, &signer_metrics).await;
+    rotating
+        .sign(&unguarded(SignKind::KeyRotation))
+        .await
+        .unwrap();
+    assert!(rotating.sign(&unguarded(SignKind::Tx)).await.is_err());
+}
+
+/// Issue #22 finding 1 through the daemon: the view a node claims is checked
+/// against the bytes, and the mismatch is counted.
+#[tokio::test]
+async fn the_daemon_refuses_a_vote_whose_claimed_view_is_not_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend_metrics = SignerMetrics::shared();
+    let guard = Arc::new(DoubleSignGuard::init(dir.path(), ValidatorId(42), ENV).unwrap());
+    let backend: Arc<dyn Signer> = Arc::new(GuardedSigner::new(
+        Box::new(LoopbackSigner::new(ValidatorId(42), ENV, key()).unwrap()),
+        guard,
+        Arc::clone(&backend_metrics),
+    ));
+    let daemon = Arc::new(RemoteSignerDaemon::new(
+        backend,
+        NODE,
+        100,
+        Arc::clone(&backend_metrics),
+    ));
+    let (ch, _task) = start(&daemon, NODE);
+    let client = client(ch, &SignerMetrics::shared()).await;
+    client.sign(&vote(5, b"A")).await.unwrap();
+    let mut second = vote(5, b"B");
+    second.view = Some(View(6));
+    assert!(matches!(
+        client.sign(&second).await,
+        Err(SignerError::Conflict { .. })
+    ));
+    assert_eq!(backend_metrics.request_mismatches(), 1);
+    assert!(
+        daemon
+            .render_prometheus()
+            .contains("qbind_signer_request_mismatch_total 1\n")
+    );
 }

@@ -5,13 +5,14 @@ use std::time::Duration;
 
 use qbind_core::crypto::KeyPair;
 use qbind_core::signing::{SignKind, verify_domain};
-use qbind_core::traits::{SignRequest, Signer, SignerError};
-use qbind_core::types::{NetworkEnvironment, ValidatorId, View};
+use qbind_core::traits::{Signer, SignerError};
+use qbind_core::types::{Hash32, NetworkEnvironment, ValidatorId};
 use qbind_net::StaticIdentity;
 use qbind_signer::metrics::{RemoteFailureReason, SignerMetrics};
 use qbind_signer::remote::{
     KemtlsListener, PeerIdentity, RemoteSigner, RemoteSignerDaemon, connect_kemtls,
 };
+use qbind_signer::slot::requests::{proposal, vote};
 use qbind_signer::{DoubleSignGuard, GuardedSigner, LoopbackSigner};
 
 mod common;
@@ -32,7 +33,7 @@ struct Daemon {
 }
 
 async fn start_daemon(dir: &std::path::Path, node: &StaticIdentity, delay: Duration) -> Daemon {
-    let guard = Arc::new(DoubleSignGuard::open(dir, ValidatorId(42), ENV).unwrap());
+    let guard = Arc::new(DoubleSignGuard::init(dir, ValidatorId(42), ENV).unwrap());
     let backend: Arc<dyn Signer> = Arc::new(Slow(
         Arc::new(GuardedSigner::new(
             Box::new(LoopbackSigner::new(ValidatorId(42), ENV, key()).unwrap()),
@@ -103,17 +104,13 @@ async fn kemtls_sign_unauthorised_and_daemon_death() {
         .await
         .unwrap(),
     );
-    let req = SignRequest {
-        kind: SignKind::Proposal,
-        view: Some(View(3)),
-        message: b"proposal bytes".to_vec(),
-    };
+    let req = proposal(3, ValidatorId(42), Hash32::digest(b"payload"));
     let sig = client.sign(&req).await.unwrap();
     verify_domain(
         key().public_key(),
         ENV,
         SignKind::Proposal,
-        b"proposal bytes",
+        &req.message,
         &sig,
     )
     .unwrap();
@@ -135,14 +132,7 @@ async fn kemtls_sign_unauthorised_and_daemon_death() {
 
     // The daemon dies while a request is in flight: the client fails closed.
     let c = Arc::clone(&client);
-    let in_flight = tokio::spawn(async move {
-        c.sign(&SignRequest {
-            kind: SignKind::Vote,
-            view: Some(View(4)),
-            message: b"vote".to_vec(),
-        })
-        .await
-    });
+    let in_flight = tokio::spawn(async move { c.sign(&vote(4, Hash32::digest(b"vote"))).await });
     tokio::time::sleep(Duration::from_millis(50)).await;
     d.task.abort();
     let r = tokio::time::timeout(TIMEOUT, in_flight)
@@ -170,11 +160,11 @@ async fn kemtls_sign_unauthorised_and_daemon_death() {
     .unwrap();
     assert!(matches!(
         client
-            .sign(&SignRequest {
-                kind: SignKind::Proposal,
-                view: Some(View(3)),
-                message: b"another proposal".to_vec(),
-            })
+            .sign(&proposal(
+                3,
+                ValidatorId(42),
+                Hash32::digest(b"another payload")
+            ))
             .await,
         Err(SignerError::Conflict { .. })
     ));

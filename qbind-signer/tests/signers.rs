@@ -8,8 +8,9 @@ use qbind_core::crypto::KeyPair;
 use qbind_core::key_rotation::KeyRole;
 use qbind_core::signing::{SignKind, verify_domain};
 use qbind_core::traits::{SignRequest, Signer, SignerError};
-use qbind_core::types::{NetworkEnvironment, ValidatorId, View};
+use qbind_core::types::{Hash32, NetworkEnvironment, ValidatorId, View};
 use qbind_signer::keystore::{self, KdfParams, KdfPolicy, Passphrase};
+use qbind_signer::slot::requests;
 use qbind_signer::{
     DoubleSignGuard, EncryptedFsSigner, GuardedSigner, LoopbackSigner, SignerFailureMode,
     SignerHealth, SignerMetrics, SignerMode, SupervisedSigner,
@@ -24,11 +25,12 @@ fn rt() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// A canonical request of `kind` at `view`, `msg` telling objects apart.
 fn req(kind: SignKind, view: u64, msg: &[u8]) -> SignRequest {
-    SignRequest {
-        kind,
-        view: Some(View(view)),
-        message: msg.to_vec(),
+    let h = Hash32::digest(msg);
+    match kind {
+        SignKind::Proposal => requests::proposal(view, ValidatorId(42), h),
+        _ => requests::vote(view, h),
     }
 }
 
@@ -81,7 +83,7 @@ fn encrypted_fs_signs_what_the_core_verifies_and_guard_survives_restart() {
         )
         .unwrap();
         let guard = Arc::new(
-            DoubleSignGuard::open(dir.path().join("record"), ValidatorId(42), ENV).unwrap(),
+            DoubleSignGuard::init(dir.path().join("record"), ValidatorId(42), ENV).unwrap(),
         );
         Box::new(GuardedSigner::new(
             Box::new(inner),
@@ -99,14 +101,14 @@ fn encrypted_fs_signs_what_the_core_verifies_and_guard_survives_restart() {
         reference.public_key(),
         ENV,
         SignKind::Proposal,
-        b"block 5",
+        &r.message,
         &sig,
     )
     .unwrap();
     // Same preimage as sign_domain (deterministic ML-DSA).
     assert_eq!(
         sig,
-        qbind_core::signing::sign_domain(&reference, ENV, SignKind::Proposal, b"block 5")
+        qbind_core::signing::sign_domain(&reference, ENV, SignKind::Proposal, &r.message)
     );
     drop(signer);
     // "Restart": a fresh signer over the same record directory.
@@ -133,7 +135,7 @@ fn two_nodes_sharing_one_record_cannot_both_sign() {
     let dir = tempfile::tempdir().unwrap();
     let key = KeyPair::from_seed(&[2; 32]);
     let make = || {
-        let guard = Arc::new(DoubleSignGuard::open(dir.path(), ValidatorId(1), ENV).unwrap());
+        let guard = Arc::new(DoubleSignGuard::init(dir.path(), ValidatorId(1), ENV).unwrap());
         GuardedSigner::new(
             Box::new(LoopbackSigner::new(ValidatorId(1), ENV, key.clone()).unwrap()),
             guard,
@@ -226,7 +228,7 @@ fn exit_on_failure_vs_log_and_continue() {
     // A double-sign refusal is never fatal, even under ExitOnFailure.
     let dir = tempfile::tempdir().unwrap();
     let key = KeyPair::from_seed(&[3; 32]);
-    let guard = Arc::new(DoubleSignGuard::open(dir.path(), ValidatorId(0), ENV).unwrap());
+    let guard = Arc::new(DoubleSignGuard::init(dir.path(), ValidatorId(0), ENV).unwrap());
     let m = SignerMetrics::shared();
     m.set_startup_ok(true);
     let g = GuardedSigner::new(

@@ -432,6 +432,7 @@ impl HotStuff {
                 kind: SignKind::Timeout,
                 view: Some(record.data.view),
                 message: record.data.to_bytes(),
+                digest_preimage: Vec::new(),
             },
             purpose: SignPurpose::Timeout {
                 data: record.data,
@@ -603,6 +604,7 @@ impl HotStuff {
                 kind: SignKind::Proposal,
                 view: Some(self.view),
                 message: block.id().to_bytes(),
+                digest_preimage: block.header().to_bytes(),
             },
             purpose: SignPurpose::Proposal {
                 block: Box::new(block),
@@ -683,6 +685,7 @@ impl HotStuff {
                 kind: SignKind::Vote,
                 view: Some(block.view()),
                 message: data.to_bytes(),
+                digest_preimage: Vec::new(),
             },
             purpose: SignPurpose::Vote { data, to },
         }));

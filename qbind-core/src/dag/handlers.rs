@@ -114,6 +114,7 @@ impl HotStuff {
                 kind: SignKind::Batch,
                 view: None,
                 message: batch.digest().to_bytes(),
+                digest_preimage: batch.to_bytes(),
             },
             purpose: SignPurpose::Batch {
                 batch: Box::new(batch),
@@ -241,6 +242,7 @@ impl HotStuff {
                 kind: SignKind::BatchAck,
                 view: None,
                 message: r.to_bytes(),
+                digest_preimage: Vec::new(),
             },
             purpose: SignPurpose::BatchAck {
                 batch: r,

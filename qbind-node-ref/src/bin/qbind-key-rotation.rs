@@ -106,6 +106,10 @@ struct RotationArgs {
     /// or of --p2p-identity-key).
     #[arg(long, default_value = "QBIND_KEYSTORE_PASSPHRASE")]
     passphrase_env: String,
+    /// File with the keystore passphrase (regular, owner-only, at most
+    /// 4 KiB); preferred over --passphrase-env (docs/signer.md).
+    #[arg(long)]
+    passphrase_file: Option<PathBuf>,
     /// Output file.
     #[arg(long)]
     output: PathBuf,
@@ -145,6 +149,7 @@ async fn current_signer(
                     .clone()
                     .ok_or("--remote-signer-url needs --p2p-identity-key")?,
                 identity_passphrase_env: args.passphrase_env.clone(),
+                identity_passphrase_file: args.passphrase_file.clone(),
                 daemon_public_key_path: args
                     .remote_signer_pub
                     .clone()
@@ -165,8 +170,10 @@ async fn current_signer(
         failure_mode: SignerFailureMode::ExitOnFailure,
         // A rotation event is no consensus message: no double-sign record.
         double_sign_dir: None,
+        init_double_sign_record: false,
         keystore_path: None,
         passphrase_env: None,
+        passphrase_file: None,
         hsm_config_path: args.hsm_config.clone(),
         remote,
         loopback_key: None,
@@ -230,7 +237,8 @@ fn run(cli: Cli) -> Result<String, String> {
         Command::Emergency(a) => (a, true),
     };
     let passphrase = if args.sign_with.is_some() {
-        Passphrase::from_env(&args.passphrase_env).map_err(|e| e.to_string())?
+        Passphrase::from_file_or_env(args.passphrase_file.as_deref(), &args.passphrase_env)
+            .map_err(|e| e.to_string())?
     } else {
         // Not needed by the HSM; the remote path reads it itself.
         Passphrase::new(String::new())

@@ -12,7 +12,10 @@
 //!
 //! `generate` writes one encrypted `<role>.key` (mode 0600) and `<role>.pub`
 //! per role, or — with `--hsm-config` — generates the ML-DSA-44 consensus
-//! key *on the PKCS#11 token* and writes only `consensus.pub`. `verify`
+//! key *on the PKCS#11 token* and writes only `consensus.pub`. Either way it
+//! creates the empty double-sign record `double_sign_record.json` for the
+//! validator and `--network` next to the keys (kept if one exists): a node
+//! refuses to start without a record (docs/signer.md). `verify`
 //! decrypts every key present and checks it against its `.pub` file; it
 //! exits 1 on the first problem, naming it.
 
@@ -21,7 +24,8 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use qbind_core::key_rotation::KeyRole;
-use qbind_core::types::ValidatorId;
+use qbind_core::types::{NetworkEnvironment, ValidatorId};
+use qbind_signer::DoubleSignGuard;
 use qbind_signer::keystore::{self, KdfParams, KdfPolicy, Passphrase};
 use qbind_signer::pkcs11::{HsmConfig, admin};
 
@@ -77,6 +81,14 @@ struct GenerateArgs {
     /// Environment variable holding the keystore passphrase.
     #[arg(long)]
     passphrase_env: Option<String>,
+    /// File holding the keystore passphrase (regular, owner-only, at most
+    /// 4 KiB); preferred over --passphrase-env (docs/signer.md).
+    #[arg(long, conflicts_with = "passphrase_env")]
+    passphrase_file: Option<PathBuf>,
+    /// Network of the double-sign record created with the keys: mainnet,
+    /// testnet or devnet.
+    #[arg(long, default_value = "devnet")]
+    network: String,
     /// Argon2id memory in KiB (default 65536; minimum 19456).
     #[arg(long, default_value_t = KdfParams::DEFAULT.memory_kib)]
     kdf_memory_kib: u32,
@@ -88,7 +100,7 @@ struct GenerateArgs {
     kdf_parallelism: u32,
     /// Generate the consensus key on the PKCS#11 token of this HSM config
     /// instead (the PIN comes from the config's `pin_env_var`).
-    #[arg(long, conflicts_with_all = ["encrypt", "passphrase_env"])]
+    #[arg(long, conflicts_with_all = ["encrypt", "passphrase_env", "passphrase_file"])]
     hsm_config: Option<PathBuf>,
 }
 
@@ -98,8 +110,11 @@ struct VerifyArgs {
     #[arg(long)]
     keystore: PathBuf,
     /// Environment variable holding the keystore passphrase.
-    #[arg(long)]
+    #[arg(long, default_value = "QBIND_KEYSTORE_PASSPHRASE")]
     passphrase_env: String,
+    /// File holding the keystore passphrase (preferred over --passphrase-env).
+    #[arg(long)]
+    passphrase_file: Option<PathBuf>,
     /// Also require every key to belong to this validator.
     #[arg(long)]
     validator_id: Option<u32>,
@@ -225,34 +240,59 @@ fn run(cli: Cli) -> Result<Vec<String>, String> {
     match cli.command {
         Command::Generate(args) => {
             let roles = parse_roles(&args)?;
-            if let Some(cfg) = &args.hsm_config {
-                return generate_on_hsm(cfg, &args.output, &roles);
-            }
-            if !args.encrypt {
-                return Err("--encrypt is required: plaintext keystores are not supported".into());
-            }
-            let var = args
-                .passphrase_env
-                .as_deref()
-                .ok_or("--passphrase-env is required with --encrypt")?;
-            let passphrase = Passphrase::from_env(var).map_err(|e| e.to_string())?;
-            let params = KdfParams {
-                memory_kib: args.kdf_memory_kib,
-                iterations: args.kdf_iterations,
-                parallelism: args.kdf_parallelism,
+            let env = match args.network.as_str() {
+                "mainnet" => NetworkEnvironment::Mainnet,
+                "testnet" => NetworkEnvironment::Testnet,
+                "devnet" => NetworkEnvironment::Devnet,
+                other => return Err(format!("unknown --network {other:?}")),
             };
-            generate_encrypted(
-                &args.output,
-                ValidatorId(args.validator_id),
-                &roles,
-                &passphrase,
-                params,
-                &KdfPolicy::PRODUCTION,
-            )
+            let mut lines = if let Some(cfg) = &args.hsm_config {
+                generate_on_hsm(cfg, &args.output, &roles)?
+            } else {
+                if !args.encrypt {
+                    return Err(
+                        "--encrypt is required: plaintext keystores are not supported".into(),
+                    );
+                }
+                let passphrase = match (&args.passphrase_file, args.passphrase_env.as_deref()) {
+                    (Some(f), _) => Passphrase::from_file(f),
+                    (None, Some(var)) => Passphrase::from_env(var),
+                    (None, None) => {
+                        return Err(
+                            "--passphrase-file or --passphrase-env is required with --encrypt"
+                                .into(),
+                        );
+                    }
+                }
+                .map_err(|e| e.to_string())?;
+                let params = KdfParams {
+                    memory_kib: args.kdf_memory_kib,
+                    iterations: args.kdf_iterations,
+                    parallelism: args.kdf_parallelism,
+                };
+                generate_encrypted(
+                    &args.output,
+                    ValidatorId(args.validator_id),
+                    &roles,
+                    &passphrase,
+                    params,
+                    &KdfPolicy::PRODUCTION,
+                )?
+            };
+            // The record is born with the key: a node never has to create one.
+            let guard = DoubleSignGuard::init(&args.output, ValidatorId(args.validator_id), env)
+                .map_err(|e| e.to_string())?;
+            lines.push(format!(
+                "double-sign record: {} ({})",
+                guard.record_path().display(),
+                args.network
+            ));
+            Ok(lines)
         }
         Command::Verify(args) => {
             let passphrase =
-                Passphrase::from_env(&args.passphrase_env).map_err(|e| e.to_string())?;
+                Passphrase::from_file_or_env(args.passphrase_file.as_deref(), &args.passphrase_env)
+                    .map_err(|e| e.to_string())?;
             verify_keystore(
                 &args.keystore,
                 args.validator_id.map(ValidatorId),

@@ -147,6 +147,11 @@ struct Args {
     /// Environment variable holding the keystore passphrase.
     #[arg(long, default_value = "QBIND_KEYSTORE_PASSPHRASE")]
     signer_passphrase_env: String,
+    /// File holding the keystore passphrase (regular, owner-only, at most
+    /// 4 KiB); preferred over --signer-passphrase-env, whose value stays in
+    /// the process environment (docs/signer.md).
+    #[arg(long)]
+    signer_passphrase_file: Option<PathBuf>,
     /// The node's encrypted P2P identity key (default:
     /// <--signer-keystore-path>/p2p_identity.key).
     #[arg(long)]
@@ -167,11 +172,17 @@ struct Args {
     /// MainNet, log-and-continue elsewhere).
     #[arg(long)]
     signer_failure_mode: Option<String>,
-    /// Directory of the double-sign record (default:
+    /// Directory of the double-sign record (default: --signer-keystore-path,
+    /// where qbind-keygen creates it with the key; else
     /// <--data-dir>/signer-<index>). Keep it with the validator, not in its
     /// store: restoring a snapshot must not roll it back.
     #[arg(long)]
     double_sign_dir: Option<PathBuf>,
+    /// Create an EMPTY double-sign record if there is none (first start of a
+    /// new key only; logged; see docs/signer.md "Losing the record").
+    /// Without it a missing record stops start-up.
+    #[arg(long)]
+    init_double_sign_record: bool,
 }
 
 fn main() -> ExitCode {
@@ -248,7 +259,11 @@ async fn operator_keys(args: &Args, env: NetworkEnvironment) -> Result<Keys, Str
             );
         }
     };
-    let pass = Passphrase::from_env(&args.signer_passphrase_env).map_err(|e| e.to_string())?;
+    let pass = Passphrase::from_file_or_env(
+        args.signer_passphrase_file.as_deref(),
+        &args.signer_passphrase_env,
+    )
+    .map_err(|e| e.to_string())?;
     let id_key = keystore::load_key_file(
         &identity_key_path,
         Some(validator),
@@ -269,6 +284,7 @@ async fn operator_keys(args: &Args, env: NetworkEnvironment) -> Result<Keys, Str
                 .ok_or("--signer-mode remote-signer needs --remote-signer-url")?,
             identity_key_path,
             identity_passphrase_env: args.signer_passphrase_env.clone(),
+            identity_passphrase_file: args.signer_passphrase_file.clone(),
             daemon_public_key_path: args
                 .remote_signer_pub
                 .clone()
@@ -286,10 +302,13 @@ async fn operator_keys(args: &Args, env: NetworkEnvironment) -> Result<Keys, Str
         double_sign_dir: Some(
             args.double_sign_dir
                 .clone()
+                .or_else(|| args.signer_keystore_path.clone())
                 .unwrap_or_else(|| args.data_dir.join(format!("signer-{index}"))),
         ),
+        init_double_sign_record: args.init_double_sign_record,
         keystore_path: args.signer_keystore_path.clone(),
         passphrase_env: Some(args.signer_passphrase_env.clone()),
+        passphrase_file: args.signer_passphrase_file.clone(),
         hsm_config_path: args.hsm_config_path.clone(),
         remote,
         loopback_key: Some(validator_key(index)),

@@ -2,8 +2,12 @@
 //! remote signing daemon (spec §6.5; runbook §4.1 option B, §4.2, §10.2).
 //!
 //! It unlocks its backend (encrypted-fs keystore or PKCS#11 token; the
-//! passphrase / PIN come from environment variables), runs the startup
-//! check, opens the durable double-sign record, then accepts KEMTLS
+//! passphrase / PIN come from owner-only files — `passphrase_file`,
+//! `identity_passphrase_file`, the HSM config's `pin_file` — or, weaker,
+//! environment variables), runs the startup check, opens the durable
+//! double-sign record (which must exist unless `--init-double-sign-record`
+//! is given), signs only the kinds its config allows (consensus kinds by
+//! default; `allow_key_rotation` for rotations), then accepts KEMTLS
 //! connections on `listen_addr` from the one node whose P2P identity key is
 //! `allowed_client_pub`, signing at most `rate_limit_rps` requests per
 //! second. `/metrics` is served over plain HTTP on `metrics_addr`
@@ -44,6 +48,11 @@ struct Cli {
     /// (marks only rise) and exit.
     #[arg(long)]
     import_double_sign_record: Option<PathBuf>,
+    /// Create an EMPTY double-sign record in `double_sign_dir` if there is
+    /// none (first start of a new key only; see docs/signer.md "Losing the
+    /// record"). Without it a missing record stops start-up.
+    #[arg(long)]
+    init_double_sign_record: bool,
 }
 
 /// Most client connections served at once (the daemon has one node; a few
@@ -56,18 +65,23 @@ struct Started {
     metrics_listener: tokio::net::TcpListener,
 }
 
-async fn start(cfg: &DaemonConfig, policy: &KdfPolicy) -> Result<Started, String> {
+async fn start(
+    cfg: &DaemonConfig,
+    policy: &KdfPolicy,
+    init_record: bool,
+) -> Result<Started, String> {
     let env = cfg.network().map_err(|e| e.to_string())?;
     let validator = ValidatorId(cfg.validator_id);
     let metrics = SignerMetrics::shared();
     let backend: Box<dyn Signer> = match cfg.backend_mode {
         BackendMode::EncryptedFs => {
             let dir = cfg.keystore_path.as_ref().ok_or("keystore_path missing")?;
-            let var = cfg
-                .passphrase_env
-                .as_deref()
-                .ok_or("passphrase_env missing")?;
-            let pass = Passphrase::from_env(var).map_err(|e| e.to_string())?;
+            let pass = match (&cfg.passphrase_file, cfg.passphrase_env.as_deref()) {
+                (Some(f), _) => Passphrase::from_file(f),
+                (None, Some(var)) => Passphrase::from_env(var),
+                (None, None) => return Err("passphrase_file or passphrase_env missing".into()),
+            }
+            .map_err(|e| e.to_string())?;
             let signer =
                 EncryptedFsSigner::open(dir, validator, KeyRole::Consensus, env, &pass, policy)
                     .map_err(|e| e.to_string())?;
@@ -86,13 +100,24 @@ async fn start(cfg: &DaemonConfig, policy: &KdfPolicy) -> Result<Started, String
             )
         }
     };
-    let guard = Arc::new(
-        DoubleSignGuard::open(&cfg.double_sign_dir, validator, env).map_err(|e| e.to_string())?,
-    );
+    let guard = if init_record {
+        tracing::warn!(
+            dir = %cfg.double_sign_dir.display(),
+            "--init-double-sign-record: creating an empty double-sign record if none exists"
+        );
+        DoubleSignGuard::init(&cfg.double_sign_dir, validator, env)
+    } else {
+        DoubleSignGuard::open(&cfg.double_sign_dir, validator, env)
+    };
+    let guard = Arc::new(guard.map_err(|e| e.to_string())?);
     let guarded: Arc<dyn Signer> =
         Arc::new(GuardedSigner::new(backend, guard, Arc::clone(&metrics)));
 
-    let id_pass = Passphrase::from_env(&cfg.identity_passphrase_env).map_err(|e| e.to_string())?;
+    let id_pass = Passphrase::from_file_or_env(
+        cfg.identity_passphrase_file.as_deref(),
+        &cfg.identity_passphrase_env,
+    )
+    .map_err(|e| e.to_string())?;
     let id_key = keystore::load_key_file(
         &cfg.identity_key_path,
         None,
@@ -110,12 +135,10 @@ async fn start(cfg: &DaemonConfig, policy: &KdfPolicy) -> Result<Started, String
         PeerPublic::from_bytes(&client_key).map_err(|e| format!("allowed_client_pub: {e}"))?;
     let allowed = PeerIdentity::of_key(&client_key);
 
-    let daemon = Arc::new(RemoteSignerDaemon::new(
-        guarded,
-        allowed,
-        cfg.rate_limit_rps,
-        metrics,
-    ));
+    let daemon = Arc::new(
+        RemoteSignerDaemon::new(guarded, allowed, cfg.rate_limit_rps, metrics)
+            .with_kind_policy(cfg.kind_policy()),
+    );
     let tcp = tokio::net::TcpListener::bind(&cfg.listen_addr)
         .await
         .map_err(|e| format!("listen_addr {}: {e}", cfg.listen_addr))?;
@@ -198,7 +221,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         }
         return Ok(());
     }
-    let started = start(&cfg, &KdfPolicy::PRODUCTION).await?;
+    let started = start(&cfg, &KdfPolicy::PRODUCTION, cli.init_double_sign_record).await?;
     tracing::info!(listen = %cfg.listen_addr, metrics = %cfg.metrics_addr, validator = cfg.validator_id, "qbind-remote-signer ready");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| e.to_string())?;
@@ -245,7 +268,7 @@ mod tests {
     use super::*;
     use qbind_core::signing::{SignKind, verify_domain};
     use qbind_core::traits::SignRequest;
-    use qbind_core::types::{NetworkEnvironment, View};
+    use qbind_core::types::NetworkEnvironment;
     use qbind_signer::keystore::KdfParams;
     use qbind_signer::remote::{RemoteSigner, connect_kemtls};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -295,17 +318,32 @@ metrics_addr = "127.0.0.1:0"
         ))
         .unwrap();
         // The passphrase variable is unset: startup must fail, naming it.
-        let err = start(&cfg, &policy).await.err().unwrap();
+        let err = start(&cfg, &policy, false).await.err().unwrap();
         assert!(err.contains("QBIND_TEST_NEVER_SET_PASSPHRASE"), "{err}");
         // With a variable that is set (HOME is, but holds no passphrase):
         // startup fails with a wrong-passphrase error, not a panic.
         let mut cfg2 = cfg.clone();
         cfg2.passphrase_env = Some("HOME".into());
-        let err = start(&cfg2, &policy).await.err().unwrap();
+        let err = start(&cfg2, &policy, false).await.err().unwrap();
         assert!(
             err.contains("wrong passphrase") || err.contains("HOME"),
             "{err}"
         );
+        // Passphrase files (owner-only) start the daemon for real; a missing
+        // double-sign record stops it unless the operator initialises one.
+        let pass_file = p("pass");
+        std::fs::write(&pass_file, "correct horse battery staple\n").unwrap();
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&pass_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        let mut cfg3 = cfg.clone();
+        cfg3.passphrase_file = Some(pass_file.clone());
+        cfg3.identity_passphrase_file = Some(pass_file);
+        let err = start(&cfg3, &policy, false).await.err().unwrap();
+        assert!(err.contains("does not exist"), "{err}");
+        let started = start(&cfg3, &policy, true).await.unwrap();
+        drop(started);
 
         // Full path, with the backends built directly from the same files.
         let signer = EncryptedFsSigner::open(
@@ -379,20 +417,28 @@ metrics_addr = "127.0.0.1:0"
         .await
         .unwrap();
         assert_eq!(client.public_key().as_bytes(), consensus.as_slice());
-        let req = SignRequest {
-            kind: SignKind::Vote,
-            view: Some(View(1)),
-            message: b"v".to_vec(),
-        };
+        let req = qbind_signer::slot::requests::vote(1, qbind_core::types::Hash32::digest(b"v"));
         let sig = client.sign(&req).await.unwrap();
         verify_domain(
             client.public_key(),
             NetworkEnvironment::Testnet,
             SignKind::Vote,
-            b"v",
+            &req.message,
             &sig,
         )
         .unwrap();
+        // A key rotation is not a kind this daemon is configured to sign.
+        assert!(
+            client
+                .sign(&SignRequest {
+                    kind: SignKind::KeyRotation,
+                    view: None,
+                    message: vec![1],
+                    digest_preimage: Vec::new(),
+                })
+                .await
+                .is_err()
+        );
 
         let mut s = tokio::net::TcpStream::connect(maddr).await.unwrap();
         s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await.unwrap();

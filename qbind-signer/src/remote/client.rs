@@ -206,6 +206,7 @@ impl Signer for RemoteSigner {
             kind: request.kind,
             view: request.view,
             message: request.message.clone(),
+            digest_preimage: request.digest_preimage.clone(),
         }
         .to_bytes();
         let answer = tokio::time::timeout(self.timeout, async {
@@ -262,6 +263,9 @@ impl Signer for RemoteSigner {
                 RefusalCode::Unauthorized => {
                     *guard = None;
                     Err(self.fail(RemoteFailureReason::Unauthorized, detail))
+                }
+                RefusalCode::KindNotAllowed => {
+                    Err(self.fail(RemoteFailureReason::Protocol, detail))
                 }
                 RefusalCode::BadRequest | RefusalCode::WrongValidator => {
                     *guard = None;

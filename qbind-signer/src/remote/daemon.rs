@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use qbind_core::codec::{Decode, Encode};
+use qbind_core::signing::SignKind;
 use qbind_core::traits::{SignRequest, Signer, SignerError};
 use qbind_core::types::{NetworkEnvironment, ValidatorId};
 use serde::Deserialize;
@@ -63,6 +64,9 @@ pub struct DaemonConfig {
     pub keystore_path: Option<PathBuf>,
     /// Variable holding the keystore passphrase (for `encrypted-fs`).
     pub passphrase_env: Option<String>,
+    /// File holding the keystore passphrase (for `encrypted-fs`; preferred
+    /// over `passphrase_env`, see `docs/signer.md`).
+    pub passphrase_file: Option<PathBuf>,
     /// Max signing requests per second.
     #[serde(default = "default_rps")]
     pub rate_limit_rps: u32,
@@ -74,12 +78,22 @@ pub struct DaemonConfig {
     /// The daemon's own KEMTLS identity: an encrypted-fs `p2p_identity.key`.
     pub identity_key_path: PathBuf,
     /// Variable holding the passphrase of `identity_key_path`.
+    #[serde(default)]
     pub identity_passphrase_env: String,
+    /// File holding the passphrase of `identity_key_path` (preferred).
+    pub identity_passphrase_file: Option<PathBuf>,
     /// Directory of the double-sign record.
     pub double_sign_dir: PathBuf,
     /// Plain-HTTP `/metrics` address (keep it on loopback or a management network).
     #[serde(default = "default_metrics")]
     pub metrics_addr: String,
+    /// Also sign `KeyRotation` events (default false: a compromised node
+    /// host could otherwise rotate the validator to its own key).
+    #[serde(default)]
+    pub allow_key_rotation: bool,
+    /// Also sign transactions with the consensus key (default false).
+    #[serde(default)]
+    pub allow_transactions: bool,
 }
 
 /// Config problems.
@@ -108,9 +122,19 @@ impl DaemonConfig {
             BackendMode::HsmPkcs11 if c.hsm_config_path.is_none() => Err(
                 DaemonConfigError::Invalid("backend_mode hsm-pkcs11 needs hsm_config_path".into()),
             ),
-            BackendMode::EncryptedFs if c.keystore_path.is_none() || c.passphrase_env.is_none() => {
+            BackendMode::EncryptedFs
+                if c.keystore_path.is_none()
+                    || (c.passphrase_env.is_none() && c.passphrase_file.is_none()) =>
+            {
                 Err(DaemonConfigError::Invalid(
-                    "backend_mode encrypted-fs needs keystore_path and passphrase_env".into(),
+                    "backend_mode encrypted-fs needs keystore_path and passphrase_file or \
+                     passphrase_env"
+                        .into(),
+                ))
+            }
+            _ if c.identity_passphrase_env.is_empty() && c.identity_passphrase_file.is_none() => {
+                Err(DaemonConfigError::Invalid(
+                    "identity_passphrase_file or identity_passphrase_env is required".into(),
                 ))
             }
             _ => Ok(c),
@@ -132,6 +156,15 @@ impl DaemonConfig {
         }
     }
 
+    /// The kinds this daemon signs.
+    #[must_use]
+    pub fn kind_policy(&self) -> KindPolicy {
+        KindPolicy {
+            allow_key_rotation: self.allow_key_rotation,
+            allow_transactions: self.allow_transactions,
+        }
+    }
+
     /// The allowed node's P2P identity key bytes (read from `allowed_client_pub`).
     ///
     /// # Errors
@@ -142,6 +175,49 @@ impl DaemonConfig {
             qbind_core::key_rotation::KeyRole::P2pIdentity,
         )
         .map_err(|e| DaemonConfigError::Invalid(e.to_string()))
+    }
+}
+
+/// Which kinds the daemon signs (issue #17 finding 7). By default only the
+/// consensus kinds — vote, timeout, proposal, DAG batch, batch ack — whose
+/// conflicts the double-sign guard catches; a key rotation or a transaction
+/// only when the operator allows it explicitly in `remote_signer.toml`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KindPolicy {
+    /// `allow_key_rotation`: sign `KeyRotation` events (an emergency
+    /// rotation signed for a compromised node host moves the validator to the
+    /// attacker's key; enable only while rotating).
+    pub allow_key_rotation: bool,
+    /// `allow_transactions`: sign transactions with the consensus key.
+    pub allow_transactions: bool,
+}
+
+impl KindPolicy {
+    /// Consensus kinds only (the default).
+    pub const CONSENSUS_ONLY: KindPolicy = KindPolicy {
+        allow_key_rotation: false,
+        allow_transactions: false,
+    };
+
+    /// Whether the daemon signs `kind`.
+    #[must_use]
+    pub fn allows(self, kind: SignKind) -> bool {
+        match kind {
+            SignKind::Vote
+            | SignKind::Timeout
+            | SignKind::Proposal
+            | SignKind::Batch
+            | SignKind::BatchAck => true,
+            SignKind::KeyRotation => self.allow_key_rotation,
+            SignKind::Tx => self.allow_transactions,
+            SignKind::NewView => false,
+        }
+    }
+}
+
+impl Default for KindPolicy {
+    fn default() -> Self {
+        Self::CONSENSUS_ONLY
     }
 }
 
@@ -198,6 +274,9 @@ pub struct DaemonMetrics {
     pub backend_errors: AtomicU64,
     /// `qbind_remote_signer_bad_requests_total`.
     pub bad_requests: AtomicU64,
+    /// `qbind_remote_signer_kind_refused_total`: requests of a kind the
+    /// configuration does not allow.
+    pub kinds_refused: AtomicU64,
 }
 
 /// Why a connection ended with an error.
@@ -225,6 +304,7 @@ pub struct RemoteSignerDaemon {
     limiter: Mutex<TokenBucket>,
     metrics: Arc<DaemonMetrics>,
     signer_metrics: Arc<SignerMetrics>,
+    kinds: KindPolicy,
 }
 
 impl RemoteSignerDaemon {
@@ -244,7 +324,15 @@ impl RemoteSignerDaemon {
             limiter: Mutex::new(TokenBucket::new(rate_limit_rps, Instant::now())),
             metrics: Arc::new(DaemonMetrics::default()),
             signer_metrics,
+            kinds: KindPolicy::CONSENSUS_ONLY,
         }
+    }
+
+    /// Sign the kinds `policy` allows (default [`KindPolicy::CONSENSUS_ONLY`]).
+    #[must_use]
+    pub fn with_kind_policy(mut self, policy: KindPolicy) -> Self {
+        self.kinds = policy;
+        self
     }
 
     /// The daemon's counters.
@@ -333,12 +421,14 @@ impl RemoteSignerDaemon {
                     kind,
                     view,
                     message,
+                    digest_preimage,
                 }) => (
                     request_id,
                     SignRequest {
                         kind,
                         view,
                         message,
+                        digest_preimage,
                     },
                 ),
                 Ok(ClientMessage::Hello { .. }) | Err(_) => {
@@ -350,6 +440,21 @@ impl RemoteSignerDaemon {
                 }
             };
             self.metrics.requests.fetch_add(1, Ordering::Relaxed);
+            if !self.kinds.allows(request.kind) {
+                self.metrics.kinds_refused.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(kind = ?request.kind, "refused a kind this daemon is not configured to sign");
+                Self::refuse(
+                    ch,
+                    request_id,
+                    RefusalCode::KindNotAllowed,
+                    format!(
+                        "{:?} is not allowed by this daemon's configuration",
+                        request.kind
+                    ),
+                )
+                .await?;
+                continue;
+            }
             let allowed = self
                 .limiter
                 .lock()
@@ -441,6 +546,11 @@ impl RemoteSignerDaemon {
                 "qbind_remote_signer_bad_requests_total",
                 "Malformed requests.",
                 &m.bad_requests,
+            ),
+            (
+                "qbind_remote_signer_kind_refused_total",
+                "Requests of a kind the configuration does not allow.",
+                &m.kinds_refused,
             ),
         ] {
             let _ = writeln!(

@@ -13,6 +13,7 @@ pub mod protocol;
 pub use channel::{ChannelError, FramedChannel, PeerIdentity, SignerChannel, framed_duplex_pair};
 pub use client::{RemoteConnectError, RemoteSigner, parse_remote_signer_url};
 pub use daemon::{
-    BackendMode, DaemonConfig, DaemonMetrics, RemoteSignerDaemon, ServeError, TokenBucket,
+    BackendMode, DaemonConfig, DaemonMetrics, KindPolicy, RemoteSignerDaemon, ServeError,
+    TokenBucket,
 };
 pub use kemtls::{KemtlsChannel, KemtlsListener, connect_kemtls};

@@ -8,14 +8,20 @@ use qbind_core::crypto::{PublicKey, Signature};
 use qbind_core::signing::SignKind;
 use qbind_core::types::{ValidatorId, View};
 
-/// Protocol version spoken by this code.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// Protocol version spoken by this code (2: `Sign` carries the digest
+/// preimage, refusal code 7).
+pub const PROTOCOL_VERSION: u16 = 2;
 /// Largest message to sign (a block proposal is bounded well below this).
 pub const MAX_SIGN_MESSAGE_BYTES: u32 = 8 * 1024 * 1024;
+/// Largest digest preimage of a `Sign` (a proposal's header is 228 bytes; a
+/// DAG batch is at most `max_batch_bytes` = 4 MiB of transactions plus 4
+/// bytes per transaction and its 20-byte header).
+pub const MAX_DIGEST_PREIMAGE_BYTES: u32 = 7 * 1024 * 1024;
 /// Largest error detail string.
 pub const MAX_DETAIL_BYTES: u32 = 512;
-/// Largest frame either side accepts.
-pub const MAX_FRAME_BYTES: usize = MAX_SIGN_MESSAGE_BYTES as usize + 64;
+/// Largest frame either side accepts (below the KEMTLS channel's 16 MiB).
+pub const MAX_FRAME_BYTES: usize =
+    MAX_SIGN_MESSAGE_BYTES as usize + MAX_DIGEST_PREIMAGE_BYTES as usize + 64;
 
 const T_HELLO: u8 = 0x01;
 const T_SIGN: u8 = 0x02;
@@ -63,16 +69,19 @@ pub enum RefusalCode {
     BadRequest = 5,
     /// The request names another validator.
     WrongValidator = 6,
+    /// The daemon's configuration does not allow signing this kind.
+    KindNotAllowed = 7,
 }
 
 impl RefusalCode {
-    const ALL: [RefusalCode; 6] = [
+    const ALL: [RefusalCode; 7] = [
         RefusalCode::Conflict,
         RefusalCode::RateLimited,
         RefusalCode::Unauthorized,
         RefusalCode::BackendUnavailable,
         RefusalCode::BadRequest,
         RefusalCode::WrongValidator,
+        RefusalCode::KindNotAllowed,
     ];
 
     fn from_u8(b: u8) -> Result<Self, DecodeError> {
@@ -106,6 +115,10 @@ pub enum ClientMessage {
         view: Option<View>,
         /// Canonical bytes of the object.
         message: Vec<u8>,
+        /// What `message` is the digest of, for a proposal (block header)
+        /// or a batch (the batch); empty otherwise. At most
+        /// [`MAX_DIGEST_PREIMAGE_BYTES`].
+        digest_preimage: Vec<u8>,
     },
 }
 
@@ -153,12 +166,14 @@ impl Encode for ClientMessage {
                 kind,
                 view,
                 message,
+                digest_preimage,
             } => {
                 out.push(T_SIGN);
                 request_id.encode_to(out);
                 out.push(kind_tag(*kind));
                 view.encode_to(out);
                 encode_bytes(message, out);
+                encode_bytes(digest_preimage, out);
             }
         }
     }
@@ -176,6 +191,7 @@ impl Decode for ClientMessage {
                 kind: kind_from_tag(r.u8()?)?,
                 view: Option::<View>::decode_from(r)?,
                 message: r.bytes("sign message", MAX_SIGN_MESSAGE_BYTES)?,
+                digest_preimage: r.bytes("digest preimage", MAX_DIGEST_PREIMAGE_BYTES)?,
             }),
             tag => Err(DecodeError::InvalidTag {
                 what: "client message",
@@ -272,6 +288,7 @@ mod tests {
             kind: SignKind::Vote,
             view: Some(View(9)),
             message: b"ab".to_vec(),
+            digest_preimage: Vec::new(),
         };
         assert_eq!(
             hex::encode(sign.to_bytes()),
@@ -282,8 +299,39 @@ mod tests {
                 "01",
                 "0000000000000009",
                 "00000002",
-                "6162"
+                "6162",
+                "00000000"
             )
+        );
+        let proposal = ClientMessage::Sign {
+            request_id: 8,
+            kind: SignKind::Proposal,
+            view: Some(View(1)),
+            message: vec![0xaa],
+            digest_preimage: vec![0xbb, 0xcc],
+        };
+        assert_eq!(
+            hex::encode(proposal.to_bytes()),
+            concat!(
+                "02",
+                "0000000000000008",
+                "04",
+                "01",
+                "0000000000000001",
+                "00000001",
+                "aa",
+                "00000002",
+                "bbcc"
+            )
+        );
+        let refused_kind = DaemonMessage::Refused {
+            request_id: 2,
+            code: RefusalCode::KindNotAllowed,
+            detail: String::new(),
+        };
+        assert_eq!(
+            hex::encode(refused_kind.to_bytes()),
+            concat!("83", "0000000000000002", "07", "00000000")
         );
         let refused = DaemonMessage::Refused {
             request_id: 1,
@@ -327,6 +375,19 @@ mod tests {
             ClientMessage::from_bytes(&huge),
             Err(DecodeError::LengthTooLarge { .. })
         ));
+        // So is a preimage beyond its own bound.
+        let mut big_preimage = vec![T_SIGN];
+        big_preimage.extend_from_slice(&[0; 8]);
+        big_preimage.push(4);
+        big_preimage.push(0);
+        big_preimage.extend_from_slice(&0u32.to_be_bytes());
+        big_preimage.extend_from_slice(&(MAX_DIGEST_PREIMAGE_BYTES + 1).to_be_bytes());
+        assert!(matches!(
+            ClientMessage::from_bytes(&big_preimage),
+            Err(DecodeError::LengthTooLarge { .. })
+        ));
+        // The frame bound leaves room for both inside a KEMTLS message.
+        const { assert!(MAX_FRAME_BYTES < 16 << 20) };
         assert!(ClientMessage::from_bytes(&[0x09]).is_err());
         // Long details are cut on a char boundary.
         let long = DaemonMessage::Refused {
