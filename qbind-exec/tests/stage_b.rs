@@ -630,3 +630,96 @@ fn soak_stage_b_matches_sequential_slow() {
         "soak: 200000 blocks, 0 mismatches, {parallel} on the parallel path, {early} hashed early"
     );
 }
+
+/// Stage B as the reference application's block executor: the same writes,
+/// state roots, reports and monetary epochs as the sequential reference,
+/// block after block on two stores, with undecodable bytes and a bad
+/// signature in the blocks (checked in parallel by Stage B).
+#[test]
+fn transfer_application_with_stage_b_equals_the_sequential_one() {
+    use qbind_core::application::TransferApplication;
+    use qbind_core::application::{Application, CommittedBlock, MonetarySettings};
+    use qbind_core::codec::Encode;
+    use qbind_core::monetary::{MonetaryConfig, MonetaryMode, SeigniorageRecipients};
+    use qbind_core::traits::{Durability, MemoryBackend, StateBackend};
+    use qbind_core::types::{Hash32, NetworkEnvironment, ValidatorId};
+
+    let env = NetworkEnvironment::Devnet;
+    let balances: Vec<(AccountId, u128)> = keys().iter().map(|(_, id)| (*id, 5_000_000)).collect();
+    let stores = [MemoryBackend::new(), MemoryBackend::new()];
+    for s in &stores {
+        assert!(TransferApplication::write_genesis(s, &balances).unwrap());
+    }
+    let mut monetary = MonetaryConfig::mainnet();
+    monetary.blocks_per_epoch = 2;
+    monetary.mode = MonetaryMode::Active;
+    let settings = MonetarySettings {
+        config: monetary,
+        pools: SeigniorageRecipients {
+            validators: AccountId([0xe1; 32]),
+            treasury: AccountId([0xe2; 32]),
+            insurance: AccountId([0xe3; 32]),
+            community: AccountId([0xe4; 32]),
+        },
+        stakes: vec![(AccountId([0xf0; 32]), 3), (AccountId([0xf1; 32]), 1)],
+        staked: 1_000_000,
+    };
+    let base = TransferApplication::new(
+        env,
+        ExecutionConfig::devnet(),
+        vec![AccountId([0xf0; 32]), AccountId([0xf1; 32])],
+    )
+    .with_monetary(settings);
+    let mut sequential = base.clone();
+    let mut stage_b = base.with_executor(executor().clone());
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    for height in 1..=4u64 {
+        let mut raw: Vec<Vec<u8>> = (0..48usize)
+            .map(|i| {
+                let payload = TransferPayload::V1(TransferPayloadV1 {
+                    recipient: AccountId([rng.r#gen(); 32]),
+                    amount: rng.gen_range(1..1_000),
+                    gas_limit: 40_000,
+                    max_fee_per_gas: rng.gen_range(1..4),
+                });
+                let key = KeyPair::from_seed(&[i as u8; 32]);
+                Transaction::sign(&key, env, height - 1, payload).to_bytes()
+            })
+            .collect();
+        raw.insert(5, b"not a transaction".to_vec());
+        let wrong_chain = Transaction::sign(
+            &KeyPair::from_seed(&[60; 32]),
+            NetworkEnvironment::Mainnet,
+            height - 1,
+            TransferPayload::V1(TransferPayloadV1 {
+                recipient: AccountId([1; 32]),
+                amount: 1,
+                gas_limit: 40_000,
+                max_fee_per_gas: 1,
+            }),
+        );
+        raw.insert(17, wrong_chain.to_bytes());
+        let block = CommittedBlock {
+            height: Height(height),
+            id: Hash32([height as u8; 32]),
+            proposer: ValidatorId((height % 2) as u32),
+            txs: &raw,
+        };
+        let a = sequential.execute(&stores[0], &block).unwrap();
+        let b = stage_b.execute(&stores[1], &block).unwrap();
+        assert_eq!(a.state_root, b.state_root, "height {height}");
+        assert_eq!(a.report, b.report, "height {height}");
+        assert_eq!(a.epoch_closed, b.epoch_closed, "height {height}");
+        assert_eq!(a.writes.ops(), b.writes.ops(), "height {height}");
+        assert_eq!(a.report.rejected, 2, "undecodable + wrong chain");
+        assert!(a.report.succeeded >= 40, "height {height}: {:?}", a.report);
+        assert_eq!(a.epoch_closed.is_some(), height % 2 == 0);
+        for (s, applied) in stores.iter().zip([a, b]) {
+            s.write(applied.writes, Durability::Durable).unwrap();
+        }
+        assert_eq!(
+            Application::<MemoryBackend>::state_root(&sequential, &stores[0]).unwrap(),
+            Application::<MemoryBackend>::state_root(&stage_b, &stores[1]).unwrap()
+        );
+    }
+}

@@ -418,7 +418,7 @@ struct EngineParts {
     events: mpsc::UnboundedSender<EngineEvent>,
     submissions: mpsc::UnboundedReceiver<Vec<u8>>,
     metrics: watch::Sender<ConsensusMetrics>,
-    execution: Box<dyn Application<qbind_store::FjallBackend>>,
+    execution: Box<dyn Application<Arc<qbind_store::FjallBackend>>>,
     stop: watch::Receiver<bool>,
 }
 
@@ -685,7 +685,8 @@ pub async fn run_local(
             },
             stop: engines_stop.clone(),
         };
-        let start = qbind_core::schema::load_persisted(&*stores[slot], 1)?
+        let start = qbind_core::schema::load_persisted(&*stores[slot], 1)
+            .map_err(ReplicaError::from)?
             .executed
             .0;
         summary.resumed_from.push(start);

@@ -15,8 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use qbind_core::execution::{BackendAccounts, STATE_SUMMARY_KEY, credit};
-use qbind_core::traits::{Durability, Namespace, StateBackend};
+use qbind_core::traits::StateBackend;
 use qbind_core::types::AccountId;
 use qbind_store::FjallBackend;
 use qbind_store::fsutil::{PrivateDir, ensure_private_dir};
@@ -156,13 +155,8 @@ pub fn ensure_genesis<S: StateBackend + ?Sized>(
     store: &S,
     balances: &[(AccountId, u128)],
 ) -> Result<bool, NodeError> {
-    if store.get(Namespace::Meta, STATE_SUMMARY_KEY)?.is_some() {
-        return Ok(false);
-    }
-    let transition = credit(&BackendAccounts::new(store), balances)
-        .map_err(|e| NodeError::Genesis(e.to_string()))?;
-    store.write(transition.to_write_batch(), Durability::Durable)?;
-    Ok(true)
+    qbind_core::application::TransferApplication::write_genesis(store, balances)
+        .map_err(|e| NodeError::Genesis(e.to_string()))
 }
 
 /// Store maintenance settings (runbook §5).
@@ -342,7 +336,7 @@ mod tests {
         assert!(ensure_genesis(&store, &[(alice, 50)]).expect("genesis"));
         assert!(!ensure_genesis(&store, &[(alice, 50)]).expect("again"));
         use qbind_core::execution::AccountReader;
-        let reader = BackendAccounts::new(&store);
+        let reader = qbind_core::execution::BackendAccounts::new(&store);
         assert_eq!(reader.account(&alice).expect("read").balance, 50);
         assert_eq!(reader.summary().expect("summary").minted, 50);
     }

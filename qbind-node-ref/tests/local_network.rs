@@ -87,7 +87,7 @@ async fn local_validators_execute_resume_snapshot_prune_and_fast_sync() {
     // Pruning removed old committed blocks from validator 2's store.
     {
         let store = FjallBackend::open(&data.join("validator-2")).expect("open");
-        let mut height_one = vec![qbind_core::engine::COMMITTED_BLOCK_PREFIX];
+        let mut height_one = vec![qbind_core::schema::COMMITTED_BLOCK_PREFIX];
         height_one.extend_from_slice(&1u64.to_be_bytes());
         assert_eq!(
             store.get(Namespace::Blocks, &height_one).expect("read"),

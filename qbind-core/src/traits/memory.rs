@@ -463,6 +463,36 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_crash_loses_exactly_the_buffered_writes_no_durable_write_covered() {
+        let db = MemoryBackend::with_crash_semantics();
+        let put = |k: &[u8], v: &[u8], d: Durability| {
+            let mut b = WriteBatch::new();
+            b.put(Namespace::Meta, k.to_vec(), v.to_vec());
+            db.write(b, d).unwrap();
+        };
+        put(b"a", b"1", Durability::Buffered);
+        put(b"b", b"1", Durability::Durable); // covers `a`
+        put(b"a", b"2", Durability::Buffered);
+        put(b"c", b"1", Durability::Buffered);
+        let mut del = WriteBatch::new();
+        del.delete(Namespace::Meta, b"b".to_vec());
+        db.write(del, Durability::Buffered).unwrap();
+        assert_eq!(db.get(Namespace::Meta, b"a").unwrap(), Some(b"2".to_vec()));
+        assert_eq!(db.crash(), 3);
+        assert_eq!(db.get(Namespace::Meta, b"a").unwrap(), Some(b"1".to_vec()));
+        assert_eq!(db.get(Namespace::Meta, b"b").unwrap(), Some(b"1".to_vec()));
+        assert_eq!(db.get(Namespace::Meta, b"c").unwrap(), None);
+        assert_eq!(db.crash(), 0);
+        // Without crash semantics nothing is lost.
+        let plain = MemoryBackend::new();
+        let mut b = WriteBatch::new();
+        b.put(Namespace::Meta, b"a".to_vec(), b"1".to_vec());
+        plain.write(b, Durability::Buffered).unwrap();
+        assert_eq!(plain.crash(), 0);
+        assert!(plain.get(Namespace::Meta, b"a").unwrap().is_some());
+    }
+
+    #[test]
     fn memory_backend_scans_in_order_and_applies_batches() {
         let db = MemoryBackend::new();
         let mut b = WriteBatch::new();
