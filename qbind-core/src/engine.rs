@@ -147,6 +147,10 @@ impl<S: StateBackend, T: Transport, C: Clock> Engine<S, T, C> {
                     }
                     Err(error) => {
                         tracing::error!(%error, kind = ?job.request.kind, "signer refused or failed");
+                        let more = self
+                            .replica
+                            .handle(self.clock.now(), Input::SignFailed { job })?;
+                        queue.extend(more);
                     }
                 },
                 Action::Send { to, msg } => {

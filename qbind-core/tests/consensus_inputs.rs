@@ -532,4 +532,54 @@ mod dag_coupling {
             "{rejected:?}"
         );
     }
+
+    /// The batch of a `Sign` effect among `effects`, if any.
+    fn batch_sign(effects: &[Effect]) -> Option<qbind_core::consensus::SignJob> {
+        effects.iter().find_map(|e| match e {
+            Effect::Sign(job) if matches!(job.purpose, SignPurpose::Batch { .. }) => {
+                Some(job.clone())
+            }
+            _ => None,
+        })
+    }
+
+    /// A refused batch signature (e.g. the signer's record holds that slot
+    /// from before a crash) used to leave the machine waiting for it
+    /// forever: no batch of this validator was ever cut again. Now the slot
+    /// is given up, the transactions go back to the pool, and after a pause
+    /// the next slot is signed with them.
+    #[test]
+    fn a_refused_batch_signature_gives_up_the_slot_and_batches_again_later() {
+        let keys = keys();
+        let mut hs = dag_machine(&keys);
+        let first = batch_sign(&hs.handle(Millis(100), Input::SubmitTransaction(b"tx-a".to_vec())))
+            .expect("a batch is cut and signed");
+        let SignPurpose::Batch { batch } = &first.purpose else {
+            unreachable!()
+        };
+        assert_eq!(
+            (batch.round, batch.txs.clone()),
+            (1, vec![b"tx-a".to_vec()])
+        );
+        let effects = hs.handle(Millis(101), Input::SignFailed { job: first });
+        assert!(batch_sign(&effects).is_none(), "no tight retry loop");
+        let resume = effects
+            .iter()
+            .find_map(|e| match e {
+                Effect::SetTimer(at) => Some(*at),
+                _ => None,
+            })
+            .expect("a timer to author again");
+        assert_eq!(hs.dag_metrics().batch_sign_failures_total, 1);
+        // Paused: a new transaction does not cut a batch yet.
+        let early = hs.handle(Millis(102), Input::SubmitTransaction(b"tx-b".to_vec()));
+        assert!(batch_sign(&early).is_none());
+        let again = batch_sign(&hs.handle(resume, Input::Tick)).expect("authoring resumes");
+        let SignPurpose::Batch { batch } = &again.purpose else {
+            unreachable!()
+        };
+        assert_eq!(batch.round, 2, "the refused slot is not signed again");
+        assert!(batch.txs.contains(&b"tx-a".to_vec()), "{:?}", batch.txs);
+        assert!(batch.txs.contains(&b"tx-b".to_vec()), "{:?}", batch.txs);
+    }
 }

@@ -172,6 +172,11 @@ impl HotStuff {
             Input::Malformed { from, error } => self.reject(from, error.into()),
             Input::Tick => self.on_tick(),
             Input::Signed { job, signature } => self.on_signed(job, signature),
+            Input::SignFailed { job } => {
+                if let SignPurpose::Batch { batch } = job.purpose {
+                    self.on_batch_sign_failed(*batch);
+                }
+            }
             Input::SubmitTransaction(tx) => {
                 if let Err(reason) = self.mempool.insert(self.now, tx) {
                     self.metrics.reject("mempool_rejected");

@@ -197,6 +197,15 @@ pub enum Input {
         /// The signature.
         signature: Signature,
     },
+    /// The signer refused or failed a request of [`Effect::Sign`]: the job
+    /// is given up. A batch's transactions go back to the pool and are
+    /// batched again in a later slot after a pause (so a slot whose
+    /// signature was lost in a crash, and that the signer's double-sign
+    /// record now refuses, does not stop this validator authoring batches).
+    SignFailed {
+        /// The job.
+        job: SignJob,
+    },
     /// A transaction for the FIFO payload.
     SubmitTransaction(Vec<u8>),
     /// The embedder executed the committed block at `height` (after

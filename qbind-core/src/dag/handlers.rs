@@ -85,7 +85,11 @@ impl HotStuff {
 
     /// Cut a batch from the pool when it is full or the interval passed.
     pub(crate) fn maybe_make_batch(&mut self) {
-        if !self.dag_mode() || self.dag.signing || !self.is_member(self.epoch) {
+        if !self.dag_mode()
+            || self.dag.signing
+            || self.now < self.dag.paused_until
+            || !self.is_member(self.epoch)
+        {
             return;
         }
         let due = self.now.since(self.dag.last_batch_at) >= self.cfg.dag.batch_interval_ms;
@@ -106,7 +110,7 @@ impl HotStuff {
             round: self.dag.next_round,
             txs,
         };
-        self.dag.next_round += 1;
+        self.dag.next_round = self.dag.next_round.saturating_add(1);
         self.dag.last_batch_at = self.now;
         self.dag.signing = true;
         self.emit(Effect::Sign(SignJob {
@@ -134,6 +138,22 @@ impl HotStuff {
             self.reject(me, error);
         }
         self.maybe_make_batch();
+    }
+
+    /// Our batch's signature was refused: give the slot up, put the
+    /// transactions back in the pool and author again after a pause of
+    /// `fetch_retry_ms` (a signer that keeps refusing is not asked in a
+    /// tight loop).
+    pub(crate) fn on_batch_sign_failed(&mut self, batch: Batch) {
+        self.dag.signing = false;
+        self.dag.metrics.batch_sign_failures_total += 1;
+        for tx in batch.txs {
+            // Dropped if the pool no longer takes it (full, or the
+            // transaction became invalid); the submitter resubmits.
+            let _ = self.mempool.insert(self.now, tx);
+        }
+        self.dag.paused_until = self.now.plus(self.cfg.dag.fetch_retry_ms.max(1));
+        self.emit(Effect::SetTimer(self.dag.paused_until));
     }
 
     pub(crate) fn on_batch_ack_signed(&mut self, batch: BatchRef, to: ValidatorId, sig: Signature) {

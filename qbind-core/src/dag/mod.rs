@@ -91,6 +91,9 @@ pub struct DagMetrics {
     pub batches_fetched_total: u64,
     /// Transactions skipped because an earlier batch already carried them.
     pub duplicate_txs_skipped: u64,
+    /// Signatures of our own batches the signer refused or failed (the
+    /// slot is given up and its transactions batched again).
+    pub batch_sign_failures_total: u64,
 }
 
 /// Two different batches signed by one author for one slot.
@@ -122,6 +125,8 @@ pub(crate) struct DagState {
     pub(crate) last_batch_at: Millis,
     /// A batch of ours is being signed (one at a time).
     pub(crate) signing: bool,
+    /// No batch of ours is cut before this time (after a refused signature).
+    pub(crate) paused_until: Millis,
     /// Batch data by digest.
     pub(crate) data: BTreeMap<Hash32, SignedBatch>,
     /// First batch seen per slot (digest, signed batch), for equivocation.
