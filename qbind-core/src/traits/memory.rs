@@ -107,13 +107,25 @@ impl MemoryBackend {
     /// [`Namespace::ALL`] (1 byte), key length (u32 BE), key, value length
     /// (u32 BE), value, in ascending order; then SHA3-256 of all preceding
     /// bytes. A damaged file is [`StorageError::Corruption`].
+    #[cfg(feature = "fs")]
     pub fn open_checkpoint(dir: &Path) -> Result<Self, StorageError> {
         let path = dir.join(MEMORY_CHECKPOINT_FILE);
         let bytes = std::fs::read(&path).map_err(|e| StorageError::Io {
             detail: format!("reading {}: {e}", path.display()),
         })?;
+        Self::from_checkpoint_bytes(&bytes).map_err(|e| match e {
+            StorageError::Corruption { what } => StorageError::Corruption {
+                what: format!("{what} ({})", path.display()),
+            },
+            other => other,
+        })
+    }
+
+    /// Decode the bytes of a checkpoint file (format at
+    /// [`MemoryBackend::open_checkpoint`]).
+    pub fn from_checkpoint_bytes(bytes: &[u8]) -> Result<Self, StorageError> {
         let corrupt = |why: &str| StorageError::Corruption {
-            what: format!("memory checkpoint {}: {why}", path.display()),
+            what: format!("memory checkpoint: {why}"),
         };
         let body_len = bytes
             .len()
@@ -303,13 +315,19 @@ impl StateBackend for MemoryBackend {
     }
 
     /// Writes the single file described at [`MemoryBackend::open_checkpoint`],
-    /// fsynced together with `dir`.
+    /// fsynced together with `dir` (feature `fs`; without it the core does no
+    /// file I/O and this returns an error).
     fn checkpoint(&self, dir: &Path) -> Result<(), StorageError> {
-        use std::io::Write;
+        let body = self.checkpoint_bytes()?;
+        write_checkpoint(dir, &body)
+    }
+}
+
+impl MemoryBackend {
+    /// The bytes of a checkpoint of the current state (format at
+    /// [`MemoryBackend::open_checkpoint`]).
+    pub fn checkpoint_bytes(&self) -> Result<Vec<u8>, StorageError> {
         let table = Arc::clone(&self.lock().table);
-        let io = |what: &str, e: std::io::Error| StorageError::Io {
-            detail: format!("memory checkpoint {what} {}: {e}", dir.display()),
-        };
         let mut body = MEMORY_CHECKPOINT_MAGIC.to_vec();
         for ((ns, key), value) in table.iter() {
             let ns_index = Namespace::ALL.iter().position(|n| n == ns).unwrap_or(0) as u8;
@@ -327,16 +345,35 @@ impl StateBackend for MemoryBackend {
         }
         let digest = Sha3_256::digest(&body);
         body.extend_from_slice(&digest);
-        std::fs::create_dir(dir).map_err(|e| io("creating", e))?;
-        let mut file = std::fs::File::create(dir.join(MEMORY_CHECKPOINT_FILE))
-            .map_err(|e| io("creating file in", e))?;
-        file.write_all(&body).map_err(|e| io("writing", e))?;
-        file.sync_all().map_err(|e| io("syncing", e))?;
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| io("syncing directory", e))?;
-        Ok(())
+        Ok(body)
     }
+}
+
+#[cfg(feature = "fs")]
+fn write_checkpoint(dir: &Path, body: &[u8]) -> Result<(), StorageError> {
+    use std::io::Write;
+    let io = |what: &str, e: std::io::Error| StorageError::Io {
+        detail: format!("memory checkpoint {what} {}: {e}", dir.display()),
+    };
+    std::fs::create_dir(dir).map_err(|e| io("creating", e))?;
+    let mut file = std::fs::File::create(dir.join(MEMORY_CHECKPOINT_FILE))
+        .map_err(|e| io("creating file in", e))?;
+    file.write_all(body).map_err(|e| io("writing", e))?;
+    file.sync_all().map_err(|e| io("syncing", e))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io("syncing directory", e))?;
+    Ok(())
+}
+
+#[cfg(not(feature = "fs"))]
+fn write_checkpoint(dir: &Path, _body: &[u8]) -> Result<(), StorageError> {
+    Err(StorageError::Io {
+        detail: format!(
+            "memory checkpoint {}: qbind-core was built without its `fs` feature (no file I/O)",
+            dir.display()
+        ),
+    })
 }
 
 #[cfg(feature = "engine")]
