@@ -476,10 +476,12 @@ impl<T: PoolTx> FeeMempool<T> {
             if let Some((tx, _)) = self.txs.get(&key.3) {
                 out.push(tx.clone());
             }
-            let next = self
-                .by_sender
-                .get(&sender)
-                .and_then(|m| m.range(nonce + 1..).next());
+            // No successor after nonce u64::MAX (the range must not wrap).
+            let next = nonce.checked_add(1).and_then(|after| {
+                self.by_sender
+                    .get(&sender)
+                    .and_then(|m| m.range(after..).next())
+            });
             if let Some((n, id)) = next
                 && let Some((_, k)) = self.txs.get(id)
             {
@@ -568,6 +570,20 @@ mod tests {
         let order: Vec<(u16, u64)> = p.take(10).iter().map(|t| (t.sender, t.nonce)).collect();
         assert_eq!(order, vec![(2, 0), (1, 0), (1, 1), (3, 0)]);
         assert_eq!(p.take(2).len(), 2);
+    }
+
+    /// Issue #17 finding 5: `take` computed `nonce + 1`, so a pending
+    /// transaction with nonce `u64::MAX` panicked in debug builds and, in
+    /// release, wrapped to 0 and the same sender's transactions were taken
+    /// again, filling the batch with one transaction.
+    #[test]
+    fn a_pending_nonce_of_u64_max_is_taken_once() {
+        let mut p = FeeMempool::new(cfg(10, EvictionMode::Enforce));
+        p.insert(T0, tx(1, u64::MAX - 1, 5)).unwrap();
+        p.insert(T0, tx(1, u64::MAX, 5)).unwrap();
+        p.insert(T0, tx(2, 0, 4)).unwrap();
+        let order: Vec<(u16, u64)> = p.take(10).iter().map(|t| (t.sender, t.nonce)).collect();
+        assert_eq!(order, vec![(1, u64::MAX - 1), (1, u64::MAX), (2, 0)]);
     }
 
     #[test]
