@@ -287,15 +287,25 @@ mod tests {
         assert!(text.contains("qbind_p2p_y{validator=\"1\",reason=\"a\"} 1\n"));
     }
 
-    #[tokio::test]
-    async fn endpoint_serves_metrics_and_refuses_other_requests() {
+    /// The endpoint on a free loopback port, serving `qbind_up 1`: its
+    /// address, its stop switch and its task.
+    async fn start_endpoint() -> (
+        std::net::SocketAddr,
+        watch::Sender<bool>,
+        tokio::task::JoinHandle<()>,
+    ) {
         let listener = bind("127.0.0.1:0".parse().expect("addr"))
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (stop, stopped) = watch::channel(false);
         let render: Renderer = Arc::new(|| "qbind_up 1\n".to_string());
-        let server = tokio::spawn(serve(listener, render, stopped));
+        (addr, stop, tokio::spawn(serve(listener, render, stopped)))
+    }
+
+    #[tokio::test]
+    async fn endpoint_serves_metrics_and_refuses_other_requests() {
+        let (addr, stop, server) = start_endpoint().await;
         let get = |req: &'static str| async move {
             let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
             s.write_all(req.as_bytes()).await.expect("write");
@@ -326,13 +336,7 @@ mod tests {
     /// at once, and a new scrape is answered while the idle ones stay open.
     #[tokio::test]
     async fn idle_connections_are_bounded_and_scrapes_still_succeed() {
-        let listener = bind("127.0.0.1:0".parse().expect("addr"))
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let (stop, stopped) = watch::channel(false);
-        let render: Renderer = Arc::new(|| "qbind_up 1\n".to_string());
-        let server = tokio::spawn(serve(listener, render, stopped));
+        let (addr, stop, server) = start_endpoint().await;
         let extra = 8;
         let mut idle = Vec::new();
         for _ in 0..MAX_CONNECTIONS + extra {
