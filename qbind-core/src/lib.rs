@@ -40,6 +40,7 @@ pub mod fee_mempool;
 pub mod key_rotation;
 pub mod mempool;
 pub mod monetary;
+pub mod quorum;
 pub mod replica;
 pub mod schema;
 pub mod signing;

@@ -144,6 +144,26 @@ pub enum TxPool {
 }
 
 impl TxPool {
+    /// The fee-priority pool when transactions have readable fee fields
+    /// (`tx_meta`), else a FIFO pool of `fifo_capacity` opaque transactions;
+    /// either holds transactions of at most `max_tx_bytes`.
+    #[must_use]
+    pub fn new(
+        tx_meta: Option<crate::fee_mempool::TxMetaFn>,
+        fee: crate::fee_mempool::FeeMempoolConfig,
+        fifo_capacity: usize,
+        max_tx_bytes: usize,
+    ) -> Self {
+        match tx_meta {
+            Some(meta) => TxPool::Fee {
+                pool: Box::new(crate::fee_mempool::FeeMempool::new(fee)),
+                meta,
+                max_tx_bytes,
+            },
+            None => TxPool::Fifo(FifoMempool::new(fifo_capacity, max_tx_bytes)),
+        }
+    }
+
     /// Admit a transaction; on refusal, the metric label of the reason.
     pub fn insert(&mut self, now: crate::types::Millis, tx: Vec<u8>) -> Result<(), &'static str> {
         match self {

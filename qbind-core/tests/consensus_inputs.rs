@@ -466,6 +466,7 @@ mod dag_coupling {
         let voted = !sign_requests(&effects).is_empty();
         let counted = hs
             .dag_metrics()
+            .expect("DAG mode")
             .coupling_validation
             .iter()
             .map(|(k, v)| (*k, *v))
@@ -570,7 +571,12 @@ mod dag_coupling {
                 _ => None,
             })
             .expect("a timer to author again");
-        assert_eq!(hs.dag_metrics().batch_sign_failures_total, 1);
+        assert_eq!(
+            hs.dag_metrics()
+                .expect("DAG mode")
+                .batch_sign_failures_total,
+            1
+        );
         // Paused: a new transaction does not cut a batch yet.
         let early = hs.handle(Millis(102), Input::SubmitTransaction(b"tx-b".to_vec()));
         assert!(batch_sign(&early).is_none());

@@ -1,85 +1,44 @@
-//! Signature and certificate verification (with a per-node cache so each
-//! signature is verified once), and the collectors that turn votes into QCs
+//! QC and TC verification (on the shared [`crate::quorum::SigVerifier`]),
+//! and the collectors that turn votes into QCs
 //! and timeouts into TCs.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::BTreeMap;
 
 use crate::codec::Encode;
 use crate::consensus::error::ConsensusError;
 use crate::consensus::messages::{QuorumCert, SignerBitmap, TimeoutCert, TimeoutData, VoteData};
 use crate::crypto::Signature;
-use crate::signing::{SignKind, signing_preimage};
+use crate::quorum::{SigFailure, SigVerifier, check_signers};
+use crate::signing::SignKind;
 use crate::types::{Epoch, Hash32, NetworkEnvironment, ValidatorId, View};
 use crate::validator::{EpochSchedule, ValidatorSet};
 
-/// How a single signature check failed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum SigFailure {
-    /// The signer is not in the set.
-    UnknownSigner,
-    /// The signature is wrong.
-    Bad,
-    /// The signature is right for another network.
-    WrongChain,
-}
-
-impl SigFailure {
-    /// The typed consensus error for a failed check on `what`.
-    pub(crate) fn into_error(
-        self,
-        what: &'static str,
-        signer: ValidatorId,
-        epoch: Epoch,
-    ) -> ConsensusError {
-        match self {
-            SigFailure::UnknownSigner => ConsensusError::UnknownSigner { signer, epoch },
-            SigFailure::Bad => ConsensusError::BadSignature { what, signer },
-            SigFailure::WrongChain => ConsensusError::WrongChain { what, signer },
-        }
+/// The typed consensus error for a failed signature check on `what`.
+pub(crate) fn sig_error(
+    failure: SigFailure,
+    what: &'static str,
+    signer: ValidatorId,
+    epoch: Epoch,
+) -> ConsensusError {
+    match failure {
+        SigFailure::UnknownSigner => ConsensusError::UnknownSigner { signer, epoch },
+        SigFailure::Bad => ConsensusError::BadSignature { what, signer },
+        SigFailure::WrongChain => ConsensusError::WrongChain { what, signer },
     }
 }
 
-/// Verifies signatures and certificates against the epoch schedule, caching
-/// successes.
-///
-/// The cache key is a digest of what was signed (kind, epoch, signer and the
-/// short signed message — never the 2,420-byte signatures, whose hashing
-/// would cost a third of a verification); the entry keeps the verified
-/// signature bytes, and a hit requires them to be equal, so a different
-/// signature over the same message is always verified afresh.
+/// Verifies consensus signatures and certificates (QCs, TCs) against the
+/// epoch schedule, on top of the shared [`SigVerifier`] and its cache.
 pub(crate) struct Verifier {
-    env: NetworkEnvironment,
+    sigs: SigVerifier,
     genesis_qc: QuorumCert,
-    seen: HashMap<Hash32, Vec<Signature>>,
-    order: VecDeque<Hash32>,
-    capacity: usize,
 }
 
 impl Verifier {
     pub(crate) fn new(env: NetworkEnvironment, genesis_qc: QuorumCert, capacity: usize) -> Self {
         Verifier {
-            env,
+            sigs: SigVerifier::new(env, capacity),
             genesis_qc,
-            seen: HashMap::new(),
-            order: VecDeque::new(),
-            capacity: capacity.max(16),
-        }
-    }
-
-    fn is_cached(&self, key: &Hash32, signatures: &[Signature]) -> bool {
-        self.seen
-            .get(key)
-            .is_some_and(|s| s.as_slice() == signatures)
-    }
-
-    fn remember(&mut self, key: Hash32, signatures: &[Signature]) {
-        if self.seen.insert(key, signatures.to_vec()).is_none() {
-            self.order.push_back(key);
-            while self.order.len() > self.capacity {
-                if let Some(old) = self.order.pop_front() {
-                    self.seen.remove(&old);
-                }
-            }
         }
     }
 
@@ -93,42 +52,8 @@ impl Verifier {
         message: &[u8],
         signature: &Signature,
     ) -> Result<(), SigFailure> {
-        let keys = set.accepted_keys(signer, epoch);
-        if keys.is_empty() {
-            return Err(SigFailure::UnknownSigner);
-        }
-        let key = Hash32::digest_parts(&[
-            &[kind as u8],
-            &epoch.0.to_be_bytes(),
-            &signer.0.to_be_bytes(),
-            message,
-        ]);
-        let sig = std::slice::from_ref(signature);
-        if self.is_cached(&key, sig) {
-            return Ok(());
-        }
-        let preimage = signing_preimage(self.env, kind, message);
-        if keys.iter().any(|k| k.verify(&preimage, signature).is_ok()) {
-            self.remember(key, sig);
-            return Ok(());
-        }
-        // Classify the failure for operators: was it made for another chain?
-        let other_chain = [
-            NetworkEnvironment::Devnet,
-            NetworkEnvironment::Testnet,
-            NetworkEnvironment::Mainnet,
-        ]
-        .into_iter()
-        .filter(|e| *e != self.env)
-        .any(|e| {
-            let preimage = signing_preimage(e, kind, message);
-            keys.iter().any(|k| k.verify(&preimage, signature).is_ok())
-        });
-        Err(if other_chain {
-            SigFailure::WrongChain
-        } else {
-            SigFailure::Bad
-        })
+        self.sigs
+            .verify_sig(set, epoch, signer, kind, message, signature)
     }
 
     /// Verify a quorum certificate against its epoch's validator set.
@@ -145,58 +70,16 @@ impl Verifier {
             };
         }
         let set = schedule.set(qc.data.epoch);
-        self.verify_quorum(
-            set,
-            qc.data.epoch,
-            SignKind::Vote,
-            &qc.data.to_bytes(),
-            &qc.signers,
-            &qc.signatures,
-        )
-        .map_err(|why| invalid_qc(qc, why))
-    }
-
-    /// A quorum of `set`'s stake signed `message` as `kind`: one signature
-    /// per marked signer, each verified (or cached). Successes are cached
-    /// for the whole certificate.
-    fn verify_quorum(
-        &mut self,
-        set: &ValidatorSet,
-        epoch: Epoch,
-        kind: SignKind,
-        message: &[u8],
-        signers: &SignerBitmap,
-        signatures: &[Signature],
-    ) -> Result<(), &'static str> {
-        let key = Hash32::digest_parts(&[b"CERT", &[kind as u8], message, &signers.to_bytes()]);
-        if self.is_cached(&key, signatures) {
-            return Ok(());
-        }
-        check_signers(set, signers, signatures.len())?;
-        for (signer, sig) in signers.iter().zip(signatures) {
-            self.verify_sig(set, epoch, signer, kind, message, sig)
-                .map_err(|_| "a signature does not verify")?;
-        }
-        self.remember(key, signatures);
-        Ok(())
-    }
-
-    /// Verify a batch certificate: acks of a quorum of its epoch's stake.
-    pub(crate) fn verify_batch_cert(
-        &mut self,
-        schedule: &EpochSchedule,
-        cert: &crate::dag::BatchCertificate,
-    ) -> Result<(), ConsensusError> {
-        let set = schedule.set(cert.batch.epoch);
-        self.verify_quorum(
-            set,
-            cert.batch.epoch,
-            SignKind::BatchAck,
-            &cert.batch.to_bytes(),
-            &cert.signers,
-            &cert.signatures,
-        )
-        .map_err(|_| ConsensusError::InvalidPayload { why: "uncertified" })
+        self.sigs
+            .verify_quorum(
+                set,
+                qc.data.epoch,
+                SignKind::Vote,
+                &qc.data.to_bytes(),
+                &qc.signers,
+                &qc.signatures,
+            )
+            .map_err(|why| invalid_qc(qc, why))
     }
 
     /// Verify a timeout certificate against its epoch's validator set.
@@ -211,7 +94,7 @@ impl Verifier {
         tc.signers.encode_to(&mut header);
         crate::codec::encode_seq(&tc.high_qc_views, &mut header);
         let key = Hash32::digest(&header);
-        if self.is_cached(&key, &tc.signatures) {
+        if self.sigs.is_cached(&key, &tc.signatures) {
             return Ok(());
         }
         let set = schedule.set(tc.epoch);
@@ -229,17 +112,18 @@ impl Verifier {
                 view: tc.view,
                 high_qc_view: *hv,
             };
-            self.verify_sig(
-                set,
-                tc.epoch,
-                signer,
-                SignKind::Timeout,
-                &data.to_bytes(),
-                sig,
-            )
-            .map_err(|_| bad("a signature does not verify"))?;
+            self.sigs
+                .verify_sig(
+                    set,
+                    tc.epoch,
+                    signer,
+                    SignKind::Timeout,
+                    &data.to_bytes(),
+                    sig,
+                )
+                .map_err(|_| bad("a signature does not verify"))?;
         }
-        self.remember(key, &tc.signatures);
+        self.sigs.remember(key, &tc.signatures);
         Ok(())
     }
 }
@@ -250,24 +134,6 @@ fn invalid_qc(qc: &QuorumCert, why: &'static str) -> ConsensusError {
         view: qc.view(),
         why,
     }
-}
-
-fn check_signers(
-    set: &ValidatorSet,
-    signers: &SignerBitmap,
-    n_sigs: usize,
-) -> Result<(), &'static str> {
-    if signers.len() != set.len() {
-        return Err("signer bitmap size differs from the validator set size");
-    }
-    if signers.count() != n_sigs {
-        return Err("signature count differs from signer count");
-    }
-    let ids: Vec<ValidatorId> = signers.iter().collect();
-    if !set.is_quorum(set.stake_of(&ids)) {
-        return Err("signers do not reach a quorum of stake");
-    }
-    Ok(())
 }
 
 /// Votes gathered by the leader of the next view, per block. Only a voter's

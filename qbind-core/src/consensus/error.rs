@@ -178,3 +178,28 @@ impl ConsensusError {
         }
     }
 }
+
+impl From<crate::dag::DagError> for ConsensusError {
+    fn from(e: crate::dag::DagError) -> Self {
+        use crate::dag::DagError;
+        match e {
+            DagError::InvalidBatch { why } => ConsensusError::InvalidBatch { why },
+            DagError::InvalidPayload { why } => ConsensusError::InvalidPayload { why },
+            DagError::WrongEpoch {
+                what,
+                epoch,
+                current,
+            } => ConsensusError::WrongEpoch {
+                what,
+                epoch,
+                current,
+            },
+            DagError::Signature {
+                what,
+                signer,
+                epoch,
+                failure,
+            } => crate::consensus::certs::sig_error(failure, what, signer, epoch),
+        }
+    }
+}

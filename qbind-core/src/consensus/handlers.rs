@@ -2,11 +2,13 @@
 //! against the parent, insertion, orphans, catch-up).
 
 use crate::codec::Encode;
+use crate::consensus::certs::sig_error;
 use crate::consensus::error::ConsensusError;
 use crate::consensus::machine::HotStuff;
 use crate::consensus::messages::{
     Block, ConsensusMsg, Proposal, SyncRequest, SyncResponse, TimeoutCert, TimeoutMsg, Vote,
 };
+use crate::dag::DagMsg;
 use crate::signing::SignKind;
 use crate::types::{Hash32, ValidatorId};
 
@@ -34,13 +36,10 @@ impl HotStuff {
                 Ok(())
             }
             ConsensusMsg::SyncResponse(r) => self.on_sync_response(from, r),
-            ConsensusMsg::Batch(b) => self.on_batch(from, b),
-            ConsensusMsg::BatchAck(a) => self.on_batch_ack(a),
-            ConsensusMsg::BatchCert(c) => self.on_batch_cert(from, c),
-            ConsensusMsg::BatchFetch(d) => {
-                self.on_batch_fetch(from, d);
-                Ok(())
-            }
+            ConsensusMsg::Batch(b) => self.on_dag_message(from, DagMsg::Batch(b)),
+            ConsensusMsg::BatchAck(a) => self.on_dag_message(from, DagMsg::BatchAck(a)),
+            ConsensusMsg::BatchCert(c) => self.on_dag_message(from, DagMsg::BatchCert(c)),
+            ConsensusMsg::BatchFetch(d) => self.on_dag_message(from, DagMsg::BatchFetch(d)),
         }
     }
 
@@ -118,7 +117,7 @@ impl HotStuff {
                 &block.id().to_bytes(),
                 &p.signature,
             )
-            .map_err(|f| f.into_error("proposal", h.proposer, h.epoch))?;
+            .map_err(|f| sig_error(f, "proposal", h.proposer, h.epoch))?;
         self.metrics.proposals_received += 1;
         self.verifier.verify_qc(&self.schedule, block.justify())?;
         if let Some(tc) = &p.tc {
@@ -169,7 +168,7 @@ impl HotStuff {
                 &data.to_bytes(),
                 &vote.signature,
             )
-            .map_err(|f| f.into_error("vote", vote.voter, data.epoch))?;
+            .map_err(|f| sig_error(f, "vote", vote.voter, data.epoch))?;
         self.metrics.votes_received += 1;
         if let Some(ev) = self.detector.vote(vote.voter, &data, &vote.signature) {
             self.evidence(ev);
@@ -205,7 +204,7 @@ impl HotStuff {
                 &d.to_bytes(),
                 &t.signature,
             )
-            .map_err(|f| f.into_error("timeout", t.sender, d.epoch))?;
+            .map_err(|f| sig_error(f, "timeout", t.sender, d.epoch))?;
         self.verifier.verify_qc(&self.schedule, &t.high_qc)?;
         self.process_qc(&t.high_qc, from);
         if d.epoch != self.epoch {

@@ -3,7 +3,6 @@
 //! Message handlers are in `handlers.rs`.
 
 use std::collections::BTreeMap;
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use crate::codec::Encode;
@@ -12,14 +11,15 @@ use crate::consensus::certs::{TimeoutCollector, Verifier, VoteCollector};
 use crate::consensus::error::ConsensusError;
 use crate::consensus::evidence::{EquivocationDetector, Evidence};
 use crate::consensus::messages::{
-    Block, BlockHeader, ConsensusMsg, Payload, Proposal, QuorumCert, SyncRequest, TimeoutCert,
-    TimeoutData, TimeoutMsg, Vote, VoteData,
+    Block, BlockHeader, ConsensusMsg, Proposal, QuorumCert, SyncRequest, TimeoutCert, TimeoutData,
+    TimeoutMsg, Vote, VoteData,
 };
 use crate::consensus::metrics::ConsensusMetrics;
+use crate::consensus::payload::Payloads;
 use crate::consensus::safety::{SafetyState, TimeoutRecord};
 use crate::consensus::{ConsensusConfig, Effect, Input, SignJob, SignPurpose};
 use crate::crypto::Signature;
-use crate::mempool::{FifoMempool, TxPool};
+use crate::dag::DagSignPurpose;
 use crate::signing::SignKind;
 use crate::traits::SignRequest;
 use crate::types::{Epoch, Hash32, Height, Millis, ValidatorId, View};
@@ -62,7 +62,8 @@ pub struct HotStuff {
     pub(crate) last_tc: Option<TimeoutCert>,
     pub(crate) waiting: BTreeMap<Hash32, Vec<(ValidatorId, Proposal)>>,
     pub(crate) fetches: BTreeMap<Hash32, Fetch>,
-    pub(crate) mempool: TxPool,
+    /// Where payloads come from and committed transactions go.
+    pub(crate) payloads: Payloads,
     pub(crate) verifier: Verifier,
     pub(crate) detector: EquivocationDetector,
     pub(crate) metrics: ConsensusMetrics,
@@ -73,8 +74,6 @@ pub struct HotStuff {
     /// The last proposal this validator made, re-broadcast while its view
     /// has no QC yet, and when.
     pub(crate) last_proposal: Option<(Proposal, Millis)>,
-    /// The DAG availability layer (idle in FIFO mode).
-    pub(crate) dag: crate::dag::DagState,
     /// State roots of the last [`EXECUTED_ROOTS_KEPT`] executed heights
     /// ([`Input::Executed`]).
     pub(crate) executed_roots: BTreeMap<Height, Hash32>,
@@ -119,17 +118,7 @@ impl HotStuff {
         let view = safety.high_qc.view().next().max(timeout_view).max(View(1));
         let mut hs = HotStuff {
             verifier: Verifier::new(cfg.env, genesis_qc, cfg.verify_cache),
-            mempool: match cfg.tx_meta {
-                Some(meta) => TxPool::Fee {
-                    pool: Box::new(crate::fee_mempool::FeeMempool::new(cfg.fee_mempool.clone())),
-                    meta,
-                    max_tx_bytes: cfg.limits.max_tx_bytes as usize,
-                },
-                None => TxPool::Fifo(FifoMempool::new(
-                    cfg.mempool_capacity,
-                    cfg.limits.max_tx_bytes as usize,
-                )),
-            },
+            payloads: Payloads::new(&cfg, me, schedule.clone()),
             cfg,
             me,
             schedule,
@@ -150,7 +139,6 @@ impl HotStuff {
             out: Vec::new(),
             last_vote: None,
             last_proposal: None,
-            dag: crate::dag::DagState::default(),
             executed_roots: BTreeMap::new(),
         };
         hs.epoch = hs.epoch_after_root();
@@ -174,16 +162,10 @@ impl HotStuff {
             Input::Signed { job, signature } => self.on_signed(job, signature),
             Input::SignFailed { job } => {
                 if let SignPurpose::Batch { batch } = job.purpose {
-                    self.on_batch_sign_failed(*batch);
+                    self.on_dag_signed(DagSignPurpose::Batch { batch }, None);
                 }
             }
-            Input::SubmitTransaction(tx) => {
-                if let Err(reason) = self.mempool.insert(self.now, tx) {
-                    self.metrics.reject("mempool_rejected");
-                    *self.metrics.mempool_rejected.entry(reason).or_default() += 1;
-                }
-                self.maybe_make_batch();
-            }
+            Input::SubmitTransaction(tx) => self.submit(tx),
             Input::Executed { height, state_root } => {
                 self.executed_roots.insert(height, state_root);
                 while self.executed_roots.len() > EXECUTED_ROOTS_KEPT {
@@ -238,18 +220,6 @@ impl HotStuff {
     #[must_use]
     pub fn committed_height(&self) -> Height {
         self.tree.committed_height()
-    }
-
-    /// Pending transactions in the FIFO pool.
-    #[must_use]
-    pub fn mempool_len(&self) -> usize {
-        self.mempool.len()
-    }
-
-    /// Fee-priority pool counters (`None` with the FIFO pool).
-    #[must_use]
-    pub fn mempool_metrics(&self) -> Option<&crate::fee_mempool::FeeMempoolMetrics> {
-        self.mempool.fee_metrics()
     }
 
     /// Uncommitted blocks held.
@@ -353,10 +323,7 @@ impl HotStuff {
             self.try_propose();
         }
         self.retry_fetches();
-        if self.dag_mode() {
-            self.maybe_make_batch();
-            self.retry_batch_fetches();
-        }
+        self.payload_tick();
     }
 
     /// Interval between re-broadcasts of an unanswered proposal.
@@ -482,11 +449,11 @@ impl HotStuff {
                 }
             }
             SignPurpose::Batch { batch } => {
-                self.on_batch_signed(*batch, signature);
+                self.on_dag_signed(DagSignPurpose::Batch { batch }, Some(signature));
                 Ok(())
             }
             SignPurpose::BatchAck { batch, to } => {
-                self.on_batch_ack_signed(batch, to, signature);
+                self.on_dag_signed(DagSignPurpose::BatchAck { batch, to }, Some(signature));
                 Ok(())
             }
             SignPurpose::Timeout { data, high_qc } => {
@@ -562,15 +529,7 @@ impl HotStuff {
         if parent.view() >= self.view {
             return;
         }
-        let payload = match (suffix, self.dag_mode()) {
-            (true, true) => Payload::Batches(Vec::new()),
-            (true, false) => Payload::Transactions(Vec::new()),
-            (false, true) => self.dag_payload(&parent.id()),
-            (false, false) => {
-                let exclude = self.uncommitted_tx_ids(&parent.id());
-                Payload::Transactions(self.mempool.take(self.cfg.max_block_txs, &exclude))
-            }
-        };
+        let payload = self.make_payload(epoch, &parent.id(), suffix);
         let header = BlockHeader {
             epoch,
             view: self.view,
@@ -616,22 +575,6 @@ impl HotStuff {
                 tc,
             },
         }));
-    }
-
-    /// Transaction ids in uncommitted blocks from `tip` back to the root.
-    fn uncommitted_tx_ids(&self, tip: &Hash32) -> BTreeSet<Hash32> {
-        let mut out = BTreeSet::new();
-        let mut cur = *tip;
-        while let Some(b) = self.tree.get(&cur) {
-            if self.tree.is_committed(&cur) {
-                break;
-            }
-            if let Payload::Transactions(txs) = b.payload() {
-                out.extend(txs.iter().map(|tx| Hash32::digest(tx)));
-            }
-            cur = b.parent_id();
-        }
-        out
     }
 
     // ------------------------------------------------------------ voting
@@ -756,22 +699,18 @@ impl HotStuff {
     fn commit_chain(&mut self, target: &Hash32) {
         let (chain, dropped) = self.tree.commit_to(target);
         let mut epoch_changed = false;
-        for b in chain {
-            if let Payload::Transactions(txs) = b.payload() {
-                self.mempool.remove_committed(txs);
-            }
-            self.queue_execution(&b);
+        for b in &chain {
             self.metrics.blocks_committed += 1;
             if b.height() == self.boundary(b.epoch()) {
                 self.epoch = Epoch(b.epoch().0 + 1);
                 epoch_changed = true;
             }
-            self.emit(Effect::Commit(b));
+            self.emit(Effect::Commit(b.clone()));
         }
         if !dropped.is_empty() {
             self.emit(Effect::ForgetBlocks(dropped));
         }
-        self.drain_execution();
+        self.deliver_committed(&chain);
         let committed = self.tree.committed_height();
         self.waiting.retain(|_, ps| {
             ps.retain(|(_, p)| p.block.height() > committed);

@@ -31,6 +31,7 @@ mod handlers;
 mod machine;
 pub mod messages;
 mod metrics;
+mod payload;
 pub mod safety;
 
 pub use error::ConsensusError;

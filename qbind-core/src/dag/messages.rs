@@ -4,8 +4,8 @@
 //! proving the batch's data is available.
 
 use crate::codec::{Decode, DecodeError, Encode, Reader, decode_seq, encode_bytes, encode_seq};
-use crate::consensus::SignerBitmap;
 use crate::crypto::{ML_DSA_44_SIGNATURE_BYTES, Signature};
+use crate::quorum::SignerBitmap;
 use crate::types::{Epoch, Hash32, ValidatorId};
 
 /// A batch of transactions made by one validator for one of its slots.
@@ -26,6 +26,17 @@ impl Batch {
     #[must_use]
     pub fn digest(&self) -> Hash32 {
         Hash32::digest(&self.to_bytes())
+    }
+
+    /// The reference naming this batch (its slot and digest).
+    #[must_use]
+    pub fn reference(&self) -> BatchRef {
+        BatchRef {
+            epoch: self.epoch,
+            author: self.author,
+            round: self.round,
+            digest: self.digest(),
+        }
     }
 
     /// Total bytes of transaction data.

@@ -1,5 +1,14 @@
 //! The DAG availability layer coupled to consensus (spec §4; DESIGN "DAG
-//! availability"). Sans-I/O, driven by [`crate::consensus::HotStuff`].
+//! availability"): [`Availability`], a sans-I/O state machine of its own
+//! ([`Availability::handle`] takes the time, the current epoch and one
+//! [`DagInput`] and returns [`DagEffect`]s). It owns batch data, slots,
+//! certificates, what was committed and delivered, the transaction pool in
+//! DAG mode, and its restore after a restart. It knows nothing of consensus:
+//! the consensus machine asks it for a proposal's payload
+//! ([`Availability::payload`]), has it validate a received one
+//! ([`Availability::validate`]), and hands it committed blocks
+//! ([`DagInput::Committed`]); it delivers their transactions in order
+//! ([`DagEffect::Deliver`]).
 //!
 //! 1. A validator packs pending transactions into a [`Batch`] for its next
 //!    slot, signs it (BATCH tag) and broadcasts it.
@@ -17,16 +26,19 @@
 //! Two different batches by one author for one slot are equivocation: both
 //! signed batches are kept as evidence.
 
-mod handlers;
+mod availability;
+mod coupling;
+mod io;
 mod messages;
+mod state;
 
+pub use availability::{Availability, AvailabilityParams};
+pub use io::{CommittedBlock, DagEffect, DagError, DagInput, DagMsg, DagSignJob, DagSignPurpose};
 pub use messages::*;
 
-use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
+use std::collections::BTreeMap;
 
-use crate::consensus::Block;
-use crate::crypto::Signature;
-use crate::types::{Epoch, Hash32, Millis, ValidatorId};
+use crate::types::{Epoch, ValidatorId};
 
 /// Where block payloads come from (spec §1.3: FIFO for DevNet, DAG for
 /// TestNet Beta and MainNet).
@@ -89,7 +101,8 @@ pub struct DagMetrics {
     pub coupling_block_missing_total: u64,
     /// Batches obtained through fetch-on-miss.
     pub batches_fetched_total: u64,
-    /// Transactions skipped because an earlier batch already carried them.
+    /// Transactions skipped because an earlier batch of the same block
+    /// already carried them.
     pub duplicate_txs_skipped: u64,
     /// Signatures of our own batches the signer refused or failed (the
     /// slot is given up and its transactions batched again).
@@ -105,52 +118,11 @@ pub struct BatchEquivocation {
     pub second: SignedBatch,
 }
 
-/// An outstanding batch fetch.
-#[derive(Clone, Debug)]
-pub(crate) struct BatchFetch {
-    pub(crate) from: Vec<ValidatorId>,
-    pub(crate) attempts: u32,
-    pub(crate) last_sent: Millis,
-}
-
 /// A batch slot: epoch, author, round.
-pub(crate) type Slot = (Epoch, ValidatorId, u64);
+pub type Slot = (Epoch, ValidatorId, u64);
 
-/// What the DAG layer of one validator holds.
-#[derive(Default)]
-pub(crate) struct DagState {
-    /// The author's next slot number.
-    pub(crate) next_round: u64,
-    /// When the last batch was cut.
-    pub(crate) last_batch_at: Millis,
-    /// A batch of ours is being signed (one at a time).
-    pub(crate) signing: bool,
-    /// No batch of ours is cut before this time (after a refused signature).
-    pub(crate) paused_until: Millis,
-    /// Batch data by digest.
-    pub(crate) data: BTreeMap<Hash32, SignedBatch>,
-    /// First batch seen per slot (digest, signed batch), for equivocation.
-    pub(crate) slots: BTreeMap<Slot, Hash32>,
-    /// Our own batches awaiting acks: round -> (ref, acks).
-    pub(crate) own: BTreeMap<u64, (BatchRef, BTreeMap<ValidatorId, Signature>)>,
-    /// Certified, not yet committed batches (proposal candidates).
-    pub(crate) certified: BTreeMap<Slot, BatchCertificate>,
-    /// Committed slots.
-    pub(crate) committed: BTreeSet<Slot>,
-    /// Highest committed round per author (bounds how far ahead authors go).
-    pub(crate) committed_round: BTreeMap<ValidatorId, u64>,
-    /// Batch data being fetched.
-    pub(crate) fetches: BTreeMap<Hash32, BatchFetch>,
-    /// Committed blocks whose transactions are not delivered yet, in order.
-    pub(crate) to_execute: VecDeque<Block>,
-    /// Transactions already delivered for execution.
-    pub(crate) executed_txs: HashSet<Hash32>,
-    /// Counters.
-    pub(crate) metrics: DagMetrics,
-}
-
-impl DagState {
-    pub(crate) fn validation(&mut self, result: &'static str) {
-        *self.metrics.coupling_validation.entry(result).or_default() += 1;
-    }
+/// The slot a batch reference names.
+#[must_use]
+pub fn slot_of(r: &BatchRef) -> Slot {
+    (r.epoch, r.author, r.round)
 }

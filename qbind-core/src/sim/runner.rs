@@ -524,7 +524,7 @@ impl Runner {
             dag_metrics: self
                 .nodes
                 .iter()
-                .map(|n| n.machine().map(|m| m.dag_metrics().clone()))
+                .map(|n| n.machine().and_then(|m| m.dag_metrics().cloned()))
                 .collect(),
             executed_txs: self.nodes.iter().map(|n| n.executed_txs).collect(),
             high_fee_submitted: self.high_fee_submitted,

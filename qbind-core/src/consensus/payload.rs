@@ -1,0 +1,372 @@
+//! Where block payloads come from and where committed transactions go
+//! (spec §1.3, §4.3): inline transactions from a local pool (FIFO mode,
+//! DevNet), or certified batches of the DAG availability layer, a state
+//! machine of its own ([`crate::dag::Availability`]) that this module asks
+//! for payloads, has validate received payloads and hands committed blocks.
+
+use std::collections::{BTreeSet, VecDeque};
+
+use crate::consensus::error::ConsensusError;
+use crate::consensus::evidence::Evidence;
+use crate::consensus::machine::HotStuff;
+use crate::consensus::messages::{Block, ConsensusMsg, Payload};
+use crate::consensus::{ConsensusConfig, Effect, SignJob, SignPurpose};
+use crate::crypto::Signature;
+use crate::dag::{
+    Availability, AvailabilityParams, BatchRef, CommittedBlock, DagEffect, DagInput, DagMetrics,
+    DagMsg, DagSignJob, DagSignPurpose, PayloadMode, SignedBatch,
+};
+use crate::mempool::TxPool;
+use crate::types::{Epoch, Hash32, Height, ValidatorId};
+use crate::validator::EpochSchedule;
+
+/// The payload layer of one validator.
+pub(crate) enum Payloads {
+    /// Inline transactions from a local pool; committed blocks whose
+    /// transactions are not delivered yet (after a restart), in order.
+    Fifo {
+        pool: TxPool,
+        to_deliver: VecDeque<Block>,
+    },
+    /// The DAG availability layer.
+    Dag(Box<Availability>),
+}
+
+impl Payloads {
+    pub(crate) fn new(
+        cfg: &ConsensusConfig,
+        me: ValidatorId,
+        schedule: std::sync::Arc<EpochSchedule>,
+    ) -> Self {
+        let max_tx_bytes = cfg.limits.max_tx_bytes as usize;
+        let pool = TxPool::new(
+            cfg.tx_meta,
+            cfg.fee_mempool.clone(),
+            cfg.mempool_capacity,
+            max_tx_bytes,
+        );
+        match cfg.payload_mode {
+            PayloadMode::Fifo => Payloads::Fifo {
+                pool,
+                to_deliver: VecDeque::new(),
+            },
+            PayloadMode::Dag => Payloads::Dag(Box::new(Availability::new(
+                me,
+                schedule,
+                AvailabilityParams {
+                    env: cfg.env,
+                    dag: cfg.dag.clone(),
+                    max_tx_bytes,
+                    tx_meta: cfg.tx_meta,
+                    pool,
+                    verify_cache: cfg.verify_cache,
+                },
+            ))),
+        }
+    }
+}
+
+impl From<DagMsg> for ConsensusMsg {
+    fn from(m: DagMsg) -> Self {
+        match m {
+            DagMsg::Batch(b) => ConsensusMsg::Batch(b),
+            DagMsg::BatchAck(a) => ConsensusMsg::BatchAck(a),
+            DagMsg::BatchCert(c) => ConsensusMsg::BatchCert(c),
+            DagMsg::BatchFetch(d) => ConsensusMsg::BatchFetch(d),
+        }
+    }
+}
+
+impl From<DagSignPurpose> for SignPurpose {
+    fn from(p: DagSignPurpose) -> Self {
+        match p {
+            DagSignPurpose::Batch { batch } => SignPurpose::Batch { batch },
+            DagSignPurpose::BatchAck { batch, to } => SignPurpose::BatchAck { batch, to },
+        }
+    }
+}
+
+impl HotStuff {
+    /// Whether payloads are DAG batches.
+    pub(crate) fn dag_mode(&self) -> bool {
+        matches!(self.payloads, Payloads::Dag(_))
+    }
+
+    /// Counters of the DAG layer (`None` in FIFO mode).
+    #[must_use]
+    pub fn dag_metrics(&self) -> Option<&DagMetrics> {
+        match &self.payloads {
+            Payloads::Dag(a) => Some(a.metrics()),
+            Payloads::Fifo { .. } => None,
+        }
+    }
+
+    /// Pending transactions in the pool.
+    #[must_use]
+    pub fn mempool_len(&self) -> usize {
+        match &self.payloads {
+            Payloads::Dag(a) => a.pool_len(),
+            Payloads::Fifo { pool, .. } => pool.len(),
+        }
+    }
+
+    /// Fee-priority pool counters (`None` with the FIFO pool).
+    #[must_use]
+    pub fn mempool_metrics(&self) -> Option<&crate::fee_mempool::FeeMempoolMetrics> {
+        match &self.payloads {
+            Payloads::Dag(a) => a.pool_metrics(),
+            Payloads::Fifo { pool, .. } => pool.fee_metrics(),
+        }
+    }
+
+    /// After a restart: the batches this validator stored (DAG mode), and
+    /// the height up to which committed transactions were already delivered
+    /// for execution. Committed blocks above that height are delivered
+    /// again, in order (see [`Availability::restore`]).
+    pub fn restore_dag(&mut self, batches: Vec<SignedBatch>, executed: Height) {
+        let committed: Vec<Block> = self
+            .tree
+            .committed_blocks()
+            .into_iter()
+            .filter(|b| b.height().0 > 0)
+            .collect();
+        match &mut self.payloads {
+            Payloads::Dag(a) => {
+                let blocks = committed.iter().map(committed_block).collect();
+                a.restore(batches, blocks, executed);
+            }
+            Payloads::Fifo { to_deliver, .. } => {
+                to_deliver.extend(committed.into_iter().filter(|b| b.height() > executed));
+            }
+        }
+    }
+
+    // ------------------------------------------------------------ inputs
+
+    /// A transaction submitted locally.
+    pub(crate) fn submit(&mut self, tx: Vec<u8>) {
+        match &mut self.payloads {
+            Payloads::Fifo { pool, .. } => {
+                if let Err(reason) = pool.insert(self.now, tx) {
+                    self.pool_rejected(reason);
+                }
+            }
+            Payloads::Dag(_) => self.dag(DagInput::Submit(tx)),
+        }
+    }
+
+    fn pool_rejected(&mut self, reason: &'static str) {
+        self.metrics.reject("mempool_rejected");
+        *self.metrics.mempool_rejected.entry(reason).or_default() += 1;
+    }
+
+    /// Timers of the payload layer.
+    pub(crate) fn payload_tick(&mut self) {
+        match &self.payloads {
+            Payloads::Dag(_) => self.dag(DagInput::Tick),
+            Payloads::Fifo { .. } => self.deliver_fifo(),
+        }
+    }
+
+    /// A DAG message from `from`.
+    pub(crate) fn on_dag_message(
+        &mut self,
+        from: ValidatorId,
+        msg: DagMsg,
+    ) -> Result<(), ConsensusError> {
+        if !self.dag_mode() {
+            return Err(ConsensusError::InvalidBatch {
+                why: "DAG message to a validator in FIFO mode",
+            });
+        }
+        self.dag(DagInput::Message { from, msg });
+        Ok(())
+    }
+
+    /// A DAG signature came back (or was refused: `signature` is `None`).
+    pub(crate) fn on_dag_signed(&mut self, purpose: DagSignPurpose, signature: Option<Signature>) {
+        let input = match signature {
+            Some(signature) => DagInput::Signed { purpose, signature },
+            None => DagInput::SignFailed { purpose },
+        };
+        self.dag(input);
+    }
+
+    fn dag(&mut self, input: DagInput) {
+        let Payloads::Dag(a) = &mut self.payloads else {
+            return;
+        };
+        let effects = a.handle(self.now, self.epoch, input);
+        for e in effects {
+            self.apply_dag_effect(e);
+        }
+    }
+
+    fn apply_dag_effect(&mut self, effect: DagEffect) {
+        match effect {
+            DagEffect::Sign(DagSignJob { request, purpose }) => self.emit(Effect::Sign(SignJob {
+                request,
+                purpose: purpose.into(),
+            })),
+            DagEffect::Send { to, msg } => self.emit(Effect::Send {
+                to,
+                msg: msg.into(),
+            }),
+            DagEffect::Broadcast(msg) => self.emit(Effect::Broadcast(msg.into())),
+            DagEffect::PersistBatch(sb) => self.emit(Effect::PersistBatch(sb)),
+            DagEffect::SetTimer(at) => self.emit(Effect::SetTimer(at)),
+            DagEffect::Evidence(eq) => self.evidence(Evidence::ConflictingBatches(Box::new(eq))),
+            DagEffect::Rejected { from, error } => self.reject(from, error.into()),
+            DagEffect::PoolRejected(reason) => self.pool_rejected(reason),
+            DagEffect::Deliver {
+                height,
+                block,
+                proposer,
+                txs,
+            } => self.emit(Effect::Execute {
+                height,
+                block,
+                proposer,
+                txs,
+            }),
+        }
+    }
+
+    // ------------------------------------------------------------ proposing
+
+    /// The payload of a block of `epoch` extending `parent`; `empty` for the
+    /// blocks after an epoch's boundary block (they carry nothing).
+    pub(crate) fn make_payload(&self, epoch: Epoch, parent: &Hash32, empty: bool) -> Payload {
+        match (&self.payloads, empty) {
+            (Payloads::Dag(_), true) => Payload::Batches(Vec::new()),
+            (Payloads::Fifo { .. }, true) => Payload::Transactions(Vec::new()),
+            (Payloads::Dag(a), false) => {
+                let ordered = self.ordered_batches(parent);
+                Payload::Batches(a.payload(epoch, &ordered))
+            }
+            (Payloads::Fifo { pool, .. }, false) => {
+                let exclude = self.uncommitted_tx_ids(parent);
+                Payload::Transactions(pool.take(self.cfg.max_block_txs, &exclude))
+            }
+        }
+    }
+
+    /// The payload of a proposed block fits this validator's mode and, in
+    /// DAG mode, the coupling rule.
+    pub(crate) fn validate_payload(&mut self, block: &Block) -> Result<(), ConsensusError> {
+        let dag = self.dag_mode();
+        match block.payload() {
+            Payload::Transactions(_) if !dag => Ok(()),
+            Payload::Batches(certs) if dag => {
+                let ordered = self.ordered_batches(&block.parent_id());
+                let Payloads::Dag(a) = &mut self.payloads else {
+                    return Ok(());
+                };
+                a.validate(block.epoch(), certs, &ordered)
+                    .map_err(ConsensusError::from)
+            }
+            _ => {
+                if let Payloads::Dag(a) = &mut self.payloads {
+                    a.count_invalid_payload("wrong_payload_mode");
+                }
+                Err(ConsensusError::InvalidPayload {
+                    why: "wrong_payload_mode",
+                })
+            }
+        }
+    }
+
+    /// Batches ordered by uncommitted blocks from `tip` back to the root.
+    fn ordered_batches(&self, tip: &Hash32) -> Vec<BatchRef> {
+        let mut out = Vec::new();
+        self.walk_uncommitted(tip, |b| {
+            if let Payload::Batches(certs) = b.payload() {
+                out.extend(certs.iter().map(|c| c.batch));
+            }
+        });
+        out
+    }
+
+    /// Transaction ids in uncommitted blocks from `tip` back to the root.
+    fn uncommitted_tx_ids(&self, tip: &Hash32) -> BTreeSet<Hash32> {
+        let mut out = BTreeSet::new();
+        self.walk_uncommitted(tip, |b| {
+            if let Payload::Transactions(txs) = b.payload() {
+                out.extend(txs.iter().map(|tx| Hash32::digest(tx)));
+            }
+        });
+        out
+    }
+
+    fn walk_uncommitted(&self, tip: &Hash32, mut f: impl FnMut(&Block)) {
+        let mut cur = *tip;
+        while let Some(b) = self.tree.get(&cur) {
+            if self.tree.is_committed(&cur) {
+                break;
+            }
+            f(b);
+            cur = b.parent_id();
+        }
+    }
+
+    // ------------------------------------------------------------ delivery
+
+    /// Blocks were committed (oldest first, after their `Commit` effects):
+    /// hand them to the payload layer, which delivers their transactions.
+    pub(crate) fn deliver_committed(&mut self, chain: &[Block]) {
+        match &mut self.payloads {
+            Payloads::Fifo { pool, to_deliver } => {
+                for b in chain {
+                    if let Payload::Transactions(txs) = b.payload() {
+                        pool.remove_committed(txs);
+                    }
+                    to_deliver.push_back(b.clone());
+                }
+                self.deliver_fifo();
+            }
+            Payloads::Dag(_) => {
+                let blocks = chain.iter().map(committed_block).collect();
+                self.dag(DagInput::Committed(blocks));
+            }
+        }
+    }
+
+    /// Deliver queued committed FIFO blocks: their inline transactions, a
+    /// transaction repeated within one block once.
+    fn deliver_fifo(&mut self) {
+        let Payloads::Fifo { to_deliver, .. } = &mut self.payloads else {
+            return;
+        };
+        let blocks: Vec<Block> = to_deliver.drain(..).collect();
+        for b in blocks {
+            let mut seen = BTreeSet::new();
+            let txs = match b.payload() {
+                Payload::Transactions(txs) => txs
+                    .iter()
+                    .filter(|tx| seen.insert(Hash32::digest(tx)))
+                    .cloned()
+                    .collect(),
+                Payload::Batches(_) => Vec::new(),
+            };
+            self.emit(Effect::Execute {
+                height: b.height(),
+                block: b.id(),
+                proposer: b.header().proposer,
+                txs,
+            });
+        }
+    }
+}
+
+/// A committed block as the DAG layer sees it.
+fn committed_block(b: &Block) -> CommittedBlock {
+    CommittedBlock {
+        height: b.height(),
+        id: b.id(),
+        proposer: b.header().proposer,
+        certs: match b.payload() {
+            Payload::Batches(certs) => certs.clone(),
+            Payload::Transactions(_) => Vec::new(),
+        },
+    }
+}

@@ -1,0 +1,453 @@
+//! [`Availability`]: construction, input dispatch, batch authoring and the
+//! handlers of batches, acks and certificates (spec §4.2–4.3).
+
+use std::sync::Arc;
+
+use super::state::DagState;
+use super::{
+    Batch, BatchAck, BatchCertificate, BatchEquivocation, BatchRef, DagConfig, DagEffect, DagError,
+    DagInput, DagMetrics, DagMsg, DagSignJob, DagSignPurpose, SignedBatch, slot_of,
+};
+use crate::codec::Encode;
+use crate::crypto::Signature;
+use crate::fee_mempool::{FeeMempoolMetrics, TxMetaFn};
+use crate::mempool::TxPool;
+use crate::quorum::{SigVerifier, SignerBitmap};
+use crate::signing::SignKind;
+use crate::traits::SignRequest;
+use crate::types::{Epoch, Millis, NetworkEnvironment, ValidatorId};
+use crate::validator::EpochSchedule;
+
+/// What an [`Availability`] is built from. Every validator of a network uses
+/// the same values for everything but the pool's local limits.
+pub struct AvailabilityParams {
+    /// The network (domain tags of batch and ack signatures).
+    pub env: NetworkEnvironment,
+    /// DAG parameters.
+    pub dag: DagConfig,
+    /// Most bytes per transaction.
+    pub max_tx_bytes: usize,
+    /// How to read a transaction's fee fields; batches carrying bytes it
+    /// cannot read are refused (`None`: transactions are opaque).
+    pub tx_meta: Option<TxMetaFn>,
+    /// The pool batches are cut from.
+    pub pool: TxPool,
+    /// Signature verification cache entries.
+    pub verify_cache: usize,
+}
+
+/// One validator's DAG availability layer (see the [module docs](super)).
+pub struct Availability {
+    pub(super) cfg: DagConfig,
+    pub(super) me: ValidatorId,
+    pub(super) schedule: Arc<EpochSchedule>,
+    pub(super) max_tx_bytes: usize,
+    pub(super) tx_meta: Option<TxMetaFn>,
+    pub(super) pool: TxPool,
+    pub(super) verifier: SigVerifier,
+    pub(super) state: DagState,
+    pub(super) now: Millis,
+    pub(super) epoch: Epoch,
+    pub(super) out: Vec<DagEffect>,
+}
+
+impl Availability {
+    /// Validator `me`'s layer, empty (see [`Availability::restore`] after a
+    /// restart).
+    #[must_use]
+    pub fn new(me: ValidatorId, schedule: Arc<EpochSchedule>, params: AvailabilityParams) -> Self {
+        Availability {
+            cfg: params.dag,
+            me,
+            schedule,
+            max_tx_bytes: params.max_tx_bytes,
+            tx_meta: params.tx_meta,
+            pool: params.pool,
+            verifier: SigVerifier::new(params.env, params.verify_cache),
+            state: DagState::default(),
+            now: Millis(0),
+            epoch: Epoch(0),
+            out: Vec::new(),
+        }
+    }
+
+    /// Process one input at time `now` in the current `epoch` and return the
+    /// effects to carry out, in order.
+    pub fn handle(&mut self, now: Millis, epoch: Epoch, input: DagInput) -> Vec<DagEffect> {
+        self.now = self.now.max(now);
+        self.epoch = epoch;
+        match input {
+            DagInput::Message { from, msg } => {
+                if let Err(error) = self.on_message(from, msg) {
+                    self.out.push(DagEffect::Rejected { from, error });
+                }
+            }
+            DagInput::Signed { purpose, signature } => self.on_signed(purpose, signature),
+            DagInput::SignFailed { purpose } => {
+                if let DagSignPurpose::Batch { batch } = purpose {
+                    self.on_batch_sign_failed(*batch);
+                }
+            }
+            DagInput::Tick => {
+                self.maybe_make_batch();
+                self.retry_batch_fetches();
+            }
+            DagInput::Submit(tx) => {
+                if let Err(reason) = self.pool.insert(self.now, tx) {
+                    self.out.push(DagEffect::PoolRejected(reason));
+                }
+                self.maybe_make_batch();
+            }
+            DagInput::Committed(blocks) => {
+                for b in blocks {
+                    for c in &b.certs {
+                        self.mark_committed(&c.batch);
+                    }
+                    self.state.to_deliver.push_back(b);
+                }
+                self.drain_delivery();
+            }
+        }
+        std::mem::take(&mut self.out)
+    }
+
+    /// Counters.
+    #[must_use]
+    pub fn metrics(&self) -> &DagMetrics {
+        &self.state.metrics
+    }
+
+    /// Transactions waiting in the pool.
+    #[must_use]
+    pub fn pool_len(&self) -> usize {
+        self.pool.len()
+    }
+
+    /// The fee-priority pool's counters (`None` for the FIFO pool).
+    #[must_use]
+    pub fn pool_metrics(&self) -> Option<&FeeMempoolMetrics> {
+        self.pool.fee_metrics()
+    }
+
+    pub(super) fn emit(&mut self, effect: DagEffect) {
+        self.out.push(effect);
+    }
+
+    fn is_member(&self, epoch: Epoch) -> bool {
+        self.schedule.set(epoch).get(self.me).is_some()
+    }
+
+    fn on_message(&mut self, from: ValidatorId, msg: DagMsg) -> Result<(), DagError> {
+        match msg {
+            DagMsg::Batch(b) => self.on_batch(from, b),
+            DagMsg::BatchAck(a) => self.on_batch_ack(a),
+            DagMsg::BatchCert(c) => self.on_batch_cert(from, c),
+            DagMsg::BatchFetch(d) => {
+                self.on_batch_fetch(from, d);
+                Ok(())
+            }
+        }
+    }
+
+    fn on_signed(&mut self, purpose: DagSignPurpose, signature: Signature) {
+        match purpose {
+            DagSignPurpose::Batch { batch } => self.on_batch_signed(*batch, signature),
+            DagSignPurpose::BatchAck { batch, to } => {
+                self.on_batch_ack_signed(batch, to, signature);
+            }
+        }
+    }
+
+    // ------------------------------------------------------------ authoring
+
+    /// Cut a batch from the pool when it is full or the interval passed.
+    fn maybe_make_batch(&mut self) {
+        if self.state.signing || self.now < self.state.paused_until || !self.is_member(self.epoch) {
+            return;
+        }
+        let due = self.now.since(self.state.last_batch_at) >= self.cfg.batch_interval_ms;
+        if self.pool.is_empty() || (self.pool.len() < self.cfg.max_batch_txs && !due) {
+            if !self.pool.is_empty() {
+                let at = self.state.last_batch_at.plus(self.cfg.batch_interval_ms);
+                self.emit(DagEffect::SetTimer(at));
+            }
+            return;
+        }
+        let txs = self
+            .pool
+            .drain(self.cfg.max_batch_txs, self.cfg.max_batch_bytes);
+        self.state.next_round = self.state.next_round.max(1);
+        let batch = Batch {
+            epoch: self.epoch,
+            author: self.me,
+            round: self.state.next_round,
+            txs,
+        };
+        self.state.next_round = self.state.next_round.saturating_add(1);
+        self.state.last_batch_at = self.now;
+        self.state.signing = true;
+        self.emit(DagEffect::Sign(DagSignJob {
+            request: SignRequest {
+                kind: SignKind::Batch,
+                view: None,
+                message: batch.digest().to_bytes(),
+                digest_preimage: batch.to_bytes(),
+            },
+            purpose: DagSignPurpose::Batch {
+                batch: Box::new(batch),
+            },
+        }));
+    }
+
+    fn on_batch_signed(&mut self, batch: Batch, signature: Signature) {
+        self.state.signing = false;
+        self.state.metrics.batches_signed_total += 1;
+        let r = batch.reference();
+        self.state.own.insert(r.round, (r, Default::default()));
+        let sb = SignedBatch { batch, signature };
+        self.emit(DagEffect::Broadcast(DagMsg::Batch(sb.clone())));
+        let me = self.me;
+        if let Err(error) = self.on_batch(me, sb) {
+            self.emit(DagEffect::Rejected { from: me, error });
+        }
+        self.maybe_make_batch();
+    }
+
+    /// Our batch's signature was refused: give the slot up, put the
+    /// transactions back in the pool and author again after a pause of
+    /// `fetch_retry_ms` (a signer that keeps refusing is not asked in a
+    /// tight loop).
+    fn on_batch_sign_failed(&mut self, batch: Batch) {
+        self.state.signing = false;
+        self.state.metrics.batch_sign_failures_total += 1;
+        for tx in batch.txs {
+            // Dropped if the pool no longer takes it (full, or the
+            // transaction became invalid); the submitter resubmits.
+            let _ = self.pool.insert(self.now, tx);
+        }
+        self.state.paused_until = self.now.plus(self.cfg.fetch_retry_ms.max(1));
+        self.emit(DagEffect::SetTimer(self.state.paused_until));
+    }
+
+    fn on_batch_ack_signed(&mut self, batch: BatchRef, to: ValidatorId, sig: Signature) {
+        let ack = BatchAck {
+            batch,
+            acker: self.me,
+            signature: sig,
+        };
+        if to == self.me {
+            if let Err(error) = self.on_batch_ack(ack) {
+                let me = self.me;
+                self.emit(DagEffect::Rejected { from: me, error });
+            }
+        } else {
+            self.emit(DagEffect::Send {
+                to,
+                msg: DagMsg::BatchAck(ack),
+            });
+        }
+    }
+
+    // ------------------------------------------------------------ receiving
+
+    /// A batch from its author, or fetched data.
+    fn on_batch(&mut self, from: ValidatorId, sb: SignedBatch) -> Result<(), DagError> {
+        let r = sb.batch.reference();
+        let bad = |why| DagError::InvalidBatch { why };
+        let set = self.schedule.set(r.epoch);
+        self.verifier
+            .verify_sig(
+                set,
+                r.epoch,
+                r.author,
+                SignKind::Batch,
+                &r.digest.to_bytes(),
+                &sb.signature,
+            )
+            .map_err(|failure| DagError::Signature {
+                what: "batch",
+                signer: r.author,
+                epoch: r.epoch,
+                failure,
+            })?;
+        if self.state.fetches.remove(&r.digest).is_some() {
+            // Fetched data: authenticated by the digest its certificate names.
+            self.state.metrics.batches_fetched_total += 1;
+            self.store_batch(r, sb);
+            self.drain_delivery();
+            return Ok(());
+        }
+        if from != r.author {
+            let asked = self.state.fetches.values().any(|f| f.from.contains(&from));
+            if asked {
+                // We asked this peer for certified data and got something else.
+                self.state.metrics.coupling_block_mismatch_total += 1;
+            }
+            return Err(bad("batch relayed by someone other than its author"));
+        }
+        if r.epoch != self.epoch {
+            return Err(DagError::WrongEpoch {
+                what: "batch",
+                epoch: r.epoch,
+                current: self.epoch,
+            });
+        }
+        self.check_batch_shape(&sb.batch)?;
+        let top = self
+            .state
+            .committed_round
+            .get(&r.author)
+            .copied()
+            .unwrap_or(0);
+        if r.round == 0 || r.round > top.saturating_add(self.cfg.max_rounds_ahead) {
+            return Err(bad("batch slot out of range"));
+        }
+        match self.state.slots.get(&slot_of(&r)).copied() {
+            Some(first) if first != r.digest => {
+                if let Some(first) = self.state.data.get(&first).cloned() {
+                    self.state.metrics.batch_equivocation_detected += 1;
+                    self.emit(DagEffect::Evidence(BatchEquivocation { first, second: sb }));
+                }
+                return Err(bad("second batch for one slot (equivocation)"));
+            }
+            _ => {}
+        }
+        self.store_batch(r, sb);
+        if !self.is_member(r.epoch) {
+            return Ok(());
+        }
+        self.emit(DagEffect::Sign(DagSignJob {
+            request: SignRequest {
+                kind: SignKind::BatchAck,
+                view: None,
+                message: r.to_bytes(),
+                digest_preimage: Vec::new(),
+            },
+            purpose: DagSignPurpose::BatchAck {
+                batch: r,
+                to: r.author,
+            },
+        }));
+        Ok(())
+    }
+
+    /// Size and content bounds of a batch from its author.
+    fn check_batch_shape(&self, b: &Batch) -> Result<(), DagError> {
+        let bad = |why| DagError::InvalidBatch { why };
+        if b.txs.len() > self.cfg.max_batch_txs || b.tx_bytes() > self.cfg.max_batch_bytes {
+            return Err(bad("batch exceeds the size limits"));
+        }
+        if b.txs
+            .iter()
+            .any(|tx| tx.is_empty() || tx.len() > self.max_tx_bytes)
+        {
+            return Err(bad("batch carries an empty or oversized transaction"));
+        }
+        if let Some(meta) = self.tx_meta
+            && b.txs.iter().any(|tx| meta(tx).is_none())
+        {
+            return Err(bad("batch carries bytes that are not a transaction"));
+        }
+        Ok(())
+    }
+
+    pub(super) fn store_batch(&mut self, r: BatchRef, sb: SignedBatch) {
+        self.state.slots.entry(slot_of(&r)).or_insert(r.digest);
+        if !self.state.data.contains_key(&r.digest) {
+            self.emit(DagEffect::PersistBatch(sb.clone()));
+            self.state.data.insert(r.digest, sb);
+        }
+    }
+
+    /// An ack for one of our batches.
+    fn on_batch_ack(&mut self, ack: BatchAck) -> Result<(), DagError> {
+        let r = ack.batch;
+        if r.author != self.me {
+            return Err(DagError::InvalidBatch {
+                why: "ack sent to a validator that is not the author",
+            });
+        }
+        let set = self.schedule.set(r.epoch);
+        self.verifier
+            .verify_sig(
+                set,
+                r.epoch,
+                ack.acker,
+                SignKind::BatchAck,
+                &r.to_bytes(),
+                &ack.signature,
+            )
+            .map_err(|failure| DagError::Signature {
+                what: "batch ack",
+                signer: ack.acker,
+                epoch: r.epoch,
+                failure,
+            })?;
+        let Some((own, acks)) = self.state.own.get_mut(&r.round) else {
+            // A late ack for a batch that is already certified.
+            return Ok(());
+        };
+        if *own != r {
+            return Err(DagError::InvalidBatch {
+                why: "ack for a batch we did not make",
+            });
+        }
+        acks.insert(ack.acker, ack.signature);
+        if !set.is_quorum(set.stake_of(acks.keys())) {
+            return Ok(());
+        }
+        let mut signers = SignerBitmap::new(set.len());
+        let mut signatures = Vec::new();
+        for (id, sig) in acks.iter() {
+            if signers.set(*id) {
+                signatures.push(sig.clone());
+            }
+        }
+        self.state.own.remove(&r.round);
+        let cert = BatchCertificate {
+            batch: r,
+            signers,
+            signatures,
+        };
+        self.state.metrics.certs_formed_total += 1;
+        self.emit(DagEffect::Broadcast(DagMsg::BatchCert(cert.clone())));
+        self.state.certified.insert(slot_of(&r), cert);
+        Ok(())
+    }
+
+    /// A certificate from an author.
+    fn on_batch_cert(&mut self, from: ValidatorId, cert: BatchCertificate) -> Result<(), DagError> {
+        self.check_batch_cert(&cert)?;
+        let s = slot_of(&cert.batch);
+        if self.state.committed.contains(&s) {
+            return Ok(());
+        }
+        if !self.state.data.contains_key(&cert.batch.digest) {
+            // Prefetch now rather than at commit time.
+            let signers: Vec<ValidatorId> = cert.signers.iter().collect();
+            self.fetch_batch(cert.batch.digest, signers, from);
+        }
+        self.state.certified.entry(s).or_insert(cert);
+        Ok(())
+    }
+
+    /// A batch certificate holds acks of a quorum of its epoch's stake.
+    pub(super) fn check_batch_cert(&mut self, cert: &BatchCertificate) -> Result<(), DagError> {
+        let set = self.schedule.set(cert.batch.epoch);
+        let result = self
+            .verifier
+            .verify_quorum(
+                set,
+                cert.batch.epoch,
+                SignKind::BatchAck,
+                &cert.batch.to_bytes(),
+                &cert.signers,
+                &cert.signatures,
+            )
+            .map_err(|_| DagError::InvalidPayload { why: "uncertified" });
+        if result.is_err() {
+            self.state.metrics.certs_invalid_total += 1;
+        }
+        result
+    }
+}

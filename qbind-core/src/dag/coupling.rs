@@ -1,0 +1,270 @@
+//! The DAG's coupling to consensus (spec §4.3): payloads for proposals,
+//! validation of received payloads, delivery of committed transactions with
+//! fetch-on-miss, and restore after a restart.
+
+use std::collections::BTreeSet;
+
+use super::state::BatchFetch;
+use super::{
+    Availability, BatchCertificate, BatchRef, CommittedBlock, DagEffect, DagError, DagMsg,
+    SignedBatch, Slot, slot_of,
+};
+use crate::types::{Epoch, Hash32, Height, ValidatorId};
+
+impl Availability {
+    /// A leader's payload for a block of `epoch`: certified, uncommitted
+    /// batches of that epoch not already ordered by an uncommitted ancestor
+    /// (`ordered`: the batches those ancestors carry), in canonical order,
+    /// at most `max_batches_per_block`.
+    #[must_use]
+    pub fn payload<'a>(
+        &self,
+        epoch: Epoch,
+        ordered: impl IntoIterator<Item = &'a BatchRef>,
+    ) -> Vec<BatchCertificate> {
+        let taken: BTreeSet<Slot> = ordered.into_iter().map(slot_of).collect();
+        self.state
+            .certified
+            .iter()
+            .filter(|(s, _)| s.0 == epoch && !taken.contains(*s))
+            .take(self.cfg.max_batches_per_block)
+            .map(|(_, c)| c.clone())
+            .collect()
+    }
+
+    /// The MainNet coupling rule for a proposed block of `epoch` carrying
+    /// `certs`, whose uncommitted ancestors carry `ordered`: at most
+    /// `max_batches_per_block` certificates, in canonical order, each valid,
+    /// of the block's epoch and not ordered before. Every outcome is counted
+    /// (`qbind_dag_coupling_validation_total{result}`).
+    ///
+    /// # Errors
+    /// The first rule broken.
+    pub fn validate<'a>(
+        &mut self,
+        epoch: Epoch,
+        certs: &[BatchCertificate],
+        ordered: impl IntoIterator<Item = &'a BatchRef>,
+    ) -> Result<(), DagError> {
+        let result = self.check_payload(epoch, certs, ordered);
+        let label = match &result {
+            Ok(()) => "valid",
+            Err(DagError::InvalidPayload { why }) => why,
+            Err(_) => "uncertified",
+        };
+        self.state.validation(label);
+        result
+    }
+
+    /// Count a payload refused before it reached [`Availability::validate`]
+    /// (for example one of the wrong kind).
+    pub fn count_invalid_payload(&mut self, label: &'static str) {
+        self.state.validation(label);
+    }
+
+    fn check_payload<'a>(
+        &mut self,
+        epoch: Epoch,
+        certs: &[BatchCertificate],
+        ordered: impl IntoIterator<Item = &'a BatchRef>,
+    ) -> Result<(), DagError> {
+        let bad = |why| DagError::InvalidPayload { why };
+        if certs.len() > self.cfg.max_batches_per_block {
+            return Err(bad("too_many_batches"));
+        }
+        if certs
+            .windows(2)
+            .any(|w| slot_of(&w[0].batch) >= slot_of(&w[1].batch))
+        {
+            return Err(bad("not_canonical_or_duplicate"));
+        }
+        let taken: BTreeSet<Slot> = ordered.into_iter().map(slot_of).collect();
+        for c in certs {
+            let s = slot_of(&c.batch);
+            if c.batch.epoch != epoch {
+                return Err(bad("wrong_epoch"));
+            }
+            if self.state.committed.contains(&s) || taken.contains(&s) {
+                return Err(bad("already_ordered"));
+            }
+            self.check_batch_cert(c)?;
+        }
+        Ok(())
+    }
+
+    // ------------------------------------------------------------ restore
+
+    /// After a restart: the batches this validator stored, the committed
+    /// blocks it still holds (ascending) and the height up to which their
+    /// transactions were already delivered for execution. Committed blocks
+    /// above that height are delivered again, in order, at the next input.
+    ///
+    /// Our own batches among them set the next slot we author: one past the
+    /// highest we ever stored (a batch of ours is stored durably before it
+    /// is broadcast), so a restarted validator never signs a second batch
+    /// for a slot it already used (spec §4: that is equivocation).
+    pub fn restore(
+        &mut self,
+        batches: Vec<SignedBatch>,
+        committed: Vec<CommittedBlock>,
+        delivered: Height,
+    ) {
+        for sb in batches {
+            if sb.batch.author == self.me {
+                self.state.next_round = self.state.next_round.max(sb.batch.round.saturating_add(1));
+            }
+            let r = sb.batch.reference();
+            self.state.slots.entry(slot_of(&r)).or_insert(r.digest);
+            self.state.data.insert(r.digest, sb);
+        }
+        for b in committed {
+            for c in &b.certs {
+                self.mark_committed(&c.batch);
+            }
+            if b.height > delivered && b.height.0 > 0 {
+                self.state.to_deliver.push_back(b);
+            }
+        }
+    }
+
+    pub(super) fn mark_committed(&mut self, r: &BatchRef) {
+        let s = slot_of(r);
+        self.state.committed.insert(s);
+        self.state.certified.remove(&s);
+        let top = self.state.committed_round.entry(r.author).or_default();
+        *top = (*top).max(r.round);
+    }
+
+    // ------------------------------------------------------------ delivery
+
+    /// The transactions of `block` in order (a transaction carried by two of
+    /// its batches once), or the first missing batch and its signers.
+    fn block_txs(
+        &mut self,
+        block: &CommittedBlock,
+    ) -> Result<Vec<Vec<u8>>, (Hash32, Vec<ValidatorId>)> {
+        let mut out = Vec::new();
+        let mut seen = BTreeSet::new();
+        for c in &block.certs {
+            let Some(sb) = self.state.data.get(&c.batch.digest) else {
+                return Err((c.batch.digest, c.signers.iter().collect()));
+            };
+            for tx in &sb.batch.txs {
+                if seen.insert(Hash32::digest(tx)) {
+                    out.push(tx.clone());
+                } else {
+                    self.state.metrics.duplicate_txs_skipped += 1;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deliver committed blocks' transactions in height order; fetch missing
+    /// batch data.
+    pub(super) fn drain_delivery(&mut self) {
+        while let Some(block) = self.state.to_deliver.front().cloned() {
+            match self.block_txs(&block) {
+                Ok(txs) => {
+                    self.state.to_deliver.pop_front();
+                    self.emit(DagEffect::Deliver {
+                        height: block.height,
+                        block: block.id,
+                        proposer: block.proposer,
+                        txs,
+                    });
+                }
+                Err((digest, signers)) => {
+                    if !self.state.fetches.contains_key(&digest) {
+                        self.state.metrics.coupling_block_missing_total += 1;
+                        self.fetch_batch(digest, signers, block.proposer);
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    // ------------------------------------------------------------ fetching
+
+    /// Someone asks for batch data.
+    pub(super) fn on_batch_fetch(&mut self, from: ValidatorId, digest: Hash32) {
+        if from == self.me {
+            return;
+        }
+        if let Some(sb) = self.state.data.get(&digest).cloned() {
+            self.emit(DagEffect::Send {
+                to: from,
+                msg: DagMsg::Batch(sb),
+            });
+        }
+    }
+
+    pub(super) fn fetch_batch(
+        &mut self,
+        digest: Hash32,
+        from: Vec<ValidatorId>,
+        hint: ValidatorId,
+    ) {
+        if self.state.fetches.contains_key(&digest) || self.state.data.contains_key(&digest) {
+            return;
+        }
+        let mut from: Vec<ValidatorId> = from.into_iter().filter(|v| *v != self.me).collect();
+        if from.is_empty() && hint != self.me {
+            from.push(hint);
+        }
+        let Some(first) = from.first().copied() else {
+            return;
+        };
+        self.state.fetches.insert(
+            digest,
+            BatchFetch {
+                from,
+                attempts: 0,
+                last_sent: self.now,
+            },
+        );
+        self.emit(DagEffect::Send {
+            to: first,
+            msg: DagMsg::BatchFetch(digest),
+        });
+        let at = self.now.plus(self.cfg.fetch_retry_ms);
+        self.emit(DagEffect::SetTimer(at));
+    }
+
+    /// Retry fetches with the next signer; after `MAX_FETCH_ROUNDS` passes
+    /// over the signers a fetch is dropped, and re-issued only while a
+    /// committed block still waits for that data.
+    pub(super) fn retry_batch_fetches(&mut self) {
+        const MAX_FETCH_ROUNDS: usize = 3;
+        let retry = self.cfg.fetch_retry_ms;
+        self.state
+            .fetches
+            .retain(|_, f| (f.attempts as usize) < MAX_FETCH_ROUNDS * f.from.len().max(1));
+        self.drain_delivery();
+        let now = self.now;
+        let due: Vec<Hash32> = self
+            .state
+            .fetches
+            .iter()
+            .filter(|(_, f)| now.since(f.last_sent) >= retry)
+            .map(|(d, _)| *d)
+            .collect();
+        for digest in due {
+            let Some(f) = self.state.fetches.get_mut(&digest) else {
+                continue;
+            };
+            f.attempts += 1;
+            f.last_sent = now;
+            let to = f.from[(f.attempts as usize) % f.from.len().max(1)];
+            self.emit(DagEffect::Send {
+                to,
+                msg: DagMsg::BatchFetch(digest),
+            });
+        }
+        if !self.state.fetches.is_empty() {
+            let at = self.now.plus(retry);
+            self.emit(DagEffect::SetTimer(at));
+        }
+    }
+}

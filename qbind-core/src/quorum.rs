@@ -1,0 +1,279 @@
+//! Quorums of a validator set, independent of what they certify: the
+//! [`SignerBitmap`] that names a certificate's signers, and the
+//! [`SigVerifier`] that checks single signatures and quorums of signatures
+//! against the epoch schedule, with a cache so each signature is verified
+//! once. Consensus (QCs, TCs) and the DAG (batch certificates) both build on
+//! it; it knows neither.
+
+use std::collections::{HashMap, VecDeque};
+
+use crate::codec::{Decode, DecodeError, Encode, Reader};
+use crate::crypto::Signature;
+use crate::signing::{SignKind, signing_preimage};
+use crate::types::{Epoch, Hash32, NetworkEnvironment, ValidatorId};
+use crate::validator::ValidatorSet;
+
+/// Set of signers in a certificate: bit `i` is validator `i`.
+///
+/// Encoding: `u32` bit count, then `ceil(bits / 8)` bytes, least significant
+/// bit first within each byte. Padding bits must be zero.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Default)]
+pub struct SignerBitmap {
+    bits: u32,
+    bytes: Vec<u8>,
+}
+
+impl SignerBitmap {
+    /// An empty bitmap for a set of `n` validators.
+    #[must_use]
+    pub fn new(n: usize) -> Self {
+        SignerBitmap {
+            bits: n as u32,
+            bytes: vec![0; n.div_ceil(8)],
+        }
+    }
+
+    /// Number of positions (the validator set size).
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.bits as usize
+    }
+
+    /// Whether there are no positions.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.bits == 0
+    }
+
+    /// Mark validator `id`. Returns false if out of range.
+    pub fn set(&mut self, id: ValidatorId) -> bool {
+        if id.0 >= self.bits {
+            return false;
+        }
+        if let Some(b) = self.bytes.get_mut((id.0 / 8) as usize) {
+            *b |= 1 << (id.0 % 8);
+        }
+        true
+    }
+
+    /// Whether validator `id` is marked.
+    #[must_use]
+    pub fn contains(&self, id: ValidatorId) -> bool {
+        id.0 < self.bits
+            && self
+                .bytes
+                .get((id.0 / 8) as usize)
+                .is_some_and(|b| b & (1 << (id.0 % 8)) != 0)
+    }
+
+    /// Marked validators in ascending order.
+    pub fn iter(&self) -> impl Iterator<Item = ValidatorId> + '_ {
+        (0..self.bits)
+            .map(ValidatorId)
+            .filter(|id| self.contains(*id))
+    }
+
+    /// Number of marked validators.
+    #[must_use]
+    pub fn count(&self) -> usize {
+        self.bytes.iter().map(|b| b.count_ones() as usize).sum()
+    }
+}
+
+impl Encode for SignerBitmap {
+    fn encode_to(&self, out: &mut Vec<u8>) {
+        self.bits.encode_to(out);
+        out.extend_from_slice(&self.bytes);
+    }
+}
+
+impl Decode for SignerBitmap {
+    fn decode_from(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let bits = r.u32()?;
+        let max = r.limits().max_validators;
+        if bits > max {
+            return Err(DecodeError::LengthTooLarge {
+                what: "signer bitmap",
+                len: u64::from(bits),
+                max: u64::from(max),
+            });
+        }
+        let bytes = r.take((bits as usize).div_ceil(8))?.to_vec();
+        let rem = bits % 8;
+        if rem != 0 && bytes.last().is_some_and(|b| b >> rem != 0) {
+            return Err(DecodeError::NonCanonical {
+                what: "signer bitmap padding",
+            });
+        }
+        Ok(SignerBitmap { bits, bytes })
+    }
+}
+
+/// How a single signature check failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SigFailure {
+    /// The signer is not in the set (or holds no key accepted in the epoch).
+    UnknownSigner,
+    /// The signature is wrong.
+    Bad,
+    /// The signature is right for another network.
+    WrongChain,
+}
+
+/// Verifies signatures and quorums of signatures against validator sets,
+/// caching successes.
+///
+/// The cache key is a digest of what was signed (kind, epoch, signer and the
+/// short signed message — never the 2,420-byte signatures, whose hashing
+/// would cost a third of a verification); the entry keeps the verified
+/// signature bytes, and a hit requires them to be equal, so a different
+/// signature over the same message is always verified afresh. The cache
+/// holds at most `capacity` entries (oldest evicted first).
+pub struct SigVerifier {
+    env: NetworkEnvironment,
+    seen: HashMap<Hash32, Vec<Signature>>,
+    order: VecDeque<Hash32>,
+    capacity: usize,
+}
+
+impl SigVerifier {
+    /// A verifier for `env` caching at most `capacity` (at least 16)
+    /// successes.
+    #[must_use]
+    pub fn new(env: NetworkEnvironment, capacity: usize) -> Self {
+        SigVerifier {
+            env,
+            seen: HashMap::new(),
+            order: VecDeque::new(),
+            capacity: capacity.max(16),
+        }
+    }
+
+    /// The network whose domain tags signatures must carry.
+    #[must_use]
+    pub fn env(&self) -> NetworkEnvironment {
+        self.env
+    }
+
+    /// Whether `key` was remembered with exactly `signatures`.
+    pub(crate) fn is_cached(&self, key: &Hash32, signatures: &[Signature]) -> bool {
+        self.seen
+            .get(key)
+            .is_some_and(|s| s.as_slice() == signatures)
+    }
+
+    /// Remember a success under `key`.
+    pub(crate) fn remember(&mut self, key: Hash32, signatures: &[Signature]) {
+        if self.seen.insert(key, signatures.to_vec()).is_none() {
+            self.order.push_back(key);
+            while self.order.len() > self.capacity {
+                if let Some(old) = self.order.pop_front() {
+                    self.seen.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// Verify one signature by `signer` of `set` on `message` under `kind`,
+    /// with the keys `set` accepts for `signer` in `epoch`.
+    ///
+    /// # Errors
+    /// Why the signature does not count.
+    pub fn verify_sig(
+        &mut self,
+        set: &ValidatorSet,
+        epoch: Epoch,
+        signer: ValidatorId,
+        kind: SignKind,
+        message: &[u8],
+        signature: &Signature,
+    ) -> Result<(), SigFailure> {
+        let keys = set.accepted_keys(signer, epoch);
+        if keys.is_empty() {
+            return Err(SigFailure::UnknownSigner);
+        }
+        let key = Hash32::digest_parts(&[
+            &[kind as u8],
+            &epoch.0.to_be_bytes(),
+            &signer.0.to_be_bytes(),
+            message,
+        ]);
+        let sig = std::slice::from_ref(signature);
+        if self.is_cached(&key, sig) {
+            return Ok(());
+        }
+        let preimage = signing_preimage(self.env, kind, message);
+        if keys.iter().any(|k| k.verify(&preimage, signature).is_ok()) {
+            self.remember(key, sig);
+            return Ok(());
+        }
+        // Classify the failure for operators: was it made for another chain?
+        let other_chain = [
+            NetworkEnvironment::Devnet,
+            NetworkEnvironment::Testnet,
+            NetworkEnvironment::Mainnet,
+        ]
+        .into_iter()
+        .filter(|e| *e != self.env)
+        .any(|e| {
+            let preimage = signing_preimage(e, kind, message);
+            keys.iter().any(|k| k.verify(&preimage, signature).is_ok())
+        });
+        Err(if other_chain {
+            SigFailure::WrongChain
+        } else {
+            SigFailure::Bad
+        })
+    }
+
+    /// A quorum of `set`'s stake signed `message` as `kind` in `epoch`: one
+    /// signature per marked signer, each verified (or cached). Successes
+    /// are cached for the whole certificate.
+    ///
+    /// # Errors
+    /// Why the certificate does not hold, as a short static reason.
+    pub fn verify_quorum(
+        &mut self,
+        set: &ValidatorSet,
+        epoch: Epoch,
+        kind: SignKind,
+        message: &[u8],
+        signers: &SignerBitmap,
+        signatures: &[Signature],
+    ) -> Result<(), &'static str> {
+        let key = Hash32::digest_parts(&[b"CERT", &[kind as u8], message, &signers.to_bytes()]);
+        if self.is_cached(&key, signatures) {
+            return Ok(());
+        }
+        check_signers(set, signers, signatures.len())?;
+        for (signer, sig) in signers.iter().zip(signatures) {
+            self.verify_sig(set, epoch, signer, kind, message, sig)
+                .map_err(|_| "a signature does not verify")?;
+        }
+        self.remember(key, signatures);
+        Ok(())
+    }
+}
+
+/// The shape of a certificate's signer list: the bitmap has `set`'s size,
+/// one signature per marked signer, and the signers hold a quorum of stake.
+///
+/// # Errors
+/// Which of these fails.
+pub fn check_signers(
+    set: &ValidatorSet,
+    signers: &SignerBitmap,
+    n_sigs: usize,
+) -> Result<(), &'static str> {
+    if signers.len() != set.len() {
+        return Err("signer bitmap size differs from the validator set size");
+    }
+    if signers.count() != n_sigs {
+        return Err("signature count differs from signer count");
+    }
+    let ids: Vec<ValidatorId> = signers.iter().collect();
+    if !set.is_quorum(set.stake_of(&ids)) {
+        return Err("signers do not reach a quorum of stake");
+    }
+    Ok(())
+}
