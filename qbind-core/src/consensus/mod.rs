@@ -33,6 +33,7 @@ pub mod messages;
 mod metrics;
 pub mod safety;
 
+pub use certs::verify_quorum_cert;
 pub use error::ConsensusError;
 pub use evidence::Evidence;
 pub use machine::HotStuff;
