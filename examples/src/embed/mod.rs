@@ -187,59 +187,8 @@ async fn run_async(params: &Params, progress: &mut dyn FnMut(&str)) -> Result<Su
     // Everybody agrees on the validator set: public keys with their stakes.
     let set = ValidatorSet::new(keys.iter().map(|k| (k.public_key().clone(), 1)).collect())?;
     let schedule = Arc::new(EpochSchedule::fixed(set));
-    let mut cfg = ConsensusConfig::new(ENV);
-    cfg.base_timeout_ms = 300;
-
     let stores: Vec<BTreeStore> = (0..n).map(|_| BTreeStore::new()).collect();
-    let (stop, stop_rx) = watch::channel(false);
-    let (events_tx, mut events) = mpsc::unbounded_channel::<(usize, Event)>();
-    let mut signers = Vec::new();
-    let mut submitters = Vec::new();
-    let mut tasks = Vec::new();
-    for (i, transport) in ChannelTransport::network(n, 4_096).into_iter().enumerate() {
-        let signer = Arc::new(GuardedSigner::new(
-            ValidatorId(i as u32),
-            ENV,
-            keys[i].clone(),
-        ));
-        signers.push(Arc::clone(&signer));
-        // Submitted transactions go to this validator's pool; it proposes
-        // them when it leads.
-        let (submit, submissions) = mpsc::unbounded_channel();
-        for j in 0..params.txs_per_validator {
-            let _ = submit.send(format!("v{i}/k{j}={}", j * j).into_bytes());
-        }
-        // Consensus orders any bytes; the application rejects what it cannot
-        // read, and every validator rejects it alike.
-        let _ = submit.send(format!("not a key-value pair from {i}").into_bytes());
-        let (own_events, mut own_rx) = mpsc::unbounded_channel();
-        let forward = events_tx.clone();
-        tokio::spawn(async move {
-            while let Some(event) = own_rx.recv().await {
-                if forward.send((i, event)).is_err() {
-                    break;
-                }
-            }
-        });
-        let engine = Engine::open(
-            cfg.clone(),
-            Arc::clone(&schedule),
-            stores[i].clone(),
-            transport,
-            Box::new(signer),
-            MonotonicClock::new(),
-        )
-        .map_err(|source| EmbedError::Open {
-            validator: i,
-            source,
-        })?
-        .with_application(Box::new(KvApplication))
-        .with_events(own_events)
-        .with_submissions(submissions);
-        submitters.push(submit);
-        tasks.push(tokio::spawn(engine.run(stop_rx.clone())));
-    }
-    drop(events_tx);
+    let mut network = start(params, &schedule, keys, &stores)?;
     progress(&format!("started {n} validators"));
 
     let mut executions: Vec<Executions> = (0..n).map(|_| Executions::default()).collect();
@@ -252,24 +201,14 @@ async fn run_async(params: &Params, progress: &mut dyn FnMut(&str)) -> Result<Su
         })
     };
     while !done(&executions) {
-        let Ok(Some((i, event))) = tokio::time::timeout_at(deadline, events.recv()).await else {
+        let Ok(Some((i, event))) = tokio::time::timeout_at(deadline, network.events.recv()).await
+        else {
             break;
         };
         record(&mut executions, params.blocks, i, event, progress);
     }
-    let _ = stop.send(true);
-    drop(submitters);
-    for (i, task) in tasks.into_iter().enumerate() {
-        task.await
-            .map_err(|source| EmbedError::Task {
-                validator: i,
-                source,
-            })?
-            .map_err(|source| EmbedError::Stopped {
-                validator: i,
-                source,
-            })?;
-    }
+    let signers = std::mem::take(&mut network.signers);
+    let mut events = network.stop().await?;
     // The engines went on executing until they saw the stop: take in what
     // they reported meanwhile (the stream ends once every engine is gone).
     let drain_until = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -303,6 +242,103 @@ async fn run_async(params: &Params, progress: &mut dyn FnMut(&str)) -> Result<Su
         signer_refusals: signers.iter().map(|s| s.refused()).collect(),
         stores,
     })
+}
+
+/// The running validators.
+struct Network {
+    stop: watch::Sender<bool>,
+    /// Every validator's events, tagged with its index.
+    events: mpsc::UnboundedReceiver<(usize, Event)>,
+    signers: Vec<Arc<GuardedSigner>>,
+    /// Where to submit transactions to each validator.
+    submitters: Vec<mpsc::UnboundedSender<Vec<u8>>>,
+    tasks: Vec<tokio::task::JoinHandle<Result<(), ReplicaError>>>,
+}
+
+/// Open one engine per store, each with its own implementations of the
+/// four traits and the application, hand each its share of the
+/// transactions, and start them (on the current tokio runtime).
+fn start(
+    params: &Params,
+    schedule: &Arc<EpochSchedule>,
+    keys: Vec<KeyPair>,
+    stores: &[BTreeStore],
+) -> Result<Network, EmbedError> {
+    let mut cfg = ConsensusConfig::new(ENV);
+    cfg.base_timeout_ms = 300;
+    let (stop, stop_rx) = watch::channel(false);
+    let (events_tx, events) = mpsc::unbounded_channel::<(usize, Event)>();
+    let mut network = Network {
+        stop,
+        events,
+        signers: Vec::new(),
+        submitters: Vec::new(),
+        tasks: Vec::new(),
+    };
+    let transports = ChannelTransport::network(stores.len(), 4_096);
+    for (i, ((transport, key), store)) in transports.into_iter().zip(keys).zip(stores).enumerate() {
+        let signer = Arc::new(GuardedSigner::new(ValidatorId(i as u32), ENV, key));
+        network.signers.push(Arc::clone(&signer));
+        // Submitted transactions go to this validator's pool; it proposes
+        // them when it leads.
+        let (submit, submissions) = mpsc::unbounded_channel();
+        for j in 0..params.txs_per_validator {
+            let _ = submit.send(format!("v{i}/k{j}={}", j * j).into_bytes());
+        }
+        // Consensus orders any bytes; the application rejects what it cannot
+        // read, and every validator rejects it alike.
+        let _ = submit.send(format!("not a key-value pair from {i}").into_bytes());
+        network.submitters.push(submit);
+        let (own_events, mut own_rx) = mpsc::unbounded_channel();
+        let forward = events_tx.clone();
+        tokio::spawn(async move {
+            while let Some(event) = own_rx.recv().await {
+                if forward.send((i, event)).is_err() {
+                    break;
+                }
+            }
+        });
+        let engine = Engine::open(
+            cfg.clone(),
+            Arc::clone(schedule),
+            store.clone(),
+            transport,
+            Box::new(signer),
+            MonotonicClock::new(),
+        )
+        .map_err(|source| EmbedError::Open {
+            validator: i,
+            source,
+        })?
+        .with_application(Box::new(KvApplication))
+        .with_events(own_events)
+        .with_submissions(submissions);
+        network
+            .tasks
+            .push(tokio::spawn(engine.run(stop_rx.clone())));
+    }
+    Ok(network)
+}
+
+impl Network {
+    /// Stop every engine and require a clean stop; what is left is the
+    /// event stream, to drain.
+    async fn stop(self) -> Result<mpsc::UnboundedReceiver<(usize, Event)>, EmbedError> {
+        let _ = self.stop.send(true);
+        drop(self.submitters);
+        for (i, task) in self.tasks.into_iter().enumerate() {
+            task.await
+                .map_err(|source| EmbedError::Task {
+                    validator: i,
+                    source,
+                })?
+                .map_err(|source| EmbedError::Stopped {
+                    validator: i,
+                    source,
+                })?;
+        }
+        Ok(self.events)
+    }
 }
 
 /// Take in one validator's event.
