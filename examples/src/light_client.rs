@@ -117,10 +117,7 @@ impl LightClient {
 
     /// Verify that `qc` certifies `block`.
     pub fn verify_certified(&self, block: &Block, qc: &QuorumCert) -> Result<(), ConsensusError> {
-        if qc.block_id() != block.id()
-            || qc.view() != block.view()
-            || qc.data.epoch != block.epoch()
-        {
+        if !certifies(qc, block) {
             return Err(ConsensusError::InvalidQc {
                 block: qc.block_id(),
                 view: qc.view(),
@@ -174,18 +171,18 @@ impl LightClient {
             return Err(not_a_chain("view is not above the previous block's view"));
         }
         let qc = block.justify();
-        if header.justify_view != qc.view() {
+        if header.justify_view != qc.view() || !certifies(qc, parent) {
             return Err(LightClientError::QcForOtherBlock { height });
         }
-        self.verify_certified(parent, qc)
-            .map_err(|source| match source {
-                ConsensusError::InvalidQc {
-                    why: "certifies another block",
-                    ..
-                } => LightClientError::QcForOtherBlock { height },
-                source => LightClientError::BadQc { height, source },
-            })
+        verify_quorum_cert(self.env, &self.schedule, qc)
+            .map_err(|source| LightClientError::BadQc { height, source })
     }
+}
+
+/// Whether `qc` is a certificate on `block` (its id, view and epoch); not
+/// whether its signatures verify.
+fn certifies(qc: &QuorumCert, block: &Block) -> bool {
+    qc.block_id() == block.id() && qc.view() == block.view() && qc.data.epoch == block.epoch()
 }
 
 /// The highest height proven committed in a verified chain: block `b` is
@@ -378,7 +375,9 @@ pub fn tampered_chains(
     // Tamper in the middle of the chain: block `k`, certified by the QC in
     // block `k + 1`.
     let k = blocks.len() / 2;
-    let (Some(target), Some(next)) = (blocks.get(k), blocks.get(k + 1)) else {
+    let (Some(target), Some(next), Some(after)) =
+        (blocks.get(k), blocks.get(k + 1), blocks.get(k + 2))
+    else {
         return Err(Error::TooShort(blocks.len()));
     };
     let replace = |i: usize, b: Block| {
@@ -416,6 +415,12 @@ pub fn tampered_chains(
                 k + 1,
                 with_justify(next, keep_signers(next.justify(), short)),
             ),
+        ),
+        // Valid signatures, but on the wrong block: the QC of `k + 1` itself
+        // (taken from `k + 2`) in place of the one on its parent.
+        (
+            "a valid QC of another block",
+            replace(k + 1, with_justify(next, after.justify().clone())),
         ),
     ])
 }
