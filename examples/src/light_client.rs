@@ -300,7 +300,7 @@ pub enum Error {
     #[error("the committed chain did not verify: {0}")]
     Refused(#[from] LightClientError),
     /// The chain is too short for the tampering cases.
-    #[error("only {0} committed blocks; the example needs at least 4")]
+    #[error("only {0} committed blocks; the example needs at least 5")]
     TooShort(usize),
     /// A tampered chain was accepted.
     #[error("a chain with {0} was accepted")]
