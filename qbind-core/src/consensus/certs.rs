@@ -136,6 +136,52 @@ fn invalid_qc(qc: &QuorumCert, why: &'static str) -> ConsensusError {
     }
 }
 
+/// Verify a quorum certificate from outside a running validator, as a light
+/// client or an auditor would: with only the network, the epoch schedule
+/// (validator sets with their public keys and stakes, and any key registry)
+/// and the certificate.
+///
+/// Accepts exactly what a validator accepts (the same checks, without a
+/// cache): the genesis certificate of `env`'s chain for view 0; otherwise a
+/// signer bitmap sized to the set of `qc.data.epoch`, one signature per
+/// marked signer, signers holding more than two thirds of that set's stake,
+/// and every signature a valid vote signature ([`SignKind::Vote`], domain-
+/// separated for `env`) on `qc.data` by an accepted key of its signer.
+///
+/// That a QC verifies says that a quorum voted for the block `qc.data.block_id`;
+/// whether the block is committed follows from the 3-chain rule on the blocks
+/// above it.
+///
+/// # Errors
+/// [`ConsensusError::InvalidQc`], saying why.
+///
+/// ```
+/// use qbind_core::consensus::{Block, ConsensusError, verify_quorum_cert};
+/// use qbind_core::crypto::KeyPair;
+/// use qbind_core::types::NetworkEnvironment;
+/// use qbind_core::validator::{EpochSchedule, ValidatorSet};
+///
+/// let env = NetworkEnvironment::Devnet;
+/// let key = KeyPair::from_seed(&[1; 32]);
+/// let schedule = EpochSchedule::fixed(ValidatorSet::new(vec![(key.public_key().clone(), 1)]).unwrap());
+/// let genesis = Block::genesis(env.chain_id());
+/// assert_eq!(verify_quorum_cert(env, &schedule, genesis.justify()), Ok(()));
+/// // The genesis certificate of another chain is not accepted.
+/// let other = Block::genesis(NetworkEnvironment::Mainnet.chain_id());
+/// assert!(matches!(
+///     verify_quorum_cert(env, &schedule, other.justify()),
+///     Err(ConsensusError::InvalidQc { .. })
+/// ));
+/// ```
+pub fn verify_quorum_cert(
+    env: NetworkEnvironment,
+    schedule: &EpochSchedule,
+    qc: &QuorumCert,
+) -> Result<(), ConsensusError> {
+    let genesis = crate::consensus::messages::Block::genesis(env.chain_id());
+    Verifier::new(env, genesis.justify().clone(), 16).verify_qc(schedule, qc)
+}
+
 /// Votes gathered by the leader of the next view, per block. Only a voter's
 /// first vote in a view counts (a second, conflicting one is evidence, not
 /// state), so memory is bounded by validators × views kept.
@@ -325,6 +371,58 @@ mod tests {
             Err(ConsensusError::InvalidQc { .. })
         ));
         assert_eq!(v.verify_qc(&schedule, &qc), Ok(()));
+    }
+
+    /// The public verifier accepts what a validator accepts and nothing
+    /// else: a quorum QC of the right chain, not one with a flipped
+    /// signature bit, one signer short of a quorum, or signed for another
+    /// network.
+    #[test]
+    fn the_public_verifier_accepts_only_a_valid_quorum() {
+        let (keys, schedule, _) = setup();
+        let data = VoteData {
+            epoch: Epoch(0),
+            view: View(9),
+            block_id: Hash32([9; 32]),
+        };
+        let qc_by = |env: NetworkEnvironment, signers_of: &[u32]| {
+            let mut signers = SignerBitmap::new(4);
+            let mut signatures = Vec::new();
+            for i in signers_of {
+                signers.set(ValidatorId(*i));
+                signatures.push(sign_domain(
+                    &keys[*i as usize],
+                    env,
+                    SignKind::Vote,
+                    &data.to_bytes(),
+                ));
+            }
+            QuorumCert {
+                data,
+                signers,
+                signatures,
+            }
+        };
+        let good = qc_by(ENV, &[0, 1, 3]);
+        assert_eq!(verify_quorum_cert(ENV, &schedule, &good), Ok(()));
+
+        let mut flipped = good;
+        let mut bytes = flipped.signatures[1].as_bytes().to_vec();
+        bytes[100] ^= 0x01;
+        flipped.signatures[1] = Signature::from_bytes(&bytes).unwrap();
+        let undersized = qc_by(ENV, &[0, 1]);
+        let other_chain = qc_by(NetworkEnvironment::Testnet, &[0, 1, 3]);
+        for bad in [&flipped, &undersized, &other_chain] {
+            assert!(matches!(
+                verify_quorum_cert(ENV, &schedule, bad),
+                Err(ConsensusError::InvalidQc { .. })
+            ));
+        }
+        let genesis = Block::genesis(ENV.chain_id());
+        assert_eq!(
+            verify_quorum_cert(ENV, &schedule, genesis.justify()),
+            Ok(())
+        );
     }
 
     /// Consensus verification consults the key registry: validator 2

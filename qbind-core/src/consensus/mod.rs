@@ -34,6 +34,7 @@ mod metrics;
 mod payload;
 pub mod safety;
 
+pub use certs::verify_quorum_cert;
 pub use error::ConsensusError;
 pub use evidence::Evidence;
 pub use machine::HotStuff;
