@@ -30,6 +30,14 @@ impl View {
     }
 }
 
+impl Epoch {
+    /// The following epoch (saturating: an epoch number never wraps).
+    #[must_use]
+    pub fn next(self) -> Epoch {
+        Epoch(self.0.saturating_add(1))
+    }
+}
+
 impl Height {
     /// The next height.
     #[must_use]

@@ -383,6 +383,34 @@ fn a_restarted_validator_resends_the_same_timeout() {
 
 // ------------------------------------------------------------- DAG coupling
 
+/// Issue #17 finding 4: conflicting signed proposals of one leader for one
+/// view are evidence, and after the first none is stored (2,000 of them gave
+/// 2,000 `PersistBlock` effects before).
+#[test]
+fn an_equivocating_leader_cannot_make_a_validator_store_many_blocks() {
+    let keys = keys();
+    let mut hs = machine(0, &keys, None, Vec::new());
+    let mut persisted = 0;
+    let mut evidence = 0;
+    for i in 0..2_000u32 {
+        let effects = deliver(
+            &mut hs,
+            1,
+            ConsensusMsg::Proposal(proposal_v1(&keys, &i.to_be_bytes())),
+        );
+        for e in &effects {
+            match e {
+                Effect::PersistBlock(_) => persisted += 1,
+                Effect::Evidence(_) => evidence += 1,
+                _ => {}
+            }
+        }
+    }
+    assert_eq!(persisted, 1, "blocks stored for one (proposer, view)");
+    assert!(hs.pending_blocks() <= 1);
+    assert!(evidence >= 1, "the equivocation is reported");
+}
+
 mod dag_coupling {
     use super::*;
     use qbind_core::dag::{Batch, BatchCertificate, BatchRef, PayloadMode};

@@ -2,11 +2,9 @@
 //! and the collectors that turn votes into QCs
 //! and timeouts into TCs.
 
-use std::collections::BTreeMap;
-
 use crate::codec::Encode;
 use crate::consensus::error::ConsensusError;
-use crate::consensus::messages::{QuorumCert, SignerBitmap, TimeoutCert, TimeoutData, VoteData};
+use crate::consensus::messages::{QuorumCert, TimeoutCert, TimeoutData};
 use crate::crypto::Signature;
 use crate::quorum::{SigFailure, SigVerifier, check_signers};
 use crate::signing::SignKind;
@@ -69,6 +67,9 @@ impl Verifier {
                 Err(invalid_qc(qc, "view 0 is reserved for genesis"))
             };
         }
+        if qc.view() > crate::consensus::MAX_VIEW {
+            return Err(invalid_qc(qc, "view beyond the view space"));
+        }
         let set = schedule.set(qc.data.epoch);
         self.sigs
             .verify_quorum(
@@ -88,6 +89,12 @@ impl Verifier {
         schedule: &EpochSchedule,
         tc: &TimeoutCert,
     ) -> Result<(), ConsensusError> {
+        if tc.view > crate::consensus::MAX_VIEW {
+            return Err(ConsensusError::InvalidTc {
+                view: tc.view,
+                why: "view beyond the view space",
+            });
+        }
         let mut header = b"TC".to_vec();
         tc.epoch.encode_to(&mut header);
         tc.view.encode_to(&mut header);
@@ -182,134 +189,10 @@ pub fn verify_quorum_cert(
     Verifier::new(env, genesis.justify().clone(), 16).verify_qc(schedule, qc)
 }
 
-/// Votes gathered by the leader of the next view, per block. Only a voter's
-/// first vote in a view counts (a second, conflicting one is evidence, not
-/// state), so memory is bounded by validators × views kept.
-#[derive(Default)]
-pub(crate) struct VoteCollector {
-    pending: BTreeMap<(Epoch, View, Hash32), BTreeMap<ValidatorId, Signature>>,
-    voted: BTreeMap<(Epoch, View), BTreeMap<ValidatorId, Hash32>>,
-    done: BTreeMap<(Epoch, View), Hash32>,
-}
-
-impl VoteCollector {
-    /// Add a verified vote. Returns a QC when this vote completes a quorum.
-    pub(crate) fn add(
-        &mut self,
-        set: &ValidatorSet,
-        data: VoteData,
-        voter: ValidatorId,
-        signature: Signature,
-    ) -> Option<QuorumCert> {
-        if self.done.contains_key(&(data.epoch, data.view)) {
-            return None;
-        }
-        let first = self
-            .voted
-            .entry((data.epoch, data.view))
-            .or_default()
-            .entry(voter)
-            .or_insert(data.block_id);
-        if *first != data.block_id {
-            return None;
-        }
-        let entry = self
-            .pending
-            .entry((data.epoch, data.view, data.block_id))
-            .or_default();
-        entry.insert(voter, signature);
-        if !set.is_quorum(set.stake_of(entry.keys())) {
-            return None;
-        }
-        let mut signers = SignerBitmap::new(set.len());
-        let mut signatures = Vec::with_capacity(entry.len());
-        for (id, sig) in entry.iter() {
-            if signers.set(*id) {
-                signatures.push(sig.clone());
-            }
-        }
-        self.done.insert((data.epoch, data.view), data.block_id);
-        Some(QuorumCert {
-            data,
-            signers,
-            signatures,
-        })
-    }
-
-    /// Forget everything below `view`.
-    pub(crate) fn prune_below(&mut self, view: View) {
-        self.pending.retain(|(_, v, _), _| *v >= view);
-        self.voted.retain(|(_, v), _| *v >= view);
-        self.done.retain(|(_, v), _| *v >= view);
-    }
-}
-
-/// Timeouts gathered per view.
-#[derive(Default)]
-pub(crate) struct TimeoutCollector {
-    views: BTreeMap<(Epoch, View), BTreeMap<ValidatorId, (View, Signature)>>,
-    done: BTreeMap<(Epoch, View), ()>,
-}
-
-/// What adding a timeout achieved.
-pub(crate) struct TimeoutProgress {
-    /// Stake that has timed out in the view so far.
-    pub(crate) stake: u64,
-    /// A certificate, when this timeout completed a quorum.
-    pub(crate) tc: Option<TimeoutCert>,
-}
-
-impl TimeoutCollector {
-    /// Add a verified timeout.
-    pub(crate) fn add(
-        &mut self,
-        set: &ValidatorSet,
-        data: TimeoutData,
-        sender: ValidatorId,
-        signature: Signature,
-    ) -> TimeoutProgress {
-        let key = (data.epoch, data.view);
-        let entry = self.views.entry(key).or_default();
-        entry
-            .entry(sender)
-            .or_insert((data.high_qc_view, signature));
-        let stake = set.stake_of(entry.keys());
-        if self.done.contains_key(&key) || !set.is_quorum(stake) {
-            return TimeoutProgress { stake, tc: None };
-        }
-        let mut signers = SignerBitmap::new(set.len());
-        let mut high_qc_views = Vec::with_capacity(entry.len());
-        let mut signatures = Vec::with_capacity(entry.len());
-        for (id, (hv, sig)) in entry.iter() {
-            if signers.set(*id) {
-                high_qc_views.push(*hv);
-                signatures.push(sig.clone());
-            }
-        }
-        self.done.insert(key, ());
-        TimeoutProgress {
-            stake,
-            tc: Some(TimeoutCert {
-                epoch: data.epoch,
-                view: data.view,
-                signers,
-                high_qc_views,
-                signatures,
-            }),
-        }
-    }
-
-    /// Forget everything below `view`.
-    pub(crate) fn prune_below(&mut self, view: View) {
-        self.views.retain(|(_, v), _| *v >= view);
-        self.done.retain(|(_, v), _| *v >= view);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::consensus::messages::Block;
+    use crate::consensus::messages::{Block, SignerBitmap, VoteData};
     use crate::crypto::KeyPair;
     use crate::signing::sign_domain;
 

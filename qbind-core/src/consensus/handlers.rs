@@ -5,15 +5,18 @@ use crate::codec::Encode;
 use crate::consensus::certs::sig_error;
 use crate::consensus::error::ConsensusError;
 use crate::consensus::machine::HotStuff;
-use crate::consensus::messages::{
-    Block, ConsensusMsg, Proposal, SyncRequest, SyncResponse, TimeoutCert, TimeoutMsg, Vote,
-};
+use crate::consensus::messages::{Block, ConsensusMsg, Proposal, TimeoutCert, TimeoutMsg, Vote};
 use crate::dag::DagMsg;
 use crate::signing::SignKind;
 use crate::types::{Hash32, ValidatorId};
 
+/// Uncommitted blocks held at most (a backstop: proposals are bounded by one
+/// per proposer and view within `FUTURE_VIEWS` of the current view and the
+/// epoch window, and fetched blocks by the fetches outstanding).
+pub(crate) const MAX_PENDING_BLOCKS: usize = 8_192;
+
 /// Where a block stands after an attempt to place it in the tree.
-enum Placement {
+pub(crate) enum Placement {
     /// In the tree (inserted now or before).
     Placed,
     /// Block `0` must be fetched first.
@@ -44,7 +47,7 @@ impl HotStuff {
     }
 
     /// Internal consistency of a block, independent of any other block.
-    fn check_block_shape(&self, block: &Block) -> Result<(), ConsensusError> {
+    pub(crate) fn check_block_shape(&self, block: &Block) -> Result<(), ConsensusError> {
         let bad = |why| ConsensusError::InvalidBlock {
             block: block.id(),
             why,
@@ -125,14 +128,22 @@ impl HotStuff {
             self.process_tc(tc);
         }
         let justify = block.justify().clone();
-        self.process_qc(&justify, from);
+        self.process_qc(&justify, from)?;
+        self.check_epoch_window("proposal", h.epoch)?;
         self.check_not_too_far("proposal", h.view)?;
         if let Some(ev) = self.detector.proposal(&h, &p.signature) {
+            // Evidence, and nothing stored: at most one block per (proposer,
+            // view) enters the tree from proposals (issue #17 finding 4). A
+            // conflicting block that gathers a QC is fetched through sync.
             self.evidence(ev);
+            return Err(ConsensusError::InvalidBlock {
+                block: block.id(),
+                why: "a second proposal of its proposer for one view (equivocation)",
+            });
         }
         match self.place(block, from)? {
             Placement::Placed => {
-                if p.block.view() == self.view {
+                if p.block.view() == self.pace.view() {
                     self.validate_payload(&p.block)?;
                 }
                 self.check_state_root(&p.block)?;
@@ -147,6 +158,7 @@ impl HotStuff {
 
     pub(crate) fn on_vote(&mut self, _from: ValidatorId, vote: Vote) -> Result<(), ConsensusError> {
         let data = vote.data;
+        self.check_epoch_window("vote", data.epoch)?;
         if self.set(data.epoch).leader(data.view.next()) != self.me {
             return Err(ConsensusError::NotNextLeader { view: data.view });
         }
@@ -176,7 +188,7 @@ impl HotStuff {
         let set = self.schedule.set(data.epoch);
         if let Some(qc) = self.votes.add(set, data, vote.voter, vote.signature) {
             self.metrics.qcs_formed += 1;
-            self.process_qc(&qc, vote.voter);
+            self.process_qc(&qc, vote.voter)?;
         }
         Ok(())
     }
@@ -206,7 +218,7 @@ impl HotStuff {
             )
             .map_err(|f| sig_error(f, "timeout", t.sender, d.epoch))?;
         self.verifier.verify_qc(&self.schedule, &t.high_qc)?;
-        self.process_qc(&t.high_qc, from);
+        self.process_qc(&t.high_qc, from)?;
         if d.epoch != self.epoch {
             return Err(ConsensusError::WrongEpoch {
                 what: "timeout",
@@ -214,11 +226,11 @@ impl HotStuff {
                 current: self.epoch,
             });
         }
-        if d.view < self.view {
+        if d.view < self.pace.view() {
             return Err(ConsensusError::StaleView {
                 what: "timeout",
                 view: d.view,
-                current: self.view,
+                current: self.pace.view(),
             });
         }
         self.check_not_too_far("timeout", d.view)?;
@@ -238,7 +250,10 @@ impl HotStuff {
                     msg: ConsensusMsg::TimeoutCert(tc),
                 });
             }
-        } else if d.view > self.view && progress.stake >= join_stake && self.is_member(self.epoch) {
+        } else if d.view > self.pace.view()
+            && progress.stake >= join_stake
+            && self.is_member(self.epoch)
+        {
             // More than a third of the stake gave up on a later view: at least
             // one honest validator is there, so join it and time out too.
             self.enter_view(d.view, false);
@@ -273,55 +288,13 @@ impl HotStuff {
         Ok(())
     }
 
-    fn on_sync_request(&mut self, from: ValidatorId, r: SyncRequest) {
-        let max = r
-            .max_blocks
-            .min(self.cfg.sync_batch)
-            .min(self.cfg.limits.max_sync_blocks) as usize;
-        let blocks = self.tree.chain_from(&r.block_id, max);
-        if !blocks.is_empty() && from != self.me {
-            self.emit(crate::consensus::Effect::Send {
-                to: from,
-                msg: ConsensusMsg::SyncResponse(SyncResponse { blocks }),
-            });
-        }
-    }
-
-    fn on_sync_response(
-        &mut self,
-        from: ValidatorId,
-        r: SyncResponse,
-    ) -> Result<(), ConsensusError> {
-        let bad = |why| ConsensusError::BadSyncResponse { why };
-        let first = r.blocks.first().ok_or(bad("empty"))?;
-        if !self.fetches.contains_key(&first.id()) {
-            return Err(bad("no outstanding request for its first block"));
-        }
-        if r.blocks.windows(2).any(|w| w[0].parent_id() != w[1].id()) {
-            return Err(bad("blocks do not link by parent id"));
-        }
-        self.fetches.remove(&first.id());
-        // Oldest first, so that each block's parent is placed before it.
-        for block in r.blocks.iter().rev() {
-            if self.tree.contains(&block.id()) || block.height() <= self.tree.committed_height() {
-                continue;
-            }
-            self.check_block_shape(block)?;
-            self.verifier.verify_qc(&self.schedule, block.justify())?;
-            match self.place(block, from)? {
-                Placement::Placed => {}
-                Placement::Missing(id) => {
-                    self.tree.add_orphan(block.clone());
-                    self.fetch(id, from);
-                }
-            }
-        }
-        Ok(())
-    }
-
     /// Validate `block` against its parent and insert it, with any orphans
     /// it unblocks; re-run proposals that waited for these blocks.
-    fn place(&mut self, block: &Block, from: ValidatorId) -> Result<Placement, ConsensusError> {
+    pub(crate) fn place(
+        &mut self,
+        block: &Block,
+        from: ValidatorId,
+    ) -> Result<Placement, ConsensusError> {
         if self.tree.contains(&block.id()) {
             return Ok(Placement::Placed);
         }
@@ -333,6 +306,12 @@ impl HotStuff {
         }
         if let Some(missing) = self.check_against_parent(block)? {
             return Ok(Placement::Missing(missing));
+        }
+        if self.tree.pending_len() >= MAX_PENDING_BLOCKS {
+            return Err(ConsensusError::InvalidBlock {
+                block: block.id(),
+                why: "too many uncommitted blocks held",
+            });
         }
         let mut work = vec![block.clone()];
         let mut reprocess = Vec::new();
@@ -353,7 +332,7 @@ impl HotStuff {
                     work.push(child);
                 }
             }
-            if let Some(ps) = self.waiting.remove(&id) {
+            if let Some(ps) = self.sync.take_waiting(&id) {
                 reprocess.extend(ps);
             }
         }
@@ -399,7 +378,7 @@ impl HotStuff {
         }
         // First block of a new epoch: its parent is the previous epoch's
         // committed boundary block, and its QC certifies a descendant of it.
-        if block.epoch().0 != parent.epoch().0 + 1
+        if block.epoch() != parent.epoch().next()
             || parent.height() != self.boundary(parent.epoch())
             || justify.data.epoch != parent.epoch()
         {

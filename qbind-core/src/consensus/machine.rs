@@ -7,16 +7,19 @@ use std::sync::Arc;
 
 use crate::codec::Encode;
 use crate::consensus::block_tree::BlockTree;
-use crate::consensus::certs::{TimeoutCollector, Verifier, VoteCollector};
+use crate::consensus::certs::Verifier;
 use crate::consensus::error::ConsensusError;
 use crate::consensus::evidence::{EquivocationDetector, Evidence};
 use crate::consensus::messages::{
-    Block, BlockHeader, ConsensusMsg, Proposal, QuorumCert, SyncRequest, TimeoutCert, TimeoutData,
-    TimeoutMsg, Vote, VoteData,
+    Block, BlockHeader, ConsensusMsg, Proposal, QuorumCert, TimeoutCert, TimeoutData, TimeoutMsg,
+    Vote, VoteData,
 };
 use crate::consensus::metrics::ConsensusMetrics;
+use crate::consensus::pacemaker::Pacemaker;
 use crate::consensus::payload::Payloads;
 use crate::consensus::safety::{SafetyState, TimeoutRecord};
+use crate::consensus::sync::BlockSync;
+use crate::consensus::votes::{TimeoutCollector, VoteCollector};
 use crate::consensus::{ConsensusConfig, Effect, Input, SignJob, SignPurpose};
 use crate::crypto::Signature;
 use crate::dag::DagSignPurpose;
@@ -32,18 +35,6 @@ const KEEP_VIEWS: u64 = 64;
 /// kept; anything further is rejected (a lagging validator catches up
 /// through the QCs such messages carry, which are processed first).
 pub(crate) const FUTURE_VIEWS: u64 = 1024;
-/// Proposals waiting for missing ancestors, at most.
-const MAX_WAITING: usize = 256;
-/// Attempts before a block fetch is abandoned (a later reference restarts it).
-const MAX_FETCH_ATTEMPTS: u32 = 12;
-
-/// An outstanding block fetch.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Fetch {
-    pub(crate) hint: ValidatorId,
-    pub(crate) attempts: u32,
-    pub(crate) last_sent: Millis,
-}
 
 /// One validator's chained HotStuff instance.
 pub struct HotStuff {
@@ -53,15 +44,13 @@ pub struct HotStuff {
     pub(crate) safety: SafetyState,
     pub(crate) tree: BlockTree,
     pub(crate) epoch: Epoch,
-    pub(crate) view: View,
+    /// Views, deadlines and back-off.
+    pub(crate) pace: Pacemaker,
     pub(crate) now: Millis,
-    pub(crate) deadline: Millis,
-    pub(crate) consecutive_timeouts: u32,
     pub(crate) votes: VoteCollector,
     pub(crate) timeouts: TimeoutCollector,
-    pub(crate) last_tc: Option<TimeoutCert>,
-    pub(crate) waiting: BTreeMap<Hash32, Vec<(ValidatorId, Proposal)>>,
-    pub(crate) fetches: BTreeMap<Hash32, Fetch>,
+    /// Blocks being fetched and proposals waiting for them.
+    pub(crate) sync: BlockSync,
     /// Where payloads come from and committed transactions go.
     pub(crate) payloads: Payloads,
     pub(crate) verifier: Verifier,
@@ -78,6 +67,12 @@ pub struct HotStuff {
     /// ([`Input::Executed`]).
     pub(crate) executed_roots: BTreeMap<Height, Hash32>,
 }
+
+/// The highest view any message or certificate may name. No honest network
+/// gets near it (2^62 views at a thousand views per second take a hundred
+/// million years); refusing beyond it keeps `view + 1` and the pacemaker's
+/// arithmetic far from overflow whatever a certificate claims.
+pub const MAX_VIEW: View = View(1 << 62);
 
 /// Executed heights whose state roots are remembered for checking proposals.
 pub(crate) const EXECUTED_ROOTS_KEPT: usize = 256;
@@ -116,6 +111,7 @@ impl HotStuff {
             .map(|t| t.data.view)
             .unwrap_or_default();
         let view = safety.high_qc.view().next().max(timeout_view).max(View(1));
+        let pace = Pacemaker::new(view, cfg.base_timeout_ms, cfg.max_timeout_exponent);
         let mut hs = HotStuff {
             verifier: Verifier::new(cfg.env, genesis_qc, cfg.verify_cache),
             payloads: Payloads::new(&cfg, me, schedule.clone()),
@@ -125,15 +121,11 @@ impl HotStuff {
             safety,
             tree,
             epoch: Epoch(0),
-            view,
+            pace,
             now: Millis(0),
-            deadline: Millis(0),
-            consecutive_timeouts: 0,
             votes: VoteCollector::default(),
             timeouts: TimeoutCollector::default(),
-            last_tc: None,
-            waiting: BTreeMap::new(),
-            fetches: BTreeMap::new(),
+            sync: BlockSync::default(),
             detector: EquivocationDetector::default(),
             metrics: ConsensusMetrics::default(),
             out: Vec::new(),
@@ -188,7 +180,7 @@ impl HotStuff {
     /// The current view.
     #[must_use]
     pub fn view(&self) -> View {
-        self.view
+        self.pace.view()
     }
 
     /// The current epoch.
@@ -236,11 +228,31 @@ impl HotStuff {
         what: &'static str,
         view: View,
     ) -> Result<(), ConsensusError> {
-        if view.0 > self.view.0.saturating_add(FUTURE_VIEWS) {
+        if view > MAX_VIEW || view.0 > self.pace.view().0.saturating_add(FUTURE_VIEWS) {
             return Err(ConsensusError::FutureView {
                 what,
                 view,
-                current: self.view,
+                current: self.pace.view(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Votes and proposals count only for the current epoch and its
+    /// neighbours (the previous one around an epoch start, the next one
+    /// while this validator commits the boundary): any other label is
+    /// refused before it can occupy a collector or the equivocation
+    /// detector (issue #17, finding 1).
+    pub(crate) fn check_epoch_window(
+        &self,
+        what: &'static str,
+        epoch: Epoch,
+    ) -> Result<(), ConsensusError> {
+        if epoch.next() < self.epoch || epoch > self.epoch.next() {
+            return Err(ConsensusError::WrongEpoch {
+                what,
+                epoch,
+                current: self.epoch,
             });
         }
         Ok(())
@@ -269,8 +281,8 @@ impl HotStuff {
     }
 
     fn update_gauges(&mut self) {
-        self.metrics.current_view = self.view.0;
-        self.metrics.highest_seen_view = self.metrics.highest_seen_view.max(self.view.0);
+        self.metrics.current_view = self.pace.view().0;
+        self.metrics.highest_seen_view = self.metrics.highest_seen_view.max(self.pace.view().0);
         self.metrics.committed_height = self.tree.committed_height().0;
         self.metrics.epoch = self.epoch.0;
     }
@@ -282,20 +294,15 @@ impl HotStuff {
 
     fn epoch_after_root(&self) -> Epoch {
         match self.tree.root() {
-            Some(root) if root.height() == self.boundary(root.epoch()) => Epoch(root.epoch().0 + 1),
+            Some(root) if root.height() == self.boundary(root.epoch()) => root.epoch().next(),
             Some(root) => root.epoch(),
             None => Epoch(0),
         }
     }
 
-    fn timeout_duration(&self) -> u64 {
-        let exp = self.consecutive_timeouts.min(self.cfg.max_timeout_exponent);
-        self.cfg.base_timeout_ms.saturating_mul(1u64 << exp.min(62))
-    }
-
     fn arm_timer(&mut self) {
-        self.deadline = self.now.plus(self.timeout_duration());
-        self.emit(Effect::SetTimer(self.deadline));
+        let deadline = self.pace.arm(self.now);
+        self.emit(Effect::SetTimer(deadline));
     }
 
     pub(crate) fn persist_safety(&mut self) {
@@ -315,7 +322,7 @@ impl HotStuff {
     }
 
     fn on_tick(&mut self) {
-        if self.now >= self.deadline {
+        if self.pace.expired(self.now) {
             self.local_timeout();
         } else {
             self.rebroadcast_proposal();
@@ -326,20 +333,15 @@ impl HotStuff {
         self.payload_tick();
     }
 
-    /// Interval between re-broadcasts of an unanswered proposal.
-    fn rebroadcast_interval(&self) -> u64 {
-        (self.cfg.base_timeout_ms / 4).max(1)
-    }
-
     /// Messages may be lost: while the current view's proposal has not led to
     /// a QC, send the same signed proposal again (voters answer with the same
     /// signed vote, never a new one).
     fn rebroadcast_proposal(&mut self) {
         let due = match &self.last_proposal {
             Some((p, at)) => {
-                p.block.view() == self.view
-                    && self.safety.high_qc.view() < self.view
-                    && self.now.since(*at) >= self.rebroadcast_interval()
+                p.block.view() == self.pace.view()
+                    && self.safety.high_qc.view() < self.pace.view()
+                    && self.now.since(*at) >= self.pace.rebroadcast_interval()
             }
             None => false,
         };
@@ -350,20 +352,17 @@ impl HotStuff {
             *at = self.now;
             let msg = ConsensusMsg::Proposal(p.clone());
             self.emit(Effect::Broadcast(msg));
-            let next = self.now.plus(self.rebroadcast_interval());
+            let next = self.now.plus(self.pace.rebroadcast_interval());
             self.emit(Effect::SetTimer(next));
         }
     }
 
     /// Enter view `v` (if it is ahead). `by_qc` resets the timeout back-off.
     pub(crate) fn enter_view(&mut self, v: View, by_qc: bool) {
-        if v <= self.view {
+        if !self.pace.advance(v, by_qc) {
             return;
         }
-        self.view = v;
-        if by_qc {
-            self.consecutive_timeouts = 0;
-        } else {
+        if !by_qc {
             self.metrics.views_timed_out += 1;
         }
         let keep_from = View(v.0.saturating_sub(KEEP_VIEWS));
@@ -381,19 +380,19 @@ impl HotStuff {
             return;
         }
         let record = match &self.safety.last_timeout {
-            Some(t) if t.data.view == self.view && t.data.epoch == self.epoch => t.clone(),
+            Some(t) if t.data.view == self.pace.view() && t.data.epoch == self.epoch => t.clone(),
             _ => {
                 let record = TimeoutRecord {
                     data: TimeoutData {
                         epoch: self.epoch,
-                        view: self.view,
+                        view: self.pace.view(),
                         high_qc_view: self.safety.high_qc.view(),
                     },
                     high_qc: self.safety.high_qc.clone(),
                 };
                 self.safety.last_timeout = Some(record.clone());
-                self.safety.last_voted_view = self.safety.last_voted_view.max(self.view);
-                self.consecutive_timeouts = self.consecutive_timeouts.saturating_add(1);
+                self.safety.last_voted_view = self.safety.last_voted_view.max(self.pace.view());
+                self.pace.note_local_timeout();
                 self.persist_safety();
                 record
             }
@@ -426,7 +425,7 @@ impl HotStuff {
                 self.metrics.proposals_made += 1;
                 self.emit(Effect::Broadcast(ConsensusMsg::Proposal(p.clone())));
                 self.last_proposal = Some((p.clone(), self.now));
-                let next = self.now.plus(self.rebroadcast_interval());
+                let next = self.now.plus(self.pace.rebroadcast_interval());
                 self.emit(Effect::SetTimer(next));
                 self.on_proposal(me, p)
             }
@@ -484,8 +483,8 @@ impl HotStuff {
     pub(crate) fn try_propose(&mut self) {
         let epoch = self.epoch;
         if !self.is_member(epoch)
-            || self.set(epoch).leader(self.view) != self.me
-            || self.safety.last_proposed_view >= self.view
+            || self.set(epoch).leader(self.pace.view()) != self.me
+            || self.safety.last_proposed_view >= self.pace.view()
         {
             return;
         }
@@ -497,7 +496,7 @@ impl HotStuff {
         if self
             .last_proposal
             .as_ref()
-            .is_some_and(|(p, at)| *at == self.now && p.block.view() < self.view)
+            .is_some_and(|(p, at)| *at == self.now && p.block.view() < self.pace.view())
         {
             let next = self.now.plus(1);
             self.emit(Effect::SetTimer(next));
@@ -514,7 +513,7 @@ impl HotStuff {
             match self.tree.root() {
                 Some(root)
                     if root.height() == self.boundary(root.epoch())
-                        && root.epoch().0 + 1 == epoch.0 =>
+                        && root.epoch().next() == epoch =>
                 {
                     (root.clone(), false)
                 }
@@ -526,13 +525,13 @@ impl HotStuff {
         } else {
             return;
         };
-        if parent.view() >= self.view {
+        if parent.view() >= self.pace.view() {
             return;
         }
         let payload = self.make_payload(epoch, &parent.id(), suffix);
         let header = BlockHeader {
             epoch,
-            view: self.view,
+            view: self.pace.view(),
             height: parent.height().next(),
             parent_id: parent.id(),
             justify_view: high_qc.view(),
@@ -557,16 +556,13 @@ impl HotStuff {
             header.exec_state_root = root;
         }
         let block = Block::new(header, high_qc, payload);
-        let tc = self
-            .last_tc
-            .clone()
-            .filter(|tc| tc.view.next() == self.view);
-        self.safety.last_proposed_view = self.view;
+        let tc = self.pace.tc_entering(self.pace.view());
+        self.safety.last_proposed_view = self.pace.view();
         self.persist_safety();
         self.emit(Effect::Sign(SignJob {
             request: SignRequest {
                 kind: SignKind::Proposal,
-                view: Some(self.view),
+                view: Some(self.pace.view()),
                 message: block.id().to_bytes(),
                 digest_preimage: block.header().to_bytes(),
             },
@@ -582,14 +578,14 @@ impl HotStuff {
     /// Vote for `block` if it is for the current view and epoch and the
     /// safety rules allow it.
     pub(crate) fn try_vote(&mut self, block: &Block) -> Result<(), ConsensusError> {
-        if block.view() < self.view {
+        if block.view() < self.pace.view() {
             return Err(ConsensusError::StaleView {
                 what: "proposal",
                 view: block.view(),
-                current: self.view,
+                current: self.pace.view(),
             });
         }
-        if block.view() > self.view {
+        if block.view() > self.pace.view() {
             // Not entered yet (no certificate for the previous view seen).
             return Ok(());
         }
@@ -642,8 +638,41 @@ impl HotStuff {
 
     // ------------------------------------------------------------ QCs, TCs
 
-    /// A verified QC: raise the high QC, lock, commit, and advance the view.
-    pub(crate) fn process_qc(&mut self, qc: &QuorumCert, hint: ValidatorId) {
+    /// A verified QC: raise the high QC, lock, commit, and advance the view
+    /// — if its labels may act on this validator's state (issue #17,
+    /// finding 1: a QC's epoch label is chosen by whoever assembled it).
+    ///
+    /// - For a block this validator holds, the QC's epoch and view must be
+    ///   the block's own, or the QC is invalid: old keys cannot certify a
+    ///   block of a later epoch under their own epoch's label, and a view
+    ///   label cannot be inflated.
+    /// - For a block it does not hold, a QC of an epoch before the current
+    ///   one is ignored (it cannot certify anything this validator still
+    ///   needs; the block itself is fetched when a placed block needs it),
+    ///   so keys valid only in a past epoch move no view and no high QC.
+    pub(crate) fn process_qc(
+        &mut self,
+        qc: &QuorumCert,
+        hint: ValidatorId,
+    ) -> Result<(), ConsensusError> {
+        if qc.view() == View(0) {
+            return Ok(());
+        }
+        match self.tree.get(&qc.block_id()) {
+            Some(b) if b.epoch() != qc.data.epoch || b.view() != qc.view() => {
+                return Err(ConsensusError::InvalidQc {
+                    block: qc.block_id(),
+                    view: qc.view(),
+                    why: "epoch or view differs from the certified block's",
+                });
+            }
+            Some(_) => {}
+            None if qc.data.epoch < self.epoch => {
+                self.metrics.reject("past_epoch_qc_ignored");
+                return Ok(());
+            }
+            None => {}
+        }
         self.metrics.highest_seen_view = self.metrics.highest_seen_view.max(qc.view().0);
         self.safety.update_high_qc(qc);
         if self.tree.contains(&qc.block_id()) {
@@ -652,13 +681,18 @@ impl HotStuff {
             self.fetch(qc.block_id(), hint);
         }
         self.enter_view(qc.view().next(), true);
+        Ok(())
     }
 
-    /// Lock and commit rules for a QC whose block is known.
+    /// Lock and commit rules for a QC whose block is known and whose labels
+    /// are the block's own.
     pub(crate) fn apply_qc_to_known_block(&mut self, qc: &QuorumCert) {
         let Some(block) = self.tree.get(&qc.block_id()).cloned() else {
             return;
         };
+        if block.epoch() != qc.data.epoch || block.view() != qc.view() {
+            return;
+        }
         // 2-chain: the QC inside the certified block becomes the lock.
         let inner = block.justify().clone();
         self.safety.update_lock(&inner);
@@ -702,7 +736,7 @@ impl HotStuff {
         for b in &chain {
             self.metrics.blocks_committed += 1;
             if b.height() == self.boundary(b.epoch()) {
-                self.epoch = Epoch(b.epoch().0 + 1);
+                self.epoch = b.epoch().next();
                 epoch_changed = true;
             }
             self.emit(Effect::Commit(b.clone()));
@@ -712,98 +746,20 @@ impl HotStuff {
         }
         self.deliver_committed(&chain);
         let committed = self.tree.committed_height();
-        self.waiting.retain(|_, ps| {
-            ps.retain(|(_, p)| p.block.height() > committed);
-            !ps.is_empty()
-        });
+        self.sync.forget_waiting_up_to(committed);
         if epoch_changed {
+            // Votes and timeouts count only from the previous epoch on.
+            let keep = Epoch(self.epoch.0.saturating_sub(1));
+            self.votes.prune_epochs_below(keep);
+            self.timeouts.prune_epochs_below(keep);
             self.try_propose();
         }
     }
 
     /// A verified TC: move to the view after it.
     pub(crate) fn process_tc(&mut self, tc: &TimeoutCert) {
-        if tc.epoch != self.epoch || tc.view < self.view {
-            return;
+        if let Some(next) = self.pace.record_tc(tc, self.epoch) {
+            self.enter_view(next, false);
         }
-        self.last_tc = Some(tc.clone());
-        self.enter_view(tc.view.next(), false);
-    }
-
-    // ------------------------------------------------------------ fetching
-
-    /// Ask `hint` for block `id` and its ancestors, unless already asked.
-    pub(crate) fn fetch(&mut self, id: Hash32, hint: ValidatorId) {
-        if self.tree.contains(&id) || self.fetches.contains_key(&id) {
-            return;
-        }
-        self.fetches.insert(
-            id,
-            Fetch {
-                hint,
-                attempts: 0,
-                last_sent: self.now,
-            },
-        );
-        self.send_fetch(id, hint, 0);
-        let at = self.now.plus(self.cfg.sync_retry_ms);
-        self.emit(Effect::SetTimer(at));
-    }
-
-    fn send_fetch(&mut self, id: Hash32, hint: ValidatorId, attempt: u32) {
-        let n = self.schedule.max_validators().max(1) as u32;
-        let mut to = ValidatorId((hint.0 + attempt) % n);
-        if to == self.me {
-            to = ValidatorId((to.0 + 1) % n);
-        }
-        if to == self.me {
-            return;
-        }
-        self.metrics.sync_requests_sent += 1;
-        self.emit(Effect::Send {
-            to,
-            msg: ConsensusMsg::SyncRequest(SyncRequest {
-                block_id: id,
-                max_blocks: self.cfg.sync_batch,
-            }),
-        });
-    }
-
-    fn retry_fetches(&mut self) {
-        let due: Vec<(Hash32, Fetch)> = self
-            .fetches
-            .iter()
-            .filter(|(_, f)| self.now.since(f.last_sent) >= self.cfg.sync_retry_ms)
-            .map(|(id, f)| (*id, *f))
-            .collect();
-        for (id, f) in due {
-            if f.attempts + 1 >= MAX_FETCH_ATTEMPTS || self.tree.contains(&id) {
-                self.fetches.remove(&id);
-                continue;
-            }
-            let attempts = f.attempts + 1;
-            self.fetches.insert(
-                id,
-                Fetch {
-                    hint: f.hint,
-                    attempts,
-                    last_sent: self.now,
-                },
-            );
-            self.send_fetch(id, f.hint, attempts);
-        }
-        if !self.fetches.is_empty() {
-            let at = self.now.plus(self.cfg.sync_retry_ms);
-            self.emit(Effect::SetTimer(at));
-        }
-    }
-
-    /// Park a proposal until block `missing` arrives.
-    pub(crate) fn wait_for(&mut self, missing: Hash32, from: ValidatorId, p: Proposal) {
-        let total: usize = self.waiting.values().map(Vec::len).sum();
-        if total < MAX_WAITING {
-            self.waiting.entry(missing).or_default().push((from, p));
-        }
-        self.fetch(missing, from);
     }
 }

@@ -31,13 +31,16 @@ mod handlers;
 mod machine;
 pub mod messages;
 mod metrics;
+mod pacemaker;
 mod payload;
 pub mod safety;
+mod sync;
+mod votes;
 
 pub use certs::verify_quorum_cert;
 pub use error::ConsensusError;
 pub use evidence::Evidence;
-pub use machine::HotStuff;
+pub use machine::{HotStuff, MAX_VIEW};
 pub use messages::*;
 pub use metrics::ConsensusMetrics;
 pub use safety::{SafetyFaults, SafetyState, TimeoutRecord, VoteRefusal};
