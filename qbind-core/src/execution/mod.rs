@@ -36,8 +36,8 @@ mod state_root;
 mod tx;
 
 pub use executor::{
-    Admission, BlockContext, BlockExecutor, BlockOutcome, ExecutionError, FailureReason, Receipt,
-    RejectReason, SequentialExecutor, TxStatus, WireBlockOutcome, admit_transactions,
+    Admission, BlockContext, BlockExecutor, BlockGas, BlockOutcome, ExecutionError, FailureReason,
+    Receipt, RejectReason, SequentialExecutor, TxStatus, WireBlockOutcome, admit_transactions,
     apply_transaction, apply_transactions, execute_block, execute_wire_block,
     execute_wire_block_with, finish_block,
 };
