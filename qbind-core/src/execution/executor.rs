@@ -265,48 +265,53 @@ impl BlockGas {
 }
 
 /// The state-independent pass over a block: one entry per transaction,
-/// each decided from that transaction alone.
+/// each decided from that transaction alone ([`admit_transaction`]).
 #[must_use]
 pub fn admit_transactions(
     config: &ExecutionConfig,
     txs: &[Transaction],
 ) -> Vec<Result<Admission, RejectReason>> {
-    txs.iter()
-        .map(|tx| {
-            let payload = tx.payload();
-            let (gas_limit, price) = match (payload, config.profile) {
-                (TransferPayload::V1(p), _) => (p.gas_limit, p.max_fee_per_gas),
-                (TransferPayload::V0(_), ExecutionProfile::VmV0WithLegacyPayloads) => {
-                    (config.gas.transfer_gas(payload.wire_len()), 0)
-                }
-                (TransferPayload::V0(_), ExecutionProfile::VmV0) => {
-                    return Err(RejectReason::PayloadVersionNotAllowed);
-                }
-            };
-            if gas_limit < MINIMUM_GAS_LIMIT {
-                return Err(RejectReason::GasLimitBelowMinimum {
-                    gas_limit,
-                    minimum: MINIMUM_GAS_LIMIT,
-                });
-            }
-            let intrinsic = config.gas.intrinsic_gas(payload.wire_len());
-            if gas_limit < intrinsic {
-                return Err(RejectReason::GasLimitBelowIntrinsic {
-                    gas_limit,
-                    intrinsic,
-                });
-            }
-            let max_fee = u128::from(gas_limit)
-                .checked_mul(price)
-                .ok_or(RejectReason::MaxFeeOverflow)?;
-            Ok(Admission {
-                gas_limit,
-                price,
-                max_fee,
-                max_gas_used: gas_limit.min(config.gas.transfer_gas(payload.wire_len())),
-            })
-        })
-        .collect()
+    txs.iter().map(|tx| admit_transaction(config, tx)).collect()
+}
+
+/// The state-independent verdict on one transaction: payload version, gas
+/// limit at least the minimum and the intrinsic gas, maximum fee in `u128`.
+pub fn admit_transaction(
+    config: &ExecutionConfig,
+    tx: &Transaction,
+) -> Result<Admission, RejectReason> {
+    let payload = tx.payload();
+    let (gas_limit, price) = match (payload, config.profile) {
+        (TransferPayload::V1(p), _) => (p.gas_limit, p.max_fee_per_gas),
+        (TransferPayload::V0(_), ExecutionProfile::VmV0WithLegacyPayloads) => {
+            (config.gas.transfer_gas(payload.wire_len()), 0)
+        }
+        (TransferPayload::V0(_), ExecutionProfile::VmV0) => {
+            return Err(RejectReason::PayloadVersionNotAllowed);
+        }
+    };
+    if gas_limit < MINIMUM_GAS_LIMIT {
+        return Err(RejectReason::GasLimitBelowMinimum {
+            gas_limit,
+            minimum: MINIMUM_GAS_LIMIT,
+        });
+    }
+    let intrinsic = config.gas.intrinsic_gas(payload.wire_len());
+    if gas_limit < intrinsic {
+        return Err(RejectReason::GasLimitBelowIntrinsic {
+            gas_limit,
+            intrinsic,
+        });
+    }
+    let max_fee = u128::from(gas_limit)
+        .checked_mul(price)
+        .ok_or(RejectReason::MaxFeeOverflow)?;
+    Ok(Admission {
+        gas_limit,
+        price,
+        max_fee,
+        max_gas_used: gas_limit.min(config.gas.transfer_gas(payload.wire_len())),
+    })
 }
 
 /// Execute one transaction against `overlay`. `admission` is its entry from
