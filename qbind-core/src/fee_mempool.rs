@@ -409,7 +409,8 @@ impl<T: PoolTx> FeeMempool<T> {
     }
 
     fn add(&mut self, tx: T, key: Key) {
-        self.next_arrival += 1;
+        // One per insertion: cannot reach u64::MAX, saturating all the same.
+        self.next_arrival = self.next_arrival.saturating_add(1);
         let sender = tx.sender();
         let old_head = self.head_of(&sender);
         self.by_priority.insert(key);

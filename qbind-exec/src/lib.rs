@@ -8,6 +8,15 @@
 //! ## Schedule
 //! 1. The state-independent admission pass of the core
 //!    ([`admit_transactions`]) runs first, in order, as in the reference.
+//!    Then the block's *gas-safe prefix* ([`gas_safe_prefix`]): the longest
+//!    prefix in which no transaction can be refused for block gas whatever
+//!    the state, because the most gas the admitted transactions before it
+//!    can use plus its own limit fits. Only the prefix is scheduled in
+//!    steps 2–3; the transactions after it (a block whose limits sum past
+//!    the block gas limit) run in block order on one thread, on top of the
+//!    prefix's result and with the gas it used, as the reference continues
+//!    (the core counts only included transactions' gas used, so whether a
+//!    later transaction fits depends on state: issue #17 finding 2).
 //! 2. Every admitted transaction touches at most two accounts, its sender and
 //!    its recipient. Transactions are grouped into the connected components
 //!    of the relation "shares an account" ([`conflict_components`]): an index
@@ -46,8 +55,12 @@
 //! linear passes; measured in docs/benchmarks.md ("Run E", "Run P").
 //!
 //! ## Why it equals the sequential result
-//! Two transactions in different components touch disjoint account sets, so
-//! neither can observe the other; within a component the relative order is
+//! In the gas-safe prefix the block gas check passes in every run, so the
+//! prefix executes as it would without the check; the suffix then runs
+//! exactly the reference's code on exactly the state and block gas the
+//! reference has at that point. Within the prefix: two transactions in
+//! different components touch disjoint account sets, so neither can
+//! observe the other; within a component the relative order is
 //! the block order. Each transaction therefore reads exactly the values it
 //! reads in the sequential run, and writes the same values. The proposer
 //! credit, the supply counters and the commitment delta are sums, which do
@@ -97,10 +110,10 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use qbind_core::execution::{
-    AccountAccumulator, AccountChange, AccountReader, Admission, BlockContext, BlockOutcome,
-    CommitmentDelta, ExecutionError, Overlay, Receipt, RejectReason, Transaction, TxStatus,
-    admit_transactions, apply_transaction, apply_transactions, execute_block, finish_block,
-    leaf_element, sorted_changes_by_id,
+    Account, AccountAccumulator, AccountChange, AccountReader, Admission, BlockContext, BlockGas,
+    BlockOutcome, CommitmentDelta, ExecutionError, Overlay, Receipt, RejectReason, StateError,
+    StateSummary, Transaction, TxStatus, admit_transactions, apply_transaction, apply_transactions,
+    execute_block, finish_block, leaf_element, sorted_changes_by_id,
 };
 use qbind_core::types::{AccountId, NetworkEnvironment};
 use rayon::prelude::*;
@@ -183,6 +196,10 @@ pub struct StageBStats {
     /// block ran on one thread (the single-chunk path), rather than with
     /// the new ones afterwards.
     pub old_elements_early: bool,
+    /// Transactions after the block's gas-safe prefix ([`gas_safe_prefix`]):
+    /// whether they fit in the block gas depends on what the transactions
+    /// before them used, so they run in block order after the prefix.
+    pub sequential_suffix: usize,
 }
 
 impl StageBStats {
@@ -249,7 +266,13 @@ impl StageBExecutor {
             return Ok((execute_block(state, ctx, txs)?, stats));
         }
         let admissions = admit_transactions(&ctx.config, txs);
-        let (components, touched) = conflict_index(txs, &admissions);
+        // Only the gas-safe prefix is scheduled in parallel; the rest runs
+        // after it in block order (`run_suffix`).
+        let fit = gas_safe_prefix(&admissions, ctx.config.block_gas_limit);
+        let (prefix, suffix) = txs.split_at(fit.min(txs.len()));
+        let (prefix_admissions, suffix_admissions) = admissions.split_at(prefix.len());
+        stats.sequential_suffix = suffix.len();
+        let (components, touched) = conflict_index(prefix, prefix_admissions);
         stats.scheduled = components.transactions();
         stats.components = components.len();
         stats.largest_component = components.largest();
@@ -261,8 +284,10 @@ impl StageBExecutor {
             // accounts' old values (they depend only on the pre-block state);
             // the new values are hashed in parallel when sealing.
             // (On a one-thread pool nothing would overlap, and reading the
-            // accounts a second time would only add work.)
-            let (executed, before) = if threads > 1 {
+            // accounts a second time would only add work.) The touched
+            // accounts are the prefix's: with a suffix, the early hashes
+            // would not cover every account, so they are not computed.
+            let (executed, before) = if threads > 1 && suffix.is_empty() {
                 rayon::join(
                     || apply_transactions(state, &ctx.config, txs, &admissions),
                     || old_leaves(state, txs, &touched, &ctx.proposer),
@@ -283,16 +308,143 @@ impl StageBExecutor {
         // Here the chunks keep both threads busy, and hashing old values
         // during execution measured slower than hashing them with the new
         // ones when sealing (docs/benchmarks.md, run P).
-        let Some((receipts, runs)) =
-            execute_chunks(state, ctx, txs, &admissions, &components, &chunks)?
+        let Some((mut receipts, mut runs)) =
+            execute_chunks(state, ctx, prefix, prefix_admissions, &components, &chunks)?
+                .filter(|(receipts, _)| !receipts.iter().any(is_gas_rejection))
         else {
-            // Unreachable by construction; fall back to the reference rather
+            // Unreachable by construction (chunks cover the admitted
+            // transactions, and no transaction of the gas-safe prefix can
+            // be refused for block gas); fall back to the reference rather
             // than return a wrong outcome.
             return Ok((execute_block(state, ctx, txs)?, StageBStats::default()));
         };
+        if !suffix.is_empty() {
+            run_suffix(
+                state,
+                ctx,
+                suffix,
+                suffix_admissions,
+                &mut receipts,
+                &mut runs,
+            )?;
+        }
         let (outcome, _) = seal(state, ctx, receipts, runs, None)?;
         Ok((outcome, stats))
     }
+}
+
+/// The length of the block's *gas-safe prefix*: the longest prefix in which
+/// no transaction can be refused for block gas, whatever the state.
+///
+/// In the reference, a transaction is refused (`BlockGasLimitExceeded`) when
+/// the gas used by the transactions included before it plus its gas limit
+/// exceeds the block gas limit, and which earlier transactions are included
+/// depends on state. An included transaction uses at most
+/// [`Admission::max_gas_used`], so if for every admitted transaction of the
+/// prefix `Σ max_gas_used (admitted before it) + gas_limit ≤ block gas limit`,
+/// the check passes there in every run: the prefix executes exactly as it
+/// would without the check, hence in any grouping of its components.
+#[must_use]
+pub fn gas_safe_prefix<E>(admissions: &[Result<Admission, E>], block_gas_limit: u64) -> usize {
+    let mut bound: u64 = 0;
+    for (i, admission) in admissions.iter().enumerate() {
+        let Ok(a) = admission else { continue };
+        match bound.checked_add(a.gas_limit) {
+            Some(total) if total <= block_gas_limit => {}
+            _ => return i,
+        }
+        bound = bound.saturating_add(a.max_gas_used);
+    }
+    admissions.len()
+}
+
+fn is_gas_rejection(receipt: &Receipt) -> bool {
+    matches!(
+        receipt.status,
+        TxStatus::Rejected(RejectReason::BlockGasLimitExceeded { .. })
+    )
+}
+
+/// The pre-block state with the gas-safe prefix's changes applied: what the
+/// suffix's first transaction reads in the reference.
+struct AfterPrefix<'a, S: ?Sized> {
+    base: &'a S,
+    runs: &'a [Vec<AccountChange>],
+    /// Where each account the prefix touched sits in `runs`.
+    index: &'a HashMap<AccountId, (usize, usize), foldhash::fast::RandomState>,
+}
+
+impl<S: AccountReader + ?Sized> AccountReader for AfterPrefix<'_, S> {
+    fn account(&self, id: &AccountId) -> Result<Account, StateError> {
+        match self.index.get(id) {
+            Some(&(run, at)) => match self.runs.get(run).and_then(|r| r.get(at)) {
+                Some(change) => Ok(change.after),
+                None => self.base.account(id),
+            },
+            None => self.base.account(id),
+        }
+    }
+
+    fn summary(&self) -> Result<StateSummary, StateError> {
+        self.base.summary()
+    }
+}
+
+/// Execute the transactions after the gas-safe prefix in block order on
+/// this thread, against the state the prefix left and with the block gas
+/// it used, exactly as the reference continues. Their receipts are appended
+/// to `receipts` (the prefix's, in block order) and their account changes
+/// merged into `runs`: an account the prefix touched keeps its pre-block
+/// value and takes the suffix's final one, any other goes into a new run,
+/// so the runs stay disjoint.
+fn run_suffix<S: AccountReader + ?Sized>(
+    state: &S,
+    ctx: &BlockContext,
+    suffix: &[Transaction],
+    admissions: &[Result<Admission, RejectReason>],
+    receipts: &mut Vec<Receipt>,
+    runs: &mut Vec<Vec<AccountChange>>,
+) -> Result<(), StateError> {
+    let used = receipts
+        .iter()
+        .map(|r| r.gas_used)
+        .fold(0u64, u64::saturating_add);
+    let mut index: HashMap<AccountId, (usize, usize), foldhash::fast::RandomState> =
+        HashMap::default();
+    for (r, run) in runs.iter().enumerate() {
+        for (at, change) in run.iter().enumerate() {
+            index.insert(change.id, (r, at));
+        }
+    }
+    let after_prefix = AfterPrefix {
+        base: state,
+        runs: runs.as_slice(),
+        index: &index,
+    };
+    let mut overlay = Overlay::with_capacity(&after_prefix, suffix.len().saturating_mul(2));
+    let mut block_gas = BlockGas::resume(used, ctx.config.block_gas_limit);
+    for (tx, admission) in suffix.iter().zip(admissions) {
+        receipts.push(apply_transaction(
+            &mut overlay,
+            &ctx.config,
+            tx,
+            admission,
+            &mut block_gas,
+        )?);
+    }
+    let changes = overlay.into_changes();
+    let mut fresh = Vec::new();
+    for change in changes {
+        match index
+            .get(&change.id)
+            .and_then(|&(r, at)| runs.get_mut(r).and_then(|run| run.get_mut(at)))
+        {
+            Some(earlier) => earlier.after = change.after,
+            None => fresh.push(change),
+        }
+    }
+    runs.push(fresh);
+    Ok(())
 }
 
 /// The receipts of a block in block order and its account changes, one
@@ -322,13 +474,22 @@ fn execute_chunks<S: AccountReader + Sync + ?Sized>(
                 }
             }
             let mut receipts = Vec::with_capacity(size);
+            // Never refuses in the gas-safe prefix; each chunk counts its
+            // own transactions only.
+            let mut block_gas = BlockGas::new(ctx.config.block_gas_limit);
             for component in components.iter_range(range.clone()) {
                 for &index in component {
                     let (Some(tx), Some(admission)) = (txs.get(index), admissions.get(index))
                     else {
                         continue;
                     };
-                    let receipt = apply_transaction(&mut overlay, &ctx.config, tx, admission)?;
+                    let receipt = apply_transaction(
+                        &mut overlay,
+                        &ctx.config,
+                        tx,
+                        admission,
+                        &mut block_gas,
+                    )?;
                     receipts.push((index, receipt));
                 }
             }
@@ -347,7 +508,13 @@ fn execute_chunks<S: AccountReader + Sync + ?Sized>(
     for (tx, admission) in txs.iter().zip(admissions) {
         receipts.push(match admission {
             Ok(_) => PLACEHOLDER,
-            Err(_) => apply_transaction(&mut untouched, &ctx.config, tx, admission)?,
+            Err(_) => apply_transaction(
+                &mut untouched,
+                &ctx.config,
+                tx,
+                admission,
+                &mut BlockGas::new(ctx.config.block_gas_limit),
+            )?,
         });
     }
     let mut filled = 0usize;

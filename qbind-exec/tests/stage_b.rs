@@ -122,8 +122,11 @@ fn random_block(
             0 => 10_000_000,
             _ => rng.gen_range(0..50_000),
         };
-        let gas_limit = match rng.gen_range(0..10) {
-            0 => rng.gen_range(20_000..37_352),
+        // Now and then a limit far above the transfer's gas: whether such a
+        // transaction fits depends on what the block included before it.
+        let gas_limit = match rng.gen_range(0..20) {
+            0 | 1 => rng.gen_range(20_000..37_352),
+            2 => rng.gen_range(37_352..2_000_000),
             _ => 37_352,
         };
         let payload = TransferPayload::V1(TransferPayloadV1 {
@@ -161,14 +164,21 @@ fn context(height: u64, rng: &mut ChaCha8Rng) -> BlockContext {
 }
 
 /// Run `blocks` chained blocks through both executors; returns the number of
-/// blocks that took the parallel path and the number whose old account
-/// values were hashed early (the single-chunk path).
-fn compare_chain(seed: u64, blocks: usize, max_txs: usize, conflict_pct: u32) -> (usize, usize) {
+/// blocks that took the parallel path, the number whose old account
+/// values were hashed early (the single-chunk path), and the number that took
+/// the parallel path with a sequential suffix past the gas-safe prefix.
+fn compare_chain(
+    seed: u64,
+    blocks: usize,
+    max_txs: usize,
+    conflict_pct: u32,
+) -> (usize, usize, usize) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut seq = genesis();
     let mut par = seq.clone();
     let mut parallel_blocks = 0;
     let mut early_blocks = 0;
+    let mut suffix_blocks = 0;
     for h in 0..blocks {
         let n = rng.gen_range(0..=max_txs);
         let txs = random_block(&mut rng, &seq, n, conflict_pct);
@@ -183,6 +193,9 @@ fn compare_chain(seed: u64, blocks: usize, max_txs: usize, conflict_pct: u32) ->
         if stats.parallel() {
             parallel_blocks += 1;
             assert!(stats.parallel_txs > 0);
+            if stats.sequential_suffix > 0 {
+                suffix_blocks += 1;
+            }
         }
         if stats.old_elements_early {
             early_blocks += 1;
@@ -195,7 +208,7 @@ fn compare_chain(seed: u64, blocks: usize, max_txs: usize, conflict_pct: u32) ->
         par.apply(&got.transition).unwrap();
         assert_eq!(seq, par);
     }
-    (parallel_blocks, early_blocks)
+    (parallel_blocks, early_blocks, suffix_blocks)
 }
 
 proptest! {
@@ -599,19 +612,25 @@ fn parallel_signature_checks_match_the_sequential_ones() {
 /// demonstrably taken.
 #[test]
 fn soak_stage_b_matches_sequential() {
-    let (mut parallel, mut early) = (0, 0);
+    let (mut parallel, mut early, mut suffix) = (0, 0, 0);
     for (i, pct) in [0u32, 10, 50, 100].into_iter().enumerate() {
-        let (p, e) = compare_chain(1000 + i as u64, 500, 80, pct);
+        let (p, e, s) = compare_chain(1000 + i as u64, 500, 80, pct);
         parallel += p;
         early += e;
+        suffix += s;
     }
+    assert!(
+        suffix > 50,
+        "a sequential suffix after a parallel prefix in only {suffix} of 2000 blocks"
+    );
     assert!(
         parallel > 500,
         "parallel path taken in only {parallel} of 2000 blocks"
     );
     assert!(early > 100, "early hashing in only {early} of 2000 blocks");
     eprintln!(
-        "soak: 2000 blocks, 0 mismatches, {parallel} on the parallel path, {early} hashed early"
+        "soak: 2000 blocks, 0 mismatches, {parallel} on the parallel path, {early} hashed early, \
+         {suffix} with a sequential suffix"
     );
 }
 
@@ -620,7 +639,7 @@ fn soak_stage_b_matches_sequential() {
 fn soak_stage_b_matches_sequential_slow() {
     let (mut parallel, mut early) = (0, 0);
     for (i, pct) in [0u32, 10, 50, 100].into_iter().enumerate() {
-        let (p, e) = compare_chain(5000 + i as u64, 50_000, 80, pct);
+        let (p, e, _) = compare_chain(5000 + i as u64, 50_000, 80, pct);
         parallel += p;
         early += e;
     }
@@ -722,4 +741,144 @@ fn transfer_application_with_stage_b_equals_the_sequential_one() {
             Application::<MemoryBackend>::state_root(&stage_b, &stores[1]).unwrap()
         );
     }
+}
+
+/// Both executors on `txs`: the outcomes must be equal; returns the
+/// sequential one and Stage B's statistics.
+fn both(
+    state: &Ledger,
+    ctx: &BlockContext,
+    txs: &[Transaction],
+) -> (BlockOutcome, qbind_exec::StageBStats) {
+    let expected = execute_block(state, ctx, txs).unwrap();
+    let (got, stats) = executor().execute(state, ctx, txs).unwrap();
+    assert_eq!(
+        got, expected,
+        "Stage B differs from the sequential executor"
+    );
+    (expected, stats)
+}
+
+/// Issue #17 finding 2: a transaction rejected at execution consumes no
+/// block gas. A bad-nonce transaction whose gas limit is the whole block's
+/// used to reserve it, and every later transaction of the block failed with
+/// `BlockGasLimitExceeded` (free block stuffing).
+#[test]
+fn a_bad_nonce_transaction_with_the_block_gas_limit_does_not_stuff_the_block() {
+    let ledger = genesis();
+    let zero = Signature::from_bytes(&[0u8; 2420]).unwrap();
+    let config = ExecutionConfig::mainnet();
+    let stuffing = Transaction::from_parts(
+        keys()[0].0.clone(),
+        7, // the account's nonce is 0
+        TransferPayload::V1(TransferPayloadV1 {
+            recipient: AccountId([0x77; 32]),
+            amount: 1,
+            gas_limit: config.block_gas_limit,
+            max_fee_per_gas: 1,
+        }),
+        zero,
+    );
+    let mut txs = vec![stuffing];
+    txs.extend(disjoint_block(&ledger, 40, 1));
+    let ctx = BlockContext {
+        height: Height(1),
+        proposer: AccountId([0xee; 32]),
+        config,
+    };
+    let (out, stats) = both(&ledger, &ctx, &txs);
+    let codes: Vec<u16> = out.receipts.iter().map(|r| r.status.code()).collect();
+    assert_eq!(codes[0], 206, "stale nonce rejected");
+    assert!(codes[1..].iter().all(|&c| c == 0), "{codes:?}");
+    assert!(stats.parallel(), "{stats:?}");
+    assert_eq!(out.gas_used, 40 * 37_352);
+}
+
+/// Issue #17 finding 2: a block that repeats an already executed
+/// transaction (same bytes, as a resubmitter would send it) before a valid
+/// one. The repeats are stale nonces and consume nothing; the valid
+/// transactions execute, the same in both executors.
+#[test]
+fn resubmitted_executed_transactions_are_stale_and_consume_no_block_gas() {
+    let mut ledger = genesis();
+    let zero = Signature::from_bytes(&[0u8; 2420]).unwrap();
+    let ctx = |height: u64| BlockContext {
+        height: Height(height),
+        proposer: AccountId([0xee; 32]),
+        config: ExecutionConfig::mainnet(),
+    };
+    let transfer = |k: usize, nonce: u64, gas_limit: u64| {
+        let payload = TransferPayload::V1(TransferPayloadV1 {
+            recipient: AccountId([0x55; 32]),
+            amount: 3,
+            gas_limit,
+            max_fee_per_gas: 0,
+        });
+        Transaction::from_parts(keys()[k].0.clone(), nonce, payload, zero.clone())
+    };
+    // Block 1 executes it.
+    let executed = transfer(0, 0, 10_000_000);
+    let (first, _) = both(&ledger, &ctx(1), std::slice::from_ref(&executed));
+    assert_eq!(first.receipts[0].status, TxStatus::Success);
+    ledger.apply(&first.transition).unwrap();
+    // Block 2: the same bytes four times (their limits sum past the block
+    // gas limit), then the sender's next transaction and others' transfers.
+    let mut txs = vec![executed; 4];
+    txs.push(transfer(0, 1, 37_352));
+    txs.extend(disjoint_block(&ledger, 20, 1));
+    let (out, stats) = both(&ledger, &ctx(2), &txs);
+    let codes: Vec<u16> = out.receipts.iter().map(|r| r.status.code()).collect();
+    assert_eq!(&codes[..4], &[206; 4], "repeats rejected as stale nonces");
+    assert!(codes[4..].iter().all(|&c| c == 0), "{codes:?}");
+    assert!(stats.parallel(), "{stats:?}");
+    assert!(
+        out.receipts[..4]
+            .iter()
+            .all(|r| r.gas_used == 0 && r.fee == 0)
+    );
+}
+
+/// A block whose gas limits sum past the block gas limit: the gas-safe
+/// prefix runs in parallel, the rest in block order on top of it. Prefix
+/// transactions refused for their nonce leave room that suffix transactions
+/// use; a suffix transaction reuses a prefix sender and a prefix recipient,
+/// and the proposer is a prefix sender.
+#[test]
+fn a_suffix_past_the_gas_safe_prefix_continues_the_prefix_exactly() {
+    let ledger = genesis();
+    let zero = Signature::from_bytes(&[0u8; 2420]).unwrap();
+    let mut config = ExecutionConfig::mainnet();
+    config.block_gas_limit = 1_000_000;
+    let mut txs = disjoint_block(&ledger, 40, 2);
+    for k in [2usize, 9, 17] {
+        txs[k] = Transaction::from_parts(
+            txs[k].sender().clone(),
+            txs[k].nonce() + 5,
+            *txs[k].payload(),
+            zero.clone(),
+        );
+    }
+    let again = TransferPayload::V1(TransferPayloadV1 {
+        recipient: AccountId([3; 32]), // credited by prefix transaction 2's neighbour
+        amount: 1,
+        gas_limit: 37_352,
+        max_fee_per_gas: 2,
+    });
+    txs.insert(
+        27,
+        Transaction::from_parts(keys()[1].0.clone(), 1, again, zero),
+    );
+    let ctx = BlockContext {
+        height: Height(1),
+        proposer: keys()[1].1,
+        config,
+    };
+    let (out, stats) = both(&ledger, &ctx, &txs);
+    assert!(stats.parallel(), "{stats:?}");
+    assert!(stats.sequential_suffix > 0, "{stats:?}");
+    let codes: Vec<u16> = out.receipts.iter().map(|r| r.status.code()).collect();
+    let suffix = &codes[txs.len() - stats.sequential_suffix..];
+    assert!(suffix.contains(&0) && suffix.contains(&205), "{codes:?}");
+    assert_eq!(codes[27], 0, "the prefix sender's next transaction");
+    assert!(out.gas_used <= 1_000_000);
 }

@@ -25,8 +25,8 @@ use qbind_core::consensus::{ConsensusConfig, ConsensusMetrics};
 use qbind_core::crypto::KeyPair;
 use qbind_core::engine::Engine;
 use qbind_core::execution::{
-    AccountReader, BackendAccounts, ExecutionConfig, TRANSFER_PAYLOAD_V1_BYTES, Transaction,
-    TransferPayload, TransferPayloadV1,
+    AccountReader, AdmissionPolicy, BackendAccounts, ExecutionConfig, TRANSFER_PAYLOAD_V1_BYTES,
+    Transaction, TransferPayload, TransferPayloadV1, check_transaction,
 };
 use qbind_core::monetary::{MonetaryConfig, MonetaryMode, SeigniorageRecipients};
 use qbind_core::replica::{Event as EngineEvent, ReplicaError};
@@ -840,6 +840,9 @@ pub async fn run_local(
                 .gas
                 .transfer_gas(TRANSFER_PAYLOAD_V1_BYTES);
             let count = account_ids.len();
+            // Transactions enter the node here: each is checked against the
+            // executed state before it reaches a pool (issue #17 finding 2).
+            let admission = AdmissionPolicy::new(env, ExecutionConfig::devnet());
             loop {
                 tokio::select! {
                     _ = stop.changed() => return,
@@ -877,8 +880,16 @@ pub async fn run_local(
                     max_fee_per_gas: 1 + u128::from(next[s] % 3),
                 });
                 let tx = Transaction::sign(&account_keys[s], env, next[s], payload);
+                let bytes = tx.to_bytes();
+                let state = BackendAccounts::new(&*stores[slot]);
+                if check_transaction(&state, &admission, &bytes).is_err() {
+                    // Stale (executed meanwhile) or unaffordable: resume
+                    // from the executed nonce rather than pool it.
+                    next[s] = executed_nonce(s, slot);
+                    continue;
+                }
                 next[s] += 1;
-                if submit[slot].send(tx.to_bytes()).is_err() {
+                if submit[slot].send(bytes).is_err() {
                     return;
                 }
                 submitted.fetch_add(1, Ordering::Relaxed);

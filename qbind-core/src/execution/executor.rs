@@ -4,19 +4,22 @@
 //!
 //! A block is executed in three steps:
 //! 1. [`admit_transactions`]: a pass over the transaction list that needs no
-//!    state. It rejects payload versions the profile forbids, gas limits
-//!    below the minimum or the intrinsic gas, `gas_limit × max_fee_per_gas`
-//!    overflowing `u128`, and any transaction whose gas limit would make the
-//!    block's reserved gas exceed the block gas limit. Reserving the gas
-//!    *limit* (not the gas used) before execution is what makes the block gas
-//!    limit impossible to exceed and keeps admission independent of state,
-//!    so a parallel executor can compute it up front.
+//!    state and looks at each transaction alone. It rejects payload versions
+//!    the profile forbids, gas limits below the minimum or the intrinsic gas,
+//!    and `gas_limit × max_fee_per_gas` overflowing `u128`.
 //! 2. [`apply_transaction`] per admitted transaction, in block order, against
-//!    an [`Overlay`] of the pre-block state ([`apply_transactions`] for a
-//!    whole block). State checks (nonce, ability to
-//!    pay the maximum fee) reject without any effect; past them the
-//!    transaction is *included*: its nonce increments and it pays
-//!    `gas_used × max_fee_per_gas`, whether the transfer succeeds or fails.
+//!    an [`Overlay`] of the pre-block state and the block's [`BlockGas`]
+//!    ([`apply_transactions`] for a whole block). A transaction whose gas
+//!    limit does not fit in what the transactions included before it left of
+//!    the block gas limit is rejected, then the state checks (nonce, ability
+//!    to pay the maximum fee) reject; a rejection has no effect at all and
+//!    consumes no block gas. Past them the transaction is *included*: its
+//!    nonce increments, it pays `gas_used × max_fee_per_gas` whether the
+//!    transfer succeeds or fails, and its gas *used* counts against the
+//!    block (issue #17 finding 2: reserving the limits of transactions that
+//!    were then rejected let one stale transaction fill a block for free).
+//!    Since gas used never exceeds the gas limit, the block's gas used never
+//!    exceeds the block gas limit.
 //! 3. [`finish_block`]: the proposer's share of all fees is credited once,
 //!    after every transaction, and the state commitment is updated from the
 //!    changed accounts only.
@@ -65,11 +68,12 @@ pub enum RejectReason {
     /// `gas_limit × max_fee_per_gas` does not fit in `u128`.
     #[error("maximum fee overflows")]
     MaxFeeOverflow,
-    /// Including the transaction would exceed the block gas limit.
-    #[error("block gas limit {block_gas_limit} exceeded: {reserved} reserved, {gas_limit} more")]
+    /// The transaction's gas limit does not fit in the block gas left by the
+    /// transactions included before it.
+    #[error("block gas limit {block_gas_limit} exceeded: {used} used, {gas_limit} more")]
     BlockGasLimitExceeded {
-        /// Gas already reserved by earlier transactions.
-        reserved: u64,
+        /// Gas used by the transactions included before it.
+        used: u64,
         /// This transaction's limit.
         gas_limit: u64,
         /// The block's limit.
@@ -196,74 +200,140 @@ pub struct Admission {
     pub price: u128,
     /// `gas_limit × price`.
     pub max_fee: u128,
+    /// The most gas it can use if included: its gas limit or its full
+    /// transfer gas, whichever is smaller. A parallel executor bounds the
+    /// block gas used before a transaction with it (see `qbind-exec`).
+    pub max_gas_used: u64,
 }
 
-/// The state-independent pass over a block: one entry per transaction.
+/// The gas a block has used so far against its limit (spec §3.1): only
+/// *included* transactions count, each with its gas used, and a transaction
+/// is included only if its gas limit fits in what is left. Rejected
+/// transactions consume nothing, so what a block executes depends on the
+/// chain (nonces, balances, block order) and never on how much gas invalid
+/// transactions declared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockGas {
+    used: u64,
+    limit: u64,
+}
+
+impl BlockGas {
+    /// Nothing used yet, `limit` available.
+    #[must_use]
+    pub fn new(limit: u64) -> Self {
+        BlockGas { used: 0, limit }
+    }
+
+    /// `used` already used of `limit` (for an executor that continues a
+    /// block another part of it started).
+    #[must_use]
+    pub fn resume(used: u64, limit: u64) -> Self {
+        BlockGas { used, limit }
+    }
+
+    /// Gas used by the included transactions.
+    #[must_use]
+    pub fn used(&self) -> u64 {
+        self.used
+    }
+
+    /// The block gas limit.
+    #[must_use]
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// Whether a transaction declaring `gas_limit` may be included now.
+    pub fn check(&self, gas_limit: u64) -> Result<(), RejectReason> {
+        match self.used.checked_add(gas_limit) {
+            Some(total) if total <= self.limit => Ok(()),
+            _ => Err(RejectReason::BlockGasLimitExceeded {
+                used: self.used,
+                gas_limit,
+                block_gas_limit: self.limit,
+            }),
+        }
+    }
+
+    /// Count `gas_used` of an included transaction (saturating: after a
+    /// successful [`Self::check`] with a limit at least `gas_used`, it
+    /// cannot overflow).
+    pub fn charge(&mut self, gas_used: u64) {
+        self.used = self.used.saturating_add(gas_used);
+    }
+}
+
+/// The state-independent pass over a block: one entry per transaction,
+/// each decided from that transaction alone ([`admit_transaction`]).
 #[must_use]
 pub fn admit_transactions(
     config: &ExecutionConfig,
     txs: &[Transaction],
 ) -> Vec<Result<Admission, RejectReason>> {
-    let mut reserved: u64 = 0;
-    txs.iter()
-        .map(|tx| {
-            let payload = tx.payload();
-            let (gas_limit, price) = match (payload, config.profile) {
-                (TransferPayload::V1(p), _) => (p.gas_limit, p.max_fee_per_gas),
-                (TransferPayload::V0(_), ExecutionProfile::VmV0WithLegacyPayloads) => {
-                    (config.gas.transfer_gas(payload.wire_len()), 0)
-                }
-                (TransferPayload::V0(_), ExecutionProfile::VmV0) => {
-                    return Err(RejectReason::PayloadVersionNotAllowed);
-                }
-            };
-            if gas_limit < MINIMUM_GAS_LIMIT {
-                return Err(RejectReason::GasLimitBelowMinimum {
-                    gas_limit,
-                    minimum: MINIMUM_GAS_LIMIT,
-                });
-            }
-            let intrinsic = config.gas.intrinsic_gas(payload.wire_len());
-            if gas_limit < intrinsic {
-                return Err(RejectReason::GasLimitBelowIntrinsic {
-                    gas_limit,
-                    intrinsic,
-                });
-            }
-            let max_fee = u128::from(gas_limit)
-                .checked_mul(price)
-                .ok_or(RejectReason::MaxFeeOverflow)?;
-            match reserved.checked_add(gas_limit) {
-                Some(total) if total <= config.block_gas_limit => reserved = total,
-                _ => {
-                    return Err(RejectReason::BlockGasLimitExceeded {
-                        reserved,
-                        gas_limit,
-                        block_gas_limit: config.block_gas_limit,
-                    });
-                }
-            }
-            Ok(Admission {
-                gas_limit,
-                price,
-                max_fee,
-            })
-        })
-        .collect()
+    txs.iter().map(|tx| admit_transaction(config, tx)).collect()
+}
+
+/// The state-independent verdict on one transaction: payload version, gas
+/// limit at least the minimum and the intrinsic gas, maximum fee in `u128`.
+pub fn admit_transaction(
+    config: &ExecutionConfig,
+    tx: &Transaction,
+) -> Result<Admission, RejectReason> {
+    let payload = tx.payload();
+    let (gas_limit, price) = match (payload, config.profile) {
+        (TransferPayload::V1(p), _) => (p.gas_limit, p.max_fee_per_gas),
+        (TransferPayload::V0(_), ExecutionProfile::VmV0WithLegacyPayloads) => {
+            (config.gas.transfer_gas(payload.wire_len()), 0)
+        }
+        (TransferPayload::V0(_), ExecutionProfile::VmV0) => {
+            return Err(RejectReason::PayloadVersionNotAllowed);
+        }
+    };
+    if gas_limit < MINIMUM_GAS_LIMIT {
+        return Err(RejectReason::GasLimitBelowMinimum {
+            gas_limit,
+            minimum: MINIMUM_GAS_LIMIT,
+        });
+    }
+    let intrinsic = config.gas.intrinsic_gas(payload.wire_len());
+    if gas_limit < intrinsic {
+        return Err(RejectReason::GasLimitBelowIntrinsic {
+            gas_limit,
+            intrinsic,
+        });
+    }
+    let max_fee = u128::from(gas_limit)
+        .checked_mul(price)
+        .ok_or(RejectReason::MaxFeeOverflow)?;
+    Ok(Admission {
+        gas_limit,
+        price,
+        max_fee,
+        max_gas_used: gas_limit.min(config.gas.transfer_gas(payload.wire_len())),
+    })
 }
 
 /// Execute one transaction against `overlay`. `admission` is its entry from
-/// [`admit_transactions`]. Never panics; errors only if state cannot be read.
+/// [`admit_transactions`]; `block_gas` is what the transactions before it
+/// used, and is charged with this one's gas used if it is included. Never
+/// panics; errors only if state cannot be read.
 pub fn apply_transaction<S: AccountReader + ?Sized>(
     overlay: &mut Overlay<'_, S>,
     config: &ExecutionConfig,
     tx: &Transaction,
     admission: &Result<Admission, RejectReason>,
+    block_gas: &mut BlockGas,
 ) -> Result<Receipt, StateError> {
     let adm = match admission {
         Ok(a) => *a,
         Err(reason) => return Ok(Receipt::rejected(*reason)),
     };
+    // First, as it needs no state: a transaction that does not fit is
+    // rejected without reading its accounts.
+    if let Err(reason) = block_gas.check(adm.gas_limit) {
+        return Ok(Receipt::rejected(reason));
+    }
     let sender_id = tx.sender_id();
     let sender_slot = overlay.load(&sender_id)?;
     let mut sender = overlay.value(sender_slot);
@@ -333,6 +403,8 @@ pub fn apply_transaction<S: AccountReader + ?Sized>(
     sender.balance -= fee;
     sender.nonce = next_nonce;
     overlay.store(sender_slot, sender);
+    debug_assert!(gas_used <= adm.max_gas_used);
+    block_gas.charge(gas_used);
     let parts = config.fee_split.split(fee);
     Ok(Receipt {
         status,
@@ -472,8 +544,15 @@ pub fn apply_transactions<S: AccountReader + ?Sized>(
         }
     }
     let mut receipts = Vec::with_capacity(txs.len());
+    let mut block_gas = BlockGas::new(config.block_gas_limit);
     for (tx, admission) in txs.iter().zip(admissions) {
-        receipts.push(apply_transaction(&mut overlay, config, tx, admission)?);
+        receipts.push(apply_transaction(
+            &mut overlay,
+            config,
+            tx,
+            admission,
+            &mut block_gas,
+        )?);
     }
     Ok((receipts, overlay.into_changes()))
 }

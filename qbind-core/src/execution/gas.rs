@@ -95,7 +95,8 @@ pub struct ExecutionConfig {
     pub profile: ExecutionProfile,
     /// Gas prices.
     pub gas: GasSchedule,
-    /// The most gas the transactions of one block may reserve.
+    /// The most gas the included transactions of one block may use; a
+    /// transaction is included only if its gas limit fits in what is left.
     pub block_gas_limit: u64,
     /// How fees are divided.
     pub fee_split: FeeSplit,

@@ -27,6 +27,7 @@
 //! assert_eq!(ledger.root(), outcome.state_root);
 //! ```
 
+mod admission;
 mod executor;
 mod fees;
 mod gas;
@@ -35,10 +36,11 @@ mod state;
 mod state_root;
 mod tx;
 
+pub use admission::{AdmissionError, AdmissionPolicy, MAX_NONCE_AHEAD, check_transaction};
 pub use executor::{
-    Admission, BlockContext, BlockExecutor, BlockOutcome, ExecutionError, FailureReason, Receipt,
-    RejectReason, SequentialExecutor, TxStatus, WireBlockOutcome, admit_transactions,
-    apply_transaction, apply_transactions, execute_block, execute_wire_block,
+    Admission, BlockContext, BlockExecutor, BlockGas, BlockOutcome, ExecutionError, FailureReason,
+    Receipt, RejectReason, SequentialExecutor, TxStatus, WireBlockOutcome, admit_transaction,
+    admit_transactions, apply_transaction, apply_transactions, execute_block, execute_wire_block,
     execute_wire_block_with, finish_block,
 };
 pub use fees::{BPS_DENOMINATOR, FeeParts, FeeSplit, FeeSplitError};
