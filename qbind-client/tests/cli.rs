@@ -1,8 +1,13 @@
 //! The `qbind` CLI end to end: a qbind-api server over the fake node on
 //! 127.0.0.1, the CLI's `run` in-process (and the built binary once).
 
-#[path = "../../qbind-api/tests/support/fake_node.rs"]
-mod fake_node;
+#[allow(dead_code)]
+mod fake_node {
+    include!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../qbind-api/tests/support/fake_node.rs"
+    ));
+}
 
 use std::path::Path;
 use std::sync::Arc;

@@ -1,8 +1,7 @@
-//! A test double of a node behind the API: a `Ledger`, a bounded pool and
-//! blocks produced on demand with the real executor. Test-only (shared by
-//! qbind-api's and qbind-client's integration tests through `#[path]`).
-
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+// A test double of a node behind the API: a `Ledger`, a bounded pool and
+// blocks produced on demand with the real executor. Test-only, shared by
+// qbind-api's and qbind-client's integration tests, which `include!` it
+// inside a `mod fake_node { ... }` (so: no inner attributes or `//!` here).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
