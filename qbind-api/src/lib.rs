@@ -38,6 +38,8 @@ mod handlers;
 #[cfg(feature = "server")]
 pub mod limiter;
 #[cfg(feature = "server")]
+mod listener;
+#[cfg(feature = "server")]
 mod server;
 
 #[cfg(feature = "server")]

@@ -23,6 +23,7 @@ use crate::codes;
 use crate::error::ApiError;
 use crate::handlers::{self, ClientIp};
 use crate::limiter::{ClientRateLimiter, RateLimitConfig};
+use crate::listener::{BoundedListener, PeerAddr};
 
 /// Submit one transaction.
 pub const ROUTE_SUBMIT_TX: &str = "/v1/tx";
@@ -62,6 +63,12 @@ pub struct ApiConfig {
     pub rate_limit: Option<RateLimitConfig>,
     /// A request that takes longer (including reading its body) gets 408.
     pub request_timeout: Duration,
+    /// Most open connections; beyond that the server stops accepting until
+    /// one closes.
+    pub max_connections: usize,
+    /// A connection with no bytes read or written for this long is closed
+    /// (keep it above `request_timeout`).
+    pub idle_timeout: Duration,
 }
 
 impl Default for ApiConfig {
@@ -72,6 +79,8 @@ impl Default for ApiConfig {
             max_batch_body_bytes: 128 * 8 * 1024 + 4 * 1024,
             rate_limit: Some(RateLimitConfig::default()),
             request_timeout: Duration::from_secs(10),
+            max_connections: 1024,
+            idle_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -103,10 +112,16 @@ async fn guard<B: ApiBackend>(
 ) -> Response {
     // Without connection info (a router driven directly, not through
     // `ApiServer`) every request counts as one client.
-    let ip = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+    let extensions = request.extensions();
+    let ip = extensions
+        .get::<ConnectInfo<PeerAddr>>()
+        .map(|c| c.0.0.ip())
+        .or_else(|| {
+            extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip())
+        })
+        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
     if let Some(limiter) = &shared.limiter
         && let Err(wait) = limiter.try_acquire(ip, 1, Instant::now())
     {
@@ -189,7 +204,7 @@ pub enum ApiServerError {
 /// resolves, then finishes the requests in flight.
 #[derive(Debug)]
 pub struct ApiServer {
-    listener: tokio::net::TcpListener,
+    listener: BoundedListener,
     local_addr: SocketAddr,
     app: Router,
 }
@@ -207,6 +222,7 @@ impl ApiServer {
         let local_addr = listener
             .local_addr()
             .map_err(|source| ApiServerError::Bind { addr, source })?;
+        let listener = BoundedListener::new(listener, config.max_connections, config.idle_timeout);
         Ok(ApiServer {
             listener,
             local_addr,
@@ -228,7 +244,7 @@ impl ApiServer {
     ) -> Result<(), ApiServerError> {
         axum::serve(
             self.listener,
-            self.app.into_make_service_with_connect_info::<SocketAddr>(),
+            self.app.into_make_service_with_connect_info::<PeerAddr>(),
         )
         .with_graceful_shutdown(shutdown)
         .await

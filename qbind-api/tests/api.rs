@@ -676,3 +676,34 @@ async fn openapi_describes_exactly_the_routes_served() {
     }
     api.stop().await;
 }
+
+#[tokio::test]
+async fn idle_connections_are_closed_and_open_ones_capped() {
+    use tokio::io::AsyncReadExt;
+    let config = ApiConfig {
+        max_connections: 2,
+        idle_timeout: Duration::from_millis(300),
+        ..no_limit()
+    };
+    let api = start(config, 4).await;
+    let addr: SocketAddr = api.base.trim_start_matches("http://").parse().unwrap();
+    // Two silent connections take both slots...
+    let mut idle_a = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let _idle_b = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // ...so a real request is served only once the idle timeout frees one.
+    let started = std::time::Instant::now();
+    assert_eq!(api.get("/v1/status").await.status().as_u16(), 200);
+    assert!(
+        started.elapsed() >= Duration::from_millis(200),
+        "served after {:?}: the cap did not hold",
+        started.elapsed()
+    );
+    // The server closed the idle connection.
+    let mut byte = [0u8; 1];
+    match tokio::time::timeout(Duration::from_secs(5), idle_a.read(&mut byte)).await {
+        Ok(Ok(0)) | Ok(Err(_)) => {}
+        other => panic!("idle connection still open: {other:?}"),
+    }
+    api.stop().await;
+}
