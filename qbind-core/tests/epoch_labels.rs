@@ -240,7 +240,7 @@ fn a_proposal_from_an_old_leader_does_not_move_the_view() {
 #[test]
 fn votes_with_many_epoch_labels_are_not_all_kept() {
     let s = setup();
-    let mut hs = validator(&s, 0, Vec::new());
+    let hs = validator(&s, 0, Vec::new());
     let view = hs.view();
     // The validator that leads the view after `view` in every epoch >= 1.
     let next = s.schedule.set(Epoch(1)).leader(view.next());

@@ -1,0 +1,177 @@
+//! The seam between the HTTP server and a node: [`ApiBackend`].
+//!
+//! A node implements it over what it already has: the fee-priority pool
+//! (submission), the store (accounts, blocks and QCs by height), a receipt
+//! index keyed by transaction hash (written with each executed block) and
+//! its consensus/P2P state (status). The server never holds chain state of
+//! its own.
+
+use std::future::Future;
+
+use qbind_core::consensus::{BlockHeader, QuorumCert};
+use qbind_core::execution::{Account, Receipt};
+use qbind_core::types::{AccountId, Epoch, Hash32, Height, NetworkEnvironment, View};
+
+use crate::submit::{CheckedTx, SubmitError};
+
+/// What the node knows about a transaction hash.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TxLookup {
+    /// In the pool, not yet in a committed block.
+    Pending,
+    /// In the committed block at `height`, position `index`, with its
+    /// receipt (which may say the executor rejected it).
+    Executed {
+        /// Block height.
+        height: Height,
+        /// Position in the block's transaction list.
+        index: u32,
+        /// The executor's receipt.
+        receipt: Receipt,
+    },
+    /// Accepted once, then dropped from the pool without being included.
+    Dropped(DropReason),
+    /// Never seen (or forgotten: the receipt index may be pruned).
+    Unknown,
+}
+
+/// Why the pool dropped a transaction it had accepted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// Evicted by a higher-fee transaction when the pool was full.
+    Evicted,
+    /// Replaced by another transaction of the same sender and nonce.
+    Replaced {
+        /// The replacement's hash.
+        by: Hash32,
+    },
+    /// Another transaction of the sender used its nonce first.
+    NonceUsed,
+}
+
+impl DropReason {
+    /// Stable machine code in `TxStatusView::Rejected`.
+    #[must_use]
+    pub fn code(&self) -> &'static str {
+        match self {
+            DropReason::Evicted => "evicted",
+            DropReason::Replaced { .. } => "replaced",
+            DropReason::NonceUsed => "nonce_used",
+        }
+    }
+
+    /// Explanation for people.
+    #[must_use]
+    pub fn message(&self) -> String {
+        match self {
+            DropReason::Evicted => "evicted from the full pool by higher-fee transactions".into(),
+            DropReason::Replaced { by } => format!("replaced by transaction {by}"),
+            DropReason::NonceUsed => "another transaction used this nonce".into(),
+        }
+    }
+}
+
+/// A committed block as the API shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlockInfo {
+    /// The header (its id is computed from it).
+    pub header: BlockHeader,
+    /// The QC certifying this block, if the node holds it.
+    pub qc: Option<QuorumCert>,
+    /// Hashes of the transactions in execution order (for a DAG payload:
+    /// the certified batches' transactions, resolved).
+    pub tx_hashes: Vec<Hash32>,
+    /// The state root after executing the block, if executed.
+    pub state_root: Option<Hash32>,
+}
+
+/// Whether the node follows the chain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncState {
+    /// Following the chain.
+    Synced,
+    /// Catching up towards `target`.
+    CatchingUp {
+        /// Highest height seen from peers.
+        target: Height,
+    },
+}
+
+/// The node's position in the chain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChainStatus {
+    /// Highest committed height.
+    pub height: Height,
+    /// Highest executed height.
+    pub executed_height: Height,
+    /// Current consensus view.
+    pub view: View,
+    /// Current epoch.
+    pub epoch: Epoch,
+    /// Connected peers.
+    pub peers: u32,
+    /// Sync state.
+    pub sync: SyncState,
+}
+
+/// A read the backend could not serve.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BackendError {
+    /// Not now (starting, stopping): the client may retry (503).
+    #[error("node unavailable")]
+    Unavailable,
+    /// A store or internal failure (500); `detail` is logged, never sent.
+    #[error("internal error: {detail}")]
+    Internal {
+        /// For the node's log.
+        detail: String,
+    },
+}
+
+/// The node behind the API. Every method may be called concurrently from
+/// many requests; implementations must not block the async runtime for long
+/// (do store reads that may hit disk in `spawn_blocking` or keep them cheap).
+pub trait ApiBackend: Send + Sync + 'static {
+    /// The network whose signature tag submitted transactions must carry.
+    fn network(&self) -> NetworkEnvironment;
+
+    /// Offer a decoded, validly signed transaction to the pool. The backend
+    /// decides what depends on state: nonce, balance, duplicates, pool
+    /// limits. On success the transaction is pending under
+    /// [`CheckedTx::hash`].
+    fn submit(&self, tx: CheckedTx) -> impl Future<Output = Result<(), SubmitError>> + Send;
+
+    /// Offer several transactions; one result per transaction, in order.
+    /// The default submits them one by one.
+    fn submit_batch(
+        &self,
+        txs: Vec<CheckedTx>,
+    ) -> impl Future<Output = Vec<Result<(), SubmitError>>> + Send {
+        async move {
+            let mut out = Vec::with_capacity(txs.len());
+            for tx in txs {
+                out.push(self.submit(tx).await);
+            }
+            out
+        }
+    }
+
+    /// What the node knows about `hash`.
+    fn tx_status(
+        &self,
+        hash: Hash32,
+    ) -> impl Future<Output = Result<TxLookup, BackendError>> + Send;
+
+    /// The committed state of account `id` (an unknown account is the
+    /// empty account: balance 0, nonce 0).
+    fn account(&self, id: AccountId) -> impl Future<Output = Result<Account, BackendError>> + Send;
+
+    /// The committed block at `height`, if the node holds it.
+    fn block(
+        &self,
+        height: Height,
+    ) -> impl Future<Output = Result<Option<BlockInfo>, BackendError>> + Send;
+
+    /// The node's position in the chain.
+    fn status(&self) -> impl Future<Output = Result<ChainStatus, BackendError>> + Send;
+}
