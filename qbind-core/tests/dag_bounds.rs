@@ -27,9 +27,11 @@ const W: u64 = 8;
 const RETAIN: u64 = 4;
 
 fn keys() -> Vec<KeyPair> {
-    (0..4)
-        .map(|i| KeyPair::from_seed(&[i as u8 + 40; 32]))
-        .collect()
+    keys_of(4)
+}
+
+fn keys_of(n: u8) -> Vec<KeyPair> {
+    (0..n).map(|i| KeyPair::from_seed(&[i + 40; 32])).collect()
 }
 
 fn dag_config() -> DagConfig {
@@ -81,9 +83,10 @@ fn small(keys: &[KeyPair], epoch: u64, author: u32, round: u64) -> SignedBatch {
 
 /// A certificate with real acks of validators 1, 2 and 3.
 fn cert(keys: &[KeyPair], r: BatchRef) -> BatchCertificate {
-    let mut signers = SignerBitmap::new(4);
+    let n = keys.len() as u32;
+    let mut signers = SignerBitmap::new(keys.len());
     let mut signatures = Vec::new();
-    for v in 1..4u32 {
+    for v in 1..n {
         signers.set(ValidatorId(v));
         signatures.push(sign_domain(
             &keys[v as usize],
@@ -528,6 +531,40 @@ fn a_hostile_peer_sending_100k_messages_stays_within_every_bound() {
     );
     assert!(max.slots <= 4 * 3 * W as usize + 1, "{max:?}");
     assert!(d.store.batches.len() <= 4 * 3 * W as usize + 1);
+}
+
+#[test]
+fn prefetches_are_bounded_per_peer_and_in_total() {
+    // Ten validators, a wide window: every peer relays valid certificates
+    // of everyone's in-window slots whose data we do not have.
+    let keys = keys_of(10);
+    let mut d = Driver::new(
+        &keys,
+        0,
+        DagConfig {
+            max_rounds_ahead: 64,
+            ..dag_config()
+        },
+    );
+    let mut round = 0;
+    for peer in 1..10u32 {
+        for _ in 0..40 {
+            round += 1;
+            let author = 1 + (round % 9) as u32;
+            let r = small(&keys, 0, author, 1 + round / 9).batch.reference();
+            d.msg(peer, DagMsg::BatchCert(cert(&keys, r)));
+        }
+        let fp = d.dag.footprint();
+        assert!(
+            fp.max_prefetches_per_peer <= MAX_PREFETCHES_PER_PEER,
+            "{fp:?}"
+        );
+    }
+    let fp = d.dag.footprint();
+    assert_eq!(fp.fetches, MAX_PREFETCHES, "{fp:?}");
+    assert_eq!(fp.max_prefetches_per_peer, MAX_PREFETCHES_PER_PEER);
+    // Every certificate is still a proposal candidate.
+    assert_eq!(fp.certified, 360);
 }
 
 /// Blocks of one batch each, by rotating authors, committed and delivered;
