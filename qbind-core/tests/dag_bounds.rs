@@ -436,7 +436,7 @@ fn stale_certificates_are_not_proposed_and_refused_in_proposals() {
     let mid_cert = cert(&keys, mid.batch.reference());
     let ancestor = small(&keys, 0, 2, 1 + W).batch.reference();
     assert_eq!(
-        d.dag.validate(Epoch(0), &[mid_cert.clone()], &[ancestor]),
+        d.dag.validate(Epoch(0), std::slice::from_ref(&mid_cert), &[ancestor]),
         Err(DagError::InvalidPayload { why: "stale_round" })
     );
     assert_eq!(d.dag.validate(Epoch(0), &[mid_cert], &[]), Ok(()));
@@ -474,7 +474,7 @@ fn hostile_messages(keys: &[KeyPair]) -> Vec<(u32, DagMsg)> {
     }
     // A forged certificate (signatures of another slot).
     let real = cert(keys, small(keys, 0, 2, 1).batch.reference());
-    let mut forged = real.clone();
+    let mut forged = real;
     forged.batch.round = 2;
     out.push((3, DagMsg::BatchCert(forged)));
     // Acks for batches of ours that do not exist, fetches of anything.
