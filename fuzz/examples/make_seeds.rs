@@ -128,6 +128,7 @@ fn summary(msg: &ConsensusMsg) -> String {
             Effect::Rejected { error, .. } => format!("rejected: {error}"),
             Effect::PersistBlock(b) => format!("persist block {}", b.height()),
             Effect::ForgetBlocks(ids) => format!("forget {} blocks", ids.len()),
+            Effect::ForgetBatches(ids) => format!("forget {} batches", ids.len()),
             Effect::PersistBatch(b) => format!("persist batch {}", b.batch.round),
             Effect::Execute { height, txs, .. } => {
                 format!("execute {} ({} txs)", height, txs.len())

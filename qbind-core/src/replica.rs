@@ -254,6 +254,12 @@ impl<S: StateBackend> Replica<S> {
                 self.store
                     .write(schema::forget_blocks_batch(&ids), Durability::Buffered)?;
             }
+            // Buffered: a deletion lost in a crash is pruned again after
+            // the restart (see `Availability::restore`).
+            Effect::ForgetBatches(ids) => {
+                self.store
+                    .write(schema::forget_batches_batch(&ids), Durability::Buffered)?;
+            }
             // Buffered: the durable executed-height write that follows in
             // the same input (or the sync at the end of `handle`) makes it
             // durable, so a block costs one fsync, not two.

@@ -13,7 +13,7 @@
 //! | `Blocks` | `'c'` ‖ height (u64 BE) ([`committed_block_key`]) | committed [`Block`] |
 //! | `Blocks` | `'p'` ‖ block id ([`pending_block_key`]) | uncommitted [`Block`] |
 //! | `QuorumCerts` | height (u64 BE) | the committed block's justify QC |
-//! | `DagBatches` | batch digest | [`crate::dag::SignedBatch`] |
+//! | `DagBatches` | batch digest ([`batch_digest_key`]) | [`crate::dag::SignedBatch`]; deleted when pruned ([`forget_batches_batch`]) |
 //! | `Meta` | [`COMMITTED_HEIGHT_KEY`] | u64 |
 //! | `Meta` | [`EXECUTED_HEIGHT_KEY`] | u64: the height whose transactions were last executed |
 //! | `Meta` | [`STATE_SUMMARY_KEY`] | [`crate::execution::StateSummary`] |
@@ -80,7 +80,13 @@ pub fn pending_block_key(id: &Hash32) -> Vec<u8> {
 /// Key of a DAG batch in [`Namespace::DagBatches`].
 #[must_use]
 pub fn batch_key(batch: &SignedBatch) -> Vec<u8> {
-    batch.batch.digest().0.to_vec()
+    batch_digest_key(&batch.batch.digest())
+}
+
+/// Key in [`Namespace::DagBatches`] of the batch with this digest.
+#[must_use]
+pub fn batch_digest_key(digest: &Hash32) -> Vec<u8> {
+    digest.0.to_vec()
 }
 
 /// Decode a stored record, naming it in the error.
@@ -195,6 +201,16 @@ pub fn forget_blocks_batch(ids: &[Hash32]) -> WriteBatch {
     let mut batch = WriteBatch::new();
     for id in ids {
         batch.delete(Namespace::Blocks, pending_block_key(id));
+    }
+    batch
+}
+
+/// The write that deletes DAG batches that pruning dropped.
+#[must_use]
+pub fn forget_batches_batch(digests: &[Hash32]) -> WriteBatch {
+    let mut batch = WriteBatch::new();
+    for d in digests {
+        batch.delete(Namespace::DagBatches, batch_digest_key(d));
     }
     batch
 }

@@ -262,6 +262,9 @@ pub enum Effect {
     },
     /// Uncommitted blocks that can never be committed any more: delete them.
     ForgetBlocks(Vec<crate::types::Hash32>),
+    /// DAG batch data (by digest) that no block can need any more: delete
+    /// it (need not be durable; see [`crate::dag::DagEffect::ForgetBatches`]).
+    ForgetBatches(Vec<crate::types::Hash32>),
     /// A block is committed (oldest first, each exactly once per run). Its
     /// uncommitted copy may be deleted in the same atomic write.
     Commit(Block),

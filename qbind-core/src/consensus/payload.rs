@@ -214,6 +214,7 @@ impl HotStuff {
             }),
             DagEffect::Broadcast(msg) => self.emit(Effect::Broadcast(msg.into())),
             DagEffect::PersistBatch(sb) => self.emit(Effect::PersistBatch(sb)),
+            DagEffect::ForgetBatches(ids) => self.emit(Effect::ForgetBatches(ids)),
             DagEffect::SetTimer(at) => self.emit(Effect::SetTimer(at)),
             DagEffect::Evidence(eq) => self.evidence(Evidence::ConflictingBatches(Box::new(eq))),
             DagEffect::Rejected { from, error } => self.reject(from, error.into()),

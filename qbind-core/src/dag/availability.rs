@@ -1,8 +1,10 @@
 //! [`Availability`]: construction, input dispatch, batch authoring and the
 //! handlers of batches, acks and certificates (spec §4.2–4.3).
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use super::bounds::{MAX_OWN_AWAITING_ACKS, MAX_PENDING_BYTES_PER_AUTHOR};
 use super::state::DagState;
 use super::{
     Batch, BatchAck, BatchCertificate, BatchEquivocation, BatchRef, DagConfig, DagEffect, DagError,
@@ -76,6 +78,7 @@ impl Availability {
     pub fn handle(&mut self, now: Millis, epoch: Epoch, input: DagInput) -> Vec<DagEffect> {
         self.now = self.now.max(now);
         self.epoch = epoch;
+        self.prune_epochs();
         match input {
             DagInput::Message { from, msg } => {
                 if let Err(error) = self.on_message(from, msg) {
@@ -99,13 +102,22 @@ impl Availability {
                 self.maybe_make_batch();
             }
             DagInput::Committed(blocks) => {
+                let mut advanced = BTreeSet::new();
                 for b in blocks {
                     for c in &b.certs {
-                        self.mark_committed(&c.batch);
+                        if self.mark_committed(&c.batch) {
+                            advanced.insert(c.batch.author);
+                        }
                     }
+                    let digests = b.certs.iter().map(|c| c.batch.digest).collect();
+                    self.retain_committed(b.height, digests);
                     self.state.to_deliver.push_back(b);
                 }
                 self.drain_delivery();
+                for author in advanced {
+                    self.prune_stale(author);
+                }
+                self.maybe_make_batch();
             }
         }
         std::mem::take(&mut self.out)
@@ -161,8 +173,17 @@ impl Availability {
     // ------------------------------------------------------------ authoring
 
     /// Cut a batch from the pool when it is full or the interval passed.
+    /// An author whose next slot is beyond `max_rounds_ahead` of its highest
+    /// committed one, or whose uncommitted data is at its bound, waits for
+    /// its batches to commit (every validator would refuse the batch).
     fn maybe_make_batch(&mut self) {
         if self.state.signing || self.now < self.state.paused_until || !self.is_member(self.epoch) {
+            return;
+        }
+        let next = self.state.next_round.max(1);
+        if next > self.top(self.me).saturating_add(self.cfg.max_rounds_ahead)
+            || self.pending_bytes(self.epoch, self.me) >= MAX_PENDING_BYTES_PER_AUTHOR
+        {
             return;
         }
         let due = self.now.since(self.state.last_batch_at) >= self.cfg.batch_interval_ms;
@@ -204,7 +225,13 @@ impl Availability {
         self.state.metrics.batches_signed_total += 1;
         let r = batch.reference();
         self.state.own.insert(r.round, (r, Default::default()));
+        while self.state.own.len() > MAX_OWN_AWAITING_ACKS {
+            self.state.own.pop_first();
+        }
         let sb = SignedBatch { batch, signature };
+        // Stored durably before it leaves, whatever the checks below say:
+        // it is the record of the slot we used.
+        self.store_batch(r, sb.clone());
         self.emit(DagEffect::Broadcast(DagMsg::Batch(sb.clone())));
         let me = self.me;
         if let Err(error) = self.on_batch(me, sb) {
@@ -250,29 +277,28 @@ impl Availability {
 
     // ------------------------------------------------------------ receiving
 
-    /// A batch from its author, or fetched data.
+    /// A batch from its author, or fetched data. The checks that cost
+    /// nothing come before the signature.
     fn on_batch(&mut self, from: ValidatorId, sb: SignedBatch) -> Result<(), DagError> {
         let r = sb.batch.reference();
         let bad = |why| DagError::InvalidBatch { why };
-        let set = self.schedule.set(r.epoch);
-        self.verifier
-            .verify_sig(
-                set,
-                r.epoch,
-                r.author,
-                SignKind::Batch,
-                &r.digest.to_bytes(),
-                &sb.signature,
-            )
-            .map_err(|failure| DagError::Signature {
-                what: "batch",
-                signer: r.author,
-                epoch: r.epoch,
-                failure,
-            })?;
-        if self.state.fetches.remove(&r.digest).is_some() {
+        let known = self.state.data.contains_key(&r.digest);
+        let needed = !known && self.state.pinned.contains_key(&r.digest);
+        if let Some(prefetch) = self.state.fetches.get(&r.digest).map(|f| f.prefetch_for) {
             // Fetched data: authenticated by the digest its certificate names.
+            self.verify_batch(&r, &sb)?;
+            self.state.fetches.remove(&r.digest);
             self.state.metrics.batches_fetched_total += 1;
+            if prefetch.is_some() && !needed && !known && self.over_pending_bound(&r, &sb) {
+                return Err(bad("author's uncommitted batch data is at its bound"));
+            }
+            self.store_batch(r, sb);
+            self.drain_delivery();
+            return Ok(());
+        }
+        if needed {
+            // Data a committed block waits for, from whoever has it.
+            self.verify_batch(&r, &sb)?;
             self.store_batch(r, sb);
             self.drain_delivery();
             return Ok(());
@@ -293,15 +319,17 @@ impl Availability {
             });
         }
         self.check_batch_shape(&sb.batch)?;
-        let top = self
-            .state
-            .committed_round
-            .get(&r.author)
-            .copied()
-            .unwrap_or(0);
-        if r.round == 0 || r.round > top.saturating_add(self.cfg.max_rounds_ahead) {
+        let top = self.top(r.author);
+        if r.round == 0
+            || r.round > top.saturating_add(self.cfg.max_rounds_ahead)
+            || self.is_stale(r.round, top)
+        {
             return Err(bad("batch slot out of range"));
         }
+        if self.state.committed.contains(&slot_of(&r)) {
+            return Err(bad("batch for a committed slot"));
+        }
+        self.verify_batch(&r, &sb)?;
         match self.state.slots.get(&slot_of(&r)).copied() {
             Some(first) if first != r.digest => {
                 if let Some(first) = self.state.data.get(&first).cloned() {
@@ -311,6 +339,9 @@ impl Availability {
                 return Err(bad("second batch for one slot (equivocation)"));
             }
             _ => {}
+        }
+        if !known && self.over_pending_bound(&r, &sb) {
+            return Err(bad("author's uncommitted batch data is at its bound"));
         }
         self.store_batch(r, sb);
         if !self.is_member(r.epoch) {
@@ -329,6 +360,34 @@ impl Availability {
             },
         }));
         Ok(())
+    }
+
+    /// Whether storing `sb` would take its author's uncommitted data of its
+    /// epoch over [`MAX_PENDING_BYTES_PER_AUTHOR`].
+    fn over_pending_bound(&self, r: &BatchRef, sb: &SignedBatch) -> bool {
+        self.pending_bytes(r.epoch, r.author)
+            .saturating_add(sb.batch.tx_bytes())
+            > MAX_PENDING_BYTES_PER_AUTHOR
+    }
+
+    /// The author's signature of a batch.
+    fn verify_batch(&mut self, r: &BatchRef, sb: &SignedBatch) -> Result<(), DagError> {
+        let set = self.schedule.set(r.epoch);
+        self.verifier
+            .verify_sig(
+                set,
+                r.epoch,
+                r.author,
+                SignKind::Batch,
+                &r.digest.to_bytes(),
+                &sb.signature,
+            )
+            .map_err(|failure| DagError::Signature {
+                what: "batch",
+                signer: r.author,
+                epoch: r.epoch,
+                failure,
+            })
     }
 
     /// Size and content bounds of a batch from its author.
@@ -353,19 +412,35 @@ impl Availability {
 
     pub(super) fn store_batch(&mut self, r: BatchRef, sb: SignedBatch) {
         self.state.slots.entry(slot_of(&r)).or_insert(r.digest);
+        if r.author == self.me && self.state.own_top.is_none_or(|(round, _)| r.round > round) {
+            self.state.own_top = Some((r.round, r.digest));
+        }
         if !self.state.data.contains_key(&r.digest) {
+            self.state.stored.insert((slot_of(&r), r.digest));
             self.emit(DagEffect::PersistBatch(sb.clone()));
             self.state.data.insert(r.digest, sb);
         }
     }
 
-    /// An ack for one of our batches.
+    /// An ack for one of our batches. The checks that cost nothing come
+    /// before the signature.
     fn on_batch_ack(&mut self, ack: BatchAck) -> Result<(), DagError> {
         let r = ack.batch;
         if r.author != self.me {
             return Err(DagError::InvalidBatch {
                 why: "ack sent to a validator that is not the author",
             });
+        }
+        match self.state.own.get(&r.round) {
+            // A late ack for a batch that is already certified (or given up).
+            None => return Ok(()),
+            Some((own, _)) if *own != r => {
+                return Err(DagError::InvalidBatch {
+                    why: "ack for a batch we did not make",
+                });
+            }
+            Some((_, acks)) if acks.contains_key(&ack.acker) => return Ok(()),
+            Some(_) => {}
         }
         let set = self.schedule.set(r.epoch);
         self.verifier
@@ -383,15 +458,9 @@ impl Availability {
                 epoch: r.epoch,
                 failure,
             })?;
-        let Some((own, acks)) = self.state.own.get_mut(&r.round) else {
-            // A late ack for a batch that is already certified.
+        let Some((_, acks)) = self.state.own.get_mut(&r.round) else {
             return Ok(());
         };
-        if *own != r {
-            return Err(DagError::InvalidBatch {
-                why: "ack for a batch we did not make",
-            });
-        }
         acks.insert(ack.acker, ack.signature);
         if !set.is_quorum(set.stake_of(acks.keys())) {
             return Ok(());
@@ -415,19 +484,42 @@ impl Availability {
         Ok(())
     }
 
-    /// A certificate from an author.
+    /// A certificate from an author (or relayed). Only certificates of the
+    /// current epoch for slots within the author's window are kept; the
+    /// checks that cost nothing come before the signatures.
     fn on_batch_cert(&mut self, from: ValidatorId, cert: BatchCertificate) -> Result<(), DagError> {
-        self.check_batch_cert(&cert)?;
-        let s = slot_of(&cert.batch);
-        if self.state.committed.contains(&s) {
+        let r = cert.batch;
+        if r.epoch != self.epoch {
+            if r.epoch.0.saturating_add(1) == self.epoch.0 {
+                // Late, from the epoch that just ended: nothing can order it.
+                return Ok(());
+            }
+            return Err(DagError::WrongEpoch {
+                what: "batch certificate",
+                epoch: r.epoch,
+                current: self.epoch,
+            });
+        }
+        let top = self.top(r.author);
+        if r.round == 0
+            || r.round > top.saturating_add(self.cfg.max_rounds_ahead)
+            || self.is_stale(r.round, top)
+        {
+            return Err(DagError::InvalidBatch {
+                why: "certificate slot out of range",
+            });
+        }
+        let s = slot_of(&r);
+        if self.state.committed.contains(&s) || self.state.certified.contains_key(&s) {
             return Ok(());
         }
-        if !self.state.data.contains_key(&cert.batch.digest) {
+        self.check_batch_cert(&cert)?;
+        if !self.state.data.contains_key(&r.digest) {
             // Prefetch now rather than at commit time.
             let signers: Vec<ValidatorId> = cert.signers.iter().collect();
-            self.fetch_batch(cert.batch.digest, signers, from);
+            self.fetch_batch(&r, signers, from, Some(from));
         }
-        self.state.certified.entry(s).or_insert(cert);
+        self.state.certified.insert(s, cert);
         Ok(())
     }
 

@@ -2,8 +2,9 @@
 //! validation of received payloads, delivery of committed transactions with
 //! fetch-on-miss, and restore after a restart.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
+use super::bounds::{MAX_PREFETCHES, MAX_PREFETCHES_PER_PEER};
 use super::state::BatchFetch;
 use super::{
     Availability, BatchCertificate, BatchRef, CommittedBlock, DagEffect, DagError, DagMsg,
@@ -14,19 +15,22 @@ use crate::types::{Epoch, Hash32, Height, ValidatorId};
 impl Availability {
     /// A leader's payload for a block of `epoch`: certified, uncommitted
     /// batches of that epoch not already ordered by an uncommitted ancestor
-    /// (`ordered`: the batches those ancestors carry), in canonical order,
-    /// at most `max_batches_per_block`.
+    /// (`ordered`: the batches those ancestors carry) and not stale, in
+    /// canonical order, at most `max_batches_per_block`.
     #[must_use]
     pub fn payload<'a>(
         &self,
         epoch: Epoch,
         ordered: impl IntoIterator<Item = &'a BatchRef>,
     ) -> Vec<BatchCertificate> {
-        let taken: BTreeSet<Slot> = ordered.into_iter().map(slot_of).collect();
+        let ordered: Vec<&BatchRef> = ordered.into_iter().collect();
+        let taken: BTreeSet<Slot> = ordered.iter().map(|r| slot_of(r)).collect();
+        let tops = self.ancestry_tops(ordered);
         self.state
             .certified
             .iter()
             .filter(|(s, _)| s.0 == epoch && !taken.contains(*s))
+            .filter(|(s, _)| !self.is_stale(s.2, tops.get(&s.1).copied().unwrap_or(0)))
             .take(self.cfg.max_batches_per_block)
             .map(|(_, c)| c.clone())
             .collect()
@@ -37,6 +41,13 @@ impl Availability {
     /// `max_batches_per_block` certificates, in canonical order, each valid,
     /// of the block's epoch and not ordered before. Every outcome is counted
     /// (`qbind_dag_coupling_validation_total{result}`).
+    ///
+    /// Stale rule (`stale_round`): a certificate's round must be above the
+    /// highest round of its author ordered by the block's ancestors (the
+    /// committed chain and `ordered`) minus `max_rounds_ahead`. It is a
+    /// function of the block's chain, so a block that a quorum accepted
+    /// never names a slot `2 × max_rounds_ahead` below its author's highest
+    /// committed round, whose data pruning drops.
     ///
     /// # Errors
     /// The first rule broken.
@@ -78,7 +89,9 @@ impl Availability {
         {
             return Err(bad("not_canonical_or_duplicate"));
         }
-        let taken: BTreeSet<Slot> = ordered.into_iter().map(slot_of).collect();
+        let ordered: Vec<&BatchRef> = ordered.into_iter().collect();
+        let taken: BTreeSet<Slot> = ordered.iter().map(|r| slot_of(r)).collect();
+        let tops = self.ancestry_tops(ordered);
         for c in certs {
             let s = slot_of(&c.batch);
             if c.batch.epoch != epoch {
@@ -87,9 +100,23 @@ impl Availability {
             if self.state.committed.contains(&s) || taken.contains(&s) {
                 return Err(bad("already_ordered"));
             }
+            if self.is_stale(s.2, tops.get(&s.1).copied().unwrap_or(0)) {
+                return Err(bad("stale_round"));
+            }
             self.check_batch_cert(c)?;
         }
         Ok(())
+    }
+
+    /// Per author, the highest round ordered by the committed chain or by
+    /// `ordered` (the uncommitted ancestors of a block).
+    fn ancestry_tops(&self, ordered: Vec<&BatchRef>) -> BTreeMap<ValidatorId, u64> {
+        let mut tops = self.state.committed_round.clone();
+        for r in ordered {
+            let top = tops.entry(r.author).or_default();
+            *top = (*top).max(r.round);
+        }
+        tops
     }
 
     // ------------------------------------------------------------ restore
@@ -101,8 +128,15 @@ impl Availability {
     ///
     /// Our own batches among them set the next slot we author: one past the
     /// highest we ever stored (a batch of ours is stored durably before it
-    /// is broadcast), so a restarted validator never signs a second batch
-    /// for a slot it already used (spec §4: that is equivocation).
+    /// is broadcast, and pruning never drops our highest one), and past our
+    /// highest committed round, so a restarted validator never signs a
+    /// second batch for a slot it already used (spec §4: that is
+    /// equivocation).
+    ///
+    /// What pruning would have dropped (delivered blocks' batches below the
+    /// retention margin, stale slots; older epochs at the first input) is
+    /// dropped again, and its deletion is among the effects of the next
+    /// input.
     pub fn restore(
         &mut self,
         batches: Vec<SignedBatch>,
@@ -115,24 +149,44 @@ impl Availability {
             }
             let r = sb.batch.reference();
             self.state.slots.entry(slot_of(&r)).or_insert(r.digest);
+            if r.author == self.me && self.state.own_top.is_none_or(|(round, _)| r.round > round) {
+                self.state.own_top = Some((r.round, r.digest));
+            }
+            self.state.stored.insert((slot_of(&r), r.digest));
             self.state.data.insert(r.digest, sb);
         }
+        self.state.delivered = self.state.delivered.max(delivered);
+        let mut authors = BTreeSet::new();
         for b in committed {
             for c in &b.certs {
                 self.mark_committed(&c.batch);
+                authors.insert(c.batch.author);
             }
+            let digests = b.certs.iter().map(|c| c.batch.digest).collect();
+            self.retain_committed(b.height, digests);
             if b.height > delivered && b.height.0 > 0 {
                 self.state.to_deliver.push_back(b);
             }
         }
+        let mine = self.top(self.me).saturating_add(1);
+        self.state.next_round = self.state.next_round.max(mine);
+        authors.extend(self.state.stored.iter().map(|((_, a, _), _)| *a));
+        for author in authors {
+            self.prune_stale(author);
+        }
+        self.prune_delivered();
     }
 
-    pub(super) fn mark_committed(&mut self, r: &BatchRef) {
+    /// Record a committed batch; whether its author's highest committed
+    /// round rose.
+    pub(super) fn mark_committed(&mut self, r: &BatchRef) -> bool {
         let s = slot_of(r);
         self.state.committed.insert(s);
         self.state.certified.remove(&s);
         let top = self.state.committed_round.entry(r.author).or_default();
+        let rose = r.round > *top;
         *top = (*top).max(r.round);
+        rose
     }
 
     // ------------------------------------------------------------ delivery
@@ -142,12 +196,12 @@ impl Availability {
     fn block_txs(
         &mut self,
         block: &CommittedBlock,
-    ) -> Result<Vec<Vec<u8>>, (Hash32, Vec<ValidatorId>)> {
+    ) -> Result<Vec<Vec<u8>>, (BatchRef, Vec<ValidatorId>)> {
         let mut out = Vec::new();
         let mut seen = BTreeSet::new();
         for c in &block.certs {
             let Some(sb) = self.state.data.get(&c.batch.digest) else {
-                return Err((c.batch.digest, c.signers.iter().collect()));
+                return Err((c.batch, c.signers.iter().collect()));
             };
             for tx in &sb.batch.txs {
                 if seen.insert(Hash32::digest(tx)) {
@@ -167,6 +221,7 @@ impl Availability {
             match self.block_txs(&block) {
                 Ok(txs) => {
                     self.state.to_deliver.pop_front();
+                    self.state.delivered = self.state.delivered.max(block.height);
                     self.emit(DagEffect::Deliver {
                         height: block.height,
                         block: block.id,
@@ -174,15 +229,16 @@ impl Availability {
                         txs,
                     });
                 }
-                Err((digest, signers)) => {
-                    if !self.state.fetches.contains_key(&digest) {
+                Err((r, signers)) => {
+                    if !self.state.fetches.contains_key(&r.digest) {
                         self.state.metrics.coupling_block_missing_total += 1;
-                        self.fetch_batch(digest, signers, block.proposer);
+                        self.fetch_batch(&r, signers, block.proposer, None);
                     }
-                    return;
+                    break;
                 }
             }
         }
+        self.prune_delivered();
     }
 
     // ------------------------------------------------------------ fetching
@@ -200,14 +256,35 @@ impl Availability {
         }
     }
 
+    /// Ask `from` (the certificate's signers, in turn; `hint` if none is
+    /// another validator) for the data of `r`. A prefetch (`prefetch_for`:
+    /// the peer whose certificate asked for it) is skipped when the global
+    /// or that peer's quota of prefetches is used up ([`MAX_PREFETCHES`],
+    /// [`MAX_PREFETCHES_PER_PEER`]); the data is then fetched when a
+    /// committed block needs it.
     pub(super) fn fetch_batch(
         &mut self,
-        digest: Hash32,
+        r: &BatchRef,
         from: Vec<ValidatorId>,
         hint: ValidatorId,
+        prefetch_for: Option<ValidatorId>,
     ) {
+        let digest = r.digest;
         if self.state.fetches.contains_key(&digest) || self.state.data.contains_key(&digest) {
             return;
+        }
+        if let Some(peer) = prefetch_for {
+            let mut total = 0;
+            let mut theirs = 0;
+            for f in self.state.fetches.values() {
+                if let Some(p) = f.prefetch_for {
+                    total += 1;
+                    theirs += usize::from(p == peer);
+                }
+            }
+            if total >= MAX_PREFETCHES || theirs >= MAX_PREFETCHES_PER_PEER {
+                return;
+            }
         }
         let mut from: Vec<ValidatorId> = from.into_iter().filter(|v| *v != self.me).collect();
         if from.is_empty() && hint != self.me {
@@ -219,9 +296,11 @@ impl Availability {
         self.state.fetches.insert(
             digest,
             BatchFetch {
+                slot: slot_of(r),
                 from,
                 attempts: 0,
                 last_sent: self.now,
+                prefetch_for,
             },
         );
         self.emit(DagEffect::Send {

@@ -110,6 +110,10 @@ pub enum DagEffect {
     /// Store batch data durably before anything later is carried out (an
     /// ack follows it).
     PersistBatch(SignedBatch),
+    /// Delete stored batch data (by digest) that no block can need any
+    /// more; it was dropped from memory. Need not be durable: a batch whose
+    /// deletion is lost is dropped again after the restart.
+    ForgetBatches(Vec<Hash32>),
     /// Deliver [`DagInput::Tick`] at or after this time.
     SetTimer(Millis),
     /// One author signed two batches for one slot.

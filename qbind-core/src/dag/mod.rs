@@ -27,12 +27,18 @@
 //! signed batches are kept as evidence.
 
 mod availability;
+mod bounds;
 mod coupling;
 mod io;
 mod messages;
+mod prune;
 mod state;
 
 pub use availability::{Availability, AvailabilityParams};
+pub use bounds::{
+    Footprint, MAX_OWN_AWAITING_ACKS, MAX_PENDING_BYTES_PER_AUTHOR, MAX_PREFETCHES,
+    MAX_PREFETCHES_PER_PEER,
+};
 pub use io::{CommittedBlock, DagEffect, DagError, DagInput, DagMsg, DagSignJob, DagSignPurpose};
 pub use messages::*;
 
@@ -63,8 +69,15 @@ pub struct DagConfig {
     pub max_batches_per_block: usize,
     /// Milliseconds before a batch fetch is retried with the next signer.
     pub fetch_retry_ms: u64,
-    /// How many slots ahead of its last committed one an author may be.
+    /// How many slots ahead of its last committed one an author may be
+    /// (W). It also sets how far behind: slots W rounds below an author's
+    /// highest committed round are stale (never ordered again) and their
+    /// data is dropped 2W rounds below it.
     pub max_rounds_ahead: u64,
+    /// Committed blocks whose batch data is kept after delivery, below the
+    /// committed height, to answer fetches of peers that are a little
+    /// behind (a peer further behind catches up by state sync).
+    pub retain_delivered_blocks: u64,
 }
 
 impl Default for DagConfig {
@@ -76,6 +89,7 @@ impl Default for DagConfig {
             max_batches_per_block: 64,
             fetch_retry_ms: 200,
             max_rounds_ahead: 64,
+            retain_delivered_blocks: 256,
         }
     }
 }
@@ -107,6 +121,8 @@ pub struct DagMetrics {
     /// Signatures of our own batches the signer refused or failed (the
     /// slot is given up and its transactions batched again).
     pub batch_sign_failures_total: u64,
+    /// Batches dropped from memory (and deleted from the store) by pruning.
+    pub batches_pruned_total: u64,
 }
 
 /// Two different batches signed by one author for one slot.

@@ -1,20 +1,27 @@
-//! What the DAG layer of one validator holds.
+//! What the DAG layer of one validator holds. Every map here is bounded
+//! (see [`super::bounds`] and docs/dag.md "Bounds and pruning").
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use super::{BatchCertificate, BatchRef, CommittedBlock, DagMetrics, SignedBatch, Slot};
 use crate::crypto::Signature;
-use crate::types::{Hash32, Millis, ValidatorId};
+use crate::types::{Epoch, Hash32, Height, Millis, ValidatorId};
 
 /// An outstanding batch fetch.
 #[derive(Clone, Debug)]
 pub(super) struct BatchFetch {
+    /// The slot of the batch being fetched (its epoch decides when the
+    /// fetch is dropped).
+    pub(super) slot: Slot,
     /// Whom to ask, in turn.
     pub(super) from: Vec<ValidatorId>,
     /// Requests sent after the first.
     pub(super) attempts: u32,
     /// When the last request left.
     pub(super) last_sent: Millis,
+    /// The peer whose certificate started a prefetch (counted against its
+    /// per-peer quota); `None` for a fetch a committed block waits for.
+    pub(super) prefetch_for: Option<ValidatorId>,
 }
 
 /// The DAG layer's state.
@@ -30,20 +37,42 @@ pub(super) struct DagState {
     pub(super) paused_until: Millis,
     /// Batch data by digest.
     pub(super) data: BTreeMap<Hash32, SignedBatch>,
+    /// The same data indexed by slot (range scans per epoch and author).
+    pub(super) stored: BTreeSet<(Slot, Hash32)>,
+    /// Our own stored batch with the highest round (never pruned: a
+    /// restarted validator resumes authoring after it).
+    pub(super) own_top: Option<(u64, Hash32)>,
     /// First batch seen per slot (its digest), for equivocation.
     pub(super) slots: BTreeMap<Slot, Hash32>,
     /// Our own batches awaiting acks: round -> (ref, acks).
     pub(super) own: BTreeMap<u64, (BatchRef, BTreeMap<ValidatorId, Signature>)>,
     /// Certified, not yet committed batches (proposal candidates).
     pub(super) certified: BTreeMap<Slot, BatchCertificate>,
-    /// Committed slots.
+    /// Committed slots (those whose round is not yet stale).
     pub(super) committed: BTreeSet<Slot>,
-    /// Highest committed round per author (bounds how far ahead authors go).
+    /// Highest committed round per author (bounds how far ahead authors go
+    /// and which slots are stale).
     pub(super) committed_round: BTreeMap<ValidatorId, u64>,
     /// Batch data being fetched.
     pub(super) fetches: BTreeMap<Hash32, BatchFetch>,
     /// Committed blocks whose transactions are not delivered yet, in order.
     pub(super) to_deliver: VecDeque<CommittedBlock>,
+    /// The batches of committed blocks whose data is still kept, by height
+    /// (until delivered and `retain_delivered_blocks` below the committed
+    /// height).
+    pub(super) committed_data: BTreeMap<Height, Vec<Hash32>>,
+    /// How many retained committed blocks name each digest (their data is
+    /// never pruned by epoch or staleness).
+    pub(super) pinned: BTreeMap<Hash32, u32>,
+    /// Highest committed height handed to us.
+    pub(super) committed_height: Height,
+    /// Highest height whose transactions were delivered.
+    pub(super) delivered: Height,
+    /// The epoch the last epoch-pruning pass ran for.
+    pub(super) pruned_for_epoch: Option<Epoch>,
+    /// Digests deleted from memory whose stored copies are to be deleted
+    /// (emitted as one `ForgetBatches` at the end of the input).
+    pub(super) forget: Vec<Hash32>,
     /// Counters.
     pub(super) metrics: DagMetrics,
 }
