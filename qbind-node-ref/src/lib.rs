@@ -8,13 +8,19 @@
 //!   services;
 //! - [`local`]: a multi-validator network in one process (`qbind-node
 //!   --local-validators N`), each validator with its own persistent store;
+//! - [`genesis`]: the genesis file, its hash, and the binding of a store to
+//!   it;
+//! - [`profile`]: the network profiles and their presets;
 //! - [`metrics`]: the Prometheus text format and the `/metrics` endpoint;
 //! - [`validator_set`]: the validator-set file (keys from `qbind-keygen`,
 //!   addresses, stake, key rotations) for validators with their own keys.
 //!
 //! No other crate depends on this one (DESIGN "Workspace").
 
+pub mod config;
+pub mod genesis;
 pub mod local;
 pub mod metrics;
 pub mod node;
+pub mod profile;
 pub mod validator_set;

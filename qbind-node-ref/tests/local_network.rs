@@ -38,6 +38,8 @@ fn options(data: &Path, snapshots: &Path, blocks: u64) -> LocalOptions {
         network: Network::Memory,
         only: None,
         keys: qbind_node_ref::local::Keys::Devnet,
+        genesis: None,
+        settings: qbind_node_ref::local::ChainSettings::default(),
     }
 }
 

@@ -27,10 +27,14 @@ use std::time::Duration;
 use clap::Parser;
 use qbind_core::key_rotation::KeyRole;
 use qbind_core::types::{NetworkEnvironment, ValidatorId};
+use qbind_node_ref::config::{NodeConfig, config_file_args, validate_mainnet_invariants};
+use qbind_node_ref::genesis::{Genesis, load_account_keys, monetary_mode_named};
+use qbind_node_ref::local::{ChainSettings, Load};
 use qbind_node_ref::local::{
     Executor, FastSync, Keys, LocalOptions, Network, run_local, validator_key,
 };
-use qbind_node_ref::node::{Maintenance, NodeError, retention_mode};
+use qbind_node_ref::node::{Maintenance, NodeError, init_data_dir, retention_mode};
+use qbind_node_ref::profile::Profile;
 use qbind_node_ref::validator_set::ValidatorSetFile;
 use qbind_signer::keystore::{self, KdfPolicy, Passphrase};
 use qbind_signer::{
@@ -53,16 +57,105 @@ enum ExecutorArg {
     Sequential,
 }
 
-/// Command-line flags (runbook §3.5, §5).
+/// `qbind-node` and its subcommands.
 #[derive(Debug, Parser)]
-#[command(name = "qbind-node", version, about = "Run QBIND validators")]
+#[command(
+    name = "qbind-node",
+    version,
+    about = "Run QBIND validators",
+    args_conflicts_with_subcommands = true,
+    args_override_self = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Sub>,
+    #[command(flatten)]
+    args: Args,
+}
+
+/// Subcommands.
+#[derive(Debug, clap::Subcommand)]
+enum Sub {
+    /// Create a node's store(s) from a genesis file and record its hash.
+    Init(InitArgs),
+}
+
+/// `qbind-node init` flags.
+#[derive(Debug, clap::Args)]
+struct InitArgs {
+    /// The genesis file (JSON, docs/node.md).
+    #[arg(long)]
+    genesis: PathBuf,
+    /// Data directory: validator i's store is DIR/validator-i.
+    #[arg(short = 'd', long)]
+    data_dir: PathBuf,
+    /// Only this validator's store (default: every validator of the genesis).
+    #[arg(long, visible_alias = "validator-id")]
+    validator_index: Option<usize>,
+}
+
+/// Command-line flags (runbook §3.5, §5); every long flag is also a key of
+/// the `--config` TOML file.
+#[derive(Debug, clap::Args)]
 struct Args {
-    /// Network profile: devnet, testnet or mainnet.
-    #[arg(long, default_value = "devnet")]
+    /// TOML config file whose keys are the long flag names; flags given on
+    /// the command line override it; unknown keys are an error.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Network profile: devnet, testnet-alpha, testnet-beta (or testnet),
+    /// mainnet.
+    #[arg(short = 'P', long, default_value = "devnet")]
     profile: String,
     /// Directory of the validators' stores.
+    #[arg(short = 'd', long)]
+    data_dir: Option<PathBuf>,
+    /// Genesis file (`qbind-genesis`); needs validators with their own keys
+    /// (--signer-mode). Without it: the DevNet seed genesis.
+    #[arg(long, conflicts_with = "validator_set")]
+    genesis: Option<PathBuf>,
+    /// Accounts file (`qbind-genesis` accounts.json) the load generator
+    /// spends from.
     #[arg(long)]
-    data_dir: PathBuf,
+    load_accounts: Option<PathBuf>,
+    /// Run the built-in load generator (default: on for devnet, off
+    /// otherwise).
+    #[arg(long, action = clap::ArgAction::Set)]
+    load_generator: Option<bool>,
+    /// Print the effective configuration and the MainNet checks, then exit
+    /// (2 if a MainNet profile breaks one).
+    #[arg(long)]
+    validate_only: bool,
+    /// Payload source: fifo or dag (default: the profile's).
+    #[arg(long)]
+    mempool_mode: Option<String>,
+    /// The fee-priority mempool (default true).
+    #[arg(long, action = clap::ArgAction::Set)]
+    enable_fee_priority: Option<bool>,
+    /// P2P peer discovery (default true).
+    #[arg(long, action = clap::ArgAction::Set)]
+    enable_discovery: Option<bool>,
+    /// Stage B parallel execution (true) or the sequential executor
+    /// (false); same as --executor.
+    #[arg(long, action = clap::ArgAction::Set)]
+    enable_stage_b: Option<bool>,
+    /// P2P diversity buckets: off, warn, enforce (default: the profile's).
+    #[arg(long)]
+    diversity_mode: Option<String>,
+    /// Monetary engine: off, shadow, active (default: the genesis's).
+    #[arg(long)]
+    monetary_mode: Option<String>,
+    /// Mempool eviction rate limiting: off, warn, enforce.
+    #[arg(long)]
+    mempool_eviction_mode: Option<String>,
+    /// Capacity evictions allowed per interval.
+    #[arg(long)]
+    mempool_eviction_max_per_interval: Option<u32>,
+    /// Eviction interval, seconds.
+    #[arg(long)]
+    mempool_eviction_interval_secs: Option<u64>,
+    /// Most pending transactions in the mempool.
+    #[arg(long)]
+    mempool_max_pending_txs: Option<usize>,
     /// Run this many validators in this process (DevNet keys).
     #[arg(long, default_value_t = 4)]
     local_validators: usize,
@@ -128,7 +221,7 @@ struct Args {
     p2p_base_port: u16,
     /// Run only this validator of the --local-validators (one process per
     /// validator; needs --p2p kemtls).
-    #[arg(long)]
+    #[arg(long, visible_alias = "validator-id")]
     validator_index: Option<usize>,
     /// Validator-set file (docs/node.md): every validator's public keys,
     /// address and stake. Runs validator --validator-index with the keys of
@@ -185,9 +278,57 @@ struct Args {
     init_double_sign_record: bool,
 }
 
+/// The command line with the `--config` file's flags placed before the
+/// given ones (so that the given ones override them).
+fn parse_cli() -> Result<Cli, Failure> {
+    use clap::CommandFactory;
+    let argv: Vec<String> = std::env::args().collect();
+    let config = argv.iter().enumerate().find_map(|(i, a)| {
+        a.strip_prefix("--config=").map(str::to_owned).or_else(|| {
+            (a == "--config")
+                .then(|| argv.get(i + 1).cloned())
+                .flatten()
+        })
+    });
+    let Some(config) = config else {
+        return Ok(Cli::parse());
+    };
+    let known: Vec<(String, bool)> = Cli::command()
+        .get_arguments()
+        .filter_map(|a| {
+            a.get_long()
+                .map(|l| (l.to_owned(), a.get_action().takes_values()))
+        })
+        .collect();
+    let file = config_file_args(std::path::Path::new(&config), &known)
+        .map_err(|e| Failure::Usage(e.to_string()))?;
+    let mut full = vec![argv.first().cloned().unwrap_or_default()];
+    full.extend(file);
+    full.extend(argv.into_iter().skip(1));
+    Ok(Cli::parse_from(full))
+}
+
+/// `qbind-node init`.
+fn init(args: &InitArgs) -> Result<ExitCode, Failure> {
+    let genesis = Genesis::load(&args.genesis).map_err(|e| e.to_string())?;
+    let dirs =
+        init_data_dir(&genesis, &args.data_dir, args.validator_index).map_err(|e| e.to_string())?;
+    for dir in dirs {
+        println!(
+            "initialised {} for genesis {}",
+            dir.display(),
+            genesis.hash()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn main() -> ExitCode {
-    let args = Args::parse();
-    match run(args) {
+    let result = parse_cli().and_then(|cli| match &cli.command {
+        Some(Sub::Init(init_args)) => init(init_args),
+        None => run(cli.args),
+    });
+    match result {
         Ok(code) => code,
         Err(Failure::Usage(message)) => {
             eprintln!("qbind-node: {message}");
@@ -215,11 +356,28 @@ impl From<String> for Failure {
 }
 
 /// The signer and P2P identity of a validator with its own keys.
-async fn operator_keys(args: &Args, env: NetworkEnvironment) -> Result<Keys, String> {
+async fn operator_keys(
+    args: &Args,
+    env: NetworkEnvironment,
+    genesis: Option<&Genesis>,
+) -> Result<Keys, String> {
+    if let Some(genesis) = genesis {
+        let set = genesis.validator_set_file().map_err(|e| e.to_string())?;
+        return operator_keys_of(args, env, set).await;
+    }
     let Some(path) = &args.validator_set else {
         return Ok(Keys::Devnet);
     };
     let set = ValidatorSetFile::load(path).map_err(|e| e.to_string())?;
+    operator_keys_of(args, env, set).await
+}
+
+/// The signer and P2P identity of validator `--validator-index` of `set`.
+async fn operator_keys_of(
+    args: &Args,
+    env: NetworkEnvironment,
+    set: ValidatorSetFile,
+) -> Result<Keys, String> {
     let index = args
         .validator_index
         .ok_or("--validator-set needs --validator-index")?;
@@ -299,12 +457,15 @@ async fn operator_keys(args: &Args, env: NetworkEnvironment) -> Result<Keys, Str
         env,
         validator,
         failure_mode,
-        double_sign_dir: Some(
-            args.double_sign_dir
-                .clone()
-                .or_else(|| args.signer_keystore_path.clone())
-                .unwrap_or_else(|| args.data_dir.join(format!("signer-{index}"))),
-        ),
+        double_sign_dir: args
+            .double_sign_dir
+            .clone()
+            .or_else(|| args.signer_keystore_path.clone())
+            .or_else(|| {
+                args.data_dir
+                    .as_ref()
+                    .map(|d| d.join(format!("signer-{index}")))
+            }),
         init_double_sign_record: args.init_double_sign_record,
         keystore_path: args.signer_keystore_path.clone(),
         passphrase_env: Some(args.signer_passphrase_env.clone()),
@@ -323,28 +484,196 @@ async fn operator_keys(args: &Args, env: NetworkEnvironment) -> Result<Keys, Str
     })
 }
 
-fn run(mut args: Args) -> Result<ExitCode, Failure> {
-    match args.profile.as_str() {
-        "devnet" => {}
-        "testnet" | "mainnet" => {
-            return Err(format!(
-                "profile {} needs its own genesis and MainNet invariant checks, which this \
-                 build does not have; it runs DevNet validators only (--profile devnet, with \
-                 DevNet seed keys or with --validator-set and --signer-mode)",
-                args.profile
-            )
-            .into());
-        }
-        other => return Err(format!("unknown --profile {other:?}").into()),
+/// Parse an off/warn/enforce flag value.
+fn mode_named<T>(flag: &str, value: &str, [off, warn, enforce]: [T; 3]) -> Result<T, String> {
+    match value {
+        "off" => Ok(off),
+        "warn" => Ok(warn),
+        "enforce" => Ok(enforce),
+        other => Err(format!("unknown {flag} {other:?} (off, warn or enforce)")),
     }
-    let env = NetworkEnvironment::Devnet;
-    if args.validator_set.is_some() {
+}
+
+/// The profile's preset with the flags applied.
+fn chain_settings(args: &Args, profile: Profile) -> Result<ChainSettings, String> {
+    use qbind_core::fee_mempool::EvictionMode;
+    use qbind_net::peers::diversity::DiversityMode;
+    let mut s = ChainSettings::of(profile);
+    if let Some(mode) = &args.mempool_mode {
+        s.payload_mode = match mode.as_str() {
+            "fifo" => qbind_core::dag::PayloadMode::Fifo,
+            "dag" => qbind_core::dag::PayloadMode::Dag,
+            other => return Err(format!("unknown --mempool-mode {other:?} (fifo or dag)")),
+        };
+    }
+    if let Some(mode) = &args.diversity_mode {
+        s.diversity = mode_named(
+            "--diversity-mode",
+            mode,
+            [
+                DiversityMode::Off,
+                DiversityMode::Warn,
+                DiversityMode::Enforce,
+            ],
+        )?;
+    }
+    if let Some(mode) = &args.mempool_eviction_mode {
+        s.fee_mempool.eviction_mode = mode_named(
+            "--mempool-eviction-mode",
+            mode,
+            [EvictionMode::Off, EvictionMode::Warn, EvictionMode::Enforce],
+        )?;
+    }
+    if let Some(n) = args.mempool_eviction_max_per_interval {
+        s.fee_mempool.max_evictions_per_interval = n;
+    }
+    if let Some(secs) = args.mempool_eviction_interval_secs {
+        s.fee_mempool.eviction_interval_ms = secs.saturating_mul(1_000).max(1);
+    }
+    if let Some(n) = args.mempool_max_pending_txs {
+        s.fee_mempool.capacity = n.max(1);
+    }
+    if let Some(mode) = &args.monetary_mode {
+        s.monetary_mode =
+            Some(monetary_mode_named(mode).ok_or_else(|| {
+                format!("unknown --monetary-mode {mode:?} (off, shadow or active)")
+            })?);
+    }
+    s.fee_priority = args.enable_fee_priority.unwrap_or(true);
+    s.discovery = args.enable_discovery.unwrap_or(true);
+    s.load = match (args.load_generator, &args.load_accounts) {
+        (Some(false), _) => Load::Off,
+        (_, Some(path)) => Load::Keys(load_account_keys(path).map_err(|e| e.to_string())?),
+        (Some(true), None) | (None, None) if profile == Profile::Devnet => Load::SeedAccounts,
+        (Some(true), None) => Load::SeedAccounts,
+        (None, None) => Load::Off,
+    };
+    Ok(s)
+}
+
+/// The configuration the MainNet checks look at.
+fn node_config(
+    args: &Args,
+    settings: &ChainSettings,
+    genesis: Option<&Genesis>,
+) -> Result<NodeConfig, String> {
+    let signer_exit_on_failure = match args.signer_failure_mode.as_deref() {
+        None => settings.profile.preset().signer_exit_on_failure,
+        Some("exit-on-failure") => true,
+        Some(_) => false,
+    };
+    let monetary_mode = settings.monetary_mode.unwrap_or_else(|| {
+        genesis.map_or(settings.profile.preset().monetary, Genesis::monetary_mode)
+    });
+    if let (Some(g), Some(m)) = (genesis, settings.monetary_mode)
+        && g.monetary_mode() != m
+    {
+        return Err(format!(
+            "--monetary-mode {m:?} differs from the genesis's {:?}: every validator must run \
+             the chain's monetary mode",
+            g.monetary_mode()
+        ));
+    }
+    let own_keys = args.validator_set.is_some() || genesis.is_some();
+    Ok(NodeConfig {
+        profile: settings.profile,
+        genesis_env: genesis.map_or(Profile::Devnet.env(), |g| g.profile.env()),
+        genesis_file: genesis.is_some(),
+        data_dir: args.data_dir.clone(),
+        gas_enabled: true,
+        fee_priority: settings.fee_priority,
+        payload_mode: settings.payload_mode,
+        p2p: args.p2p == "kemtls" || own_keys,
+        validators_in_process: if args.validator_index.is_some() || own_keys {
+            1
+        } else {
+            args.local_validators
+        },
+        discovery: settings.discovery,
+        signer_mode: args.signer_mode.clone(),
+        signer_exit_on_failure,
+        diversity: settings.diversity,
+        monetary_mode,
+        snapshot_interval: args.snapshot_dir.as_ref().map(|_| args.snapshot_interval),
+        eviction_mode: settings.fee_mempool.eviction_mode,
+        load_generator: !matches!(settings.load, Load::Off),
+    })
+}
+
+/// Apply the MainNet checks: print them with `--validate-only` (and exit),
+/// refuse a MainNet start that breaks one (exit status 2).
+fn validate(args: &Args, config: &NodeConfig) -> Result<Option<ExitCode>, Failure> {
+    let violations = validate_mainnet_invariants(config);
+    let mainnet = config.profile == Profile::Mainnet;
+    if args.validate_only {
+        println!("effective configuration:");
+        for line in config.describe() {
+            println!("  {line}");
+        }
+        println!(
+            "MainNet invariants (runbook §3.2){}:",
+            if mainnet {
+                ""
+            } else {
+                ", informational for this profile"
+            }
+        );
+        for line in config.check_lines() {
+            println!("  {line}");
+        }
+        return Ok(Some(if mainnet && !violations.is_empty() {
+            ExitCode::from(2)
+        } else {
+            ExitCode::SUCCESS
+        }));
+    }
+    if mainnet && !violations.is_empty() {
+        let list: Vec<String> = violations.iter().map(ToString::to_string).collect();
+        return Err(format!(
+            "refusing to start on MainNet, the configuration breaks {} invariant(s):\n  {}",
+            list.len(),
+            list.join("\n  ")
+        )
+        .into());
+    }
+    Ok(None)
+}
+
+fn run(mut args: Args) -> Result<ExitCode, Failure> {
+    let profile = Profile::parse(&args.profile).map_err(|e| e.to_string())?;
+    let env = profile.env();
+    let genesis = match &args.genesis {
+        Some(path) => Some(Genesis::load(path).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let settings = chain_settings(&args, profile)?;
+    let config = node_config(&args, &settings, genesis.as_ref())?;
+    if let Some(code) = validate(&args, &config)? {
+        return Ok(code);
+    }
+    if genesis.is_none() && profile != Profile::Devnet {
+        return Err(format!(
+            "profile {profile} needs a genesis file (--genesis); the seed genesis is DevNet's"
+        )
+        .into());
+    }
+    let data_dir = args.data_dir.clone().ok_or_else(|| {
+        "the following required argument was not provided: --data-dir".to_string()
+    })?;
+    if let Some(stage_b) = args.enable_stage_b {
+        args.executor = if stage_b {
+            ExecutorArg::StageB
+        } else {
+            ExecutorArg::Sequential
+        };
+    }
+    if args.validator_set.is_some() || genesis.is_some() {
         if args.p2p == "memory" {
             args.p2p = "kemtls".into();
         }
     } else if args.signer_mode.is_some() {
         return Err(
-            "--signer-mode needs --validator-set (the other validators' keys)"
+            "--signer-mode needs --validator-set or --genesis (the other validators' keys)"
                 .to_string()
                 .into(),
         );
@@ -369,7 +698,8 @@ fn run(mut args: Args) -> Result<ExitCode, Failure> {
         .enable_all()
         .build()
         .map_err(|e| format!("starting the runtime: {e}"))?;
-    let keys = runtime.block_on(operator_keys(&args, env))?;
+    let keys = runtime.block_on(operator_keys(&args, env, genesis.as_ref()))?;
+    let profile = settings.profile;
     let validators = match &keys {
         Keys::Operator { set, .. } => set.validators.len(),
         Keys::Devnet => args.local_validators,
@@ -381,7 +711,7 @@ fn run(mut args: Args) -> Result<ExitCode, Failure> {
     }
     let opts = LocalOptions {
         validators,
-        data_dir: args.data_dir,
+        data_dir,
         blocks: args.blocks,
         tx_interval: Duration::from_millis(args.tx_interval_ms),
         accounts: args.accounts,
@@ -407,6 +737,8 @@ fn run(mut args: Args) -> Result<ExitCode, Failure> {
         network,
         only: args.validator_index,
         keys,
+        genesis: genesis.map(Box::new),
+        settings,
     };
     runtime.block_on(async move {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -418,7 +750,8 @@ fn run(mut args: Args) -> Result<ExitCode, Failure> {
         });
         match opts.only {
             Some(i) => println!(
-                "qbind-node: DevNet validator {i} of {} ({}), data in {}",
+                "qbind-node: {} validator {i} of {} ({}), data in {}",
+                profile,
                 opts.validators,
                 match &opts.keys {
                     Keys::Devnet => "DevNet seed keys".to_string(),
@@ -428,8 +761,9 @@ fn run(mut args: Args) -> Result<ExitCode, Failure> {
                 opts.data_dir.display()
             ),
             None => println!(
-                "qbind-node: {} local DevNet validators, data in {}",
+                "qbind-node: {} local {} validators, data in {}",
                 opts.validators,
+                profile,
                 opts.data_dir.display()
             ),
         }

@@ -9,18 +9,17 @@ use std::sync::Arc;
 use qbind_core::application::{MonetarySettings, TransferApplication};
 use qbind_core::consensus::ConsensusConfig;
 use qbind_core::crypto::{KeyPair, PublicKey};
-use qbind_core::execution::ExecutionConfig;
+use qbind_core::execution::{ExecutionConfig, FeeSplit};
 use qbind_core::monetary::{MonetaryConfig, MonetaryMode, SeigniorageRecipients};
 use qbind_core::traits::Signer;
-use qbind_core::types::{AccountId, NetworkEnvironment, ValidatorId};
+use qbind_core::types::{AccountId, Hash32, NetworkEnvironment, ValidatorId};
 use qbind_core::validator::{EpochSchedule, ValidatorSet};
 use tokio::sync::watch;
 
-use super::{
-    DEVNET_BALANCE, DEVNET_BLOCKS_PER_EPOCH, Keys, LocalOptions, Network, account_key,
-    pool_account, validator_key,
-};
+use super::{Keys, Load, LocalOptions, Network, pool_account, validator_key};
+use crate::genesis::{Genesis, seed_accounts};
 use crate::node::NodeError;
+use crate::profile::Profile;
 
 /// A run's chain, resolved and checked.
 pub(super) struct Chain {
@@ -37,7 +36,9 @@ pub(super) struct Chain {
     /// Accounts the load generator spends from.
     pub(super) accounts: Vec<KeyPair>,
     /// Genesis balances.
-    pub(super) genesis: Vec<(AccountId, u128)>,
+    pub(super) balances: Vec<(AccountId, u128)>,
+    /// The genesis hash every store is bound to.
+    pub(super) genesis_hash: Hash32,
     /// The reference application (VM v0 transfers with the monetary engine).
     pub(super) execution: TransferApplication,
     /// Consensus parameters.
@@ -144,22 +145,34 @@ fn operator_validators(
     Ok((keys, schedule, Some(signer.exit_signal())))
 }
 
-/// The DevNet application: VM v0 transfers with the legacy payloads, the
-/// monetary engine Active with short epochs.
-fn devnet_application(
+/// The reference application of `genesis`: VM v0 transfers (legacy
+/// payloads on DevNet only), the genesis fee split, the monetary engine in
+/// `mode` with the genesis epoch and every validator's stake (the engine's
+/// `staked` input is the validator set's total stake).
+fn application(
+    genesis: &Genesis,
     env: NetworkEnvironment,
     validator_keys: &[(PublicKey, u64)],
-    accounts: usize,
+    mode: MonetaryMode,
 ) -> TransferApplication {
     let proposer_accounts: Vec<AccountId> = validator_keys
         .iter()
         .map(|(k, _)| AccountId::from_public_key(k))
         .collect();
     let mut monetary_config = MonetaryConfig::mainnet();
-    monetary_config.blocks_per_epoch = DEVNET_BLOCKS_PER_EPOCH;
-    monetary_config.mode = MonetaryMode::Active;
-    TransferApplication::new(env, ExecutionConfig::devnet(), proposer_accounts.clone())
-        .with_monetary(MonetarySettings {
+    monetary_config.blocks_per_epoch = genesis.monetary.blocks_per_epoch;
+    monetary_config.mode = mode;
+    let mut execution = if genesis.profile == Profile::Devnet {
+        ExecutionConfig::devnet()
+    } else {
+        ExecutionConfig::mainnet()
+    };
+    execution.fee_split = FeeSplit {
+        burn_bps: genesis.fees.burn_bps,
+        proposer_bps: genesis.fees.proposer_bps,
+    };
+    TransferApplication::new(env, execution, proposer_accounts.clone()).with_monetary(
+        MonetarySettings {
             config: monetary_config,
             pools: SeigniorageRecipients {
                 validators: pool_account(b"validators"),
@@ -172,24 +185,61 @@ fn devnet_application(
                 .zip(validator_keys)
                 .map(|(a, (_, stake))| (*a, *stake))
                 .collect(),
-            staked: DEVNET_BALANCE * accounts as u128 / 2,
-        })
+            staked: validator_keys.iter().map(|(_, s)| u128::from(*s)).sum(),
+        },
+    )
+}
+
+/// The genesis of the run: the file's, or the DevNet seed genesis; checked
+/// against the profile and the keys.
+fn genesis(opts: &LocalOptions) -> Result<Genesis, NodeError> {
+    let genesis = match (&opts.genesis, &opts.keys) {
+        (None, _) => Genesis::devnet_seeded(opts.validators, opts.accounts.max(2)),
+        (Some(_), Keys::Devnet) => {
+            return Err(NodeError::Config(
+                "a genesis file needs validators with their own keys (--signer-mode)".into(),
+            ));
+        }
+        (Some(g), Keys::Operator { .. }) => (**g).clone(),
+    };
+    if genesis.profile != opts.settings.profile {
+        return Err(NodeError::Config(format!(
+            "the genesis is for profile {}, this node runs {}",
+            genesis.profile, opts.settings.profile
+        )));
+    }
+    Ok(genesis)
+}
+
+/// The consensus configuration of the run.
+fn consensus_config(opts: &LocalOptions, env: NetworkEnvironment) -> ConsensusConfig {
+    let mut cfg = ConsensusConfig::new(env);
+    cfg.tx_meta = opts
+        .settings
+        .fee_priority
+        .then_some(qbind_core::execution::tx_meta as _);
+    cfg.fee_mempool = opts.settings.fee_mempool.clone();
+    cfg.payload_mode = opts.settings.payload_mode;
+    cfg.base_timeout_ms = opts.base_timeout_ms;
+    cfg
 }
 
 /// Resolve and check `opts` into the chain the run executes.
 pub(super) fn resolve(opts: &LocalOptions) -> Result<Chain, NodeError> {
     let local = local_validators(opts)?;
-    let env = NetworkEnvironment::Devnet;
+    let genesis = genesis(opts)?;
+    let env = genesis.profile.env();
     let (validator_keys, schedule, signer_exit) = operator_validators(opts, env)?;
-    let accounts: Vec<KeyPair> = (0..opts.accounts.max(2)).map(account_key).collect();
-    let genesis = accounts
-        .iter()
-        .map(|k| (AccountId::from_public_key(k.public_key()), DEVNET_BALANCE))
-        .collect();
-    let execution = devnet_application(env, &validator_keys, opts.accounts.max(2));
-    let mut cfg = ConsensusConfig::new(env);
-    cfg.tx_meta = Some(qbind_core::execution::tx_meta);
-    cfg.base_timeout_ms = opts.base_timeout_ms;
+    let accounts: Vec<KeyPair> = match &opts.settings.load {
+        Load::SeedAccounts if opts.genesis.is_none() => seed_accounts(opts.accounts.max(2)),
+        Load::SeedAccounts | Load::Off => Vec::new(),
+        Load::Keys(keys) => keys.clone(),
+    };
+    let mode = opts
+        .settings
+        .monetary_mode
+        .unwrap_or_else(|| genesis.monetary_mode());
+    let execution = application(&genesis, env, &validator_keys, mode);
     Ok(Chain {
         env,
         local,
@@ -197,8 +247,11 @@ pub(super) fn resolve(opts: &LocalOptions) -> Result<Chain, NodeError> {
         schedule: Arc::new(schedule),
         signer_exit,
         accounts,
-        genesis,
+        balances: genesis
+            .balances()
+            .map_err(|e| NodeError::Genesis(e.to_string()))?,
+        genesis_hash: genesis.hash(),
         execution,
-        cfg,
+        cfg: consensus_config(opts, env),
     })
 }

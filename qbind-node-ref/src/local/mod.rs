@@ -23,7 +23,15 @@ use qbind_core::traits::Signer;
 use qbind_core::types::{AccountId, Hash32};
 use tokio::sync::watch;
 
+use qbind_core::consensus::ConsensusConfig;
+use qbind_core::dag::PayloadMode;
+use qbind_core::fee_mempool::FeeMempoolConfig;
+use qbind_core::monetary::MonetaryMode;
+use qbind_net::peers::diversity::DiversityMode;
+
+pub use crate::genesis::Genesis;
 use crate::node::{Maintenance, NodeError};
+use crate::profile::Profile;
 use crate::validator_set::ValidatorSetFile;
 
 mod builder;
@@ -89,6 +97,72 @@ pub struct LocalOptions {
     pub keys: Keys,
     /// How committed blocks are executed.
     pub executor: Executor,
+    /// The chain's genesis; `None`: the DevNet seed genesis of `validators`
+    /// validators and `accounts` accounts ([`Genesis::devnet_seeded`]).
+    pub genesis: Option<Box<Genesis>>,
+    /// Profile-derived settings (DevNet defaults: [`ChainSettings::default`]).
+    pub settings: ChainSettings,
+}
+
+/// Where the load generator's accounts come from.
+#[derive(Clone, Debug, Default)]
+pub enum Load {
+    /// The DevNet seed accounts `0..accounts` (the seed genesis funds them).
+    #[default]
+    SeedAccounts,
+    /// These keys (`--load-accounts`, written by the genesis generator).
+    Keys(Vec<KeyPair>),
+    /// No load generator.
+    Off,
+}
+
+/// The settings a profile presets and flags may change.
+#[derive(Clone, Debug)]
+pub struct ChainSettings {
+    /// The network profile (the genesis must be of it).
+    pub profile: Profile,
+    /// FIFO or DAG payloads.
+    pub payload_mode: PayloadMode,
+    /// The fee-priority pool (true) or the FIFO pool for opaque bytes.
+    pub fee_priority: bool,
+    /// Fee-priority pool parameters (capacity, eviction limits).
+    pub fee_mempool: FeeMempoolConfig,
+    /// P2P diversity buckets.
+    pub diversity: DiversityMode,
+    /// P2P peer exchange.
+    pub discovery: bool,
+    /// The monetary mode; `None`: the genesis's.
+    pub monetary_mode: Option<MonetaryMode>,
+    /// The load generator.
+    pub load: Load,
+}
+
+impl ChainSettings {
+    /// The preset of `profile`.
+    #[must_use]
+    pub fn of(profile: Profile) -> Self {
+        let preset = profile.preset();
+        ChainSettings {
+            profile,
+            payload_mode: preset.payload_mode,
+            fee_priority: true,
+            fee_mempool: ConsensusConfig::new(profile.env()).fee_mempool,
+            diversity: preset.diversity,
+            discovery: true,
+            monetary_mode: None,
+            load: if profile == Profile::Devnet {
+                Load::SeedAccounts
+            } else {
+                Load::Off
+            },
+        }
+    }
+}
+
+impl Default for ChainSettings {
+    fn default() -> Self {
+        ChainSettings::of(Profile::Devnet)
+    }
 }
 
 /// How committed blocks are executed; both give the same state (the

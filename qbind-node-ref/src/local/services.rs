@@ -83,10 +83,13 @@ fn open_one(
             meta.height, meta.block_hash, meta.state_root
         ));
     }
-    if ensure_genesis(&*opened.store, &chain.genesis)? {
+    crate::genesis::bind_store(&*opened.store, &dir, chain.genesis_hash)
+        .map_err(|e| NodeError::Genesis(e.to_string()))?;
+    if ensure_genesis(&*opened.store, &chain.balances)? {
         out(&format!(
-            "validator {i}: genesis written ({} accounts)",
-            chain.genesis.len()
+            "validator {i}: genesis {} written ({} accounts)",
+            chain.genesis_hash,
+            chain.balances.len()
         ));
     }
     let mut maintenance = opts.maintenance.clone();
@@ -322,9 +325,10 @@ async fn kemtls_transport(
     }
     let listen = p2p_addr(opts, i)?;
     let mut peers = qbind_net::PeerManagerConfig::default();
-    // All DevNet validators share one address range: count diversity
-    // violations but admit them.
-    peers.diversity.mode = qbind_net::peers::diversity::DiversityMode::Warn;
+    // DevNet (all validators in one address range) counts diversity
+    // violations but admits them; TestNet and MainNet enforce.
+    peers.diversity.mode = opts.settings.diversity;
+    peers.discovery_enabled = opts.settings.discovery;
     peers.heartbeat_interval = Duration::from_secs(5);
     // A loopback or private P2P address means a local network, whose peers
     // announce such addresses too.
