@@ -484,6 +484,25 @@ async fn operator_keys_of(
     })
 }
 
+/// Resolves with the name of the first SIGINT (Ctrl-C) or SIGTERM: both
+/// stop the node cleanly (the engines finish their block and flush, the
+/// signer's double-sign record is released). `None` if neither can be
+/// listened for.
+async fn stop_signal() -> Option<&'static str> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).ok();
+    let sigterm = async {
+        match term.as_mut() {
+            Some(t) => t.recv().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.ok().map(|()| "SIGINT"),
+        Some(()) = sigterm => Some("SIGTERM"),
+    }
+}
+
 /// Parse an off/warn/enforce flag value.
 fn mode_named<T>(flag: &str, value: &str, [off, warn, enforce]: [T; 3]) -> Result<T, String> {
     match value {
@@ -743,8 +762,8 @@ fn run(mut args: Args) -> Result<ExitCode, Failure> {
     runtime.block_on(async move {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("qbind-node: Ctrl-C, stopping after the current block");
+            if let Some(signal) = stop_signal().await {
+                eprintln!("qbind-node: {signal}, stopping after the current block");
                 let _ = stop_tx.send(true);
             }
         });
