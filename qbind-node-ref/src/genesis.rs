@@ -445,17 +445,23 @@ impl Genesis {
                 address: format!("127.0.0.1:{}", 29_000 + i),
             })
             .collect();
-        Genesis::devnet(validators, &seed_accounts(accounts))
+        Genesis::local(Profile::Devnet, validators, &seed_accounts(accounts))
     }
 
-    /// A DevNet genesis of `validators`, each account of `accounts` funded
-    /// with [`crate::local::DEVNET_BALANCE`].
+    /// A genesis of `profile` for a local network: `validators`, each
+    /// account of `accounts` funded with [`crate::local::DEVNET_BALANCE`],
+    /// the profile's monetary mode, DevNet's short monetary epochs and the
+    /// MainNet fee split.
     #[must_use]
-    pub fn devnet(validators: Vec<GenesisValidator>, accounts: &[KeyPair]) -> Genesis {
+    pub fn local(
+        profile: Profile,
+        validators: Vec<GenesisValidator>,
+        accounts: &[KeyPair],
+    ) -> Genesis {
         Genesis {
             version: GENESIS_VERSION,
-            profile: Profile::Devnet,
-            chain_id: Profile::Devnet.env().chain_id().0,
+            profile,
+            chain_id: profile.env().chain_id().0,
             epoch_length: None,
             validators,
             accounts: accounts
@@ -466,7 +472,7 @@ impl Genesis {
                 })
                 .collect(),
             monetary: GenesisMonetary {
-                mode: "active".into(),
+                mode: monetary_mode_name(profile.preset().monetary).into(),
                 blocks_per_epoch: crate::local::DEVNET_BLOCKS_PER_EPOCH,
             },
             fees: GenesisFees {

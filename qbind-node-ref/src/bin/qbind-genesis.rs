@@ -1,4 +1,5 @@
-//! `qbind-genesis`: make a DevNet genesis for a local network.
+//! `qbind-genesis`: make a genesis for a local network (DevNet, or a
+//! local TestNet with `-P testnet`).
 //!
 //! ```text
 //! qbind-genesis devnet --validators 4 --accounts 16 --out /tmp/net \
@@ -21,6 +22,7 @@ use qbind_core::crypto::KeyPair;
 use qbind_core::key_rotation::KeyRole;
 use qbind_core::types::{NetworkEnvironment, ValidatorId};
 use qbind_node_ref::genesis::{Genesis, GenesisValidator, save_account_keys};
+use qbind_node_ref::profile::Profile;
 use qbind_signer::guard::DoubleSignGuard;
 use qbind_signer::keystore::{self, KdfParams, KdfPolicy, Passphrase};
 
@@ -35,13 +37,18 @@ struct Cli {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// A DevNet genesis with fresh validator and account keys.
+    /// A genesis for a local network with fresh validator and account keys
+    /// (DevNet by default; `--profile` for a local TestNet).
     Devnet(DevnetArgs),
 }
 
 /// `qbind-genesis devnet` flags.
 #[derive(Debug, clap::Args)]
 struct DevnetArgs {
+    /// The genesis's profile: devnet, testnet-alpha, testnet-beta (or
+    /// testnet), mainnet.
+    #[arg(short = 'P', long, default_value = "devnet")]
+    profile: String,
     /// Validators (fresh keys each).
     #[arg(long, default_value_t = 4)]
     validators: usize,
@@ -69,7 +76,12 @@ struct DevnetArgs {
 }
 
 /// Validator `i`'s keystore; its genesis entry.
-fn validator(args: &DevnetArgs, i: usize, pass: &Passphrase) -> Result<GenesisValidator, String> {
+fn validator(
+    args: &DevnetArgs,
+    env: NetworkEnvironment,
+    i: usize,
+    pass: &Passphrase,
+) -> Result<GenesisValidator, String> {
     let dir = args.out.join(format!("v{i}"));
     let id = ValidatorId(i as u32);
     let params = KdfParams {
@@ -83,7 +95,7 @@ fn validator(args: &DevnetArgs, i: usize, pass: &Passphrase) -> Result<GenesisVa
     };
     let consensus = key(KeyRole::Consensus)?;
     let p2p = key(KeyRole::P2pIdentity)?;
-    DoubleSignGuard::init(&dir, id, NetworkEnvironment::Devnet)
+    DoubleSignGuard::init(&dir, id, env)
         .map_err(|e| format!("validator {i}: double-sign record: {e}"))?;
     let port = u16::try_from(i)
         .ok()
@@ -99,6 +111,7 @@ fn validator(args: &DevnetArgs, i: usize, pass: &Passphrase) -> Result<GenesisVa
 }
 
 fn devnet(args: &DevnetArgs) -> Result<Vec<String>, String> {
+    let profile = Profile::parse(&args.profile).map_err(|e| e.to_string())?;
     if args.validators == 0 {
         return Err("--validators must be at least 1".into());
     }
@@ -109,7 +122,7 @@ fn devnet(args: &DevnetArgs) -> Result<Vec<String>, String> {
     std::fs::create_dir_all(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;
     let pass = Passphrase::from_env(&args.passphrase_env).map_err(|e| e.to_string())?;
     let validators = (0..args.validators)
-        .map(|i| validator(args, i, &pass))
+        .map(|i| validator(args, profile.env(), i, &pass))
         .collect::<Result<Vec<_>, _>>()?;
     let seeds: Vec<[u8; 32]> = (0..args.accounts)
         .map(|_| {
@@ -119,7 +132,7 @@ fn devnet(args: &DevnetArgs) -> Result<Vec<String>, String> {
         })
         .collect();
     let keys: Vec<KeyPair> = seeds.iter().map(KeyPair::from_seed).collect();
-    let genesis = Genesis::devnet(validators, &keys);
+    let genesis = Genesis::local(profile, validators, &keys);
     genesis.check().map_err(|e| e.to_string())?;
     let accounts_path = args.out.join("accounts.json");
     save_account_keys(&accounts_path, &seeds).map_err(|e| e.to_string())?;
