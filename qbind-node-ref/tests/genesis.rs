@@ -1,6 +1,8 @@
-//! The genesis workflow as an operator runs it: `qbind-genesis devnet`
-//! makes a chain, `qbind-node init` binds a store to it, a validator runs
-//! on it with its own keystore and the generated accounts; a store of
+//! The genesis workflow as an operator runs it: `qbind-genesis devnet -P
+//! testnet` makes a local TestNet Beta chain, `qbind-node init` binds the
+//! stores to it, four validator processes run it (DAG payloads, diversity
+//! Enforce) with their own keystores and the generated accounts and stop on
+//! SIGTERM; a store of
 //! another genesis and a malformed genesis file are refused with named
 //! errors; `--validate-only` and `--config` report and refuse bad MainNet
 //! configurations with exit status 2.
@@ -95,7 +97,9 @@ fn generated_genesis_init_run_and_refusals() {
     let dir = tempfile::tempdir().expect("tempdir");
     let base_port = 42_000 + (std::process::id() % 2_000) as u16 * 8;
     let net = dir.path().join("net");
-    let hash = generate(&net, VALIDATORS, base_port, "devnet");
+    // TestNet Beta: DAG payloads, diversity Enforce (the generator puts
+    // validator i on 127.0.i.1), monetary Shadow.
+    let hash = generate(&net, VALIDATORS, base_port, "testnet");
     let data = dir.path().join("data");
 
     // init records the genesis hash in every validator's store.
@@ -108,7 +112,8 @@ fn generated_genesis_init_run_and_refusals() {
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(text(&o).matches(&hash).count(), VALIDATORS, "{}", text(&o));
 
-    // Four validators run on it with their own keys; the load generator
+    // Four validators run on it (the profile is the genesis's) with their
+    // own keys; the load generator
     // spends from the generated accounts; SIGTERM stops them cleanly.
     let roots = common::roots(VALIDATORS);
     let mut nodes = common::Reaper(Vec::new());
@@ -197,6 +202,23 @@ fn validate_only_and_config_file() {
     ] {
         assert!(out.contains(check), "{check} missing: {out}");
     }
+
+    // A good MainNet configuration passes every check.
+    let net = dir.path().join("mainnet");
+    generate(&net, 1, 9_000, "mainnet");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_qbind-node"));
+    cmd.arg("--genesis")
+        .arg(net.join("genesis.json"))
+        .arg("-d")
+        .arg(dir.path().join("data"))
+        .args(["--validator-id", "0", "--signer-mode", "encrypted-fs"])
+        .arg("--snapshot-dir")
+        .arg(dir.path().join("snapshots"))
+        .args(["--snapshot-interval", "50000", "--validate-only"]);
+    let o = run(cmd);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(!text(&o).contains("FAIL"), "{}", text(&o));
+    assert!(text(&o).contains("profile = mainnet"), "{}", text(&o));
 
     // DevNet: the checks are informational, exit 0.
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_qbind-node"));

@@ -11,7 +11,9 @@
 //! their `.pub` files and the double-sign record, as `qbind-keygen generate`
 //! makes them) and `OUT/accounts.json` with the funded accounts' secret
 //! seeds (mode 0600) for `qbind-node --load-accounts`. Validator `i` listens
-//! on `--ip` port `--base-port + i`. It prints the genesis hash.
+//! on `--ip` port `--base-port + i` (for TestNet and MainNet profiles on one
+//! machine: `127.0.i.1`, so that diversity Enforce admits every peer). It
+//! prints the genesis hash.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -20,7 +22,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use qbind_core::crypto::KeyPair;
 use qbind_core::key_rotation::KeyRole;
-use qbind_core::types::{NetworkEnvironment, ValidatorId};
+use qbind_core::types::ValidatorId;
 use qbind_node_ref::genesis::{Genesis, GenesisValidator, save_account_keys};
 use qbind_node_ref::profile::Profile;
 use qbind_signer::guard::DoubleSignGuard;
@@ -58,9 +60,15 @@ struct DevnetArgs {
     /// Output directory (created; must not hold a genesis already).
     #[arg(long)]
     out: PathBuf,
-    /// Address every validator listens on.
-    #[arg(long, default_value = "127.0.0.1")]
-    ip: IpAddr,
+    /// Address every validator listens on (default 127.0.0.1; see
+    /// --loopback-per-validator).
+    #[arg(long)]
+    ip: Option<IpAddr>,
+    /// Put validator i on 127.0.i.1 (one /24 each, so that diversity
+    /// Enforce admits them all on one machine). Default: on for TestNet
+    /// and MainNet profiles without --ip.
+    #[arg(long, action = clap::ArgAction::Set)]
+    loopback_per_validator: Option<bool>,
     /// Validator `i` listens on this port + i.
     #[arg(long, default_value_t = 29_000)]
     base_port: u16,
@@ -78,7 +86,7 @@ struct DevnetArgs {
 /// Validator `i`'s keystore; its genesis entry.
 fn validator(
     args: &DevnetArgs,
-    env: NetworkEnvironment,
+    profile: Profile,
     i: usize,
     pass: &Passphrase,
 ) -> Result<GenesisValidator, String> {
@@ -95,18 +103,28 @@ fn validator(
     };
     let consensus = key(KeyRole::Consensus)?;
     let p2p = key(KeyRole::P2pIdentity)?;
-    DoubleSignGuard::init(&dir, id, env)
+    DoubleSignGuard::init(&dir, id, profile.env())
         .map_err(|e| format!("validator {i}: double-sign record: {e}"))?;
     let port = u16::try_from(i)
         .ok()
         .and_then(|i| args.base_port.checked_add(i))
         .ok_or("--base-port + validators exceeds 65535")?;
+    let spread = args
+        .loopback_per_validator
+        .unwrap_or(args.ip.is_none() && profile != Profile::Devnet);
+    let ip = match (spread, args.ip) {
+        (true, _) => {
+            let third = u8::try_from(i).map_err(|_| "--loopback-per-validator: at most 256")?;
+            IpAddr::V4(std::net::Ipv4Addr::new(127, 0, third, 1))
+        }
+        (false, ip) => ip.unwrap_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
+    };
     Ok(GenesisValidator {
         id: i as u32,
         stake: 1,
         consensus_pub: hex::encode(consensus),
         p2p_pub: hex::encode(p2p),
-        address: std::net::SocketAddr::new(args.ip, port).to_string(),
+        address: std::net::SocketAddr::new(ip, port).to_string(),
     })
 }
 
@@ -122,7 +140,7 @@ fn devnet(args: &DevnetArgs) -> Result<Vec<String>, String> {
     std::fs::create_dir_all(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;
     let pass = Passphrase::from_env(&args.passphrase_env).map_err(|e| e.to_string())?;
     let validators = (0..args.validators)
-        .map(|i| validator(args, profile.env(), i, &pass))
+        .map(|i| validator(args, profile, i, &pass))
         .collect::<Result<Vec<_>, _>>()?;
     let seeds: Vec<[u8; 32]> = (0..args.accounts)
         .map(|_| {

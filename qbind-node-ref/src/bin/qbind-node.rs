@@ -103,9 +103,9 @@ struct Args {
     #[arg(long)]
     config: Option<PathBuf>,
     /// Network profile: devnet, testnet-alpha, testnet-beta (or testnet),
-    /// mainnet.
-    #[arg(short = 'P', long, default_value = "devnet")]
-    profile: String,
+    /// mainnet (default: the genesis file's, else devnet).
+    #[arg(short = 'P', long)]
+    profile: Option<String>,
     /// Directory of the validators' stores.
     #[arg(short = 'd', long)]
     data_dir: Option<PathBuf>,
@@ -659,12 +659,16 @@ fn validate(args: &Args, config: &NodeConfig) -> Result<Option<ExitCode>, Failur
 }
 
 fn run(mut args: Args) -> Result<ExitCode, Failure> {
-    let profile = Profile::parse(&args.profile).map_err(|e| e.to_string())?;
-    let env = profile.env();
     let genesis = match &args.genesis {
         Some(path) => Some(Genesis::load(path).map_err(|e| e.to_string())?),
         None => None,
     };
+    let profile = match (&args.profile, &genesis) {
+        (Some(name), _) => Profile::parse(name).map_err(|e| e.to_string())?,
+        (None, Some(g)) => g.profile,
+        (None, None) => Profile::Devnet,
+    };
+    let env = profile.env();
     let settings = chain_settings(&args, profile)?;
     let config = node_config(&args, &settings, genesis.as_ref())?;
     if let Some(code) = validate(&args, &config)? {
