@@ -1,8 +1,8 @@
 //! The genesis workflow as an operator runs it: `qbind-genesis devnet -P
 //! testnet` makes a local TestNet Beta chain, `qbind-node init` binds the
-//! stores to it, four validator processes run it (DAG payloads, diversity
-//! Enforce) with their own keystores and the generated accounts and stop on
-//! SIGTERM; a store of
+//! stores to it, four validator processes run it (DAG payloads, bootstrap
+//! peers and discovery) with their own keystores and the generated accounts
+//! and stop on SIGTERM; a store of
 //! another genesis and a malformed genesis file are refused with named
 //! errors; `--validate-only` and `--config` report and refuse bad MainNet
 //! configurations with exit status 2.
@@ -53,7 +53,8 @@ fn text(o: &Output) -> String {
 /// `qbind-genesis devnet` into `out` with quick keystores.
 fn generate(out: &Path, validators: usize, base_port: u16, profile: &str) -> String {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_qbind-genesis"));
-    cmd.args(["devnet", "-P", profile, "--validators"])
+    // Every validator on 127.0.0.1 (tests use no other address).
+    cmd.args(["devnet", "-P", profile, "--ip", "127.0.0.1", "--validators"])
         .arg(validators.to_string())
         .args(["--accounts", "6", "--base-port"])
         .arg(base_port.to_string())
@@ -97,8 +98,8 @@ fn generated_genesis_init_run_and_refusals() {
     let dir = tempfile::tempdir().expect("tempdir");
     let base_port = 42_000 + (std::process::id() % 2_000) as u16 * 8;
     let net = dir.path().join("net");
-    // TestNet Beta: DAG payloads, diversity Enforce (the generator puts
-    // validator i on 127.0.i.1), monetary Shadow.
+    // TestNet Beta: DAG payloads, monetary Shadow (diversity Warn below:
+    // all four share 127.0.0.1, and Enforce admits two peers per /24).
     let hash = generate(&net, VALIDATORS, base_port, "testnet");
     let data = dir.path().join("data");
 
@@ -118,9 +119,13 @@ fn generated_genesis_init_run_and_refusals() {
     let roots = common::roots(VALIDATORS);
     let mut nodes = common::Reaper(Vec::new());
     for i in 0..VALIDATORS {
+        // Validators 1..3 dial only validator 0, which dials only 1: the
+        // others are found by peer discovery.
+        let bootstrap = format!("127.0.0.1:{}", base_port + u16::from(i == 0));
         let mut cmd = node(&net, &data, i);
         cmd.arg("--load-accounts")
             .arg(net.join("accounts.json"))
+            .args(["--diversity-mode", "warn", "--bootstrap-peers", &bootstrap])
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
         let mut child = cmd.spawn().expect("start qbind-node");
@@ -171,6 +176,17 @@ fn generated_genesis_init_run_and_refusals() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(
         text(&o).contains(&format!("belongs to genesis {hash}")),
+        "{}",
+        text(&o)
+    );
+
+    // A bootstrap peer that is not a validator is refused.
+    let mut stray = node(&net, &dir.path().join("stray"), 0);
+    stray.args(["--bootstrap-peers", "127.0.0.1:1", "--blocks", "1"]);
+    let o = run(stray);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("is not the address of another validator"),
         "{}",
         text(&o)
     );

@@ -135,6 +135,14 @@ pub struct ChainSettings {
     pub monetary_mode: Option<MonetaryMode>,
     /// The load generator.
     pub load: Load,
+    /// Bind this validator's P2P listener here instead of its address in
+    /// the genesis or validator-set file (`--p2p-listen-addr`, one
+    /// validator per process).
+    pub p2p_listen: Option<SocketAddr>,
+    /// Dial only these addresses at start (each must be a validator's
+    /// address in the genesis or validator-set file); discovery finds the
+    /// others. Empty: dial every validator (`--bootstrap-peers`).
+    pub bootstrap_peers: Vec<SocketAddr>,
 }
 
 impl ChainSettings {
@@ -155,6 +163,8 @@ impl ChainSettings {
             } else {
                 Load::Off
             },
+            p2p_listen: None,
+            bootstrap_peers: Vec::new(),
         }
     }
 }

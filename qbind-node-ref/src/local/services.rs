@@ -297,6 +297,34 @@ fn p2p_key(opts: &LocalOptions, v: usize) -> Result<qbind_net::PeerPublic, NodeE
     }
 }
 
+/// The peers validator `i` dials at start: every other validator, or those
+/// at the `--bootstrap-peers` addresses.
+fn bootstrap_peers(
+    opts: &LocalOptions,
+    chain: &Chain,
+    i: usize,
+) -> Result<Vec<(ValidatorId, SocketAddr)>, NodeError> {
+    let mut all = Vec::with_capacity(chain.n);
+    for v in (0..chain.n).filter(|v| *v != i) {
+        all.push((ValidatorId(v as u32), p2p_addr(opts, v)?));
+    }
+    if opts.settings.bootstrap_peers.is_empty() {
+        return Ok(all);
+    }
+    opts.settings
+        .bootstrap_peers
+        .iter()
+        .map(|addr| {
+            all.iter().find(|(_, a)| a == addr).copied().ok_or_else(|| {
+                NodeError::Config(format!(
+                    "--bootstrap-peers {addr} is not the address of another validator in \
+                         the genesis or validator-set file"
+                ))
+            })
+        })
+        .collect()
+}
+
 /// Validator `i`'s KEMTLS transport, listening and dialling the others.
 async fn kemtls_transport(
     opts: &LocalOptions,
@@ -316,23 +344,28 @@ async fn kemtls_transport(
         }
     };
     let mut validators = BTreeMap::new();
-    let mut bootstrap = Vec::new();
     for v in 0..chain.n {
         validators.insert(ValidatorId(v as u32), p2p_key(opts, v)?);
-        if v != i {
-            bootstrap.push((ValidatorId(v as u32), p2p_addr(opts, v)?));
-        }
     }
-    let listen = p2p_addr(opts, i)?;
+    let bootstrap = bootstrap_peers(opts, chain, i)?;
+    let listen = match (opts.settings.p2p_listen, opts.only) {
+        (Some(addr), Some(_)) => addr,
+        (Some(_), None) => {
+            return Err(NodeError::Config(
+                "--p2p-listen-addr needs one validator per process (--validator-index)".into(),
+            ));
+        }
+        (None, _) => p2p_addr(opts, i)?,
+    };
     let mut peers = qbind_net::PeerManagerConfig::default();
     // DevNet (all validators in one address range) counts diversity
     // violations but admits them; TestNet and MainNet enforce.
     peers.diversity.mode = opts.settings.diversity;
     peers.discovery_enabled = opts.settings.discovery;
     peers.heartbeat_interval = Duration::from_secs(5);
-    // A loopback or private P2P address means a local network, whose peers
-    // announce such addresses too.
-    peers.local_network = !qbind_net::peers::book::is_routable(listen);
+    // A loopback or private P2P address (the validator's own, in the file)
+    // means a local network, whose peers announce such addresses too.
+    peers.local_network = !qbind_net::peers::book::is_routable(p2p_addr(opts, i)?);
     qbind_net::TcpTransport::start(qbind_net::TransportConfig {
         local_id: ValidatorId(i as u32),
         identity,

@@ -109,6 +109,15 @@ pub(crate) struct Args {
     /// Monetary engine: off, shadow, active (default: the genesis's).
     #[arg(long)]
     pub(crate) monetary_mode: Option<String>,
+    /// Bind this validator's KEMTLS listener here (e.g. 0.0.0.0:9000)
+    /// instead of its address in the genesis or validator-set file.
+    #[arg(long)]
+    pub(crate) p2p_listen_addr: Option<SocketAddr>,
+    /// Comma-separated IP:port of the validators to dial at start (each a
+    /// validator's address in the genesis or validator-set file); peer
+    /// discovery finds the others. Default: every validator.
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) bootstrap_peers: Vec<SocketAddr>,
     /// Mempool eviction rate limiting: off, warn, enforce.
     #[arg(long)]
     pub(crate) mempool_eviction_mode: Option<String>,

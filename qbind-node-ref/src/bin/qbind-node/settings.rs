@@ -67,6 +67,8 @@ pub(crate) fn chain_settings(args: &Args, profile: Profile) -> Result<ChainSetti
                 format!("unknown --monetary-mode {mode:?} (off, shadow or active)")
             })?);
     }
+    s.p2p_listen = args.p2p_listen_addr;
+    s.bootstrap_peers = args.bootstrap_peers.clone();
     s.fee_priority = args.enable_fee_priority.unwrap_or(true);
     s.discovery = args.enable_discovery.unwrap_or(true);
     s.load = match (args.load_generator, &args.load_accounts) {
