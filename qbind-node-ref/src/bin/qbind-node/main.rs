@@ -1,23 +1,24 @@
 //! `qbind-node`: run QBIND validators.
 //!
-//! Today it runs a local DevNet of `--local-validators N` validators in one
-//! process, each with its own persistent store under `--data-dir`, committing
-//! and executing signed transfers, with the runbook's store flags
-//! (`--snapshot-dir`, `--snapshot-interval`, `--max-snapshots`,
-//! `--state-retention-mode`, `--state-retain-height`,
-//! `--fast-sync-snapshot-dir` with `--trusted-snapshot-anchor`) and a
-//! Prometheus endpoint (`--metrics-addr`).
+//! A local DevNet of `--local-validators N` validators in one process (DevNet
+//! seed keys and genesis), or one validator per process with its own keys
+//! (`--validator-set` or `--genesis` with `--signer-mode`), on the profile
+//! `-P devnet|testnet-alpha|testnet-beta|mainnet` (MainNet refuses any
+//! configuration breaking runbook §3.2; `--validate-only` prints the
+//! checks). Flags may come from a TOML `--config` file; `qbind-node init`
+//! binds a data directory to a genesis. Each validator keeps its store
+//! under `-d/--data-dir`, with the runbook's store flags (`--snapshot-dir`,
+//! `--snapshot-interval`, `--max-snapshots`, `--state-retention-mode`,
+//! `--state-retain-height`, `--fast-sync-snapshot-dir` with
+//! `--trusted-snapshot-anchor`) and a Prometheus endpoint
+//! (`--metrics-addr`). SIGINT and SIGTERM stop it after the current block.
 //!
 //! ```text
 //! qbind-node --profile devnet --data-dir /tmp/qbind --local-validators 4 --blocks 50
 //! ```
 //!
-//! With `--validator-set FILE --validator-index I --signer-mode MODE` it runs
-//! one validator with its own keys (`qbind-keygen`): consensus signatures
-//! from an encrypted keystore, a PKCS#11 token or a `qbind-remote-signer`
-//! daemon, behind the double-sign guard; P2P identity from the keystore's
-//! `p2p_identity.key`. A fatal signer failure under ExitOnFailure stops the
-//! node with exit status 1.
+//! A fatal signer failure under ExitOnFailure stops the node with exit
+//! status 1; bad flags, files or keys and MainNet violations exit with 2.
 
 mod args;
 mod keys;
