@@ -5,7 +5,7 @@
 //! {
 //!   "version": 1,
 //!   "profile": "devnet",
-//!   "chain_id": 1296385024,
+//!   "chain_id": 5855328520645203456,
 //!   "epoch_length": null,
 //!   "validators": [
 //!     { "id": 0, "stake": 1, "consensus_pub": "<hex>", "p2p_pub": "<hex>",
