@@ -38,6 +38,10 @@ pub enum NodeError {
     /// The genesis state could not be built.
     #[error("genesis: {0}")]
     Genesis(String),
+    /// The genesis file was refused, or the store belongs to another
+    /// genesis.
+    #[error(transparent)]
+    GenesisFile(#[from] crate::genesis::GenesisError),
     /// The consensus engine stopped with an error.
     #[error("engine: {0}")]
     Engine(#[from] qbind_core::replica::ReplicaError),
@@ -184,15 +188,12 @@ pub fn init_data_dir(
         None => (0..n).collect(),
     };
     let hash = genesis.hash();
-    let balances = genesis
-        .balances()
-        .map_err(|e| NodeError::Genesis(e.to_string()))?;
+    let balances = genesis.balances()?;
     let mut dirs = Vec::with_capacity(indices.len());
     for i in indices {
         let dir = data_dir.join(format!("validator-{i}"));
         let opened = open_store(&dir, None, genesis.chain_id)?;
-        crate::genesis::bind_store(&*opened.store, &dir, hash)
-            .map_err(|e| NodeError::Genesis(e.to_string()))?;
+        crate::genesis::bind_store(&*opened.store, &dir, hash)?;
         ensure_genesis(&*opened.store, &balances)?;
         dirs.push(dir);
     }

@@ -247,9 +247,7 @@ pub(super) fn resolve(opts: &LocalOptions) -> Result<Chain, NodeError> {
         schedule: Arc::new(schedule),
         signer_exit,
         accounts,
-        balances: genesis
-            .balances()
-            .map_err(|e| NodeError::Genesis(e.to_string()))?,
+        balances: genesis.balances()?,
         genesis_hash: genesis.hash(),
         execution,
         cfg: consensus_config(opts, env),

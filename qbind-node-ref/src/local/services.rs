@@ -83,8 +83,7 @@ fn open_one(
             meta.height, meta.block_hash, meta.state_root
         ));
     }
-    crate::genesis::bind_store(&*opened.store, &dir, chain.genesis_hash)
-        .map_err(|e| NodeError::Genesis(e.to_string()))?;
+    crate::genesis::bind_store(&*opened.store, &dir, chain.genesis_hash)?;
     if ensure_genesis(&*opened.store, &chain.balances)? {
         out(&format!(
             "validator {i}: genesis {} written ({} accounts)",
