@@ -1,7 +1,7 @@
 //! # qbind-node-ref: the reference node
 //!
 //! The binaries an operator runs (runbook §3.5, §4, §5, §6): one file per
-//! binary under `src/bin/`. This library holds what they share:
+//! binary under `src/bin/` (`qbind-node` is a directory). This library holds what they share:
 //!
 //! - [`node`]: a validator's store (opened, or restored from a snapshot for
 //!   fast sync), its genesis state, and the background snapshot and pruning
@@ -11,6 +11,8 @@
 //! - [`genesis`]: the genesis file, its hash, and the binding of a store to
 //!   it;
 //! - [`profile`]: the network profiles and their presets;
+//! - [`config`]: the effective configuration, the MainNet invariants of
+//!   runbook §3.2 (`validate_mainnet_invariants`) and the TOML config file;
 //! - [`metrics`]: the Prometheus text format and the `/metrics` endpoint;
 //! - [`validator_set`]: the validator-set file (keys from `qbind-keygen`,
 //!   addresses, stake, key rotations) for validators with their own keys.

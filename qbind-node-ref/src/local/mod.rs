@@ -1,16 +1,22 @@
-//! A local multi-validator network in one process (`qbind-node --local-validators N`):
-//! every validator has its own persistent store under the data directory,
-//! runs the real engine (chained HotStuff, fee-priority pool, execution of
-//! signed transfers with the state written atomically per block), and talks
-//! to the others over the in-memory transport. A generator submits signed
-//! transfers between funded DevNet accounts. Stopping and starting again
-//! resumes from the stores.
+//! The validators of one `qbind-node` process: all of a local network
+//! (`--local-validators N`, in-memory transport) or one validator per
+//! process over KEMTLS. Every validator has its own persistent store under
+//! the data directory, bound to the chain's genesis, runs the real engine
+//! (chained HotStuff, FIFO or DAG payloads, the fee-priority pool,
+//! execution of signed transfers with the state written atomically per
+//! block). A load generator submits signed transfers between funded
+//! accounts. Stopping and starting again resumes from the stores.
+//!
+//! A run has three stages: configuration ([`LocalOptions`] → `builder`:
+//! the chain), services (`services`, `loadgen`, `render`: stores, engines,
+//! transports, the load generator, `/metrics`) and run (`run`: follow the
+//! engines, then stop in order).
 //!
 //! Keys come from one of two places ([`Keys`]): DevNet keys derived from
 //! public seeds (for DevNet only: the binary refuses them for any other
-//! profile), or a validator-set file with the public keys of every validator
-//! plus this process's own signer (`qbind-signer`: encrypted keystore,
-//! PKCS#11 token or remote signer) and P2P identity.
+//! profile), or a validator-set file or genesis with the public keys of
+//! every validator plus this process's own signer (`qbind-signer`:
+//! encrypted keystore, PKCS#11 token or remote signer) and P2P identity.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
