@@ -305,9 +305,9 @@ pub fn account_key(i: usize) -> KeyPair {
 /// Run the local validators until `blocks` more blocks are executed by each
 /// of them or `shutdown` becomes true. `out` receives progress lines.
 ///
-/// Three stages: configuration ([`builder`]: the chain from the options),
-/// services ([`services`]: stores, engines, transports, metrics, the load
-/// generator), run ([`run`]: follow the engines, then stop in order).
+/// Three stages: configuration (`builder`: the chain from the options),
+/// services (`services`: stores, engines, transports, metrics, the load
+/// generator), run (`run`: follow the engines, then stop in order).
 pub async fn run_local(
     opts: LocalOptions,
     shutdown: watch::Receiver<bool>,

@@ -241,7 +241,7 @@ pub(crate) struct Args {
     pub(crate) signer_failure_mode: Option<String>,
     /// Directory of the double-sign record (default: --signer-keystore-path,
     /// where qbind-keygen creates it with the key; else
-    /// <--data-dir>/signer-<index>). Keep it with the validator, not in its
+    /// `<--data-dir>/signer-<index>`). Keep it with the validator, not in its
     /// store: restoring a snapshot must not roll it back.
     #[arg(long)]
     pub(crate) double_sign_dir: Option<PathBuf>,
