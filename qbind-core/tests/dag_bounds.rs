@@ -436,7 +436,8 @@ fn stale_certificates_are_not_proposed_and_refused_in_proposals() {
     let mid_cert = cert(&keys, mid.batch.reference());
     let ancestor = small(&keys, 0, 2, 1 + W).batch.reference();
     assert_eq!(
-        d.dag.validate(Epoch(0), std::slice::from_ref(&mid_cert), &[ancestor]),
+        d.dag
+            .validate(Epoch(0), std::slice::from_ref(&mid_cert), &[ancestor]),
         Err(DagError::InvalidPayload { why: "stale_round" })
     );
     assert_eq!(d.dag.validate(Epoch(0), &[mid_cert], &[]), Ok(()));

@@ -1,20 +1,28 @@
 //! # qbind-node-ref: the reference node
 //!
 //! The binaries an operator runs (runbook §3.5, §4, §5, §6): one file per
-//! binary under `src/bin/`. This library holds what they share:
+//! binary under `src/bin/` (`qbind-node` is a directory). This library holds what they share:
 //!
 //! - [`node`]: a validator's store (opened, or restored from a snapshot for
 //!   fast sync), its genesis state, and the background snapshot and pruning
 //!   services;
 //! - [`local`]: a multi-validator network in one process (`qbind-node
 //!   --local-validators N`), each validator with its own persistent store;
+//! - [`genesis`]: the genesis file, its hash, and the binding of a store to
+//!   it;
+//! - [`profile`]: the network profiles and their presets;
+//! - [`config`]: the effective configuration, the MainNet invariants of
+//!   runbook §3.2 (`validate_mainnet_invariants`) and the TOML config file;
 //! - [`metrics`]: the Prometheus text format and the `/metrics` endpoint;
 //! - [`validator_set`]: the validator-set file (keys from `qbind-keygen`,
 //!   addresses, stake, key rotations) for validators with their own keys.
 //!
 //! No other crate depends on this one (DESIGN "Workspace").
 
+pub mod config;
+pub mod genesis;
 pub mod local;
 pub mod metrics;
 pub mod node;
+pub mod profile;
 pub mod validator_set;

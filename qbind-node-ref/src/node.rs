@@ -38,6 +38,10 @@ pub enum NodeError {
     /// The genesis state could not be built.
     #[error("genesis: {0}")]
     Genesis(String),
+    /// The genesis file was refused, or the store belongs to another
+    /// genesis.
+    #[error(transparent)]
+    GenesisFile(#[from] crate::genesis::GenesisError),
     /// The consensus engine stopped with an error.
     #[error("engine: {0}")]
     Engine(#[from] qbind_core::replica::ReplicaError),
@@ -157,6 +161,43 @@ pub fn ensure_genesis<S: StateBackend + ?Sized>(
 ) -> Result<bool, NodeError> {
     qbind_core::application::TransferApplication::write_genesis(store, balances)
         .map_err(|e| NodeError::Genesis(e.to_string()))
+}
+
+/// `qbind-node init`: create the store of validator `index` (every
+/// validator of `genesis` if `None`) under `data_dir/validator-<i>`, record
+/// the genesis hash and write the genesis balances. A store already bound
+/// to this genesis is left as it is; one bound to another is refused
+/// ([`crate::genesis::GenesisError::StoreMismatch`]). Returns the store
+/// directories.
+///
+/// # Errors
+/// [`NodeError`].
+pub fn init_data_dir(
+    genesis: &crate::genesis::Genesis,
+    data_dir: &Path,
+    index: Option<usize>,
+) -> Result<Vec<PathBuf>, NodeError> {
+    let n = genesis.validators.len();
+    let indices: Vec<usize> = match index {
+        Some(i) if i < n => vec![i],
+        Some(i) => {
+            return Err(NodeError::Config(format!(
+                "validator index {i} is not in the genesis ({n} validators)"
+            )));
+        }
+        None => (0..n).collect(),
+    };
+    let hash = genesis.hash();
+    let balances = genesis.balances()?;
+    let mut dirs = Vec::with_capacity(indices.len());
+    for i in indices {
+        let dir = data_dir.join(format!("validator-{i}"));
+        let opened = open_store(&dir, None, genesis.chain_id)?;
+        crate::genesis::bind_store(&*opened.store, &dir, hash)?;
+        ensure_genesis(&*opened.store, &balances)?;
+        dirs.push(dir);
+    }
+    Ok(dirs)
 }
 
 /// Store maintenance settings (runbook §5).

@@ -58,3 +58,43 @@ fn four_processes_agree_over_kemtls_and_stop_on_sigint() {
     common::interrupt_all_and_expect_clean_exit(&mut nodes.0);
     common::assert_equal_roots(&roots, TARGET);
 }
+
+/// SIGTERM (what service managers send) stops a node as cleanly as SIGINT:
+/// it finishes the block, flushes, prints its summary and exits with 0.
+#[test]
+fn sigterm_stops_cleanly_like_sigint() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_qbind-node"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--local-validators", "1", "--base-timeout-ms", "300"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start qbind-node");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut nodes = Reaper(vec![child]);
+    let committed = std::iter::from_fn(|| rx.recv_timeout(Duration::from_secs(60)).ok())
+        .any(|line| line.starts_with("height"));
+    assert!(committed, "the node executed no block");
+    let _ = Command::new("kill")
+        .args(["-TERM", &nodes.0[0].id().to_string()])
+        .status();
+    let status = common::wait_exit(&mut nodes.0[0], Duration::from_secs(30));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "SIGTERM did not stop the node cleanly: {status:?}"
+    );
+    let rest: Vec<String> = rx.try_iter().collect();
+    assert!(
+        rest.iter().any(|l| l.starts_with("stopped:")),
+        "no summary after SIGTERM: {rest:?}"
+    );
+}

@@ -1,0 +1,165 @@
+//! The keys of a validator with its own keys: the validator set (from the
+//! validator-set file or the genesis), its signer (`qbind-signer`) and its
+//! P2P identity (from its keystore).
+
+use std::time::Duration;
+
+use qbind_core::key_rotation::KeyRole;
+use qbind_core::types::{NetworkEnvironment, ValidatorId};
+use qbind_node_ref::genesis::Genesis;
+use qbind_node_ref::local::{Keys, validator_key};
+use qbind_node_ref::validator_set::ValidatorSetFile;
+use qbind_signer::keystore::{self, KdfPolicy, Passphrase};
+use qbind_signer::{
+    RemoteSettings, SignerFailureMode, SignerMetrics, SignerMode, SignerSettings, build_signer,
+};
+
+use crate::args::Args;
+
+/// The signer and P2P identity of a validator with its own keys.
+pub(crate) async fn operator_keys(
+    args: &Args,
+    env: NetworkEnvironment,
+    genesis: Option<&Genesis>,
+) -> Result<Keys, String> {
+    if let Some(genesis) = genesis {
+        let set = genesis.validator_set_file().map_err(|e| e.to_string())?;
+        return operator_keys_of(args, env, set).await;
+    }
+    let Some(path) = &args.validator_set else {
+        return Ok(Keys::Devnet);
+    };
+    let set = ValidatorSetFile::load(path).map_err(|e| e.to_string())?;
+    operator_keys_of(args, env, set).await
+}
+
+/// The signer and P2P identity of validator `--validator-index` of `set`.
+pub(crate) async fn operator_keys_of(
+    args: &Args,
+    env: NetworkEnvironment,
+    set: ValidatorSetFile,
+) -> Result<Keys, String> {
+    let index = args
+        .validator_index
+        .ok_or("--validator-set or --genesis needs --validator-index")?;
+    if index >= set.validators.len() {
+        return Err(format!(
+            "--validator-index {index} is not in the validator set ({} validators)",
+            set.validators.len()
+        ));
+    }
+    let validator = ValidatorId(index as u32);
+    let mode_name = args
+        .signer_mode
+        .as_deref()
+        .ok_or("--validator-set or --genesis needs --signer-mode")?;
+    let mode = SignerMode::from_cli_name(mode_name).ok_or_else(|| {
+        format!(
+            "unknown --signer-mode {mode_name:?} (loopback-testing, encrypted-fs, hsm-pkcs11, \
+             remote-signer)"
+        )
+    })?;
+    let failure_mode = match args.signer_failure_mode.as_deref() {
+        None => SignerFailureMode::default_for(env),
+        Some("exit-on-failure") => SignerFailureMode::ExitOnFailure,
+        Some("log-and-continue") => SignerFailureMode::LogAndContinue,
+        Some(other) => {
+            return Err(format!(
+                "unknown --signer-failure-mode {other:?} (exit-on-failure or log-and-continue)"
+            ));
+        }
+    };
+    let identity_key_path = match (&args.p2p_identity_key, &args.signer_keystore_path) {
+        (Some(p), _) => p.clone(),
+        (None, Some(dir)) => dir.join("p2p_identity.key"),
+        (None, None) => {
+            return Err(
+                "--validator-set or --genesis needs --p2p-identity-key or --signer-keystore-path"
+                    .into(),
+            );
+        }
+    };
+    let identity = p2p_identity(args, validator, &identity_key_path)?;
+    let remote = remote_settings(args, mode, identity_key_path)?;
+    let settings = SignerSettings {
+        mode,
+        env,
+        validator,
+        failure_mode,
+        double_sign_dir: args
+            .double_sign_dir
+            .clone()
+            .or_else(|| args.signer_keystore_path.clone())
+            .or_else(|| {
+                args.data_dir
+                    .as_ref()
+                    .map(|d| d.join(format!("signer-{index}")))
+            }),
+        init_double_sign_record: args.init_double_sign_record,
+        keystore_path: args.signer_keystore_path.clone(),
+        passphrase_env: Some(args.signer_passphrase_env.clone()),
+        passphrase_file: args.signer_passphrase_file.clone(),
+        hsm_config_path: args.hsm_config_path.clone(),
+        remote,
+        loopback_key: Some(validator_key(index)),
+    };
+    let signer = build_signer(settings, SignerMetrics::shared())
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(Keys::Operator {
+        set: Box::new(set),
+        signer: std::sync::Arc::new(signer),
+        identity: Box::new(identity),
+    })
+}
+
+/// The node's P2P identity from its encrypted key file.
+fn p2p_identity(
+    args: &Args,
+    validator: ValidatorId,
+    identity_key_path: &std::path::Path,
+) -> Result<qbind_net::StaticIdentity, String> {
+    let pass = Passphrase::from_file_or_env(
+        args.signer_passphrase_file.as_deref(),
+        &args.signer_passphrase_env,
+    )
+    .map_err(|e| e.to_string())?;
+    let id_key = keystore::load_key_file(
+        identity_key_path,
+        Some(validator),
+        KeyRole::P2pIdentity,
+        &pass,
+        &KdfPolicy::PRODUCTION,
+    )
+    .map_err(|e| format!("P2P identity key: {e}"))?;
+    let (d, z) = id_key
+        .kem_seed()
+        .ok_or("the P2P identity key is not an ML-KEM key")?;
+    Ok(qbind_net::StaticIdentity::from_seed(&d, &z))
+}
+
+/// The remote signer's settings (`--signer-mode remote-signer` only).
+fn remote_settings(
+    args: &Args,
+    mode: SignerMode,
+    identity_key_path: std::path::PathBuf,
+) -> Result<Option<RemoteSettings>, String> {
+    Ok(match mode {
+        SignerMode::RemoteSigner => Some(RemoteSettings {
+            url: args
+                .remote_signer_url
+                .clone()
+                .ok_or("--signer-mode remote-signer needs --remote-signer-url")?,
+            identity_key_path,
+            identity_passphrase_env: args.signer_passphrase_env.clone(),
+            identity_passphrase_file: args.signer_passphrase_file.clone(),
+            daemon_public_key_path: args
+                .remote_signer_pub
+                .clone()
+                .ok_or("--signer-mode remote-signer needs --remote-signer-pub")?,
+            expected_consensus_pub: None,
+            timeout: Duration::from_millis(args.remote_signer_timeout_ms.max(1)),
+        }),
+        _ => None,
+    })
+}

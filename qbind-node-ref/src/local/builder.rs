@@ -1,0 +1,255 @@
+//! Stage one of a run, configuration: from [`LocalOptions`] to a [`Chain`]
+//! — which validators run here, every validator's consensus key and stake,
+//! the epoch schedule, the genesis balances, the accounts the load generator
+//! spends from, the application and the consensus configuration. Nothing is
+//! opened or started here.
+
+use std::sync::Arc;
+
+use qbind_core::application::{MonetarySettings, TransferApplication};
+use qbind_core::consensus::ConsensusConfig;
+use qbind_core::crypto::{KeyPair, PublicKey};
+use qbind_core::execution::{ExecutionConfig, FeeSplit};
+use qbind_core::monetary::{MonetaryConfig, MonetaryMode, SeigniorageRecipients};
+use qbind_core::traits::Signer;
+use qbind_core::types::{AccountId, Hash32, NetworkEnvironment, ValidatorId};
+use qbind_core::validator::{EpochSchedule, ValidatorSet};
+use tokio::sync::watch;
+
+use super::{Keys, Load, LocalOptions, Network, pool_account, validator_key};
+use crate::genesis::{Genesis, seed_accounts};
+use crate::node::NodeError;
+use crate::profile::Profile;
+
+/// A run's chain, resolved and checked.
+pub(super) struct Chain {
+    /// The network (chain ID, domain tags).
+    pub(super) env: NetworkEnvironment,
+    /// The validators run in this process, ascending.
+    pub(super) local: Vec<usize>,
+    /// Number of validators of the network.
+    pub(super) n: usize,
+    /// Validator sets per epoch.
+    pub(super) schedule: Arc<EpochSchedule>,
+    /// Fires with an exit code when an ExitOnFailure signer fails.
+    pub(super) signer_exit: Option<watch::Receiver<Option<i32>>>,
+    /// Accounts the load generator spends from.
+    pub(super) accounts: Vec<KeyPair>,
+    /// Genesis balances.
+    pub(super) balances: Vec<(AccountId, u128)>,
+    /// The genesis hash every store is bound to.
+    pub(super) genesis_hash: Hash32,
+    /// The reference application (VM v0 transfers with the monetary engine).
+    pub(super) execution: TransferApplication,
+    /// Consensus parameters.
+    pub(super) cfg: ConsensusConfig,
+}
+
+/// The validators this process runs, after checking the count and the
+/// transport.
+fn local_validators(opts: &LocalOptions) -> Result<Vec<usize>, NodeError> {
+    let n = opts.validators;
+    if n == 0 {
+        return Err(NodeError::Config(
+            "--local-validators must be at least 1".into(),
+        ));
+    }
+    let local = match opts.only {
+        None => (0..n).collect(),
+        Some(i) if i < n => vec![i],
+        Some(i) => {
+            return Err(NodeError::Config(format!(
+                "validator index {i} is not below the validator count {n}"
+            )));
+        }
+    };
+    if opts.only.is_some() && opts.network == Network::Memory {
+        return Err(NodeError::Config(
+            "running one validator per process needs the KEMTLS network".into(),
+        ));
+    }
+    Ok(local)
+}
+
+/// Consensus keys and stakes, the schedule and the signer's exit signal.
+type Validators = (
+    Vec<(PublicKey, u64)>,
+    EpochSchedule,
+    Option<watch::Receiver<Option<i32>>>,
+);
+
+/// The DevNet validators: seed keys, stake 1 each.
+fn devnet_validators(n: usize) -> Result<Validators, NodeError> {
+    let keys: Vec<(PublicKey, u64)> = (0..n)
+        .map(|i| (validator_key(i).public_key().clone(), 1))
+        .collect();
+    let set = ValidatorSet::new(keys.clone())
+        .map_err(|e| NodeError::Config(format!("validator set: {e}")))?;
+    Ok((keys, EpochSchedule::fixed(set), None))
+}
+
+/// The validators of a validator-set file, checked against this process's
+/// signer (which must hold validator `only`'s key or a key it rotates to).
+fn operator_validators(
+    opts: &LocalOptions,
+    env: NetworkEnvironment,
+) -> Result<Validators, NodeError> {
+    let Keys::Operator { set, signer, .. } = &opts.keys else {
+        return devnet_validators(opts.validators);
+    };
+    let n = opts.validators;
+    if set.network != env {
+        return Err(NodeError::Config(format!(
+            "the validator set file is for {:?}, this node runs {env:?}",
+            set.network
+        )));
+    }
+    if set.validators.len() != n {
+        return Err(NodeError::Config(format!(
+            "the validator set file has {} validators, not {n}",
+            set.validators.len()
+        )));
+    }
+    let me = opts.only.ok_or_else(|| {
+        NodeError::Config("a node with its own keys runs one validator (--validator-index)".into())
+    })?;
+    if !matches!(opts.network, Network::Kemtls { .. }) {
+        return Err(NodeError::Config(
+            "a node with its own keys needs the KEMTLS network".into(),
+        ));
+    }
+    if signer.validator_id() != ValidatorId(me as u32) {
+        return Err(NodeError::Config(format!(
+            "the signer signs for validator {}, not {me}",
+            signer.validator_id().0
+        )));
+    }
+    let schedule = set
+        .schedule()
+        .map_err(|e| NodeError::Config(e.to_string()))?;
+    let own = signer.public_key();
+    let rotated_to = set.rotations.iter().any(|r| {
+        r.event.validator_id == ValidatorId(me as u32) && r.event.new_key == own.as_bytes()
+    });
+    if set.validators[me].consensus_key != *own && !rotated_to {
+        return Err(NodeError::Config(format!(
+            "the signer's public key is neither validator {me}'s consensus key in the \
+             validator set file nor a key it rotates to"
+        )));
+    }
+    let keys = set
+        .validators
+        .iter()
+        .map(|v| (v.consensus_key.clone(), v.stake))
+        .collect();
+    Ok((keys, schedule, Some(signer.exit_signal())))
+}
+
+/// The reference application of `genesis`: VM v0 transfers (legacy
+/// payloads on DevNet only), the genesis fee split, the monetary engine in
+/// `mode` with the genesis epoch and every validator's stake (the engine's
+/// `staked` input is the validator set's total stake).
+fn application(
+    genesis: &Genesis,
+    env: NetworkEnvironment,
+    validator_keys: &[(PublicKey, u64)],
+    mode: MonetaryMode,
+) -> TransferApplication {
+    let proposer_accounts: Vec<AccountId> = validator_keys
+        .iter()
+        .map(|(k, _)| AccountId::from_public_key(k))
+        .collect();
+    let mut monetary_config = MonetaryConfig::mainnet();
+    monetary_config.blocks_per_epoch = genesis.monetary.blocks_per_epoch;
+    monetary_config.mode = mode;
+    let mut execution = if genesis.profile == Profile::Devnet {
+        ExecutionConfig::devnet()
+    } else {
+        ExecutionConfig::mainnet()
+    };
+    execution.fee_split = FeeSplit {
+        burn_bps: genesis.fees.burn_bps,
+        proposer_bps: genesis.fees.proposer_bps,
+    };
+    TransferApplication::new(env, execution, proposer_accounts.clone()).with_monetary(
+        MonetarySettings {
+            config: monetary_config,
+            pools: SeigniorageRecipients {
+                validators: pool_account(b"validators"),
+                treasury: pool_account(b"treasury"),
+                insurance: pool_account(b"insurance"),
+                community: pool_account(b"community"),
+            },
+            stakes: proposer_accounts
+                .iter()
+                .zip(validator_keys)
+                .map(|(a, (_, stake))| (*a, *stake))
+                .collect(),
+            staked: validator_keys.iter().map(|(_, s)| u128::from(*s)).sum(),
+        },
+    )
+}
+
+/// The genesis of the run: the file's, or the DevNet seed genesis; checked
+/// against the profile and the keys.
+fn genesis(opts: &LocalOptions) -> Result<Genesis, NodeError> {
+    let genesis = match (&opts.genesis, &opts.keys) {
+        (None, _) => Genesis::devnet_seeded(opts.validators, opts.accounts.max(2)),
+        (Some(_), Keys::Devnet) => {
+            return Err(NodeError::Config(
+                "a genesis file needs validators with their own keys (--signer-mode)".into(),
+            ));
+        }
+        (Some(g), Keys::Operator { .. }) => (**g).clone(),
+    };
+    if genesis.profile != opts.settings.profile {
+        return Err(NodeError::Config(format!(
+            "the genesis is for profile {}, this node runs {}",
+            genesis.profile, opts.settings.profile
+        )));
+    }
+    Ok(genesis)
+}
+
+/// The consensus configuration of the run.
+fn consensus_config(opts: &LocalOptions, env: NetworkEnvironment) -> ConsensusConfig {
+    let mut cfg = ConsensusConfig::new(env);
+    cfg.tx_meta = opts
+        .settings
+        .fee_priority
+        .then_some(qbind_core::execution::tx_meta as _);
+    cfg.fee_mempool = opts.settings.fee_mempool.clone();
+    cfg.payload_mode = opts.settings.payload_mode;
+    cfg.base_timeout_ms = opts.base_timeout_ms;
+    cfg
+}
+
+/// Resolve and check `opts` into the chain the run executes.
+pub(super) fn resolve(opts: &LocalOptions) -> Result<Chain, NodeError> {
+    let local = local_validators(opts)?;
+    let genesis = genesis(opts)?;
+    let env = genesis.profile.env();
+    let (validator_keys, schedule, signer_exit) = operator_validators(opts, env)?;
+    let accounts: Vec<KeyPair> = match &opts.settings.load {
+        Load::SeedAccounts if opts.genesis.is_none() => seed_accounts(opts.accounts.max(2)),
+        Load::SeedAccounts | Load::Off => Vec::new(),
+        Load::Keys(keys) => keys.clone(),
+    };
+    let mode = opts
+        .settings
+        .monetary_mode
+        .unwrap_or_else(|| genesis.monetary_mode());
+    let execution = application(&genesis, env, &validator_keys, mode);
+    Ok(Chain {
+        env,
+        local,
+        n: opts.validators,
+        schedule: Arc::new(schedule),
+        signer_exit,
+        accounts,
+        balances: genesis.balances()?,
+        genesis_hash: genesis.hash(),
+        execution,
+        cfg: consensus_config(opts, env),
+    })
+}

@@ -1,0 +1,381 @@
+//! The validators of one `qbind-node` process: all of a local network
+//! (`--local-validators N`, in-memory transport) or one validator per
+//! process over KEMTLS. Every validator has its own persistent store under
+//! the data directory, bound to the chain's genesis, runs the real engine
+//! (chained HotStuff, FIFO or DAG payloads, the fee-priority pool,
+//! execution of signed transfers with the state written atomically per
+//! block). A load generator submits signed transfers between funded
+//! accounts. Stopping and starting again resumes from the stores.
+//!
+//! A run has three stages: configuration ([`LocalOptions`] → `builder`:
+//! the chain), services (`services`, `loadgen`, `render`: stores, engines,
+//! transports, the load generator, `/metrics`) and run (`run`: follow the
+//! engines, then stop in order).
+//!
+//! Keys come from one of two places ([`Keys`]): DevNet keys derived from
+//! public seeds (for DevNet only: the binary refuses them for any other
+//! profile), or a validator-set file or genesis with the public keys of
+//! every validator plus this process's own signer (`qbind-signer`:
+//! encrypted keystore, PKCS#11 token or remote signer) and P2P identity.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use qbind_core::crypto::KeyPair;
+use qbind_core::traits::Signer;
+use qbind_core::types::{AccountId, Hash32};
+use tokio::sync::watch;
+
+use qbind_core::consensus::ConsensusConfig;
+use qbind_core::dag::PayloadMode;
+use qbind_core::fee_mempool::FeeMempoolConfig;
+use qbind_core::monetary::MonetaryMode;
+use qbind_net::peers::diversity::DiversityMode;
+
+pub use crate::genesis::Genesis;
+use crate::node::{Maintenance, NodeError};
+use crate::profile::Profile;
+use crate::validator_set::ValidatorSetFile;
+
+mod builder;
+mod loadgen;
+mod render;
+mod run;
+mod services;
+
+pub use loadgen::MAX_IN_FLIGHT;
+
+/// Genesis balance of every DevNet account.
+pub const DEVNET_BALANCE: u128 = 1_000_000_000_000;
+/// DevNet epochs are short so that issuance is visible in a short run.
+pub const DEVNET_BLOCKS_PER_EPOCH: u64 = 50;
+
+/// A DevNet pool account (treasury, insurance, ...): the hash of its name.
+fn pool_account(name: &[u8]) -> AccountId {
+    AccountId(*Hash32::digest(&[b"QBIND-DEVNET-POOL:".as_slice(), name].concat()).as_bytes())
+}
+
+/// Fast sync of one local validator (`--fast-sync-snapshot-dir`,
+/// `--fast-sync-validator`, `--trusted-snapshot-anchor`).
+#[derive(Clone, Debug)]
+pub struct FastSync {
+    /// Which local validator is restored.
+    pub validator: usize,
+    /// The snapshot directory (`<snapshot_dir>/<height>`).
+    pub snapshot: PathBuf,
+    /// What the operator trusts about it; a snapshot that does not match is
+    /// refused.
+    pub anchor: qbind_store::snapshot::TrustAnchor,
+}
+
+/// Options of a local network run.
+#[derive(Clone, Debug)]
+pub struct LocalOptions {
+    /// Number of validators (at least 1; 4 tolerates one fault).
+    pub validators: usize,
+    /// Each validator's store is `data_dir/validator-<i>`.
+    pub data_dir: PathBuf,
+    /// Stop once every validator executed this many more blocks (0: run
+    /// until shut down).
+    pub blocks: u64,
+    /// One signed transfer is submitted every this often.
+    pub tx_interval: Duration,
+    /// Funded accounts that send to each other.
+    pub accounts: usize,
+    /// Serve `/metrics` here.
+    pub metrics_addr: Option<SocketAddr>,
+    /// Snapshots and pruning, applied to every validator's store (snapshots
+    /// of validator `i` go to `<snapshot_dir>/validator-<i>`).
+    pub maintenance: Maintenance,
+    /// Restore one validator's store from a snapshot first.
+    pub fast_sync: Option<FastSync>,
+    /// Base view timeout.
+    pub base_timeout_ms: u64,
+    /// How the validators talk to each other.
+    pub network: Network,
+    /// Run only this validator of the `validators` (the others run in other
+    /// processes; needs [`Network::Kemtls`]). `None`: all in this process.
+    pub only: Option<usize>,
+    /// Where the validators' keys come from.
+    pub keys: Keys,
+    /// How committed blocks are executed.
+    pub executor: Executor,
+    /// The chain's genesis; `None`: the DevNet seed genesis of `validators`
+    /// validators and `accounts` accounts ([`Genesis::devnet_seeded`]).
+    pub genesis: Option<Box<Genesis>>,
+    /// Profile-derived settings (DevNet defaults: [`ChainSettings::default`]).
+    pub settings: ChainSettings,
+}
+
+/// Where the load generator's accounts come from.
+#[derive(Clone, Debug, Default)]
+pub enum Load {
+    /// The DevNet seed accounts `0..accounts` (the seed genesis funds them).
+    #[default]
+    SeedAccounts,
+    /// These keys (`--load-accounts`, written by the genesis generator).
+    Keys(Vec<KeyPair>),
+    /// No load generator.
+    Off,
+}
+
+/// The settings a profile presets and flags may change.
+#[derive(Clone, Debug)]
+pub struct ChainSettings {
+    /// The network profile (the genesis must be of it).
+    pub profile: Profile,
+    /// FIFO or DAG payloads.
+    pub payload_mode: PayloadMode,
+    /// The fee-priority pool (true) or the FIFO pool for opaque bytes.
+    pub fee_priority: bool,
+    /// Fee-priority pool parameters (capacity, eviction limits).
+    pub fee_mempool: FeeMempoolConfig,
+    /// P2P diversity buckets.
+    pub diversity: DiversityMode,
+    /// P2P peer exchange.
+    pub discovery: bool,
+    /// The monetary mode; `None`: the genesis's.
+    pub monetary_mode: Option<MonetaryMode>,
+    /// The load generator.
+    pub load: Load,
+    /// Bind this validator's P2P listener here instead of its address in
+    /// the genesis or validator-set file (`--p2p-listen-addr`, one
+    /// validator per process).
+    pub p2p_listen: Option<SocketAddr>,
+    /// Dial only these addresses at start (each must be a validator's
+    /// address in the genesis or validator-set file); discovery finds the
+    /// others. Empty: dial every validator (`--bootstrap-peers`).
+    pub bootstrap_peers: Vec<SocketAddr>,
+}
+
+impl ChainSettings {
+    /// The preset of `profile`.
+    #[must_use]
+    pub fn of(profile: Profile) -> Self {
+        let preset = profile.preset();
+        ChainSettings {
+            profile,
+            payload_mode: preset.payload_mode,
+            fee_priority: true,
+            fee_mempool: ConsensusConfig::new(profile.env()).fee_mempool,
+            diversity: preset.diversity,
+            discovery: true,
+            monetary_mode: None,
+            load: if profile == Profile::Devnet {
+                Load::SeedAccounts
+            } else {
+                Load::Off
+            },
+            p2p_listen: None,
+            bootstrap_peers: Vec::new(),
+        }
+    }
+}
+
+impl Default for ChainSettings {
+    fn default() -> Self {
+        ChainSettings::of(Profile::Devnet)
+    }
+}
+
+/// How committed blocks are executed; both give the same state (the
+/// application seam, `qbind_core::application`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Executor {
+    /// Stage B (`qbind-exec`): signatures checked in parallel and
+    /// conflict-free transactions run in parallel.
+    #[default]
+    StageB,
+    /// The sequential reference executor.
+    Sequential,
+}
+
+/// Where the validators' keys come from.
+#[derive(Clone, Default)]
+pub enum Keys {
+    /// DevNet keys derived from public seeds ([`validator_key`],
+    /// [`p2p_identity`]); addresses from [`Network::Kemtls`].
+    #[default]
+    Devnet,
+    /// Validators with their own keys: the validator-set file gives every
+    /// validator's public keys, address and stake (and the key rotations);
+    /// this process runs [`LocalOptions::only`] with `signer` and `identity`.
+    /// Needs [`Network::Kemtls`] (its `ip`/`base_port` are ignored: the
+    /// addresses are the file's).
+    Operator {
+        /// The validator-set file.
+        set: Box<ValidatorSetFile>,
+        /// This validator's signer (from `qbind_signer::build_signer`); on a
+        /// fatal failure (ExitOnFailure) the run stops with
+        /// [`NodeError::SignerExit`].
+        signer: Arc<qbind_signer::SupervisedSigner>,
+        /// This validator's P2P identity (its `p2p_identity.key`).
+        identity: Box<qbind_net::StaticIdentity>,
+    },
+}
+
+impl std::fmt::Debug for Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Keys::Devnet => f.write_str("Keys::Devnet"),
+            Keys::Operator { set, signer, .. } => f
+                .debug_struct("Keys::Operator")
+                .field("validators", &set.validators.len())
+                .field("signer_validator", &signer.validator_id())
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
+/// The transport between validators.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Network {
+    /// In-process channels (all validators in this process).
+    Memory,
+    /// KEMTLS over TCP (`qbind-net`): validator `i` listens on
+    /// `ip:base_port + i` and dials the others there. Their P2P identities
+    /// are DevNet keys derived from public seeds, like their signing keys.
+    Kemtls {
+        /// Address every validator binds (e.g. 127.0.0.1).
+        ip: std::net::IpAddr,
+        /// Validator `i` listens on `base_port + i`.
+        base_port: u16,
+    },
+}
+
+/// What a run did. Per-validator vectors list the validators of this
+/// process in ascending order ([`RunSummary::validators`]).
+#[derive(Clone, Debug, Default)]
+pub struct RunSummary {
+    /// The validators this process ran.
+    pub validators: Vec<usize>,
+    /// Last executed height per local validator.
+    pub executed_height: Vec<u64>,
+    /// State root per local validator at its last executed height.
+    pub state_root: Vec<Hash32>,
+    /// Successful transfers executed by the first local validator in this run.
+    pub transfers: u64,
+    /// Transfers submitted in this run.
+    pub submitted: u64,
+    /// Heights at which two local validators reported different state roots.
+    pub root_mismatches: Vec<u64>,
+    /// Height each local validator started this run from (its executed marker).
+    pub resumed_from: Vec<u64>,
+}
+
+/// The DevNet P2P identity (static ML-KEM-768 key) of validator `i`.
+#[must_use]
+pub fn p2p_identity(i: usize) -> qbind_net::StaticIdentity {
+    let part = |which: &[u8]| {
+        *Hash32::digest(
+            &[
+                b"QBIND-DEVNET-P2P:".as_slice(),
+                which,
+                &(i as u64).to_be_bytes(),
+            ]
+            .concat(),
+        )
+        .as_bytes()
+    };
+    qbind_net::StaticIdentity::from_seed(&part(b"d"), &part(b"z"))
+}
+
+fn devnet_key(role: &[u8], i: usize) -> KeyPair {
+    let mut seed = [0u8; 32];
+    let tag = qbind_core::types::Hash32::digest(&[role, &(i as u64).to_be_bytes()].concat());
+    seed.copy_from_slice(tag.as_bytes());
+    KeyPair::from_seed(&seed)
+}
+
+/// The DevNet key of validator `i`.
+#[must_use]
+pub fn validator_key(i: usize) -> KeyPair {
+    devnet_key(b"QBIND-DEVNET-VALIDATOR", i)
+}
+
+/// The DevNet key of funded account `i`.
+#[must_use]
+pub fn account_key(i: usize) -> KeyPair {
+    devnet_key(b"QBIND-DEVNET-ACCOUNT", i)
+}
+
+/// Run the local validators until `blocks` more blocks are executed by each
+/// of them or `shutdown` becomes true. `out` receives progress lines.
+///
+/// Three stages: configuration (`builder`: the chain from the options),
+/// services (`services`: stores, engines, transports, metrics, the load
+/// generator), run (`run`: follow the engines, then stop in order).
+pub async fn run_local(
+    opts: LocalOptions,
+    shutdown: watch::Receiver<bool>,
+    out: impl Fn(&str),
+) -> Result<RunSummary, NodeError> {
+    let mut chain = builder::resolve(&opts)?;
+    let running = start(&opts, &mut chain, &out).await?;
+    running.run(shutdown, &out).await
+}
+
+/// Stage two: open the stores and start everything; on a failure the store
+/// services already started are stopped.
+async fn start(
+    opts: &LocalOptions,
+    chain: &mut builder::Chain,
+    out: &impl Fn(&str),
+) -> Result<run::Running, NodeError> {
+    let mut stores = services::open_stores(opts, chain, out)?;
+    let started = start_engines_and_metrics(opts, chain, &stores, out).await;
+    let (engines, shared) = match started {
+        Ok(started) => started,
+        Err(error) => {
+            for s in stores.services.drain(..) {
+                s.stop();
+            }
+            return Err(error);
+        }
+    };
+    let submitted = Arc::new(AtomicU64::new(0));
+    let generator = loadgen::LoadGenerator {
+        env: chain.env,
+        keys: std::mem::take(&mut chain.accounts),
+        local: chain.local.clone(),
+        n: chain.n,
+        stores: stores.stores.clone(),
+        submit: engines.submit.clone(),
+        interval: opts.tx_interval,
+        submitted: Arc::clone(&submitted),
+    }
+    .spawn(engines.stopped.clone());
+    Ok(run::Running {
+        local: chain.local.clone(),
+        blocks: opts.blocks,
+        summary: RunSummary {
+            validators: chain.local.clone(),
+            resumed_from: stores.resumed_from.clone(),
+            ..RunSummary::default()
+        },
+        services: std::mem::take(&mut stores.services),
+        engines,
+        shared,
+        generator: Some(generator),
+        submitted,
+        signer_exit: chain.signer_exit.take(),
+    })
+}
+
+/// Start the engines and the `/metrics` endpoint.
+async fn start_engines_and_metrics(
+    opts: &LocalOptions,
+    chain: &builder::Chain,
+    stores: &services::Stores,
+    out: &impl Fn(&str),
+) -> Result<(services::Engines, Arc<render::Shared>), NodeError> {
+    let mut engines = services::start_engines(opts, chain, stores, out).await?;
+    let shared = services::shared(opts, chain, stores, &mut engines)?;
+    if let Some(addr) = opts.metrics_addr {
+        services::serve_metrics(addr, &shared, engines.stopped.clone(), out).await?;
+    }
+    Ok((engines, shared))
+}

@@ -1,0 +1,439 @@
+//! Stage two of a run, services: open every local validator's store
+//! (restoring a snapshot for fast sync), write the genesis, start the store
+//! services, connect the transports, start the engines and the `/metrics`
+//! endpoint.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use qbind_core::application::Application;
+use qbind_core::consensus::{ConsensusConfig, ConsensusMetrics};
+use qbind_core::engine::Engine;
+use qbind_core::replica::{Event as EngineEvent, ReplicaError};
+use qbind_core::traits::{LocalSigner, MemoryNetwork, Signer, TokioClock, Transport};
+use qbind_core::types::ValidatorId;
+use qbind_core::validator::EpochSchedule;
+use qbind_store::FjallBackend;
+use tokio::sync::{mpsc, watch};
+
+use super::builder::Chain;
+use super::render::{Shared, render};
+use super::{Executor, Keys, LocalOptions, Network, p2p_identity, validator_key};
+use crate::metrics::Renderer;
+use crate::node::{NodeError, Services, ensure_genesis, open_store};
+
+/// The opened stores of the local validators and their services.
+pub(super) struct Stores {
+    /// One store per local validator.
+    pub(super) stores: Vec<Arc<FjallBackend>>,
+    /// Their snapshot and pruning services.
+    pub(super) services: Vec<Services>,
+    /// The executed height each store starts from.
+    pub(super) resumed_from: Vec<u64>,
+}
+
+/// Open one store per local validator, write the genesis and start its
+/// services. A validator that cannot start (a refused fast sync, a store
+/// error) stops the services of those already started, so their stores
+/// close.
+pub(super) fn open_stores(
+    opts: &LocalOptions,
+    chain: &Chain,
+    out: &impl Fn(&str),
+) -> Result<Stores, NodeError> {
+    let mut opened = Stores {
+        stores: Vec::with_capacity(chain.local.len()),
+        services: Vec::with_capacity(chain.local.len()),
+        resumed_from: Vec::with_capacity(chain.local.len()),
+    };
+    for &i in &chain.local {
+        if let Err(error) = open_one(opts, chain, i, &mut opened, out) {
+            for s in opened.services.drain(..) {
+                s.stop();
+            }
+            return Err(error);
+        }
+    }
+    Ok(opened)
+}
+
+/// Open validator `i`'s store into `into`.
+fn open_one(
+    opts: &LocalOptions,
+    chain: &Chain,
+    i: usize,
+    into: &mut Stores,
+    out: &impl Fn(&str),
+) -> Result<(), NodeError> {
+    let chain_id = chain.env.chain_id().0;
+    let dir = opts.data_dir.join(format!("validator-{i}"));
+    let fast = opts
+        .fast_sync
+        .as_ref()
+        .filter(|f| f.validator == i)
+        .map(|f| (f.snapshot.as_path(), &f.anchor));
+    let opened = open_store(&dir, fast, chain_id)?;
+    if let Some(meta) = &opened.restored_from {
+        out(&format!(
+            "validator {i}: fast sync from snapshot at height {} (block hash {}, state root {}: \
+             the trusted anchor)",
+            meta.height, meta.block_hash, meta.state_root
+        ));
+    }
+    crate::genesis::bind_store(&*opened.store, &dir, chain.genesis_hash)?;
+    if ensure_genesis(&*opened.store, &chain.balances)? {
+        out(&format!(
+            "validator {i}: genesis {} written ({} accounts)",
+            chain.genesis_hash,
+            chain.balances.len()
+        ));
+    }
+    let mut maintenance = opts.maintenance.clone();
+    if let Some(s) = maintenance.snapshots.as_mut() {
+        s.snapshot_dir = s.snapshot_dir.join(format!("validator-{i}"));
+        s.chain_id = chain_id;
+    }
+    into.services.push(Services::start(
+        Arc::clone(&opened.store),
+        maintenance,
+        chain.schedule.epoch_length(),
+    )?);
+    let start = qbind_core::schema::load_persisted(&*opened.store, 1)
+        .map_err(ReplicaError::from)?
+        .executed
+        .0;
+    into.resumed_from.push(start);
+    into.stores.push(opened.store);
+    Ok(())
+}
+
+/// Everything one engine needs besides its transport.
+struct EngineParts {
+    cfg: ConsensusConfig,
+    schedule: Arc<EpochSchedule>,
+    store: Arc<FjallBackend>,
+    signer: Box<dyn Signer>,
+    events: mpsc::UnboundedSender<EngineEvent>,
+    submissions: mpsc::UnboundedReceiver<Vec<u8>>,
+    metrics: watch::Sender<ConsensusMetrics>,
+    execution: Box<dyn Application<Arc<FjallBackend>>>,
+    stop: watch::Receiver<bool>,
+}
+
+/// A running engine task.
+pub(super) type EngineHandle = tokio::task::JoinHandle<Result<(), ReplicaError>>;
+
+fn spawn_engine<T: Transport + 'static>(
+    parts: EngineParts,
+    transport: T,
+) -> Result<EngineHandle, NodeError> {
+    let engine = Engine::open(
+        parts.cfg,
+        parts.schedule,
+        parts.store,
+        transport,
+        parts.signer,
+        TokioClock::new(),
+    )?
+    .with_events(parts.events)
+    .with_submissions(parts.submissions)
+    .with_metrics(parts.metrics)
+    .with_application(parts.execution);
+    Ok(tokio::spawn(engine.run(parts.stop)))
+}
+
+/// The running engines of the local validators (index: local slot).
+pub(super) struct Engines {
+    /// The engine tasks.
+    pub(super) handles: Vec<EngineHandle>,
+    /// Where each engine takes submitted transactions.
+    pub(super) submit: Vec<mpsc::UnboundedSender<Vec<u8>>>,
+    /// Engine events, tagged with the local slot.
+    pub(super) events: mpsc::UnboundedReceiver<(usize, EngineEvent)>,
+    /// Set to true to stop the engines (and the generator and endpoint).
+    pub(super) stop: watch::Sender<bool>,
+    /// The receiving side of `stop`.
+    pub(super) stopped: watch::Receiver<bool>,
+    /// Consensus metrics per engine.
+    pub(super) consensus: Vec<watch::Receiver<ConsensusMetrics>>,
+    /// P2P metrics per engine (KEMTLS only).
+    pub(super) net: Vec<Option<Arc<qbind_net::NetMetrics>>>,
+}
+
+/// Start one engine per local validator on its transport.
+pub(super) async fn start_engines(
+    opts: &LocalOptions,
+    chain: &Chain,
+    stores: &Stores,
+    out: &impl Fn(&str),
+) -> Result<Engines, NodeError> {
+    let (stop, stopped) = watch::channel(false);
+    let (events_tx, events) = mpsc::unbounded_channel::<(usize, EngineEvent)>();
+    let mut engines = Engines {
+        handles: Vec::with_capacity(chain.local.len()),
+        submit: Vec::with_capacity(chain.local.len()),
+        events,
+        stop,
+        stopped,
+        consensus: Vec::with_capacity(chain.local.len()),
+        net: Vec::with_capacity(chain.local.len()),
+    };
+    let mut memory: Vec<_> = match opts.network {
+        Network::Memory => MemoryNetwork::endpoints(chain.n)
+            .into_iter()
+            .map(Some)
+            .collect(),
+        Network::Kemtls { .. } => Vec::new(),
+    };
+    for (slot, &i) in chain.local.iter().enumerate() {
+        let parts = engine_parts(opts, chain, stores, slot, &events_tx, &mut engines);
+        let handle = match &opts.network {
+            Network::Memory => {
+                let transport = memory
+                    .get_mut(i)
+                    .and_then(Option::take)
+                    .ok_or_else(|| NodeError::Config("no in-memory endpoint".into()))?;
+                engines.net.push(None);
+                spawn_engine(parts, transport)?
+            }
+            Network::Kemtls { .. } => {
+                let transport = kemtls_transport(opts, chain, i).await?;
+                out(&format!(
+                    "validator {i}: KEMTLS P2P on {}",
+                    transport.local_addr()
+                ));
+                engines.net.push(Some(transport.metrics()));
+                spawn_engine(parts, transport)?
+            }
+        };
+        engines.handles.push(handle);
+    }
+    Ok(engines)
+}
+
+/// The channels and settings of the engine in local slot `slot`.
+fn engine_parts(
+    opts: &LocalOptions,
+    chain: &Chain,
+    stores: &Stores,
+    slot: usize,
+    events_tx: &mpsc::UnboundedSender<(usize, EngineEvent)>,
+    engines: &mut Engines,
+) -> EngineParts {
+    let i = chain.local[slot];
+    let (tx_in, tx_out) = mpsc::unbounded_channel();
+    engines.submit.push(tx_in);
+    let (m_tx, m_rx) = watch::channel(ConsensusMetrics::default());
+    engines.consensus.push(m_rx);
+    let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
+    let forward = events_tx.clone();
+    tokio::spawn(async move {
+        while let Some(ev) = ev_rx.recv().await {
+            if forward.send((slot, ev)).is_err() {
+                break;
+            }
+        }
+    });
+    EngineParts {
+        cfg: chain.cfg.clone(),
+        schedule: Arc::clone(&chain.schedule),
+        store: Arc::clone(&stores.stores[slot]),
+        signer: match &opts.keys {
+            Keys::Devnet => Box::new(LocalSigner::new(
+                ValidatorId(i as u32),
+                chain.env,
+                validator_key(i),
+            )),
+            Keys::Operator { signer, .. } => Box::new(Arc::clone(signer)),
+        },
+        events: ev_tx,
+        submissions: tx_out,
+        metrics: m_tx,
+        execution: match opts.executor {
+            Executor::StageB => Box::new(
+                chain
+                    .execution
+                    .clone()
+                    .with_executor(qbind_exec::StageBExecutor::default()),
+            ),
+            Executor::Sequential => Box::new(chain.execution.clone()),
+        },
+        stop: engines.stopped.clone(),
+    }
+}
+
+/// Validator `v`'s P2P address.
+fn p2p_addr(opts: &LocalOptions, v: usize) -> Result<SocketAddr, NodeError> {
+    match (&opts.keys, &opts.network) {
+        (Keys::Operator { set, .. }, _) => set
+            .validators
+            .get(v)
+            .map(|e| e.address)
+            .ok_or_else(|| NodeError::Config(format!("no validator {v} in the set"))),
+        (Keys::Devnet, Network::Kemtls { ip, base_port }) => u16::try_from(v)
+            .ok()
+            .and_then(|v| base_port.checked_add(v))
+            .map(|port| SocketAddr::new(*ip, port))
+            .ok_or_else(|| NodeError::Config("P2P port out of range".into())),
+        (Keys::Devnet, Network::Memory) => Err(NodeError::Config(
+            "the in-memory network has no addresses".into(),
+        )),
+    }
+}
+
+/// Validator `v`'s P2P public key.
+fn p2p_key(opts: &LocalOptions, v: usize) -> Result<qbind_net::PeerPublic, NodeError> {
+    match &opts.keys {
+        Keys::Devnet => Ok(p2p_identity(v).public().clone()),
+        Keys::Operator { set, .. } => set
+            .validators
+            .get(v)
+            .map(|e| e.p2p_key.clone())
+            .ok_or_else(|| NodeError::Config(format!("no validator {v} in the set"))),
+    }
+}
+
+/// The peers validator `i` dials at start: every other validator, or those
+/// at the `--bootstrap-peers` addresses.
+fn bootstrap_peers(
+    opts: &LocalOptions,
+    chain: &Chain,
+    i: usize,
+) -> Result<Vec<(ValidatorId, SocketAddr)>, NodeError> {
+    let mut all = Vec::with_capacity(chain.n);
+    for v in (0..chain.n).filter(|v| *v != i) {
+        all.push((ValidatorId(v as u32), p2p_addr(opts, v)?));
+    }
+    if opts.settings.bootstrap_peers.is_empty() {
+        return Ok(all);
+    }
+    opts.settings
+        .bootstrap_peers
+        .iter()
+        .map(|addr| {
+            all.iter().find(|(_, a)| a == addr).copied().ok_or_else(|| {
+                NodeError::Config(format!(
+                    "--bootstrap-peers {addr} is not the address of another validator in \
+                         the genesis or validator-set file"
+                ))
+            })
+        })
+        .collect()
+}
+
+/// Validator `i`'s KEMTLS transport, listening and dialling the others.
+async fn kemtls_transport(
+    opts: &LocalOptions,
+    chain: &Chain,
+    i: usize,
+) -> Result<qbind_net::TcpTransport, NodeError> {
+    let identity = match &opts.keys {
+        Keys::Devnet => p2p_identity(i),
+        Keys::Operator { identity, .. } => {
+            if identity.public() != &p2p_key(opts, i)? {
+                return Err(NodeError::Config(format!(
+                    "the P2P identity key is not validator {i}'s p2p_pub in the \
+                     validator set file"
+                )));
+            }
+            (**identity).clone()
+        }
+    };
+    let mut validators = BTreeMap::new();
+    for v in 0..chain.n {
+        validators.insert(ValidatorId(v as u32), p2p_key(opts, v)?);
+    }
+    let bootstrap = bootstrap_peers(opts, chain, i)?;
+    let listen = match (opts.settings.p2p_listen, opts.only) {
+        (Some(addr), Some(_)) => addr,
+        (Some(_), None) => {
+            return Err(NodeError::Config(
+                "--p2p-listen-addr needs one validator per process (--validator-index)".into(),
+            ));
+        }
+        (None, _) => p2p_addr(opts, i)?,
+    };
+    let mut peers = qbind_net::PeerManagerConfig::default();
+    // DevNet (all validators in one address range) counts diversity
+    // violations but admits them; TestNet and MainNet enforce.
+    peers.diversity.mode = opts.settings.diversity;
+    peers.discovery_enabled = opts.settings.discovery;
+    peers.heartbeat_interval = Duration::from_secs(5);
+    // A loopback or private P2P address (the validator's own, in the file)
+    // means a local network, whose peers announce such addresses too.
+    peers.local_network = !qbind_net::peers::book::is_routable(p2p_addr(opts, i)?);
+    qbind_net::TcpTransport::start(qbind_net::TransportConfig {
+        local_id: ValidatorId(i as u32),
+        identity,
+        listen,
+        validators,
+        bootstrap,
+        channel: qbind_net::ChannelConfig::new(chain.env),
+        peers,
+    })
+    .await
+    .map_err(|e| NodeError::Config(format!("P2P transport of validator {i}: {e}")))
+}
+
+/// What the run shares with the metrics endpoint.
+pub(super) fn shared(
+    opts: &LocalOptions,
+    chain: &Chain,
+    stores: &Stores,
+    engines: &mut Engines,
+) -> Result<Arc<Shared>, NodeError> {
+    Ok(Arc::new(Shared {
+        ids: chain.local.clone(),
+        consensus: std::mem::take(&mut engines.consensus),
+        net: std::mem::take(&mut engines.net),
+        store: stores
+            .services
+            .iter()
+            .map(|s| Arc::clone(&s.metrics))
+            .collect(),
+        executed: stores
+            .resumed_from
+            .iter()
+            .map(|h| AtomicU64::new(*h))
+            .collect(),
+        transfers: chain.local.iter().map(|_| AtomicU64::new(0)).collect(),
+        root_mismatches: AtomicU64::new(0),
+        signer: match &opts.keys {
+            Keys::Devnet => None,
+            Keys::Operator { set, signer, .. } => Some((
+                Arc::clone(signer),
+                set.key_registry()
+                    .map_err(|e| NodeError::Config(e.to_string()))?,
+            )),
+        },
+    }))
+}
+
+/// Serve `/metrics` at `addr` until `stop` fires.
+pub(super) async fn serve_metrics(
+    addr: SocketAddr,
+    shared: &Arc<Shared>,
+    stop: watch::Receiver<bool>,
+    out: &impl Fn(&str),
+) -> Result<(), NodeError> {
+    let listener = crate::metrics::bind(addr)
+        .await
+        .map_err(|source| NodeError::Io {
+            what: format!("binding the metrics endpoint {addr}"),
+            source,
+        })?;
+    let for_render = Arc::clone(shared);
+    let renderer: Renderer = Arc::new(move || render(&for_render));
+    out(&format!(
+        "metrics on http://{}/metrics",
+        listener.local_addr().map_or(addr, |a| a)
+    ));
+    if crate::metrics::exposed_beyond_localhost(addr) {
+        out(&format!("warning: {}", crate::metrics::EXPOSED_WARNING));
+    }
+    tokio::spawn(crate::metrics::serve(listener, renderer, stop));
+    Ok(())
+}
