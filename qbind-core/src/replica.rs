@@ -35,10 +35,11 @@ use std::sync::Arc;
 use crate::application::{Application, ApplicationError, CommittedBlock, ExecutionReport};
 use crate::consensus::{
     Block, ConsensusConfig, ConsensusError, ConsensusMetrics, ConsensusMsg, Effect, Evidence,
-    HotStuff, Input, SignJob,
+    HotStuff, Input, Payload, SignJob,
 };
+use crate::dag::SignedBatch;
 use crate::schema::{self, PersistError};
-use crate::traits::{Durability, StateBackend, StorageError, WriteBatch};
+use crate::traits::{Durability, Namespace, StateBackend, StorageError, WriteBatch};
 use crate::types::{Hash32, Height, Millis, ValidatorId};
 use crate::validator::EpochSchedule;
 
@@ -52,6 +53,16 @@ pub enum ReplicaError {
     /// Persisted state did not load.
     #[error(transparent)]
     Persisted(#[from] PersistError),
+    /// A committed block that was not executed before a restart cannot be
+    /// executed from the store (it was pruned or lost): this replica must
+    /// be restored from a snapshot rather than skip it.
+    #[error("committed height {height} cannot be executed: {missing} is not in the store")]
+    Unexecutable {
+        /// The height.
+        height: Height,
+        /// What is missing.
+        missing: &'static str,
+    },
     /// The application could not execute a committed block.
     #[error("application at height {height}: {source}")]
     Application {
@@ -142,6 +153,10 @@ pub struct Replica<S: StateBackend> {
     application: Option<Box<dyn Application<S>>>,
     /// Commits written buffered and not yet covered by a durable write.
     unsynced_commits: Vec<Block>,
+    /// Committed heights below the window held in memory that were not
+    /// executed before the restart (first, last): executed from the store
+    /// by [`Replica::start`] before anything else.
+    backlog: Option<(Height, Height)>,
 }
 
 impl<S: StateBackend> Replica<S> {
@@ -154,6 +169,19 @@ impl<S: StateBackend> Replica<S> {
         store: S,
     ) -> Result<Self, ReplicaError> {
         let persisted = schema::load_persisted(&store, cfg.committed_window)?;
+        // Execution resumes from the executed-height marker whatever the
+        // gap (issue #17 finding 9): committed blocks below the window the
+        // machine holds are executed from the store by `start`, so the
+        // machine delivers only from the window on.
+        let mut delivered = persisted.executed;
+        let mut backlog = None;
+        if let Some(first) = persisted.committed.first().map(Block::height)
+            && first.0 > persisted.executed.0.saturating_add(1)
+        {
+            let last = Height(first.0 - 1);
+            backlog = Some((persisted.executed.next(), last));
+            delivered = last;
+        }
         let mut machine = HotStuff::new(
             cfg,
             id,
@@ -162,12 +190,13 @@ impl<S: StateBackend> Replica<S> {
             persisted.committed,
             persisted.pending,
         );
-        machine.restore_dag(persisted.batches, persisted.executed);
+        machine.restore_dag(persisted.batches, delivered);
         Ok(Replica {
             machine,
             store,
             application: None,
             unsynced_commits: Vec::new(),
+            backlog,
         })
     }
 
@@ -183,6 +212,7 @@ impl<S: StateBackend> Replica<S> {
     /// against it from the first view on), then enter the current view.
     pub fn start(&mut self, now: Millis) -> Result<Vec<Action>, ReplicaError> {
         let mut actions = Vec::new();
+        self.execute_backlog(now, &mut actions)?;
         if let Some(app) = &self.application {
             let executed =
                 schema::read_height(&self.store, schema::EXECUTED_HEIGHT_KEY)?.unwrap_or(Height(0));
@@ -343,6 +373,79 @@ impl<S: StateBackend> Replica<S> {
             }
         }
         Ok(())
+    }
+
+    /// Execute, in order and from the store, the committed blocks below the
+    /// window that were not executed before the restart.
+    fn execute_backlog(
+        &mut self,
+        now: Millis,
+        actions: &mut Vec<Action>,
+    ) -> Result<(), ReplicaError> {
+        let Some((first, last)) = self.backlog.take() else {
+            return Ok(());
+        };
+        let mut inputs = VecDeque::new();
+        for h in first.0..=last.0 {
+            let height = Height(h);
+            let block: Block = match self
+                .store
+                .get(Namespace::Blocks, &schema::committed_block_key(h))?
+            {
+                Some(bytes) => schema::decode_record("committed block", &bytes)?,
+                None => {
+                    return Err(ReplicaError::Unexecutable {
+                        height,
+                        missing: "the committed block",
+                    });
+                }
+            };
+            let txs = self.stored_transactions(&block, height)?;
+            let proposer = block.header().proposer;
+            self.execute(now, height, block.id(), proposer, txs, &mut inputs, actions)?;
+        }
+        // The machine learns the state roots of what was executed.
+        for input in inputs {
+            for effect in self.machine.handle(now, input) {
+                let mut more = VecDeque::new();
+                self.apply(now, effect, &mut more, actions)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A committed block's transactions, its batch data read from the store.
+    fn stored_transactions(
+        &self,
+        block: &Block,
+        height: Height,
+    ) -> Result<Vec<Vec<u8>>, ReplicaError> {
+        match block.payload() {
+            Payload::Transactions(txs) => Ok(crate::dag::block_transactions(txs).0),
+            Payload::Batches(certs) => {
+                let mut batches = Vec::with_capacity(certs.len());
+                for c in certs {
+                    let Some(bytes) = self
+                        .store
+                        .get(Namespace::DagBatches, c.batch.digest.as_bytes())?
+                    else {
+                        return Err(ReplicaError::Unexecutable {
+                            height,
+                            missing: "the data of a batch it orders",
+                        });
+                    };
+                    let sb: SignedBatch = schema::decode_record("DAG batch", &bytes)?;
+                    if sb.batch.digest() != c.batch.digest {
+                        return Err(ReplicaError::Unexecutable {
+                            height,
+                            missing: "batch data matching its certificate",
+                        });
+                    }
+                    batches.push(sb.batch.txs);
+                }
+                Ok(crate::dag::block_transactions(batches.iter().flatten()).0)
+            }
+        }
     }
 
     /// The commits written so far are durable: report them.

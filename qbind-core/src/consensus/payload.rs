@@ -340,13 +340,8 @@ impl HotStuff {
         };
         let blocks: Vec<Block> = to_deliver.drain(..).collect();
         for b in blocks {
-            let mut seen = BTreeSet::new();
             let txs = match b.payload() {
-                Payload::Transactions(txs) => txs
-                    .iter()
-                    .filter(|tx| seen.insert(Hash32::digest(tx)))
-                    .cloned()
-                    .collect(),
+                Payload::Transactions(txs) => crate::dag::block_transactions(txs).0,
                 Payload::Batches(_) => Vec::new(),
             };
             self.emit(Effect::Execute {

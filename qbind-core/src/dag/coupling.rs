@@ -197,20 +197,15 @@ impl Availability {
         &mut self,
         block: &CommittedBlock,
     ) -> Result<Vec<Vec<u8>>, (BatchRef, Vec<ValidatorId>)> {
-        let mut out = Vec::new();
-        let mut seen = BTreeSet::new();
+        let mut batches = Vec::with_capacity(block.certs.len());
         for c in &block.certs {
             let Some(sb) = self.state.data.get(&c.batch.digest) else {
                 return Err((c.batch, c.signers.iter().collect()));
             };
-            for tx in &sb.batch.txs {
-                if seen.insert(Hash32::digest(tx)) {
-                    out.push(tx.clone());
-                } else {
-                    self.state.metrics.duplicate_txs_skipped += 1;
-                }
-            }
+            batches.push(&sb.batch.txs);
         }
+        let (out, repeats) = super::block_transactions(batches.into_iter().flatten());
+        self.state.metrics.duplicate_txs_skipped += repeats;
         Ok(out)
     }
 

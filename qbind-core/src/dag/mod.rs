@@ -142,3 +142,22 @@ pub type Slot = (Epoch, ValidatorId, u64);
 pub fn slot_of(r: &BatchRef) -> Slot {
     (r.epoch, r.author, r.round)
 }
+
+/// The transactions a committed block delivers, from the transactions of
+/// its payload in order (inline, or its batches' one after the other): a
+/// transaction repeated within the block is delivered once, at its first
+/// place. A function of the block alone — every validator, restarted or
+/// not, delivers the same list — with the number of repeats skipped.
+pub fn block_transactions<'a>(txs: impl IntoIterator<Item = &'a Vec<u8>>) -> (Vec<Vec<u8>>, u64) {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut out = Vec::new();
+    let mut repeats = 0;
+    for tx in txs {
+        if seen.insert(crate::types::Hash32::digest(tx)) {
+            out.push(tx.clone());
+        } else {
+            repeats += 1;
+        }
+    }
+    (out, repeats)
+}
