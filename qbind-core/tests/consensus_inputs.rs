@@ -384,8 +384,8 @@ fn a_restarted_validator_resends_the_same_timeout() {
 // ------------------------------------------------------------- DAG coupling
 
 /// Issue #17 finding 4: conflicting signed proposals of one leader for one
-/// view are evidence, and after the first none is stored (2,000 of them gave
-/// 2,000 `PersistBlock` effects before).
+/// view are evidence, and after the second none is stored (2,000 of them
+/// gave 2,000 `PersistBlock` effects before).
 #[test]
 fn an_equivocating_leader_cannot_make_a_validator_store_many_blocks() {
     let keys = keys();
@@ -406,8 +406,8 @@ fn an_equivocating_leader_cannot_make_a_validator_store_many_blocks() {
             }
         }
     }
-    assert_eq!(persisted, 1, "blocks stored for one (proposer, view)");
-    assert!(hs.pending_blocks() <= 1);
+    assert_eq!(persisted, 2, "blocks stored for one (proposer, view)");
+    assert!(hs.pending_blocks() <= 2);
     assert!(evidence >= 1, "the equivocation is reported");
 }
 

@@ -165,6 +165,9 @@ fn check(
 #[derive(Default)]
 pub(crate) struct EquivocationDetector {
     proposals: BTreeMap<(Epoch, View, ValidatorId), (BlockHeader, Signature)>,
+    /// Proposers seen equivocating, per view: the second block they sent is
+    /// the last one of theirs stored for that view.
+    equivocated: BTreeMap<(Epoch, View, ValidatorId), ()>,
     votes: BTreeMap<(Epoch, View, ValidatorId), (VoteData, Signature)>,
 }
 
@@ -212,9 +215,19 @@ impl EquivocationDetector {
         }
     }
 
+    /// Mark `header`'s proposer as equivocating in its view; whether it was
+    /// already marked (then no further block of its for that view is
+    /// stored).
+    pub(crate) fn mark_equivocation(&mut self, header: &BlockHeader) -> bool {
+        self.equivocated
+            .insert((header.epoch, header.view, header.proposer), ())
+            .is_some()
+    }
+
     /// Forget everything below `view`.
     pub(crate) fn prune_below(&mut self, view: View) {
         self.proposals.retain(|(_, v, _), _| *v >= view);
+        self.equivocated.retain(|(_, v, _), _| *v >= view);
         self.votes.retain(|(_, v, _), _| *v >= view);
     }
 }
