@@ -280,54 +280,123 @@ fn ml_dsa_44_keygen() {
     assert_eq!(run, 25 * (BACKENDS + 1));
 }
 
-#[test]
-fn ml_dsa_44_sigver() {
-    let cases = load("ml-dsa-44-sigver.json", 45);
-    let groups = split_dsa(&cases);
-    let pure = &groups[&DsaGroup::Pure];
+/// One group of signature cases run on one backend.
+type GroupRun = fn(&[&Value]) -> usize;
+
+/// The signature runners of one backend for one operation (sigVer or
+/// sigGen): a row of the table the tests below drive.
+struct DsaRunners {
+    backend: &'static str,
+    pure: GroupRun,
+    /// `Sign_internal` / `Verify_internal` (feature `acvp`).
+    internal: Option<GroupRun>,
+    /// External μ (feature `acvp`, RustCrypto only).
+    external_mu: Option<GroupRun>,
+}
+
+/// Which signature operation a table is for.
+#[derive(Clone, Copy)]
+enum SigOp {
+    Verify,
+    Generate,
+}
+
+/// Every enabled backend's runners for `op`.
+fn dsa_runners(op: SigOp) -> Vec<DsaRunners> {
+    #[allow(unused_mut)]
+    let mut rows = Vec::new();
+    #[cfg(feature = "libcrux")]
+    {
+        #[cfg(feature = "acvp")]
+        let internal: Option<GroupRun> = Some(match op {
+            SigOp::Verify => dsa_sigver_internal::<Libcrux>,
+            SigOp::Generate => dsa_siggen_internal::<Libcrux>,
+        });
+        #[cfg(not(feature = "acvp"))]
+        let internal: Option<GroupRun> = None;
+        rows.push(DsaRunners {
+            backend: "libcrux",
+            pure: match op {
+                SigOp::Verify => dsa_sigver_pure::<Libcrux>,
+                SigOp::Generate => dsa_siggen_pure::<Libcrux>,
+            },
+            internal,
+            external_mu: None,
+        });
+    }
+    #[cfg(feature = "rustcrypto")]
+    {
+        #[cfg(feature = "acvp")]
+        let (internal, external_mu): (Option<GroupRun>, Option<GroupRun>) = match op {
+            SigOp::Verify => (
+                Some(dsa_sigver_internal::<RustCrypto>),
+                Some(dsa_sigver_mu::<RustCrypto>),
+            ),
+            SigOp::Generate => (
+                Some(dsa_siggen_internal::<RustCrypto>),
+                Some(dsa_siggen_mu::<RustCrypto>),
+            ),
+        };
+        #[cfg(not(feature = "acvp"))]
+        let (internal, external_mu): (Option<GroupRun>, Option<GroupRun>) = (None, None);
+        rows.push(DsaRunners {
+            backend: "rustcrypto",
+            pure: match op {
+                SigOp::Verify => dsa_sigver_pure::<RustCrypto>,
+                SigOp::Generate => dsa_siggen_pure::<RustCrypto>,
+            },
+            internal,
+            external_mu,
+        });
+    }
+    let _ = op;
+    rows
+}
+
+/// Run `file`'s three groups on every backend of the table for `op`,
+/// asserting 15 cases per run and the expected number of runs per group.
+fn run_dsa_table(file: &str, op: SigOp, groups: &BTreeMap<DsaGroup, Vec<&Value>>) {
     let mut runs: BTreeMap<DsaGroup, Vec<&'static str>> =
         [DsaGroup::Pure, DsaGroup::Internal, DsaGroup::ExternalMu]
             .map(|g| (g, vec![]))
             .into();
-    #[cfg(feature = "libcrux")]
-    {
-        assert_eq!(dsa_sigver_pure::<Libcrux>(pure), 15);
-        runs.get_mut(&DsaGroup::Pure).unwrap().push("libcrux");
-        #[cfg(feature = "acvp")]
-        {
-            assert_eq!(
-                dsa_sigver_internal::<Libcrux>(&groups[&DsaGroup::Internal]),
-                15
-            );
-            runs.get_mut(&DsaGroup::Internal).unwrap().push("libcrux");
+    for row in dsa_runners(op) {
+        let columns = [
+            (DsaGroup::Pure, Some(row.pure)),
+            (DsaGroup::Internal, row.internal),
+            (DsaGroup::ExternalMu, row.external_mu),
+        ];
+        for (group, run) in columns {
+            if let Some(run) = run {
+                assert_eq!(
+                    run(&groups[&group]),
+                    15,
+                    "{file} {group:?} on {}",
+                    row.backend
+                );
+                runs.entry(group).or_default().push(row.backend);
+            }
         }
     }
-    #[cfg(feature = "rustcrypto")]
-    {
-        assert_eq!(dsa_sigver_pure::<RustCrypto>(pure), 15);
-        runs.get_mut(&DsaGroup::Pure).unwrap().push("rustcrypto");
-        #[cfg(feature = "acvp")]
-        {
-            assert_eq!(
-                dsa_sigver_internal::<RustCrypto>(&groups[&DsaGroup::Internal]),
-                15
-            );
-            runs.get_mut(&DsaGroup::Internal)
-                .unwrap()
-                .push("rustcrypto");
-            assert_eq!(
-                dsa_sigver_mu::<RustCrypto>(&groups[&DsaGroup::ExternalMu]),
-                15
-            );
-            runs.get_mut(&DsaGroup::ExternalMu)
-                .unwrap()
-                .push("rustcrypto");
-        }
-    }
+    assert_eq!(runs[&DsaGroup::Pure].len(), BACKENDS);
+    assert_eq!(
+        runs[&DsaGroup::Internal].len(),
+        if cfg!(feature = "acvp") { BACKENDS } else { 0 }
+    );
+    let mu_expected = cfg!(all(feature = "acvp", feature = "rustcrypto")) as usize;
+    assert_eq!(runs[&DsaGroup::ExternalMu].len(), mu_expected);
+    report(file, &runs);
+}
+
+#[test]
+fn ml_dsa_44_sigver() {
+    let cases = load("ml-dsa-44-sigver.json", 45);
+    let groups = split_dsa(&cases);
+    run_dsa_table("sigVer", SigOp::Verify, &groups);
     // Public API: `verify` has an empty context, so only cases with an empty context apply;
     // with a non-empty one, a valid signature must *fail* under the empty context.
     let mut public = 0;
-    for c in pure {
+    for c in &groups[&DsaGroup::Pure] {
         let pk = PublicKey::from_bytes(&bytes(c, "pk")).unwrap();
         let sig = Signature::from_bytes(&bytes(c, "signature")).unwrap();
         let ok = verify(&pk, &bytes(c, "message"), &sig).is_ok();
@@ -336,68 +405,12 @@ fn ml_dsa_44_sigver() {
         public += 1;
     }
     assert_eq!(public, 15);
-    assert_eq!(runs[&DsaGroup::Pure].len(), BACKENDS);
-    assert_eq!(
-        runs[&DsaGroup::Internal].len(),
-        if cfg!(feature = "acvp") { BACKENDS } else { 0 }
-    );
-    let mu_expected = cfg!(all(feature = "acvp", feature = "rustcrypto")) as usize;
-    assert_eq!(runs[&DsaGroup::ExternalMu].len(), mu_expected);
-    report("sigVer", &runs);
 }
 
 #[test]
 fn ml_dsa_44_siggen() {
     let cases = load("ml-dsa-44-siggen.json", 45);
-    let groups = split_dsa(&cases);
-    let pure = &groups[&DsaGroup::Pure];
-    let mut runs: BTreeMap<DsaGroup, Vec<&'static str>> =
-        [DsaGroup::Pure, DsaGroup::Internal, DsaGroup::ExternalMu]
-            .map(|g| (g, vec![]))
-            .into();
-    #[cfg(feature = "libcrux")]
-    {
-        assert_eq!(dsa_siggen_pure::<Libcrux>(pure), 15);
-        runs.get_mut(&DsaGroup::Pure).unwrap().push("libcrux");
-        #[cfg(feature = "acvp")]
-        {
-            assert_eq!(
-                dsa_siggen_internal::<Libcrux>(&groups[&DsaGroup::Internal]),
-                15
-            );
-            runs.get_mut(&DsaGroup::Internal).unwrap().push("libcrux");
-        }
-    }
-    #[cfg(feature = "rustcrypto")]
-    {
-        assert_eq!(dsa_siggen_pure::<RustCrypto>(pure), 15);
-        runs.get_mut(&DsaGroup::Pure).unwrap().push("rustcrypto");
-        #[cfg(feature = "acvp")]
-        {
-            assert_eq!(
-                dsa_siggen_internal::<RustCrypto>(&groups[&DsaGroup::Internal]),
-                15
-            );
-            runs.get_mut(&DsaGroup::Internal)
-                .unwrap()
-                .push("rustcrypto");
-            assert_eq!(
-                dsa_siggen_mu::<RustCrypto>(&groups[&DsaGroup::ExternalMu]),
-                15
-            );
-            runs.get_mut(&DsaGroup::ExternalMu)
-                .unwrap()
-                .push("rustcrypto");
-        }
-    }
-    assert_eq!(runs[&DsaGroup::Pure].len(), BACKENDS);
-    assert_eq!(
-        runs[&DsaGroup::Internal].len(),
-        if cfg!(feature = "acvp") { BACKENDS } else { 0 }
-    );
-    let mu_expected = cfg!(all(feature = "acvp", feature = "rustcrypto")) as usize;
-    assert_eq!(runs[&DsaGroup::ExternalMu].len(), mu_expected);
-    report("sigGen", &runs);
+    run_dsa_table("sigGen", SigOp::Generate, &split_dsa(&cases));
 }
 
 // ---------------------------------------------------------------- ML-KEM-768

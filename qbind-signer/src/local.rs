@@ -7,35 +7,19 @@ use std::path::Path;
 use async_trait::async_trait;
 use qbind_core::crypto::{KeyPair, PublicKey, Signature};
 use qbind_core::key_rotation::KeyRole;
-use qbind_core::signing::signing_preimage;
-use qbind_core::traits::{SignRequest, Signer, SignerError};
+use qbind_core::traits::{LocalSigner, SignRequest, Signer, SignerError};
 use qbind_core::types::{NetworkEnvironment, ValidatorId};
 
 use crate::keystore::{KdfPolicy, KeystoreError, Passphrase, load_key};
-
-/// Sign `request` with `key`: exactly `qbind_core::signing::sign_domain`.
-fn sign_with(
-    key: &KeyPair,
-    env: NetworkEnvironment,
-    request: &SignRequest,
-) -> Result<Signature, SignerError> {
-    key.try_sign(&signing_preimage(env, request.kind, &request.message))
-        .map_err(|e| SignerError::Unavailable {
-            detail: format!("signing failed: {e}"),
-        })
-}
 
 /// Loopback signing is refused on MainNet.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("the loopback-testing signer is forbidden on MainNet")]
 pub struct LoopbackForbidden;
 
-/// The `loopback-testing` mode: an in-memory key, for tests and DevNet.
-pub struct LoopbackSigner {
-    id: ValidatorId,
-    env: NetworkEnvironment,
-    key: KeyPair,
-}
+/// The `loopback-testing` mode: an in-memory key, for tests and DevNet
+/// (the core's [`LocalSigner`], refused on MainNet).
+pub struct LoopbackSigner(LocalSigner);
 
 impl LoopbackSigner {
     /// A loopback signer; MainNet refuses it.
@@ -50,37 +34,33 @@ impl LoopbackSigner {
         if env == NetworkEnvironment::Mainnet {
             return Err(LoopbackForbidden);
         }
-        Ok(LoopbackSigner { id, env, key })
+        Ok(LoopbackSigner(LocalSigner::new(id, env, key)))
     }
 }
 
 #[async_trait]
 impl Signer for LoopbackSigner {
     fn validator_id(&self) -> ValidatorId {
-        self.id
+        self.0.validator_id()
     }
     fn public_key(&self) -> &PublicKey {
-        self.key.public_key()
+        self.0.public_key()
     }
     async fn sign(&self, request: &SignRequest) -> Result<Signature, SignerError> {
-        sign_with(&self.key, self.env, request)
+        self.0.sign(request).await
     }
 }
 
 /// The `encrypted-fs` mode: the consensus (or batch-signing) key from an
-/// encrypted keystore directory.
-pub struct EncryptedFsSigner {
-    id: ValidatorId,
-    env: NetworkEnvironment,
-    key: KeyPair,
-}
+/// encrypted keystore directory, held and used like the core's
+/// [`LocalSigner`] once unlocked.
+pub struct EncryptedFsSigner(LocalSigner);
 
 impl std::fmt::Debug for EncryptedFsSigner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EncryptedFsSigner")
-            .field("validator", &self.id)
-            .field("env", &self.env)
-            .field("public_key", self.key.public_key())
+            .field("validator", &self.0.validator_id())
+            .field("public_key", self.0.public_key())
             .finish_non_exhaustive()
     }
 }
@@ -107,19 +87,19 @@ impl EncryptedFsSigner {
                 expected: "consensus or batch-signing",
                 found: role.cli_name().to_owned(),
             })?;
-        Ok(EncryptedFsSigner { id, env, key })
+        Ok(EncryptedFsSigner(LocalSigner::new(id, env, key)))
     }
 }
 
 #[async_trait]
 impl Signer for EncryptedFsSigner {
     fn validator_id(&self) -> ValidatorId {
-        self.id
+        self.0.validator_id()
     }
     fn public_key(&self) -> &PublicKey {
-        self.key.public_key()
+        self.0.public_key()
     }
     async fn sign(&self, request: &SignRequest) -> Result<Signature, SignerError> {
-        sign_with(&self.key, self.env, request)
+        self.0.sign(request).await
     }
 }

@@ -47,6 +47,8 @@ impl HotStuff {
     }
 
     /// Internal consistency of a block, independent of any other block.
+    ///
+    /// Consensus §C3.1 (docs/consensus.md).
     pub(crate) fn check_block_shape(&self, block: &Block) -> Result<(), ConsensusError> {
         let bad = |why| ConsensusError::InvalidBlock {
             block: block.id(),
@@ -79,6 +81,8 @@ impl HotStuff {
 
     /// A proposal that reports a state root for a height we executed with a
     /// different root gets no vote: either we or the proposer diverged.
+    ///
+    /// Consensus §C3.7, §C8.2 (docs/consensus.md).
     fn check_state_root(&mut self, block: &Block) -> Result<(), ConsensusError> {
         let h = block.header();
         match self.executed_roots.get(&h.exec_height) {
@@ -94,6 +98,7 @@ impl HotStuff {
         }
     }
 
+    /// Consensus §C3 (docs/consensus.md).
     pub(crate) fn on_proposal(
         &mut self,
         from: ValidatorId,
@@ -162,6 +167,7 @@ impl HotStuff {
         }
     }
 
+    /// Consensus §C4.5, §C5.4 (docs/consensus.md).
     pub(crate) fn on_vote(&mut self, _from: ValidatorId, vote: Vote) -> Result<(), ConsensusError> {
         let data = vote.data;
         self.check_epoch_window("vote", data.epoch)?;
@@ -174,6 +180,8 @@ impl HotStuff {
 
     /// Verify a vote, record it for equivocation detection, and aggregate
     /// it; a completed quorum is processed as a new QC.
+    ///
+    /// Consensus §C5.4 (docs/consensus.md).
     fn accept_vote(&mut self, vote: Vote) -> Result<(), ConsensusError> {
         let data = vote.data;
         let set = self.schedule.set(data.epoch);
@@ -199,6 +207,7 @@ impl HotStuff {
         Ok(())
     }
 
+    /// Consensus §C6.2–C6.4 (docs/consensus.md).
     pub(crate) fn on_timeout_msg(
         &mut self,
         from: ValidatorId,
@@ -270,6 +279,8 @@ impl HotStuff {
 
     /// A vote carried by a timeout: anyone may aggregate these, so the QC
     /// that a crashed or silent next leader should have formed still forms.
+    ///
+    /// Consensus §C6.2 (docs/consensus.md).
     fn collect_timeout_vote(
         &mut self,
         sender: ValidatorId,
@@ -288,6 +299,7 @@ impl HotStuff {
         self.accept_vote(vote.clone())
     }
 
+    /// Consensus §C6.3 (docs/consensus.md).
     fn on_tc(&mut self, tc: TimeoutCert) -> Result<(), ConsensusError> {
         self.verifier.verify_tc(&self.schedule, &tc)?;
         self.process_tc(&tc);
@@ -296,6 +308,8 @@ impl HotStuff {
 
     /// Validate `block` against its parent and insert it, with any orphans
     /// it unblocks; re-run proposals that waited for these blocks.
+    ///
+    /// Consensus §C3.6 (docs/consensus.md).
     pub(crate) fn place(
         &mut self,
         block: &Block,
@@ -355,6 +369,8 @@ impl HotStuff {
 
     /// `Ok(None)` if `block` fits its parent, `Ok(Some(id))` if block `id`
     /// must be fetched first.
+    ///
+    /// Consensus §C3.6, §C9.1 (docs/consensus.md).
     fn check_against_parent(&self, block: &Block) -> Result<Option<Hash32>, ConsensusError> {
         let bad = |why| ConsensusError::InvalidBlock {
             block: block.id(),

@@ -223,6 +223,8 @@ impl HotStuff {
     // ------------------------------------------------------------ helpers
 
     /// Reject `view` if it is too far ahead to keep state for.
+    ///
+    /// Consensus §C3.4, §C6.5 (docs/consensus.md).
     pub(crate) fn check_not_too_far(
         &self,
         what: &'static str,
@@ -243,6 +245,8 @@ impl HotStuff {
     /// while this validator commits the boundary): any other label is
     /// refused before it can occupy a collector or the equivocation
     /// detector (issue #17, finding 1).
+    ///
+    /// Consensus §C3.4, §C5.4 (docs/consensus.md).
     pub(crate) fn check_epoch_window(
         &self,
         what: &'static str,
@@ -311,6 +315,7 @@ impl HotStuff {
 
     // ------------------------------------------------------------ pacemaker
 
+    /// Consensus §C6.1, §C7.1 (docs/consensus.md).
     fn on_start(&mut self) {
         self.arm_timer();
         let high = self.safety.high_qc.clone();
@@ -336,6 +341,8 @@ impl HotStuff {
     /// Messages may be lost: while the current view's proposal has not led to
     /// a QC, send the same signed proposal again (voters answer with the same
     /// signed vote, never a new one).
+    ///
+    /// Consensus §C2.5 (docs/consensus.md).
     fn rebroadcast_proposal(&mut self) {
         let due = match &self.last_proposal {
             Some((p, at)) => {
@@ -358,6 +365,8 @@ impl HotStuff {
     }
 
     /// Enter view `v` (if it is ahead). `by_qc` resets the timeout back-off.
+    ///
+    /// Consensus §C6.1 (docs/consensus.md).
     pub(crate) fn enter_view(&mut self, v: View, by_qc: bool) {
         if !self.pace.advance(v, by_qc) {
             return;
@@ -374,6 +383,8 @@ impl HotStuff {
     }
 
     /// The current view made no progress: sign (or re-send) a timeout.
+    ///
+    /// Consensus §C6.2 (docs/consensus.md).
     pub(crate) fn local_timeout(&mut self) {
         if !self.is_member(self.epoch) {
             self.arm_timer();
@@ -413,6 +424,7 @@ impl HotStuff {
         self.arm_timer();
     }
 
+    /// Consensus §C2.2, §C4.4, §C6.2 (docs/consensus.md).
     fn on_signed(&mut self, job: SignJob, signature: Signature) {
         let me = self.me;
         let result = match job.purpose {
@@ -480,6 +492,8 @@ impl HotStuff {
 
     /// Propose if this validator leads the current view and has not proposed
     /// in it yet.
+    ///
+    /// Consensus §C2.1–C2.4 (docs/consensus.md).
     pub(crate) fn try_propose(&mut self) {
         let epoch = self.epoch;
         if !self.is_member(epoch)
@@ -577,6 +591,8 @@ impl HotStuff {
 
     /// Vote for `block` if it is for the current view and epoch and the
     /// safety rules allow it.
+    ///
+    /// Consensus §C4.1–C4.5 (docs/consensus.md).
     pub(crate) fn try_vote(&mut self, block: &Block) -> Result<(), ConsensusError> {
         if block.view() < self.pace.view() {
             return Err(ConsensusError::StaleView {
@@ -650,6 +666,8 @@ impl HotStuff {
     ///   one is ignored (it cannot certify anything this validator still
     ///   needs; the block itself is fetched when a placed block needs it),
     ///   so keys valid only in a past epoch move no view and no high QC.
+    ///
+    /// Consensus §C5.1–C5.2 (docs/consensus.md).
     pub(crate) fn process_qc(
         &mut self,
         qc: &QuorumCert,
@@ -686,6 +704,8 @@ impl HotStuff {
 
     /// Lock and commit rules for a QC whose block is known and whose labels
     /// are the block's own.
+    ///
+    /// Consensus §C5.2 (docs/consensus.md).
     pub(crate) fn apply_qc_to_known_block(&mut self, qc: &QuorumCert) {
         let Some(block) = self.tree.get(&qc.block_id()).cloned() else {
             return;
@@ -702,6 +722,8 @@ impl HotStuff {
     /// 3-chain rule: with a QC on `b`, commit `b`'s grandparent when the
     /// three views are consecutive. Suffix blocks past an epoch boundary are
     /// never committed; their boundary ancestor is.
+    ///
+    /// Consensus §C5.3 (docs/consensus.md).
     fn try_commit(&mut self, b: &Block) {
         let Some(p1) = self.tree.get(&b.parent_id()).cloned() else {
             return;
@@ -730,6 +752,7 @@ impl HotStuff {
         self.commit_chain(&target.id());
     }
 
+    /// Consensus §C5.3, §C9 (docs/consensus.md).
     fn commit_chain(&mut self, target: &Hash32) {
         let (chain, dropped) = self.tree.commit_to(target);
         let mut epoch_changed = false;
@@ -757,6 +780,8 @@ impl HotStuff {
     }
 
     /// A verified TC: move to the view after it.
+    ///
+    /// Consensus §C6.3 (docs/consensus.md).
     pub(crate) fn process_tc(&mut self, tc: &TimeoutCert) {
         if let Some(next) = self.pace.record_tc(tc, self.epoch) {
             self.enter_view(next, false);

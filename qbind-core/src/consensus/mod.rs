@@ -1,5 +1,6 @@
-//! Chained HotStuff as a sans-I/O state machine (spec §4.3, §6; DESIGN
-//! "Consensus").
+//! Chained HotStuff as a sans-I/O state machine. The rules it implements
+//! are numbered in `docs/consensus.md` (§C1–§C9); every handler names the
+//! rule it carries out.
 //!
 //! [`HotStuff::handle`] takes the current time and one [`Input`] and returns
 //! the [`Effect`]s the engine must carry out, in order. The machine never

@@ -42,6 +42,8 @@ impl Pacemaker {
 
     /// The current view's timeout: the base doubled per consecutive failed
     /// view, up to `2^max_timeout_exponent`.
+    ///
+    /// Consensus §C6.1 (docs/consensus.md).
     fn timeout_duration(&self) -> u64 {
         let exp = self.consecutive_timeouts.min(self.max_timeout_exponent);
         self.base_timeout_ms.saturating_mul(1u64 << exp.min(62))
@@ -55,6 +57,8 @@ impl Pacemaker {
 
     /// Move to `v` if it is ahead of the current view; `by_qc` (progress)
     /// resets the back-off. Whether the view changed.
+    ///
+    /// Consensus §C5.2, §C6.1 (docs/consensus.md).
     pub(crate) fn advance(&mut self, v: View, by_qc: bool) -> bool {
         if v <= self.view {
             return false;
@@ -74,6 +78,8 @@ impl Pacemaker {
     /// A verified TC of `epoch` (the current one): remember it (a proposal
     /// of the next view carries it) and return the view it lets everyone
     /// enter, or `None` when it is stale or of another epoch.
+    ///
+    /// Consensus §C6.3 (docs/consensus.md).
     pub(crate) fn record_tc(&mut self, tc: &TimeoutCert, epoch: Epoch) -> Option<View> {
         if tc.epoch != epoch || tc.view < self.view {
             return None;

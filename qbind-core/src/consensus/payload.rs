@@ -237,6 +237,8 @@ impl HotStuff {
 
     /// The payload of a block of `epoch` extending `parent`; `empty` for the
     /// blocks after an epoch's boundary block (they carry nothing).
+    ///
+    /// Consensus §C2.3 (docs/consensus.md).
     pub(crate) fn make_payload(&self, epoch: Epoch, parent: &Hash32, empty: bool) -> Payload {
         match (&self.payloads, empty) {
             (Payloads::Dag(_), true) => Payload::Batches(Vec::new()),
@@ -254,6 +256,8 @@ impl HotStuff {
 
     /// The payload of a proposed block fits this validator's mode and, in
     /// DAG mode, the coupling rule.
+    ///
+    /// Consensus §C3.1, DAG coupling (docs/dag.md) (docs/consensus.md).
     pub(crate) fn validate_payload(&mut self, block: &Block) -> Result<(), ConsensusError> {
         let dag = self.dag_mode();
         match block.payload() {
@@ -314,6 +318,8 @@ impl HotStuff {
 
     /// Blocks were committed (oldest first, after their `Commit` effects):
     /// hand them to the payload layer, which delivers their transactions.
+    ///
+    /// Consensus §C8.1 (docs/consensus.md).
     pub(crate) fn deliver_committed(&mut self, chain: &[Block]) {
         match &mut self.payloads {
             Payloads::Fifo { pool, to_deliver } => {

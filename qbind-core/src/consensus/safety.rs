@@ -111,6 +111,8 @@ pub struct SafetyFaults {
 impl SafetyState {
     /// Check the voting rules for a block in `view` extending a QC of
     /// `justify_view`.
+    ///
+    /// Consensus §C4.2–C4.3 (docs/consensus.md).
     pub fn check_vote(
         &self,
         view: View,

@@ -114,6 +114,7 @@ impl BlockSync {
 }
 
 impl HotStuff {
+    /// Consensus §C7.3 (docs/consensus.md).
     pub(crate) fn on_sync_request(&mut self, from: ValidatorId, r: SyncRequest) {
         let max = r
             .max_blocks
@@ -128,6 +129,7 @@ impl HotStuff {
         }
     }
 
+    /// Consensus §C7.2 (docs/consensus.md).
     pub(crate) fn on_sync_response(
         &mut self,
         from: ValidatorId,
@@ -161,6 +163,8 @@ impl HotStuff {
     }
 
     /// Ask `hint` for block `id` and its ancestors, unless already asked.
+    ///
+    /// Consensus §C7.1 (docs/consensus.md).
     pub(crate) fn fetch(&mut self, id: Hash32, hint: ValidatorId) {
         if self.tree.contains(&id) || !self.sync.start(id, hint, self.now) {
             return;
@@ -189,6 +193,7 @@ impl HotStuff {
         });
     }
 
+    /// Consensus §C7.1 (docs/consensus.md).
     pub(crate) fn retry_fetches(&mut self) {
         let tree = &self.tree;
         let due = self
@@ -204,6 +209,8 @@ impl HotStuff {
     }
 
     /// Park a proposal until block `missing` arrives.
+    ///
+    /// Consensus §C3.6 (docs/consensus.md).
     pub(crate) fn wait_for(&mut self, missing: Hash32, from: ValidatorId, p: Proposal) {
         self.sync.park(missing, from, p);
         self.fetch(missing, from);

@@ -12,7 +12,7 @@ use std::path::Path;
 use async_trait::async_trait;
 
 use crate::crypto::{KeyPair, PublicKey, Signature};
-use crate::signing::{SignKind, sign_domain};
+use crate::signing::{SignKind, sign_domain, signing_preimage};
 use crate::types::{Millis, NetworkEnvironment, ValidatorId, View};
 
 // ---------------------------------------------------------------- storage
@@ -444,8 +444,14 @@ impl Signer for LocalSigner {
         self.key.public_key()
     }
 
+    /// Signs with the in-memory key; a failure of the signing operation
+    /// (not expected from a valid key) is [`SignerError::Unavailable`].
     async fn sign(&self, request: &SignRequest) -> Result<Signature, SignerError> {
-        Ok(self.sign_now(request))
+        self.key
+            .try_sign(&signing_preimage(self.env, request.kind, &request.message))
+            .map_err(|e| SignerError::Unavailable {
+                detail: format!("signing failed: {e}"),
+            })
     }
 }
 
