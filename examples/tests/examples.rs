@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use qbind_core::consensus::{Block, ConsensusError};
 use qbind_core::crypto::KeyPair;
-use qbind_core::traits::{Durability, Namespace, StateBackend, WriteBatch};
+use qbind_core::traits::{Durability, Namespace, StateBackend, StateRead, WriteBatch};
 use qbind_core::types::Epoch;
 use qbind_core::validator::{EpochSchedule, ValidatorSet};
 use qbind_examples::embed::{self, BTreeStore, KV_PREFIX};

@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use qbind_core::traits::{Namespace, StateBackend};
+use qbind_core::traits::{Namespace, StateRead};
 use qbind_node_ref::local::{LocalOptions, Network, RunSummary, run_local};
 use qbind_node_ref::node::Maintenance;
 use qbind_store::FjallBackend;

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use criterion::Criterion;
 use qbind_core::execution::BackendAccounts;
-use qbind_core::traits::{Durability, Namespace, StateBackend};
+use qbind_core::traits::{Durability, Namespace, StateRead};
 use qbind_store::metrics::StoreMetrics;
 use qbind_store::prune::{Pruner, RetentionMode};
 use qbind_store::snapshot::{

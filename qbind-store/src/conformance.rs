@@ -5,7 +5,7 @@
 //!
 //! ```
 //! use qbind_store::conformance::{run_all, Harness};
-//! use qbind_core::traits::{MemoryBackend, StorageError};
+//! use qbind_core::traits::{MemoryBackend, StateRead, StorageError};
 //! use std::path::{Path, PathBuf};
 //!
 //! struct Memory(tempfile::TempDir);
@@ -26,7 +26,8 @@
 use std::path::{Path, PathBuf};
 
 use qbind_core::traits::{
-    Durability, KeyValues, Namespace, StateBackend, StateSnapshot, StorageError, WriteBatch,
+    Durability, KeyValues, Namespace, StateBackend, StateRead, StateSnapshot, StorageError,
+    WriteBatch,
 };
 
 /// How the suite obtains stores of the backend under test.

@@ -16,8 +16,8 @@ use std::sync::Mutex;
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Readable};
 use qbind_core::traits::{
-    Durability, KeyValues, Namespace, StateBackend, StateSnapshot, StorageError, WriteBatch,
-    WriteOp,
+    Durability, KeyValues, Namespace, StateBackend, StateRead, StateSnapshot, StorageError,
+    WriteBatch, WriteOp,
 };
 
 use crate::error::from_io;
@@ -274,7 +274,7 @@ fn collect(iter: fjall::Iter, limit: usize, context: &str) -> Result<KeyValues, 
     Ok(out)
 }
 
-impl StateBackend for FjallBackend {
+impl StateRead for FjallBackend {
     fn get(&self, ns: Namespace, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         if key.len() > FJALL_MAX_KEY_LEN {
             return Ok(None);
@@ -297,7 +297,9 @@ impl StateBackend for FjallBackend {
             "scan_prefix",
         )
     }
+}
 
+impl StateBackend for FjallBackend {
     fn write(&self, batch: WriteBatch, durability: Durability) -> Result<(), StorageError> {
         if batch.is_empty() {
             return Ok(());
@@ -363,7 +365,7 @@ struct FjallSnapshot<'a> {
     snapshot: fjall::Snapshot,
 }
 
-impl StateSnapshot for FjallSnapshot<'_> {
+impl StateRead for FjallSnapshot<'_> {
     fn get(&self, ns: Namespace, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         if key.len() > FJALL_MAX_KEY_LEN {
             return Ok(None);
@@ -387,7 +389,9 @@ impl StateSnapshot for FjallSnapshot<'_> {
             "snapshot scan",
         )
     }
+}
 
+impl StateSnapshot for FjallSnapshot<'_> {
     fn scan_range(
         &self,
         ns: Namespace,

@@ -15,7 +15,7 @@
 //!
 //! ```
 //! use qbind_core::execution::{AccountReader, BackendAccounts, credit};
-//! use qbind_core::traits::{Durability, StateBackend};
+//! use qbind_core::traits::{Durability, StateBackend, StateRead};
 //! use qbind_core::types::AccountId;
 //! use qbind_store::FjallBackend;
 //!

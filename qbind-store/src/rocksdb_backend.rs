@@ -13,8 +13,8 @@
 use std::path::{Path, PathBuf};
 
 use qbind_core::traits::{
-    Durability, KeyValues, Namespace, StateBackend, StateSnapshot, StorageError, WriteBatch,
-    WriteOp,
+    Durability, KeyValues, Namespace, StateBackend, StateRead, StateSnapshot, StorageError,
+    WriteBatch, WriteOp,
 };
 use rocksdb::{
     ColumnFamily, DB, Direction, IteratorMode, Options, ReadOptions, SnapshotWithThreadMode,
@@ -122,7 +122,7 @@ impl RocksDbBackend {
     }
 }
 
-impl StateBackend for RocksDbBackend {
+impl StateRead for RocksDbBackend {
     fn get(&self, ns: Namespace, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         self.db
             .get_cf(self.cf(ns)?, key)
@@ -137,7 +137,9 @@ impl StateBackend for RocksDbBackend {
     ) -> Result<KeyValues, StorageError> {
         self.scan(ns, None, prefix, None, Some(prefix), limit)
     }
+}
 
+impl StateBackend for RocksDbBackend {
     fn write(&self, batch: WriteBatch, durability: Durability) -> Result<(), StorageError> {
         let mut rb = rocksdb::WriteBatch::default();
         for op in batch.ops() {
@@ -182,7 +184,7 @@ struct RocksSnapshot<'a> {
     snapshot: SnapshotWithThreadMode<'a, DB>,
 }
 
-impl StateSnapshot for RocksSnapshot<'_> {
+impl StateRead for RocksSnapshot<'_> {
     fn get(&self, ns: Namespace, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         self.snapshot
             .get_cf(self.backend.cf(ns)?, key)
@@ -198,7 +200,9 @@ impl StateSnapshot for RocksSnapshot<'_> {
         self.backend
             .scan(ns, Some(&self.snapshot), prefix, None, Some(prefix), limit)
     }
+}
 
+impl StateSnapshot for RocksSnapshot<'_> {
     fn scan_range(
         &self,
         ns: Namespace,

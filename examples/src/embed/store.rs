@@ -14,8 +14,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use qbind_core::traits::{
-    Durability, KeyValues, Namespace, StateBackend, StateSnapshot, StorageError, WriteBatch,
-    WriteOp,
+    Durability, KeyValues, Namespace, StateBackend, StateRead, StateSnapshot, StorageError,
+    WriteBatch, WriteOp,
 };
 
 type Table = BTreeMap<(Namespace, Vec<u8>), Vec<u8>>;
@@ -70,7 +70,7 @@ fn scan_prefix(table: &Table, ns: Namespace, prefix: &[u8], limit: usize) -> Key
         .collect()
 }
 
-impl StateBackend for BTreeStore {
+impl StateRead for BTreeStore {
     fn get(&self, ns: Namespace, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         Ok(self.lock().get(&(ns, key.to_vec())).cloned())
     }
@@ -83,7 +83,9 @@ impl StateBackend for BTreeStore {
     ) -> Result<KeyValues, StorageError> {
         Ok(scan_prefix(&self.lock(), ns, prefix, limit))
     }
+}
 
+impl StateBackend for BTreeStore {
     fn write(&self, batch: WriteBatch, _durability: Durability) -> Result<(), StorageError> {
         // All or nothing: every operation is applied under one lock, so no
         // reader ever sees part of the batch.
@@ -123,7 +125,7 @@ struct TableSnapshot {
     table: Table,
 }
 
-impl StateSnapshot for TableSnapshot {
+impl StateRead for TableSnapshot {
     fn get(&self, ns: Namespace, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         Ok(self.table.get(&(ns, key.to_vec())).cloned())
     }
@@ -136,7 +138,9 @@ impl StateSnapshot for TableSnapshot {
     ) -> Result<KeyValues, StorageError> {
         Ok(scan_prefix(&self.table, ns, prefix, limit))
     }
+}
 
+impl StateSnapshot for TableSnapshot {
     fn scan_range(
         &self,
         ns: Namespace,

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use sha3::{Digest, Sha3_256};
 
 use super::{
-    Durability, KeyValues, Namespace, StateBackend, StateSnapshot, StorageError, WriteBatch,
-    WriteOp,
+    Durability, KeyValues, Namespace, StateBackend, StateRead, StateSnapshot, StorageError,
+    WriteBatch, WriteOp,
 };
 
 type Table = BTreeMap<(Namespace, Vec<u8>), Vec<u8>>;
@@ -217,7 +217,7 @@ struct MemorySnapshot {
     table: Arc<Table>,
 }
 
-impl StateSnapshot for MemorySnapshot {
+impl StateRead for MemorySnapshot {
     fn get(&self, ns: Namespace, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         Ok(self.table.get(&(ns, key.to_vec())).cloned())
     }
@@ -230,7 +230,9 @@ impl StateSnapshot for MemorySnapshot {
     ) -> Result<KeyValues, StorageError> {
         Ok(scan_table(&self.table, ns, prefix, limit))
     }
+}
 
+impl StateSnapshot for MemorySnapshot {
     fn scan_range(
         &self,
         ns: Namespace,
@@ -242,7 +244,7 @@ impl StateSnapshot for MemorySnapshot {
     }
 }
 
-impl StateBackend for MemoryBackend {
+impl StateRead for MemoryBackend {
     fn get(&self, ns: Namespace, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         Ok(self.lock().table.get(&(ns, key.to_vec())).cloned())
     }
@@ -255,7 +257,9 @@ impl StateBackend for MemoryBackend {
     ) -> Result<KeyValues, StorageError> {
         Ok(scan_table(&self.lock().table, ns, prefix, limit))
     }
+}
 
+impl StateBackend for MemoryBackend {
     fn write(&self, batch: WriteBatch, durability: Durability) -> Result<(), StorageError> {
         let mut inner = self.lock();
         if durability == Durability::Durable {

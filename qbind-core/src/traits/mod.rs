@@ -167,19 +167,10 @@ pub enum StorageError {
 /// Key-value pairs returned by a scan, in ascending key order.
 pub type KeyValues = Vec<(Vec<u8>, Vec<u8>)>;
 
-/// Ordered key-value state storage with namespaces and atomic batches.
-///
-/// Contract:
-/// - **Ordering**: writes are applied in call order; a `get` after a
-///   returned `write` sees it. `scan_prefix` returns keys in ascending
-///   byte order.
-/// - **Atomicity**: a [`WriteBatch`] is applied entirely or not at all, also
-///   across a crash.
-/// - **Durability**: with [`Durability::Durable`], the batch is on stable
-///   storage when `write` returns; with `Buffered` it may be lost by a crash,
-///   but then together with every later batch (no holes).
-/// - **Errors**: typed [`StorageError`]s, never a panic.
-pub trait StateBackend: Send + Sync {
+/// Reads of a store, shared by the live [`StateBackend`] and its
+/// [`StateSnapshot`]s: ordered by key within a namespace, typed errors,
+/// never a panic.
+pub trait StateRead: Send + Sync {
     /// Read one value.
     fn get(&self, ns: Namespace, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError>;
 
@@ -199,7 +190,21 @@ pub trait StateBackend: Send + Sync {
         prefix: &[u8],
         limit: usize,
     ) -> Result<KeyValues, StorageError>;
+}
 
+/// Ordered key-value state storage with namespaces and atomic batches.
+///
+/// Contract:
+/// - **Ordering**: writes are applied in call order; a `get` after a
+///   returned `write` sees it. `scan_prefix` returns keys in ascending
+///   byte order.
+/// - **Atomicity**: a [`WriteBatch`] is applied entirely or not at all, also
+///   across a crash.
+/// - **Durability**: with [`Durability::Durable`], the batch is on stable
+///   storage when `write` returns; with `Buffered` it may be lost by a crash,
+///   but then together with every later batch (no holes).
+/// - **Errors**: typed [`StorageError`]s, never a panic.
+pub trait StateBackend: StateRead {
     /// Apply `batch` atomically with the given durability.
     fn write(&self, batch: WriteBatch, durability: Durability) -> Result<(), StorageError>;
 
@@ -230,7 +235,7 @@ pub trait StateBackend: Send + Sync {
 
 /// A shared store: the engine, a snapshotter and a pruner can each hold an
 /// `Arc` of one backend.
-impl<S: StateBackend + ?Sized> StateBackend for std::sync::Arc<S> {
+impl<S: StateRead + ?Sized> StateRead for std::sync::Arc<S> {
     fn get(&self, ns: Namespace, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         (**self).get(ns, key)
     }
@@ -251,7 +256,9 @@ impl<S: StateBackend + ?Sized> StateBackend for std::sync::Arc<S> {
     ) -> Result<KeyValues, StorageError> {
         (**self).scan_prefix(ns, prefix, limit)
     }
+}
 
+impl<S: StateBackend + ?Sized> StateBackend for std::sync::Arc<S> {
     fn write(&self, batch: WriteBatch, durability: Durability) -> Result<(), StorageError> {
         (**self).write(batch, durability)
     }
@@ -268,27 +275,7 @@ impl<S: StateBackend + ?Sized> StateBackend for std::sync::Arc<S> {
 /// A consistent read-only view of a [`StateBackend`] (see
 /// [`StateBackend::snapshot`]). Reads have the same ordering and error
 /// contract as the backend's.
-pub trait StateSnapshot: Send + Sync {
-    /// Read one value.
-    fn get(&self, ns: Namespace, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError>;
-
-    /// Read several values; the result has one entry per key, in order.
-    fn multi_get(
-        &self,
-        ns: Namespace,
-        keys: &[&[u8]],
-    ) -> Result<Vec<Option<Vec<u8>>>, StorageError> {
-        keys.iter().map(|k| self.get(ns, k)).collect()
-    }
-
-    /// Up to `limit` entries whose key starts with `prefix`, ascending.
-    fn scan_prefix(
-        &self,
-        ns: Namespace,
-        prefix: &[u8],
-        limit: usize,
-    ) -> Result<KeyValues, StorageError>;
-
+pub trait StateSnapshot: StateRead {
     /// Up to `limit` entries with `start <= key` and, if `end` is given,
     /// `key < end`, ascending. An empty range (`end <= start`) yields nothing.
     fn scan_range(

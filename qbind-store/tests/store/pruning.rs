@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use qbind_core::traits::{MemoryBackend, Namespace, StateBackend};
+use qbind_core::traits::{MemoryBackend, Namespace, StateRead};
 use qbind_store::metrics::StoreMetrics;
 use qbind_store::prune::{Pruner, RetentionMode};
 use qbind_store::workload::{Workload, block_key, qc_key};

@@ -26,7 +26,7 @@ use crate::sim::byzantine::{
 use crate::sim::checks::{Checker, Violation};
 use crate::sim::network::connected;
 use crate::sim::{Behavior, CommitRecord, Report, Scenario};
-use crate::traits::{MemoryBackend, Namespace, StateBackend};
+use crate::traits::{MemoryBackend, Namespace, StateRead};
 use crate::types::{Hash32, Height, Millis, NetworkEnvironment, ValidatorId, View};
 use crate::validator::{EpochSchedule, ValidatorSet};
 use effects::{Divergent, supply};
