@@ -150,6 +150,12 @@ impl Availability {
                 return Err((c.batch.digest, c.signers.iter().collect()));
             };
             for tx in &sb.batch.txs {
+                #[cfg(feature = "sim")]
+                if crate::mutants::active(crate::mutants::Mutant::DedupByProcessHistory)
+                    && !self.state.mutant_history.insert(Hash32::digest(tx))
+                {
+                    continue;
+                }
                 if seen.insert(Hash32::digest(tx)) {
                     out.push(tx.clone());
                 } else {

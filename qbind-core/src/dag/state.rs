@@ -46,6 +46,10 @@ pub(super) struct DagState {
     pub(super) to_deliver: VecDeque<CommittedBlock>,
     /// Counters.
     pub(super) metrics: DagMetrics,
+    /// Transactions this process delivered, kept only under the
+    /// `DedupByProcessHistory` mutant (`crate::mutants`; simulator tests).
+    #[cfg(feature = "sim")]
+    pub(super) mutant_history: BTreeSet<Hash32>,
 }
 
 impl DagState {
