@@ -149,6 +149,12 @@ pub enum Violation {
         /// How much it held.
         held: usize,
     },
+    /// The run processed its whole event budget without ending: something
+    /// loops without simulated time advancing.
+    EventBudget {
+        /// Simulated time when the budget ran out.
+        at: u64,
+    },
     /// The scenario could not be built (the run did not happen).
     InvalidScenario {
         /// Why.

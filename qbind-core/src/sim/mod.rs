@@ -96,6 +96,10 @@ pub struct Crash {
     pub after_send: bool,
 }
 
+/// The members of one epoch's validator set: (node index, stake), in
+/// position (validator id) order.
+pub type SetMembers = Vec<(usize, u64)>;
+
 /// A consensus-key rotation of one node (runbook §6.2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Rotation {
@@ -172,7 +176,7 @@ pub struct Scenario {
     pub(crate) twins: Vec<usize>,
     /// Blocks per epoch and the sets of epochs 1, 2, ... as (node, stake)
     /// lists (the last repeats).
-    pub(crate) epochs: Option<(u64, Vec<Vec<(usize, u64)>>)>,
+    pub(crate) epochs: Option<(u64, Vec<SetMembers>)>,
     /// Consensus-key rotations, in the order given.
     pub(crate) rotations: Vec<Rotation>,
     pub(crate) adversaries: Vec<Adversary>,

@@ -36,6 +36,10 @@ mod effects;
 mod outbound;
 mod setup;
 
+/// Events one run may process: a run that needs more is stuck (for
+/// example a node re-arming a timer at the same instant without end).
+const MAX_EVENTS: u64 = 400_000;
+
 enum Event {
     Deliver {
         to: usize,
@@ -230,6 +234,10 @@ impl Runner {
         }
         while let Some(Reverse((at, seq))) = self.queue.pop() {
             if at > self.sc.max_time {
+                break;
+            }
+            if self.processed >= MAX_EVENTS {
+                self.checker.report(Violation::EventBudget { at });
                 break;
             }
             let Some(event) = self.events.remove(&seq) else {
