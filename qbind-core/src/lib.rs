@@ -40,6 +40,7 @@ pub mod fee_mempool;
 pub mod key_rotation;
 pub mod mempool;
 pub mod monetary;
+pub mod mutants;
 pub mod quorum;
 pub mod replica;
 pub mod schema;

@@ -266,8 +266,13 @@ impl<S: StateBackend> Replica<S> {
     ) -> Result<(), ReplicaError> {
         match effect {
             Effect::PersistSafety(state) => {
-                self.store
-                    .write(schema::safety_batch(&state), Durability::Durable)?;
+                let durability =
+                    if crate::mutants::active(crate::mutants::Mutant::VoteBeforeDurable) {
+                        Durability::Buffered
+                    } else {
+                        Durability::Durable
+                    };
+                self.store.write(schema::safety_batch(&state), durability)?;
             }
             // Buffered: the durable safety-state write that precedes any vote
             // on this block makes it durable too (no holes).

@@ -220,6 +220,9 @@ impl ValidatorSet {
     /// Whether `stake` reaches a quorum.
     #[must_use]
     pub fn is_quorum(&self, stake: u64) -> bool {
+        if crate::mutants::active(crate::mutants::Mutant::QuorumOffByOne) {
+            return stake.saturating_add(1) >= self.quorum_stake();
+        }
         stake >= self.quorum_stake()
     }
 

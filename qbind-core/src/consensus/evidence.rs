@@ -172,6 +172,11 @@ pub(crate) struct EquivocationDetector {
 }
 
 impl EquivocationDetector {
+    /// Proposals and votes remembered (for bound checks).
+    pub(crate) fn entries(&self) -> usize {
+        self.proposals.len() + self.votes.len()
+    }
+
     /// Record a verified proposal; evidence if it conflicts with an earlier one.
     pub(crate) fn proposal(&mut self, header: &BlockHeader, sig: &Signature) -> Option<Evidence> {
         let key = (header.epoch, header.view, header.proposer);

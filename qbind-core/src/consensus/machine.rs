@@ -220,6 +220,16 @@ impl HotStuff {
         self.tree.pending_len()
     }
 
+    /// Entries held for other validators' votes, timeouts and signed
+    /// proposals (vote and timeout collectors, equivocation detector): what
+    /// a peer can make this validator store. Bounded by validators × views
+    /// kept × the epoch window (`KEEP_VIEWS` behind, `FUTURE_VIEWS` ahead,
+    /// the epoch window of votes and proposals); the simulator checks it.
+    #[must_use]
+    pub fn collector_entries(&self) -> usize {
+        self.votes.entries() + self.timeouts.entries() + self.detector.entries()
+    }
+
     // ------------------------------------------------------------ helpers
 
     /// Reject `view` if it is too far ahead to keep state for.
@@ -676,7 +686,9 @@ impl HotStuff {
         if qc.view() == View(0) {
             return Ok(());
         }
+        let unbound = crate::mutants::active(crate::mutants::Mutant::PreviousEpochCertificate);
         match self.tree.get(&qc.block_id()) {
+            _ if unbound => {}
             Some(b) if b.epoch() != qc.data.epoch || b.view() != qc.view() => {
                 return Err(ConsensusError::InvalidQc {
                     block: qc.block_id(),
@@ -710,7 +722,9 @@ impl HotStuff {
         let Some(block) = self.tree.get(&qc.block_id()).cloned() else {
             return;
         };
-        if block.epoch() != qc.data.epoch || block.view() != qc.view() {
+        if (block.epoch() != qc.data.epoch || block.view() != qc.view())
+            && !crate::mutants::active(crate::mutants::Mutant::PreviousEpochCertificate)
+        {
             return;
         }
         // 2-chain: the QC inside the certified block becomes the lock.

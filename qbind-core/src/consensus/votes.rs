@@ -46,8 +46,12 @@ impl VoteCollector {
             .pending
             .entry((data.epoch, data.view, data.block_id))
             .or_default();
-        entry.insert(voter, signature);
-        if !set.is_quorum(set.stake_of(entry.keys())) {
+        let repeated = entry.insert(voter, signature).is_some();
+        let mut stake = set.stake_of(entry.keys());
+        if repeated && crate::mutants::active(crate::mutants::Mutant::DuplicateSignerCounted) {
+            stake = stake.saturating_add(set.stake_of([&voter]));
+        }
+        if !set.is_quorum(stake) {
             return None;
         }
         let mut signers = SignerBitmap::new(set.len());
@@ -63,6 +67,12 @@ impl VoteCollector {
             signers,
             signatures,
         })
+    }
+
+    /// Signatures and first-vote records held (for bound checks).
+    pub(crate) fn entries(&self) -> usize {
+        self.pending.values().map(BTreeMap::len).sum::<usize>()
+            + self.voted.values().map(BTreeMap::len).sum::<usize>()
     }
 
     /// Forget everything below `view`.
@@ -133,6 +143,11 @@ impl TimeoutCollector {
                 signatures,
             }),
         }
+    }
+
+    /// Timeouts held (for bound checks).
+    pub(crate) fn entries(&self) -> usize {
+        self.views.values().map(BTreeMap::len).sum()
     }
 
     /// Forget everything below `view`.

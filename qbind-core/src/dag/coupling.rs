@@ -206,6 +206,16 @@ impl Availability {
         }
         let (out, repeats) = super::block_transactions(batches.into_iter().flatten());
         self.state.metrics.duplicate_txs_skipped += repeats;
+        // The mutation "dedup by process history" (sim only): skip what this
+        // process delivered before, as the code did before issue #17.
+        #[cfg(feature = "sim")]
+        if crate::mutants::active(crate::mutants::Mutant::DedupByProcessHistory) {
+            let history = &mut self.state.mutant_history;
+            return Ok(out
+                .into_iter()
+                .filter(|tx| history.insert(Hash32::digest(tx)))
+                .collect());
+        }
         Ok(out)
     }
 

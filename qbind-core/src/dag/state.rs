@@ -75,6 +75,10 @@ pub(super) struct DagState {
     pub(super) forget: Vec<Hash32>,
     /// Counters.
     pub(super) metrics: DagMetrics,
+    /// Transactions this process delivered, kept only under the
+    /// `DedupByProcessHistory` mutant (`crate::mutants`; simulator tests).
+    #[cfg(feature = "sim")]
+    pub(super) mutant_history: BTreeSet<Hash32>,
 }
 
 impl DagState {

@@ -107,6 +107,54 @@ pub enum Violation {
         /// Node index.
         node: usize,
     },
+    /// An honest node sent a certificate without valid signatures of more
+    /// than two thirds of its epoch's stake, or a QC whose epoch or view
+    /// differs from its block's.
+    BadCertificate {
+        /// Node index.
+        node: usize,
+        /// The certificate's view.
+        view: View,
+    },
+    /// A restarted honest node no longer remembers a vote or timeout it
+    /// sent before the crash (its safety state was not durable in time).
+    ForgotVote {
+        /// Node index.
+        node: usize,
+        /// The highest view it had signed in.
+        signed: View,
+        /// What it remembered at restart.
+        remembered: View,
+    },
+    /// An honest node decoded a message that was not canonically encoded
+    /// (trailing bytes).
+    NonCanonicalAccepted {
+        /// Node index.
+        node: usize,
+    },
+    /// An account's nonce advanced more often than distinct nonces of its
+    /// transactions were delivered: a transaction executed twice.
+    NonceReplay {
+        /// Node index.
+        node: usize,
+        /// Height executed.
+        height: Height,
+    },
+    /// An honest node held more than a stated bound.
+    OverBound {
+        /// Node index.
+        node: usize,
+        /// Which structure.
+        what: &'static str,
+        /// How much it held.
+        held: usize,
+    },
+    /// The run processed its whole event budget without ending: something
+    /// loops without simulated time advancing.
+    EventBudget {
+        /// Simulated time when the budget ran out.
+        at: u64,
+    },
     /// The scenario could not be built (the run did not happen).
     InvalidScenario {
         /// Why.
@@ -135,6 +183,8 @@ pub(crate) struct Checker {
     executed: BTreeMap<Height, Hash32>,
     executed_txs: BTreeMap<usize, std::collections::HashSet<Hash32>>,
     state_roots: BTreeMap<Height, Hash32>,
+    /// Highest view each honest node signed a vote or timeout in.
+    signed: BTreeMap<usize, View>,
     pub(crate) violations: Vec<Violation>,
 }
 
@@ -159,14 +209,43 @@ impl Checker {
         }
     }
 
-    /// An honest node delivered `txs` for execution at `height`.
-    pub(crate) fn execute(&mut self, node: usize, height: Height, txs: &[Vec<u8>]) {
+    /// Honest node `node` sent a vote or timeout for `view`.
+    pub(crate) fn signed(&mut self, node: usize, view: View) {
+        let v = self.signed.entry(node).or_default();
+        *v = (*v).max(view);
+    }
+
+    /// Honest node `node` restarted remembering `remembered` as its last
+    /// voted view.
+    pub(crate) fn restarted(&mut self, node: usize, _validator: ValidatorId, remembered: View) {
+        if let Some(&signed) = self.signed.get(&node)
+            && signed > remembered
+        {
+            self.push(Violation::ForgotVote {
+                node,
+                signed,
+                remembered,
+            });
+        }
+    }
+
+    /// An honest node delivered `txs` for execution at `height`. A
+    /// transaction an adversary resubmitted (`replayed`) may be delivered
+    /// again (execution refuses it by its nonce); any other twice is a
+    /// violation.
+    pub(crate) fn execute(
+        &mut self,
+        node: usize,
+        height: Height,
+        txs: &[Vec<u8>],
+        replayed: &std::collections::HashSet<Hash32>,
+    ) {
         let seen = self.executed_txs.entry(node).or_default();
         let mut twice = false;
         let mut list = Vec::new();
         for tx in txs {
             let id = Hash32::digest(tx);
-            twice |= !seen.insert(id);
+            twice |= !seen.insert(id) && !replayed.contains(&id);
             list.extend_from_slice(id.as_bytes());
         }
         if twice {

@@ -91,6 +91,65 @@ pub struct Crash {
     /// Crash right after the next safety-state write, before the message
     /// that depends on it leaves.
     pub after_persist: bool,
+    /// Crash right after the next vote or timeout has left (what was not
+    /// durable by then is lost).
+    pub after_send: bool,
+}
+
+/// The members of one epoch's validator set: (node index, stake), in
+/// position (validator id) order.
+pub type SetMembers = Vec<(usize, u64)>;
+
+/// A consensus-key rotation of one node (runbook §6.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rotation {
+    /// Node index.
+    pub node: usize,
+    /// First epoch in which the new key signs.
+    pub effective: u64,
+    /// Epochs after `effective` in which the old key still verifies
+    /// (planned rotations only).
+    pub grace: u64,
+    /// An emergency rotation: the old key is refused from `effective` on
+    /// (and an [`Adversary::OldKeys`] holds it).
+    pub emergency: bool,
+}
+
+/// An outside adversary injecting messages into the run (see
+/// docs/simulation.md, "Adversaries"). Validators named here count as
+/// faulty.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Adversary {
+    /// Holds the key of every validator that leaves the set at some epoch
+    /// and every key revoked by an emergency rotation; for each past epoch
+    /// in which these keys hold a quorum, forges QCs (far-future views,
+    /// views and epochs that differ from their block's), TCs, timeouts,
+    /// proposals and votes with them, and re-proposes real certificates of
+    /// previous epochs.
+    OldKeys,
+    /// Validator `node` forges QCs and TCs one stake unit short of a quorum
+    /// from the honest votes and timeouts it sees and its own signature.
+    Undersized {
+        /// The faulty validator.
+        node: usize,
+    },
+    /// Validator `node` sends validly signed votes, timeouts and proposals
+    /// with far-future views (up to `u64::MAX`) and epoch labels far from
+    /// the current one, and copies of honest messages with trailing bytes.
+    Mislabelled {
+        /// The faulty validator.
+        node: usize,
+    },
+    /// Replays committed transactions to random validators (use with
+    /// [`Scenario::transfers`] so that nonces matter).
+    Resubmitter,
+    /// Validator `node` floods: equivocating proposals for every view it
+    /// leads ahead, votes with bogus epochs, replayed honest votes, DAG
+    /// batches for far rounds; the bound checker watches every honest node.
+    Resources {
+        /// The faulty validator.
+        node: usize,
+    },
 }
 
 /// The liveness requirement checked after the last fault heals.
@@ -115,9 +174,13 @@ pub struct Scenario {
     pub(crate) crashes: Vec<Crash>,
     pub(crate) byzantine: Vec<(usize, Behavior)>,
     pub(crate) twins: Vec<usize>,
-    pub(crate) epoch_change: Option<(u64, Vec<u64>)>,
-    /// (node, effective epoch, grace epochs) of a consensus-key rotation.
-    pub(crate) key_rotation: Option<(usize, u64, u64)>,
+    /// Blocks per epoch and the sets of epochs 1, 2, ... as (node, stake)
+    /// lists (the last repeats).
+    pub(crate) epochs: Option<(u64, Vec<SetMembers>)>,
+    /// Consensus-key rotations, in the order given.
+    pub(crate) rotations: Vec<Rotation>,
+    pub(crate) adversaries: Vec<Adversary>,
+    pub(crate) mutants: Vec<crate::mutants::Mutant>,
     pub(crate) stakes: Vec<u64>,
     pub(crate) tx_interval: u64,
     pub(crate) max_block_txs: usize,
@@ -253,8 +316,10 @@ impl Scenario {
             crashes: Vec::new(),
             byzantine: Vec::new(),
             twins: Vec::new(),
-            epoch_change: None,
-            key_rotation: None,
+            epochs: None,
+            rotations: Vec::new(),
+            adversaries: Vec::new(),
+            mutants: Vec::new(),
             stakes: vec![1; n.max(1)],
             tx_interval: 0,
             max_block_txs: 100,
@@ -348,6 +413,7 @@ impl Scenario {
             at,
             restart,
             after_persist: false,
+            after_send: false,
         });
         self
     }
@@ -361,7 +427,38 @@ impl Scenario {
             at,
             restart: Some(restart),
             after_persist: true,
+            after_send: false,
         });
+        self
+    }
+
+    /// From `at` on, crash `node` right after its next vote or timeout has
+    /// left; restart at `restart`. A restarted validator must remember
+    /// every vote and timeout it sent ([`Violation::ForgotVote`]).
+    #[must_use]
+    pub fn crash_after_send(mut self, node: usize, at: u64, restart: u64) -> Self {
+        self.crashes.push(Crash {
+            node,
+            at,
+            restart: Some(restart),
+            after_persist: false,
+            after_send: true,
+        });
+        self
+    }
+
+    /// Add an outside adversary.
+    #[must_use]
+    pub fn adversary(mut self, adversary: Adversary) -> Self {
+        self.adversaries.push(adversary);
+        self
+    }
+
+    /// Switch on a deliberate bug for this run (mutation tests only; see
+    /// [`crate::mutants`]).
+    #[must_use]
+    pub fn mutant(mut self, mutant: crate::mutants::Mutant) -> Self {
+        self.mutants.push(mutant);
         self
     }
 
@@ -390,9 +487,40 @@ impl Scenario {
 
     /// Change the validator set after `epoch_length` blocks to validators
     /// with `stakes` (new validators get new keys and node indices).
+    /// Shorthand for [`Scenario::epochs`] with one later set.
     #[must_use]
-    pub fn epoch_change(mut self, epoch_length: u64, stakes: Vec<u64>) -> Self {
-        self.epoch_change = Some((epoch_length, stakes));
+    pub fn epoch_change(self, epoch_length: u64, stakes: Vec<u64>) -> Self {
+        let set = stakes.into_iter().enumerate().collect();
+        self.epochs(epoch_length, vec![set])
+    }
+
+    /// A schedule of validator sets: every epoch lasts `epoch_length`
+    /// blocks; epoch 0 has the initial validators, epoch `k >= 1` the set
+    /// `sets[k - 1]` (the last repeats), given as (node, stake) pairs.
+    ///
+    /// Validator ids are positions in a set, so a node keeps its position
+    /// for life: the `i`-th pair of a set is validator `i`. Any validator
+    /// may leave (its position is then taken by a joining node, which gets a
+    /// new key, or, for the last positions, the set shrinks), join, or
+    /// change its stake at any epoch. A node named at two positions is an
+    /// invalid scenario.
+    #[must_use]
+    pub fn epochs(mut self, epoch_length: u64, sets: Vec<Vec<(usize, u64)>>) -> Self {
+        self.epochs = Some((epoch_length, sets));
+        self
+    }
+
+    /// Node `node` loses its consensus key and rotates it in an emergency:
+    /// from `epoch` on only the new key verifies (runbook §6); the old one
+    /// is what an [`Adversary::OldKeys`] holds. Needs epochs.
+    #[must_use]
+    pub fn emergency_rotation(mut self, node: usize, epoch: u64) -> Self {
+        self.rotations.push(Rotation {
+            node,
+            effective: epoch,
+            grace: 0,
+            emergency: true,
+        });
         self
     }
 
@@ -403,7 +531,12 @@ impl Scenario {
     /// ([`Scenario::epoch_change`]).
     #[must_use]
     pub fn key_rotation(mut self, node: usize, effective_epoch: u64, grace_epochs: u64) -> Self {
-        self.key_rotation = Some((node, effective_epoch, grace_epochs));
+        self.rotations.push(Rotation {
+            node,
+            effective: effective_epoch,
+            grace: grace_epochs,
+            emergency: false,
+        });
         self
     }
 

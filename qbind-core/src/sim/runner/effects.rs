@@ -24,6 +24,10 @@ impl Runner {
                 if let Some(input) = self.act(i, action) {
                     inputs.push_back(input);
                 }
+                if self.nodes.get(i).is_none_or(|n| n.replica.is_none()) {
+                    // Crashed right after a send: nothing else happens.
+                    return;
+                }
             }
             let Some(input) = inputs.pop_front() else {
                 return;
@@ -67,10 +71,13 @@ impl Runner {
         match action {
             Action::Sign(job) => {
                 let n = &self.nodes[i];
-                let key = match (&n.rotated_key, n.machine()) {
-                    (Some((from, new)), Some(m)) if m.epoch() >= *from => new,
-                    _ => &n.key,
-                };
+                let epoch = n.machine().map(HotStuff::epoch).unwrap_or_default();
+                let key = n
+                    .rotated_keys
+                    .iter()
+                    .rev()
+                    .find(|(from, _)| epoch >= *from)
+                    .map_or(&n.key, |(_, k)| k);
                 let signature = sign_domain(key, self.env, job.request.kind, &job.request.message);
                 return Some(Input::Signed { job, signature });
             }
@@ -105,7 +112,8 @@ impl Runner {
                     .filter(|t| crate::sim::simtx::fee(t) == Some(crate::sim::simtx::HIGH_FEE))
                     .count() as u64;
                 if honest {
-                    self.checker.execute(i, height, &txs);
+                    self.checker.execute(i, height, &txs, &self.adv.replayed);
+                    self.note_delivered(i, height, &txs);
                 }
             }
             ReplicaEvent::Executed {

@@ -31,16 +31,26 @@ use crate::types::{Hash32, Height, Millis, NetworkEnvironment, ValidatorId, View
 use crate::validator::{EpochSchedule, ValidatorSet};
 use effects::{Divergent, supply};
 
+mod adversary;
 mod effects;
 mod outbound;
 mod setup;
+
+/// Events one run may process: a run that needs more is stuck (for
+/// example a node re-arming a timer at the same instant without end).
+const MAX_EVENTS: u64 = 400_000;
 
 enum Event {
     Deliver {
         to: usize,
         from: ValidatorId,
         bytes: Rc<Vec<u8>>,
+        /// Not a canonical encoding (an adversary appended bytes): an
+        /// honest decoder must refuse it.
+        noncanonical: bool,
     },
+    Adversary,
+    BoundCheck,
     Tick {
         node: usize,
         incarnation: u64,
@@ -48,6 +58,7 @@ enum Event {
     Crash {
         node: usize,
         after_persist: bool,
+        after_send: bool,
     },
     Restart {
         node: usize,
@@ -59,8 +70,9 @@ enum Event {
 struct SimNode {
     validator: ValidatorId,
     key: KeyPair,
-    /// A rotated consensus key and the epoch from which the node uses it.
-    rotated_key: Option<(crate::types::Epoch, KeyPair)>,
+    /// Rotated consensus keys and the epochs from which the node uses
+    /// them, in order.
+    rotated_keys: Vec<(crate::types::Epoch, KeyPair)>,
     behavior: Option<Behavior>,
     honest: bool,
     /// The running replica (`None` while crashed).
@@ -73,6 +85,8 @@ struct SimNode {
     executed_txs: u64,
     high_fee_executed: u64,
     crash_after_persist: bool,
+    /// Crash right after the next vote or timeout has left.
+    crash_after_send: bool,
     incarnation: u64,
     commits: Vec<CommitRecord>,
     executions: Vec<crate::sim::ExecRecord>,
@@ -112,6 +126,8 @@ pub(crate) struct Runner {
     workload: Option<crate::sim::transfers::Workload>,
     /// Fee account of each validator, by validator index.
     proposer_accounts: Vec<crate::types::AccountId>,
+    /// What the outside adversaries hold and have seen.
+    adv: adversary::AdversaryState,
 }
 
 impl SimNode {
@@ -119,7 +135,7 @@ impl SimNode {
         SimNode {
             validator: ValidatorId(validator as u32),
             key,
-            rotated_key: None,
+            rotated_keys: Vec::new(),
             behavior,
             honest,
             replica: None,
@@ -128,6 +144,7 @@ impl SimNode {
             executed_txs: 0,
             high_fee_executed: 0,
             crash_after_persist: false,
+            crash_after_send: false,
             incarnation: 0,
             commits: Vec::new(),
             executions: Vec::new(),
@@ -177,17 +194,6 @@ fn invalid(sc: &Scenario, why: &'static str) -> Box<Report> {
     })
 }
 
-fn make_set(keys: &[KeyPair], stakes: &[u64]) -> Option<ValidatorSet> {
-    ValidatorSet::new(
-        stakes
-            .iter()
-            .enumerate()
-            .filter_map(|(i, s)| keys.get(i).map(|k| (k.public_key().clone(), *s)))
-            .collect(),
-    )
-    .ok()
-}
-
 impl Runner {
     fn schedule_at(&mut self, at: u64, event: Event) {
         let seq = self.seq;
@@ -197,6 +203,8 @@ impl Runner {
     }
 
     pub(crate) fn run(mut self) -> Report {
+        #[cfg(feature = "sim")]
+        let _mutants = crate::mutants::Mutants::enable(&self.sc.mutants);
         for i in 0..self.nodes.len() {
             self.start_node(i);
         }
@@ -207,6 +215,7 @@ impl Runner {
                 Event::Crash {
                     node: c.node,
                     after_persist: c.after_persist,
+                    after_send: c.after_send,
                 },
             );
             if let Some(r) = c.restart {
@@ -216,11 +225,19 @@ impl Runner {
         if self.sc.tx_interval > 0 {
             self.schedule_at(self.sc.tx_interval, Event::SubmitTx);
         }
+        if !self.sc.adversaries.is_empty() {
+            self.schedule_at(adversary::EVERY_MS, Event::Adversary);
+            self.schedule_at(adversary::EVERY_MS, Event::BoundCheck);
+        }
         if let Some(f) = self.sc.fee_pool {
             self.schedule_at(f.flood_every_ms.max(1), Event::Flood);
         }
         while let Some(Reverse((at, seq))) = self.queue.pop() {
             if at > self.sc.max_time {
+                break;
+            }
+            if self.processed >= MAX_EVENTS {
+                self.checker.report(Violation::EventBudget { at });
                 break;
             }
             let Some(event) = self.events.remove(&seq) else {
@@ -385,9 +402,23 @@ impl Runner {
 
     fn handle(&mut self, seq: u64, event: Event) {
         match event {
-            Event::Deliver { to, from, bytes } => {
+            Event::Deliver {
+                to,
+                from,
+                bytes,
+                noncanonical,
+            } => {
                 self.log_event(seq, 1, to, &bytes);
-                self.deliver(to, from, &bytes);
+                self.deliver(to, from, &bytes, noncanonical);
+            }
+            Event::Adversary => {
+                self.log_event(seq, 7, 0, &[]);
+                self.adversary_tick();
+                self.schedule_at(self.now + adversary::EVERY_MS, Event::Adversary);
+            }
+            Event::BoundCheck => {
+                self.check_bounds();
+                self.schedule_at(self.now + adversary::EVERY_MS, Event::BoundCheck);
             }
             Event::Tick { node, incarnation } => {
                 self.log_event(seq, 2, node, &[]);
@@ -402,11 +433,13 @@ impl Runner {
             Event::Crash {
                 node,
                 after_persist,
+                after_send,
             } => {
                 self.log_event(seq, 3, node, &[u8::from(after_persist)]);
-                if after_persist {
+                if after_persist || after_send {
                     if let Some(n) = self.nodes.get_mut(node) {
-                        n.crash_after_persist = true;
+                        n.crash_after_persist = after_persist;
+                        n.crash_after_send = after_send;
                     }
                 } else {
                     self.crash(node);
@@ -416,6 +449,7 @@ impl Runner {
                 self.log_event(seq, 4, node, &[]);
                 if let Some(n) = self.nodes.get_mut(node) {
                     n.crash_after_persist = false;
+                    n.crash_after_send = false;
                 }
                 if self.nodes.get(node).is_some_and(|n| n.replica.is_none()) {
                     self.start_node(node);
@@ -500,6 +534,13 @@ impl Runner {
             }
             None => replica,
         };
+        // A restarted validator remembers every vote and timeout it sent:
+        // what it signed was durable before it left.
+        if self.nodes[i].honest {
+            let validator = self.nodes[i].validator;
+            let remembered = replica.machine().safety().last_voted_view;
+            self.checker.restarted(i, validator, remembered);
+        }
         self.nodes[i].replica = Some(replica);
         let now = Millis(self.now);
         let started = self.nodes[i].replica.as_mut().map(|r| r.start(now));
@@ -536,6 +577,7 @@ impl Runner {
             n.store.crash();
             n.incarnation += 1;
             n.crash_after_persist = false;
+            n.crash_after_send = false;
         }
     }
 
@@ -550,12 +592,19 @@ impl Runner {
         self.crash(i);
     }
 
-    fn deliver(&mut self, to: usize, from: ValidatorId, bytes: &[u8]) {
+    fn deliver(&mut self, to: usize, from: ValidatorId, bytes: &[u8], noncanonical: bool) {
         if self.nodes.get(to).is_none_or(|n| n.replica.is_none()) {
             return;
         }
         self.delivered += 1;
         let input = match ConsensusMsg::decode_message(bytes, &self.cfg.limits) {
+            Ok(_) if noncanonical => {
+                if self.nodes[to].honest {
+                    self.checker
+                        .report(Violation::NonCanonicalAccepted { node: to });
+                }
+                return;
+            }
             Ok(msg) => {
                 if let ConsensusMsg::Proposal(p) = &msg
                     && matches!(

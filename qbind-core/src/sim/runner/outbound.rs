@@ -13,6 +13,8 @@ impl Runner {
         };
         if honest {
             self.observe(me, &msg);
+            self.check_certificates(i, &msg);
+            self.adv.saw(&msg);
         }
         if let ConsensusMsg::Proposal(p) = &msg {
             self.proposed_at.entry(p.block.id()).or_insert(self.now);
@@ -101,6 +103,11 @@ impl Runner {
             if j != i && to.is_none_or(|v| self.nodes[j].validator == v) {
                 self.transmit(i, j, me, Rc::clone(&bytes));
             }
+        }
+        if self.nodes[i].crash_after_send
+            && matches!(msg, ConsensusMsg::Vote(_) | ConsensusMsg::Timeout(_))
+        {
+            self.crash(i);
         }
     }
 
@@ -226,6 +233,20 @@ impl Runner {
         bytes: Rc<Vec<u8>>,
         extra: u64,
     ) {
+        self.transmit_marked(from, to, from_v, bytes, extra, false);
+    }
+
+    /// Like `transmit_after`; `noncanonical` marks bytes an honest decoder
+    /// must refuse.
+    pub(super) fn transmit_marked(
+        &mut self,
+        from: usize,
+        to: usize,
+        from_v: ValidatorId,
+        bytes: Rc<Vec<u8>>,
+        extra: u64,
+        noncanonical: bool,
+    ) {
         if !connected(&self.sc.partitions, self.now, from, to) {
             return;
         }
@@ -246,6 +267,7 @@ impl Runner {
                     to,
                     from: from_v,
                     bytes: Rc::clone(&bytes),
+                    noncanonical,
                 },
             );
         }

@@ -14,37 +14,36 @@ impl Runner {
             sc.seed = seed;
         }
         let env = NetworkEnvironment::Devnet;
-        let n0 = sc.stakes.len();
-        let n_all = sc
-            .epoch_change
-            .as_ref()
-            .map_or(n0, |(_, later)| n0.max(later.len()));
-        let keys: Vec<KeyPair> = (0..n_all).map(validator_key).collect();
-        let (schedule, rotated_key) = build_schedule(&sc, &keys, env)?;
+        let plan = plan(&sc)?;
+        let keys: Vec<KeyPair> = (0..plan.slot.len()).map(validator_key).collect();
+        let (schedule, new_keys, revoked) = build_schedule(&sc, &plan, &keys, env)?;
         let (cfg, workload) = build_config(&sc, env)?;
         let mut nodes: Vec<SimNode> = keys
             .iter()
             .enumerate()
             .map(|(i, key)| {
                 let behavior = sc.byzantine.iter().find(|(n, _)| *n == i).map(|(_, b)| *b);
+                let faulty = sc.adversaries.iter().any(|a| adversary_node(a) == Some(i))
+                    || taken_over(&plan, i);
                 SimNode::new(
-                    i,
+                    plan.slot[i],
                     key.clone(),
                     behavior,
-                    behavior.is_none() && !sc.twins.contains(&i),
+                    behavior.is_none() && !faulty && !sc.twins.contains(&i),
                 )
             })
             .collect();
-        if let Some((node, from, key)) = rotated_key
-            && let Some(n) = nodes.get_mut(node)
-        {
-            n.rotated_key = Some((from, key));
-        }
-        for &t in &sc.twins {
-            if let Some(k) = keys.get(t) {
-                nodes.push(SimNode::new(t, k.clone(), None, false));
+        for (node, from, key) in new_keys {
+            if let Some(n) = nodes.get_mut(node) {
+                n.rotated_keys.push((from, key));
             }
         }
+        for &t in &sc.twins {
+            if let (Some(k), Some(&pos)) = (keys.get(t), plan.slot.get(t)) {
+                nodes.push(SimNode::new(pos, k.clone(), None, false));
+            }
+        }
+        let held_keys = held_keys(&plan, &keys, revoked);
         if let Some(w) = &workload {
             for n in &mut nodes {
                 if TransferApplication::write_genesis(&n.store, w.genesis()).is_err() {
@@ -85,79 +84,219 @@ impl Runner {
             checked_blocks: std::collections::HashSet::new(),
             high_fee_submitted: 0,
             alternates: HashMap::new(),
+            adv: super::adversary::AdversaryState::new(held_keys),
             sc,
         })
     }
 }
 
-/// The validator sets of `sc` (with its epoch change) and the key rotation
-/// it asks for: the schedule and the rotated node with its new key.
-#[allow(clippy::type_complexity)]
-fn build_schedule(
-    sc: &Scenario,
-    keys: &[KeyPair],
-    env: NetworkEnvironment,
-) -> Result<(EpochSchedule, Option<(usize, crate::types::Epoch, KeyPair)>), Box<Report>> {
-    let Some(first) = make_set(keys, &sc.stakes) else {
-        return Err(invalid(sc, "initial stakes do not form a validator set"));
-    };
-    let schedule = match &sc.epoch_change {
-        Some((len, later)) => match make_set(keys, later) {
-            Some(set) => EpochSchedule::with_epochs(*len, first, vec![set]),
-            None => return Err(invalid(sc, "epoch stakes do not form a validator set")),
-        },
-        None => EpochSchedule::fixed(first),
-    };
-    let mut rotated_key = None;
-    let schedule = match sc.key_rotation {
-        None => schedule,
-        Some((node, effective, grace)) => {
-            let Some(old) = keys.get(node) else {
-                return Err(invalid(sc, "key rotation of an unknown node"));
-            };
-            if sc.epoch_change.is_none() || effective == 0 {
-                return Err(invalid(
-                    sc,
-                    "a key rotation needs epochs and an effective epoch of at least 1",
-                ));
-            }
-            let new = KeyPair::from_seed(&[0xa5; 32]);
-            let mut registry = crate::key_rotation::ValidatorKeyRegistry::new();
-            for (i, k) in keys.iter().enumerate() {
-                registry.register(
-                    ValidatorId(i as u32),
-                    crate::key_rotation::KeyRole::Consensus,
-                    k.public_key().as_bytes().to_vec(),
-                );
-            }
-            let event = crate::key_rotation::KeyRotationEvent {
-                validator_id: ValidatorId(node as u32),
-                key_kind: crate::key_rotation::KeyRole::Consensus,
-                old_key: old.public_key().as_bytes().to_vec(),
-                new_key: new.public_key().as_bytes().to_vec(),
-                effective_epoch: crate::types::Epoch(effective),
-                grace_epochs: grace,
-                emergency: false,
-            };
-            let applied = event
-                .sign(env, old)
-                .map_err(|e| e.to_string())
-                .and_then(|signed| {
-                    registry
-                        .apply(&signed, env, crate::types::Epoch(effective - 1))
-                        .map_err(|e| e.to_string())
-                });
-            if applied.is_err() {
-                return Err(invalid(sc, "the key rotation event does not apply"));
-            }
-            rotated_key = Some((node, crate::types::Epoch(effective), new));
-            match schedule.with_key_registry(registry) {
-                Ok(s) => s,
-                Err(_) => return Err(invalid(sc, "key registry")),
+/// The schedule `sc` asks for, as sets of node indices.
+pub(super) struct Plan {
+    /// Epoch length and, per epoch from 0, the (node, stake) members in
+    /// position order.
+    pub(super) sets: Vec<Vec<(usize, u64)>>,
+    pub(super) epoch_length: Option<u64>,
+    /// Validator id (position) of every node.
+    pub(super) slot: Vec<usize>,
+}
+
+/// Check the set schedule of `sc`: every node keeps one position.
+pub(super) fn plan(sc: &Scenario) -> Result<Plan, Box<Report>> {
+    let mut sets = vec![sc.stakes.iter().copied().enumerate().collect::<Vec<_>>()];
+    let mut epoch_length = None;
+    if let Some((len, later)) = &sc.epochs {
+        sets.extend(later.iter().cloned());
+        epoch_length = Some(*len);
+    }
+    let n_all = sets
+        .iter()
+        .flatten()
+        .map(|(node, _)| node + 1)
+        .max()
+        .unwrap_or(0);
+    let mut slot: Vec<Option<usize>> = vec![None; n_all];
+    for set in &sets {
+        for (pos, (node, _)) in set.iter().enumerate() {
+            match slot.get(*node).copied().flatten() {
+                Some(p) if p != pos => {
+                    return Err(invalid(sc, "a node at two positions (ids are positions)"));
+                }
+                _ => slot[*node] = Some(pos),
             }
         }
+    }
+    let slot = slot
+        .into_iter()
+        .collect::<Option<Vec<usize>>>()
+        .ok_or_else(|| invalid(sc, "a node index that no set names"))?;
+    Ok(Plan {
+        sets,
+        epoch_length,
+        slot,
+    })
+}
+
+fn set_of(keys: &[KeyPair], members: &[(usize, u64)]) -> Option<ValidatorSet> {
+    ValidatorSet::new(
+        members
+            .iter()
+            .filter_map(|(node, stake)| keys.get(*node).map(|k| (k.public_key().clone(), *stake)))
+            .collect(),
+    )
+    .ok()
+}
+
+/// Keys each node signs with from an epoch on (after rotations).
+pub(super) type NewKeys = Vec<(usize, crate::types::Epoch, KeyPair)>;
+
+/// The schedule of `plan` with the rotations of `sc`, the new keys of
+/// rotated nodes, and the keys revoked by emergency rotations.
+pub(super) fn build_schedule(
+    sc: &Scenario,
+    plan: &Plan,
+    keys: &[KeyPair],
+    env: NetworkEnvironment,
+) -> Result<(EpochSchedule, NewKeys, Vec<KeyPair>), Box<Report>> {
+    let mut sets = Vec::new();
+    for members in &plan.sets {
+        match set_of(keys, members) {
+            Some(s) => sets.push(s),
+            None => return Err(invalid(sc, "epoch stakes do not form a validator set")),
+        }
+    }
+    let mut sets = sets.into_iter();
+    let Some(first) = sets.next() else {
+        return Err(invalid(sc, "initial stakes do not form a validator set"));
     };
-    Ok((schedule, rotated_key))
+    let schedule = match plan.epoch_length {
+        Some(len) => EpochSchedule::with_epochs(len, first, sets.collect()),
+        None => EpochSchedule::fixed(first),
+    };
+    if sc.rotations.is_empty() {
+        return Ok((schedule, Vec::new(), Vec::new()));
+    }
+    if plan.epoch_length.is_none() || sc.rotations.iter().any(|r| r.effective == 0) {
+        return Err(invalid(
+            sc,
+            "a key rotation needs epochs and an effective epoch of at least 1",
+        ));
+    }
+    // The registry knows one key per position: a position taken over by a
+    // joining node is a rotation to its key, effective when it joins.
+    let mut registry = crate::key_rotation::ValidatorKeyRegistry::new();
+    let mut occupant: BTreeMap<usize, usize> = BTreeMap::new();
+    let mut events: Vec<(u64, usize, crate::sim::Rotation)> = Vec::new();
+    for (epoch, members) in plan.sets.iter().enumerate() {
+        for (pos, (node, _)) in members.iter().enumerate() {
+            match occupant.insert(pos, *node) {
+                None => registry.register(
+                    ValidatorId(pos as u32),
+                    crate::key_rotation::KeyRole::Consensus,
+                    keys[*node].public_key().as_bytes().to_vec(),
+                ),
+                Some(prev) if prev != *node => events.push((
+                    epoch as u64,
+                    *node,
+                    crate::sim::Rotation {
+                        node: prev,
+                        effective: epoch as u64,
+                        grace: 0,
+                        emergency: false,
+                    },
+                )),
+                Some(_) => {}
+            }
+        }
+    }
+    let mut current: BTreeMap<usize, KeyPair> = keys.iter().cloned().enumerate().collect();
+    let mut new_keys = Vec::new();
+    let mut revoked = Vec::new();
+    for (k, r) in sc.rotations.iter().enumerate() {
+        events.push((r.effective, usize::MAX - k, *r));
+    }
+    events.sort_by_key(|(epoch, _, _)| *epoch);
+    for (epoch, taker, r) in events {
+        let (Some(old), Some(&pos)) = (current.get(&r.node).cloned(), plan.slot.get(r.node)) else {
+            return Err(invalid(sc, "key rotation of an unknown node"));
+        };
+        // A rotation of the node itself gets a fresh key; a take-over is
+        // to the joining node's key.
+        let new = match keys.get(taker) {
+            Some(k) => k.clone(),
+            None => {
+                let mut seed = [0xa5u8; 32];
+                seed[..8].copy_from_slice(&(r.node as u64).to_be_bytes());
+                seed[8..16].copy_from_slice(&epoch.to_be_bytes());
+                KeyPair::from_seed(&seed)
+            }
+        };
+        let event = crate::key_rotation::KeyRotationEvent {
+            validator_id: ValidatorId(pos as u32),
+            key_kind: crate::key_rotation::KeyRole::Consensus,
+            old_key: old.public_key().as_bytes().to_vec(),
+            new_key: new.public_key().as_bytes().to_vec(),
+            effective_epoch: crate::types::Epoch(epoch),
+            grace_epochs: r.grace,
+            emergency: r.emergency,
+        };
+        let at = crate::types::Epoch(if r.emergency { epoch } else { epoch - 1 });
+        let applied = event
+            .sign(env, &old)
+            .map_err(|e| e.to_string())
+            .and_then(|signed| registry.apply(&signed, env, at).map_err(|e| e.to_string()));
+        if applied.is_err() {
+            return Err(invalid(sc, "a key rotation event does not apply"));
+        }
+        if keys.get(taker).is_none() {
+            if r.emergency {
+                revoked.push(old);
+            }
+            new_keys.push((r.node, crate::types::Epoch(epoch), new.clone()));
+            current.insert(r.node, new);
+        }
+    }
+    match schedule.with_key_registry(registry) {
+        Ok(s) => Ok((s, new_keys, revoked)),
+        Err(_) => Err(invalid(sc, "key registry")),
+    }
+}
+
+/// Whether another node takes over node `i`'s position in a later set.
+/// Validator ids are positions, so such a retired node, still running,
+/// believes itself a member under its successor's id (and signs with its
+/// own, now refused, key): it runs on but is not checked as honest.
+fn taken_over(plan: &Plan, i: usize) -> bool {
+    let Some(&pos) = plan.slot.get(i) else {
+        return false;
+    };
+    plan.sets
+        .iter()
+        .any(|set| set.get(pos).is_some_and(|(node, _)| *node != i))
+}
+
+/// The node an adversary runs as, if any.
+pub(super) fn adversary_node(a: &crate::sim::Adversary) -> Option<usize> {
+    use crate::sim::Adversary;
+    match a {
+        Adversary::Undersized { node }
+        | Adversary::Mislabelled { node }
+        | Adversary::Resources { node } => Some(*node),
+        Adversary::OldKeys | Adversary::Resubmitter => None,
+    }
+}
+
+/// Keys an [`Adversary::OldKeys`](crate::sim::Adversary::OldKeys) holds:
+/// those of nodes missing from the last set, and revoked ones.
+fn held_keys(plan: &Plan, keys: &[KeyPair], revoked: Vec<KeyPair>) -> Vec<KeyPair> {
+    let last = plan.sets.last().cloned().unwrap_or_default();
+    let mut held: Vec<KeyPair> = keys
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !last.iter().any(|(n, _)| n == i))
+        .map(|(_, k)| k.clone())
+        .collect();
+    held.extend(revoked);
+    held
 }
 
 /// The consensus configuration for `sc`, and its transfer workload.
