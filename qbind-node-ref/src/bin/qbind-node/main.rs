@@ -30,7 +30,9 @@ use std::time::Duration;
 use clap::Parser;
 use qbind_node_ref::config::config_file_args;
 use qbind_node_ref::genesis::Genesis;
-use qbind_node_ref::local::{Executor, FastSync, Keys, LocalOptions, Network, run_local};
+use qbind_node_ref::local::{
+    ApiOptions, Executor, FastSync, Keys, LocalOptions, Network, run_local,
+};
 use qbind_node_ref::node::{Maintenance, NodeError, init_data_dir, retention_mode};
 use qbind_node_ref::profile::Profile;
 use qbind_store::snapshot::SnapshotConfig;
@@ -167,6 +169,10 @@ fn local_options(
         tx_interval: Duration::from_millis(args.tx_interval_ms),
         accounts: args.accounts,
         metrics_addr: args.metrics_addr,
+        api: args.api_addr.map(|addr| ApiOptions {
+            addr,
+            validator: args.api_validator,
+        }),
         maintenance: Maintenance {
             snapshots: args.snapshot_dir.clone().map(|dir| SnapshotConfig {
                 snapshot_dir: dir,
