@@ -2,7 +2,8 @@
 //! generator off) serves the public API; a transfer submitted with
 //! `qbind-client` from a funded DevNet seed account to a new account is
 //! committed, its receipt and the new balance read back; a bad signature,
-//! a stale nonce and malformed JSON each get their 4xx and change nothing;
+//! a stale nonce, a wrong chain, a huge body and malformed JSON each get
+//! their 4xx and change nothing;
 //! the node stops cleanly on SIGINT.
 
 mod common;
@@ -137,6 +138,31 @@ fn node_serves_the_api_transfer_commits_and_bad_inputs_change_nothing() {
             api_code(client.submit_bytes(&forged).await),
             (422, "invalid_signature".into())
         );
+        // Signed for another network.
+        let other = Transaction::sign(
+            &sender_key,
+            NetworkEnvironment::Testnet,
+            1,
+            TransferPayload::V1(TransferPayloadV1 {
+                recipient,
+                amount: 1,
+                gas_limit: 40_000,
+                max_fee_per_gas: 1,
+            }),
+        );
+        assert_eq!(
+            api_code(client.submit(&other).await),
+            (422, "wrong_chain".into())
+        );
+        // A body over the limit.
+        let huge = reqwest::Client::new()
+            .post(format!("{url}/v1/tx"))
+            .header("content-type", "application/json")
+            .body(format!("{{\"tx\": \"{}\"}}", "00".repeat(20_000)))
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(huge.status().as_u16(), 413);
         // Malformed JSON.
         let response = reqwest::Client::new()
             .post(format!("{url}/v1/tx"))
@@ -160,7 +186,7 @@ fn node_serves_the_api_transfer_commits_and_bad_inputs_change_nothing() {
         }
         assert_eq!(client.account(sender).await.expect("sender"), after);
         assert_eq!(client.account(recipient).await.expect("recipient"), got);
-        for refused in [stale.to_bytes(), forged] {
+        for refused in [stale.to_bytes(), forged, other.to_bytes()] {
             let h = qbind_core::types::Hash32::digest(&refused);
             let e = client.tx_status(h).await.expect_err("unknown");
             assert_eq!(e.api_code(), Some("tx_not_found"));
