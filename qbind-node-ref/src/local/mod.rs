@@ -5,7 +5,10 @@
 //! (chained HotStuff, FIFO or DAG payloads, the fee-priority pool,
 //! execution of signed transfers with the state written atomically per
 //! block). A load generator submits signed transfers between funded
-//! accounts. Stopping and starting again resumes from the stores.
+//! accounts; with [`LocalOptions::api`] one validator also serves the public
+//! HTTP/JSON API (`qbind-api`: submissions pass the admission check against
+//! its executed state; receipts come from a bounded in-memory index).
+//! Stopping and starting again resumes from the stores.
 //!
 //! A run has three stages: configuration ([`LocalOptions`] → `builder`:
 //! the chain), services (`services`, `loadgen`, `render`: stores, engines,

@@ -11,7 +11,9 @@
 //! `--snapshot-interval`, `--max-snapshots`, `--state-retention-mode`,
 //! `--state-retain-height`, `--fast-sync-snapshot-dir` with
 //! `--trusted-snapshot-anchor`) and a Prometheus endpoint
-//! (`--metrics-addr`). SIGINT and SIGTERM stop it after the current block.
+//! (`--metrics-addr`). `--api-addr` serves the public HTTP/JSON API
+//! (docs/api.md) over one of its validators (`--api-validator`). SIGINT and
+//! SIGTERM stop it after the current block.
 //!
 //! ```text
 //! qbind-node --profile devnet --data-dir /tmp/qbind --local-validators 4 --blocks 50
