@@ -40,6 +40,7 @@ fn options(data: &Path, snapshots: &Path, blocks: u64) -> LocalOptions {
         keys: qbind_node_ref::local::Keys::Devnet,
         genesis: None,
         settings: qbind_node_ref::local::ChainSettings::default(),
+        api: None,
     }
 }
 

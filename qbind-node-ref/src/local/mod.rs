@@ -5,7 +5,10 @@
 //! (chained HotStuff, FIFO or DAG payloads, the fee-priority pool,
 //! execution of signed transfers with the state written atomically per
 //! block). A load generator submits signed transfers between funded
-//! accounts. Stopping and starting again resumes from the stores.
+//! accounts; with [`LocalOptions::api`] one validator also serves the public
+//! HTTP/JSON API (`qbind-api`: submissions pass the admission check against
+//! its executed state; receipts come from a bounded in-memory index).
+//! Stopping and starting again resumes from the stores.
 //!
 //! A run has three stages: configuration ([`LocalOptions`] → `builder`:
 //! the chain), services (`services`, `loadgen`, `render`: stores, engines,
@@ -40,12 +43,14 @@ use crate::node::{Maintenance, NodeError};
 use crate::profile::Profile;
 use crate::validator_set::ValidatorSetFile;
 
+mod api;
 mod builder;
 mod loadgen;
 mod render;
 mod run;
 mod services;
 
+pub use api::{BLOCK_WINDOW, PENDING_CAPACITY, PENDING_TTL, RECEIPT_CAPACITY, ReceiptIndex};
 pub use loadgen::MAX_IN_FLIGHT;
 
 /// Genesis balance of every DevNet account.
@@ -108,6 +113,20 @@ pub struct LocalOptions {
     pub genesis: Option<Box<Genesis>>,
     /// Profile-derived settings (DevNet defaults: [`ChainSettings::default`]).
     pub settings: ChainSettings,
+    /// Serve the public HTTP/JSON API (`qbind-api`) over one local
+    /// validator (`--api-addr`, `--api-validator`).
+    pub api: Option<ApiOptions>,
+}
+
+/// Where and over which validator the public API is served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ApiOptions {
+    /// Listen here (port 0: a free port; the address is printed).
+    pub addr: SocketAddr,
+    /// The validator (index in the network) whose pool receives the
+    /// submissions and whose store answers the reads; it must run in this
+    /// process. `None`: the first validator of the process.
+    pub validator: Option<usize>,
 }
 
 /// Where the load generator's accounts come from.
@@ -348,8 +367,19 @@ async fn start(
         submitted: Arc::clone(&submitted),
     }
     .spawn(engines.stopped.clone());
+    let api = match start_api(opts, chain, &stores, &engines, &shared, out).await {
+        Ok(api) => api,
+        Err(error) => {
+            let _ = engines.stop.send(true);
+            for s in stores.services.drain(..) {
+                s.stop();
+            }
+            return Err(error);
+        }
+    };
     Ok(run::Running {
         local: chain.local.clone(),
+        api,
         blocks: opts.blocks,
         summary: RunSummary {
             validators: chain.local.clone(),
@@ -363,6 +393,69 @@ async fn start(
         submitted,
         signer_exit: chain.signer_exit.take(),
     })
+}
+
+/// Bind and spawn the public API if it is configured: (the local slot it
+/// serves, its receipt index, the server task).
+async fn start_api(
+    opts: &LocalOptions,
+    chain: &builder::Chain,
+    stores: &services::Stores,
+    engines: &services::Engines,
+    shared: &Arc<render::Shared>,
+    out: &impl Fn(&str),
+) -> Result<Option<run::RunningApi>, NodeError> {
+    let (Some(api_opts), Some((slot, index))) = (opts.api, engines.api_index.clone()) else {
+        return Ok(None);
+    };
+    let backend = api::NodeApi {
+        env: chain.env,
+        admission: qbind_core::execution::AdmissionPolicy::new(chain.env, chain.execution.config),
+        store: Arc::clone(&stores.stores[slot]),
+        submit: engines.submit[slot].clone(),
+        index: Arc::clone(&index),
+        shared: Arc::clone(shared),
+        slot,
+        n: chain.n,
+    };
+    let server = qbind_api::ApiServer::bind(
+        api_opts.addr,
+        Arc::new(backend),
+        qbind_api::ApiConfig::default(),
+    )
+    .await
+    .map_err(|e| NodeError::Config(format!("public API: {e}")))?;
+    out(&format!(
+        "API of validator {} on http://{}",
+        chain.local[slot],
+        server.local_addr()
+    ));
+    let mut stopped = engines.stopped.clone();
+    let task = tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        };
+        if let Err(e) = server.run(shutdown).await {
+            tracing::warn!("public API stopped: {e}");
+        }
+    });
+    Ok(Some(run::RunningApi { slot, index, task }))
+}
+
+/// The local slot the API serves, checked against the validators of the
+/// process.
+fn api_slot(opts: &LocalOptions, local: &[usize]) -> Result<Option<usize>, NodeError> {
+    let Some(api) = opts.api else {
+        return Ok(None);
+    };
+    match api.validator {
+        None => Ok(Some(0)),
+        Some(v) => local.iter().position(|i| *i == v).map(Some).ok_or_else(|| {
+            NodeError::Config(format!(
+                "--api-validator {v} is not a validator of this process ({local:?})"
+            ))
+        }),
+    }
 }
 
 /// Start the engines and the `/metrics` endpoint.

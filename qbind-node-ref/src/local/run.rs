@@ -18,8 +18,20 @@ use super::render::Shared;
 use super::services::{EngineHandle, Engines};
 use crate::node::{NodeError, Services};
 
+/// The public API of a running node.
+pub(super) struct RunningApi {
+    /// The local slot it serves.
+    pub(super) slot: usize,
+    /// Its receipt index, fed from that slot's events.
+    pub(super) index: Arc<super::ReceiptIndex>,
+    /// The server task (ends once the node stops and requests finished).
+    pub(super) task: tokio::task::JoinHandle<()>,
+}
+
 /// A started node: what [`Running::run`] follows and stops.
 pub(super) struct Running {
+    /// The public API, if served.
+    pub(super) api: Option<RunningApi>,
     /// Validators of this process (local slot → index).
     pub(super) local: Vec<usize>,
     /// Stop after every local validator executed this many more blocks (0:
@@ -172,6 +184,15 @@ impl Running {
             if slot == 0 {
                 print_epoch(&ev, out);
             }
+            if let Some(api) = self.api.as_ref().filter(|a| a.slot == slot) {
+                match &ev {
+                    EngineEvent::Delivered { height, txs, .. } => api.index.delivered(*height, txs),
+                    EngineEvent::Executed {
+                        height, state_root, ..
+                    } => api.index.executed(*height, *state_root),
+                    _ => {}
+                }
+            }
             if let EngineEvent::Executed {
                 height,
                 state_root,
@@ -198,6 +219,10 @@ impl Running {
         self.summary.state_root = vec![Hash32::ZERO; self.local.len()];
         let ended = self.follow(&mut shutdown, out).await;
         let _ = self.engines.stop.send(true);
+        if let Some(api) = self.api.take() {
+            // No more submissions; requests in flight finish.
+            let _ = api.task.await;
+        }
         if let Some(generator) = self.generator.take() {
             let _ = generator.await;
         }

@@ -19,6 +19,7 @@ use qbind_core::validator::EpochSchedule;
 use qbind_store::FjallBackend;
 use tokio::sync::{mpsc, watch};
 
+use super::api::{ReceiptIndex, Recording};
 use super::builder::Chain;
 use super::render::{Shared, render};
 use super::{Executor, Keys, LocalOptions, Network, p2p_identity, validator_key};
@@ -161,6 +162,9 @@ pub(super) struct Engines {
     pub(super) consensus: Vec<watch::Receiver<ConsensusMetrics>>,
     /// P2P metrics per engine (KEMTLS only).
     pub(super) net: Vec<Option<Arc<qbind_net::NetMetrics>>>,
+    /// The local slot the public API serves and its receipt index (filled
+    /// by that engine's executor).
+    pub(super) api_index: Option<(usize, Arc<ReceiptIndex>)>,
 }
 
 /// Start one engine per local validator on its transport.
@@ -180,6 +184,8 @@ pub(super) async fn start_engines(
         stopped,
         consensus: Vec::with_capacity(chain.local.len()),
         net: Vec::with_capacity(chain.local.len()),
+        api_index: super::api_slot(opts, &chain.local)?
+            .map(|slot| (slot, Arc::new(ReceiptIndex::default()))),
     };
     let mut memory: Vec<_> = match opts.network {
         Network::Memory => MemoryNetwork::endpoints(chain.n)
@@ -252,16 +258,34 @@ fn engine_parts(
         events: ev_tx,
         submissions: tx_out,
         metrics: m_tx,
-        execution: match opts.executor {
-            Executor::StageB => Box::new(
-                chain
-                    .execution
-                    .clone()
-                    .with_executor(qbind_exec::StageBExecutor::default()),
-            ),
-            Executor::Sequential => Box::new(chain.execution.clone()),
-        },
+        execution: application(opts, chain, engines.api_index.as_ref(), slot),
         stop: engines.stopped.clone(),
+    }
+}
+
+/// The application of local slot `slot`: the chain's, with the chosen
+/// executor; the API's slot records receipts in its index.
+fn application(
+    opts: &LocalOptions,
+    chain: &Chain,
+    api: Option<&(usize, Arc<ReceiptIndex>)>,
+    slot: usize,
+) -> Box<dyn Application<Arc<FjallBackend>>> {
+    let app = chain.execution.clone();
+    let index = api.filter(|(s, _)| *s == slot).map(|(_, i)| Arc::clone(i));
+    match (opts.executor, index) {
+        (Executor::StageB, None) => {
+            Box::new(app.with_executor(qbind_exec::StageBExecutor::default()))
+        }
+        (Executor::StageB, Some(index)) => Box::new(app.with_executor(Recording {
+            inner: qbind_exec::StageBExecutor::default(),
+            index,
+        })),
+        (Executor::Sequential, None) => Box::new(app),
+        (Executor::Sequential, Some(index)) => Box::new(app.with_executor(Recording {
+            inner: qbind_core::execution::SequentialExecutor,
+            index,
+        })),
     }
 }
 

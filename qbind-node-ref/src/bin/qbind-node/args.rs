@@ -154,6 +154,14 @@ pub(crate) struct Args {
     /// Serve Prometheus metrics at http://ADDR/metrics.
     #[arg(long)]
     pub(crate) metrics_addr: Option<SocketAddr>,
+    /// Serve the public HTTP/JSON API (docs/api.md) at this address (port 0:
+    /// a free port, printed). Bind a loopback or private address.
+    #[arg(long)]
+    pub(crate) api_addr: Option<SocketAddr>,
+    /// The validator whose pool and store the API uses; it must run in this
+    /// process (default: the first validator of the process).
+    #[arg(long, requires = "api_addr")]
+    pub(crate) api_validator: Option<usize>,
     /// Where snapshots are written (none: snapshots off).
     #[arg(long)]
     pub(crate) snapshot_dir: Option<PathBuf>,

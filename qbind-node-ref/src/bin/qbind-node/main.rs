@@ -11,7 +11,9 @@
 //! `--snapshot-interval`, `--max-snapshots`, `--state-retention-mode`,
 //! `--state-retain-height`, `--fast-sync-snapshot-dir` with
 //! `--trusted-snapshot-anchor`) and a Prometheus endpoint
-//! (`--metrics-addr`). SIGINT and SIGTERM stop it after the current block.
+//! (`--metrics-addr`). `--api-addr` serves the public HTTP/JSON API
+//! (docs/api.md) over one of its validators (`--api-validator`). SIGINT and
+//! SIGTERM stop it after the current block.
 //!
 //! ```text
 //! qbind-node --profile devnet --data-dir /tmp/qbind --local-validators 4 --blocks 50
@@ -30,7 +32,9 @@ use std::time::Duration;
 use clap::Parser;
 use qbind_node_ref::config::config_file_args;
 use qbind_node_ref::genesis::Genesis;
-use qbind_node_ref::local::{Executor, FastSync, Keys, LocalOptions, Network, run_local};
+use qbind_node_ref::local::{
+    ApiOptions, Executor, FastSync, Keys, LocalOptions, Network, run_local,
+};
 use qbind_node_ref::node::{Maintenance, NodeError, init_data_dir, retention_mode};
 use qbind_node_ref::profile::Profile;
 use qbind_store::snapshot::SnapshotConfig;
@@ -167,6 +171,10 @@ fn local_options(
         tx_interval: Duration::from_millis(args.tx_interval_ms),
         accounts: args.accounts,
         metrics_addr: args.metrics_addr,
+        api: args.api_addr.map(|addr| ApiOptions {
+            addr,
+            validator: args.api_validator,
+        }),
         maintenance: Maintenance {
             snapshots: args.snapshot_dir.clone().map(|dir| SnapshotConfig {
                 snapshot_dir: dir,

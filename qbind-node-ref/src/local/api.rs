@@ -1,0 +1,479 @@
+//! The public API (`qbind-api`) over one local validator
+//! (`--api-addr`, `--api-validator`; docs/api.md, docs/node.md).
+//!
+//! - **submit**: the server has already decoded the transaction and checked
+//!   its signature; here it passes [`check_transaction`] against the
+//!   validator's *executed* state (nonce, balance, gas rules: the same
+//!   admission the load generator uses) and then goes to the engine's
+//!   submission channel, where the fee-priority pool applies its own limits.
+//!   A refusal changes nothing.
+//! - **tx status**: a bounded in-memory [`ReceiptIndex`]. Receipts are
+//!   recorded by [`Recording`], a wrapper around the validator's block
+//!   executor, and published when the engine reports `Event::Executed` for
+//!   the height (the block's writes are durable then). Transactions accepted
+//!   here and not yet executed are `pending` for [`PENDING_TTL`]; anything
+//!   else is unknown. The index keeps the last [`RECEIPT_CAPACITY`] receipts
+//!   and the per-block data of the last [`BLOCK_WINDOW`] heights; it is not
+//!   persisted (after a restart, transactions executed before it are
+//!   unknown to the API).
+//! - **account** and **block**: the validator's store (accounts; committed
+//!   block, its QC, transaction hashes).
+//! - **status**: the engine's consensus metrics and the P2P metrics.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use qbind_api::{
+    ApiBackend, BackendError, BlockInfo, ChainStatus, CheckedTx, SubmitError, SyncState, TxLookup,
+};
+use qbind_core::codec::{Decode, Encode};
+use qbind_core::consensus::{Block, Payload, QuorumCert};
+use qbind_core::dag::SignedBatch;
+use qbind_core::execution::{
+    Account, AccountReader, AdmissionError, AdmissionPolicy, BackendAccounts, BlockContext,
+    BlockExecutor, BlockOutcome, ExecutionError, Receipt, RejectReason, Transaction,
+    check_transaction,
+};
+use qbind_core::schema::{batch_digest_key, committed_block_key};
+use qbind_core::traits::{Namespace, StateBackend};
+use qbind_core::types::{AccountId, Epoch, Hash32, Height, NetworkEnvironment, View};
+use qbind_store::FjallBackend;
+use tokio::sync::mpsc;
+
+use super::render::Shared;
+
+/// Receipts the index keeps (the oldest are forgotten first).
+pub const RECEIPT_CAPACITY: usize = 100_000;
+/// Heights whose transaction hashes and state root the index keeps.
+pub const BLOCK_WINDOW: usize = 10_000;
+/// Transactions accepted by the API and not yet executed that it tracks.
+pub const PENDING_CAPACITY: usize = 50_000;
+/// An accepted transaction not executed within this long is reported
+/// unknown (the pool may have dropped it).
+pub const PENDING_TTL: Duration = Duration::from_secs(600);
+
+/// One executed transaction.
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    height: Height,
+    index: u32,
+    receipt: Receipt,
+}
+
+/// What the index knows about one height.
+#[derive(Clone, Debug, Default)]
+struct BlockEntry {
+    /// The delivered transactions' hashes, in order.
+    delivered: Option<Vec<Hash32>>,
+    /// The state root after the block, once executed.
+    state_root: Option<Hash32>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// Receipts recorded by the executor, not yet durable.
+    staged: BTreeMap<u64, Vec<(Hash32, Receipt)>>,
+    receipts: HashMap<Hash32, Entry>,
+    receipt_order: VecDeque<Hash32>,
+    blocks: BTreeMap<u64, BlockEntry>,
+    pending: HashMap<Hash32, Instant>,
+    pending_order: VecDeque<Hash32>,
+}
+
+/// Receipts by transaction hash, per-height transaction hashes and state
+/// roots, and the transactions in flight: bounded, in memory.
+#[derive(Debug, Default)]
+pub struct ReceiptIndex {
+    inner: Mutex<Inner>,
+}
+
+impl ReceiptIndex {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves consistent-enough data
+        // (every update is a few map operations): keep serving.
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Record the receipts of the block at `height` (not yet durable).
+    fn stage(&self, height: Height, receipts: Vec<(Hash32, Receipt)>) {
+        let mut inner = self.lock();
+        inner.staged.insert(height.0, receipts);
+        while inner.staged.len() > BLOCK_WINDOW {
+            inner.staged.pop_first();
+        }
+    }
+
+    /// The engine delivered these transactions for `height`.
+    pub(super) fn delivered(&self, height: Height, txs: &[Vec<u8>]) {
+        let hashes = txs.iter().map(|t| Hash32::digest(t)).collect();
+        let mut inner = self.lock();
+        inner.blocks.entry(height.0).or_default().delivered = Some(hashes);
+        trim_blocks(&mut inner);
+    }
+
+    /// The block at `height` is executed and durable: publish its receipts.
+    pub(super) fn executed(&self, height: Height, state_root: Hash32) {
+        let mut inner = self.lock();
+        let staged = inner.staged.remove(&height.0).unwrap_or_default();
+        while inner
+            .staged
+            .first_key_value()
+            .is_some_and(|(h, _)| *h < height.0)
+        {
+            inner.staged.pop_first();
+        }
+        let block = inner.blocks.entry(height.0).or_default();
+        block.state_root = Some(state_root);
+        let delivered = block.delivered.clone();
+        for (position, (hash, receipt)) in staged.into_iter().enumerate() {
+            let index = delivered
+                .as_ref()
+                .and_then(|d| d.iter().position(|h| *h == hash))
+                .unwrap_or(position);
+            let entry = Entry {
+                height,
+                index: u32::try_from(index).unwrap_or(u32::MAX),
+                receipt,
+            };
+            if inner.receipts.insert(hash, entry).is_none() {
+                inner.receipt_order.push_back(hash);
+            }
+            inner.pending.remove(&hash);
+        }
+        while inner.receipt_order.len() > RECEIPT_CAPACITY {
+            if let Some(old) = inner.receipt_order.pop_front() {
+                inner.receipts.remove(&old);
+            }
+        }
+        trim_blocks(&mut inner);
+    }
+
+    /// A transaction accepted by the API.
+    fn accepted(&self, hash: Hash32) {
+        let mut inner = self.lock();
+        if inner.pending.insert(hash, Instant::now()).is_none() {
+            inner.pending_order.push_back(hash);
+        }
+        while inner.pending_order.len() > PENDING_CAPACITY {
+            if let Some(old) = inner.pending_order.pop_front() {
+                inner.pending.remove(&old);
+            }
+        }
+    }
+
+    /// What the index knows about `hash`.
+    #[must_use]
+    pub fn lookup(&self, hash: &Hash32) -> TxLookup {
+        let inner = self.lock();
+        if let Some(e) = inner.receipts.get(hash) {
+            return TxLookup::Executed {
+                height: e.height,
+                index: e.index,
+                receipt: e.receipt,
+            };
+        }
+        match inner.pending.get(hash) {
+            Some(at) if at.elapsed() < PENDING_TTL => TxLookup::Pending,
+            _ => TxLookup::Unknown,
+        }
+    }
+
+    fn block(&self, height: u64) -> Option<BlockEntry> {
+        self.lock().blocks.get(&height).cloned()
+    }
+}
+
+fn trim_blocks(inner: &mut Inner) {
+    while inner.blocks.len() > BLOCK_WINDOW {
+        inner.blocks.pop_first();
+    }
+}
+
+/// A block executor that records each block's receipts (by transaction
+/// hash) in a [`ReceiptIndex`]; otherwise `inner` unchanged.
+#[derive(Clone, Debug)]
+pub(super) struct Recording<E> {
+    /// The executor that runs the block.
+    pub(super) inner: E,
+    /// Where the receipts go.
+    pub(super) index: Arc<ReceiptIndex>,
+}
+
+impl<E: BlockExecutor> BlockExecutor for Recording<E> {
+    fn invalid_signatures(&self, env: NetworkEnvironment, txs: &[Transaction]) -> Vec<usize> {
+        self.inner.invalid_signatures(env, txs)
+    }
+
+    fn execute<S: AccountReader + Sync + ?Sized>(
+        &self,
+        state: &S,
+        ctx: &BlockContext,
+        txs: &[Transaction],
+    ) -> Result<BlockOutcome, ExecutionError> {
+        let outcome = self.inner.execute(state, ctx, txs)?;
+        let receipts = txs
+            .iter()
+            .map(|tx| Hash32::digest(&tx.to_bytes()))
+            .zip(outcome.receipts.iter().copied())
+            .collect();
+        self.index.stage(ctx.height, receipts);
+        Ok(outcome)
+    }
+}
+
+/// The API backend over local slot `slot`.
+pub(super) struct NodeApi {
+    pub(super) env: NetworkEnvironment,
+    pub(super) admission: AdmissionPolicy,
+    pub(super) store: Arc<FjallBackend>,
+    pub(super) submit: mpsc::UnboundedSender<Vec<u8>>,
+    pub(super) index: Arc<ReceiptIndex>,
+    pub(super) shared: Arc<Shared>,
+    pub(super) slot: usize,
+    /// Validators of the network (peers of the in-memory transport).
+    pub(super) n: usize,
+}
+
+/// The API's verdict on an admission refusal.
+fn refusal(error: AdmissionError) -> SubmitError {
+    match error {
+        AdmissionError::Undecodable { source } => {
+            SubmitError::MalformedTransaction { reason: source }
+        }
+        AdmissionError::Invalid { reason } => SubmitError::Inadmissible(reason),
+        AdmissionError::GasLimitAboveBlock {
+            gas_limit,
+            block_gas_limit,
+        } => SubmitError::Inadmissible(RejectReason::BlockGasLimitExceeded {
+            used: 0,
+            gas_limit,
+            block_gas_limit,
+        }),
+        AdmissionError::WrongChain {
+            signed_for,
+            expected,
+        } => SubmitError::WrongChain {
+            signed_for,
+            expected,
+        },
+        AdmissionError::BadSignature => SubmitError::InvalidSignature,
+        AdmissionError::NonceStale { account_nonce, got } => SubmitError::StaleNonce {
+            expected: account_nonce,
+            got,
+        },
+        AdmissionError::NonceExhausted => SubmitError::Inadmissible(RejectReason::NonceExhausted),
+        AdmissionError::NonceTooFarAhead {
+            account_nonce, got, ..
+        } => SubmitError::NonceTooHigh {
+            expected: account_nonce,
+            got,
+        },
+        AdmissionError::CostOverflow => SubmitError::Inadmissible(RejectReason::MaxFeeOverflow),
+        AdmissionError::InsufficientBalance { balance, needed } => {
+            SubmitError::InsufficientBalance { balance, needed }
+        }
+        AdmissionError::StateUnavailable { source } => SubmitError::Internal {
+            detail: format!("reading the sender's account: {source}"),
+        },
+    }
+}
+
+fn internal(what: &str, e: impl std::fmt::Display) -> BackendError {
+    BackendError::Internal {
+        detail: format!("{what}: {e}"),
+    }
+}
+
+impl NodeApi {
+    /// The transaction hashes of committed `block` (its delivered list when
+    /// the index has it, else from the payload and the stored batches).
+    fn tx_hashes(
+        &self,
+        block: &Block,
+        known: Option<&BlockEntry>,
+    ) -> Result<Vec<Hash32>, BackendError> {
+        if let Some(hashes) = known.and_then(|b| b.delivered.clone()) {
+            return Ok(hashes);
+        }
+        let txs: Vec<Vec<u8>> = match block.payload() {
+            Payload::Transactions(txs) => txs.clone(),
+            Payload::Batches(certs) => {
+                let mut all = Vec::new();
+                for cert in certs {
+                    let key = batch_digest_key(&cert.batch.digest);
+                    let Some(bytes) = self
+                        .store
+                        .get(Namespace::DagBatches, &key)
+                        .map_err(|e| internal("reading a batch", e))?
+                    else {
+                        // Pruned: the hashes are not available any more.
+                        continue;
+                    };
+                    let batch = SignedBatch::from_bytes(&bytes)
+                        .map_err(|e| internal("decoding a batch", e))?;
+                    all.extend(batch.batch.txs);
+                }
+                all
+            }
+        };
+        let (delivered, _) = qbind_core::dag::block_transactions(&txs);
+        Ok(delivered.iter().map(|t| Hash32::digest(t)).collect())
+    }
+}
+
+impl ApiBackend for NodeApi {
+    fn network(&self) -> NetworkEnvironment {
+        self.env
+    }
+
+    async fn submit(&self, tx: CheckedTx) -> Result<(), SubmitError> {
+        if self.submit.is_closed() {
+            return Err(SubmitError::Unavailable);
+        }
+        let hash = tx.hash();
+        if !matches!(self.index.lookup(&hash), TxLookup::Unknown) {
+            return Err(SubmitError::AlreadyKnown);
+        }
+        let state = BackendAccounts::new(&*self.store);
+        check_transaction(&state, &self.admission, tx.bytes()).map_err(refusal)?;
+        self.submit
+            .send(tx.into_bytes())
+            .map_err(|_| SubmitError::Unavailable)?;
+        self.index.accepted(hash);
+        Ok(())
+    }
+
+    async fn tx_status(&self, hash: Hash32) -> Result<TxLookup, BackendError> {
+        Ok(self.index.lookup(&hash))
+    }
+
+    async fn account(&self, id: AccountId) -> Result<Account, BackendError> {
+        BackendAccounts::new(&*self.store)
+            .account(&id)
+            .map_err(|e| internal("reading an account", e))
+    }
+
+    async fn block(&self, height: Height) -> Result<Option<BlockInfo>, BackendError> {
+        let Some(bytes) = self
+            .store
+            .get(Namespace::Blocks, &committed_block_key(height.0))
+            .map_err(|e| internal("reading a block", e))?
+        else {
+            return Ok(None);
+        };
+        let block = Block::from_bytes(&bytes).map_err(|e| internal("decoding a block", e))?;
+        // The QC certifying block h is the justify of the block at h + 1
+        // when that one extends it directly.
+        let qc = match height.0.checked_add(1) {
+            Some(next) => self
+                .store
+                .get(Namespace::QuorumCerts, &next.to_be_bytes())
+                .map_err(|e| internal("reading a QC", e))?
+                .and_then(|b| QuorumCert::from_bytes(&b).ok())
+                .filter(|qc| qc.block_id() == block.id()),
+            None => None,
+        };
+        let known = self.index.block(height.0);
+        Ok(Some(BlockInfo {
+            header: block.header().clone(),
+            qc,
+            tx_hashes: self.tx_hashes(&block, known.as_ref())?,
+            state_root: known.and_then(|b| b.state_root),
+        }))
+    }
+
+    async fn status(&self) -> Result<ChainStatus, BackendError> {
+        let metrics = self
+            .shared
+            .consensus
+            .get(self.slot)
+            .map(|m| m.borrow().clone())
+            .ok_or(BackendError::Unavailable)?;
+        let executed = self
+            .shared
+            .executed
+            .get(self.slot)
+            .map_or(0, |e| e.load(Ordering::Relaxed));
+        let peers = match self.shared.net.get(self.slot) {
+            Some(Some(net)) => net
+                .outbound_peers
+                .load(Ordering::Relaxed)
+                .saturating_add(net.inbound_peers.load(Ordering::Relaxed)),
+            _ => self.n.saturating_sub(1) as u64,
+        };
+        Ok(ChainStatus {
+            height: Height(metrics.committed_height),
+            executed_height: Height(executed),
+            view: View(metrics.current_view),
+            epoch: Epoch(metrics.epoch),
+            peers: u32::try_from(peers).unwrap_or(u32::MAX),
+            sync: SyncState::Synced,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use qbind_core::execution::TxStatus;
+
+    fn receipt(gas: u64) -> Receipt {
+        Receipt {
+            status: TxStatus::Success,
+            gas_used: gas,
+            fee: u128::from(gas),
+            burned: 0,
+            proposer_reward: u128::from(gas),
+        }
+    }
+
+    #[test]
+    fn receipts_are_published_only_once_the_block_is_executed() {
+        let index = ReceiptIndex::default();
+        let (a, b) = (vec![1u8], vec![2u8]);
+        let (ha, hb) = (Hash32::digest(&a), Hash32::digest(&b));
+        index.accepted(hb);
+        assert_eq!(index.lookup(&hb), TxLookup::Pending);
+        index.delivered(Height(7), &[a, b]);
+        // The executor saw only b (a did not decode, say).
+        index.stage(Height(7), vec![(hb, receipt(5))]);
+        assert_eq!(index.lookup(&hb), TxLookup::Pending, "not durable yet");
+        index.executed(Height(7), Hash32([9; 32]));
+        assert_eq!(
+            index.lookup(&hb),
+            TxLookup::Executed {
+                height: Height(7),
+                index: 1,
+                receipt: receipt(5)
+            }
+        );
+        assert_eq!(index.lookup(&ha), TxLookup::Unknown);
+        let block = index.block(7).expect("height 7 indexed");
+        assert_eq!(block.delivered, Some(vec![ha, hb]));
+        assert_eq!(block.state_root, Some(Hash32([9; 32])));
+    }
+
+    #[test]
+    fn the_index_is_bounded() {
+        let index = ReceiptIndex::default();
+        for h in 0..(RECEIPT_CAPACITY as u64 + 10) {
+            let hash = Hash32::digest(&h.to_be_bytes());
+            index.stage(Height(h), vec![(hash, receipt(1))]);
+            index.executed(Height(h), Hash32::ZERO);
+        }
+        let inner = index.lock();
+        assert_eq!(inner.receipts.len(), RECEIPT_CAPACITY);
+        assert_eq!(inner.receipt_order.len(), RECEIPT_CAPACITY);
+        assert_eq!(inner.blocks.len(), BLOCK_WINDOW);
+        assert!(inner.staged.is_empty());
+        drop(inner);
+        assert_eq!(
+            index.lookup(&Hash32::digest(&0u64.to_be_bytes())),
+            TxLookup::Unknown
+        );
+    }
+}
