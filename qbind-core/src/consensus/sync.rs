@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use crate::consensus::Effect;
 use crate::consensus::error::ConsensusError;
-use crate::consensus::handlers::Placement;
+use crate::consensus::handlers::{Origin, Placement};
 use crate::consensus::machine::HotStuff;
 use crate::consensus::messages::{ConsensusMsg, Proposal, SyncRequest, SyncResponse};
 use crate::types::{Hash32, Height, Millis, ValidatorId};
@@ -149,10 +149,10 @@ impl HotStuff {
             }
             self.check_block_shape(block)?;
             self.verifier.verify_qc(&self.schedule, block.justify())?;
-            match self.place(block, from)? {
+            match self.place(block, from, Origin::Sync)? {
                 Placement::Placed => {}
                 Placement::Missing(id) => {
-                    self.tree.add_orphan(block.clone());
+                    self.tree.add_orphan(block.clone(), id);
                     self.fetch(id, from);
                 }
             }
