@@ -25,8 +25,9 @@ fn assert_caught_up(name: &str, r: &Report, target: u64) {
         let h = c.last().map_or(0, |c| c.height.0);
         assert!(
             h >= target,
-            "{name}: node {i} stopped at height {h} < {target}: {}",
-            r.summary()
+            "{name}: node {i} stopped at height {h} < {target}: {}; its metrics: {:?}",
+            r.summary(),
+            r.metrics.get(i)
         );
     }
 }
@@ -87,5 +88,66 @@ fn n10_repeated_crashes_and_epoch_changes_catch_up() {
     for seed in seeds(182_000, 3) {
         let r = repeated_crashes_n10(seed).run();
         assert_caught_up("n10_repeated_crashes", &r, 150);
+    }
+}
+
+/// A validator down for `down_ms` while the others commit catches up by
+/// height ranges from the others' stores: it reaches `target`, most blocks
+/// it was behind by come by range sync, and the sync requests it sends stay
+/// within a bound per block synced. Returns the report and how many blocks
+/// it was behind at its restart.
+fn long_outage(seed: u64, down_ms: u64, target: u64) -> (Report, u64) {
+    let restart = 100 + down_ms;
+    let r = Scenario::new(4)
+        .seed(seed)
+        .latency(1, 3)
+        .base_timeout(20)
+        .transactions_every(50)
+        .crash(0, 100, Some(restart))
+        .min_commits(target)
+        .max_time(down_ms * 4 + 10_000)
+        .run();
+    assert_caught_up("long_outage", &r, target);
+    let behind = r.commits[1].iter().filter(|c| c.at <= restart).count() as u64;
+    let m = r.metrics[0].clone().expect("node 0 runs at the end");
+    let synced = m.sync_blocks_received;
+    let requests = m.sync_range_requests_sent + m.sync_requests_sent;
+    eprintln!(
+        "long outage seed {seed}: node 0 behind by {behind}, synced {synced} blocks by range with \
+         {requests} requests ({} by range, {} by id), {} bad, {} unsolicited; end {} ms",
+        m.sync_range_requests_sent,
+        m.sync_requests_sent,
+        m.sync_bad_responses,
+        m.sync_unsolicited,
+        r.end_time
+    );
+    assert!(
+        synced * 10 >= behind * 8,
+        "seed {seed}: only {synced} of {behind} blocks came by range sync"
+    );
+    // 32 blocks per range (ranges overlap by one): at most one request per
+    // 8 blocks synced, plus a constant for the tip.
+    assert!(
+        requests <= synced / 8 + 40,
+        "seed {seed}: {requests} sync requests for {synced} blocks"
+    );
+    (r, behind)
+}
+
+#[test]
+fn validator_down_for_a_thousand_blocks_catches_up_by_ranges() {
+    for seed in seeds(183_000, 1) {
+        let (_, behind) = long_outage(seed, 20_000, 1_500);
+        assert!(behind >= 900, "seed {seed}: only {behind} blocks behind");
+    }
+}
+
+/// The issue's 10,000-block outage (about a minute of test time).
+#[test]
+#[ignore = "slow: run with --ignored or the nextest slow profile"]
+fn validator_down_for_ten_thousand_blocks_catches_up_slow() {
+    for seed in seeds(184_000, 1) {
+        let (_, behind) = long_outage(seed, 200_000, 10_500);
+        assert!(behind >= 9_000, "seed {seed}: only {behind} blocks behind");
     }
 }

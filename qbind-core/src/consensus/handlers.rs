@@ -50,6 +50,10 @@ impl HotStuff {
                 Ok(())
             }
             ConsensusMsg::SyncResponse(r) => self.on_sync_response(from, r),
+            ConsensusMsg::SyncRange(r) => {
+                self.on_sync_range(from, r);
+                Ok(())
+            }
             ConsensusMsg::Batch(b) => self.on_dag_message(from, DagMsg::Batch(b)),
             ConsensusMsg::BatchAck(a) => self.on_dag_message(from, DagMsg::BatchAck(a)),
             ConsensusMsg::BatchCert(c) => self.on_dag_message(from, DagMsg::BatchCert(c)),
@@ -134,6 +138,7 @@ impl HotStuff {
             .map_err(|f| sig_error(f, "proposal", h.proposer, h.epoch))?;
         self.metrics.proposals_received += 1;
         self.verifier.verify_qc(&self.schedule, block.justify())?;
+        self.note_chain_height(h.height);
         if let Some(tc) = &p.tc {
             self.verifier.verify_tc(&self.schedule, tc)?;
             self.process_tc(tc);

@@ -136,6 +136,10 @@ impl HotStuff {
         let bad = |why| ConsensusError::BadSyncResponse { why };
         let first = r.blocks.first().ok_or(bad("empty"))?;
         if !self.sync.is_fetching(&first.id()) {
+            if self.is_range_answer(from, &r.blocks) {
+                return self.on_range_response(from, r.blocks);
+            }
+            self.metrics.sync_unsolicited += 1;
             return Err(bad("no outstanding request for its first block"));
         }
         if r.blocks.windows(2).any(|w| w[0].parent_id() != w[1].id()) {
@@ -162,6 +166,11 @@ impl HotStuff {
 
     /// Ask `hint` for block `id` and its ancestors, unless already asked.
     pub(crate) fn fetch(&mut self, id: Hash32, hint: ValidatorId) {
+        // Far behind, blocks come by height ranges: fetching each missing
+        // parent by id would multiply requests (issue #18, item 1).
+        if self.catching_up() {
+            return;
+        }
         if self.tree.contains(&id) || !self.sync.start(id, hint, self.now) {
             return;
         }
