@@ -24,7 +24,8 @@ use std::sync::OnceLock;
 use qbind_core::codec::{Decode, Encode};
 use qbind_core::consensus::{
     Block, BlockHeader, ConsensusMsg, Payload, Proposal, QuorumCert, SafetyState, SignerBitmap,
-    SyncRangeRequest, SyncRequest, SyncResponse, TimeoutCert, TimeoutData, TimeoutMsg, TimeoutRecord, Vote, VoteData,
+    SyncRangeRequest, SyncRequest, SyncResponse, TimeoutCert, TimeoutData, TimeoutMsg,
+    TimeoutRecord, Vote, VoteData,
 };
 use qbind_core::crypto::{KeyPair, Signature};
 use qbind_core::signing::{SignKind, sign_domain, signing_preimage, verify_domain};

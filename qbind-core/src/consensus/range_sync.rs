@@ -297,12 +297,15 @@ impl HotStuff {
         }
         let served = ascending.len() as u32;
         if served < req.count {
-            // Truncated: the peer holds no more (or will not say); ask
-            // again from its last block on, and believe the chain ends
-            // there until a proposal says otherwise.
+            // Truncated: the peer holds no more (or will not say). The rest
+            // is asked of the next peer, from the last block on. An answer
+            // with no block past the overlap makes no progress: believe the
+            // chain ends there until a verified proposal says otherwise.
             let top = Height(start.0 + u64::from(served) - 1);
             self.range.retry.insert(top, req.count - served + 1);
-            self.range.target = self.range.target.min(top);
+            if served == 1 {
+                self.range.target = self.range.target.min(top);
+            }
         }
         self.range.ready.insert(start, (from, ascending));
         self.drain_ready();
