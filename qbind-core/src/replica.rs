@@ -309,6 +309,20 @@ impl<S: StateBackend> Replica<S> {
                 proposer,
                 txs,
             } => self.execute(now, height, block, proposer, txs, inputs, actions)?,
+            Effect::ServeSync {
+                to,
+                from_height,
+                max,
+            } => {
+                let limit = self.machine.cfg.limits.max_message_bytes as usize / 2;
+                let blocks = schema::committed_blocks_from(&self.store, from_height, max, limit)?;
+                if !blocks.is_empty() {
+                    actions.push(Action::Send {
+                        to,
+                        msg: ConsensusMsg::SyncResponse(crate::consensus::SyncResponse { blocks }),
+                    });
+                }
+            }
             Effect::Sign(job) => actions.push(Action::Sign(job)),
             Effect::Send { to, msg } => actions.push(Action::Send { to, msg }),
             Effect::Broadcast(msg) => actions.push(Action::Broadcast(msg)),

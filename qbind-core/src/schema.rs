@@ -239,3 +239,29 @@ pub fn commit_batch(block: &Block) -> WriteBatch {
     put_height(&mut batch, COMMITTED_HEIGHT_KEY, block.height());
     batch
 }
+
+/// Committed blocks from `from` upwards, newest first (the order of a
+/// [`crate::consensus::SyncResponse`]): at most `max` blocks and, past the
+/// first, at most `max_bytes` of encoding; it stops at the first height the
+/// store does not hold (above the committed height, or pruned).
+pub fn committed_blocks_from<S: StateBackend + ?Sized>(
+    store: &S,
+    from: Height,
+    max: u32,
+    max_bytes: usize,
+) -> Result<Vec<Block>, PersistError> {
+    let mut blocks: Vec<Block> = Vec::new();
+    let mut bytes = 0usize;
+    for h in (from.0..).take(max as usize) {
+        let Some(raw) = store.get(Namespace::Blocks, &committed_block_key(h))? else {
+            break;
+        };
+        bytes = bytes.saturating_add(raw.len());
+        if !blocks.is_empty() && bytes > max_bytes {
+            break;
+        }
+        blocks.push(decode_record("committed block", &raw)?);
+    }
+    blocks.reverse();
+    Ok(blocks)
+}

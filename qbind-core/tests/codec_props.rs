@@ -637,7 +637,7 @@ fn unknown_tags_are_rejected() {
         max_blocks: 1,
     })
     .to_bytes();
-    for tag in (0u8..=255).filter(|t| !(1..=10).contains(t)) {
+    for tag in (0u8..=255).filter(|t| !(1..=11).contains(t)) {
         let mut bytes = req.clone();
         bytes[0] = tag;
         assert_eq!(

@@ -24,7 +24,8 @@ use std::sync::OnceLock;
 use qbind_core::codec::{Decode, Encode};
 use qbind_core::consensus::{
     Block, BlockHeader, ConsensusMsg, Payload, Proposal, QuorumCert, SafetyState, SignerBitmap,
-    SyncRequest, SyncResponse, TimeoutCert, TimeoutData, TimeoutMsg, TimeoutRecord, Vote, VoteData,
+    SyncRangeRequest, SyncRequest, SyncResponse, TimeoutCert, TimeoutData, TimeoutMsg,
+    TimeoutRecord, Vote, VoteData,
 };
 use qbind_core::crypto::{KeyPair, Signature};
 use qbind_core::signing::{SignKind, sign_domain, signing_preimage, verify_domain};
@@ -977,6 +978,38 @@ fn golden_consensus_msg_timeout_cert() {
                 "0000000000000000", // high_qc_views[2] = 0
                 "00000003",         // signature count = 3
                 "b69b546ae287ae64fe27964401d82bb1", // signatures[0], first 16 of 2,420 bytes
+            ],
+        },
+    );
+}
+
+/// Issue #18: committed blocks by height (tag 11).
+#[test]
+fn golden_sync_range_request() {
+    let request = SyncRangeRequest {
+        from_height: Height(10),
+        max_blocks: 32,
+    };
+    check_full(
+        &request,
+        &Expect {
+            len: 12,
+            sha3: "a9f9ad2c14fd7235675414ab4ed36fa9820bf501c2392e08b93d79f5562f1bb1",
+            prefix: &[
+                "000000000000000a", // from_height = 10
+                "00000020",         // max_blocks = 32
+            ],
+        },
+    );
+    check_full(
+        &ConsensusMsg::SyncRange(request),
+        &Expect {
+            len: 13,
+            sha3: "73211a4e557cb1df305891c360a7cab8cbc47332331515d8021e56b6d734b8fb",
+            prefix: &[
+                "0b",               // tag 11 = SyncRange
+                "000000000000000a", // from_height = 10
+                "00000020",         // max_blocks = 32
             ],
         },
     );

@@ -19,7 +19,8 @@ pub(crate) struct BlockTree {
     committed: BTreeMap<Height, Block>,
     /// Committed block ids to heights (same window).
     committed_ids: BTreeMap<Hash32, Height>,
-    /// Blocks whose parent is not known yet, by parent id.
+    /// Blocks waiting for a missing block (parent or certified block), by
+    /// the missing block's id.
     orphans: BTreeMap<Hash32, Vec<Block>>,
     orphan_count: usize,
     window: usize,
@@ -101,12 +102,13 @@ impl BlockTree {
         }
     }
 
-    /// Keep a block whose parent is not known yet.
-    pub(crate) fn add_orphan(&mut self, block: Block) {
+    /// Keep a block until block `missing` (its parent, or the block its
+    /// QC certifies) is inserted.
+    pub(crate) fn add_orphan(&mut self, block: Block, missing: Hash32) {
         if self.orphan_count >= MAX_ORPHANS || self.contains(&block.id()) {
             return;
         }
-        let list = self.orphans.entry(block.parent_id()).or_default();
+        let list = self.orphans.entry(missing).or_default();
         if list.iter().all(|b| b.id() != block.id()) {
             list.push(block);
             self.orphan_count += 1;

@@ -15,6 +15,17 @@ use crate::types::{Hash32, ValidatorId};
 /// epoch window, and fetched blocks by the fetches outstanding).
 pub(crate) const MAX_PENDING_BLOCKS: usize = 8_192;
 
+/// How a block reached this validator, which decides how its epoch-start
+/// rule is checked (see `check_against_parent`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// A live proposal this validator may vote on.
+    Proposal,
+    /// A block fetched by sync: never voted on, committed only by verified
+    /// QCs of later blocks.
+    Sync,
+}
+
 /// Where a block stands after an attempt to place it in the tree.
 pub(crate) enum Placement {
     /// In the tree (inserted now or before).
@@ -39,6 +50,10 @@ impl HotStuff {
                 Ok(())
             }
             ConsensusMsg::SyncResponse(r) => self.on_sync_response(from, r),
+            ConsensusMsg::SyncRange(r) => {
+                self.on_sync_range(from, r);
+                Ok(())
+            }
             ConsensusMsg::Batch(b) => self.on_dag_message(from, DagMsg::Batch(b)),
             ConsensusMsg::BatchAck(a) => self.on_dag_message(from, DagMsg::BatchAck(a)),
             ConsensusMsg::BatchCert(c) => self.on_dag_message(from, DagMsg::BatchCert(c)),
@@ -128,6 +143,7 @@ impl HotStuff {
             .map_err(|f| sig_error(f, "proposal", h.proposer, h.epoch))?;
         self.metrics.proposals_received += 1;
         self.verifier.verify_qc(&self.schedule, block.justify())?;
+        self.note_chain_height(h.height);
         if let Some(tc) = &p.tc {
             self.verifier.verify_tc(&self.schedule, tc)?;
             self.process_tc(tc);
@@ -152,7 +168,7 @@ impl HotStuff {
             }
             self.evidence(ev);
         }
-        match self.place(block, from)? {
+        match self.place(block, from, Origin::Proposal)? {
             Placement::Placed => {
                 if p.block.view() == self.pace.view() {
                     self.validate_payload(&p.block)?;
@@ -314,6 +330,7 @@ impl HotStuff {
         &mut self,
         block: &Block,
         from: ValidatorId,
+        origin: Origin,
     ) -> Result<Placement, ConsensusError> {
         if self.tree.contains(&block.id()) {
             return Ok(Placement::Placed);
@@ -324,7 +341,8 @@ impl HotStuff {
                 height: block.height(),
             });
         }
-        if let Some(missing) = self.check_against_parent(block)? {
+        self.commit_boundary_through(block);
+        if let Some(missing) = self.check_against_parent(block, origin)? {
             return Ok(Placement::Missing(missing));
         }
         if self.tree.pending_len() >= MAX_PENDING_BLOCKS {
@@ -342,14 +360,25 @@ impl HotStuff {
             self.metrics.blocks_from_peers += u64::from(from != self.me);
             self.on_block_inserted(&b);
             for child in children {
-                let ok = self.check_block_shape(&child).is_ok()
+                let verified = self.check_block_shape(&child).is_ok()
                     && self
                         .verifier
                         .verify_qc(&self.schedule, child.justify())
-                        .is_ok()
-                    && matches!(self.check_against_parent(&child), Ok(None));
-                if ok {
-                    work.push(child);
+                        .is_ok();
+                if !verified {
+                    continue;
+                }
+                self.commit_boundary_through(&child);
+                // Orphans are blocks that came by sync.
+                match self.check_against_parent(&child, Origin::Sync) {
+                    Ok(None) => work.push(child),
+                    // An epoch's first block also waits for the block its
+                    // QC certifies (issue #18).
+                    Ok(Some(missing)) => {
+                        self.tree.add_orphan(child, missing);
+                        self.fetch(missing, from);
+                    }
+                    Err(_) => {}
                 }
             }
             if let Some(ps) = self.sync.take_waiting(&id) {
@@ -367,11 +396,42 @@ impl HotStuff {
         Ok(Placement::Placed)
     }
 
+    /// The first block of an epoch extends the previous epoch's boundary
+    /// block, which must be committed before it is placed — and the QC that
+    /// commits the boundary block is often the new block's own justify (it
+    /// certifies the suffix above the boundary). A live validator has
+    /// processed that QC before placing the proposal; a block arriving by
+    /// sync (or as an orphan whose parent just arrived) brings it only
+    /// inside itself. Apply it first, so the epoch-start rule never blocks
+    /// catch-up (issue #18, item 2). `block`'s justify must be verified.
+    fn commit_boundary_through(&mut self, block: &Block) {
+        let justify = block.justify();
+        if block.epoch() != justify.data.epoch && self.tree.contains(&justify.block_id()) {
+            let justify = justify.clone();
+            self.apply_qc_to_known_block(&justify);
+        }
+    }
+
     /// `Ok(None)` if `block` fits its parent, `Ok(Some(id))` if block `id`
     /// must be fetched first.
     ///
+    /// An epoch's first block extends the committed boundary block and its
+    /// QC certifies a descendant of it (the payload-free suffix). A proposal
+    /// is held to that in full, since this validator may vote on it. A block
+    /// that came by sync is not: peers prune the suffix blocks once the
+    /// boundary is committed, so they cannot serve them, and the boundary
+    /// may not be committed here yet (issue #18, item 2). It is placed as
+    /// an uncommitted child of the boundary block and commits — with the
+    /// boundary — only through a 3-chain of QCs of its own epoch's set,
+    /// whose honest members voted for it only after committing the boundary
+    /// block themselves.
+    ///
     /// Consensus §C3.6, §C9.1 (docs/consensus.md).
-    fn check_against_parent(&self, block: &Block) -> Result<Option<Hash32>, ConsensusError> {
+    fn check_against_parent(
+        &self,
+        block: &Block,
+        origin: Origin,
+    ) -> Result<Option<Hash32>, ConsensusError> {
         let bad = |why| ConsensusError::InvalidBlock {
             block: block.id(),
             why,
@@ -407,7 +467,19 @@ impl HotStuff {
             return Err(bad("epoch change not at a boundary block"));
         }
         if !self.tree.contains(&justify.block_id()) {
-            return Ok(Some(justify.block_id()));
+            return Ok(match origin {
+                Origin::Proposal => Some(justify.block_id()),
+                Origin::Sync => None,
+            });
+        }
+        if origin == Origin::Sync && !self.tree.is_committed(&parent.id()) {
+            return if self.tree.extends(&justify.block_id(), &parent.id()) {
+                Ok(None)
+            } else {
+                Err(bad(
+                    "epoch-start QC does not descend from the boundary block",
+                ))
+            };
         }
         if !self.tree.is_committed(&parent.id()) {
             return Err(bad("epoch starts before its boundary block is committed"));

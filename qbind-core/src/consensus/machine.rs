@@ -17,6 +17,7 @@ use crate::consensus::messages::{
 use crate::consensus::metrics::ConsensusMetrics;
 use crate::consensus::pacemaker::Pacemaker;
 use crate::consensus::payload::Payloads;
+use crate::consensus::range_sync::RangeSync;
 use crate::consensus::safety::{SafetyState, TimeoutRecord};
 use crate::consensus::sync::BlockSync;
 use crate::consensus::votes::{TimeoutCollector, VoteCollector};
@@ -51,6 +52,8 @@ pub struct HotStuff {
     pub(crate) timeouts: TimeoutCollector,
     /// Blocks being fetched and proposals waiting for them.
     pub(crate) sync: BlockSync,
+    /// Catching up by height ranges from peers' stores.
+    pub(crate) range: RangeSync,
     /// Where payloads come from and committed transactions go.
     pub(crate) payloads: Payloads,
     pub(crate) verifier: Verifier,
@@ -126,6 +129,7 @@ impl HotStuff {
             votes: VoteCollector::default(),
             timeouts: TimeoutCollector::default(),
             sync: BlockSync::default(),
+            range: RangeSync::default(),
             detector: EquivocationDetector::default(),
             metrics: ConsensusMetrics::default(),
             out: Vec::new(),
@@ -345,6 +349,7 @@ impl HotStuff {
             self.try_propose();
         }
         self.retry_fetches();
+        self.pump_ranges();
         self.payload_tick();
     }
 

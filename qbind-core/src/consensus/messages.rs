@@ -627,6 +627,35 @@ impl Decode for SyncRequest {
     }
 }
 
+/// A request for committed blocks by height (block sync from the store,
+/// issue #18): the committed block at `from_height` and up to
+/// `max_blocks - 1` above it. Answered with a [`SyncResponse`] whose oldest
+/// block is at `from_height`; the responder reads them from its store,
+/// back to its pruning horizon.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SyncRangeRequest {
+    /// The lowest height wanted.
+    pub from_height: Height,
+    /// How many blocks at most, walking heights upwards.
+    pub max_blocks: u32,
+}
+
+impl Encode for SyncRangeRequest {
+    fn encode_to(&self, out: &mut Vec<u8>) {
+        self.from_height.encode_to(out);
+        self.max_blocks.encode_to(out);
+    }
+}
+
+impl Decode for SyncRangeRequest {
+    fn decode_from(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(SyncRangeRequest {
+            from_height: Height::decode_from(r)?,
+            max_blocks: r.u32()?,
+        })
+    }
+}
+
 /// Blocks answering a [`SyncRequest`], newest first. Each block is
 /// authenticated by the QC its child (or the requester) holds for it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -681,6 +710,8 @@ pub enum ConsensusMsg {
     BatchCert(BatchCertificate),
     /// Tag 10: a request for a batch's data by digest.
     BatchFetch(Hash32),
+    /// Tag 11: a request for committed blocks by height.
+    SyncRange(SyncRangeRequest),
 }
 
 impl ConsensusMsg {
@@ -698,6 +729,7 @@ impl ConsensusMsg {
             ConsensusMsg::BatchAck(_) => "batch_ack",
             ConsensusMsg::BatchCert(_) => "batch_cert",
             ConsensusMsg::BatchFetch(_) => "batch_fetch",
+            ConsensusMsg::SyncRange(_) => "sync_range",
         }
     }
 
@@ -757,6 +789,10 @@ impl Encode for ConsensusMsg {
                 out.push(10);
                 m.encode_to(out);
             }
+            ConsensusMsg::SyncRange(m) => {
+                out.push(11);
+                m.encode_to(out);
+            }
         }
     }
 }
@@ -774,6 +810,7 @@ impl Decode for ConsensusMsg {
             8 => ConsensusMsg::BatchAck(BatchAck::decode_from(r)?),
             9 => ConsensusMsg::BatchCert(BatchCertificate::decode_from(r)?),
             10 => ConsensusMsg::BatchFetch(Hash32::decode_from(r)?),
+            11 => ConsensusMsg::SyncRange(SyncRangeRequest::decode_from(r)?),
             tag => {
                 return Err(DecodeError::InvalidTag {
                     what: "consensus message",

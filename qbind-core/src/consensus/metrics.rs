@@ -43,6 +43,30 @@ pub struct ConsensusMetrics {
     /// Blocks from peers (proposals and sync responses) inserted into the
     /// block tree.
     pub blocks_from_peers: u64,
+    /// `qbind_consensus_sync_phase`: 0 following the chain live, 1
+    /// catching up by height ranges (docs/sync.md).
+    pub sync_phase: u64,
+    /// `qbind_consensus_sync_behind_by`: blocks between the highest height
+    /// seen in verified proposals and the committed height.
+    pub sync_behind_by: u64,
+    /// `qbind_consensus_sync_rate`: blocks committed per second over the
+    /// last full second of catching up (0 when not catching up).
+    pub sync_rate: u64,
+    /// Height-range requests sent.
+    pub sync_range_requests_sent: u64,
+    /// Height-range requests in flight now (gauge).
+    pub sync_ranges_in_flight: u64,
+    /// Blocks placed from height-range responses.
+    pub sync_blocks_received: u64,
+    /// Sync responses that answered no outstanding request (dropped).
+    pub sync_unsolicited: u64,
+    /// Sync responses that were forged, reordered, too long or did not fit
+    /// the chain (dropped, their range asked of another peer).
+    pub sync_bad_responses: u64,
+    /// Times a peer was set aside for serving bad sync data.
+    pub sync_peers_dropped: u64,
+    /// Height-range requests served (from the store, by the embedder).
+    pub sync_ranges_served: u64,
     /// Transactions the pool refused, by reason label.
     pub mempool_rejected: BTreeMap<&'static str, u64>,
     /// Rejected inputs by reason label (`ConsensusError::label`).

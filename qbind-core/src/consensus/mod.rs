@@ -19,7 +19,9 @@
 //!   out in a higher view pulls a lagging validator forward; timeouts grow
 //!   exponentially while views keep failing;
 //! - missing blocks are fetched from peers ([`messages::SyncRequest`]) and
-//!   authenticated by hash links from a verified QC;
+//!   authenticated by hash links from a verified QC; a validator far behind
+//!   fetches committed blocks by height range from peers' stores
+//!   ([`messages::SyncRangeRequest`], docs/sync.md);
 //! - the validator set changes at epoch boundaries: the boundary block's
 //!   descendants in its epoch carry no payload, and once the boundary block
 //!   is committed the next epoch's first block extends it directly.
@@ -34,6 +36,7 @@ pub mod messages;
 mod metrics;
 mod pacemaker;
 mod payload;
+mod range_sync;
 pub mod safety;
 mod sync;
 mod votes;
@@ -260,6 +263,20 @@ pub enum Effect {
         proposer: crate::types::ValidatorId,
         /// Its transactions, in order, without ones delivered before.
         txs: Vec<Vec<u8>>,
+    },
+    /// Answer a [`SyncRangeRequest`] from the store: send `to` a
+    /// [`SyncResponse`] with the committed blocks from `from_height` up (at
+    /// most `max`, newest first, as far as the store holds them). The
+    /// machine names the range; the embedder reads the store, so sync serves
+    /// back to the pruning horizon, not only what the machine holds in
+    /// memory.
+    ServeSync {
+        /// Who asked.
+        to: ValidatorId,
+        /// The lowest height wanted.
+        from_height: crate::types::Height,
+        /// Blocks at most (already capped by the machine).
+        max: u32,
     },
     /// Uncommitted blocks that can never be committed any more: delete them.
     ForgetBlocks(Vec<crate::types::Hash32>),

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use crate::consensus::Effect;
 use crate::consensus::error::ConsensusError;
-use crate::consensus::handlers::Placement;
+use crate::consensus::handlers::{Origin, Placement};
 use crate::consensus::machine::HotStuff;
 use crate::consensus::messages::{ConsensusMsg, Proposal, SyncRequest, SyncResponse};
 use crate::types::{Hash32, Height, Millis, ValidatorId};
@@ -138,6 +138,10 @@ impl HotStuff {
         let bad = |why| ConsensusError::BadSyncResponse { why };
         let first = r.blocks.first().ok_or(bad("empty"))?;
         if !self.sync.is_fetching(&first.id()) {
+            if self.is_range_answer(from, &r.blocks) {
+                return self.on_range_response(from, r.blocks);
+            }
+            self.metrics.sync_unsolicited += 1;
             return Err(bad("no outstanding request for its first block"));
         }
         if r.blocks.windows(2).any(|w| w[0].parent_id() != w[1].id()) {
@@ -151,10 +155,10 @@ impl HotStuff {
             }
             self.check_block_shape(block)?;
             self.verifier.verify_qc(&self.schedule, block.justify())?;
-            match self.place(block, from)? {
+            match self.place(block, from, Origin::Sync)? {
                 Placement::Placed => {}
                 Placement::Missing(id) => {
-                    self.tree.add_orphan(block.clone());
+                    self.tree.add_orphan(block.clone(), id);
                     self.fetch(id, from);
                 }
             }
@@ -166,6 +170,11 @@ impl HotStuff {
     ///
     /// Consensus §C7.1 (docs/consensus.md).
     pub(crate) fn fetch(&mut self, id: Hash32, hint: ValidatorId) {
+        // Far behind, blocks come by height ranges: fetching each missing
+        // parent by id would multiply requests (issue #18, item 1).
+        if self.catching_up() {
+            return;
+        }
         if self.tree.contains(&id) || !self.sync.start(id, hint, self.now) {
             return;
         }

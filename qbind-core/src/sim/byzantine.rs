@@ -27,6 +27,7 @@ pub(crate) fn corrupt_message(msg: &ConsensusMsg) -> ConsensusMsg {
         ConsensusMsg::TimeoutCert(_)
         | ConsensusMsg::SyncRequest(_)
         | ConsensusMsg::SyncResponse(_)
+        | ConsensusMsg::SyncRange(_)
         | ConsensusMsg::BatchCert(_)
         | ConsensusMsg::BatchFetch(_) => {}
     }
