@@ -37,7 +37,7 @@ use qbind_core::execution::{
     check_transaction,
 };
 use qbind_core::schema::{batch_digest_key, committed_block_key};
-use qbind_core::traits::{Namespace, StateBackend};
+use qbind_core::traits::{Namespace, StateRead};
 use qbind_core::types::{AccountId, Epoch, Hash32, Height, NetworkEnvironment, View};
 use qbind_store::FjallBackend;
 use tokio::sync::mpsc;
