@@ -90,9 +90,12 @@ impl RangeSync {
 }
 
 impl HotStuff {
-    /// Whether this validator is far enough behind to sync by ranges.
+    /// Whether this validator is far enough behind to sync by ranges: the
+    /// chain is more than `RANGE_SYNC_MIN_GAP` blocks above the highest
+    /// block it holds (a long uncommitted chain, when views fail, is not
+    /// being behind: the live protocol and fetching by id handle it).
     pub(crate) fn catching_up(&self) -> bool {
-        self.range.target.0 > self.tree.committed_height().0 + RANGE_SYNC_MIN_GAP
+        self.range.target.0 > self.tree.highest_height().0 + RANGE_SYNC_MIN_GAP
     }
 
     /// A verified proposal shows the chain reached `height`.
