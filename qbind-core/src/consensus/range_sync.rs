@@ -1,7 +1,7 @@
 //! Block sync from the store by height ranges (issue #18; docs/sync.md).
 //!
 //! A validator that sees verified proposals more than [`RANGE_SYNC_MIN_GAP`]
-//! blocks above its committed height asks peers for committed blocks by
+//! blocks above the highest block it holds asks peers for committed blocks by
 //! height ([`SyncRangeRequest`]) in chunks of `sync_batch`, at most
 //! [`MAX_IN_FLIGHT_PER_PEER`] requests per peer and [`MAX_IN_FLIGHT`] in
 //! all, round-robin over the peers that have not served bad data lately,
