@@ -201,6 +201,16 @@ impl BlockTree {
         out
     }
 
+    /// Height of the highest block held (pending or committed).
+    pub(crate) fn highest_height(&self) -> Height {
+        self.pending
+            .values()
+            .map(Block::height)
+            .max()
+            .unwrap_or_default()
+            .max(self.committed_height())
+    }
+
     /// Number of pending (uncommitted) blocks.
     pub(crate) fn pending_len(&self) -> usize {
         self.pending.len()

@@ -1,7 +1,7 @@
 //! Block sync from the store by height ranges (issue #18; docs/sync.md).
 //!
 //! A validator that sees verified proposals more than [`RANGE_SYNC_MIN_GAP`]
-//! blocks above its committed height asks peers for committed blocks by
+//! blocks above the highest block it holds asks peers for committed blocks by
 //! height ([`SyncRangeRequest`]) in chunks of `sync_batch`, at most
 //! [`MAX_IN_FLIGHT_PER_PEER`] requests per peer and [`MAX_IN_FLIGHT`] in
 //! all, round-robin over the peers that have not served bad data lately,
@@ -90,9 +90,12 @@ impl RangeSync {
 }
 
 impl HotStuff {
-    /// Whether this validator is far enough behind to sync by ranges.
+    /// Whether this validator is far enough behind to sync by ranges: the
+    /// chain is more than `RANGE_SYNC_MIN_GAP` blocks above the highest
+    /// block it holds (a long uncommitted chain, when views fail, is not
+    /// being behind: the live protocol and fetching by id handle it).
     pub(crate) fn catching_up(&self) -> bool {
-        self.range.target.0 > self.tree.committed_height().0 + RANGE_SYNC_MIN_GAP
+        self.range.target.0 > self.tree.highest_height().0 + RANGE_SYNC_MIN_GAP
     }
 
     /// A verified proposal shows the chain reached `height`.
