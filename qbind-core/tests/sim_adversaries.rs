@@ -190,11 +190,11 @@ fn resubmitted_transactions_execute_once() {
 }
 
 /// Found by this family: seed 120004 (DAG, a join and a leave, a planned
-/// rotation, crashes) never recovers node 2 — the same block-sync storm as
-/// `crashes_partitions_and_twins_across_epochs`. Ignored until fixed;
-/// replay with `QBIND_SIM_SEED=120004`.
+/// rotation, crashes) never recovered node 2 before range sync from the
+/// store (issue #18) — the same block-sync storm as
+/// `crashes_partitions_and_twins_across_epochs`. Replay with
+/// `QBIND_SIM_SEED=120004`.
 #[test]
-#[ignore = "finding: seed 120004 stalls in block sync; see the doc comment"]
 fn crash_during_dag_work_with_epochs_and_rotations() {
     run_all("crash_dag_epochs", 120_000, SEEDS, crash_dag_epochs);
 }
@@ -210,12 +210,11 @@ fn resource_adversary_stays_under_bounds() {
 }
 
 /// Found by this family: seed 150045 (a twin, a partition and a crash
-/// around a stake change) never recovers node 1 — a block-sync storm of
-/// refused responses and blocks (`bad_sync_response`, `invalid_block`,
-/// ~400,000 each) — owned by the block-sync work (consensus/sync.rs).
-/// Ignored until that is fixed; replay with `QBIND_SIM_SEED=150045`.
+/// around a stake change) never recovered node 1 before range sync from the
+/// store (issue #18) — a block-sync storm of refused responses and blocks
+/// (`bad_sync_response`, `invalid_block`, ~400,000 each). Replay with
+/// `QBIND_SIM_SEED=150045`.
 #[test]
-#[ignore = "finding: seed 150045 stalls in block sync; see the doc comment"]
 fn crashes_partitions_and_twins_across_epochs() {
     run_all("combined", 150_000, SEEDS, combined);
 }
