@@ -28,6 +28,7 @@
 
 mod block_tree;
 mod certs;
+mod commit;
 pub mod error;
 pub mod evidence;
 mod handlers;
@@ -39,6 +40,7 @@ mod payload;
 mod range_sync;
 pub mod safety;
 mod sync;
+mod sync_messages;
 mod votes;
 
 pub use certs::verify_quorum_cert;

@@ -230,30 +230,7 @@ impl Runner {
                 self.inject(sender, &msg, false);
             }
             // A TC for a view ahead.
-            let tc_view = View(view.0 + 2);
-            let mut signers = SignerBitmap::new(n);
-            let mut sigs = Vec::new();
-            let mut hvs = Vec::new();
-            let mut sorted = held.clone();
-            sorted.sort_by_key(|(id, _)| *id);
-            for (id, k) in &sorted {
-                if signers.set(*id) {
-                    let d = TimeoutData {
-                        epoch,
-                        view: tc_view,
-                        high_qc_view: View(0),
-                    };
-                    sigs.push(sign_domain(k, self.env, SignKind::Timeout, &d.to_bytes()));
-                    hvs.push(View(0));
-                }
-            }
-            let tc = TimeoutCert {
-                epoch,
-                view: tc_view,
-                signers,
-                high_qc_views: hvs,
-                signatures: sigs,
-            };
+            let tc = forge_tc(epoch, View(view.0 + 2), n, &held, self.env);
             self.inject(sender, &ConsensusMsg::TimeoutCert(tc), false);
             // A proposal of the old epoch at the current view, led by a held
             // key, carrying a real certificate of that epoch.
@@ -759,5 +736,38 @@ impl Runner {
             self.checker
                 .report(Violation::NonceReplay { node: i, height });
         }
+    }
+}
+
+/// A TC of `epoch` for `view` signed by every held key (high-QC views 0).
+fn forge_tc(
+    epoch: Epoch,
+    view: View,
+    n: usize,
+    held: &[(ValidatorId, KeyPair)],
+    env: NetworkEnvironment,
+) -> TimeoutCert {
+    let mut signers = SignerBitmap::new(n);
+    let mut signatures = Vec::new();
+    let mut high_qc_views = Vec::new();
+    let mut sorted = held.to_vec();
+    sorted.sort_by_key(|(id, _)| *id);
+    for (id, k) in &sorted {
+        if signers.set(*id) {
+            let d = TimeoutData {
+                epoch,
+                view,
+                high_qc_view: View(0),
+            };
+            signatures.push(sign_domain(k, env, SignKind::Timeout, &d.to_bytes()));
+            high_qc_views.push(View(0));
+        }
+    }
+    TimeoutCert {
+        epoch,
+        view,
+        signers,
+        high_qc_views,
+        signatures,
     }
 }
