@@ -47,6 +47,8 @@ pub(super) struct LoadGenerator {
 
 /// The generator's progress between ticks.
 struct Cursor {
+    /// What a transfer must pass before it is submitted (built once).
+    admission: AdmissionPolicy,
     ids: Vec<AccountId>,
     /// (account, local slot) of every sender this process submits for.
     senders: Vec<(usize, usize)>,
@@ -78,6 +80,7 @@ impl LoadGenerator {
                 return;
             }
             let mut cursor = Cursor {
+                admission: AdmissionPolicy::new(self.env, ExecutionConfig::devnet()),
                 next: vec![0; ids.len()],
                 ids,
                 senders,
@@ -154,9 +157,8 @@ impl LoadGenerator {
         let bytes = tx.to_bytes();
         // Transactions enter the node here: each is checked against the
         // executed state before it reaches a pool (issue #17 finding 2).
-        let admission = AdmissionPolicy::new(self.env, ExecutionConfig::devnet());
         let state = BackendAccounts::new(&*self.stores[slot]);
-        if check_transaction(&state, &admission, &bytes).is_err() {
+        if check_transaction(&state, &c.admission, &bytes).is_err() {
             // Stale (executed meanwhile) or unaffordable: resume from the
             // executed nonce rather than pool it.
             c.next[s] = self.executed_nonce(&c.ids[s], slot);
