@@ -146,7 +146,15 @@ impl<S: StateBackend, T: Transport, C: Clock> Engine<S, T, C> {
                         queue.extend(more);
                     }
                     Err(error) => {
-                        tracing::error!(%error, kind = ?job.request.kind, "signer refused or failed");
+                        let (height, view) = self.position();
+                        tracing::error!(
+                            validator = %self.id(),
+                            height,
+                            view,
+                            %error,
+                            kind = ?job.request.kind,
+                            "signer refused or failed"
+                        );
                         let more = self
                             .replica
                             .handle(self.clock.now(), Input::SignFailed { job })?;
@@ -155,12 +163,14 @@ impl<S: StateBackend, T: Transport, C: Clock> Engine<S, T, C> {
                 },
                 Action::Send { to, msg } => {
                     if let Err(error) = self.transport.send(to, msg.to_bytes()).await {
-                        tracing::debug!(%error, %to, "send failed");
+                        let (height, view) = self.position();
+                        tracing::debug!(validator = %self.id(), height, view, peer = %to, %error, "send failed");
                     }
                 }
                 Action::Broadcast(msg) => {
                     if let Err(error) = self.transport.broadcast(msg.to_bytes()).await {
-                        tracing::debug!(%error, "broadcast failed");
+                        let (height, view) = self.position();
+                        tracing::debug!(validator = %self.id(), height, view, %error, "broadcast failed");
                     }
                 }
                 Action::SetTimer(at) => {
@@ -175,13 +185,39 @@ impl<S: StateBackend, T: Transport, C: Clock> Engine<S, T, C> {
         Ok(())
     }
 
+    /// Committed height and current view, for log lines.
+    fn position(&self) -> (u64, u64) {
+        let m = self.replica.machine();
+        (m.committed_height().0, m.view().0)
+    }
+
+    /// Log `event` (every consensus line carries the validator, committed
+    /// height and view, and the peer where there is one) and pass it on.
     fn report(&self, event: Event) {
+        let (height, view) = self.position();
+        let validator = self.id();
         match &event {
-            Event::Evidence(ev) => {
-                tracing::warn!(offender = %ev.offender(), "equivocation evidence")
-            }
+            Event::Committed { block, .. } => tracing::info!(
+                %validator,
+                height = block.height().0,
+                view = block.view().0,
+                proposer = %block.header().proposer,
+                "committed"
+            ),
+            Event::Executed {
+                height: h,
+                state_root,
+                ..
+            } => tracing::debug!(%validator, height = h.0, view, %state_root, "executed"),
+            Event::Evidence(ev) => tracing::warn!(
+                %validator,
+                height,
+                view,
+                offender = %ev.offender(),
+                "equivocation evidence"
+            ),
             Event::Rejected { from, error } => {
-                tracing::debug!(%from, %error, "rejected consensus input");
+                tracing::debug!(%validator, height, view, peer = %from, %error, "rejected consensus input");
             }
             _ => {}
         }

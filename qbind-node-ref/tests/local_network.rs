@@ -297,3 +297,40 @@ fn fast_sync_needs_the_trust_anchor_the_node_printed() {
         "{stdout}"
     );
 }
+
+/// `--log-format json`: every stderr line is one JSON object, and each
+/// committed block is logged with the validator, height and view as fields.
+#[test]
+fn json_logs_carry_validator_height_and_view() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let os = std::ffi::OsStr::new;
+    let (code, _out, err) = qbind_node(&[
+        os("--data-dir"),
+        data.as_os_str(),
+        os("--blocks"),
+        os("6"),
+        os("--log-format"),
+        os("json"),
+        os("--log-level"),
+        os("info"),
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    let mut committed = 0;
+    for line in err.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(v.get("level").is_some(), "{line}");
+        if v.get("message").and_then(|m| m.as_str()) == Some("committed") {
+            for field in ["validator", "height", "view", "proposer"] {
+                assert!(v.get(field).is_some(), "no {field}: {line}");
+            }
+            committed += 1;
+        }
+    }
+    // Four validators, at least six blocks each.
+    assert!(committed >= 24, "{committed} committed lines in:\n{err}");
+    // A level that does not exist is a usage error.
+    let (code, _, err) = qbind_node(&[os("--log-level"), os("loud")]);
+    assert_eq!(code, Some(2), "{err}");
+}

@@ -215,4 +215,14 @@ impl BlockTree {
     pub(crate) fn pending_len(&self) -> usize {
         self.pending.len()
     }
+
+    /// Committed blocks held in the window.
+    pub(crate) fn committed_len(&self) -> usize {
+        self.committed.len()
+    }
+
+    /// Orphan blocks held while their ancestors are fetched.
+    pub(crate) fn orphan_len(&self) -> usize {
+        self.orphan_count
+    }
 }

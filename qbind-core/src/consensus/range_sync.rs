@@ -70,6 +70,12 @@ pub(crate) struct RangeSync {
 }
 
 impl RangeSync {
+    /// Requests in flight, retry records, fetched ranges waiting to be
+    /// applied and dropped peers.
+    pub(crate) fn entries(&self) -> usize {
+        self.in_flight.len() + self.retry.len() + self.ready.len() + self.dropped.len()
+    }
+
     fn held(&self) -> usize {
         self.in_flight.len() + self.ready.len()
     }

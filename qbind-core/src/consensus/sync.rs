@@ -35,6 +35,11 @@ pub(crate) struct BlockSync {
 }
 
 impl BlockSync {
+    /// Blocks being fetched plus proposals waiting for them.
+    pub(crate) fn entries(&self) -> usize {
+        self.fetches.len() + self.waiting.values().map(Vec::len).sum::<usize>()
+    }
+
     /// Start fetching `id` (asking `hint` first); false if already fetching.
     fn start(&mut self, id: Hash32, hint: ValidatorId, now: Millis) -> bool {
         if self.fetches.contains_key(&id) {

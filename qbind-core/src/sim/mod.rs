@@ -22,11 +22,13 @@
 
 mod byzantine;
 pub mod checks;
+mod maintenance;
 mod network;
 mod runner;
 mod transfers;
 
 pub use checks::Violation;
+pub use maintenance::{Maintenance, NodeSample};
 
 use crate::consensus::SafetyFaults;
 use crate::types::{Hash32, Height, View};
@@ -192,6 +194,13 @@ pub struct Scenario {
     pub(crate) dag: bool,
     pub(crate) fee_pool: Option<FeePool>,
     pub(crate) transfers: Option<Transfers>,
+    /// A hook called every so many ms for each running honest node.
+    pub(crate) maintenance: Option<(u64, Maintenance)>,
+    /// Events a run may process before it counts as stuck.
+    pub(crate) max_events: u64,
+    /// Committed blocks each validator keeps in memory (`None`: the
+    /// consensus default).
+    pub(crate) committed_window: Option<usize>,
 }
 
 /// Signed VM v0 transfers as the workload (see [`Scenario::transfers`]).
@@ -331,6 +340,9 @@ impl Scenario {
             dag: false,
             fee_pool: None,
             transfers: None,
+            maintenance: None,
+            max_events: DEFAULT_MAX_EVENTS,
+            committed_window: None,
         }
     }
 
@@ -586,6 +598,33 @@ impl Scenario {
         self
     }
 
+    /// Call `hook` every `every_ms` simulated ms for each running honest
+    /// node, with its memory footprint and its store (long runs: check
+    /// bounds, run a production pruner on the store).
+    #[must_use]
+    pub fn maintenance(mut self, every_ms: u64, hook: Maintenance) -> Self {
+        self.maintenance = Some((every_ms.max(1), hook));
+        self
+    }
+
+    /// Allow this many events before the run counts as stuck
+    /// ([`Violation::EventBudget`]; default [`DEFAULT_MAX_EVENTS`]): long
+    /// runs need more.
+    #[must_use]
+    pub fn max_events(mut self, events: u64) -> Self {
+        self.max_events = events;
+        self
+    }
+
+    /// Keep this many committed blocks in each validator's memory
+    /// ([`crate::consensus::ConsensusConfig::committed_window`]) instead of
+    /// the default: short long-runs reach a full window sooner.
+    #[must_use]
+    pub fn committed_window(mut self, blocks: usize) -> Self {
+        self.committed_window = Some(blocks.max(1));
+        self
+    }
+
     /// Run the scenario to completion.
     #[must_use]
     pub fn run(self) -> Report {
@@ -664,6 +703,10 @@ pub struct Report {
     /// [`SIM_BLOCKS_PER_EPOCH`] blocks).
     pub epochs_closed: Vec<u64>,
 }
+
+/// Events one run may process by default: a run that needs more is stuck
+/// (for example a node re-arming a timer at the same instant without end).
+pub const DEFAULT_MAX_EVENTS: u64 = 400_000;
 
 /// Monetary epoch length in the simulator's transfer scenarios: short, so
 /// that runs of a few dozen blocks close several epochs (and crash in the

@@ -100,6 +100,21 @@ impl MemoryBackend {
         self.lock().durable_by_ns.get(&ns).copied().unwrap_or(0)
     }
 
+    /// Entries and bytes (keys plus values) held per namespace: what a
+    /// persistent store would keep on disk before compression, for long
+    /// runs that check stored bytes stay flat.
+    #[must_use]
+    pub fn stored(&self) -> BTreeMap<Namespace, (usize, usize)> {
+        let inner = self.lock();
+        let mut out: BTreeMap<Namespace, (usize, usize)> = BTreeMap::new();
+        for ((ns, key), value) in inner.table.iter() {
+            let e = out.entry(*ns).or_default();
+            e.0 += 1;
+            e.1 += key.len() + value.len();
+        }
+        out
+    }
+
     /// Load a store written by [`StateBackend::checkpoint`] of a
     /// `MemoryBackend` (the file [`MEMORY_CHECKPOINT_FILE`] in `dir`).
     ///

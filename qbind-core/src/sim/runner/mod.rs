@@ -36,10 +36,6 @@ mod effects;
 mod outbound;
 mod setup;
 
-/// Events one run may process: a run that needs more is stuck (for
-/// example a node re-arming a timer at the same instant without end).
-const MAX_EVENTS: u64 = 400_000;
-
 enum Event {
     Deliver {
         to: usize,
@@ -51,6 +47,7 @@ enum Event {
     },
     Adversary,
     BoundCheck,
+    Maintenance,
     Tick {
         node: usize,
         incarnation: u64,
@@ -115,6 +112,9 @@ pub(crate) struct Runner {
     heal_view: Option<View>,
     /// Every proposed block, for forking leaders.
     seen_blocks: HashMap<Hash32, Block>,
+    /// Whether `seen_blocks` is needed (Byzantine nodes, twins or
+    /// adversaries in the scenario).
+    keep_blocks: bool,
     /// High-fee transactions submitted (mempool-flood scenarios).
     high_fee_submitted: u64,
     /// Committed DAG blocks whose certificates were already checked.
@@ -232,11 +232,14 @@ impl Runner {
         if let Some(f) = self.sc.fee_pool {
             self.schedule_at(f.flood_every_ms.max(1), Event::Flood);
         }
+        if let Some((every, _)) = &self.sc.maintenance {
+            self.schedule_at(*every, Event::Maintenance);
+        }
         while let Some(Reverse((at, seq))) = self.queue.pop() {
             if at > self.sc.max_time {
                 break;
             }
-            if self.processed >= MAX_EVENTS {
+            if self.processed >= self.sc.max_events {
                 self.checker.report(Violation::EventBudget { at });
                 break;
             }
@@ -420,6 +423,12 @@ impl Runner {
                 self.check_bounds();
                 self.schedule_at(self.now + adversary::EVERY_MS, Event::BoundCheck);
             }
+            Event::Maintenance => {
+                if let Some((every, hook)) = self.sc.maintenance.clone() {
+                    self.maintain(&hook);
+                    self.schedule_at(self.now + every, Event::Maintenance);
+                }
+            }
             Event::Tick { node, incarnation } => {
                 self.log_event(seq, 2, node, &[]);
                 if self
@@ -492,6 +501,23 @@ impl Runner {
                 self.feed(target, Input::SubmitTransaction(tx));
                 self.schedule_at(self.now + self.sc.tx_interval, Event::SubmitTx);
             }
+        }
+    }
+
+    /// Show every running honest node to the maintenance hook.
+    fn maintain(&self, hook: &crate::sim::Maintenance) {
+        for (i, n) in self.nodes.iter().enumerate() {
+            let (true, Some(m)) = (n.honest, n.machine()) else {
+                continue;
+            };
+            (hook.0)(&crate::sim::NodeSample {
+                node: i,
+                now: self.now,
+                committed: m.committed_height(),
+                executed: n.executed,
+                machine: m.footprint(),
+                store: &n.store,
+            });
         }
     }
 

@@ -18,9 +18,13 @@ impl Runner {
         }
         if let ConsensusMsg::Proposal(p) = &msg {
             self.proposed_at.entry(p.block.id()).or_insert(self.now);
-            self.seen_blocks
-                .entry(p.block.id())
-                .or_insert_with(|| p.block.clone());
+            // Kept for forking leaders and adversaries only: a long honest
+            // run would otherwise hold every block it ever saw.
+            if self.keep_blocks {
+                self.seen_blocks
+                    .entry(p.block.id())
+                    .or_insert_with(|| p.block.clone());
+            }
         }
         let msg = match behavior {
             Some(Behavior::Silent) => return,

@@ -81,6 +81,9 @@ impl Runner {
             heal_time,
             heal_view: None,
             seen_blocks: HashMap::new(),
+            keep_blocks: !(sc.byzantine.is_empty()
+                && sc.twins.is_empty()
+                && sc.adversaries.is_empty()),
             checked_blocks: std::collections::HashSet::new(),
             high_fee_submitted: 0,
             alternates: HashMap::new(),
@@ -346,6 +349,9 @@ fn build_config(
     }
     cfg.base_timeout_ms = sc.base_timeout;
     cfg.max_block_txs = sc.max_block_txs;
+    if let Some(window) = sc.committed_window {
+        cfg.committed_window = window;
+    }
     cfg.sync_retry_ms = sc.base_timeout.max(50);
     Ok((cfg, workload))
 }

@@ -258,4 +258,23 @@ pub(crate) struct Args {
     /// Without it a missing record stops start-up.
     #[arg(long)]
     pub(crate) init_double_sign_record: bool,
+    /// Log lines on stderr: `text` (human-readable) or `json` (one object
+    /// per line, for log shippers). Consensus lines carry the validator,
+    /// committed height, view and peer as fields.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub(crate) log_format: LogFormat,
+    /// Least severe log level written: error, warn, info (one line per
+    /// committed block and validator), debug (rejected inputs, send
+    /// failures, executions) or trace.
+    #[arg(long, default_value = "warn")]
+    pub(crate) log_level: tracing::Level,
+}
+
+/// `--log-format` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }

@@ -24,6 +24,7 @@
 
 mod args;
 mod keys;
+mod logging;
 mod settings;
 
 use std::process::ExitCode;
@@ -268,6 +269,7 @@ async fn serve(opts: LocalOptions, profile: Profile) -> Result<ExitCode, Failure
 }
 
 fn run(mut args: Args) -> Result<ExitCode, Failure> {
+    logging::init(args.log_format, args.log_level);
     let genesis = match &args.genesis {
         Some(path) => Some(Genesis::load(path).map_err(|e| e.to_string())?),
         None => None,
