@@ -411,14 +411,41 @@ impl ApiBackend for NodeApi {
             view: View(metrics.current_view),
             epoch: Epoch(metrics.epoch),
             peers: u32::try_from(peers).unwrap_or(u32::MAX),
-            sync: SyncState::Synced,
+            sync: sync_state(&metrics),
         })
+    }
+}
+
+/// Catching up while range sync runs (docs/sync.md), towards the highest
+/// height seen from peers; following the chain otherwise.
+fn sync_state(m: &qbind_core::consensus::ConsensusMetrics) -> SyncState {
+    if m.sync_phase == 0 {
+        SyncState::Synced
+    } else {
+        SyncState::CatchingUp {
+            target: Height(m.committed_height.saturating_add(m.sync_behind_by)),
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_reports_catching_up_while_range_sync_runs() {
+        let mut m = qbind_core::consensus::ConsensusMetrics::default();
+        m.committed_height = 100;
+        assert_eq!(sync_state(&m), SyncState::Synced);
+        m.sync_phase = 1;
+        m.sync_behind_by = 5_000;
+        assert_eq!(
+            sync_state(&m),
+            SyncState::CatchingUp {
+                target: Height(5_100)
+            }
+        );
+    }
     use qbind_core::execution::TxStatus;
 
     fn receipt(gas: u64) -> Receipt {

@@ -39,7 +39,7 @@ fn sample(p: &mut PromText, name: &str, help: &str, label: (&str, &str), value: 
 /// Reads one consensus series.
 type Consensus = fn(&ConsensusMetrics) -> u64;
 /// The consensus series: name, help, value.
-const CONSENSUS: [(&str, &str, Consensus); 9] = [
+const CONSENSUS: [(&str, &str, Consensus); 13] = [
     ("qbind_consensus_current_view", "Current view.", |m| {
         m.current_view
     }),
@@ -82,6 +82,22 @@ const CONSENSUS: [(&str, &str, Consensus); 9] = [
         "qbind_consensus_rejected_total",
         "Consensus inputs rejected.",
         |m| m.rejected_total(),
+    ),
+    ("qbind_consensus_epoch", "Current epoch.", |m| m.epoch),
+    (
+        "qbind_consensus_sync_phase",
+        "0: following the chain live; 1: catching up by height ranges.",
+        |m| m.sync_phase,
+    ),
+    (
+        "qbind_consensus_sync_behind_by",
+        "Blocks between the highest height seen from peers and the committed height.",
+        |m| m.sync_behind_by,
+    ),
+    (
+        "qbind_consensus_sync_rate",
+        "Blocks committed per second while catching up.",
+        |m| m.sync_rate,
     ),
 ];
 /// Reads one store series.
