@@ -434,8 +434,10 @@ mod tests {
 
     #[test]
     fn status_reports_catching_up_while_range_sync_runs() {
-        let mut m = qbind_core::consensus::ConsensusMetrics::default();
-        m.committed_height = 100;
+        let mut m = qbind_core::consensus::ConsensusMetrics {
+            committed_height: 100,
+            ..Default::default()
+        };
         assert_eq!(sync_state(&m), SyncState::Synced);
         m.sync_phase = 1;
         m.sync_behind_by = 5_000;
