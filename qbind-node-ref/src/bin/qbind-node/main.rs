@@ -58,11 +58,16 @@ fn parse_cli() -> Result<Cli, Failure> {
     let Some(config) = config else {
         return Ok(Cli::parse());
     };
+    // Long names and their aliases (`validator-id` for `validator-index`).
     let known: Vec<(String, bool)> = Cli::command()
         .get_arguments()
-        .filter_map(|a| {
+        .flat_map(|a| {
+            let takes = a.get_action().takes_values();
             a.get_long()
-                .map(|l| (l.to_owned(), a.get_action().takes_values()))
+                .into_iter()
+                .chain(a.get_all_aliases().unwrap_or_default())
+                .map(move |l| (l.to_owned(), takes))
+                .collect::<Vec<_>>()
         })
         .collect();
     let file = config_file_args(std::path::Path::new(&config), &known)
