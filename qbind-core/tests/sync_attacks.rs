@@ -12,13 +12,14 @@ use std::sync::Arc;
 
 use qbind_core::codec::Encode;
 use qbind_core::consensus::{
-    Block, BlockHeader, ConsensusConfig, ConsensusMsg, Effect, HotStuff, Input, Payload, Proposal,
-    QuorumCert, SignerBitmap, SyncResponse, VoteData,
+    Block, ConsensusConfig, ConsensusMsg, Effect, HotStuff, Input, Payload, Proposal, QuorumCert,
+    SyncResponse,
 };
 use qbind_core::crypto::KeyPair;
 use qbind_core::signing::{SignKind, sign_domain};
-use qbind_core::types::{Epoch, Hash32, Height, Millis, NetworkEnvironment, ValidatorId, View};
-use qbind_core::validator::{EpochSchedule, ValidatorSet};
+use qbind_core::sim::chain;
+use qbind_core::types::{Hash32, Millis, NetworkEnvironment, ValidatorId};
+use qbind_core::validator::EpochSchedule;
 
 const ENV: NetworkEnvironment = NetworkEnvironment::Devnet;
 const CHAIN: usize = 100;
@@ -31,53 +32,14 @@ struct Net {
 }
 
 fn qc(keys: &[KeyPair], view: u64, block: Hash32) -> QuorumCert {
-    let data = VoteData {
-        epoch: Epoch(0),
-        view: View(view),
-        block_id: block,
-    };
-    let mut signers = SignerBitmap::new(keys.len());
-    let mut signatures = Vec::new();
-    for (i, k) in keys.iter().enumerate() {
-        signers.set(ValidatorId(i as u32));
-        signatures.push(sign_domain(k, ENV, SignKind::Vote, &data.to_bytes()));
-    }
-    QuorumCert {
-        data,
-        signers,
-        signatures,
-    }
+    chain::quorum_cert(ENV, keys, view, block)
 }
 
 fn net() -> Net {
     let keys: Vec<KeyPair> = (0..4u8)
         .map(|i| KeyPair::from_seed(&[70 + i; 32]))
         .collect();
-    let set =
-        ValidatorSet::new(keys.iter().map(|k| (k.public_key().clone(), 1)).collect()).expect("set");
-    let schedule = Arc::new(EpochSchedule::fixed(set));
-    let mut chain = vec![Block::genesis(ENV.chain_id())];
-    for v in 1..=CHAIN as u64 {
-        let parent = chain.last().expect("genesis").clone();
-        let justify = if v == 1 {
-            parent.justify().clone()
-        } else {
-            qc(&keys, v - 1, parent.id())
-        };
-        let header = BlockHeader {
-            epoch: Epoch(0),
-            view: View(v),
-            height: Height(v),
-            parent_id: parent.id(),
-            justify_view: justify.view(),
-            proposer: schedule.set(Epoch(0)).leader(View(v)),
-            payload_digest: Hash32::ZERO,
-            batch_commitment: Hash32::ZERO,
-            exec_height: Height(0),
-            exec_state_root: Hash32::ZERO,
-        };
-        chain.push(Block::new(header, justify, Payload::empty()));
-    }
+    let (schedule, chain) = chain::certified_chain(ENV, &keys, keys.len(), CHAIN);
     Net {
         keys,
         schedule,

@@ -21,6 +21,7 @@
 //! consensus code's own predicates.
 
 mod byzantine;
+pub mod chain;
 pub mod checks;
 mod maintenance;
 mod network;

@@ -1,0 +1,88 @@
+//! Certified chains built directly (not by running consensus), for sync
+//! tests and benchmarks: every block's QC is signed by the given keys, in
+//! consecutive views of epoch 0.
+
+use std::sync::Arc;
+
+use crate::codec::Encode;
+use crate::consensus::{Block, BlockHeader, Payload, QuorumCert, SignerBitmap, VoteData};
+use crate::crypto::KeyPair;
+use crate::signing::{SignKind, sign_domain};
+use crate::types::{Epoch, Hash32, Height, NetworkEnvironment, ValidatorId, View};
+use crate::validator::{EpochSchedule, ValidatorSet};
+
+/// A QC for `block` in `view` of epoch 0, signed by every key of `keys`
+/// (validator `i` is `keys[i]`).
+#[must_use]
+pub fn quorum_cert(
+    env: NetworkEnvironment,
+    keys: &[KeyPair],
+    view: u64,
+    block: Hash32,
+) -> QuorumCert {
+    let data = VoteData {
+        epoch: Epoch(0),
+        view: View(view),
+        block_id: block,
+    };
+    let mut signers = SignerBitmap::new(keys.len());
+    let mut signatures = Vec::new();
+    for (i, k) in keys.iter().enumerate() {
+        signers.set(ValidatorId(i as u32));
+        signatures.push(sign_domain(k, env, SignKind::Vote, &data.to_bytes()));
+    }
+    QuorumCert {
+        data,
+        signers,
+        signatures,
+    }
+}
+
+/// A fixed validator set of `keys` (stake 1 each) and a chain of `len`
+/// empty blocks on genesis, block `v` in view `v`, each certified by
+/// `signers` (a prefix of `keys`, at least a quorum) in its child. Returns
+/// the schedule and the blocks, genesis first.
+///
+/// # Panics
+/// If `keys` is empty or `signers` exceeds it (test set-up).
+#[must_use]
+pub fn certified_chain(
+    env: NetworkEnvironment,
+    keys: &[KeyPair],
+    signers: usize,
+    len: usize,
+) -> (Arc<EpochSchedule>, Vec<Block>) {
+    let set = ValidatorSet::new(keys.iter().map(|k| (k.public_key().clone(), 1)).collect())
+        .unwrap_or_else(|e| panic!("validator set: {e}"));
+    let schedule = Arc::new(EpochSchedule::fixed(set));
+    let mut chain = vec![Block::genesis(env.chain_id())];
+    for v in 1..=len as u64 {
+        let parent = chain[chain.len() - 1].clone();
+        let justify = if v == 1 {
+            parent.justify().clone()
+        } else {
+            let mut qc = quorum_cert(env, &keys[..signers], v - 1, parent.id());
+            // The bitmap spans the whole set.
+            let mut bits = SignerBitmap::new(keys.len());
+            for i in 0..signers {
+                bits.set(ValidatorId(i as u32));
+            }
+            qc.signers = bits;
+            qc
+        };
+        let header = BlockHeader {
+            epoch: Epoch(0),
+            view: View(v),
+            height: Height(v),
+            parent_id: parent.id(),
+            justify_view: justify.view(),
+            proposer: schedule.set(Epoch(0)).leader(View(v)),
+            payload_digest: Hash32::ZERO,
+            batch_commitment: Hash32::ZERO,
+            exec_height: Height(0),
+            exec_state_root: Hash32::ZERO,
+        };
+        chain.push(Block::new(header, justify, Payload::empty()));
+    }
+    (schedule, chain)
+}
