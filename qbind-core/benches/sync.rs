@@ -50,7 +50,13 @@ fn main() {
         .map(|i| KeyPair::from_seed(&[90 + i; 32]))
         .collect();
     // Every QC carries a quorum's signatures: 3 of 4.
-    let (schedule, chain) = certified_chain(ENV, &keys, 3, blocks);
+    let (schedule, chain) = match certified_chain(ENV, &keys, 3, blocks) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("chain: {e}");
+            std::process::exit(1);
+        }
+    };
     let mut hs = HotStuff::new(
         ConsensusConfig::new(ENV),
         ValidatorId(3),

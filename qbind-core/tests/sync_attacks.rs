@@ -39,7 +39,7 @@ fn net() -> Net {
     let keys: Vec<KeyPair> = (0..4u8)
         .map(|i| KeyPair::from_seed(&[70 + i; 32]))
         .collect();
-    let (schedule, chain) = chain::certified_chain(ENV, &keys, keys.len(), CHAIN);
+    let (schedule, chain) = chain::certified_chain(ENV, &keys, keys.len(), CHAIN).expect("chain");
     Net {
         keys,
         schedule,

@@ -9,7 +9,7 @@ use crate::consensus::{Block, BlockHeader, Payload, QuorumCert, SignerBitmap, Vo
 use crate::crypto::KeyPair;
 use crate::signing::{SignKind, sign_domain};
 use crate::types::{Epoch, Hash32, Height, NetworkEnvironment, ValidatorId, View};
-use crate::validator::{EpochSchedule, ValidatorSet};
+use crate::validator::{EpochSchedule, ValidatorSet, ValidatorSetError};
 
 /// A QC for `block` in `view` of epoch 0, signed by every key of `keys`
 /// (validator `i` is `keys[i]`).
@@ -41,19 +41,17 @@ pub fn quorum_cert(
 /// A fixed validator set of `keys` (stake 1 each) and a chain of `len`
 /// empty blocks on genesis, block `v` in view `v`, each certified by
 /// `signers` (a prefix of `keys`, at least a quorum) in its child. Returns
-/// the schedule and the blocks, genesis first.
-///
-/// # Panics
-/// If `keys` is empty or `signers` exceeds it (test set-up).
-#[must_use]
+/// the schedule and the blocks, genesis first; an error if `keys` do not
+/// make a validator set (none, duplicates). `signers` is capped at
+/// `keys.len()`.
 pub fn certified_chain(
     env: NetworkEnvironment,
     keys: &[KeyPair],
     signers: usize,
     len: usize,
-) -> (Arc<EpochSchedule>, Vec<Block>) {
-    let set = ValidatorSet::new(keys.iter().map(|k| (k.public_key().clone(), 1)).collect())
-        .unwrap_or_else(|e| panic!("validator set: {e}"));
+) -> Result<(Arc<EpochSchedule>, Vec<Block>), ValidatorSetError> {
+    let signers = signers.min(keys.len());
+    let set = ValidatorSet::new(keys.iter().map(|k| (k.public_key().clone(), 1)).collect())?;
     let schedule = Arc::new(EpochSchedule::fixed(set));
     let mut chain = vec![Block::genesis(env.chain_id())];
     for v in 1..=len as u64 {
@@ -84,5 +82,5 @@ pub fn certified_chain(
         };
         chain.push(Block::new(header, justify, Payload::empty()));
     }
-    (schedule, chain)
+    Ok((schedule, chain))
 }
