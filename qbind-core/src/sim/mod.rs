@@ -192,6 +192,7 @@ pub struct Scenario {
     pub(crate) dag: bool,
     pub(crate) fee_pool: Option<FeePool>,
     pub(crate) transfers: Option<Transfers>,
+    pub(crate) leader_policy: crate::consensus::leader::LeaderPolicy,
 }
 
 /// Signed VM v0 transfers as the workload (see [`Scenario::transfers`]).
@@ -331,7 +332,16 @@ impl Scenario {
             dag: false,
             fee_pool: None,
             transfers: None,
+            leader_policy: crate::consensus::leader::LeaderPolicy::default(),
         }
+    }
+
+    /// How every validator chooses leaders (default: the consensus default,
+    /// leader reputation; docs/consensus.md §C10).
+    #[must_use]
+    pub fn leader_policy(mut self, policy: crate::consensus::leader::LeaderPolicy) -> Self {
+        self.leader_policy = policy;
+        self
     }
 
     /// Submit signed VM v0 transfers ([`crate::execution::Transaction`])

@@ -345,6 +345,7 @@ fn build_config(
         };
     }
     cfg.base_timeout_ms = sc.base_timeout;
+    cfg.leader_policy = sc.leader_policy;
     cfg.max_block_txs = sc.max_block_txs;
     cfg.sync_retry_ms = sc.base_timeout.max(50);
     Ok((cfg, workload))
