@@ -82,12 +82,22 @@ fn one_validator_down_keeps_sixty_percent_of_the_all_up_rate() {
     let policy = LeaderPolicy::default();
     let mut worst = f64::INFINITY;
     for seed in seeds(210_000, 50) {
-        let up = block_rate("all up", &network(seed, policy, None).run(), 4);
-        let down = block_rate(
-            "one down",
-            &network(seed, policy, Some(crashed_node(seed))).run(),
-            3,
-        );
+        let up_run = network(seed, policy, None).run();
+        let down_run = network(seed, policy, Some(crashed_node(seed))).run();
+        // Honest validators agreed on every leader (§C10.4): no proposal
+        // was refused as not the leader's, no vote as sent to a non-leader.
+        for (what, r) in [("all up", &up_run), ("one down", &down_run)] {
+            for label in ["not_leader", "not_next_leader"] {
+                assert_eq!(
+                    r.rejected.get(label),
+                    None,
+                    "seed {seed}, {what}: validators disagreed on a leader: {}",
+                    r.summary()
+                );
+            }
+        }
+        let up = block_rate("all up", &up_run, 4);
+        let down = block_rate("one down", &down_run, 3);
         assert!(
             down >= MIN_SHARE * up,
             "seed {seed}: {down:.1} blocks/s with validator {} down, {up:.1} all up",
