@@ -161,3 +161,90 @@ fn two_of_seven_down_with_a_short_window() {
         );
     }
 }
+
+/// A validator restarted from its committed tail (`HotStuff::new`, the
+/// `Replica::open` path) elects the same leaders as the schedule fed the
+/// whole chain, as long as the tail covers the window and the lag.
+#[test]
+fn a_restarted_validator_elects_the_same_leaders() {
+    use std::sync::Arc;
+
+    use qbind_core::consensus::leader::{CommittedEntry, LeaderSchedule};
+    use qbind_core::consensus::{
+        Block, BlockHeader, ConsensusConfig, HotStuff, Payload, QuorumCert, SignerBitmap, VoteData,
+    };
+    use qbind_core::crypto::KeyPair;
+    use qbind_core::types::{Epoch, Hash32, Height, NetworkEnvironment, ValidatorId, View};
+    use qbind_core::validator::{EpochSchedule, ValidatorSet};
+
+    const ENV: NetworkEnvironment = NetworkEnvironment::Devnet;
+    let keys: Vec<KeyPair> = (0..4u8)
+        .map(|i| KeyPair::from_seed(&[90 + i; 32]))
+        .collect();
+    let set =
+        ValidatorSet::new(keys.iter().map(|k| (k.public_key().clone(), 1)).collect()).expect("set");
+    let schedule = Arc::new(EpochSchedule::fixed(set.clone()));
+    // Validator 3 is down: it proposes nothing and signs no QC. Nothing
+    // verifies the signatures of a reloaded committed tail, so the QCs
+    // carry none.
+    let mut chain = vec![Block::genesis(ENV.chain_id())];
+    for v in 1..=60u64 {
+        let parent = chain.last().expect("genesis").clone();
+        let justify = if v == 1 {
+            parent.justify().clone()
+        } else {
+            let mut signers = SignerBitmap::new(4);
+            for i in 0..3 {
+                signers.set(ValidatorId(i));
+            }
+            QuorumCert {
+                data: VoteData {
+                    epoch: Epoch(0),
+                    view: View(v - 1),
+                    block_id: parent.id(),
+                },
+                signers,
+                signatures: Vec::new(),
+            }
+        };
+        let header = BlockHeader {
+            epoch: Epoch(0),
+            view: View(v),
+            height: Height(v),
+            parent_id: parent.id(),
+            justify_view: justify.view(),
+            proposer: ValidatorId((v % 3) as u32),
+            payload_digest: Hash32::ZERO,
+            batch_commitment: Hash32::ZERO,
+            exec_height: Height(0),
+            exec_state_root: Hash32::ZERO,
+        };
+        chain.push(Block::new(header, justify, Payload::empty()));
+    }
+    let mut reference = LeaderSchedule::new(LeaderPolicy::default(), ENV.chain_id());
+    for b in &chain {
+        reference.record(CommittedEntry::of(b));
+    }
+    let restarted = |tail: usize| {
+        HotStuff::new(
+            ConsensusConfig::new(ENV),
+            ValidatorId(0),
+            schedule.clone(),
+            None,
+            chain[chain.len() - tail..].to_vec(),
+            Vec::new(),
+        )
+    };
+    let whole = restarted(chain.len());
+    let short = restarted(30);
+    for v in 1..300u64 {
+        let expected = reference.leader(&set, Epoch(0), View(v));
+        assert_eq!(whole.leader(Epoch(0), View(v)), expected, "view {v}");
+        if v >= 60 {
+            assert_eq!(short.leader(Epoch(0), View(v)), expected, "view {v}");
+        }
+        if v >= 20 {
+            assert_ne!(expected, ValidatorId(3), "view {v}");
+        }
+    }
+}
