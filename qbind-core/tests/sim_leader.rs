@@ -50,12 +50,17 @@ fn network(seed: u64, policy: LeaderPolicy, crashed: Option<usize>) -> Scenario 
 /// last commit, on the slowest of the nodes that kept running (at least
 /// `running` of them must have committed past the warm-up).
 fn block_rate(name: &str, r: &Report, running: usize) -> f64 {
+    block_rate_from(name, r, running, WARM_UP)
+}
+
+/// [`block_rate`] from height `from`.
+fn block_rate_from(name: &str, r: &Report, running: usize, from: u64) -> f64 {
     assert!(r.violations.is_empty(), "{name} failed: {}", r.summary());
     let rates: Vec<f64> = r
         .commits
         .iter()
         .filter_map(|c| {
-            let start = c.iter().find(|b| b.height.0 >= WARM_UP)?;
+            let start = c.iter().find(|b| b.height.0 >= from)?;
             let end = c.last()?;
             (end.at > start.at).then(|| {
                 (end.height.0 - start.height.0) as f64 * 1_000.0 / (end.at - start.at) as f64
@@ -64,7 +69,7 @@ fn block_rate(name: &str, r: &Report, running: usize) -> f64 {
         .collect();
     assert!(
         rates.len() >= running,
-        "{name}: only {} nodes committed past height {WARM_UP}: {}",
+        "{name}: only {} nodes committed past height {from}: {}",
         rates.len(),
         r.summary()
     );
@@ -126,6 +131,36 @@ fn round_robin_with_one_validator_down_falls_below_the_bound() {
         assert!(
             down < MIN_SHARE * up,
             "seed {seed}: round-robin kept {down:.1} of {up:.1} blocks/s"
+        );
+    }
+}
+
+/// A validator that crashes mid-run (at 0.5 s, about height 25) stops
+/// being elected once its last QC signature leaves the window: from height
+/// 80 on the rate is back above the bound.
+#[test]
+fn a_validator_crashing_mid_run_stops_being_elected() {
+    let policy = LeaderPolicy::default();
+    for seed in seeds(213_000, 10) {
+        let run = |crash: bool| {
+            let s = Scenario::new(4)
+                .seed(seed)
+                .transactions_every(20)
+                .leader_policy(policy)
+                .min_commits(160)
+                .max_time(120_000);
+            if crash {
+                s.crash(crashed_node(seed), 500, None)
+            } else {
+                s
+            }
+        };
+        let up = block_rate_from("all up", &run(false).run(), 4, 80);
+        let down = block_rate_from("crash at 0.5 s", &run(true).run(), 3, 80);
+        assert!(
+            down >= MIN_SHARE * up,
+            "seed {seed}: {down:.1} blocks/s after validator {} crashed, {up:.1} all up",
+            crashed_node(seed)
         );
     }
 }
