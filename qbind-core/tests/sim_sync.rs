@@ -137,7 +137,11 @@ fn long_outage(seed: u64, down_ms: u64, target: u64) -> (Report, u64) {
 #[test]
 fn validator_down_for_a_thousand_blocks_catches_up_by_ranges() {
     for seed in seeds(183_000, 1) {
-        let (_, behind) = long_outage(seed, 20_000, 1_500);
+        // About 230 blocks per simulated second with validator 0 down
+        // (leader reputation stops electing it; under round-robin it was
+        // 20 s for ~1,000 blocks): the target must stay above the gap so
+        // that the node syncs all of it.
+        let (_, behind) = long_outage(seed, 6_000, 1_500);
         assert!(behind >= 900, "seed {seed}: only {behind} blocks behind");
     }
 }
@@ -147,7 +151,7 @@ fn validator_down_for_a_thousand_blocks_catches_up_by_ranges() {
 #[ignore = "slow: run with --ignored or the nextest slow profile"]
 fn validator_down_for_ten_thousand_blocks_catches_up_slow() {
     for seed in seeds(184_000, 1) {
-        let (_, behind) = long_outage(seed, 200_000, 10_500);
+        let (_, behind) = long_outage(seed, 45_000, 12_500);
         assert!(behind >= 9_000, "seed {seed}: only {behind} blocks behind");
     }
 }

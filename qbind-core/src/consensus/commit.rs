@@ -117,6 +117,8 @@ impl HotStuff {
         let mut epoch_changed = false;
         for b in &chain {
             self.metrics.blocks_committed += 1;
+            self.leaders
+                .record(crate::consensus::leader::CommittedEntry::of(b));
             if b.height() == self.boundary(b.epoch()) {
                 self.epoch = b.epoch().next();
                 epoch_changed = true;

@@ -122,14 +122,6 @@ impl HotStuff {
         let block = &p.block;
         let h = block.header().clone();
         self.check_block_shape(block)?;
-        let leader = self.set(h.epoch).leader(h.view);
-        if h.proposer != leader {
-            return Err(ConsensusError::NotLeader {
-                view: h.view,
-                proposer: h.proposer,
-                leader,
-            });
-        }
         let set = self.schedule.set(h.epoch);
         self.verifier
             .verify_sig(
@@ -150,6 +142,18 @@ impl HotStuff {
         }
         let justify = block.justify().clone();
         self.process_qc(&justify, from)?;
+        // The leader is checked after the proposal's certificates are
+        // processed: the QC it carries may commit blocks this validator had
+        // not committed yet, which brings its view of the committed chain
+        // (and so of the leader, §C10) to the proposer's.
+        let leader = self.leader(h.epoch, h.view);
+        if h.proposer != leader {
+            return Err(ConsensusError::NotLeader {
+                view: h.view,
+                proposer: h.proposer,
+                leader,
+            });
+        }
         self.check_epoch_window("proposal", h.epoch)?;
         self.check_not_too_far("proposal", h.view)?;
         if let Some(ev) = self.detector.proposal(&h, &p.signature)
@@ -187,7 +191,7 @@ impl HotStuff {
     pub(crate) fn on_vote(&mut self, _from: ValidatorId, vote: Vote) -> Result<(), ConsensusError> {
         let data = vote.data;
         self.check_epoch_window("vote", data.epoch)?;
-        if self.set(data.epoch).leader(data.view.next()) != self.me {
+        if self.leader(data.epoch, data.view.next()) != self.me {
             return Err(ConsensusError::NotNextLeader { view: data.view });
         }
         self.check_not_too_far("vote", data.view)?;
@@ -274,7 +278,7 @@ impl HotStuff {
         if let Some(tc) = progress.tc {
             self.metrics.tcs_formed += 1;
             self.process_tc(&tc);
-            let next_leader = self.set(tc.epoch).leader(tc.view.next());
+            let next_leader = self.leader(tc.epoch, tc.view.next());
             if next_leader != self.me {
                 self.emit(crate::consensus::Effect::Send {
                     to: next_leader,

@@ -10,6 +10,7 @@ use crate::consensus::block_tree::BlockTree;
 use crate::consensus::certs::Verifier;
 use crate::consensus::error::ConsensusError;
 use crate::consensus::evidence::{EquivocationDetector, Evidence};
+use crate::consensus::leader::{CommittedEntry, LeaderSchedule};
 use crate::consensus::messages::{
     Block, BlockHeader, ConsensusMsg, Proposal, TimeoutData, TimeoutMsg, Vote, VoteData,
 };
@@ -68,6 +69,8 @@ pub struct HotStuff {
     /// State roots of the last [`EXECUTED_ROOTS_KEPT`] executed heights
     /// ([`Input::Executed`]).
     pub(crate) executed_roots: BTreeMap<Height, Hash32>,
+    /// Who leads each view: the policy and the committed chain it reads.
+    pub(crate) leaders: LeaderSchedule,
 }
 
 /// The highest view any message or certificate may name. No honest network
@@ -97,6 +100,10 @@ impl HotStuff {
         let genesis_qc = genesis.justify().clone();
         if committed.is_empty() {
             committed.push(genesis);
+        }
+        let mut leaders = LeaderSchedule::new(cfg.leader_policy, cfg.env.chain_id());
+        for block in &committed {
+            leaders.record(CommittedEntry::of(block));
         }
         let mut tree = BlockTree::new(committed, cfg.committed_window);
         pending.sort_by_key(Block::height);
@@ -135,6 +142,7 @@ impl HotStuff {
             last_vote: None,
             last_proposal: None,
             executed_roots: BTreeMap::new(),
+            leaders,
         };
         hs.epoch = hs.epoch_after_root();
         hs.update_gauges();
@@ -197,6 +205,13 @@ impl HotStuff {
     #[must_use]
     pub fn safety(&self) -> &SafetyState {
         &self.safety
+    }
+
+    /// The leader of `view` in `epoch`, as this validator sees it (the
+    /// leader policy over its committed chain; Consensus §C2.1, §C10).
+    #[must_use]
+    pub fn leader(&self, epoch: Epoch, view: View) -> ValidatorId {
+        self.leaders.leader(self.set(epoch), epoch, view)
     }
 
     /// Counters.
@@ -333,7 +348,7 @@ impl HotStuff {
         self.arm_timer();
         let high = self.safety.high_qc.clone();
         if !self.tree.contains(&high.block_id()) {
-            let hint = self.set(high.data.epoch).leader(high.view());
+            let hint = self.leader(high.data.epoch, high.view());
             self.fetch(high.block_id(), hint);
         }
         self.try_propose();
@@ -511,7 +526,7 @@ impl HotStuff {
     pub(crate) fn try_propose(&mut self) {
         let epoch = self.epoch;
         if !self.is_member(epoch)
-            || self.set(epoch).leader(self.pace.view()) != self.me
+            || self.leader(epoch, self.pace.view()) != self.me
             || self.safety.last_proposed_view >= self.pace.view()
         {
             return;
@@ -532,7 +547,7 @@ impl HotStuff {
         }
         let high_qc = self.safety.high_qc.clone();
         let Some(qc_block) = self.tree.get(&high_qc.block_id()).cloned() else {
-            let hint = self.set(high_qc.data.epoch).leader(high_qc.view());
+            let hint = self.leader(high_qc.data.epoch, high_qc.view());
             self.fetch(high_qc.block_id(), hint);
             return;
         };
@@ -635,7 +650,7 @@ impl HotStuff {
             .filter(|v| v.data.block_id == block.id())
         {
             // A re-broadcast proposal: answer with the very same signed vote.
-            let to = self.set(self.epoch).leader(block.view().next());
+            let to = self.leader(self.epoch, block.view().next());
             if to != self.me {
                 self.emit(Effect::Send {
                     to,
@@ -653,7 +668,7 @@ impl HotStuff {
             view: block.view(),
             block_id: block.id(),
         };
-        let to = self.set(self.epoch).leader(block.view().next());
+        let to = self.leader(self.epoch, block.view().next());
         self.emit(Effect::Sign(SignJob {
             request: SignRequest {
                 kind: SignKind::Vote,

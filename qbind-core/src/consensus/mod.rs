@@ -7,7 +7,8 @@
 //! performs I/O, reads a clock, or draws randomness.
 //!
 //! Protocol summary:
-//! - the leader of view `v` (round-robin over its epoch's set) proposes a
+//! - the leader of view `v` (by default a stake-weighted draw over the
+//!   validators active in the recent committed chain, [`leader`]) proposes a
 //!   block extending its highest QC; validators vote (to the leader of
 //!   `v + 1`) if the LibraBFT safety rules in [`safety`] allow it;
 //! - a quorum of votes (> 2/3 of stake) forms a QC; a QC for `B` locks `B`'s
@@ -33,6 +34,7 @@ pub mod error;
 pub mod evidence;
 mod footprint;
 mod handlers;
+pub mod leader;
 mod machine;
 pub mod messages;
 mod metrics;
@@ -95,6 +97,9 @@ pub struct ConsensusConfig {
     pub tx_meta: Option<crate::fee_mempool::TxMetaFn>,
     /// Fee-priority pool parameters (used with `tx_meta`).
     pub fee_mempool: crate::fee_mempool::FeeMempoolConfig,
+    /// How the leader of a view is chosen (Consensus §C2.1, §C10); every
+    /// validator of a network must use the same policy.
+    pub leader_policy: leader::LeaderPolicy,
 }
 
 impl ConsensusConfig {
@@ -125,6 +130,7 @@ impl ConsensusConfig {
                 allow_v0_payloads: env != NetworkEnvironment::Mainnet,
                 ..crate::fee_mempool::FeeMempoolConfig::mainnet()
             },
+            leader_policy: leader::LeaderPolicy::default(),
         }
     }
 }

@@ -202,6 +202,7 @@ pub struct Scenario {
     /// Committed blocks each validator keeps in memory (`None`: the
     /// consensus default).
     pub(crate) committed_window: Option<usize>,
+    pub(crate) leader_policy: crate::consensus::leader::LeaderPolicy,
 }
 
 /// Signed VM v0 transfers as the workload (see [`Scenario::transfers`]).
@@ -344,7 +345,16 @@ impl Scenario {
             maintenance: None,
             max_events: DEFAULT_MAX_EVENTS,
             committed_window: None,
+            leader_policy: crate::consensus::leader::LeaderPolicy::default(),
         }
+    }
+
+    /// How every validator chooses leaders (default: the consensus default,
+    /// leader reputation; docs/consensus.md §C10).
+    #[must_use]
+    pub fn leader_policy(mut self, policy: crate::consensus::leader::LeaderPolicy) -> Self {
+        self.leader_policy = policy;
+        self
     }
 
     /// Submit signed VM v0 transfers ([`crate::execution::Transaction`])

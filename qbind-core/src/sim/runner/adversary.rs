@@ -234,7 +234,7 @@ impl Runner {
             self.inject(sender, &ConsensusMsg::TimeoutCert(tc), false);
             // A proposal of the old epoch at the current view, led by a held
             // key, carrying a real certificate of that epoch.
-            let leader = self.schedule.set(epoch).leader(view);
+            let leader = self.leader_seen_by(None, epoch, view);
             if let (Some(qc), Some((_, lk))) = (real, held.iter().find(|(id, _)| *id == leader))
                 && let Some(parent) = self.seen_blocks.get(&qc.block_id()).cloned()
                 && parent.view() < view
@@ -471,7 +471,6 @@ impl Runner {
         };
         let epoch = self.honest_epoch();
         let view = self.max_honest_view();
-        let set = self.schedule.set(epoch).clone();
         // Proposals: several different blocks for views it leads ahead.
         let high = self.adv.qcs.get(&epoch).cloned();
         if let Some(qc) = high
@@ -481,7 +480,7 @@ impl Runner {
             let mut v = view.0.max(parent.view().0 + 1);
             while made < 8 && v < view.0 + 1_024 {
                 v += 1 + self.rng.gen_range(0..64);
-                if set.leader(View(v)) != me {
+                if self.leader_seen_by(Some(node), epoch, View(v)) != me {
                     continue;
                 }
                 made += 1;

@@ -268,6 +268,30 @@ impl Runner {
             .unwrap_or_default()
     }
 
+    /// The leader of `view` in `epoch` as node `i` sees it (its own
+    /// committed chain decides, §C10), or as the honest running node with
+    /// the highest commit does when `i` is `None` or not running: faulty
+    /// validators and outside adversaries know the committed chain too.
+    pub(super) fn leader_seen_by(
+        &self,
+        i: Option<usize>,
+        epoch: crate::types::Epoch,
+        view: View,
+    ) -> ValidatorId {
+        let own = i.and_then(|i| self.nodes.get(i)).and_then(SimNode::machine);
+        let machine = own.or_else(|| {
+            self.nodes
+                .iter()
+                .filter(|n| n.honest)
+                .filter_map(SimNode::machine)
+                .max_by_key(|m| m.committed_height())
+        });
+        match machine {
+            Some(m) => m.leader(epoch, view),
+            None => self.schedule.set(epoch).leader(view),
+        }
+    }
+
     /// Honest nodes that are running (or will restart).
     fn required_nodes(&self) -> impl Iterator<Item = &SimNode> {
         self.nodes
@@ -653,7 +677,7 @@ impl Runner {
             return;
         }
         let vote = reckless_vote(block, n.validator, &n.key, self.env);
-        let leader = self.schedule.set(block.epoch()).leader(block.view().next());
+        let leader = self.leader_seen_by(Some(i), block.epoch(), block.view().next());
         self.send(i, Some(leader), ConsensusMsg::Vote(vote));
     }
 }

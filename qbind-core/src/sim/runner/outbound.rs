@@ -165,7 +165,7 @@ impl Runner {
         // fork's QC) and the fork to everyone else; the others split by parity.
         let honest_only = (behavior == Behavior::ForkingLeader).then(|| {
             let v = alt.block.view();
-            self.schedule.set(alt.block.epoch()).leader(View(v.0 + 3))
+            self.leader_seen_by(Some(i), alt.block.epoch(), View(v.0 + 3))
         });
         let a = Rc::new(msg.to_bytes());
         let b = Rc::new(ConsensusMsg::Proposal(alt).to_bytes());

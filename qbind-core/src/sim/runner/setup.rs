@@ -348,6 +348,7 @@ fn build_config(
         };
     }
     cfg.base_timeout_ms = sc.base_timeout;
+    cfg.leader_policy = sc.leader_policy;
     cfg.max_block_txs = sc.max_block_txs;
     if let Some(window) = sc.committed_window {
         cfg.committed_window = window;
