@@ -220,13 +220,16 @@ fn a_duplicate_signer_is_counted_once() {
     );
 }
 
+/// An edit of a signed envelope.
+type Tamper = fn(&mut Value);
+
 #[test]
 fn a_tampered_field_invalidates_every_signature() {
     let fx = Fixture::new();
     let signed = fx.envelope("signed.json", "normal", b"bin");
     fx.sign(&signed, 0..7);
     assert_eq!(fx.verify(&signed, &[]).0, 0);
-    let tampers: [(&str, fn(&mut Value)); 5] = [
+    let tampers: [(&str, Tamper); 5] = [
         ("activation height", |d| {
             d["activation"]["height"] = json!(2_000_001)
         }),

@@ -41,7 +41,9 @@ const EXIT_USAGE: u8 = 2;
 #[command(
     name = "qbind-envelope",
     version,
-    about = "Inspect, digest, sign and verify QBIND upgrade envelopes"
+    about = "Inspect, digest, sign and verify QBIND upgrade envelopes",
+    after_help = "Exit codes: 0 success (verify: threshold met, every signature valid, binary hash \
+                  matches); 1 verification failed; 2 invalid arguments, unreadable or malformed files."
 )]
 struct Cli {
     #[command(subcommand)]
