@@ -61,7 +61,13 @@ impl PromText {
     }
 
     /// One gauge sample with one label (the value is escaped).
-    pub fn gauge_labeled(&mut self, name: &str, help: &str, label: (&str, &str), value: u64) {
+    pub fn gauge_labeled(
+        &mut self,
+        name: &str,
+        help: &str,
+        label: (&str, &str),
+        value: impl std::fmt::Display,
+    ) {
         self.declare(name, "gauge", help);
         let _ = writeln!(
             self.out,
@@ -72,7 +78,13 @@ impl PromText {
     }
 
     /// One counter sample with one label (the value is escaped).
-    pub fn counter_labeled(&mut self, name: &str, help: &str, label: (&str, &str), value: u64) {
+    pub fn counter_labeled(
+        &mut self,
+        name: &str,
+        help: &str,
+        label: (&str, &str),
+        value: impl std::fmt::Display,
+    ) {
         self.declare(name, "counter", help);
         let _ = writeln!(
             self.out,

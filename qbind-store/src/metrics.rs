@@ -20,7 +20,7 @@ pub struct StoreMetrics {
     pub prune_deleted_bytes: AtomicU64,
     /// Gauge `qbind_state_prune_retained_height`: lowest height still kept.
     pub prune_retained_height: AtomicU64,
-    /// `qbind_state_prune_duration_ms_total`: time spent pruning.
+    /// `qbind_state_prune_duration_seconds_total` (counted in ms): time spent pruning.
     pub prune_duration_ms: AtomicU64,
     /// `qbind_state_prune_errors_total`: prune steps that failed.
     pub prune_errors: AtomicU64,
@@ -35,9 +35,9 @@ pub struct StoreMetrics {
     pub snapshot_tmp_removed: AtomicU64,
     /// Gauge `qbind_snapshot_last_height`: height of the newest snapshot.
     pub snapshot_last_height: AtomicU64,
-    /// Gauge `qbind_snapshot_last_duration_ms`: how long it took.
+    /// Gauge `qbind_snapshot_last_duration_seconds` (counted in ms): how long it took.
     pub snapshot_last_duration_ms: AtomicU64,
-    /// `qbind_snapshot_duration_ms_total`: time spent creating snapshots.
+    /// `qbind_snapshot_duration_seconds_total` (counted in ms): time spent creating snapshots.
     pub snapshot_duration_ms: AtomicU64,
 }
 

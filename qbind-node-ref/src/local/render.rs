@@ -28,7 +28,13 @@ pub(super) struct Shared {
 }
 
 /// A labeled sample: `*_total` names are counters, the rest gauges.
-fn sample(p: &mut PromText, name: &str, help: &str, label: (&str, &str), value: u64) {
+fn sample(
+    p: &mut PromText,
+    name: &str,
+    help: &str,
+    label: (&str, &str),
+    value: impl std::fmt::Display,
+) {
     if name.ends_with("_total") {
         p.counter_labeled(name, help, label, value);
     } else {
@@ -102,8 +108,8 @@ const CONSENSUS: [(&str, &str, Consensus); 13] = [
 ];
 /// Reads one store series.
 type Store = fn(&qbind_store::metrics::StoreMetrics) -> &AtomicU64;
-/// The store series: name, help, counter.
-const STORE: [(&str, &str, Store); 14] = [
+/// The store series: name, help, counter or gauge.
+const STORE: [(&str, &str, Store); 11] = [
     (
         "qbind_state_size_bytes",
         "On-disk size of the state store.",
@@ -126,11 +132,6 @@ const STORE: [(&str, &str, Store); 14] = [
         "qbind_state_prune_retained_height",
         "Lowest retained height.",
         |s| &s.prune_retained_height,
-    ),
-    (
-        "qbind_state_prune_duration_ms_total",
-        "Time spent pruning (ms).",
-        |s| &s.prune_duration_ms,
     ),
     (
         "qbind_state_prune_errors_total",
@@ -158,14 +159,23 @@ const STORE: [(&str, &str, Store); 14] = [
         "Height of the newest snapshot.",
         |s| &s.snapshot_last_height,
     ),
+];
+/// The store durations, counted in milliseconds and exported in seconds
+/// (Prometheus base units: `promtool check metrics` refuses `_ms`).
+const STORE_SECONDS: [(&str, &str, Store); 3] = [
     (
-        "qbind_snapshot_last_duration_ms",
-        "Time the newest snapshot took (ms).",
+        "qbind_state_prune_duration_seconds_total",
+        "Time spent pruning (s).",
+        |s| &s.prune_duration_ms,
+    ),
+    (
+        "qbind_snapshot_last_duration_seconds",
+        "Time the newest snapshot took (s).",
         |s| &s.snapshot_last_duration_ms,
     ),
     (
-        "qbind_snapshot_duration_ms_total",
-        "Time spent creating snapshots (ms).",
+        "qbind_snapshot_duration_seconds_total",
+        "Time spent creating snapshots (s).",
         |s| &s.snapshot_duration_ms,
     ),
 ];
@@ -193,12 +203,12 @@ pub(super) fn render(shared: &Shared) -> String {
             shared.transfers[slot].load(Ordering::Relaxed),
         );
         for (name, help, get) in STORE {
-            p.counter_labeled(
-                name,
-                help,
-                label,
-                get(&shared.store[slot]).load(Ordering::Relaxed),
-            );
+            let value = get(&shared.store[slot]).load(Ordering::Relaxed);
+            sample(&mut p, name, help, label, value);
+        }
+        for (name, help, get) in STORE_SECONDS {
+            let millis = get(&shared.store[slot]).load(Ordering::Relaxed);
+            sample(&mut p, name, help, label, millis as f64 / 1000.0);
         }
     }
     for (slot, net) in shared.net.iter().enumerate() {
