@@ -33,7 +33,9 @@ pub struct KillSpec {
 
 fn seconds(text: &str) -> Option<Duration> {
     let secs: f64 = text.trim_end_matches('s').parse().ok()?;
-    (secs.is_finite() && secs >= 0.0 && secs < 1e6).then(|| Duration::from_secs_f64(secs))
+    (0.0..1e6)
+        .contains(&secs)
+        .then(|| Duration::from_secs_f64(secs))
 }
 
 impl std::str::FromStr for KillSpec {
@@ -78,8 +80,8 @@ impl std::str::FromStr for Rate {
             return Ok(Rate::Closed);
         }
         match text.parse::<f64>() {
-            Ok(r) if r == 0.0 => Ok(Rate::Closed),
             Ok(r) if r.is_finite() && r > 0.0 => Ok(Rate::Open(r)),
+            Ok(r) if r.is_finite() && r >= 0.0 => Ok(Rate::Closed),
             _ => Err(OptionError::RateSyntax(text.to_owned())),
         }
     }

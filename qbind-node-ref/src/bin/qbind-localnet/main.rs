@@ -421,11 +421,11 @@ async fn finish(
     for c in clients {
         let mut root = None;
         for _ in 0..20 {
-            if let Ok(b) = c.block(common).await {
-                if b.state_root.is_some() {
-                    root = b.state_root;
-                    break;
-                }
+            if let Ok(b) = c.block(common).await
+                && b.state_root.is_some()
+            {
+                root = b.state_root;
+                break;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }

@@ -177,10 +177,10 @@ where
     let mut out: Vec<Option<R>> = (0..items.len()).map(|_| None).collect();
     let mut set = JoinSet::new();
     for (i, item) in items.into_iter().enumerate() {
-        if set.len() >= CHECK_CONCURRENCY {
-            if let Some(Ok((j, r))) = set.join_next().await {
-                out[j] = Some(r);
-            }
+        if set.len() >= CHECK_CONCURRENCY
+            && let Some(Ok((j, r))) = set.join_next().await
+        {
+            out[j] = Some(r);
         }
         let fut = f(item);
         set.spawn(async move { (i, fut.await) });
