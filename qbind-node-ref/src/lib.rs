@@ -9,7 +9,10 @@
 //! - [`local`]: a multi-validator network in one process (`qbind-node
 //!   --local-validators N`), each validator with its own persistent store;
 //! - [`genesis`]: the genesis file, its hash, and the binding of a store to
-//!   it;
+//!   it; [`genesis_dir`]: a local network's genesis directory with fresh
+//!   keys (`qbind-genesis devnet`, `qbind-localnet`);
+//! - [`localnet`]: what `qbind-localnet` decides (options, latency
+//!   percentiles, the check that every accepted transfer applied once);
 //! - [`profile`]: the network profiles and their presets;
 //! - [`config`]: the effective configuration, the MainNet invariants of
 //!   runbook §3.2 (`validate_mainnet_invariants`) and the TOML config file;
@@ -21,7 +24,9 @@
 
 pub mod config;
 pub mod genesis;
+pub mod genesis_dir;
 pub mod local;
+pub mod localnet;
 pub mod metrics;
 pub mod node;
 pub mod profile;

@@ -127,6 +127,8 @@ pub struct ApiOptions {
     /// submissions and whose store answers the reads; it must run in this
     /// process. `None`: the first validator of the process.
     pub validator: Option<usize>,
+    /// The per-client rate limit (`--api-rate-limit`); `None`: off.
+    pub rate_limit: Option<qbind_api::limiter::RateLimitConfig>,
 }
 
 /// Where the load generator's accounts come from.
@@ -421,7 +423,10 @@ async fn start_api(
     let server = qbind_api::ApiServer::bind(
         api_opts.addr,
         Arc::new(backend),
-        qbind_api::ApiConfig::default(),
+        qbind_api::ApiConfig {
+            rate_limit: api_opts.rate_limit,
+            ..qbind_api::ApiConfig::default()
+        },
     )
     .await
     .map_err(|e| NodeError::Config(format!("public API: {e}")))?;

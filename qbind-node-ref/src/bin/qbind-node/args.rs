@@ -162,6 +162,11 @@ pub(crate) struct Args {
     /// process (default: the first validator of the process).
     #[arg(long, requires = "api_addr")]
     pub(crate) api_validator: Option<usize>,
+    /// API requests per second each client may make (token bucket with
+    /// bursts of ten seconds' worth, at least 200); 0 turns the per-client
+    /// limit off (for a trusted load generator, as `qbind-localnet` runs).
+    #[arg(long, default_value_t = 20)]
+    pub(crate) api_rate_limit: u32,
     /// Where snapshots are written (none: snapshots off).
     #[arg(long)]
     pub(crate) snapshot_dir: Option<PathBuf>,

@@ -31,6 +31,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use qbind_api::limiter::RateLimitConfig;
 use qbind_node_ref::config::config_file_args;
 use qbind_node_ref::genesis::Genesis;
 use qbind_node_ref::local::{
@@ -144,6 +145,17 @@ async fn stop_signal() -> Option<&'static str> {
     }
 }
 
+/// `--api-rate-limit`: `per_second` requests per client and second, bursts
+/// of ten seconds' worth (at least the default burst); 0: no limit.
+fn api_rate_limit(per_second: u32) -> Option<RateLimitConfig> {
+    let default = RateLimitConfig::default();
+    (per_second > 0).then(|| RateLimitConfig {
+        per_second,
+        burst: per_second.saturating_mul(10).max(default.burst),
+        ..default
+    })
+}
+
 /// The run's options from the checked flags.
 fn local_options(
     mut args: Args,
@@ -180,6 +192,7 @@ fn local_options(
         api: args.api_addr.map(|addr| ApiOptions {
             addr,
             validator: args.api_validator,
+            rate_limit: api_rate_limit(args.api_rate_limit),
         }),
         maintenance: Maintenance {
             snapshots: args.snapshot_dir.clone().map(|dir| SnapshotConfig {

@@ -1,0 +1,457 @@
+//! The load generator: transfers signed with the genesis accounts' keys
+//! (qbind-core's `Transaction::sign`) and submitted through the public API
+//! in batches, each account to its home validator (account `s` to
+//! validator `s mod n`, to the next running one while that one is down);
+//! open loop at a rate or closed loop with a bounded number in flight.
+//! Refusals that mean "later" (429, 503, a nonce ahead of the node) are
+//! retried with the same bytes after a back-off and counted. A block
+//! follower reads every committed block from the API and marks the
+//! transfers it lists: the submit → commit latency.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use qbind_api::wire::ErrorBody;
+use qbind_client::{ClientError, QbindClient};
+use qbind_core::codec::Encode;
+use qbind_core::crypto::KeyPair;
+use qbind_core::execution::{
+    ExecutionConfig, TRANSFER_PAYLOAD_V1_BYTES, Transaction, TransferPayload, TransferPayloadV1,
+};
+use qbind_core::types::{AccountId, Hash32, NetworkEnvironment};
+use qbind_node_ref::localnet::options::Rate;
+
+/// Transfers one account may have submitted and not yet committed (the
+/// node admits nonces at most 64 ahead, the pool 64 per sender).
+const PER_ACCOUNT_IN_FLIGHT: u64 = 16;
+/// Most transactions in one `POST /v1/txs` (the server's default bound).
+const BATCH: usize = 128;
+/// How often the generator submits.
+const TICK: Duration = Duration::from_millis(10);
+/// Back-off after a refusal that means "later", unless `Retry-After` says more.
+const BACKOFF: Duration = Duration::from_millis(250);
+/// Requests in flight per validator beyond which no new transfer is
+/// signed (an open loop faster than the API answers slows down here).
+const REQUESTS_PER_VALIDATOR: usize = 8;
+
+/// One transfer the generator signed.
+pub(crate) struct Sent {
+    pub(crate) hash: Hash32,
+    pub(crate) sender: usize,
+    pub(crate) recipient: usize,
+    pub(crate) amount: u128,
+    pub(crate) fee: u128,
+    /// The signed transaction until it is seen in a block (kept for
+    /// resubmission).
+    tx: Option<Arc<Transaction>>,
+    /// When it was first submitted.
+    first_sent: Instant,
+    /// The validator that last accepted it.
+    via: Option<usize>,
+    /// An API answered with its hash (or `already_known`).
+    pub(crate) accepted: bool,
+    /// A request carrying it may have reached a node without an answer.
+    pub(crate) maybe_accepted: bool,
+    /// Refused for good (an error that retrying cannot fix).
+    pub(crate) refused: Option<String>,
+    /// Heights of the blocks that listed it.
+    pub(crate) inclusions: Vec<u64>,
+}
+
+/// Counters and samples shared by the generator, the follower and the
+/// progress line.
+#[derive(Default)]
+pub(crate) struct Tracker {
+    pub(crate) sent: Vec<Sent>,
+    by_hash: HashMap<Hash32, usize>,
+    /// Signed, not yet in a block, not refused.
+    pub(crate) in_flight: usize,
+    /// Per account: signed and not yet in a block.
+    account_in_flight: Vec<u64>,
+    /// Transfers to submit again (index into `sent`) and when.
+    retry: VecDeque<(Instant, usize)>,
+    /// Submit→commit latencies, seconds, in commit order.
+    pub(crate) latencies: Vec<f64>,
+    /// When each latency sample was taken.
+    pub(crate) committed_at: Vec<Instant>,
+    /// Refusals that meant "later" (429, 503, nonce ahead) and whole
+    /// requests refused with 429/503.
+    pub(crate) backoffs: u64,
+    /// Requests that did not reach a node or got no answer.
+    pub(crate) transport_errors: u64,
+    /// Per validator: considered down (killed, or unreachable).
+    pub(crate) down: Vec<bool>,
+    /// Per account: the validator it was moved to while its home was down.
+    moved: Vec<Option<usize>>,
+    /// Accounts stopped after a refusal that leaves a nonce gap.
+    stuck: Vec<bool>,
+    /// Highest height the follower processed.
+    pub(crate) followed_height: u64,
+    /// Requests in flight.
+    requests: usize,
+    /// Ticks in which the generator signed nothing because too many
+    /// requests were outstanding.
+    pub(crate) saturated_ticks: u64,
+}
+
+/// The shared tracker.
+pub(crate) type Shared = Arc<Mutex<Tracker>>;
+
+/// Lock, surviving a panic elsewhere (the data are counters).
+pub(crate) fn lock(t: &Shared) -> MutexGuard<'_, Tracker> {
+    t.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Tracker {
+    /// A tracker for `validators` and `accounts`.
+    pub(crate) fn new(validators: usize, accounts: usize) -> Shared {
+        Arc::new(Mutex::new(Tracker {
+            down: vec![false; validators],
+            account_in_flight: vec![0; accounts],
+            moved: vec![None; accounts],
+            stuck: vec![false; accounts],
+            ..Tracker::default()
+        }))
+    }
+
+    /// The validator account `s` submits to.
+    fn route(&self, s: usize) -> Option<usize> {
+        let n = self.down.len();
+        let home = self.moved[s].unwrap_or(s % n.max(1));
+        (0..n).map(|k| (home + k) % n).find(|v| !self.down[*v])
+    }
+
+    /// Validator `v` went away: its accounts move to the next running
+    /// validator, and whatever it accepted and did not commit yet is
+    /// submitted again there (its pool is gone).
+    pub(crate) fn validator_down(&mut self, v: usize) {
+        if let Some(d) = self.down.get_mut(v) {
+            *d = true;
+        }
+        let n = self.down.len();
+        for s in 0..self.moved.len() {
+            if self.moved[s].unwrap_or(s % n.max(1)) == v {
+                self.moved[s] = self.route(s);
+            }
+        }
+        let now = Instant::now();
+        for (i, t) in self.sent.iter().enumerate() {
+            if t.via == Some(v) && t.inclusions.is_empty() && t.refused.is_none() {
+                self.retry.push_back((now, i));
+            }
+        }
+    }
+
+    /// Whether every signed transfer is in a block or refused, with no
+    /// request outstanding.
+    pub(crate) fn drained(&self) -> bool {
+        self.in_flight == 0 && self.requests == 0
+    }
+
+    fn settle(&mut self, i: usize) {
+        let t = &mut self.sent[i];
+        t.tx = None;
+        self.in_flight = self.in_flight.saturating_sub(1);
+        if let Some(c) = self.account_in_flight.get_mut(t.sender) {
+            *c = c.saturating_sub(1);
+        }
+    }
+
+    /// The follower saw `hash` in the block at `height`.
+    fn included(&mut self, hash: &Hash32, height: u64, now: Instant) {
+        let Some(&i) = self.by_hash.get(hash) else {
+            return;
+        };
+        let first = self.sent[i].inclusions.is_empty();
+        self.sent[i].inclusions.push(height);
+        if first {
+            let latency = now.duration_since(self.sent[i].first_sent).as_secs_f64();
+            self.latencies.push(latency);
+            self.committed_at.push(now);
+            if self.sent[i].refused.is_none() {
+                self.settle(i);
+            }
+        }
+    }
+}
+
+/// What the generator needs.
+pub(crate) struct Generator {
+    pub(crate) env: NetworkEnvironment,
+    pub(crate) keys: Vec<KeyPair>,
+    pub(crate) clients: Vec<QbindClient>,
+    pub(crate) rate: Rate,
+    pub(crate) in_flight: usize,
+    pub(crate) tracker: Shared,
+}
+
+/// A transfer's fixed parameters: the exact gas of a V1 transfer, price 1.
+fn transfer_gas() -> u64 {
+    ExecutionConfig::devnet()
+        .gas
+        .transfer_gas(TRANSFER_PAYLOAD_V1_BYTES)
+}
+
+impl Generator {
+    /// Submit until `stop` is set; then only what is waiting for a retry.
+    pub(crate) async fn run(self, stop: Arc<AtomicBool>, done: Arc<AtomicBool>) {
+        let ids: Vec<AccountId> = self
+            .keys
+            .iter()
+            .map(|k| AccountId::from_public_key(k.public_key()))
+            .collect();
+        let mut next_nonce = vec![0u64; ids.len()];
+        let mut cursor = 0usize;
+        let mut tokens = 0.0f64;
+        let mut last = Instant::now();
+        let gas = transfer_gas();
+        let this = Arc::new(self);
+        let mut plan: Vec<(usize, u64, usize)> = Vec::new();
+        while !done.load(Ordering::Relaxed) {
+            tokio::time::sleep(TICK).await;
+            let now = Instant::now();
+            let elapsed = now.duration_since(last).as_secs_f64();
+            last = now;
+            let mut per_validator: Vec<Vec<usize>> = vec![Vec::new(); this.clients.len()];
+            {
+                let mut t = lock(&this.tracker);
+                // Due retries first (same bytes, same nonce).
+                let mut keep = VecDeque::new();
+                while let Some((at, i)) = t.retry.pop_front() {
+                    if at > now {
+                        keep.push_back((at, i));
+                        continue;
+                    }
+                    let sent = &t.sent[i];
+                    if !sent.inclusions.is_empty() || sent.refused.is_some() {
+                        continue;
+                    }
+                    if let Some(v) = t.route(sent.sender) {
+                        per_validator[v].push(i);
+                    } else {
+                        keep.push_back((now + BACKOFF, i));
+                    }
+                }
+                t.retry = keep;
+                let saturated = t.requests >= REQUESTS_PER_VALIDATOR * this.clients.len();
+                if saturated {
+                    t.saturated_ticks += 1;
+                }
+                let budget = if stop.load(Ordering::Relaxed) || saturated {
+                    0
+                } else {
+                    match this.rate {
+                        Rate::Open(r) => {
+                            tokens = (tokens + r * elapsed).min(r.max(1.0));
+                            let whole = tokens.floor();
+                            tokens -= whole;
+                            whole as usize
+                        }
+                        Rate::Closed => this.in_flight.saturating_sub(t.in_flight),
+                    }
+                };
+                for _ in 0..budget {
+                    let count = ids.len();
+                    let Some(s) = (0..count)
+                        .map(|k| (cursor + k) % count)
+                        .find(|s| !t.stuck[*s] && t.account_in_flight[*s] < PER_ACCOUNT_IN_FLIGHT)
+                    else {
+                        break;
+                    };
+                    cursor = s + 1;
+                    let Some(v) = t.route(s) else {
+                        break;
+                    };
+                    let nonce = next_nonce[s];
+                    next_nonce[s] += 1;
+                    t.in_flight += 1;
+                    t.account_in_flight[s] += 1;
+                    plan.push((s, nonce, v));
+                }
+            }
+            // Sign outside the lock (the follower and the progress line
+            // keep going).
+            let count = ids.len();
+            let signed: Vec<(usize, usize, u128, Transaction, usize)> = plan
+                .drain(..)
+                .map(|(s, nonce, v)| {
+                    let recipient = (s + 1 + (nonce as usize % (count - 1))) % count;
+                    let amount = 1 + u128::from(nonce % 1_000);
+                    let payload = TransferPayload::V1(TransferPayloadV1 {
+                        recipient: ids[recipient],
+                        amount,
+                        gas_limit: gas,
+                        max_fee_per_gas: 1,
+                    });
+                    let tx = Transaction::sign(&this.keys[s], this.env, nonce, payload);
+                    (s, recipient, amount, tx, v)
+                })
+                .collect();
+            {
+                let mut t = lock(&this.tracker);
+                for (s, recipient, amount, tx, v) in signed {
+                    let hash = Hash32::digest(&tx.to_bytes());
+                    let i = t.sent.len();
+                    t.sent.push(Sent {
+                        hash,
+                        sender: s,
+                        recipient,
+                        amount,
+                        fee: u128::from(gas),
+                        tx: Some(Arc::new(tx)),
+                        first_sent: Instant::now(),
+                        via: None,
+                        accepted: false,
+                        maybe_accepted: false,
+                        refused: None,
+                        inclusions: Vec::new(),
+                    });
+                    t.by_hash.insert(hash, i);
+                    per_validator[v].push(i);
+                }
+            }
+            for (v, items) in per_validator.into_iter().enumerate() {
+                for chunk in items.chunks(BATCH) {
+                    this.submit(v, chunk.to_vec());
+                }
+            }
+        }
+    }
+
+    /// Submit `items` (indices into `sent`) to validator `v` in one batch.
+    fn submit(self: &Arc<Self>, v: usize, items: Vec<usize>) {
+        let (items, txs): (Vec<usize>, Vec<Transaction>) = {
+            let mut t = lock(&self.tracker);
+            t.requests += 1;
+            items
+                .iter()
+                .filter_map(|i| {
+                    t.sent[*i]
+                        .tx
+                        .as_ref()
+                        .map(|tx| (*i, Transaction::clone(tx)))
+                })
+                .unzip()
+        };
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let result = this.clients[v].submit_batch(&txs).await;
+            let mut t = lock(&this.tracker);
+            t.requests = t.requests.saturating_sub(1);
+            this.settle_batch(&mut t, v, &items, result);
+        });
+    }
+
+    fn settle_batch(
+        &self,
+        t: &mut Tracker,
+        v: usize,
+        items: &[usize],
+        result: Result<Vec<Result<Hash32, ErrorBody>>, ClientError>,
+    ) {
+        let now = Instant::now();
+        let answers = match result {
+            Ok(answers) => answers,
+            Err(ClientError::Api {
+                status,
+                retry_after,
+                ..
+            }) if status == 429 || status == 503 => {
+                t.backoffs += 1;
+                let wait = retry_after.map_or(BACKOFF, |s| Duration::from_secs(s).max(BACKOFF));
+                for &i in items {
+                    t.retry.push_back((now + wait, i));
+                }
+                return;
+            }
+            Err(e) => {
+                // Unreachable or no answer: it may have been accepted.
+                t.transport_errors += 1;
+                if matches!(e, ClientError::Transport { .. }) && !t.down[v] {
+                    tracing::debug!(validator = v, "submission failed: {e}");
+                }
+                for &i in items {
+                    t.sent[i].maybe_accepted = true;
+                    t.retry.push_back((now + BACKOFF, i));
+                }
+                return;
+            }
+        };
+        for (&i, answer) in items.iter().zip(answers) {
+            match answer {
+                Ok(hash) if hash == t.sent[i].hash => {
+                    t.sent[i].accepted = true;
+                    t.sent[i].via = Some(v);
+                }
+                Ok(_) => refuse(t, i, "the node returned another hash".into()),
+                Err(e) => match e.code.as_str() {
+                    "already_known" => {
+                        t.sent[i].accepted = true;
+                        t.sent[i].via = Some(v);
+                    }
+                    "rate_limited" | "pool_full" | "sender_limit" | "unavailable"
+                    | "nonce_too_high" => {
+                        t.backoffs += 1;
+                        t.retry.push_back((now + BACKOFF, i));
+                    }
+                    // A resubmission of a transfer the chain already has.
+                    "stale_nonce" if t.sent[i].accepted || t.sent[i].maybe_accepted => {}
+                    _ => refuse(t, i, format!("{}: {}", e.code, e.message)),
+                },
+            }
+        }
+    }
+}
+
+/// Transfer `i` was refused for good; its account stops (a nonce gap).
+fn refuse(t: &mut Tracker, i: usize, why: String) {
+    if t.sent[i].refused.is_some() || !t.sent[i].inclusions.is_empty() {
+        return;
+    }
+    let s = t.sent[i].sender;
+    t.sent[i].refused = Some(why);
+    if let Some(stuck) = t.stuck.get_mut(s) {
+        *stuck = true;
+    }
+    t.settle(i);
+}
+
+/// Follow the committed blocks from height 1 through the validators'
+/// APIs (the first running one answers), marking the transfers they list,
+/// until `done`.
+pub(crate) async fn follow_blocks(
+    clients: Vec<QbindClient>,
+    tracker: Shared,
+    done: Arc<AtomicBool>,
+) {
+    let mut height = 1u64;
+    let mut source = 0usize;
+    while !done.load(Ordering::Relaxed) {
+        let down = lock(&tracker).down.clone();
+        if down.get(source).copied().unwrap_or(true) {
+            source = (0..clients.len()).find(|v| !down[*v]).unwrap_or(0);
+        }
+        match clients[source].block(height).await {
+            Ok(block) => {
+                let now = Instant::now();
+                let mut t = lock(&tracker);
+                for h in &block.tx_hashes {
+                    if let Some(hash) = qbind_api::wire::parse_hash(h) {
+                        t.included(&hash, height, now);
+                    }
+                }
+                t.followed_height = height;
+                height += 1;
+            }
+            Err(e) if e.api_code() == Some(qbind_api::codes::BLOCK_NOT_FOUND) => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(_) => {
+                source = (source + 1) % clients.len().max(1);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
