@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::codec::{CodecLimits, Encode};
 use crate::consensus::{ConsensusConfig, ConsensusMetrics, ConsensusMsg, Input};
+use crate::pool_drops::PoolMonitor;
 use crate::replica::{Action, Event, Replica, ReplicaError};
 use crate::traits::{Clock, Signer, StateBackend, Transport};
 use crate::types::{Millis, ValidatorId};
@@ -31,6 +32,9 @@ pub struct Engine<S: StateBackend, T, C> {
     events: Option<mpsc::UnboundedSender<Event>>,
     submissions: Option<mpsc::UnboundedReceiver<Vec<u8>>>,
     metrics_out: Option<watch::Sender<ConsensusMetrics>>,
+    pool_monitor: Option<Arc<PoolMonitor>>,
+    /// Submissions taken from the channel since the last pool report.
+    taken: usize,
     limits: CodecLimits,
 }
 
@@ -56,6 +60,8 @@ impl<S: StateBackend, T: Transport, C: Clock> Engine<S, T, C> {
             events: None,
             submissions: None,
             metrics_out: None,
+            pool_monitor: None,
+            taken: 0,
             limits,
         })
     }
@@ -78,6 +84,15 @@ impl<S: StateBackend, T: Transport, C: Clock> Engine<S, T, C> {
     #[must_use]
     pub fn with_metrics(mut self, out: watch::Sender<ConsensusMetrics>) -> Self {
         self.metrics_out = Some(out);
+        self
+    }
+
+    /// Report the pool's depth and the transactions it drops to `monitor`
+    /// after every input (the API's backpressure and `dropped` status;
+    /// [`crate::pool_drops`]).
+    #[must_use]
+    pub fn with_pool_monitor(mut self, monitor: Arc<PoolMonitor>) -> Self {
+        self.pool_monitor = Some(monitor);
         self
     }
 
@@ -125,7 +140,10 @@ impl<S: StateBackend, T: Transport, C: Clock> Engine<S, T, C> {
                     }
                     Input::Tick
                 }
-                Some(tx) = recv_opt(&mut self.submissions) => Input::SubmitTransaction(tx),
+                Some(tx) = recv_opt(&mut self.submissions) => {
+                    self.taken = self.taken.saturating_add(1);
+                    Input::SubmitTransaction(tx)
+                }
             };
             let actions = self.replica.handle(self.clock.now(), input)?;
             self.carry_out(actions).await?;
@@ -171,6 +189,14 @@ impl<S: StateBackend, T: Transport, C: Clock> Engine<S, T, C> {
         }
         if let Some(out) = &self.metrics_out {
             let _ = out.send(self.replica.metrics().clone());
+        }
+        if let Some(monitor) = &self.pool_monitor {
+            let drops = self.replica.take_pool_drops();
+            monitor.publish(
+                self.replica.machine().pool_snapshot(),
+                drops,
+                std::mem::take(&mut self.taken),
+            );
         }
         Ok(())
     }

@@ -110,6 +110,24 @@ impl HotStuff {
         }
     }
 
+    /// The pool's depth, capacity and lowest pending fee.
+    #[must_use]
+    pub fn pool_snapshot(&self) -> crate::pool_drops::PoolSnapshot {
+        match &self.payloads {
+            Payloads::Dag(a) => a.pool_snapshot(),
+            Payloads::Fifo { pool, .. } => pool.snapshot(),
+        }
+    }
+
+    /// Transactions the pool let go without a commit since the last call
+    /// ([`crate::pool_drops`]).
+    pub fn take_pool_drops(&mut self) -> Vec<(Hash32, crate::pool_drops::PoolDropReason)> {
+        match &mut self.payloads {
+            Payloads::Dag(a) => a.take_pool_drops(),
+            Payloads::Fifo { pool, .. } => pool.take_drops(),
+        }
+    }
+
     /// Fee-priority pool counters (`None` with the FIFO pool).
     #[must_use]
     pub fn mempool_metrics(&self) -> Option<&crate::fee_mempool::FeeMempoolMetrics> {
