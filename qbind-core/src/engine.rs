@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::codec::{CodecLimits, Encode};
 use crate::consensus::{ConsensusConfig, ConsensusMetrics, ConsensusMsg, Input};
+use crate::execution::PayloadPrefetch;
 use crate::pool_drops::PoolMonitor;
 use crate::replica::{Action, Event, Replica, ReplicaError};
 use crate::traits::{Clock, Signer, StateBackend, Transport};
@@ -33,6 +34,7 @@ pub struct Engine<S: StateBackend, T, C> {
     submissions: Option<mpsc::UnboundedReceiver<Vec<u8>>>,
     metrics_out: Option<watch::Sender<ConsensusMetrics>>,
     pool_monitor: Option<Arc<PoolMonitor>>,
+    prefetch: Option<Arc<dyn PayloadPrefetch>>,
     /// Submissions taken from the channel since the last pool report.
     taken: usize,
     limits: CodecLimits,
@@ -61,6 +63,7 @@ impl<S: StateBackend, T: Transport, C: Clock> Engine<S, T, C> {
             submissions: None,
             metrics_out: None,
             pool_monitor: None,
+            prefetch: None,
             taken: 0,
             limits,
         })
@@ -96,6 +99,14 @@ impl<S: StateBackend, T: Transport, C: Clock> Engine<S, T, C> {
         self
     }
 
+    /// Hand the transactions of every received batch and inline proposal
+    /// payload to `prefetch` before the replica sees the message.
+    #[must_use]
+    pub fn with_payload_prefetch(mut self, prefetch: Arc<dyn PayloadPrefetch>) -> Self {
+        self.prefetch = Some(prefetch);
+        self
+    }
+
     /// Execute committed blocks with `application` (see
     /// [`crate::application`]).
     #[must_use]
@@ -127,7 +138,10 @@ impl<S: StateBackend, T: Transport, C: Clock> Engine<S, T, C> {
                 received = self.transport.recv() => match received {
                     Ok((from, bytes)) => {
                         match ConsensusMsg::decode_message(&bytes, &self.limits) {
-                            Ok(msg) => Input::Message { from, msg },
+                            Ok(msg) => {
+                                self.prefetch_payload(&msg);
+                                Input::Message { from, msg }
+                            }
                             Err(error) => Input::Malformed { from, error },
                         }
                     }
@@ -199,6 +213,21 @@ impl<S: StateBackend, T: Transport, C: Clock> Engine<S, T, C> {
             );
         }
         Ok(())
+    }
+
+    fn prefetch_payload(&self, msg: &ConsensusMsg) {
+        let Some(prefetch) = &self.prefetch else {
+            return;
+        };
+        match msg {
+            ConsensusMsg::Batch(sb) => prefetch.prefetch(&sb.batch.txs),
+            ConsensusMsg::Proposal(p) => {
+                if let crate::consensus::Payload::Transactions(txs) = p.block.payload() {
+                    prefetch.prefetch(txs);
+                }
+            }
+            _ => {}
+        }
     }
 
     fn report(&self, event: Event) {
