@@ -35,7 +35,8 @@ pub enum TxLookup {
     Unknown,
 }
 
-/// Why the pool dropped a transaction it had accepted.
+/// Why the pool let go of a transaction it had accepted, without a commit
+/// (`qbind_core::pool_drops`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DropReason {
     /// Evicted by a higher-fee transaction when the pool was full.
@@ -47,16 +48,26 @@ pub enum DropReason {
     },
     /// Another transaction of the sender used its nonce first.
     NonceUsed,
+    /// The pool refused it after the API had accepted it (it filled up in
+    /// between); `cause` is the pool's reason, e.g. `pool_full`.
+    Refused {
+        /// The pool's refusal label.
+        cause: &'static str,
+    },
+    /// Its DAG batch was not ordered before the batch's epoch ended.
+    BatchExpired,
 }
 
 impl DropReason {
-    /// Stable machine code in `TxStatusView::Rejected`.
+    /// Stable machine code (`reason` of `TxStatusView::Dropped`).
     #[must_use]
     pub fn code(&self) -> &'static str {
         match self {
             DropReason::Evicted => "evicted",
             DropReason::Replaced { .. } => "replaced",
             DropReason::NonceUsed => "nonce_used",
+            DropReason::Refused { .. } => "refused",
+            DropReason::BatchExpired => "batch_expired",
         }
     }
 
@@ -67,6 +78,24 @@ impl DropReason {
             DropReason::Evicted => "evicted from the full pool by higher-fee transactions".into(),
             DropReason::Replaced { by } => format!("replaced by transaction {by}"),
             DropReason::NonceUsed => "another transaction used this nonce".into(),
+            DropReason::Refused { cause } => {
+                format!("the pool refused it after the API accepted it ({cause}); submit it again")
+            }
+            DropReason::BatchExpired => {
+                "its batch was not ordered before the epoch ended; submit it again".into()
+            }
+        }
+    }
+}
+
+impl From<qbind_core::pool_drops::PoolDropReason> for DropReason {
+    fn from(reason: qbind_core::pool_drops::PoolDropReason) -> DropReason {
+        use qbind_core::pool_drops::PoolDropReason as P;
+        match reason {
+            P::Evicted { .. } => DropReason::Evicted,
+            P::Replaced { by } => DropReason::Replaced { by },
+            P::Refused(cause) => DropReason::Refused { cause },
+            P::BatchExpired { .. } => DropReason::BatchExpired,
         }
     }
 }

@@ -218,11 +218,9 @@ pub(crate) async fn tx_status<B: ApiBackend>(
             index,
             receipt,
         } => TxStatusView::executed(hash, height.0, index, &receipt),
-        TxLookup::Dropped(reason) => TxStatusView::Rejected {
+        TxLookup::Dropped(reason) => TxStatusView::Dropped {
             hash: hex_hash,
-            height: None,
-            code: reason.code().to_string(),
-            numeric_code: None,
+            reason: reason.code().to_string(),
             message: reason.message(),
         },
         TxLookup::Unknown => {

@@ -104,19 +104,30 @@ pub enum TxStatusView {
         outcome: OutcomeView,
     },
     /// Not included, with no effect: refused by execution in the block at
-    /// `height`, or dropped from the pool (`height` absent).
+    /// `height`.
     Rejected {
         /// The transaction hash.
         hash: String,
         /// Height of the block that refused it, if a block did.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         height: Option<u64>,
-        /// Stable machine code of the reason, e.g. `bad_nonce`, `evicted`.
+        /// Stable machine code of the reason, e.g. `bad_nonce`.
         code: String,
         /// The executor's numeric code (2xx, `TxStatus::code`), if a block
         /// refused it.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         numeric_code: Option<u16>,
+        /// Explanation for people.
+        message: String,
+    },
+    /// Accepted, then let go by the pool without being included (no
+    /// effect; the sender may submit it, or a replacement, again).
+    Dropped {
+        /// The transaction hash.
+        hash: String,
+        /// Stable machine code: `evicted`, `replaced`, `nonce_used`,
+        /// `refused` (the pool refused it after the API accepted it).
+        reason: String,
         /// Explanation for people.
         message: String,
     },
@@ -182,7 +193,8 @@ impl TxStatusView {
         }
     }
 
-    /// Whether the transaction reached a final state (committed or rejected).
+    /// Whether the transaction reached a final state (committed, rejected
+    /// or dropped).
     #[must_use]
     pub fn is_final(&self) -> bool {
         !matches!(self, TxStatusView::Pending { .. })

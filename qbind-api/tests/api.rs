@@ -473,6 +473,38 @@ async fn a_full_pool_answers_429_with_retry_after() {
     api.stop().await;
 }
 
+/// Issue #19/#21: a transaction the pool accepted and later let go is
+/// `dropped` with its reason, not `pending` forever nor `rejected` (which
+/// means a block refused it).
+#[tokio::test]
+async fn a_transaction_the_pool_let_go_is_dropped_with_its_reason() {
+    let api = start(no_limit(), 10).await;
+    let key = alice();
+    let tx = transfer(&key, ENV, 0, 1);
+    let r = api.post_json("/v1/tx", json!({ "tx": tx_hex(&tx) })).await;
+    assert_eq!(r.status().as_u16(), 202);
+    let hash = Hash32::digest(&tx.to_bytes());
+    let path = format!("/v1/tx/{}", hex::encode(hash.0));
+    let view: TxStatusView = api.get(&path).await.json().await.unwrap();
+    assert!(matches!(view, TxStatusView::Pending { .. }));
+    {
+        let mut s = api.node.state.lock().unwrap();
+        s.pool.clear();
+        let reason = qbind_core::pool_drops::PoolDropReason::Refused("pool_full");
+        s.drops.insert(hash, reason.into());
+    }
+    let r = api.get(&path).await;
+    assert_eq!(r.status().as_u16(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["status"], "dropped");
+    assert_eq!(body["reason"], "refused");
+    assert_eq!(body["hash"], hex::encode(hash.0));
+    assert!(body["message"].as_str().unwrap().contains("pool_full"));
+    let view: TxStatusView = serde_json::from_value(body).unwrap();
+    assert!(view.is_final());
+    api.stop().await;
+}
+
 fn limited(per_second: u32, burst: u32, max_clients: usize) -> ApiConfig {
     ApiConfig {
         rate_limit: Some(RateLimitConfig {

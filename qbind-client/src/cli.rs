@@ -245,6 +245,11 @@ fn status_text(view: &TxStatusView) -> String {
             Some(h) => format!("{hash} rejected at height {h}: {code} ({message})"),
             None => format!("{hash} rejected: {code} ({message})"),
         },
+        TxStatusView::Dropped {
+            hash,
+            reason,
+            message,
+        } => format!("{hash} dropped: {reason} ({message})"),
     }
 }
 

@@ -16,6 +16,8 @@ use tokio::sync::{mpsc, watch};
 
 use crate::codec::{CodecLimits, Encode};
 use crate::consensus::{ConsensusConfig, ConsensusMetrics, ConsensusMsg, Input};
+use crate::execution::PayloadPrefetch;
+use crate::pool_drops::PoolMonitor;
 use crate::replica::{Action, Event, Replica, ReplicaError};
 use crate::traits::{Clock, Signer, StateBackend, Transport};
 use crate::types::{Millis, ValidatorId};
@@ -31,6 +33,10 @@ pub struct Engine<S: StateBackend, T, C> {
     events: Option<mpsc::UnboundedSender<Event>>,
     submissions: Option<mpsc::UnboundedReceiver<Vec<u8>>>,
     metrics_out: Option<watch::Sender<ConsensusMetrics>>,
+    pool_monitor: Option<Arc<PoolMonitor>>,
+    prefetch: Option<Arc<dyn PayloadPrefetch>>,
+    /// Submissions taken from the channel since the last pool report.
+    taken: usize,
     limits: CodecLimits,
 }
 
@@ -56,6 +62,9 @@ impl<S: StateBackend, T: Transport, C: Clock> Engine<S, T, C> {
             events: None,
             submissions: None,
             metrics_out: None,
+            pool_monitor: None,
+            prefetch: None,
+            taken: 0,
             limits,
         })
     }
@@ -78,6 +87,23 @@ impl<S: StateBackend, T: Transport, C: Clock> Engine<S, T, C> {
     #[must_use]
     pub fn with_metrics(mut self, out: watch::Sender<ConsensusMetrics>) -> Self {
         self.metrics_out = Some(out);
+        self
+    }
+
+    /// Report the pool's depth and the transactions it drops to `monitor`
+    /// after every input (the API's backpressure and `dropped` status;
+    /// [`crate::pool_drops`]).
+    #[must_use]
+    pub fn with_pool_monitor(mut self, monitor: Arc<PoolMonitor>) -> Self {
+        self.pool_monitor = Some(monitor);
+        self
+    }
+
+    /// Hand the transactions of every received batch and inline proposal
+    /// payload to `prefetch` before the replica sees the message.
+    #[must_use]
+    pub fn with_payload_prefetch(mut self, prefetch: Arc<dyn PayloadPrefetch>) -> Self {
+        self.prefetch = Some(prefetch);
         self
     }
 
@@ -112,7 +138,10 @@ impl<S: StateBackend, T: Transport, C: Clock> Engine<S, T, C> {
                 received = self.transport.recv() => match received {
                     Ok((from, bytes)) => {
                         match ConsensusMsg::decode_message(&bytes, &self.limits) {
-                            Ok(msg) => Input::Message { from, msg },
+                            Ok(msg) => {
+                                self.prefetch_payload(&msg);
+                                Input::Message { from, msg }
+                            }
                             Err(error) => Input::Malformed { from, error },
                         }
                     }
@@ -125,7 +154,10 @@ impl<S: StateBackend, T: Transport, C: Clock> Engine<S, T, C> {
                     }
                     Input::Tick
                 }
-                Some(tx) = recv_opt(&mut self.submissions) => Input::SubmitTransaction(tx),
+                Some(tx) = recv_opt(&mut self.submissions) => {
+                    self.taken = self.taken.saturating_add(1);
+                    Input::SubmitTransaction(tx)
+                }
             };
             let actions = self.replica.handle(self.clock.now(), input)?;
             self.carry_out(actions).await?;
@@ -182,7 +214,30 @@ impl<S: StateBackend, T: Transport, C: Clock> Engine<S, T, C> {
         if let Some(out) = &self.metrics_out {
             let _ = out.send(self.replica.metrics().clone());
         }
+        if let Some(monitor) = &self.pool_monitor {
+            let drops = self.replica.take_pool_drops();
+            monitor.publish(
+                self.replica.machine().pool_snapshot(),
+                drops,
+                std::mem::take(&mut self.taken),
+            );
+        }
         Ok(())
+    }
+
+    fn prefetch_payload(&self, msg: &ConsensusMsg) {
+        let Some(prefetch) = &self.prefetch else {
+            return;
+        };
+        match msg {
+            ConsensusMsg::Batch(sb) => prefetch.prefetch(&sb.batch.txs),
+            ConsensusMsg::Proposal(p) => {
+                if let crate::consensus::Payload::Transactions(txs) = p.block.payload() {
+                    prefetch.prefetch(txs);
+                }
+            }
+            _ => {}
+        }
     }
 
     /// Committed height and current view, for log lines.

@@ -291,6 +291,19 @@ impl<T: PoolTx> FeeMempool<T> {
         self.txs.contains_key(id)
     }
 
+    /// The most transactions it holds.
+    #[must_use]
+    pub fn capacity(&self) -> usize {
+        self.cfg.capacity
+    }
+
+    /// The fee per gas of the lowest-priority pending transaction (a full
+    /// pool admits only a transaction that outranks it).
+    #[must_use]
+    pub fn lowest_fee_per_gas(&self) -> Option<u128> {
+        self.by_priority.first().map(|k| k.0)
+    }
+
     /// Admit `tx` at time `now`, or say why not.
     pub fn insert(&mut self, now: Millis, tx: T) -> Result<Admission, MempoolRejection> {
         let result = self.try_insert(now, tx);

@@ -41,6 +41,7 @@ pub mod key_rotation;
 pub mod mempool;
 pub mod monetary;
 pub mod mutants;
+pub mod pool_drops;
 pub mod quorum;
 pub mod replica;
 pub mod schema;

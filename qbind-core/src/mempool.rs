@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeSet, VecDeque};
 
+use crate::pool_drops::{PoolDropReason, PoolSnapshot};
 use crate::types::Hash32;
 
 /// Why a transaction was not admitted.
@@ -57,15 +58,18 @@ impl FifoMempool {
                 max: self.max_tx_bytes,
             });
         }
+        let id = Hash32::digest(&tx);
+        // Duplicate first: a copy of a pending transaction is pending, not
+        // refused for a full pool (which would record it as dropped).
+        if self.ids.contains(&id) {
+            return Err(FifoRejection::Duplicate);
+        }
         if self.queue.len() >= self.capacity {
             return Err(FifoRejection::Full {
                 capacity: self.capacity,
             });
         }
-        let id = Hash32::digest(&tx);
-        if !self.ids.insert(id) {
-            return Err(FifoRejection::Duplicate);
-        }
+        self.ids.insert(id);
         self.queue.push_back((id, tx));
         Ok(id)
     }
@@ -114,6 +118,12 @@ impl FifoMempool {
         }
     }
 
+    /// The most transactions it holds.
+    #[must_use]
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     /// Number of pending transactions.
     #[must_use]
     pub fn len(&self) -> usize {
@@ -128,8 +138,17 @@ impl FifoMempool {
 }
 
 /// The pool the consensus machine takes payloads from: FIFO for opaque
-/// transactions, or fee-priority when the embedder can read fees.
-pub enum TxPool {
+/// transactions, or fee-priority when the embedder can read fees. It
+/// queues every transaction it lets go without a commit (evicted, replaced,
+/// refused on arrival) for [`Self::take_drops`] ([`crate::pool_drops`]).
+pub struct TxPool {
+    kind: PoolKind,
+    /// Drops not yet taken, oldest first; at most
+    /// [`crate::pool_drops::MAX_UNPUBLISHED_DROPS`].
+    drops: VecDeque<(Hash32, PoolDropReason)>,
+}
+
+enum PoolKind {
     /// First in, first out.
     Fifo(FifoMempool),
     /// Fee priority with DoS limits.
@@ -154,48 +173,109 @@ impl TxPool {
         fifo_capacity: usize,
         max_tx_bytes: usize,
     ) -> Self {
-        match tx_meta {
-            Some(meta) => TxPool::Fee {
+        let kind = match tx_meta {
+            Some(meta) => PoolKind::Fee {
                 pool: Box::new(crate::fee_mempool::FeeMempool::new(fee)),
                 meta,
                 max_tx_bytes,
             },
-            None => TxPool::Fifo(FifoMempool::new(fifo_capacity, max_tx_bytes)),
+            None => PoolKind::Fifo(FifoMempool::new(fifo_capacity, max_tx_bytes)),
+        };
+        TxPool {
+            kind,
+            drops: VecDeque::new(),
         }
     }
 
-    /// Admit a transaction; on refusal, the metric label of the reason.
+    /// Queue a drop of a transaction this pool accepted and that was lost
+    /// elsewhere (the DAG layer gave up its batch).
+    pub(crate) fn record_drop(&mut self, id: Hash32, reason: PoolDropReason) {
+        self.dropped(id, reason);
+    }
+
+    fn dropped(&mut self, id: Hash32, reason: PoolDropReason) {
+        self.drops.push_back((id, reason));
+        while self.drops.len() > crate::pool_drops::MAX_UNPUBLISHED_DROPS {
+            self.drops.pop_front();
+        }
+    }
+
+    /// Admit a transaction; on refusal, the metric label of the reason. A
+    /// refusal other than `duplicate` (the same bytes are pending) and any
+    /// transaction evicted or replaced to make room are queued as drops.
     pub fn insert(&mut self, now: crate::types::Millis, tx: Vec<u8>) -> Result<(), &'static str> {
-        match self {
-            TxPool::Fifo(p) => p.insert(tx).map(|_| ()).map_err(|e| match e {
+        let id = Hash32::digest(&tx);
+        let result = match &mut self.kind {
+            PoolKind::Fifo(p) => p.insert(tx).map(|_| None).map_err(|e| match e {
                 FifoRejection::Full { .. } => "pool_full",
                 FifoRejection::Duplicate => "duplicate",
                 FifoRejection::TooLarge { .. } => "too_large",
             }),
-            TxPool::Fee {
+            PoolKind::Fee {
                 pool,
                 meta,
                 max_tx_bytes,
             } => {
                 if tx.len() > *max_tx_bytes {
-                    return Err("too_large");
+                    Err("too_large")
+                } else if let Some(m) = meta(&tx) {
+                    pool.insert(now, crate::fee_mempool::MetaTx::new(tx, m))
+                        .map(Some)
+                        .map_err(|e| e.label())
+                } else {
+                    Err("undecodable")
                 }
-                let Some(m) = meta(&tx) else {
-                    return Err("undecodable");
-                };
-                pool.insert(now, crate::fee_mempool::MetaTx::new(tx, m))
-                    .map(|_| ())
-                    .map_err(|e| e.label())
             }
+        };
+        match result {
+            Ok(admission) => {
+                if let Some(a) = admission {
+                    if let Some(old) = a.evicted {
+                        self.dropped(old, PoolDropReason::Evicted { by: id });
+                    }
+                    if let Some(old) = a.replaced {
+                        self.dropped(old, PoolDropReason::Replaced { by: id });
+                    }
+                }
+                Ok(())
+            }
+            Err(label) => {
+                if label != "duplicate" {
+                    self.dropped(id, PoolDropReason::Refused(label));
+                }
+                Err(label)
+            }
+        }
+    }
+
+    /// The drops queued since the last call, oldest first.
+    pub fn take_drops(&mut self) -> Vec<(Hash32, PoolDropReason)> {
+        self.drops.drain(..).collect()
+    }
+
+    /// The pool's depth, capacity and lowest pending fee.
+    #[must_use]
+    pub fn snapshot(&self) -> PoolSnapshot {
+        match &self.kind {
+            PoolKind::Fifo(p) => PoolSnapshot {
+                len: p.len(),
+                capacity: p.capacity(),
+                lowest_fee_per_gas: None,
+            },
+            PoolKind::Fee { pool, .. } => PoolSnapshot {
+                len: pool.len(),
+                capacity: pool.capacity(),
+                lowest_fee_per_gas: pool.lowest_fee_per_gas(),
+            },
         }
     }
 
     /// Up to `max` transactions by the pool's order, skipping ids in `exclude`.
     #[must_use]
     pub fn take(&self, max: usize, exclude: &BTreeSet<Hash32>) -> Vec<Vec<u8>> {
-        match self {
-            TxPool::Fifo(p) => p.take(max, exclude),
-            TxPool::Fee { pool, .. } => {
+        match &self.kind {
+            PoolKind::Fifo(p) => p.take(max, exclude),
+            PoolKind::Fee { pool, .. } => {
                 use crate::fee_mempool::PoolTx;
                 pool.take(max.saturating_add(exclude.len()))
                     .into_iter()
@@ -209,9 +289,9 @@ impl TxPool {
 
     /// Remove and return up to `max` transactions (at most `max_bytes`).
     pub fn drain(&mut self, max: usize, max_bytes: usize) -> Vec<Vec<u8>> {
-        match self {
-            TxPool::Fifo(p) => p.drain(max, max_bytes),
-            TxPool::Fee { pool, .. } => {
+        match &mut self.kind {
+            PoolKind::Fifo(p) => p.drain(max, max_bytes),
+            PoolKind::Fee { pool, .. } => {
                 use crate::fee_mempool::PoolTx;
                 let mut bytes = 0usize;
                 let chosen: Vec<_> = pool
@@ -230,18 +310,18 @@ impl TxPool {
 
     /// Remove transactions that were committed.
     pub fn remove_committed<'a>(&mut self, txs: impl IntoIterator<Item = &'a Vec<u8>>) {
-        match self {
-            TxPool::Fifo(p) => p.remove_committed(txs),
-            TxPool::Fee { pool, .. } => pool.remove(txs.into_iter().map(|t| Hash32::digest(t))),
+        match &mut self.kind {
+            PoolKind::Fifo(p) => p.remove_committed(txs),
+            PoolKind::Fee { pool, .. } => pool.remove(txs.into_iter().map(|t| Hash32::digest(t))),
         }
     }
 
     /// Pending transactions.
     #[must_use]
     pub fn len(&self) -> usize {
-        match self {
-            TxPool::Fifo(p) => p.len(),
-            TxPool::Fee { pool, .. } => pool.len(),
+        match &self.kind {
+            PoolKind::Fifo(p) => p.len(),
+            PoolKind::Fee { pool, .. } => pool.len(),
         }
     }
 
@@ -254,9 +334,9 @@ impl TxPool {
     /// Fee-pool counters, if this is the fee-priority pool.
     #[must_use]
     pub fn fee_metrics(&self) -> Option<&crate::fee_mempool::FeeMempoolMetrics> {
-        match self {
-            TxPool::Fifo(_) => None,
-            TxPool::Fee { pool, .. } => Some(pool.metrics()),
+        match &self.kind {
+            PoolKind::Fifo(_) => None,
+            PoolKind::Fee { pool, .. } => Some(pool.metrics()),
         }
     }
 }
@@ -264,6 +344,97 @@ impl TxPool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fee_mempool::{FeeMempoolConfig, TxMeta};
+    use crate::types::{AccountId, Millis};
+
+    /// Test transactions: byte 0 is the sender, byte 1 the fee, byte 2 the
+    /// nonce.
+    fn meta(bytes: &[u8]) -> Option<TxMeta> {
+        let [sender, fee, nonce, ..] = bytes else {
+            return None;
+        };
+        Some(TxMeta {
+            sender: AccountId([*sender; 32]),
+            nonce: u64::from(*nonce),
+            max_fee_per_gas: u128::from(*fee),
+            effective_fee: u128::from(*fee),
+            v0_payload: false,
+        })
+    }
+
+    fn fee_pool(capacity: usize) -> TxPool {
+        TxPool::new(
+            Some(meta),
+            FeeMempoolConfig {
+                capacity,
+                ..FeeMempoolConfig::mainnet()
+            },
+            0,
+            64,
+        )
+    }
+
+    #[test]
+    fn a_full_pool_refuses_and_records_the_refusal() {
+        let mut p = TxPool::new(None, FeeMempoolConfig::mainnet(), 2, 64);
+        p.insert(Millis(0), b"a".to_vec()).unwrap();
+        p.insert(Millis(0), b"b".to_vec()).unwrap();
+        assert_eq!(p.insert(Millis(0), b"c".to_vec()), Err("pool_full"));
+        // A duplicate of a pending transaction is not a drop: it is pending.
+        assert_eq!(p.insert(Millis(0), b"a".to_vec()), Err("duplicate"));
+        assert_eq!(
+            p.take_drops(),
+            vec![(Hash32::digest(b"c"), PoolDropReason::Refused("pool_full"))]
+        );
+        assert!(p.take_drops().is_empty(), "taken once");
+        assert_eq!(
+            p.snapshot(),
+            PoolSnapshot {
+                len: 2,
+                capacity: 2,
+                lowest_fee_per_gas: None
+            }
+        );
+    }
+
+    #[test]
+    fn evictions_and_replacements_are_recorded_as_drops() {
+        let mut p = fee_pool(2);
+        let (low, mid, high) = (vec![1, 1, 0], vec![2, 5, 0], vec![3, 9, 0]);
+        p.insert(Millis(0), low.clone()).unwrap();
+        p.insert(Millis(0), mid.clone()).unwrap();
+        assert_eq!(p.snapshot().lowest_fee_per_gas, Some(1));
+        // A cheaper one is refused; a richer one evicts the cheapest.
+        assert_eq!(p.insert(Millis(0), vec![4, 1, 0]), Err("pool_full"));
+        p.insert(Millis(0), high.clone()).unwrap();
+        // Sender 2 replaces its nonce 0 with a higher fee.
+        let bump = vec![2, 50, 0];
+        p.insert(Millis(0), bump.clone()).unwrap();
+        let id = |t: &[u8]| Hash32::digest(t);
+        assert_eq!(
+            p.take_drops(),
+            vec![
+                (id(&[4, 1, 0]), PoolDropReason::Refused("pool_full")),
+                (id(&low), PoolDropReason::Evicted { by: id(&high) }),
+                (id(&mid), PoolDropReason::Replaced { by: id(&bump) }),
+            ]
+        );
+        assert_eq!(p.len(), 2);
+    }
+
+    #[test]
+    fn unpublished_drops_are_bounded_under_a_flood() {
+        let mut p = TxPool::new(None, FeeMempoolConfig::mainnet(), 0, 64);
+        let n = crate::pool_drops::MAX_UNPUBLISHED_DROPS + 1_000;
+        for i in 0..n as u64 {
+            let _ = p.insert(Millis(0), i.to_be_bytes().to_vec());
+        }
+        let drops = p.take_drops();
+        assert_eq!(drops.len(), crate::pool_drops::MAX_UNPUBLISHED_DROPS);
+        // The newest are kept.
+        let last = (n as u64 - 1).to_be_bytes();
+        assert_eq!(drops.last().map(|d| d.0), Some(Hash32::digest(&last)));
+    }
 
     #[test]
     fn fifo_bounds_dedups_and_removes() {

@@ -486,6 +486,12 @@ impl<S: StateBackend> Replica<S> {
         &self.machine
     }
 
+    /// Transactions the pool let go without a commit since the last call
+    /// ([`crate::pool_drops`]).
+    pub fn take_pool_drops(&mut self) -> Vec<(Hash32, crate::pool_drops::PoolDropReason)> {
+        self.machine.take_pool_drops()
+    }
+
     /// The consensus counters.
     #[must_use]
     pub fn metrics(&self) -> &ConsensusMetrics {

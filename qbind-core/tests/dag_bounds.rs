@@ -380,6 +380,28 @@ fn an_author_cannot_hold_more_uncommitted_bytes_than_its_bound() {
     assert!(d.store.bytes() <= MAX_PENDING_BYTES_PER_AUTHOR + 64 * 1024);
 }
 
+/// Issue #21: transactions our pool accepted and cut into a batch that no
+/// block ordered before the batch's epoch ended are lost; they are recorded
+/// as dropped (the API's `dropped`/`batch_expired`), not left unknown.
+#[test]
+fn our_batches_given_up_with_their_epoch_record_their_transactions_as_dropped() {
+    use qbind_core::pool_drops::PoolDropReason;
+    let keys = keys();
+    let mut d = Driver::new(&keys, 0, dag_config());
+    let tx = b"lost-with-its-epoch".to_vec();
+    let r = author_one(&mut d, &keys, tx.clone()).expect("authored");
+    assert!(d.dag.take_pool_drops().is_empty());
+    d.epoch = Epoch(1);
+    d.feed(DagInput::Tick);
+    assert_eq!(
+        d.dag.take_pool_drops(),
+        vec![(
+            Hash32::digest(&tx),
+            PoolDropReason::BatchExpired { batch: r.digest }
+        )]
+    );
+}
+
 #[test]
 fn own_batches_awaiting_acks_are_bounded() {
     let keys = keys();

@@ -469,3 +469,65 @@ async fn active_monetary_engine_issues_at_epoch_boundaries_and_shadow_does_not()
         }
     }
 }
+
+/// Issue #19/#21: the engine publishes its pool's depth and every
+/// transaction the pool let go (here: refused because it was full after
+/// the submission was queued) to a `PoolMonitor`, which an API reads for
+/// 429 backpressure and the `dropped` status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_reports_its_pool_and_the_transactions_it_let_go() {
+    use qbind_core::pool_drops::{PoolDropReason, PoolMonitor};
+    use qbind_core::types::Hash32;
+    let keys = keys();
+    let mut cfg = config();
+    cfg.mempool_capacity = 2;
+    let transport = MemoryNetwork::endpoints(N)
+        .into_iter()
+        .next()
+        .expect("an endpoint");
+    let signer = LocalSigner::new(ValidatorId(0), NetworkEnvironment::Devnet, keys[0].clone());
+    let monitor = Arc::new(PoolMonitor::default());
+    let (tx_in, tx_out) = mpsc::unbounded_channel();
+    let (stop, stop_rx) = watch::channel(false);
+    // Alone, validator 0 never commits: its pool only fills.
+    let engine = Engine::open(
+        cfg,
+        schedule(&keys),
+        MemoryBackend::new(),
+        transport,
+        Box::new(signer),
+        TokioClock::new(),
+    )
+    .expect("open engine")
+    .with_submissions(tx_out)
+    .with_pool_monitor(Arc::clone(&monitor));
+    let handle = tokio::spawn(engine.run(stop_rx));
+    let txs: Vec<Vec<u8>> = (0..5u8).map(|i| vec![b't', i]).collect();
+    for tx in &txs {
+        monitor.queued(&Hash32::digest(tx));
+        tx_in.send(tx.clone()).expect("engine alive");
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while monitor.drops_len() < 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "drops not published"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (pool, queued) = monitor.snapshot();
+    assert_eq!((pool.len, pool.capacity, queued), (2, 2, 0));
+    assert!(monitor.would_refuse(0));
+    for tx in &txs[2..] {
+        assert_eq!(
+            monitor.dropped(&Hash32::digest(tx)),
+            Some(PoolDropReason::Refused("pool_full"))
+        );
+    }
+    assert_eq!(monitor.dropped(&Hash32::digest(&txs[0])), None);
+    stop.send(true).expect("engine listening");
+    handle
+        .await
+        .expect("engine task")
+        .expect("engine stopped cleanly");
+}

@@ -112,8 +112,8 @@ use std::sync::Arc;
 use qbind_core::execution::{
     Account, AccountAccumulator, AccountChange, AccountReader, Admission, BlockContext, BlockGas,
     BlockOutcome, CommitmentDelta, ExecutionError, Overlay, Receipt, RejectReason, StateError,
-    StateSummary, Transaction, TxStatus, admit_transactions, apply_transaction, apply_transactions,
-    execute_block, finish_block, leaf_element, sorted_changes_by_id,
+    StateSummary, Transaction, TxStatus, VerifiedSet, admit_transactions, apply_transaction,
+    apply_transactions, execute_block, finish_block, leaf_element, sorted_changes_by_id,
 };
 use qbind_core::types::{AccountId, NetworkEnvironment};
 use rayon::prelude::*;
@@ -150,6 +150,51 @@ impl qbind_core::execution::BlockExecutor for StageBExecutor {
         txs: &[Transaction],
     ) -> Result<BlockOutcome, ExecutionError> {
         StageBExecutor::execute(self, state, ctx, txs).map(|(outcome, _)| outcome)
+    }
+}
+
+/// The verify-once prefetch on rayon: the transactions of a received batch
+/// or block are verified in parallel, off the consensus task, into a
+/// [`VerifiedSet`], so that execution finds them verified
+/// ([`qbind_core::execution::VerifyOnce`]). At most
+/// [`VerifyPrefetch::MAX_IN_FLIGHT`] transactions wait at once; beyond that a
+/// payload is skipped (execution verifies it then: the set is only a cache).
+#[derive(Debug)]
+pub struct VerifyPrefetch {
+    set: Arc<VerifiedSet>,
+    in_flight: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl VerifyPrefetch {
+    /// Transactions queued for verification at most.
+    pub const MAX_IN_FLIGHT: usize = 65_536;
+
+    /// A prefetch filling `set`.
+    #[must_use]
+    pub fn new(set: Arc<VerifiedSet>) -> Self {
+        VerifyPrefetch {
+            set,
+            in_flight: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+        }
+    }
+}
+
+impl qbind_core::execution::PayloadPrefetch for VerifyPrefetch {
+    fn prefetch(&self, txs: &[Vec<u8>]) {
+        use std::sync::atomic::Ordering;
+        let n = txs.len();
+        if n == 0 || self.in_flight.load(Ordering::Relaxed).saturating_add(n) > Self::MAX_IN_FLIGHT
+        {
+            return;
+        }
+        self.in_flight.fetch_add(n, Ordering::Relaxed);
+        let txs = txs.to_vec();
+        let set = Arc::clone(&self.set);
+        let in_flight = Arc::clone(&self.in_flight);
+        rayon::spawn(move || {
+            txs.par_chunks(8).for_each(|chunk| set.verify_all(chunk));
+            in_flight.fetch_sub(n, Ordering::Relaxed);
+        });
     }
 }
 
@@ -1016,5 +1061,47 @@ mod tests {
         assert_eq!(c.pack(1), vec![0..4]);
         assert_eq!(c.pack(100), vec![0..1, 1..2, 2..3, 3..4]);
         assert!(Components::default().pack(4).is_empty());
+    }
+
+    /// Transactions of a received payload are verified off the calling
+    /// thread into the set; execution through `VerifyOnce` then verifies
+    /// none of them again.
+    #[test]
+    fn a_prefetched_payload_is_not_verified_again_by_execution() {
+        use qbind_core::codec::Encode;
+        use qbind_core::crypto::KeyPair;
+        use qbind_core::execution::{
+            PayloadPrefetch, TransferPayload, TransferPayloadV1, VerifyOnce,
+        };
+        let env = NetworkEnvironment::Testnet;
+        let txs: Vec<Transaction> = (0..6u8)
+            .map(|i| {
+                let payload = TransferPayload::V1(TransferPayloadV1 {
+                    recipient: AccountId([9u8; 32]),
+                    amount: 1,
+                    gas_limit: 40_000,
+                    max_fee_per_gas: 1,
+                });
+                Transaction::sign(&KeyPair::from_seed(&[60 + i; 32]), env, 0, payload)
+            })
+            .collect();
+        let raw: Vec<Vec<u8>> = txs.iter().map(Encode::to_bytes).collect();
+        let set = Arc::new(VerifiedSet::new(env, 1_000));
+        VerifyPrefetch::new(Arc::clone(&set)).prefetch(&raw);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while set.len() < txs.len() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "prefetch did not finish"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let exec = VerifyOnce {
+            inner: StageBExecutor::default(),
+            set: Arc::clone(&set),
+        };
+        use qbind_core::execution::BlockExecutor;
+        assert!(exec.invalid_signatures(env, &txs).is_empty());
+        assert_eq!(set.verifications(), 6, "verified once, on receipt");
     }
 }

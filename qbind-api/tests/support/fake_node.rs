@@ -6,7 +6,9 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use qbind_api::backend::{ApiBackend, BackendError, BlockInfo, ChainStatus, SyncState, TxLookup};
+use qbind_api::backend::{
+    ApiBackend, BackendError, BlockInfo, ChainStatus, DropReason, SyncState, TxLookup,
+};
 use qbind_api::submit::{CheckedTx, SubmitError};
 use qbind_core::consensus::{BlockHeader, QuorumCert};
 use qbind_core::execution::{
@@ -22,6 +24,8 @@ pub struct FakeState {
     pub receipts: HashMap<Hash32, (Height, u32, Receipt)>,
     pub blocks: Vec<BlockInfo>,
     pub submit_calls: usize,
+    /// Transactions the pool let go after accepting them.
+    pub drops: HashMap<Hash32, DropReason>,
 }
 
 /// The fake node.
@@ -56,6 +60,7 @@ impl FakeNode {
                 receipts: HashMap::new(),
                 blocks: Vec::new(),
                 submit_calls: 0,
+                drops: HashMap::new(),
             }),
         }
     }
@@ -164,6 +169,9 @@ impl ApiBackend for FakeNode {
         let s = self.state.lock().unwrap();
         if s.pool.iter().any(|p| p.hash() == hash) {
             return Ok(TxLookup::Pending);
+        }
+        if let Some(reason) = s.drops.get(&hash) {
+            return Ok(TxLookup::Dropped(*reason));
         }
         Ok(match s.receipts.get(&hash) {
             Some((height, index, receipt)) => TxLookup::Executed {

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::codec::Encode;
+use crate::consensus::block_budget::BlockBudget;
 use crate::consensus::block_tree::BlockTree;
 use crate::consensus::certs::Verifier;
 use crate::consensus::error::ConsensusError;
@@ -56,6 +57,8 @@ pub struct HotStuff {
     pub(crate) range: RangeSync,
     /// Where payloads come from and committed transactions go.
     pub(crate) payloads: Payloads,
+    /// How many transactions our proposals carry.
+    pub(crate) budget: BlockBudget,
     pub(crate) verifier: Verifier,
     pub(crate) detector: EquivocationDetector,
     pub(crate) metrics: ConsensusMetrics,
@@ -124,6 +127,7 @@ impl HotStuff {
         let mut hs = HotStuff {
             verifier: Verifier::new(cfg.env, genesis_qc, cfg.verify_cache),
             payloads: Payloads::new(&cfg, me, schedule.clone()),
+            budget: BlockBudget::new(cfg.block_budget, cfg.max_block_txs),
             cfg,
             me,
             schedule,

@@ -27,6 +27,7 @@
 //!   descendants in its epoch carry no payload, and once the boundary block
 //!   is committed the next epoch's first block extends it directly.
 
+mod block_budget;
 mod block_tree;
 mod certs;
 mod commit;
@@ -46,6 +47,7 @@ mod sync;
 mod sync_messages;
 mod votes;
 
+pub use block_budget::{BlockBudget, BlockBudgetConfig, MAX_OUTSTANDING_PROPOSALS};
 pub use certs::verify_quorum_cert;
 pub use error::ConsensusError;
 pub use evidence::Evidence;
@@ -70,8 +72,11 @@ pub struct ConsensusConfig {
     pub base_timeout_ms: u64,
     /// Timeouts double per consecutive failed view up to `2^max_timeout_exponent`.
     pub max_timeout_exponent: u32,
-    /// Maximum transactions per block.
+    /// Maximum transactions per block (the protocol bound).
     pub max_block_txs: usize,
+    /// How a proposer sizes its blocks below the protocol bound
+    /// ([`BlockBudget`]; local to each validator, no effect on safety).
+    pub block_budget: BlockBudgetConfig,
     /// FIFO mempool capacity.
     pub mempool_capacity: usize,
     /// Blocks asked for in one sync request.
@@ -111,6 +116,7 @@ impl ConsensusConfig {
             base_timeout_ms: 1000,
             max_timeout_exponent: 6,
             max_block_txs: 2000,
+            block_budget: BlockBudgetConfig::for_timer(1000, 2000),
             mempool_capacity: 100_000,
             sync_batch: 32,
             sync_retry_ms: 500,

@@ -110,6 +110,24 @@ impl HotStuff {
         }
     }
 
+    /// The pool's depth, capacity and lowest pending fee.
+    #[must_use]
+    pub fn pool_snapshot(&self) -> crate::pool_drops::PoolSnapshot {
+        match &self.payloads {
+            Payloads::Dag(a) => a.pool_snapshot(),
+            Payloads::Fifo { pool, .. } => pool.snapshot(),
+        }
+    }
+
+    /// Transactions the pool let go without a commit since the last call
+    /// ([`crate::pool_drops`]).
+    pub fn take_pool_drops(&mut self) -> Vec<(Hash32, crate::pool_drops::PoolDropReason)> {
+        match &mut self.payloads {
+            Payloads::Dag(a) => a.take_pool_drops(),
+            Payloads::Fifo { pool, .. } => pool.take_drops(),
+        }
+    }
+
     /// Fee-priority pool counters (`None` with the FIFO pool).
     #[must_use]
     pub fn mempool_metrics(&self) -> Option<&crate::fee_mempool::FeeMempoolMetrics> {
@@ -239,19 +257,32 @@ impl HotStuff {
     /// blocks after an epoch's boundary block (they carry nothing).
     ///
     /// Consensus §C2.3 (docs/consensus.md).
-    pub(crate) fn make_payload(&self, epoch: Epoch, parent: &Hash32, empty: bool) -> Payload {
+    /// A non-empty payload carries at most the [`super::BlockBudget`]'s
+    /// limit of transactions (DAG: whole batches, at least one), and the
+    /// proposal is recorded for the budget's rule.
+    pub(crate) fn make_payload(&mut self, epoch: Epoch, parent: &Hash32, empty: bool) -> Payload {
+        if !empty && let Some(height) = self.tree.get(parent).map(|b| b.height().next()) {
+            self.budget.proposed(height, self.now);
+        }
+        let max_txs = self.budget.limit().min(self.cfg.max_block_txs);
         match (&self.payloads, empty) {
             (Payloads::Dag(_), true) => Payload::Batches(Vec::new()),
             (Payloads::Fifo { .. }, true) => Payload::Transactions(Vec::new()),
             (Payloads::Dag(a), false) => {
                 let ordered = self.ordered_batches(parent);
-                Payload::Batches(a.payload(epoch, &ordered))
+                Payload::Batches(a.payload_within(epoch, &ordered, max_txs))
             }
             (Payloads::Fifo { pool, .. }, false) => {
                 let exclude = self.uncommitted_tx_ids(parent);
-                Payload::Transactions(pool.take(self.cfg.max_block_txs, &exclude))
+                Payload::Transactions(pool.take(max_txs, &exclude))
             }
         }
+    }
+
+    /// The proposer's current transaction limit ([`super::BlockBudget`]).
+    #[must_use]
+    pub fn block_budget(&self) -> usize {
+        self.budget.limit().min(self.cfg.max_block_txs)
     }
 
     /// The payload of a proposed block fits this validator's mode and, in
@@ -321,6 +352,10 @@ impl HotStuff {
     ///
     /// Consensus §C8.1 (docs/consensus.md).
     pub(crate) fn deliver_committed(&mut self, chain: &[Block]) {
+        for b in chain {
+            let ours = b.header().proposer == self.me;
+            self.budget.committed(b.height(), ours, self.now);
+        }
         match &mut self.payloads {
             Payloads::Fifo { pool, to_deliver } => {
                 for b in chain {

@@ -135,6 +135,20 @@ impl Availability {
         self.pool.len()
     }
 
+    /// The pool's depth, capacity and lowest pending fee.
+    #[must_use]
+    pub fn pool_snapshot(&self) -> crate::pool_drops::PoolSnapshot {
+        self.pool.snapshot()
+    }
+
+    /// Transactions the pool let go since the last call
+    /// ([`crate::mempool::TxPool::take_drops`]).
+    pub fn take_pool_drops(
+        &mut self,
+    ) -> Vec<(crate::types::Hash32, crate::pool_drops::PoolDropReason)> {
+        self.pool.take_drops()
+    }
+
     /// The fee-priority pool's counters (`None` for the FIFO pool).
     #[must_use]
     pub fn pool_metrics(&self) -> Option<&FeeMempoolMetrics> {

@@ -23,17 +23,47 @@ impl Availability {
         epoch: Epoch,
         ordered: impl IntoIterator<Item = &'a BatchRef>,
     ) -> Vec<BatchCertificate> {
+        self.payload_within(epoch, ordered, usize::MAX)
+    }
+
+    /// [`Self::payload`] carrying at most `max_txs` transactions: batches
+    /// are taken in canonical order while their transactions fit (a batch
+    /// whose data this validator lacks counts as `max_batch_txs`), and the
+    /// first is taken whatever its size, so a budget smaller than a batch
+    /// still makes progress. The limit is the proposer's choice
+    /// ([`crate::consensus::BlockBudget`]); validators never check it.
+    #[must_use]
+    pub fn payload_within<'a>(
+        &self,
+        epoch: Epoch,
+        ordered: impl IntoIterator<Item = &'a BatchRef>,
+        max_txs: usize,
+    ) -> Vec<BatchCertificate> {
         let ordered: Vec<&BatchRef> = ordered.into_iter().collect();
         let taken: BTreeSet<Slot> = ordered.iter().map(|r| slot_of(r)).collect();
         let tops = self.ancestry_tops(ordered);
-        self.state
+        let mut txs = 0usize;
+        let mut out = Vec::new();
+        let eligible = self
+            .state
             .certified
             .iter()
             .filter(|(s, _)| s.0 == epoch && !taken.contains(*s))
             .filter(|(s, _)| !self.is_stale(s.2, tops.get(&s.1).copied().unwrap_or(0)))
-            .take(self.cfg.max_batches_per_block)
-            .map(|(_, c)| c.clone())
-            .collect()
+            .take(self.cfg.max_batches_per_block);
+        for (_, cert) in eligible {
+            let size = self
+                .state
+                .data
+                .get(&cert.batch.digest)
+                .map_or(self.cfg.max_batch_txs, |b| b.batch.txs.len());
+            if !out.is_empty() && txs.saturating_add(size) > max_txs {
+                break;
+            }
+            txs = txs.saturating_add(size);
+            out.push(cert.clone());
+        }
+        out
     }
 
     /// The MainNet coupling rule for a proposed block of `epoch` carrying

@@ -15,6 +15,7 @@
 //! round is never dropped (a restart resumes authoring after it).
 
 use super::{Availability, DagEffect, Slot};
+use crate::pool_drops::PoolDropReason;
 use crate::types::{Epoch, Hash32, Height, ValidatorId};
 
 impl Availability {
@@ -178,6 +179,40 @@ impl Availability {
     /// The epoch moved to `self.epoch`: drop what belongs to epochs before
     /// the previous one, and certificates and own batches awaiting acks of
     /// epochs before the current one (no block can order them any more).
+    /// Our batches of epochs before `epoch` that no block ordered (awaiting
+    /// acks, or certified but not committed) are given up with their epoch:
+    /// their transactions were accepted by our pool and are now lost, so
+    /// they are recorded as dropped ([`PoolDropReason::BatchExpired`]).
+    fn record_expired_own_batches(&mut self, epoch: Epoch) {
+        let me = self.me;
+        let mut expired: Vec<Hash32> = self
+            .state
+            .own
+            .values()
+            .filter(|(r, _)| r.epoch < epoch)
+            .map(|(r, _)| r.digest)
+            .collect();
+        expired.extend(
+            self.state
+                .certified
+                .iter()
+                .filter(|(s, _)| s.0 < epoch && s.1 == me && !self.state.committed.contains(*s))
+                .map(|(_, c)| c.batch.digest),
+        );
+        expired.sort_unstable();
+        expired.dedup();
+        for digest in expired {
+            let Some(batch) = self.state.data.get(&digest) else {
+                continue;
+            };
+            let ids: Vec<Hash32> = batch.batch.txs.iter().map(|t| Hash32::digest(t)).collect();
+            for id in ids {
+                self.pool
+                    .record_drop(id, PoolDropReason::BatchExpired { batch: digest });
+            }
+        }
+    }
+
     pub(super) fn prune_epochs(&mut self) {
         let epoch = self.epoch;
         if self.state.pruned_for_epoch.is_some_and(|p| p >= epoch) {
@@ -185,6 +220,7 @@ impl Availability {
         }
         self.state.pruned_for_epoch = Some(epoch);
         let keep_from = Epoch(epoch.0.saturating_sub(1));
+        self.record_expired_own_batches(epoch);
         self.state.certified.retain(|s, _| s.0 >= epoch);
         self.state.own.retain(|_, (r, _)| r.epoch >= epoch);
         self.state.committed.retain(|s| s.0 >= keep_from);

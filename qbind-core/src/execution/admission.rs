@@ -44,6 +44,7 @@ use super::executor::{RejectReason, admit_transaction};
 use super::gas::ExecutionConfig;
 use super::state::{AccountReader, StateError};
 use super::tx::Transaction;
+use super::verified::VerifiedSet;
 use crate::codec::{Decode, DecodeError};
 use crate::types::NetworkEnvironment;
 
@@ -213,6 +214,28 @@ pub fn check_transaction<R: AccountReader + ?Sized>(
     policy: &AdmissionPolicy,
     bytes: &[u8],
 ) -> Result<Transaction, AdmissionError> {
+    check(state, policy, bytes, None)
+}
+
+/// [`check_transaction`] with the signature check going through `verified`
+/// (when it is for the policy's network): a transaction it holds is not
+/// verified again, one it lacks is verified once and remembered
+/// ([`super::verified`]).
+pub fn check_transaction_verified<R: AccountReader + ?Sized>(
+    state: &R,
+    policy: &AdmissionPolicy,
+    bytes: &[u8],
+    verified: &VerifiedSet,
+) -> Result<Transaction, AdmissionError> {
+    check(state, policy, bytes, Some(verified))
+}
+
+fn check<R: AccountReader + ?Sized>(
+    state: &R,
+    policy: &AdmissionPolicy,
+    bytes: &[u8],
+    verified: Option<&VerifiedSet>,
+) -> Result<Transaction, AdmissionError> {
     let tx =
         Transaction::from_bytes(bytes).map_err(|source| AdmissionError::Undecodable { source })?;
     let admission = admit_transaction(&policy.config, &tx)
@@ -223,7 +246,7 @@ pub fn check_transaction<R: AccountReader + ?Sized>(
             block_gas_limit: policy.config.block_gas_limit,
         });
     }
-    check_signature(&tx, policy.env)?;
+    check_signature(&tx, policy.env, verified.filter(|v| v.env() == policy.env))?;
     let account = state
         .account(&tx.sender_id())
         .map_err(|source| AdmissionError::StateUnavailable { source })?;
@@ -260,8 +283,16 @@ pub fn check_transaction<R: AccountReader + ?Sized>(
 
 /// The signature under `env`'s domain; on failure, whether it is another
 /// network's transaction.
-fn check_signature(tx: &Transaction, env: NetworkEnvironment) -> Result<(), AdmissionError> {
-    if tx.verify(env).is_ok() {
+fn check_signature(
+    tx: &Transaction,
+    env: NetworkEnvironment,
+    verified: Option<&VerifiedSet>,
+) -> Result<(), AdmissionError> {
+    let ok = match verified {
+        Some(set) => set.verify(tx).is_ok(),
+        None => tx.verify(env).is_ok(),
+    };
+    if ok {
         return Ok(());
     }
     [

@@ -35,8 +35,11 @@ mod overlay;
 mod state;
 mod state_root;
 mod tx;
+mod verified;
 
-pub use admission::{AdmissionError, AdmissionPolicy, MAX_NONCE_AHEAD, check_transaction};
+pub use admission::{
+    AdmissionError, AdmissionPolicy, MAX_NONCE_AHEAD, check_transaction, check_transaction_verified,
+};
 pub use executor::{
     Admission, BlockContext, BlockExecutor, BlockGas, BlockOutcome, ExecutionError, FailureReason,
     Receipt, RejectReason, SequentialExecutor, TxStatus, WireBlockOutcome, admit_transaction,
@@ -62,3 +65,4 @@ pub use tx::{
     TRANSFER_PAYLOAD_V0_BYTES, TRANSFER_PAYLOAD_V1_BYTES, Transaction, TransferPayload,
     TransferPayloadV0, TransferPayloadV1, invalid_signatures, tx_meta,
 };
+pub use verified::{PayloadPrefetch, VERIFIED_SET_CAPACITY, VerifiedSet, VerifyOnce};

@@ -7,7 +7,14 @@
 //!   admission the load generator uses) and then goes to the engine's
 //!   submission channel, where the fee-priority pool applies its own limits.
 //!   A refusal changes nothing.
-//! - **tx status**: a bounded in-memory [`ReceiptIndex`]. Receipts are
+//! - **backpressure**: a submission the engine's pool would refuse (pending
+//!   plus queued transactions at capacity, fee not above the lowest pending)
+//!   gets 429 `pool_full` before anything is queued ([`PoolMonitor`]).
+//! - **verify once**: the server's signature check is this validator's one
+//!   verification; admission and execution consult the [`VerifiedSet`].
+//! - **tx status**: a transaction the pool let go after accepting it is
+//!   `dropped` with the pool's reason ([`PoolMonitor::dropped`]); otherwise a
+//!   bounded in-memory [`ReceiptIndex`]. Receipts are
 //!   recorded by [`Recording`], a wrapper around the validator's block
 //!   executor, and published when the engine reports `Event::Executed` for
 //!   the height (the block's writes are durable then). Transactions accepted
@@ -34,8 +41,9 @@ use qbind_core::dag::SignedBatch;
 use qbind_core::execution::{
     Account, AccountReader, AdmissionError, AdmissionPolicy, BackendAccounts, BlockContext,
     BlockExecutor, BlockOutcome, ExecutionError, Receipt, RejectReason, Transaction,
-    check_transaction,
+    TransferPayload, VerifiedSet, check_transaction_verified,
 };
+use qbind_core::pool_drops::PoolMonitor;
 use qbind_core::schema::{batch_digest_key, committed_block_key};
 use qbind_core::traits::{Namespace, StateRead};
 use qbind_core::types::{AccountId, Epoch, Hash32, Height, NetworkEnvironment, View};
@@ -232,6 +240,10 @@ pub(super) struct NodeApi {
     pub(super) store: Arc<FjallBackend>,
     pub(super) submit: mpsc::UnboundedSender<Vec<u8>>,
     pub(super) index: Arc<ReceiptIndex>,
+    /// The engine's pool: refuse when full, report drops.
+    pub(super) pool: Arc<PoolMonitor>,
+    /// Signatures already verified (the server's check counts as the one).
+    pub(super) verified: Arc<VerifiedSet>,
     pub(super) shared: Arc<Shared>,
     pub(super) slot: usize,
     /// Validators of the network (peers of the in-memory transport).
@@ -335,20 +347,43 @@ impl ApiBackend for NodeApi {
             return Err(SubmitError::Unavailable);
         }
         let hash = tx.hash();
-        if !matches!(self.index.lookup(&hash), TxLookup::Unknown) {
+        let dropped = self.pool.dropped(&hash).is_some();
+        if !dropped && !matches!(self.index.lookup(&hash), TxLookup::Unknown) {
             return Err(SubmitError::AlreadyKnown);
         }
+        let fee = match tx.transaction().payload() {
+            TransferPayload::V1(p) => p.max_fee_per_gas,
+            TransferPayload::V0(_) => 0,
+        };
+        if self.pool.would_refuse(fee) {
+            return Err(SubmitError::PoolFull);
+        }
+        // The server verified the signature under this network
+        // (`CheckedTx::check`): that is this validator's one verification.
+        if !self.verified.contains(&hash) {
+            self.verified.count_verifications(1);
+            self.verified.insert(hash);
+        }
         let state = BackendAccounts::new(&*self.store);
-        check_transaction(&state, &self.admission, tx.bytes()).map_err(refusal)?;
-        self.submit
-            .send(tx.into_bytes())
-            .map_err(|_| SubmitError::Unavailable)?;
+        check_transaction_verified(&state, &self.admission, tx.bytes(), &self.verified)
+            .map_err(refusal)?;
+        self.pool.queued(&hash);
+        if self.submit.send(tx.into_bytes()).is_err() {
+            self.pool.unqueued();
+            return Err(SubmitError::Unavailable);
+        }
         self.index.accepted(hash);
         Ok(())
     }
 
     async fn tx_status(&self, hash: Hash32) -> Result<TxLookup, BackendError> {
-        Ok(self.index.lookup(&hash))
+        Ok(match self.index.lookup(&hash) {
+            executed @ TxLookup::Executed { .. } => executed,
+            other => match self.pool.dropped(&hash) {
+                Some(reason) => TxLookup::Dropped(reason.into()),
+                None => other,
+            },
+        })
     }
 
     async fn account(&self, id: AccountId) -> Result<Account, BackendError> {

@@ -416,6 +416,8 @@ async fn start_api(
         store: Arc::clone(&stores.stores[slot]),
         submit: engines.submit[slot].clone(),
         index: Arc::clone(&index),
+        pool: Arc::clone(&engines.pools[slot]),
+        verified: Arc::clone(&engines.verified[slot]),
         shared: Arc::clone(shared),
         slot,
         n: chain.n,

@@ -25,6 +25,8 @@ use super::render::{Shared, render};
 use super::{Executor, Keys, LocalOptions, Network, p2p_identity, validator_key};
 use crate::metrics::Renderer;
 use crate::node::{NodeError, Services, ensure_genesis, open_store};
+use qbind_core::execution::{VERIFIED_SET_CAPACITY, VerifiedSet, VerifyOnce};
+use qbind_core::pool_drops::PoolMonitor;
 
 /// The opened stores of the local validators and their services.
 pub(super) struct Stores {
@@ -121,6 +123,8 @@ struct EngineParts {
     submissions: mpsc::UnboundedReceiver<Vec<u8>>,
     metrics: watch::Sender<ConsensusMetrics>,
     execution: Box<dyn Application<Arc<FjallBackend>>>,
+    pool: Arc<PoolMonitor>,
+    verified: Arc<VerifiedSet>,
     stop: watch::Receiver<bool>,
 }
 
@@ -142,6 +146,8 @@ fn spawn_engine<T: Transport + 'static>(
     .with_events(parts.events)
     .with_submissions(parts.submissions)
     .with_metrics(parts.metrics)
+    .with_pool_monitor(parts.pool)
+    .with_payload_prefetch(Arc::new(qbind_exec::VerifyPrefetch::new(parts.verified)))
     .with_application(parts.execution);
     Ok(tokio::spawn(engine.run(parts.stop)))
 }
@@ -165,6 +171,10 @@ pub(super) struct Engines {
     /// The local slot the public API serves and its receipt index (filled
     /// by that engine's executor).
     pub(super) api_index: Option<(usize, Arc<ReceiptIndex>)>,
+    /// Each engine's pool as its API sees it (backpressure, drops).
+    pub(super) pools: Vec<Arc<PoolMonitor>>,
+    /// Each engine's verified-signature set (admission and execution).
+    pub(super) verified: Vec<Arc<VerifiedSet>>,
 }
 
 /// Start one engine per local validator on its transport.
@@ -186,6 +196,8 @@ pub(super) async fn start_engines(
         net: Vec::with_capacity(chain.local.len()),
         api_index: super::api_slot(opts, &chain.local)?
             .map(|slot| (slot, Arc::new(ReceiptIndex::default()))),
+        pools: Vec::with_capacity(chain.local.len()),
+        verified: Vec::with_capacity(chain.local.len()),
     };
     let mut memory: Vec<_> = match opts.network {
         Network::Memory => MemoryNetwork::endpoints(chain.n)
@@ -234,6 +246,10 @@ fn engine_parts(
     engines.submit.push(tx_in);
     let (m_tx, m_rx) = watch::channel(ConsensusMetrics::default());
     engines.consensus.push(m_rx);
+    let pool = Arc::new(PoolMonitor::default());
+    engines.pools.push(Arc::clone(&pool));
+    let verified = Arc::new(VerifiedSet::new(chain.env, VERIFIED_SET_CAPACITY));
+    engines.verified.push(Arc::clone(&verified));
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
     let forward = events_tx.clone();
     tokio::spawn(async move {
@@ -258,32 +274,48 @@ fn engine_parts(
         events: ev_tx,
         submissions: tx_out,
         metrics: m_tx,
-        execution: application(opts, chain, engines.api_index.as_ref(), slot),
+        execution: application(
+            opts,
+            chain,
+            engines.api_index.as_ref(),
+            slot,
+            Arc::clone(&verified),
+        ),
+        pool,
+        verified,
         stop: engines.stopped.clone(),
     }
 }
 
 /// The application of local slot `slot`: the chain's, with the chosen
-/// executor; the API's slot records receipts in its index.
+/// executor verifying only signatures `verified` does not vouch for; the
+/// API's slot records receipts in its index.
 fn application(
     opts: &LocalOptions,
     chain: &Chain,
     api: Option<&(usize, Arc<ReceiptIndex>)>,
     slot: usize,
+    verified: Arc<VerifiedSet>,
 ) -> Box<dyn Application<Arc<FjallBackend>>> {
     let app = chain.execution.clone();
     let index = api.filter(|(s, _)| *s == slot).map(|(_, i)| Arc::clone(i));
+    let stage_b = VerifyOnce {
+        inner: qbind_exec::StageBExecutor::default(),
+        set: Arc::clone(&verified),
+    };
+    let sequential = VerifyOnce {
+        inner: qbind_core::execution::SequentialExecutor,
+        set: verified,
+    };
     match (opts.executor, index) {
-        (Executor::StageB, None) => {
-            Box::new(app.with_executor(qbind_exec::StageBExecutor::default()))
-        }
+        (Executor::StageB, None) => Box::new(app.with_executor(stage_b)),
         (Executor::StageB, Some(index)) => Box::new(app.with_executor(Recording {
-            inner: qbind_exec::StageBExecutor::default(),
+            inner: stage_b,
             index,
         })),
-        (Executor::Sequential, None) => Box::new(app),
+        (Executor::Sequential, None) => Box::new(app.with_executor(sequential)),
         (Executor::Sequential, Some(index)) => Box::new(app.with_executor(Recording {
-            inner: qbind_core::execution::SequentialExecutor,
+            inner: sequential,
             index,
         })),
     }
