@@ -202,7 +202,10 @@ async fn outcome(client: QbindClient, hash: qbind_core::types::Hash32) -> Outcom
             success: outcome.result == "success",
         },
         Ok(TxStatusView::Rejected { height, .. }) => Outcome::Refused { height },
-        Ok(TxStatusView::Pending { .. }) | Err(_) => Outcome::Missing,
+        // Accepted and then let go by the pool: not on the chain.
+        Ok(TxStatusView::Pending { .. } | TxStatusView::Dropped { .. }) | Err(_) => {
+            Outcome::Missing
+        }
     }
 }
 
