@@ -14,7 +14,7 @@ use std::sync::Arc;
 use qbind_core::codec::Encode;
 use qbind_core::consensus::{
     Block, BlockHeader, ConsensusConfig, ConsensusMsg, Effect, HotStuff, Input, Payload, Proposal,
-    QuorumCert, SignerBitmap, TimeoutData, TimeoutMsg, Vote, VoteData,
+    QuorumCert, TimeoutData, TimeoutMsg, Vote, VoteData,
 };
 use qbind_core::crypto::KeyPair;
 use qbind_core::signing::{SignKind, sign_domain};
@@ -37,22 +37,7 @@ fn set(keys: &[KeyPair]) -> ValidatorSet {
 
 /// A QC on (`epoch`, `view`, `block`) signed by all of `keys`.
 fn qc(keys: &[KeyPair], epoch: u64, view: u64, block: Hash32) -> QuorumCert {
-    let data = VoteData {
-        epoch: Epoch(epoch),
-        view: View(view),
-        block_id: block,
-    };
-    let mut signers = SignerBitmap::new(keys.len());
-    let mut signatures = Vec::new();
-    for (i, k) in keys.iter().enumerate() {
-        signers.set(ValidatorId(i as u32));
-        signatures.push(sign_domain(k, ENV, SignKind::Vote, &data.to_bytes()));
-    }
-    QuorumCert {
-        data,
-        signers,
-        signatures,
-    }
+    qbind_core::sim::chain::quorum_cert(ENV, keys, epoch, view, block)
 }
 
 fn block(epoch: u64, view: u64, parent: &Block, justify: QuorumCert, proposer: u32) -> Block {

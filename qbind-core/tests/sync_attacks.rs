@@ -32,7 +32,7 @@ struct Net {
 }
 
 fn qc(keys: &[KeyPair], view: u64, block: Hash32) -> QuorumCert {
-    chain::quorum_cert(ENV, keys, view, block)
+    chain::quorum_cert(ENV, keys, 0, view, block)
 }
 
 fn net() -> Net {

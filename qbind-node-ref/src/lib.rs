@@ -30,4 +30,5 @@ pub mod localnet;
 pub mod metrics;
 pub mod node;
 pub mod profile;
+pub mod signals;
 pub mod validator_set;

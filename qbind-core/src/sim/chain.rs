@@ -11,17 +11,18 @@ use crate::signing::{SignKind, sign_domain};
 use crate::types::{Epoch, Hash32, Height, NetworkEnvironment, ValidatorId, View};
 use crate::validator::{EpochSchedule, ValidatorSet, ValidatorSetError};
 
-/// A QC for `block` in `view` of epoch 0, signed by every key of `keys`
+/// A QC for `block` in (`epoch`, `view`), signed by every key of `keys`
 /// (validator `i` is `keys[i]`).
 #[must_use]
 pub fn quorum_cert(
     env: NetworkEnvironment,
     keys: &[KeyPair],
+    epoch: u64,
     view: u64,
     block: Hash32,
 ) -> QuorumCert {
     let data = VoteData {
-        epoch: Epoch(0),
+        epoch: Epoch(epoch),
         view: View(view),
         block_id: block,
     };
@@ -59,7 +60,7 @@ pub fn certified_chain(
         let justify = if v == 1 {
             parent.justify().clone()
         } else {
-            let mut qc = quorum_cert(env, &keys[..signers], v - 1, parent.id());
+            let mut qc = quorum_cert(env, &keys[..signers], 0, v - 1, parent.id());
             // The bitmap spans the whole set.
             let mut bits = SignerBitmap::new(keys.len());
             for i in 0..signers {

@@ -96,19 +96,10 @@ fn main() -> ExitCode {
 /// Set `flag` on the first SIGINT or SIGTERM.
 fn watch_signals(flag: Arc<AtomicBool>) {
     tokio::spawn(async move {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).ok();
-        let sigterm = async {
-            match term.as_mut() {
-                Some(t) => t.recv().await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = sigterm => {}
+        // `None` (no signal can be listened for): never stop by signal.
+        if qbind_node_ref::signals::stop_signal().await.is_some() {
+            flag.store(true, Ordering::Relaxed);
         }
-        flag.store(true, Ordering::Relaxed);
     });
 }
 

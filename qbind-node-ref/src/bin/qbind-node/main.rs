@@ -126,25 +126,6 @@ impl From<String> for Failure {
     }
 }
 
-/// Resolves with the name of the first SIGINT (Ctrl-C) or SIGTERM: both
-/// stop the node cleanly (the engines finish their block and flush, the
-/// signer's double-sign record is released). `None` if neither can be
-/// listened for.
-async fn stop_signal() -> Option<&'static str> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).ok();
-    let sigterm = async {
-        match term.as_mut() {
-            Some(t) => t.recv().await,
-            None => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r.ok().map(|()| "SIGINT"),
-        Some(()) = sigterm => Some("SIGTERM"),
-    }
-}
-
 /// `--api-rate-limit`: `per_second` requests per client and second, bursts
 /// of ten seconds' worth (at least the default burst); 0: no limit.
 fn api_rate_limit(per_second: u32) -> Option<RateLimitConfig> {
@@ -237,7 +218,7 @@ fn local_options(
 async fn serve(opts: LocalOptions, profile: Profile) -> Result<ExitCode, Failure> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
-        if let Some(signal) = stop_signal().await {
+        if let Some(signal) = qbind_node_ref::signals::stop_signal().await {
             eprintln!("qbind-node: {signal}, stopping after the current block");
             let _ = stop_tx.send(true);
         }
