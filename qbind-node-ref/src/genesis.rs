@@ -237,18 +237,7 @@ impl Genesis {
     /// # Errors
     /// [`GenesisError`].
     pub fn load(path: &Path) -> Result<Genesis, GenesisError> {
-        let io = |source| GenesisError::Io {
-            path: path.to_owned(),
-            source,
-        };
-        let len = std::fs::metadata(path).map_err(io)?.len();
-        if len > MAX_GENESIS_BYTES {
-            return Err(GenesisError::TooLarge {
-                path: path.to_owned(),
-                len,
-            });
-        }
-        Genesis::parse(&std::fs::read_to_string(path).map_err(io)?)
+        Genesis::parse(&read_bounded(path)?)
     }
 
     /// Write the file (pretty JSON) to `path`.
@@ -532,12 +521,8 @@ pub fn save_account_keys(path: &Path, seeds: &[[u8; 32]]) -> Result<(), GenesisE
     file.sync_all().map_err(io)
 }
 
-/// Read an accounts file; every entry's id must match its seed.
-///
-/// # Errors
-/// [`GenesisError::Io`], [`GenesisError::Malformed`],
-/// [`GenesisError::InvalidAccount`].
-pub fn load_account_keys(path: &Path) -> Result<Vec<KeyPair>, GenesisError> {
+/// Read a genesis or accounts file of at most [`MAX_GENESIS_BYTES`].
+fn read_bounded(path: &Path) -> Result<String, GenesisError> {
     let io = |source| GenesisError::Io {
         path: path.to_owned(),
         source,
@@ -549,9 +534,17 @@ pub fn load_account_keys(path: &Path) -> Result<Vec<KeyPair>, GenesisError> {
             len,
         });
     }
-    let entries: Vec<AccountKeyEntry> =
-        serde_json::from_str(&std::fs::read_to_string(path).map_err(io)?)
-            .map_err(|e| GenesisError::Malformed(e.to_string()))?;
+    std::fs::read_to_string(path).map_err(io)
+}
+
+/// Read an accounts file; every entry's id must match its seed.
+///
+/// # Errors
+/// [`GenesisError::Io`], [`GenesisError::Malformed`],
+/// [`GenesisError::InvalidAccount`].
+pub fn load_account_keys(path: &Path) -> Result<Vec<KeyPair>, GenesisError> {
+    let entries: Vec<AccountKeyEntry> = serde_json::from_str(&read_bounded(path)?)
+        .map_err(|e| GenesisError::Malformed(e.to_string()))?;
     let mut keys = Vec::with_capacity(entries.len());
     for (index, e) in entries.iter().enumerate() {
         let bad = |reason: String| GenesisError::InvalidAccount { index, reason };
