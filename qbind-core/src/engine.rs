@@ -19,7 +19,7 @@ use crate::consensus::{ConsensusConfig, ConsensusMetrics, ConsensusMsg, Input};
 use crate::execution::PayloadPrefetch;
 use crate::pool_drops::PoolMonitor;
 use crate::replica::{Action, Event, Replica, ReplicaError};
-use crate::traits::{Clock, Signer, StateBackend, Transport};
+use crate::traits::{Clock, Signer, StateBackend, Transport, TransportError};
 use crate::types::{Millis, ValidatorId};
 use crate::validator::EpochSchedule;
 
@@ -196,13 +196,23 @@ impl<S: StateBackend, T: Transport, C: Clock> Engine<S, T, C> {
                 Action::Send { to, msg } => {
                     if let Err(error) = self.transport.send(to, msg.to_bytes()).await {
                         let (height, view) = self.position();
-                        tracing::debug!(validator = %self.id(), height, view, peer = %to, %error, "send failed");
+                        if matches!(error, TransportError::TooLarge { .. }) {
+                            // Our own message: a configuration error (the
+                            // codec limit above the transport's), not noise.
+                            tracing::warn!(validator = %self.id(), height, view, peer = %to, %error, "send failed");
+                        } else {
+                            tracing::debug!(validator = %self.id(), height, view, peer = %to, %error, "send failed");
+                        }
                     }
                 }
                 Action::Broadcast(msg) => {
                     if let Err(error) = self.transport.broadcast(msg.to_bytes()).await {
                         let (height, view) = self.position();
-                        tracing::debug!(validator = %self.id(), height, view, %error, "broadcast failed");
+                        if matches!(error, TransportError::TooLarge { .. }) {
+                            tracing::warn!(validator = %self.id(), height, view, %error, "broadcast failed");
+                        } else {
+                            tracing::debug!(validator = %self.id(), height, view, %error, "broadcast failed");
+                        }
                     }
                 }
                 Action::SetTimer(at) => {

@@ -313,9 +313,10 @@ impl<S: StateBackend> Replica<S> {
                 to,
                 from_height,
                 max,
+                max_bytes,
             } => {
-                let limit = self.machine.cfg.limits.max_message_bytes as usize / 2;
-                let blocks = schema::committed_blocks_from(&self.store, from_height, max, limit)?;
+                let blocks =
+                    schema::committed_blocks_from(&self.store, from_height, max, max_bytes)?;
                 if !blocks.is_empty() {
                     actions.push(Action::Send {
                         to,

@@ -13,12 +13,12 @@ use std::sync::Arc;
 use qbind_core::codec::Encode;
 use qbind_core::consensus::{
     Block, ConsensusConfig, ConsensusMsg, Effect, HotStuff, Input, Payload, Proposal, QuorumCert,
-    SyncResponse,
+    SyncRangeRequest, SyncRequest, SyncResponse,
 };
 use qbind_core::crypto::KeyPair;
 use qbind_core::signing::{SignKind, sign_domain};
 use qbind_core::sim::chain;
-use qbind_core::types::{Hash32, Millis, NetworkEnvironment, ValidatorId};
+use qbind_core::types::{Hash32, Height, Millis, NetworkEnvironment, ValidatorId};
 use qbind_core::validator::EpochSchedule;
 
 const ENV: NetworkEnvironment = NetworkEnvironment::Devnet;
@@ -49,8 +49,13 @@ fn net() -> Net {
 
 /// Validator 0 at genesis, shown the proposal of the chain's tip.
 fn victim(n: &Net) -> (HotStuff, Vec<Effect>) {
+    victim_with(n, ConsensusConfig::new(ENV))
+}
+
+/// As [`victim`], with `cfg`.
+fn victim_with(n: &Net, cfg: ConsensusConfig) -> (HotStuff, Vec<Effect>) {
     let mut hs = HotStuff::new(
-        ConsensusConfig::new(ENV),
+        cfg,
         ValidatorId(0),
         n.schedule.clone(),
         None,
@@ -280,4 +285,67 @@ fn endless_sync_data_is_dropped_and_bounded() {
     }
     assert_eq!(hs.metrics().sync_unsolicited, 500);
     assert_eq!(hs.pending_blocks(), held, "unsolicited blocks are not kept");
+}
+
+/// Issue #18 (measured with processes): peers answered a catch-up with up to
+/// half of the codec's 64 MiB message limit of blocks, four times what the
+/// KEMTLS channel carries, and the channel dropped the connection on every
+/// answer. Both kinds of answer now keep to `sync_answer_bytes`, which never
+/// exceeds half the message limit the embedder sets.
+#[test]
+fn sync_answers_keep_to_the_byte_budget() {
+    let n = net();
+    let block_len = n.chain[50].to_bytes().len();
+    let mut cfg = ConsensusConfig::new(ENV);
+    cfg.sync_response_bytes = 3 * block_len + block_len / 2;
+    let (mut hs, effects) = victim_with(&n, cfg.clone());
+    drive(&mut hs, effects, &mut |_, from, max| Some(honest(&n, from, max)));
+    assert_synced(&hs);
+    // Fetch by id, served from memory: three blocks fit, not `sync_batch`.
+    let tip = hs.committed_height().0 as usize;
+    let effects = hs.handle(
+        Millis(1_000_000),
+        Input::Message {
+            from: ValidatorId(2),
+            msg: ConsensusMsg::SyncRequest(SyncRequest {
+                block_id: n.chain[tip].id(),
+                max_blocks: 32,
+            }),
+        },
+    );
+    let answers: Vec<&Vec<Block>> = effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Send {
+                msg: ConsensusMsg::SyncResponse(r),
+                ..
+            } => Some(&r.blocks),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(answers.len(), 1, "{effects:?}");
+    assert_eq!(answers[0].len(), 3);
+    assert_eq!(answers[0][0].id(), n.chain[tip].id());
+    // By height, served from the store: the machine names the budget.
+    let effects = hs.handle(
+        Millis(1_000_001),
+        Input::Message {
+            from: ValidatorId(2),
+            msg: ConsensusMsg::SyncRange(SyncRangeRequest {
+                from_height: Height(10),
+                max_blocks: 32,
+            }),
+        },
+    );
+    let served: Vec<usize> = effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::ServeSync { max_bytes, .. } => Some(*max_bytes),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(served, vec![cfg.sync_response_bytes]);
+    // The codec limit caps the budget: half of a 64 KiB message.
+    cfg.limits.max_message_bytes = 64 << 10;
+    assert_eq!(cfg.sync_answer_bytes(), 32 << 10);
 }

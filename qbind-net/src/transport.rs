@@ -351,7 +351,8 @@ async fn write_loop(
     mut rx: mpsc::Receiver<Vec<u8>>,
 ) {
     while let Some(msg) = rx.recv().await {
-        if sender.send(&msg).await.is_err() {
+        if let Err(e) = sender.send(&msg).await {
+            tracing::debug!(peer = peer.0, error = %e, "P2P connection closed on send failure");
             break;
         }
     }
@@ -792,7 +793,21 @@ impl TcpTransport {
         self.shared.closed_notify.notify_waiters();
     }
 
+    /// Refuse a message the channel could not carry: queued, it would fail
+    /// in the writer task and take the connection down with it.
+    fn check_size(&self, encoded: &[u8]) -> Result<(), TransportError> {
+        let max = self.shared.cfg.channel.max_message;
+        if encoded.len() > max {
+            return Err(TransportError::TooLarge {
+                len: encoded.len(),
+                max,
+            });
+        }
+        Ok(())
+    }
+
     fn queue(&self, to: ValidatorId, bytes: Vec<u8>) -> Result<(), TransportError> {
+        self.check_size(&bytes)?;
         let st = self.shared.lock();
         if st.closed {
             return Err(TransportError::Closed);
@@ -821,14 +836,17 @@ impl Drop for TcpTransport {
 #[async_trait]
 impl Transport for TcpTransport {
     /// Queue `bytes` for `to`. `UnknownPeer` if `to` is not currently
-    /// connected; `QueueFull` if its send queue is full (message dropped).
+    /// connected; `QueueFull` if its send queue is full (message dropped);
+    /// `TooLarge` above the channel's `max_message` (nothing sent).
     async fn send(&self, to: ValidatorId, bytes: Vec<u8>) -> Result<(), TransportError> {
         self.queue(to, PeerMessage::Payload(bytes).encode())
     }
 
     /// Queue `bytes` for every connected validator; full queues drop (and count) their copy.
+    /// `TooLarge` (nothing sent) above the channel's `max_message`.
     async fn broadcast(&self, bytes: Vec<u8>) -> Result<(), TransportError> {
         let msg = PeerMessage::Payload(bytes).encode();
+        self.check_size(&msg)?;
         let peers = self.connected_peers();
         if self.shared.lock().closed {
             return Err(TransportError::Closed);

@@ -530,3 +530,72 @@ async fn non_routable_announcements_are_refused_on_a_public_network() {
     );
     liar.abort();
 }
+
+/// Issue #18: a message larger than the channel's `max_message` used to be
+/// queued, fail in the writer task and take the whole connection down
+/// (silently); a restarted validator whose peers answered its catch-up with
+/// over-long sync responses was cut off on every reconnect. Now it is
+/// refused at `send` and the connection carries on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_message_is_refused_and_the_connection_survives() {
+    let start = |id: u32, ip: &str, bootstrap: Vec<(u32, SocketAddr)>| {
+        let mut channel = ChannelConfig::new(NetworkEnvironment::Devnet);
+        channel.max_message = 64 << 10;
+        let peers = PeerManagerConfig {
+            discovery_enabled: false,
+            ..fast_peers()
+        };
+        let ip = ip.to_string();
+        async move {
+            TcpTransport::start(TransportConfig {
+                local_id: ValidatorId(id),
+                identity: ident(id),
+                listen: format!("{ip}:0").parse().unwrap(),
+                validators: validators(2),
+                bootstrap: bootstrap
+                    .into_iter()
+                    .map(|(i, a)| (ValidatorId(i), a))
+                    .collect(),
+                channel,
+                peers,
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let b = start(1, "127.44.0.1", vec![]).await;
+    let a = start(0, "127.43.0.1", vec![(1, b.local_addr())]).await;
+    wait_until("connected", || {
+        a.connected_peers() == ids(&[1]) && b.connected_peers() == ids(&[0])
+    })
+    .await;
+    let opened = a.metrics().connections_outbound.load(Ordering::Relaxed)
+        + a.metrics().connections_inbound.load(Ordering::Relaxed);
+    let err = a
+        .send(ValidatorId(1), vec![7u8; 64 << 10])
+        .await
+        .expect_err("a message over max_message must be refused");
+    assert!(
+        matches!(err, TransportError::TooLarge { max, .. } if max == 64 << 10),
+        "{err}"
+    );
+    // Broadcast skips it too, and says so.
+    assert!(matches!(
+        a.broadcast(vec![7u8; 64 << 10]).await,
+        Err(TransportError::TooLarge { .. })
+    ));
+    a.send(ValidatorId(1), b"after".to_vec()).await.unwrap();
+    assert_eq!(
+        timeout(LIMIT, b.recv()).await.unwrap().unwrap(),
+        (ValidatorId(0), b"after".to_vec())
+    );
+    // The same connection: nothing was torn down and re-dialled.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(a.connected_peers(), ids(&[1]));
+    assert_eq!(
+        a.metrics().connections_outbound.load(Ordering::Relaxed)
+            + a.metrics().connections_inbound.load(Ordering::Relaxed),
+        opened,
+        "the connection was replaced"
+    );
+}

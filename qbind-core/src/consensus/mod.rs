@@ -83,6 +83,11 @@ pub struct ConsensusConfig {
     pub sync_batch: u32,
     /// Milliseconds before an unanswered sync request is retried elsewhere.
     pub sync_retry_ms: u64,
+    /// Encoded bytes of blocks in one sync answer, past its first block
+    /// (default 4 MiB). Answers must fit in one transport message; this
+    /// also bounds what a catching-up node buffers (`MAX_IN_FLIGHT`
+    /// answers). See [`ConsensusConfig::sync_answer_bytes`].
+    pub sync_response_bytes: usize,
     /// Committed blocks kept in memory to serve catch-up.
     pub committed_window: usize,
     /// Signature verification cache entries.
@@ -120,6 +125,7 @@ impl ConsensusConfig {
             mempool_capacity: 100_000,
             sync_batch: 32,
             sync_retry_ms: 500,
+            sync_response_bytes: 4 << 20,
             committed_window: 4096,
             verify_cache: 65_536,
             limits: CodecLimits::default(),
@@ -138,6 +144,19 @@ impl ConsensusConfig {
             },
             leader_policy: leader::LeaderPolicy::default(),
         }
+    }
+
+    /// Byte budget of one sync answer past its first block:
+    /// `sync_response_bytes`, and never more than half of
+    /// `limits.max_message_bytes` (the rest is headroom for the message
+    /// around the blocks). An embedder sets `limits.max_message_bytes` to
+    /// what its transport carries in one message; an answer above that
+    /// would never arrive.
+    #[must_use]
+    pub fn sync_answer_bytes(&self) -> usize {
+        self.sync_response_bytes
+            .min(self.limits.max_message_bytes as usize / 2)
+            .max(1)
     }
 }
 
@@ -293,6 +312,9 @@ pub enum Effect {
         from_height: crate::types::Height,
         /// Blocks at most (already capped by the machine).
         max: u32,
+        /// Encoded bytes at most past the first block
+        /// ([`ConsensusConfig::sync_answer_bytes`]).
+        max_bytes: usize,
     },
     /// Uncommitted blocks that can never be committed any more: delete them.
     ForgetBlocks(Vec<crate::types::Hash32>),

@@ -130,6 +130,7 @@ impl HotStuff {
             to: from,
             from_height: r.from_height,
             max,
+            max_bytes: self.cfg.sync_answer_bytes(),
         });
     }
 

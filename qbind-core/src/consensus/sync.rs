@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::codec::Encode;
 use crate::consensus::Effect;
 use crate::consensus::error::ConsensusError;
 use crate::consensus::handlers::{Origin, Placement};
@@ -125,7 +126,20 @@ impl HotStuff {
             .max_blocks
             .min(self.cfg.sync_batch)
             .min(self.cfg.limits.max_sync_blocks) as usize;
-        let blocks = self.tree.chain_from(&r.block_id, max);
+        let mut blocks = self.tree.chain_from(&r.block_id, max);
+        // The same byte budget as answers from the store (the first block
+        // always goes: it is what was asked for).
+        let budget = self.cfg.sync_answer_bytes();
+        let mut bytes = 0usize;
+        let keep = blocks
+            .iter()
+            .take_while(|b| {
+                bytes = bytes.saturating_add(b.to_bytes().len());
+                bytes <= budget
+            })
+            .count()
+            .max(1);
+        blocks.truncate(keep);
         if !blocks.is_empty() && from != self.me {
             self.emit(Effect::Send {
                 to: from,

@@ -301,6 +301,15 @@ pub enum TransportError {
     /// The per-peer queue is full; the message was dropped.
     #[error("send queue to {0} is full")]
     QueueFull(ValidatorId),
+    /// The message is larger than the transport carries in one message; it
+    /// was not sent (the connection is unaffected).
+    #[error("message of {len} bytes exceeds the transport's maximum of {max}")]
+    TooLarge {
+        /// Encoded size of the refused message.
+        len: usize,
+        /// Largest message the transport carries.
+        max: usize,
+    },
 }
 
 /// Authenticated, best-effort message delivery between validators.

@@ -221,7 +221,22 @@ fn consensus_config(opts: &LocalOptions, env: NetworkEnvironment) -> ConsensusCo
     cfg.fee_mempool = opts.settings.fee_mempool.clone();
     cfg.payload_mode = opts.settings.payload_mode;
     cfg.base_timeout_ms = opts.base_timeout_ms;
+    fit_to_channel(&mut cfg, &channel_config(env));
     cfg
+}
+
+/// The KEMTLS channel settings of every validator connection.
+pub(super) fn channel_config(env: NetworkEnvironment) -> qbind_net::ChannelConfig {
+    qbind_net::ChannelConfig::new(env)
+}
+
+/// No consensus message may be larger than the channel carries: the codec's
+/// message limit (and with it the sync-answer budget) is capped at the
+/// channel's. Issue #18: sync answers of up to 32 MiB on a 16 MiB channel
+/// cut a catching-up validator off on every reconnect.
+fn fit_to_channel(cfg: &mut ConsensusConfig, channel: &qbind_net::ChannelConfig) {
+    let max = u32::try_from(channel.max_message).unwrap_or(u32::MAX);
+    cfg.limits.max_message_bytes = cfg.limits.max_message_bytes.min(max);
 }
 
 /// Resolve and check `opts` into the chain the run executes.
@@ -252,4 +267,25 @@ pub(super) fn resolve(opts: &LocalOptions) -> Result<Chain, NodeError> {
         execution,
         cfg: consensus_config(opts, env),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consensus_messages_fit_the_channel() {
+        for env in [
+            NetworkEnvironment::Devnet,
+            NetworkEnvironment::Testnet,
+            NetworkEnvironment::Mainnet,
+        ] {
+            let channel = channel_config(env);
+            let mut cfg = ConsensusConfig::new(env);
+            fit_to_channel(&mut cfg, &channel);
+            assert!(cfg.limits.max_message_bytes as usize <= channel.max_message);
+            // An answer's blocks plus the message around them.
+            assert!(cfg.sync_answer_bytes() + (1 << 20) <= channel.max_message);
+        }
+    }
 }

@@ -427,7 +427,7 @@ async fn kemtls_transport(
         listen,
         validators,
         bootstrap,
-        channel: qbind_net::ChannelConfig::new(chain.env),
+        channel: super::builder::channel_config(chain.env),
         peers,
     })
     .await
