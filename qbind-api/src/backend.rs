@@ -96,6 +96,7 @@ impl From<qbind_core::pool_drops::PoolDropReason> for DropReason {
             P::Replaced { by } => DropReason::Replaced { by },
             P::Refused(cause) => DropReason::Refused { cause },
             P::BatchExpired { .. } => DropReason::BatchExpired,
+            P::NonceUsed => DropReason::NonceUsed,
         }
     }
 }

@@ -149,6 +149,17 @@ pub trait Application<S: StateBackend + ?Sized>: Send {
 
     /// The state root of what `store` holds.
     fn state_root(&self, store: &S) -> Result<Hash32, ApplicationError>;
+
+    /// The nonce `account` executes next in what `store` holds, if the
+    /// application has nonces (the pool then holds back a sender's
+    /// transactions until it has that nonce). Default: none.
+    fn account_nonce(
+        &self,
+        _store: &S,
+        _account: &crate::types::AccountId,
+    ) -> Result<Option<u64>, ApplicationError> {
+        Ok(None)
+    }
 }
 
 impl<S: StateBackend + ?Sized, A: Application<S> + ?Sized> Application<S> for Box<A> {
@@ -162,6 +173,14 @@ impl<S: StateBackend + ?Sized, A: Application<S> + ?Sized> Application<S> for Bo
 
     fn state_root(&self, store: &S) -> Result<Hash32, ApplicationError> {
         (**self).state_root(store)
+    }
+
+    fn account_nonce(
+        &self,
+        store: &S,
+        account: &crate::types::AccountId,
+    ) -> Result<Option<u64>, ApplicationError> {
+        (**self).account_nonce(store, account)
     }
 }
 
@@ -333,6 +352,19 @@ impl<S: StateBackend + ?Sized, E: BlockExecutor> Application<S> for TransferAppl
             .summary()
             .map_err(ExecutionError::from)?
             .root())
+    }
+
+    fn account_nonce(
+        &self,
+        store: &S,
+        account: &crate::types::AccountId,
+    ) -> Result<Option<u64>, ApplicationError> {
+        Ok(Some(
+            BackendAccounts::new(store)
+                .account(account)
+                .map_err(ExecutionError::from)?
+                .nonce,
+        ))
     }
 }
 

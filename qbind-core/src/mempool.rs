@@ -303,16 +303,62 @@ impl TxPool {
                     })
                     .collect();
                 pool.remove(chosen.iter().map(PoolTx::id));
+                // Handed to a batch: the sender's next transaction may follow
+                // in the next batch.
+                let mut stale = Vec::new();
+                for t in &chosen {
+                    stale.extend(pool.note_used(t.sender(), t.nonce()));
+                }
+                for id in stale {
+                    self.dropped(id, PoolDropReason::NonceUsed);
+                }
                 chosen.into_iter().map(|t| t.bytes).collect()
             }
         }
     }
 
-    /// Remove transactions that were committed.
+    /// Remove transactions that were committed; with fee fields, each
+    /// sender's next nonce advances past them and pending transactions of
+    /// the sender with a nonce they used are dropped
+    /// ([`PoolDropReason::NonceUsed`]).
     pub fn remove_committed<'a>(&mut self, txs: impl IntoIterator<Item = &'a Vec<u8>>) {
         match &mut self.kind {
             PoolKind::Fifo(p) => p.remove_committed(txs),
-            PoolKind::Fee { pool, .. } => pool.remove(txs.into_iter().map(|t| Hash32::digest(t))),
+            PoolKind::Fee { .. } => self.note_executed(txs),
+        }
+    }
+
+    /// `sender`'s account executes `nonce` next (read from the executed
+    /// state when one of its transactions arrived): the pool proposes none
+    /// of its transactions until it holds that nonce (fee pool only).
+    pub fn note_account_nonce(&mut self, sender: crate::types::AccountId, nonce: u64) {
+        if let PoolKind::Fee { pool, .. } = &mut self.kind {
+            pool.note_account_nonce(sender, nonce);
+        }
+    }
+
+    /// `txs` were committed or executed (by any validator's block): they
+    /// leave the pool, their senders' next nonces advance past them, and
+    /// other pending transactions with a nonce they used are dropped
+    /// ([`PoolDropReason::NonceUsed`]). Fee pool only; the FIFO pool just
+    /// removes them.
+    pub fn note_executed<'a>(&mut self, txs: impl IntoIterator<Item = &'a Vec<u8>>) {
+        let PoolKind::Fee { pool, meta, .. } = &mut self.kind else {
+            if let PoolKind::Fifo(p) = &mut self.kind {
+                p.remove_committed(txs);
+            }
+            return;
+        };
+        let mut stale = Vec::new();
+        for tx in txs {
+            let id = Hash32::digest(tx);
+            pool.remove([id]);
+            if let Some(m) = meta(tx) {
+                stale.extend(pool.note_used(m.sender, m.nonce));
+            }
+        }
+        for id in stale {
+            self.dropped(id, PoolDropReason::NonceUsed);
         }
     }
 

@@ -12,7 +12,9 @@
 //!   API already answered 202 (the pool filled up between the API's check
 //!   and the engine's insert; [`PoolDropReason::Refused`]);
 //! - (DAG mode) its batch was neither ordered nor committed before the
-//!   batch's epoch ended ([`PoolDropReason::BatchExpired`]).
+//!   batch's epoch ended ([`PoolDropReason::BatchExpired`]);
+//! - another transaction of the same sender and nonce was committed first
+//!   ([`PoolDropReason::NonceUsed`]).
 //!
 //! Batches otherwise keep what they took from the pool: a batch whose
 //! signature fails returns its transactions to the pool (a refusal there is
@@ -60,6 +62,9 @@ pub enum PoolDropReason {
         /// The batch's digest.
         batch: Hash32,
     },
+    /// Another transaction of its sender with the same nonce was committed
+    /// (or handed to a batch) first: it can never execute.
+    NonceUsed,
 }
 
 impl PoolDropReason {
@@ -71,6 +76,7 @@ impl PoolDropReason {
             PoolDropReason::Replaced { .. } => "replaced",
             PoolDropReason::Refused(_) => "refused",
             PoolDropReason::BatchExpired { .. } => "batch_expired",
+            PoolDropReason::NonceUsed => "nonce_used",
         }
     }
 }

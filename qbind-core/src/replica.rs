@@ -40,7 +40,7 @@ use crate::consensus::{
 use crate::dag::SignedBatch;
 use crate::schema::{self, PersistError};
 use crate::traits::{Durability, Namespace, StateBackend, StorageError, WriteBatch};
-use crate::types::{Hash32, Height, Millis, ValidatorId};
+use crate::types::{AccountId, Hash32, Height, Millis, ValidatorId};
 use crate::validator::EpochSchedule;
 
 /// Why a replica stopped or could not start. It stops rather than sign
@@ -240,11 +240,18 @@ impl<S: StateBackend> Replica<S> {
     /// application; return what needs the outside world, in order.
     pub fn handle(&mut self, now: Millis, input: Input) -> Result<Vec<Action>, ReplicaError> {
         let mut actions = Vec::new();
+        let sender_nonce = match &input {
+            Input::SubmitTransaction(tx) => self.sender_nonce(tx),
+            _ => None,
+        };
         let mut inputs = VecDeque::from([input]);
         while let Some(input) = inputs.pop_front() {
             for effect in self.machine.handle(now, input) {
                 self.apply(now, effect, &mut inputs, &mut actions)?;
             }
+        }
+        if let Some((sender, nonce)) = sender_nonce {
+            self.machine.note_account_nonce(sender, nonce);
         }
         // Commits whose execution did not follow (DAG data still missing,
         // no application) are made durable here.
@@ -255,6 +262,20 @@ impl<S: StateBackend> Replica<S> {
             self.commits_durable(now, &mut actions);
         }
         Ok(actions)
+    }
+
+    /// The sender of a submitted transaction and the nonce its account
+    /// executes next in the executed state (fee-field decoder and an
+    /// application with nonces needed; issue #21). A failed read gives
+    /// `None`: the pool then knows nothing of the sender, as without an
+    /// application, and execution still checks every nonce.
+    fn sender_nonce(&self, tx: &[u8]) -> Option<(AccountId, u64)> {
+        let (Some(meta), Some(app)) = (self.machine.cfg.tx_meta, &self.application) else {
+            return None;
+        };
+        let m = meta(tx)?;
+        let nonce = app.account_nonce(&self.store, &m.sender).ok()??;
+        Some((m.sender, nonce))
     }
 
     fn apply(
@@ -368,6 +389,7 @@ impl<S: StateBackend> Replica<S> {
         self.store.write(batch, Durability::Durable)?;
         // No holes: this durable write made the commits before it durable.
         self.commits_durable(now, actions);
+        self.machine.note_executed(&txs);
         actions.push(Action::Event(Event::Delivered {
             height,
             block,

@@ -299,7 +299,9 @@ fn sync_answers_keep_to_the_byte_budget() {
     let mut cfg = ConsensusConfig::new(ENV);
     cfg.sync_response_bytes = 3 * block_len + block_len / 2;
     let (mut hs, effects) = victim_with(&n, cfg.clone());
-    drive(&mut hs, effects, &mut |_, from, max| Some(honest(&n, from, max)));
+    drive(&mut hs, effects, &mut |_, from, max| {
+        Some(honest(&n, from, max))
+    });
     assert_synced(&hs);
     // Fetch by id, served from memory: three blocks fit, not `sync_batch`.
     let tip = hs.committed_height().0 as usize;

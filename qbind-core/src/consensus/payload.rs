@@ -173,6 +173,28 @@ impl HotStuff {
         }
     }
 
+    /// The local pool, whichever layer holds it.
+    fn pool_mut(&mut self) -> &mut TxPool {
+        match &mut self.payloads {
+            Payloads::Fifo { pool, .. } => pool,
+            Payloads::Dag(a) => a.pool_mut(),
+        }
+    }
+
+    /// `sender`'s account executes `nonce` next, as the embedder read it
+    /// from the executed state when one of its transactions was submitted:
+    /// the pool proposes none of the sender's transactions before it holds
+    /// that nonce ([`crate::fee_mempool::FeeMempool::take`]).
+    pub fn note_account_nonce(&mut self, sender: crate::types::AccountId, nonce: u64) {
+        self.pool_mut().note_account_nonce(sender, nonce);
+    }
+
+    /// `txs` were executed (a committed block of any validator): the pool
+    /// forgets them and advances their senders' next nonces.
+    pub fn note_executed(&mut self, txs: &[Vec<u8>]) {
+        self.pool_mut().note_executed(txs);
+    }
+
     fn pool_rejected(&mut self, reason: &'static str) {
         self.metrics.reject("mempool_rejected");
         *self.metrics.mempool_rejected.entry(reason).or_default() += 1;

@@ -54,6 +54,11 @@ pub struct Availability {
 }
 
 impl Availability {
+    /// The local transaction pool batches are drawn from.
+    pub(crate) fn pool_mut(&mut self) -> &mut TxPool {
+        &mut self.pool
+    }
+
     /// Validator `me`'s layer, empty (see [`Availability::restore`] after a
     /// restart).
     #[must_use]
