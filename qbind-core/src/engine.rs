@@ -23,6 +23,17 @@ use crate::traits::{Clock, Signer, StateBackend, Transport, TransportError};
 use crate::types::{Millis, ValidatorId};
 use crate::validator::EpochSchedule;
 
+/// The DAG and fee-pool counters of one validator, as its engine publishes
+/// them ([`Engine::with_payload_metrics`]); the node exports them under the
+/// runbook's names (`qbind_dag_*`, `qbind_mempool_*`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PayloadMetrics {
+    /// The DAG layer's counters (`None` with FIFO payloads).
+    pub dag: Option<crate::dag::DagMetrics>,
+    /// The fee-priority pool's counters (`None` with the FIFO pool).
+    pub mempool: Option<crate::fee_mempool::FeeMempoolMetrics>,
+}
+
 /// One validator: a [`Replica`] driven over the traits.
 pub struct Engine<S: StateBackend, T, C> {
     replica: Replica<S>,
@@ -33,6 +44,7 @@ pub struct Engine<S: StateBackend, T, C> {
     events: Option<mpsc::UnboundedSender<Event>>,
     submissions: Option<mpsc::UnboundedReceiver<Vec<u8>>>,
     metrics_out: Option<watch::Sender<ConsensusMetrics>>,
+    payload_metrics_out: Option<watch::Sender<PayloadMetrics>>,
     pool_monitor: Option<Arc<PoolMonitor>>,
     prefetch: Option<Arc<dyn PayloadPrefetch>>,
     /// Submissions taken from the channel since the last pool report.
@@ -62,6 +74,7 @@ impl<S: StateBackend, T: Transport, C: Clock> Engine<S, T, C> {
             events: None,
             submissions: None,
             metrics_out: None,
+            payload_metrics_out: None,
             pool_monitor: None,
             prefetch: None,
             taken: 0,
@@ -87,6 +100,14 @@ impl<S: StateBackend, T: Transport, C: Clock> Engine<S, T, C> {
     #[must_use]
     pub fn with_metrics(mut self, out: watch::Sender<ConsensusMetrics>) -> Self {
         self.metrics_out = Some(out);
+        self
+    }
+
+    /// Publish the DAG and fee-pool counters after every input that changed
+    /// them.
+    #[must_use]
+    pub fn with_payload_metrics(mut self, out: watch::Sender<PayloadMetrics>) -> Self {
+        self.payload_metrics_out = Some(out);
         self
     }
 
@@ -223,6 +244,18 @@ impl<S: StateBackend, T: Transport, C: Clock> Engine<S, T, C> {
         }
         if let Some(out) = &self.metrics_out {
             let _ = out.send(self.replica.metrics().clone());
+        }
+        if let Some(out) = &self.payload_metrics_out {
+            let machine = self.replica.machine();
+            let (dag, mempool) = (machine.dag_metrics(), machine.mempool_metrics());
+            out.send_if_modified(|now| {
+                if now.dag.as_ref() == dag && now.mempool.as_ref() == mempool {
+                    return false;
+                }
+                now.dag = dag.cloned();
+                now.mempool = mempool.cloned();
+                true
+            });
         }
         if let Some(monitor) = &self.pool_monitor {
             let drops = self.replica.take_pool_drops();

@@ -18,7 +18,6 @@
 //! its stated grace period.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 
 use crate::codec::{Decode, DecodeError, Encode, Reader, encode_bytes};
 use crate::crypto::{
@@ -585,36 +584,6 @@ impl ValidatorKeyRegistry {
             })
             .collect()
     }
-
-    /// The gauges `qbind_consensus_key_rotation_pending` and
-    /// `qbind_consensus_key_rotation_grace_epochs_remaining` in Prometheus
-    /// text format, one sample per registered validator and role.
-    #[must_use]
-    pub fn render_prometheus(&self, epoch: Epoch) -> String {
-        let status = self.status(epoch);
-        let mut out = String::new();
-        out.push_str("# HELP qbind_consensus_key_rotation_pending Whether a key rotation is not yet final.\n# TYPE qbind_consensus_key_rotation_pending gauge\n");
-        for s in &status {
-            let _ = writeln!(
-                out,
-                "qbind_consensus_key_rotation_pending{{validator=\"{}\",key_role=\"{}\"}} {}",
-                s.validator.0,
-                s.role.cli_name(),
-                u8::from(s.pending)
-            );
-        }
-        out.push_str("# HELP qbind_consensus_key_rotation_grace_epochs_remaining Epochs until only the new key is accepted.\n# TYPE qbind_consensus_key_rotation_grace_epochs_remaining gauge\n");
-        for s in &status {
-            let _ = writeln!(
-                out,
-                "qbind_consensus_key_rotation_grace_epochs_remaining{{validator=\"{}\",key_role=\"{}\"}} {}",
-                s.validator.0,
-                s.role.cli_name(),
-                s.grace_epochs_remaining
-            );
-        }
-        out
-    }
 }
 
 #[cfg(test)]
@@ -680,13 +649,8 @@ mod tests {
         assert_eq!(st[0].grace_epochs_remaining, 3);
         assert!(st[0].pending);
         assert!(!reg.status(Epoch(15))[0].pending);
-        let text = reg.render_prometheus(Epoch(12));
-        assert!(text.contains(
-            "qbind_consensus_key_rotation_grace_epochs_remaining{validator=\"42\",key_role=\"consensus\"} 3"
-        ));
-        assert!(text.contains(
-            "qbind_consensus_key_rotation_pending{validator=\"42\",key_role=\"consensus\"} 1"
-        ));
+        assert_eq!(st[0].validator, ValidatorId(42));
+        assert_eq!(st[0].role, KeyRole::Consensus);
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! P2P metrics (runbook §7.3 plus `qbind_p2p_handshake_failures_total` and
-//! `qbind_p2p_connections_total`): plain atomic counters and gauges, rendered
-//! in the Prometheus text exposition format by [`NetMetrics::render_prometheus`].
+//! `qbind_p2p_connections_total`): plain atomic counters and gauges, shared
+//! by reference. The node reads them at scrape time into its one Prometheus
+//! registry, under the names given on each field.
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::NetError;
@@ -169,115 +169,6 @@ impl NetMetrics {
     pub fn diversity_rejections_of(&self, r: DiversityReason) -> u64 {
         get(&self.rejected_diversity[r as usize])
     }
-
-    /// The Prometheus text exposition of every metric.
-    #[must_use]
-    pub fn render_prometheus(&self) -> String {
-        let mut s = String::new();
-        let mut one = |name: &str, kind: &str, help: &str, rows: &[(&str, u64)]| {
-            let _ = writeln!(s, "# HELP {name} {help}");
-            let _ = writeln!(s, "# TYPE {name} {kind}");
-            for (labels, v) in rows {
-                let _ = writeln!(s, "{name}{labels} {v}");
-            }
-        };
-        one(
-            "qbind_p2p_outbound_peers",
-            "gauge",
-            "Current outbound peer count.",
-            &[("", get(&self.outbound_peers))],
-        );
-        one(
-            "qbind_p2p_inbound_peers",
-            "gauge",
-            "Current inbound peer count.",
-            &[("", get(&self.inbound_peers))],
-        );
-        one(
-            "qbind_p2p_known_peers",
-            "gauge",
-            "Total known peer addresses.",
-            &[("", get(&self.known_peers))],
-        );
-        let div: Vec<(String, u64)> = DiversityReason::ALL
-            .iter()
-            .map(|r| {
-                (
-                    format!("{{reason=\"{}\"}}", r.label()),
-                    self.diversity_rejections_of(*r),
-                )
-            })
-            .collect();
-        let div: Vec<(&str, u64)> = div.iter().map(|(l, v)| (l.as_str(), *v)).collect();
-        one(
-            "qbind_p2p_peer_rejected_diversity_total",
-            "counter",
-            "Peers rejected by diversity limits.",
-            &div,
-        );
-        one(
-            "qbind_p2p_peer_evicted_total",
-            "counter",
-            "Peers evicted.",
-            &[("{reason=\"liveness\"}", get(&self.evicted_liveness))],
-        );
-        one(
-            "qbind_p2p_heartbeat_failed_total",
-            "counter",
-            "Heartbeats not answered in time.",
-            &[("", get(&self.heartbeat_failed))],
-        );
-        one(
-            "qbind_p2p_diversity_distinct_buckets",
-            "gauge",
-            "Distinct network buckets among connected peers.",
-            &[("", get(&self.diversity_distinct_buckets))],
-        );
-        let hs: Vec<(String, u64)> = HandshakeFailure::ALL
-            .iter()
-            .map(|r| {
-                (
-                    format!("{{reason=\"{}\"}}", r.label()),
-                    self.handshake_failures_of(*r),
-                )
-            })
-            .collect();
-        let hs: Vec<(&str, u64)> = hs.iter().map(|(l, v)| (l.as_str(), *v)).collect();
-        one(
-            "qbind_p2p_handshake_failures_total",
-            "counter",
-            "Failed KEMTLS handshakes.",
-            &hs,
-        );
-        one(
-            "qbind_p2p_connections_total",
-            "counter",
-            "Authenticated connections established.",
-            &[
-                ("{direction=\"inbound\"}", get(&self.connections_inbound)),
-                ("{direction=\"outbound\"}", get(&self.connections_outbound)),
-            ],
-        );
-        one(
-            "qbind_p2p_send_queue_full_total",
-            "counter",
-            "Messages dropped on a full per-peer send queue.",
-            &[("", get(&self.send_queue_full))],
-        );
-        one(
-            "qbind_p2p_frames_rejected_total",
-            "counter",
-            "Connections closed for a malformed, oversized or unauthenticated frame.",
-            &[("", get(&self.frames_rejected))],
-        );
-        one(
-            "qbind_p2p_dial_attempts_total",
-            "counter",
-            "Outbound connection attempts.",
-            &[("", get(&self.dial_attempts))],
-        );
-        s
-    }
 }
 
 #[cfg(test)]
@@ -285,27 +176,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn renders_every_runbook_metric_with_values() {
+    fn counters_by_reason() {
         let m = NetMetrics::default();
-        m.outbound_peers.store(3, Ordering::Relaxed);
         m.handshake_failed(&NetError::BadCookie);
         m.handshake_failed(&NetError::BadCookie);
+        m.handshake_failed(&NetError::Timeout);
         m.diversity_rejected(DiversityReason::Prefix24);
-        let text = m.render_prometheus();
-        for needle in [
-            "qbind_p2p_outbound_peers 3",
-            "qbind_p2p_inbound_peers 0",
-            "qbind_p2p_known_peers 0",
-            "qbind_p2p_peer_rejected_diversity_total{reason=\"prefix24\"} 1",
-            "qbind_p2p_peer_rejected_diversity_total{reason=\"prefix16\"} 0",
-            "qbind_p2p_peer_evicted_total{reason=\"liveness\"} 0",
-            "qbind_p2p_heartbeat_failed_total 0",
-            "qbind_p2p_diversity_distinct_buckets 0",
-            "qbind_p2p_handshake_failures_total{reason=\"cookie\"} 2",
-            "qbind_p2p_connections_total{direction=\"inbound\"} 0",
-            "# TYPE qbind_p2p_connections_total counter",
-        ] {
-            assert!(text.contains(needle), "missing {needle} in\n{text}");
-        }
+        assert_eq!(m.handshake_failures_of(HandshakeFailure::Cookie), 2);
+        assert_eq!(m.handshake_failures_of(HandshakeFailure::Timeout), 1);
+        assert_eq!(m.handshake_failures_of(HandshakeFailure::Io), 0);
+        assert_eq!(m.diversity_rejections_of(DiversityReason::Prefix24), 1);
+        assert_eq!(m.diversity_rejections_of(DiversityReason::Prefix16), 0);
     }
 }

@@ -117,12 +117,12 @@ async fn three_validators_exchange_messages() {
         n0.send(ValidatorId(9), vec![1]).await,
         Err(TransportError::UnknownPeer(ValidatorId(9)))
     ));
-    let text = n2.metrics().render_prometheus();
-    assert!(
-        text.contains("qbind_p2p_connections_total{direction=\"outbound\"}"),
-        "{text}"
-    );
     let m = n2.metrics();
+    assert!(
+        m.connections_inbound.load(Ordering::Relaxed)
+            + m.connections_outbound.load(Ordering::Relaxed)
+            >= 2
+    );
     assert_eq!(
         m.outbound_peers.load(Ordering::Relaxed) + m.inbound_peers.load(Ordering::Relaxed),
         2

@@ -272,13 +272,22 @@ fn assert_page_documented(page: &str, what: &str) {
 
 #[test]
 fn net_and_signer_pages_are_documented() {
+    use qbind_node_ref::metrics::components;
     assert_page_documented(
-        &qbind_net::NetMetrics::default().render_prometheus(),
+        &components::net_page(&qbind_net::NetMetrics::default()),
         "qbind-net",
     );
     assert_page_documented(
-        &qbind_signer::SignerMetrics::shared().render_prometheus(),
+        &components::signer_page(&qbind_signer::SignerMetrics::default()),
         "qbind-signer",
+    );
+    let daemon = std::sync::Arc::new(qbind_signer::remote::daemon::DaemonMetrics::default());
+    assert_page_documented(
+        &qbind_node_ref::metrics::render(&components::remote_signer_registry(
+            daemon,
+            qbind_signer::SignerMetrics::shared(),
+        )),
+        "qbind-remote-signer",
     );
 }
 
@@ -341,6 +350,11 @@ fn a_live_node_page_is_documented_and_typed() {
     };
     drop(node);
     assert_page_documented(&page, "qbind-node");
+    assert_eq!(
+        qbind_node_ref::metrics::families::duplicate_families(&page),
+        Vec::<String>::new(),
+        "one # TYPE line per metric name"
+    );
     let types = page_types(&page);
     for name in types.keys() {
         assert!(

@@ -7,13 +7,13 @@
 //!   exit code; `LogAndContinue` (test networks only) logs and goes on.
 //! - [`SignerMetrics`]: atomics exported as `qbind_hsm_sign_error_total{kind}`,
 //!   `qbind_remote_sign_failures_total{reason}`, `qbind_hsm_startup_ok` and a
-//!   few more, rendered by [`SignerMetrics::render_prometheus`].
+//!   few more; the process embedding the signer reads them at scrape time
+//!   into its Prometheus registry (`qbind-node`, `qbind-remote-signer`).
 //! - [`SignerHealth`]: the aggregate Healthy / Degraded / Failed.
 //!
 //! A double-sign refusal is the signer working as intended: it is counted but
 //! never fatal.
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -270,56 +270,6 @@ impl SignerMetrics {
             SignerHealth::Healthy
         }
     }
-
-    /// Every metric in Prometheus text format.
-    #[must_use]
-    pub fn render_prometheus(&self) -> String {
-        let mut out = String::new();
-        out.push_str("# HELP qbind_hsm_sign_error_total HSM (PKCS#11) signer errors by kind.\n# TYPE qbind_hsm_sign_error_total counter\n");
-        for k in HsmErrorKind::ALL {
-            let _ = writeln!(
-                out,
-                "qbind_hsm_sign_error_total{{kind=\"{}\"}} {}",
-                k.label(),
-                self.hsm_errors(k)
-            );
-        }
-        out.push_str("# HELP qbind_remote_sign_failures_total Remote signer failures by reason.\n# TYPE qbind_remote_sign_failures_total counter\n");
-        for r in RemoteFailureReason::ALL {
-            let _ = writeln!(
-                out,
-                "qbind_remote_sign_failures_total{{reason=\"{}\"}} {}",
-                r.label(),
-                self.remote_failures(r)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP qbind_hsm_startup_ok Startup health check of the signer (1 ok, 0 failed or not run).\n# TYPE qbind_hsm_startup_ok gauge\nqbind_hsm_startup_ok {}",
-            u8::from(self.startup_ok() == Some(true))
-        );
-        let _ = writeln!(
-            out,
-            "# HELP qbind_signer_health Aggregate signer health (0 healthy, 1 degraded, 2 failed).\n# TYPE qbind_signer_health gauge\nqbind_signer_health {}",
-            self.health().gauge()
-        );
-        let _ = writeln!(
-            out,
-            "# HELP qbind_signer_signatures_total Signatures produced.\n# TYPE qbind_signer_signatures_total counter\nqbind_signer_signatures_total {}",
-            self.signatures()
-        );
-        let _ = writeln!(
-            out,
-            "# HELP qbind_signer_double_sign_refused_total Requests refused by double-sign protection.\n# TYPE qbind_signer_double_sign_refused_total counter\nqbind_signer_double_sign_refused_total {}",
-            self.double_sign_refusals()
-        );
-        let _ = writeln!(
-            out,
-            "# HELP qbind_signer_request_mismatch_total Requests refused because the signed bytes disagree with the claimed view or preimage.\n# TYPE qbind_signer_request_mismatch_total counter\nqbind_signer_request_mismatch_total {}",
-            self.request_mismatches()
-        );
-        out
-    }
 }
 
 /// What the node does when its signer fails (spec §6.5.1 item 2).
@@ -561,17 +511,16 @@ mod tests {
     }
 
     #[test]
-    fn prometheus_text_has_every_series() {
+    fn counters_by_kind_and_reason() {
         let m = SignerMetrics::default();
         m.record_hsm_error(HsmErrorKind::Runtime);
         m.record_hsm_error(HsmErrorKind::Runtime);
         m.record_remote_failure(RemoteFailureReason::Transport);
         m.set_startup_ok(true);
-        let text = m.render_prometheus();
-        assert!(text.contains("qbind_hsm_sign_error_total{kind=\"runtime\"} 2\n"));
-        assert!(text.contains("qbind_hsm_sign_error_total{kind=\"login\"} 0\n"));
-        assert!(text.contains("qbind_remote_sign_failures_total{reason=\"transport\"} 1\n"));
-        assert!(text.contains("qbind_hsm_startup_ok 1\n"));
-        assert!(text.contains("qbind_signer_health 0\n"));
+        assert_eq!(m.hsm_errors(HsmErrorKind::Runtime), 2);
+        assert_eq!(m.hsm_errors(HsmErrorKind::Login), 0);
+        assert_eq!(m.remote_failures(RemoteFailureReason::Transport), 1);
+        assert_eq!(m.startup_ok(), Some(true));
+        assert_eq!(m.health().gauge(), 0);
     }
 }

@@ -155,9 +155,13 @@ async fn start(
 
 /// Serve until the task is dropped.
 async fn serve(s: Started) {
-    let d = Arc::clone(&s.daemon);
+    // The process's one registry, read at each scrape.
+    let registry = qbind_node_ref::metrics::components::remote_signer_registry(
+        Arc::clone(s.daemon.metrics()),
+        Arc::clone(s.daemon.signer_metrics()),
+    );
     let metrics_task = tokio::spawn(serve_metrics(s.metrics_listener, move || {
-        d.render_prometheus()
+        qbind_node_ref::metrics::render(&registry)
     }));
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
@@ -446,6 +450,18 @@ metrics_addr = "127.0.0.1:0"
         s.read_to_string(&mut body).await.unwrap();
         assert!(
             body.contains("qbind_remote_signer_signed_total 1\n"),
+            "{body}"
+        );
+        assert!(
+            body.contains("# TYPE qbind_remote_signer_signed_total counter\n"),
+            "{body}"
+        );
+        assert!(body.contains("qbind_hsm_startup_ok "), "{body}");
+        assert!(
+            qbind_node_ref::metrics::families::duplicate_families(
+                body.split_once("\r\n\r\n").map_or("", |(_, page)| page)
+            )
+            .is_empty(),
             "{body}"
         );
         task.abort();

@@ -1,24 +1,37 @@
-//! The `/metrics` page of a local run: consensus, execution, store, P2P and
-//! signer series per local validator (labelled `validator="i"`).
+//! The `/metrics` page of a local run: consensus, execution, store, DAG,
+//! mempool, monetary, P2P and signer series per local validator (labelled
+//! `validator="i"`), gathered at each scrape from the values the engines,
+//! stores, transports and signer keep, into the process's one
+//! `prometheus_client` registry ([`registry`]).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use qbind_core::consensus::ConsensusMetrics;
+use qbind_core::engine::PayloadMetrics;
+use qbind_core::monetary::{MonetaryEpochState, MonetaryMode};
 use tokio::sync::watch;
 
-use crate::metrics::PromText;
+use crate::metrics::Registry;
+use crate::metrics::components;
+use crate::metrics::families::{Family, Labels, labels_with, validator};
 
 /// What the run shares with the metrics endpoint.
 pub(super) struct Shared {
     /// Validator id of each local slot.
     pub(super) ids: Vec<usize>,
     pub(super) consensus: Vec<watch::Receiver<ConsensusMetrics>>,
+    /// DAG and fee-pool counters per local slot.
+    pub(super) payload: Vec<watch::Receiver<PayloadMetrics>>,
     pub(super) net: Vec<Option<Arc<qbind_net::NetMetrics>>>,
     pub(super) store: Vec<Arc<qbind_store::metrics::StoreMetrics>>,
     pub(super) executed: Vec<AtomicU64>,
     pub(super) transfers: Vec<AtomicU64>,
     pub(super) root_mismatches: AtomicU64,
+    /// The chain's monetary mode (`Off` without the monetary engine).
+    pub(super) monetary_mode: MonetaryMode,
+    /// The monetary state of the last epoch each local slot closed.
+    pub(super) monetary: Vec<Mutex<Option<MonetaryEpochState>>>,
     /// With own keys: the signer (its failure and health metrics) and the
     /// key registry (rotation gauges).
     pub(super) signer: Option<(
@@ -27,19 +40,28 @@ pub(super) struct Shared {
     )>,
 }
 
-/// A labeled sample: `*_total` names are counters, the rest gauges.
-fn sample(
-    p: &mut PromText,
-    name: &str,
-    help: &str,
-    label: (&str, &str),
-    value: impl std::fmt::Display,
-) {
-    if name.ends_with("_total") {
-        p.counter_labeled(name, help, label, value);
-    } else {
-        p.gauge_labeled(name, help, label, value);
+impl Shared {
+    /// Keep the monetary state of the epoch local slot `slot` closed.
+    pub(super) fn epoch_closed(&self, slot: usize, state: &MonetaryEpochState) {
+        if let Some(m) = self.monetary.get(slot) {
+            *m.lock().unwrap_or_else(PoisonError::into_inner) = Some(*state);
+        }
     }
+}
+
+/// A family with one sample per local validator; `*_total` names are
+/// counters, the rest gauges.
+fn per_validator(
+    name: &'static str,
+    help: &'static str,
+    samples: impl Iterator<Item = (Labels, crate::metrics::families::Value)>,
+) -> Family {
+    let family = if name.ends_with("_total") {
+        Family::counter(name, help)
+    } else {
+        Family::gauge(name, help)
+    };
+    samples.fold(family, |f, (l, v)| f.with(l, v))
 }
 
 /// Reads one consensus series.
@@ -180,53 +202,354 @@ const STORE_SECONDS: [(&str, &str, Store); 3] = [
     ),
 ];
 
-/// The page.
-pub(super) fn render(shared: &Shared) -> String {
-    let mut p = PromText::new();
-    for (slot, id) in shared.ids.iter().enumerate() {
-        let v = id.to_string();
-        let label = ("validator", v.as_str());
-        let m = shared.consensus[slot].borrow().clone();
-        for (name, help, get) in CONSENSUS {
-            sample(&mut p, name, help, label, get(&m));
-        }
-        p.gauge_labeled(
-            "qbind_execution_executed_height",
-            "Highest executed height.",
-            label,
-            shared.executed[slot].load(Ordering::Relaxed),
-        );
-        p.counter_labeled(
-            "qbind_execution_transfers_total",
-            "Successful transfers executed.",
-            label,
-            shared.transfers[slot].load(Ordering::Relaxed),
-        );
-        for (name, help, get) in STORE {
-            let value = get(&shared.store[slot]).load(Ordering::Relaxed);
-            sample(&mut p, name, help, label, value);
-        }
-        for (name, help, get) in STORE_SECONDS {
-            let millis = get(&shared.store[slot]).load(Ordering::Relaxed);
-            sample(&mut p, name, help, label, millis as f64 / 1000.0);
-        }
+/// The families of the whole page.
+fn families(shared: &Shared) -> Vec<Family> {
+    let labels: Vec<Labels> = shared.ids.iter().map(validator).collect();
+    let consensus: Vec<ConsensusMetrics> = shared
+        .consensus
+        .iter()
+        .map(|m| m.borrow().clone())
+        .collect();
+    let mut out = Vec::new();
+    for (name, help, get) in CONSENSUS {
+        out.push(per_validator(
+            name,
+            help,
+            labels
+                .iter()
+                .zip(&consensus)
+                .map(|(l, m)| (l.clone(), get(m).into())),
+        ));
     }
-    for (slot, net) in shared.net.iter().enumerate() {
-        if let Some(net) = net {
-            let v = shared.ids[slot].to_string();
-            p.append_labeled(&net.render_prometheus(), ("validator", &v));
-        }
+    out.push(per_validator(
+        "qbind_execution_executed_height",
+        "Highest executed height.",
+        labels
+            .iter()
+            .zip(&shared.executed)
+            .map(|(l, a)| (l.clone(), a.load(Ordering::Relaxed).into())),
+    ));
+    out.push(per_validator(
+        "qbind_execution_transfers_total",
+        "Successful transfers executed.",
+        labels
+            .iter()
+            .zip(&shared.transfers)
+            .map(|(l, a)| (l.clone(), a.load(Ordering::Relaxed).into())),
+    ));
+    for (name, help, get) in STORE {
+        out.push(per_validator(
+            name,
+            help,
+            labels
+                .iter()
+                .zip(&shared.store)
+                .map(|(l, s)| (l.clone(), get(s).load(Ordering::Relaxed).into())),
+        ));
     }
+    for (name, help, get) in STORE_SECONDS {
+        out.push(per_validator(
+            name,
+            help,
+            labels.iter().zip(&shared.store).map(|(l, s)| {
+                let millis = get(s).load(Ordering::Relaxed);
+                (l.clone(), (millis as f64 / 1000.0).into())
+            }),
+        ));
+    }
+    let payload: Vec<PayloadMetrics> = shared.payload.iter().map(|m| m.borrow().clone()).collect();
+    out.extend(payload_families(&labels, &payload));
+    out.extend(monetary_families(shared, &labels));
+    let net: Vec<(Labels, &qbind_net::NetMetrics)> = labels
+        .iter()
+        .zip(&shared.net)
+        .filter_map(|(l, n)| n.as_deref().map(|n| (l.clone(), n)))
+        .collect();
+    out.extend(components::net(&net));
     if let Some((signer, registry)) = &shared.signer {
-        let v = shared.ids.first().copied().unwrap_or_default().to_string();
-        p.append_labeled(&signer.metrics().render_prometheus(), ("validator", &v));
-        let epoch = shared.consensus.first().map_or(0, |m| m.borrow().epoch);
-        p.append_rendered(&registry.render_prometheus(qbind_core::types::Epoch(epoch)));
+        let l = labels.first().cloned().unwrap_or_else(|| validator(0));
+        out.extend(components::signer(&[(l, &**signer.metrics())]));
+        let epoch = consensus.first().map_or(0, |m| m.epoch);
+        out.extend(components::key_rotation(
+            &registry.status(qbind_core::types::Epoch(epoch)),
+        ));
     }
-    p.counter(
-        "qbind_execution_state_root_mismatch_total",
-        "Heights at which local validators computed different state roots.",
-        shared.root_mismatches.load(Ordering::Relaxed),
+    out.push(
+        Family::counter(
+            "qbind_execution_state_root_mismatch_total",
+            "Heights at which local validators computed different state roots.",
+        )
+        .with(
+            Labels::new(),
+            shared.root_mismatches.load(Ordering::Relaxed),
+        ),
     );
-    p.finish()
+    out
+}
+
+/// The DAG and fee-pool families (runbook §10.5.5, §3.5) of the validators
+/// that run a DAG or a fee-priority pool.
+fn payload_families(labels: &[Labels], payload: &[PayloadMetrics]) -> Vec<Family> {
+    let dag: Vec<_> = labels
+        .iter()
+        .zip(payload)
+        .filter_map(|(l, p)| p.dag.as_ref().map(|d| (l, d)))
+        .collect();
+    let pool: Vec<_> = labels
+        .iter()
+        .zip(payload)
+        .filter_map(|(l, p)| p.mempool.as_ref().map(|m| (l, m)))
+        .collect();
+    let mut signed = Family::counter(
+        "qbind_dag_batches_signed_total",
+        "Batches this validator signed.",
+    );
+    // The runbook's name has no `_total`: a counter must (Prometheus,
+    // prometheus-client), so the count is exported as a gauge.
+    let mut equivocations = Family::gauge(
+        "qbind_dag_batch_equivocation_detected",
+        "DAG batch equivocations detected (a count).",
+    );
+    let mut invalid = Family::counter(
+        "qbind_dag_certs_invalid_total",
+        "Invalid batch certificates received.",
+    );
+    let mut coupling = Family::counter(
+        "qbind_dag_coupling_validation_total",
+        "DAG coupling validations of proposals, by result.",
+    );
+    for (l, d) in &dag {
+        signed.push((*l).clone(), d.batches_signed_total);
+        equivocations.push((*l).clone(), d.batch_equivocation_detected);
+        invalid.push((*l).clone(), d.certs_invalid_total);
+        for (result, n) in &d.coupling_validation {
+            coupling.push(labels_with(l, ("result", result)), *n);
+        }
+    }
+    let mut evictions = Family::counter(
+        "qbind_mempool_evictions_total",
+        "Pending transactions evicted from the pool, by reason.",
+    );
+    let mut rate_limit = Family::counter(
+        "qbind_mempool_eviction_rate_limit_total",
+        "Evictions beyond the eviction rate limit, by enforcement mode.",
+    );
+    for (l, m) in &pool {
+        for reason in ["capacity", "replaced"] {
+            let n = m.evictions_total.get(reason).copied().unwrap_or(0);
+            evictions.push(labels_with(l, ("reason", reason)), n);
+        }
+        for (reason, n) in &m.evictions_total {
+            if !matches!(*reason, "capacity" | "replaced") {
+                evictions.push(labels_with(l, ("reason", reason)), *n);
+            }
+        }
+        for (mode, n) in &m.eviction_rate_limit_total {
+            rate_limit.push(labels_with(l, ("mode", mode)), *n);
+        }
+    }
+    vec![
+        signed,
+        equivocations,
+        invalid,
+        coupling,
+        evictions,
+        rate_limit,
+    ]
+}
+
+/// The monetary gauges (runbook §8.3): the mode always, the rest once the
+/// validator closed an epoch.
+fn monetary_families(shared: &Shared, labels: &[Labels]) -> Vec<Family> {
+    let mut mode = Family::gauge(
+        "qbind_monetary_mode",
+        "Monetary engine mode (0 off, 1 shadow, 2 active).",
+    );
+    let mut phase = Family::gauge(
+        "qbind_monetary_phase",
+        "Monetary phase (0 bootstrap, 1 transition, 2 mature) after the last closed epoch.",
+    );
+    let mut r_inf = Family::gauge(
+        "qbind_monetary_r_inf_annual_bps",
+        "Chosen annual inflation rate of the last closed epoch (bps).",
+    );
+    let mut r_target = Family::gauge(
+        "qbind_monetary_r_target_annual_bps",
+        "Target annual inflation rate of the phase (bps).",
+    );
+    let mut coverage = Family::gauge(
+        "qbind_monetary_fee_coverage_ratio_bps",
+        "Annualised fees over the target security budget (bps).",
+    );
+    let mut recommendation = Family::gauge(
+        "qbind_monetary_phase_recommendation",
+        "1 when every gate for the next phase holds, else 0.",
+    );
+    for (l, state) in labels.iter().zip(&shared.monetary) {
+        mode.push(l.clone(), u64::from(shared.monetary_mode.gauge()));
+        let state = *state.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(s) = state {
+            phase.push(l.clone(), s.phase as u64);
+            r_inf.push(l.clone(), u64::from(s.r_inf_annual_bps));
+            r_target.push(l.clone(), u64::from(s.r_target_annual_bps));
+            coverage.push(l.clone(), u64::from(s.fee_coverage_bps));
+            recommendation.push(l.clone(), u64::from(s.phase_recommendation));
+        }
+    }
+    vec![mode, phase, r_inf, r_target, coverage, recommendation]
+}
+
+/// The process's registry: one collector reading `shared` at each scrape.
+pub(super) fn registry(shared: Arc<Shared>) -> Registry {
+    crate::metrics::families::registry(move || families(&shared))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::families::duplicate_families;
+    use qbind_core::dag::DagMetrics;
+    use qbind_core::fee_mempool::FeeMempoolMetrics;
+    use qbind_core::monetary::MonetaryPhase;
+
+    /// Two local validators (ids 3 and 5) with distinct values; the second
+    /// runs a DAG and a fee-priority pool and closed a monetary epoch.
+    fn shared() -> Shared {
+        let consensus = |view| {
+            watch::channel(ConsensusMetrics {
+                current_view: view,
+                highest_seen_view: view + 4,
+                committed_height: view - 1,
+                blocks_committed: 7,
+                ..ConsensusMetrics::default()
+            })
+            .1
+        };
+        let dag = DagMetrics {
+            batches_signed_total: 11,
+            batch_equivocation_detected: 1,
+            certs_invalid_total: 2,
+            coupling_validation: [("valid", 9), ("stale_round", 1)].into_iter().collect(),
+            ..DagMetrics::default()
+        };
+        let pool = FeeMempoolMetrics {
+            evictions_total: [("capacity", 4)].into_iter().collect(),
+            eviction_rate_limit_total: [("enforce", 2)].into_iter().collect(),
+            ..FeeMempoolMetrics::default()
+        };
+        let store = Arc::new(qbind_store::metrics::StoreMetrics::default());
+        store.set_state_size(4096);
+        store.prune_duration_ms.store(1500, Ordering::Relaxed);
+        let net = Arc::new(qbind_net::NetMetrics::default());
+        net.outbound_peers.store(3, Ordering::Relaxed);
+        let state = MonetaryEpochState {
+            epoch: 1,
+            phase: MonetaryPhase::Transition,
+            ema_fees_per_epoch: 0,
+            fee_coverage_bps: 1234,
+            stake_ratio_bps: 0,
+            r_target_annual_bps: 700,
+            r_inf_annual_bps: 650,
+            phase_recommendation: true,
+            issuance: 0,
+            to_validators: 0,
+            to_treasury: 0,
+            to_insurance: 0,
+            to_community: 0,
+        };
+        let shared = Shared {
+            ids: vec![3, 5],
+            consensus: vec![consensus(10), consensus(20)],
+            payload: vec![
+                watch::channel(PayloadMetrics::default()).1,
+                watch::channel(PayloadMetrics {
+                    dag: Some(dag),
+                    mempool: Some(pool),
+                })
+                .1,
+            ],
+            net: vec![None, Some(net)],
+            store: vec![Arc::default(), store],
+            executed: vec![AtomicU64::new(8), AtomicU64::new(18)],
+            transfers: vec![AtomicU64::new(0), AtomicU64::new(6)],
+            root_mismatches: AtomicU64::new(0),
+            monetary_mode: MonetaryMode::Shadow,
+            monetary: vec![Mutex::new(None), Mutex::new(None)],
+            signer: None,
+        };
+        shared.epoch_closed(1, &state);
+        shared
+    }
+
+    fn page() -> String {
+        crate::metrics::render(&registry(Arc::new(shared())))
+    }
+
+    #[test]
+    fn node_page_has_one_block_per_family() {
+        let text = page();
+        assert_eq!(duplicate_families(&text), Vec::<String>::new(), "{text}");
+    }
+
+    #[test]
+    fn node_page_has_consensus_execution_and_store_series() {
+        let text = page();
+        for needle in [
+            "# TYPE qbind_consensus_current_view gauge\n",
+            "qbind_consensus_current_view{validator=\"3\"} 10\n\
+             qbind_consensus_current_view{validator=\"5\"} 20\n",
+            "qbind_consensus_view_lag{validator=\"5\"} 4\n",
+            "qbind_consensus_committed_height{validator=\"3\"} 9\n",
+            "# TYPE qbind_consensus_blocks_committed_total counter\n",
+            "qbind_consensus_blocks_committed_total{validator=\"5\"} 7\n",
+            "qbind_consensus_rejected_total{validator=\"3\"} 0\n",
+            "qbind_execution_executed_height{validator=\"5\"} 18\n",
+            "qbind_execution_transfers_total{validator=\"5\"} 6\n",
+            "# TYPE qbind_state_size_bytes gauge\n",
+            "qbind_state_size_bytes{validator=\"5\"} 4096\n",
+            "# TYPE qbind_state_prune_duration_seconds_total counter\n",
+            "qbind_state_prune_duration_seconds_total{validator=\"5\"} 1.5\n",
+            "qbind_snapshot_last_duration_seconds{validator=\"3\"} 0",
+            "qbind_p2p_outbound_peers{validator=\"5\"} 3\n",
+            "# TYPE qbind_execution_state_root_mismatch_total counter\n\
+             qbind_execution_state_root_mismatch_total 0\n",
+        ] {
+            assert!(text.contains(needle), "missing {needle} in\n{text}");
+        }
+        // Validator 3 has no P2P metrics (in-memory network).
+        assert!(!text.contains("qbind_p2p_outbound_peers{validator=\"3\"}"));
+    }
+
+    #[test]
+    fn node_page_has_dag_mempool_and_monetary_series() {
+        let text = page();
+        for needle in [
+            "# TYPE qbind_dag_batches_signed_total counter\n\
+             qbind_dag_batches_signed_total{validator=\"5\"} 11\n",
+            "# TYPE qbind_dag_batch_equivocation_detected gauge\n\
+             qbind_dag_batch_equivocation_detected{validator=\"5\"} 1\n",
+            "qbind_dag_certs_invalid_total{validator=\"5\"} 2\n",
+            "qbind_dag_coupling_validation_total{validator=\"5\",result=\"valid\"} 9\n",
+            "qbind_dag_coupling_validation_total{validator=\"5\",result=\"stale_round\"} 1\n",
+            "qbind_mempool_evictions_total{validator=\"5\",reason=\"capacity\"} 4\n",
+            "qbind_mempool_evictions_total{validator=\"5\",reason=\"replaced\"} 0\n",
+            "qbind_mempool_eviction_rate_limit_total{validator=\"5\",mode=\"enforce\"} 2\n",
+            "qbind_monetary_mode{validator=\"3\"} 1\nqbind_monetary_mode{validator=\"5\"} 1\n",
+            "qbind_monetary_phase{validator=\"5\"} 1\n",
+            "qbind_monetary_r_inf_annual_bps{validator=\"5\"} 650\n",
+            "qbind_monetary_r_target_annual_bps{validator=\"5\"} 700\n",
+            "qbind_monetary_fee_coverage_ratio_bps{validator=\"5\"} 1234\n",
+            "qbind_monetary_phase_recommendation{validator=\"5\"} 1\n",
+        ] {
+            assert!(text.contains(needle), "missing {needle} in\n{text}");
+        }
+        // Validator 3 runs neither a DAG nor a fee pool, and closed no epoch.
+        for absent in [
+            "qbind_dag_batches_signed_total{validator=\"3\"}",
+            "qbind_mempool_evictions_total{validator=\"3\"",
+            "qbind_monetary_phase{validator=\"3\"}",
+        ] {
+            assert!(!text.contains(absent), "{absent} in\n{text}");
+        }
+    }
 }

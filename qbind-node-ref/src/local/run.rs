@@ -184,6 +184,9 @@ impl Running {
             if slot == 0 {
                 print_epoch(&ev, out);
             }
+            if let EngineEvent::EpochClosed { state, .. } = &ev {
+                self.shared.epoch_closed(slot, state);
+            }
             if let Some(api) = self.api.as_ref().filter(|a| a.slot == slot) {
                 match &ev {
                     EngineEvent::Delivered { height, txs, .. } => api.index.delivered(*height, txs),

@@ -5,8 +5,8 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use qbind_core::application::Application;
@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::api::{ReceiptIndex, Recording};
 use super::builder::Chain;
-use super::render::{Shared, render};
+use super::render::{Shared, registry};
 use super::{Executor, Keys, LocalOptions, Network, p2p_identity, validator_key};
 use crate::metrics::Renderer;
 use crate::node::{NodeError, Services, ensure_genesis, open_store};
@@ -122,6 +122,7 @@ struct EngineParts {
     events: mpsc::UnboundedSender<EngineEvent>,
     submissions: mpsc::UnboundedReceiver<Vec<u8>>,
     metrics: watch::Sender<ConsensusMetrics>,
+    payload_metrics: watch::Sender<qbind_core::engine::PayloadMetrics>,
     execution: Box<dyn Application<Arc<FjallBackend>>>,
     pool: Arc<PoolMonitor>,
     verified: Arc<VerifiedSet>,
@@ -146,6 +147,7 @@ fn spawn_engine<T: Transport + 'static>(
     .with_events(parts.events)
     .with_submissions(parts.submissions)
     .with_metrics(parts.metrics)
+    .with_payload_metrics(parts.payload_metrics)
     .with_pool_monitor(parts.pool)
     .with_payload_prefetch(Arc::new(qbind_exec::VerifyPrefetch::new(parts.verified)))
     .with_application(parts.execution);
@@ -166,6 +168,8 @@ pub(super) struct Engines {
     pub(super) stopped: watch::Receiver<bool>,
     /// Consensus metrics per engine.
     pub(super) consensus: Vec<watch::Receiver<ConsensusMetrics>>,
+    /// DAG and fee-pool metrics per engine.
+    pub(super) payload: Vec<watch::Receiver<qbind_core::engine::PayloadMetrics>>,
     /// P2P metrics per engine (KEMTLS only).
     pub(super) net: Vec<Option<Arc<qbind_net::NetMetrics>>>,
     /// The local slot the public API serves and its receipt index (filled
@@ -193,6 +197,7 @@ pub(super) async fn start_engines(
         stop,
         stopped,
         consensus: Vec::with_capacity(chain.local.len()),
+        payload: Vec::with_capacity(chain.local.len()),
         net: Vec::with_capacity(chain.local.len()),
         api_index: super::api_slot(opts, &chain.local)?
             .map(|slot| (slot, Arc::new(ReceiptIndex::default()))),
@@ -246,6 +251,8 @@ fn engine_parts(
     engines.submit.push(tx_in);
     let (m_tx, m_rx) = watch::channel(ConsensusMetrics::default());
     engines.consensus.push(m_rx);
+    let (p_tx, p_rx) = watch::channel(qbind_core::engine::PayloadMetrics::default());
+    engines.payload.push(p_rx);
     let pool = Arc::new(PoolMonitor::default());
     engines.pools.push(Arc::clone(&pool));
     let verified = Arc::new(VerifiedSet::new(chain.env, VERIFIED_SET_CAPACITY));
@@ -274,6 +281,7 @@ fn engine_parts(
         events: ev_tx,
         submissions: tx_out,
         metrics: m_tx,
+        payload_metrics: p_tx,
         execution: application(
             opts,
             chain,
@@ -444,6 +452,7 @@ pub(super) fn shared(
     Ok(Arc::new(Shared {
         ids: chain.local.clone(),
         consensus: std::mem::take(&mut engines.consensus),
+        payload: std::mem::take(&mut engines.payload),
         net: std::mem::take(&mut engines.net),
         store: stores
             .services
@@ -457,6 +466,12 @@ pub(super) fn shared(
             .collect(),
         transfers: chain.local.iter().map(|_| AtomicU64::new(0)).collect(),
         root_mismatches: AtomicU64::new(0),
+        monetary_mode: chain
+            .execution
+            .monetary
+            .as_ref()
+            .map_or(qbind_core::monetary::MonetaryMode::Off, |m| m.config.mode),
+        monetary: chain.local.iter().map(|_| Mutex::new(None)).collect(),
         signer: match &opts.keys {
             Keys::Devnet => None,
             Keys::Operator { set, signer, .. } => Some((
@@ -481,8 +496,9 @@ pub(super) async fn serve_metrics(
             what: format!("binding the metrics endpoint {addr}"),
             source,
         })?;
-    let for_render = Arc::clone(shared);
-    let renderer: Renderer = Arc::new(move || render(&for_render));
+    // The process's one registry, read at each scrape.
+    let registry = registry(Arc::clone(shared));
+    let renderer: Renderer = Arc::new(move || crate::metrics::render(&registry));
     out(&format!(
         "metrics on http://{}/metrics",
         listener.local_addr().map_or(addr, |a| a)

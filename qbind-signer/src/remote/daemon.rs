@@ -7,7 +7,6 @@
 //! [`crate::GuardedSigner`], so double-sign protection holds across daemon
 //! restarts — subject to a token-bucket limit of `rate_limit_rps`.
 
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -255,7 +254,8 @@ impl TokenBucket {
     }
 }
 
-/// Counters of the daemon (exported on its `/metrics`).
+/// Counters of the daemon, plain atomics; `qbind-remote-signer` reads them at
+/// scrape time into its Prometheus registry (its `/metrics`).
 #[derive(Debug, Default)]
 pub struct DaemonMetrics {
     /// `qbind_remote_signer_connections_total`.
@@ -501,66 +501,10 @@ impl RemoteSignerDaemon {
         }
     }
 
-    /// The daemon's metrics and its backend's, in Prometheus text format.
+    /// The backend signer's metrics (exported next to the daemon's).
     #[must_use]
-    pub fn render_prometheus(&self) -> String {
-        let m = &self.metrics;
-        let mut out = String::new();
-        for (name, help, v) in [
-            (
-                "qbind_remote_signer_connections_total",
-                "Client connections accepted.",
-                &m.connections,
-            ),
-            (
-                "qbind_remote_signer_requests_total",
-                "Signing requests received.",
-                &m.requests,
-            ),
-            (
-                "qbind_remote_signer_signed_total",
-                "Signatures returned.",
-                &m.signed,
-            ),
-            (
-                "qbind_remote_signer_rate_limited_total",
-                "Requests refused by the rate limit.",
-                &m.rate_limited,
-            ),
-            (
-                "qbind_remote_signer_unauthorized_total",
-                "Connections from unauthorised peers.",
-                &m.unauthorized,
-            ),
-            (
-                "qbind_remote_signer_conflicts_total",
-                "Requests refused by double-sign protection.",
-                &m.conflicts,
-            ),
-            (
-                "qbind_remote_signer_backend_errors_total",
-                "Backend (HSM/keystore) failures.",
-                &m.backend_errors,
-            ),
-            (
-                "qbind_remote_signer_bad_requests_total",
-                "Malformed requests.",
-                &m.bad_requests,
-            ),
-            (
-                "qbind_remote_signer_kind_refused_total",
-                "Requests of a kind the configuration does not allow.",
-                &m.kinds_refused,
-            ),
-        ] {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                v.load(Ordering::Relaxed)
-            );
-        }
-        out.push_str(&self.signer_metrics.render_prometheus());
-        out
+    pub fn signer_metrics(&self) -> &Arc<SignerMetrics> {
+        &self.signer_metrics
     }
 }
 
@@ -591,7 +535,7 @@ where
             }
             let response = if head.starts_with(b"GET /metrics ") {
                 format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                     body.len()
                 )
             } else {

@@ -1,11 +1,13 @@
-//! Prometheus text exposition (format 0.0.4) and the node's `/metrics`
-//! endpoint: a deliberately small HTTP/1.1 responder on tokio that answers
+//! The process's metrics: one `prometheus_client` [`Registry`] per process,
+//! filled by collectors that read the components' plain counters at scrape
+//! time ([`families`], [`components`]), rendered in the Prometheus text
+//! format 0.0.4 ([`render`]), and the `/metrics` endpoint serving it: a
+//! deliberately small HTTP/1.1 responder on tokio that answers
 //! `GET /metrics` and nothing else, with a bounded request size, read and
 //! write timeouts, and at most [`MAX_CONNECTIONS`] connections open at once,
 //! so slow or hostile clients cannot hold tasks or file descriptors.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -14,6 +16,22 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
+
+pub mod components;
+pub mod families;
+
+pub use prometheus_client::registry::Registry;
+
+/// The page of `registry` in the Prometheus text format 0.0.4 (what
+/// `promtool check metrics` and every Prometheus scraper read; counters keep
+/// their `_total` name on the `# HELP`/`# TYPE` lines too).
+#[must_use]
+pub fn render(registry: &Registry) -> String {
+    let mut page = String::new();
+    // Writing to a `String` cannot fail; the collectors only write.
+    let _ = prometheus_client::encoding::prometheus_text::encode(&mut page, registry);
+    page
+}
 
 /// Largest request head the endpoint reads.
 pub const MAX_REQUEST: usize = 8 * 1024;
@@ -25,134 +43,6 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// oldest one still open, so idle clients cannot lock scrapers out and the
 /// endpoint never holds more than this many sockets.
 pub const MAX_CONNECTIONS: usize = 32;
-
-/// Builds a Prometheus text page. Each metric name gets its `# HELP` and
-/// `# TYPE` lines once, before its first sample.
-#[derive(Debug, Default)]
-pub struct PromText {
-    out: String,
-    declared: std::collections::BTreeSet<String>,
-}
-
-impl PromText {
-    /// An empty page.
-    #[must_use]
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    fn declare(&mut self, name: &str, kind: &str, help: &str) {
-        if self.declared.insert(name.to_string()) {
-            let _ = writeln!(self.out, "# HELP {name} {help}");
-            let _ = writeln!(self.out, "# TYPE {name} {kind}");
-        }
-    }
-
-    /// One gauge sample without labels.
-    pub fn gauge(&mut self, name: &str, help: &str, value: impl std::fmt::Display) {
-        self.declare(name, "gauge", help);
-        let _ = writeln!(self.out, "{name} {value}");
-    }
-
-    /// One counter sample without labels.
-    pub fn counter(&mut self, name: &str, help: &str, value: u64) {
-        self.declare(name, "counter", help);
-        let _ = writeln!(self.out, "{name} {value}");
-    }
-
-    /// One gauge sample with one label (the value is escaped).
-    pub fn gauge_labeled(
-        &mut self,
-        name: &str,
-        help: &str,
-        label: (&str, &str),
-        value: impl std::fmt::Display,
-    ) {
-        self.declare(name, "gauge", help);
-        let _ = writeln!(
-            self.out,
-            "{name}{{{}=\"{}\"}} {value}",
-            label.0,
-            escape(label.1)
-        );
-    }
-
-    /// One counter sample with one label (the value is escaped).
-    pub fn counter_labeled(
-        &mut self,
-        name: &str,
-        help: &str,
-        label: (&str, &str),
-        value: impl std::fmt::Display,
-    ) {
-        self.declare(name, "counter", help);
-        let _ = writeln!(
-            self.out,
-            "{name}{{{}=\"{}\"}} {value}",
-            label.0,
-            escape(label.1)
-        );
-    }
-
-    /// Append a page rendered elsewhere (e.g. by `qbind-net` or
-    /// `qbind-signer`), which must already be in the text format.
-    pub fn append_rendered(&mut self, text: &str) {
-        self.out.push_str(text);
-        if !text.is_empty() && !text.ends_with('\n') {
-            self.out.push('\n');
-        }
-    }
-
-    /// Append a page rendered elsewhere (e.g. by `qbind-net`), adding the
-    /// label `label` to every sample and keeping one `# HELP`/`# TYPE` pair
-    /// per metric name, so pages of several components (or several local
-    /// validators) merge into one valid page.
-    pub fn append_labeled(&mut self, text: &str, label: (&str, &str)) {
-        let extra = format!("{}=\"{}\"", label.0, escape(label.1));
-        for line in text.lines() {
-            if let Some(rest) = line
-                .strip_prefix("# HELP ")
-                .or(line.strip_prefix("# TYPE "))
-            {
-                let name = rest.split_whitespace().next().unwrap_or_default();
-                let kind = if line.starts_with("# HELP") {
-                    "help"
-                } else {
-                    "type"
-                };
-                if self.declared.insert(format!("{name}#{kind}")) {
-                    let _ = writeln!(self.out, "{line}");
-                }
-                continue;
-            }
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let name_end = line.find(['{', ' ']).unwrap_or(line.len());
-            let (name, rest) = line.split_at(name_end);
-            let labeled = match rest.strip_prefix('{') {
-                Some(inner) if inner.starts_with('}') => format!("{name}{{{extra}{inner}"),
-                Some(inner) => format!("{name}{{{extra},{inner}"),
-                None => format!("{name}{{{extra}}}{rest}"),
-            };
-            let _ = writeln!(self.out, "{labeled}");
-        }
-    }
-
-    /// The page.
-    #[must_use]
-    pub fn finish(self) -> String {
-        self.out
-    }
-}
-
-/// Escape a label value (backslash, double quote, newline).
-fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
 
 /// Something that can render the current metrics page.
 pub type Renderer = Arc<dyn Fn() -> String + Send + Sync>;
@@ -248,7 +138,11 @@ async fn answer(mut stream: tokio::net::TcpStream, render: Renderer) -> std::io:
     let mut parts = line.split_whitespace();
     let (method, path) = (parts.next(), parts.next());
     let (status, body, kind) = match (method, path) {
-        (Some("GET"), Some("/metrics")) => ("200 OK", render(), "text/plain; version=0.0.4"),
+        (Some("GET"), Some("/metrics")) => (
+            "200 OK",
+            render(),
+            prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+        ),
         (Some("GET"), Some(_)) => ("404 Not Found", "not found\n".into(), "text/plain"),
         _ => (
             "405 Method Not Allowed",
@@ -271,33 +165,6 @@ async fn answer(mut stream: tokio::net::TcpStream, render: Renderer) -> std::io:
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn text_format_declares_each_metric_once_and_escapes_labels() {
-        let mut p = PromText::new();
-        p.gauge("qbind_x", "An x.", 3);
-        p.counter_labeled("qbind_y_total", "Ys.", ("reason", "a\"b"), 2);
-        p.counter_labeled("qbind_y_total", "Ys.", ("reason", "c"), 5);
-        let text = p.finish();
-        assert_eq!(text.matches("# TYPE qbind_y_total counter").count(), 1);
-        assert!(text.contains("qbind_x 3\n"));
-        assert!(text.contains("qbind_y_total{reason=\"a\\\"b\"} 2\n"));
-        assert!(text.contains("qbind_y_total{reason=\"c\"} 5\n"));
-    }
-
-    #[test]
-    fn foreign_pages_are_relabeled_and_merged() {
-        let page = "# HELP qbind_p2p_x X.\n# TYPE qbind_p2p_x gauge\nqbind_p2p_x 4\n\
-                    # HELP qbind_p2p_y Y.\n# TYPE qbind_p2p_y counter\nqbind_p2p_y{reason=\"a\"} 1\n";
-        let mut p = PromText::new();
-        p.append_labeled(page, ("validator", "0"));
-        p.append_labeled(page, ("validator", "1"));
-        let text = p.finish();
-        assert_eq!(text.matches("# TYPE qbind_p2p_x gauge").count(), 1);
-        assert!(text.contains("qbind_p2p_x{validator=\"0\"} 4\n"));
-        assert!(text.contains("qbind_p2p_x{validator=\"1\"} 4\n"));
-        assert!(text.contains("qbind_p2p_y{validator=\"1\",reason=\"a\"} 1\n"));
-    }
 
     /// The endpoint on a free loopback port, serving `qbind_up 1`: its
     /// address, its stop switch and its task.
