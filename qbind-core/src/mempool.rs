@@ -273,17 +273,26 @@ impl TxPool {
     /// Up to `max` transactions by the pool's order, skipping ids in `exclude`.
     #[must_use]
     pub fn take(&self, max: usize, exclude: &BTreeSet<Hash32>) -> Vec<Vec<u8>> {
+        self.take_within(max, u64::MAX, exclude)
+    }
+
+    /// As [`TxPool::take`], with at most `max_gas` of declared gas (the
+    /// fee pool, whose transactions declare gas; see
+    /// [`crate::fee_mempool::FeeMempool::take_within`]).
+    #[must_use]
+    pub fn take_within(
+        &self,
+        max: usize,
+        max_gas: u64,
+        exclude: &BTreeSet<Hash32>,
+    ) -> Vec<Vec<u8>> {
         match &self.kind {
             PoolKind::Fifo(p) => p.take(max, exclude),
-            PoolKind::Fee { pool, .. } => {
-                use crate::fee_mempool::PoolTx;
-                pool.take(max.saturating_add(exclude.len()))
-                    .into_iter()
-                    .filter(|t| !exclude.contains(&t.id()))
-                    .take(max)
-                    .map(|t| t.bytes)
-                    .collect()
-            }
+            PoolKind::Fee { pool, .. } => pool
+                .take_within(max, max_gas, |id| exclude.contains(id))
+                .into_iter()
+                .map(|t| t.bytes)
+                .collect(),
         }
     }
 
@@ -404,6 +413,7 @@ mod tests {
             nonce: u64::from(*nonce),
             max_fee_per_gas: u128::from(*fee),
             effective_fee: u128::from(*fee),
+            gas_limit: 0,
             v0_payload: false,
         })
     }

@@ -74,6 +74,11 @@ pub struct ConsensusConfig {
     pub max_timeout_exponent: u32,
     /// Maximum transactions per block (the protocol bound).
     pub max_block_txs: usize,
+    /// The block gas limit execution enforces, if any: a proposer puts at
+    /// most this much declared gas in a block (FIFO payloads; transactions
+    /// read by `tx_meta`). Without it a full pool filled blocks past the
+    /// limit and execution refused the excess (issue #21).
+    pub block_gas_limit: Option<u64>,
     /// How a proposer sizes its blocks below the protocol bound
     /// ([`BlockBudget`]; local to each validator, no effect on safety).
     pub block_budget: BlockBudgetConfig,
@@ -121,6 +126,7 @@ impl ConsensusConfig {
             base_timeout_ms: 1000,
             max_timeout_exponent: 6,
             max_block_txs: 2000,
+            block_gas_limit: None,
             block_budget: BlockBudgetConfig::for_timer(1000, 2000),
             mempool_capacity: 100_000,
             sync_batch: 32,

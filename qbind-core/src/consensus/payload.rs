@@ -296,7 +296,8 @@ impl HotStuff {
             }
             (Payloads::Fifo { pool, .. }, false) => {
                 let exclude = self.uncommitted_tx_ids(parent);
-                Payload::Transactions(pool.take(max_txs, &exclude))
+                let max_gas = self.cfg.block_gas_limit.unwrap_or(u64::MAX);
+                Payload::Transactions(pool.take_within(max_txs, max_gas, &exclude))
             }
         }
     }

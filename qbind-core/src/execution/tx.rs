@@ -281,19 +281,28 @@ pub fn invalid_signatures(env: NetworkEnvironment, txs: &[Transaction]) -> Vec<u
 #[must_use]
 pub fn tx_meta(bytes: &[u8]) -> Option<crate::fee_mempool::TxMeta> {
     let tx = Transaction::from_bytes(bytes).ok()?;
-    let (max_fee_per_gas, effective_fee, v0_payload) = match tx.payload {
+    let (max_fee_per_gas, effective_fee, gas_limit, v0_payload) = match tx.payload {
         TransferPayload::V1(p) => (
             p.max_fee_per_gas,
             p.max_fee_per_gas.saturating_mul(u128::from(p.gas_limit)),
+            p.gas_limit,
             false,
         ),
-        TransferPayload::V0(_) => (0, 0, true),
+        // Execution charges v0 by the gas schedule of its configuration;
+        // the MainNet schedule stands in here (the only one configured).
+        TransferPayload::V0(_) => (
+            0,
+            0,
+            crate::execution::GasSchedule::MAINNET.transfer_gas(tx.payload.wire_len()),
+            true,
+        ),
     };
     Some(crate::fee_mempool::TxMeta {
         sender: tx.sender_id,
         nonce: tx.nonce,
         max_fee_per_gas,
         effective_fee,
+        gas_limit,
         v0_payload,
     })
 }

@@ -301,6 +301,7 @@ pub mod simtx {
             nonce,
             max_fee_per_gas: fee,
             effective_fee: fee.saturating_mul(21_000),
+            gas_limit: 0,
             v0_payload: false,
         })
     }

@@ -264,8 +264,11 @@ pub(super) fn resolve(opts: &LocalOptions) -> Result<Chain, NodeError> {
         accounts,
         balances: genesis.balances()?,
         genesis_hash: genesis.hash(),
+        cfg: ConsensusConfig {
+            block_gas_limit: Some(execution.config.block_gas_limit),
+            ..consensus_config(opts, env)
+        },
         execution,
-        cfg: consensus_config(opts, env),
     })
 }
 
