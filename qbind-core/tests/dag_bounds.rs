@@ -16,10 +16,12 @@ use qbind_core::dag::{
     DagEffect, DagError, DagInput, DagMsg, DagSignPurpose, Footprint, MAX_OWN_AWAITING_ACKS,
     MAX_PENDING_BYTES_PER_AUTHOR, MAX_PREFETCHES, MAX_PREFETCHES_PER_PEER, SignedBatch,
 };
-use qbind_core::fee_mempool::FeeMempoolConfig;
+use qbind_core::fee_mempool::{FeeMempoolConfig, TxMeta, TxMetaFn};
 use qbind_core::mempool::TxPool;
 use qbind_core::signing::{SignKind, sign_domain};
-use qbind_core::types::{Epoch, Hash32, Height, Millis, NetworkEnvironment, ValidatorId};
+use qbind_core::types::{
+    AccountId, Epoch, Hash32, Height, Millis, NetworkEnvironment, ValidatorId,
+};
 use qbind_core::validator::{EpochSchedule, ValidatorSet};
 
 const ENV: NetworkEnvironment = NetworkEnvironment::Devnet;
@@ -43,6 +45,15 @@ fn dag_config() -> DagConfig {
 }
 
 fn layer(keys: &[KeyPair], me: u32, cfg: DagConfig) -> Availability {
+    layer_with(keys, me, cfg, None)
+}
+
+fn layer_with(
+    keys: &[KeyPair],
+    me: u32,
+    cfg: DagConfig,
+    tx_meta: Option<TxMetaFn>,
+) -> Availability {
     let set =
         ValidatorSet::new(keys.iter().map(|k| (k.public_key().clone(), 1)).collect()).expect("set");
     let max_tx_bytes = 2 * 1024 * 1024;
@@ -53,7 +64,7 @@ fn layer(keys: &[KeyPair], me: u32, cfg: DagConfig) -> Availability {
             env: ENV,
             dag: cfg,
             max_tx_bytes,
-            tx_meta: None,
+            tx_meta,
             pool: TxPool::new(None, FeeMempoolConfig::mainnet(), 10_000, max_tx_bytes),
             verify_cache: 4096,
         },
@@ -463,6 +474,61 @@ fn stale_certificates_are_not_proposed_and_refused_in_proposals() {
         Err(DagError::InvalidPayload { why: "stale_round" })
     );
     assert_eq!(d.dag.validate(Epoch(0), &[mid_cert], &[]), Ok(()));
+}
+
+/// Test transactions for the gas bound: byte 0 × 1,000 is the declared
+/// gas, byte 1 the sender.
+fn gas_meta(bytes: &[u8]) -> Option<TxMeta> {
+    let [gas, sender, ..] = bytes else {
+        return None;
+    };
+    Some(TxMeta {
+        sender: AccountId([*sender; 32]),
+        nonce: 0,
+        max_fee_per_gas: 1,
+        effective_fee: 1,
+        gas_limit: u64::from(*gas) * 1_000,
+        v0_payload: false,
+    })
+}
+
+/// Issue #21: a DAG block of several full batches (500 transfers of
+/// ~37,000 gas each) passed the 30 M block gas limit, and execution refused
+/// the excess. A payload now stops at the gas limit; a batch whose data is
+/// missing (gas unknown) ends it; the first batch always goes.
+#[test]
+fn a_payload_keeps_within_the_block_gas_limit() {
+    let keys = keys();
+    let mut d = Driver {
+        dag: layer_with(&keys, 0, dag_config(), Some(gas_meta)),
+        store: Store::default(),
+        now: 0,
+        epoch: Epoch(0),
+        delivered: Vec::new(),
+    };
+    for author in 1..=3u32 {
+        let a = author as u8;
+        let sb = signed(&keys, 0, author, 1, vec![vec![10, a, 0], vec![10, a, 1]]);
+        d.msg(author, DagMsg::Batch(sb.clone()));
+        let c = cert(&keys, sb.batch.reference());
+        assert!(rejected(&d.msg(author, DagMsg::BatchCert(c))).is_empty());
+    }
+    let within = |d: &Driver, gas| d.dag.payload_within(Epoch(0), &[], usize::MAX, gas).len();
+    assert_eq!(within(&d, u64::MAX), 3);
+    assert_eq!(within(&d, 60_000), 3);
+    assert_eq!(within(&d, 59_999), 2);
+    assert_eq!(within(&d, 40_000), 2);
+    assert_eq!(within(&d, 1), 1, "the first batch goes whatever its gas");
+    // A certified batch whose data we lack: its gas is unknown.
+    // In canonical order (epoch, author, round) it comes third of four.
+    let blind = small(&keys, 0, 2, 2);
+    let c = cert(&keys, blind.batch.reference());
+    assert!(rejected(&d.msg(2, DagMsg::BatchCert(c))).is_empty());
+    assert_eq!(
+        within(&d, u64::MAX),
+        2,
+        "the payload ends at the blind batch"
+    );
 }
 
 /// Everything a Byzantine validator (3, whose key we hold) can send: its

@@ -292,7 +292,8 @@ impl HotStuff {
             (Payloads::Fifo { .. }, true) => Payload::Transactions(Vec::new()),
             (Payloads::Dag(a), false) => {
                 let ordered = self.ordered_batches(parent);
-                Payload::Batches(a.payload_within(epoch, &ordered, max_txs))
+                let max_gas = self.cfg.block_gas_limit.unwrap_or(u64::MAX);
+                Payload::Batches(a.payload_within(epoch, &ordered, max_txs, max_gas))
             }
             (Payloads::Fifo { pool, .. }, false) => {
                 let exclude = self.uncommitted_tx_ids(parent);

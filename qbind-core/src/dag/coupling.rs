@@ -23,7 +23,7 @@ impl Availability {
         epoch: Epoch,
         ordered: impl IntoIterator<Item = &'a BatchRef>,
     ) -> Vec<BatchCertificate> {
-        self.payload_within(epoch, ordered, usize::MAX)
+        self.payload_within(epoch, ordered, usize::MAX, u64::MAX)
     }
 
     /// [`Self::payload`] carrying at most `max_txs` transactions: batches
@@ -32,12 +32,20 @@ impl Availability {
     /// first is taken whatever its size, so a budget smaller than a batch
     /// still makes progress. The limit is the proposer's choice
     /// ([`crate::consensus::BlockBudget`]); validators never check it.
+    ///
+    /// `max_gas` is the block gas limit execution enforces: past the first
+    /// batch, a batch goes in only if the gas its transactions declare
+    /// (read with the fee reader) fits beside the others', and a batch whose
+    /// data this validator lacks ends the payload (its gas is unknown).
+    /// Without it, blocks of several full batches passed the limit and
+    /// execution refused the excess (issue #21).
     #[must_use]
     pub fn payload_within<'a>(
         &self,
         epoch: Epoch,
         ordered: impl IntoIterator<Item = &'a BatchRef>,
         max_txs: usize,
+        max_gas: u64,
     ) -> Vec<BatchCertificate> {
         let ordered: Vec<&BatchRef> = ordered.into_iter().collect();
         let taken: BTreeSet<Slot> = ordered.iter().map(|r| slot_of(r)).collect();
@@ -51,16 +59,26 @@ impl Availability {
             .filter(|(s, _)| s.0 == epoch && !taken.contains(*s))
             .filter(|(s, _)| !self.is_stale(s.2, tops.get(&s.1).copied().unwrap_or(0)))
             .take(self.cfg.max_batches_per_block);
+        let mut gas = 0u64;
         for (_, cert) in eligible {
-            let size = self
-                .state
-                .data
-                .get(&cert.batch.digest)
-                .map_or(self.cfg.max_batch_txs, |b| b.batch.txs.len());
+            let data = self.state.data.get(&cert.batch.digest);
+            let size = data.map_or(self.cfg.max_batch_txs, |b| b.batch.txs.len());
             if !out.is_empty() && txs.saturating_add(size) > max_txs {
                 break;
             }
+            let batch_gas = match (data, self.tx_meta) {
+                (_, None) => Some(0),
+                (None, Some(_)) => None,
+                (Some(b), Some(meta)) => Some(b.batch.txs.iter().fold(0u64, |g, t| {
+                    g.saturating_add(meta(t).map_or(0, |m| m.gas_limit))
+                })),
+            };
+            let total = batch_gas.map(|g| gas.saturating_add(g));
+            if !out.is_empty() && total.is_none_or(|t| t > max_gas) {
+                break;
+            }
             txs = txs.saturating_add(size);
+            gas = total.unwrap_or(u64::MAX);
             out.push(cert.clone());
         }
         out
