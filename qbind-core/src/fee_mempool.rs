@@ -488,10 +488,28 @@ impl<T: PoolTx> FeeMempool<T> {
     /// `sender`'s account will execute `nonce` next (read from the executed
     /// state when one of its transactions was admitted). Recorded only while
     /// the sender has pending transactions; never lowers what is known.
-    pub fn note_account_nonce(&mut self, sender: AccountId, nonce: u64) {
-        if self.by_sender.contains_key(&sender) {
-            let next = self.next_nonce.entry(sender).or_insert(nonce);
-            *next = (*next).max(nonce);
+    /// Pending transactions of the sender below `nonce` can never execute:
+    /// they are removed and returned.
+    pub fn note_account_nonce(&mut self, sender: AccountId, nonce: u64) -> Vec<Hash32> {
+        let Some(pending) = self.by_sender.get(&sender) else {
+            return Vec::new();
+        };
+        let stale: Vec<Hash32> = pending.range(..nonce).map(|(_, id)| *id).collect();
+        let next = self.next_nonce.entry(sender).or_insert(nonce);
+        *next = (*next).max(nonce);
+        for id in &stale {
+            self.remove_id(id);
+        }
+        stale
+    }
+
+    /// `sender`'s transaction with `nonce` was handed out (to a batch) and
+    /// then given up without executing: the sender's next nonce goes back
+    /// to it, so its later transactions wait for it to be submitted again
+    /// rather than fail at execution one after another.
+    pub fn note_abandoned(&mut self, sender: AccountId, nonce: u64) {
+        if let Some(next) = self.next_nonce.get_mut(&sender) {
+            *next = (*next).min(nonce);
         }
     }
 
@@ -687,7 +705,7 @@ mod tests {
         let mut p = FeeMempool::new(cfg(10, EvictionMode::Enforce));
         let one = tx(1, 0, 5).sender();
         p.insert(T0, tx(1, 1, 5)).unwrap();
-        p.note_account_nonce(one, 0);
+        assert!(p.note_account_nonce(one, 0).is_empty());
         p.insert(T0, tx(2, 0, 5)).unwrap();
         assert_eq!(order(&p), vec![(2, 0)], "nonce 0 of sender 1 is missing");
         p.insert(T0, tx(1, 0, 5)).unwrap();
@@ -709,7 +727,7 @@ mod tests {
         // Nonce 1 waits: the account executes 0 next, and 0 is elsewhere.
         p.insert(T0, tx(1, 1, 5)).unwrap();
         p.insert(T0, tx(1, 2, 5)).unwrap();
-        p.note_account_nonce(one, 0);
+        assert!(p.note_account_nonce(one, 0).is_empty());
         assert!(order(&p).is_empty());
         // Another validator's block carried nonce 0.
         assert!(p.note_used(one, 0).is_empty());
@@ -718,7 +736,15 @@ mod tests {
         assert_eq!(p.note_used(one, 1), vec![tx(1, 1, 5).id()]);
         assert_eq!(order(&p), vec![(1, 2)]);
         // What is known never goes back.
-        p.note_account_nonce(one, 0);
+        assert!(p.note_account_nonce(one, 0).is_empty());
+        assert_eq!(order(&p), vec![(1, 2)]);
+        // A nonce handed to a batch and given up: the sender waits for it.
+        p.note_abandoned(one, 1);
+        assert!(order(&p).is_empty());
+        p.insert(T0, tx(1, 1, 6)).unwrap();
+        assert_eq!(order(&p), vec![(1, 1), (1, 2)]);
+        // The state moved past a pending nonce: it is stale.
+        assert_eq!(p.note_account_nonce(one, 2), vec![tx(1, 1, 6).id()]);
         assert_eq!(order(&p), vec![(1, 2)]);
         // Nothing pending: nothing remembered.
         assert_eq!(p.note_used(one, 2), vec![tx(1, 2, 5).id()]);

@@ -188,9 +188,15 @@ impl TxPool {
     }
 
     /// Queue a drop of a transaction this pool accepted and that was lost
-    /// elsewhere (the DAG layer gave up its batch).
-    pub(crate) fn record_drop(&mut self, id: Hash32, reason: PoolDropReason) {
-        self.dropped(id, reason);
+    /// elsewhere (the DAG layer gave up its batch): its sender's next
+    /// nonce goes back to it ([`crate::fee_mempool::FeeMempool::note_abandoned`]).
+    pub(crate) fn record_drop(&mut self, tx: &[u8], reason: PoolDropReason) {
+        if let PoolKind::Fee { pool, meta, .. } = &mut self.kind
+            && let Some(m) = meta(tx)
+        {
+            pool.note_abandoned(m.sender, m.nonce);
+        }
+        self.dropped(Hash32::digest(tx), reason);
     }
 
     fn dropped(&mut self, id: Hash32, reason: PoolDropReason) {
@@ -340,9 +346,13 @@ impl TxPool {
     /// `sender`'s account executes `nonce` next (read from the executed
     /// state when one of its transactions arrived): the pool proposes none
     /// of its transactions until it holds that nonce (fee pool only).
+    /// Pending transactions of the sender below `nonce` are dropped
+    /// ([`PoolDropReason::NonceUsed`]).
     pub fn note_account_nonce(&mut self, sender: crate::types::AccountId, nonce: u64) {
         if let PoolKind::Fee { pool, .. } = &mut self.kind {
-            pool.note_account_nonce(sender, nonce);
+            for id in pool.note_account_nonce(sender, nonce) {
+                self.dropped(id, PoolDropReason::NonceUsed);
+            }
         }
     }
 

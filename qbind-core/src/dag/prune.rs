@@ -205,10 +205,10 @@ impl Availability {
             let Some(batch) = self.state.data.get(&digest) else {
                 continue;
             };
-            let ids: Vec<Hash32> = batch.batch.txs.iter().map(|t| Hash32::digest(t)).collect();
-            for id in ids {
+            let txs = batch.batch.txs.clone();
+            for tx in &txs {
                 self.pool
-                    .record_drop(id, PoolDropReason::BatchExpired { batch: digest });
+                    .record_drop(tx, PoolDropReason::BatchExpired { batch: digest });
             }
         }
     }
