@@ -31,4 +31,5 @@ pub mod metrics;
 pub mod node;
 pub mod profile;
 pub mod signals;
+pub mod upgrade;
 pub mod validator_set;

@@ -15,9 +15,6 @@
 //! valid, binary hash matches), 1 verification failed, 2 invalid arguments,
 //! unreadable or malformed files.
 
-mod council;
-mod envelope;
-
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -27,8 +24,8 @@ use qbind_core::types::Hash32;
 use qbind_signer::keystore::{self, KdfPolicy, Passphrase};
 use serde_json::json;
 
-use crate::council::{Council, SignatureReport, check_approvals};
-use crate::envelope::{Approval, Envelope, parse_hash};
+use qbind_node_ref::upgrade::council::{self, Council, SignatureReport, check_approvals};
+use qbind_node_ref::upgrade::envelope::{Approval, Envelope, parse_hash};
 
 /// Verification passed / command succeeded.
 const EXIT_OK: u8 = 0;

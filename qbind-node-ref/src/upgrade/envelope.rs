@@ -230,9 +230,13 @@ pub fn parse_hash(hex_str: &str) -> Option<[u8; 32]> {
 impl Envelope {
     /// Read and check the envelope in `path`.
     pub fn load(path: &Path) -> Result<Envelope, EnvelopeError> {
-        let bytes = read_bounded(path)?;
+        Envelope::from_json_bytes(path, &read_bounded(path)?)
+    }
+
+    /// Parse and check an envelope read from `path` (named in errors).
+    pub fn from_json_bytes(path: &Path, bytes: &[u8]) -> Result<Envelope, EnvelopeError> {
         let envelope: Envelope =
-            serde_json::from_slice(&bytes).map_err(|source| EnvelopeError::Json {
+            serde_json::from_slice(bytes).map_err(|source| EnvelopeError::Json {
                 path: path.to_owned(),
                 what: "upgrade envelope",
                 source,

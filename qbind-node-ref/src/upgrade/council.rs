@@ -8,7 +8,9 @@ use std::path::Path;
 use qbind_core::crypto::{PublicKey, Signature, verify};
 use serde::{Deserialize, Serialize};
 
-use crate::envelope::{Envelope, EnvelopeError, FORMAT_VERSION, UpgradeKind, read_bounded};
+use crate::upgrade::envelope::{
+    Envelope, EnvelopeError, FORMAT_VERSION, UpgradeKind, read_bounded,
+};
 
 /// Members of the Protocol Council.
 pub const COUNCIL_SIZE: usize = 7;
@@ -55,9 +57,25 @@ pub struct Council {
 impl Council {
     /// Read and check the council file in `path`.
     pub fn load(path: &Path) -> Result<Council, EnvelopeError> {
-        let bytes = read_bounded(path)?;
+        Council::from_json_bytes(path, &read_bounded(path)?)
+    }
+
+    /// Number of members (always [`COUNCIL_SIZE`] once loaded).
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Whether the council has no members (never, once loaded).
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// Parse and check a council file read from `path` (named in errors).
+    pub fn from_json_bytes(path: &Path, bytes: &[u8]) -> Result<Council, EnvelopeError> {
         let json: CouncilJson =
-            serde_json::from_slice(&bytes).map_err(|source| EnvelopeError::Json {
+            serde_json::from_slice(bytes).map_err(|source| EnvelopeError::Json {
                 path: path.to_owned(),
                 what: "council file",
                 source,
