@@ -617,3 +617,54 @@ mod dag_coupling {
         assert!(batch.txs.contains(&b"tx-b".to_vec()), "{:?}", batch.txs);
     }
 }
+
+fn proposals(effects: &[Effect]) -> usize {
+    sign_requests(effects)
+        .iter()
+        .filter(|p| matches!(p, SignPurpose::Proposal { .. }))
+        .count()
+}
+
+/// Issue #21: an idle network committed ~100 empty blocks a second (each
+/// stored with its QC). With `idle_proposal_delay_ms`, a leader with
+/// nothing to propose waits that long into its view; a submitted
+/// transaction ends the wait at once.
+#[test]
+fn an_idle_leader_waits_before_an_empty_proposal() {
+    let keys = keys();
+    let start = |delay: Option<u64>| {
+        let mut cfg = ConsensusConfig::new(ENV);
+        cfg.idle_proposal_delay_ms = delay;
+        let mut hs = HotStuff::new(
+            cfg,
+            ValidatorId(1),
+            schedule(&keys),
+            None,
+            Vec::new(),
+            Vec::new(),
+        );
+        let effects = hs.handle(Millis(0), Input::Start);
+        (hs, effects)
+    };
+    // Without the delay the leader of view 1 proposes at once.
+    let (_, effects) = start(None);
+    assert_eq!(proposals(&effects), 1);
+    // With it: not at once, not before the delay, then an empty block.
+    let (mut hs, effects) = start(Some(200));
+    assert_eq!(proposals(&effects), 0);
+    assert!(
+        effects
+            .iter()
+            .any(|e| matches!(e, Effect::SetTimer(at) if *at == Millis(200))),
+        "a timer brings the leader back: {effects:?}"
+    );
+    assert_eq!(proposals(&hs.handle(Millis(150), Input::Tick)), 0);
+    assert_eq!(proposals(&hs.handle(Millis(200), Input::Tick)), 1);
+    // A transaction ends the wait.
+    let (mut hs, _) = start(Some(200));
+    let effects = hs.handle(Millis(50), Input::SubmitTransaction(b"tx".to_vec()));
+    assert_eq!(proposals(&effects), 1);
+    // The delay is capped at a quarter of the base view timeout.
+    let (mut hs, _) = start(Some(10_000));
+    assert_eq!(proposals(&hs.handle(Millis(250), Input::Tick)), 1);
+}

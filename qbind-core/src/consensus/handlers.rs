@@ -56,7 +56,12 @@ impl HotStuff {
             }
             ConsensusMsg::Batch(b) => self.on_dag_message(from, DagMsg::Batch(b)),
             ConsensusMsg::BatchAck(a) => self.on_dag_message(from, DagMsg::BatchAck(a)),
-            ConsensusMsg::BatchCert(c) => self.on_dag_message(from, DagMsg::BatchCert(c)),
+            ConsensusMsg::BatchCert(c) => {
+                let result = self.on_dag_message(from, DagMsg::BatchCert(c));
+                // A proposal held back while idle may now carry it.
+                self.try_propose();
+                result
+            }
             ConsensusMsg::BatchFetch(d) => self.on_dag_message(from, DagMsg::BatchFetch(d)),
         }
     }

@@ -69,6 +69,9 @@ pub struct HotStuff {
     /// The last proposal this validator made, re-broadcast while its view
     /// has no QC yet, and when.
     pub(crate) last_proposal: Option<(Proposal, Millis)>,
+    /// When the current view was entered (the idle proposal delay counts
+    /// from here).
+    pub(crate) view_entered: Millis,
     /// State roots of the last [`EXECUTED_ROOTS_KEPT`] executed heights
     /// ([`Input::Executed`]).
     pub(crate) executed_roots: BTreeMap<Height, Hash32>,
@@ -145,6 +148,7 @@ impl HotStuff {
             out: Vec::new(),
             last_vote: None,
             last_proposal: None,
+            view_entered: Millis(0),
             executed_roots: BTreeMap::new(),
             leaders,
         };
@@ -172,7 +176,11 @@ impl HotStuff {
                     self.on_dag_signed(DagSignPurpose::Batch { batch }, None);
                 }
             }
-            Input::SubmitTransaction(tx) => self.submit(tx),
+            Input::SubmitTransaction(tx) => {
+                self.submit(tx);
+                // A proposal held back while idle goes out now.
+                self.try_propose();
+            }
             Input::Executed { height, state_root } => {
                 self.executed_roots.insert(height, state_root);
                 while self.executed_roots.len() > EXECUTED_ROOTS_KEPT {
@@ -349,6 +357,7 @@ impl HotStuff {
 
     /// Consensus §C6.1, §C7.1 (docs/consensus.md).
     fn on_start(&mut self) {
+        self.view_entered = self.now;
         self.arm_timer();
         let high = self.safety.high_qc.clone();
         if !self.tree.contains(&high.block_id()) {
@@ -407,6 +416,7 @@ impl HotStuff {
         if !by_qc {
             self.metrics.views_timed_out += 1;
         }
+        self.view_entered = self.now;
         let keep_from = View(v.0.saturating_sub(KEEP_VIEWS));
         self.votes.prune_below(keep_from);
         self.timeouts.prune_below(keep_from);
@@ -523,6 +533,33 @@ impl HotStuff {
 
     // ------------------------------------------------------------ proposing
 
+    /// Whether to hold back this view's proposal for now
+    /// ([`super::ConsensusConfig::idle_proposal_delay_ms`]): nothing to
+    /// propose and nothing uncommitted above `parent`'s committed ancestor
+    /// that more blocks would commit. Until the delay (at most a quarter of
+    /// the base view timeout) has passed since the view began, a timer
+    /// brings the machine back; a submitted transaction or a new batch
+    /// certificate does too.
+    fn idle_hold(&mut self, parent: &Hash32) -> bool {
+        let Some(delay) = self.cfg.idle_proposal_delay_ms else {
+            return false;
+        };
+        let delay = delay.min(self.cfg.base_timeout_ms / 4);
+        let due = self.view_entered.plus(delay);
+        if self.now >= due || self.has_payload_to_propose(parent) {
+            return false;
+        }
+        let mut pending_payload = false;
+        self.walk_uncommitted(parent, |b| {
+            pending_payload |= !b.payload().is_empty();
+        });
+        if pending_payload {
+            return false;
+        }
+        self.emit(Effect::SetTimer(due));
+        true
+    }
+
     /// Propose if this validator leads the current view and has not proposed
     /// in it yet.
     ///
@@ -573,6 +610,9 @@ impl HotStuff {
             return;
         };
         if parent.view() >= self.pace.view() {
+            return;
+        }
+        if !suffix && self.idle_hold(&parent.id()) {
             return;
         }
         let payload = self.make_payload(epoch, &parent.id(), suffix);

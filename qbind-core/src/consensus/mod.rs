@@ -99,6 +99,14 @@ pub struct ConsensusConfig {
     pub verify_cache: usize,
     /// Decoding bounds.
     pub limits: CodecLimits,
+    /// A leader with nothing to propose, above a chain with nothing left
+    /// to commit, waits this long after the view began before proposing an
+    /// empty block (capped at a quarter of `base_timeout_ms`); a submitted
+    /// transaction or a batch certificate ends the wait. `None` (the
+    /// default): propose at once. An idle four-validator network otherwise
+    /// commits about 100 empty blocks a second (issue #21), each stored
+    /// with its QC.
+    pub idle_proposal_delay_ms: Option<u64>,
     /// Deliberate safety bugs for checker tests. Always default in production.
     pub faults: SafetyFaults,
     /// Where payloads come from: FIFO (DevNet) or the DAG (TestNet Beta,
@@ -135,6 +143,7 @@ impl ConsensusConfig {
             committed_window: 4096,
             verify_cache: 65_536,
             limits: CodecLimits::default(),
+            idle_proposal_delay_ms: None,
             faults: SafetyFaults::default(),
             payload_mode: match env {
                 NetworkEnvironment::Devnet => crate::dag::PayloadMode::Fifo,

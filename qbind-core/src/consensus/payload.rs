@@ -358,7 +358,23 @@ impl HotStuff {
         out
     }
 
-    fn walk_uncommitted(&self, tip: &Hash32, mut f: impl FnMut(&Block)) {
+    /// Whether a proposal extending `parent` would carry anything: a
+    /// pending local transaction (FIFO), or (DAG) a transaction waiting to
+    /// be batched or a certified batch not yet ordered.
+    pub(crate) fn has_payload_to_propose(&self, parent: &Hash32) -> bool {
+        match &self.payloads {
+            Payloads::Fifo { pool, .. } => !pool.is_empty(),
+            Payloads::Dag(a) => {
+                if !a.pool_is_empty() {
+                    return true;
+                }
+                let ordered = self.ordered_batches(parent);
+                !a.payload(self.epoch, &ordered).is_empty()
+            }
+        }
+    }
+
+    pub(crate) fn walk_uncommitted(&self, tip: &Hash32, mut f: impl FnMut(&Block)) {
         let mut cur = *tip;
         while let Some(b) = self.tree.get(&cur) {
             if self.tree.is_committed(&cur) {

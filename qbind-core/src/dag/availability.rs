@@ -59,6 +59,11 @@ impl Availability {
         &mut self.pool
     }
 
+    /// Whether no local transaction waits to be batched.
+    pub(crate) fn pool_is_empty(&self) -> bool {
+        self.pool.is_empty()
+    }
+
     /// Validator `me`'s layer, empty (see [`Availability::restore`] after a
     /// restart).
     #[must_use]

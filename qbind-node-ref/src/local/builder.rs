@@ -221,9 +221,15 @@ fn consensus_config(opts: &LocalOptions, env: NetworkEnvironment) -> ConsensusCo
     cfg.fee_mempool = opts.settings.fee_mempool.clone();
     cfg.payload_mode = opts.settings.payload_mode;
     cfg.base_timeout_ms = opts.base_timeout_ms;
+    // An idle network proposes a few empty blocks a second, not ~100.
+    cfg.idle_proposal_delay_ms = Some(IDLE_PROPOSAL_DELAY_MS);
     fit_to_channel(&mut cfg, &channel_config(env));
     cfg
 }
+
+/// How long an idle leader waits before an empty proposal (capped by the
+/// core at a quarter of the base view timeout).
+pub const IDLE_PROPOSAL_DELAY_MS: u64 = 250;
 
 /// The KEMTLS channel settings of every validator connection.
 pub(super) fn channel_config(env: NetworkEnvironment) -> qbind_net::ChannelConfig {
