@@ -485,18 +485,20 @@ impl<T: PoolTx> FeeMempool<T> {
         }
     }
 
-    /// `sender`'s account will execute `nonce` next (read from the executed
-    /// state when one of its transactions was admitted). Recorded only while
-    /// the sender has pending transactions; never lowers what is known.
-    /// Pending transactions of the sender below `nonce` can never execute:
-    /// they are removed and returned.
+    /// `sender`'s account will execute `nonce` next: read from the executed
+    /// state when one of its transactions is submitted and after every
+    /// executed block that carried one of its transactions. The executed
+    /// state is the truth: this replaces what was known, also downwards (a
+    /// nonce handed to a batch that execution then refused is wanted again).
+    /// Recorded only while the sender has pending transactions. Pending
+    /// transactions of the sender below `nonce` can never execute: they are
+    /// removed and returned.
     pub fn note_account_nonce(&mut self, sender: AccountId, nonce: u64) -> Vec<Hash32> {
         let Some(pending) = self.by_sender.get(&sender) else {
             return Vec::new();
         };
         let stale: Vec<Hash32> = pending.range(..nonce).map(|(_, id)| *id).collect();
-        let next = self.next_nonce.entry(sender).or_insert(nonce);
-        *next = (*next).max(nonce);
+        self.next_nonce.insert(sender, nonce);
         for id in &stale {
             self.remove_id(id);
         }
@@ -513,10 +515,29 @@ impl<T: PoolTx> FeeMempool<T> {
         }
     }
 
-    /// `sender`'s `nonce` was used (a block carrying it was committed or
-    /// executed, or this pool handed it to a batch): its next transaction is
-    /// `nonce + 1`. Pending transactions of the sender at or below `nonce`
-    /// can never execute any more: they are removed and returned.
+    /// As [`FeeMempool::note_account_nonce`] for a transaction of `sender`
+    /// about to be inserted: recorded even if the sender has nothing
+    /// pending yet, so that the transaction is never proposed before its
+    /// predecessors (the insert may propose at once). If the insert is
+    /// refused, [`FeeMempool::forget_idle_sender`] removes it again.
+    pub fn prime_account_nonce(&mut self, sender: AccountId, nonce: u64) -> Vec<Hash32> {
+        self.next_nonce.insert(sender, nonce);
+        self.note_account_nonce(sender, nonce)
+    }
+
+    /// Forget what is known about `sender` if it has nothing pending (after a
+    /// refused insert; keeps `next_nonce` bounded by the pending senders).
+    pub fn forget_idle_sender(&mut self, sender: &AccountId) {
+        if !self.by_sender.contains_key(sender) {
+            self.next_nonce.remove(sender);
+        }
+    }
+
+    /// This pool handed `sender`'s `nonce` to a batch: its next transaction
+    /// may follow in the next batch (`nonce + 1`), ahead of execution (which
+    /// corrects it, [`FeeMempool::note_account_nonce`]). Pending
+    /// transactions of the sender at or below `nonce` (same-nonce copies)
+    /// are removed and returned.
     pub fn note_used(&mut self, sender: AccountId, nonce: u64) -> Vec<Hash32> {
         let Some(pending) = self.by_sender.get(&sender) else {
             return Vec::new();
@@ -712,6 +733,25 @@ mod tests {
         assert_eq!(order(&p), vec![(2, 0), (1, 0), (1, 1)]);
     }
 
+    /// The replica learns a sender's nonce before the insert (an insert can
+    /// be proposed at once): a primed floor holds for a sender with nothing
+    /// pending, and a refused insert leaves nothing behind.
+    #[test]
+    fn a_primed_nonce_holds_for_the_first_transaction_and_is_forgotten_if_refused() {
+        let mut p = FeeMempool::new(cfg(10, EvictionMode::Enforce));
+        let one = tx(1, 0, 5).sender();
+        assert!(p.prime_account_nonce(one, 40).is_empty());
+        p.insert(T0, tx(1, 41, 5)).unwrap();
+        assert!(order(&p).is_empty(), "nonce 41 must wait for 40");
+        p.insert(T0, tx(1, 40, 5)).unwrap();
+        assert_eq!(order(&p), vec![(1, 40), (1, 41)]);
+        let two = tx(2, 0, 5).sender();
+        p.prime_account_nonce(two, 3);
+        assert!(p.next_nonce.contains_key(&two));
+        p.forget_idle_sender(&two);
+        assert!(!p.next_nonce.contains_key(&two));
+    }
+
     #[test]
     fn a_gap_between_pending_nonces_stops_the_sender_there() {
         let mut p = FeeMempool::new(cfg(10, EvictionMode::Enforce));
@@ -729,14 +769,17 @@ mod tests {
         p.insert(T0, tx(1, 2, 5)).unwrap();
         assert!(p.note_account_nonce(one, 0).is_empty());
         assert!(order(&p).is_empty());
-        // Another validator's block carried nonce 0.
-        assert!(p.note_used(one, 0).is_empty());
+        // Another validator's block executed nonce 0.
+        assert!(p.note_account_nonce(one, 1).is_empty());
         assert_eq!(order(&p), vec![(1, 1), (1, 2)]);
-        // A block carried a different nonce-1 transaction: ours is stale.
+        // A batch took a different nonce-1 transaction: ours is a copy.
         assert_eq!(p.note_used(one, 1), vec![tx(1, 1, 5).id()]);
         assert_eq!(order(&p), vec![(1, 2)]);
-        // What is known never goes back.
-        assert!(p.note_account_nonce(one, 0).is_empty());
+        // Execution refused that batch's nonce 1: the state is the truth,
+        // nonce 2 waits for a new nonce 1.
+        assert!(p.note_account_nonce(one, 1).is_empty());
+        assert!(order(&p).is_empty());
+        p.note_account_nonce(one, 2);
         assert_eq!(order(&p), vec![(1, 2)]);
         // A nonce handed to a batch and given up: the sender waits for it.
         p.note_abandoned(one, 1);

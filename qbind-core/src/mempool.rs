@@ -211,6 +211,10 @@ impl TxPool {
     /// transaction evicted or replaced to make room are queued as drops.
     pub fn insert(&mut self, now: crate::types::Millis, tx: Vec<u8>) -> Result<(), &'static str> {
         let id = Hash32::digest(&tx);
+        let sender = match &self.kind {
+            PoolKind::Fee { meta, .. } => meta(&tx).map(|m| m.sender),
+            PoolKind::Fifo(_) => None,
+        };
         let result = match &mut self.kind {
             PoolKind::Fifo(p) => p.insert(tx).map(|_| None).map_err(|e| match e {
                 FifoRejection::Full { .. } => "pool_full",
@@ -248,6 +252,9 @@ impl TxPool {
             Err(label) => {
                 if label != "duplicate" {
                     self.dropped(id, PoolDropReason::Refused(label));
+                }
+                if let (PoolKind::Fee { pool, .. }, Some(sender)) = (&mut self.kind, sender) {
+                    pool.forget_idle_sender(&sender);
                 }
                 Err(label)
             }
@@ -332,22 +339,33 @@ impl TxPool {
         }
     }
 
-    /// Remove transactions that were committed; with fee fields, each
-    /// sender's next nonce advances past them and pending transactions of
-    /// the sender with a nonce they used are dropped
-    /// ([`PoolDropReason::NonceUsed`]).
+    /// Remove transactions that were committed. Senders' next nonces are
+    /// not advanced here: a committed transaction may still be refused by
+    /// execution; the replica reads them from the executed state
+    /// ([`TxPool::note_account_nonce`]).
     pub fn remove_committed<'a>(&mut self, txs: impl IntoIterator<Item = &'a Vec<u8>>) {
         match &mut self.kind {
             PoolKind::Fifo(p) => p.remove_committed(txs),
-            PoolKind::Fee { .. } => self.note_executed(txs),
+            PoolKind::Fee { pool, .. } => pool.remove(txs.into_iter().map(|t| Hash32::digest(t))),
         }
     }
 
-    /// `sender`'s account executes `nonce` next (read from the executed
-    /// state when one of its transactions arrived): the pool proposes none
-    /// of its transactions until it holds that nonce (fee pool only).
-    /// Pending transactions of the sender below `nonce` are dropped
-    /// ([`PoolDropReason::NonceUsed`]).
+    /// As [`TxPool::note_account_nonce`] for a transaction of `sender` about
+    /// to be inserted (recorded even with nothing pending; a refused insert
+    /// forgets it again).
+    pub fn prime_account_nonce(&mut self, sender: crate::types::AccountId, nonce: u64) {
+        if let PoolKind::Fee { pool, .. } = &mut self.kind {
+            for id in pool.prime_account_nonce(sender, nonce) {
+                self.dropped(id, PoolDropReason::NonceUsed);
+            }
+        }
+    }
+
+    /// `sender`'s account executes `nonce` next, in the executed state (read
+    /// when one of its transactions arrived or a block carrying one was
+    /// executed): the pool proposes none of its transactions until it holds
+    /// that nonce (fee pool only). Pending transactions of the sender below
+    /// `nonce` are dropped ([`PoolDropReason::NonceUsed`]).
     pub fn note_account_nonce(&mut self, sender: crate::types::AccountId, nonce: u64) {
         if let PoolKind::Fee { pool, .. } = &mut self.kind {
             for id in pool.note_account_nonce(sender, nonce) {
@@ -356,29 +374,23 @@ impl TxPool {
         }
     }
 
-    /// `txs` were committed or executed (by any validator's block): they
-    /// leave the pool, their senders' next nonces advance past them, and
-    /// other pending transactions with a nonce they used are dropped
-    /// ([`PoolDropReason::NonceUsed`]). Fee pool only; the FIFO pool just
-    /// removes them.
-    pub fn note_executed<'a>(&mut self, txs: impl IntoIterator<Item = &'a Vec<u8>>) {
-        let PoolKind::Fee { pool, meta, .. } = &mut self.kind else {
-            if let PoolKind::Fifo(p) = &mut self.kind {
-                p.remove_committed(txs);
-            }
-            return;
+    /// The senders of `txs` (fee pool with fee fields only; each once).
+    #[must_use]
+    pub fn senders<'a>(
+        &self,
+        txs: impl IntoIterator<Item = &'a Vec<u8>>,
+    ) -> Vec<crate::types::AccountId> {
+        let PoolKind::Fee { meta, .. } = &self.kind else {
+            return Vec::new();
         };
-        let mut stale = Vec::new();
-        for tx in txs {
-            let id = Hash32::digest(tx);
-            pool.remove([id]);
-            if let Some(m) = meta(tx) {
-                stale.extend(pool.note_used(m.sender, m.nonce));
-            }
-        }
-        for id in stale {
-            self.dropped(id, PoolDropReason::NonceUsed);
-        }
+        let mut out: Vec<crate::types::AccountId> = txs
+            .into_iter()
+            .filter_map(|t| meta(t))
+            .map(|m| m.sender)
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
     }
 
     /// Pending transactions.

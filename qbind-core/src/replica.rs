@@ -240,18 +240,18 @@ impl<S: StateBackend> Replica<S> {
     /// application; return what needs the outside world, in order.
     pub fn handle(&mut self, now: Millis, input: Input) -> Result<Vec<Action>, ReplicaError> {
         let mut actions = Vec::new();
-        let sender_nonce = match &input {
-            Input::SubmitTransaction(tx) => self.sender_nonce(tx),
-            _ => None,
-        };
+        // Before the machine sees a submission: it may propose or batch it
+        // at once, and must know where its sender's nonces stand.
+        if let Input::SubmitTransaction(tx) = &input
+            && let Some((sender, nonce)) = self.sender_nonce(tx)
+        {
+            self.machine.prime_account_nonce(sender, nonce);
+        }
         let mut inputs = VecDeque::from([input]);
         while let Some(input) = inputs.pop_front() {
             for effect in self.machine.handle(now, input) {
                 self.apply(now, effect, &mut inputs, &mut actions)?;
             }
-        }
-        if let Some((sender, nonce)) = sender_nonce {
-            self.machine.note_account_nonce(sender, nonce);
         }
         // Commits whose execution did not follow (DAG data still missing,
         // no application) are made durable here.
@@ -389,7 +389,15 @@ impl<S: StateBackend> Replica<S> {
         self.store.write(batch, Durability::Durable)?;
         // No holes: this durable write made the commits before it durable.
         self.commits_durable(now, actions);
-        self.machine.note_executed(&txs);
+        // The pool learns its senders' next nonces from the executed state
+        // (a committed transaction refused by execution used no nonce).
+        if let Some(app) = &self.application {
+            for sender in self.machine.pool_senders(&txs) {
+                if let Ok(Some(nonce)) = app.account_nonce(&self.store, &sender) {
+                    self.machine.note_account_nonce(sender, nonce);
+                }
+            }
+        }
         actions.push(Action::Event(Event::Delivered {
             height,
             block,

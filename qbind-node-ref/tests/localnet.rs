@@ -178,27 +178,27 @@ fn a_validator_down_under_full_load_catches_up() {
 /// Issue #18's process case: validator 3 is down while the other three
 /// commit thousands of mostly empty blocks (light load), then restarts on
 /// its data directory and must catch up over KEMTLS to the common height
-/// with the same root. About 2 minutes; run with `--ignored`.
+/// with the same root. About 3 minutes; run with `--ignored`.
 #[test]
-#[ignore = "slow: ~2 minutes of four processes; run with --ignored"]
+#[ignore = "slow: ~3 minutes of four processes; run with --ignored"]
 fn a_validator_thousands_of_blocks_behind_catches_up_slow() {
     let (status, summary, context) = run_localnet(
         &[
             "--validators",
             "4",
             "--duration",
-            "75s",
+            "140s",
             "--rate",
-            "20",
+            "50",
             "--accounts",
             "64",
             "--kill",
-            "3@2+65",
+            "3@2+130",
             "--base-timeout-ms",
             "500",
         ],
         2,
-        Duration::from_secs(200),
+        Duration::from_secs(300),
     );
     let validators = assert_clean(status, &summary, &context);
     let kill = &summary["kills"][0];

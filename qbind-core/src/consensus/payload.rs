@@ -189,10 +189,21 @@ impl HotStuff {
         self.pool_mut().note_account_nonce(sender, nonce);
     }
 
-    /// `txs` were executed (a committed block of any validator): the pool
-    /// forgets them and advances their senders' next nonces.
-    pub fn note_executed(&mut self, txs: &[Vec<u8>]) {
-        self.pool_mut().note_executed(txs);
+    /// As [`HotStuff::note_account_nonce`], for the sender of a transaction
+    /// about to be submitted: call it before the submission (which may be
+    /// proposed or batched at once), even if the sender has nothing pending.
+    pub fn prime_account_nonce(&mut self, sender: crate::types::AccountId, nonce: u64) {
+        self.pool_mut().prime_account_nonce(sender, nonce);
+    }
+
+    /// The senders of `txs` whose next nonce the pool wants to know (fee
+    /// pool only; each once).
+    #[must_use]
+    pub fn pool_senders(&self, txs: &[Vec<u8>]) -> Vec<crate::types::AccountId> {
+        match &self.payloads {
+            Payloads::Fifo { pool, .. } => pool.senders(txs),
+            Payloads::Dag(a) => a.pool().senders(txs),
+        }
     }
 
     fn pool_rejected(&mut self, reason: &'static str) {
