@@ -15,7 +15,8 @@ use std::time::Duration;
 /// One localnet run at a time.
 static RUNS: Mutex<()> = Mutex::new(());
 
-/// Run `qbind-localnet` with `args` (plus JSON output and its own ports);
+/// Run `qbind-localnet` with `args` (plus JSON output and its own ports:
+/// eight per slot, four slots per test process);
 /// SIGTERM if it overruns `limit`. Returns the exit status and the JSON
 /// summary, and the whole output for messages.
 fn run_localnet(
@@ -27,7 +28,7 @@ fn run_localnet(
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     // Eight ports (P2P and API of four validators) derived from the pid.
-    let base_port = 38_000 + (std::process::id() % 1_200) as u16 * 16 + port_slot * 8;
+    let base_port = 38_000 + (std::process::id() % 600) as u16 * 32 + port_slot * 8;
     let mut child = Command::new(env!("CARGO_BIN_EXE_qbind-localnet"))
         .args(args)
         .args(["--output", "json"])
@@ -210,4 +211,50 @@ fn a_validator_thousands_of_blocks_behind_catches_up_slow() {
         "only {} blocks while validator 3 was down or catching up: {context}",
         common - at_kill
     );
+}
+
+/// The `qbind-node` processes whose command line names `needle`: pids.
+fn nodes_with(needle: &str) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| {
+        let e = e.ok()?;
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        (cmd.contains("qbind-node ") && cmd.contains(needle)).then_some(pid)
+    })
+    .collect()
+}
+
+/// Issue #21: validators used to outlive a `qbind-localnet` killed with
+/// SIGKILL. They hold the read end of a pipe from it (`--stop-with-stdin`)
+/// and stop cleanly when it closes.
+#[test]
+fn validators_stop_when_localnet_is_killed() {
+    let _turn = RUNS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let base_port = 38_000 + (std::process::id() % 600) as u16 * 32 + 3 * 8;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_qbind-localnet"))
+        .args(["--validators", "4", "--duration", "60s", "--rate", "10"])
+        .args(["--accounts", "16", "--base-port", &base_port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start qbind-localnet");
+    // Validator i's API is on base port + 4 + i, on its command line.
+    let api = |i: u16| format!("127.0.0.1:{}", base_port + 4 + i);
+    let all = || -> Vec<u32> { (0..4).flat_map(|i| nodes_with(&api(i))).collect() };
+    let up = common::wait_until(Duration::from_secs(60), || all().len() == 4);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(up, "the four validators did not start");
+    let gone = common::wait_until(Duration::from_secs(20), || all().is_empty());
+    let left = all();
+    for pid in &left {
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+    }
+    assert!(gone, "validators outlived the killed localnet: {left:?}");
 }

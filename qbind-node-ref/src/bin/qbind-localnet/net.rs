@@ -246,7 +246,10 @@ impl LocalNet {
             .args(["--load-generator", "false"])
             .args(["--api-addr", &v.api.to_string(), "--api-rate-limit", "0"])
             .args(["--base-timeout-ms", &self.base_timeout_ms.to_string()])
-            .stdin(Stdio::null())
+            // The pipe's other end is ours (kept in `Child::stdin`): when
+            // this process ends, however it ends, the validator stops.
+            .arg("--stop-with-stdin")
+            .stdin(Stdio::piped())
             .stdout(log)
             .stderr(err)
             .spawn()

@@ -273,6 +273,12 @@ pub(crate) struct Args {
     /// failures, executions) or trace.
     #[arg(long, default_value = "warn")]
     pub(crate) log_level: tracing::Level,
+    /// Stop cleanly (as on SIGTERM) when standard input reaches its end: a
+    /// supervisor that holds the other end of a pipe — `qbind-localnet` —
+    /// then never leaves validators running behind it, even if it is killed
+    /// with SIGKILL.
+    #[arg(long)]
+    pub(crate) stop_with_stdin: bool,
 }
 
 /// `--log-format` values.

@@ -215,14 +215,27 @@ fn local_options(
 
 /// Run the node until it is done or stopped by SIGINT or SIGTERM; exit
 /// status 1 if local validators disagreed on a state root.
-async fn serve(opts: LocalOptions, profile: Profile) -> Result<ExitCode, Failure> {
+async fn serve(
+    opts: LocalOptions,
+    profile: Profile,
+    stop_with_stdin: bool,
+) -> Result<ExitCode, Failure> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let on_stdin = stop_tx.clone();
     tokio::spawn(async move {
         if let Some(signal) = qbind_node_ref::signals::stop_signal().await {
             eprintln!("qbind-node: {signal}, stopping after the current block");
             let _ = stop_tx.send(true);
         }
     });
+    if stop_with_stdin {
+        // A plain thread: reading stdin blocks, and it ends only with it.
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
+            eprintln!("qbind-node: standard input closed, stopping after the current block");
+            let _ = on_stdin.send(true);
+        });
+    }
     match opts.only {
         Some(i) => println!(
             "qbind-node: {profile} validator {i} of {} ({}), data in {}",
@@ -308,6 +321,7 @@ fn run(mut args: Args) -> Result<ExitCode, Failure> {
         .build()
         .map_err(|e| format!("starting the runtime: {e}"))?;
     let keys = runtime.block_on(keys::operator_keys(&args, profile.env(), genesis.as_ref()))?;
+    let stop_with_stdin = args.stop_with_stdin;
     let opts = local_options(args, data_dir, keys, genesis, settings)?;
-    runtime.block_on(serve(opts, profile))
+    runtime.block_on(serve(opts, profile, stop_with_stdin))
 }
