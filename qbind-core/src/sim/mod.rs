@@ -203,6 +203,8 @@ pub struct Scenario {
     /// consensus default).
     pub(crate) committed_window: Option<usize>,
     pub(crate) leader_policy: crate::consensus::leader::LeaderPolicy,
+    /// [`crate::consensus::ConsensusConfig::idle_proposal_delay_ms`].
+    pub(crate) idle_proposal_delay: Option<u64>,
 }
 
 /// Signed VM v0 transfers as the workload (see [`Scenario::transfers`]).
@@ -346,6 +348,7 @@ impl Scenario {
             maintenance: None,
             max_events: DEFAULT_MAX_EVENTS,
             committed_window: None,
+            idle_proposal_delay: None,
             leader_policy: crate::consensus::leader::LeaderPolicy::default(),
         }
     }
@@ -634,6 +637,15 @@ impl Scenario {
     #[must_use]
     pub fn committed_window(mut self, blocks: usize) -> Self {
         self.committed_window = Some(blocks.max(1));
+        self
+    }
+
+    /// Idle leaders wait `ms` before an empty proposal
+    /// ([`crate::consensus::ConsensusConfig::idle_proposal_delay_ms`], as
+    /// `qbind-node` runs); default: propose at once.
+    #[must_use]
+    pub fn idle_proposal_delay(mut self, ms: u64) -> Self {
+        self.idle_proposal_delay = Some(ms);
         self
     }
 

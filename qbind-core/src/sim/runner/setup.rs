@@ -353,6 +353,7 @@ fn build_config(
     if let Some(window) = sc.committed_window {
         cfg.committed_window = window;
     }
+    cfg.idle_proposal_delay_ms = sc.idle_proposal_delay;
     cfg.sync_retry_ms = sc.base_timeout.max(50);
     Ok((cfg, workload))
 }
