@@ -309,15 +309,17 @@ impl TxPool {
         }
     }
 
-    /// Remove and return up to `max` transactions (at most `max_bytes`).
-    pub fn drain(&mut self, max: usize, max_bytes: usize) -> Vec<Vec<u8>> {
+    /// Remove and return up to `max` transactions (at most `max_bytes`,
+    /// and with the fee pool at most `max_gas` of declared gas: a batch
+    /// must fit in one block).
+    pub fn drain(&mut self, max: usize, max_bytes: usize, max_gas: u64) -> Vec<Vec<u8>> {
         match &mut self.kind {
             PoolKind::Fifo(p) => p.drain(max, max_bytes),
             PoolKind::Fee { pool, .. } => {
                 use crate::fee_mempool::PoolTx;
                 let mut bytes = 0usize;
                 let chosen: Vec<_> = pool
-                    .take(max)
+                    .take_within(max, max_gas, |_| false)
                     .into_iter()
                     .take_while(|t| {
                         bytes += t.bytes.len();
@@ -498,6 +500,55 @@ mod tests {
             ]
         );
         assert_eq!(p.len(), 2);
+    }
+
+    /// Found in review (issue #21): batches were cut by count and bytes
+    /// only. With transactions declaring more than the block gas limit over
+    /// the batch size (60,000 gas for 500 transactions and 30 M), one batch
+    /// passed the limit on its own; a block takes its first batch whatever
+    /// its gas, and execution refused the excess.
+    #[test]
+    fn a_batch_declares_no_more_gas_than_a_block_takes() {
+        /// Byte 0 the sender, byte 1 the declared gas in millions.
+        fn gas_meta(bytes: &[u8]) -> Option<TxMeta> {
+            let [sender, gas, ..] = bytes else {
+                return None;
+            };
+            Some(TxMeta {
+                sender: AccountId([*sender; 32]),
+                nonce: 0,
+                max_fee_per_gas: 1,
+                effective_fee: 1,
+                gas_limit: u64::from(*gas) * 1_000_000,
+                v0_payload: false,
+            })
+        }
+        let mut p = TxPool::new(Some(gas_meta), FeeMempoolConfig::mainnet(), 0, 64);
+        for sender in 1..=3 {
+            p.insert(Millis(0), vec![sender, 16]).unwrap();
+        }
+        assert_eq!(p.drain(10, 1 << 20, 30_000_000).len(), 1);
+        assert_eq!(p.len(), 2);
+    }
+
+    /// Found in review (issue #21): a committed block's transactions used
+    /// to advance their senders at commit, including one execution then
+    /// refused; the executed state is read instead. A block (a Byzantine
+    /// batch) carrying a sender's nonce 1 ahead of its nonce 0, refused by
+    /// execution, leaves the pending nonce 0 in place.
+    #[test]
+    fn a_later_nonce_refused_at_execution_does_not_drop_the_earlier_one() {
+        let mut p = fee_pool(10);
+        let sender = AccountId([1; 32]);
+        let (t0, t1) = (vec![1, 5, 0], vec![1, 5, 1]);
+        p.insert(Millis(0), t0.clone()).unwrap();
+        p.insert(Millis(0), t1.clone()).unwrap();
+        p.note_account_nonce(sender, 0);
+        let block = vec![t1];
+        p.remove_committed(&block);
+        p.note_account_nonce(sender, 0);
+        assert_eq!(p.take(10, &BTreeSet::new()), vec![t0]);
+        assert!(p.take_drops().is_empty());
     }
 
     #[test]

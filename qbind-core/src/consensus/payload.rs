@@ -55,7 +55,13 @@ impl Payloads {
                 schedule,
                 AvailabilityParams {
                     env: cfg.env,
-                    dag: cfg.dag.clone(),
+                    dag: crate::dag::DagConfig {
+                        max_batch_gas: cfg
+                            .dag
+                            .max_batch_gas
+                            .min(cfg.block_gas_limit.unwrap_or(u64::MAX)),
+                        ..cfg.dag.clone()
+                    },
                     max_tx_bytes,
                     tx_meta: cfg.tx_meta,
                     pool,

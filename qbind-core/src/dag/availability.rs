@@ -223,9 +223,11 @@ impl Availability {
             }
             return;
         }
-        let txs = self
-            .pool
-            .drain(self.cfg.max_batch_txs, self.cfg.max_batch_bytes);
+        let txs = self.pool.drain(
+            self.cfg.max_batch_txs,
+            self.cfg.max_batch_bytes,
+            self.cfg.max_batch_gas,
+        );
         self.state.next_round = self.state.next_round.max(1);
         let batch = Batch {
             epoch: self.epoch,

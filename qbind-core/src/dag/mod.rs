@@ -63,6 +63,12 @@ pub struct DagConfig {
     pub max_batch_txs: usize,
     /// Most transaction bytes in one batch.
     pub max_batch_bytes: usize,
+    /// Most gas the transactions of one of our batches declare (read with
+    /// the fee reader). The consensus layer caps it at its block gas limit
+    /// ([`crate::consensus::ConsensusConfig::block_gas_limit`]): a block
+    /// takes its first batch whatever its gas, and execution refuses what
+    /// passes the limit.
+    pub max_batch_gas: u64,
     /// A non-full batch is cut after this many milliseconds.
     pub batch_interval_ms: u64,
     /// Most certified batches one block orders.
@@ -85,6 +91,7 @@ impl Default for DagConfig {
         DagConfig {
             max_batch_txs: 500,
             max_batch_bytes: 4 * 1024 * 1024,
+            max_batch_gas: u64::MAX,
             batch_interval_ms: 20,
             max_batches_per_block: 64,
             fetch_retry_ms: 200,
