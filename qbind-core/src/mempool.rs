@@ -376,6 +376,21 @@ impl TxPool {
         }
     }
 
+    /// `txs` were in an executed block: any of them this pool handed to a
+    /// batch is no longer in flight (fee pool only).
+    pub fn note_settled<'a>(&mut self, txs: impl IntoIterator<Item = &'a Vec<u8>>) {
+        if let PoolKind::Fee { pool, meta, .. } = &mut self.kind {
+            for tx in txs {
+                // Executed (used or refused): a copy still pending here
+                // (submitted to several validators) is settled too.
+                pool.remove([Hash32::digest(tx)]);
+                if let Some(m) = meta(tx) {
+                    pool.note_settled(&m.sender, m.nonce);
+                }
+            }
+        }
+    }
+
     /// The senders of `txs` (fee pool with fee fields only; each once).
     #[must_use]
     pub fn senders<'a>(

@@ -391,6 +391,7 @@ impl<S: StateBackend> Replica<S> {
         self.commits_durable(now, actions);
         // The pool learns its senders' next nonces from the executed state
         // (a committed transaction refused by execution used no nonce).
+        self.machine.note_settled(&txs);
         if let Some(app) = &self.application {
             for sender in self.machine.pool_senders(&txs) {
                 if let Ok(Some(nonce)) = app.account_nonce(&self.store, &sender) {

@@ -59,7 +59,7 @@ impl HotStuff {
             ConsensusMsg::BatchCert(c) => {
                 let result = self.on_dag_message(from, DagMsg::BatchCert(c));
                 // A proposal held back while idle may now carry it.
-                self.try_propose();
+                self.retry_idle_proposal();
                 result
             }
             ConsensusMsg::BatchFetch(d) => self.on_dag_message(from, DagMsg::BatchFetch(d)),

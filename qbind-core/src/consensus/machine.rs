@@ -72,6 +72,9 @@ pub struct HotStuff {
     /// When the current view was entered (the idle proposal delay counts
     /// from here).
     pub(crate) view_entered: Millis,
+    /// This view's proposal is held back while idle (`idle_hold`): a
+    /// submission or a batch certificate should try again at once.
+    pub(crate) idle_held: Option<View>,
     /// State roots of the last [`EXECUTED_ROOTS_KEPT`] executed heights
     /// ([`Input::Executed`]).
     pub(crate) executed_roots: BTreeMap<Height, Hash32>,
@@ -149,6 +152,7 @@ impl HotStuff {
             last_vote: None,
             last_proposal: None,
             view_entered: Millis(0),
+            idle_held: None,
             executed_roots: BTreeMap::new(),
             leaders,
         };
@@ -178,8 +182,7 @@ impl HotStuff {
             }
             Input::SubmitTransaction(tx) => {
                 self.submit(tx);
-                // A proposal held back while idle goes out now.
-                self.try_propose();
+                self.retry_idle_proposal();
             }
             Input::Executed { height, state_root } => {
                 self.executed_roots.insert(height, state_root);
@@ -540,6 +543,15 @@ impl HotStuff {
     /// the base view timeout) has passed since the view began, a timer
     /// brings the machine back; a submitted transaction or a new batch
     /// certificate does too.
+    /// A proposal held back while idle in this view goes out now, if it
+    /// can. Only then: `try_propose` may fetch a missing high-QC block, and
+    /// must not do so on every submission or batch certificate.
+    pub(crate) fn retry_idle_proposal(&mut self) {
+        if self.idle_held == Some(self.pace.view()) {
+            self.try_propose();
+        }
+    }
+
     fn idle_hold(&mut self, parent: &Hash32) -> bool {
         let Some(delay) = self.cfg.idle_proposal_delay_ms else {
             return false;
@@ -556,6 +568,7 @@ impl HotStuff {
         if pending_payload {
             return false;
         }
+        self.idle_held = Some(self.pace.view());
         self.emit(Effect::SetTimer(due));
         true
     }

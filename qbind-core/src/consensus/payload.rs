@@ -202,6 +202,12 @@ impl HotStuff {
         self.pool_mut().prime_account_nonce(sender, nonce);
     }
 
+    /// `txs` were executed: nonces this validator handed to batches among
+    /// them are no longer in flight.
+    pub fn note_settled(&mut self, txs: &[Vec<u8>]) {
+        self.pool_mut().note_settled(txs);
+    }
+
     /// The senders of `txs` whose next nonce the pool wants to know (fee
     /// pool only; each once).
     #[must_use]
