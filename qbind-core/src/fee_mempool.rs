@@ -541,13 +541,18 @@ impl<T: PoolTx> FeeMempool<T> {
     /// As [`FeeMempool::note_account_nonce`] for a transaction of `sender`
     /// about to be inserted (the insert may propose or batch it at once),
     /// for a sender with transactions pending already.
-    pub fn prime_account_nonce(&mut self, sender: AccountId, nonce: u64) -> Vec<Hash32> {
-        // A sender with nothing pending is left unknown (eligible): recording
-        // it here made the DAG whole-node long run stall (an entry outlived
-        // a submission the DAG layer never inserted). Open: the first
-        // transaction of such a sender can still be proposed ahead of its
-        // predecessor (the ignored test in tests/pool_nonces.rs).
-        if !self.by_sender.contains_key(&sender) {
+    pub fn prime_account_nonce(
+        &mut self,
+        sender: AccountId,
+        nonce: u64,
+        idle_senders: bool,
+    ) -> Vec<Hash32> {
+        // `idle_senders`: also a sender with nothing pending (FIFO pools,
+        // whose proposer takes it at once). DAG pools leave such a sender
+        // unknown: holding every transaction of an account whose previous
+        // nonce sits in another validator's batch serialised senders on
+        // execution and stalled the DAG whole-node long run.
+        if !idle_senders && !self.by_sender.contains_key(&sender) {
             return Vec::new();
         }
         let next = self.after_in_flight(&sender, nonce);

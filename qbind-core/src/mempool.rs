@@ -355,9 +355,15 @@ impl TxPool {
     /// As [`TxPool::note_account_nonce`] for a transaction of `sender` about
     /// to be inserted (recorded even with nothing pending; a refused insert
     /// forgets it again).
-    pub fn prime_account_nonce(&mut self, sender: crate::types::AccountId, nonce: u64) {
+    /// `idle_senders`: record it even for a sender with nothing pending.
+    pub fn prime_account_nonce(
+        &mut self,
+        sender: crate::types::AccountId,
+        nonce: u64,
+        idle_senders: bool,
+    ) {
         if let PoolKind::Fee { pool, .. } = &mut self.kind {
-            for id in pool.prime_account_nonce(sender, nonce) {
+            for id in pool.prime_account_nonce(sender, nonce, idle_senders) {
                 self.dropped(id, PoolDropReason::NonceUsed);
             }
         }

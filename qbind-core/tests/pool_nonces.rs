@@ -52,7 +52,6 @@ fn proposed(actions: &[Action]) -> Vec<Vec<Vec<u8>>> {
 /// sender whose account executes 40 next; execution refused it
 /// (`bad_nonce`) and the transfer was lost.
 #[test]
-#[ignore = "open: the first transaction of a sender with nothing pending is not held back (see FeeMempool::prime_account_nonce)"]
 fn a_submission_proposed_at_once_waits_for_its_predecessor() {
     let keys: Vec<KeyPair> = (0..4u8).map(|i| KeyPair::from_seed(&[i + 1; 32])).collect();
     let set =

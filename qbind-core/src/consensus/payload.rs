@@ -199,7 +199,11 @@ impl HotStuff {
     /// about to be submitted: call it before the submission (which may be
     /// proposed or batched at once), even if the sender has nothing pending.
     pub fn prime_account_nonce(&mut self, sender: crate::types::AccountId, nonce: u64) {
-        self.pool_mut().prime_account_nonce(sender, nonce);
+        // FIFO: the proposer takes from this pool at once, so even a
+        // sender with nothing pending is recorded; DAG: only senders with
+        // transactions pending (docs/dag.md "Nonces without gaps").
+        let idle = matches!(self.payloads, Payloads::Fifo { .. });
+        self.pool_mut().prime_account_nonce(sender, nonce, idle);
     }
 
     /// `txs` were executed: nonces this validator handed to batches among
