@@ -353,9 +353,8 @@ impl TxPool {
     }
 
     /// As [`TxPool::note_account_nonce`] for a transaction of `sender` about
-    /// to be inserted (recorded even with nothing pending; a refused insert
-    /// forgets it again).
-    /// `idle_senders`: record it even for a sender with nothing pending.
+    /// to be inserted; `idle_senders`: record it even for a sender with
+    /// nothing pending (a refused insert forgets it again).
     pub fn prime_account_nonce(
         &mut self,
         sender: crate::types::AccountId,
@@ -382,38 +381,35 @@ impl TxPool {
         }
     }
 
-    /// `txs` were in an executed block: any of them this pool handed to a
-    /// batch is no longer in flight (fee pool only).
-    pub fn note_settled<'a>(&mut self, txs: impl IntoIterator<Item = &'a Vec<u8>>) {
-        if let PoolKind::Fee { pool, meta, .. } = &mut self.kind {
-            for tx in txs {
-                // Executed (used or refused): a copy still pending here
-                // (submitted to several validators) is settled too.
-                pool.remove([Hash32::digest(tx)]);
-                if let Some(m) = meta(tx) {
-                    pool.note_settled(&m.sender, m.nonce);
-                }
+    /// `txs` were in an executed block (fee pool only), in one pass: they
+    /// leave the pool (a copy pending here, submitted to several
+    /// validators, is settled too), the nonces this pool handed to batches
+    /// among them are no longer in flight, and each of their senders with
+    /// transactions pending gets its next nonce from `executed_nonce`, read
+    /// from the executed state ([`TxPool::note_account_nonce`]).
+    pub fn note_executed<'a>(
+        &mut self,
+        txs: impl IntoIterator<Item = &'a Vec<u8>>,
+        mut executed_nonce: impl FnMut(&crate::types::AccountId) -> Option<u64>,
+    ) {
+        let PoolKind::Fee { pool, meta, .. } = &mut self.kind else {
+            return;
+        };
+        let mut senders = Vec::new();
+        for tx in txs {
+            pool.remove([Hash32::digest(tx)]);
+            if let Some(m) = meta(tx) {
+                pool.note_settled(&m.sender, m.nonce);
+                senders.push(m.sender);
             }
         }
-    }
-
-    /// The senders of `txs` (fee pool with fee fields only; each once).
-    #[must_use]
-    pub fn senders<'a>(
-        &self,
-        txs: impl IntoIterator<Item = &'a Vec<u8>>,
-    ) -> Vec<crate::types::AccountId> {
-        let PoolKind::Fee { meta, .. } = &self.kind else {
-            return Vec::new();
-        };
-        let mut out: Vec<crate::types::AccountId> = txs
-            .into_iter()
-            .filter_map(|t| meta(t))
-            .map(|m| m.sender)
-            .collect();
-        out.sort_unstable();
-        out.dedup();
-        out
+        senders.sort_unstable();
+        senders.dedup();
+        for sender in senders {
+            if let Some(nonce) = executed_nonce(&sender) {
+                self.note_account_nonce(sender, nonce);
+            }
+        }
     }
 
     /// Pending transactions.

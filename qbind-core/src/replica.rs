@@ -391,14 +391,11 @@ impl<S: StateBackend> Replica<S> {
         self.commits_durable(now, actions);
         // The pool learns its senders' next nonces from the executed state
         // (a committed transaction refused by execution used no nonce).
-        self.machine.note_settled(&txs);
-        if let Some(app) = &self.application {
-            for sender in self.machine.pool_senders(&txs) {
-                if let Ok(Some(nonce)) = app.account_nonce(&self.store, &sender) {
-                    self.machine.note_account_nonce(sender, nonce);
-                }
-            }
-        }
+        let (app, store) = (&self.application, &self.store);
+        self.machine.note_executed(&txs, |sender| {
+            app.as_ref()
+                .and_then(|a| a.account_nonce(store, sender).ok().flatten())
+        });
         actions.push(Action::Event(Event::Delivered {
             height,
             block,

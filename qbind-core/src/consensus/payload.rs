@@ -206,20 +206,15 @@ impl HotStuff {
         self.pool_mut().prime_account_nonce(sender, nonce, idle);
     }
 
-    /// `txs` were executed: nonces this validator handed to batches among
-    /// them are no longer in flight.
-    pub fn note_settled(&mut self, txs: &[Vec<u8>]) {
-        self.pool_mut().note_settled(txs);
-    }
-
-    /// The senders of `txs` whose next nonce the pool wants to know (fee
-    /// pool only; each once).
-    #[must_use]
-    pub fn pool_senders(&self, txs: &[Vec<u8>]) -> Vec<crate::types::AccountId> {
-        match &self.payloads {
-            Payloads::Fifo { pool, .. } => pool.senders(txs),
-            Payloads::Dag(a) => a.pool().senders(txs),
-        }
+    /// `txs` were executed (a committed block of any validator): the pool
+    /// settles them and reads its senders' next nonces with
+    /// `executed_nonce` ([`TxPool::note_executed`]).
+    pub fn note_executed(
+        &mut self,
+        txs: &[Vec<u8>],
+        executed_nonce: impl FnMut(&crate::types::AccountId) -> Option<u64>,
+    ) {
+        self.pool_mut().note_executed(txs, executed_nonce);
     }
 
     fn pool_rejected(&mut self, reason: &'static str) {

@@ -59,11 +59,6 @@ impl Availability {
         &mut self.pool
     }
 
-    /// The local transaction pool.
-    pub(crate) fn pool(&self) -> &TxPool {
-        &self.pool
-    }
-
     /// Whether no local transaction waits to be batched.
     pub(crate) fn pool_is_empty(&self) -> bool {
         self.pool.is_empty()
