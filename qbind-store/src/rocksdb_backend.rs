@@ -44,6 +44,13 @@ impl RocksDbBackend {
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
         opts.increase_parallelism(2);
+        // RocksDB's own info LOG lives in the store's directory. On a full
+        // disk its writer fails, and Debian's librocksdb (built with
+        // assertions) aborts the whole process on the next line logged to
+        // it (`AssertFalseAndGetStatusForPrevError`, from the write path or
+        // the background error-recovery thread). Only fatal lines are
+        // logged, so a full disk stays a typed `StorageError::Full`.
+        opts.set_log_level(rocksdb::LogLevel::Fatal);
         let names: Vec<&str> = Namespace::ALL.iter().map(|ns| ns.name()).collect();
         let db = DB::open_cf(&opts, path, names)
             .map_err(|e| map_rocks(&format!("opening rocksdb store {}", path.display()), e))?;

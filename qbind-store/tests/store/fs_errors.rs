@@ -84,6 +84,17 @@ fn store_on_full_fs_reports_full<B: PersistentBackend>() {
         "{}",
         B::KIND
     );
+    // And after the engine's background threads (RocksDB's error recovery)
+    // have had time to run on the full disk: still typed, no abort.
+    std::thread::sleep(std::time::Duration::from_millis(1_500));
+    let mut batch = WriteBatch::new();
+    batch.put(Namespace::Meta, b"x".to_vec(), b"z".to_vec());
+    assert_eq!(
+        store.write(batch, Durability::Durable),
+        Err(StorageError::Full),
+        "{}",
+        B::KIND
+    );
 }
 
 fn unusable_paths_are_io_errors<B: PersistentBackend>() {
