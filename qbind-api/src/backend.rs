@@ -142,6 +142,19 @@ pub struct ChainStatus {
     pub peers: u32,
     /// Sync state.
     pub sync: SyncState,
+    /// The transaction pool's depth, when the node reports it.
+    pub pool: Option<PoolStatus>,
+}
+
+/// How full the node's transaction pool is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolStatus {
+    /// Transactions in the pool.
+    pub pending: u64,
+    /// Transactions accepted by the API and not yet in the pool.
+    pub queued: u64,
+    /// The most the pool holds.
+    pub capacity: u64,
 }
 
 /// A read the backend could not serve.

@@ -21,7 +21,7 @@ use crate::error::ApiError;
 use crate::server::Shared;
 use crate::submit::{CheckedTx, SubmitError};
 use crate::wire::{
-    AccountView, BatchItemResult, BlockView, ErrorBody, StatusView, SubmitBatchRequest,
+    AccountView, BatchItemResult, BlockView, ErrorBody, PoolView, StatusView, SubmitBatchRequest,
     SubmitBatchResponse, SubmitTxRequest, SubmitTxResponse, SyncView, TxStatusView, chain_id_text,
     network_name, parse_account, parse_hash,
 };
@@ -299,6 +299,11 @@ pub(crate) async fn status<B: ApiBackend>(
                 target_height: target.0,
             },
         },
+        pool: s.pool.map(|p| PoolView {
+            pending: p.pending,
+            queued: p.queued,
+            capacity: p.capacity,
+        }),
     }))
 }
 

@@ -44,7 +44,7 @@ mod server;
 
 #[cfg(feature = "server")]
 pub use backend::{
-    ApiBackend, BackendError, BlockInfo, ChainStatus, DropReason, SyncState, TxLookup,
+    ApiBackend, BackendError, BlockInfo, ChainStatus, DropReason, PoolStatus, SyncState, TxLookup,
 };
 #[cfg(feature = "server")]
 pub use error::ApiError;

@@ -310,6 +310,21 @@ pub struct StatusView {
     pub peers: u32,
     /// Whether the node is following the chain or catching up.
     pub sync: SyncView,
+    /// The transaction pool's depth (absent when the node does not report
+    /// it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<PoolView>,
+}
+
+/// The pool in [`StatusView`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolView {
+    /// Transactions in the pool.
+    pub pending: u64,
+    /// Transactions accepted by the API and not yet in the pool.
+    pub queued: u64,
+    /// The most the pool holds.
+    pub capacity: u64,
 }
 
 /// Sync state in [`StatusView`].

@@ -239,6 +239,8 @@ async fn every_route_serves_its_happy_path() {
     assert_eq!(status.chain_id, "0x51424e4444455600");
     assert_eq!((status.height, status.peers), (1, 3));
     assert_eq!(status.sync, SyncView::Synced);
+    let pool = status.pool.expect("the fake node reports its pool");
+    assert_eq!((pool.pending, pool.queued, pool.capacity), (0, 0, 64));
     api.stop().await;
 }
 

@@ -38,6 +38,15 @@ pub const COMMITTED_HEIGHT_KEY: &[u8] = b"committed_height";
 pub const COMMITTED_BLOCK_PREFIX: u8 = b'c';
 /// Prefix of uncommitted blocks in [`Namespace::Blocks`] (then the block id).
 pub const PENDING_BLOCK_PREFIX: u8 = b'p';
+/// Prefix in [`Namespace::Blocks`] of a node's record of one executed height
+/// (then the height, u64 BE): its state root and transaction hashes. Written
+/// and read by the reference node's receipt store (`qbind-node-ref`), never
+/// by the core; reserved here so that no core key collides with it.
+pub const RECEIPTS_PREFIX: u8 = b'r';
+/// Prefix in [`Namespace::Blocks`] of one transaction's receipt, with its
+/// height and position (then the transaction hash). Like
+/// [`RECEIPTS_PREFIX`]: the reference node's, reserved here.
+pub const TX_RECEIPT_PREFIX: u8 = b'x';
 /// Key of the height whose transactions were last delivered for execution,
 /// in [`Namespace::Meta`].
 pub const EXECUTED_HEIGHT_KEY: &[u8] = b"executed_height";

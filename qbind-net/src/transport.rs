@@ -66,6 +66,12 @@ pub struct PeerManagerConfig {
     /// accept announced addresses that are not globally routable (default
     /// false: such announcements are refused, see [`crate::peers::book`]).
     pub local_network: bool,
+    /// The address this node announces as its own in peer exchange
+    /// (`--p2p-advertised-addr`: behind NAT or a port forward, where the
+    /// listen address is not the one peers can dial). `None`: the listen
+    /// address (a node listening on `0.0.0.0` is then taken at the IP its
+    /// connection comes from).
+    pub advertised_addr: Option<SocketAddr>,
 }
 
 impl Default for PeerManagerConfig {
@@ -85,6 +91,7 @@ impl Default for PeerManagerConfig {
             inbound_queue: 4096,
             max_pending_handshakes: 64,
             local_network: false,
+            advertised_addr: None,
         }
     }
 }
@@ -451,7 +458,11 @@ fn peer_list(shared: &Shared) -> Vec<PeerRecord> {
     let st = shared.lock();
     let mut v = vec![PeerRecord {
         id: shared.cfg.local_id,
-        addr: shared.local_addr,
+        addr: shared
+            .cfg
+            .peers
+            .advertised_addr
+            .unwrap_or(shared.local_addr),
     }];
     // Only bootstrap and proven addresses: hearsay is not relayed.
     v.extend(

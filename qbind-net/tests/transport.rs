@@ -599,3 +599,35 @@ async fn oversized_message_is_refused_and_the_connection_survives() {
         "the connection was replaced"
     );
 }
+
+/// `--p2p-advertised-addr`: a node announces the configured address as its
+/// own (behind NAT its listen address is not the one peers can dial), and a
+/// peer that hears it over the node's own session keeps it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_announces_its_advertised_address() {
+    let advertised: SocketAddr = "127.81.0.9:7000".parse().unwrap();
+    let n0 = node(
+        0,
+        "127.81.0.1",
+        2,
+        vec![],
+        PeerManagerConfig {
+            advertised_addr: Some(advertised),
+            ..fast_peers()
+        },
+    )
+    .await;
+    let n1 = node(1, "127.82.0.1", 2, vec![(0, n0.local_addr())], fast_peers()).await;
+    wait_until("1 heard 0's advertised address from 0", || {
+        n1.known_addresses()
+            .iter()
+            .any(|(id, a, _)| *id == ValidatorId(0) && *a == advertised)
+    })
+    .await;
+    assert!(
+        !n0.known_addresses()
+            .iter()
+            .any(|(_, a, _)| *a == advertised),
+        "a node does not list itself"
+    );
+}

@@ -4,7 +4,8 @@
 //! committed, its receipt and the new balance read back; a bad signature,
 //! a stale nonce, a wrong chain, a huge body and malformed JSON each get
 //! their 4xx and change nothing;
-//! the node stops cleanly on SIGINT.
+//! the node stops cleanly on SIGINT; restarted on its data directory, it
+//! still reports the transfer's receipt and the block's state root.
 
 mod common;
 
@@ -40,12 +41,12 @@ fn api_code(result: Result<qbind_core::types::Hash32, ClientError>) -> (u16, Str
     }
 }
 
-#[test]
-fn node_serves_the_api_transfer_commits_and_bad_inputs_change_nothing() {
-    let dir = tempfile::tempdir().expect("tempdir");
+/// Start `qbind-node` with four local validators and the API on a free
+/// port over `dir`; returns it (reaped on drop) and the API's URL.
+fn start_node(dir: &std::path::Path) -> (Reaper, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_qbind-node"))
         .arg("--data-dir")
-        .arg(dir.path())
+        .arg(dir)
         .args([
             "--local-validators",
             "4",
@@ -61,7 +62,7 @@ fn node_serves_the_api_transfer_commits_and_bad_inputs_change_nothing() {
         .spawn()
         .expect("start qbind-node");
     let stdout = child.stdout.take().expect("stdout is piped");
-    let mut nodes = Reaper(vec![child]);
+    let nodes = Reaper(vec![child]);
     let (addr_tx, addr_rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -76,12 +77,19 @@ fn node_serves_the_api_transfer_commits_and_bad_inputs_change_nothing() {
     let url = addr_rx
         .recv_timeout(Duration::from_secs(30))
         .expect("the node prints its API address");
+    (nodes, url)
+}
+
+#[test]
+fn node_serves_the_api_transfer_commits_and_bad_inputs_change_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut nodes, url) = start_node(dir.path());
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    runtime.block_on(async {
+    let (hash, committed, root) = runtime.block_on(async {
         let client = QbindClient::new(&url).expect("client");
         let sender_key = qbind_node_ref::local::account_key(0);
         let sender = AccountId::from_public_key(sender_key.public_key());
@@ -191,7 +199,31 @@ fn node_serves_the_api_transfer_commits_and_bad_inputs_change_nothing() {
             let e = client.tx_status(h).await.expect_err("unknown");
             assert_eq!(e.api_code(), Some("tx_not_found"));
         }
+        let root = block
+            .state_root
+            .clone()
+            .expect("an executed block has a root");
+        let view = client.tx_status(hash).await.expect("status");
+        (hash, view, (height, root))
     });
 
+    common::interrupt_all_and_expect_clean_exit(&mut nodes.0);
+    drop(nodes);
+
+    // Restarted on the same data directory: the receipt and the block's
+    // state root come from the store (the memory index starts empty).
+    let (mut nodes, url) = start_node(dir.path());
+    runtime.block_on(async {
+        let client = QbindClient::new(&url).expect("client");
+        let view = client.tx_status(hash).await.expect("known after a restart");
+        assert_eq!(view, committed, "the same receipt after a restart");
+        let (height, root) = root;
+        let block = client.block(height).await.expect("block");
+        assert_eq!(
+            block.state_root,
+            Some(root),
+            "the same state root after a restart"
+        );
+    });
     common::interrupt_all_and_expect_clean_exit(&mut nodes.0);
 }

@@ -128,6 +128,12 @@ fn generated_genesis_init_run_and_refusals() {
             .args(["--diversity-mode", "warn", "--bootstrap-peers", &bootstrap])
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
+        if i == 2 {
+            // As behind a port forward: nothing listens at its address in
+            // the genesis; it listens elsewhere and announces that.
+            let moved = format!("127.0.0.1:{}", base_port + 7);
+            cmd.args(["--p2p-listen-addr", &moved, "--p2p-advertised-addr", &moved]);
+        }
         let mut child = cmd.spawn().expect("start qbind-node");
         common::follow(i, &mut child, &roots);
         nodes.0.push(child);
@@ -187,6 +193,21 @@ fn generated_genesis_init_run_and_refusals() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(
         text(&o).contains("is not the address of another validator"),
+        "{}",
+        text(&o)
+    );
+
+    // An advertised address needs one validator per process.
+    let mut shared = Command::new(env!("CARGO_BIN_EXE_qbind-node"));
+    shared
+        .arg("-d")
+        .arg(dir.path().join("shared"))
+        .args(["--local-validators", "4", "--blocks", "1"])
+        .args(["--p2p", "kemtls", "--p2p-advertised-addr", "127.0.0.1:9"]);
+    let o = run(shared);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("--p2p-advertised-addr needs one validator per process"),
         "{}",
         text(&o)
     );

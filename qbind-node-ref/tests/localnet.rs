@@ -137,6 +137,18 @@ fn four_validators_with_a_kill_and_restart_agree_and_lose_nothing() {
         validators[2]["executed_height"].as_u64() > kill["height_at_kill"].as_u64(),
         "the restarted validator did not catch up: {context}"
     );
+    // The progress lines show each validator's pool depth.
+    let pools: Vec<&str> = context
+        .lines()
+        .filter_map(|l| l.split("pools [").nth(1))
+        .filter_map(|rest| rest.split(']').next())
+        .collect();
+    assert!(
+        pools
+            .iter()
+            .any(|p| p.split(' ').filter(|v| v.parse::<u64>().is_ok()).count() == 4),
+        "no progress line with four pool depths: {context}"
+    );
 }
 
 /// Issue #18 as measured with processes: a validator down for a while under

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use qbind_api::backend::{
-    ApiBackend, BackendError, BlockInfo, ChainStatus, DropReason, SyncState, TxLookup,
+    ApiBackend, BackendError, BlockInfo, ChainStatus, DropReason, PoolStatus, SyncState, TxLookup,
 };
 use qbind_api::submit::{CheckedTx, SubmitError};
 use qbind_core::consensus::{BlockHeader, QuorumCert};
@@ -203,6 +203,11 @@ impl ApiBackend for FakeNode {
             epoch: Epoch(0),
             peers: 3,
             sync: SyncState::Synced,
+            pool: Some(PoolStatus {
+                pending: s.pool.len() as u64,
+                queued: 0,
+                capacity: self.pool_capacity as u64,
+            }),
         })
     }
 }

@@ -32,6 +32,7 @@ mod executor;
 mod fees;
 mod gas;
 mod overlay;
+mod receipt_codec;
 mod state;
 mod state_root;
 mod tx;
@@ -52,6 +53,7 @@ pub use gas::{
     MINIMUM_GAS_LIMIT,
 };
 pub use overlay::Overlay;
+pub use receipt_codec::MIN_RECEIPT_BYTES;
 pub use state::{
     Account, AccountChange, AccountReader, AfterTransition, BackendAccounts, Ledger,
     STATE_SUMMARY_KEY, StateError, StateTransition, credit, sort_changes_by_id,

@@ -14,15 +14,16 @@
 //!   verification; admission and execution consult the [`VerifiedSet`].
 //! - **tx status**: a transaction the pool let go after accepting it is
 //!   `dropped` with the pool's reason ([`PoolMonitor::dropped`]); otherwise a
-//!   bounded in-memory [`ReceiptIndex`]. Receipts are
-//!   recorded by [`Recording`], a wrapper around the validator's block
-//!   executor, and published when the engine reports `Event::Executed` for
-//!   the height (the block's writes are durable then). Transactions accepted
-//!   here and not yet executed are `pending` for [`PENDING_TTL`]; anything
-//!   else is unknown. The index keeps the last [`RECEIPT_CAPACITY`] receipts
-//!   and the per-block data of the last [`BLOCK_WINDOW`] heights; it is not
-//!   persisted (after a restart, transactions executed before it are
-//!   unknown to the API).
+//!   bounded in-memory [`ReceiptIndex`], then the validator's store.
+//!   Receipts are recorded by [`Recording`], a wrapper around the
+//!   validator's block executor, written to the store in the block's durable
+//!   batch by [`super::receipt_store`] (they survive restarts), and
+//!   published in memory when the engine reports `Event::Executed` for the
+//!   height. Transactions accepted here and not yet executed are `pending`
+//!   for [`PENDING_TTL`] (in memory only); anything else is unknown. The
+//!   index keeps the last [`RECEIPT_CAPACITY`] receipts and the per-block
+//!   data of the last [`BLOCK_WINDOW`] heights; the store keeps the last
+//!   `--api-receipt-heights` heights.
 //! - **account** and **block**: the validator's store (accounts; committed
 //!   block, its QC, transaction hashes).
 //! - **status**: the engine's consensus metrics and the P2P metrics.
@@ -33,7 +34,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use qbind_api::{
-    ApiBackend, BackendError, BlockInfo, ChainStatus, CheckedTx, SubmitError, SyncState, TxLookup,
+    ApiBackend, BackendError, BlockInfo, ChainStatus, CheckedTx, PoolStatus, SubmitError,
+    SyncState, TxLookup,
 };
 use qbind_core::codec::{Decode, Encode};
 use qbind_core::consensus::{Block, Payload, QuorumCert};
@@ -50,6 +52,7 @@ use qbind_core::types::{AccountId, Epoch, Hash32, Height, NetworkEnvironment, Vi
 use qbind_store::FjallBackend;
 use tokio::sync::mpsc;
 
+use super::receipt_store;
 use super::render::Shared;
 
 /// Receipts the index keeps (the oldest are forgotten first).
@@ -113,6 +116,15 @@ impl ReceiptIndex {
         while inner.staged.len() > BLOCK_WINDOW {
             inner.staged.pop_first();
         }
+    }
+
+    /// The receipts staged for `height` (empty if none), in block order.
+    pub(super) fn staged(&self, height: Height) -> Vec<(Hash32, Receipt)> {
+        self.lock()
+            .staged
+            .get(&height.0)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// The engine delivered these transactions for `height`.
@@ -377,12 +389,24 @@ impl ApiBackend for NodeApi {
     }
 
     async fn tx_status(&self, hash: Hash32) -> Result<TxLookup, BackendError> {
-        Ok(match self.index.lookup(&hash) {
-            executed @ TxLookup::Executed { .. } => executed,
-            other => match self.pool.dropped(&hash) {
-                Some(reason) => TxLookup::Dropped(reason.into()),
-                None => other,
-            },
+        let recent = self.index.lookup(&hash);
+        if matches!(recent, TxLookup::Executed { .. }) {
+            return Ok(recent);
+        }
+        // Executed before this process started, or out of the memory
+        // window: the store keeps the receipts of the retained heights.
+        if let Some(stored) = receipt_store::tx_receipt(&*self.store, &hash)
+            .map_err(|e| internal("reading a stored receipt", e))?
+        {
+            return Ok(TxLookup::Executed {
+                height: stored.height,
+                index: stored.index,
+                receipt: stored.receipt,
+            });
+        }
+        Ok(match self.pool.dropped(&hash) {
+            Some(reason) => TxLookup::Dropped(reason.into()),
+            None => recent,
         })
     }
 
@@ -413,11 +437,17 @@ impl ApiBackend for NodeApi {
             None => None,
         };
         let known = self.index.block(height.0);
+        let state_root = match known.as_ref().and_then(|b| b.state_root) {
+            Some(root) => Some(root),
+            None => receipt_store::height_record(&*self.store, height.0)
+                .map_err(|e| internal("reading a stored height record", e))?
+                .map(|r| r.state_root),
+        };
         Ok(Some(BlockInfo {
             header: block.header().clone(),
             qc,
             tx_hashes: self.tx_hashes(&block, known.as_ref())?,
-            state_root: known.and_then(|b| b.state_root),
+            state_root,
         }))
     }
 
@@ -447,6 +477,14 @@ impl ApiBackend for NodeApi {
             epoch: Epoch(metrics.epoch),
             peers: u32::try_from(peers).unwrap_or(u32::MAX),
             sync: sync_state(&metrics),
+            pool: Some({
+                let (pool, queued) = self.pool.snapshot();
+                PoolStatus {
+                    pending: pool.len as u64,
+                    queued: queued as u64,
+                    capacity: pool.capacity as u64,
+                }
+            }),
         })
     }
 }

@@ -46,6 +46,7 @@ use crate::validator_set::ValidatorSetFile;
 mod api;
 mod builder;
 mod loadgen;
+pub mod receipt_store;
 mod render;
 mod run;
 mod services;
@@ -129,6 +130,9 @@ pub struct ApiOptions {
     pub validator: Option<usize>,
     /// The per-client rate limit (`--api-rate-limit`); `None`: off.
     pub rate_limit: Option<qbind_api::limiter::RateLimitConfig>,
+    /// Executed heights whose receipts and state roots the validator's
+    /// store keeps for the API (`--api-receipt-heights`; docs/node.md).
+    pub receipt_heights: u64,
 }
 
 /// Where the load generator's accounts come from.
@@ -166,6 +170,10 @@ pub struct ChainSettings {
     /// the genesis or validator-set file (`--p2p-listen-addr`, one
     /// validator per process).
     pub p2p_listen: Option<SocketAddr>,
+    /// Announce this address to peers as this validator's own
+    /// (`--p2p-advertised-addr`, one validator per process); `None`: the
+    /// listen address.
+    pub p2p_advertised: Option<SocketAddr>,
     /// Dial only these addresses at start (each must be a validator's
     /// address in the genesis or validator-set file); discovery finds the
     /// others. Empty: dial every validator (`--bootstrap-peers`).
@@ -191,6 +199,7 @@ impl ChainSettings {
                 Load::Off
             },
             p2p_listen: None,
+            p2p_advertised: None,
             bootstrap_peers: Vec::new(),
         }
     }

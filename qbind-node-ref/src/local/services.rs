@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::api::{ReceiptIndex, Recording};
 use super::builder::Chain;
+use super::receipt_store::{Persisting, RECEIPT_RETAIN_HEIGHTS};
 use super::render::{Shared, registry};
 use super::{Executor, Keys, LocalOptions, Network, p2p_identity, validator_key};
 use crate::metrics::Renderer;
@@ -315,17 +316,28 @@ fn application(
         inner: qbind_core::execution::SequentialExecutor,
         set: verified,
     };
+    let retain = opts
+        .api
+        .map_or(RECEIPT_RETAIN_HEIGHTS, |api| api.receipt_heights);
     match (opts.executor, index) {
         (Executor::StageB, None) => Box::new(app.with_executor(stage_b)),
-        (Executor::StageB, Some(index)) => Box::new(app.with_executor(Recording {
-            inner: stage_b,
+        (Executor::StageB, Some(index)) => Box::new(Persisting {
+            inner: app.with_executor(Recording {
+                inner: stage_b,
+                index: Arc::clone(&index),
+            }),
             index,
-        })),
+            retain,
+        }),
         (Executor::Sequential, None) => Box::new(app.with_executor(sequential)),
-        (Executor::Sequential, Some(index)) => Box::new(app.with_executor(Recording {
-            inner: sequential,
+        (Executor::Sequential, Some(index)) => Box::new(Persisting {
+            inner: app.with_executor(Recording {
+                inner: sequential,
+                index: Arc::clone(&index),
+            }),
             index,
-        })),
+            retain,
+        }),
     }
 }
 
@@ -420,6 +432,11 @@ async fn kemtls_transport(
         }
         (None, _) => p2p_addr(opts, i)?,
     };
+    if opts.settings.p2p_advertised.is_some() && opts.only.is_none() {
+        return Err(NodeError::Config(
+            "--p2p-advertised-addr needs one validator per process (--validator-index)".into(),
+        ));
+    }
     let mut peers = qbind_net::PeerManagerConfig::default();
     // DevNet (all validators in one address range) counts diversity
     // violations but admits them; TestNet and MainNet enforce.
@@ -429,6 +446,7 @@ async fn kemtls_transport(
     // A loopback or private P2P address (the validator's own, in the file)
     // means a local network, whose peers announce such addresses too.
     peers.local_network = !qbind_net::peers::book::is_routable(p2p_addr(opts, i)?);
+    peers.advertised_addr = opts.settings.p2p_advertised;
     qbind_net::TcpTransport::start(qbind_net::TransportConfig {
         local_id: ValidatorId(i as u32),
         identity,

@@ -271,9 +271,27 @@ async fn run(args: Args) -> Result<bool, Failure> {
             phase_end = Some(now + DRAIN_LIMIT);
         }
         if now >= next_progress {
-            heights = report::heights(&clients).await;
-            let line =
-                report::progress_line(&tracker, now.duration_since(start), &heights, &mut last);
+            let statuses = report::statuses(&clients).await;
+            heights = statuses
+                .iter()
+                .map(|s| s.as_ref().map(|s| s.executed_height))
+                .collect();
+            // Pool depth: transactions in the pool plus those on their way.
+            let pools: Vec<Option<u64>> = statuses
+                .iter()
+                .map(|s| {
+                    s.as_ref()
+                        .and_then(|s| s.pool)
+                        .map(|p| p.pending.saturating_add(p.queued))
+                })
+                .collect();
+            let line = report::progress_line(
+                &tracker,
+                now.duration_since(start),
+                &heights,
+                &pools,
+                &mut last,
+            );
             eprintln!("{line}");
             next_progress += Duration::from_secs(1);
         }
@@ -426,13 +444,31 @@ async fn finish(
     if !roots_equal {
         failures.push(format!("state roots at height {common} differ: {roots:?}"));
     }
-    // Receipts from a validator that was never restarted (the receipt
-    // index is in memory).
-    let killed: Vec<usize> = kills.iter().map(|k| k.validator).collect();
+    // The ledger from a validator that was never restarted; then each
+    // restarted one must report the same (its receipts are in its store).
+    let mut killed: Vec<usize> = kills.iter().map(|k| k.validator).collect();
+    killed.sort_unstable();
+    killed.dedup();
     let reference = (0..clients.len())
         .find(|i| !killed.contains(i))
         .unwrap_or(0);
     let ledger = report::ledger(&clients[reference], tracker, ids, genesis_balance).await;
+    for &v in killed
+        .iter()
+        .filter(|v| **v != reference && **v < clients.len())
+    {
+        let theirs = report::ledger(&clients[v], tracker, ids, genesis_balance).await;
+        if theirs.applied != ledger.applied || theirs.lost.len() != ledger.lost.len() {
+            failures.push(format!(
+                "validator {v}, restarted, reports {} transfers applied and {} lost where \
+                 validator {reference} reports {} and {}: receipts did not survive its restart",
+                theirs.applied,
+                theirs.lost.len(),
+                ledger.applied,
+                ledger.lost.len()
+            ));
+        }
+    }
     if !ledger.lost.is_empty() {
         failures.push(format!(
             "{} accepted transfers lost (not applied), e.g. {}",

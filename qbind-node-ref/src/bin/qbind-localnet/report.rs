@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use qbind_api::wire::TxStatusView;
+use qbind_api::wire::{StatusView, TxStatusView};
 use qbind_client::QbindClient;
 use qbind_core::types::AccountId;
 use qbind_node_ref::localnet::ledger::{
@@ -109,6 +109,7 @@ pub(crate) fn progress_line(
     tracker: &Shared,
     t: Duration,
     heights: &[Option<u64>],
+    pools: &[Option<u64>],
     last: &mut Instant,
 ) -> String {
     let now = Instant::now();
@@ -132,35 +133,46 @@ pub(crate) fn progress_line(
         .iter()
         .map(|h| h.map_or("down".to_string(), |h| h.to_string()))
         .collect();
+    let pool: Vec<String> = pools
+        .iter()
+        .map(|p| p.map_or("-".to_string(), |p| p.to_string()))
+        .collect();
     format!(
         "{:>5.1}s  height {top:>6}  {rate:>7.1} tx/s  p50 {:>5} ms  p99 {:>5} ms  in flight {:>5}  \
-         committed {:>7}  back-offs {}  validators [{}]",
+         committed {:>7}  back-offs {}  validators [{}]  pools [{}]",
         t.as_secs_f64(),
         fmt(lat.p50),
         fmt(lat.p99),
         tr.in_flight,
         tr.latencies.len(),
         tr.backoffs,
-        per.join(" ")
+        per.join(" "),
+        pool.join(" ")
     )
 }
 
 /// Every validator's executed height (`None`: no answer).
 pub(crate) async fn heights(clients: &[QbindClient]) -> Vec<Option<u64>> {
+    statuses(clients)
+        .await
+        .iter()
+        .map(|s| s.as_ref().map(|s| s.executed_height))
+        .collect()
+}
+
+/// Every validator's `GET /v1/status` (`None`: no answer within 800 ms).
+pub(crate) async fn statuses(clients: &[QbindClient]) -> Vec<Option<StatusView>> {
     let mut set = JoinSet::new();
     for (i, c) in clients.iter().enumerate() {
         let c = c.clone();
         set.spawn(async move {
             let answer = tokio::time::timeout(Duration::from_millis(800), c.status()).await;
-            (
-                i,
-                answer.ok().and_then(Result::ok).map(|s| s.executed_height),
-            )
+            (i, answer.ok().and_then(Result::ok))
         });
     }
     let mut out = vec![None; clients.len()];
-    while let Some(Ok((i, h))) = set.join_next().await {
-        out[i] = h;
+    while let Some(Ok((i, s))) = set.join_next().await {
+        out[i] = s;
     }
     out
 }

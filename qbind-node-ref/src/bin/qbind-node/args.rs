@@ -113,6 +113,10 @@ pub(crate) struct Args {
     /// instead of its address in the genesis or validator-set file.
     #[arg(long)]
     pub(crate) p2p_listen_addr: Option<SocketAddr>,
+    /// The address this validator announces to its peers as its own
+    /// (behind NAT or a port forward; default: its listen address).
+    #[arg(long)]
+    pub(crate) p2p_advertised_addr: Option<SocketAddr>,
     /// Comma-separated IP:port of the validators to dial at start (each a
     /// validator's address in the genesis or validator-set file); peer
     /// discovery finds the others. Default: every validator.
@@ -167,6 +171,12 @@ pub(crate) struct Args {
     /// limit off (for a trusted load generator, as `qbind-localnet` runs).
     #[arg(long, default_value_t = 20)]
     pub(crate) api_rate_limit: u32,
+    /// Keep the receipts and state roots of the last this many executed
+    /// heights in the API validator's store (they survive restarts; older
+    /// transactions are `tx_not_found`). At least 1.
+    #[arg(long, default_value_t = qbind_node_ref::local::receipt_store::RECEIPT_RETAIN_HEIGHTS,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) api_receipt_heights: u64,
     /// Where snapshots are written (none: snapshots off).
     #[arg(long)]
     pub(crate) snapshot_dir: Option<PathBuf>,

@@ -174,6 +174,7 @@ fn local_options(
             addr,
             validator: args.api_validator,
             rate_limit: api_rate_limit(args.api_rate_limit),
+            receipt_heights: args.api_receipt_heights,
         }),
         maintenance: Maintenance {
             snapshots: args.snapshot_dir.clone().map(|dir| SnapshotConfig {

@@ -68,6 +68,7 @@ pub(crate) fn chain_settings(args: &Args, profile: Profile) -> Result<ChainSetti
             })?);
     }
     s.p2p_listen = args.p2p_listen_addr;
+    s.p2p_advertised = args.p2p_advertised_addr;
     s.bootstrap_peers = args.bootstrap_peers.clone();
     s.fee_priority = args.enable_fee_priority.unwrap_or(true);
     s.discovery = args.enable_discovery.unwrap_or(true);

@@ -1,0 +1,465 @@
+//! Receipts in the validator's store, so that the API answers for executed
+//! transactions after a restart (docs/node.md "Public API").
+//!
+//! For every executed height `h` the API validator's application writes, in
+//! the same durable batch as the block's state and the executed-height
+//! marker (so a crash keeps both or neither):
+//! - `b'r' || h_be` in `Blocks` ([`RECEIPTS_PREFIX`]): a [`HeightRecord`],
+//!   the state root after the block and its transaction hashes in order;
+//! - `b'x' || tx_hash` in `Blocks` ([`TX_RECEIPT_PREFIX`]): a [`TxRecord`],
+//!   the height, position and receipt of one transaction; a hash executed
+//!   twice (a refused copy and a later included one) keeps the later one.
+//!
+//! Only the last `retain` heights are kept: the batch of height `h` also
+//! deletes the records of at most [`PRUNE_HEIGHTS_PER_BLOCK`] heights below
+//! `h + 1 - retain` (each transaction entry only if it still points at that
+//! height), advancing the floor marker [`RECEIPTS_FLOOR_KEY`] in the same
+//! batch. The cost is bounded per block: one record read and one point read
+//! per transaction of the pruned height.
+
+use std::sync::Arc;
+
+use qbind_core::application::{Application, ApplicationError, Applied, CommittedBlock};
+use qbind_core::codec::{Decode, DecodeError, Encode, Reader, encode_seq};
+use qbind_core::execution::{MIN_RECEIPT_BYTES, Receipt};
+use qbind_core::schema::{RECEIPTS_PREFIX, TX_RECEIPT_PREFIX};
+use qbind_core::traits::{Namespace, StateBackend, StateRead, StorageError, WriteBatch};
+use qbind_core::types::{AccountId, Hash32, Height};
+
+use super::api::ReceiptIndex;
+
+/// Heights whose receipts are kept by default (about 100,000 blocks: a day
+/// at the local network's block rate).
+pub const RECEIPT_RETAIN_HEIGHTS: u64 = 100_000;
+/// Key in `Meta` of the lowest height whose receipts may still be stored.
+pub const RECEIPTS_FLOOR_KEY: &[u8] = b"receipts_floor";
+/// Heights whose receipts one executed block deletes at most.
+pub const PRUNE_HEIGHTS_PER_BLOCK: u64 = 4;
+/// The encoding version of [`HeightRecord`] and [`TxRecord`].
+const VERSION: u8 = 1;
+/// The most transactions one height record holds (the codec's default
+/// block bound).
+const MAX_TXS: u32 = 20_000;
+
+/// What the store keeps about one executed height.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeightRecord {
+    /// The state root after the block.
+    pub state_root: Hash32,
+    /// Its executed transactions' hashes, in order.
+    pub tx_hashes: Vec<Hash32>,
+}
+
+/// What the store keeps about one executed transaction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TxRecord {
+    /// The height of its block.
+    pub height: Height,
+    /// Its position among the block's executed transactions.
+    pub index: u32,
+    /// What happened.
+    pub receipt: Receipt,
+}
+
+fn version(r: &mut Reader<'_>, what: &'static str) -> Result<(), DecodeError> {
+    match r.u8()? {
+        VERSION => Ok(()),
+        tag => Err(DecodeError::InvalidTag { what, tag }),
+    }
+}
+
+impl Encode for HeightRecord {
+    fn encode_to(&self, out: &mut Vec<u8>) {
+        out.push(VERSION);
+        self.state_root.encode_to(out);
+        encode_seq(&self.tx_hashes, out);
+    }
+}
+
+impl Decode for HeightRecord {
+    fn decode_from(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        version(r, "receipts height record version")?;
+        let state_root = Hash32::decode_from(r)?;
+        let n = r.count("receipts height record", MAX_TXS, 32)?;
+        let mut tx_hashes = Vec::with_capacity(n);
+        for _ in 0..n {
+            tx_hashes.push(Hash32::decode_from(r)?);
+        }
+        Ok(HeightRecord {
+            state_root,
+            tx_hashes,
+        })
+    }
+}
+
+impl Encode for TxRecord {
+    fn encode_to(&self, out: &mut Vec<u8>) {
+        out.push(VERSION);
+        self.height.0.encode_to(out);
+        self.index.encode_to(out);
+        self.receipt.encode_to(out);
+    }
+}
+
+impl Decode for TxRecord {
+    fn decode_from(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        version(r, "receipt record version")?;
+        let height = Height(r.u64()?);
+        let index = r.u32()?;
+        let receipt = Receipt::decode_from(r)?;
+        Ok(TxRecord {
+            height,
+            index,
+            receipt,
+        })
+    }
+}
+
+/// The smallest [`TxRecord`] encoding.
+pub const MIN_TX_RECORD_BYTES: usize = 1 + 8 + 4 + MIN_RECEIPT_BYTES;
+
+/// Key of the record of `height`.
+#[must_use]
+pub fn height_key(height: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(9);
+    key.push(RECEIPTS_PREFIX);
+    key.extend_from_slice(&height.to_be_bytes());
+    key
+}
+
+/// Key of the record of transaction `hash`.
+#[must_use]
+pub fn tx_key(hash: &Hash32) -> Vec<u8> {
+    let mut key = Vec::with_capacity(33);
+    key.push(TX_RECEIPT_PREFIX);
+    key.extend_from_slice(&hash.0);
+    key
+}
+
+/// Why a stored receipt could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReceiptStoreError {
+    /// The store failed.
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+    /// A record did not decode.
+    #[error("stored {what} is corrupt: {source}")]
+    Corrupt {
+        /// Which record.
+        what: &'static str,
+        /// Why.
+        source: DecodeError,
+    },
+}
+
+impl From<ReceiptStoreError> for ApplicationError {
+    fn from(e: ReceiptStoreError) -> Self {
+        match e {
+            ReceiptStoreError::Storage(e) => ApplicationError::Storage(e),
+            ReceiptStoreError::Corrupt { what, source } => {
+                ApplicationError::Corrupt { what, source }
+            }
+        }
+    }
+}
+
+fn decode<T: Decode>(what: &'static str, bytes: &[u8]) -> Result<T, ReceiptStoreError> {
+    T::from_bytes(bytes).map_err(|source| ReceiptStoreError::Corrupt { what, source })
+}
+
+/// The stored receipt of transaction `hash`, if its height is retained.
+pub fn tx_receipt<S: StateRead + ?Sized>(
+    store: &S,
+    hash: &Hash32,
+) -> Result<Option<TxRecord>, ReceiptStoreError> {
+    store
+        .get(Namespace::Blocks, &tx_key(hash))?
+        .map(|bytes| decode("receipt record", &bytes))
+        .transpose()
+}
+
+/// The stored record of `height`, if retained.
+pub fn height_record<S: StateRead + ?Sized>(
+    store: &S,
+    height: u64,
+) -> Result<Option<HeightRecord>, ReceiptStoreError> {
+    store
+        .get(Namespace::Blocks, &height_key(height))?
+        .map(|bytes| decode("receipts height record", &bytes))
+        .transpose()
+}
+
+/// Append to `writes` the deletions that keep the last `retain` heights
+/// below `height` (bounded by [`PRUNE_HEIGHTS_PER_BLOCK`]), then the records
+/// of `height`. Deletions come first so that a transaction of `height`
+/// whose hash was also in a pruned height keeps its new entry.
+pub fn write_height<S: StateRead + ?Sized>(
+    store: &S,
+    writes: &mut WriteBatch,
+    height: Height,
+    state_root: Hash32,
+    receipts: &[(Hash32, Receipt)],
+    retain: u64,
+) -> Result<(), ReceiptStoreError> {
+    let target = height.0.saturating_add(1).saturating_sub(retain.max(1));
+    let floor = match store.get(Namespace::Meta, RECEIPTS_FLOOR_KEY)? {
+        Some(bytes) => decode::<u64>("receipts floor marker", &bytes)?,
+        // First record on this store: nothing is stored below `target`.
+        None => target,
+    };
+    let end = target.min(floor.saturating_add(PRUNE_HEIGHTS_PER_BLOCK));
+    for old in floor..end {
+        if let Some(record) = height_record(store, old)? {
+            for hash in &record.tx_hashes {
+                if tx_receipt(store, hash)?.is_some_and(|r| r.height.0 == old) {
+                    writes.delete(Namespace::Blocks, tx_key(hash));
+                }
+            }
+            writes.delete(Namespace::Blocks, height_key(old));
+        }
+    }
+    writes.put(
+        Namespace::Meta,
+        RECEIPTS_FLOOR_KEY.to_vec(),
+        floor.max(end).to_bytes(),
+    );
+    let record = HeightRecord {
+        state_root,
+        tx_hashes: receipts.iter().map(|(hash, _)| *hash).collect(),
+    };
+    writes.put(Namespace::Blocks, height_key(height.0), record.to_bytes());
+    for (index, (hash, receipt)) in receipts.iter().enumerate() {
+        let record = TxRecord {
+            height,
+            index: u32::try_from(index).unwrap_or(u32::MAX),
+            receipt: *receipt,
+        };
+        writes.put(Namespace::Blocks, tx_key(hash), record.to_bytes());
+    }
+    Ok(())
+}
+
+/// The API validator's application: `inner` (whose executor is wrapped in
+/// [`super::api::Recording`], staging each block's receipts in `index`)
+/// plus the block's receipt records in its durable batch.
+pub(super) struct Persisting<A> {
+    /// The chain's application.
+    pub(super) inner: A,
+    /// Where the executor staged the receipts.
+    pub(super) index: Arc<ReceiptIndex>,
+    /// Heights whose receipts are kept.
+    pub(super) retain: u64,
+}
+
+impl<S: StateBackend + ?Sized, A: Application<S>> Application<S> for Persisting<A> {
+    fn execute(
+        &mut self,
+        store: &S,
+        block: &CommittedBlock<'_>,
+    ) -> Result<Applied, ApplicationError> {
+        let mut applied = self.inner.execute(store, block)?;
+        let receipts = self.index.staged(block.height);
+        write_height(
+            store,
+            &mut applied.writes,
+            block.height,
+            applied.state_root,
+            &receipts,
+            self.retain,
+        )?;
+        Ok(applied)
+    }
+
+    fn state_root(&self, store: &S) -> Result<Hash32, ApplicationError> {
+        self.inner.state_root(store)
+    }
+
+    fn account_nonce(
+        &self,
+        store: &S,
+        account: &AccountId,
+    ) -> Result<Option<u64>, ApplicationError> {
+        self.inner.account_nonce(store, account)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use qbind_core::execution::{RejectReason, TxStatus};
+    use qbind_core::traits::{Durability, MemoryBackend, StateBackend};
+
+    use super::*;
+
+    fn receipt(status: TxStatus, gas: u64) -> Receipt {
+        Receipt {
+            status,
+            gas_used: gas,
+            fee: u128::from(gas) * 3,
+            burned: u128::from(gas),
+            proposer_reward: u128::from(gas) * 2,
+        }
+    }
+
+    fn hash(n: u64) -> Hash32 {
+        Hash32::digest(&n.to_be_bytes())
+    }
+
+    /// Execute heights `from..=to` with `per_block` transactions each
+    /// (transaction `h * 100 + i`), one durable batch per height.
+    fn run(store: &MemoryBackend, from: u64, to: u64, per_block: u64, retain: u64) {
+        for h in from..=to {
+            let receipts: Vec<_> = (0..per_block)
+                .map(|i| (hash(h * 100 + i), receipt(TxStatus::Success, 21_000 + i)))
+                .collect();
+            let mut writes = WriteBatch::new();
+            write_height(store, &mut writes, Height(h), hash(h), &receipts, retain).unwrap();
+            store.write(writes, Durability::Durable).unwrap();
+        }
+    }
+
+    #[test]
+    fn records_round_trip_and_are_found_by_hash_and_height() {
+        let store = MemoryBackend::new();
+        run(&store, 1, 5, 3, 100);
+        let found = tx_receipt(&store, &hash(402)).unwrap().unwrap();
+        assert_eq!(found.height, Height(4));
+        assert_eq!(found.index, 2);
+        assert_eq!(found.receipt, receipt(TxStatus::Success, 21_002));
+        let record = height_record(&store, 4).unwrap().unwrap();
+        assert_eq!(record.state_root, hash(4));
+        assert_eq!(record.tx_hashes, vec![hash(400), hash(401), hash(402)]);
+        assert_eq!(tx_receipt(&store, &hash(999)).unwrap(), None);
+    }
+
+    #[test]
+    fn only_the_last_retain_heights_are_kept_and_the_floor_catches_up() {
+        let store = MemoryBackend::new();
+        run(&store, 1, 20, 2, 5);
+        for h in 1..=15 {
+            assert_eq!(height_record(&store, h).unwrap(), None, "height {h}");
+            assert_eq!(tx_receipt(&store, &hash(h * 100)).unwrap(), None);
+        }
+        for h in 16..=20 {
+            assert!(height_record(&store, h).unwrap().is_some(), "height {h}");
+            assert!(tx_receipt(&store, &hash(h * 100 + 1)).unwrap().is_some());
+        }
+        // A smaller window later (a restart with another setting): the
+        // floor catches up a few heights per block, never all at once.
+        run(&store, 21, 21, 1, 2);
+        let kept: Vec<u64> = (1..=21)
+            .filter(|h| height_record(&store, *h).unwrap().is_some())
+            .collect();
+        assert_eq!(
+            kept,
+            vec![20, 21],
+            "16..=19 deleted in one block (4 heights)"
+        );
+        let floor = store
+            .get(Namespace::Meta, RECEIPTS_FLOOR_KEY)
+            .unwrap()
+            .unwrap();
+        assert_eq!(u64::from_bytes(&floor).unwrap(), 20);
+    }
+
+    #[test]
+    fn a_hash_executed_again_keeps_its_later_receipt_when_the_old_height_goes() {
+        let store = MemoryBackend::new();
+        let refused = receipt(
+            TxStatus::Rejected(RejectReason::BadNonce {
+                expected: 0,
+                got: 1,
+            }),
+            0,
+        );
+        let tx = hash(7);
+        let mut writes = WriteBatch::new();
+        write_height(&store, &mut writes, Height(1), hash(1), &[(tx, refused)], 2).unwrap();
+        store.write(writes, Durability::Durable).unwrap();
+        let mut writes = WriteBatch::new();
+        let ok = receipt(TxStatus::Success, 21_000);
+        write_height(&store, &mut writes, Height(2), hash(2), &[(tx, ok)], 2).unwrap();
+        store.write(writes, Durability::Durable).unwrap();
+        // Height 3 prunes height 1, whose hash list names `tx`.
+        run(&store, 3, 3, 0, 2);
+        assert_eq!(height_record(&store, 1).unwrap(), None);
+        let found = tx_receipt(&store, &tx).unwrap().unwrap();
+        assert_eq!((found.height, found.receipt), (Height(2), ok));
+        // The same hash in the pruned height and in the new one.
+        let mut writes = WriteBatch::new();
+        let again = receipt(TxStatus::Success, 1);
+        write_height(&store, &mut writes, Height(4), hash(4), &[(tx, again)], 2).unwrap();
+        store.write(writes, Durability::Durable).unwrap();
+        assert_eq!(tx_receipt(&store, &tx).unwrap().unwrap().height, Height(4));
+    }
+
+    #[test]
+    fn damaged_records_are_typed_errors() {
+        let store = MemoryBackend::new();
+        run(&store, 1, 1, 1, 10);
+        let mut writes = WriteBatch::new();
+        writes.put(Namespace::Blocks, tx_key(&hash(100)), vec![VERSION, 0, 1]);
+        writes.put(Namespace::Blocks, height_key(1), vec![2]);
+        store.write(writes, Durability::Durable).unwrap();
+        assert!(matches!(
+            tx_receipt(&store, &hash(100)),
+            Err(ReceiptStoreError::Corrupt { .. })
+        ));
+        assert!(matches!(
+            height_record(&store, 1),
+            Err(ReceiptStoreError::Corrupt { .. })
+        ));
+    }
+
+    #[test]
+    fn encodings_are_pinned() {
+        let tx = TxRecord {
+            height: Height(0x0102),
+            index: 3,
+            receipt: receipt(
+                TxStatus::Rejected(RejectReason::BadNonce {
+                    expected: 5,
+                    got: 6,
+                }),
+                0,
+            ),
+        };
+        let bytes = tx.to_bytes();
+        assert_eq!(
+            hex::encode(&bytes),
+            concat!(
+                "01",                               // version
+                "0000000000000102",                 // height
+                "00000003",                         // index
+                "00ce",                             // status code 206 (bad nonce)
+                "0000000000000005",                 // expected
+                "0000000000000006",                 // got
+                "0000000000000000",                 // gas used
+                "00000000000000000000000000000000", // fee
+                "00000000000000000000000000000000", // burned
+                "00000000000000000000000000000000", // proposer reward
+            )
+        );
+        assert_eq!(bytes.len(), MIN_TX_RECORD_BYTES + 16);
+        assert_eq!(TxRecord::from_bytes(&bytes).unwrap(), tx);
+        let record = HeightRecord {
+            state_root: Hash32([0xaa; 32]),
+            tx_hashes: vec![Hash32([0x11; 32])],
+        };
+        assert_eq!(
+            hex::encode(record.to_bytes()),
+            format!("01{}00000001{}", "aa".repeat(32), "11".repeat(32))
+        );
+        assert_eq!(
+            HeightRecord::from_bytes(&record.to_bytes()).unwrap(),
+            record
+        );
+        // A count the bytes cannot hold is refused before allocating.
+        let mut lying = vec![VERSION];
+        lying.extend_from_slice(&[0; 32]);
+        lying.extend_from_slice(&MAX_TXS.to_be_bytes());
+        assert!(matches!(
+            HeightRecord::from_bytes(&lying),
+            Err(DecodeError::LengthTooLarge { .. })
+        ));
+    }
+}
