@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -58,6 +58,10 @@ pub struct PeerManagerConfig {
     pub backoff: BackoffConfig,
     /// Messages queued per peer before `send` reports `QueueFull` (default 1,024).
     pub send_queue: usize,
+    /// Bytes queued per peer before `send` reports `QueueFull` (default
+    /// 32 MiB): a peer that stops reading pins at most this much (plus one
+    /// message) of our memory, however large the messages it asks for.
+    pub send_queue_bytes: usize,
     /// Messages queued for `recv` before readers stop reading (default 4,096).
     pub inbound_queue: usize,
     /// Handshakes in progress at once on the listener (default 64).
@@ -88,6 +92,7 @@ impl Default for PeerManagerConfig {
             liveness: LivenessConfig::default(),
             backoff: BackoffConfig::default(),
             send_queue: 1024,
+            send_queue_bytes: 32 * 1024 * 1024,
             inbound_queue: 4096,
             max_pending_handshakes: 64,
             local_network: false,
@@ -164,9 +169,54 @@ impl AllowedPeers for SharedKeys {
     }
 }
 
+/// One connection's send queue, bounded in messages (`send_queue`) and in
+/// bytes (`send_queue_bytes`); shared by the engine's sends and the
+/// reader's protocol answers, drained by the writer task.
+#[derive(Clone)]
+struct Outbox {
+    tx: mpsc::Sender<Vec<u8>>,
+    /// Bytes queued and not yet written.
+    bytes: Arc<AtomicUsize>,
+    max_bytes: usize,
+}
+
+/// Why [`Outbox::push`] refused a message.
+enum PushError {
+    /// Over the message or byte bound (the message is dropped).
+    Full,
+    /// The writer task has ended.
+    Closed,
+}
+
+impl Outbox {
+    /// Queue `msg`. A message is refused when the queue already holds bytes
+    /// and `msg` would take it over `max_bytes`, so one message larger than
+    /// the bound still goes out on an empty queue.
+    fn push(&self, msg: Vec<u8>) -> Result<(), PushError> {
+        let len = msg.len();
+        let queued = self.bytes.load(Ordering::Acquire);
+        if queued > 0 && queued.saturating_add(len) > self.max_bytes {
+            return Err(PushError::Full);
+        }
+        // Counted before the writer can take it, so the writer's
+        // subtraction never goes below zero.
+        self.bytes.fetch_add(len, Ordering::AcqRel);
+        match self.tx.try_send(msg) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.bytes.fetch_sub(len, Ordering::AcqRel);
+                Err(match e {
+                    mpsc::error::TrySendError::Full(_) => PushError::Full,
+                    mpsc::error::TrySendError::Closed(_) => PushError::Closed,
+                })
+            }
+        }
+    }
+}
+
 struct Conn {
     id: u64,
-    tx: mpsc::Sender<Vec<u8>>,
+    outbox: Outbox,
     outbound: bool,
     /// The address we dialled (outbound only): failures back off that address.
     dialled: Option<SocketAddr>,
@@ -180,7 +230,7 @@ struct Conn {
 /// Per-peer state is bounded: `conns` and `dialing` by the validator set
 /// (one entry per validator; inbound ones by `max_inbound`), `book` by
 /// [`crate::peers::book::MAX_CANDIDATES_PER_VALIDATOR`] per validator, each
-/// connection's queue by `send_queue`.
+/// connection's queue by `send_queue` messages and `send_queue_bytes` bytes.
 struct State {
     conns: BTreeMap<ValidatorId, Conn>,
     book: AddressBook,
@@ -322,21 +372,33 @@ fn register(
     }
     let conn_id = shared.next_conn_id.fetch_add(1, Ordering::Relaxed);
     let (tx, rx) = mpsc::channel::<Vec<u8>>(shared.cfg.peers.send_queue.max(1));
+    let outbox = Outbox {
+        tx,
+        bytes: Arc::new(AtomicUsize::new(0)),
+        max_bytes: shared.cfg.peers.send_queue_bytes.max(1),
+    };
     let chan_key = chan.peer().fingerprint();
     let (sender, receiver) = chan.into_split();
-    let writer = tokio::spawn(write_loop(shared.clone(), peer, conn_id, sender, rx));
+    let writer = tokio::spawn(write_loop(
+        shared.clone(),
+        peer,
+        conn_id,
+        sender,
+        rx,
+        Arc::clone(&outbox.bytes),
+    ));
     let reader = tokio::spawn(read_loop(
         shared.clone(),
         peer,
         conn_id,
         receiver,
-        tx.clone(),
+        outbox.clone(),
     ));
     st.conns.insert(
         peer,
         Conn {
             id: conn_id,
-            tx,
+            outbox,
             outbound,
             dialled,
             initiator,
@@ -356,9 +418,12 @@ async fn write_loop(
     conn_id: u64,
     mut sender: crate::channel::SecureSender,
     mut rx: mpsc::Receiver<Vec<u8>>,
+    queued: Arc<AtomicUsize>,
 ) {
     while let Some(msg) = rx.recv().await {
-        if let Err(e) = sender.send(&msg).await {
+        let sent = sender.send(&msg).await;
+        queued.fetch_sub(msg.len(), Ordering::AcqRel);
+        if let Err(e) = sent {
             tracing::debug!(peer = peer.0, error = %e, "P2P connection closed on send failure");
             break;
         }
@@ -371,7 +436,7 @@ async fn read_loop(
     peer: ValidatorId,
     conn_id: u64,
     mut receiver: crate::channel::SecureReceiver,
-    tx: mpsc::Sender<Vec<u8>>,
+    tx: Outbox,
 ) {
     let failed = loop {
         let bytes = match receiver.recv().await {
@@ -408,7 +473,7 @@ async fn read_loop(
                 }
             }
             PeerMessage::Ping(n) if !unresponsive => {
-                let _ = tx.try_send(PeerMessage::Pong(n).encode());
+                let _ = tx.push(PeerMessage::Pong(n).encode());
             }
             PeerMessage::Ping(_) => {}
             PeerMessage::Pong(n) => {
@@ -420,7 +485,7 @@ async fn read_loop(
             }
             PeerMessage::GetPeers if !unresponsive => {
                 let list = peer_list(&shared);
-                let _ = tx.try_send(PeerMessage::Peers(list).encode());
+                let _ = tx.push(PeerMessage::Peers(list).encode());
             }
             PeerMessage::GetPeers => {}
             PeerMessage::Peers(list) => {
@@ -558,14 +623,14 @@ fn maintain(shared: &Arc<Shared>) {
             nonce += 1;
             match c.liveness.on_heartbeat(nonce, now, &pcfg.liveness) {
                 Heartbeat::Ping(n) => {
-                    let _ = c.tx.try_send(PeerMessage::Ping(n).encode());
+                    let _ = c.outbox.push(PeerMessage::Ping(n).encode());
                 }
                 Heartbeat::MissedThenPing(n) => {
                     shared
                         .metrics
                         .heartbeat_failed
                         .fetch_add(1, Ordering::Relaxed);
-                    let _ = c.tx.try_send(PeerMessage::Ping(n).encode());
+                    let _ = c.outbox.push(PeerMessage::Ping(n).encode());
                 }
                 Heartbeat::Evict => {
                     shared
@@ -592,7 +657,7 @@ fn maintain(shared: &Arc<Shared>) {
     if pcfg.discovery_enabled && now >= st.next_discovery {
         st.next_discovery = now + pcfg.discovery_interval;
         for c in st.conns.values() {
-            let _ = c.tx.try_send(PeerMessage::GetPeers.encode());
+            let _ = c.outbox.push(PeerMessage::GetPeers.encode());
         }
     }
     // Refill outbound slots with randomly chosen, diverse peers.
@@ -824,16 +889,16 @@ impl TcpTransport {
             return Err(TransportError::Closed);
         }
         let c = st.conns.get(&to).ok_or(TransportError::UnknownPeer(to))?;
-        match c.tx.try_send(bytes) {
+        match c.outbox.push(bytes) {
             Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(PushError::Full) => {
                 self.shared
                     .metrics
                     .send_queue_full
                     .fetch_add(1, Ordering::Relaxed);
                 Err(TransportError::QueueFull(to))
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(TransportError::UnknownPeer(to)),
+            Err(PushError::Closed) => Err(TransportError::UnknownPeer(to)),
         }
     }
 }

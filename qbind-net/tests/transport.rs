@@ -295,6 +295,55 @@ async fn full_send_queue_reports_queue_full() {
     );
 }
 
+/// A peer that stops reading while asking for large answers (a 4 MiB sync
+/// answer costs it a few bytes of request) pins at most `send_queue_bytes`
+/// of our memory, not `send_queue` messages of any size (1,024 × 4 MiB
+/// would be 4 GiB per peer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_stops_reading_pins_a_bounded_number_of_bytes() {
+    let bounded = PeerManagerConfig {
+        discovery_enabled: false,
+        send_queue_bytes: 8 << 20,
+        inbound_queue: 1,
+        ..fast_peers()
+    };
+    let b = node(2, "127.44.0.1", 3, vec![], bounded.clone()).await;
+    let a = node(1, "127.43.0.1", 3, vec![(2, b.local_addr())], bounded).await;
+    wait_until("connected", || a.connected_peers() == ids(&[2])).await;
+    // B never calls recv: its reader stops, TCP fills, A's writer blocks.
+    let answer = vec![0u8; 4 << 20];
+    let mut accepted = 0usize;
+    let mut full = false;
+    for _ in 0..400 {
+        match a.send(ValidatorId(2), answer.clone()).await {
+            Ok(()) => {
+                accepted += 1;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            Err(TransportError::QueueFull(ValidatorId(2))) => {
+                full = true;
+                break;
+            }
+            Err(e) => panic!("unexpected {e} after {accepted} answers of 4 MiB queued"),
+        }
+    }
+    assert!(
+        full,
+        "{accepted} answers of 4 MiB queued and still no QueueFull"
+    );
+    // 8 MiB of queue, plus what the TCP buffers, the channel's reader and
+    // B's inbound queue took before the writer blocked.
+    assert!(
+        accepted <= 16,
+        "{accepted} answers of 4 MiB accepted for a peer that does not read"
+    );
+    // Once B reads again, traffic flows and the queue drains.
+    assert_eq!(
+        timeout(LIMIT, b.recv()).await.unwrap().unwrap().0,
+        ValidatorId(1)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_peers_are_cut_off_and_counted_while_honest_traffic_flows() {
     use qbind_net::metrics::HandshakeFailure;
