@@ -31,5 +31,6 @@ pub mod metrics;
 pub mod node;
 pub mod profile;
 pub mod signals;
+pub mod store;
 pub mod upgrade;
 pub mod validator_set;

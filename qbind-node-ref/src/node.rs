@@ -17,14 +17,15 @@ use std::time::Duration;
 
 use qbind_core::traits::StateBackend;
 use qbind_core::types::AccountId;
-use qbind_store::FjallBackend;
 use qbind_store::fsutil::{PrivateDir, ensure_private_dir};
 use qbind_store::metrics::StoreMetrics;
 use qbind_store::prune::{Pruner, RetentionMode};
 use qbind_store::snapshot::{
     SnapshotConfig, SnapshotMeta, TrustAnchor, interrupted_restores, prepare_snapshot_dir,
-    qbind_block_id, restore_snapshot,
+    qbind_block_id,
 };
+
+use crate::store::{NodeStore, StoreBackend};
 
 /// Why a node could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +69,25 @@ pub enum NodeError {
         /// The first leftover found.
         leftover: PathBuf,
     },
+    /// The data directory holds a store of another backend.
+    #[error(
+        "{dir} holds a {found} store, not a {asked} one: start with --db-backend {found}, or \
+         use another data directory"
+    )]
+    WrongBackend {
+        /// The store directory.
+        dir: PathBuf,
+        /// The backend whose files it holds.
+        found: crate::store::StoreBackend,
+        /// The backend asked for.
+        asked: crate::store::StoreBackend,
+    },
+    /// This build cannot open stores of this backend.
+    #[error(
+        "--db-backend {0} is not in this build: build qbind-node-ref with --features rocksdb \
+         (needs the system librocksdb; set ROCKSDB_LIB_DIR)"
+    )]
+    BackendUnavailable(crate::store::StoreBackend),
     /// Invalid command-line or configuration value.
     #[error("configuration: {0}")]
     Config(String),
@@ -88,7 +108,7 @@ pub enum NodeError {
 /// How a store was opened.
 pub struct OpenedStore {
     /// The store, shared with the snapshotter and the pruner.
-    pub store: Arc<FjallBackend>,
+    pub store: Arc<NodeStore>,
     /// The snapshot it was restored from (fast sync), if any.
     pub restored_from: Option<SnapshotMeta>,
 }
@@ -117,7 +137,11 @@ pub fn open_store(
     data_dir: &Path,
     fast_sync: Option<(&Path, &TrustAnchor)>,
     chain_id: u64,
+    backend: StoreBackend,
 ) -> Result<OpenedStore, NodeError> {
+    if !backend.available() {
+        return Err(NodeError::BackendUnavailable(backend));
+    }
     if let Some(parent) = data_dir.parent().filter(|p| !p.as_os_str().is_empty()) {
         private_dir(parent, "data directory")?;
     }
@@ -128,7 +152,8 @@ pub fn open_store(
         if occupied {
             return Err(NodeError::FastSyncTargetNotEmpty(data_dir.to_path_buf()));
         }
-        let (store, meta) = restore_snapshot::<FjallBackend>(
+        let (store, meta) = NodeStore::restore(
+            backend,
             snapshot,
             chain_id,
             anchor,
@@ -148,7 +173,7 @@ pub fn open_store(
     }
     private_dir(data_dir, "store directory")?;
     Ok(OpenedStore {
-        store: Arc::new(FjallBackend::open(data_dir)?),
+        store: Arc::new(NodeStore::open(backend, data_dir)?),
         restored_from: None,
     })
 }
@@ -165,7 +190,7 @@ pub fn ensure_genesis<S: StateBackend + ?Sized>(
 
 /// `qbind-node init`: create the store of validator `index` (every
 /// validator of `genesis` if `None`) under `data_dir/validator-<i>`, record
-/// the genesis hash and write the genesis balances. A store already bound
+/// the genesis hash and write the genesis balances, with `backend`. A store already bound
 /// to this genesis is left as it is; one bound to another is refused
 /// ([`crate::genesis::GenesisError::StoreMismatch`]). Returns the store
 /// directories.
@@ -176,6 +201,7 @@ pub fn init_data_dir(
     genesis: &crate::genesis::Genesis,
     data_dir: &Path,
     index: Option<usize>,
+    backend: StoreBackend,
 ) -> Result<Vec<PathBuf>, NodeError> {
     let n = genesis.validators.len();
     let indices: Vec<usize> = match index {
@@ -192,7 +218,7 @@ pub fn init_data_dir(
     let mut dirs = Vec::with_capacity(indices.len());
     for i in indices {
         let dir = data_dir.join(format!("validator-{i}"));
-        let opened = open_store(&dir, None, genesis.chain_id)?;
+        let opened = open_store(&dir, None, genesis.chain_id, backend)?;
         crate::genesis::bind_store(&*opened.store, &dir, hash)?;
         ensure_genesis(&*opened.store, &balances)?;
         dirs.push(dir);
@@ -209,11 +235,13 @@ pub struct Maintenance {
     pub retention: RetentionMode,
     /// Pause between prune passes once caught up.
     pub prune_pause: Duration,
+    /// The storage engine (`--db-backend`).
+    pub backend: StoreBackend,
 }
 
 /// The running background services of one store.
 pub struct Services {
-    store: Arc<FjallBackend>,
+    store: Arc<NodeStore>,
     maintenance: Maintenance,
     /// The store's counters, exported on `/metrics`.
     pub metrics: Arc<StoreMetrics>,
@@ -229,7 +257,7 @@ impl Services {
     /// parent private and remove the temporary snapshots a crash left
     /// (counted in `qbind_snapshot_tmp_removed_total`).
     pub fn start(
-        store: Arc<FjallBackend>,
+        store: Arc<NodeStore>,
         maintenance: Maintenance,
         epoch_length: u64,
     ) -> Result<Self, NodeError> {
@@ -300,14 +328,8 @@ impl Services {
         let store = Arc::clone(&self.store);
         let metrics = Arc::clone(&self.metrics);
         let epoch = height / self.epoch_length;
-        self.snapshot = Some(std::thread::spawn(
-            move || match qbind_store::snapshot::create_snapshot(
-                &*store,
-                &config,
-                epoch,
-                &qbind_block_id,
-                &metrics,
-            ) {
+        self.snapshot = Some(std::thread::spawn(move || {
+            match store.create_snapshot(&config, epoch, &qbind_block_id, &metrics) {
                 Ok(meta) => eprintln!(
                     "snapshot at height {} written to {}; trust anchor {} (give it to \
                      --trusted-snapshot-anchor to restore this snapshot)",
@@ -316,8 +338,8 @@ impl Services {
                     TrustAnchor::of(&meta).map_or_else(|e| e.to_string(), |a| a.to_string())
                 ),
                 Err(error) => eprintln!("snapshot failed: {error}"),
-            },
-        ));
+            }
+        }));
     }
 
     /// Stop the services and wait for them (an unfinished snapshot is
@@ -393,9 +415,14 @@ mod tests {
             block_hash: [0; 32],
             state_root: [0; 32],
         };
-        let err = open_store(&data, Some((&dir.path().join("snap"), &anchor)), 1)
-            .err()
-            .expect("refused");
+        let err = open_store(
+            &data,
+            Some((&dir.path().join("snap"), &anchor)),
+            1,
+            StoreBackend::Fjall,
+        )
+        .err()
+        .expect("refused");
         assert!(matches!(err, NodeError::FastSyncTargetNotEmpty(_)), "{err}");
     }
 
@@ -410,7 +437,9 @@ mod tests {
         let data = dir.path().join("validator-0");
         let leftover = dir.path().join(".validator-0.restoring-1-2");
         std::fs::create_dir_all(leftover.join("keyspaces")).expect("mkdir");
-        let err = open_store(&data, None, 1).err().expect("refused");
+        let err = open_store(&data, None, 1, StoreBackend::Fjall)
+            .err()
+            .expect("refused");
         assert!(
             matches!(&err, NodeError::InterruptedRestore { leftover: l, .. } if *l == leftover),
             "{err}"
@@ -423,7 +452,7 @@ mod tests {
         assert!(!data.exists(), "a store was created beside the leftover");
         // Once the operator deleted it, the node starts.
         std::fs::remove_dir_all(&leftover).expect("rm");
-        assert!(open_store(&data, None, 1).is_ok());
+        assert!(open_store(&data, None, 1, StoreBackend::Fjall).is_ok());
     }
 
     #[test]
@@ -432,13 +461,13 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let root = dir.path().join("data");
         let data = root.join("validator-0");
-        drop(open_store(&data, None, 1).expect("open"));
+        drop(open_store(&data, None, 1, StoreBackend::Fjall).expect("open"));
         assert_eq!(mode(&root), 0o700);
         assert_eq!(mode(&data), 0o700);
         for path in [&root, &data] {
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
         }
-        drop(open_store(&data, None, 1).expect("reopen"));
+        drop(open_store(&data, None, 1, StoreBackend::Fjall).expect("reopen"));
         assert_eq!(mode(&root), 0o700);
         assert_eq!(mode(&data), 0o700);
     }
@@ -450,7 +479,13 @@ mod tests {
         std::fs::create_dir_all(snaps.join(".tmp-snapshot-1-2").join("state")).expect("mkdir");
         std::fs::create_dir_all(snaps.join(".tmp-snapshot-removing-10-1-3")).expect("mkdir");
         std::fs::create_dir_all(snaps.join("10")).expect("mkdir");
-        let opened = open_store(&dir.path().join("data").join("v"), None, 1).expect("open");
+        let opened = open_store(
+            &dir.path().join("data").join("v"),
+            None,
+            1,
+            StoreBackend::Fjall,
+        )
+        .expect("open");
         let services = Services::start(
             opened.store,
             Maintenance {
@@ -462,6 +497,7 @@ mod tests {
                 }),
                 retention: RetentionMode::Archival,
                 prune_pause: Duration::from_millis(10),
+                backend: StoreBackend::Fjall,
             },
             10,
         )

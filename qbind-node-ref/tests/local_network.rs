@@ -31,6 +31,7 @@ fn options(data: &Path, snapshots: &Path, blocks: u64) -> LocalOptions {
             }),
             retention: RetentionMode::Height { retain_height: 5 },
             prune_pause: Duration::from_millis(20),
+            backend: qbind_node_ref::store::StoreBackend::Fjall,
         },
         fast_sync: None,
         base_timeout_ms: 300,

@@ -21,12 +21,14 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use qbind_node_ref::genesis::Genesis;
+
 use qbind_node_ref::profile::Profile;
+use qbind_node_ref::store::{NodeStore, StoreBackend};
 use qbind_store::FjallBackend;
 use qbind_store::metrics::StoreMetrics;
 use qbind_store::snapshot::{
-    SnapshotConfig, SnapshotMeta, TrustAnchor, create_snapshot, list_snapshots, qbind_block_id,
-    read_meta, restore_snapshot, validate_snapshot,
+    SnapshotConfig, SnapshotMeta, TrustAnchor, list_snapshots, qbind_block_id, read_meta,
+    validate_snapshot,
 };
 
 #[derive(Debug, Parser)]
@@ -191,13 +193,18 @@ fn run(cli: Cli) -> Result<String, Failure> {
                     data_dir.display()
                 )));
             }
-            let store = <FjallBackend as qbind_store::PersistentBackend>::open_dir(&data_dir)
-                .map_err(|e| {
-                    invalid(format!(
-                        "cannot open the store {} (is the node still running?): {e}",
-                        data_dir.display()
-                    ))
-                })?;
+            let backend = StoreBackend::of_dir(&data_dir).ok_or_else(|| {
+                invalid(format!(
+                    "{}: neither a fjall nor a RocksDB store",
+                    data_dir.display()
+                ))
+            })?;
+            let store = NodeStore::open(backend, &data_dir).map_err(|e| {
+                invalid(format!(
+                    "cannot open the store {} (is the node still running?): {e}",
+                    data_dir.display()
+                ))
+            })?;
             let committed =
                 qbind_core::schema::read_height(&store, qbind_core::schema::COMMITTED_HEIGHT_KEY)
                     .map_err(invalid)?
@@ -214,14 +221,9 @@ fn run(cli: Cli) -> Result<String, Failure> {
                 max_snapshots: max_snapshots.max(1),
                 chain_id,
             };
-            let meta = create_snapshot(
-                &store,
-                &config,
-                epoch,
-                &qbind_block_id,
-                &StoreMetrics::default(),
-            )
-            .map_err(invalid)?;
+            let meta = store
+                .create_snapshot(&config, epoch, &qbind_block_id, &StoreMetrics::default())
+                .map_err(invalid)?;
             Ok(describe(&meta, None, out))
         }
         Command::List { snapshot_dir } => {
@@ -267,13 +269,29 @@ fn run(cli: Cli) -> Result<String, Failure> {
             let scratch = scratch_dir
                 .or_else(|| path.parent().map(Path::to_path_buf))
                 .unwrap_or_else(|| PathBuf::from("."));
-            let meta = validate_snapshot::<FjallBackend>(
-                &path,
-                chain_id,
-                trusted_snapshot_anchor.as_ref(),
-                &scratch,
-                &qbind_block_id,
-            )
+            let meta = match snapshot_backend(&path)? {
+                StoreBackend::Fjall => validate_snapshot::<FjallBackend>(
+                    &path,
+                    chain_id,
+                    trusted_snapshot_anchor.as_ref(),
+                    &scratch,
+                    &qbind_block_id,
+                ),
+                #[cfg(feature = "rocksdb")]
+                StoreBackend::RocksDb => validate_snapshot::<qbind_store::RocksDbBackend>(
+                    &path,
+                    chain_id,
+                    trusted_snapshot_anchor.as_ref(),
+                    &scratch,
+                    &qbind_block_id,
+                ),
+                #[cfg(not(feature = "rocksdb"))]
+                other => {
+                    return Err(invalid(
+                        qbind_node_ref::node::NodeError::BackendUnavailable(other),
+                    ));
+                }
+            }
             .map_err(invalid)?;
             let verdict = if trusted_snapshot_anchor.is_some() {
                 "OK (matches the trusted anchor)"
@@ -289,7 +307,8 @@ fn run(cli: Cli) -> Result<String, Failure> {
             chain: c,
         } => {
             let (chain_id, _) = chain(&c)?;
-            let (_store, meta) = restore_snapshot::<FjallBackend>(
+            let (_store, meta) = NodeStore::restore(
+                snapshot_backend(&path)?,
                 &path,
                 chain_id,
                 &trusted_snapshot_anchor,
@@ -300,6 +319,18 @@ fn run(cli: Cli) -> Result<String, Failure> {
             Ok(describe(&meta, Some("restored"), out))
         }
     }
+}
+
+/// The backend a snapshot was taken from (its `meta.json`).
+fn snapshot_backend(path: &Path) -> Result<StoreBackend, Failure> {
+    let meta = read_meta(path).map_err(invalid)?;
+    StoreBackend::named(&meta.backend).ok_or_else(|| {
+        invalid(format!(
+            "{}: snapshot of an unknown backend {:?}",
+            path.display(),
+            meta.backend
+        ))
+    })
 }
 
 fn main() -> ExitCode {

@@ -33,6 +33,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use crate::store::NodeStore;
 use qbind_api::{
     ApiBackend, BackendError, BlockInfo, ChainStatus, CheckedTx, PoolStatus, SubmitError,
     SyncState, TxLookup,
@@ -49,7 +50,6 @@ use qbind_core::pool_drops::PoolMonitor;
 use qbind_core::schema::{batch_digest_key, committed_block_key};
 use qbind_core::traits::{Namespace, StateRead};
 use qbind_core::types::{AccountId, Epoch, Hash32, Height, NetworkEnvironment, View};
-use qbind_store::FjallBackend;
 use tokio::sync::mpsc;
 
 use super::receipt_store;
@@ -249,7 +249,7 @@ impl<E: BlockExecutor> BlockExecutor for Recording<E> {
 pub(super) struct NodeApi {
     pub(super) env: NetworkEnvironment,
     pub(super) admission: AdmissionPolicy,
-    pub(super) store: Arc<FjallBackend>,
+    pub(super) store: Arc<NodeStore>,
     pub(super) submit: mpsc::UnboundedSender<Vec<u8>>,
     pub(super) index: Arc<ReceiptIndex>,
     /// The engine's pool: refuse when full, report drops.

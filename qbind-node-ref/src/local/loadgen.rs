@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::store::NodeStore;
 use qbind_core::codec::Encode;
 use qbind_core::crypto::KeyPair;
 use qbind_core::execution::{
@@ -15,7 +16,6 @@ use qbind_core::execution::{
     Transaction, TransferPayload, TransferPayloadV1, check_transaction,
 };
 use qbind_core::types::{AccountId, NetworkEnvironment};
-use qbind_store::FjallBackend;
 use tokio::sync::{mpsc, watch};
 
 /// Transfers a sender may have in flight before the generator skips it.
@@ -36,7 +36,7 @@ pub(super) struct LoadGenerator {
     /// Validators in the network.
     pub(super) n: usize,
     /// Each local validator's store (executed nonces).
-    pub(super) stores: Vec<Arc<FjallBackend>>,
+    pub(super) stores: Vec<Arc<NodeStore>>,
     /// Each local validator's submission channel.
     pub(super) submit: Vec<mpsc::UnboundedSender<Vec<u8>>>,
     /// One transfer every this often.

@@ -9,6 +9,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::store::NodeStore;
 use qbind_core::application::Application;
 use qbind_core::consensus::{ConsensusConfig, ConsensusMetrics};
 use qbind_core::engine::Engine;
@@ -16,7 +17,6 @@ use qbind_core::replica::{Event as EngineEvent, ReplicaError};
 use qbind_core::traits::{LocalSigner, MemoryNetwork, Signer, TokioClock, Transport};
 use qbind_core::types::ValidatorId;
 use qbind_core::validator::EpochSchedule;
-use qbind_store::FjallBackend;
 use tokio::sync::{mpsc, watch};
 
 use super::api::{ReceiptIndex, Recording};
@@ -32,7 +32,7 @@ use qbind_core::pool_drops::PoolMonitor;
 /// The opened stores of the local validators and their services.
 pub(super) struct Stores {
     /// One store per local validator.
-    pub(super) stores: Vec<Arc<FjallBackend>>,
+    pub(super) stores: Vec<Arc<NodeStore>>,
     /// Their snapshot and pruning services.
     pub(super) services: Vec<Services>,
     /// The executed height each store starts from.
@@ -79,7 +79,7 @@ fn open_one(
         .as_ref()
         .filter(|f| f.validator == i)
         .map(|f| (f.snapshot.as_path(), &f.anchor));
-    let opened = open_store(&dir, fast, chain_id)?;
+    let opened = open_store(&dir, fast, chain_id, opts.maintenance.backend)?;
     if let Some(meta) = &opened.restored_from {
         out(&format!(
             "validator {i}: fast sync from snapshot at height {} (block hash {}, state root {}: \
@@ -118,13 +118,13 @@ fn open_one(
 struct EngineParts {
     cfg: ConsensusConfig,
     schedule: Arc<EpochSchedule>,
-    store: Arc<FjallBackend>,
+    store: Arc<NodeStore>,
     signer: Box<dyn Signer>,
     events: mpsc::UnboundedSender<EngineEvent>,
     submissions: mpsc::UnboundedReceiver<Vec<u8>>,
     metrics: watch::Sender<ConsensusMetrics>,
     payload_metrics: watch::Sender<qbind_core::engine::PayloadMetrics>,
-    execution: Box<dyn Application<Arc<FjallBackend>>>,
+    execution: Box<dyn Application<Arc<NodeStore>>>,
     pool: Arc<PoolMonitor>,
     verified: Arc<VerifiedSet>,
     stop: watch::Receiver<bool>,
@@ -305,7 +305,7 @@ fn application(
     api: Option<&(usize, Arc<ReceiptIndex>)>,
     slot: usize,
     verified: Arc<VerifiedSet>,
-) -> Box<dyn Application<Arc<FjallBackend>>> {
+) -> Box<dyn Application<Arc<NodeStore>>> {
     let app = chain.execution.clone();
     let index = api.filter(|(s, _)| *s == slot).map(|(_, i)| Arc::clone(i));
     let stage_b = VerifyOnce {

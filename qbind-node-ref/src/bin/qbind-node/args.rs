@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::Parser;
+use qbind_node_ref::store::StoreBackend;
 use qbind_store::snapshot::TrustAnchor;
 
 /// Parse `--trusted-snapshot-anchor`.
@@ -57,6 +58,15 @@ pub(crate) struct InitArgs {
     /// Only this validator's store (default: every validator of the genesis).
     #[arg(long, visible_alias = "validator-id")]
     pub(crate) validator_index: Option<usize>,
+    /// The storage engine of the new stores: fjall or rocksdb (rocksdb
+    /// needs a build with `--features rocksdb`).
+    #[arg(long, default_value = "fjall", value_parser = db_backend)]
+    pub(crate) db_backend: StoreBackend,
+}
+
+/// `--db-backend NAME`.
+fn db_backend(name: &str) -> Result<StoreBackend, String> {
+    StoreBackend::named(name).ok_or_else(|| format!("unknown backend {name:?} (fjall or rocksdb)"))
 }
 
 /// Command-line flags (runbook §3.5, §5); every long flag is also a key of
@@ -186,6 +196,11 @@ pub(crate) struct Args {
     /// Snapshots kept; older ones are removed.
     #[arg(long, default_value_t = qbind_store::snapshot::DEFAULT_MAX_SNAPSHOTS)]
     pub(crate) max_snapshots: usize,
+    /// The storage engine: fjall or rocksdb (rocksdb needs a build with
+    /// `--features rocksdb`; a data directory keeps the engine that
+    /// created it).
+    #[arg(long, default_value = "fjall", value_parser = db_backend)]
+    pub(crate) db_backend: StoreBackend,
     /// archival (keep all blocks) or height (keep the last --state-retain-height).
     #[arg(long, default_value = "archival")]
     pub(crate) state_retention_mode: String,

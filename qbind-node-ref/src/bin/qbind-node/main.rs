@@ -82,8 +82,13 @@ fn parse_cli() -> Result<Cli, Failure> {
 /// `qbind-node init`.
 fn init(args: &InitArgs) -> Result<ExitCode, Failure> {
     let genesis = Genesis::load(&args.genesis).map_err(|e| e.to_string())?;
-    let dirs =
-        init_data_dir(&genesis, &args.data_dir, args.validator_index).map_err(|e| e.to_string())?;
+    let dirs = init_data_dir(
+        &genesis,
+        &args.data_dir,
+        args.validator_index,
+        args.db_backend,
+    )
+    .map_err(|e| e.to_string())?;
     for dir in dirs {
         println!(
             "initialised {} for genesis {}",
@@ -154,6 +159,10 @@ fn local_options(
     }
     let retention = retention_mode(&args.state_retention_mode, args.state_retain_height)
         .map_err(|e| e.to_string())?;
+    let backend = args.db_backend;
+    if !backend.available() {
+        return Err(NodeError::BackendUnavailable(backend).to_string().into());
+    }
     let validators = match &keys {
         Keys::Operator { set, .. } => set.validators.len(),
         Keys::Devnet => args.local_validators,
@@ -185,6 +194,7 @@ fn local_options(
             }),
             retention,
             prune_pause: Duration::from_millis(500),
+            backend,
         },
         fast_sync: args
             .fast_sync_snapshot_dir
