@@ -361,8 +361,14 @@ async fn execute(cli: Cli, out: &mut dyn Write) -> Result<i32, Failure> {
                         format!("catching up to {target_height}")
                     }
                 };
+                let pool = view.pool.map_or(String::new(), |p| {
+                    format!(
+                        " pool {} pending {} queued of {}",
+                        p.pending, p.queued, p.capacity
+                    )
+                });
                 format!(
-                    "{} chain {} height {} executed {} view {} epoch {} peers {} {sync}",
+                    "{} chain {} height {} executed {} view {} epoch {} peers {} {sync}{pool}",
                     view.network,
                     view.chain_id,
                     view.height,

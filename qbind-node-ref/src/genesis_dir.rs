@@ -2,8 +2,10 @@
 //! `qbind-localnet` write it (docs/node.md "Genesis file"): `genesis.json`,
 //! one encrypted keystore per validator in `v<i>` (`consensus.key`,
 //! `p2p_identity.key`, their `.pub` files and the double-sign record, as
-//! `qbind-keygen generate` makes them) and `accounts.json` with the funded
-//! accounts' secret seeds (mode 0600). One writer for both tools.
+//! `qbind-keygen generate` makes them), `accounts.json` with the funded
+//! accounts' secret seeds (mode 0600, for the load generators) and the same
+//! keys as `qbind` CLI key files in `accounts/account-<i>.key`. One writer
+//! for both tools.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -37,6 +39,9 @@ pub struct LocalGenesisSpec {
     pub base_port: u16,
     /// Argon2id parameters of the keystores (at least the production floor).
     pub kdf: KdfParams,
+    /// Also write each funded account's key as a `qbind` CLI key file
+    /// (`accounts/account-<i>.key`; one fsync each).
+    pub cli_key_files: bool,
 }
 
 /// Why a genesis directory could not be written.
@@ -85,6 +90,13 @@ impl LocalGenesis {
     #[must_use]
     pub fn keystore(out: &Path, i: usize) -> PathBuf {
         out.join(format!("v{i}"))
+    }
+
+    /// Funded account `i`'s key as a `qbind` CLI key file,
+    /// `out/accounts/account-<i>.key`.
+    #[must_use]
+    pub fn account_key_file(out: &Path, i: usize) -> PathBuf {
+        out.join("accounts").join(format!("account-{i}.key"))
     }
 }
 
@@ -170,6 +182,22 @@ pub fn write_local_genesis(
     genesis.check()?;
     let accounts_path = spec.out.join("accounts.json");
     save_account_keys(&accounts_path, &seeds)?;
+    // The same keys as `qbind` CLI key files (mode 0600, in a 0700 folder).
+    if spec.cli_key_files {
+        let key_dir = spec.out.join("accounts");
+        qbind_store::fsutil::ensure_private_dir(&key_dir).map_err(|e| GenesisDirError::Io {
+            path: key_dir.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+    }
+    let cli_keys: &[KeyPair] = if spec.cli_key_files { &keys } else { &[] };
+    for (i, key) in cli_keys.iter().enumerate() {
+        let path = LocalGenesis::account_key_file(&spec.out, i);
+        qbind_client::keyfile::write_key_file(&path, key).map_err(|e| GenesisDirError::Io {
+            path: path.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+    }
     genesis.save(&genesis_path)?;
     Ok(LocalGenesis {
         genesis,

@@ -101,6 +101,20 @@ fn generated_genesis_init_run_and_refusals() {
     // TestNet Beta: DAG payloads, monetary Shadow (diversity Warn below:
     // all four share 127.0.0.1, and Enforce admits two peers per /24).
     let hash = generate(&net, VALIDATORS, base_port, "testnet");
+    // Every funded account's key is also a `qbind` CLI key file.
+    let seeds =
+        qbind_node_ref::genesis::load_account_keys(&net.join("accounts.json")).expect("accounts");
+    assert_eq!(seeds.len(), 6);
+    for (i, key) in seeds.iter().enumerate() {
+        let path = net.join("accounts").join(format!("account-{i}.key"));
+        let cli = qbind_client::keyfile::read_key_file(&path).expect("a CLI key file");
+        assert_eq!(
+            cli.public_key().as_bytes(),
+            key.public_key().as_bytes(),
+            "{}",
+            path.display()
+        );
+    }
     let data = dir.path().join("data");
 
     // init records the genesis hash in every validator's store.

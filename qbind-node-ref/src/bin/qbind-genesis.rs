@@ -90,6 +90,7 @@ fn devnet(args: &DevnetArgs) -> Result<Vec<String>, String> {
         ip: args.ip,
         loopback_per_validator: args.loopback_per_validator,
         base_port: args.base_port,
+        cli_key_files: true,
         kdf: KdfParams {
             memory_kib: args.kdf_memory_kib,
             iterations: args.kdf_iterations,
@@ -108,6 +109,11 @@ fn devnet(args: &DevnetArgs) -> Result<Vec<String>, String> {
         format!(
             "funded account keys (secret): {}",
             written.accounts_path.display()
+        ),
+        format!(
+            "the same keys for the qbind CLI (secret): {}/accounts/account-0.key .. account-{}.key",
+            args.out.display(),
+            args.accounts.saturating_sub(1)
         ),
     ])
 }

@@ -165,6 +165,9 @@ impl LocalNet {
             base_port,
             // The floor of the production policy: these keys live for one run.
             kdf: KdfPolicy::PRODUCTION.min,
+            // Its load generator reads accounts.json; no CLI key files for
+            // thousands of accounts.
+            cli_key_files: false,
         };
         let genesis = write_local_genesis(&spec, &pass).map_err(|e| e.to_string())?;
         let init = Command::new(&node_bin)
