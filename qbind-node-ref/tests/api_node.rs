@@ -89,7 +89,7 @@ fn node_serves_the_api_transfer_commits_and_bad_inputs_change_nothing() {
         .enable_all()
         .build()
         .expect("runtime");
-    let (hash, committed, root) = runtime.block_on(async {
+    let (hash, committed, root, tx) = runtime.block_on(async {
         let client = QbindClient::new(&url).expect("client");
         let sender_key = qbind_node_ref::local::account_key(0);
         let sender = AccountId::from_public_key(sender_key.public_key());
@@ -204,7 +204,7 @@ fn node_serves_the_api_transfer_commits_and_bad_inputs_change_nothing() {
             .clone()
             .expect("an executed block has a root");
         let view = client.tx_status(hash).await.expect("status");
-        (hash, view, (height, root))
+        (hash, view, (height, root), tx)
     });
 
     common::interrupt_all_and_expect_clean_exit(&mut nodes.0);
@@ -223,6 +223,11 @@ fn node_serves_the_api_transfer_commits_and_bad_inputs_change_nothing() {
             block.state_root,
             Some(root),
             "the same state root after a restart"
+        );
+        // The same transaction again: still known (from the store).
+        assert_eq!(
+            api_code(client.submit(&tx).await),
+            (409, "already_known".into())
         );
     });
     common::interrupt_all_and_expect_clean_exit(&mut nodes.0);

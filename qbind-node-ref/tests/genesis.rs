@@ -226,6 +226,38 @@ fn generated_genesis_init_run_and_refusals() {
         text(&o)
     );
 
+    // On a public network (a routable address in the genesis), an
+    // advertised address peers would refuse is refused at start. One
+    // validator, listening on loopback: nothing is dialled.
+    let public = dir.path().join("public");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_qbind-genesis"));
+    cmd.args([
+        "devnet",
+        "--ip",
+        "192.0.2.1",
+        "--validators",
+        "1",
+        "--accounts",
+        "1",
+    ])
+    .args(["--passphrase-env", PASS_VAR])
+    .args(["--kdf-memory-kib", "19456", "--kdf-iterations", "2"])
+    .arg("--out")
+    .arg(&public)
+    .env(PASS_VAR, PASS);
+    let o = run(cmd);
+    assert!(o.status.success(), "{}", text(&o));
+    let mut natted = node(&public, &dir.path().join("public-data"), 0);
+    natted.args(["--p2p-listen-addr", "127.0.0.1:0"]);
+    natted.args(["--p2p-advertised-addr", "10.1.2.3:9000", "--blocks", "1"]);
+    let o = run(natted);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("is not a globally routable address"),
+        "{}",
+        text(&o)
+    );
+
     // A malformed genesis file is refused by name.
     std::fs::write(other.join("genesis.json"), "{\"version\": 1").expect("write");
     let o = run(node(&other, &dir.path().join("fresh"), 0));

@@ -363,6 +363,15 @@ impl ApiBackend for NodeApi {
         if !dropped && !matches!(self.index.lookup(&hash), TxLookup::Unknown) {
             return Err(SubmitError::AlreadyKnown);
         }
+        // Executed before this process started (or out of the memory
+        // window): known too, as `tx_status` reports it.
+        let stored =
+            receipt_store::tx_receipt(&*self.store, &hash).map_err(|e| SubmitError::Internal {
+                detail: format!("reading a stored receipt: {e}"),
+            })?;
+        if stored.is_some() {
+            return Err(SubmitError::AlreadyKnown);
+        }
         let fee = match tx.transaction().payload() {
             TransferPayload::V1(p) => p.max_fee_per_gas,
             TransferPayload::V0(_) => 0,

@@ -7,15 +7,20 @@
 //! - `b'r' || h_be` in `Blocks` ([`RECEIPTS_PREFIX`]): a [`HeightRecord`],
 //!   the state root after the block and its transaction hashes in order;
 //! - `b'x' || tx_hash` in `Blocks` ([`TX_RECEIPT_PREFIX`]): a [`TxRecord`],
-//!   the height, position and receipt of one transaction; a hash executed
-//!   twice (a refused copy and a later included one) keeps the later one.
+//!   the height, position in the block as delivered (the index the API
+//!   reports, also from memory) and receipt of one transaction; a hash
+//!   executed twice (a refused copy and a later included one) keeps the
+//!   later one.
 //!
 //! Only the last `retain` heights are kept: the batch of height `h` also
-//! deletes the records of at most [`PRUNE_HEIGHTS_PER_BLOCK`] heights below
-//! `h + 1 - retain` (each transaction entry only if it still points at that
-//! height), advancing the floor marker [`RECEIPTS_FLOOR_KEY`] in the same
-//! batch. The cost is bounded per block: one record read and one point read
-//! per transaction of the pruned height.
+//! deletes the records of at most [`PRUNE_HEIGHTS_PER_BLOCK`] stored heights
+//! below `h + 1 - retain`, found by a range scan from the floor marker
+//! [`RECEIPTS_FLOOR_KEY`] (each transaction entry only if it still points
+//! at that height), and advances the marker in the same batch. The cost is
+//! bounded per block: one short scan, and one point read per transaction of
+//! the pruned heights. A marker above the target (from a snapshot) is
+//! ignored; a damaged old record is deleted and logged, never an error that
+//! would stop the validator.
 
 use std::sync::Arc;
 
@@ -37,9 +42,11 @@ pub const RECEIPTS_FLOOR_KEY: &[u8] = b"receipts_floor";
 pub const PRUNE_HEIGHTS_PER_BLOCK: u64 = 4;
 /// The encoding version of [`HeightRecord`] and [`TxRecord`].
 const VERSION: u8 = 1;
-/// The most transactions one height record holds (the codec's default
-/// block bound).
-const MAX_TXS: u32 = 20_000;
+/// The most transactions one height record may declare. A DAG block can
+/// carry more than the codec's per-block bound (batches of batches), so
+/// this is only a sanity bound: the count is also checked against the bytes
+/// present before anything is allocated.
+const MAX_TXS: u32 = 1 << 24;
 
 /// What the store keeps about one executed height.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -189,54 +196,120 @@ pub fn height_record<S: StateRead + ?Sized>(
         .transpose()
 }
 
+/// One executed transaction to record: its hash, its position in the
+/// block as delivered (the index the API reports), its receipt.
+pub type Executed = (Hash32, u32, Receipt);
+
 /// Append to `writes` the deletions that keep the last `retain` heights
-/// below `height` (bounded by [`PRUNE_HEIGHTS_PER_BLOCK`]), then the records
-/// of `height`. Deletions come first so that a transaction of `height`
-/// whose hash was also in a pruned height keeps its new entry.
-pub fn write_height<S: StateRead + ?Sized>(
+/// below `height` (at most [`PRUNE_HEIGHTS_PER_BLOCK`] stored heights per
+/// call, found by a range scan so that heights without records cost
+/// nothing), then the records of `height`. Deletions come first so that a
+/// transaction of `height` whose hash was also in a pruned height keeps its
+/// new entry. A stored record that does not decode is deleted and skipped
+/// (logged): API bookkeeping never stops the validator.
+pub fn write_height<S: StateBackend + ?Sized>(
     store: &S,
     writes: &mut WriteBatch,
     height: Height,
     state_root: Hash32,
-    receipts: &[(Hash32, Receipt)],
+    executed: &[Executed],
     retain: u64,
 ) -> Result<(), ReceiptStoreError> {
     let target = height.0.saturating_add(1).saturating_sub(retain.max(1));
-    let floor = match store.get(Namespace::Meta, RECEIPTS_FLOOR_KEY)? {
-        Some(bytes) => decode::<u64>("receipts floor marker", &bytes)?,
-        // First record on this store: nothing is stored below `target`.
-        None => target,
+    let stored = match store.get(Namespace::Meta, RECEIPTS_FLOOR_KEY)? {
+        Some(bytes) => u64::from_bytes(&bytes).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "receipts floor marker is corrupt; pruning from 0");
+            0
+        }),
+        None => 0,
     };
-    let end = target.min(floor.saturating_add(PRUNE_HEIGHTS_PER_BLOCK));
-    for old in floor..end {
-        if let Some(record) = height_record(store, old)? {
-            for hash in &record.tx_hashes {
-                if tx_receipt(store, hash)?.is_some_and(|r| r.height.0 == old) {
-                    writes.delete(Namespace::Blocks, tx_key(hash));
+    // Our own marker is never above the target; one that is came from
+    // elsewhere (a snapshot) and is not trusted: scan from 0 (cheap: a
+    // range scan skips heights without records).
+    let floor = if stored > target { 0 } else { stored };
+    let old = store.snapshot()?.scan_range(
+        Namespace::Blocks,
+        &height_key(floor),
+        Some(&height_key(target)),
+        PRUNE_HEIGHTS_PER_BLOCK as usize,
+    )?;
+    let mut new_floor = target;
+    if old.len() == PRUNE_HEIGHTS_PER_BLOCK as usize {
+        // More may follow: resume after the last one deleted here.
+        new_floor = old
+            .last()
+            .and_then(|(k, _)| height_of_key(k))
+            .map_or(target, |h| h.saturating_add(1).min(target));
+    }
+    for (key, value) in &old {
+        let Some(at) = height_of_key(key) else {
+            continue;
+        };
+        match HeightRecord::from_bytes(value) {
+            Ok(record) => {
+                for hash in &record.tx_hashes {
+                    let points_here = match tx_receipt(store, hash) {
+                        Ok(found) => found.is_some_and(|r| r.height.0 == at),
+                        // A damaged entry goes with its height.
+                        Err(ReceiptStoreError::Corrupt { .. }) => true,
+                        Err(e) => return Err(e),
+                    };
+                    if points_here {
+                        writes.delete(Namespace::Blocks, tx_key(hash));
+                    }
                 }
             }
-            writes.delete(Namespace::Blocks, height_key(old));
+            Err(e) => {
+                tracing::warn!(height = at, error = %e, "corrupt receipts record deleted");
+            }
         }
+        writes.delete(Namespace::Blocks, key.clone());
     }
     writes.put(
         Namespace::Meta,
         RECEIPTS_FLOOR_KEY.to_vec(),
-        floor.max(end).to_bytes(),
+        new_floor.to_bytes(),
     );
     let record = HeightRecord {
         state_root,
-        tx_hashes: receipts.iter().map(|(hash, _)| *hash).collect(),
+        tx_hashes: executed.iter().map(|(hash, _, _)| *hash).collect(),
     };
     writes.put(Namespace::Blocks, height_key(height.0), record.to_bytes());
-    for (index, (hash, receipt)) in receipts.iter().enumerate() {
+    for (hash, index, receipt) in executed {
         let record = TxRecord {
             height,
-            index: u32::try_from(index).unwrap_or(u32::MAX),
+            index: *index,
             receipt: *receipt,
         };
         writes.put(Namespace::Blocks, tx_key(hash), record.to_bytes());
     }
     Ok(())
+}
+
+/// The height in a [`height_key`].
+fn height_of_key(key: &[u8]) -> Option<u64> {
+    let rest = key.strip_prefix(&[RECEIPTS_PREFIX])?;
+    <[u8; 8]>::try_from(rest).ok().map(u64::from_be_bytes)
+}
+
+/// The staged receipts of a block with each transaction's position in the
+/// block as delivered (`delivered`: the block's transactions' bytes; the
+/// position in the staged order where a hash is not among them).
+#[must_use]
+pub fn with_positions(delivered: &[Vec<u8>], staged: &[(Hash32, Receipt)]) -> Vec<Executed> {
+    let positions: std::collections::HashMap<Hash32, usize> = delivered
+        .iter()
+        .enumerate()
+        .map(|(i, tx)| (Hash32::digest(tx), i))
+        .collect();
+    staged
+        .iter()
+        .enumerate()
+        .map(|(i, (hash, receipt))| {
+            let at = positions.get(hash).copied().unwrap_or(i);
+            (*hash, u32::try_from(at).unwrap_or(u32::MAX), *receipt)
+        })
+        .collect()
 }
 
 /// The API validator's application: `inner` (whose executor is wrapped in
@@ -258,13 +331,13 @@ impl<S: StateBackend + ?Sized, A: Application<S>> Application<S> for Persisting<
         block: &CommittedBlock<'_>,
     ) -> Result<Applied, ApplicationError> {
         let mut applied = self.inner.execute(store, block)?;
-        let receipts = self.index.staged(block.height);
+        let executed = with_positions(block.txs, &self.index.staged(block.height));
         write_height(
             store,
             &mut applied.writes,
             block.height,
             applied.state_root,
-            &receipts,
+            &executed,
             self.retain,
         )?;
         Ok(applied)
@@ -309,7 +382,13 @@ mod tests {
     fn run(store: &MemoryBackend, from: u64, to: u64, per_block: u64, retain: u64) {
         for h in from..=to {
             let receipts: Vec<_> = (0..per_block)
-                .map(|i| (hash(h * 100 + i), receipt(TxStatus::Success, 21_000 + i)))
+                .map(|i| {
+                    (
+                        hash(h * 100 + i),
+                        i as u32,
+                        receipt(TxStatus::Success, 21_000 + i),
+                    )
+                })
                 .collect();
             let mut writes = WriteBatch::new();
             write_height(store, &mut writes, Height(h), hash(h), &receipts, retain).unwrap();
@@ -373,11 +452,19 @@ mod tests {
         );
         let tx = hash(7);
         let mut writes = WriteBatch::new();
-        write_height(&store, &mut writes, Height(1), hash(1), &[(tx, refused)], 2).unwrap();
+        write_height(
+            &store,
+            &mut writes,
+            Height(1),
+            hash(1),
+            &[(tx, 0, refused)],
+            2,
+        )
+        .unwrap();
         store.write(writes, Durability::Durable).unwrap();
         let mut writes = WriteBatch::new();
         let ok = receipt(TxStatus::Success, 21_000);
-        write_height(&store, &mut writes, Height(2), hash(2), &[(tx, ok)], 2).unwrap();
+        write_height(&store, &mut writes, Height(2), hash(2), &[(tx, 0, ok)], 2).unwrap();
         store.write(writes, Durability::Durable).unwrap();
         // Height 3 prunes height 1, whose hash list names `tx`.
         run(&store, 3, 3, 0, 2);
@@ -387,9 +474,78 @@ mod tests {
         // The same hash in the pruned height and in the new one.
         let mut writes = WriteBatch::new();
         let again = receipt(TxStatus::Success, 1);
-        write_height(&store, &mut writes, Height(4), hash(4), &[(tx, again)], 2).unwrap();
+        write_height(
+            &store,
+            &mut writes,
+            Height(4),
+            hash(4),
+            &[(tx, 0, again)],
+            2,
+        )
+        .unwrap();
         store.write(writes, Durability::Durable).unwrap();
         assert_eq!(tx_receipt(&store, &tx).unwrap().unwrap().height, Height(4));
+    }
+
+    #[test]
+    fn a_block_larger_than_the_codec_bound_is_recorded_and_pruned() {
+        // A DAG block may carry more than 20,000 transactions (64 batches
+        // of 500): its record must read back, or pruning it would fail.
+        let store = MemoryBackend::new();
+        let big: Vec<Executed> = (0..32_000u64)
+            .map(|i| (hash(1_000_000 + i), i as u32, receipt(TxStatus::Success, 1)))
+            .collect();
+        let mut writes = WriteBatch::new();
+        write_height(&store, &mut writes, Height(1), hash(1), &big, 2).unwrap();
+        store.write(writes, Durability::Durable).unwrap();
+        assert_eq!(
+            height_record(&store, 1).unwrap().unwrap().tx_hashes.len(),
+            32_000
+        );
+        run(&store, 2, 3, 1, 2);
+        assert_eq!(height_record(&store, 1).unwrap(), None);
+        assert_eq!(tx_receipt(&store, &hash(1_000_000)).unwrap(), None);
+    }
+
+    #[test]
+    fn a_floor_marker_from_elsewhere_neither_stops_pruning_nor_the_validator() {
+        let store = MemoryBackend::new();
+        run(&store, 1, 3, 1, 100);
+        // A snapshot's marker far above the target, and a damaged record.
+        let mut writes = WriteBatch::new();
+        writes.put(
+            Namespace::Meta,
+            RECEIPTS_FLOOR_KEY.to_vec(),
+            u64::MAX.to_bytes(),
+        );
+        writes.put(Namespace::Blocks, height_key(2), vec![9, 9]);
+        store.write(writes, Durability::Durable).unwrap();
+        run(&store, 4, 6, 1, 3);
+        for h in 1..=3 {
+            assert_eq!(
+                store.get(Namespace::Blocks, &height_key(h)).unwrap(),
+                None,
+                "height {h}"
+            );
+        }
+        assert!(height_record(&store, 6).unwrap().is_some());
+    }
+
+    #[test]
+    fn positions_are_those_of_the_block_as_delivered() {
+        // Transaction 1 did not decode: no receipt, but it keeps its place.
+        let delivered: Vec<Vec<u8>> = vec![b"a".to_vec(), b"junk".to_vec(), b"c".to_vec()];
+        let ok = receipt(TxStatus::Success, 1);
+        let staged = vec![
+            (Hash32::digest(b"a"), ok),
+            (Hash32::digest(b"c"), ok),
+            (hash(77), ok),
+        ];
+        let got: Vec<u32> = with_positions(&delivered, &staged)
+            .iter()
+            .map(|(_, i, _)| *i)
+            .collect();
+        assert_eq!(got, vec![0, 2, 2], "not delivered: its staged position");
     }
 
     #[test]

@@ -446,6 +446,16 @@ async fn kemtls_transport(
     // A loopback or private P2P address (the validator's own, in the file)
     // means a local network, whose peers announce such addresses too.
     peers.local_network = !qbind_net::peers::book::is_routable(p2p_addr(opts, i)?);
+    if let Some(addr) = opts.settings.p2p_advertised
+        && !peers.local_network
+        && !qbind_net::peers::book::is_routable(addr)
+    {
+        // Peers of a public network refuse such an announcement.
+        return Err(NodeError::Config(format!(
+            "--p2p-advertised-addr {addr} is not a globally routable address (loopback, \
+             private, link-local or port 0): peers of this network would refuse it"
+        )));
+    }
     peers.advertised_addr = opts.settings.p2p_advertised;
     qbind_net::TcpTransport::start(qbind_net::TransportConfig {
         local_id: ValidatorId(i as u32),

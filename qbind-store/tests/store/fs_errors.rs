@@ -95,6 +95,18 @@ fn store_on_full_fs_reports_full<B: PersistentBackend>() {
         "{}",
         B::KIND
     );
+    // A restart on the still-full disk: opening logs and writes files, and
+    // must end in a store or a typed error, never an abort.
+    drop(store);
+    match B::open_dir(&mount.path.join("db")) {
+        Ok(reopened) => {
+            let mut batch = WriteBatch::new();
+            batch.put(Namespace::Blocks, b"more".to_vec(), value);
+            let _ = reopened.write(batch, Durability::Durable);
+        }
+        Err(StorageError::Full | StorageError::Io { .. }) => {}
+        Err(other) => panic!("{}: reopen on a full fs: {other}", B::KIND),
+    }
 }
 
 fn unusable_paths_are_io_errors<B: PersistentBackend>() {
