@@ -4,12 +4,13 @@
 //! store beside the first); an unknown name, or RocksDB in a build without
 //! the `rocksdb` feature, is a clear usage error.
 
-use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use qbind_node_ref::store::{NodeStore, StoreBackend};
+
+mod common;
 
 /// Run `qbind-node ARGS` to its end (at most 120 s); exit code and output.
 fn qbind_node(data: &Path, args: &[&str]) -> (Option<i32>, String) {
@@ -22,15 +23,7 @@ fn qbind_node(data: &Path, args: &[&str]) -> (Option<i32>, String) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start qbind-node");
-    let read = |mut r: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = r.read_to_string(&mut s);
-            s
-        })
-    };
-    let out = read(Box::new(child.stdout.take().expect("stdout")));
-    let err = read(Box::new(child.stderr.take().expect("stderr")));
+    let (out, err) = common::collect_output(&mut child);
     let deadline = Instant::now() + Duration::from_secs(120);
     let status = loop {
         if let Some(status) = child.try_wait().expect("wait") {

@@ -4,11 +4,12 @@
 //! fails this test. The script is one process group, killed if it runs
 //! longer than four minutes; whatever it started is killed at the end.
 
-use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+mod common;
 
 const LIMIT: Duration = Duration::from_secs(240);
 
@@ -84,15 +85,7 @@ fn every_command_of_the_operator_guide_runs() {
         .process_group(0)
         .spawn()
         .expect("start bash");
-    let read = |mut r: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = r.read_to_string(&mut s);
-            s
-        })
-    };
-    let out = read(Box::new(child.stdout.take().expect("stdout")));
-    let err = read(Box::new(child.stderr.take().expect("stderr")));
+    let (out, err) = common::collect_output(&mut child);
     let start = Instant::now();
     let status = loop {
         if let Some(status) = child.try_wait().expect("wait") {

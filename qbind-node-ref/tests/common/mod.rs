@@ -181,3 +181,24 @@ impl Drop for Reaper {
         }
     }
 }
+
+/// Read a spawned child's piped stdout and stderr to their ends on two
+/// threads (so that neither pipe fills and blocks it); join for the text.
+pub fn collect_output(
+    child: &mut Child,
+) -> (
+    std::thread::JoinHandle<String>,
+    std::thread::JoinHandle<String>,
+) {
+    use std::io::Read;
+    let read = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = r.read_to_string(&mut s);
+            s
+        })
+    };
+    let out = read(Box::new(child.stdout.take().expect("stdout is piped")));
+    let err = read(Box::new(child.stderr.take().expect("stderr is piped")));
+    (out, err)
+}
