@@ -56,7 +56,10 @@ fn sh_blocks_are_found_in_order() {
 
 #[test]
 fn every_command_of_the_operator_guide_runs() {
-    let guide = include_str!("../../docs/operator-guide.md");
+    let guide = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/operator-guide.md"
+    ));
     let blocks = sh_blocks(guide);
     assert!(blocks.len() >= 8, "only {} command blocks", blocks.len());
     let dir = tempfile::tempdir().expect("tempdir");
