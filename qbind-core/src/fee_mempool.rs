@@ -552,13 +552,15 @@ impl<T: PoolTx> FeeMempool<T> {
         // unknown: holding every transaction of an account whose previous
         // nonce sits in another validator's batch serialised senders on
         // execution and stalled the DAG whole-node long run.
-        if !idle_senders && !self.by_sender.contains_key(&sender) {
-            return Vec::new();
+        if self.by_sender.contains_key(&sender) {
+            return self.note_account_nonce(sender, nonce);
         }
-        let next = self.after_in_flight(&sender, nonce);
-        self.next_nonce.insert(sender, next);
-        self.executed_nonce.insert(sender, nonce);
-        self.note_account_nonce(sender, nonce)
+        if idle_senders {
+            let next = self.after_in_flight(&sender, nonce);
+            self.next_nonce.insert(sender, next);
+            self.executed_nonce.insert(sender, nonce);
+        }
+        Vec::new()
     }
 
     /// The sender's next nonce given that its account executes `executed`

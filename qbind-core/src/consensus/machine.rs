@@ -536,13 +536,6 @@ impl HotStuff {
 
     // ------------------------------------------------------------ proposing
 
-    /// Whether to hold back this view's proposal for now
-    /// ([`super::ConsensusConfig::idle_proposal_delay_ms`]): nothing to
-    /// propose and nothing uncommitted above `parent`'s committed ancestor
-    /// that more blocks would commit. Until the delay (at most a quarter of
-    /// the base view timeout) has passed since the view began, a timer
-    /// brings the machine back; a submitted transaction or a new batch
-    /// certificate does too.
     /// A proposal held back while idle in this view goes out now, if it
     /// can. Only then: `try_propose` may fetch a missing high-QC block, and
     /// must not do so on every submission or batch certificate.
@@ -552,6 +545,13 @@ impl HotStuff {
         }
     }
 
+    /// Whether to hold back this view's proposal for now
+    /// ([`super::ConsensusConfig::idle_proposal_delay_ms`]): nothing to
+    /// propose and nothing uncommitted above `parent`'s committed ancestor
+    /// that more blocks would commit. Until the delay (at most a quarter of
+    /// the base view timeout) has passed since the view began, a timer
+    /// brings the machine back; a submitted transaction or a new batch
+    /// certificate does too.
     fn idle_hold(&mut self, parent: &Hash32) -> bool {
         let Some(delay) = self.cfg.idle_proposal_delay_ms else {
             return false;
