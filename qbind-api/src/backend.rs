@@ -178,6 +178,14 @@ pub trait ApiBackend: Send + Sync + 'static {
     /// The network whose signature tag submitted transactions must carry.
     fn network(&self) -> NetworkEnvironment;
 
+    /// Whether this node takes transactions at all (false on a full node):
+    /// if not, submissions are refused with
+    /// [`SubmitError::NotAValidator`] before any signature is checked, so
+    /// they cost the node no verification.
+    fn takes_transactions(&self) -> bool {
+        true
+    }
+
     /// Offer a decoded, validly signed transaction to the pool. The backend
     /// decides what depends on state: nonce, balance, duplicates, pool
     /// limits. On success the transaction is pending under

@@ -55,6 +55,9 @@ pub const METHOD_NOT_ALLOWED: &str = "method_not_allowed";
 pub const TIMEOUT: &str = "timeout";
 /// 503: the node cannot serve this now (starting, stopping, catching up).
 pub const UNAVAILABLE: &str = "unavailable";
+/// 421: this node is a full node: it serves reads but takes no
+/// transactions (submit them to a validator's API).
+pub const NOT_A_VALIDATOR: &str = "not_a_validator";
 /// 500: an internal error (details are in the node's log only).
 pub const INTERNAL: &str = "internal";
 

@@ -89,6 +89,9 @@ pub(crate) async fn submit_tx<B: ApiBackend>(
     State(shared): State<Arc<Shared<B>>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<SubmitTxResponse>), ApiError> {
+    if !shared.backend.takes_transactions() {
+        return Err(SubmitError::NotAValidator.into());
+    }
     let request: SubmitTxRequest = parse_body(body)?;
     let bytes = decode_tx_hex(&request.tx)?;
     let env = shared.backend.network();
@@ -118,6 +121,9 @@ pub(crate) async fn submit_batch<B: ApiBackend>(
     Extension(ClientIp(ip)): Extension<ClientIp>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<SubmitBatchResponse>, ApiError> {
+    if !shared.backend.takes_transactions() {
+        return Err(SubmitError::NotAValidator.into());
+    }
     let request: SubmitBatchRequest = parse_body(body)?;
     let max = shared.config.max_batch_txs;
     if request.txs.is_empty() {

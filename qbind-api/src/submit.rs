@@ -150,6 +150,10 @@ pub enum SubmitError {
     /// The node cannot take transactions now (starting, stopping, syncing).
     #[error("node unavailable")]
     Unavailable,
+    /// This node is a full node: it follows and serves the chain but has no
+    /// pool that reaches a block (submit to a validator's API instead).
+    #[error("this node is a full node and takes no transactions: submit to a validator")]
+    NotAValidator,
     /// An internal failure; `detail` is logged, never sent to the client.
     #[error("internal error: {detail}")]
     Internal {
@@ -175,6 +179,7 @@ impl SubmitError {
             SubmitError::PoolFull => codes::POOL_FULL,
             SubmitError::SenderLimit { .. } => codes::SENDER_LIMIT,
             SubmitError::Unavailable => codes::UNAVAILABLE,
+            SubmitError::NotAValidator => codes::NOT_A_VALIDATOR,
             SubmitError::Internal { .. } => codes::INTERNAL,
         }
     }
@@ -193,6 +198,7 @@ impl SubmitError {
             SubmitError::AlreadyKnown | SubmitError::ReplacementUnderpriced { .. } => 409,
             SubmitError::PoolFull | SubmitError::SenderLimit { .. } => 429,
             SubmitError::Unavailable => 503,
+            SubmitError::NotAValidator => 421,
             SubmitError::Internal { .. } => 500,
         }
     }

@@ -645,6 +645,77 @@ async fn backend_failures_and_panics_become_json_5xx() {
         .unwrap();
 }
 
+/// A full node's backend: reads work, it takes no transactions, and its
+/// `submit` must never be reached.
+struct FullNode;
+
+impl ApiBackend for FullNode {
+    fn network(&self) -> NetworkEnvironment {
+        ENV
+    }
+    fn takes_transactions(&self) -> bool {
+        false
+    }
+    async fn submit(&self, _tx: CheckedTx) -> Result<(), SubmitError> {
+        panic!("a full node's submit was called")
+    }
+    async fn tx_status(&self, _hash: Hash32) -> Result<TxLookup, BackendError> {
+        Ok(TxLookup::Unknown)
+    }
+    async fn account(&self, _id: AccountId) -> Result<Account, BackendError> {
+        Ok(Account::default())
+    }
+    async fn block(&self, _height: Height) -> Result<Option<BlockInfo>, BackendError> {
+        Ok(None)
+    }
+    async fn status(&self) -> Result<ChainStatus, BackendError> {
+        Err(BackendError::Unavailable)
+    }
+}
+
+#[tokio::test]
+async fn a_full_node_refuses_submissions_before_checking_them() {
+    let (base, stop, task) = start_backend(Arc::new(FullNode), no_limit()).await;
+    let http = reqwest::Client::new();
+    let good = tx_hex(&transfer(&alice(), ENV, 0, 1));
+    // A good transaction, one signed for another network (its check would
+    // fail), a batch: all 421 `not_a_validator`, without a retry hint.
+    let other = tx_hex(&transfer(&alice(), NetworkEnvironment::Mainnet, 0, 1));
+    for (path, body) in [
+        ("/v1/tx", json!({ "tx": good })),
+        ("/v1/tx", json!({ "tx": other })),
+        ("/v1/txs", json!({ "txs": [good, other] })),
+    ] {
+        let r = http
+            .post(format!("{base}{path}"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.headers().get("retry-after").is_none());
+        let (status, body) = error_of(r).await;
+        assert_eq!(
+            (status, body.code.as_str()),
+            (421, codes::NOT_A_VALIDATOR),
+            "{path}"
+        );
+        assert!(body.message.contains("submit to a validator"), "{body:?}");
+    }
+    // Reads are served.
+    let r = http
+        .get(format!("{base}/v1/account/{}", "00".repeat(32)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
+
 #[tokio::test]
 async fn shutdown_stops_the_server_and_frees_the_port() {
     let api = start(no_limit(), 4).await;

@@ -1,5 +1,6 @@
 //! The crate's one error type. Every malformed, oversized, replayed or
-//! unauthenticated input ends here, never in a panic (DESIGN "Bad input").
+//! unauthenticated input ends here, never in a panic (DESIGN "Bad input"),
+//! and so does a transport configuration refused at start.
 
 use std::io;
 
@@ -94,4 +95,8 @@ pub enum NetError {
     /// The state machine was driven out of order (a caller bug, not peer input).
     #[error("handshake state machine misuse: {0}")]
     State(&'static str),
+    /// The transport's validator and follower lists contradict each other
+    /// (refused at start).
+    #[error("invalid peer directory: {0}")]
+    Directory(#[from] crate::peers::directory::DirectoryError),
 }

@@ -17,8 +17,8 @@
 //!   [`connect`] / [`Acceptor::accept`] / [`SecureChannel`]. This is the
 //!   stable API the remote signer uses.
 //! - [`transport`]: [`TcpTransport`], the `qbind_core::Transport` for
-//!   validators, with the peer manager of [`peers`] and the metrics of
-//!   [`metrics`].
+//!   validators and the full nodes (followers) they admit, with the peer
+//!   manager of [`peers`] and the metrics of [`metrics`].
 //!
 //! ## Secure channel API (stable)
 //!

@@ -117,8 +117,12 @@ impl DiversityReason {
 pub struct NetMetrics {
     /// Gauge `qbind_p2p_outbound_peers`.
     pub outbound_peers: AtomicU64,
-    /// Gauge `qbind_p2p_inbound_peers`.
+    /// Gauge `qbind_p2p_inbound_peers`: inbound connections of validators
+    /// (followers are counted in `follower_peers`).
     pub inbound_peers: AtomicU64,
+    /// Gauge `qbind_p2p_follower_peers`: connected followers (authenticated
+    /// non-validators, always inbound).
+    pub follower_peers: AtomicU64,
     /// Gauge `qbind_p2p_known_peers`: addresses in the address book.
     pub known_peers: AtomicU64,
     /// Gauge `qbind_p2p_diversity_distinct_buckets`: distinct /16 (v4) or /48 (v6) buckets among connected peers.
@@ -141,6 +145,9 @@ pub struct NetMetrics {
     pub frames_rejected: AtomicU64,
     /// `qbind_p2p_dial_attempts_total`: outbound dials started (first connections and reconnections).
     pub dial_attempts: AtomicU64,
+    /// `qbind_p2p_follower_refused_total`: authenticated followers turned
+    /// away because `max_follower_inbound` of them were connected.
+    pub follower_refused: AtomicU64,
 }
 
 fn get(a: &AtomicU64) -> u64 {

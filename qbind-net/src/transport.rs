@@ -3,10 +3,15 @@
 //! random outbound selection toward a target, diversity buckets, heartbeats,
 //! liveness eviction, reconnection with backoff) and runbook §7.3 metrics.
 //!
-//! Every connected validator has one connection with a bounded send queue
+//! Every connected peer has one connection with a bounded send queue
 //! (a full queue drops the message with `TransportError::QueueFull`) and a
 //! reader that pushes into one bounded inbound queue (a full inbound queue
 //! stops reading, so TCP flow control pushes back on the sender).
+//!
+//! Peers are validators or followers ([`PeerKind`]): followers are admitted
+//! inbound only, up to `max_follower_inbound`, outside the validators'
+//! inbound cap and diversity buckets, and are never dialled, booked or
+//! relayed (`docs/p2p.md`, "Followers").
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
@@ -29,6 +34,7 @@ use crate::identity::{AllowedPeers, KeyFingerprint, PeerPublic, StaticIdentity};
 use crate::metrics::NetMetrics;
 use crate::peers::backoff::BackoffConfig;
 use crate::peers::book::{AddrRefusal, AddressBook};
+use crate::peers::directory::{PeerDirectory, PeerKind};
 use crate::peers::diversity::{DiversityConfig, DiversityTracker};
 use crate::peers::liveness::{Heartbeat, Liveness, LivenessConfig};
 use crate::wire::{MAX_PEERS_PER_MESSAGE, PeerMessage, PeerRecord};
@@ -38,8 +44,12 @@ use crate::wire::{MAX_PEERS_PER_MESSAGE, PeerMessage, PeerRecord};
 pub struct PeerManagerConfig {
     /// Outbound connections to aim for (default 8).
     pub outbound_target: usize,
-    /// Most inbound connections (default 32).
+    /// Most inbound connections of validators (default 32). Followers are
+    /// not counted here, so they can never lock validators out.
     pub max_inbound: usize,
+    /// Most connected followers (default 8): the bound on what the
+    /// operator's follower list can hold of this node's connections.
+    pub max_follower_inbound: usize,
     /// Ask peers for their peers (default true).
     pub discovery_enabled: bool,
     /// Peer-exchange interval (default 30 s).
@@ -83,6 +93,7 @@ impl Default for PeerManagerConfig {
         PeerManagerConfig {
             outbound_target: 8,
             max_inbound: 32,
+            max_follower_inbound: 8,
             discovery_enabled: true,
             discovery_interval: Duration::from_secs(30),
             max_discovered: 100,
@@ -104,7 +115,7 @@ impl Default for PeerManagerConfig {
 /// Everything a [`TcpTransport`] needs.
 #[derive(Clone, Debug)]
 pub struct TransportConfig {
-    /// This validator.
+    /// This node: a validator's id, or a full node's id outside the validator set.
     pub local_id: ValidatorId,
     /// Its static P2P identity.
     pub identity: StaticIdentity,
@@ -112,6 +123,12 @@ pub struct TransportConfig {
     pub listen: SocketAddr,
     /// P2P public keys of the validator set (ours may be included).
     pub validators: BTreeMap<ValidatorId, PeerPublic>,
+    /// Authenticated non-validator peers (full nodes, sentries) this node
+    /// admits inbound, by id and P2P key: they receive broadcasts and
+    /// answers sent to their id, but are never dialled, booked or relayed.
+    /// Empty on the full node itself and on validators that serve none.
+    /// An id or key that is also a validator's is refused at start.
+    pub followers: BTreeMap<ValidatorId, PeerPublic>,
     /// Static bootstrap peers.
     pub bootstrap: Vec<(ValidatorId, SocketAddr)>,
     /// Channel settings.
@@ -120,52 +137,32 @@ pub struct TransportConfig {
     pub peers: PeerManagerConfig,
 }
 
-/// The validator set's P2P keys (without ours), replaceable at epoch boundaries.
-struct ValidatorKeys {
-    by_id: BTreeMap<ValidatorId, PeerPublic>,
-    by_fingerprint: BTreeMap<KeyFingerprint, ValidatorId>,
-}
+/// The directory of peers, replaceable at epoch boundaries.
+struct SharedDirectory(std::sync::RwLock<PeerDirectory>);
 
-impl ValidatorKeys {
-    fn new(local: ValidatorId, validators: &BTreeMap<ValidatorId, PeerPublic>) -> Self {
-        let by_id: BTreeMap<ValidatorId, PeerPublic> = validators
-            .iter()
-            .filter(|(id, _)| **id != local)
-            .map(|(id, p)| (*id, p.clone()))
-            .collect();
-        let by_fingerprint = by_id.iter().map(|(id, p)| (p.fingerprint(), *id)).collect();
-        ValidatorKeys {
-            by_id,
-            by_fingerprint,
-        }
-    }
-}
-
-struct SharedKeys(std::sync::RwLock<ValidatorKeys>);
-
-impl SharedKeys {
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, ValidatorKeys> {
+impl SharedDirectory {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, PeerDirectory> {
         self.0
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn key_of(&self, id: ValidatorId) -> Option<PeerPublic> {
-        self.read().by_id.get(&id).cloned()
+    fn get(&self, id: ValidatorId) -> Option<(PeerPublic, PeerKind)> {
+        self.read().get(id).map(|(p, k)| (p.clone(), k))
     }
 
-    fn id_of(&self, fingerprint: &KeyFingerprint) -> Option<ValidatorId> {
-        self.read().by_fingerprint.get(fingerprint).copied()
+    fn validator_key(&self, id: ValidatorId) -> Option<PeerPublic> {
+        self.read().validator_key(id).cloned()
+    }
+
+    fn is_validator(&self, id: ValidatorId) -> bool {
+        self.read().is_validator(id)
     }
 }
 
-impl AllowedPeers for SharedKeys {
+impl AllowedPeers for SharedDirectory {
     fn lookup(&self, fingerprint: &KeyFingerprint) -> Option<PeerPublic> {
-        let keys = self.read();
-        keys.by_fingerprint
-            .get(fingerprint)
-            .and_then(|id| keys.by_id.get(id))
-            .cloned()
+        self.read().lookup(fingerprint)
     }
 }
 
@@ -218,6 +215,7 @@ struct Conn {
     id: u64,
     outbox: Outbox,
     outbound: bool,
+    kind: PeerKind,
     /// The address we dialled (outbound only): failures back off that address.
     dialled: Option<SocketAddr>,
     initiator: ValidatorId,
@@ -227,10 +225,13 @@ struct Conn {
     tasks: Vec<AbortHandle>,
 }
 
-/// Per-peer state is bounded: `conns` and `dialing` by the validator set
-/// (one entry per validator; inbound ones by `max_inbound`), `book` by
+/// Per-peer state is bounded: `conns` by the directory (one entry per
+/// validator, inbound ones by `max_inbound`; one per follower, at most
+/// `max_follower_inbound`), `dialing` by the validator set, `book` by
 /// [`crate::peers::book::MAX_CANDIDATES_PER_VALIDATOR`] per validator, each
 /// connection's queue by `send_queue` messages and `send_queue_bytes` bytes.
+/// `diversity` counts validators only: followers are bounded by their own
+/// cap, and a sentry next to its validator must not use up that /24.
 struct State {
     conns: BTreeMap<ValidatorId, Conn>,
     book: AddressBook,
@@ -243,9 +244,30 @@ struct State {
     ping_nonce: u64,
 }
 
+impl State {
+    /// Remove `peer`'s connection, stop its tasks and free its diversity slot.
+    fn remove_conn(&mut self, peer: ValidatorId) -> Option<Conn> {
+        let c = self.conns.remove(&peer)?;
+        if c.kind == PeerKind::Validator {
+            self.diversity.remove(c.ip);
+        }
+        for t in &c.tasks {
+            t.abort();
+        }
+        Some(c)
+    }
+
+    fn count(&self, kind: PeerKind, outbound: bool) -> usize {
+        self.conns
+            .values()
+            .filter(|c| c.kind == kind && c.outbound == outbound)
+            .count()
+    }
+}
+
 struct Shared {
     cfg: TransportConfig,
-    keys: SharedKeys,
+    keys: SharedDirectory,
     acceptor: Acceptor,
     metrics: Arc<NetMetrics>,
     state: Mutex<State>,
@@ -273,11 +295,14 @@ impl Shared {
     }
 
     fn update_gauges(&self, st: &State) {
-        let outbound = st.conns.values().filter(|c| c.outbound).count() as u64;
         let m = &self.metrics;
-        m.outbound_peers.store(outbound, Ordering::Relaxed);
+        let (validator, follower) = (PeerKind::Validator, PeerKind::Follower);
+        m.outbound_peers
+            .store(st.count(validator, true) as u64, Ordering::Relaxed);
         m.inbound_peers
-            .store(st.conns.len() as u64 - outbound, Ordering::Relaxed);
+            .store(st.count(validator, false) as u64, Ordering::Relaxed);
+        let followers = st.count(follower, false) + st.count(follower, true);
+        m.follower_peers.store(followers as u64, Ordering::Relaxed);
         m.known_peers.store(st.book.len() as u64, Ordering::Relaxed);
         m.diversity_distinct_buckets
             .store(st.diversity.distinct_buckets() as u64, Ordering::Relaxed);
@@ -288,14 +313,8 @@ impl Shared {
     fn drop_conn(&self, peer: ValidatorId, conn_id: u64, failed: bool) {
         let mut st = self.lock();
         if st.conns.get(&peer).is_some_and(|c| c.id == conn_id) {
-            let mut c_dialled = None;
-            if let Some(c) = st.conns.remove(&peer) {
-                st.diversity.remove(c.ip);
-                c_dialled = c.dialled;
-                for t in &c.tasks {
-                    t.abort();
-                }
-            }
+            let c_dialled = st.remove_conn(peer).and_then(|c| c.dialled);
+            // A follower has no book entry: nothing to back off.
             if failed {
                 let State { book, rng, .. } = &mut *st;
                 let (now, backoff) = (Instant::now(), &self.cfg.peers.backoff);
@@ -321,8 +340,12 @@ fn register(
     let Some(ip) = chan.peer_addr().map(|a| a.ip()) else {
         return;
     };
-    if shared.keys.key_of(peer).as_ref() != Some(chan.peer()) {
+    let kind = match shared.keys.get(peer) {
+        Some((key, kind)) if &key == chan.peer() => kind,
         // The validator set changed while the handshake ran.
+        _ => return,
+    };
+    if outbound && kind != PeerKind::Validator {
         return;
     }
     let mut st = shared.lock();
@@ -333,32 +356,41 @@ fn register(
     if let Some(existing) = st.conns.get(&peer) {
         // Both ends apply the same rule, so they keep the same TCP connection:
         // prefer the one opened by the smaller id; a reconnect from the same
-        // side replaces the old (probably dead) connection.
+        // side replaces the old (probably dead) connection. (A follower only
+        // ever dials, so its connections are all from its side.)
         let preferred = local.min(peer);
         if existing.initiator == preferred && initiator != preferred {
             return;
         }
-        if let Some(old) = st.conns.remove(&peer) {
-            st.diversity.remove(old.ip);
-            for t in &old.tasks {
-                t.abort();
+        st.remove_conn(peer);
+    }
+    let pcfg = &shared.cfg.peers;
+    match kind {
+        PeerKind::Validator => {
+            if !outbound && st.count(kind, false) >= pcfg.max_inbound {
+                return;
+            }
+            let (admit, violation) = st.diversity.admit(ip, &pcfg.diversity);
+            if let Some(v) = violation {
+                shared.metrics.diversity_rejected(v);
+                tracing::warn!(peer = peer.0, %ip, reason = v.label(), admitted = admit, "P2P peer violates diversity limits");
+            }
+            if !admit {
+                return;
+            }
+            st.diversity.add(ip);
+        }
+        PeerKind::Follower => {
+            if st.count(kind, false) >= pcfg.max_follower_inbound {
+                shared
+                    .metrics
+                    .follower_refused
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(peer = peer.0, %ip, "P2P follower refused: follower slots full");
+                return;
             }
         }
     }
-    if !outbound
-        && st.conns.values().filter(|c| !c.outbound).count() >= shared.cfg.peers.max_inbound
-    {
-        return;
-    }
-    let (admit, violation) = st.diversity.admit(ip, &shared.cfg.peers.diversity);
-    if let Some(v) = violation {
-        shared.metrics.diversity_rejected(v);
-        tracing::warn!(peer = peer.0, %ip, reason = v.label(), admitted = admit, "P2P peer violates diversity limits");
-    }
-    if !admit {
-        return;
-    }
-    st.diversity.add(ip);
     if outbound {
         shared
             .metrics
@@ -400,6 +432,7 @@ fn register(
             id: conn_id,
             outbox,
             outbound,
+            kind,
             dialled,
             initiator,
             ip,
@@ -409,7 +442,7 @@ fn register(
         },
     );
     shared.update_gauges(&st);
-    tracing::debug!(peer = peer.0, outbound, "P2P connection established");
+    tracing::debug!(peer = peer.0, outbound, ?kind, "P2P connection established");
 }
 
 async fn write_loop(
@@ -490,19 +523,26 @@ async fn read_loop(
             PeerMessage::GetPeers => {}
             PeerMessage::Peers(list) => {
                 let mut st = shared.lock();
-                let observed_ip = st.conns.get(&peer).map(|c| c.ip);
+                let Some(c) = st.conns.get(&peer) else {
+                    continue;
+                };
+                // A follower's word about addresses is not taken: validators
+                // book validators only, from validators.
+                if c.kind != PeerKind::Validator {
+                    continue;
+                }
+                let observed_ip = c.ip;
                 for r in list {
-                    if r.id == shared.cfg.local_id || shared.keys.key_of(r.id).is_none() {
+                    if r.id == shared.cfg.local_id || !shared.keys.is_validator(r.id) {
                         continue;
                     }
                     let refused = if r.id == peer {
                         // Its own address, over its own authenticated session;
                         // a node listening on 0.0.0.0 is where we see it.
-                        let addr = match observed_ip {
-                            Some(ip) if r.addr.ip().is_unspecified() => {
-                                SocketAddr::new(ip, r.addr.port())
-                            }
-                            _ => r.addr,
+                        let addr = if r.addr.ip().is_unspecified() {
+                            SocketAddr::new(observed_ip, r.addr.port())
+                        } else {
+                            r.addr
                         };
                         st.book.add_self_announced(peer, addr).err()
                     } else {
@@ -529,11 +569,13 @@ fn peer_list(shared: &Shared) -> Vec<PeerRecord> {
             .advertised_addr
             .unwrap_or(shared.local_addr),
     }];
-    // Only bootstrap and proven addresses: hearsay is not relayed.
+    // Only bootstrap and proven addresses of validators: hearsay and
+    // followers are not relayed.
+    let keys = shared.keys.read();
     v.extend(
         st.book
             .shareable()
-            .filter(|(id, _)| *id != shared.cfg.local_id)
+            .filter(|(id, _)| *id != shared.cfg.local_id && keys.is_validator(*id))
             .map(|(id, addr)| PeerRecord { id, addr })
             .take(MAX_PEERS_PER_MESSAGE - 1),
     );
@@ -543,7 +585,10 @@ fn peer_list(shared: &Shared) -> Vec<PeerRecord> {
 async fn dial(shared: Arc<Shared>, peer: ValidatorId, addr: SocketAddr) {
     shared.metrics.dial_attempts.fetch_add(1, Ordering::Relaxed);
     let result = async {
-        let key = shared.keys.key_of(peer).ok_or(NetError::UnknownPeer)?;
+        let key = shared
+            .keys
+            .validator_key(peer)
+            .ok_or(NetError::UnknownPeer)?;
         let socket = if addr.is_ipv4() {
             TcpSocket::new_v4()?
         } else {
@@ -598,9 +643,14 @@ async fn listen_loop(shared: Arc<Shared>, listener: TcpListener) {
         tokio::spawn(async move {
             let res = shared.acceptor.accept(stream, &shared.keys).await;
             drop(permit);
-            if let Ok((chan, public)) = res
-                && let Some(id) = shared.keys.id_of(&public.fingerprint())
-            {
+            let Ok((chan, public)) = res else {
+                return;
+            };
+            // Not inside the `if let`: the directory's read guard would be
+            // held into `register`, which takes the state lock (the
+            // opposite order of `update_validators`).
+            let found = shared.keys.read().identify(&public.fingerprint());
+            if let Some((id, _)) = found {
                 register(&shared, id, chan, None);
             }
         });
@@ -653,10 +703,10 @@ fn maintain(shared: &Arc<Shared>) {
         }
         st = shared.lock();
     }
-    // Peer exchange.
+    // Peer exchange, with validators only (a follower's answer is not taken).
     if pcfg.discovery_enabled && now >= st.next_discovery {
         st.next_discovery = now + pcfg.discovery_interval;
-        for c in st.conns.values() {
+        for c in st.conns.values().filter(|c| c.kind == PeerKind::Validator) {
             let _ = c.outbox.push(PeerMessage::GetPeers.encode());
         }
     }
@@ -697,22 +747,27 @@ impl TcpTransport {
     /// tokio runtime.
     ///
     /// # Errors
-    /// [`NetError::Io`] if the listen address cannot be bound.
+    /// [`NetError::Directory`] if a follower's id or key is a validator's
+    /// (or two followers share a key); [`NetError::Io`] if the listen address
+    /// cannot be bound.
     pub async fn start(cfg: TransportConfig) -> Result<TcpTransport, NetError> {
+        let directory = PeerDirectory::new(cfg.local_id, &cfg.validators, &cfg.followers)?;
         let listener = TcpListener::bind(cfg.listen).await?;
         let local_addr = listener.local_addr()?;
         let metrics = Arc::new(NetMetrics::default());
-        let keys = SharedKeys(std::sync::RwLock::new(ValidatorKeys::new(
-            cfg.local_id,
-            &cfg.validators,
-        )));
         let mut book =
             AddressBook::new(cfg.peers.max_discovered).local_network(cfg.peers.local_network);
         for (id, addr) in &cfg.bootstrap {
-            if *id != cfg.local_id {
+            if directory
+                .get(*id)
+                .is_some_and(|(_, k)| k == PeerKind::Follower)
+            {
+                tracing::warn!(peer = id.0, %addr, "P2P bootstrap entry names a follower: ignored (followers are never dialled)");
+            } else if *id != cfg.local_id {
                 book.add_bootstrap(*id, *addr);
             }
         }
+        let keys = SharedDirectory(std::sync::RwLock::new(directory));
         let (inbound_tx, inbound_rx) = mpsc::channel(cfg.peers.inbound_queue.max(1));
         let now = Instant::now();
         let shared = Arc::new(Shared {
@@ -770,10 +825,22 @@ impl TcpTransport {
         self.shared.metrics.clone()
     }
 
-    /// Validators with an established connection, ascending.
+    /// Peers with an established connection (validators and followers:
+    /// everyone `broadcast` reaches), ascending.
     #[must_use]
     pub fn connected_peers(&self) -> Vec<ValidatorId> {
         self.shared.lock().conns.keys().copied().collect()
+    }
+
+    /// Followers with an established connection, ascending.
+    #[must_use]
+    pub fn connected_followers(&self) -> Vec<ValidatorId> {
+        let st = self.shared.lock();
+        st.conns
+            .iter()
+            .filter(|(_, c)| c.kind == PeerKind::Follower)
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     /// Whether the connection to `peer` was opened by us.
@@ -806,31 +873,32 @@ impl TcpTransport {
 
     /// Replace the validator set's P2P keys (at an epoch boundary). Connections
     /// to validators that left the set or changed key are closed, their
-    /// addresses forgotten; new validators can connect at once.
+    /// addresses forgotten; new validators can connect at once. The
+    /// configured followers are kept, and so are their connections; a
+    /// follower that joins the set becomes that validator (its follower
+    /// connection is closed and it reconnects as a validator), and a
+    /// follower again when it leaves.
     pub fn update_validators(&self, validators: &BTreeMap<ValidatorId, PeerPublic>) {
-        let keys = ValidatorKeys::new(self.shared.cfg.local_id, validators);
+        let local = self.shared.cfg.local_id;
         let mut st = self.shared.lock();
+        let directory = self.shared.keys.read().with_validators(local, validators);
         let stale: Vec<ValidatorId> = st
             .conns
-            .keys()
-            .filter(|id| {
-                keys.by_id.get(id).map(PeerPublic::fingerprint) != st.conns.get(id).map(|c| c.key)
+            .iter()
+            .filter(|(id, c)| {
+                directory.get(**id).map(|(p, kind)| (p.fingerprint(), kind))
+                    != Some((c.key, c.kind))
             })
-            .copied()
+            .map(|(id, _)| *id)
             .collect();
         for id in stale {
-            if let Some(c) = st.conns.remove(&id) {
-                st.diversity.remove(c.ip);
-                for t in &c.tasks {
-                    t.abort();
-                }
-            }
+            st.remove_conn(id);
         }
         let gone: Vec<ValidatorId> = st
             .book
             .iter()
             .map(|(id, _)| id)
-            .filter(|id| !keys.by_id.contains_key(id))
+            .filter(|id| !directory.is_validator(*id))
             .collect();
         for id in gone {
             st.book.remove(id);
@@ -840,7 +908,7 @@ impl TcpTransport {
             .keys
             .0
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = keys;
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = directory;
         self.shared.update_gauges(&st);
     }
 
@@ -856,10 +924,9 @@ impl TcpTransport {
     pub fn shutdown(&self) {
         let mut st = self.shared.lock();
         st.closed = true;
-        for c in std::mem::take(&mut st.conns).into_values() {
-            for t in &c.tasks {
-                t.abort();
-            }
+        let peers: Vec<ValidatorId> = st.conns.keys().copied().collect();
+        for id in peers {
+            st.remove_conn(id);
         }
         for t in &self.tasks {
             t.abort();
@@ -918,7 +985,8 @@ impl Transport for TcpTransport {
         self.queue(to, PeerMessage::Payload(bytes).encode())
     }
 
-    /// Queue `bytes` for every connected validator; full queues drop (and count) their copy.
+    /// Queue `bytes` for every connected peer, validators and followers; full
+    /// queues drop (and count) their copy.
     /// `TooLarge` (nothing sent) above the channel's `max_message`.
     async fn broadcast(&self, bytes: Vec<u8>) -> Result<(), TransportError> {
         let msg = PeerMessage::Payload(bytes).encode();

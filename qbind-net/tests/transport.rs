@@ -46,6 +46,35 @@ fn fast_peers() -> PeerManagerConfig {
     }
 }
 
+/// Followers `ids`, keyed like validators (`ident(id)`).
+fn followers(ids: &[u32]) -> BTreeMap<ValidatorId, PeerPublic> {
+    ids.iter()
+        .map(|i| (ValidatorId(*i), ident(*i).public().clone()))
+        .collect()
+}
+
+fn config(
+    id: u32,
+    ip: &str,
+    n: u32,
+    bootstrap: Vec<(u32, SocketAddr)>,
+    peers: PeerManagerConfig,
+) -> TransportConfig {
+    TransportConfig {
+        local_id: ValidatorId(id),
+        identity: ident(id),
+        listen: format!("{ip}:0").parse().unwrap(),
+        validators: validators(n),
+        followers: BTreeMap::new(),
+        bootstrap: bootstrap
+            .into_iter()
+            .map(|(i, a)| (ValidatorId(i), a))
+            .collect(),
+        channel: ChannelConfig::new(NetworkEnvironment::Devnet),
+        peers,
+    }
+}
+
 async fn node(
     id: u32,
     ip: &str,
@@ -53,17 +82,23 @@ async fn node(
     bootstrap: Vec<(u32, SocketAddr)>,
     peers: PeerManagerConfig,
 ) -> TcpTransport {
+    TcpTransport::start(config(id, ip, n, bootstrap, peers))
+        .await
+        .unwrap()
+}
+
+/// Validator `id` of a set of `n` that admits the followers `admit`.
+async fn serving_node(
+    id: u32,
+    ip: &str,
+    n: u32,
+    bootstrap: Vec<(u32, SocketAddr)>,
+    peers: PeerManagerConfig,
+    admit: &[u32],
+) -> TcpTransport {
     TcpTransport::start(TransportConfig {
-        local_id: ValidatorId(id),
-        identity: ident(id),
-        listen: format!("{ip}:0").parse().unwrap(),
-        validators: validators(n),
-        bootstrap: bootstrap
-            .into_iter()
-            .map(|(i, a)| (ValidatorId(i), a))
-            .collect(),
-        channel: ChannelConfig::new(NetworkEnvironment::Devnet),
-        peers,
+        followers: followers(admit),
+        ..config(id, ip, n, bootstrap, peers)
     })
     .await
     .unwrap()
@@ -601,6 +636,7 @@ async fn oversized_message_is_refused_and_the_connection_survives() {
                 identity: ident(id),
                 listen: format!("{ip}:0").parse().unwrap(),
                 validators: validators(2),
+                followers: BTreeMap::new(),
                 bootstrap: bootstrap
                     .into_iter()
                     .map(|(i, a)| (ValidatorId(i), a))
@@ -679,4 +715,277 @@ async fn a_node_announces_its_advertised_address() {
             .any(|(_, a, _)| *a == advertised),
         "a node does not list itself"
     );
+}
+
+/// Receive on `t` until every message of `want` has arrived (in any
+/// order), skipping other traffic; bounded by `LIMIT`.
+async fn recv_all(t: &TcpTransport, want: &[(u32, &[u8])]) {
+    let mut missing: Vec<(ValidatorId, Vec<u8>)> = want
+        .iter()
+        .map(|(id, b)| (ValidatorId(*id), b.to_vec()))
+        .collect();
+    let done = timeout(LIMIT, async {
+        while !missing.is_empty() {
+            let got = t.recv().await.unwrap();
+            missing.retain(|m| *m != got);
+        }
+    })
+    .await;
+    assert!(done.is_ok(), "never received all of {want:?}");
+}
+
+/// A full node (id 5, outside the validator set, no followers of its own)
+/// bootstraps on one validator, finds the other by peer exchange, and gets
+/// both validators' broadcasts and an answer addressed to it; its requests
+/// reach them. The validators never dial it nor book its address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_receives_broadcasts_and_answers_from_two_validators() {
+    let v0 = serving_node(0, "127.100.0.1", 2, vec![], fast_peers(), &[5]).await;
+    let v1 = serving_node(
+        1,
+        "127.101.0.1",
+        2,
+        vec![(0, v0.local_addr())],
+        fast_peers(),
+        &[5],
+    )
+    .await;
+    let full = node(
+        5,
+        "127.105.0.1",
+        2,
+        vec![(0, v0.local_addr())],
+        fast_peers(),
+    )
+    .await;
+    wait_until("the full node is connected to both validators", || {
+        full.connected_peers() == ids(&[0, 1])
+            && v0.connected_followers() == ids(&[5])
+            && v1.connected_followers() == ids(&[5])
+    })
+    .await;
+    assert_eq!(full.is_outbound(ValidatorId(0)), Some(true));
+    assert_eq!(
+        full.is_outbound(ValidatorId(1)),
+        Some(true),
+        "found through 0"
+    );
+    v0.broadcast(b"proposal".to_vec()).await.unwrap();
+    v1.broadcast(b"timeout".to_vec()).await.unwrap();
+    v1.send(ValidatorId(5), b"sync answer".to_vec())
+        .await
+        .unwrap();
+    recv_all(
+        &full,
+        &[(0, b"proposal"), (1, b"timeout"), (1, b"sync answer")],
+    )
+    .await;
+    // The validators still have each other, and hear the follower.
+    recv_all(&v1, &[(0, b"proposal")]).await;
+    full.send(ValidatorId(1), b"sync request".to_vec())
+        .await
+        .unwrap();
+    recv_all(&v1, &[(5, b"sync request")]).await;
+    // Several discovery and maintenance rounds later: inbound only, never booked.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    for v in [&v0, &v1] {
+        assert_eq!(v.is_outbound(ValidatorId(5)), Some(false));
+        assert!(
+            v.known_addresses()
+                .iter()
+                .all(|(id, _, _)| *id != ValidatorId(5)),
+            "{:?}",
+            v.known_addresses()
+        );
+        let m = v.metrics();
+        assert_eq!(m.follower_peers.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            m.inbound_peers.load(Ordering::Relaxed) + m.outbound_peers.load(Ordering::Relaxed),
+            1,
+            "the validator gauges count the other validator only"
+        );
+    }
+    assert!(
+        full.known_addresses()
+            .iter()
+            .any(|(id, a, _)| *id == ValidatorId(1) && *a == v1.local_addr())
+    );
+}
+
+/// Followers have their own inbound cap and are outside the validators' cap
+/// and diversity buckets: five followers in one /24 try a validator with one
+/// inbound validator slot and two follower slots; three are refused, and a
+/// validator in that same /24 still gets in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_cannot_take_validator_slots() {
+    let tight = PeerManagerConfig {
+        discovery_enabled: false,
+        max_inbound: 1,
+        max_follower_inbound: 2,
+        ..fast_peers()
+    };
+    let crowd = [10, 11, 12, 13, 14];
+    let v0 = serving_node(0, "127.110.0.1", 2, vec![], tight.clone(), &crowd).await;
+    let dialler = PeerManagerConfig {
+        discovery_enabled: false,
+        ..fast_peers()
+    };
+    let mut fulls = Vec::new();
+    for (i, id) in crowd.into_iter().enumerate() {
+        let ip = format!("127.111.0.{}", i + 1);
+        fulls.push(node(id, &ip, 2, vec![(0, v0.local_addr())], dialler.clone()).await);
+    }
+    wait_until("two followers in, the others refused", || {
+        v0.connected_followers().len() == 2
+            && v0.metrics().follower_refused.load(Ordering::Relaxed) >= 3
+    })
+    .await;
+    let v1 = node(1, "127.111.0.9", 2, vec![(0, v0.local_addr())], dialler).await;
+    wait_until("the validator got in", || {
+        v0.connected_peers().contains(&ValidatorId(1))
+    })
+    .await;
+    assert_eq!(v0.is_outbound(ValidatorId(1)), Some(false));
+    // The refused followers keep retrying; the caps hold.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(v0.connected_followers().len(), 2);
+    assert_eq!(v0.connected_peers().len(), 3);
+    let m = v0.metrics();
+    assert_eq!(m.follower_peers.load(Ordering::Relaxed), 2);
+    assert_eq!(m.inbound_peers.load(Ordering::Relaxed), 1);
+    assert_eq!(m.diversity_rejections_of(DiversityReason::Prefix24), 0);
+    v1.send(ValidatorId(0), b"still here".to_vec())
+        .await
+        .unwrap();
+    recv_all(&v0, &[(1, b"still here")]).await;
+    drop(fulls);
+}
+
+/// An epoch change rebuilds the validator directory; the followers stay
+/// admitted and their connections stay open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_survives_update_validators() {
+    let quiet = PeerManagerConfig {
+        discovery_enabled: false,
+        ..fast_peers()
+    };
+    let v1 = serving_node(1, "127.120.0.1", 3, vec![], quiet.clone(), &[7]).await;
+    let full = node(7, "127.127.0.1", 3, vec![(1, v1.local_addr())], quiet).await;
+    wait_until("follower connected", || {
+        v1.connected_followers() == ids(&[7])
+    })
+    .await;
+    let opened = v1.metrics().connections_inbound.load(Ordering::Relaxed);
+    let mut next = validators(3);
+    next.remove(&ValidatorId(2));
+    next.insert(ValidatorId(3), ident(3).public().clone());
+    v1.update_validators(&next);
+    assert_eq!(v1.connected_followers(), ids(&[7]), "not closed as stale");
+    v1.send(ValidatorId(7), b"next epoch".to_vec())
+        .await
+        .unwrap();
+    recv_all(&full, &[(1, b"next epoch")]).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(v1.connected_followers(), ids(&[7]));
+    assert_eq!(
+        v1.metrics().connections_inbound.load(Ordering::Relaxed),
+        opened,
+        "the follower's connection was replaced"
+    );
+    // And a follower still admitted after the change: it may reconnect.
+    let cfg = ChannelConfig::new(NetworkEnvironment::Devnet);
+    assert!(
+        qbind_net::connect_addr(v1.local_addr(), &ident(7), ident(1).public(), &cfg)
+            .await
+            .is_ok()
+    );
+}
+
+/// A key in neither list is refused in the handshake; a listed follower's is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unlisted_key_is_refused() {
+    use qbind_net::metrics::HandshakeFailure;
+    let quiet = PeerManagerConfig {
+        discovery_enabled: false,
+        ..fast_peers()
+    };
+    let v1 = serving_node(1, "127.130.0.1", 3, vec![], quiet, &[7]).await;
+    let cfg = ChannelConfig::new(NetworkEnvironment::Devnet);
+    let unlisted = qbind_net::connect_addr(v1.local_addr(), &ident(8), ident(1).public(), &cfg)
+        .await
+        .err();
+    assert!(unlisted.is_some(), "an unlisted key was let in");
+    assert_eq!(
+        v1.metrics()
+            .handshake_failures_of(HandshakeFailure::UnknownPeer),
+        1
+    );
+    let _listed = qbind_net::connect_addr(v1.local_addr(), &ident(7), ident(1).public(), &cfg)
+        .await
+        .unwrap();
+    wait_until("the follower registered", || {
+        v1.connected_followers() == ids(&[7])
+    })
+    .await;
+    assert!(v1.connected_peers().iter().all(|p| *p != ValidatorId(8)));
+}
+
+/// A follower listed under a validator's id or with a validator's key is a
+/// configuration mistake: start refuses it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_refuses_a_follower_that_collides_with_a_validator() {
+    use qbind_net::NetError;
+    use qbind_net::peers::directory::DirectoryError;
+    let same_id = TransportConfig {
+        followers: [(ValidatorId(2), ident(9).public().clone())].into(),
+        ..config(0, "127.140.0.1", 3, vec![], fast_peers())
+    };
+    match TcpTransport::start(same_id).await {
+        Err(NetError::Directory(DirectoryError::FollowerIsValidator { id })) => {
+            assert_eq!(id, ValidatorId(2));
+        }
+        Err(e) => panic!("wrong error {e}"),
+        Ok(_) => panic!("a follower with a validator's id was accepted"),
+    }
+    let same_key = TransportConfig {
+        followers: [(ValidatorId(9), ident(1).public().clone())].into(),
+        ..config(0, "127.140.0.1", 3, vec![], fast_peers())
+    };
+    match TcpTransport::start(same_key).await {
+        Err(NetError::Directory(DirectoryError::FollowerHasValidatorKey {
+            follower,
+            validator,
+        })) => assert_eq!((follower, validator), (ValidatorId(9), ValidatorId(1))),
+        Err(e) => panic!("wrong error {e}"),
+        Ok(_) => panic!("a follower with a validator's key was accepted"),
+    }
+}
+
+/// A follower's peer-exchange announcements are not taken (its own address
+/// and its claims about validators), and neither is a validator's claim
+/// about a follower's address: validators book, dial and relay validators only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn addresses_announced_by_or_about_a_follower_are_not_booked() {
+    let victim = serving_node(0, "127.150.0.1", 3, vec![], fast_peers(), &[5]).await;
+    let somewhere = |i: u8| -> SocketAddr { format!("127.151.0.{i}:9").parse().unwrap() };
+    let follower = byzantine(
+        5,
+        (0, victim.local_addr()),
+        vec![(5, somewhere(5)), (2, somewhere(2))],
+    );
+    let validator = byzantine(1, (0, victim.local_addr()), vec![(5, somewhere(6))]);
+    wait_until("both announcers connected", || {
+        victim.connected_peers() == ids(&[1, 5])
+    })
+    .await;
+    // Tens of unprompted announcements from each.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(
+        victim.known_addresses().is_empty(),
+        "{:?}",
+        victim.known_addresses()
+    );
+    assert_eq!(victim.is_outbound(ValidatorId(5)), Some(false));
+    follower.abort();
+    validator.abort();
 }

@@ -58,6 +58,9 @@ pub struct NodeConfig {
     pub eviction_mode: EvictionMode,
     /// The built-in load generator runs.
     pub load_generator: bool,
+    /// A full node (`--role full`): it holds no consensus key, so the
+    /// signer checks (#9, #10) pass for it.
+    pub full_node: bool,
 }
 
 /// A MainNet invariant a configuration breaks (runbook §3.2; the number
@@ -148,13 +151,15 @@ pub const MAINNET_CHECKS: [Check; 16] = [
             .then_some(InvariantViolation::NoDataDir)
     }),
     ("signer_mode", |c| {
-        c.signer_mode
-            .as_deref()
-            .is_none_or(|m| m == "loopback-testing")
-            .then_some(InvariantViolation::LoopbackSigner)
+        (!c.full_node
+            && c.signer_mode
+                .as_deref()
+                .is_none_or(|m| m == "loopback-testing"))
+        .then_some(InvariantViolation::LoopbackSigner)
     }),
     ("signer_failure_mode", |c| {
-        (!c.signer_exit_on_failure).then_some(InvariantViolation::SignerNotFailClosed)
+        (!c.full_node && !c.signer_exit_on_failure)
+            .then_some(InvariantViolation::SignerNotFailClosed)
     }),
     ("diversity_mode", |c| {
         (c.diversity != DiversityMode::Enforce).then_some(InvariantViolation::DiversityNotEnforced)
@@ -200,6 +205,10 @@ impl NodeConfig {
     pub fn describe(&self) -> Vec<String> {
         vec![
             format!("profile = {}", self.profile),
+            format!(
+                "role = {}",
+                if self.full_node { "full" } else { "validator" }
+            ),
             format!("genesis_network = {:?}", self.genesis_env),
             format!("genesis_file = {}", self.genesis_file),
             format!(
@@ -216,7 +225,11 @@ impl NodeConfig {
             format!("enable_discovery = {}", self.discovery),
             format!(
                 "signer_mode = {}",
-                self.signer_mode.as_deref().unwrap_or("devnet-seed-keys")
+                match (&self.signer_mode, self.full_node) {
+                    (_, true) => "none (full node)",
+                    (Some(m), false) => m.as_str(),
+                    (None, false) => "devnet-seed-keys",
+                }
             ),
             format!("signer_exit_on_failure = {}", self.signer_exit_on_failure),
             format!("diversity_mode = {:?}", self.diversity),
@@ -357,6 +370,7 @@ mod tests {
             snapshot_interval: Some(50_000),
             eviction_mode: EvictionMode::Enforce,
             load_generator: false,
+            full_node: false,
         }
     }
 
@@ -421,6 +435,21 @@ mod tests {
                 .filter(|l| l.starts_with("FAIL"));
             assert_eq!(fail.count(), 1, "{expected}");
         }
+    }
+
+    #[test]
+    fn a_full_node_needs_no_signer_and_keeps_every_other_check() {
+        let mut full = good_mainnet();
+        full.full_node = true;
+        full.signer_mode = None;
+        full.signer_exit_on_failure = false;
+        assert_eq!(validate_mainnet_invariants(&full), vec![]);
+        assert!(full.describe().contains(&"role = full".to_string()));
+        full.diversity = DiversityMode::Warn;
+        assert_eq!(
+            validate_mainnet_invariants(&full),
+            vec![InvariantViolation::DiversityNotEnforced]
+        );
     }
 
     #[test]

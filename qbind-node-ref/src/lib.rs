@@ -18,11 +18,14 @@
 //!   runbook §3.2 (`validate_mainnet_invariants`) and the TOML config file;
 //! - [`metrics`]: the Prometheus text format and the `/metrics` endpoint;
 //! - [`validator_set`]: the validator-set file (keys from `qbind-keygen`,
-//!   addresses, stake, key rotations) for validators with their own keys.
+//!   addresses, stake, key rotations) for validators with their own keys;
+//! - [`full_nodes`]: the full-node key file a validator admits full nodes
+//!   by (`--full-node-keys`).
 //!
 //! No other crate depends on this one (DESIGN "Workspace").
 
 pub mod config;
+pub mod full_nodes;
 pub mod genesis;
 pub mod genesis_dir;
 pub mod local;

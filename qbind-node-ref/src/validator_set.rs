@@ -111,7 +111,7 @@ pub struct ValidatorSetFile {
     pub rotations: Vec<SignedKeyRotationEvent>,
 }
 
-fn read_text(path: &Path) -> Result<String, ValidatorSetFileError> {
+pub(crate) fn read_text(path: &Path) -> Result<String, ValidatorSetFileError> {
     let io = |source| ValidatorSetFileError::Io {
         path: path.to_owned(),
         source,
@@ -127,15 +127,15 @@ fn read_text(path: &Path) -> Result<String, ValidatorSetFileError> {
 }
 
 /// A key given inline (hex) or as a `.pub` file written by `qbind-keygen`.
-fn key_bytes(
+pub(crate) fn key_bytes(
     inline: Option<&str>,
     file: Option<&Path>,
     base: &Path,
     what: &str,
-    id: u32,
+    who: &str,
     role: KeyRole,
 ) -> Result<Vec<u8>, ValidatorSetFileError> {
-    let invalid = |m: String| ValidatorSetFileError::Invalid(format!("validator {id}: {m}"));
+    let invalid = |m: String| ValidatorSetFileError::Invalid(format!("{who}: {m}"));
     let text = match (inline, file) {
         (Some(hex), None) => hex.to_owned(),
         (None, Some(f)) => read_text(&base.join(f))?,
@@ -218,7 +218,7 @@ impl ValidatorSetFile {
                 v.consensus_pub_file.as_deref(),
                 base,
                 "consensus_pub",
-                v.id,
+                &format!("validator {}", v.id),
                 KeyRole::Consensus,
             )?;
             let p2p = key_bytes(
@@ -226,7 +226,7 @@ impl ValidatorSetFile {
                 v.p2p_pub_file.as_deref(),
                 base,
                 "p2p_pub",
-                v.id,
+                &format!("validator {}", v.id),
                 KeyRole::P2pIdentity,
             )?;
             let bad_key = |what: &str, e: &dyn std::fmt::Display| {

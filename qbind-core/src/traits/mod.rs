@@ -451,6 +451,68 @@ impl Signer for LocalSigner {
     }
 }
 
+/// The signer of a follower (a full node): a replica whose id no validator
+/// set names, so the core never asks it to sign (proposals, votes, timeouts
+/// and batch acks are all gated on set membership). It holds no key: every
+/// request is refused with [`SignerError::Unavailable`] and counted, so a
+/// request that did reach it is visible ([`FollowerSigner::refused`]) and
+/// fails safe (the engine sends nothing for it).
+pub struct FollowerSigner {
+    id: ValidatorId,
+    placeholder: PublicKey,
+    refused: std::sync::atomic::AtomicU64,
+}
+
+impl FollowerSigner {
+    /// The signer of follower `id`. Its [`Signer::public_key`] is a
+    /// placeholder derived from the id, signed for by nobody.
+    #[must_use]
+    pub fn new(id: ValidatorId) -> Self {
+        let seed = *crate::types::Hash32::digest(
+            &[
+                b"QBIND-FOLLOWER-PLACEHOLDER:".as_slice(),
+                &id.0.to_be_bytes(),
+            ]
+            .concat(),
+        )
+        .as_bytes();
+        FollowerSigner {
+            id,
+            placeholder: KeyPair::from_seed(&seed).public_key().clone(),
+            refused: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Sign requests refused so far (0 for a correct follower).
+    #[must_use]
+    pub fn refused(&self) -> u64 {
+        self.refused.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+#[async_trait]
+impl Signer for FollowerSigner {
+    fn validator_id(&self) -> ValidatorId {
+        self.id
+    }
+
+    fn public_key(&self) -> &PublicKey {
+        &self.placeholder
+    }
+
+    /// Always refused: a follower holds no consensus key.
+    async fn sign(&self, request: &SignRequest) -> Result<Signature, SignerError> {
+        self.refused
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Err(SignerError::Unavailable {
+            detail: format!(
+                "follower {} holds no consensus key (asked to sign a {:?})",
+                self.id.0, request.kind
+            ),
+        })
+    }
+}
+
 // ---------------------------------------------------------------- clock
 
 /// A monotonic source of time in milliseconds.

@@ -260,6 +260,9 @@ pub(super) struct NodeApi {
     pub(super) slot: usize,
     /// Validators of the network (peers of the in-memory transport).
     pub(super) n: usize,
+    /// False on a full node: its pool never reaches a block, so
+    /// submissions are refused with `not_a_validator` (421).
+    pub(super) takes_transactions: bool,
 }
 
 /// The API's verdict on an admission refusal.
@@ -354,7 +357,14 @@ impl ApiBackend for NodeApi {
         self.env
     }
 
+    fn takes_transactions(&self) -> bool {
+        self.takes_transactions
+    }
+
     async fn submit(&self, tx: CheckedTx) -> Result<(), SubmitError> {
+        if !self.takes_transactions {
+            return Err(SubmitError::NotAValidator);
+        }
         if self.submit.is_closed() {
             return Err(SubmitError::Unavailable);
         }
@@ -476,7 +486,8 @@ impl ApiBackend for NodeApi {
             Some(Some(net)) => net
                 .outbound_peers
                 .load(Ordering::Relaxed)
-                .saturating_add(net.inbound_peers.load(Ordering::Relaxed)),
+                .saturating_add(net.inbound_peers.load(Ordering::Relaxed))
+                .saturating_add(net.follower_peers.load(Ordering::Relaxed)),
             _ => self.n.saturating_sub(1) as u64,
         };
         Ok(ChainStatus {

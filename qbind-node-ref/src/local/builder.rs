@@ -54,6 +54,19 @@ fn local_validators(opts: &LocalOptions) -> Result<Vec<usize>, NodeError> {
             "--local-validators must be at least 1".into(),
         ));
     }
+    if let Keys::Follower { id, .. } = &opts.keys {
+        if opts.only.is_some() {
+            return Err(NodeError::Config(
+                "a full node runs no validator (--validator-index)".into(),
+            ));
+        }
+        if opts.network == Network::Memory {
+            return Err(NodeError::Config(
+                "a full node needs the KEMTLS network".into(),
+            ));
+        }
+        return Ok(vec![*id]);
+    }
     let local = match opts.only {
         None => (0..n).collect(),
         Some(i) if i < n => vec![i],
@@ -94,8 +107,10 @@ fn operator_validators(
     opts: &LocalOptions,
     env: NetworkEnvironment,
 ) -> Result<Validators, NodeError> {
-    let Keys::Operator { set, signer, .. } = &opts.keys else {
-        return devnet_validators(opts.validators);
+    let (set, signer) = match &opts.keys {
+        Keys::Devnet => return devnet_validators(opts.validators),
+        Keys::Follower { set, id, .. } => return follower_validators(opts, env, set, *id),
+        Keys::Operator { set, signer, .. } => (set, signer),
     };
     let n = opts.validators;
     if set.network != env {
@@ -143,6 +158,44 @@ fn operator_validators(
         .map(|v| (v.consensus_key.clone(), v.stake))
         .collect();
     Ok((keys, schedule, Some(signer.exit_signal())))
+}
+
+/// The validators of a full node's validator-set file; the node's id must
+/// lie outside every set of the schedule, so that it is never a member.
+fn follower_validators(
+    opts: &LocalOptions,
+    env: NetworkEnvironment,
+    set: &crate::validator_set::ValidatorSetFile,
+    id: usize,
+) -> Result<Validators, NodeError> {
+    if set.network != env {
+        return Err(NodeError::Config(format!(
+            "the validator set file is for {:?}, this node runs {env:?}",
+            set.network
+        )));
+    }
+    if set.validators.len() != opts.validators {
+        return Err(NodeError::Config(format!(
+            "the validator set file has {} validators, not {}",
+            set.validators.len(),
+            opts.validators
+        )));
+    }
+    let schedule = set
+        .schedule()
+        .map_err(|e| NodeError::Config(e.to_string()))?;
+    if id < schedule.max_validators() {
+        return Err(NodeError::Config(format!(
+            "full node id {id} is a validator's: full-node ids start at {}",
+            schedule.max_validators()
+        )));
+    }
+    let keys = set
+        .validators
+        .iter()
+        .map(|v| (v.consensus_key.clone(), v.stake))
+        .collect();
+    Ok((keys, schedule, None))
 }
 
 /// The reference application of `genesis`: VM v0 transfers (legacy
@@ -200,7 +253,7 @@ fn genesis(opts: &LocalOptions) -> Result<Genesis, NodeError> {
                 "a genesis file needs validators with their own keys (--signer-mode)".into(),
             ));
         }
-        (Some(g), Keys::Operator { .. }) => (**g).clone(),
+        (Some(g), Keys::Operator { .. } | Keys::Follower { .. }) => (**g).clone(),
     };
     if genesis.profile != opts.settings.profile {
         return Err(NodeError::Config(format!(

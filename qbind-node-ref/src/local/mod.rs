@@ -178,6 +178,10 @@ pub struct ChainSettings {
     /// address in the genesis or validator-set file); discovery finds the
     /// others. Empty: dial every validator (`--bootstrap-peers`).
     pub bootstrap_peers: Vec<SocketAddr>,
+    /// Full nodes this validator admits as authenticated non-validator
+    /// peers (`--full-node-keys`; ids at least the validator count).
+    pub full_nodes:
+        std::collections::BTreeMap<qbind_core::types::ValidatorId, qbind_net::PeerPublic>,
 }
 
 impl ChainSettings {
@@ -201,6 +205,7 @@ impl ChainSettings {
             p2p_listen: None,
             p2p_advertised: None,
             bootstrap_peers: Vec::new(),
+            full_nodes: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -245,6 +250,37 @@ pub enum Keys {
         /// This validator's P2P identity (its `p2p_identity.key`).
         identity: Box<qbind_net::StaticIdentity>,
     },
+    /// A full node (`--role full`): it follows the chain of the
+    /// validator-set file's validators as the authenticated non-validator
+    /// peer `id` (at least the validator count), verifies and executes
+    /// every block and signs nothing (`qbind_core::traits::FollowerSigner`).
+    /// Needs [`Network::Kemtls`], `--p2p-listen-addr` and the validators
+    /// admitting its key (their `--full-node-keys`).
+    Follower {
+        /// The validator-set file (from the genesis).
+        set: Box<ValidatorSetFile>,
+        /// Its id among the peers, never a validator's.
+        id: usize,
+        /// Its P2P identity (its `p2p_identity.key`).
+        identity: Box<qbind_net::StaticIdentity>,
+    },
+}
+
+impl Keys {
+    /// The validator-set file, for nodes with their own keys.
+    #[must_use]
+    pub fn set_file(&self) -> Option<&ValidatorSetFile> {
+        match self {
+            Keys::Devnet => None,
+            Keys::Operator { set, .. } | Keys::Follower { set, .. } => Some(set),
+        }
+    }
+
+    /// Whether this is a full node.
+    #[must_use]
+    pub fn is_follower(&self) -> bool {
+        matches!(self, Keys::Follower { .. })
+    }
 }
 
 impl std::fmt::Debug for Keys {
@@ -255,6 +291,11 @@ impl std::fmt::Debug for Keys {
                 .debug_struct("Keys::Operator")
                 .field("validators", &set.validators.len())
                 .field("signer_validator", &signer.validator_id())
+                .finish_non_exhaustive(),
+            Keys::Follower { set, id, .. } => f
+                .debug_struct("Keys::Follower")
+                .field("validators", &set.validators.len())
+                .field("id", id)
                 .finish_non_exhaustive(),
         }
     }
@@ -294,6 +335,17 @@ pub struct RunSummary {
     pub root_mismatches: Vec<u64>,
     /// Height each local validator started this run from (its executed marker).
     pub resumed_from: Vec<u64>,
+}
+
+/// The directory under the data directory that holds node `i`'s store:
+/// `validator-<i>`, or `full-node-<i>` for a full node.
+#[must_use]
+pub fn store_dir_name(keys: &Keys, i: usize) -> String {
+    if keys.is_follower() {
+        format!("full-node-{i}")
+    } else {
+        format!("validator-{i}")
+    }
 }
 
 /// The DevNet P2P identity (static ML-KEM-768 key) of validator `i`.
@@ -430,6 +482,7 @@ async fn start_api(
         shared: Arc::clone(shared),
         slot,
         n: chain.n,
+        takes_transactions: !opts.keys.is_follower(),
     };
     let server = qbind_api::ApiServer::bind(
         api_opts.addr,
@@ -442,7 +495,12 @@ async fn start_api(
     .await
     .map_err(|e| NodeError::Config(format!("public API: {e}")))?;
     out(&format!(
-        "API of validator {} on http://{}",
+        "API of {} {} on http://{}",
+        if opts.keys.is_follower() {
+            "full node"
+        } else {
+            "validator"
+        },
         chain.local[slot],
         server.local_addr()
     ));

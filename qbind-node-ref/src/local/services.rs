@@ -14,7 +14,9 @@ use qbind_core::application::Application;
 use qbind_core::consensus::{ConsensusConfig, ConsensusMetrics};
 use qbind_core::engine::Engine;
 use qbind_core::replica::{Event as EngineEvent, ReplicaError};
-use qbind_core::traits::{LocalSigner, MemoryNetwork, Signer, TokioClock, Transport};
+use qbind_core::traits::{
+    FollowerSigner, LocalSigner, MemoryNetwork, Signer, TokioClock, Transport,
+};
 use qbind_core::types::ValidatorId;
 use qbind_core::validator::EpochSchedule;
 use tokio::sync::{mpsc, watch};
@@ -73,7 +75,7 @@ fn open_one(
     out: &impl Fn(&str),
 ) -> Result<(), NodeError> {
     let chain_id = chain.env.chain_id().0;
-    let dir = opts.data_dir.join(format!("validator-{i}"));
+    let dir = opts.data_dir.join(super::store_dir_name(&opts.keys, i));
     let fast = opts
         .fast_sync
         .as_ref()
@@ -278,6 +280,7 @@ fn engine_parts(
                 validator_key(i),
             )),
             Keys::Operator { signer, .. } => Box::new(Arc::clone(signer)),
+            Keys::Follower { .. } => Box::new(FollowerSigner::new(ValidatorId(i as u32))),
         },
         events: ev_tx,
         submissions: tx_out,
@@ -344,7 +347,7 @@ fn application(
 /// Validator `v`'s P2P address.
 fn p2p_addr(opts: &LocalOptions, v: usize) -> Result<SocketAddr, NodeError> {
     match (&opts.keys, &opts.network) {
-        (Keys::Operator { set, .. }, _) => set
+        (Keys::Operator { set, .. } | Keys::Follower { set, .. }, _) => set
             .validators
             .get(v)
             .map(|e| e.address)
@@ -364,7 +367,7 @@ fn p2p_addr(opts: &LocalOptions, v: usize) -> Result<SocketAddr, NodeError> {
 fn p2p_key(opts: &LocalOptions, v: usize) -> Result<qbind_net::PeerPublic, NodeError> {
     match &opts.keys {
         Keys::Devnet => Ok(p2p_identity(v).public().clone()),
-        Keys::Operator { set, .. } => set
+        Keys::Operator { set, .. } | Keys::Follower { set, .. } => set
             .validators
             .get(v)
             .map(|e| e.p2p_key.clone())
@@ -417,14 +420,22 @@ async fn kemtls_transport(
             }
             (**identity).clone()
         }
+        Keys::Follower { identity, .. } => (**identity).clone(),
     };
     let mut validators = BTreeMap::new();
     for v in 0..chain.n {
         validators.insert(ValidatorId(v as u32), p2p_key(opts, v)?);
     }
     let bootstrap = bootstrap_peers(opts, chain, i)?;
+    let follower = opts.keys.is_follower();
     let listen = match (opts.settings.p2p_listen, opts.only) {
         (Some(addr), Some(_)) => addr,
+        (Some(addr), None) if follower => addr,
+        (None, _) if follower => {
+            return Err(NodeError::Config(
+                "a full node needs --p2p-listen-addr (it has no address in the genesis)".into(),
+            ));
+        }
         (Some(_), None) => {
             return Err(NodeError::Config(
                 "--p2p-listen-addr needs one validator per process (--validator-index)".into(),
@@ -432,7 +443,7 @@ async fn kemtls_transport(
         }
         (None, _) => p2p_addr(opts, i)?,
     };
-    if opts.settings.p2p_advertised.is_some() && opts.only.is_none() {
+    if opts.settings.p2p_advertised.is_some() && opts.only.is_none() && !follower {
         return Err(NodeError::Config(
             "--p2p-advertised-addr needs one validator per process (--validator-index)".into(),
         ));
@@ -445,7 +456,9 @@ async fn kemtls_transport(
     peers.heartbeat_interval = Duration::from_secs(5);
     // A loopback or private P2P address (the validator's own, in the file)
     // means a local network, whose peers announce such addresses too.
-    peers.local_network = !qbind_net::peers::book::is_routable(p2p_addr(opts, i)?);
+    // (A full node has no address in the file: validator 0's tells.)
+    peers.local_network =
+        !qbind_net::peers::book::is_routable(p2p_addr(opts, if follower { 0 } else { i })?);
     if let Some(addr) = opts.settings.p2p_advertised
         && !peers.local_network
         && !qbind_net::peers::book::is_routable(addr)
@@ -465,6 +478,8 @@ async fn kemtls_transport(
         bootstrap,
         channel: super::builder::channel_config(chain.env),
         peers,
+        // Full nodes this validator admits (none on a full node itself).
+        followers: opts.settings.full_nodes.clone(),
     })
     .await
     .map_err(|e| NodeError::Config(format!("P2P transport of validator {i}: {e}")))
@@ -502,6 +517,7 @@ pub(super) fn shared(
         monetary: chain.local.iter().map(|_| Mutex::new(None)).collect(),
         signer: match &opts.keys {
             Keys::Devnet => None,
+            Keys::Follower { .. } => None,
             Keys::Operator { set, signer, .. } => Some((
                 Arc::clone(signer),
                 set.key_registry()

@@ -51,14 +51,36 @@ fn each_labeled<T, L: Copy>(
 pub fn net(items: &[(Labels, &NetMetrics)]) -> Vec<Family> {
     vec![
         each(
-            Family::gauge("qbind_p2p_outbound_peers", "Current outbound peer count."),
+            Family::gauge(
+                "qbind_p2p_outbound_peers",
+                "Current outbound validator peer count.",
+            ),
             items,
             |m| get(&m.outbound_peers),
         ),
         each(
-            Family::gauge("qbind_p2p_inbound_peers", "Current inbound peer count."),
+            Family::gauge(
+                "qbind_p2p_inbound_peers",
+                "Current inbound validator peer count.",
+            ),
             items,
             |m| get(&m.inbound_peers),
+        ),
+        each(
+            Family::gauge(
+                "qbind_p2p_follower_peers",
+                "Connected full nodes (followers; not in the validator peer counts).",
+            ),
+            items,
+            |m| get(&m.follower_peers),
+        ),
+        each(
+            Family::counter(
+                "qbind_p2p_follower_refused_total",
+                "Full-node connections refused over the follower inbound cap.",
+            ),
+            items,
+            |m| get(&m.follower_refused),
         ),
         each(
             Family::gauge("qbind_p2p_known_peers", "Total known peer addresses."),

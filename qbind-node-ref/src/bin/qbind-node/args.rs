@@ -235,6 +235,23 @@ pub(crate) struct Args {
     /// validator; needs --p2p kemtls).
     #[arg(long, visible_alias = "validator-id")]
     pub(crate) validator_index: Option<usize>,
+    /// validator (default) or full: a full node follows the chain of the
+    /// --genesis validators as the authenticated non-validator peer
+    /// --full-node-id, verifies and executes every block, serves the API's
+    /// reads and signs nothing (docs/node.md "Full nodes"). Needs
+    /// --p2p-listen-addr, --p2p-identity-key and validators that list its
+    /// key in their --full-node-keys.
+    #[arg(long, value_enum, default_value_t = RoleArg::Validator)]
+    pub(crate) role: RoleArg,
+    /// --role full: this node's id among the peers (at least the number of
+    /// validators; the id its key has in the validators' --full-node-keys).
+    #[arg(long)]
+    pub(crate) full_node_id: Option<usize>,
+    /// A validator admits the full nodes of this TOML file
+    /// (`[[full_node]] id = N, p2p_pub = "<hex>"` or `p2p_pub_file`) as
+    /// authenticated non-validator peers (docs/node.md "Full nodes").
+    #[arg(long)]
+    pub(crate) full_node_keys: Option<PathBuf>,
     /// Validator-set file (docs/node.md): every validator's public keys,
     /// address and stake. Runs validator --validator-index with the keys of
     /// --signer-mode instead of DevNet seed keys; implies --p2p kemtls and
@@ -304,6 +321,15 @@ pub(crate) struct Args {
     /// with SIGKILL.
     #[arg(long)]
     pub(crate) stop_with_stdin: bool,
+}
+
+/// `--role` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum RoleArg {
+    /// A validator: votes, proposes, signs.
+    Validator,
+    /// A full node: follows, verifies, executes, serves reads; never signs.
+    Full,
 }
 
 /// `--log-format` values.

@@ -14,7 +14,7 @@ use qbind_signer::{
     RemoteSettings, SignerFailureMode, SignerMetrics, SignerMode, SignerSettings, build_signer,
 };
 
-use crate::args::Args;
+use crate::args::{Args, RoleArg};
 
 /// The signer and P2P identity of a validator with its own keys.
 pub(crate) async fn operator_keys(
@@ -27,18 +27,72 @@ pub(crate) async fn operator_keys(
         return operator_keys_of(args, env, set).await;
     }
     let Some(path) = &args.validator_set else {
+        if args.role == RoleArg::Full {
+            return Err("--role full needs --genesis (or --validator-set)".into());
+        }
         return Ok(Keys::Devnet);
     };
     let set = ValidatorSetFile::load(path).map_err(|e| e.to_string())?;
     operator_keys_of(args, env, set).await
 }
 
-/// The signer and P2P identity of validator `--validator-index` of `set`.
+/// The P2P identity of full node `--full-node-id` following `set`'s
+/// validators (no signer: a full node signs nothing).
+fn follower_keys(args: &Args, set: ValidatorSetFile) -> Result<Keys, String> {
+    let id = args
+        .full_node_id
+        .ok_or("--role full needs --full-node-id (its id in the validators' --full-node-keys)")?;
+    if id < set.validators.len() {
+        return Err(format!(
+            "--full-node-id {id} is a validator's id: full-node ids start at {}",
+            set.validators.len()
+        ));
+    }
+    let id_u32 = u32::try_from(id).map_err(|_| format!("--full-node-id {id} is too large"))?;
+    if args.validator_index.is_some() || args.signer_mode.is_some() {
+        return Err(
+            "--role full runs no validator: drop --validator-index and --signer-mode".into(),
+        );
+    }
+    let path = match (&args.p2p_identity_key, &args.signer_keystore_path) {
+        (Some(p), _) => p.clone(),
+        (None, Some(dir)) => dir.join("p2p_identity.key"),
+        (None, None) => {
+            return Err(
+                "--role full needs --p2p-identity-key (from qbind-keygen generate \
+                        --validator-id <full-node-id> --key-roles p2p-identity)"
+                    .into(),
+            );
+        }
+    };
+    let identity = p2p_identity(args, ValidatorId(id_u32), &path)?;
+    if let Some(v) = set
+        .validators
+        .iter()
+        .find(|v| v.p2p_key.as_bytes() == identity.public().as_bytes())
+    {
+        return Err(format!(
+            "the full node's P2P identity is validator {}'s",
+            v.id.0
+        ));
+    }
+    Ok(Keys::Follower {
+        set: Box::new(set),
+        id,
+        identity: Box::new(identity),
+    })
+}
+
+/// The signer and P2P identity of validator `--validator-index` of `set`
+/// (or, with `--role full`, the full node's identity).
 pub(crate) async fn operator_keys_of(
     args: &Args,
     env: NetworkEnvironment,
     set: ValidatorSetFile,
 ) -> Result<Keys, String> {
+    if args.role == RoleArg::Full {
+        return follower_keys(args, set);
+    }
     let index = args
         .validator_index
         .ok_or("--validator-set or --genesis needs --validator-index")?;

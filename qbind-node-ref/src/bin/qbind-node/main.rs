@@ -33,6 +33,7 @@ use std::time::Duration;
 use clap::Parser;
 use qbind_api::limiter::RateLimitConfig;
 use qbind_node_ref::config::config_file_args;
+use qbind_node_ref::full_nodes::FullNodeKeys;
 use qbind_node_ref::genesis::Genesis;
 use qbind_node_ref::local::{
     ApiOptions, Executor, FastSync, Keys, LocalOptions, Network, run_local,
@@ -164,10 +165,13 @@ fn local_options(
         return Err(NodeError::BackendUnavailable(backend).to_string().into());
     }
     let validators = match &keys {
-        Keys::Operator { set, .. } => set.validators.len(),
+        Keys::Operator { set, .. } | Keys::Follower { set, .. } => set.validators.len(),
         Keys::Devnet => args.local_validators,
     };
-    if args.fast_sync_validator >= validators.max(1) {
+    if let Keys::Follower { id, .. } = &keys {
+        // A full node restores its own store.
+        args.fast_sync_validator = *id;
+    } else if args.fast_sync_validator >= validators.max(1) {
         return Err("--fast-sync-validator is not one of the local validators"
             .to_string()
             .into());
@@ -247,18 +251,24 @@ async fn serve(
             let _ = on_stdin.send(true);
         });
     }
-    match opts.only {
-        Some(i) => println!(
+    match (opts.only, &opts.keys) {
+        (_, Keys::Follower { id, .. }) => println!(
+            "qbind-node: {profile} full node {id} following {} validators, data in {}",
+            opts.validators,
+            opts.data_dir.display()
+        ),
+        (Some(i), _) => println!(
             "qbind-node: {profile} validator {i} of {} ({}), data in {}",
             opts.validators,
             match &opts.keys {
                 Keys::Devnet => "DevNet seed keys".to_string(),
                 Keys::Operator { signer, .. } =>
                     format!("own keys, signer failure mode {:?}", signer.mode()),
+                Keys::Follower { .. } => "full node".to_string(),
             },
             opts.data_dir.display()
         ),
-        None => println!(
+        (None, _) => println!(
             "qbind-node: {} local {profile} validators, data in {}",
             opts.validators,
             opts.data_dir.display()
@@ -333,6 +343,15 @@ fn run(mut args: Args) -> Result<ExitCode, Failure> {
         .map_err(|e| format!("starting the runtime: {e}"))?;
     let keys = runtime.block_on(keys::operator_keys(&args, profile.env(), genesis.as_ref()))?;
     let stop_with_stdin = args.stop_with_stdin;
+    let mut settings = settings;
+    if let Some(path) = &args.full_node_keys {
+        let set = keys
+            .set_file()
+            .ok_or_else(|| "--full-node-keys needs --genesis or --validator-set".to_string())?;
+        let file = FullNodeKeys::load(path).map_err(|e| e.to_string())?;
+        file.check_against(set).map_err(|e| e.to_string())?;
+        settings.full_nodes = file.peers();
+    }
     let opts = local_options(args, data_dir, keys, genesis, settings)?;
     runtime.block_on(serve(opts, profile, stop_with_stdin))
 }

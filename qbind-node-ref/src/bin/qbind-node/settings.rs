@@ -10,7 +10,7 @@ use qbind_node_ref::local::{ChainSettings, Load};
 use qbind_node_ref::profile::Profile;
 
 use crate::Failure;
-use crate::args::Args;
+use crate::args::{Args, RoleArg};
 
 /// Parse an off/warn/enforce flag value.
 fn mode_named<T>(flag: &str, value: &str, [off, warn, enforce]: [T; 3]) -> Result<T, String> {
@@ -72,7 +72,21 @@ pub(crate) fn chain_settings(args: &Args, profile: Profile) -> Result<ChainSetti
     s.bootstrap_peers = args.bootstrap_peers.clone();
     s.fee_priority = args.enable_fee_priority.unwrap_or(true);
     s.discovery = args.enable_discovery.unwrap_or(true);
+    let full = args.role == RoleArg::Full;
+    if full && (args.load_generator == Some(true) || args.load_accounts.is_some()) {
+        return Err(
+            "--role full takes no transactions: drop --load-generator and \
+                    --load-accounts"
+                .into(),
+        );
+    }
+    if full && args.full_node_keys.is_some() {
+        return Err(
+            "--full-node-keys is a validator's flag: full nodes admit no full nodes".into(),
+        );
+    }
     s.load = match (args.load_generator, &args.load_accounts) {
+        _ if full => Load::Off,
         (Some(false), _) => Load::Off,
         (_, Some(path)) => Load::Keys(load_account_keys(path).map_err(|e| e.to_string())?),
         (Some(true), None) | (None, None) if profile == Profile::Devnet => Load::SeedAccounts,
@@ -128,6 +142,7 @@ pub(crate) fn node_config(
         snapshot_interval: args.snapshot_dir.as_ref().map(|_| args.snapshot_interval),
         eviction_mode: settings.fee_mempool.eviction_mode,
         load_generator: !matches!(settings.load, Load::Off),
+        full_node: args.role == RoleArg::Full,
     })
 }
 

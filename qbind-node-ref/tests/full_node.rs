@@ -1,0 +1,398 @@
+//! A full node joins a running TestNet: four validator processes (DAG
+//! payloads, own keystores, a generated genesis) admit the full node's P2P
+//! key (`--full-node-keys`); it starts after they have committed, follows
+//! them over KEMTLS from one bootstrap peer, verifies and executes every
+//! block from genesis, and serves the public API: a transfer submitted to a
+//! validator's API is read back from the full node's (receipt, balances,
+//! state root equal to the validators', balances equal on every node); a
+//! submission to the full node is refused with `not_a_validator`; a
+//! validator killed with SIGKILL and restarted catches up while the full
+//! node follows; the full node stops cleanly on SIGTERM and resumes from its
+//! store. Bad full-node configurations are refused by name.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::{Reaper, Roots};
+use qbind_api::wire::TxStatusView;
+use qbind_client::{ClientError, QbindClient};
+use qbind_core::crypto::KeyPair;
+use qbind_core::execution::{Transaction, TransferPayload, TransferPayloadV1};
+use qbind_core::types::{AccountId, NetworkEnvironment};
+
+const PASS_VAR: &str = "QBIND_FULL_NODE_TEST_PASSPHRASE";
+const PASS: &str = "correct horse battery staple, full node test";
+const VALIDATORS: usize = 4;
+const FULL: usize = VALIDATORS;
+
+/// `qbind-genesis devnet -P testnet` into `out`.
+fn generate(out: &Path, base_port: u16) {
+    let o = Command::new(env!("CARGO_BIN_EXE_qbind-genesis"))
+        .args([
+            "devnet",
+            "-P",
+            "testnet",
+            "--ip",
+            "127.0.0.1",
+            "--validators",
+        ])
+        .arg(VALIDATORS.to_string())
+        .args(["--accounts", "4", "--base-port"])
+        .arg(base_port.to_string())
+        .args(["--passphrase-env", PASS_VAR])
+        .args(["--kdf-memory-kib", "19456", "--kdf-iterations", "2"])
+        .arg("--out")
+        .arg(out)
+        .env(PASS_VAR, PASS)
+        .output()
+        .expect("run qbind-genesis");
+    assert!(o.status.success(), "{o:?}");
+}
+
+/// `qbind-node` with the genesis of `net`, data in `data`, quick timeouts.
+fn node(net: &Path, data: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_qbind-node"));
+    cmd.arg("--genesis")
+        .arg(net.join("genesis.json"))
+        .arg("-d")
+        .arg(data)
+        .args(["--signer-passphrase-env", PASS_VAR])
+        .args(["--base-timeout-ms", "500", "--diversity-mode", "warn"])
+        .env(PASS_VAR, PASS);
+    cmd
+}
+
+/// Start `cmd`, record its "height" lines as node `i` of `roots`, and
+/// return it with the URL it prints after `api_prefix` (if given).
+fn spawn(
+    mut cmd: Command,
+    i: usize,
+    roots: &Roots,
+    api_prefix: Option<&'static str>,
+) -> (Child, Option<String>) {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start qbind-node");
+    let Some(prefix) = api_prefix else {
+        common::follow(i, &mut child, roots);
+        return (child, None);
+    };
+    // Read the API line first, then hand the rest to the height follower.
+    let stdout = child.stdout.take().expect("piped");
+    let (url_tx, url_rx) = mpsc::channel();
+    let roots = std::sync::Arc::clone(roots);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(url) = line.strip_prefix(prefix) {
+                let _ = url_tx.send(url.to_owned());
+            }
+            let Some(rest) = line.strip_prefix("height") else {
+                continue;
+            };
+            let height = rest.split_whitespace().next().and_then(|h| h.parse().ok());
+            let root = line.rsplit(' ').next().map(str::to_string);
+            if let (Some(h), Some(r)) = (height, root) {
+                roots.lock().expect("lock")[i].insert(h, r);
+            }
+        }
+    });
+    let url = url_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the node prints its API address");
+    (child, Some(url))
+}
+
+fn transfer(key: &KeyPair, nonce: u64, to: AccountId, amount: u128) -> Transaction {
+    let payload = TransferPayload::V1(TransferPayloadV1 {
+        recipient: to,
+        amount,
+        gas_limit: 40_000,
+        max_fee_per_gas: 1,
+    });
+    Transaction::sign(key, NetworkEnvironment::Testnet, nonce, payload)
+}
+
+fn sigterm(child: &Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+}
+
+#[test]
+fn a_full_node_joins_follows_serves_reads_and_refuses_submissions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base_port = 42_000 + (std::process::id() % 2_000) as u16 * 8;
+    let net = dir.path().join("net");
+    generate(&net, base_port);
+    let data = dir.path().join("data");
+    let full_keys = dir.path().join("full");
+    common::keygen(&full_keys, FULL, "p2p-identity", PASS_VAR, PASS);
+    let list = dir.path().join("full-nodes.toml");
+    std::fs::write(
+        &list,
+        format!(
+            "[[full_node]]\nid = {FULL}\np2p_pub_file = \"{}\"\n",
+            full_keys.join("p2p_identity.pub").display()
+        ),
+    )
+    .expect("write the full-node key file");
+
+    let roots = common::roots(VALIDATORS + 1);
+    let mut nodes = Reaper(Vec::new());
+    const PREFIXES: [&str; VALIDATORS] = [
+        "API of validator 0 on ",
+        "API of validator 1 on ",
+        "API of validator 2 on ",
+        "API of validator 3 on ",
+    ];
+    let validator = |i: usize| {
+        let mut cmd = node(&net, &data);
+        cmd.args(["--validator-index", &i.to_string()])
+            .args(["--signer-mode", "encrypted-fs", "--load-generator", "false"])
+            .arg("--signer-keystore-path")
+            .arg(net.join(format!("v{i}")))
+            .arg("--full-node-keys")
+            .arg(&list)
+            .args(["--api-addr", "127.0.0.1:0"]);
+        cmd
+    };
+    let mut validator_apis = Vec::new();
+    for (i, prefix) in PREFIXES.iter().enumerate() {
+        let (child, url) = spawn(validator(i), i, &roots, Some(prefix));
+        validator_apis.push(url.expect("a validator's API"));
+        nodes.0.push(child);
+    }
+    let validator_api = validator_apis[0].clone();
+    let joined_after = 10;
+    let committed = common::wait_until(Duration::from_secs(90), || {
+        common::heights(&roots)[..VALIDATORS]
+            .iter()
+            .all(|h| *h >= joined_after)
+    });
+    assert!(committed, "validators at {:?}", common::heights(&roots));
+
+    // The full node joins late, knowing only validator 0's address.
+    let full_p2p = format!("127.0.0.1:{}", base_port + 6);
+    let full_node = |data: &Path| {
+        let mut cmd = node(&net, data);
+        cmd.args(["--role", "full", "--full-node-id", &FULL.to_string()])
+            .arg("--p2p-identity-key")
+            .arg(full_keys.join("p2p_identity.key"))
+            .args(["--p2p-listen-addr", &full_p2p])
+            .args(["--bootstrap-peers", &format!("127.0.0.1:{base_port}")])
+            .args(["--api-addr", "127.0.0.1:0"]);
+        cmd
+    };
+    let (child, url) = spawn(
+        full_node(&data),
+        FULL,
+        &roots,
+        Some("API of full node 4 on "),
+    );
+    nodes.0.push(child);
+    let full_api = url.expect("the full node's API");
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let sender_key = qbind_node_ref::genesis::load_account_keys(&net.join("accounts.json"))
+        .expect("accounts")
+        .remove(0);
+    let sender = AccountId::from_public_key(sender_key.public_key());
+    let recipient = AccountId::from_public_key(KeyPair::from_seed(&[0x7c; 32]).public_key());
+    let (height, hash) = runtime.block_on(async {
+        let validator = QbindClient::new(&validator_api).expect("client");
+        let full = QbindClient::new(&full_api).expect("client");
+        let mut last = None;
+        for nonce in 0..3 {
+            let tx = transfer(&sender_key, nonce, recipient, 1_000 + u128::from(nonce));
+            // A full node takes no transactions, and says so.
+            match full.submit(&tx).await {
+                Err(ClientError::Api { status, code, .. }) => {
+                    assert_eq!((status, code.as_str()), (421, "not_a_validator"));
+                }
+                other => panic!("the full node answered {other:?}"),
+            }
+            last = Some(validator.submit(&tx).await.expect("validator accepts"));
+        }
+        let hash = last.expect("submitted");
+        // The full node reports the receipt once it has executed the block.
+        let view = full
+            .wait(hash, Duration::from_secs(90), Duration::from_millis(200))
+            .await
+            .expect("the full node reports the transfer");
+        let TxStatusView::Committed {
+            height, outcome, ..
+        } = view
+        else {
+            panic!("not committed on the full node: {view:?}");
+        };
+        assert_eq!(outcome.result, "success", "{outcome:?}");
+        let on_full = full.account(recipient).await.expect("full node account");
+        assert_eq!(on_full.balance, 1_000 + 1_001 + 1_002);
+        for url in &validator_apis {
+            let client = QbindClient::new(url).expect("client");
+            client
+                .wait(hash, Duration::from_secs(30), Duration::from_millis(200))
+                .await
+                .expect("every validator executes it");
+            let on_validator = client.account(recipient).await.expect("account");
+            assert_eq!(on_validator.balance, on_full.balance, "{url}");
+        }
+        assert_eq!(
+            full.account(sender).await.expect("sender").nonce,
+            validator.account(sender).await.expect("sender").nonce
+        );
+        let (a, b) = (
+            full.block(height).await.expect("full node block"),
+            validator.block(height).await.expect("validator block"),
+        );
+        assert!(a.state_root.is_some(), "{a:?}");
+        assert_eq!(a.state_root, b.state_root, "state root at height {height}");
+        assert_eq!(a.tx_hashes, b.tx_hashes);
+        (height, hash)
+    });
+
+    // The full node executed everything from genesis, with the validators'
+    // state roots, well past the height it joined at.
+    let caught_up = common::wait_until(Duration::from_secs(60), || {
+        common::highest(&roots, FULL) >= height
+    });
+    assert!(caught_up, "heights {:?}", common::heights(&roots));
+    common::assert_equal_roots(&roots, height);
+
+    // A validator killed with SIGKILL and restarted catches up with the
+    // others, the full node still following.
+    let killed_at = common::highest(&roots, 3);
+    let _ = nodes.0[3].kill();
+    let _ = nodes.0[3].wait();
+    nodes.0[3] = spawn(validator(3), 3, &roots, Some(PREFIXES[3])).0;
+    let rejoined = common::wait_until(Duration::from_secs(60), || {
+        common::heights(&roots).iter().all(|h| *h >= killed_at + 10)
+    });
+    assert!(rejoined, "heights {:?}", common::heights(&roots));
+    common::assert_equal_roots(&roots, killed_at + 10);
+
+    // SIGTERM stops it cleanly; it resumes from its store.
+    let mut full_child = nodes.0.pop().expect("full node");
+    sigterm(&full_child);
+    let status = common::wait_exit(&mut full_child, Duration::from_secs(30));
+    assert!(status.is_some_and(|s| s.success()), "full node: {status:?}");
+    let before = common::highest(&roots, FULL);
+    let (child, url) = spawn(
+        full_node(&data),
+        FULL,
+        &roots,
+        Some("API of full node 4 on "),
+    );
+    nodes.0.push(child);
+    runtime.block_on(async {
+        let full = QbindClient::new(&url.expect("API")).expect("client");
+        let view = full.tx_status(hash).await.expect("status after restart");
+        assert!(
+            matches!(view, TxStatusView::Committed { .. }),
+            "after a restart: {view:?}"
+        );
+    });
+    let resumed = common::wait_until(Duration::from_secs(60), || {
+        common::highest(&roots, FULL) > before + 5
+    });
+    assert!(resumed, "heights {:?}", common::heights(&roots));
+    for child in &nodes.0 {
+        sigterm(child);
+    }
+    for (i, child) in nodes.0.iter_mut().enumerate() {
+        let status = common::wait_exit(child, Duration::from_secs(30));
+        assert!(status.is_some_and(|s| s.success()), "node {i}: {status:?}");
+    }
+    assert!(data.join("full-node-4").is_dir());
+}
+
+/// Run `cmd` to completion; (exit code, stdout + stderr).
+fn run(mut cmd: Command) -> (Option<i32>, String) {
+    let o = cmd.output().expect("run qbind-node");
+    (
+        o.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+    )
+}
+
+#[test]
+fn bad_full_node_configurations_are_refused_by_name() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let net = dir.path().join("net");
+    generate(&net, 47_900);
+    let data = dir.path().join("data");
+    let keys = dir.path().join("full");
+    common::keygen(&keys, FULL, "p2p-identity", PASS_VAR, PASS);
+    let full = |extra: &[&str]| {
+        let mut cmd = node(&net, &data);
+        cmd.args(["--role", "full", "--blocks", "1"])
+            .arg("--p2p-identity-key")
+            .arg(keys.join("p2p_identity.key"))
+            .args(extra);
+        cmd
+    };
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec![], "--full-node-id"),
+        (vec!["--full-node-id", "2"], "is a validator's id"),
+        (
+            vec!["--full-node-id", "5", "--p2p-listen-addr", "127.0.0.1:0"],
+            "P2P identity key",
+        ),
+        (
+            vec!["--full-node-id", "4", "--signer-mode", "encrypted-fs"],
+            "drop --validator-index and --signer-mode",
+        ),
+        (vec!["--full-node-id", "4"], "needs --p2p-listen-addr"),
+        (
+            vec![
+                "--full-node-id",
+                "4",
+                "--p2p-listen-addr",
+                "127.0.0.1:0",
+                "--load-generator",
+                "true",
+            ],
+            "takes no transactions",
+        ),
+    ];
+    for (extra, expected) in cases {
+        let (code, text) = run(full(&extra));
+        assert_eq!(code, Some(2), "{extra:?}: {text}");
+        assert!(text.contains(expected), "{extra:?}: {text}");
+    }
+
+    // A validator refuses a full-node key file naming a validator id.
+    let list = dir.path().join("bad.toml");
+    std::fs::write(
+        &list,
+        format!(
+            "[[full_node]]\nid = 1\np2p_pub_file = \"{}\"\n",
+            keys.join("p2p_identity.pub").display()
+        ),
+    )
+    .expect("write");
+    let mut cmd = node(&net, &data);
+    cmd.args(["--validator-index", "0", "--signer-mode", "encrypted-fs"])
+        .arg("--signer-keystore-path")
+        .arg(net.join("v0"))
+        .arg("--full-node-keys")
+        .arg(&list)
+        .args(["--blocks", "1"]);
+    let (code, text) = run(cmd);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("has a validator's id"), "{text}");
+}
