@@ -82,6 +82,7 @@ pub mod metrics;
 pub mod peers;
 pub mod ratelimit;
 pub mod record;
+pub mod sentry;
 pub mod transport;
 pub mod wire;
 

@@ -58,9 +58,42 @@ pub struct NodeConfig {
     pub eviction_mode: EvictionMode,
     /// The built-in load generator runs.
     pub load_generator: bool,
-    /// A full node (`--role full`): it holds no consensus key, so the
-    /// signer checks (#9, #10) pass for it.
-    pub full_node: bool,
+    /// What the process is (`--role`).
+    pub role: NodeRole,
+}
+
+/// What a `qbind-node` process is (`--role`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum NodeRole {
+    /// A validator: signs, keeps a store.
+    #[default]
+    Validator,
+    /// A full node: keeps a store, holds no consensus key (the signer
+    /// checks #9 and #10 pass).
+    Full,
+    /// A sentry: relays for its validator, holds no consensus key and no
+    /// store (the signer and store checks #8, #9, #10 and #13 pass).
+    Sentry,
+}
+
+impl NodeRole {
+    /// The `--role` name.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            NodeRole::Validator => "validator",
+            NodeRole::Full => "full",
+            NodeRole::Sentry => "sentry",
+        }
+    }
+
+    fn signs(self) -> bool {
+        self == NodeRole::Validator
+    }
+
+    fn stores(self) -> bool {
+        self != NodeRole::Sentry
+    }
 }
 
 /// A MainNet invariant a configuration breaks (runbook §3.2; the number
@@ -145,20 +178,18 @@ pub const MAINNET_CHECKS: [Check; 16] = [
         (!c.discovery).then_some(InvariantViolation::DiscoveryDisabled)
     }),
     ("data_dir", |c| {
-        c.data_dir
-            .as_ref()
-            .is_none_or(|d| d.as_os_str().is_empty())
+        (c.role.stores() && c.data_dir.as_ref().is_none_or(|d| d.as_os_str().is_empty()))
             .then_some(InvariantViolation::NoDataDir)
     }),
     ("signer_mode", |c| {
-        (!c.full_node
+        (c.role.signs()
             && c.signer_mode
                 .as_deref()
                 .is_none_or(|m| m == "loopback-testing"))
         .then_some(InvariantViolation::LoopbackSigner)
     }),
     ("signer_failure_mode", |c| {
-        (!c.full_node && !c.signer_exit_on_failure)
+        (c.role.signs() && !c.signer_exit_on_failure)
             .then_some(InvariantViolation::SignerNotFailClosed)
     }),
     ("diversity_mode", |c| {
@@ -168,8 +199,7 @@ pub const MAINNET_CHECKS: [Check; 16] = [
         (c.monetary_mode == MonetaryMode::Off).then_some(InvariantViolation::MonetaryOff)
     }),
     ("snapshots", |c| {
-        c.snapshot_interval
-            .is_none()
+        (c.role.stores() && c.snapshot_interval.is_none())
             .then_some(InvariantViolation::SnapshotsDisabled)
     }),
     ("snapshot_interval_blocks", |c| match c.snapshot_interval {
@@ -205,10 +235,7 @@ impl NodeConfig {
     pub fn describe(&self) -> Vec<String> {
         vec![
             format!("profile = {}", self.profile),
-            format!(
-                "role = {}",
-                if self.full_node { "full" } else { "validator" }
-            ),
+            format!("role = {}", self.role.name()),
             format!("genesis_network = {:?}", self.genesis_env),
             format!("genesis_file = {}", self.genesis_file),
             format!(
@@ -225,10 +252,10 @@ impl NodeConfig {
             format!("enable_discovery = {}", self.discovery),
             format!(
                 "signer_mode = {}",
-                match (&self.signer_mode, self.full_node) {
-                    (_, true) => "none (full node)",
-                    (Some(m), false) => m.as_str(),
-                    (None, false) => "devnet-seed-keys",
+                match (&self.signer_mode, self.role.signs()) {
+                    (_, false) => "none (no consensus key)",
+                    (Some(m), true) => m.as_str(),
+                    (None, true) => "devnet-seed-keys",
                 }
             ),
             format!("signer_exit_on_failure = {}", self.signer_exit_on_failure),
@@ -370,7 +397,7 @@ mod tests {
             snapshot_interval: Some(50_000),
             eviction_mode: EvictionMode::Enforce,
             load_generator: false,
-            full_node: false,
+            role: NodeRole::Validator,
         }
     }
 
@@ -440,7 +467,7 @@ mod tests {
     #[test]
     fn a_full_node_needs_no_signer_and_keeps_every_other_check() {
         let mut full = good_mainnet();
-        full.full_node = true;
+        full.role = NodeRole::Full;
         full.signer_mode = None;
         full.signer_exit_on_failure = false;
         assert_eq!(validate_mainnet_invariants(&full), vec![]);
@@ -449,6 +476,35 @@ mod tests {
         assert_eq!(
             validate_mainnet_invariants(&full),
             vec![InvariantViolation::DiversityNotEnforced]
+        );
+        // A full node keeps a store: it needs a data directory and snapshots.
+        let mut full = good_mainnet();
+        full.role = NodeRole::Full;
+        full.data_dir = None;
+        full.snapshot_interval = None;
+        assert_eq!(
+            validate_mainnet_invariants(&full),
+            vec![
+                InvariantViolation::NoDataDir,
+                InvariantViolation::SnapshotsDisabled
+            ]
+        );
+    }
+
+    #[test]
+    fn a_sentry_needs_no_signer_and_no_store() {
+        let mut sentry = good_mainnet();
+        sentry.role = NodeRole::Sentry;
+        sentry.signer_mode = None;
+        sentry.signer_exit_on_failure = false;
+        sentry.data_dir = None;
+        sentry.snapshot_interval = None;
+        assert_eq!(validate_mainnet_invariants(&sentry), vec![]);
+        assert!(sentry.describe().contains(&"role = sentry".to_string()));
+        sentry.discovery = false;
+        assert_eq!(
+            validate_mainnet_invariants(&sentry),
+            vec![InvariantViolation::DiscoveryDisabled]
         );
     }
 

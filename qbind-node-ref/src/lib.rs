@@ -20,7 +20,9 @@
 //! - [`validator_set`]: the validator-set file (keys from `qbind-keygen`,
 //!   addresses, stake, key rotations) for validators with their own keys;
 //! - [`full_nodes`]: the full-node key file a validator admits full nodes
-//!   by (`--full-node-keys`).
+//!   by (`--full-node-keys`);
+//! - [`sentry`]: `qbind-node --role sentry`, the public face of one
+//!   validator, and the validator's link to it.
 //!
 //! No other crate depends on this one (DESIGN "Workspace").
 
@@ -33,6 +35,7 @@ pub mod localnet;
 pub mod metrics;
 pub mod node;
 pub mod profile;
+pub mod sentry;
 pub mod signals;
 pub mod store;
 pub mod upgrade;

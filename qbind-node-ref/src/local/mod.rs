@@ -178,6 +178,10 @@ pub struct ChainSettings {
     /// address in the genesis or validator-set file); discovery finds the
     /// others. Empty: dial every validator (`--bootstrap-peers`).
     pub bootstrap_peers: Vec<SocketAddr>,
+    /// Talk to the network only through this validator's sentry, whose
+    /// link listener is here (`--sentry-link-addr`; one validator per
+    /// process, with its own keys).
+    pub sentry_link: Option<SocketAddr>,
     /// Full nodes this validator admits as authenticated non-validator
     /// peers (`--full-node-keys`; ids at least the validator count).
     pub full_nodes:
@@ -206,6 +210,7 @@ impl ChainSettings {
             p2p_advertised: None,
             bootstrap_peers: Vec::new(),
             full_nodes: std::collections::BTreeMap::new(),
+            sentry_link: None,
         }
     }
 }

@@ -225,6 +225,17 @@ pub(super) async fn start_engines(
                 engines.net.push(None);
                 spawn_engine(parts, transport)?
             }
+            Network::Kemtls { .. } if opts.settings.sentry_link.is_some() => {
+                let link = sentry_link(opts, chain, i).await?;
+                out(&format!(
+                    "validator {i}: behind its sentry, link to {}",
+                    opts.settings
+                        .sentry_link
+                        .map_or(String::new(), |a| a.to_string())
+                ));
+                engines.net.push(Some(link.link().metrics()));
+                spawn_engine(parts, link)?
+            }
             Network::Kemtls { .. } => {
                 let transport = kemtls_transport(opts, chain, i).await?;
                 out(&format!(
@@ -401,6 +412,36 @@ fn bootstrap_peers(
             })
         })
         .collect()
+}
+
+/// Validator `i`'s link to its sentry (`--sentry-link-addr`): its own link
+/// key, the sentry holding the key the genesis lists as `i`'s.
+async fn sentry_link(
+    opts: &LocalOptions,
+    chain: &Chain,
+    i: usize,
+) -> Result<qbind_net::sentry::SentryLink, NodeError> {
+    let (Keys::Operator { identity, .. }, Some(addr)) = (&opts.keys, opts.settings.sentry_link)
+    else {
+        return Err(NodeError::Config(
+            "--sentry-link-addr needs a validator with its own keys (--genesis, --signer-mode)"
+                .into(),
+        ));
+    };
+    let listed = p2p_key(opts, i)?;
+    if identity.public() == &listed {
+        return Err(NodeError::Config(format!(
+            "behind a sentry, the P2P identity key is the validator's own link key: validator              {i}'s p2p_pub in the genesis belongs to its sentry"
+        )));
+    }
+    crate::sentry::validator_link(
+        chain.env,
+        ValidatorId(i as u32),
+        (**identity).clone(),
+        addr,
+        listed,
+    )
+    .await
 }
 
 /// Validator `i`'s KEMTLS transport, listening and dialling the others.

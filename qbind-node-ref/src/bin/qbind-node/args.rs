@@ -235,14 +235,25 @@ pub(crate) struct Args {
     /// validator; needs --p2p kemtls).
     #[arg(long, visible_alias = "validator-id")]
     pub(crate) validator_index: Option<usize>,
-    /// validator (default) or full: a full node follows the chain of the
+    /// validator (default), full or sentry. A full node follows the chain of the
     /// --genesis validators as the authenticated non-validator peer
     /// --full-node-id, verifies and executes every block, serves the API's
     /// reads and signs nothing (docs/node.md "Full nodes"). Needs
     /// --p2p-listen-addr, --p2p-identity-key and validators that list its
-    /// key in their --full-node-keys.
+    /// key in their --full-node-keys. A sentry fronts validator
+    /// --validator-index with that validator's genesis P2P key (docs/node.md
+    /// "Sentries").
     #[arg(long, value_enum, default_value_t = RoleArg::Validator)]
     pub(crate) role: RoleArg,
+    /// A validator behind a sentry: the sentry's link address, the only
+    /// peer it connects to. A sentry: where it listens for its validator's
+    /// link (a private address). See docs/node.md "Sentries".
+    #[arg(long)]
+    pub(crate) sentry_link_addr: Option<SocketAddr>,
+    /// --role sentry: the validator's link key (the `p2p_identity.pub` of
+    /// the key it runs with), the only key the link listener admits.
+    #[arg(long)]
+    pub(crate) sentry_validator_pub: Option<PathBuf>,
     /// --role full: this node's id among the peers (at least the number of
     /// validators; the id its key has in the validators' --full-node-keys).
     #[arg(long)]
@@ -330,6 +341,9 @@ pub(crate) enum RoleArg {
     Validator,
     /// A full node: follows, verifies, executes, serves reads; never signs.
     Full,
+    /// A sentry: the public face of validator --validator-index; relays
+    /// between the network and that validator's link.
+    Sentry,
 }
 
 /// `--log-format` values.

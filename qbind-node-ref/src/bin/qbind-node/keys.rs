@@ -168,7 +168,7 @@ pub(crate) async fn operator_keys_of(
 }
 
 /// The node's P2P identity from its encrypted key file.
-fn p2p_identity(
+pub(crate) fn p2p_identity(
     args: &Args,
     validator: ValidatorId,
     identity_key_path: &std::path::Path,

@@ -25,6 +25,7 @@
 mod args;
 mod keys;
 mod logging;
+mod sentry;
 mod settings;
 
 use std::process::ExitCode;
@@ -42,7 +43,7 @@ use qbind_node_ref::node::{Maintenance, NodeError, init_data_dir, retention_mode
 use qbind_node_ref::profile::Profile;
 use qbind_store::snapshot::SnapshotConfig;
 
-use args::{Args, Cli, ExecutorArg, InitArgs, Sub};
+use args::{Args, Cli, ExecutorArg, InitArgs, RoleArg, Sub};
 use settings::{chain_settings, node_config, validate};
 
 /// The command line with the `--config` file's flags placed before the
@@ -322,6 +323,9 @@ fn run(mut args: Args) -> Result<ExitCode, Failure> {
             "profile {profile} needs a genesis file (--genesis); the seed genesis is DevNet's"
         )
         .into());
+    }
+    if args.role == RoleArg::Sentry {
+        return sentry::run(&args, genesis.as_ref(), &settings);
     }
     let data_dir = args.data_dir.clone().ok_or_else(|| {
         "the following required argument was not provided: --data-dir".to_string()

@@ -4,7 +4,7 @@
 
 use std::process::ExitCode;
 
-use qbind_node_ref::config::{NodeConfig, validate_mainnet_invariants};
+use qbind_node_ref::config::{NodeConfig, NodeRole, validate_mainnet_invariants};
 use qbind_node_ref::genesis::{Genesis, load_account_keys, monetary_mode_named};
 use qbind_node_ref::local::{ChainSettings, Load};
 use qbind_node_ref::profile::Profile;
@@ -73,20 +73,25 @@ pub(crate) fn chain_settings(args: &Args, profile: Profile) -> Result<ChainSetti
     s.fee_priority = args.enable_fee_priority.unwrap_or(true);
     s.discovery = args.enable_discovery.unwrap_or(true);
     let full = args.role == RoleArg::Full;
-    if full && (args.load_generator == Some(true) || args.load_accounts.is_some()) {
-        return Err(
-            "--role full takes no transactions: drop --load-generator and \
-                    --load-accounts"
-                .into(),
-        );
+    if args.role != RoleArg::Validator
+        && (args.load_generator == Some(true) || args.load_accounts.is_some())
+    {
+        return Err(format!(
+            "--role {} takes no transactions: drop --load-generator and --load-accounts",
+            if full { "full" } else { "sentry" }
+        ));
+    }
+    if full && args.sentry_link_addr.is_some() {
+        return Err("--sentry-link-addr is for validators and sentries".into());
     }
     if full && args.full_node_keys.is_some() {
         return Err(
             "--full-node-keys is a validator's flag: full nodes admit no full nodes".into(),
         );
     }
+    s.sentry_link = args.sentry_link_addr;
     s.load = match (args.load_generator, &args.load_accounts) {
-        _ if full => Load::Off,
+        _ if args.role != RoleArg::Validator => Load::Off,
         (Some(false), _) => Load::Off,
         (_, Some(path)) => Load::Keys(load_account_keys(path).map_err(|e| e.to_string())?),
         (Some(true), None) | (None, None) if profile == Profile::Devnet => Load::SeedAccounts,
@@ -142,7 +147,11 @@ pub(crate) fn node_config(
         snapshot_interval: args.snapshot_dir.as_ref().map(|_| args.snapshot_interval),
         eviction_mode: settings.fee_mempool.eviction_mode,
         load_generator: !matches!(settings.load, Load::Off),
-        full_node: args.role == RoleArg::Full,
+        role: match args.role {
+            RoleArg::Validator => NodeRole::Validator,
+            RoleArg::Full => NodeRole::Full,
+            RoleArg::Sentry => NodeRole::Sentry,
+        },
     })
 }
 
