@@ -8,7 +8,9 @@
 //! submission to the full node is refused with `not_a_validator`; a
 //! validator killed with SIGKILL and restarted catches up while the full
 //! node follows; the full node stops cleanly on SIGTERM and resumes from its
-//! store. Bad full-node configurations are refused by name.
+//! store; a second full node starts from a validator's snapshot (with the
+//! anchor `qbind-snapshot validate` prints) and follows from its height. Bad
+//! full-node configurations are refused by name.
 
 mod common;
 
@@ -29,6 +31,7 @@ const PASS_VAR: &str = "QBIND_FULL_NODE_TEST_PASSPHRASE";
 const PASS: &str = "correct horse battery staple, full node test";
 const VALIDATORS: usize = 4;
 const FULL: usize = VALIDATORS;
+const LATE: usize = VALIDATORS + 1;
 
 /// `qbind-genesis devnet -P testnet` into `out`.
 fn generate(out: &Path, base_port: u16) {
@@ -134,17 +137,23 @@ fn a_full_node_joins_follows_serves_reads_and_refuses_submissions() {
     let data = dir.path().join("data");
     let full_keys = dir.path().join("full");
     common::keygen(&full_keys, FULL, "p2p-identity", PASS_VAR, PASS);
+    // A second full node, started later from a validator's snapshot.
+    let late_keys = dir.path().join("late");
+    common::keygen(&late_keys, LATE, "p2p-identity", PASS_VAR, PASS);
     let list = dir.path().join("full-nodes.toml");
     std::fs::write(
         &list,
         format!(
-            "[[full_node]]\nid = {FULL}\np2p_pub_file = \"{}\"\n",
-            full_keys.join("p2p_identity.pub").display()
+            "[[full_node]]\nid = {FULL}\np2p_pub_file = \"{}\"\n\
+             [[full_node]]\nid = {LATE}\np2p_pub_file = \"{}\"\n",
+            full_keys.join("p2p_identity.pub").display(),
+            late_keys.join("p2p_identity.pub").display()
         ),
     )
     .expect("write the full-node key file");
+    let snaps = dir.path().join("snaps");
 
-    let roots = common::roots(VALIDATORS + 1);
+    let roots = common::roots(LATE + 1);
     let mut nodes = Reaper(Vec::new());
     const PREFIXES: [&str; VALIDATORS] = [
         "API of validator 0 on ",
@@ -160,7 +169,10 @@ fn a_full_node_joins_follows_serves_reads_and_refuses_submissions() {
             .arg(net.join(format!("v{i}")))
             .arg("--full-node-keys")
             .arg(&list)
-            .args(["--api-addr", "127.0.0.1:0"]);
+            .args(["--api-addr", "127.0.0.1:0"])
+            .arg("--snapshot-dir")
+            .arg(&snaps)
+            .args(["--snapshot-interval", "20"]);
         cmd
     };
     let mut validator_apis = Vec::new();
@@ -267,7 +279,7 @@ fn a_full_node_joins_follows_serves_reads_and_refuses_submissions() {
         common::highest(&roots, FULL) >= height
     });
     assert!(caught_up, "heights {:?}", common::heights(&roots));
-    common::assert_equal_roots(&roots, height);
+    equal_roots(&roots, height);
 
     // A validator killed with SIGKILL and restarted catches up with the
     // others, the full node still following.
@@ -276,10 +288,12 @@ fn a_full_node_joins_follows_serves_reads_and_refuses_submissions() {
     let _ = nodes.0[3].wait();
     nodes.0[3] = spawn(validator(3), 3, &roots, Some(PREFIXES[3])).0;
     let rejoined = common::wait_until(Duration::from_secs(60), || {
-        common::heights(&roots).iter().all(|h| *h >= killed_at + 10)
+        common::heights(&roots)[..=FULL]
+            .iter()
+            .all(|h| *h >= killed_at + 10)
     });
     assert!(rejoined, "heights {:?}", common::heights(&roots));
-    common::assert_equal_roots(&roots, killed_at + 10);
+    equal_roots(&roots, killed_at + 10);
 
     // SIGTERM stops it cleanly; it resumes from its store.
     let mut full_child = nodes.0.pop().expect("full node");
@@ -306,6 +320,51 @@ fn a_full_node_joins_follows_serves_reads_and_refuses_submissions() {
         common::highest(&roots, FULL) > before + 5
     });
     assert!(resumed, "heights {:?}", common::heights(&roots));
+
+    // Another full node starts from validator 0's latest snapshot, with the
+    // anchor `qbind-snapshot validate` prints, and follows from there.
+    let (snapshot, anchor) = latest_snapshot(&snaps.join("validator-0"), &net);
+    let from: u64 = snapshot
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.parse().ok())
+        .expect("a snapshot is named by its height");
+    let mut late = node(&net, &data);
+    late.args(["--role", "full", "--full-node-id", &LATE.to_string()])
+        .arg("--p2p-identity-key")
+        .arg(late_keys.join("p2p_identity.key"))
+        .args(["--p2p-listen-addr", &format!("127.0.0.1:{}", base_port + 7)])
+        .args(["--bootstrap-peers", &format!("127.0.0.1:{}", base_port + 1)])
+        .arg("--fast-sync-snapshot-dir")
+        .arg(&snapshot)
+        .args(["--trusted-snapshot-anchor", &anchor])
+        .args(["--api-addr", "127.0.0.1:0"]);
+    let (child, url) = spawn(late, LATE, &roots, Some("API of full node 5 on "));
+    nodes.0.push(child);
+    let target = common::highest(&roots, 0) + 5;
+    let followed = common::wait_until(Duration::from_secs(60), || {
+        common::highest(&roots, LATE) >= target
+    });
+    assert!(followed, "heights {:?}", common::heights(&roots));
+    {
+        let r = roots.lock().expect("lock");
+        assert!(
+            !r[LATE].contains_key(&from),
+            "the snapshot's height is not executed again"
+        );
+        for h in from + 1..=target {
+            assert_eq!(r[LATE][&h], r[0][&h], "state root at height {h}");
+        }
+    }
+    runtime.block_on(async {
+        let late = QbindClient::new(&url.expect("API")).expect("client");
+        let got = late.account(recipient).await.expect("account");
+        assert_eq!(
+            got.balance,
+            1_000 + 1_001 + 1_002,
+            "state from the snapshot"
+        );
+    });
     for child in &nodes.0 {
         sigterm(child);
     }
@@ -314,6 +373,56 @@ fn a_full_node_joins_follows_serves_reads_and_refuses_submissions() {
         assert!(status.is_some_and(|s| s.success()), "node {i}: {status:?}");
     }
     assert!(data.join("full-node-4").is_dir());
+    assert!(data.join("full-node-5").is_dir());
+}
+
+/// Validators 0..=3 and the first full node report the same state root at
+/// every height `1..=up_to` (the late full node starts from a snapshot).
+fn equal_roots(roots: &Roots, up_to: u64) {
+    let r = roots.lock().expect("lock");
+    for h in 1..=up_to {
+        for (i, m) in r.iter().enumerate().take(FULL + 1) {
+            assert_eq!(m.get(&h), r[0].get(&h), "node {i} state root at height {h}");
+            assert!(m.contains_key(&h), "node {i} executed height {h}");
+        }
+    }
+}
+
+/// The highest complete snapshot under `dir` and its trust anchor, as
+/// `qbind-snapshot validate` reports it (waits up to 60 s for one).
+fn latest_snapshot(dir: &Path, net: &Path) -> (std::path::PathBuf, String) {
+    let mut found = None;
+    let ok = common::wait_until(Duration::from_secs(60), || {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return false;
+        };
+        let best = entries
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                let h: u64 = e.file_name().to_str()?.parse().ok()?;
+                Some((h, e.path()))
+            })
+            .max();
+        let Some((_, path)) = best else {
+            return false;
+        };
+        let o = Command::new(env!("CARGO_BIN_EXE_qbind-snapshot"))
+            .arg("validate")
+            .arg(&path)
+            .arg("--genesis")
+            .arg(net.join("genesis.json"))
+            .output()
+            .expect("run qbind-snapshot");
+        let text = String::from_utf8_lossy(&o.stdout).to_string();
+        found = text
+            .lines()
+            .find_map(|l| l.strip_prefix("Trust anchor: "))
+            .filter(|_| o.status.success())
+            .map(|a| (path, a.trim().to_string()));
+        found.is_some()
+    });
+    assert!(ok, "no valid snapshot in {}", dir.display());
+    found.expect("found")
 }
 
 /// Run `cmd` to completion; (exit code, stdout + stderr).

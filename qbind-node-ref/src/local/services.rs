@@ -84,9 +84,16 @@ fn open_one(
     let opened = open_store(&dir, fast, chain_id, opts.maintenance.backend)?;
     if let Some(meta) = &opened.restored_from {
         out(&format!(
-            "validator {i}: fast sync from snapshot at height {} (block hash {}, state root {}: \
+            "{} {i}: fast sync from snapshot at height {} (block hash {}, state root {}: \
              the trusted anchor)",
-            meta.height, meta.block_hash, meta.state_root
+            if opts.keys.is_follower() {
+                "full node"
+            } else {
+                "validator"
+            },
+            meta.height,
+            meta.block_hash,
+            meta.state_root
         ));
     }
     crate::genesis::bind_store(&*opened.store, &dir, chain.genesis_hash)?;
