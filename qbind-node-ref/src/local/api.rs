@@ -84,8 +84,11 @@ struct BlockEntry {
 
 #[derive(Debug, Default)]
 struct Inner {
-    /// Receipts recorded by the executor, not yet durable.
+    /// Receipts recorded by the executor, before their positions are known.
     staged: BTreeMap<u64, Vec<(Hash32, Receipt)>>,
+    /// Receipts with their positions in the delivered block, not yet
+    /// durable.
+    ready: BTreeMap<u64, Vec<super::receipt_store::Executed>>,
     receipts: HashMap<Hash32, Entry>,
     receipt_order: VecDeque<Hash32>,
     blocks: BTreeMap<u64, BlockEntry>,
@@ -118,45 +121,42 @@ impl ReceiptIndex {
         }
     }
 
-    /// The receipts staged for `height` (empty if none), in block order.
-    pub(super) fn staged(&self, height: Height) -> Vec<(Hash32, Receipt)> {
-        self.lock()
-            .staged
-            .get(&height.0)
-            .cloned()
-            .unwrap_or_default()
+    /// Take the receipts staged for `height` (empty if none), in
+    /// execution order.
+    pub(super) fn take_staged(&self, height: Height) -> Vec<(Hash32, Receipt)> {
+        self.lock().staged.remove(&height.0).unwrap_or_default()
     }
 
-    /// The engine delivered these transactions for `height`.
-    pub(super) fn delivered(&self, height: Height, txs: &[Vec<u8>]) {
-        let hashes = txs.iter().map(|t| Hash32::digest(t)).collect();
+    /// The block at `height` delivered the transactions `delivered`
+    /// (hashes, in order) and executed `executed` (with their positions);
+    /// published by [`ReceiptIndex::executed`] once durable.
+    pub(super) fn positioned(
+        &self,
+        height: Height,
+        delivered: Vec<Hash32>,
+        executed: Vec<super::receipt_store::Executed>,
+    ) {
         let mut inner = self.lock();
-        inner.blocks.entry(height.0).or_default().delivered = Some(hashes);
+        inner.blocks.entry(height.0).or_default().delivered = Some(delivered);
+        inner.ready.insert(height.0, executed);
+        while inner.ready.len() > BLOCK_WINDOW {
+            inner.ready.pop_first();
+        }
         trim_blocks(&mut inner);
     }
 
     /// The block at `height` is executed and durable: publish its receipts.
     pub(super) fn executed(&self, height: Height, state_root: Hash32) {
         let mut inner = self.lock();
-        let staged = inner.staged.remove(&height.0).unwrap_or_default();
-        while inner
-            .staged
-            .first_key_value()
-            .is_some_and(|(h, _)| *h < height.0)
-        {
-            inner.staged.pop_first();
-        }
-        let block = inner.blocks.entry(height.0).or_default();
-        block.state_root = Some(state_root);
-        let delivered = block.delivered.clone();
-        for (position, (hash, receipt)) in staged.into_iter().enumerate() {
-            let index = delivered
-                .as_ref()
-                .and_then(|d| d.iter().position(|h| *h == hash))
-                .unwrap_or(position);
+        let ready = inner.ready.remove(&height.0).unwrap_or_default();
+        // Anything left below this height was never made durable.
+        inner.ready = inner.ready.split_off(&height.0);
+        inner.staged = inner.staged.split_off(&(height.0 + 1));
+        inner.blocks.entry(height.0).or_default().state_root = Some(state_root);
+        for (hash, index, receipt) in ready {
             let entry = Entry {
                 height,
-                index: u32::try_from(index).unwrap_or(u32::MAX),
+                index,
                 receipt,
             };
             if inner.receipts.insert(hash, entry).is_none() {
@@ -560,9 +560,11 @@ mod tests {
         let (ha, hb) = (Hash32::digest(&a), Hash32::digest(&b));
         index.accepted(hb);
         assert_eq!(index.lookup(&hb), TxLookup::Pending);
-        index.delivered(Height(7), &[a, b]);
         // The executor saw only b (a did not decode, say).
         index.stage(Height(7), vec![(hb, receipt(5))]);
+        let staged = index.take_staged(Height(7));
+        let positioned = super::super::receipt_store::with_positions(&[ha, hb], &staged);
+        index.positioned(Height(7), vec![ha, hb], positioned);
         assert_eq!(index.lookup(&hb), TxLookup::Pending, "not durable yet");
         index.executed(Height(7), Hash32([9; 32]));
         assert_eq!(
@@ -585,6 +587,9 @@ mod tests {
         for h in 0..(RECEIPT_CAPACITY as u64 + 10) {
             let hash = Hash32::digest(&h.to_be_bytes());
             index.stage(Height(h), vec![(hash, receipt(1))]);
+            let staged = index.take_staged(Height(h));
+            let positioned = super::super::receipt_store::with_positions(&[hash], &staged);
+            index.positioned(Height(h), vec![hash], positioned);
             index.executed(Height(h), Hash32::ZERO);
         }
         let inner = index.lock();
@@ -592,6 +597,7 @@ mod tests {
         assert_eq!(inner.receipt_order.len(), RECEIPT_CAPACITY);
         assert_eq!(inner.blocks.len(), BLOCK_WINDOW);
         assert!(inner.staged.is_empty());
+        assert!(inner.ready.is_empty());
         drop(inner);
         assert_eq!(
             index.lookup(&Hash32::digest(&0u64.to_be_bytes())),

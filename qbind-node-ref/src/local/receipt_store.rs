@@ -293,14 +293,15 @@ fn height_of_key(key: &[u8]) -> Option<u64> {
 }
 
 /// The staged receipts of a block with each transaction's position in the
-/// block as delivered (`delivered`: the block's transactions' bytes; the
-/// position in the staged order where a hash is not among them).
+/// block as delivered (`delivered`: the hashes of the block's transactions,
+/// in order; the position in the staged order where a hash is not among
+/// them).
 #[must_use]
-pub fn with_positions(delivered: &[Vec<u8>], staged: &[(Hash32, Receipt)]) -> Vec<Executed> {
+pub fn with_positions(delivered: &[Hash32], staged: &[(Hash32, Receipt)]) -> Vec<Executed> {
     let positions: std::collections::HashMap<Hash32, usize> = delivered
         .iter()
         .enumerate()
-        .map(|(i, tx)| (Hash32::digest(tx), i))
+        .map(|(i, hash)| (*hash, i))
         .collect();
     staged
         .iter()
@@ -331,7 +332,10 @@ impl<S: StateBackend + ?Sized, A: Application<S>> Application<S> for Persisting<
         block: &CommittedBlock<'_>,
     ) -> Result<Applied, ApplicationError> {
         let mut applied = self.inner.execute(store, block)?;
-        let executed = with_positions(block.txs, &self.index.staged(block.height));
+        // Each delivered transaction is hashed once, here: for the
+        // positions, the records and the API's per-block hash list.
+        let delivered: Vec<Hash32> = block.txs.iter().map(|t| Hash32::digest(t)).collect();
+        let executed = with_positions(&delivered, &self.index.take_staged(block.height));
         write_height(
             store,
             &mut applied.writes,
@@ -340,6 +344,7 @@ impl<S: StateBackend + ?Sized, A: Application<S>> Application<S> for Persisting<
             &executed,
             self.retain,
         )?;
+        self.index.positioned(block.height, delivered, executed);
         Ok(applied)
     }
 
@@ -541,6 +546,7 @@ mod tests {
             (Hash32::digest(b"c"), ok),
             (hash(77), ok),
         ];
+        let delivered: Vec<Hash32> = delivered.iter().map(|t| Hash32::digest(t)).collect();
         let got: Vec<u32> = with_positions(&delivered, &staged)
             .iter()
             .map(|(_, i, _)| *i)

@@ -187,14 +187,12 @@ impl Running {
             if let EngineEvent::EpochClosed { state, .. } = &ev {
                 self.shared.epoch_closed(slot, state);
             }
-            if let Some(api) = self.api.as_ref().filter(|a| a.slot == slot) {
-                match &ev {
-                    EngineEvent::Delivered { height, txs, .. } => api.index.delivered(*height, txs),
-                    EngineEvent::Executed {
-                        height, state_root, ..
-                    } => api.index.executed(*height, *state_root),
-                    _ => {}
-                }
+            if let Some(api) = self.api.as_ref().filter(|a| a.slot == slot)
+                && let EngineEvent::Executed {
+                    height, state_root, ..
+                } = &ev
+            {
+                api.index.executed(*height, *state_root);
             }
             if let EngineEvent::Executed {
                 height,
