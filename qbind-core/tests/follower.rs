@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use qbind_core::consensus::{Block, ConsensusConfig};
 use qbind_core::crypto::KeyPair;
+use qbind_core::dag::PayloadMode;
 use qbind_core::engine::Engine;
 use qbind_core::replica::{Event, ReplicaError};
 use qbind_core::traits::{
@@ -20,14 +21,26 @@ use tokio::sync::{mpsc, watch};
 const N: usize = 4;
 const TARGET: usize = 15;
 
-fn config() -> ConsensusConfig {
+fn config(mode: PayloadMode) -> ConsensusConfig {
     let mut cfg = ConsensusConfig::new(NetworkEnvironment::Devnet);
     cfg.base_timeout_ms = 300;
+    cfg.payload_mode = mode;
     cfg
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_commits_the_validators_chain_and_never_signs() {
+    follow(PayloadMode::Fifo).await;
+}
+
+/// DAG payloads: the follower also receives batches and certificates, and
+/// never authors a batch or acknowledges one (both are signing paths).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dag_follower_commits_the_validators_chain_and_never_signs() {
+    follow(PayloadMode::Dag).await;
+}
+
+async fn follow(mode: PayloadMode) {
     let keys: Vec<KeyPair> = (0..N)
         .map(|i| KeyPair::from_seed(&[i as u8 + 1; 32]))
         .collect();
@@ -64,7 +77,7 @@ async fn a_follower_commits_the_validators_chain_and_never_signs() {
         let (tx_in, tx_out) = mpsc::unbounded_channel();
         submit.push(tx_in);
         let engine = Engine::open(
-            config(),
+            config(mode),
             Arc::clone(&schedule),
             MemoryBackend::new(),
             transport,
@@ -84,14 +97,19 @@ async fn a_follower_commits_the_validators_chain_and_never_signs() {
     }
 
     let mut committed: Vec<Vec<Block>> = vec![Vec::new(); N + 1];
+    // Transactions delivered for execution, per node (under DAG payloads
+    // a block carries batch certificates, not the transactions).
+    let mut delivered = [0usize; N + 1];
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while committed.iter().any(|c| c.len() < TARGET) {
+    while committed.iter().any(|c| c.len() < TARGET) || delivered[N] < 20 {
         let ev = tokio::time::timeout_at(deadline, events.recv())
             .await
             .expect("validators and follower did not commit in time")
             .expect("event stream open");
-        if let (i, Event::Committed { block, .. }) = ev {
-            committed[i].push(block);
+        match ev {
+            (i, Event::Committed { block, .. }) => committed[i].push(block),
+            (i, Event::Delivered { txs, .. }) => delivered[i] += txs.len(),
+            _ => {}
         }
     }
     stop.send(true).expect("engines listening");
@@ -111,8 +129,10 @@ async fn a_follower_commits_the_validators_chain_and_never_signs() {
             );
         }
     }
-    let txs: usize = committed[N].iter().map(|b| b.payload().tx_count()).sum();
-    assert!(txs > 0, "the follower committed no transaction");
+    assert_eq!(
+        delivered[N], 20,
+        "the follower delivers every transaction once"
+    );
     assert_eq!(follower.refused(), 0, "the follower was asked to sign");
 }
 

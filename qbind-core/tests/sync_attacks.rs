@@ -351,3 +351,64 @@ fn sync_answers_keep_to_the_byte_budget() {
     cfg.limits.max_message_bytes = 64 << 10;
     assert_eq!(cfg.sync_answer_bytes(), 32 << 10);
 }
+
+/// A full node (a peer outside the validator set, admitted by the
+/// transport) asks a synced validator for blocks as fast as it can: each
+/// few-byte request would make the validator read and encode up to
+/// `sync_answer_bytes` from its store. It is served a burst of twice
+/// `serve_non_member_per_sec`, then that rate; a validator is not limited.
+#[test]
+fn a_non_member_asking_for_blocks_is_served_within_its_budget() {
+    let n = net();
+    let cfg = ConsensusConfig::new(ENV);
+    let per_sec = cfg.serve_non_member_per_sec as usize;
+    let (mut hs, effects) = victim_with(&n, cfg);
+    drive(&mut hs, effects, &mut |_, from, max| {
+        Some(honest(&n, from, max))
+    });
+    assert_synced(&hs);
+    let tip = hs.committed_height().0 as usize;
+    let ask = |hs: &mut HotStuff, from: u32, at: u64, count: usize| -> usize {
+        (0..count)
+            .map(|i| {
+                let msg = if i % 2 == 0 {
+                    ConsensusMsg::SyncRange(SyncRangeRequest {
+                        from_height: Height(1),
+                        max_blocks: 32,
+                    })
+                } else {
+                    ConsensusMsg::SyncRequest(SyncRequest {
+                        block_id: n.chain[tip].id(),
+                        max_blocks: 32,
+                    })
+                };
+                hs.handle(
+                    Millis(at),
+                    Input::Message {
+                        from: ValidatorId(from),
+                        msg,
+                    },
+                )
+                .iter()
+                .filter(|e| {
+                    matches!(
+                        e,
+                        Effect::ServeSync { .. }
+                            | Effect::Send {
+                                msg: ConsensusMsg::SyncResponse(_),
+                                ..
+                            }
+                    )
+                })
+                .count()
+            })
+            .sum()
+    };
+    let t = 2_000_000;
+    assert_eq!(ask(&mut hs, 9, t, 500), 2 * per_sec, "the burst");
+    assert_eq!(ask(&mut hs, 9, t + 1_000, 500), per_sec, "a second later");
+    assert_eq!(hs.metrics().sync_serve_refused, 1_000 - 3 * per_sec as u64);
+    // Another full node has its own budget; a validator has none.
+    assert_eq!(ask(&mut hs, 10, t + 1_000, 500), 2 * per_sec);
+    assert_eq!(ask(&mut hs, 2, t + 1_000, 500), 500);
+}

@@ -196,12 +196,34 @@ pub struct RelayMetrics {
     pub undelivered: AtomicU64,
 }
 
+/// How long the relay waits between attempts to pass a message to a link
+/// whose queue is full.
+const LINK_FULL_RETRY: std::time::Duration = std::time::Duration::from_millis(2);
+
 /// The sentry's relay between the network transport (`local_id` = the
 /// validator's id) and the link transport (`local_id` =
 /// [`SENTRY_LINK_ID`], whose only peer is the validator).
+///
+/// Towards the validator it waits while the link's queue is full, so the
+/// network transport's bounded inbound queue fills and its readers stop
+/// reading: senders feel back-pressure as they would from the validator
+/// itself, instead of the relay dropping their messages. Towards the
+/// network a full queue drops the message, as the validator's own
+/// transport would. When either transport closes, both directions stop
+/// ([`Relay::stopped`]).
 pub struct Relay {
     metrics: Arc<RelayMetrics>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    ended: watch::Receiver<bool>,
+}
+
+/// Marks the relay ended when a direction's task returns (or panics).
+struct EndOnDrop(Arc<watch::Sender<bool>>);
+
+impl Drop for EndOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.send(true);
+    }
 }
 
 impl Relay {
@@ -215,67 +237,35 @@ impl Relay {
         stop: watch::Receiver<bool>,
     ) -> Relay {
         let metrics = Arc::new(RelayMetrics::default());
-        let up = {
-            let (network, link, metrics, mut stop) = (
-                Arc::clone(&network),
-                Arc::clone(&link),
-                Arc::clone(&metrics),
-                stop.clone(),
-            );
-            tokio::spawn(async move {
-                loop {
-                    let received = tokio::select! {
-                        r = link.recv() => r,
-                        _ = stop.wait_for(|s| *s) => return,
-                    };
-                    let Ok((from, bytes)) = received else { return };
-                    let sent = match LinkFrame::decode(&bytes) {
-                        Ok(LinkFrame::To { peer, payload }) if from == validator => {
-                            network.send(peer, payload).await
-                        }
-                        Ok(LinkFrame::Broadcast { payload }) if from == validator => {
-                            network.broadcast(payload).await
-                        }
-                        _ => {
-                            metrics.malformed.fetch_add(1, Ordering::Relaxed);
-                            continue;
-                        }
-                    };
-                    let counter = if sent.is_ok() {
-                        &metrics.to_network
-                    } else {
-                        &metrics.undelivered
-                    };
-                    counter.fetch_add(1, Ordering::Relaxed);
-                }
-            })
-        };
-        let down = {
-            let metrics = Arc::clone(&metrics);
-            let mut stop = stop;
-            tokio::spawn(async move {
-                loop {
-                    let received = tokio::select! {
-                        r = network.recv() => r,
-                        _ = stop.wait_for(|s| *s) => return,
-                    };
-                    let Ok((peer, payload)) = received else {
-                        return;
-                    };
-                    let frame = LinkFrame::From { peer, payload }.encode();
-                    let counter = if link.send(validator, frame).await.is_ok() {
-                        &metrics.to_validator
-                    } else {
-                        &metrics.undelivered
-                    };
-                    counter.fetch_add(1, Ordering::Relaxed);
-                }
-            })
-        };
+        let (end_tx, ended) = watch::channel(false);
+        let end_tx = Arc::new(end_tx);
+        let up = tokio::spawn(relay_up(
+            validator,
+            Arc::clone(&network),
+            Arc::clone(&link),
+            Arc::clone(&metrics),
+            (stop.clone(), ended.clone()),
+            EndOnDrop(Arc::clone(&end_tx)),
+        ));
+        let down = tokio::spawn(relay_down(
+            validator,
+            network,
+            link,
+            Arc::clone(&metrics),
+            (stop, ended.clone()),
+            EndOnDrop(end_tx),
+        ));
         Relay {
             metrics,
             tasks: vec![up, down],
+            ended,
         }
+    }
+
+    /// Wait until the relay has stopped (a transport closed, or `stop`).
+    pub async fn stopped(&self) {
+        let mut ended = self.ended.clone();
+        let _ = ended.wait_for(|e| *e).await;
     }
 
     /// Its counters.
@@ -289,6 +279,89 @@ impl Relay {
         for t in std::mem::take(&mut self.tasks) {
             let _ = t.await;
         }
+    }
+}
+
+/// The stop signals of a relay direction: the caller's, and "the other
+/// direction ended".
+type Stops = (watch::Receiver<bool>, watch::Receiver<bool>);
+
+/// Validator → network.
+async fn relay_up(
+    validator: ValidatorId,
+    network: Arc<TcpTransport>,
+    link: Arc<TcpTransport>,
+    metrics: Arc<RelayMetrics>,
+    (mut stop, mut ended): Stops,
+    _end: EndOnDrop,
+) {
+    loop {
+        let received = tokio::select! {
+            r = link.recv() => r,
+            _ = stop.wait_for(|s| *s) => return,
+            _ = ended.wait_for(|e| *e) => return,
+        };
+        let Ok((from, bytes)) = received else { return };
+        let sent = match LinkFrame::decode(&bytes) {
+            Ok(LinkFrame::To { peer, payload }) if from == validator => {
+                network.send(peer, payload).await
+            }
+            Ok(LinkFrame::Broadcast { payload }) if from == validator => {
+                network.broadcast(payload).await
+            }
+            _ => {
+                metrics.malformed.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+        };
+        let counter = match sent {
+            Ok(()) => &metrics.to_network,
+            Err(TransportError::Closed) => return,
+            Err(_) => &metrics.undelivered,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Network → validator, waiting for room on the link.
+async fn relay_down(
+    validator: ValidatorId,
+    network: Arc<TcpTransport>,
+    link: Arc<TcpTransport>,
+    metrics: Arc<RelayMetrics>,
+    (mut stop, mut ended): Stops,
+    _end: EndOnDrop,
+) {
+    loop {
+        let received = tokio::select! {
+            r = network.recv() => r,
+            _ = stop.wait_for(|s| *s) => return,
+            _ = ended.wait_for(|e| *e) => return,
+        };
+        let Ok((peer, payload)) = received else {
+            return;
+        };
+        let frame = LinkFrame::From { peer, payload }.encode();
+        let delivered = loop {
+            match link.send(validator, frame.clone()).await {
+                Ok(()) => break true,
+                Err(TransportError::QueueFull(_)) => {
+                    tokio::select! {
+                        () = tokio::time::sleep(LINK_FULL_RETRY) => {}
+                        _ = stop.wait_for(|s| *s) => return,
+                    }
+                }
+                Err(TransportError::Closed) => return,
+                // The validator is not connected: nothing to wait for.
+                Err(_) => break false,
+            }
+        };
+        let counter = if delivered {
+            &metrics.to_validator
+        } else {
+            &metrics.undelivered
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 }
 

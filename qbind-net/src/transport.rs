@@ -123,7 +123,7 @@ pub struct TransportConfig {
     pub listen: SocketAddr,
     /// P2P public keys of the validator set (ours may be included).
     pub validators: BTreeMap<ValidatorId, PeerPublic>,
-    /// Authenticated non-validator peers (full nodes, sentries) this node
+    /// Authenticated non-validator peers (full nodes) this node
     /// admits inbound, by id and P2P key: they receive broadcasts and
     /// answers sent to their id, but are never dialled, booked or relayed.
     /// Empty on the full node itself and on validators that serve none.
@@ -231,7 +231,8 @@ struct Conn {
 /// [`crate::peers::book::MAX_CANDIDATES_PER_VALIDATOR`] per validator, each
 /// connection's queue by `send_queue` messages and `send_queue_bytes` bytes.
 /// `diversity` counts validators only: followers are bounded by their own
-/// cap, and a sentry next to its validator must not use up that /24.
+/// cap, and full nodes run by the validator's operator next to it must not
+/// use up that /24.
 struct State {
     conns: BTreeMap<ValidatorId, Conn>,
     book: AddressBook,

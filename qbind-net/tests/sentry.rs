@@ -39,7 +39,9 @@ const LINK_KEY: u8 = 42;
 
 fn peers() -> PeerManagerConfig {
     PeerManagerConfig {
-        heartbeat_interval: Duration::from_millis(100),
+        // Slow heartbeats: one test keeps the validator from reading for a
+        // while, and liveness must not evict anyone meanwhile.
+        heartbeat_interval: Duration::from_secs(5),
         maintenance_interval: Duration::from_millis(50),
         local_network: true,
         ..PeerManagerConfig::default()
@@ -48,7 +50,8 @@ fn peers() -> PeerManagerConfig {
 
 fn link_channel() -> ChannelConfig {
     let mut c = ChannelConfig::new(NetworkEnvironment::Devnet);
-    c.max_message += LINK_FRAME_OVERHEAD + 1;
+    // Exactly what qbind-node gives a link (qbind_node_ref::sentry).
+    c.max_message += LINK_FRAME_OVERHEAD;
     c
 }
 
@@ -57,6 +60,7 @@ struct Net {
     v1: TcpTransport,
     validator: SentryLink,
     relay: Relay,
+    network: Arc<TcpTransport>,
     link_side: Arc<TcpTransport>,
     link_addr: std::net::SocketAddr,
     _stop: watch::Sender<bool>,
@@ -106,9 +110,10 @@ async fn start() -> Net {
     let link_addr = link_side.local_addr();
     let (stop, stop_rx) = watch::channel(false);
     let link_side = Arc::new(link_side);
+    let network = Arc::new(network);
     let relay = Relay::spawn(
         ValidatorId(2),
-        Arc::new(network),
+        Arc::clone(&network),
         Arc::clone(&link_side),
         stop_rx,
     );
@@ -133,6 +138,7 @@ async fn start() -> Net {
         v1,
         validator: SentryLink::new(link),
         relay,
+        network,
         link_side,
         link_addr,
         _stop: stop,
@@ -278,4 +284,84 @@ async fn only_the_validator_key_may_open_the_link() {
         recv_from(&net.validator).await,
         (ValidatorId(0), b"after".to_vec())
     );
+}
+
+/// Issue found in review: the relay dropped messages for the validator
+/// when the link's queue was full, where a direct connection pushes back.
+/// The validator reads nothing while validator 0 sends up to 30,000
+/// messages of 1 KiB (far more than the link's and the validator's queues
+/// hold) until its own queue is full; then the validator reads: every
+/// message validator 0 was able to send arrives, in order, none dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_validator_pushes_back_through_its_sentry_instead_of_losing_messages() {
+    let net = start().await;
+    let payload = vec![7u8; 1_024];
+    let mut sent = 0u32;
+    'sending: for i in 0..30_000u32 {
+        let mut m = payload.clone();
+        m[..4].copy_from_slice(&i.to_be_bytes());
+        let mut full_since = None;
+        while net.v0.send(ValidatorId(2), m.clone()).await.is_err() {
+            // A full queue: the writer is behind, or back-pressure reached
+            // the sender (full for 300 ms): stop sending.
+            let since = *full_since.get_or_insert_with(Instant::now);
+            if since.elapsed() > Duration::from_millis(300) {
+                break 'sending;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        sent += 1;
+    }
+    assert!(sent > 6_000, "only {sent} sent");
+    let mut got = 0u32;
+    let mut last = None;
+    while got < sent {
+        let (from, msg) = recv_from(&net.validator).await;
+        assert_eq!(from, ValidatorId(0));
+        let n = u32::from_be_bytes(msg[..4].try_into().unwrap());
+        assert!(last.is_none_or(|l| n > l), "in order");
+        last = Some(n);
+        got += 1;
+    }
+    let m = net.relay.metrics();
+    assert_eq!(m.undelivered.load(Ordering::Relaxed), 0);
+    assert_eq!(m.to_validator.load(Ordering::Relaxed), u64::from(sent));
+}
+
+/// The largest message the network carries also fits through the link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_largest_network_message_fits_through_the_link() {
+    let net = start().await;
+    let max = ChannelConfig::new(NetworkEnvironment::Devnet).max_message;
+    // The network channel carries the payload plus one type byte.
+    let big = vec![0x5a; max - 1];
+    net.v0.send(ValidatorId(2), big.clone()).await.unwrap();
+    let (from, msg) = recv_from(&net.validator).await;
+    assert_eq!((from, msg.len()), (ValidatorId(0), big.len()));
+    net.validator
+        .send(ValidatorId(1), big.clone())
+        .await
+        .unwrap();
+    loop {
+        let (from, msg) = recv_from(&net.v1).await;
+        if msg.len() == big.len() {
+            assert_eq!(from, ValidatorId(2));
+            break;
+        }
+    }
+}
+
+/// When a transport of the relay closes, both directions stop and
+/// `stopped` returns (the sentry then exits instead of answering as its
+/// validator while relaying nothing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_stops_when_a_transport_closes() {
+    let net = start().await;
+    net.network.shutdown();
+    timeout(LIMIT, net.relay.stopped())
+        .await
+        .expect("the relay stops");
+    timeout(LIMIT, net.relay.join())
+        .await
+        .expect("both directions end");
 }

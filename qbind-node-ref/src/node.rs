@@ -188,8 +188,9 @@ pub fn ensure_genesis<S: StateBackend + ?Sized>(
         .map_err(|e| NodeError::Genesis(e.to_string()))
 }
 
-/// `qbind-node init`: create the store of validator `index` (every
-/// validator of `genesis` if `None`) under `data_dir/validator-<i>`, record
+/// `qbind-node init`: create the store of `index` (every validator of
+/// `genesis` if `None`) under `data_dir/validator-<i>` or
+/// `data_dir/full-node-<id>`, record
 /// the genesis hash and write the genesis balances, with `backend`. A store already bound
 /// to this genesis is left as it is; one bound to another is refused
 /// ([`crate::genesis::GenesisError::StoreMismatch`]). Returns the store
@@ -200,30 +201,47 @@ pub fn ensure_genesis<S: StateBackend + ?Sized>(
 pub fn init_data_dir(
     genesis: &crate::genesis::Genesis,
     data_dir: &Path,
-    index: Option<usize>,
+    index: Option<InitTarget>,
     backend: StoreBackend,
 ) -> Result<Vec<PathBuf>, NodeError> {
     let n = genesis.validators.len();
-    let indices: Vec<usize> = match index {
-        Some(i) if i < n => vec![i],
-        Some(i) => {
+    let dirs: Vec<String> = match index {
+        Some(InitTarget::Validator(i)) if i < n => vec![format!("validator-{i}")],
+        Some(InitTarget::Validator(i)) => {
             return Err(NodeError::Config(format!(
                 "validator index {i} is not in the genesis ({n} validators)"
             )));
         }
-        None => (0..n).collect(),
+        Some(InitTarget::FullNode(id)) if id >= n => vec![format!("full-node-{id}")],
+        Some(InitTarget::FullNode(id)) => {
+            return Err(NodeError::Config(format!(
+                "full node id {id} is a validator's: full-node ids start at {n}"
+            )));
+        }
+        None => (0..n).map(|i| format!("validator-{i}")).collect(),
     };
     let hash = genesis.hash();
     let balances = genesis.balances()?;
-    let mut dirs = Vec::with_capacity(indices.len());
-    for i in indices {
-        let dir = data_dir.join(format!("validator-{i}"));
+    let names = dirs;
+    let mut dirs = Vec::with_capacity(names.len());
+    for name in names {
+        let dir = data_dir.join(name);
         let opened = open_store(&dir, None, genesis.chain_id, backend)?;
         crate::genesis::bind_store(&*opened.store, &dir, hash)?;
         ensure_genesis(&*opened.store, &balances)?;
         dirs.push(dir);
     }
     Ok(dirs)
+}
+
+/// Which store `qbind-node init` creates (`None`: every validator's).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InitTarget {
+    /// Validator `i`'s, `validator-<i>`.
+    Validator(usize),
+    /// Full node `id`'s, `full-node-<id>` (`id` at least the validator
+    /// count).
+    FullNode(usize),
 }
 
 /// Store maintenance settings (runbook §5).

@@ -63,12 +63,20 @@ pub fn link_channel(env: NetworkEnvironment) -> ChannelConfig {
     c
 }
 
-/// Link peer-manager settings: one fixed peer, no peer exchange.
+/// Link peer-manager settings: one fixed peer, no peer exchange, and
+/// redials at most 2 s apart (the sentry is the validator's only peer: the
+/// default back-off, up to 5 minutes, would keep it offline that long after
+/// a sentry restart).
 fn link_peers() -> PeerManagerConfig {
     PeerManagerConfig {
         discovery_enabled: false,
         local_network: true,
         heartbeat_interval: std::time::Duration::from_secs(5),
+        backoff: qbind_net::peers::backoff::BackoffConfig {
+            base: std::time::Duration::from_millis(200),
+            max: std::time::Duration::from_secs(2),
+            jitter: 0.2,
+        },
         ..PeerManagerConfig::default()
     }
 }
@@ -203,11 +211,21 @@ pub async fn run_sentry(
             Arc::new(move || crate::metrics::render(&registry));
         tokio::spawn(crate::metrics::serve(listener, renderer, stop_rx));
     }
-    let _ = shutdown.wait_for(|s| *s).await;
+    let relay_failed = tokio::select! {
+        _ = shutdown.wait_for(|s| *s) => false,
+        () = relay.stopped() => true,
+    };
     let _ = stop_tx.send(true);
     relay.join().await;
     network.shutdown();
     link.shutdown();
+    if relay_failed {
+        // A sentry that relays nothing must not keep answering as its
+        // validator.
+        return Err(NodeError::Config(
+            "the sentry's relay stopped (a transport closed)".into(),
+        ));
+    }
     Ok(())
 }
 
@@ -255,11 +273,24 @@ fn families(
     out
 }
 
+/// The local address this host would use to reach `peer` (a connected UDP
+/// socket picks the route; no packet is sent).
+fn facing(peer: SocketAddr) -> std::io::Result<IpAddr> {
+    let any = match peer.ip() {
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    };
+    let socket = std::net::UdpSocket::bind(SocketAddr::new(any, 0))?;
+    socket.connect(peer)?;
+    Ok(socket.local_addr()?.ip())
+}
+
 /// The validator's side: its engine's transport, one link to its sentry at
 /// `sentry` that must present `sentry_key` (the validator's `p2p_pub` in
 /// the genesis, which the sentry holds). `identity` is the validator's own
-/// link key; its listener binds port 0 on loopback when the sentry is on
-/// loopback, else on all interfaces (it admits the sentry's key only).
+/// link key. The transport's listener (unused: the sentry never dials)
+/// binds an ephemeral port on the local address that faces the sentry,
+/// never on all interfaces, and admits the sentry's key only.
 ///
 /// # Errors
 /// [`NodeError::Config`] if the transport does not start.
@@ -270,11 +301,11 @@ pub async fn validator_link(
     sentry: SocketAddr,
     sentry_key: PeerPublic,
 ) -> Result<SentryLink, NodeError> {
-    let listen_ip = match sentry.ip() {
-        ip if ip.is_loopback() => ip,
-        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-    };
+    let listen_ip = facing(sentry).map_err(|e| {
+        NodeError::Config(format!(
+            "no local address reaches the sentry at {sentry}: {e}"
+        ))
+    })?;
     let link = TcpTransport::start(qbind_net::TransportConfig {
         local_id: validator,
         identity,

@@ -190,7 +190,19 @@ fn a_full_node_joins_follows_serves_reads_and_refuses_submissions() {
     });
     assert!(committed, "validators at {:?}", common::heights(&roots));
 
-    // The full node joins late, knowing only validator 0's address.
+    // The full node's store is created first (as an operator would), then
+    // it joins late, knowing only validator 0's address.
+    let o = Command::new(env!("CARGO_BIN_EXE_qbind-node"))
+        .args(["init", "--genesis"])
+        .arg(net.join("genesis.json"))
+        .arg("-d")
+        .arg(&data)
+        .args(["--full-node-id", &FULL.to_string()])
+        .output()
+        .expect("run qbind-node init");
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(o.status.success(), "{o:?}");
+    assert!(text.contains("full-node-4"), "{text}");
     let full_p2p = format!("127.0.0.1:{}", base_port + 6);
     let full_node = |data: &Path| {
         let mut cmd = node(&net, data);
@@ -483,6 +495,19 @@ fn bad_full_node_configurations_are_refused_by_name() {
         assert_eq!(code, Some(2), "{extra:?}: {text}");
         assert!(text.contains(expected), "{extra:?}: {text}");
     }
+
+    // init refuses a full-node id inside the set.
+    let o = Command::new(env!("CARGO_BIN_EXE_qbind-node"))
+        .args(["init", "--genesis"])
+        .arg(net.join("genesis.json"))
+        .arg("-d")
+        .arg(&data)
+        .args(["--full-node-id", "3"])
+        .output()
+        .expect("run qbind-node init");
+    let text = String::from_utf8_lossy(&o.stderr).to_string();
+    assert_eq!(o.status.code(), Some(2), "{text}");
+    assert!(text.contains("is a validator's"), "{text}");
 
     // A validator refuses a full-node key file naming a validator id.
     let list = dir.path().join("bad.toml");

@@ -98,18 +98,21 @@ fn a_validator_behind_a_sentry_votes_and_proposes_through_it() {
     let link_addr = format!("127.0.0.1:{}", base_port + 6);
 
     // The sentry: validator 3's genesis P2P key, at validator 3's address.
-    let mut sentry = node(&net);
-    sentry
-        .args(["--role", "sentry", "--validator-index", "3"])
-        .arg("--p2p-identity-key")
-        .arg(net.join("v3").join("p2p_identity.key"))
-        .args(["--sentry-link-addr", &link_addr])
-        .arg("--sentry-validator-pub")
-        .arg(link_keys.join("p2p_identity.pub"))
-        .args(["--metrics-addr", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    let mut sentry = sentry.spawn().expect("start the sentry");
+    let sentry_cmd = || {
+        let mut sentry = node(&net);
+        sentry
+            .args(["--role", "sentry", "--validator-index", "3"])
+            .arg("--p2p-identity-key")
+            .arg(net.join("v3").join("p2p_identity.key"))
+            .args(["--sentry-link-addr", &link_addr])
+            .arg("--sentry-validator-pub")
+            .arg(link_keys.join("p2p_identity.pub"))
+            .args(["--metrics-addr", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        sentry
+    };
+    let mut sentry = sentry_cmd().spawn().expect("start the sentry");
     let (url_tx, url_rx) = mpsc::channel();
     let stdout = sentry.stdout.take().expect("piped");
     std::thread::spawn(move || {
@@ -196,6 +199,29 @@ fn a_validator_behind_a_sentry_votes_and_proposes_through_it() {
     assert_eq!(
         sample(&page, "qbind_sentry_malformed_total{validator=\"3\"}"),
         0
+    );
+
+    // The sentry restarts after 6 s down (the chain stalls meanwhile: only
+    // validators 0 and 1 are reachable); validator 3 redials its link and
+    // the chain moves again.
+    let sentry = &mut nodes.0[0];
+    let _ = Command::new("kill")
+        .args(["-TERM", &sentry.id().to_string()])
+        .status();
+    let status = common::wait_exit(sentry, Duration::from_secs(30));
+    assert!(status.is_some_and(|s| s.success()), "sentry: {status:?}");
+    std::thread::sleep(Duration::from_secs(6));
+    let stalled = common::highest(&roots, 0);
+    nodes.0[0] = sentry_cmd().spawn().expect("restart the sentry");
+    let resumed = common::wait_until(Duration::from_secs(30), || {
+        [0, 1, HIDDEN]
+            .iter()
+            .all(|i| common::highest(&roots, *i) >= stalled + 5)
+    });
+    assert!(
+        resumed,
+        "after the sentry restart: heights {:?}",
+        common::heights(&roots)
     );
 
     for (i, child) in nodes.0.iter().enumerate() {
@@ -304,6 +330,20 @@ fn bad_sentry_flags_are_refused_by_name() {
             "takes no transactions",
         ),
     ];
+    let with_api = [
+        "--validator-index",
+        "3",
+        "--sentry-link-addr",
+        "127.0.0.1:47807",
+        "--sentry-validator-pub",
+        pubfile,
+        "--api-addr",
+        "127.0.0.1:0",
+    ];
+    let cases: Vec<(Vec<&str>, &Path, &str)> = cases
+        .into_iter()
+        .chain([(with_api.to_vec(), genesis_key.as_path(), "drop --api-addr")])
+        .collect();
     for (extra, key, expected) in cases {
         let (code, text) = sentry(&extra, key);
         assert_eq!(code, Some(2), "{extra:?}: {text}");
@@ -322,4 +362,23 @@ fn bad_sentry_flags_are_refused_by_name() {
     let text = String::from_utf8_lossy(&o.stderr).to_string();
     assert_eq!(o.status.code(), Some(2), "{text}");
     assert!(text.contains("own link key"), "{text}");
+    // Network-facing flags on a validator behind a sentry are the sentry's.
+    let list = dir.path().join("full-nodes.toml");
+    std::fs::write(&list, "").expect("write");
+    let mut cmd = node(&net);
+    cmd.arg("-d")
+        .arg(dir.path().join("data"))
+        .args(["--validator-index", "3", "--signer-mode", "encrypted-fs"])
+        .arg("--signer-keystore-path")
+        .arg(net.join("v3"))
+        .args(["--sentry-link-addr", "127.0.0.1:47807", "--blocks", "1"])
+        .arg("--full-node-keys")
+        .arg(&list);
+    let o = cmd.output().expect("run qbind-node");
+    let text = String::from_utf8_lossy(&o.stderr).to_string();
+    assert_eq!(o.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains("--full-node-keys has no effect behind a sentry"),
+        "{text}"
+    );
 }

@@ -46,12 +46,16 @@ impl HotStuff {
             ConsensusMsg::Timeout(t) => self.on_timeout_msg(from, t),
             ConsensusMsg::TimeoutCert(tc) => self.on_tc(tc),
             ConsensusMsg::SyncRequest(r) => {
-                self.on_sync_request(from, r);
+                if self.may_serve(from) {
+                    self.on_sync_request(from, r);
+                }
                 Ok(())
             }
             ConsensusMsg::SyncResponse(r) => self.on_sync_response(from, r),
             ConsensusMsg::SyncRange(r) => {
-                self.on_sync_range(from, r);
+                if self.may_serve(from) {
+                    self.on_sync_range(from, r);
+                }
                 Ok(())
             }
             ConsensusMsg::Batch(b) => self.on_dag_message(from, DagMsg::Batch(b)),
@@ -62,8 +66,29 @@ impl HotStuff {
                 self.retry_idle_proposal();
                 result
             }
-            ConsensusMsg::BatchFetch(d) => self.on_dag_message(from, DagMsg::BatchFetch(d)),
+            ConsensusMsg::BatchFetch(d) => {
+                if !self.may_serve(from) {
+                    return Ok(());
+                }
+                self.on_dag_message(from, DagMsg::BatchFetch(d))
+            }
         }
+    }
+
+    /// Whether a request from `from` to be served blocks or batch data is
+    /// answered: always for a member of the current set, within the
+    /// per-peer budget for anyone else (counted when refused).
+    fn may_serve(&mut self, from: ValidatorId) -> bool {
+        if self.schedule.set(self.epoch).get(from).is_some() {
+            return true;
+        }
+        let allowed = self
+            .serve_budget
+            .take(from, self.now, self.cfg.serve_non_member_per_sec);
+        if !allowed {
+            self.metrics.sync_serve_refused += 1;
+        }
+        allowed
     }
 
     /// Internal consistency of a block, independent of any other block.

@@ -80,6 +80,8 @@ pub struct HotStuff {
     pub(crate) executed_roots: BTreeMap<Height, Hash32>,
     /// Who leads each view: the policy and the committed chain it reads.
     pub(crate) leaders: LeaderSchedule,
+    /// What non-members may still ask to be served.
+    pub(crate) serve_budget: super::serve_budget::ServeBudget,
 }
 
 /// The highest view any message or certificate may name. No honest network
@@ -155,6 +157,7 @@ impl HotStuff {
             idle_held: None,
             executed_roots: BTreeMap::new(),
             leaders,
+            serve_budget: super::serve_budget::ServeBudget::default(),
         };
         hs.epoch = hs.epoch_after_root();
         hs.update_gauges();

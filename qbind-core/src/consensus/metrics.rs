@@ -67,6 +67,9 @@ pub struct ConsensusMetrics {
     pub sync_peers_dropped: u64,
     /// Height-range requests served (from the store, by the embedder).
     pub sync_ranges_served: u64,
+    /// Block and batch requests from non-members not served: their
+    /// per-peer budget was spent (`ConsensusConfig::serve_non_member_per_sec`).
+    pub sync_serve_refused: u64,
     /// Transactions the pool refused, by reason label.
     pub mempool_rejected: BTreeMap<&'static str, u64>,
     /// Rejected inputs by reason label (`ConsensusError::label`).

@@ -43,6 +43,7 @@ mod pacemaker;
 mod payload;
 mod range_sync;
 pub mod safety;
+pub mod serve_budget;
 mod sync;
 mod sync_messages;
 mod votes;
@@ -123,6 +124,12 @@ pub struct ConsensusConfig {
     /// How the leader of a view is chosen (Consensus §C2.1, §C10); every
     /// validator of a network must use the same policy.
     pub leader_policy: leader::LeaderPolicy,
+    /// Block and batch requests (`SyncRequest`, `SyncRange`, `BatchFetch`)
+    /// served per second to each peer outside the current validator set
+    /// (full nodes), in bursts of twice that; members are not limited
+    /// ([`serve_budget`]). Default 20: a full node catching up from one
+    /// validator gets about 620 blocks a second from it.
+    pub serve_non_member_per_sec: u32,
 }
 
 impl ConsensusConfig {
@@ -158,6 +165,7 @@ impl ConsensusConfig {
                 ..crate::fee_mempool::FeeMempoolConfig::mainnet()
             },
             leader_policy: leader::LeaderPolicy::default(),
+            serve_non_member_per_sec: 20,
         }
     }
 

@@ -465,7 +465,8 @@ pub struct FollowerSigner {
 
 impl FollowerSigner {
     /// The signer of follower `id`. Its [`Signer::public_key`] is a
-    /// placeholder derived from the id, signed for by nobody.
+    /// placeholder derived from the id by a public rule (anyone could sign
+    /// for it; no validator set names it, so nothing it signed would count).
     #[must_use]
     pub fn new(id: ValidatorId) -> Self {
         let seed = *crate::types::Hash32::digest(

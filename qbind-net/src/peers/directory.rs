@@ -1,6 +1,6 @@
 //! Who may hold a P2P connection to this node, and as what (spec §5.1):
 //! the validator set's P2P keys, and the operator-listed *followers* —
-//! authenticated non-validator peers (full nodes, later sentries) that this
+//! authenticated non-validator peers (full nodes) that this
 //! node admits inbound only. `docs/p2p.md` ("Followers") gives the rules the
 //! transport applies to each kind.
 //!

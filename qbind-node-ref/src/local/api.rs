@@ -486,8 +486,7 @@ impl ApiBackend for NodeApi {
             Some(Some(net)) => net
                 .outbound_peers
                 .load(Ordering::Relaxed)
-                .saturating_add(net.inbound_peers.load(Ordering::Relaxed))
-                .saturating_add(net.follower_peers.load(Ordering::Relaxed)),
+                .saturating_add(net.inbound_peers.load(Ordering::Relaxed)),
             _ => self.n.saturating_sub(1) as u64,
         };
         Ok(ChainStatus {

@@ -24,6 +24,9 @@ pub(super) struct Shared {
     /// DAG and fee-pool counters per local slot.
     pub(super) payload: Vec<watch::Receiver<PayloadMetrics>>,
     pub(super) net: Vec<Option<Arc<qbind_net::NetMetrics>>>,
+    /// The P2P series are a validator's link to its sentry (labelled
+    /// `side="link"`: the network's are on the sentry's page).
+    pub(super) net_is_link: bool,
     pub(super) store: Vec<Arc<qbind_store::metrics::StoreMetrics>>,
     pub(super) executed: Vec<AtomicU64>,
     pub(super) transfers: Vec<AtomicU64>,
@@ -263,7 +266,16 @@ fn families(shared: &Shared) -> Vec<Family> {
     let net: Vec<(Labels, &qbind_net::NetMetrics)> = labels
         .iter()
         .zip(&shared.net)
-        .filter_map(|(l, n)| n.as_deref().map(|n| (l.clone(), n)))
+        .filter_map(|(l, n)| {
+            n.as_deref().map(|n| {
+                let l = if shared.net_is_link {
+                    crate::metrics::families::labels_with(l, ("side", "link"))
+                } else {
+                    l.clone()
+                };
+                (l, n)
+            })
+        })
         .collect();
     out.extend(components::net(&net));
     if let Some((signer, registry)) = &shared.signer {
@@ -476,6 +488,7 @@ mod tests {
             monetary_mode: MonetaryMode::Shadow,
             monetary: vec![Mutex::new(None), Mutex::new(None)],
             signer: None,
+            net_is_link: false,
         };
         shared.epoch_closed(1, &state);
         shared

@@ -99,14 +99,15 @@ fn open_one(
     crate::genesis::bind_store(&*opened.store, &dir, chain.genesis_hash)?;
     if ensure_genesis(&*opened.store, &chain.balances)? {
         out(&format!(
-            "validator {i}: genesis {} written ({} accounts)",
+            "{}: genesis {} written ({} accounts)",
+            super::store_dir_name(&opts.keys, i),
             chain.genesis_hash,
             chain.balances.len()
         ));
     }
     let mut maintenance = opts.maintenance.clone();
     if let Some(s) = maintenance.snapshots.as_mut() {
-        s.snapshot_dir = s.snapshot_dir.join(format!("validator-{i}"));
+        s.snapshot_dir = s.snapshot_dir.join(super::store_dir_name(&opts.keys, i));
         s.chain_id = chain_id;
     }
     into.services.push(Services::start(
@@ -438,7 +439,8 @@ async fn sentry_link(
     let listed = p2p_key(opts, i)?;
     if identity.public() == &listed {
         return Err(NodeError::Config(format!(
-            "behind a sentry, the P2P identity key is the validator's own link key: validator              {i}'s p2p_pub in the genesis belongs to its sentry"
+            "behind a sentry, the P2P identity key is the validator's own link key: validator \
+             {i}'s p2p_pub in the genesis belongs to its sentry"
         )));
     }
     crate::sentry::validator_link(
@@ -541,6 +543,7 @@ pub(super) fn shared(
     engines: &mut Engines,
 ) -> Result<Arc<Shared>, NodeError> {
     Ok(Arc::new(Shared {
+        net_is_link: opts.settings.sentry_link.is_some(),
         ids: chain.local.clone(),
         consensus: std::mem::take(&mut engines.consensus),
         payload: std::mem::take(&mut engines.payload),

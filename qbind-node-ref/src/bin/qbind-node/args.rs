@@ -56,8 +56,12 @@ pub(crate) struct InitArgs {
     #[arg(short = 'd', long)]
     pub(crate) data_dir: PathBuf,
     /// Only this validator's store (default: every validator of the genesis).
-    #[arg(long, visible_alias = "validator-id")]
+    #[arg(long, visible_alias = "validator-id", conflicts_with = "full_node_id")]
     pub(crate) validator_index: Option<usize>,
+    /// Only this full node's store, DIR/full-node-ID (ID at least the
+    /// validator count).
+    #[arg(long)]
+    pub(crate) full_node_id: Option<usize>,
     /// The storage engine of the new stores: fjall or rocksdb (rocksdb
     /// needs a build with `--features rocksdb`).
     #[arg(long, default_value = "fjall", value_parser = db_backend)]

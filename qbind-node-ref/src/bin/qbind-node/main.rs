@@ -39,7 +39,7 @@ use qbind_node_ref::genesis::Genesis;
 use qbind_node_ref::local::{
     ApiOptions, Executor, FastSync, Keys, LocalOptions, Network, run_local,
 };
-use qbind_node_ref::node::{Maintenance, NodeError, init_data_dir, retention_mode};
+use qbind_node_ref::node::{InitTarget, Maintenance, NodeError, init_data_dir, retention_mode};
 use qbind_node_ref::profile::Profile;
 use qbind_store::snapshot::SnapshotConfig;
 
@@ -84,13 +84,13 @@ fn parse_cli() -> Result<Cli, Failure> {
 /// `qbind-node init`.
 fn init(args: &InitArgs) -> Result<ExitCode, Failure> {
     let genesis = Genesis::load(&args.genesis).map_err(|e| e.to_string())?;
-    let dirs = init_data_dir(
-        &genesis,
-        &args.data_dir,
-        args.validator_index,
-        args.db_backend,
-    )
-    .map_err(|e| e.to_string())?;
+    let target = match (args.validator_index, args.full_node_id) {
+        (Some(i), _) => Some(InitTarget::Validator(i)),
+        (None, Some(id)) => Some(InitTarget::FullNode(id)),
+        (None, None) => None,
+    };
+    let dirs = init_data_dir(&genesis, &args.data_dir, target, args.db_backend)
+        .map_err(|e| e.to_string())?;
     for dir in dirs {
         println!(
             "initialised {} for genesis {}",

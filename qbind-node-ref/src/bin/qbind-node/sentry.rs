@@ -44,6 +44,21 @@ fn options(
     if args.signer_mode.is_some() {
         return Err("a sentry signs nothing: drop --signer-mode".into());
     }
+    // A sentry keeps no store and serves no API.
+    let ignored = [
+        ("--api-addr", args.api_addr.is_some()),
+        ("--full-node-id", args.full_node_id.is_some()),
+        ("--snapshot-dir", args.snapshot_dir.is_some()),
+        (
+            "--fast-sync-snapshot-dir",
+            args.fast_sync_snapshot_dir.is_some(),
+        ),
+    ];
+    if let Some((flag, _)) = ignored.iter().find(|(_, given)| *given) {
+        return Err(format!(
+            "a sentry keeps no store and serves no API: drop {flag}"
+        ));
+    }
     let index = args
         .validator_index
         .ok_or("--role sentry needs --validator-index (the validator it fronts)")?;

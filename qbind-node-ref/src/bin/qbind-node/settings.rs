@@ -84,6 +84,25 @@ pub(crate) fn chain_settings(args: &Args, profile: Profile) -> Result<ChainSetti
     if full && args.sentry_link_addr.is_some() {
         return Err("--sentry-link-addr is for validators and sentries".into());
     }
+    if args.role != RoleArg::Sentry && args.sentry_validator_pub.is_some() {
+        return Err("--sentry-validator-pub is a sentry's flag (--role sentry)".into());
+    }
+    if args.role == RoleArg::Validator && args.sentry_link_addr.is_some() {
+        // Behind a sentry the validator's only peer is its sentry: the
+        // network-facing settings belong to the sentry.
+        let network_flags = [
+            ("--full-node-keys", args.full_node_keys.is_some()),
+            ("--p2p-listen-addr", args.p2p_listen_addr.is_some()),
+            ("--p2p-advertised-addr", args.p2p_advertised_addr.is_some()),
+            ("--bootstrap-peers", !args.bootstrap_peers.is_empty()),
+        ];
+        if let Some((flag, _)) = network_flags.iter().find(|(_, given)| *given) {
+            return Err(format!(
+                "{flag} has no effect behind a sentry (--sentry-link-addr): give it to the \
+                 sentry"
+            ));
+        }
+    }
     if full && args.full_node_keys.is_some() {
         return Err(
             "--full-node-keys is a validator's flag: full nodes admit no full nodes".into(),
