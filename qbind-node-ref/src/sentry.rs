@@ -320,3 +320,19 @@ pub async fn validator_link(
     .map_err(config("the link to the sentry"))?;
     Ok(SentryLink::new(link))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_link_binds_the_address_that_faces_the_sentry() {
+        let loopback: SocketAddr = "127.0.0.1:9".parse().expect("addr");
+        assert_eq!(
+            facing(loopback).expect("route"),
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        );
+        let other: SocketAddr = "127.0.0.2:9".parse().expect("addr");
+        assert!(facing(other).expect("route").is_loopback());
+    }
+}

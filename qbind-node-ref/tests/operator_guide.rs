@@ -107,7 +107,9 @@ fn every_command_of_the_operator_guide_runs() {
     let out = out.join().expect("stdout");
     let err = err.join().expect("stderr");
     let logs: String = (0..4)
-        .filter_map(|i| std::fs::read_to_string(dir.path().join(format!("node-{i}.log"))).ok())
+        .map(|i| format!("node-{i}.log"))
+        .chain(["full-node.log".to_string()])
+        .filter_map(|name| std::fs::read_to_string(dir.path().join(name)).ok())
         .map(|l| l.lines().rev().take(15).collect::<Vec<_>>().join("\n"))
         .collect::<Vec<_>>()
         .join("\n--\n");
@@ -124,6 +126,16 @@ fn every_command_of_the_operator_guide_runs() {
     assert!(
         after.contains("committed at height"),
         "the restarted validator knows the receipt: {after}"
+    );
+    let full = std::fs::read_to_string(dir.path().join("full-node-tx.txt")).expect("file");
+    assert!(
+        full.contains("committed at height"),
+        "the full node knows the receipt: {full}"
+    );
+    let refused = std::fs::read_to_string(dir.path().join("refused.txt")).expect("file");
+    assert!(
+        refused.contains("not_a_validator"),
+        "the full node refuses submissions by name: {refused}"
     );
     assert!(
         out.contains("FAIL"),
