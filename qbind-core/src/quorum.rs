@@ -192,12 +192,7 @@ impl SigVerifier {
         if keys.is_empty() {
             return Err(SigFailure::UnknownSigner);
         }
-        let key = Hash32::digest_parts(&[
-            &[kind as u8],
-            &epoch.0.to_be_bytes(),
-            &signer.0.to_be_bytes(),
-            message,
-        ]);
+        let key = sig_cache_key(kind, epoch, signer, message);
         let sig = std::slice::from_ref(signature);
         if self.is_cached(&key, sig) {
             return Ok(());
@@ -246,13 +241,105 @@ impl SigVerifier {
             return Ok(());
         }
         check_signers(set, signers, signatures.len())?;
-        for (signer, sig) in signers.iter().zip(signatures) {
-            self.verify_sig(set, epoch, signer, kind, message, sig)
-                .map_err(|_| "a signature does not verify")?;
+        // The signatures not cached yet (one certificate is too little work
+        // to hand to another core: see `prefetch` for batches), then
+        // remembered one by one.
+        let pending: Vec<(ValidatorId, &Signature, Hash32)> = signers
+            .iter()
+            .zip(signatures)
+            .map(|(signer, sig)| (signer, sig, sig_cache_key(kind, epoch, signer, message)))
+            .filter(|(_, sig, k)| !self.is_cached(k, std::slice::from_ref(*sig)))
+            .collect();
+        let preimage = signing_preimage(self.env, kind, message);
+        let valid = |(signer, sig, _): &(ValidatorId, &Signature, Hash32)| {
+            set.accepted_keys(*signer, epoch)
+                .iter()
+                .any(|k| k.verify(&preimage, sig).is_ok())
+        };
+        if !pending.iter().all(valid) {
+            return Err("a signature does not verify");
+        }
+        for (_, sig, k) in pending {
+            self.remember(k, std::slice::from_ref(sig));
         }
         self.remember(key, signatures);
         Ok(())
     }
+}
+
+/// One certificate to verify ahead ([`SigVerifier::prefetch`]).
+#[derive(Clone, Copy, Debug)]
+pub struct CertRef<'a> {
+    /// The validator set of its epoch.
+    pub set: &'a ValidatorSet,
+    /// Its epoch.
+    pub epoch: Epoch,
+    /// What its signers signed.
+    pub kind: SignKind,
+    /// The signed bytes.
+    pub message: &'a [u8],
+    /// Its signers.
+    pub signers: &'a SignerBitmap,
+    /// Their signatures, in signer order.
+    pub signatures: &'a [Signature],
+}
+
+impl SigVerifier {
+    /// Verify, all together, the signatures of `certs` that are not cached
+    /// yet, and remember the valid ones, so that verifying each
+    /// certificate afterwards finds them in the cache. Invalid signatures
+    /// are not remembered: the certificate's own verification reports them.
+    /// With the `parallel` feature the signatures are spread over rayon's
+    /// pool: a whole sync answer (up to 32 certificates) is enough work to
+    /// keep a second core busy, where one certificate (a few signatures)
+    /// is not (docs/benchmarks.md, "Parallel certificate verification").
+    /// Without it this does nothing.
+    pub fn prefetch(&mut self, certs: &[CertRef<'_>]) {
+        #[cfg(feature = "parallel")]
+        {
+            use rayon::prelude::*;
+            let mut pending: Vec<(CertRef<'_>, ValidatorId, &Signature, Hash32)> = Vec::new();
+            for c in certs {
+                if c.signers.count() != c.signatures.len() {
+                    continue;
+                }
+                for (signer, sig) in c.signers.iter().zip(c.signatures) {
+                    let key = sig_cache_key(c.kind, c.epoch, signer, c.message);
+                    if !self.is_cached(&key, std::slice::from_ref(sig)) {
+                        pending.push((*c, signer, sig, key));
+                    }
+                }
+            }
+            let env = self.env;
+            let valid: Vec<bool> = pending
+                .par_iter()
+                .map(|(c, signer, sig, _)| {
+                    let preimage = signing_preimage(env, c.kind, c.message);
+                    c.set
+                        .accepted_keys(*signer, c.epoch)
+                        .iter()
+                        .any(|k| k.verify(&preimage, sig).is_ok())
+                })
+                .collect();
+            for ((_, _, sig, key), ok) in pending.into_iter().zip(valid) {
+                if ok {
+                    self.remember(key, std::slice::from_ref(sig));
+                }
+            }
+        }
+        #[cfg(not(feature = "parallel"))]
+        let _ = certs;
+    }
+}
+
+/// The cache key of one signature: what it signs, as whom, in which epoch.
+fn sig_cache_key(kind: SignKind, epoch: Epoch, signer: ValidatorId, message: &[u8]) -> Hash32 {
+    Hash32::digest_parts(&[
+        &[kind as u8],
+        &epoch.0.to_be_bytes(),
+        &signer.0.to_be_bytes(),
+        message,
+    ])
 }
 
 /// The shape of a certificate's signer list: the bitmap has `set`'s size,

@@ -54,6 +54,32 @@ impl Verifier {
             .verify_sig(set, epoch, signer, kind, message, signature)
     }
 
+    /// Verify the signatures of `qcs` ahead, together (in parallel with the
+    /// `parallel` feature), so that [`Verifier::verify_qc`] of each finds
+    /// them cached; a QC that would not verify is left to `verify_qc`.
+    pub(crate) fn prefetch_qcs<'a>(
+        &mut self,
+        schedule: &EpochSchedule,
+        qcs: impl Iterator<Item = &'a QuorumCert>,
+    ) {
+        let qcs: Vec<(&QuorumCert, Vec<u8>)> = qcs
+            .filter(|qc| qc.view() > View(0) && qc.view() <= crate::consensus::MAX_VIEW)
+            .map(|qc| (qc, qc.data.to_bytes()))
+            .collect();
+        let certs: Vec<crate::quorum::CertRef<'_>> = qcs
+            .iter()
+            .map(|(qc, message)| crate::quorum::CertRef {
+                set: schedule.set(qc.data.epoch),
+                epoch: qc.data.epoch,
+                kind: SignKind::Vote,
+                message,
+                signers: &qc.signers,
+                signatures: &qc.signatures,
+            })
+            .collect();
+        self.sigs.prefetch(&certs);
+    }
+
     /// Verify a quorum certificate against its epoch's validator set.
     pub(crate) fn verify_qc(
         &mut self,
@@ -254,6 +280,50 @@ mod tests {
             Err(ConsensusError::InvalidQc { .. })
         ));
         assert_eq!(v.verify_qc(&schedule, &qc), Ok(()));
+    }
+
+    /// Verifying a batch of QCs ahead (in parallel with the `parallel`
+    /// feature) changes no verdict: good QCs verify, a QC with one forged
+    /// signature is still refused (its bad signature was not remembered),
+    /// and the good signatures of the forged QC do not make it pass.
+    #[test]
+    fn prefetched_qcs_keep_their_verdicts() {
+        let (keys, schedule, mut v) = setup();
+        let qc_of = |view: u64| {
+            let data = VoteData {
+                epoch: Epoch(0),
+                view: View(view),
+                block_id: Hash32([view as u8; 32]),
+            };
+            let mut signers = SignerBitmap::new(4);
+            let mut signatures = Vec::new();
+            for i in 0..3u32 {
+                signers.set(ValidatorId(i));
+                signatures.push(sign_domain(
+                    &keys[i as usize],
+                    ENV,
+                    SignKind::Vote,
+                    &data.to_bytes(),
+                ));
+            }
+            QuorumCert {
+                data,
+                signers,
+                signatures,
+            }
+        };
+        let good: Vec<QuorumCert> = (1..=8).map(qc_of).collect();
+        let mut forged = qc_of(9);
+        forged.signatures[1] = forged.signatures[0].clone();
+        let all: Vec<&QuorumCert> = good.iter().chain([&forged]).collect();
+        v.prefetch_qcs(&schedule, all.iter().copied());
+        for qc in &good {
+            assert_eq!(v.verify_qc(&schedule, qc), Ok(()));
+        }
+        assert!(matches!(
+            v.verify_qc(&schedule, &forged),
+            Err(ConsensusError::InvalidQc { .. })
+        ));
     }
 
     /// The public verifier accepts what a validator accepts and nothing

@@ -343,6 +343,15 @@ impl HotStuff {
     /// Every block well formed and every QC valid for the set of its epoch.
     fn verify_range(&mut self, blocks: &[Block]) -> Result<(), ConsensusError> {
         let committed = self.tree.committed_height();
+        // All the answer's QC signatures at once (in parallel with the
+        // `parallel` feature), then each QC from the cache.
+        self.verifier.prefetch_qcs(
+            &self.schedule,
+            blocks
+                .iter()
+                .filter(|b| b.height() > committed)
+                .map(Block::justify),
+        );
         for b in blocks.iter().filter(|b| b.height() > committed) {
             self.check_block_shape(b)?;
             self.verifier.verify_qc(&self.schedule, b.justify())?;
