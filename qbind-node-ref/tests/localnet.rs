@@ -218,6 +218,11 @@ fn a_validator_thousands_of_blocks_behind_catches_up_slow() {
     assert_eq!(validators[3]["restarts"], 1, "{context}");
     let at_kill = kill["height_at_kill"].as_u64().expect("height at kill");
     let common = summary["common_height"].as_u64().expect("common height");
+    eprintln!(
+        "validator 3 killed at height {at_kill}; all four at common height {common} with equal \
+         roots ({} blocks later)",
+        common.saturating_sub(at_kill)
+    );
     assert!(
         common >= at_kill + 5_000,
         "only {} blocks while validator 3 was down or catching up: {context}",

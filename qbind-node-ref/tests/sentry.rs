@@ -27,36 +27,11 @@ const VALIDATORS: usize = 4;
 const HIDDEN: usize = 3;
 
 fn generate(out: &Path, base_port: u16) {
-    let o = Command::new(env!("CARGO_BIN_EXE_qbind-genesis"))
-        .args([
-            "devnet",
-            "-P",
-            "testnet",
-            "--ip",
-            "127.0.0.1",
-            "--validators",
-        ])
-        .arg(VALIDATORS.to_string())
-        .args(["--accounts", "2", "--base-port"])
-        .arg(base_port.to_string())
-        .args(["--passphrase-env", PASS_VAR])
-        .args(["--kdf-memory-kib", "19456", "--kdf-iterations", "2"])
-        .arg("--out")
-        .arg(out)
-        .env(PASS_VAR, PASS)
-        .output()
-        .expect("run qbind-genesis");
-    assert!(o.status.success(), "{o:?}");
+    common::testnet_genesis(out, base_port, 2, PASS_VAR, PASS);
 }
 
 fn node(net: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_qbind-node"));
-    cmd.arg("--genesis")
-        .arg(net.join("genesis.json"))
-        .args(["--signer-passphrase-env", PASS_VAR])
-        .args(["--base-timeout-ms", "500", "--diversity-mode", "warn"])
-        .env(PASS_VAR, PASS);
-    cmd
+    common::genesis_node(net, PASS_VAR, PASS)
 }
 
 /// `GET /metrics` at `url` (http://host:port/metrics).

@@ -248,13 +248,12 @@ mod tests {
         assert_eq!(vote(&mut v, &other), Err(SigFailure::Bad));
     }
 
-    #[test]
-    fn a_cached_qc_with_a_swapped_signature_is_verified_again() {
-        let (keys, schedule, mut v) = setup();
+    /// A QC for view `view` signed by validators 0, 1 and 2.
+    fn qc_of(keys: &[KeyPair], view: u64) -> QuorumCert {
         let data = VoteData {
             epoch: Epoch(0),
-            view: View(5),
-            block_id: Hash32([5; 32]),
+            view: View(view),
+            block_id: Hash32([view as u8; 32]),
         };
         let mut signers = SignerBitmap::new(4);
         let mut signatures = Vec::new();
@@ -267,11 +266,18 @@ mod tests {
                 &data.to_bytes(),
             ));
         }
-        let qc = QuorumCert {
+        QuorumCert {
             data,
             signers,
             signatures,
-        };
+        }
+    }
+
+    #[test]
+    fn a_cached_qc_with_a_swapped_signature_is_verified_again() {
+        let (keys, schedule, mut v) = setup();
+        let qc = qc_of(&keys, 5);
+        let data = qc.data;
         assert_eq!(v.verify_qc(&schedule, &qc), Ok(()));
         let mut forged = qc.clone();
         forged.signatures[2] = sign_domain(&keys[3], ENV, SignKind::Vote, &data.to_bytes());
@@ -289,31 +295,8 @@ mod tests {
     #[test]
     fn prefetched_qcs_keep_their_verdicts() {
         let (keys, schedule, mut v) = setup();
-        let qc_of = |view: u64| {
-            let data = VoteData {
-                epoch: Epoch(0),
-                view: View(view),
-                block_id: Hash32([view as u8; 32]),
-            };
-            let mut signers = SignerBitmap::new(4);
-            let mut signatures = Vec::new();
-            for i in 0..3u32 {
-                signers.set(ValidatorId(i));
-                signatures.push(sign_domain(
-                    &keys[i as usize],
-                    ENV,
-                    SignKind::Vote,
-                    &data.to_bytes(),
-                ));
-            }
-            QuorumCert {
-                data,
-                signers,
-                signatures,
-            }
-        };
-        let good: Vec<QuorumCert> = (1..=8).map(qc_of).collect();
-        let mut forged = qc_of(9);
+        let good: Vec<QuorumCert> = (1..=8).map(|view| qc_of(&keys, view)).collect();
+        let mut forged = qc_of(&keys, 9);
         forged.signatures[1] = forged.signatures[0].clone();
         let all: Vec<&QuorumCert> = good.iter().chain([&forged]).collect();
         v.prefetch_qcs(&schedule, all.iter().copied());

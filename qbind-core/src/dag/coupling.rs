@@ -274,6 +274,7 @@ impl Availability {
             match self.block_txs(&block) {
                 Ok(txs) => {
                     self.state.to_deliver.pop_front();
+                    self.state.metrics.batches_committed_total += block.certs.len() as u64;
                     self.state.delivered = self.state.delivered.max(block.height);
                     self.emit(DagEffect::Deliver {
                         height: block.height,

@@ -130,6 +130,9 @@ pub struct DagMetrics {
     pub batch_sign_failures_total: u64,
     /// Batches dropped from memory (and deleted from the store) by pruning.
     pub batches_pruned_total: u64,
+    /// Certified batches of committed blocks whose transactions were
+    /// delivered for execution (a block's certificates, counted once each).
+    pub batches_committed_total: u64,
 }
 
 /// Two different batches signed by one author for one slot.

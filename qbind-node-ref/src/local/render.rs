@@ -326,6 +326,10 @@ fn payload_families(labels: &[Labels], payload: &[PayloadMetrics]) -> Vec<Family
         "qbind_dag_certs_invalid_total",
         "Invalid batch certificates received.",
     );
+    let mut committed = Family::counter(
+        "qbind_dag_batches_committed_total",
+        "Certified batches of committed blocks delivered for execution.",
+    );
     let mut coupling = Family::counter(
         "qbind_dag_coupling_validation_total",
         "DAG coupling validations of proposals, by result.",
@@ -334,6 +338,7 @@ fn payload_families(labels: &[Labels], payload: &[PayloadMetrics]) -> Vec<Family
         signed.push((*l).clone(), d.batches_signed_total);
         equivocations.push((*l).clone(), d.batch_equivocation_detected);
         invalid.push((*l).clone(), d.certs_invalid_total);
+        committed.push((*l).clone(), d.batches_committed_total);
         for (result, n) in &d.coupling_validation {
             coupling.push(labels_with(l, ("result", result)), *n);
         }
@@ -364,6 +369,7 @@ fn payload_families(labels: &[Labels], payload: &[PayloadMetrics]) -> Vec<Family
         signed,
         equivocations,
         invalid,
+        committed,
         coupling,
         evictions,
         rate_limit,
@@ -441,6 +447,7 @@ mod tests {
             batches_signed_total: 11,
             batch_equivocation_detected: 1,
             certs_invalid_total: 2,
+            batches_committed_total: 6,
             coupling_validation: [("valid", 9), ("stale_round", 1)].into_iter().collect(),
             ..DagMetrics::default()
         };
@@ -542,6 +549,7 @@ mod tests {
             "# TYPE qbind_dag_batch_equivocation_detected gauge\n\
              qbind_dag_batch_equivocation_detected{validator=\"5\"} 1\n",
             "qbind_dag_certs_invalid_total{validator=\"5\"} 2\n",
+            "qbind_dag_batches_committed_total{validator=\"5\"} 6\n",
             "qbind_dag_coupling_validation_total{validator=\"5\",result=\"valid\"} 9\n",
             "qbind_dag_coupling_validation_total{validator=\"5\",result=\"stale_round\"} 1\n",
             "qbind_mempool_evictions_total{validator=\"5\",reason=\"capacity\"} 4\n",

@@ -202,3 +202,34 @@ pub fn collect_output(
     let err = read(Box::new(child.stderr.take().expect("stderr is piped")));
     (out, err)
 }
+
+/// `qbind-genesis devnet -P testnet` of four validators on 127.0.0.1 into
+/// `out`, with `accounts` funded accounts and quick keystores (passphrase
+/// `pass` in `pass_var`).
+pub fn testnet_genesis(out: &Path, base_port: u16, accounts: usize, pass_var: &str, pass: &str) {
+    let o = Command::new(env!("CARGO_BIN_EXE_qbind-genesis"))
+        .args(["devnet", "-P", "testnet", "--ip", "127.0.0.1"])
+        .args(["--validators", "4", "--accounts", &accounts.to_string()])
+        .args(["--base-port", &base_port.to_string()])
+        .args(["--passphrase-env", pass_var])
+        .args(["--kdf-memory-kib", "19456", "--kdf-iterations", "2"])
+        .arg("--out")
+        .arg(out)
+        .env(pass_var, pass)
+        .output()
+        .expect("run qbind-genesis");
+    assert!(o.status.success(), "{o:?}");
+}
+
+/// `qbind-node` on the genesis in `net`: quick view timeouts, diversity
+/// `warn` (every node shares 127.0.0.1), the keystore passphrase `pass` in
+/// `pass_var`; add the role's flags.
+pub fn genesis_node(net: &Path, pass_var: &str, pass: &str) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_qbind-node"));
+    cmd.arg("--genesis")
+        .arg(net.join("genesis.json"))
+        .args(["--signer-passphrase-env", pass_var])
+        .args(["--base-timeout-ms", "500", "--diversity-mode", "warn"])
+        .env(pass_var, pass);
+    cmd
+}
