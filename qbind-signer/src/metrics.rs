@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use qbind_core::crypto::{PublicKey, Signature};
+use qbind_core::signing::SignKind;
 use qbind_core::traits::{SignRequest, Signer, SignerError};
 use qbind_core::types::{NetworkEnvironment, ValidatorId};
 
@@ -156,6 +157,10 @@ pub struct SignerMetrics {
     request_mismatches: AtomicU64,
     consecutive_failures: AtomicU64,
     fatal: AtomicBool,
+    /// Requests by kind, in [`SignKind::ALL`] order.
+    requests: [AtomicU64; SignKind::ALL.len()],
+    /// Every request that ended in an error.
+    failures_total: AtomicU64,
 }
 
 impl SignerMetrics {
@@ -195,6 +200,39 @@ impl SignerMetrics {
     /// not hash to the signed digest, bytes that do not decode).
     pub fn record_request_mismatch(&self) {
         self.request_mismatches.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Count one request to sign a `kind`.
+    pub fn record_request(&self, kind: SignKind) {
+        if let Some(c) = SignKind::ALL
+            .iter()
+            .position(|k| *k == kind)
+            .and_then(|i| self.requests.get(i))
+        {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Count one request that ended in an error (any error: refused,
+    /// unavailable, fatal).
+    pub fn record_error(&self) {
+        self.failures_total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `qbind_signer_sign_requests_total{kind}`.
+    #[must_use]
+    pub fn requests(&self, kind: SignKind) -> u64 {
+        SignKind::ALL
+            .iter()
+            .position(|k| *k == kind)
+            .and_then(|i| self.requests.get(i))
+            .map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
+    /// `qbind_signer_sign_failures_total`.
+    #[must_use]
+    pub fn failures_total(&self) -> u64 {
+        self.failures_total.load(Ordering::Relaxed)
     }
 
     /// Record a successful signature.
@@ -411,8 +449,10 @@ impl Signer for SupervisedSigner {
     }
 
     async fn sign(&self, request: &SignRequest) -> Result<Signature, SignerError> {
+        self.metrics.record_request(request.kind);
         if let Some(code) = self.required_exit() {
             // Fail closed: after a fatal failure nothing more is signed.
+            self.metrics.record_error();
             return Err(SignerError::Unavailable {
                 detail: format!("signer failed earlier; process must exit with code {code}"),
             });
@@ -423,6 +463,7 @@ impl Signer for SupervisedSigner {
                 Ok(sig)
             }
             Err(e) => {
+                self.metrics.record_error();
                 match self.mode.action_for(&e) {
                     FailureAction::Exit { code } => {
                         tracing::error!(error = %e, exit_code = code, "signer failure (ExitOnFailure): node must exit");
@@ -508,6 +549,51 @@ mod tests {
         let m3 = SignerMetrics::default();
         m3.record_failure(true);
         assert_eq!(m3.health(), SignerHealth::Failed);
+    }
+
+    /// Every request is counted by kind, and every one that ends in an
+    /// error once, whether it is fatal, refused after a fatal failure, or
+    /// only logged.
+    #[tokio::test]
+    async fn requests_and_failures_are_counted() {
+        use qbind_core::crypto::KeyPair;
+        use qbind_core::traits::{FollowerSigner, LocalSigner};
+        let request = |kind| SignRequest {
+            kind,
+            view: None,
+            message: b"m".to_vec(),
+            digest_preimage: Vec::new(),
+        };
+        let m = SignerMetrics::shared();
+        let ok = SupervisedSigner::new(
+            Box::new(LocalSigner::new(
+                ValidatorId(0),
+                NetworkEnvironment::Devnet,
+                KeyPair::from_seed(&[3; 32]),
+            )),
+            SignerFailureMode::LogAndContinue,
+            Arc::clone(&m),
+        );
+        ok.sign(&request(SignKind::Vote)).await.expect("signs");
+        ok.sign(&request(SignKind::Vote)).await.expect("signs");
+        ok.sign(&request(SignKind::Proposal)).await.expect("signs");
+        assert_eq!(m.requests(SignKind::Vote), 2);
+        assert_eq!(m.requests(SignKind::Proposal), 1);
+        assert_eq!(m.requests(SignKind::Timeout), 0);
+        assert_eq!((m.signatures(), m.failures_total()), (3, 0));
+
+        let failing = SignerMetrics::shared();
+        let fatal = SupervisedSigner::new(
+            Box::new(FollowerSigner::new(ValidatorId(9))),
+            SignerFailureMode::ExitOnFailure,
+            Arc::clone(&failing),
+        );
+        assert!(fatal.sign(&request(SignKind::Vote)).await.is_err());
+        // Refused without asking the signer after the fatal failure.
+        assert!(fatal.sign(&request(SignKind::Timeout)).await.is_err());
+        assert_eq!(failing.requests(SignKind::Vote), 1);
+        assert_eq!(failing.requests(SignKind::Timeout), 1);
+        assert_eq!((failing.signatures(), failing.failures_total()), (0, 2));
     }
 
     #[test]

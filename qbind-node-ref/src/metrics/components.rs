@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use qbind_core::key_rotation::RotationStatus;
+use qbind_core::signing::SignKind;
 use qbind_net::NetMetrics;
 use qbind_net::metrics::{DiversityReason, HandshakeFailure};
 use qbind_signer::SignerMetrics;
@@ -224,6 +225,25 @@ pub fn signer(items: &[(Labels, &SignerMetrics)]) -> Vec<Family> {
             items,
             SignerMetrics::signatures,
         ),
+        each_labeled(
+            Family::counter(
+                "qbind_signer_sign_requests_total",
+                "Requests to sign, by kind of object.",
+            ),
+            items,
+            "kind",
+            &SignKind::ALL,
+            sign_kind_label,
+            SignerMetrics::requests,
+        ),
+        each(
+            Family::counter(
+                "qbind_signer_sign_failures_total",
+                "Requests to sign that ended in an error (refused, unavailable or fatal).",
+            ),
+            items,
+            SignerMetrics::failures_total,
+        ),
         each(
             Family::counter(
                 "qbind_signer_double_sign_refused_total",
@@ -241,6 +261,20 @@ pub fn signer(items: &[(Labels, &SignerMetrics)]) -> Vec<Family> {
             SignerMetrics::request_mismatches,
         ),
     ]
+}
+
+/// The `kind` label of a signing request.
+fn sign_kind_label(kind: SignKind) -> &'static str {
+    match kind {
+        SignKind::Tx => "tx",
+        SignKind::Batch => "batch",
+        SignKind::BatchAck => "batch_ack",
+        SignKind::Vote => "vote",
+        SignKind::Proposal => "proposal",
+        SignKind::Timeout => "timeout",
+        SignKind::NewView => "new_view",
+        SignKind::KeyRotation => "key_rotation",
+    }
 }
 
 /// The key-rotation gauges (runbook §6.2), one sample per registered
