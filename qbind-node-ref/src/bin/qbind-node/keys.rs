@@ -54,17 +54,10 @@ fn follower_keys(args: &Args, set: ValidatorSetFile) -> Result<Keys, String> {
             "--role full runs no validator: drop --validator-index and --signer-mode".into(),
         );
     }
-    let path = match (&args.p2p_identity_key, &args.signer_keystore_path) {
-        (Some(p), _) => p.clone(),
-        (None, Some(dir)) => dir.join("p2p_identity.key"),
-        (None, None) => {
-            return Err(
-                "--role full needs --p2p-identity-key (from qbind-keygen generate \
-                        --validator-id <full-node-id> --key-roles p2p-identity)"
-                    .into(),
-            );
-        }
-    };
+    let path = identity_key_path(args).ok_or(
+        "--role full needs --p2p-identity-key (from qbind-keygen generate --validator-id \
+         <full-node-id> --key-roles p2p-identity)",
+    )?;
     let identity = p2p_identity(args, ValidatorId(id_u32), &path)?;
     if let Some(v) = set
         .validators
@@ -123,16 +116,8 @@ pub(crate) async fn operator_keys_of(
             ));
         }
     };
-    let identity_key_path = match (&args.p2p_identity_key, &args.signer_keystore_path) {
-        (Some(p), _) => p.clone(),
-        (None, Some(dir)) => dir.join("p2p_identity.key"),
-        (None, None) => {
-            return Err(
-                "--validator-set or --genesis needs --p2p-identity-key or --signer-keystore-path"
-                    .into(),
-            );
-        }
-    };
+    let identity_key_path = identity_key_path(args)
+        .ok_or("--validator-set or --genesis needs --p2p-identity-key or --signer-keystore-path")?;
     let identity = p2p_identity(args, validator, &identity_key_path)?;
     let remote = remote_settings(args, mode, identity_key_path)?;
     let settings = SignerSettings {
@@ -164,6 +149,16 @@ pub(crate) async fn operator_keys_of(
         set: Box::new(set),
         signer: std::sync::Arc::new(signer),
         identity: Box::new(identity),
+    })
+}
+
+/// Where the node's P2P identity key is: `--p2p-identity-key`, else
+/// `p2p_identity.key` in `--signer-keystore-path`.
+pub(crate) fn identity_key_path(args: &Args) -> Option<std::path::PathBuf> {
+    args.p2p_identity_key.clone().or_else(|| {
+        args.signer_keystore_path
+            .as_ref()
+            .map(|dir| dir.join("p2p_identity.key"))
     })
 }
 

@@ -77,17 +77,9 @@ fn options(
             .as_deref()
             .ok_or("--role sentry needs --sentry-validator-pub (its validator's link key)")?,
     )?;
-    let identity_path = match (&args.p2p_identity_key, &args.signer_keystore_path) {
-        (Some(p), _) => p.clone(),
-        (None, Some(dir)) => dir.join("p2p_identity.key"),
-        (None, None) => {
-            return Err(
-                "--role sentry needs --p2p-identity-key (the key the genesis lists as its \
-                 validator's)"
-                    .into(),
-            );
-        }
-    };
+    let identity_path = crate::keys::identity_key_path(args).ok_or(
+        "--role sentry needs --p2p-identity-key (the key the genesis lists as its validator's)",
+    )?;
     let identity = crate::keys::p2p_identity(args, validator, &identity_path)?;
     let full_nodes = match &args.full_node_keys {
         Some(path) => {
