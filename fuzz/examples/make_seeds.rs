@@ -133,6 +133,7 @@ fn summary(msg: &ConsensusMsg) -> String {
             Effect::Execute { height, txs, .. } => {
                 format!("execute {} ({} txs)", height, txs.len())
             }
+            Effect::ServeSync { to, .. } => format!("serve sync to {to}"),
         })
         .collect();
     format!("view {} after; [{}]", hs.view().0, kinds.join(", "))
@@ -295,5 +296,55 @@ fn main() {
     ] {
         write(&dir, "safety_state", name, &state.to_bytes());
     }
+    state_sync_seeds(&dir, keys);
     println!("seeds written under {}", dir.display());
+}
+
+/// Seeds of `state_sync`: a commit proof of a certified chain signed by the
+/// fuzz validators, a manifest and a page (first byte: 0, 1, 2).
+fn state_sync_seeds(dir: &Path, keys: &[KeyPair]) {
+    use qbind_core::execution::{Account, StateSummary, leaf_element};
+    use qbind_core::state_sync::{CommitProof, StateManifest, StatePage};
+    use qbind_core::types::AccountId;
+    let (schedule, blocks) = qbind_core::sim::chain::certified_chain_reporting(
+        ENV,
+        keys,
+        3,
+        12,
+        |h| (h > 4).then(|| (Height(h - 4), Hash32([h as u8; 32]))),
+    )
+    .expect("the fuzz validators make a set");
+    let proof = CommitProof::build(&blocks[2..], &schedule).expect("a proof");
+    let accounts: Vec<(AccountId, Account)> = (1..=3u8)
+        .map(|i| (AccountId([i * 60; 32]), Account { nonce: u64::from(i), balance: 100 }))
+        .collect();
+    let mut summary = StateSummary {
+        minted: 300,
+        accounts: 3,
+        ..StateSummary::default()
+    };
+    for (id, a) in &accounts {
+        summary.accumulator.add(&leaf_element(id, a));
+    }
+    let manifest = StateManifest::build(
+        Height(2),
+        blocks[2].id(),
+        summary,
+        accounts.iter().map(|(i, a)| (i, a)),
+        vec![(b"monetary".to_vec(), vec![0; 16])],
+    )
+    .expect("consistent");
+    let page = StatePage {
+        height: Height(2),
+        chunk: 0,
+        accounts,
+        last: true,
+    };
+    for (name, kind, bytes) in [
+        ("proof", 0u8, proof.to_bytes()),
+        ("manifest", 1, manifest.to_bytes()),
+        ("page", 2, page.to_bytes()),
+    ] {
+        write(dir, "state_sync", name, &[vec![kind], bytes].concat());
+    }
 }

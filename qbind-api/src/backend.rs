@@ -225,4 +225,49 @@ pub trait ApiBackend: Send + Sync + 'static {
 
     /// The node's position in the chain.
     fn status(&self) -> impl Future<Output = Result<ChainStatus, BackendError>> + Send;
+
+    /// Serve state sync (`/v1/state-sync/...`, docs/sync.md "State sync")
+    /// from the node's snapshots. The default serves nothing
+    /// ([`StateSyncReply::NotServed`], 404 `state_sync_unavailable`).
+    fn state_sync(
+        &self,
+        request: StateSyncRequest,
+    ) -> impl Future<Output = Result<StateSyncReply, BackendError>> + Send {
+        let _ = request;
+        async { Ok(StateSyncReply::NotServed) }
+    }
+}
+
+/// A state-sync request (docs/sync.md "State sync"). Everything served is
+/// verified by the client, so the routes need no authentication.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StateSyncRequest {
+    /// The heights of the snapshots the node serves, newest last.
+    Snapshots,
+    /// The commit proof (`qbind_core::state_sync::CommitProof`) of a
+    /// snapshot's height.
+    Proof(Height),
+    /// The manifest (`qbind_core::state_sync::StateManifest`) of a snapshot.
+    Manifest(Height),
+    /// One page (`qbind_core::state_sync::StatePage`) of a chunk: the
+    /// accounts after `after` (from the chunk's start when `None`).
+    Page {
+        /// The snapshot's height.
+        height: Height,
+        /// The chunk.
+        chunk: u32,
+        /// The last id the client has.
+        after: Option<AccountId>,
+    },
+}
+
+/// The answer to a [`StateSyncRequest`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StateSyncReply {
+    /// Snapshot heights, ascending.
+    Heights(Vec<u64>),
+    /// The canonical encoding of the proof, manifest or page.
+    Bytes(Vec<u8>),
+    /// No such snapshot or chunk here, or the node serves no state sync.
+    NotServed,
 }

@@ -60,6 +60,8 @@ pub const UNAVAILABLE: &str = "unavailable";
 pub const NOT_A_VALIDATOR: &str = "not_a_validator";
 /// 500: an internal error (details are in the node's log only).
 pub const INTERNAL: &str = "internal";
+/// 404: the node serves no state sync, or not that snapshot or chunk.
+pub const STATE_SYNC_UNAVAILABLE: &str = "state_sync_unavailable";
 
 /// The code of an execution rejection in `TxStatusView::Rejected`.
 #[must_use]

@@ -41,16 +41,20 @@ pub mod limiter;
 mod listener;
 #[cfg(feature = "server")]
 mod server;
+#[cfg(feature = "server")]
+mod state_sync;
 
 #[cfg(feature = "server")]
 pub use backend::{
-    ApiBackend, BackendError, BlockInfo, ChainStatus, DropReason, PoolStatus, SyncState, TxLookup,
+    ApiBackend, BackendError, BlockInfo, ChainStatus, DropReason, PoolStatus, StateSyncReply,
+    StateSyncRequest, SyncState, TxLookup,
 };
 #[cfg(feature = "server")]
 pub use error::ApiError;
 #[cfg(feature = "server")]
 pub use server::{
-    ApiConfig, ApiServer, ApiServerError, ROUTE_ACCOUNT, ROUTE_BLOCK, ROUTE_STATUS,
+    ApiConfig, ApiServer, ApiServerError, ROUTE_ACCOUNT, ROUTE_BLOCK, ROUTE_STATE_CHUNK,
+    ROUTE_STATE_MANIFEST, ROUTE_STATE_PROOF, ROUTE_STATE_SNAPSHOTS, ROUTE_STATUS,
     ROUTE_SUBMIT_BATCH, ROUTE_SUBMIT_TX, ROUTE_TX, ROUTES, router,
 };
 pub use submit::{CheckedTx, SubmitError};

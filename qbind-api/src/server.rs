@@ -24,6 +24,7 @@ use crate::error::ApiError;
 use crate::handlers::{self, ClientIp};
 use crate::limiter::{ClientRateLimiter, RateLimitConfig};
 use crate::listener::{BoundedListener, PeerAddr};
+use crate::state_sync;
 
 /// Submit one transaction.
 pub const ROUTE_SUBMIT_TX: &str = "/v1/tx";
@@ -37,6 +38,14 @@ pub const ROUTE_ACCOUNT: &str = "/v1/account/{id}";
 pub const ROUTE_BLOCK: &str = "/v1/block/{height}";
 /// Chain status.
 pub const ROUTE_STATUS: &str = "/v1/status";
+/// State sync: the snapshot heights served (JSON).
+pub const ROUTE_STATE_SNAPSHOTS: &str = "/v1/state-sync/snapshots";
+/// State sync: a snapshot's commit proof (binary).
+pub const ROUTE_STATE_PROOF: &str = "/v1/state-sync/{height}/proof";
+/// State sync: a snapshot's manifest (binary).
+pub const ROUTE_STATE_MANIFEST: &str = "/v1/state-sync/{height}/manifest";
+/// State sync: one page of a chunk, `?after=<account id hex>` (binary).
+pub const ROUTE_STATE_CHUNK: &str = "/v1/state-sync/{height}/chunk/{index}";
 
 /// Every route the router serves, as `(method, path)`; docs/openapi.yaml
 /// describes exactly these (a test checks it).
@@ -47,6 +56,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", ROUTE_ACCOUNT),
     ("GET", ROUTE_BLOCK),
     ("GET", ROUTE_STATUS),
+    ("GET", ROUTE_STATE_SNAPSHOTS),
+    ("GET", ROUTE_STATE_PROOF),
+    ("GET", ROUTE_STATE_MANIFEST),
+    ("GET", ROUTE_STATE_CHUNK),
 ];
 
 /// Limits of the API server.
@@ -174,6 +187,10 @@ pub fn router<B: ApiBackend>(backend: Arc<B>, config: ApiConfig) -> Router {
         .route(ROUTE_ACCOUNT, get(handlers::account::<B>))
         .route(ROUTE_BLOCK, get(handlers::block::<B>))
         .route(ROUTE_STATUS, get(handlers::status::<B>))
+        .route(ROUTE_STATE_SNAPSHOTS, get(state_sync::snapshots::<B>))
+        .route(ROUTE_STATE_PROOF, get(state_sync::proof::<B>))
+        .route(ROUTE_STATE_MANIFEST, get(state_sync::manifest::<B>))
+        .route(ROUTE_STATE_CHUNK, get(state_sync::chunk::<B>))
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(

@@ -421,3 +421,12 @@ mod tests {
         assert_eq!(parse_hex32(""), None);
     }
 }
+
+/// `GET /v1/state-sync/snapshots`: the heights of the snapshots a node
+/// serves for state sync, ascending (docs/sync.md "State sync").
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateSnapshotsView {
+    /// Snapshot heights, ascending.
+    pub heights: Vec<u64>,
+}

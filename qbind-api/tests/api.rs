@@ -812,3 +812,42 @@ async fn idle_connections_are_closed_and_open_ones_capped() {
     }
     api.stop().await;
 }
+
+#[tokio::test]
+async fn state_sync_routes_refuse_by_name_when_not_served() {
+    let api = start(no_limit(), 4).await;
+    let code = |r: reqwest::Response| async move {
+        let status = r.status().as_u16();
+        let body: ErrorBody = r.json().await.expect("an error body");
+        (status, body.code)
+    };
+    // A backend without snapshots serves nothing, by name.
+    for path in [
+        "/v1/state-sync/snapshots".to_string(),
+        "/v1/state-sync/7/proof".to_string(),
+        "/v1/state-sync/7/manifest".to_string(),
+        "/v1/state-sync/7/chunk/0".to_string(),
+        format!("/v1/state-sync/7/chunk/3?after={}", "ab".repeat(32)),
+    ] {
+        assert_eq!(
+            code(api.get(&path).await).await,
+            (404, codes::STATE_SYNC_UNAVAILABLE.to_string()),
+            "{path}"
+        );
+    }
+    // Malformed heights, indices and queries are refused before the backend.
+    for path in [
+        "/v1/state-sync/x/proof".to_string(),
+        "/v1/state-sync/7/chunk/-1".to_string(),
+        "/v1/state-sync/7/chunk/0?after=00".to_string(),
+        format!("/v1/state-sync/7/chunk/0?before={}", "ab".repeat(32)),
+        format!("/v1/state-sync/7/chunk/0?after={}&x=1", "ab".repeat(32)),
+    ] {
+        assert_eq!(
+            code(api.get(&path).await).await,
+            (400, codes::BAD_PATH.to_string()),
+            "{path}"
+        );
+    }
+    api.stop().await;
+}

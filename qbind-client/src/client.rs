@@ -230,6 +230,62 @@ impl QbindClient {
         self.get("/v1/status").await
     }
 
+    /// The heights of the snapshots the node serves for state sync.
+    pub async fn state_snapshots(&self) -> Result<Vec<u64>, ClientError> {
+        let view: qbind_api::wire::StateSnapshotsView =
+            self.get("/v1/state-sync/snapshots").await?;
+        Ok(view.heights)
+    }
+
+    /// A binary state-sync answer (`/v1/state-sync/...`: proof, manifest or
+    /// page), read only up to `max` bytes: a node that sends more is refused
+    /// ([`ClientError::Unexpected`]) without reading the rest, so an endless
+    /// answer costs at most `max` bytes and [`REQUEST_TIMEOUT`].
+    pub async fn state_bytes(&self, path: &str, max: usize) -> Result<Vec<u8>, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let transport = |url: &str, source| ClientError::Transport {
+            url: url.to_string(),
+            source,
+        };
+        let mut response = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| transport(&url, e))?;
+        let status = response.status().as_u16();
+        if !(200..300).contains(&status) {
+            let body = response.bytes().await.map_err(|e| transport(&url, e))?;
+            return Err(match serde_json::from_slice::<ErrorBody>(&body) {
+                Ok(e) => ClientError::Api {
+                    status,
+                    code: e.code,
+                    message: e.message,
+                    retry_after: None,
+                },
+                Err(_) => ClientError::Unexpected {
+                    status,
+                    detail: "error without an API error body".into(),
+                },
+            });
+        }
+        let too_long = || ClientError::Unexpected {
+            status,
+            detail: format!("answer longer than {max} bytes"),
+        };
+        if response.content_length().is_some_and(|n| n > max as u64) {
+            return Err(too_long());
+        }
+        let mut out = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| transport(&url, e))? {
+            if out.len() + chunk.len() > max {
+                return Err(too_long());
+            }
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out)
+    }
+
     /// Poll [`Self::tx_status`] every `poll` until the transaction is final
     /// (committed or rejected) or `timeout` passes. A hash the node does not
     /// know yet (404 `tx_not_found`, e.g. submitted through another node) is

@@ -48,6 +48,7 @@ pub mod schema;
 pub mod signing;
 #[cfg(feature = "sim")]
 pub mod sim;
+pub mod state_sync;
 pub mod traits;
 pub mod types;
 pub mod validator;

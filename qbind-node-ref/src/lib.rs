@@ -37,6 +37,7 @@ pub mod node;
 pub mod profile;
 pub mod sentry;
 pub mod signals;
+pub mod state_sync;
 pub mod store;
 pub mod upgrade;
 pub mod validator_set;

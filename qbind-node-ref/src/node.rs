@@ -30,6 +30,9 @@ use crate::store::{NodeStore, StoreBackend};
 /// Why a node could not start or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
+    /// State sync from peers failed (`--state-sync-from`).
+    #[error("state sync: {0}")]
+    StateSync(String),
     /// The store failed.
     #[error("state store: {0}")]
     Storage(#[from] qbind_core::traits::StorageError),

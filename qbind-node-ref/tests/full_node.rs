@@ -9,8 +9,11 @@
 //! validator killed with SIGKILL and restarted catches up while the full
 //! node follows; the full node stops cleanly on SIGTERM and resumes from its
 //! store; a second full node starts from a validator's snapshot (with the
-//! anchor `qbind-snapshot validate` prints) and follows from its height. Bad
-//! full-node configurations are refused by name.
+//! anchor `qbind-snapshot validate` prints) and follows from its height; a
+//! third has neither store nor snapshot and starts by state sync from two
+//! peers' APIs (one of them a proxy that forges every page it serves, which
+//! is dropped), restores the certified state and follows from its height.
+//! Bad full-node configurations are refused by name.
 
 mod common;
 
@@ -32,6 +35,10 @@ const PASS: &str = "correct horse battery staple, full node test";
 const VALIDATORS: usize = 4;
 const FULL: usize = VALIDATORS;
 const LATE: usize = VALIDATORS + 1;
+const SYNCED: usize = VALIDATORS + 2;
+
+/// Every "state sync:" line the nodes printed.
+static STATE_SYNC_LINES: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
 
 /// `qbind-genesis devnet -P testnet` into `out`.
 fn generate(out: &Path, base_port: u16) {
@@ -71,6 +78,9 @@ fn spawn(
             if let Some(url) = line.strip_prefix(prefix) {
                 let _ = url_tx.send(url.to_owned());
             }
+            if line.starts_with("state sync:") {
+                STATE_SYNC_LINES.lock().expect("lock").push(line.clone());
+            }
             let Some(rest) = line.strip_prefix("height") else {
                 continue;
             };
@@ -106,7 +116,7 @@ fn sigterm(child: &Child) {
 #[test]
 fn a_full_node_joins_follows_serves_reads_and_refuses_submissions() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let base_port = 42_000 + (std::process::id() % 2_000) as u16 * 8;
+    let base_port = 42_000 + (std::process::id() % 2_000) as u16 * 10;
     let net = dir.path().join("net");
     generate(&net, base_port);
     let data = dir.path().join("data");
@@ -115,20 +125,25 @@ fn a_full_node_joins_follows_serves_reads_and_refuses_submissions() {
     // A second full node, started later from a validator's snapshot.
     let late_keys = dir.path().join("late");
     common::keygen(&late_keys, LATE, "p2p-identity", PASS_VAR, PASS);
+    // A third, started later still by state sync from the validators' APIs.
+    let synced_keys = dir.path().join("synced");
+    common::keygen(&synced_keys, SYNCED, "p2p-identity", PASS_VAR, PASS);
     let list = dir.path().join("full-nodes.toml");
     std::fs::write(
         &list,
         format!(
             "[[full_node]]\nid = {FULL}\np2p_pub_file = \"{}\"\n\
-             [[full_node]]\nid = {LATE}\np2p_pub_file = \"{}\"\n",
+             [[full_node]]\nid = {LATE}\np2p_pub_file = \"{}\"\n\
+             [[full_node]]\nid = {SYNCED}\np2p_pub_file = \"{}\"\n",
             full_keys.join("p2p_identity.pub").display(),
-            late_keys.join("p2p_identity.pub").display()
+            late_keys.join("p2p_identity.pub").display(),
+            synced_keys.join("p2p_identity.pub").display()
         ),
     )
     .expect("write the full-node key file");
     let snaps = dir.path().join("snaps");
 
-    let roots = common::roots(LATE + 1);
+    let roots = common::roots(SYNCED + 1);
     let mut nodes = Reaper(Vec::new());
     const PREFIXES: [&str; VALIDATORS] = [
         "API of validator 0 on ",
@@ -352,6 +367,73 @@ fn a_full_node_joins_follows_serves_reads_and_refuses_submissions() {
             "state from the snapshot"
         );
     });
+
+    // A third full node has no store and no snapshot: it fetches validator
+    // 0's newest snapshot from the validators' APIs in verified chunks
+    // (state sync), restores it with the anchor its commit proof
+    // certified, and follows from there.
+    let mut synced = node(&net, &data);
+    synced
+        .args(["--role", "full", "--full-node-id", &SYNCED.to_string()])
+        .arg("--p2p-identity-key")
+        .arg(synced_keys.join("p2p_identity.key"))
+        .args(["--p2p-listen-addr", &format!("127.0.0.1:{}", base_port + 8)])
+        .args(["--bootstrap-peers", &format!("127.0.0.1:{}", base_port + 2)])
+        .args([
+            "--state-sync-from",
+            &format!(
+                "{},{}",
+                validator_apis[1],
+                forging_proxy(&validator_apis[1])
+            ),
+        ])
+        .args(["--api-addr", "127.0.0.1:0"]);
+    let (child, url) = spawn(synced, SYNCED, &roots, Some("API of full node 6 on "));
+    nodes.0.push(child);
+    let certified: u64 = {
+        let lines = STATE_SYNC_LINES.lock().expect("lock").clone();
+        let line = lines
+            .iter()
+            .find(|l| l.contains("certified"))
+            .unwrap_or_else(|| panic!("no certified height in {lines:?}"));
+        line.split_whitespace()
+            .nth(3)
+            .and_then(|h| h.parse().ok())
+            .unwrap_or_else(|| panic!("{line}"))
+    };
+    assert!(
+        certified >= from,
+        "the newest snapshot: {certified} < {from}"
+    );
+    {
+        let lines = STATE_SYNC_LINES.lock().expect("lock");
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("dropping") && l.contains("fails verification")),
+            "the forging peer was not dropped: {lines:?}"
+        );
+    }
+    let target = common::highest(&roots, 0) + 5;
+    let followed = common::wait_until(Duration::from_secs(60), || {
+        common::highest(&roots, SYNCED) >= target
+    });
+    assert!(followed, "heights {:?}", common::heights(&roots));
+    {
+        let r = roots.lock().expect("lock");
+        assert!(
+            r[SYNCED].keys().all(|h| *h > certified),
+            "nothing at or below the synced height is executed again"
+        );
+        for h in certified + 1..=target {
+            assert_eq!(r[SYNCED][&h], r[0][&h], "state root at height {h}");
+        }
+    }
+    runtime.block_on(async {
+        let synced = QbindClient::new(&url.expect("API")).expect("client");
+        let got = synced.account(recipient).await.expect("account");
+        assert_eq!(got.balance, 1_000 + 1_001 + 1_002, "state from state sync");
+    });
     for child in &nodes.0 {
         sigterm(child);
     }
@@ -361,6 +443,106 @@ fn a_full_node_joins_follows_serves_reads_and_refuses_submissions() {
     }
     assert!(data.join("full-node-4").is_dir());
     assert!(data.join("full-node-5").is_dir());
+    assert!(data.join("full-node-6").is_dir());
+    let leftovers: Vec<_> = std::fs::read_dir(&data)
+        .expect("data dir")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "staging left behind: {leftovers:?}");
+}
+
+/// A state-sync peer that relays `upstream`'s answers but raises one
+/// balance in every page it serves (the pages still decode); its URL. Runs
+/// on its own thread until the test process ends.
+fn forging_proxy(upstream: &str) -> String {
+    use qbind_api::{
+        ApiBackend, BackendError, BlockInfo, ChainStatus, CheckedTx, StateSyncReply,
+        StateSyncRequest, SubmitError, TxLookup,
+    };
+    use qbind_core::codec::{Decode, Encode};
+    use qbind_core::execution::Account;
+    use qbind_core::state_sync::StatePage;
+    use qbind_core::types::Height;
+
+    struct Forger(QbindClient);
+    impl ApiBackend for Forger {
+        fn network(&self) -> NetworkEnvironment {
+            NetworkEnvironment::Testnet
+        }
+        async fn submit(&self, _: CheckedTx) -> Result<(), SubmitError> {
+            Err(SubmitError::NotAValidator)
+        }
+        async fn tx_status(&self, _: qbind_core::types::Hash32) -> Result<TxLookup, BackendError> {
+            Err(BackendError::Unavailable)
+        }
+        async fn account(&self, _: AccountId) -> Result<Account, BackendError> {
+            Err(BackendError::Unavailable)
+        }
+        async fn block(&self, _: Height) -> Result<Option<BlockInfo>, BackendError> {
+            Err(BackendError::Unavailable)
+        }
+        async fn status(&self) -> Result<ChainStatus, BackendError> {
+            Err(BackendError::Unavailable)
+        }
+        async fn state_sync(&self, r: StateSyncRequest) -> Result<StateSyncReply, BackendError> {
+            let path = match r {
+                StateSyncRequest::Snapshots => {
+                    let heights = self.0.state_snapshots().await.unwrap_or_default();
+                    return Ok(StateSyncReply::Heights(heights));
+                }
+                StateSyncRequest::Proof(h) => format!("/v1/state-sync/{}/proof", h.0),
+                StateSyncRequest::Manifest(h) => format!("/v1/state-sync/{}/manifest", h.0),
+                StateSyncRequest::Page {
+                    height,
+                    chunk,
+                    after,
+                } => match after {
+                    None => format!("/v1/state-sync/{}/chunk/{chunk}", height.0),
+                    Some(a) => format!(
+                        "/v1/state-sync/{}/chunk/{chunk}?after={}",
+                        height.0,
+                        hex::encode(a.0)
+                    ),
+                },
+            };
+            let Ok(bytes) = self.0.state_bytes(&path, 64 << 20).await else {
+                return Ok(StateSyncReply::NotServed);
+            };
+            if !matches!(r, StateSyncRequest::Page { .. }) {
+                return Ok(StateSyncReply::Bytes(bytes));
+            }
+            let mut page = StatePage::from_bytes(&bytes).expect("the validator's page");
+            if let Some((_, account)) = page.accounts.first_mut() {
+                account.balance += 1;
+            }
+            Ok(StateSyncReply::Bytes(page.to_bytes()))
+        }
+    }
+
+    let upstream = QbindClient::new(upstream).expect("client");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let server = qbind_api::ApiServer::bind(
+                "127.0.0.1:0".parse().expect("address"),
+                std::sync::Arc::new(Forger(upstream)),
+                qbind_api::ApiConfig::default(),
+            )
+            .await
+            .expect("bind the proxy");
+            let _ = tx.send(format!("http://{}", server.local_addr()));
+            let _ = server.run(std::future::pending::<()>()).await;
+        });
+    });
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("the proxy listens")
 }
 
 /// Validators 0..=3 and the first full node report the same state root at

@@ -34,6 +34,7 @@ fn options(data: &Path, snapshots: &Path, blocks: u64) -> LocalOptions {
             backend: qbind_node_ref::store::StoreBackend::Fjall,
         },
         fast_sync: None,
+        state_sync_from: Vec::new(),
         base_timeout_ms: 300,
         executor: qbind_node_ref::local::Executor::StageB,
         network: Network::Memory,

@@ -45,6 +45,7 @@ pub mod prune;
 #[cfg(feature = "rocksdb")]
 mod rocksdb_backend;
 pub mod snapshot;
+pub mod state_sync;
 pub mod workload;
 
 pub use fjall_backend::{FjallBackend, FjallConfig};

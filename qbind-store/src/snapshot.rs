@@ -62,6 +62,7 @@ pub use restore::{
     RESTORE_MARK, interrupted_restores, prepare_snapshot_dir, remove_interrupted_restores,
     restore_snapshot, validate_snapshot, verify_files,
 };
+pub(crate) use restore::{open_checked_copy, remove_entry};
 
 /// Version of the snapshot format written by this crate (3: account leaves
 /// hashed with BLAKE3, see `qbind_core::execution::LEAF_CONTEXT`; 2: the protocol's
@@ -79,7 +80,7 @@ pub const DEFAULT_INTERVAL_BLOCKS: u64 = 50_000;
 pub const DEFAULT_MAX_SNAPSHOTS: usize = 5;
 /// Largest accepted `meta.json` (16 MiB: about 100,000 listed files).
 pub const MAX_META_BYTES: u64 = 16 << 20;
-const TMP_PREFIX: &str = ".tmp-snapshot-";
+pub(crate) const TMP_PREFIX: &str = ".tmp-snapshot-";
 /// Accounts read per page while validating.
 const PAGE: usize = 4096;
 
@@ -482,7 +483,7 @@ fn height_marker(snap: &dyn StateSnapshot, key: &[u8], what: &str) -> Result<u64
 }
 
 /// The state summary stored in `Meta` (the empty state's if absent).
-fn stored_summary(snap: &dyn StateSnapshot) -> Result<StateSummary, SnapshotError> {
+pub(crate) fn stored_summary(snap: &dyn StateSnapshot) -> Result<StateSummary, SnapshotError> {
     match snap.get(Namespace::Meta, STATE_SUMMARY_KEY)? {
         None => Ok(StateSummary::default()),
         Some(bytes) => {
@@ -536,22 +537,7 @@ pub fn verify_state(snap: &dyn StateSnapshot) -> Result<StateSummary, SnapshotEr
     loop {
         let page = snap.scan_range(Namespace::Accounts, &start, None, PAGE)?;
         for (key, value) in &page {
-            let id = qbind_core::types::AccountId(<[u8; 32]>::try_from(key.as_slice()).map_err(
-                |_| SnapshotError::BadAccountKey {
-                    key: hex::encode(key.get(..64).unwrap_or(key)),
-                    len: key.len(),
-                },
-            )?);
-            let account =
-                Account::from_bytes(value).map_err(|e| SnapshotError::AccountUndecodable {
-                    id: hex::encode(key),
-                    detail: e.to_string(),
-                })?;
-            if account.is_empty() {
-                return Err(SnapshotError::EmptyAccountStored {
-                    id: hex::encode(key),
-                });
-            }
+            let (id, account) = decode_account(key, value)?;
             accumulator.add(&leaf_element(&id, &account));
             counted += 1;
             balances = balances
@@ -586,7 +572,31 @@ pub fn verify_state(snap: &dyn StateSnapshot) -> Result<StateSummary, SnapshotEr
     Ok(summary)
 }
 
-fn unique_suffix() -> String {
+/// One entry of `Accounts` as the protocol stores it: a 32-byte id and a
+/// decodable, non-empty [`Account`].
+pub(crate) fn decode_account(
+    key: &[u8],
+    value: &[u8],
+) -> Result<(qbind_core::types::AccountId, Account), SnapshotError> {
+    let id = qbind_core::types::AccountId(<[u8; 32]>::try_from(key).map_err(|_| {
+        SnapshotError::BadAccountKey {
+            key: hex::encode(key.get(..64).unwrap_or(key)),
+            len: key.len(),
+        }
+    })?);
+    let account = Account::from_bytes(value).map_err(|e| SnapshotError::AccountUndecodable {
+        id: hex::encode(key),
+        detail: e.to_string(),
+    })?;
+    if account.is_empty() {
+        return Err(SnapshotError::EmptyAccountStored {
+            id: hex::encode(key),
+        });
+    }
+    Ok((id, account))
+}
+
+pub(crate) fn unique_suffix() -> String {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos())

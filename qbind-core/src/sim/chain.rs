@@ -51,6 +51,19 @@ pub fn certified_chain(
     signers: usize,
     len: usize,
 ) -> Result<(Arc<EpochSchedule>, Vec<Block>), ValidatorSetError> {
+    certified_chain_reporting(env, keys, signers, len, |_| None)
+}
+
+/// [`certified_chain`] whose block at height `h` reports the executed
+/// height and state root `report(h)` (`None`: nothing executed), as a
+/// proposer does in `exec_height` / `exec_state_root`.
+pub fn certified_chain_reporting(
+    env: NetworkEnvironment,
+    keys: &[KeyPair],
+    signers: usize,
+    len: usize,
+    report: impl Fn(u64) -> Option<(Height, Hash32)>,
+) -> Result<(Arc<EpochSchedule>, Vec<Block>), ValidatorSetError> {
     let signers = signers.min(keys.len());
     let set = ValidatorSet::new(keys.iter().map(|k| (k.public_key().clone(), 1)).collect())?;
     let schedule = Arc::new(EpochSchedule::fixed(set));
@@ -78,8 +91,8 @@ pub fn certified_chain(
             proposer: schedule.set(Epoch(0)).leader(View(v)),
             payload_digest: Hash32::ZERO,
             batch_commitment: Hash32::ZERO,
-            exec_height: Height(0),
-            exec_state_root: Hash32::ZERO,
+            exec_height: report(v).map_or(Height(0), |r| r.0),
+            exec_state_root: report(v).map_or(Hash32::ZERO, |r| r.1),
         };
         chain.push(Block::new(header, justify, Payload::empty()));
     }

@@ -263,6 +263,9 @@ pub(super) struct NodeApi {
     /// False on a full node: its pool never reaches a block, so
     /// submissions are refused with `not_a_validator` (421).
     pub(super) takes_transactions: bool,
+    /// Serves this node's newest snapshot for state sync (with
+    /// `--snapshot-dir`).
+    pub(super) state_sync: Option<Arc<crate::state_sync::StateSyncServer>>,
 }
 
 /// The API's verdict on an admission refusal.
@@ -468,6 +471,19 @@ impl ApiBackend for NodeApi {
             tx_hashes: self.tx_hashes(&block, known.as_ref())?,
             state_root,
         }))
+    }
+
+    async fn state_sync(
+        &self,
+        request: qbind_api::StateSyncRequest,
+    ) -> Result<qbind_api::StateSyncReply, BackendError> {
+        let Some(server) = self.state_sync.clone() else {
+            return Ok(qbind_api::StateSyncReply::NotServed);
+        };
+        tokio::task::spawn_blocking(move || server.answer(request))
+            .await
+            .map_err(|e| internal("serving state sync", e))?
+            .map_err(|e| internal("serving state sync", e))
     }
 
     async fn status(&self) -> Result<ChainStatus, BackendError> {

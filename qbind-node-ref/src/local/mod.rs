@@ -98,6 +98,10 @@ pub struct LocalOptions {
     pub maintenance: Maintenance,
     /// Restore one validator's store from a snapshot first.
     pub fast_sync: Option<FastSync>,
+    /// Peers' API URLs to fetch a verified state from when this process's
+    /// one node has no store yet (`--state-sync-from`; docs/sync.md "State
+    /// sync"). Empty: no state sync.
+    pub state_sync_from: Vec<String>,
     /// Base view timeout.
     pub base_timeout_ms: u64,
     /// How the validators talk to each other.
@@ -401,8 +405,63 @@ pub async fn run_local(
     out: impl Fn(&str),
 ) -> Result<RunSummary, NodeError> {
     let mut chain = builder::resolve(&opts)?;
-    let running = start(&opts, &mut chain, &out).await?;
-    running.run(shutdown, &out).await
+    let mut opts = opts;
+    let staged = state_sync_first(&mut opts, &chain, &out).await?;
+    let running = start(&opts, &mut chain, &out).await;
+    if let Some(dir) = staged {
+        // Restored (or refused) by now: the staged snapshot is not needed.
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    running?.run(shutdown, &out).await
+}
+
+/// With `--state-sync-from` and no store yet: fetch a verified state from
+/// the peers and restore it like a snapshot with the certified anchor
+/// (`opts.fast_sync`). Returns the staged snapshot's directory to remove.
+async fn state_sync_first(
+    opts: &mut LocalOptions,
+    chain: &builder::Chain,
+    out: &impl Fn(&str),
+) -> Result<Option<PathBuf>, NodeError> {
+    if opts.state_sync_from.is_empty() {
+        return Ok(None);
+    }
+    let [i] = chain.local[..] else {
+        return Err(NodeError::Config(
+            "--state-sync-from needs exactly one node in this process (--validator-index or \
+             --role full)"
+                .into(),
+        ));
+    };
+    if opts.fast_sync.is_some() {
+        return Err(NodeError::Config(
+            "--state-sync-from and --fast-sync-snapshot-dir both restore the store: give one"
+                .into(),
+        ));
+    }
+    let dir = opts.data_dir.join(store_dir_name(&opts.keys, i));
+    if dir.exists() {
+        out(&format!(
+            "state sync: {} already holds a store; continuing from it by block sync",
+            dir.display()
+        ));
+        return Ok(None);
+    }
+    let fetched = crate::state_sync::fetch_state(
+        &opts.state_sync_from,
+        chain.env,
+        &chain.schedule,
+        &dir,
+        opts.maintenance.backend,
+        out,
+    )
+    .await?;
+    opts.fast_sync = Some(FastSync {
+        validator: i,
+        snapshot: fetched.snapshot,
+        anchor: fetched.anchor,
+    });
+    Ok(Some(fetched.staged_dir))
 }
 
 /// Stage two: open the stores and start everything; on a failure the store
@@ -488,6 +547,16 @@ async fn start_api(
         slot,
         n: chain.n,
         takes_transactions: !opts.keys.is_follower(),
+        state_sync: opts.maintenance.snapshots.as_ref().map(|s| {
+            Arc::new(crate::state_sync::StateSyncServer::new(
+                s.snapshot_dir
+                    .join(store_dir_name(&opts.keys, chain.local[slot])),
+                chain.env.chain_id().0,
+                opts.maintenance.backend,
+                Arc::clone(&stores.stores[slot]),
+                Arc::clone(&chain.schedule),
+            ))
+        }),
     };
     let server = qbind_api::ApiServer::bind(
         api_opts.addr,

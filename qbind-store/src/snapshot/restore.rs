@@ -78,6 +78,50 @@ fn restore_into<B: PersistentBackend>(
     into: &Path,
     block_hash: &BlockHasher,
 ) -> Result<(B, SnapshotMeta), SnapshotError> {
+    let (store, meta) = open_checked_copy::<B>(path, chain_id, anchor, into, block_hash)?;
+    {
+        let snap = store.snapshot()?;
+        let root = hex::encode(verify_state(&*snap)?.root().as_bytes());
+        if root != meta.state_root {
+            return Err(SnapshotError::StateRootMismatch {
+                expected: meta.state_root,
+                computed: root,
+            });
+        }
+        if let Some(anchor) = anchor {
+            // `open_checked_copy` matched these two to the recomputed ones.
+            let by = "recomputed from the restored state";
+            anchor.check(
+                "height",
+                &anchor.height.to_string(),
+                &meta.height.to_string(),
+                by,
+            )?;
+            anchor.check(
+                "block hash",
+                &hex::encode(anchor.block_hash),
+                &meta.block_hash,
+                by,
+            )?;
+            anchor.check("state root", &hex::encode(anchor.state_root), &root, by)?;
+        }
+    }
+    Ok((store, meta))
+}
+
+/// [`restore_into`] without the state commitment: copy and verify the
+/// files of the snapshot at `path` into `into`, open the copy, and check its
+/// committed and executed heights and the block hash recomputed from its
+/// stored block against `meta.json` (and `meta.json` against `anchor`).
+/// The caller recomputes the commitment from the accounts (a restore with
+/// [`verify_state`], a state-sync server while it builds its manifest).
+pub(crate) fn open_checked_copy<B: PersistentBackend>(
+    path: &Path,
+    chain_id: u64,
+    anchor: Option<&TrustAnchor>,
+    into: &Path,
+    block_hash: &BlockHasher,
+) -> Result<(B, SnapshotMeta), SnapshotError> {
     let meta = files::read_meta(path)?;
     check_header(&meta, chain_id, B::KIND)?;
     if let Some(anchor) = anchor {
@@ -106,24 +150,6 @@ fn restore_into<B: PersistentBackend>(
                 expected: meta.block_hash,
                 computed: block,
             });
-        }
-        let root = hex::encode(verify_state(&*snap)?.root().as_bytes());
-        if root != meta.state_root {
-            return Err(SnapshotError::StateRootMismatch {
-                expected: meta.state_root,
-                computed: root,
-            });
-        }
-        if let Some(anchor) = anchor {
-            let by = "recomputed from the restored state";
-            anchor.check(
-                "height",
-                &anchor.height.to_string(),
-                &described.height.to_string(),
-                by,
-            )?;
-            anchor.check("block hash", &hex::encode(anchor.block_hash), &block, by)?;
-            anchor.check("state root", &hex::encode(anchor.state_root), &root, by)?;
         }
     }
     Ok((store, meta))
@@ -184,7 +210,7 @@ pub fn remove_interrupted_restores(data_dir: &Path) -> Result<usize, SnapshotErr
 }
 
 /// Remove a directory tree or a single entry, without following links.
-pub(super) fn remove_entry(path: &Path) -> Result<(), SnapshotError> {
+pub(crate) fn remove_entry(path: &Path) -> Result<(), SnapshotError> {
     let is_dir = std::fs::symlink_metadata(path)
         .map(|m| m.is_dir())
         .map_err(|e| io_err(path, "stat", &e))?;

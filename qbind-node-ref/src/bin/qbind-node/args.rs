@@ -225,6 +225,14 @@ pub(crate) struct Args {
     /// Which local validator --fast-sync-snapshot-dir restores.
     #[arg(long, default_value_t = 0)]
     pub(crate) fast_sync_validator: usize,
+    /// State sync: when this node has no store yet, fetch the newest
+    /// snapshot these peers serve (their public API, http://host:port;
+    /// repeat the flag or separate with commas), verify it against a commit
+    /// proof and this node's validator sets, restore it, then continue by
+    /// block sync (docs/sync.md "State sync"). Peers serve their newest
+    /// snapshot when started with --snapshot-dir and --api-addr.
+    #[arg(long, value_delimiter = ',', conflicts_with = "fast_sync_snapshot_dir")]
+    pub(crate) state_sync_from: Vec<String>,
     /// Transport between validators: memory (all in this process) or
     /// kemtls (ML-KEM-768 KEMTLS over TCP, qbind-net).
     #[arg(long, default_value = "memory")]

@@ -209,6 +209,7 @@ fn local_options(
                 snapshot,
                 anchor,
             }),
+        state_sync_from: args.state_sync_from.clone(),
         base_timeout_ms: args.base_timeout_ms,
         executor: match args.executor {
             ExecutorArg::StageB => Executor::StageB,

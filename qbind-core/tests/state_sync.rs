@@ -1,0 +1,481 @@
+//! State sync's verification (issue #18; `qbind_core::state_sync`): a
+//! manifest is held to a certified root, every page of every chunk to the
+//! manifest, and a commit proof to the node's own validator sets. Each
+//! attack a serving peer can make is refused by name.
+
+use qbind_core::codec::{Decode, Encode};
+use qbind_core::crypto::KeyPair;
+use qbind_core::execution::{Account, AccountAccumulator, StateSummary, leaf_element};
+use qbind_core::sim::chain;
+use qbind_core::state_sync::{
+    CertifiedState, ChunkSum, ChunkVerifier, CommitProof, PageVerdict, StateManifest, StatePage,
+    StateSyncError, chunk_of, chunk_start, prefix_bits,
+};
+use qbind_core::types::{AccountId, Epoch, Hash32, Height, NetworkEnvironment};
+
+const ENV: NetworkEnvironment = NetworkEnvironment::Devnet;
+
+/// `n` accounts with pseudo-random ids, sorted by id, and their summary.
+fn state(n: u32) -> (Vec<(AccountId, Account)>, StateSummary) {
+    let mut accounts: Vec<(AccountId, Account)> = (0..n)
+        .map(|i| {
+            let id = AccountId(*Hash32::digest(&i.to_be_bytes()).as_bytes());
+            let account = Account {
+                nonce: u64::from(i % 7),
+                balance: 1_000 + u128::from(i),
+            };
+            (id, account)
+        })
+        .collect();
+    accounts.sort();
+    let mut summary = StateSummary {
+        accumulator: AccountAccumulator::default(),
+        accounts: u64::from(n),
+        minted: 0,
+        burned: 0,
+    };
+    for (id, a) in &accounts {
+        summary.accumulator.add(&leaf_element(id, a));
+        summary.minted += a.balance;
+    }
+    summary.minted += 500;
+    summary.burned = 500;
+    (accounts, summary)
+}
+
+fn certified(summary: &StateSummary) -> CertifiedState {
+    CertifiedState {
+        height: Height(100),
+        block_id: Hash32([7; 32]),
+        state_root: summary.root(),
+        epoch: Epoch(0),
+    }
+}
+
+fn manifest(accounts: &[(AccountId, Account)], summary: StateSummary) -> StateManifest {
+    StateManifest::build(
+        Height(100),
+        Hash32([7; 32]),
+        summary,
+        accounts.iter().map(|(i, a)| (i, a)),
+        vec![(b"m".to_vec(), vec![1, 2, 3])],
+    )
+    .expect("consistent state")
+}
+
+/// The pages a server sends for `chunk`, `per_page` accounts each.
+fn pages(
+    accounts: &[(AccountId, Account)],
+    m: &StateManifest,
+    chunk: u32,
+    per_page: usize,
+) -> Vec<StatePage> {
+    let of_chunk: Vec<_> = accounts
+        .iter()
+        .filter(|(id, _)| chunk_of(id, m.prefix_bits) == chunk)
+        .copied()
+        .collect();
+    let mut out: Vec<StatePage> = of_chunk
+        .chunks(per_page)
+        .map(|c| StatePage {
+            height: m.height,
+            chunk,
+            accounts: c.to_vec(),
+            last: false,
+        })
+        .collect();
+    match out.last_mut() {
+        Some(p) => p.last = true,
+        None => out.push(StatePage {
+            height: m.height,
+            chunk,
+            accounts: Vec::new(),
+            last: true,
+        }),
+    }
+    out
+}
+
+/// Feed every page; the first refusal, or the verdict of the last page.
+fn feed_all(
+    m: &StateManifest,
+    chunk: u32,
+    pages: &[StatePage],
+) -> Result<PageVerdict, StateSyncError> {
+    let mut v = ChunkVerifier::new(m, chunk)?;
+    let mut verdict = PageVerdict::Complete;
+    for p in pages {
+        verdict = v.feed(p)?;
+    }
+    Ok(verdict)
+}
+
+#[test]
+fn chunk_layout_follows_the_account_count() {
+    assert_eq!(prefix_bits(0), 0);
+    assert_eq!(prefix_bits(4096), 0);
+    assert_eq!(prefix_bits(4097), 1);
+    assert_eq!(prefix_bits(1_000_000), 8);
+    assert_eq!(prefix_bits(u64::MAX), 16);
+    let id = AccountId([0xA5; 32]);
+    assert_eq!(chunk_of(&id, 0), 0);
+    assert_eq!(chunk_of(&id, 1), 1);
+    assert_eq!(chunk_of(&id, 8), 0xA5);
+    assert_eq!(chunk_of(&id, 16), 0xA5A5);
+    for bits in [0u8, 1, 5, 8, 16] {
+        for chunk in [0u32, 1, (1 << bits) - 1] {
+            let chunk = chunk.min((1 << bits) - 1);
+            assert_eq!(chunk_of(&chunk_start(chunk, bits), bits), chunk);
+        }
+    }
+}
+
+#[test]
+fn an_honest_state_passes_page_by_page() {
+    let (accounts, summary) = state(10_000);
+    let m = manifest(&accounts, summary);
+    assert_eq!(m.prefix_bits, 2);
+    m.check(&certified(&summary)).expect("honest manifest");
+    let mut total = 0;
+    for chunk in 0..m.chunks.len() as u32 {
+        let ps = pages(&accounts, &m, chunk, 333);
+        total += ps.iter().map(|p| p.accounts.len()).sum::<usize>();
+        let mut v = ChunkVerifier::new(&m, chunk).unwrap();
+        for (i, p) in ps.iter().enumerate() {
+            let verdict = v.feed(p).expect("honest page");
+            if i + 1 < ps.len() {
+                assert_eq!(
+                    verdict,
+                    PageVerdict::More {
+                        after: p.accounts.last().unwrap().0
+                    }
+                );
+            } else {
+                assert_eq!(verdict, PageVerdict::Complete);
+            }
+        }
+        assert!(v.is_complete());
+    }
+    assert_eq!(total, 10_000);
+    // The encodings round-trip.
+    assert_eq!(StateManifest::from_bytes(&m.to_bytes()).unwrap(), m);
+    let p = &pages(&accounts, &m, 1, 100)[0];
+    assert_eq!(&StatePage::from_bytes(&p.to_bytes()).unwrap(), p);
+}
+
+#[test]
+fn a_manifest_that_does_not_match_the_certified_state_is_refused() {
+    let (accounts, summary) = state(9_000);
+    let m = manifest(&accounts, summary);
+    let c = certified(&summary);
+    let refused = |m: &StateManifest, c: &CertifiedState| {
+        matches!(m.check(c), Err(StateSyncError::Manifest(_)))
+    };
+    // Another root, height or block.
+    let mut other = c;
+    other.state_root = Hash32([1; 32]);
+    assert!(refused(&m, &other));
+    let mut other = c;
+    other.height = Height(101);
+    assert!(refused(&m, &other));
+    // Chunk sums that do not add up.
+    let mut bad = m.clone();
+    bad.chunks[0].lanes.0[0] ^= 1;
+    assert!(refused(&bad, &c));
+    let mut bad = m.clone();
+    bad.chunks[1].accounts += 1;
+    assert!(refused(&bad, &c));
+    let mut bad = m.clone();
+    bad.chunks[1].balance += 1;
+    bad.chunks[2].balance -= 1;
+    bad.chunks[3].balance += 1;
+    assert!(refused(&bad, &c));
+    // A layout other than the account count's.
+    let mut bad = m.clone();
+    bad.prefix_bits = 3;
+    bad.chunks.resize(8, ChunkSum::default());
+    assert!(refused(&bad, &c));
+    // Monetary records out of order.
+    let mut bad = m.clone();
+    bad.monetary = vec![(b"b".to_vec(), vec![]), (b"a".to_vec(), vec![])];
+    assert!(refused(&bad, &c));
+    // A summary built on top of a state that differs from the root.
+    let mut s2 = summary;
+    s2.burned += 1;
+    let forged = StateManifest {
+        summary: s2,
+        ..m.clone()
+    };
+    assert!(refused(&forged, &c));
+    m.check(&c).expect("the honest one passes");
+}
+
+#[test]
+fn forged_pages_are_refused_and_the_verifier_can_resume() {
+    let (accounts, summary) = state(9_000);
+    let m = manifest(&accounts, summary);
+    let chunk = 1;
+    let honest = pages(&accounts, &m, chunk, 500);
+    assert!(honest.len() >= 3);
+    let refused_page =
+        |ps: &[StatePage]| matches!(feed_all(&m, chunk, ps), Err(StateSyncError::Page { .. }));
+    let mismatch = |ps: &[StatePage]| {
+        matches!(
+            feed_all(&m, chunk, ps),
+            Err(StateSyncError::ChunkMismatch { .. })
+        )
+    };
+    assert_eq!(feed_all(&m, chunk, &honest), Ok(PageVerdict::Complete));
+
+    // An altered balance.
+    let mut ps = honest.clone();
+    ps[1].accounts[3].1.balance += 1;
+    assert!(mismatch(&ps));
+    // The same value moved between two accounts keeps the balance total but
+    // not the accumulator.
+    let mut ps = honest.clone();
+    ps[1].accounts[3].1.balance += 1;
+    ps[1].accounts[4].1.balance -= 1;
+    assert!(mismatch(&ps));
+    // A dropped account.
+    let mut ps = honest.clone();
+    ps[1].accounts.remove(2);
+    assert!(mismatch(&ps));
+    // An invented account (ids stay in order and in the chunk).
+    let mut ps = honest.clone();
+    let last = ps.last_mut().unwrap();
+    let mut id = last.accounts.last().unwrap().0;
+    id.0[31] = id.0[31].wrapping_add(1);
+    last.accounts.push((
+        id,
+        Account {
+            nonce: 0,
+            balance: 1,
+        },
+    ));
+    assert!(refused_page(&ps) || mismatch(&ps));
+    // An account of another chunk.
+    let mut ps = honest.clone();
+    let stranger = accounts
+        .iter()
+        .find(|(i, _)| chunk_of(i, m.prefix_bits) != chunk)
+        .unwrap();
+    ps[0].accounts.insert(0, *stranger);
+    ps[0].accounts.sort();
+    assert!(refused_page(&ps));
+    // Reordered accounts, and a page served twice.
+    let mut ps = honest.clone();
+    ps[1].accounts.swap(0, 1);
+    assert!(refused_page(&ps));
+    let mut ps = honest.clone();
+    ps.insert(1, honest[0].clone());
+    assert!(refused_page(&ps));
+    // An empty account; an empty page that does not end the chunk; a page
+    // of another height or chunk; a chunk the manifest does not have.
+    let mut ps = honest.clone();
+    ps[0].accounts[0].1 = Account::default();
+    assert!(refused_page(&ps));
+    let mut ps = honest.clone();
+    ps[0].accounts.clear();
+    assert!(refused_page(&ps));
+    let mut ps = honest.clone();
+    ps[0].height = Height(99);
+    assert!(refused_page(&ps));
+    let mut ps = honest.clone();
+    ps[0].chunk = 2;
+    assert!(refused_page(&ps));
+    assert!(ChunkVerifier::new(&m, 4).is_err());
+    // The chunk ended early (truncated).
+    let mut ps = honest[..2].to_vec();
+    ps[1].last = true;
+    assert!(mismatch(&ps));
+
+    // A refused page leaves the verifier where it was: the honest page
+    // from another server continues.
+    let mut v = ChunkVerifier::new(&m, chunk).unwrap();
+    v.feed(&honest[0]).unwrap();
+    let mut forged = honest[1].clone();
+    forged.accounts.swap(0, 1);
+    assert!(v.feed(&forged).is_err());
+    assert_eq!(v.after(), Some(honest[0].accounts.last().unwrap().0));
+    for p in &honest[1..] {
+        v.feed(p).unwrap();
+    }
+    assert!(v.is_complete());
+    assert!(v.feed(&honest[0]).is_err(), "nothing after the end");
+}
+
+#[test]
+fn shifted_chunk_sums_that_still_add_up_fail_on_honest_pages() {
+    let (accounts, summary) = state(9_000);
+    let m = manifest(&accounts, summary);
+    let mut shifted = m.clone();
+    let delta = [3u64; 32];
+    shifted.chunks[0].lanes.add(&delta);
+    shifted.chunks[1].lanes.sub(&delta);
+    shifted
+        .check(&certified(&summary))
+        .expect("the totals still match");
+    for chunk in [0, 1] {
+        let ps = pages(&accounts, &m, chunk, 1000);
+        assert!(matches!(
+            feed_all(&shifted, chunk, &ps),
+            Err(StateSyncError::ChunkMismatch {
+                why: "accumulator sum",
+                ..
+            })
+        ));
+    }
+    assert_eq!(
+        feed_all(&shifted, 2, &pages(&accounts, &m, 2, 1000)),
+        Ok(PageVerdict::Complete)
+    );
+}
+
+fn keys() -> Vec<KeyPair> {
+    (0..4u8)
+        .map(|i| KeyPair::from_seed(&[i + 90; 32]))
+        .collect()
+}
+
+fn root_of(h: u64) -> Hash32 {
+    Hash32::digest(&h.to_be_bytes())
+}
+
+/// A certified chain of 40 blocks, block `h` reporting the root of `h - 4`.
+fn reporting_chain(
+    signers: usize,
+) -> (
+    std::sync::Arc<qbind_core::validator::EpochSchedule>,
+    Vec<qbind_core::consensus::Block>,
+) {
+    chain::certified_chain_reporting(ENV, &keys(), signers, 40, |h| {
+        (h > 4).then(|| (Height(h - 4), root_of(h - 4)))
+    })
+    .unwrap()
+}
+
+#[test]
+fn a_commit_proof_certifies_the_height_and_its_root() {
+    let (schedule, blocks) = reporting_chain(3);
+    let proof = CommitProof::build(&blocks[10..], &schedule).expect("a proof");
+    // Block 14 reports height 10; 14 ← 15 ← 16 with a QC in 17 commits 14.
+    assert_eq!(proof.headers.len(), 6);
+    let c = proof.verify(ENV, &schedule).expect("valid");
+    assert_eq!(c.height, Height(10));
+    assert_eq!(c.block_id, blocks[10].id());
+    assert_eq!(c.state_root, root_of(10));
+    let decoded = CommitProof::from_bytes(&proof.to_bytes()).unwrap();
+    assert_eq!(decoded, proof);
+    // Too few blocks above: no proof.
+    assert!(CommitProof::build(&blocks[10..16], &schedule).is_none());
+}
+
+#[test]
+fn forged_commit_proofs_are_refused() {
+    let (schedule, blocks) = reporting_chain(3);
+    let proof = CommitProof::build(&blocks[10..], &schedule).unwrap();
+    let refused = |p: &CommitProof| p.verify(ENV, &schedule).is_err();
+
+    // Another root reported: the header's id changes, the link above breaks.
+    let mut p = proof.clone();
+    p.headers[3].exec_state_root = Hash32([9; 32]);
+    assert!(matches!(
+        p.verify(ENV, &schedule),
+        Err(StateSyncError::Proof(_))
+    ));
+    // ...and cut the chain at the reporter: no 3-chain commits it.
+    let mut p = proof.clone();
+    p.headers.truncate(4);
+    assert!(refused(&p));
+    // A header dropped from the middle.
+    let mut p = proof.clone();
+    p.headers.remove(1);
+    assert!(refused(&p));
+    // A QC of another block, or with a signature removed (below a quorum).
+    let mut p = proof.clone();
+    p.qc = p.justifies[1].clone();
+    assert!(refused(&p));
+    let mut p = proof.clone();
+    p.qc.signatures.pop();
+    assert!(refused(&p));
+    // A chain signed by two of four (no quorum) is refused at the QCs.
+    let (_, weak) = reporting_chain(2);
+    let p = CommitProof::build(&weak[10..], &schedule).unwrap();
+    assert!(matches!(
+        p.verify(ENV, &schedule),
+        Err(StateSyncError::Certificate(_))
+    ));
+    // Another network's validators.
+    let other: Vec<KeyPair> = (0..4u8).map(|i| KeyPair::from_seed(&[i + 1; 32])).collect();
+    let (other_schedule, _) = chain::certified_chain(ENV, &other, 4, 1).unwrap();
+    assert!(proof.verify(ENV, &other_schedule).is_err());
+    // A block whose payload does not match its header.
+    let mut p = proof.clone();
+    p.block = blocks[11].clone();
+    assert!(refused(&p));
+    // A valid 3-chain above a height no header reports a root for.
+    let (silent_schedule, silent) = chain::certified_chain(ENV, &keys(), 3, 40).unwrap();
+    assert!(CommitProof::build(&silent[10..], &silent_schedule).is_none());
+    let p = CommitProof {
+        block: silent[10].clone(),
+        headers: silent[11..=16].iter().map(|b| b.header().clone()).collect(),
+        justifies: [silent[15].justify().clone(), silent[16].justify().clone()],
+        qc: silent[17].justify().clone(),
+    };
+    match p.verify(ENV, &silent_schedule) {
+        Err(StateSyncError::Proof(why)) => assert!(why.contains("reports"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    proof
+        .verify(ENV, &schedule)
+        .expect("the honest proof still passes");
+}
+
+#[test]
+fn golden_bytes_of_a_page_and_a_manifest() {
+    let page = StatePage {
+        height: Height(5),
+        chunk: 1,
+        accounts: vec![(
+            AccountId([0x80; 32]),
+            Account {
+                nonce: 2,
+                balance: 3,
+            },
+        )],
+        last: true,
+    };
+    let hex_page = hex::encode(page.to_bytes());
+    assert_eq!(
+        hex_page,
+        concat!(
+            "0000000000000005",
+            "00000001",
+            "00000001",
+            "8080808080808080808080808080808080808080808080808080808080808080",
+            "0000000000000002",
+            "00000000000000000000000000000003",
+            "01"
+        )
+    );
+    let (accounts, summary) = state(3);
+    let m = manifest(&accounts, summary);
+    let bytes = m.to_bytes();
+    // height, block id, summary (32 lanes, count, minted, burned), bits,
+    // one chunk (32 lanes, count, balance), one monetary record.
+    assert_eq!(
+        bytes.len(),
+        8 + 32 + (256 + 8 + 32) + 1 + 4 + (256 + 24) + 4 + 4 + 1 + 4 + 3
+    );
+    assert_eq!(&bytes[..8], &100u64.to_be_bytes());
+    assert_eq!(bytes[8 + 32 + 296], 0, "prefix bits");
+    assert_eq!(&bytes[bytes.len() - 3..], &[1, 2, 3]);
+    // Non-canonical encodings are refused.
+    let mut bad = page.to_bytes();
+    *bad.last_mut().unwrap() = 2;
+    assert!(StatePage::from_bytes(&bad).is_err());
+    let mut bad = bytes;
+    bad[8 + 32 + 296] = 1; // two chunks claimed, one present
+    assert!(StateManifest::from_bytes(&bad).is_err());
+}

@@ -1,0 +1,628 @@
+//! State sync over the public API (issue #18; docs/sync.md "State sync").
+//!
+//! **Serving** ([`StateSyncServer`]): a node with snapshots
+//! (`--snapshot-dir`) serves its newest one through
+//! `GET /v1/state-sync/...`: the snapshot heights, a commit proof built from
+//! the committed blocks above the snapshot's height in its store
+//! ([`CommitProof::build`]), the manifest and pages of each chunk
+//! (`qbind_store::state_sync::SnapshotServer`). Only the newest snapshot is
+//! served, and it is opened once (a private, checksum-verified copy), so a
+//! client cannot make the node copy snapshots over and over.
+//!
+//! **Fetching** ([`fetch_state`]): a node started with `--state-sync-from
+//! URL` and no store yet asks those peers for their snapshot heights, takes
+//! the newest height offered, verifies a commit proof for it against its own
+//! validator sets, takes the manifest when every peer offering it that
+//! answers serves the same bytes and it holds to the certified root, then
+//! fetches every chunk page by page, verifying each page before it is
+//! staged. A peer that serves anything that fails a check is dropped for the
+//! rest of the sync, and what it served of the chunk is discarded; the chunk
+//! is asked of the next peer. The staged state becomes an ordinary snapshot
+//! that the node restores with the certified trust anchor
+//! (`--fast-sync-snapshot-dir` does the same with an operator's anchor).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use qbind_api::{StateSyncReply, StateSyncRequest};
+use qbind_client::{ClientError, QbindClient};
+use qbind_core::codec::{Decode, Encode};
+use qbind_core::consensus::Block;
+use qbind_core::schema::committed_block_key;
+use qbind_core::state_sync::{
+    CertifiedState, ChunkVerifier, CommitProof, MAX_PAGE_ACCOUNTS, MAX_PROOF_HEADERS, PageVerdict,
+    StateManifest, StatePage, decode,
+};
+use qbind_core::traits::{Namespace, StateRead};
+use qbind_core::types::{AccountId, NetworkEnvironment};
+use qbind_core::validator::EpochSchedule;
+use qbind_store::PersistentBackend;
+use qbind_store::snapshot::{TrustAnchor, list_snapshots};
+use qbind_store::state_sync::{SnapshotServer, StateSyncStaging, trust_anchor};
+
+use crate::node::NodeError;
+use crate::store::{NodeStore, StoreBackend};
+
+/// Largest commit proof a client reads (a full block of up to 4 MiB plus
+/// headers and three QCs).
+pub const MAX_PROOF_BYTES: usize = 8 << 20;
+/// Largest manifest a client reads (65,536 chunks of 280 bytes plus the
+/// monetary records).
+pub const MAX_MANIFEST_BYTES: usize = 40 << 20;
+/// Largest page a client reads.
+pub const MAX_PAGE_BYTES: usize = 64 + MAX_PAGE_ACCOUNTS as usize * 56;
+/// Transport failures a peer may have before it is dropped.
+const TRANSPORT_STRIKES: u32 = 3;
+/// Commit proofs kept by a server.
+const PROOF_CACHE: usize = 4;
+
+/// A snapshot opened for serving, of either backend.
+enum Served {
+    Fjall(SnapshotServer<qbind_store::FjallBackend>),
+    #[cfg(feature = "rocksdb")]
+    RocksDb(SnapshotServer<qbind_store::RocksDbBackend>),
+}
+
+impl Served {
+    fn open(backend: StoreBackend, path: &Path, chain_id: u64) -> Result<Served, String> {
+        let e = |e: qbind_store::state_sync::StateSyncStoreError| e.to_string();
+        match backend {
+            StoreBackend::Fjall => Ok(Served::Fjall(
+                SnapshotServer::open(path, chain_id).map_err(e)?,
+            )),
+            #[cfg(feature = "rocksdb")]
+            StoreBackend::RocksDb => Ok(Served::RocksDb(
+                SnapshotServer::open(path, chain_id).map_err(e)?,
+            )),
+            #[cfg(not(feature = "rocksdb"))]
+            StoreBackend::RocksDb => Err("this build has no RocksDB".into()),
+        }
+    }
+
+    fn manifest(&self) -> &StateManifest {
+        match self {
+            Served::Fjall(s) => s.manifest(),
+            #[cfg(feature = "rocksdb")]
+            Served::RocksDb(s) => s.manifest(),
+        }
+    }
+
+    fn page(&self, chunk: u32, after: Option<AccountId>) -> Option<StatePage> {
+        let page = match self {
+            Served::Fjall(s) => s.page(chunk, after, MAX_PAGE_ACCOUNTS),
+            #[cfg(feature = "rocksdb")]
+            Served::RocksDb(s) => s.page(chunk, after, MAX_PAGE_ACCOUNTS),
+        };
+        page.ok()
+    }
+}
+
+/// The newest snapshot, opened, with its encoded manifest.
+struct Open {
+    /// The snapshot directory's name (its committed height).
+    dir_height: u64,
+    /// The height its state is of (the manifest's).
+    height: u64,
+    served: Served,
+    manifest: Vec<u8>,
+}
+
+/// Serves a node's newest snapshot for state sync (see the module
+/// documentation). Blocking: call it from `spawn_blocking`.
+pub struct StateSyncServer {
+    snapshot_dir: PathBuf,
+    chain_id: u64,
+    backend: StoreBackend,
+    store: Arc<NodeStore>,
+    schedule: Arc<EpochSchedule>,
+    open: Mutex<Option<Arc<Open>>>,
+    proofs: Mutex<BTreeMap<u64, Arc<Vec<u8>>>>,
+}
+
+impl std::fmt::Debug for StateSyncServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateSyncServer")
+            .field("snapshot_dir", &self.snapshot_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StateSyncServer {
+    /// A server of the snapshots in `snapshot_dir` (this node's own, of
+    /// `backend`), with proofs from `store`.
+    #[must_use]
+    pub fn new(
+        snapshot_dir: PathBuf,
+        chain_id: u64,
+        backend: StoreBackend,
+        store: Arc<NodeStore>,
+        schedule: Arc<EpochSchedule>,
+    ) -> Self {
+        StateSyncServer {
+            snapshot_dir,
+            chain_id,
+            backend,
+            store,
+            schedule,
+            open: Mutex::new(None),
+            proofs: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// The newest snapshot, opened (once per snapshot), if there is one.
+    /// It is served at its manifest's height: the height its state is of,
+    /// which is below the directory's name when execution lagged.
+    fn newest(&self) -> Result<Option<Arc<Open>>, String> {
+        let Some(dir_height) = list_snapshots(&self.snapshot_dir)
+            .map_err(|e| e.to_string())?
+            .last()
+            .copied()
+        else {
+            return Ok(None);
+        };
+        let mut open = self.open.lock().map_err(|_| "poisoned".to_string())?;
+        if let Some(o) = open.as_ref().filter(|o| o.dir_height == dir_height) {
+            return Ok(Some(Arc::clone(o)));
+        }
+        let path = self.snapshot_dir.join(dir_height.to_string());
+        let served = Served::open(self.backend, &path, self.chain_id)?;
+        let manifest = served.manifest().to_bytes();
+        let o = Arc::new(Open {
+            dir_height,
+            height: served.manifest().height.0,
+            served,
+            manifest,
+        });
+        *open = Some(Arc::clone(&o));
+        Ok(Some(o))
+    }
+
+    /// The newest snapshot if it is served at `height`.
+    fn opened(&self, height: u64) -> Result<Option<Arc<Open>>, String> {
+        Ok(self.newest()?.filter(|o| o.height == height))
+    }
+
+    /// The commit proof of `height` from the committed blocks in the store.
+    fn proof(&self, height: u64) -> Result<Option<Arc<Vec<u8>>>, String> {
+        if self.opened(height)?.is_none() {
+            return Ok(None);
+        }
+        if let Some(p) = self.proofs.lock().map_err(|_| "poisoned")?.get(&height) {
+            return Ok(Some(Arc::clone(p)));
+        }
+        let mut blocks = Vec::new();
+        for h in height..=height + u64::from(MAX_PROOF_HEADERS) + 1 {
+            let Some(bytes) = self
+                .store
+                .get(Namespace::Blocks, &committed_block_key(h))
+                .map_err(|e| e.to_string())?
+            else {
+                break;
+            };
+            blocks.push(Block::from_bytes(&bytes).map_err(|e| e.to_string())?);
+        }
+        let Some(proof) = CommitProof::build(&blocks, &self.schedule) else {
+            return Ok(None);
+        };
+        let bytes = Arc::new(proof.to_bytes());
+        let mut proofs = self.proofs.lock().map_err(|_| "poisoned")?;
+        proofs.insert(height, Arc::clone(&bytes));
+        while proofs.len() > PROOF_CACHE {
+            proofs.pop_first();
+        }
+        Ok(Some(bytes))
+    }
+
+    /// Answer one request.
+    ///
+    /// # Errors
+    /// A snapshot or store failure, for the node's log.
+    pub fn answer(&self, request: StateSyncRequest) -> Result<StateSyncReply, String> {
+        let bytes = |b: Option<Vec<u8>>| b.map_or(StateSyncReply::NotServed, StateSyncReply::Bytes);
+        Ok(match request {
+            StateSyncRequest::Snapshots => {
+                StateSyncReply::Heights(self.newest()?.map(|o| o.height).into_iter().collect())
+            }
+            StateSyncRequest::Proof(h) => bytes(self.proof(h.0)?.map(|p| p.to_vec())),
+            StateSyncRequest::Manifest(h) => bytes(self.opened(h.0)?.map(|o| o.manifest.clone())),
+            StateSyncRequest::Page {
+                height,
+                chunk,
+                after,
+            } => bytes(
+                self.opened(height.0)?
+                    .and_then(|o| o.served.page(chunk, after))
+                    .map(|p| p.to_bytes()),
+            ),
+        })
+    }
+}
+
+/// What a state sync fetched and where the node restores it from.
+#[derive(Debug)]
+pub struct StateSyncOutcome {
+    /// The staged snapshot (`<dir>/<height>`), to restore with `anchor`;
+    /// remove `staged_dir` afterwards.
+    pub snapshot: PathBuf,
+    /// The directory holding `snapshot`.
+    pub staged_dir: PathBuf,
+    /// The certified height, block and state root.
+    pub anchor: TrustAnchor,
+    /// Accounts fetched.
+    pub accounts: u64,
+    /// Bytes of pages received.
+    pub bytes: u64,
+    /// Peers dropped for serving data that failed a check.
+    pub dropped: Vec<String>,
+}
+
+/// One peer of a state sync.
+struct Peer {
+    client: QbindClient,
+    strikes: u32,
+    dropped: bool,
+}
+
+impl Peer {
+    fn url(&self) -> &str {
+        self.client.base_url()
+    }
+}
+
+/// Why a peer's answer was not used.
+enum Failure {
+    /// Unreachable or timed out: counted, dropped after a few.
+    Transport(String),
+    /// It does not serve this (404): counted like a transport failure.
+    NotServed,
+    /// It served data that fails a check: dropped.
+    Bad(String),
+}
+
+fn failure(e: ClientError) -> Failure {
+    match e {
+        ClientError::Api { status: 404, .. } => Failure::NotServed,
+        ClientError::Api { status, code, .. } if status >= 500 || code == "rate_limited" => {
+            Failure::Transport(code)
+        }
+        ClientError::Transport { .. } => Failure::Transport(e.to_string()),
+        other => Failure::Bad(other.to_string()),
+    }
+}
+
+struct Fetch<'a> {
+    peers: Vec<Peer>,
+    next: usize,
+    out: &'a dyn Fn(&str),
+}
+
+impl Fetch<'_> {
+    fn live(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.peers.len()).filter(|&i| !self.peers[i].dropped)
+    }
+
+    /// The next live peer in turn among `among`, if any.
+    fn pick(&mut self, among: &[usize]) -> Option<usize> {
+        let live: Vec<usize> = among
+            .iter()
+            .copied()
+            .filter(|&i| !self.peers[i].dropped)
+            .collect();
+        if live.is_empty() {
+            return None;
+        }
+        self.next = self.next.wrapping_add(1);
+        Some(live[self.next % live.len()])
+    }
+
+    fn blame(&mut self, i: usize, f: &Failure) {
+        let peer = &mut self.peers[i];
+        match f {
+            Failure::NotServed | Failure::Transport(_) => {
+                let why = match f {
+                    Failure::Transport(why) => why.as_str(),
+                    _ => "not served",
+                };
+                peer.strikes += 1;
+                if peer.strikes >= TRANSPORT_STRIKES {
+                    peer.dropped = true;
+                    (self.out)(&format!(
+                        "state sync: dropping {} after {} failed requests ({why})",
+                        peer.url(),
+                        peer.strikes
+                    ));
+                }
+            }
+            Failure::Bad(why) => {
+                peer.dropped = true;
+                (self.out)(&format!(
+                    "state sync: dropping {}: it served data that fails verification: {why}",
+                    peer.url()
+                ));
+            }
+        }
+    }
+
+    async fn get(&self, i: usize, path: &str, max: usize) -> Result<Vec<u8>, Failure> {
+        self.peers[i]
+            .client
+            .state_bytes(path, max)
+            .await
+            .map_err(failure)
+    }
+}
+
+/// Fetch the newest state the peers at `urls` serve, verified against
+/// `schedule`, into a staged snapshot beside `store_dir` (see the module
+/// documentation).
+///
+/// # Errors
+/// [`NodeError::StateSync`] when no peer serves a snapshot with a valid
+/// proof, the peers' manifests differ, every peer was dropped, or staging
+/// fails.
+pub async fn fetch_state(
+    urls: &[String],
+    env: NetworkEnvironment,
+    schedule: &EpochSchedule,
+    store_dir: &Path,
+    backend: StoreBackend,
+    out: &dyn Fn(&str),
+) -> Result<StateSyncOutcome, NodeError> {
+    match backend {
+        StoreBackend::Fjall => {
+            fetch_into::<qbind_store::FjallBackend>(urls, env, schedule, store_dir, out).await
+        }
+        #[cfg(feature = "rocksdb")]
+        StoreBackend::RocksDb => {
+            fetch_into::<qbind_store::RocksDbBackend>(urls, env, schedule, store_dir, out).await
+        }
+        #[cfg(not(feature = "rocksdb"))]
+        StoreBackend::RocksDb => Err(NodeError::BackendUnavailable(backend)),
+    }
+}
+
+fn fail(why: impl Into<String>) -> NodeError {
+    NodeError::StateSync(why.into())
+}
+
+async fn fetch_into<B: PersistentBackend>(
+    urls: &[String],
+    env: NetworkEnvironment,
+    schedule: &EpochSchedule,
+    store_dir: &Path,
+    out: &dyn Fn(&str),
+) -> Result<StateSyncOutcome, NodeError> {
+    let mut peers = Vec::new();
+    for url in urls {
+        let client = QbindClient::new(url).map_err(|e| fail(e.to_string()))?;
+        peers.push(Peer {
+            client,
+            strikes: 0,
+            dropped: false,
+        });
+    }
+    if peers.is_empty() {
+        return Err(fail("no peers given (--state-sync-from)"));
+    }
+    let mut f = Fetch {
+        peers,
+        next: 0,
+        out,
+    };
+    // 1. Who offers which snapshot.
+    let mut offers: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
+    for i in 0..f.peers.len() {
+        match f.peers[i].client.state_snapshots().await {
+            Ok(heights) => {
+                for h in heights.into_iter().take(16) {
+                    offers.entry(h).or_default().push(i);
+                }
+            }
+            Err(e) => out(&format!(
+                "state sync: {} lists no snapshots: {e}",
+                f.peers[i].url()
+            )),
+        }
+    }
+    // 2. The newest height with a valid proof.
+    let mut chosen = None;
+    'heights: for (&height, offering) in offers.iter().rev() {
+        for &i in offering {
+            let path = format!("/v1/state-sync/{height}/proof");
+            let checked = match f.get(i, &path, MAX_PROOF_BYTES).await {
+                Ok(bytes) => decode::<CommitProof>("commit proof", &bytes)
+                    .and_then(|p| Ok((p.verify(env, schedule)?, p)))
+                    .map_err(|e| Failure::Bad(e.to_string())),
+                Err(e) => Err(e),
+            };
+            match checked {
+                Ok((certified, proof)) if certified.height.0 == height => {
+                    chosen = Some((certified, proof.block, offering.clone()));
+                    break 'heights;
+                }
+                Ok(_) => f.blame(i, &Failure::Bad("a proof of another height".into())),
+                Err(e) => f.blame(i, &e),
+            }
+        }
+    }
+    let Some((certified, block, offering)) = chosen else {
+        return Err(fail(format!(
+            "none of the {} peers served a snapshot with a valid commit proof",
+            urls.len()
+        )));
+    };
+    out(&format!(
+        "state sync: height {} certified (block {}, state root {}), offered by {} of {} peers",
+        certified.height.0,
+        certified.block_id,
+        certified.state_root,
+        offering.len(),
+        urls.len()
+    ));
+    // 3. The manifest, the same from every peer offering it that answers.
+    let manifest = agreed_manifest(&mut f, &certified, &offering).await?;
+    out(&format!(
+        "state sync: manifest of {} accounts in {} chunks",
+        manifest.summary.accounts,
+        manifest.chunks.len()
+    ));
+    // 4. Every chunk, page by page.
+    let mut staging =
+        StateSyncStaging::<B>::create(store_dir).map_err(|e| fail(format!("staging: {e}")))?;
+    let started = Instant::now();
+    let mut bytes = 0u64;
+    let mut last_report = Instant::now();
+    for chunk in 0..manifest.chunks.len() as u32 {
+        bytes += fetch_chunk(&mut f, &mut staging, &manifest, chunk, &offering).await?;
+        if last_report.elapsed() >= Duration::from_secs(2) {
+            last_report = Instant::now();
+            out(&format!(
+                "state sync: {} of {} chunks, {:.1} MB at {:.1} MB/s",
+                chunk + 1,
+                manifest.chunks.len(),
+                bytes as f64 / 1e6,
+                bytes as f64 / 1e6 / started.elapsed().as_secs_f64().max(1e-3)
+            ));
+        }
+    }
+    let staged_dir = store_dir.with_file_name(format!(
+        ".{}.state-sync-snapshot",
+        store_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    ));
+    let _ = std::fs::remove_dir_all(&staged_dir);
+    let chain_id = env.chain_id().0;
+    let snapshot = staging
+        .finish(&manifest, &block, &certified, chain_id, &staged_dir)
+        .map_err(|e| fail(format!("staging: {e}")))?;
+    out(&format!(
+        "state sync: {} accounts, {:.1} MB in {:.1} s",
+        manifest.summary.accounts,
+        bytes as f64 / 1e6,
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(StateSyncOutcome {
+        snapshot,
+        staged_dir,
+        anchor: trust_anchor(&certified),
+        accounts: manifest.summary.accounts,
+        bytes,
+        dropped: f
+            .peers
+            .iter()
+            .filter(|p| p.dropped)
+            .map(|p| p.url().to_string())
+            .collect(),
+    })
+}
+
+/// The manifest of the certified height: every peer offering it that
+/// answers must serve the same bytes, and they must hold to the certified
+/// root (the monetary records are not covered by it; agreement is their
+/// only check).
+async fn agreed_manifest(
+    f: &mut Fetch<'_>,
+    certified: &CertifiedState,
+    offering: &[usize],
+) -> Result<StateManifest, NodeError> {
+    let path = format!("/v1/state-sync/{}/manifest", certified.height.0);
+    let mut agreed: Option<(Vec<u8>, StateManifest, String)> = None;
+    for &i in offering {
+        if f.peers[i].dropped {
+            continue;
+        }
+        let bytes = match f.get(i, &path, MAX_MANIFEST_BYTES).await {
+            Ok(b) => b,
+            Err(e) => {
+                f.blame(i, &e);
+                continue;
+            }
+        };
+        let checked = decode::<StateManifest>("manifest", &bytes)
+            .and_then(|m| m.check(certified).map(|()| m));
+        match (checked, &agreed) {
+            (Err(e), _) => f.blame(i, &Failure::Bad(e.to_string())),
+            (Ok(_), Some((first, _, from))) if *first != bytes => {
+                return Err(fail(format!(
+                    "{} and {} serve different manifests for height {} (their monetary \
+                     records differ; the state root does not cover them): remove the peer \
+                     you do not trust",
+                    from,
+                    f.peers[i].url(),
+                    certified.height.0
+                )));
+            }
+            (Ok(_), Some(_)) => {}
+            (Ok(m), None) => agreed = Some((bytes, m, f.peers[i].url().to_string())),
+        }
+    }
+    let Some((_, manifest, _)) = agreed else {
+        return Err(fail("no peer served a valid manifest"));
+    };
+    if f.live().count() < 2 {
+        (f.out)(
+            "state sync: warning: one peer served the manifest; its monetary records \
+             are not covered by the state root",
+        );
+    }
+    Ok(manifest)
+}
+
+/// Fetch and stage one chunk; the page bytes received.
+async fn fetch_chunk<B: PersistentBackend>(
+    f: &mut Fetch<'_>,
+    staging: &mut StateSyncStaging<B>,
+    manifest: &StateManifest,
+    chunk: u32,
+    offering: &[usize],
+) -> Result<u64, NodeError> {
+    let height = manifest.height.0;
+    let mut bytes = 0u64;
+    'peers: loop {
+        let Some(i) = f.pick(offering) else {
+            return Err(fail(format!(
+                "every peer was dropped before chunk {chunk} was complete"
+            )));
+        };
+        let mut verifier = ChunkVerifier::new(manifest, chunk).map_err(|e| fail(e.to_string()))?;
+        loop {
+            let path = match verifier.after() {
+                None => format!("/v1/state-sync/{height}/chunk/{chunk}"),
+                Some(a) => format!(
+                    "/v1/state-sync/{height}/chunk/{chunk}?after={}",
+                    hex::encode(a.0)
+                ),
+            };
+            let checked = match f.get(i, &path, MAX_PAGE_BYTES).await {
+                Ok(b) => {
+                    bytes += b.len() as u64;
+                    decode::<StatePage>("page", &b)
+                        .and_then(|p| Ok((verifier.feed(&p)?, p)))
+                        .map_err(|e| Failure::Bad(e.to_string()))
+                }
+                Err(e) => Err(e),
+            };
+            match checked {
+                Ok((verdict, page)) => {
+                    staging
+                        .put_page(&page)
+                        .map_err(|e| fail(format!("staging: {e}")))?;
+                    if verdict == PageVerdict::Complete {
+                        return Ok(bytes);
+                    }
+                }
+                Err(e) => {
+                    f.blame(i, &e);
+                    staging
+                        .discard_chunk(chunk, manifest.prefix_bits)
+                        .map_err(|e| fail(format!("staging: {e}")))?;
+                    continue 'peers;
+                }
+            }
+        }
+    }
+}
