@@ -230,17 +230,24 @@ impl QbindClient {
         self.get("/v1/status").await
     }
 
-    /// The heights of the snapshots the node serves for state sync.
+    /// The heights of the snapshots the node serves for state sync (an
+    /// answer of more than 64 KiB is refused unread).
     pub async fn state_snapshots(&self) -> Result<Vec<u64>, ClientError> {
+        let path = "/v1/state-sync/snapshots";
+        let body = self.state_bytes(path, 64 << 10).await?;
         let view: qbind_api::wire::StateSnapshotsView =
-            self.get("/v1/state-sync/snapshots").await?;
+            serde_json::from_slice(&body).map_err(|e| ClientError::Unexpected {
+                status: 200,
+                detail: e.to_string(),
+            })?;
         Ok(view.heights)
     }
 
-    /// A binary state-sync answer (`/v1/state-sync/...`: proof, manifest or
-    /// page), read only up to `max` bytes: a node that sends more is refused
-    /// ([`ClientError::Unexpected`]) without reading the rest, so an endless
-    /// answer costs at most `max` bytes and [`REQUEST_TIMEOUT`].
+    /// A state-sync answer (`/v1/state-sync/...`: proof, manifest or page),
+    /// read only up to `max` bytes (an error body up to 64 KiB): a node that
+    /// sends more is refused ([`ClientError::Unexpected`]) without reading
+    /// the rest, so an endless answer costs at most that and
+    /// [`REQUEST_TIMEOUT`].
     pub async fn state_bytes(&self, path: &str, max: usize) -> Result<Vec<u8>, ClientError> {
         let url = format!("{}{path}", self.base);
         let transport = |url: &str, source| ClientError::Transport {
@@ -254,36 +261,37 @@ impl QbindClient {
             .await
             .map_err(|e| transport(&url, e))?;
         let status = response.status().as_u16();
-        if !(200..300).contains(&status) {
-            let body = response.bytes().await.map_err(|e| transport(&url, e))?;
-            return Err(match serde_json::from_slice::<ErrorBody>(&body) {
-                Ok(e) => ClientError::Api {
-                    status,
-                    code: e.code,
-                    message: e.message,
-                    retry_after: None,
-                },
-                Err(_) => ClientError::Unexpected {
-                    status,
-                    detail: "error without an API error body".into(),
-                },
-            });
-        }
+        let ok = (200..300).contains(&status);
+        let limit = if ok { max } else { 64 << 10 };
         let too_long = || ClientError::Unexpected {
             status,
-            detail: format!("answer longer than {max} bytes"),
+            detail: format!("answer longer than {limit} bytes"),
         };
-        if response.content_length().is_some_and(|n| n > max as u64) {
+        if response.content_length().is_some_and(|n| n > limit as u64) {
             return Err(too_long());
         }
-        let mut out = Vec::new();
+        let mut body = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(|e| transport(&url, e))? {
-            if out.len() + chunk.len() > max {
+            if body.len() + chunk.len() > limit {
                 return Err(too_long());
             }
-            out.extend_from_slice(&chunk);
+            body.extend_from_slice(&chunk);
         }
-        Ok(out)
+        if ok {
+            return Ok(body);
+        }
+        Err(match serde_json::from_slice::<ErrorBody>(&body) {
+            Ok(e) => ClientError::Api {
+                status,
+                code: e.code,
+                message: e.message,
+                retry_after: None,
+            },
+            Err(_) => ClientError::Unexpected {
+                status,
+                detail: "error without an API error body".into(),
+            },
+        })
     }
 
     /// Poll [`Self::tx_status`] every `poll` until the transaction is final

@@ -42,6 +42,7 @@ use crate::execution::{
     AccountReader, AfterTransition, BackendAccounts, BlockContext, BlockExecutor, ExecutionConfig,
     ExecutionError, SequentialExecutor, execute_wire_block_with,
 };
+use crate::monetary::MONETARY_STATE_KEY;
 use crate::monetary::{MonetaryConfig, MonetaryEpochState, MonetaryMode, SeigniorageRecipients};
 use crate::schema::EPOCH_FEES_KEY;
 use crate::traits::{Durability, Namespace, StateBackend, StorageError, WriteBatch};
@@ -327,19 +328,25 @@ impl<S: StateBackend + ?Sized, E: BlockExecutor> Application<S> for TransferAppl
             };
             let fees = so_far.saturating_add(outcome.fees);
             let bpe = m.config.blocks_per_epoch;
-            if crate::monetary::is_epoch_boundary(block.height.0, bpe) {
+            let (latest, fees_now) = if crate::monetary::is_epoch_boundary(block.height.0, bpe) {
                 let after = AfterTransition::new(&reader, &outcome.transition);
                 let (closed, issuance) = close_epoch(store, m, &after, block.height, fees)?;
                 if let Some(issuance) = issuance {
-                    applied.state_root = issuance.root();
                     transition = Cow::Owned(outcome.transition.then(&issuance));
                 }
                 closed.state.write_to(&mut applied.writes);
+                let latest = closed.state.to_bytes();
                 applied.epoch_closed = Some(closed);
-                put_epoch_fees(&mut applied.writes, 0);
+                (Some(latest), 0)
             } else {
-                put_epoch_fees(&mut applied.writes, fees);
-            }
+                (store.get(Namespace::Monetary, MONETARY_STATE_KEY)?, fees)
+            };
+            put_epoch_fees(&mut applied.writes, fees_now);
+            // The state root commits to what the next epoch's issuance
+            // depends on (docs/execution.md "State root").
+            transition.to_mut().summary.monetary =
+                crate::execution::monetary_digest(latest.as_deref(), fees_now);
+            applied.state_root = transition.root();
         }
         let mut writes = transition.to_write_batch();
         writes.append(&mut applied.writes);

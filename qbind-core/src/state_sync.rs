@@ -8,9 +8,13 @@
 //!    `H`: the full block at `H`, the headers above it up to a block `w`,
 //!    and the three QCs of a 3-chain `t ← u ← w` (views consecutive) that
 //!    commits `t ≥ H`. Every header is hash-linked to the one below, so `H`
-//!    is an ancestor of a committed block and is committed itself. A header
-//!    at or below `t` that reports `exec_height = H` gives the state root of
-//!    `H` ([`CertifiedState`]). QCs are checked against the validator set
+//!    is an ancestor of a committed block and is committed itself. The
+//!    headers at or below `t` that report `exec_height = H` (from at least
+//!    four blocks above, all agreeing) give the state root of `H`
+//!    ([`CertifiedState`]). That root is only as strong as the vote rule
+//!    behind it: honest voters refuse a root that differs from their own for
+//!    a height they executed, but not one for a height they had not executed
+//!    yet (docs/sync.md, "Trust assumptions": an open gap). QCs are checked against the validator set
 //!    of their epoch from the node's own [`EpochSchedule`]: nothing about
 //!    validator sets is taken from the peer.
 //! 2. **A manifest** ([`StateManifest`]) splits the account space into
@@ -34,13 +38,13 @@
 //! still add up to the certified totals only makes honest chunks fail
 //! against it; the client then drops that manifest and its peer.
 //!
-//! **Not covered by the state root:** the monetary engine's records
-//! (`Namespace::Monetary`: phase, fee EMA, fees of the current epoch). The
-//! manifest carries them ([`StateManifest::monetary`]); their issuance
-//! amounts are checked against the certified `minted` total only in so far
-//! as the accounts' balances must add up to `minted - burned`. A client
-//! should take them only when several peers serve the same manifest
-//! (docs/sync.md, "Trust assumptions").
+//! The monetary engine's records (`Namespace::Monetary`) travel in the
+//! manifest ([`StateManifest::monetary`]). The two that execution reads —
+//! the latest epoch state and the fees of the current epoch — are committed
+//! to by the state root through the summary's `monetary` digest
+//! ([`monetary_records_digest`]), so [`StateManifest::check`] holds them to
+//! the certified root too; the per-epoch history records are not (execution
+//! never reads them).
 
 use crate::codec::{Decode, DecodeError, Encode, Reader};
 use crate::consensus::{Block, BlockHeader, ConsensusError, QuorumCert, verify_quorum_cert};
@@ -64,6 +68,38 @@ pub const MAX_MONETARY_RECORDS: u32 = 16_384;
 pub const MAX_MONETARY_RECORD_BYTES: u32 = 1024;
 /// Bytes of one account on the wire: id, nonce, balance.
 pub const ACCOUNT_RECORD_BYTES: usize = 32 + 8 + 16;
+
+/// Whether `key` is one of the two `Monetary` records execution reads (the
+/// latest epoch state, the fees of the current epoch): the only ones a
+/// manifest carries.
+#[must_use]
+pub fn is_consensus_monetary_key(key: &[u8]) -> bool {
+    key == crate::monetary::MONETARY_STATE_KEY || key == crate::schema::EPOCH_FEES_KEY
+}
+
+/// The summary's `monetary` field that `records` (the `Monetary` namespace,
+/// key and value) imply: [`crate::execution::monetary_digest`] of the latest
+/// epoch state and the epoch fees, or zero when neither is present. `None`
+/// if the epoch fee record is not a u128.
+#[must_use]
+pub fn monetary_records_digest(records: &[(Vec<u8>, Vec<u8>)]) -> Option<Hash32> {
+    let find = |key: &[u8]| {
+        records
+            .iter()
+            .find(|(k, _)| k.as_slice() == key)
+            .map(|(_, v)| v.as_slice())
+    };
+    let latest = find(crate::monetary::MONETARY_STATE_KEY);
+    let fees = find(crate::schema::EPOCH_FEES_KEY);
+    if latest.is_none() && fees.is_none() {
+        return Some(Hash32::ZERO);
+    }
+    let fees = match fees {
+        None => 0,
+        Some(bytes) => u128::from_bytes(bytes).ok()?,
+    };
+    Some(crate::execution::monetary_digest(latest, fees))
+}
 
 /// Why state-sync data was refused. Every variant names what a peer got
 /// wrong; none of them is the local node's fault.
@@ -204,8 +240,9 @@ pub struct StateManifest {
     pub prefix_bits: u8,
     /// One entry per chunk, `2^prefix_bits` of them.
     pub chunks: Vec<ChunkSum>,
-    /// The `Monetary` namespace's records, key and value, keys ascending
-    /// (not covered by the state root; see the module documentation).
+    /// The `Monetary` records execution reads ([`is_consensus_monetary_key`]),
+    /// key and value, keys ascending; committed to by the summary's
+    /// `monetary` digest.
     pub monetary: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
@@ -292,7 +329,18 @@ impl StateManifest {
         if self.monetary.windows(2).any(|w| w[0].0 >= w[1].0) {
             return bad("its monetary records are not in ascending key order".into());
         }
-        Ok(())
+        if self
+            .monetary
+            .iter()
+            .any(|(k, _)| !is_consensus_monetary_key(k))
+        {
+            return bad("it carries a monetary record execution does not read".into());
+        }
+        match monetary_records_digest(&self.monetary) {
+            Some(digest) if digest == self.summary.monetary => Ok(()),
+            Some(_) => bad("its monetary records differ from the certified monetary state".into()),
+            None => bad("its epoch fee record does not decode".into()),
+        }
     }
 }
 
@@ -373,6 +421,7 @@ impl ManifestBuilder {
     ) -> Self {
         let bits = prefix_bits(summary.accounts);
         let mut monetary = monetary;
+        monetary.retain(|(k, _)| is_consensus_monetary_key(k));
         monetary.sort();
         ManifestBuilder {
             manifest: StateManifest {
@@ -778,10 +827,26 @@ impl CommitProof {
         for qc in [ju, jw, &self.qc] {
             verify_quorum_cert(env, schedule, qc)?;
         }
-        let root = chain[1..n - 2]
+        // Every committed header that reports the height must agree, and
+        // report it from at least four blocks above (as honest proposers
+        // do, and as voters check).
+        let reports: Vec<&BlockHeader> = chain[1..n - 2]
             .iter()
-            .find(|x| x.exec_height == h.height)
-            .map(|x| x.exec_state_root);
+            .filter(|x| x.exec_height == h.height)
+            .collect();
+        if reports
+            .iter()
+            .any(|x| x.height.0 < h.height.0.saturating_add(4))
+        {
+            return bad("a header reports the height from fewer than four blocks above".into());
+        }
+        if reports
+            .windows(2)
+            .any(|w| w[0].exec_state_root != w[1].exec_state_root)
+        {
+            return bad("two committed headers report different roots for the height".into());
+        }
+        let root = reports.first().map(|x| x.exec_state_root);
         let Some(state_root) = root else {
             return bad(format!(
                 "no committed header reports the state root of height {}",

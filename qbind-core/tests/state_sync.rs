@@ -5,7 +5,11 @@
 
 use qbind_core::codec::{Decode, Encode};
 use qbind_core::crypto::KeyPair;
-use qbind_core::execution::{Account, AccountAccumulator, StateSummary, leaf_element};
+use qbind_core::execution::{
+    Account, AccountAccumulator, StateSummary, leaf_element, monetary_digest,
+};
+use qbind_core::monetary::MONETARY_STATE_KEY;
+use qbind_core::schema::EPOCH_FEES_KEY;
 use qbind_core::sim::chain;
 use qbind_core::state_sync::{
     CertifiedState, ChunkSum, ChunkVerifier, CommitProof, PageVerdict, StateManifest, StatePage,
@@ -33,6 +37,7 @@ fn state(n: u32) -> (Vec<(AccountId, Account)>, StateSummary) {
         accounts: u64::from(n),
         minted: 0,
         burned: 0,
+        monetary: monetary_digest(Some(&LATEST), 77),
     };
     for (id, a) in &accounts {
         summary.accumulator.add(&leaf_element(id, a));
@@ -41,6 +46,19 @@ fn state(n: u32) -> (Vec<(AccountId, Account)>, StateSummary) {
     summary.minted += 500;
     summary.burned = 500;
     (accounts, summary)
+}
+
+/// The stand-in latest monetary epoch state of these tests.
+const LATEST: [u8; 3] = [1, 2, 3];
+
+/// The monetary records of the state: the latest epoch state and the fees
+/// of the epoch (77), plus a history record no manifest carries.
+fn monetary_records() -> Vec<(Vec<u8>, Vec<u8>)> {
+    vec![
+        (EPOCH_FEES_KEY.to_vec(), 77u128.to_bytes()),
+        (MONETARY_STATE_KEY.to_vec(), LATEST.to_vec()),
+        (b"epoch-history".to_vec(), vec![9; 8]),
+    ]
 }
 
 fn certified(summary: &StateSummary) -> CertifiedState {
@@ -58,7 +76,7 @@ fn manifest(accounts: &[(AccountId, Account)], summary: StateSummary) -> StateMa
         Hash32([7; 32]),
         summary,
         accounts.iter().map(|(i, a)| (i, a)),
-        vec![(b"m".to_vec(), vec![1, 2, 3])],
+        monetary_records(),
     )
     .expect("consistent state")
 }
@@ -195,9 +213,28 @@ fn a_manifest_that_does_not_match_the_certified_state_is_refused() {
     bad.prefix_bits = 3;
     bad.chunks.resize(8, ChunkSum::default());
     assert!(refused(&bad, &c));
-    // Monetary records out of order.
+    // The history record is not carried; the two that are, in key order.
+    assert_eq!(m.monetary.len(), 2);
+    assert!(m.monetary[0].0 < m.monetary[1].0);
+    // Monetary records out of order, altered, missing, or one execution
+    // does not read.
     let mut bad = m.clone();
-    bad.monetary = vec![(b"b".to_vec(), vec![]), (b"a".to_vec(), vec![])];
+    bad.monetary.swap(0, 1);
+    assert!(refused(&bad, &c));
+    let mut bad = m.clone();
+    bad.monetary[0].1 = 78u128.to_bytes();
+    assert!(refused(&bad, &c));
+    let mut bad = m.clone();
+    bad.monetary[1].1[0] ^= 1;
+    assert!(refused(&bad, &c));
+    let mut bad = m.clone();
+    bad.monetary.pop();
+    assert!(refused(&bad, &c));
+    let mut bad = m.clone();
+    bad.monetary.push((b"zz".to_vec(), vec![]));
+    assert!(refused(&bad, &c));
+    let mut bad = m.clone();
+    bad.monetary[0].1 = vec![1];
     assert!(refused(&bad, &c));
     // A summary built on top of a state that differs from the root.
     let mut s2 = summary;
@@ -462,20 +499,56 @@ fn golden_bytes_of_a_page_and_a_manifest() {
     let (accounts, summary) = state(3);
     let m = manifest(&accounts, summary);
     let bytes = m.to_bytes();
-    // height, block id, summary (32 lanes, count, minted, burned), bits,
-    // one chunk (32 lanes, count, balance), one monetary record.
+    // height, block id, summary (32 lanes, count, minted, burned,
+    // monetary), bits, one chunk (32 lanes, count, balance), two monetary
+    // records ("epoch_fees": u128, "latest": 3 bytes).
+    let summary_bytes = 256 + 8 + 32 + 32;
     assert_eq!(
         bytes.len(),
-        8 + 32 + (256 + 8 + 32) + 1 + 4 + (256 + 24) + 4 + 4 + 1 + 4 + 3
+        8 + 32 + summary_bytes + 1 + 4 + (256 + 24) + 4 + (4 + 10 + 4 + 16) + (4 + 6 + 4 + 3)
     );
     assert_eq!(&bytes[..8], &100u64.to_be_bytes());
-    assert_eq!(bytes[8 + 32 + 296], 0, "prefix bits");
-    assert_eq!(&bytes[bytes.len() - 3..], &[1, 2, 3]);
+    assert_eq!(bytes[8 + 32 + summary_bytes], 0, "prefix bits");
+    assert_eq!(&bytes[bytes.len() - 3..], &LATEST);
     // Non-canonical encodings are refused.
     let mut bad = page.to_bytes();
     *bad.last_mut().unwrap() = 2;
     assert!(StatePage::from_bytes(&bad).is_err());
     let mut bad = bytes;
-    bad[8 + 32 + 296] = 1; // two chunks claimed, one present
+    bad[8 + 32 + summary_bytes] = 1; // two chunks claimed, one present
     assert!(StateManifest::from_bytes(&bad).is_err());
+}
+
+#[test]
+fn reports_too_close_to_their_block_or_in_disagreement_are_refused() {
+    // Every block reports the height two below it: the report of 10 comes
+    // from block 12, which no voter could have checked.
+    let (schedule, close) = chain::certified_chain_reporting(ENV, &keys(), 3, 40, |h| {
+        (h > 2).then(|| (Height(h - 2), root_of(h - 2)))
+    })
+    .unwrap();
+    let p = CommitProof::build(&close[10..], &schedule).expect("built");
+    match p.verify(ENV, &schedule) {
+        Err(StateSyncError::Proof(why)) => assert!(why.contains("four"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    // Blocks 14 and 15 both report height 10, with different roots.
+    let (schedule, split) = chain::certified_chain_reporting(ENV, &keys(), 3, 40, |h| match h {
+        14 => Some((Height(10), root_of(10))),
+        15 => Some((Height(10), Hash32([0xEE; 32]))),
+        h if h > 4 => Some((Height(h - 4), root_of(h - 4))),
+        _ => None,
+    })
+    .unwrap();
+    // A proof whose 3-chain (15 ← 16 ← 17) commits both reporters.
+    let p = CommitProof {
+        block: split[10].clone(),
+        headers: split[11..=17].iter().map(|b| b.header().clone()).collect(),
+        justifies: [split[16].justify().clone(), split[17].justify().clone()],
+        qc: split[18].justify().clone(),
+    };
+    match p.verify(ENV, &schedule) {
+        Err(StateSyncError::Proof(why)) => assert!(why.contains("different roots"), "{why}"),
+        other => panic!("{other:?}"),
+    }
 }

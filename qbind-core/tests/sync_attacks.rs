@@ -412,3 +412,37 @@ fn a_non_member_asking_for_blocks_is_served_within_its_budget() {
     assert_eq!(ask(&mut hs, 10, t + 1_000, 500), 2 * per_sec);
     assert_eq!(ask(&mut hs, 2, t + 1_000, 500), 500);
 }
+
+/// A block reporting the state root of a height fewer than four below it
+/// is malformed (no voter could have executed that height, so its root
+/// would be certified unchecked): a chain of them is not followed, while
+/// the same chain reporting four below is.
+#[test]
+fn blocks_reporting_a_height_too_close_to_them_are_malformed() {
+    let keys: Vec<KeyPair> = (0..4u8)
+        .map(|i| KeyPair::from_seed(&[70 + i; 32]))
+        .collect();
+    let sync_with = |gap: u64| {
+        let (schedule, chain) =
+            chain::certified_chain_reporting(ENV, &keys, keys.len(), CHAIN, |h| {
+                (h > gap).then(|| (Height(h - gap), Hash32([7; 32])))
+            })
+            .expect("chain");
+        let n = Net {
+            keys: keys.clone(),
+            schedule,
+            chain,
+        };
+        let (mut hs, effects) = victim(&n);
+        drive(&mut hs, effects, &mut |_, from, max| {
+            Some(honest(&n, from, max))
+        });
+        hs
+    };
+    let hs = sync_with(4);
+    assert_synced(&hs);
+    for gap in [1, 3] {
+        let hs = sync_with(gap);
+        assert_eq!(hs.committed_height(), Height(0), "gap {gap}");
+    }
+}

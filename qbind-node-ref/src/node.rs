@@ -303,18 +303,24 @@ impl Services {
         let stop = Arc::new(AtomicBool::new(false));
         let pruner = match maintenance.retention {
             RetentionMode::Archival => None,
-            mode @ RetentionMode::Height { .. } => Some(
-                Pruner::new(
+            mode @ RetentionMode::Height { .. } => Some({
+                let pruner = Pruner::new(
                     mode,
                     qbind_store::prune::DEFAULT_STEP_KEYS,
                     Arc::clone(&metrics),
-                )
+                );
+                // Blocks above the newest snapshot prove it to state-sync
+                // clients (docs/sync.md "State sync").
+                match &maintenance.snapshots {
+                    Some(config) => pruner.keeping_newest_snapshot(config.snapshot_dir.clone()),
+                    None => pruner,
+                }
                 .spawn(
                     Arc::clone(&store),
                     maintenance.prune_pause,
                     Arc::clone(&stop),
-                ),
-            ),
+                )
+            }),
         };
         Ok(Services {
             store,

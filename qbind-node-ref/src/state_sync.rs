@@ -117,8 +117,21 @@ pub struct StateSyncServer {
     backend: StoreBackend,
     store: Arc<NodeStore>,
     schedule: Arc<EpochSchedule>,
-    open: Mutex<Option<Arc<Open>>>,
+    open: Mutex<Opened>,
     proofs: Mutex<BTreeMap<u64, Arc<Vec<u8>>>>,
+    /// The last (height, committed height) at which no proof could be built.
+    unprovable: Mutex<Option<(u64, u64)>>,
+}
+
+/// Snapshots kept open for serving: the newest and the one before it.
+const SERVED_SNAPSHOTS: usize = 2;
+
+/// The snapshots open for serving, oldest first, and the last one that
+/// failed to open (by directory height) with why.
+#[derive(Default)]
+struct Opened {
+    served: Vec<Arc<Open>>,
+    failed: Option<(u64, String)>,
 }
 
 impl std::fmt::Debug for StateSyncServer {
@@ -146,14 +159,17 @@ impl StateSyncServer {
             backend,
             store,
             schedule,
-            open: Mutex::new(None),
+            open: Mutex::new(Opened::default()),
             proofs: Mutex::new(BTreeMap::new()),
+            unprovable: Mutex::new(None),
         }
     }
 
     /// The newest snapshot, opened (once per snapshot), if there is one.
     /// It is served at its manifest's height: the height its state is of,
-    /// which is below the directory's name when execution lagged.
+    /// which is below the directory's name when execution lagged. The one
+    /// before stays open (`SERVED_SNAPSHOTS`), so a client that began with it
+    /// finishes; a snapshot that fails to open is not tried again.
     fn newest(&self) -> Result<Option<Arc<Open>>, String> {
         let Some(dir_height) = list_snapshots(&self.snapshot_dir)
             .map_err(|e| e.to_string())?
@@ -163,11 +179,22 @@ impl StateSyncServer {
             return Ok(None);
         };
         let mut open = self.open.lock().map_err(|_| "poisoned".to_string())?;
-        if let Some(o) = open.as_ref().filter(|o| o.dir_height == dir_height) {
+        if let Some(o) = open.served.iter().find(|o| o.dir_height == dir_height) {
             return Ok(Some(Arc::clone(o)));
         }
+        if let Some((failed, why)) = &open.failed
+            && *failed == dir_height
+        {
+            return Err(why.clone());
+        }
         let path = self.snapshot_dir.join(dir_height.to_string());
-        let served = Served::open(self.backend, &path, self.chain_id)?;
+        let served = match Served::open(self.backend, &path, self.chain_id) {
+            Ok(s) => s,
+            Err(why) => {
+                open.failed = Some((dir_height, why.clone()));
+                return Err(why);
+            }
+        };
         let manifest = served.manifest().to_bytes();
         let o = Arc::new(Open {
             dir_height,
@@ -175,13 +202,21 @@ impl StateSyncServer {
             served,
             manifest,
         });
-        *open = Some(Arc::clone(&o));
+        open.served.push(Arc::clone(&o));
+        while open.served.len() > SERVED_SNAPSHOTS {
+            open.served.remove(0);
+        }
         Ok(Some(o))
     }
 
-    /// The newest snapshot if it is served at `height`.
+    /// The snapshot served at `height`: the newest, or the one before it.
     fn opened(&self, height: u64) -> Result<Option<Arc<Open>>, String> {
-        Ok(self.newest()?.filter(|o| o.height == height))
+        let newest = self.newest()?;
+        if let Some(o) = newest.filter(|o| o.height == height) {
+            return Ok(Some(o));
+        }
+        let open = self.open.lock().map_err(|_| "poisoned".to_string())?;
+        Ok(open.served.iter().find(|o| o.height == height).cloned())
     }
 
     /// The commit proof of `height` from the committed blocks in the store.
@@ -191,6 +226,16 @@ impl StateSyncServer {
         }
         if let Some(p) = self.proofs.lock().map_err(|_| "poisoned")?.get(&height) {
             return Ok(Some(Arc::clone(p)));
+        }
+        // Not provable at this committed height: not read again until a
+        // block commits.
+        let committed =
+            qbind_core::schema::read_height(&*self.store, qbind_core::schema::COMMITTED_HEIGHT_KEY)
+                .map_err(|e| e.to_string())?
+                .map_or(0, |h| h.0);
+        let mut unprovable = self.unprovable.lock().map_err(|_| "poisoned")?;
+        if *unprovable == Some((height, committed)) {
+            return Ok(None);
         }
         let mut blocks = Vec::new();
         for h in height..=height + u64::from(MAX_PROOF_HEADERS) + 1 {
@@ -204,8 +249,12 @@ impl StateSyncServer {
             blocks.push(Block::from_bytes(&bytes).map_err(|e| e.to_string())?);
         }
         let Some(proof) = CommitProof::build(&blocks, &self.schedule) else {
+            // Not enough committed blocks above it yet (a snapshot at the
+            // tip), or pruned: offered again once provable.
+            *unprovable = Some((height, committed));
             return Ok(None);
         };
+        drop(unprovable);
         let bytes = Arc::new(proof.to_bytes());
         let mut proofs = self.proofs.lock().map_err(|_| "poisoned")?;
         proofs.insert(height, Arc::clone(&bytes));
@@ -223,7 +272,14 @@ impl StateSyncServer {
         let bytes = |b: Option<Vec<u8>>| b.map_or(StateSyncReply::NotServed, StateSyncReply::Bytes);
         Ok(match request {
             StateSyncRequest::Snapshots => {
-                StateSyncReply::Heights(self.newest()?.map(|o| o.height).into_iter().collect())
+                // Only a snapshot this node can prove is offered.
+                let mut heights = Vec::new();
+                if let Some(o) = self.newest()?
+                    && self.proof(o.height)?.is_some()
+                {
+                    heights.push(o.height);
+                }
+                StateSyncReply::Heights(heights)
             }
             StateSyncRequest::Proof(h) => bytes(self.proof(h.0)?.map(|p| p.to_vec())),
             StateSyncRequest::Manifest(h) => bytes(self.opened(h.0)?.map(|o| o.manifest.clone())),
@@ -238,6 +294,23 @@ impl StateSyncServer {
             ),
         })
     }
+}
+
+/// What a node's state sync did, for `/metrics` (`qbind_state_sync_*`).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct StateSyncReport {
+    /// The height synced to.
+    pub height: u64,
+    /// Accounts fetched.
+    pub accounts: u64,
+    /// Bytes of pages received.
+    pub bytes: u64,
+    /// Seconds from the first page to the staged snapshot.
+    pub seconds: f64,
+    /// Peers given.
+    pub peers: usize,
+    /// Peers dropped for serving data that failed a check.
+    pub peers_dropped: usize,
 }
 
 /// What a state sync fetched and where the node restores it from.
@@ -256,6 +329,8 @@ pub struct StateSyncOutcome {
     pub bytes: u64,
     /// Peers dropped for serving data that failed a check.
     pub dropped: Vec<String>,
+    /// The figures `/metrics` reports.
+    pub report: StateSyncReport,
 }
 
 /// One peer of a state sync.
@@ -383,6 +458,20 @@ pub async fn fetch_state(
     }
 }
 
+/// Where a state sync puts the snapshot it staged, beside the store
+/// directory (`.<store>.synced-snapshot`; not a name
+/// `qbind_store::state_sync::interrupted_state_syncs` matches).
+#[must_use]
+pub fn staged_snapshot_dir(store_dir: &Path) -> PathBuf {
+    store_dir.with_file_name(format!(
+        ".{}.synced-snapshot",
+        store_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    ))
+}
+
 fn fail(why: impl Into<String>) -> NodeError {
     NodeError::StateSync(why.into())
 }
@@ -411,46 +500,31 @@ async fn fetch_into<B: PersistentBackend>(
         next: 0,
         out,
     };
-    // 1. Who offers which snapshot.
-    let mut offers: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
-    for i in 0..f.peers.len() {
-        match f.peers[i].client.state_snapshots().await {
-            Ok(heights) => {
-                for h in heights.into_iter().take(16) {
-                    offers.entry(h).or_default().push(i);
-                }
-            }
-            Err(e) => out(&format!(
-                "state sync: {} lists no snapshots: {e}",
-                f.peers[i].url()
-            )),
-        }
-    }
-    // 2. The newest height with a valid proof.
+    // 1–2. Who offers which snapshot, and the newest height with a valid
+    // proof; asked again a few times while no peer has one to offer yet (a
+    // snapshot at the tip is offered once enough blocks above it commit).
     let mut chosen = None;
-    'heights: for (&height, offering) in offers.iter().rev() {
-        for &i in offering {
-            let path = format!("/v1/state-sync/{height}/proof");
-            let checked = match f.get(i, &path, MAX_PROOF_BYTES).await {
-                Ok(bytes) => decode::<CommitProof>("commit proof", &bytes)
-                    .and_then(|p| Ok((p.verify(env, schedule)?, p)))
-                    .map_err(|e| Failure::Bad(e.to_string())),
-                Err(e) => Err(e),
-            };
-            match checked {
-                Ok((certified, proof)) if certified.height.0 == height => {
-                    chosen = Some((certified, proof.block, offering.clone()));
-                    break 'heights;
-                }
-                Ok(_) => f.blame(i, &Failure::Bad("a proof of another height".into())),
-                Err(e) => f.blame(i, &e),
-            }
+    let mut reasons = Vec::new();
+    for round in 0..OFFER_ROUNDS {
+        if round > 0 {
+            tokio::time::sleep(OFFER_RETRY).await;
+        }
+        reasons.clear();
+        let offers = offers(&f, out).await;
+        chosen = provable(&mut f, &offers, env, schedule, &mut reasons).await;
+        if chosen.is_some() || f.live().count() == 0 {
+            break;
         }
     }
     let Some((certified, block, offering)) = chosen else {
         return Err(fail(format!(
-            "none of the {} peers served a snapshot with a valid commit proof",
-            urls.len()
+            "none of the {} peers served a snapshot with a valid commit proof ({})",
+            urls.len(),
+            if reasons.is_empty() {
+                "no snapshots offered".to_string()
+            } else {
+                reasons.join("; ")
+            }
         )));
     };
     out(&format!(
@@ -487,13 +561,7 @@ async fn fetch_into<B: PersistentBackend>(
             ));
         }
     }
-    let staged_dir = store_dir.with_file_name(format!(
-        ".{}.state-sync-snapshot",
-        store_dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    ));
+    let staged_dir = staged_snapshot_dir(store_dir);
     let _ = std::fs::remove_dir_all(&staged_dir);
     let chain_id = env.chain_id().0;
     let snapshot = staging
@@ -505,25 +573,109 @@ async fn fetch_into<B: PersistentBackend>(
         bytes as f64 / 1e6,
         started.elapsed().as_secs_f64()
     ));
+    let dropped: Vec<String> = f
+        .peers
+        .iter()
+        .filter(|p| p.dropped)
+        .map(|p| p.url().to_string())
+        .collect();
     Ok(StateSyncOutcome {
         snapshot,
         staged_dir,
         anchor: trust_anchor(&certified),
         accounts: manifest.summary.accounts,
         bytes,
-        dropped: f
-            .peers
-            .iter()
-            .filter(|p| p.dropped)
-            .map(|p| p.url().to_string())
-            .collect(),
+        report: StateSyncReport {
+            height: certified.height.0,
+            accounts: manifest.summary.accounts,
+            bytes,
+            seconds: started.elapsed().as_secs_f64(),
+            peers: f.peers.len(),
+            peers_dropped: dropped.len(),
+        },
+        dropped,
     })
+}
+
+/// Rounds of asking the peers for a provable snapshot, and the pause
+/// between them.
+const OFFER_ROUNDS: u32 = 15;
+const OFFER_RETRY: Duration = Duration::from_secs(2);
+
+/// The snapshot heights each live peer offers (at most 16 each).
+async fn offers(f: &Fetch<'_>, out: &dyn Fn(&str)) -> BTreeMap<u64, Vec<usize>> {
+    let mut offers: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
+    for i in f.live().collect::<Vec<_>>() {
+        match f.peers[i].client.state_snapshots().await {
+            Ok(heights) => {
+                for h in heights.into_iter().take(16) {
+                    offers.entry(h).or_default().push(i);
+                }
+            }
+            Err(e) => out(&format!(
+                "state sync: {} lists no snapshots: {e}",
+                f.peers[i].url()
+            )),
+        }
+    }
+    offers
+}
+
+/// The newest offered height whose proof a peer serves and verifies: the
+/// certified state, its block and the peers offering it.
+async fn provable(
+    f: &mut Fetch<'_>,
+    offers: &BTreeMap<u64, Vec<usize>>,
+    env: NetworkEnvironment,
+    schedule: &EpochSchedule,
+    reasons: &mut Vec<String>,
+) -> Option<(CertifiedState, Block, Vec<usize>)> {
+    for (&height, offering) in offers.iter().rev() {
+        for &i in offering {
+            if f.peers[i].dropped {
+                continue;
+            }
+            let path = format!("/v1/state-sync/{height}/proof");
+            let checked = match f.get(i, &path, MAX_PROOF_BYTES).await {
+                Ok(bytes) => decode::<CommitProof>("commit proof", &bytes)
+                    .and_then(|p| Ok((p.verify(env, schedule)?, p)))
+                    .map_err(|e| Failure::Bad(e.to_string())),
+                Err(e) => Err(e),
+            };
+            match checked {
+                Ok((certified, proof)) if certified.height.0 == height => {
+                    return Some((certified, proof.block, offering.clone()));
+                }
+                Ok(_) => {
+                    reasons.push(format!("{}: a proof of another height", f.peers[i].url()));
+                    f.blame(i, &Failure::Bad("a proof of another height".into()));
+                }
+                Err(e) => {
+                    reasons.push(format!(
+                        "{} at height {height}: {}",
+                        f.peers[i].url(),
+                        match &e {
+                            Failure::NotServed => "no proof served",
+                            Failure::Transport(why) | Failure::Bad(why) => why.as_str(),
+                        }
+                    ));
+                    // A snapshot replaced between the listing and the
+                    // proof is no fault: it is asked again next round.
+                    if !matches!(e, Failure::NotServed) {
+                        f.blame(i, &e);
+                    }
+                }
+            }
+        }
+    }
+    None
 }
 
 /// The manifest of the certified height: every peer offering it that
 /// answers must serve the same bytes, and they must hold to the certified
-/// root (the monetary records are not covered by it; agreement is their
-/// only check).
+/// root. (Honest peers serve identical manifests; two that both hold to
+/// the root differ only in how the totals are split between chunks, which
+/// honest pages would then fail against.)
 async fn agreed_manifest(
     f: &mut Fetch<'_>,
     certified: &CertifiedState,
@@ -548,9 +700,9 @@ async fn agreed_manifest(
             (Err(e), _) => f.blame(i, &Failure::Bad(e.to_string())),
             (Ok(_), Some((first, _, from))) if *first != bytes => {
                 return Err(fail(format!(
-                    "{} and {} serve different manifests for height {} (their monetary \
-                     records differ; the state root does not cover them): remove the peer \
-                     you do not trust",
+                    "{} and {} serve different manifests for height {}, both consistent \
+                     with the certified root (one has chunk sums shifted between chunks): \
+                     remove the peer you do not trust",
                     from,
                     f.peers[i].url(),
                     certified.height.0
@@ -563,12 +715,6 @@ async fn agreed_manifest(
     let Some((_, manifest, _)) = agreed else {
         return Err(fail("no peer served a valid manifest"));
     };
-    if f.live().count() < 2 {
-        (f.out)(
-            "state sync: warning: one peer served the manifest; its monetary records \
-             are not covered by the state root",
-        );
-    }
     Ok(manifest)
 }
 

@@ -45,6 +45,46 @@ fn generate(out: &Path, base_port: u16) {
     common::testnet_genesis(out, base_port, 4, PASS_VAR, PASS);
 }
 
+/// The line before each validator's API address.
+const API_PREFIXES: [&str; VALIDATORS] = [
+    "API of validator 0 on ",
+    "API of validator 1 on ",
+    "API of validator 2 on ",
+    "API of validator 3 on ",
+];
+
+/// Write the validators' `--full-node-keys` file admitting `nodes` (id and
+/// key directory).
+fn full_node_list(path: &Path, nodes: &[(usize, &Path)]) {
+    let text: String = nodes
+        .iter()
+        .map(|(id, keys)| {
+            format!(
+                "[[full_node]]\nid = {id}\np2p_pub_file = \"{}\"\n",
+                keys.join("p2p_identity.pub").display()
+            )
+        })
+        .collect();
+    std::fs::write(path, text).expect("write the full-node key file");
+}
+
+/// Validator `i` with its keystore, admitting the full nodes of `list`,
+/// serving its API and writing a snapshot every 20 blocks into `snaps`.
+fn validator(net: &Path, data: &Path, i: usize, list: &Path, snaps: &Path) -> Command {
+    let mut cmd = node(net, data);
+    cmd.args(["--validator-index", &i.to_string()])
+        .args(["--signer-mode", "encrypted-fs", "--load-generator", "false"])
+        .arg("--signer-keystore-path")
+        .arg(net.join(format!("v{i}")))
+        .arg("--full-node-keys")
+        .arg(list)
+        .args(["--api-addr", "127.0.0.1:0"])
+        .arg("--snapshot-dir")
+        .arg(snaps)
+        .args(["--snapshot-interval", "20"]);
+    cmd
+}
+
 /// `qbind-node` with the genesis of `net`, data in `data`, quick timeouts.
 fn node(net: &Path, data: &Path) -> Command {
     let mut cmd = common::genesis_node(net, PASS_VAR, PASS);
@@ -116,7 +156,7 @@ fn sigterm(child: &Child) {
 #[test]
 fn a_full_node_joins_follows_serves_reads_and_refuses_submissions() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let base_port = 42_000 + (std::process::id() % 2_000) as u16 * 10;
+    let base_port = 42_000 + (std::process::id() % 1_000) as u16 * 20;
     let net = dir.path().join("net");
     generate(&net, base_port);
     let data = dir.path().join("data");
@@ -129,45 +169,22 @@ fn a_full_node_joins_follows_serves_reads_and_refuses_submissions() {
     let synced_keys = dir.path().join("synced");
     common::keygen(&synced_keys, SYNCED, "p2p-identity", PASS_VAR, PASS);
     let list = dir.path().join("full-nodes.toml");
-    std::fs::write(
+    full_node_list(
         &list,
-        format!(
-            "[[full_node]]\nid = {FULL}\np2p_pub_file = \"{}\"\n\
-             [[full_node]]\nid = {LATE}\np2p_pub_file = \"{}\"\n\
-             [[full_node]]\nid = {SYNCED}\np2p_pub_file = \"{}\"\n",
-            full_keys.join("p2p_identity.pub").display(),
-            late_keys.join("p2p_identity.pub").display(),
-            synced_keys.join("p2p_identity.pub").display()
-        ),
-    )
-    .expect("write the full-node key file");
+        &[
+            (FULL, &full_keys),
+            (LATE, &late_keys),
+            (SYNCED, &synced_keys),
+        ],
+    );
     let snaps = dir.path().join("snaps");
 
     let roots = common::roots(SYNCED + 1);
     let mut nodes = Reaper(Vec::new());
-    const PREFIXES: [&str; VALIDATORS] = [
-        "API of validator 0 on ",
-        "API of validator 1 on ",
-        "API of validator 2 on ",
-        "API of validator 3 on ",
-    ];
-    let validator = |i: usize| {
-        let mut cmd = node(&net, &data);
-        cmd.args(["--validator-index", &i.to_string()])
-            .args(["--signer-mode", "encrypted-fs", "--load-generator", "false"])
-            .arg("--signer-keystore-path")
-            .arg(net.join(format!("v{i}")))
-            .arg("--full-node-keys")
-            .arg(&list)
-            .args(["--api-addr", "127.0.0.1:0"])
-            .arg("--snapshot-dir")
-            .arg(&snaps)
-            .args(["--snapshot-interval", "20"]);
-        cmd
-    };
     let mut validator_apis = Vec::new();
-    for (i, prefix) in PREFIXES.iter().enumerate() {
-        let (child, url) = spawn(validator(i), i, &roots, Some(prefix));
+    for (i, prefix) in API_PREFIXES.iter().enumerate() {
+        let cmd = validator(&net, &data, i, &list, &snaps);
+        let (child, url) = spawn(cmd, i, &roots, Some(prefix));
         validator_apis.push(url.expect("a validator's API"));
         nodes.0.push(child);
     }
@@ -288,7 +305,8 @@ fn a_full_node_joins_follows_serves_reads_and_refuses_submissions() {
     let killed_at = common::highest(&roots, 3);
     let _ = nodes.0[3].kill();
     let _ = nodes.0[3].wait();
-    nodes.0[3] = spawn(validator(3), 3, &roots, Some(PREFIXES[3])).0;
+    let restarted = validator(&net, &data, 3, &list, &snaps);
+    nodes.0[3] = spawn(restarted, 3, &roots, Some(API_PREFIXES[3])).0;
     let rejoined = common::wait_until(Duration::from_secs(60), || {
         common::heights(&roots)[..=FULL]
             .iter()
@@ -451,6 +469,96 @@ fn a_full_node_joins_follows_serves_reads_and_refuses_submissions() {
         .filter(|n| n.starts_with('.'))
         .collect();
     assert!(leftovers.is_empty(), "staging left behind: {leftovers:?}");
+}
+
+/// Validators that keep only their last 40 blocks (`--state-retention-mode
+/// height`) cannot bring a new node up from genesis by block sync once
+/// they have pruned; a full node started with `--state-sync-from` joins
+/// anyway: it fetches the newest snapshot's state, restores it and follows
+/// by block sync from there, with the validators' roots.
+#[test]
+fn a_full_node_joins_by_state_sync_past_the_pruning_horizon() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Ports +10..+14 of this process's range (the other test uses +0..+8).
+    let base_port = 42_000 + (std::process::id() % 1_000) as u16 * 20 + 10;
+    let net = dir.path().join("net");
+    generate(&net, base_port);
+    let data = dir.path().join("data");
+    let keys = dir.path().join("full");
+    common::keygen(&keys, FULL, "p2p-identity", PASS_VAR, PASS);
+    let list = dir.path().join("full-nodes.toml");
+    full_node_list(&list, &[(FULL, &keys)]);
+    let snaps = dir.path().join("snaps");
+    let roots = common::roots(FULL + 1);
+    let mut nodes = Reaper(Vec::new());
+    let mut apis = Vec::new();
+    for (i, prefix) in API_PREFIXES.iter().enumerate() {
+        let mut cmd = validator(&net, &data, i, &list, &snaps);
+        cmd.args([
+            "--state-retention-mode",
+            "height",
+            "--state-retain-height",
+            "40",
+        ]);
+        let (child, url) = spawn(cmd, i, &roots, Some(prefix));
+        apis.push(url.expect("a validator's API"));
+        nodes.0.push(child);
+    }
+    // Wait until validator 0 has pruned its early blocks.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let v0 = QbindClient::new(&apis[0]).expect("client");
+    let pruned = common::wait_until(Duration::from_secs(120), || {
+        common::heights(&roots)[..VALIDATORS]
+            .iter()
+            .all(|h| *h >= 100)
+            && runtime.block_on(async {
+                matches!(v0.block(1).await, Err(ClientError::Api { status: 404, .. }))
+            })
+    });
+    assert!(
+        pruned,
+        "validators at {:?}, block 1 not pruned",
+        common::heights(&roots)
+    );
+    // ...and offers a snapshot it can prove.
+    let offered = common::wait_until(Duration::from_secs(60), || {
+        runtime.block_on(async { v0.state_snapshots().await.is_ok_and(|h| !h.is_empty()) })
+    });
+    assert!(offered, "no snapshot offered");
+
+    let mut full = node(&net, &data);
+    full.args(["--role", "full", "--full-node-id", &FULL.to_string()])
+        .arg("--p2p-identity-key")
+        .arg(keys.join("p2p_identity.key"))
+        .args(["--p2p-listen-addr", &format!("127.0.0.1:{}", base_port + 4)])
+        .args(["--bootstrap-peers", &format!("127.0.0.1:{base_port}")])
+        .args(["--state-sync-from", &apis[..2].join(",")])
+        .args(["--api-addr", "127.0.0.1:0"]);
+    let (child, _) = spawn(full, FULL, &roots, Some("API of full node 4 on "));
+    nodes.0.push(child);
+    let target = common::highest(&roots, 0) + 10;
+    let followed = common::wait_until(Duration::from_secs(90), || {
+        common::highest(&roots, FULL) >= target
+    });
+    assert!(followed, "heights {:?}", common::heights(&roots));
+    {
+        let r = roots.lock().expect("lock");
+        let first = *r[FULL].keys().next().expect("the full node executed");
+        assert!(first > 40, "the full node started from genesis: {first}");
+        for h in first..=target {
+            assert_eq!(r[FULL][&h], r[0][&h], "state root at height {h}");
+        }
+    }
+    for child in &nodes.0 {
+        sigterm(child);
+    }
+    for (i, child) in nodes.0.iter_mut().enumerate() {
+        let status = common::wait_exit(child, Duration::from_secs(30));
+        assert!(status.is_some_and(|s| s.success()), "node {i}: {status:?}");
+    }
 }
 
 /// A state-sync peer that relays `upstream`'s answers but raises one

@@ -94,6 +94,15 @@ fn build<B: PersistentBackend>(path: &Path, accounts: u64) -> B {
         EPOCH_FEES_KEY.to_vec(),
         0u128.to_be_bytes().to_vec(),
     );
+    // The summary commits to the latest state and the epoch fees.
+    let mut summary = qbind_core::execution::AccountReader::summary(&BackendAccounts::new(&store))
+        .expect("summary");
+    summary.monetary = qbind_core::execution::monetary_digest(Some(&[7; 200]), 0);
+    batch.put(
+        Namespace::Meta,
+        qbind_core::execution::STATE_SUMMARY_KEY.to_vec(),
+        qbind_core::codec::Encode::to_bytes(&summary),
+    );
     store.write(batch, Durability::Durable).expect("commit");
     store
 }

@@ -11,6 +11,12 @@
 //! so there is no historical state to delete; uncommitted blocks (`b'p'`)
 //! belong to consensus and are never touched.
 //!
+//! With [`Pruner::keeping_newest_snapshot`], the floor never passes the
+//! height of the newest snapshot in a snapshot directory (its executed
+//! height): a node serves that snapshot to state-sync clients with a commit
+//! proof built from the blocks just above it (docs/sync.md "State sync"),
+//! so those blocks stay until a newer snapshot exists.
+//!
 //! Work is done in bounded steps ([`Pruner::step`]: at most `step_keys`
 //! deletions per batch). Progress is the `prune_floor` marker in `Meta`,
 //! written in the same batch as the deletions, so a step never rescans
@@ -58,12 +64,18 @@ pub struct PruneProgress {
     pub done: bool,
 }
 
+/// The last (snapshot directory name, executed height) a pruner read.
+type SnapshotFloorCache = std::sync::Mutex<Option<(u64, u64)>>;
+
 /// Deletes block history below the retention floor in bounded steps.
 #[derive(Clone, Debug)]
 pub struct Pruner {
     mode: RetentionMode,
     step_keys: usize,
     metrics: Arc<StoreMetrics>,
+    /// Keep blocks from the newest snapshot here up, and the last
+    /// (snapshot directory name, executed height) read.
+    keep_snapshot: Option<(std::path::PathBuf, Arc<SnapshotFloorCache>)>,
 }
 
 fn height_of_block_key(key: &[u8]) -> Option<u64> {
@@ -80,6 +92,42 @@ impl Pruner {
             mode,
             step_keys: step_keys.max(4),
             metrics,
+            keep_snapshot: None,
+        }
+    }
+
+    /// Never prune past the newest snapshot in `snapshot_dir` (see the
+    /// module documentation).
+    #[must_use]
+    pub fn keeping_newest_snapshot(mut self, snapshot_dir: std::path::PathBuf) -> Self {
+        self.keep_snapshot = Some((snapshot_dir, Arc::default()));
+        self
+    }
+
+    /// The executed height of the newest snapshot to keep blocks for, if
+    /// any (a listing or metadata error keeps the last one read).
+    fn newest_snapshot_floor(&self) -> Option<u64> {
+        let (dir, cache) = self.keep_snapshot.as_ref()?;
+        let newest = crate::snapshot::list_snapshots(dir).ok()?.last().copied();
+        let mut cache = cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match (newest, *cache) {
+            (Some(name), Some((cached, keep))) if cached == name => Some(keep),
+            (Some(name), _) => match crate::snapshot::read_meta(&dir.join(name.to_string())) {
+                Ok(meta) => {
+                    // A snapshot without an executed height (0) holds
+                    // the floor at its committed height.
+                    let keep = match meta.executed_height {
+                        0 => name,
+                        executed => executed.min(name),
+                    };
+                    *cache = Some((name, keep));
+                    Some(keep)
+                }
+                Err(_) => cache.map(|(_, keep)| keep),
+            },
+            (None, _) => None,
         }
     }
 
@@ -136,7 +184,10 @@ impl Pruner {
                 what: format!("committed height marker: {e}"),
             })?,
         };
-        let target = self.target_floor(committed);
+        let mut target = self.target_floor(committed);
+        if let Some(keep) = self.newest_snapshot_floor() {
+            target = target.min(keep);
+        }
         let floor = Self::current_floor(store)?;
         if target <= floor {
             return Ok((

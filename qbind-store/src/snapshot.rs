@@ -26,7 +26,9 @@
 //! entry of `Accounts` must be a 32-byte id with a decodable, non-empty
 //! [`Account`]; the sum of their [`leaf_element`]s and their number must
 //! equal the stored summary's accumulator and account count; the sum of
-//! balances must equal `minted - burned`; and the summary's root must equal
+//! balances must equal `minted - burned`; the monetary engine's two
+//! consensus records must match the summary's `monetary` digest; and the
+//! summary's root must equal
 //! `meta.json`'s `state_root`. Creating a snapshot only reads the summary
 //! (cheap); the full recomputation is done by whoever validates or restores.
 //! Those checks only show the snapshot is self-consistent; a restore also
@@ -64,10 +66,12 @@ pub use restore::{
 };
 pub(crate) use restore::{open_checked_copy, remove_entry};
 
-/// Version of the snapshot format written by this crate (3: account leaves
+/// Version of the snapshot format written by this crate (4: the state
+/// summary carries the monetary digest, `qbind_core::execution::monetary_digest`;
+/// 3: account leaves
 /// hashed with BLAKE3, see `qbind_core::execution::LEAF_CONTEXT`; 2: the protocol's
 /// state root and `executed_height`; version 1 carried a provisional root).
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 3;
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 4;
 /// Name of the metadata file.
 pub const META_FILE: &str = "meta.json";
 /// Name of the checkpoint directory.
@@ -329,6 +333,13 @@ pub enum SnapshotError {
         /// The account id, lowercase hex.
         id: String,
     },
+    /// The monetary engine's stored records (latest epoch state, epoch
+    /// fees) do not match the summary's `monetary` digest.
+    #[error(
+        "monetary state mismatch: the stored monetary records do not match the summary's \
+         monetary digest"
+    )]
+    MonetaryMismatch,
     /// The accumulator recomputed from the accounts differs from the one in
     /// the stored summary.
     #[error(
@@ -568,6 +579,18 @@ pub fn verify_state(snap: &dyn StateSnapshot) -> Result<StateSummary, SnapshotEr
             minted: summary.minted,
             burned: summary.burned,
         });
+    }
+    let mut monetary = Vec::new();
+    for key in [
+        qbind_core::monetary::MONETARY_STATE_KEY,
+        qbind_core::schema::EPOCH_FEES_KEY,
+    ] {
+        if let Some(value) = snap.get(Namespace::Monetary, key)? {
+            monetary.push((key.to_vec(), value));
+        }
+    }
+    if qbind_core::state_sync::monetary_records_digest(&monetary) != Some(summary.monetary) {
+        return Err(SnapshotError::MonetaryMismatch);
     }
     Ok(summary)
 }

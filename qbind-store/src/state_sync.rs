@@ -78,12 +78,6 @@ pub enum StateSyncStoreError {
         /// The account id given, hex.
         after: String,
     },
-    /// The snapshot holds more monetary records than a manifest carries.
-    #[error("the snapshot holds more than {limit} monetary records")]
-    TooManyMonetaryRecords {
-        /// `MAX_MONETARY_RECORDS`.
-        limit: u32,
-    },
     /// A monetary record is larger than a manifest carries.
     #[error("monetary record {key} has a key or value of {len} bytes, more than {limit}")]
     MonetaryRecordTooLarge {

@@ -118,6 +118,15 @@ impl HotStuff {
         if h.exec_height >= h.height {
             return Err(bad("executed height not below the block's height"));
         }
+        // A proposer reports a height at least four below its block (one
+        // its voters have executed by then, see `propose`): a report
+        // closer to the block could only name a height no voter can check,
+        // and its root would be certified unchecked (issue #18 review).
+        if h.exec_height.0 > 0 && h.exec_height.0.saturating_add(4) > h.height.0 {
+            return Err(bad(
+                "executed height less than four below the block's height",
+            ));
+        }
         if h.exec_height.0 == 0 && h.exec_state_root != Hash32::ZERO {
             return Err(bad("state root without an executed height"));
         }

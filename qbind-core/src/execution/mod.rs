@@ -61,7 +61,7 @@ pub use state::{
 };
 pub use state_root::{
     ACCUMULATOR_LANES, AccountAccumulator, CommitmentDelta, LEAF_CONTEXT, StateSummary,
-    leaf_element,
+    leaf_element, monetary_digest,
 };
 pub use tx::{
     TRANSFER_PAYLOAD_V0_BYTES, TRANSFER_PAYLOAD_V1_BYTES, Transaction, TransferPayload,

@@ -13,7 +13,11 @@
 //! changes are applied (Stage B may hash in parallel).
 //!
 //! The state root is `SHA3-256("QBIND:STATE_ROOT:v1" ‖ 32 lanes BE ‖
-//! account count u64 BE ‖ minted u128 BE ‖ burned u128 BE)`.
+//! account count u64 BE ‖ minted u128 BE ‖ burned u128 BE [‖ monetary])`,
+//! where `monetary` ([`monetary_digest`]) commits to the monetary engine's
+//! consensus state (its latest epoch state and the fees of the current
+//! epoch) and is appended only when the engine has written any (it is zero
+//! on chains without it, whose roots are unchanged by its introduction).
 //!
 //! What it is: a binding commitment to the *set* of account records, under
 //! the conjectured hardness of finding a non-trivial small-coefficient
@@ -172,13 +176,41 @@ pub struct StateSummary {
     pub minted: u128,
     /// All fees burned.
     pub burned: u128,
+    /// [`monetary_digest`] of the monetary engine's consensus records
+    /// (zero while the engine has written none).
+    pub monetary: Hash32,
+}
+
+/// Domain tag of [`monetary_digest`].
+const MONETARY_TAG: &[u8] = b"QBIND:MONETARY_STATE:v1";
+
+/// The commitment to the monetary engine's consensus state, which the next
+/// epoch's issuance depends on: `SHA3-256("QBIND:MONETARY_STATE:v1" ‖
+/// present u8 ‖ latest epoch state's encoding ‖ epoch fees u128 BE)`, where
+/// `latest` is the value under `crate::monetary::MONETARY_STATE_KEY` (absent
+/// before the first epoch boundary: `present` 0 and no bytes) and
+/// `epoch_fees` the value under `crate::schema::EPOCH_FEES_KEY`. The
+/// per-epoch history records are not part of it: execution never reads
+/// them.
+#[must_use]
+pub fn monetary_digest(latest: Option<&[u8]>, epoch_fees: u128) -> Hash32 {
+    let mut bytes = MONETARY_TAG.to_vec();
+    match latest {
+        Some(state) => {
+            bytes.push(1);
+            bytes.extend_from_slice(state);
+        }
+        None => bytes.push(0),
+    }
+    bytes.extend_from_slice(&epoch_fees.to_be_bytes());
+    Hash32::digest(&bytes)
 }
 
 impl StateSummary {
     /// The state root.
     #[must_use]
     pub fn root(&self) -> Hash32 {
-        let mut bytes = Vec::with_capacity(ROOT_TAG.len() + 8 * ACCUMULATOR_LANES + 8 + 32);
+        let mut bytes = Vec::with_capacity(ROOT_TAG.len() + 8 * ACCUMULATOR_LANES + 8 + 64);
         bytes.extend_from_slice(ROOT_TAG);
         for lane in &self.accumulator.0 {
             bytes.extend_from_slice(&lane.to_be_bytes());
@@ -186,6 +218,9 @@ impl StateSummary {
         bytes.extend_from_slice(&self.accounts.to_be_bytes());
         bytes.extend_from_slice(&self.minted.to_be_bytes());
         bytes.extend_from_slice(&self.burned.to_be_bytes());
+        if self.monetary != Hash32::ZERO {
+            bytes.extend_from_slice(self.monetary.as_bytes());
+        }
         Hash32::digest(&bytes)
     }
 
@@ -211,6 +246,7 @@ impl Encode for StateSummary {
         self.accounts.encode_to(out);
         self.minted.encode_to(out);
         self.burned.encode_to(out);
+        self.monetary.encode_to(out);
     }
 }
 
@@ -225,6 +261,7 @@ impl Decode for StateSummary {
             accounts: r.u64()?,
             minted: r.u128()?,
             burned: r.u128()?,
+            monetary: Hash32::decode_from(r)?,
         })
     }
 }
@@ -332,6 +369,6 @@ mod tests {
             .with_delta(&CommitmentDelta::of(&[change(5, (0, 0), (1, 1))]))
             .unwrap();
         assert_eq!(StateSummary::from_bytes(&s.to_bytes()), Ok(s));
-        assert_eq!(s.to_bytes().len(), 8 * ACCUMULATOR_LANES + 8 + 32);
+        assert_eq!(s.to_bytes().len(), 8 * ACCUMULATOR_LANES + 8 + 32 + 32);
     }
 }

@@ -43,6 +43,8 @@ pub(super) struct Chain {
     pub(super) execution: TransferApplication,
     /// Consensus parameters.
     pub(super) cfg: ConsensusConfig,
+    /// What this run's state sync did (`--state-sync-from`), if it ran.
+    pub(super) state_synced: Option<crate::state_sync::StateSyncReport>,
 }
 
 /// The validators this process runs, after checking the count and the
@@ -328,6 +330,7 @@ pub(super) fn resolve(opts: &LocalOptions) -> Result<Chain, NodeError> {
             ..consensus_config(opts, env)
         },
         execution,
+        state_synced: None,
     })
 }
 

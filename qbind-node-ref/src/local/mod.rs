@@ -406,7 +406,7 @@ pub async fn run_local(
 ) -> Result<RunSummary, NodeError> {
     let mut chain = builder::resolve(&opts)?;
     let mut opts = opts;
-    let staged = state_sync_first(&mut opts, &chain, &out).await?;
+    let staged = state_sync_first(&mut opts, &mut chain, &out).await?;
     let running = start(&opts, &mut chain, &out).await;
     if let Some(dir) = staged {
         // Restored (or refused) by now: the staged snapshot is not needed.
@@ -420,7 +420,7 @@ pub async fn run_local(
 /// (`opts.fast_sync`). Returns the staged snapshot's directory to remove.
 async fn state_sync_first(
     opts: &mut LocalOptions,
-    chain: &builder::Chain,
+    chain: &mut builder::Chain,
     out: &impl Fn(&str),
 ) -> Result<Option<PathBuf>, NodeError> {
     if opts.state_sync_from.is_empty() {
@@ -440,6 +440,20 @@ async fn state_sync_first(
         ));
     }
     let dir = opts.data_dir.join(store_dir_name(&opts.keys, i));
+    // What a state sync killed earlier left: its staging, its staged
+    // snapshot (the store is restored from it or refused, never opened).
+    let removed = qbind_store::state_sync::remove_interrupted_state_syncs(&dir)
+        .map_err(|e| NodeError::StateSync(format!("removing an interrupted state sync: {e}")))?;
+    if removed > 0 {
+        out(&format!(
+            "state sync: removed {removed} staging directories a killed state sync left"
+        ));
+    }
+    let staged = crate::state_sync::staged_snapshot_dir(&dir);
+    if staged.exists() {
+        std::fs::remove_dir_all(&staged)
+            .map_err(|e| NodeError::StateSync(format!("removing {}: {e}", staged.display())))?;
+    }
     if dir.exists() {
         out(&format!(
             "state sync: {} already holds a store; continuing from it by block sync",
@@ -461,6 +475,7 @@ async fn state_sync_first(
         snapshot: fetched.snapshot,
         anchor: fetched.anchor,
     });
+    chain.state_synced = Some(fetched.report);
     Ok(Some(fetched.staged_dir))
 }
 

@@ -35,6 +35,8 @@ pub(super) struct Shared {
     pub(super) monetary_mode: MonetaryMode,
     /// The monetary state of the last epoch each local slot closed.
     pub(super) monetary: Vec<Mutex<Option<MonetaryEpochState>>>,
+    /// What the state sync this node started with did (one local node).
+    pub(super) state_synced: Option<crate::state_sync::StateSyncReport>,
     /// With own keys: the signer (its failure and health metrics) and the
     /// key registry (rotation gauges).
     pub(super) signer: Option<(
@@ -286,6 +288,43 @@ fn families(shared: &Shared) -> Vec<Family> {
             &registry.status(qbind_core::types::Epoch(epoch)),
         ));
     }
+    if let (Some(r), Some(l)) = (&shared.state_synced, labels.first()) {
+        let gauge = |name, help, value: crate::metrics::families::Value| {
+            Family::gauge(name, help).with(l.clone(), value)
+        };
+        out.extend([
+            gauge(
+                "qbind_state_sync_height",
+                "Height this node's store was state-synced to when it started.",
+                r.height.into(),
+            ),
+            gauge(
+                "qbind_state_sync_accounts",
+                "Accounts fetched by the state sync this node started with.",
+                r.accounts.into(),
+            ),
+            gauge(
+                "qbind_state_sync_bytes",
+                "Bytes of pages received by that state sync.",
+                r.bytes.into(),
+            ),
+            gauge(
+                "qbind_state_sync_duration_seconds",
+                "Seconds that state sync took (pages, verification, staging).",
+                r.seconds.into(),
+            ),
+            gauge(
+                "qbind_state_sync_peers",
+                "Peers given to that state sync (--state-sync-from).",
+                (r.peers as u64).into(),
+            ),
+            gauge(
+                "qbind_state_sync_peers_dropped",
+                "Peers that state sync dropped for serving data that failed verification.",
+                (r.peers_dropped as u64).into(),
+            ),
+        ]);
+    }
     out.push(
         Family::counter(
             "qbind_execution_state_root_mismatch_total",
@@ -494,6 +533,14 @@ mod tests {
             root_mismatches: AtomicU64::new(0),
             monetary_mode: MonetaryMode::Shadow,
             monetary: vec![Mutex::new(None), Mutex::new(None)],
+            state_synced: Some(crate::state_sync::StateSyncReport {
+                height: 40,
+                accounts: 7,
+                bytes: 512,
+                seconds: 0.25,
+                peers: 2,
+                peers_dropped: 1,
+            }),
             signer: None,
             net_is_link: false,
         };
@@ -533,6 +580,9 @@ mod tests {
             "qbind_p2p_outbound_peers{validator=\"5\"} 3\n",
             "# TYPE qbind_execution_state_root_mismatch_total counter\n\
              qbind_execution_state_root_mismatch_total 0\n",
+            "# TYPE qbind_state_sync_height gauge\nqbind_state_sync_height{validator=\"3\"} 40\n",
+            "qbind_state_sync_peers_dropped{validator=\"3\"} 1\n",
+            "qbind_state_sync_duration_seconds{validator=\"3\"} 0.25\n",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }

@@ -566,6 +566,7 @@ pub(super) fn shared(
             .as_ref()
             .map_or(qbind_core::monetary::MonetaryMode::Off, |m| m.config.mode),
         monetary: chain.local.iter().map(|_| Mutex::new(None)).collect(),
+        state_synced: chain.state_synced,
         signer: match &opts.keys {
             Keys::Devnet => None,
             Keys::Follower { .. } => None,

@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 
 use qbind_core::schema::committed_block_key;
 use qbind_core::state_sync::{
-    MAX_MONETARY_RECORD_BYTES, MAX_MONETARY_RECORDS, MAX_PAGE_ACCOUNTS, ManifestBuilder,
-    StateManifest, StatePage, chunk_of,
+    MAX_MONETARY_RECORD_BYTES, MAX_PAGE_ACCOUNTS, ManifestBuilder, StateManifest, StatePage,
+    chunk_of,
 };
 use qbind_core::traits::{KeyValues, Namespace, StateSnapshot};
 use qbind_core::types::{AccountId, Hash32, Height};
@@ -73,7 +73,7 @@ impl<B: PersistentBackend> SnapshotServer<B> {
     /// module documentation), check its heights and the protocol block id
     /// of its stored block against `meta.json`, and build the manifest
     /// from every account (each a 32-byte id with a decodable, non-empty
-    /// account) and every `Monetary` record. The manifest's chunks must add
+    /// account) and the two `Monetary` records execution reads. The manifest's chunks must add
     /// up to the stored summary, whose root must be `meta.json`'s: the same
     /// state commitment check as a restore, done in the same pass.
     ///
@@ -229,25 +229,27 @@ fn build_manifest(
     Ok(builder.finish()?)
 }
 
-/// Every record of `Monetary`, within the bounds a manifest carries.
+/// The `Monetary` records a manifest carries: the two execution reads
+/// (`qbind_core::state_sync::is_consensus_monetary_key`), each within the
+/// bound a manifest carries. The per-epoch history is not read.
 fn monetary_records(snap: &dyn StateSnapshot) -> Result<KeyValues, StateSyncStoreError> {
-    let limit = MAX_MONETARY_RECORDS as usize;
-    let records = snap.scan_range(Namespace::Monetary, &[], None, limit + 1)?;
-    if records.len() > limit {
-        return Err(StateSyncStoreError::TooManyMonetaryRecords {
-            limit: MAX_MONETARY_RECORDS,
-        });
-    }
     let bound = MAX_MONETARY_RECORD_BYTES as usize;
-    if let Some((key, value)) = records
-        .iter()
-        .find(|(k, v)| k.len() > bound || v.len() > bound)
-    {
-        return Err(StateSyncStoreError::MonetaryRecordTooLarge {
-            key: hex::encode(key.get(..64).unwrap_or(key)),
-            len: key.len().max(value.len()),
-            limit: MAX_MONETARY_RECORD_BYTES,
-        });
+    let mut records = Vec::new();
+    for key in [
+        qbind_core::monetary::MONETARY_STATE_KEY,
+        qbind_core::schema::EPOCH_FEES_KEY,
+    ] {
+        if let Some(value) = snap.get(Namespace::Monetary, key)? {
+            if value.len() > bound {
+                return Err(StateSyncStoreError::MonetaryRecordTooLarge {
+                    key: hex::encode(key),
+                    len: value.len(),
+                    limit: MAX_MONETARY_RECORD_BYTES,
+                });
+            }
+            records.push((key.to_vec(), value));
+        }
     }
+    records.sort();
     Ok(records)
 }

@@ -123,3 +123,33 @@ fn fjall_disk_size_falls_after_pruning() {
 fn rocksdb_disk_size_falls_after_pruning() {
     size_falls::<qbind_store::RocksDbBackend>();
 }
+
+/// With snapshots, blocks from the newest snapshot's height up are kept
+/// (they prove it to state-sync clients), whatever the retention asks; a
+/// newer snapshot lets the floor move on.
+#[test]
+fn the_newest_snapshot_holds_the_floor() {
+    use crate::snapshots::{config, raw_hash, store_at};
+    let dir = tempfile::tempdir().unwrap();
+    let store: FjallBackend = store_at(&dir.path().join("db"), 50);
+    let cfg = config(&dir.path().join("snapshots"), 5);
+    let metrics = Arc::new(StoreMetrics::default());
+    qbind_store::snapshot::create_snapshot(&store, &cfg, 0, &raw_hash, &metrics).unwrap();
+    let store: FjallBackend = {
+        drop(store);
+        store_at(&dir.path().join("db"), 100)
+    };
+    let pruner = Pruner::new(RetentionMode::Height { retain_height: 10 }, 10, metrics)
+        .keeping_newest_snapshot(cfg.snapshot_dir.clone());
+    pruner.prune_all(&store).unwrap();
+    assert_eq!(Pruner::current_floor(&store).unwrap(), 50);
+    let blocks = store
+        .scan_prefix(Namespace::Blocks, b"c", usize::MAX)
+        .unwrap();
+    assert_eq!(blocks.first().unwrap().0, block_key(50));
+    // A snapshot at 100: the retention's floor (91) applies again.
+    qbind_store::snapshot::create_snapshot(&store, &cfg, 0, &raw_hash, &StoreMetrics::default())
+        .unwrap();
+    pruner.prune_all(&store).unwrap();
+    assert_eq!(Pruner::current_floor(&store).unwrap(), 91);
+}

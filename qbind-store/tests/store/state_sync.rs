@@ -15,12 +15,13 @@ use qbind_core::codec::Encode;
 use qbind_core::consensus::{Block, BlockHeader, Payload, QuorumCert};
 use qbind_core::execution::{Account, AccountReader, BackendAccounts};
 use qbind_core::schema::{
-    EPOCH_FEES_KEY, EXECUTED_HEIGHT_KEY, MONETARY_STATE_KEY, commit_batch, load_persisted,
-    monetary_epoch_key, put_height,
+    EPOCH_FEES_KEY, EXECUTED_HEIGHT_KEY, MONETARY_STATE_KEY, STATE_SUMMARY_KEY, commit_batch,
+    load_persisted, monetary_epoch_key, put_height,
 };
 use qbind_core::state_sync::{
     CertifiedState, ChunkVerifier, MAX_PAGE_ACCOUNTS, PageVerdict, StateManifest, StatePage,
-    StateSyncError, chunk_of, chunk_start, decode,
+    StateSyncError, chunk_of, chunk_start, decode, is_consensus_monetary_key,
+    monetary_records_digest,
 };
 use qbind_core::traits::{Durability, KeyValues, Namespace, StateRead};
 use qbind_core::types::{AccountId, Epoch, Hash32, Height, ValidatorId, View};
@@ -118,8 +119,25 @@ fn source_store<B: PersistentBackend>(path: &Path) -> (B, Block) {
     for (k, v) in monetary_records() {
         batch.put(Namespace::Monetary, k, v);
     }
+    // The summary commits to the two records execution reads.
+    let mut summary = BackendAccounts::new(&store).summary().unwrap();
+    summary.monetary = monetary_records_digest(&monetary_records()).unwrap();
+    batch.put(
+        Namespace::Meta,
+        STATE_SUMMARY_KEY.to_vec(),
+        summary.to_bytes(),
+    );
     store.write(batch, Durability::Durable).unwrap();
     (store, block)
+}
+
+/// The monetary records a manifest carries and a synced store holds: the
+/// two execution reads (not the per-epoch history).
+fn consensus_monetary_records() -> Vec<(Vec<u8>, Vec<u8>)> {
+    monetary_records()
+        .into_iter()
+        .filter(|(k, _)| is_consensus_monetary_key(k))
+        .collect()
 }
 
 /// What the commit proof of the snapshot's height would certify (the
@@ -274,7 +292,10 @@ fn finish_and_restore<B: PersistentBackend>(
         all(&restored, Namespace::Accounts),
         all(&f.source, Namespace::Accounts)
     );
-    assert_eq!(all(&restored, Namespace::Monetary), monetary_records());
+    assert_eq!(
+        all(&restored, Namespace::Monetary),
+        consensus_monetary_records()
+    );
     // What a node starts from: both markers, the committed block and its QC.
     assert_eq!(committed_height(&restored).unwrap(), HEIGHT);
     assert_eq!(executed_height(&restored).unwrap(), HEIGHT);
@@ -310,7 +331,7 @@ fn round_trip<B: PersistentBackend>() {
     manifest.check(&certified).unwrap();
     assert_eq!(manifest.prefix_bits, 2);
     assert_eq!(manifest.summary.accounts, ACCOUNTS);
-    assert_eq!(manifest.monetary, monetary_records());
+    assert_eq!(manifest.monetary, consensus_monetary_records());
 
     let mut staging = StateSyncStaging::<B>::create(&f.data_dir()).unwrap();
     assert_eq!(staging.incomplete_chunks(&manifest), vec![0, 1, 2, 3]);
@@ -868,4 +889,48 @@ fn a_staging_left_by_a_crash_is_found_and_removed() {
     drop(staging);
     assert!(!dir.exists());
     assert_eq!(remove_interrupted_state_syncs(&data).unwrap(), 0);
+}
+
+/// The monetary records execution reads are part of the state commitment:
+/// a snapshot whose latest monetary state or epoch fees were changed after
+/// the summary was written (its file checksums recomputed) is refused by a
+/// server and by a restore, although its accounts are intact.
+#[test]
+fn altered_monetary_records_are_refused_by_server_and_restore() {
+    for key in [MONETARY_STATE_KEY, EPOCH_FEES_KEY] {
+        let root = tempfile::tempdir().unwrap();
+        let (source, _) = source_store::<FjallBackend>(&root.path().join("source-db"));
+        let mut batch = qbind_core::traits::WriteBatch::new();
+        batch.put(Namespace::Monetary, key.to_vec(), 99u128.to_bytes());
+        qbind_core::traits::StateBackend::write(&source, batch, Durability::Durable).unwrap();
+        let cfg = config(&root.path().join("snapshots"), 5);
+        let meta = create_snapshot(
+            &source,
+            &cfg,
+            EPOCH,
+            &qbind_block_id,
+            &StoreMetrics::default(),
+        )
+        .unwrap();
+        let snap = cfg.snapshot_dir.join(meta.height.to_string());
+        let err = SnapshotServer::<FjallBackend>::open(&snap, CHAIN).unwrap_err();
+        assert!(
+            err.to_string().contains("monetary"),
+            "{}: {err}",
+            String::from_utf8_lossy(key)
+        );
+        let certified = certified_of(&meta);
+        let restored = restore_snapshot::<FjallBackend>(
+            &snap,
+            CHAIN,
+            &trust_anchor(&certified),
+            &root.path().join("node").join("validator-0"),
+            &qbind_block_id,
+        );
+        assert!(
+            matches!(restored, Err(SnapshotError::MonetaryMismatch)),
+            "{:?}",
+            restored.err()
+        );
+    }
 }
