@@ -200,9 +200,12 @@ impl<S: StateBackend> Replica<S> {
         })
     }
 
-    /// Execute committed blocks with `application`.
+    /// Execute committed blocks with `application`. The validator then votes
+    /// only for proposals whose reported state root it has checked against
+    /// its own execution ([`HotStuff::set_executes`]).
     #[must_use]
     pub fn with_application(mut self, application: Box<dyn Application<S>>) -> Self {
+        self.machine.set_executes(true);
         self.application = Some(application);
         self
     }
@@ -213,23 +216,26 @@ impl<S: StateBackend> Replica<S> {
     pub fn start(&mut self, now: Millis) -> Result<Vec<Action>, ReplicaError> {
         let mut actions = Vec::new();
         self.execute_backlog(now, &mut actions)?;
-        if let Some(app) = &self.application {
-            let executed =
-                schema::read_height(&self.store, schema::EXECUTED_HEIGHT_KEY)?.unwrap_or(Height(0));
-            if executed.0 > 0 {
-                let state_root =
-                    app.state_root(&self.store)
-                        .map_err(|source| ReplicaError::Application {
-                            height: executed,
-                            source,
-                        })?;
-                actions.extend(self.handle(
-                    now,
-                    Input::Executed {
+        let executed =
+            schema::read_height(&self.store, schema::EXECUTED_HEIGHT_KEY)?.unwrap_or(Height(0));
+        if let Some(app) = &self.application
+            && executed.0 > 0
+        {
+            let state_root =
+                app.state_root(&self.store)
+                    .map_err(|source| ReplicaError::Application {
                         height: executed,
-                        state_root,
-                    },
-                )?);
+                        source,
+                    })?;
+            // The roots of the heights before it, as recorded when they were
+            // executed (a restarted validator still checks reports of them,
+            // §C3.7); the executed height's own root comes from the
+            // application.
+            let mut roots = schema::read_executed_roots(&self.store, executed)?;
+            roots.retain(|(height, _)| *height < executed);
+            roots.push((executed, state_root));
+            for (height, state_root) in roots {
+                actions.extend(self.handle(now, Input::Executed { height, state_root })?);
             }
         }
         actions.extend(self.handle(now, Input::Start)?);
@@ -386,6 +392,9 @@ impl<S: StateBackend> Replica<S> {
             executed = Some(applied);
         }
         schema::put_height(&mut batch, schema::EXECUTED_HEIGHT_KEY, height);
+        if let Some(applied) = &executed {
+            schema::put_executed_root(&mut batch, height, applied.state_root);
+        }
         self.store.write(batch, Durability::Durable)?;
         // No holes: this durable write made the commits before it durable.
         self.commits_durable(now, actions);

@@ -50,6 +50,14 @@ pub const TX_RECEIPT_PREFIX: u8 = b'x';
 /// Key of the height whose transactions were last delivered for execution,
 /// in [`Namespace::Meta`].
 pub const EXECUTED_HEIGHT_KEY: &[u8] = b"executed_height";
+/// Prefix in [`Namespace::Meta`] of the state root of one executed height
+/// (then the height, u64 BE). The [`Replica`](crate::replica::Replica) keeps
+/// the roots of the last [`EXECUTED_ROOTS_KEPT`] heights, so a restarted
+/// validator still checks the roots proposals report (consensus §C3.7).
+pub const EXECUTED_ROOT_PREFIX: &[u8] = b"executed_root:";
+/// How many executed heights' state roots a validator remembers (in memory
+/// and in the store) for checking proposals.
+pub const EXECUTED_ROOTS_KEPT: u64 = 256;
 /// Key in [`Namespace::Monetary`] of the fees paid so far in the current
 /// epoch (u128 BE), updated with every executed block.
 pub const EPOCH_FEES_KEY: &[u8] = b"epoch_fees";
@@ -222,6 +230,47 @@ pub fn forget_batches_batch(digests: &[Hash32]) -> WriteBatch {
         batch.delete(Namespace::DagBatches, batch_digest_key(d));
     }
     batch
+}
+
+/// Key in [`Namespace::Meta`] of the state root of executed height `height`.
+#[must_use]
+pub fn executed_root_key(height: Height) -> Vec<u8> {
+    let mut key = EXECUTED_ROOT_PREFIX.to_vec();
+    key.extend_from_slice(&height.0.to_be_bytes());
+    key
+}
+
+/// Record the state root of executed `height` in `batch`, and drop the one
+/// that falls out of the last [`EXECUTED_ROOTS_KEPT`].
+pub fn put_executed_root(batch: &mut WriteBatch, height: Height, root: Hash32) {
+    batch.put(Namespace::Meta, executed_root_key(height), root.to_bytes());
+    if let Some(old) = height.0.checked_sub(EXECUTED_ROOTS_KEPT) {
+        batch.delete(Namespace::Meta, executed_root_key(Height(old)));
+    }
+}
+
+/// The stored state roots of the last [`EXECUTED_ROOTS_KEPT`] heights up to
+/// `executed`, ascending; heights without a record are skipped.
+pub fn read_executed_roots<S: StateBackend + ?Sized>(
+    store: &S,
+    executed: Height,
+) -> Result<Vec<(Height, Hash32)>, PersistError> {
+    let first = executed.0.saturating_sub(EXECUTED_ROOTS_KEPT - 1).max(1);
+    if executed.0 < first {
+        return Ok(Vec::new());
+    }
+    let keys: Vec<Vec<u8>> = (first..=executed.0)
+        .map(|h| executed_root_key(Height(h)))
+        .collect();
+    let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+    let values = store.multi_get(Namespace::Meta, &refs)?;
+    let mut roots = Vec::new();
+    for (h, value) in (first..=executed.0).zip(values) {
+        if let Some(bytes) = value {
+            roots.push((Height(h), decode_record("executed state root", &bytes)?));
+        }
+    }
+    Ok(roots)
 }
 
 /// Put a u64 height marker into `batch`.

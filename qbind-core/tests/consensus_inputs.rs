@@ -668,3 +668,161 @@ fn an_idle_leader_waits_before_an_empty_proposal() {
     let (mut hs, _) = start(Some(10_000));
     assert_eq!(proposals(&hs.handle(Millis(250), Input::Tick)), 1);
 }
+
+/// Honest state root of executed height `h` in [`a_vote_waits_for_the_height_a_proposal_reports`].
+fn honest_root(h: u64) -> Hash32 {
+    Hash32([h as u8; 32])
+}
+
+/// What validator 3 did about block 7 in [`votes_for_block_7`].
+struct Block7 {
+    /// Votes it asked to sign for block 7 when the proposal arrived.
+    votes: usize,
+    /// Its rejections then.
+    refused: Vec<ConsensusError>,
+    /// Votes for block 7 once it executed height 3 with the honest root.
+    votes_after: usize,
+    /// Its rejections then.
+    refused_after: Vec<ConsensusError>,
+}
+
+/// Validator 3 receives blocks 1..=7 (block `v` in view `v`, each block from
+/// 5 on reporting the root of `v − 4`; block 7 reports `root7` for height 3)
+/// and executes the committed heights up to `executed_up_to` only: its
+/// execution lags. `restarted_at`: it starts knowing only that height's
+/// root, as after a restart. Then it executes height 3 with the honest root.
+fn votes_for_block_7(
+    executes: bool,
+    restarted_at: Option<u64>,
+    executed_up_to: u64,
+    root7: Hash32,
+) -> Block7 {
+    use qbind_core::consensus::leader::LeaderPolicy;
+    let keys = keys();
+    let (schedule, chain) =
+        qbind_core::sim::chain::certified_chain_reporting(ENV, &keys, keys.len(), 7, |v| match v {
+            7 => Some((Height(3), root7)),
+            v if v >= 5 => Some((Height(v - 4), honest_root(v - 4))),
+            _ => None,
+        })
+        .expect("chain");
+    let mut cfg = ConsensusConfig::new(ENV);
+    cfg.leader_policy = LeaderPolicy::RoundRobin;
+    let mut hs = HotStuff::new(cfg, ValidatorId(3), schedule, None, Vec::new(), Vec::new());
+    hs.set_executes(executes);
+    if let Some(h) = restarted_at {
+        let _ = hs.handle(
+            Millis(0),
+            Input::Executed {
+                height: Height(h),
+                state_root: honest_root(h),
+            },
+        );
+    }
+    let _ = hs.handle(Millis(0), Input::Start);
+    let id7 = chain[7].id();
+    let votes_for_7 = |effects: &[Effect]| {
+        sign_requests(effects)
+            .iter()
+            .filter(|p| matches!(p, SignPurpose::Vote { data, .. } if data.block_id == id7))
+            .count()
+    };
+    let mut last = Vec::new();
+    for block in &chain[1..] {
+        let proposer = block.header().proposer;
+        let signature = sign_domain(
+            &keys[proposer.0 as usize],
+            ENV,
+            SignKind::Proposal,
+            &block.id().to_bytes(),
+        );
+        let proposal = Proposal {
+            block: block.clone(),
+            tc: None,
+            signature,
+        };
+        let effects = deliver(&mut hs, proposer.0, ConsensusMsg::Proposal(proposal));
+        for e in &effects {
+            if let Effect::Execute { height, .. } = e
+                && height.0 <= executed_up_to
+            {
+                let _ = hs.handle(
+                    Millis(1),
+                    Input::Executed {
+                        height: *height,
+                        state_root: honest_root(height.0),
+                    },
+                );
+            }
+        }
+        last = effects;
+    }
+    let after = hs.handle(
+        Millis(2),
+        Input::Executed {
+            height: Height(3),
+            state_root: honest_root(3),
+        },
+    );
+    Block7 {
+        votes: votes_for_7(&last),
+        refused: rejections(&last),
+        votes_after: votes_for_7(&after),
+        refused_after: rejections(&after),
+    }
+}
+
+/// A proposal reporting the root of a height this validator has committed
+/// but not executed yet gets its vote only once that height is executed
+/// and the roots agree (§C3.7): otherwise a Byzantine leader could have a
+/// false root certified by voters whose execution lagged (issue #18
+/// review). A validator that does not execute votes unchecked, as before.
+#[test]
+fn a_vote_waits_for_the_height_a_proposal_reports() {
+    let forged = Hash32([0xee; 32]);
+    // Execution keeps up: the report is checked at once.
+    let b = votes_for_block_7(true, None, 7, honest_root(3));
+    assert_eq!((b.votes, b.votes_after), (1, 0), "{:?}", b.refused);
+    let b = votes_for_block_7(true, None, 7, forged);
+    assert_eq!(b.votes, 0, "voted for a root that differs from its own");
+    assert!(matches!(
+        b.refused[..],
+        [ConsensusError::StateRootMismatch { .. }]
+    ));
+    // Execution lags behind height 3: no vote until it is executed.
+    let b = votes_for_block_7(true, None, 2, honest_root(3));
+    assert_eq!((b.votes, b.votes_after), (0, 1), "{:?}", b.refused_after);
+    let b = votes_for_block_7(true, None, 2, forged);
+    assert_eq!((b.votes, b.votes_after), (0, 0), "a false root got a vote");
+    assert!(
+        matches!(
+            b.refused_after[..],
+            [ConsensusError::StateRootMismatch {
+                height: Height(3),
+                ..
+            }]
+        ),
+        "{:?}",
+        b.refused_after
+    );
+    // Without execution nothing can be checked.
+    let b = votes_for_block_7(false, None, 0, forged);
+    assert_eq!(b.votes, 1);
+}
+
+/// A report of a height this validator executed but does not remember (here
+/// it restarted at height 5 and knows only that root) cannot be checked and
+/// gets no vote; reports of later heights are checked as usual.
+#[test]
+fn a_report_this_validator_cannot_check_gets_no_vote() {
+    let b = votes_for_block_7(true, Some(5), 0, honest_root(3));
+    assert_eq!((b.votes, b.votes_after), (0, 0));
+    assert!(
+        matches!(
+            b.refused[..],
+            [ConsensusError::UncheckedStateRoot { height: Height(3) }]
+        ),
+        "{:?}",
+        b.refused
+    );
+}

@@ -4,13 +4,18 @@
 
 use std::sync::Arc;
 
+use qbind_core::application::{
+    Application, ApplicationError, Applied, CommittedBlock, ExecutionReport,
+};
 use qbind_core::consensus::{ConsensusConfig, Input};
 use qbind_core::crypto::KeyPair;
 use qbind_core::replica::{Action, Event, Replica};
 use qbind_core::schema;
 use qbind_core::signing::sign_domain;
-use qbind_core::traits::{Durability, MemoryBackend, StateBackend, WriteBatch};
-use qbind_core::types::{Height, Millis, NetworkEnvironment, ValidatorId};
+use qbind_core::traits::{
+    Durability, MemoryBackend, Namespace, StateBackend, StateRead, WriteBatch,
+};
+use qbind_core::types::{Hash32, Height, Millis, NetworkEnvironment, ValidatorId};
 use qbind_core::validator::{EpochSchedule, ValidatorSet};
 
 const ENV: NetworkEnvironment = NetworkEnvironment::Devnet;
@@ -96,4 +101,83 @@ fn execution_resumes_from_the_marker_across_a_gap_longer_than_the_window() {
         resumed, expected,
         "heights delivered after the restart are not exactly the ones after the marker"
     );
+}
+
+/// An application whose state is the last executed height and whose root
+/// names it.
+struct HeightApp;
+
+fn root_of(height: u64) -> Hash32 {
+    let mut root = [0u8; 32];
+    root[..8].copy_from_slice(&height.to_be_bytes());
+    Hash32(root)
+}
+
+impl Application<MemoryBackend> for HeightApp {
+    fn execute(
+        &mut self,
+        _store: &MemoryBackend,
+        block: &CommittedBlock<'_>,
+    ) -> Result<Applied, ApplicationError> {
+        let mut writes = WriteBatch::new();
+        writes.put(
+            Namespace::Accounts,
+            b"height".to_vec(),
+            block.height.0.to_be_bytes().to_vec(),
+        );
+        Ok(Applied {
+            writes,
+            state_root: root_of(block.height.0),
+            report: ExecutionReport::default(),
+            epoch_closed: None,
+        })
+    }
+
+    fn state_root(&self, store: &MemoryBackend) -> Result<Hash32, ApplicationError> {
+        let height = store
+            .get(Namespace::Accounts, b"height")?
+            .map_or(0, |b| u64::from_be_bytes(b.try_into().expect("8 bytes")));
+        Ok(root_of(height))
+    }
+}
+
+/// The state roots of the last 256 executed heights are kept in the store
+/// (older ones deleted as execution goes on) and a restarted validator
+/// starts with all of them, so it can check the roots proposals report for
+/// heights it executed before the restart (consensus §C3.7).
+#[test]
+fn a_restarted_validator_remembers_the_last_executed_roots() {
+    let key = KeyPair::from_seed(&[43; 32]);
+    let store = MemoryBackend::default();
+    let open = |store: MemoryBackend| {
+        Replica::open(config(), ValidatorId(0), schedule(&key), store)
+            .expect("open")
+            .with_application(Box::new(HeightApp))
+    };
+    let mut replica = open(store.clone());
+    drive(&mut replica, &key, Height(300));
+    let executed = schema::read_height(&store, schema::EXECUTED_HEIGHT_KEY)
+        .expect("read")
+        .expect("executed");
+    assert!(executed.0 >= 300);
+    let kept = schema::EXECUTED_ROOTS_KEPT as usize;
+    assert_eq!(replica.machine().footprint().executed_roots, kept);
+    let stored = store
+        .scan_prefix(Namespace::Meta, schema::EXECUTED_ROOT_PREFIX, usize::MAX)
+        .expect("scan");
+    assert_eq!(
+        stored.len(),
+        kept,
+        "old roots are deleted as execution goes on"
+    );
+    let roots = schema::read_executed_roots(&store, executed).expect("roots");
+    let expected: Vec<(Height, Hash32)> = (executed.0 + 1 - kept as u64..=executed.0)
+        .map(|h| (Height(h), root_of(h)))
+        .collect();
+    assert_eq!(roots, expected);
+    drop(replica);
+
+    let mut replica = open(store);
+    let _ = replica.start(Millis(1)).expect("start");
+    assert_eq!(replica.machine().footprint().executed_roots, kept);
 }

@@ -135,6 +135,14 @@ pub enum ConsensusError {
         /// The proposal's root.
         theirs: Hash32,
     },
+    /// A proposal reports the state root of a height this validator executed
+    /// but no longer remembers (older than the last 256 it keeps, or executed
+    /// before a restart): the root cannot be checked, so it gets no vote.
+    #[error("state root at height {height} cannot be checked: not among the executed heights kept")]
+    UncheckedStateRoot {
+        /// The executed height the proposal reports.
+        height: Height,
+    },
     /// A batch or batch acknowledgement was refused.
     #[error("invalid batch: {why}")]
     InvalidBatch {
@@ -173,6 +181,7 @@ impl ConsensusError {
             ConsensusError::VoteRefused(_) => "vote_refused",
             ConsensusError::InvalidPayload { .. } => "invalid_payload",
             ConsensusError::StateRootMismatch { .. } => "state_root_mismatch",
+            ConsensusError::UncheckedStateRoot { .. } => "unchecked_state_root",
             ConsensusError::InvalidBatch { .. } => "invalid_batch",
             ConsensusError::BadSyncResponse { .. } => "bad_sync_response",
         }

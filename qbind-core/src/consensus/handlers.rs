@@ -8,7 +8,7 @@ use crate::consensus::machine::HotStuff;
 use crate::consensus::messages::{Block, ConsensusMsg, Proposal, TimeoutCert, TimeoutMsg, Vote};
 use crate::dag::DagMsg;
 use crate::signing::SignKind;
-use crate::types::{Hash32, ValidatorId};
+use crate::types::{Hash32, Height, ValidatorId};
 
 /// Uncommitted blocks held at most (a backstop: proposals are bounded by one
 /// per proposer and view within `FUTURE_VIEWS` of the current view and the
@@ -135,12 +135,17 @@ impl HotStuff {
 
     /// A proposal that reports a state root for a height we executed with a
     /// different root gets no vote: either we or the proposer diverged.
+    /// `Ok(Some(h))`: this validator executes but has not executed `h` yet,
+    /// so the vote waits for it ([`HotStuff::vote_after_execution`]).
     ///
     /// Consensus §C3.7, §C8.2 (docs/consensus.md).
-    fn check_state_root(&mut self, block: &Block) -> Result<(), ConsensusError> {
+    fn check_state_root(&mut self, block: &Block) -> Result<Option<Height>, ConsensusError> {
         let h = block.header();
+        if h.exec_height.0 == 0 {
+            return Ok(None);
+        }
         match self.executed_roots.get(&h.exec_height) {
-            Some(ours) if h.exec_height.0 > 0 && *ours != h.exec_state_root => {
+            Some(ours) if *ours != h.exec_state_root => {
                 self.metrics.state_root_mismatches += 1;
                 Err(ConsensusError::StateRootMismatch {
                     height: h.exec_height,
@@ -148,7 +153,51 @@ impl HotStuff {
                     theirs: h.exec_state_root,
                 })
             }
-            _ => Ok(()),
+            Some(_) => Ok(None),
+            None if !self.executes => Ok(None),
+            None => {
+                let newest = self
+                    .executed_roots
+                    .last_key_value()
+                    .map_or(Height(0), |(h, _)| *h);
+                if h.exec_height > newest {
+                    Ok(Some(h.exec_height))
+                } else {
+                    Err(ConsensusError::UncheckedStateRoot {
+                        height: h.exec_height,
+                    })
+                }
+            }
+        }
+    }
+
+    /// The vote for the proposal waiting for execution, once `executed`
+    /// reaches the height it reports (§C3.7). A refusal then (another root,
+    /// a view moved on) is counted like any other.
+    pub(crate) fn vote_after_execution(&mut self, executed: Height) {
+        let Some((id, view, height)) = self.awaiting_execution else {
+            return;
+        };
+        if view != self.pace.view() {
+            // The view moved on: that proposal can no longer get a vote.
+            self.awaiting_execution = None;
+            return;
+        }
+        if executed < height {
+            return;
+        }
+        self.awaiting_execution = None;
+        let Some(block) = self.tree.get(&id).cloned() else {
+            return;
+        };
+        let proposer = block.header().proposer;
+        let result = match self.check_state_root(&block) {
+            Ok(None) => self.try_vote(&block),
+            Ok(Some(_)) => Ok(()),
+            Err(e) => Err(e),
+        };
+        if let Err(error) = result {
+            self.reject(proposer, error);
         }
     }
 
@@ -216,8 +265,13 @@ impl HotStuff {
                 if p.block.view() == self.pace.view() {
                     self.validate_payload(&p.block)?;
                 }
-                self.check_state_root(&p.block)?;
-                self.try_vote(&p.block)
+                match self.check_state_root(&p.block)? {
+                    None => self.try_vote(&p.block),
+                    Some(height) => {
+                        self.awaiting_execution = Some((p.block.id(), p.block.view(), height));
+                        Ok(())
+                    }
+                }
             }
             Placement::Missing(id) => {
                 self.wait_for(id, from, p);

@@ -78,6 +78,13 @@ pub struct HotStuff {
     /// State roots of the last [`EXECUTED_ROOTS_KEPT`] executed heights
     /// ([`Input::Executed`]).
     pub(crate) executed_roots: BTreeMap<Height, Hash32>,
+    /// This validator executes committed blocks and reports every executed
+    /// root ([`HotStuff::set_executes`]): its votes wait for the height a
+    /// proposal reports (§C3.7).
+    pub(crate) executes: bool,
+    /// The proposal whose vote waits until this validator has executed the
+    /// height it reports: its block id, view and that height (§C3.7).
+    pub(crate) awaiting_execution: Option<(Hash32, View, Height)>,
     /// Who leads each view: the policy and the committed chain it reads.
     pub(crate) leaders: LeaderSchedule,
     /// What non-members may still ask to be served.
@@ -91,7 +98,7 @@ pub struct HotStuff {
 pub const MAX_VIEW: View = View(1 << 62);
 
 /// Executed heights whose state roots are remembered for checking proposals.
-pub(crate) const EXECUTED_ROOTS_KEPT: usize = 256;
+pub(crate) const EXECUTED_ROOTS_KEPT: usize = crate::schema::EXECUTED_ROOTS_KEPT as usize;
 
 impl HotStuff {
     /// A validator `me` at genesis (`safety = None`, nothing persisted), or
@@ -156,6 +163,8 @@ impl HotStuff {
             view_entered: Millis(0),
             idle_held: None,
             executed_roots: BTreeMap::new(),
+            executes: false,
+            awaiting_execution: None,
             leaders,
             serve_budget: super::serve_budget::ServeBudget::default(),
         };
@@ -192,6 +201,7 @@ impl HotStuff {
                 while self.executed_roots.len() > EXECUTED_ROOTS_KEPT {
                     self.executed_roots.pop_first();
                 }
+                self.vote_after_execution(height);
             }
         }
         self.update_gauges();
@@ -199,6 +209,17 @@ impl HotStuff {
     }
 
     // ------------------------------------------------------------ accessors
+
+    /// Declare that this validator executes committed blocks and feeds every
+    /// executed state root back as [`Input::Executed`] (the
+    /// [`Replica`](crate::replica::Replica) does so when it has an
+    /// application). A vote then waits until the height a proposal reports
+    /// is executed here and its root agrees, so every root a QC certifies was
+    /// checked by each honest validator in the quorum (§C3.7). Without it, a
+    /// report of a height not executed here is not checked.
+    pub fn set_executes(&mut self, executes: bool) {
+        self.executes = executes;
+    }
 
     /// This validator's id.
     #[must_use]
