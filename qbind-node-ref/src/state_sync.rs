@@ -12,12 +12,16 @@
 //! **Fetching** ([`fetch_state`]): a node started with `--state-sync-from
 //! URL` and no store yet asks those peers for their snapshot heights, takes
 //! the newest height offered, verifies a commit proof for it against its own
-//! validator sets, takes the manifest when every peer offering it that
-//! answers serves the same bytes and it holds to the certified root, then
-//! fetches every chunk page by page, verifying each page before it is
-//! staged. A peer that serves anything that fails a check is dropped for the
-//! rest of the sync, and what it served of the chunk is discarded; the chunk
-//! is asked of the next peer. The staged state becomes an ordinary snapshot
+//! validator sets, gathers the manifests the peers offering it serve that
+//! hold to the certified root (grouped by their bytes, the one most peers
+//! serve first), then fetches every chunk page by page from the peers
+//! serving that manifest, verifying each page before it is staged. A peer
+//! that serves anything that fails a check is dropped for the rest of the
+//! sync, and what it served of the chunk is discarded; the chunk is asked of
+//! the next peer. When every peer serving a manifest was dropped (a
+//! manifest whose chunk sums are shifted between chunks still holds to the
+//! root, but honest pages fail against it), what was staged is discarded
+//! and the next manifest is tried, so one such peer cannot stop a sync. The staged state becomes an ordinary snapshot
 //! that the node restores with the certified trust anchor
 //! (`--fast-sync-snapshot-dir` does the same with an operator's anchor).
 
@@ -435,8 +439,7 @@ impl Fetch<'_> {
 ///
 /// # Errors
 /// [`NodeError::StateSync`] when no peer serves a snapshot with a valid
-/// proof, the peers' manifests differ, every peer was dropped, or staging
-/// fails.
+/// proof or a valid manifest, every peer was dropped, or staging fails.
 pub async fn fetch_state(
     urls: &[String],
     env: NetworkEnvironment,
@@ -535,32 +538,63 @@ async fn fetch_into<B: PersistentBackend>(
         offering.len(),
         urls.len()
     ));
-    // 3. The manifest, the same from every peer offering it that answers.
-    let manifest = agreed_manifest(&mut f, &certified, &offering).await?;
-    out(&format!(
-        "state sync: manifest of {} accounts in {} chunks",
-        manifest.summary.accounts,
-        manifest.chunks.len()
-    ));
-    // 4. Every chunk, page by page.
+    // 3. The manifests that hold to the certified root, by how many peers
+    // serve each; 4. every chunk, page by page, from the peers serving the
+    // first; the next one if all of those were dropped.
+    let candidates = manifests(&mut f, &certified, &offering).await;
+    if candidates.is_empty() {
+        return Err(fail("no peer served a valid manifest"));
+    }
+    if candidates.len() > 1 {
+        out(&format!(
+            "state sync: the peers serve {} different manifests consistent with the certified \
+             root (chunk sums shifted between chunks); trying the one most peers serve first",
+            candidates.len()
+        ));
+    }
     let mut staging =
         StateSyncStaging::<B>::create(store_dir).map_err(|e| fail(format!("staging: {e}")))?;
     let started = Instant::now();
     let mut bytes = 0u64;
-    let mut last_report = Instant::now();
-    for chunk in 0..manifest.chunks.len() as u32 {
-        bytes += fetch_chunk(&mut f, &mut staging, &manifest, chunk, &offering).await?;
-        if last_report.elapsed() >= Duration::from_secs(2) {
-            last_report = Instant::now();
-            out(&format!(
-                "state sync: {} of {} chunks, {:.1} MB at {:.1} MB/s",
-                chunk + 1,
-                manifest.chunks.len(),
-                bytes as f64 / 1e6,
-                bytes as f64 / 1e6 / started.elapsed().as_secs_f64().max(1e-3)
-            ));
+    let mut fetched = None;
+    for (manifest, serving) in candidates {
+        out(&format!(
+            "state sync: manifest of {} accounts in {} chunks, served by {} peers",
+            manifest.summary.accounts,
+            manifest.chunks.len(),
+            serving.len()
+        ));
+        match fetch_chunks(
+            &mut f,
+            &mut staging,
+            &manifest,
+            &serving,
+            started,
+            &mut bytes,
+        )
+        .await
+        {
+            Ok(()) => {
+                fetched = Some(manifest);
+                break;
+            }
+            Err(ChunksFailed::Exhausted { chunk }) => {
+                out(&format!(
+                    "state sync: every peer serving that manifest was dropped at chunk {chunk}; \
+                     discarding what was staged"
+                ));
+                for c in 0..=chunk {
+                    staging
+                        .discard_chunk(c, manifest.prefix_bits)
+                        .map_err(|e| fail(format!("staging: {e}")))?;
+                }
+            }
+            Err(ChunksFailed::Fatal(e)) => return Err(e),
         }
     }
+    let Some(manifest) = fetched else {
+        return Err(fail("every peer was dropped before the state was complete"));
+    };
     let staged_dir = staged_snapshot_dir(store_dir);
     let _ = std::fs::remove_dir_all(&staged_dir);
     let chain_id = env.chain_id().0;
@@ -671,18 +705,18 @@ async fn provable(
     None
 }
 
-/// The manifest of the certified height: every peer offering it that
-/// answers must serve the same bytes, and they must hold to the certified
-/// root. (Honest peers serve identical manifests; two that both hold to
-/// the root differ only in how the totals are split between chunks, which
-/// honest pages would then fail against.)
-async fn agreed_manifest(
+/// The manifests of the certified height that hold to the certified root,
+/// each with the peers serving exactly its bytes; most peers first, then in
+/// the order first served. Honest peers serve identical manifests; two that
+/// both hold to the root differ only in how the totals are split between
+/// chunks, and honest pages fail against all but the honest one.
+async fn manifests(
     f: &mut Fetch<'_>,
     certified: &CertifiedState,
     offering: &[usize],
-) -> Result<StateManifest, NodeError> {
+) -> Vec<(StateManifest, Vec<usize>)> {
     let path = format!("/v1/state-sync/{}/manifest", certified.height.0);
-    let mut agreed: Option<(Vec<u8>, StateManifest, String)> = None;
+    let mut groups: Vec<(Vec<u8>, StateManifest, Vec<usize>)> = Vec::new();
     for &i in offering {
         if f.peers[i].dropped {
             continue;
@@ -694,28 +728,58 @@ async fn agreed_manifest(
                 continue;
             }
         };
-        let checked = decode::<StateManifest>("manifest", &bytes)
-            .and_then(|m| m.check(certified).map(|()| m));
-        match (checked, &agreed) {
-            (Err(e), _) => f.blame(i, &Failure::Bad(e.to_string())),
-            (Ok(_), Some((first, _, from))) if *first != bytes => {
-                return Err(fail(format!(
-                    "{} and {} serve different manifests for height {}, both consistent \
-                     with the certified root (one has chunk sums shifted between chunks): \
-                     remove the peer you do not trust",
-                    from,
-                    f.peers[i].url(),
-                    certified.height.0
-                )));
-            }
-            (Ok(_), Some(_)) => {}
-            (Ok(m), None) => agreed = Some((bytes, m, f.peers[i].url().to_string())),
+        match decode::<StateManifest>("manifest", &bytes)
+            .and_then(|m| m.check(certified).map(|()| m))
+        {
+            Err(e) => f.blame(i, &Failure::Bad(e.to_string())),
+            Ok(m) => match groups.iter_mut().find(|g| g.0 == bytes) {
+                Some(group) => group.2.push(i),
+                None => groups.push((bytes, m, vec![i])),
+            },
         }
     }
-    let Some((_, manifest, _)) = agreed else {
-        return Err(fail("no peer served a valid manifest"));
-    };
-    Ok(manifest)
+    // A stable sort keeps the order first served among equals.
+    groups.sort_by_key(|g| std::cmp::Reverse(g.2.len()));
+    groups.into_iter().map(|(_, m, peers)| (m, peers)).collect()
+}
+
+/// Why the chunks of a manifest could not all be fetched.
+enum ChunksFailed {
+    /// Every peer serving the manifest was dropped before `chunk` was
+    /// complete.
+    Exhausted {
+        /// The chunk being fetched.
+        chunk: u32,
+    },
+    /// Staging failed.
+    Fatal(NodeError),
+}
+
+/// Fetch and stage every chunk of `manifest` from the peers `serving` it,
+/// adding the page bytes received to `bytes`; progress every two seconds.
+async fn fetch_chunks<B: PersistentBackend>(
+    f: &mut Fetch<'_>,
+    staging: &mut StateSyncStaging<B>,
+    manifest: &StateManifest,
+    serving: &[usize],
+    started: Instant,
+    bytes: &mut u64,
+) -> Result<(), ChunksFailed> {
+    let mut last_report = Instant::now();
+    for chunk in 0..manifest.chunks.len() as u32 {
+        *bytes += fetch_chunk(f, staging, manifest, chunk, serving).await?;
+        if last_report.elapsed() >= Duration::from_secs(2) {
+            last_report = Instant::now();
+            (f.out)(&format!(
+                "state sync: {} of {} chunks, {:.1} MB at {:.1} MB/s",
+                chunk + 1,
+                manifest.chunks.len(),
+                *bytes as f64 / 1e6,
+                *bytes as f64 / 1e6 / started.elapsed().as_secs_f64().max(1e-3)
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Fetch and stage one chunk; the page bytes received.
@@ -724,17 +788,19 @@ async fn fetch_chunk<B: PersistentBackend>(
     staging: &mut StateSyncStaging<B>,
     manifest: &StateManifest,
     chunk: u32,
-    offering: &[usize],
-) -> Result<u64, NodeError> {
+    serving: &[usize],
+) -> Result<u64, ChunksFailed> {
+    let staging_failed = |e: qbind_store::state_sync::StateSyncStoreError| {
+        ChunksFailed::Fatal(fail(format!("staging: {e}")))
+    };
     let height = manifest.height.0;
     let mut bytes = 0u64;
     'peers: loop {
-        let Some(i) = f.pick(offering) else {
-            return Err(fail(format!(
-                "every peer was dropped before chunk {chunk} was complete"
-            )));
+        let Some(i) = f.pick(serving) else {
+            return Err(ChunksFailed::Exhausted { chunk });
         };
-        let mut verifier = ChunkVerifier::new(manifest, chunk).map_err(|e| fail(e.to_string()))?;
+        let mut verifier = ChunkVerifier::new(manifest, chunk)
+            .map_err(|e| ChunksFailed::Fatal(fail(e.to_string())))?;
         loop {
             let path = match verifier.after() {
                 None => format!("/v1/state-sync/{height}/chunk/{chunk}"),
@@ -754,9 +820,7 @@ async fn fetch_chunk<B: PersistentBackend>(
             };
             match checked {
                 Ok((verdict, page)) => {
-                    staging
-                        .put_page(&page)
-                        .map_err(|e| fail(format!("staging: {e}")))?;
+                    staging.put_page(&page).map_err(staging_failed)?;
                     if verdict == PageVerdict::Complete {
                         return Ok(bytes);
                     }
@@ -765,7 +829,7 @@ async fn fetch_chunk<B: PersistentBackend>(
                     f.blame(i, &e);
                     staging
                         .discard_chunk(chunk, manifest.prefix_bits)
-                        .map_err(|e| fail(format!("staging: {e}")))?;
+                        .map_err(staging_failed)?;
                     continue 'peers;
                 }
             }

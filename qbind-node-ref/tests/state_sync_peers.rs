@@ -1,0 +1,217 @@
+//! State sync's choice among the manifests peers serve (issue #18,
+//! docs/sync.md "State sync"): a peer whose manifest holds to the certified
+//! root but has its chunk sums shifted between chunks (so honest pages fail
+//! against it) is dropped, and the state is fetched with the manifest the
+//! other peers serve — one such peer cannot stop a sync.
+//!
+//! The peers are in-process API servers on 127.0.0.1 serving a state of
+//! 9,000 accounts (four chunks) at height 10 of a certified chain.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use qbind_api::{
+    ApiBackend, ApiConfig, ApiServer, BackendError, BlockInfo, ChainStatus, CheckedTx,
+    StateSyncReply, StateSyncRequest, SubmitError, TxLookup,
+};
+use qbind_core::codec::Encode;
+use qbind_core::crypto::KeyPair;
+use qbind_core::execution::{
+    Account, AccountAccumulator, StateSummary, leaf_element, monetary_digest,
+};
+use qbind_core::monetary::MONETARY_STATE_KEY;
+use qbind_core::schema::EPOCH_FEES_KEY;
+use qbind_core::sim::chain;
+use qbind_core::state_sync::{CommitProof, StateManifest, StatePage, chunk_of};
+use qbind_core::types::{AccountId, Hash32, Height, NetworkEnvironment};
+use qbind_node_ref::state_sync::fetch_state;
+use qbind_node_ref::store::StoreBackend;
+
+const ENV: NetworkEnvironment = NetworkEnvironment::Devnet;
+const ACCOUNTS: u32 = 9_000;
+const HEIGHT: u64 = 10;
+const PAGE: usize = 1_000;
+
+/// What a peer serves: the proof, a manifest and the accounts' pages.
+struct Served {
+    proof: Vec<u8>,
+    manifest: Vec<u8>,
+    accounts: Arc<Vec<(AccountId, Account)>>,
+    prefix_bits: u8,
+}
+
+impl ApiBackend for Served {
+    fn network(&self) -> NetworkEnvironment {
+        ENV
+    }
+    async fn submit(&self, _: CheckedTx) -> Result<(), SubmitError> {
+        Err(SubmitError::NotAValidator)
+    }
+    async fn tx_status(&self, _: Hash32) -> Result<TxLookup, BackendError> {
+        Err(BackendError::Unavailable)
+    }
+    async fn account(&self, _: AccountId) -> Result<Account, BackendError> {
+        Err(BackendError::Unavailable)
+    }
+    async fn block(&self, _: Height) -> Result<Option<BlockInfo>, BackendError> {
+        Err(BackendError::Unavailable)
+    }
+    async fn status(&self) -> Result<ChainStatus, BackendError> {
+        Err(BackendError::Unavailable)
+    }
+    async fn state_sync(&self, r: StateSyncRequest) -> Result<StateSyncReply, BackendError> {
+        Ok(match r {
+            StateSyncRequest::Snapshots => StateSyncReply::Heights(vec![HEIGHT]),
+            StateSyncRequest::Proof(h) if h.0 == HEIGHT => {
+                StateSyncReply::Bytes(self.proof.clone())
+            }
+            StateSyncRequest::Manifest(h) if h.0 == HEIGHT => {
+                StateSyncReply::Bytes(self.manifest.clone())
+            }
+            StateSyncRequest::Page {
+                height,
+                chunk,
+                after,
+            } if height.0 == HEIGHT => {
+                let rest: Vec<(AccountId, Account)> = self
+                    .accounts
+                    .iter()
+                    .filter(|(id, _)| chunk_of(id, self.prefix_bits) == chunk)
+                    .filter(|(id, _)| after.is_none_or(|a| *id > a))
+                    .copied()
+                    .collect();
+                let page = StatePage {
+                    height,
+                    chunk,
+                    last: rest.len() <= PAGE,
+                    accounts: rest.into_iter().take(PAGE).collect(),
+                };
+                StateSyncReply::Bytes(page.to_bytes())
+            }
+            _ => StateSyncReply::NotServed,
+        })
+    }
+}
+
+/// Serve `served` on 127.0.0.1 from its own thread (until the test process
+/// ends); its URL.
+fn serve(served: Served) -> String {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let server = ApiServer::bind(
+                "127.0.0.1:0".parse().expect("address"),
+                Arc::new(served),
+                ApiConfig::default(),
+            )
+            .await
+            .expect("bind");
+            let _ = tx.send(format!("http://{}", server.local_addr()));
+            let _ = server.run(std::future::pending::<()>()).await;
+        });
+    });
+    rx.recv_timeout(Duration::from_secs(10)).expect("listening")
+}
+
+#[test]
+fn a_peer_serving_a_shifted_manifest_is_dropped_and_the_sync_completes() {
+    // The state: accounts, their summary, the monetary records.
+    let latest = vec![1u8, 2, 3];
+    let fees = 77u128;
+    let mut accounts: Vec<(AccountId, Account)> = (0..ACCOUNTS)
+        .map(|i| {
+            let id = AccountId(*Hash32::digest(&i.to_be_bytes()).as_bytes());
+            (
+                id,
+                Account {
+                    nonce: u64::from(i % 5),
+                    balance: 10_000 + u128::from(i),
+                },
+            )
+        })
+        .collect();
+    accounts.sort();
+    let mut summary = StateSummary {
+        accumulator: AccountAccumulator::default(),
+        accounts: u64::from(ACCOUNTS),
+        minted: 0,
+        burned: 0,
+        monetary: monetary_digest(Some(&latest), fees),
+    };
+    for (id, a) in &accounts {
+        summary.accumulator.add(&leaf_element(id, a));
+        summary.minted += a.balance;
+    }
+    // A chain whose blocks from height 14 on report that state's root for
+    // height 10, certified by all four validators.
+    let keys: Vec<KeyPair> = (0..4u8)
+        .map(|i| KeyPair::from_seed(&[90 + i; 32]))
+        .collect();
+    let root = summary.root();
+    let (schedule, blocks) = chain::certified_chain_reporting(ENV, &keys, 4, 24, |h| {
+        (h >= HEIGHT + 4).then_some((Height(HEIGHT), root))
+    })
+    .expect("chain");
+    let proof = CommitProof::build(&blocks[HEIGHT as usize..], &schedule).expect("proof");
+    let manifest = StateManifest::build(
+        Height(HEIGHT),
+        blocks[HEIGHT as usize].id(),
+        summary,
+        accounts.iter().map(|(i, a)| (i, a)),
+        vec![
+            (EPOCH_FEES_KEY.to_vec(), fees.to_bytes()),
+            (MONETARY_STATE_KEY.to_vec(), latest),
+        ],
+    )
+    .expect("manifest");
+    assert_eq!(manifest.chunks.len(), 4);
+    // The same totals, split differently between chunks 0 and 1.
+    let mut shifted = manifest.clone();
+    shifted.chunks[0].balance = shifted.chunks[0].balance.wrapping_add(1);
+    shifted.chunks[1].balance = shifted.chunks[1].balance.wrapping_sub(1);
+    let certified = proof.verify(ENV, &schedule).expect("proof verifies");
+    assert!(
+        shifted.check(&certified).is_ok(),
+        "the shift holds to the root"
+    );
+
+    let accounts = Arc::new(accounts);
+    let peer = |m: &StateManifest| {
+        serve(Served {
+            proof: proof.to_bytes(),
+            manifest: m.to_bytes(),
+            accounts: Arc::clone(&accounts),
+            prefix_bits: manifest.prefix_bits,
+        })
+    };
+    // The shifting peer comes first: with one peer for each manifest, its
+    // manifest is tried first.
+    let urls = vec![peer(&shifted), peer(&manifest)];
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lines = Mutex::new(Vec::<String>::new());
+    let out = |l: &str| lines.lock().expect("lock").push(l.to_string());
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let outcome = runtime
+        .block_on(fetch_state(
+            &urls,
+            ENV,
+            &schedule,
+            &dir.path().join("store"),
+            StoreBackend::Fjall,
+            &out,
+        ))
+        .unwrap_or_else(|e| panic!("{e}: {:?}", lines.lock().expect("lock")));
+    let lines = lines.into_inner().expect("lock");
+    assert_eq!(outcome.accounts, u64::from(ACCOUNTS), "{lines:?}");
+    assert_eq!(outcome.dropped, vec![urls[0].clone()], "{lines:?}");
+    assert_eq!(outcome.anchor.state_root, root.0);
+    assert!(
+        lines.iter().any(|l| l.contains("2 different manifests")),
+        "{lines:?}"
+    );
+}
