@@ -268,6 +268,7 @@ impl HotStuff {
                 match self.check_state_root(&p.block)? {
                     None => self.try_vote(&p.block),
                     Some(height) => {
+                        self.metrics.votes_waited_for_execution += 1;
                         self.awaiting_execution = Some((p.block.id(), p.block.view(), height));
                         Ok(())
                     }

@@ -38,6 +38,10 @@ pub struct ConsensusMetrics {
     /// Proposals refused because they report a state root that differs
     /// from ours at a height we executed (divergence: ours or theirs).
     pub state_root_mismatches: u64,
+    /// `qbind_consensus_votes_waited_for_execution_total`: proposals whose
+    /// vote waited until this validator executed the height they report
+    /// (consensus §C3.7; stays near 0 while execution keeps up).
+    pub votes_waited_for_execution: u64,
     /// Sync requests sent.
     pub sync_requests_sent: u64,
     /// Blocks from peers (proposals and sync responses) inserted into the

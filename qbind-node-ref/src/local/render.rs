@@ -72,7 +72,7 @@ fn per_validator(
 /// Reads one consensus series.
 type Consensus = fn(&ConsensusMetrics) -> u64;
 /// The consensus series: name, help, value.
-const CONSENSUS: [(&str, &str, Consensus); 13] = [
+const CONSENSUS: [(&str, &str, Consensus); 14] = [
     ("qbind_consensus_current_view", "Current view.", |m| {
         m.current_view
     }),
@@ -110,6 +110,11 @@ const CONSENSUS: [(&str, &str, Consensus); 13] = [
         "qbind_consensus_state_root_refusals_total",
         "Proposals not voted for: their executed state root differs from ours.",
         |m| m.state_root_mismatches,
+    ),
+    (
+        "qbind_consensus_votes_waited_for_execution_total",
+        "Proposals whose vote waited until this validator executed the height they report.",
+        |m| m.votes_waited_for_execution,
     ),
     (
         "qbind_consensus_rejected_total",
