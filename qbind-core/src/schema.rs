@@ -55,9 +55,7 @@ pub const EXECUTED_HEIGHT_KEY: &[u8] = b"executed_height";
 /// the roots of the last [`EXECUTED_ROOTS_KEPT`] heights, so a restarted
 /// validator still checks the roots proposals report (consensus §C3.7).
 pub const EXECUTED_ROOT_PREFIX: &[u8] = b"executed_root:";
-/// How many executed heights' state roots a validator remembers (in memory
-/// and in the store) for checking proposals.
-pub const EXECUTED_ROOTS_KEPT: u64 = 256;
+pub use crate::consensus::EXECUTED_ROOTS_KEPT;
 /// Key in [`Namespace::Monetary`] of the fees paid so far in the current
 /// epoch (u128 BE), updated with every executed block.
 pub const EPOCH_FEES_KEY: &[u8] = b"epoch_fees";

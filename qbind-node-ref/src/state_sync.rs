@@ -40,7 +40,7 @@ use qbind_core::state_sync::{
     StateManifest, StatePage, decode,
 };
 use qbind_core::traits::{Namespace, StateRead};
-use qbind_core::types::{AccountId, NetworkEnvironment};
+use qbind_core::types::{AccountId, Hash32, NetworkEnvironment};
 use qbind_core::validator::EpochSchedule;
 use qbind_store::PersistentBackend;
 use qbind_store::snapshot::{TrustAnchor, list_snapshots};
@@ -59,6 +59,12 @@ pub const MAX_MANIFEST_BYTES: usize = 40 << 20;
 pub const MAX_PAGE_BYTES: usize = 64 + MAX_PAGE_ACCOUNTS as usize * 56;
 /// Transport failures a peer may have before it is dropped.
 const TRANSPORT_STRIKES: u32 = 3;
+/// A page answer slower than this is slow (a full page of 458 KiB in 4 s is
+/// about 115 KB/s).
+const SLOW_PAGE: Duration = Duration::from_secs(4);
+/// Slow pages in a row after which a peer is dropped, if another peer
+/// serving the same manifest is left (its pages are still used).
+const SLOW_PAGES_IN_A_ROW: u32 = 3;
 /// Commit proofs kept by a server.
 const PROOF_CACHE: usize = 4;
 
@@ -341,6 +347,8 @@ pub struct StateSyncOutcome {
 struct Peer {
     client: QbindClient,
     strikes: u32,
+    /// Pages in a row it answered slower than [`SLOW_PAGE`].
+    slow: u32,
     dropped: bool,
 }
 
@@ -424,6 +432,30 @@ impl Fetch<'_> {
         }
     }
 
+    /// Note how long peer `i` took for a page. Returns whether it was
+    /// dropped: [`SLOW_PAGES_IN_A_ROW`] slow answers, and another peer of
+    /// `serving` is left to ask.
+    fn timed(&mut self, i: usize, took: Duration, serving: &[usize]) -> bool {
+        if took <= SLOW_PAGE {
+            self.peers[i].slow = 0;
+            return false;
+        }
+        self.peers[i].slow += 1;
+        let others = serving.iter().any(|&j| j != i && !self.peers[j].dropped);
+        if self.peers[i].slow < SLOW_PAGES_IN_A_ROW || !others {
+            return false;
+        }
+        self.peers[i].dropped = true;
+        (self.out)(&format!(
+            "state sync: dropping {}: {} pages in a row slower than {} s (the last {:.1} s)",
+            self.peers[i].url(),
+            self.peers[i].slow,
+            SLOW_PAGE.as_secs(),
+            took.as_secs_f64()
+        ));
+        true
+    }
+
     async fn get(&self, i: usize, path: &str, max: usize) -> Result<Vec<u8>, Failure> {
         self.peers[i]
             .client
@@ -492,6 +524,7 @@ async fn fetch_into<B: PersistentBackend>(
         peers.push(Peer {
             client,
             strikes: 0,
+            slow: 0,
             dropped: false,
         });
     }
@@ -557,7 +590,11 @@ async fn fetch_into<B: PersistentBackend>(
     let started = Instant::now();
     let mut bytes = 0u64;
     let mut fetched = None;
-    for (manifest, serving) in candidates {
+    for (digest, serving) in candidates {
+        // Fetched again now, so that only one manifest is held at a time.
+        let Some(manifest) = manifest_of(&mut f, &certified, digest, &serving).await else {
+            continue;
+        };
         out(&format!(
             "state sync: manifest of {} accounts in {} chunks, served by {} peers",
             manifest.summary.accounts,
@@ -706,41 +743,76 @@ async fn provable(
 }
 
 /// The manifests of the certified height that hold to the certified root,
-/// each with the peers serving exactly its bytes; most peers first, then in
-/// the order first served. Honest peers serve identical manifests; two that
-/// both hold to the root differ only in how the totals are split between
-/// chunks, and honest pages fail against all but the honest one.
+/// each named by the digest of its bytes with the peers serving exactly
+/// those bytes; most peers first, then in the order first served. Only
+/// digests are kept (a manifest can be 40 MiB): [`manifest_of`] fetches the
+/// one tried. Honest peers serve identical manifests; two that both hold to
+/// the root differ only in how the totals are split between chunks, and
+/// honest pages fail against all but the honest one.
 async fn manifests(
     f: &mut Fetch<'_>,
     certified: &CertifiedState,
     offering: &[usize],
-) -> Vec<(StateManifest, Vec<usize>)> {
-    let path = format!("/v1/state-sync/{}/manifest", certified.height.0);
-    let mut groups: Vec<(Vec<u8>, StateManifest, Vec<usize>)> = Vec::new();
+) -> Vec<(Hash32, Vec<usize>)> {
+    let mut groups: Vec<(Hash32, Vec<usize>)> = Vec::new();
     for &i in offering {
-        if f.peers[i].dropped {
-            continue;
-        }
-        let bytes = match f.get(i, &path, MAX_MANIFEST_BYTES).await {
-            Ok(b) => b,
-            Err(e) => {
-                f.blame(i, &e);
-                continue;
+        if let Some((digest, _)) = fetch_manifest(f, certified, i).await {
+            match groups.iter_mut().find(|g| g.0 == digest) {
+                Some(group) => group.1.push(i),
+                None => groups.push((digest, vec![i])),
             }
-        };
-        match decode::<StateManifest>("manifest", &bytes)
-            .and_then(|m| m.check(certified).map(|()| m))
-        {
-            Err(e) => f.blame(i, &Failure::Bad(e.to_string())),
-            Ok(m) => match groups.iter_mut().find(|g| g.0 == bytes) {
-                Some(group) => group.2.push(i),
-                None => groups.push((bytes, m, vec![i])),
-            },
         }
     }
     // A stable sort keeps the order first served among equals.
-    groups.sort_by_key(|g| std::cmp::Reverse(g.2.len()));
-    groups.into_iter().map(|(_, m, peers)| (m, peers)).collect()
+    groups.sort_by_key(|g| std::cmp::Reverse(g.1.len()));
+    groups
+}
+
+/// Peer `i`'s manifest of the certified height if it holds to the certified
+/// root, with the digest of its bytes; a peer that serves one that does not
+/// is dropped, and a transport failure counted.
+async fn fetch_manifest(
+    f: &mut Fetch<'_>,
+    certified: &CertifiedState,
+    i: usize,
+) -> Option<(Hash32, StateManifest)> {
+    if f.peers[i].dropped {
+        return None;
+    }
+    let path = format!("/v1/state-sync/{}/manifest", certified.height.0);
+    let bytes = match f.get(i, &path, MAX_MANIFEST_BYTES).await {
+        Ok(b) => b,
+        Err(e) => {
+            f.blame(i, &e);
+            return None;
+        }
+    };
+    match decode::<StateManifest>("manifest", &bytes).and_then(|m| m.check(certified).map(|()| m)) {
+        Ok(m) => Some((Hash32::digest(&bytes), m)),
+        Err(e) => {
+            f.blame(i, &Failure::Bad(e.to_string()));
+            None
+        }
+    }
+}
+
+/// The manifest with `digest`, from the first peer of `serving` that still
+/// serves it. A peer that now serves other bytes is dropped (it changed its
+/// answer within one sync).
+async fn manifest_of(
+    f: &mut Fetch<'_>,
+    certified: &CertifiedState,
+    digest: Hash32,
+    serving: &[usize],
+) -> Option<StateManifest> {
+    for &i in serving {
+        match fetch_manifest(f, certified, i).await {
+            Some((d, m)) if d == digest => return Some(m),
+            Some(_) => f.blame(i, &Failure::Bad("it changed its manifest".into())),
+            None => {}
+        }
+    }
+    None
 }
 
 /// Why the chunks of a manifest could not all be fetched.
@@ -796,12 +868,13 @@ async fn fetch_chunk<B: PersistentBackend>(
     let height = manifest.height.0;
     let mut bytes = 0u64;
     'peers: loop {
-        let Some(i) = f.pick(serving) else {
+        let Some(mut i) = f.pick(serving) else {
             return Err(ChunksFailed::Exhausted { chunk });
         };
         let mut verifier = ChunkVerifier::new(manifest, chunk)
             .map_err(|e| ChunksFailed::Fatal(fail(e.to_string())))?;
         loop {
+            let asked = Instant::now();
             let path = match verifier.after() {
                 None => format!("/v1/state-sync/{height}/chunk/{chunk}"),
                 Some(a) => format!(
@@ -821,8 +894,17 @@ async fn fetch_chunk<B: PersistentBackend>(
             match checked {
                 Ok((verdict, page)) => {
                     staging.put_page(&page).map_err(staging_failed)?;
+                    let too_slow = f.timed(i, asked.elapsed(), serving);
                     if verdict == PageVerdict::Complete {
                         return Ok(bytes);
+                    }
+                    // A peer dropped for slowness: the verified pages stay
+                    // and the chunk goes on from another peer.
+                    if too_slow {
+                        i = match f.pick(serving) {
+                            Some(next) => next,
+                            None => return Err(ChunksFailed::Exhausted { chunk }),
+                        };
                     }
                 }
                 Err(e) => {

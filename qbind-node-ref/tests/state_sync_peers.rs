@@ -24,7 +24,7 @@ use qbind_core::schema::EPOCH_FEES_KEY;
 use qbind_core::sim::chain;
 use qbind_core::state_sync::{CommitProof, StateManifest, StatePage, chunk_of};
 use qbind_core::types::{AccountId, Hash32, Height, NetworkEnvironment};
-use qbind_node_ref::state_sync::fetch_state;
+use qbind_node_ref::state_sync::{StateSyncOutcome, fetch_state};
 use qbind_node_ref::store::StoreBackend;
 
 const ENV: NetworkEnvironment = NetworkEnvironment::Devnet;
@@ -38,6 +38,8 @@ struct Served {
     manifest: Vec<u8>,
     accounts: Arc<Vec<(AccountId, Account)>>,
     prefix_bits: u8,
+    /// How long it takes for each page.
+    delay: Duration,
 }
 
 impl ApiBackend for Served {
@@ -73,6 +75,7 @@ impl ApiBackend for Served {
                 chunk,
                 after,
             } if height.0 == HEIGHT => {
+                tokio::time::sleep(self.delay).await;
                 let rest: Vec<(AccountId, Account)> = self
                     .accounts
                     .iter()
@@ -118,8 +121,17 @@ fn serve(served: Served) -> String {
     rx.recv_timeout(Duration::from_secs(10)).expect("listening")
 }
 
-#[test]
-fn a_peer_serving_a_shifted_manifest_is_dropped_and_the_sync_completes() {
+/// A certified state of [`ACCOUNTS`] accounts at [`HEIGHT`]: the validator
+/// schedule, the proof, the manifest, the accounts and the state root.
+struct Fixture {
+    schedule: Arc<qbind_core::validator::EpochSchedule>,
+    proof: CommitProof,
+    manifest: StateManifest,
+    accounts: Arc<Vec<(AccountId, Account)>>,
+    root: Hash32,
+}
+
+fn fixture() -> Fixture {
     // The state: accounts, their summary, the monetary records.
     let latest = vec![1u8, 2, 3];
     let fees = 77u128;
@@ -170,48 +182,93 @@ fn a_peer_serving_a_shifted_manifest_is_dropped_and_the_sync_completes() {
     )
     .expect("manifest");
     assert_eq!(manifest.chunks.len(), 4);
+    Fixture {
+        schedule,
+        proof,
+        manifest,
+        accounts: Arc::new(accounts),
+        root,
+    }
+}
+
+impl Fixture {
+    /// A peer serving this state with manifest `m`, `delay` per page; its URL.
+    fn peer(&self, m: &StateManifest, delay: Duration) -> String {
+        serve(Served {
+            proof: self.proof.to_bytes(),
+            manifest: m.to_bytes(),
+            accounts: Arc::clone(&self.accounts),
+            prefix_bits: self.manifest.prefix_bits,
+            delay,
+        })
+    }
+
+    /// State-sync from `urls` into a new directory; the outcome and the
+    /// lines printed.
+    fn sync(&self, urls: &[String]) -> (StateSyncOutcome, Vec<String>) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let lines = Mutex::new(Vec::<String>::new());
+        let out = |l: &str| lines.lock().expect("lock").push(l.to_string());
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        let outcome = runtime
+            .block_on(fetch_state(
+                urls,
+                ENV,
+                &self.schedule,
+                &dir.path().join("store"),
+                StoreBackend::Fjall,
+                &out,
+            ))
+            .unwrap_or_else(|e| panic!("{e}: {:?}", lines.lock().expect("lock")));
+        (outcome, lines.into_inner().expect("lock"))
+    }
+}
+
+#[test]
+fn a_peer_serving_a_shifted_manifest_is_dropped_and_the_sync_completes() {
+    let fx = fixture();
     // The same totals, split differently between chunks 0 and 1.
-    let mut shifted = manifest.clone();
+    let mut shifted = fx.manifest.clone();
     shifted.chunks[0].balance = shifted.chunks[0].balance.wrapping_add(1);
     shifted.chunks[1].balance = shifted.chunks[1].balance.wrapping_sub(1);
-    let certified = proof.verify(ENV, &schedule).expect("proof verifies");
+    let certified = fx.proof.verify(ENV, &fx.schedule).expect("proof verifies");
     assert!(
         shifted.check(&certified).is_ok(),
         "the shift holds to the root"
     );
-
-    let accounts = Arc::new(accounts);
-    let peer = |m: &StateManifest| {
-        serve(Served {
-            proof: proof.to_bytes(),
-            manifest: m.to_bytes(),
-            accounts: Arc::clone(&accounts),
-            prefix_bits: manifest.prefix_bits,
-        })
-    };
     // The shifting peer comes first: with one peer for each manifest, its
     // manifest is tried first.
-    let urls = vec![peer(&shifted), peer(&manifest)];
-    let dir = tempfile::tempdir().expect("tempdir");
-    let lines = Mutex::new(Vec::<String>::new());
-    let out = |l: &str| lines.lock().expect("lock").push(l.to_string());
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let outcome = runtime
-        .block_on(fetch_state(
-            &urls,
-            ENV,
-            &schedule,
-            &dir.path().join("store"),
-            StoreBackend::Fjall,
-            &out,
-        ))
-        .unwrap_or_else(|e| panic!("{e}: {:?}", lines.lock().expect("lock")));
-    let lines = lines.into_inner().expect("lock");
+    let urls = vec![
+        fx.peer(&shifted, Duration::ZERO),
+        fx.peer(&fx.manifest, Duration::ZERO),
+    ];
+    let (outcome, lines) = fx.sync(&urls);
     assert_eq!(outcome.accounts, u64::from(ACCOUNTS), "{lines:?}");
     assert_eq!(outcome.dropped, vec![urls[0].clone()], "{lines:?}");
-    assert_eq!(outcome.anchor.state_root, root.0);
+    assert_eq!(outcome.anchor.state_root, fx.root.0);
     assert!(
         lines.iter().any(|l| l.contains("2 different manifests")),
+        "{lines:?}"
+    );
+}
+
+/// A peer that answers every page correctly but slower than 4 s is dropped
+/// after three such pages in a row, and the sync finishes from the other
+/// peer (before, it was asked for its share of the chunks to the end).
+#[test]
+fn a_peer_slower_than_the_page_deadline_is_dropped() {
+    let fx = fixture();
+    let urls = vec![
+        fx.peer(&fx.manifest, Duration::from_millis(4_300)),
+        fx.peer(&fx.manifest, Duration::ZERO),
+    ];
+    let (outcome, lines) = fx.sync(&urls);
+    assert_eq!(outcome.accounts, u64::from(ACCOUNTS), "{lines:?}");
+    assert_eq!(outcome.dropped, vec![urls[0].clone()], "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("pages in a row slower than")),
         "{lines:?}"
     );
 }

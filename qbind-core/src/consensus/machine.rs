@@ -97,8 +97,10 @@ pub struct HotStuff {
 /// arithmetic far from overflow whatever a certificate claims.
 pub const MAX_VIEW: View = View(1 << 62);
 
-/// Executed heights whose state roots are remembered for checking proposals.
-pub(crate) const EXECUTED_ROOTS_KEPT: usize = crate::schema::EXECUTED_ROOTS_KEPT as usize;
+/// How many executed heights' state roots a validator remembers (in memory
+/// and, by the replica, in the store) for checking the roots proposals
+/// report (§C3.7).
+pub const EXECUTED_ROOTS_KEPT: u64 = 256;
 
 impl HotStuff {
     /// A validator `me` at genesis (`safety = None`, nothing persisted), or
@@ -198,7 +200,7 @@ impl HotStuff {
             }
             Input::Executed { height, state_root } => {
                 self.executed_roots.insert(height, state_root);
-                while self.executed_roots.len() > EXECUTED_ROOTS_KEPT {
+                while self.executed_roots.len() as u64 > EXECUTED_ROOTS_KEPT {
                     self.executed_roots.pop_first();
                 }
                 self.vote_after_execution(height);

@@ -53,7 +53,7 @@ pub use certs::verify_quorum_cert;
 pub use error::ConsensusError;
 pub use evidence::Evidence;
 pub use footprint::MachineFootprint;
-pub use machine::{HotStuff, MAX_VIEW};
+pub use machine::{EXECUTED_ROOTS_KEPT, HotStuff, MAX_VIEW};
 pub use messages::*;
 pub use metrics::ConsensusMetrics;
 pub use safety::{SafetyFaults, SafetyState, TimeoutRecord, VoteRefusal};
