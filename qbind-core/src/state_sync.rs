@@ -11,10 +11,12 @@
 //!    is an ancestor of a committed block and is committed itself. The
 //!    headers at or below `t` that report `exec_height = H` (from at least
 //!    four blocks above, all agreeing) give the state root of `H`
-//!    ([`CertifiedState`]). That root is only as strong as the vote rule
-//!    behind it: honest voters refuse a root that differs from their own for
-//!    a height they executed, but not one for a height they had not executed
-//!    yet (docs/sync.md, "Trust assumptions": an open gap). QCs are checked against the validator set
+//!    ([`CertifiedState`]). That root is as strong as the vote rule behind
+//!    it (consensus §C3.7): an honest validator that executes votes only for
+//!    a block whose reported root it checked against its own execution of
+//!    that height, so every QC's quorum holds at least f + 1 honest
+//!    validators that computed the same root (docs/sync.md, "Trust
+//!    assumptions"). QCs are checked against the validator set
 //!    of their epoch from the node's own [`EpochSchedule`]: nothing about
 //!    validator sets is taken from the peer.
 //! 2. **A manifest** ([`StateManifest`]) splits the account space into

@@ -697,6 +697,18 @@ fn votes_for_block_7(
     executed_up_to: u64,
     root7: Hash32,
 ) -> Block7 {
+    votes_for_block_7_then(executes, restarted_at, executed_up_to, root7, false)
+}
+
+/// [`votes_for_block_7`]; with `rebroadcast_6`, block 6's proposal arrives
+/// again after block 7's (its leader re-broadcasts it until it sees a QC).
+fn votes_for_block_7_then(
+    executes: bool,
+    restarted_at: Option<u64>,
+    executed_up_to: u64,
+    root7: Hash32,
+    rebroadcast_6: bool,
+) -> Block7 {
     use qbind_core::consensus::leader::LeaderPolicy;
     let keys = keys();
     let (schedule, chain) =
@@ -728,7 +740,11 @@ fn votes_for_block_7(
             .count()
     };
     let mut last = Vec::new();
-    for block in &chain[1..] {
+    let mut blocks: Vec<&Block> = chain[1..].iter().collect();
+    if rebroadcast_6 {
+        blocks.push(&chain[6]);
+    }
+    for (n, block) in blocks.into_iter().enumerate() {
         let proposer = block.header().proposer;
         let signature = sign_domain(
             &keys[proposer.0 as usize],
@@ -755,7 +771,9 @@ fn votes_for_block_7(
                 );
             }
         }
-        last = effects;
+        if n < 7 {
+            last = effects;
+        }
     }
     let after = hs.handle(
         Millis(2),
@@ -825,4 +843,13 @@ fn a_report_this_validator_cannot_check_gets_no_vote() {
         "{:?}",
         b.refused
     );
+}
+
+/// A proposal that cannot get a vote now (here block 6's, re-broadcast after
+/// block 7's arrived) never takes the place of the one waiting for
+/// execution: block 7 still gets its vote once height 3 is executed.
+#[test]
+fn a_stale_proposal_does_not_replace_the_one_waiting_for_execution() {
+    let b = votes_for_block_7_then(true, None, 1, honest_root(3), true);
+    assert_eq!((b.votes, b.votes_after), (0, 1), "{:?}", b.refused_after);
 }

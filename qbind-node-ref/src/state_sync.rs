@@ -755,11 +755,18 @@ async fn manifests(
     offering: &[usize],
 ) -> Vec<(Hash32, Vec<usize>)> {
     let mut groups: Vec<(Hash32, Vec<usize>)> = Vec::new();
-    for &i in offering {
-        if let Some((digest, _)) = fetch_manifest(f, certified, i).await {
-            match groups.iter_mut().find(|g| g.0 == digest) {
-                Some(group) => group.1.push(i),
-                None => groups.push((digest, vec![i])),
+    // A peer whose answer did not arrive is asked once more, so that one
+    // transient failure does not leave it out of every group.
+    for _round in 0..2 {
+        for &i in offering {
+            if groups.iter().any(|g| g.1.contains(&i)) {
+                continue;
+            }
+            if let Some((digest, _)) = fetch_manifest(f, certified, i).await {
+                match groups.iter_mut().find(|g| g.0 == digest) {
+                    Some(group) => group.1.push(i),
+                    None => groups.push((digest, vec![i])),
+                }
             }
         }
     }

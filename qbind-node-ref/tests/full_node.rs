@@ -565,35 +565,14 @@ fn a_full_node_joins_by_state_sync_past_the_pruning_horizon() {
 /// balance in every page it serves (the pages still decode); its URL. Runs
 /// on its own thread until the test process ends.
 fn forging_proxy(upstream: &str) -> String {
-    use qbind_api::{
-        ApiBackend, BackendError, BlockInfo, ChainStatus, CheckedTx, StateSyncReply,
-        StateSyncRequest, SubmitError, TxLookup,
-    };
+    use qbind_api::{ApiBackend, BackendError, StateSyncReply, StateSyncRequest};
     use qbind_core::codec::{Decode, Encode};
-    use qbind_core::execution::Account;
     use qbind_core::state_sync::StatePage;
-    use qbind_core::types::Height;
 
     struct Forger(QbindClient);
     impl ApiBackend for Forger {
-        fn network(&self) -> NetworkEnvironment {
-            NetworkEnvironment::Testnet
-        }
-        async fn submit(&self, _: CheckedTx) -> Result<(), SubmitError> {
-            Err(SubmitError::NotAValidator)
-        }
-        async fn tx_status(&self, _: qbind_core::types::Hash32) -> Result<TxLookup, BackendError> {
-            Err(BackendError::Unavailable)
-        }
-        async fn account(&self, _: AccountId) -> Result<Account, BackendError> {
-            Err(BackendError::Unavailable)
-        }
-        async fn block(&self, _: Height) -> Result<Option<BlockInfo>, BackendError> {
-            Err(BackendError::Unavailable)
-        }
-        async fn status(&self) -> Result<ChainStatus, BackendError> {
-            Err(BackendError::Unavailable)
-        }
+        state_sync_only_backend!(NetworkEnvironment::Testnet);
+
         async fn state_sync(&self, r: StateSyncRequest) -> Result<StateSyncReply, BackendError> {
             let path = match r {
                 StateSyncRequest::Snapshots => {
@@ -629,28 +608,7 @@ fn forging_proxy(upstream: &str) -> String {
         }
     }
 
-    let upstream = QbindClient::new(upstream).expect("client");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async move {
-            let server = qbind_api::ApiServer::bind(
-                "127.0.0.1:0".parse().expect("address"),
-                std::sync::Arc::new(Forger(upstream)),
-                qbind_api::ApiConfig::default(),
-            )
-            .await
-            .expect("bind the proxy");
-            let _ = tx.send(format!("http://{}", server.local_addr()));
-            let _ = server.run(std::future::pending::<()>()).await;
-        });
-    });
-    rx.recv_timeout(Duration::from_secs(10))
-        .expect("the proxy listens")
+    common::serve_api(Forger(QbindClient::new(upstream).expect("client")))
 }
 
 /// Validators 0..=3 and the first full node report the same state root at

@@ -7,13 +7,12 @@
 //! The peers are in-process API servers on 127.0.0.1 serving a state of
 //! 9,000 accounts (four chunks) at height 10 of a certified chain.
 
+mod common;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use qbind_api::{
-    ApiBackend, ApiConfig, ApiServer, BackendError, BlockInfo, ChainStatus, CheckedTx,
-    StateSyncReply, StateSyncRequest, SubmitError, TxLookup,
-};
+use qbind_api::{ApiBackend, BackendError, StateSyncReply, StateSyncRequest};
 use qbind_core::codec::Encode;
 use qbind_core::crypto::KeyPair;
 use qbind_core::execution::{
@@ -43,24 +42,8 @@ struct Served {
 }
 
 impl ApiBackend for Served {
-    fn network(&self) -> NetworkEnvironment {
-        ENV
-    }
-    async fn submit(&self, _: CheckedTx) -> Result<(), SubmitError> {
-        Err(SubmitError::NotAValidator)
-    }
-    async fn tx_status(&self, _: Hash32) -> Result<TxLookup, BackendError> {
-        Err(BackendError::Unavailable)
-    }
-    async fn account(&self, _: AccountId) -> Result<Account, BackendError> {
-        Err(BackendError::Unavailable)
-    }
-    async fn block(&self, _: Height) -> Result<Option<BlockInfo>, BackendError> {
-        Err(BackendError::Unavailable)
-    }
-    async fn status(&self) -> Result<ChainStatus, BackendError> {
-        Err(BackendError::Unavailable)
-    }
+    state_sync_only_backend!(ENV);
+
     async fn state_sync(&self, r: StateSyncRequest) -> Result<StateSyncReply, BackendError> {
         Ok(match r {
             StateSyncRequest::Snapshots => StateSyncReply::Heights(vec![HEIGHT]),
@@ -94,31 +77,6 @@ impl ApiBackend for Served {
             _ => StateSyncReply::NotServed,
         })
     }
-}
-
-/// Serve `served` on 127.0.0.1 from its own thread (until the test process
-/// ends); its URL.
-fn serve(served: Served) -> String {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async move {
-            let server = ApiServer::bind(
-                "127.0.0.1:0".parse().expect("address"),
-                Arc::new(served),
-                ApiConfig::default(),
-            )
-            .await
-            .expect("bind");
-            let _ = tx.send(format!("http://{}", server.local_addr()));
-            let _ = server.run(std::future::pending::<()>()).await;
-        });
-    });
-    rx.recv_timeout(Duration::from_secs(10)).expect("listening")
 }
 
 /// A certified state of [`ACCOUNTS`] accounts at [`HEIGHT`]: the validator
@@ -194,7 +152,7 @@ fn fixture() -> Fixture {
 impl Fixture {
     /// A peer serving this state with manifest `m`, `delay` per page; its URL.
     fn peer(&self, m: &StateManifest, delay: Duration) -> String {
-        serve(Served {
+        common::serve_api(Served {
             proof: self.proof.to_bytes(),
             manifest: m.to_bytes(),
             accounts: Arc::clone(&self.accounts),

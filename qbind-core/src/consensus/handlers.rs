@@ -266,12 +266,23 @@ impl HotStuff {
                     self.validate_payload(&p.block)?;
                 }
                 match self.check_state_root(&p.block)? {
-                    None => self.try_vote(&p.block),
-                    Some(height) => {
-                        self.metrics.votes_waited_for_execution += 1;
-                        self.awaiting_execution = Some((p.block.id(), p.block.view(), height));
+                    // Only a proposal this validator could vote for now
+                    // waits (its payload was validated above); any other
+                    // goes to `try_vote`, which refuses it or holds no vote
+                    // without voting, and leaves the waiting one in place.
+                    Some(height)
+                        if p.block.view() == self.pace.view()
+                            && p.block.epoch() == self.epoch
+                            && self.is_member(self.epoch) =>
+                    {
+                        let waiting = Some((p.block.id(), p.block.view(), height));
+                        if self.awaiting_execution != waiting {
+                            self.metrics.votes_waited_for_execution += 1;
+                            self.awaiting_execution = waiting;
+                        }
                         Ok(())
                     }
+                    _ => self.try_vote(&p.block),
                 }
             }
             Placement::Missing(id) => {

@@ -233,3 +233,65 @@ pub fn genesis_node(net: &Path, pass_var: &str, pass: &str) -> Command {
         .env(pass_var, pass);
     cmd
 }
+
+/// The methods of a `qbind_api::ApiBackend` that serves only state sync:
+/// everything else is unavailable and submissions are refused. Expands
+/// inside the `impl ApiBackend for …` block, which adds `state_sync`.
+#[macro_export]
+macro_rules! state_sync_only_backend {
+    ($network:expr) => {
+        fn network(&self) -> qbind_core::types::NetworkEnvironment {
+            $network
+        }
+        async fn submit(&self, _: qbind_api::CheckedTx) -> Result<(), qbind_api::SubmitError> {
+            Err(qbind_api::SubmitError::NotAValidator)
+        }
+        async fn tx_status(
+            &self,
+            _: qbind_core::types::Hash32,
+        ) -> Result<qbind_api::TxLookup, qbind_api::BackendError> {
+            Err(qbind_api::BackendError::Unavailable)
+        }
+        async fn account(
+            &self,
+            _: qbind_core::types::AccountId,
+        ) -> Result<qbind_core::execution::Account, qbind_api::BackendError> {
+            Err(qbind_api::BackendError::Unavailable)
+        }
+        async fn block(
+            &self,
+            _: qbind_core::types::Height,
+        ) -> Result<Option<qbind_api::BlockInfo>, qbind_api::BackendError> {
+            Err(qbind_api::BackendError::Unavailable)
+        }
+        async fn status(&self) -> Result<qbind_api::ChainStatus, qbind_api::BackendError> {
+            Err(qbind_api::BackendError::Unavailable)
+        }
+    };
+}
+
+/// Serve `backend` as a public API on 127.0.0.1 from its own thread, until
+/// the test process ends; its URL.
+pub fn serve_api<B: qbind_api::ApiBackend + 'static>(backend: B) -> String {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let server = qbind_api::ApiServer::bind(
+                "127.0.0.1:0".parse().expect("address"),
+                Arc::new(backend),
+                qbind_api::ApiConfig::default(),
+            )
+            .await
+            .expect("bind the API");
+            let _ = tx.send(format!("http://{}", server.local_addr()));
+            let _ = server.run(std::future::pending::<()>()).await;
+        });
+    });
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("the API listens")
+}

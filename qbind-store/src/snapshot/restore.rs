@@ -106,7 +106,27 @@ fn restore_into<B: PersistentBackend>(
             anchor.check("state root", &hex::encode(anchor.state_root), &root, by)?;
         }
     }
+    forget_executed_roots(&store)?;
     Ok((store, meta))
+}
+
+/// Delete the state roots of earlier executed heights a snapshot carries
+/// (`schema::EXECUTED_ROOT_PREFIX`): its commitment does not cover them, and
+/// a restored validator must check the roots proposals report only against
+/// roots it computed itself (consensus §C3.7). At most 256 records.
+fn forget_executed_roots<B: PersistentBackend>(store: &B) -> Result<(), SnapshotError> {
+    use qbind_core::schema::EXECUTED_ROOT_PREFIX;
+    use qbind_core::traits::{Durability, Namespace, WriteBatch};
+    let roots = store.scan_prefix(Namespace::Meta, EXECUTED_ROOT_PREFIX, usize::MAX)?;
+    if roots.is_empty() {
+        return Ok(());
+    }
+    let mut batch = WriteBatch::new();
+    for (key, _) in roots {
+        batch.delete(Namespace::Meta, key);
+    }
+    store.write(batch, Durability::Durable)?;
+    Ok(())
 }
 
 /// [`restore_into`] without the state commitment: copy and verify the

@@ -298,3 +298,35 @@ fn snapshot_and_restored_directories_are_private() {
     assert_eq!(mode(&data), 0o700, "restored data directory");
     assert_eq!(mode(&parent), 0o700, "its parent");
 }
+
+/// A snapshot carries the state roots its store recorded for earlier
+/// executed heights, which its commitment does not cover: a restore drops
+/// them, so the restored validator checks proposals only against roots it
+/// computed itself (consensus §C3.7; a forged snapshot with a valid anchor
+/// could otherwise make it vote for false roots of those heights).
+#[test]
+fn a_restore_drops_the_executed_roots_the_snapshot_carries() {
+    use qbind_core::schema::{EXECUTED_ROOT_PREFIX, put_executed_root};
+    use qbind_core::traits::{Durability, Namespace, StateBackend, StateRead, WriteBatch};
+    use qbind_core::types::{Hash32, Height};
+    let root = tempfile::tempdir().unwrap();
+    let store: FjallBackend = crate::snapshots::store_at(&root.path().join("db"), 30);
+    let mut batch = WriteBatch::new();
+    for h in 20..=30 {
+        put_executed_root(&mut batch, Height(h), Hash32([0xee; 32]));
+    }
+    store.write(batch, Durability::Durable).unwrap();
+    let cfg = config(&root.path().join("snapshots"), 5);
+    create_snapshot(&store, &cfg, 0, &raw_hash, &StoreMetrics::default()).unwrap();
+    let snap = cfg.snapshot_dir.join("30");
+    let anchor = anchor_of(&snap);
+    let data = root.path().join("data").join("validator-0");
+    let (restored, _) =
+        restore_snapshot::<FjallBackend>(&snap, CHAIN, &anchor, &data, &raw_hash).unwrap();
+    let roots = restored
+        .scan_prefix(Namespace::Meta, EXECUTED_ROOT_PREFIX, usize::MAX)
+        .unwrap();
+    assert!(roots.is_empty(), "{} executed roots restored", roots.len());
+    drop(restored);
+    assert_verified_store(&data, &anchor);
+}
