@@ -552,7 +552,7 @@ async fn fetch_into<B: PersistentBackend>(
             break;
         }
     }
-    let Some((certified, block, offering)) = chosen else {
+    let Some((certified, block, mut offering)) = chosen else {
         return Err(fail(format!(
             "none of the {} peers served a snapshot with a valid commit proof ({})",
             urls.len(),
@@ -563,6 +563,17 @@ async fn fetch_into<B: PersistentBackend>(
             }
         )));
     };
+    // The peers that did not list that height in the round that found it
+    // (a listing that failed, or a snapshot taken a moment later) are asked
+    // once more, so that a transient failure does not leave them out.
+    for i in f.live().collect::<Vec<_>>() {
+        if !offering.contains(&i)
+            && let Ok(heights) = f.peers[i].client.state_snapshots().await
+            && heights.contains(&certified.height.0)
+        {
+            offering.push(i);
+        }
+    }
     out(&format!(
         "state sync: height {} certified (block {}, state root {}), offered by {} of {} peers",
         certified.height.0,

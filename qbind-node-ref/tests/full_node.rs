@@ -37,8 +37,21 @@ const FULL: usize = VALIDATORS;
 const LATE: usize = VALIDATORS + 1;
 const SYNCED: usize = VALIDATORS + 2;
 
-/// Every "state sync:" line the nodes printed.
-static STATE_SYNC_LINES: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+/// Every "state sync:" line the nodes printed, with the printing process's
+/// id (the tests run in parallel and each reads only its own node's lines).
+static STATE_SYNC_LINES: std::sync::Mutex<Vec<(u32, String)>> = std::sync::Mutex::new(Vec::new());
+
+/// The "state sync:" lines process `pid` printed so far. A poisoned lock
+/// (another test failed while holding it) is still read.
+fn state_sync_lines(pid: u32) -> Vec<String> {
+    STATE_SYNC_LINES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .iter()
+        .filter(|(p, _)| *p == pid)
+        .map(|(_, l)| l.clone())
+        .collect()
+}
 
 /// `qbind-genesis devnet -P testnet` into `out`.
 fn generate(out: &Path, base_port: u16) {
@@ -110,6 +123,7 @@ fn spawn(
         return (child, None);
     };
     // Read the API line first, then hand the rest to the height follower.
+    let pid = child.id();
     let stdout = child.stdout.take().expect("piped");
     let (url_tx, url_rx) = mpsc::channel();
     let roots = std::sync::Arc::clone(roots);
@@ -119,7 +133,10 @@ fn spawn(
                 let _ = url_tx.send(url.to_owned());
             }
             if line.starts_with("state sync:") {
-                STATE_SYNC_LINES.lock().expect("lock").push(line.clone());
+                STATE_SYNC_LINES
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push((pid, line.clone()));
             }
             let Some(rest) = line.strip_prefix("height") else {
                 continue;
@@ -407,9 +424,10 @@ fn a_full_node_joins_follows_serves_reads_and_refuses_submissions() {
         ])
         .args(["--api-addr", "127.0.0.1:0"]);
     let (child, url) = spawn(synced, SYNCED, &roots, Some("API of full node 6 on "));
+    let synced_pid = child.id();
     nodes.0.push(child);
     let certified: u64 = {
-        let lines = STATE_SYNC_LINES.lock().expect("lock").clone();
+        let lines = state_sync_lines(synced_pid);
         let line = lines
             .iter()
             .find(|l| l.contains("certified"))
@@ -424,7 +442,7 @@ fn a_full_node_joins_follows_serves_reads_and_refuses_submissions() {
         "the newest snapshot: {certified} < {from}"
     );
     {
-        let lines = STATE_SYNC_LINES.lock().expect("lock");
+        let lines = state_sync_lines(synced_pid);
         assert!(
             lines
                 .iter()
@@ -576,7 +594,13 @@ fn forging_proxy(upstream: &str) -> String {
         async fn state_sync(&self, r: StateSyncRequest) -> Result<StateSyncReply, BackendError> {
             let path = match r {
                 StateSyncRequest::Snapshots => {
-                    let heights = self.0.state_snapshots().await.unwrap_or_default();
+                    // An upstream failure is passed on as one, not as "no
+                    // snapshots", so the client asks again.
+                    let heights = self
+                        .0
+                        .state_snapshots()
+                        .await
+                        .map_err(|_| BackendError::Unavailable)?;
                     return Ok(StateSyncReply::Heights(heights));
                 }
                 StateSyncRequest::Proof(h) => format!("/v1/state-sync/{}/proof", h.0),
