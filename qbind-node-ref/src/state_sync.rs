@@ -21,9 +21,10 @@
 //! the next peer. When every peer serving a manifest was dropped (a
 //! manifest whose chunk sums are shifted between chunks still holds to the
 //! root, but honest pages fail against it), what was staged is discarded
-//! and the next manifest is tried, so one such peer cannot stop a sync. The staged state becomes an ordinary snapshot
-//! that the node restores with the certified trust anchor
-//! (`--fast-sync-snapshot-dir` does the same with an operator's anchor).
+//! and the next manifest is tried, so one such peer cannot stop a sync. The
+//! staged state becomes an ordinary snapshot that the node restores with
+//! the certified trust anchor (`--fast-sync-snapshot-dir` does the same with
+//! an operator's anchor).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -563,15 +564,14 @@ async fn fetch_into<B: PersistentBackend>(
             }
         )));
     };
-    // The peers that did not list that height in the round that found it
-    // (a listing that failed, or a snapshot taken a moment later) are asked
-    // once more, so that a transient failure does not leave them out.
-    for i in f.live().collect::<Vec<_>>() {
-        if !offering.contains(&i)
-            && let Ok(heights) = f.peers[i].client.state_snapshots().await
-            && heights.contains(&certified.height.0)
-        {
-            offering.push(i);
+    // The peers are asked once more: one that did not list that height in
+    // the round that found it (a listing that failed, or a snapshot taken a
+    // moment later) is not left out for a transient failure.
+    if let Some(late) = offers(&f, out).await.remove(&certified.height.0) {
+        for i in late {
+            if !offering.contains(&i) {
+                offering.push(i);
+            }
         }
     }
     out(&format!(
@@ -900,7 +900,10 @@ async fn fetch_chunk<B: PersistentBackend>(
                     hex::encode(a.0)
                 ),
             };
-            let checked = match f.get(i, &path, MAX_PAGE_BYTES).await {
+            let answer = f.get(i, &path, MAX_PAGE_BYTES).await;
+            // The peer's answer time only, not our verifying and staging.
+            let took = asked.elapsed();
+            let checked = match answer {
                 Ok(b) => {
                     bytes += b.len() as u64;
                     decode::<StatePage>("page", &b)
@@ -912,7 +915,7 @@ async fn fetch_chunk<B: PersistentBackend>(
             match checked {
                 Ok((verdict, page)) => {
                     staging.put_page(&page).map_err(staging_failed)?;
-                    let too_slow = f.timed(i, asked.elapsed(), serving);
+                    let too_slow = f.timed(i, took, serving);
                     if verdict == PageVerdict::Complete {
                         return Ok(bytes);
                     }
