@@ -125,6 +125,28 @@ pub enum SyncState {
         /// Highest height seen from peers.
         target: Height,
     },
+    /// Fetching a snapshot's state from peers before the node has a store
+    /// (state sync, docs/sync.md); only the status is served meanwhile.
+    StateSync(StateSyncStatus),
+}
+
+/// Where a state sync is ([`SyncState::StateSync`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StateSyncStatus {
+    /// `proving` (a certified height), `manifest`, `chunks`, `restoring`.
+    pub phase: &'static str,
+    /// The certified height being fetched (0 until one is chosen).
+    pub target: Height,
+    /// Chunks of the state fetched and verified.
+    pub chunks_done: u64,
+    /// Chunks of the state (0 until its manifest is read).
+    pub chunks_total: u64,
+    /// Bytes received.
+    pub bytes: u64,
+    /// Peers it fetches from.
+    pub peers: u64,
+    /// Peers it dropped.
+    pub peers_dropped: u64,
 }
 
 /// The node's position in the chain.

@@ -304,6 +304,15 @@ pub(crate) async fn status<B: ApiBackend>(
             SyncState::CatchingUp { target } => SyncView::CatchingUp {
                 target_height: target.0,
             },
+            SyncState::StateSync(s) => SyncView::StateSync {
+                phase: s.phase.to_string(),
+                target_height: s.target.0,
+                chunks_done: s.chunks_done,
+                chunks_total: s.chunks_total,
+                bytes: s.bytes,
+                peers: s.peers,
+                peers_dropped: s.peers_dropped,
+            },
         },
         pool: s.pool.map(|p| PoolView {
             pending: p.pending,

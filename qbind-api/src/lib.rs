@@ -47,7 +47,7 @@ mod state_sync;
 #[cfg(feature = "server")]
 pub use backend::{
     ApiBackend, BackendError, BlockInfo, ChainStatus, DropReason, PoolStatus, StateSyncReply,
-    StateSyncRequest, SyncState, TxLookup,
+    StateSyncRequest, StateSyncStatus, SyncState, TxLookup,
 };
 #[cfg(feature = "server")]
 pub use error::ApiError;

@@ -338,6 +338,26 @@ pub enum SyncView {
         /// The highest height seen from peers.
         target_height: u64,
     },
+    /// Fetching a snapshot's state from peers before the node has a store
+    /// (state sync); the chain figures of the status are 0 meanwhile and
+    /// every other route answers 503 `unavailable`.
+    StateSync {
+        /// `proving` (a certified height), `manifest`, `chunks` or
+        /// `restoring`.
+        phase: String,
+        /// The certified height being fetched (0 until one is chosen).
+        target_height: u64,
+        /// Chunks fetched and verified.
+        chunks_done: u64,
+        /// Chunks of the state (0 until its manifest is read).
+        chunks_total: u64,
+        /// Bytes received.
+        bytes: u64,
+        /// Peers it fetches from.
+        peers: u64,
+        /// Peers it dropped.
+        peers_dropped: u64,
+    },
 }
 
 /// The chain id of `env` as [`StatusView::chain_id`] shows it.
@@ -407,6 +427,34 @@ mod tests {
             serde_json::from_str::<AccountView>(r#"{"account":"","balance":"-1","nonce":0}"#)
                 .is_err()
         );
+    }
+
+    /// The three sync states as clients read them (golden JSON).
+    #[test]
+    fn sync_states_have_a_stable_json_shape() {
+        let cases = [
+            (SyncView::Synced, r#"{"state":"synced"}"#),
+            (
+                SyncView::CatchingUp { target_height: 9 },
+                r#"{"state":"catching_up","target_height":9}"#,
+            ),
+            (
+                SyncView::StateSync {
+                    phase: "chunks".into(),
+                    target_height: 500,
+                    chunks_done: 3,
+                    chunks_total: 16,
+                    bytes: 1_234,
+                    peers: 2,
+                    peers_dropped: 1,
+                },
+                r#"{"state":"state_sync","phase":"chunks","target_height":500,"chunks_done":3,"chunks_total":16,"bytes":1234,"peers":2,"peers_dropped":1}"#,
+            ),
+        ];
+        for (view, json) in cases {
+            assert_eq!(serde_json::to_string(&view).unwrap(), json);
+            assert_eq!(serde_json::from_str::<SyncView>(json).unwrap(), view);
+        }
     }
 
     #[test]

@@ -355,11 +355,24 @@ async fn execute(cli: Cli, out: &mut dyn Write) -> Result<i32, Failure> {
         Command::Status => {
             let view = QbindClient::new(&cli.node)?.status().await?;
             print(out, format, &view, || {
-                let sync = match view.sync {
+                let sync = match &view.sync {
                     qbind_api::wire::SyncView::Synced => "synced".to_string(),
                     qbind_api::wire::SyncView::CatchingUp { target_height } => {
                         format!("catching up to {target_height}")
                     }
+                    qbind_api::wire::SyncView::StateSync {
+                        phase,
+                        target_height,
+                        chunks_done,
+                        chunks_total,
+                        bytes,
+                        peers,
+                        peers_dropped,
+                    } => format!(
+                        "state sync ({phase}) to {target_height}: {chunks_done} of \
+                         {chunks_total} chunks, {:.1} MB, {peers} peers ({peers_dropped} dropped)",
+                        *bytes as f64 / 1e6
+                    ),
                 };
                 let pool = view.pool.map_or(String::new(), |p| {
                     format!(

@@ -78,6 +78,12 @@ pub struct QbindClient {
     http: reqwest::Client,
 }
 
+/// Largest JSON answer the client reads (the largest legitimate one, a
+/// block's view with its transaction hashes, is far smaller).
+pub const MAX_JSON_ANSWER: usize = 16 << 20;
+/// Largest error answer the client reads.
+pub const MAX_ERROR_ANSWER: usize = 64 << 10;
+
 /// Per-request timeout of [`QbindClient::new`].
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -108,46 +114,78 @@ impl QbindClient {
         &self.base
     }
 
-    async fn send<T: DeserializeOwned>(
+    /// Send `request` and read its answer: `(status, Retry-After seconds,
+    /// body)`. A success body longer than `max` bytes, or an error body
+    /// longer than [`MAX_ERROR_ANSWER`], is refused while it is read, so a
+    /// hostile or broken node cannot make the client hold more.
+    async fn answer(
         &self,
         request: reqwest::RequestBuilder,
-        url: String,
-    ) -> Result<T, ClientError> {
-        let response = request
-            .send()
-            .await
-            .map_err(|source| ClientError::Transport {
-                url: url.clone(),
-                source,
-            })?;
+        url: &str,
+        max: usize,
+    ) -> Result<(u16, Option<u64>, Vec<u8>), ClientError> {
+        let transport = |source| ClientError::Transport {
+            url: url.to_string(),
+            source,
+        };
+        let mut response = request.send().await.map_err(transport)?;
         let status = response.status().as_u16();
         let retry_after = response
             .headers()
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok());
-        let body = response
-            .bytes()
-            .await
-            .map_err(|source| ClientError::Transport { url, source })?;
-        if (200..300).contains(&status) {
-            return serde_json::from_slice(&body).map_err(|e| ClientError::Unexpected {
-                status,
-                detail: e.to_string(),
-            });
+        let limit = if (200..300).contains(&status) {
+            max
+        } else {
+            MAX_ERROR_ANSWER
+        };
+        let too_long = || ClientError::Unexpected {
+            status,
+            detail: format!("answer longer than {limit} bytes"),
+        };
+        if response.content_length().is_some_and(|n| n > limit as u64) {
+            return Err(too_long());
         }
-        match serde_json::from_slice::<ErrorBody>(&body) {
-            Ok(e) => Err(ClientError::Api {
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(transport)? {
+            if body.len() + chunk.len() > limit {
+                return Err(too_long());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok((status, retry_after, body))
+    }
+
+    /// The API error an unsuccessful answer carries.
+    fn refusal(status: u16, retry_after: Option<u64>, body: &[u8]) -> ClientError {
+        match serde_json::from_slice::<ErrorBody>(body) {
+            Ok(e) => ClientError::Api {
                 status,
                 code: e.code,
                 message: e.message,
                 retry_after,
-            }),
-            Err(_) => Err(ClientError::Unexpected {
+            },
+            Err(_) => ClientError::Unexpected {
                 status,
                 detail: "error without an API error body".into(),
-            }),
+            },
         }
+    }
+
+    async fn send<T: DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+        url: String,
+    ) -> Result<T, ClientError> {
+        let (status, retry_after, body) = self.answer(request, &url, MAX_JSON_ANSWER).await?;
+        if !(200..300).contains(&status) {
+            return Err(Self::refusal(status, retry_after, &body));
+        }
+        serde_json::from_slice(&body).map_err(|e| ClientError::Unexpected {
+            status,
+            detail: e.to_string(),
+        })
     }
 
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
@@ -250,48 +288,12 @@ impl QbindClient {
     /// [`REQUEST_TIMEOUT`].
     pub async fn state_bytes(&self, path: &str, max: usize) -> Result<Vec<u8>, ClientError> {
         let url = format!("{}{path}", self.base);
-        let transport = |url: &str, source| ClientError::Transport {
-            url: url.to_string(),
-            source,
-        };
-        let mut response = self
-            .http
-            .get(&url)
-            .send()
-            .await
-            .map_err(|e| transport(&url, e))?;
-        let status = response.status().as_u16();
-        let ok = (200..300).contains(&status);
-        let limit = if ok { max } else { 64 << 10 };
-        let too_long = || ClientError::Unexpected {
-            status,
-            detail: format!("answer longer than {limit} bytes"),
-        };
-        if response.content_length().is_some_and(|n| n > limit as u64) {
-            return Err(too_long());
+        let (status, retry_after, body) = self.answer(self.http.get(&url), &url, max).await?;
+        if (200..300).contains(&status) {
+            Ok(body)
+        } else {
+            Err(Self::refusal(status, retry_after, &body))
         }
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| transport(&url, e))? {
-            if body.len() + chunk.len() > limit {
-                return Err(too_long());
-            }
-            body.extend_from_slice(&chunk);
-        }
-        if ok {
-            return Ok(body);
-        }
-        Err(match serde_json::from_slice::<ErrorBody>(&body) {
-            Ok(e) => ClientError::Api {
-                status,
-                code: e.code,
-                message: e.message,
-                retry_after: None,
-            },
-            Err(_) => ClientError::Unexpected {
-                status,
-                detail: "error without an API error body".into(),
-            },
-        })
     }
 
     /// Poll [`Self::tx_status`] every `poll` until the transaction is final

@@ -28,4 +28,4 @@ pub mod cli;
 mod client;
 pub mod keyfile;
 
-pub use client::{ClientError, QbindClient, REQUEST_TIMEOUT};
+pub use client::{ClientError, MAX_ERROR_ANSWER, MAX_JSON_ANSWER, QbindClient, REQUEST_TIMEOUT};

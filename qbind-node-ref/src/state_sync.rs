@@ -20,11 +20,13 @@
 //! sync, and what it served of the chunk is discarded; the chunk is asked of
 //! the next peer. When every peer serving a manifest was dropped (a
 //! manifest whose chunk sums are shifted between chunks still holds to the
-//! root, but honest pages fail against it), what was staged is discarded
-//! and the next manifest is tried, so one such peer cannot stop a sync. The
+//! root, but honest pages fail against it), the next manifest is tried
+//! (the chunks staged that it sums the same way are kept, the others
+//! discarded), so one such peer cannot stop a sync. The
 //! staged state becomes an ordinary snapshot that the node restores with
 //! the certified trust anchor (`--fast-sync-snapshot-dir` does the same with
-//! an operator's anchor).
+//! an operator's anchor). Its progress ([`StateSyncProgress`]) is read live
+//! by the node's `/metrics` and API status, which are served from the start.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -37,8 +39,8 @@ use qbind_core::codec::{Decode, Encode};
 use qbind_core::consensus::Block;
 use qbind_core::schema::committed_block_key;
 use qbind_core::state_sync::{
-    CertifiedState, ChunkVerifier, CommitProof, MAX_PAGE_ACCOUNTS, MAX_PROOF_HEADERS, PageVerdict,
-    StateManifest, StatePage, decode,
+    CertifiedState, ChunkSum, ChunkVerifier, CommitProof, MAX_PAGE_ACCOUNTS, MAX_PROOF_HEADERS,
+    PageVerdict, StateManifest, StatePage, decode,
 };
 use qbind_core::traits::{Namespace, StateRead};
 use qbind_core::types::{AccountId, Hash32, NetworkEnvironment};
@@ -307,24 +309,135 @@ impl StateSyncServer {
     }
 }
 
-/// What a node's state sync did, for `/metrics` (`qbind_state_sync_*`).
+/// Where a state sync is (`qbind_state_sync_phase`, the API status's
+/// `phase`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StateSyncPhase {
+    /// Asking the peers for their snapshot heights and a commit proof.
+    #[default]
+    Proving,
+    /// Fetching the manifests of the certified height.
+    Manifest,
+    /// Fetching and verifying the chunks' pages.
+    Chunks,
+    /// The state is staged; the node restores it and starts.
+    Restoring,
+    /// Restored: the node follows the chain by block sync.
+    Done,
+}
+
+impl StateSyncPhase {
+    /// The phase's number in `qbind_state_sync_phase` (1–5, in order).
+    #[must_use]
+    pub fn number(self) -> u64 {
+        match self {
+            StateSyncPhase::Proving => 1,
+            StateSyncPhase::Manifest => 2,
+            StateSyncPhase::Chunks => 3,
+            StateSyncPhase::Restoring => 4,
+            StateSyncPhase::Done => 5,
+        }
+    }
+
+    /// The phase's name in the API status.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            StateSyncPhase::Proving => "proving",
+            StateSyncPhase::Manifest => "manifest",
+            StateSyncPhase::Chunks => "chunks",
+            StateSyncPhase::Restoring => "restoring",
+            StateSyncPhase::Done => "done",
+        }
+    }
+}
+
+/// Where a node's state sync is and what it did, for `/metrics`
+/// (`qbind_state_sync_*`) and the API status: a copy taken from
+/// [`StateSyncProgress`].
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct StateSyncReport {
-    /// The height synced to.
+    /// The phase.
+    pub phase: StateSyncPhase,
+    /// The certified height being fetched (0 until one is chosen).
     pub height: u64,
-    /// Accounts fetched.
+    /// Accounts in the state being fetched (0 until its manifest is read).
     pub accounts: u64,
+    /// Chunks of the manifest being fetched.
+    pub chunks_total: u64,
+    /// Chunks of it fetched, verified and staged (when a manifest is given
+    /// up for the next one: the chunks kept).
+    pub chunks_done: u64,
     /// Bytes of pages received.
     pub bytes: u64,
-    /// Seconds from the first page to the staged snapshot.
+    /// Seconds from the first page: so far while fetching, then until the
+    /// state was staged.
     pub seconds: f64,
     /// Peers given.
     pub peers: usize,
-    /// Peers dropped for serving data that failed a check.
+    /// Peers dropped (for serving data that failed a check, failing
+    /// requests, or slowness).
     pub peers_dropped: usize,
 }
 
-/// What a state sync fetched and where the node restores it from.
+/// A state sync's live progress, shared between the fetch and the
+/// node's `/metrics` and API status, which read it while the state is
+/// fetched (before the node has a store) and afterwards. Cloning shares it.
+#[derive(Clone, Debug, Default)]
+pub struct StateSyncProgress(Arc<Mutex<Progress>>);
+
+#[derive(Debug, Default)]
+struct Progress {
+    report: StateSyncReport,
+    /// When the first page was asked for; `None` before, and after the
+    /// state was staged (`report.seconds` then holds the total).
+    running_since: Option<Instant>,
+}
+
+impl StateSyncProgress {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Progress> {
+        // Plain figures: a panicking writer cannot leave them unusable.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The figures now.
+    #[must_use]
+    pub fn report(&self) -> StateSyncReport {
+        let p = self.lock();
+        let mut report = p.report;
+        if let Some(since) = p.running_since {
+            report.seconds = since.elapsed().as_secs_f64();
+        }
+        report
+    }
+
+    /// Change the figures with `f`.
+    pub fn update(&self, f: impl FnOnce(&mut StateSyncReport)) {
+        f(&mut self.lock().report);
+    }
+
+    /// The node restored the state: [`StateSyncPhase::Done`].
+    pub fn restored(&self) {
+        self.update(|r| r.phase = StateSyncPhase::Done);
+    }
+
+    fn pages_started(&self) {
+        self.lock().running_since.get_or_insert_with(Instant::now);
+    }
+
+    fn staged(&self) {
+        let mut p = self.lock();
+        if let Some(since) = p.running_since.take() {
+            p.report.seconds = since.elapsed().as_secs_f64();
+        }
+        p.report.phase = StateSyncPhase::Restoring;
+    }
+}
+
+/// What a state sync fetched and where the node restores it from (its
+/// figures are in the [`StateSyncProgress`] given to [`fetch_state`]).
 #[derive(Debug)]
 pub struct StateSyncOutcome {
     /// The staged snapshot (`<dir>/<height>`), to restore with `anchor`;
@@ -334,14 +447,9 @@ pub struct StateSyncOutcome {
     pub staged_dir: PathBuf,
     /// The certified height, block and state root.
     pub anchor: TrustAnchor,
-    /// Accounts fetched.
-    pub accounts: u64,
-    /// Bytes of pages received.
-    pub bytes: u64,
-    /// Peers dropped for serving data that failed a check.
+    /// Peers dropped for serving data that failed a check, failing
+    /// requests or slowness.
     pub dropped: Vec<String>,
-    /// The figures `/metrics` reports.
-    pub report: StateSyncReport,
 }
 
 /// One peer of a state sync.
@@ -384,6 +492,7 @@ struct Fetch<'a> {
     peers: Vec<Peer>,
     next: usize,
     out: &'a dyn Fn(&str),
+    progress: &'a StateSyncProgress,
 }
 
 impl Fetch<'_> {
@@ -416,6 +525,7 @@ impl Fetch<'_> {
                 peer.strikes += 1;
                 if peer.strikes >= TRANSPORT_STRIKES {
                     peer.dropped = true;
+                    self.progress.update(|r| r.peers_dropped += 1);
                     (self.out)(&format!(
                         "state sync: dropping {} after {} failed requests ({why})",
                         peer.url(),
@@ -425,6 +535,7 @@ impl Fetch<'_> {
             }
             Failure::Bad(why) => {
                 peer.dropped = true;
+                self.progress.update(|r| r.peers_dropped += 1);
                 (self.out)(&format!(
                     "state sync: dropping {}: it served data that fails verification: {why}",
                     peer.url()
@@ -447,6 +558,7 @@ impl Fetch<'_> {
             return false;
         }
         self.peers[i].dropped = true;
+        self.progress.update(|r| r.peers_dropped += 1);
         (self.out)(&format!(
             "state sync: dropping {}: {} pages in a row slower than {} s (the last {:.1} s)",
             self.peers[i].url(),
@@ -468,7 +580,7 @@ impl Fetch<'_> {
 
 /// Fetch the newest state the peers at `urls` serve, verified against
 /// `schedule`, into a staged snapshot beside `store_dir` (see the module
-/// documentation).
+/// documentation), keeping `progress` current.
 ///
 /// # Errors
 /// [`NodeError::StateSync`] when no peer serves a snapshot with a valid
@@ -479,15 +591,21 @@ pub async fn fetch_state(
     schedule: &EpochSchedule,
     store_dir: &Path,
     backend: StoreBackend,
+    progress: &StateSyncProgress,
     out: &dyn Fn(&str),
 ) -> Result<StateSyncOutcome, NodeError> {
+    let to = Target {
+        env,
+        schedule,
+        store_dir,
+    };
     match backend {
         StoreBackend::Fjall => {
-            fetch_into::<qbind_store::FjallBackend>(urls, env, schedule, store_dir, out).await
+            fetch_into::<qbind_store::FjallBackend>(urls, to, progress, out).await
         }
         #[cfg(feature = "rocksdb")]
         StoreBackend::RocksDb => {
-            fetch_into::<qbind_store::RocksDbBackend>(urls, env, schedule, store_dir, out).await
+            fetch_into::<qbind_store::RocksDbBackend>(urls, to, progress, out).await
         }
         #[cfg(not(feature = "rocksdb"))]
         StoreBackend::RocksDb => Err(NodeError::BackendUnavailable(backend)),
@@ -512,13 +630,25 @@ fn fail(why: impl Into<String>) -> NodeError {
     NodeError::StateSync(why.into())
 }
 
+/// What a state sync verifies against and where it stages.
+#[derive(Clone, Copy)]
+struct Target<'a> {
+    env: NetworkEnvironment,
+    schedule: &'a EpochSchedule,
+    store_dir: &'a Path,
+}
+
 async fn fetch_into<B: PersistentBackend>(
     urls: &[String],
-    env: NetworkEnvironment,
-    schedule: &EpochSchedule,
-    store_dir: &Path,
+    to: Target<'_>,
+    progress: &StateSyncProgress,
     out: &dyn Fn(&str),
 ) -> Result<StateSyncOutcome, NodeError> {
+    let Target {
+        env,
+        schedule,
+        store_dir,
+    } = to;
     let mut peers = Vec::new();
     for url in urls {
         let client = QbindClient::new(url).map_err(|e| fail(e.to_string()))?;
@@ -532,10 +662,15 @@ async fn fetch_into<B: PersistentBackend>(
     if peers.is_empty() {
         return Err(fail("no peers given (--state-sync-from)"));
     }
+    progress.update(|r| {
+        r.phase = StateSyncPhase::Proving;
+        r.peers = peers.len();
+    });
     let mut f = Fetch {
         peers,
         next: 0,
         out,
+        progress,
     };
     // 1–2. Who offers which snapshot, and the newest height with a valid
     // proof; asked again a few times while no peer has one to offer yet (a
@@ -574,6 +709,10 @@ async fn fetch_into<B: PersistentBackend>(
             }
         }
     }
+    progress.update(|r| {
+        r.phase = StateSyncPhase::Manifest;
+        r.height = certified.height.0;
+    });
     out(&format!(
         "state sync: height {} certified (block {}, state root {}), offered by {} of {} peers",
         certified.height.0,
@@ -599,8 +738,11 @@ async fn fetch_into<B: PersistentBackend>(
     let mut staging =
         StateSyncStaging::<B>::create(store_dir).map_err(|e| fail(format!("staging: {e}")))?;
     let started = Instant::now();
-    let mut bytes = 0u64;
+    progress.pages_started();
     let mut fetched = None;
+    // The manifest given up last: its chunk sums and prefix bits, and the
+    // chunk it was given up at (the chunks before it are staged).
+    let mut given_up: Option<(Vec<ChunkSum>, u8, u32)> = None;
     for (digest, serving) in candidates {
         // Fetched again now, so that only one manifest is held at a time.
         let Some(manifest) = manifest_of(&mut f, &certified, digest, &serving).await else {
@@ -612,30 +754,34 @@ async fn fetch_into<B: PersistentBackend>(
             manifest.chunks.len(),
             serving.len()
         ));
-        match fetch_chunks(
-            &mut f,
-            &mut staging,
-            &manifest,
-            &serving,
-            started,
-            &mut bytes,
-        )
-        .await
-        {
+        let staged = match given_up.take() {
+            Some((sums, bits, at)) => keep_equal_chunks(&mut staging, &manifest, &sums, bits, at)
+                .map_err(|e| fail(format!("staging: {e}")))?,
+            None => vec![false; manifest.chunks.len()],
+        };
+        let kept = staged.iter().filter(|k| **k).count();
+        if kept > 0 {
+            out(&format!(
+                "state sync: {kept} chunks staged against the manifest given up have the same \
+                 sums in this one; kept"
+            ));
+        }
+        progress.update(|r| {
+            r.phase = StateSyncPhase::Chunks;
+            r.accounts = manifest.summary.accounts;
+            r.chunks_total = manifest.chunks.len() as u64;
+            r.chunks_done = kept as u64;
+        });
+        match fetch_chunks(&mut f, &mut staging, &manifest, &serving, &staged, started).await {
             Ok(()) => {
                 fetched = Some(manifest);
                 break;
             }
             Err(ChunksFailed::Exhausted { chunk }) => {
                 out(&format!(
-                    "state sync: every peer serving that manifest was dropped at chunk {chunk}; \
-                     discarding what was staged"
+                    "state sync: every peer serving that manifest was dropped at chunk {chunk}"
                 ));
-                for c in 0..=chunk {
-                    staging
-                        .discard_chunk(c, manifest.prefix_bits)
-                        .map_err(|e| fail(format!("staging: {e}")))?;
-                }
+                given_up = Some((manifest.chunks, manifest.prefix_bits, chunk));
             }
             Err(ChunksFailed::Fatal(e)) => return Err(e),
         }
@@ -649,11 +795,13 @@ async fn fetch_into<B: PersistentBackend>(
     let snapshot = staging
         .finish(&manifest, &block, &certified, chain_id, &staged_dir)
         .map_err(|e| fail(format!("staging: {e}")))?;
+    progress.staged();
+    let report = progress.report();
     out(&format!(
         "state sync: {} accounts, {:.1} MB in {:.1} s",
-        manifest.summary.accounts,
-        bytes as f64 / 1e6,
-        started.elapsed().as_secs_f64()
+        report.accounts,
+        report.bytes as f64 / 1e6,
+        report.seconds
     ));
     let dropped: Vec<String> = f
         .peers
@@ -665,16 +813,6 @@ async fn fetch_into<B: PersistentBackend>(
         snapshot,
         staged_dir,
         anchor: trust_anchor(&certified),
-        accounts: manifest.summary.accounts,
-        bytes,
-        report: StateSyncReport {
-            height: certified.height.0,
-            accounts: manifest.summary.accounts,
-            bytes,
-            seconds: started.elapsed().as_secs_f64(),
-            peers: f.peers.len(),
-            peers_dropped: dropped.len(),
-        },
         dropped,
     })
 }
@@ -845,46 +983,75 @@ enum ChunksFailed {
     Fatal(NodeError),
 }
 
+/// Of the chunks staged against a manifest given up at chunk `at` (chunk
+/// sums `sums`, prefix bits `bits`): which ones `next` sums the same way,
+/// so that they verify against it as they are and are kept. The others,
+/// and the chunk it was given up at (partly staged), are discarded.
+fn keep_equal_chunks<B: PersistentBackend>(
+    staging: &mut StateSyncStaging<B>,
+    next: &StateManifest,
+    sums: &[ChunkSum],
+    bits: u8,
+    at: u32,
+) -> Result<Vec<bool>, qbind_store::state_sync::StateSyncStoreError> {
+    let mut kept = vec![false; next.chunks.len()];
+    for c in 0..=at {
+        let i = c as usize;
+        let same = c < at && bits == next.prefix_bits && sums.get(i) == next.chunks.get(i);
+        if same {
+            kept[i] = true;
+        } else {
+            staging.discard_chunk(c, bits)?;
+        }
+    }
+    Ok(kept)
+}
+
 /// Fetch and stage every chunk of `manifest` from the peers `serving` it,
-/// adding the page bytes received to `bytes`; progress every two seconds.
+/// except those `staged` already, counting chunks and page bytes in the
+/// progress; a line every two seconds.
 async fn fetch_chunks<B: PersistentBackend>(
     f: &mut Fetch<'_>,
     staging: &mut StateSyncStaging<B>,
     manifest: &StateManifest,
     serving: &[usize],
+    staged: &[bool],
     started: Instant,
-    bytes: &mut u64,
 ) -> Result<(), ChunksFailed> {
     let mut last_report = Instant::now();
     for chunk in 0..manifest.chunks.len() as u32 {
-        *bytes += fetch_chunk(f, staging, manifest, chunk, serving).await?;
+        if staged.get(chunk as usize).copied().unwrap_or(false) {
+            continue;
+        }
+        fetch_chunk(f, staging, manifest, chunk, serving).await?;
+        f.progress.update(|r| r.chunks_done += 1);
         if last_report.elapsed() >= Duration::from_secs(2) {
             last_report = Instant::now();
+            let r = f.progress.report();
             (f.out)(&format!(
                 "state sync: {} of {} chunks, {:.1} MB at {:.1} MB/s",
-                chunk + 1,
-                manifest.chunks.len(),
-                *bytes as f64 / 1e6,
-                *bytes as f64 / 1e6 / started.elapsed().as_secs_f64().max(1e-3)
+                r.chunks_done,
+                r.chunks_total,
+                r.bytes as f64 / 1e6,
+                r.bytes as f64 / 1e6 / started.elapsed().as_secs_f64().max(1e-3)
             ));
         }
     }
     Ok(())
 }
 
-/// Fetch and stage one chunk; the page bytes received.
+/// Fetch and stage one chunk.
 async fn fetch_chunk<B: PersistentBackend>(
     f: &mut Fetch<'_>,
     staging: &mut StateSyncStaging<B>,
     manifest: &StateManifest,
     chunk: u32,
     serving: &[usize],
-) -> Result<u64, ChunksFailed> {
+) -> Result<(), ChunksFailed> {
     let staging_failed = |e: qbind_store::state_sync::StateSyncStoreError| {
         ChunksFailed::Fatal(fail(format!("staging: {e}")))
     };
     let height = manifest.height.0;
-    let mut bytes = 0u64;
     'peers: loop {
         let Some(mut i) = f.pick(serving) else {
             return Err(ChunksFailed::Exhausted { chunk });
@@ -905,7 +1072,7 @@ async fn fetch_chunk<B: PersistentBackend>(
             let took = asked.elapsed();
             let checked = match answer {
                 Ok(b) => {
-                    bytes += b.len() as u64;
+                    f.progress.update(|r| r.bytes += b.len() as u64);
                     decode::<StatePage>("page", &b)
                         .and_then(|p| Ok((verifier.feed(&p)?, p)))
                         .map_err(|e| Failure::Bad(e.to_string()))
@@ -917,7 +1084,7 @@ async fn fetch_chunk<B: PersistentBackend>(
                     staging.put_page(&page).map_err(staging_failed)?;
                     let too_slow = f.timed(i, took, serving);
                     if verdict == PageVerdict::Complete {
-                        return Ok(bytes);
+                        return Ok(());
                     }
                     // A peer dropped for slowness: the verified pages stay
                     // and the chunk goes on from another peer.

@@ -684,6 +684,117 @@ fn latest_snapshot(dir: &Path, net: &Path) -> (std::path::PathBuf, String) {
     found.expect("found")
 }
 
+/// A state-sync peer that has no snapshot to offer yet; its URL.
+fn peer_without_snapshots() -> String {
+    use qbind_api::{ApiBackend, BackendError, StateSyncReply, StateSyncRequest};
+    struct Empty;
+    impl ApiBackend for Empty {
+        state_sync_only_backend!(NetworkEnvironment::Testnet);
+
+        async fn state_sync(&self, r: StateSyncRequest) -> Result<StateSyncReply, BackendError> {
+            Ok(match r {
+                StateSyncRequest::Snapshots => StateSyncReply::Heights(Vec::new()),
+                _ => StateSyncReply::NotServed,
+            })
+        }
+    }
+    common::serve_api(Empty)
+}
+
+/// While a node fetches its state by state sync, before it has a store,
+/// its `/metrics` shows the state sync's gauges and its API status says
+/// `state_sync` with the phase (other routes answer 503); SIGTERM stops it
+/// at once, cleanly, leaving no store behind. Before, neither endpoint
+/// was up until the state was restored, and a stop signal waited for the
+/// whole state sync (here 30 s of asking for a snapshot).
+#[test]
+fn a_node_in_state_sync_reports_its_progress_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let net = dir.path().join("net");
+    generate(&net, 47_700);
+    let data = dir.path().join("data");
+    let keys = dir.path().join("full");
+    common::keygen(&keys, FULL, "p2p-identity", PASS_VAR, PASS);
+    let mut cmd = node(&net, &data);
+    cmd.args(["--role", "full", "--full-node-id", &FULL.to_string()])
+        .arg("--p2p-identity-key")
+        .arg(keys.join("p2p_identity.key"))
+        .args(["--state-sync-from", &peer_without_snapshots()])
+        .args(["--api-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"]);
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start qbind-node");
+    let mut nodes = Reaper(Vec::new());
+    let stdout = child.stdout.take().expect("piped");
+    let (line_tx, lines) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = line_tx.send(line);
+        }
+    });
+    nodes.0.push(child);
+    let mut seen = Vec::new();
+    let (mut metrics, mut status) = (None, None);
+    while metrics.is_none() || status.is_none() {
+        let line = lines
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("no endpoint lines: {seen:?}"));
+        if let Some(url) = line.strip_prefix("metrics on ") {
+            metrics = Some(url.to_string());
+        }
+        if let Some(url) = line.strip_prefix("state sync: progress in the status on ") {
+            status = Some(url.trim_end_matches("/v1/status").to_string());
+        }
+        seen.push(line);
+    }
+    let (metrics, api) = (metrics.expect("metrics"), status.expect("status"));
+
+    let page = common::scrape(&metrics);
+    for needle in [
+        "qbind_state_sync_phase{validator=\"4\"} 1\n",
+        "qbind_state_sync_peers{validator=\"4\"} 1\n",
+        "qbind_state_sync_chunks_done{validator=\"4\"} 0\n",
+    ] {
+        assert!(page.contains(needle), "missing {needle} in\n{page}");
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let client = QbindClient::new(&api).expect("client");
+    let view = runtime.block_on(client.status()).expect("status");
+    match &view.sync {
+        qbind_api::wire::SyncView::StateSync {
+            phase,
+            target_height,
+            peers,
+            ..
+        } => assert_eq!((phase.as_str(), *target_height, *peers), ("proving", 0, 1)),
+        other => panic!("status while state-syncing: {other:?}"),
+    }
+    let account = runtime.block_on(client.account(AccountId([7; 32])));
+    assert!(
+        matches!(account, Err(ClientError::Api { status: 503, .. })),
+        "{account:?}"
+    );
+
+    sigterm(&nodes.0[0]);
+    let status = common::wait_exit(&mut nodes.0[0], Duration::from_secs(10));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}: {seen:?}");
+    seen.extend(lines.try_iter());
+    assert!(
+        seen.iter()
+            .any(|l| l.starts_with("state sync: stopped before the state was complete")),
+        "{seen:?}"
+    );
+    let left: Vec<_> = std::fs::read_dir(&data)
+        .map(|d| d.filter_map(Result::ok).map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left in the data directory: {left:?}");
+}
+
 /// Run `cmd` to completion; (exit code, stdout + stderr).
 fn run(mut cmd: Command) -> (Option<i32>, String) {
     let o = cmd.output().expect("run qbind-node");

@@ -13,7 +13,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -32,24 +32,6 @@ fn generate(out: &Path, base_port: u16) {
 
 fn node(net: &Path) -> Command {
     common::genesis_node(net, PASS_VAR, PASS)
-}
-
-/// `GET /metrics` at `url` (http://host:port/metrics).
-fn scrape(url: &str) -> String {
-    let addr = url
-        .trim_start_matches("http://")
-        .trim_end_matches("/metrics");
-    let mut s = std::net::TcpStream::connect(addr).expect("connect to /metrics");
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    write!(
-        s,
-        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send");
-    let mut page = String::new();
-    let _ = s.read_to_string(&mut page);
-    page
 }
 
 /// The value of the sample line starting with `prefix`.
@@ -161,7 +143,7 @@ fn a_validator_behind_a_sentry_votes_and_proposes_through_it() {
     );
     common::assert_equal_roots(&roots, stopped_at);
 
-    let page = scrape(&metrics);
+    let page = common::scrape(&metrics);
     let to_network = sample(
         &page,
         "qbind_sentry_relayed_total{validator=\"3\",direction=\"to_network\"}",

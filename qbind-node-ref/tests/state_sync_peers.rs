@@ -23,7 +23,9 @@ use qbind_core::schema::EPOCH_FEES_KEY;
 use qbind_core::sim::chain;
 use qbind_core::state_sync::{CommitProof, StateManifest, StatePage, chunk_of};
 use qbind_core::types::{AccountId, Hash32, Height, NetworkEnvironment};
-use qbind_node_ref::state_sync::{StateSyncOutcome, fetch_state};
+use qbind_node_ref::state_sync::{
+    StateSyncOutcome, StateSyncPhase, StateSyncProgress, StateSyncReport, fetch_state,
+};
 use qbind_node_ref::store::StoreBackend;
 
 const ENV: NetworkEnvironment = NetworkEnvironment::Devnet;
@@ -39,6 +41,8 @@ struct Served {
     prefix_bits: u8,
     /// How long it takes for each page.
     delay: Duration,
+    /// The chunk of every page asked of it, in order.
+    asked: Arc<Mutex<Vec<u32>>>,
 }
 
 impl ApiBackend for Served {
@@ -58,6 +62,7 @@ impl ApiBackend for Served {
                 chunk,
                 after,
             } if height.0 == HEIGHT => {
+                self.asked.lock().expect("lock").push(chunk);
                 tokio::time::sleep(self.delay).await;
                 let rest: Vec<(AccountId, Account)> = self
                     .accounts
@@ -152,18 +157,35 @@ fn fixture() -> Fixture {
 impl Fixture {
     /// A peer serving this state with manifest `m`, `delay` per page; its URL.
     fn peer(&self, m: &StateManifest, delay: Duration) -> String {
-        common::serve_api(Served {
+        self.counted_peer(m, delay).0
+    }
+
+    /// [`Fixture::peer`], and the chunk of every page asked of it.
+    fn counted_peer(&self, m: &StateManifest, delay: Duration) -> (String, Arc<Mutex<Vec<u32>>>) {
+        let asked = Arc::new(Mutex::new(Vec::new()));
+        let url = common::serve_api(Served {
             proof: self.proof.to_bytes(),
             manifest: m.to_bytes(),
             accounts: Arc::clone(&self.accounts),
             prefix_bits: self.manifest.prefix_bits,
             delay,
-        })
+            asked: Arc::clone(&asked),
+        });
+        (url, asked)
     }
 
-    /// State-sync from `urls` into a new directory; the outcome and the
-    /// lines printed.
-    fn sync(&self, urls: &[String]) -> (StateSyncOutcome, Vec<String>) {
+    /// State-sync from `urls` into a new directory; the outcome, its final
+    /// figures and the lines printed.
+    fn sync(&self, urls: &[String]) -> (StateSyncOutcome, StateSyncReport, Vec<String>) {
+        self.sync_watched(urls, &StateSyncProgress::default())
+    }
+
+    /// [`Fixture::sync`] reporting to `progress`.
+    fn sync_watched(
+        &self,
+        urls: &[String],
+        progress: &StateSyncProgress,
+    ) -> (StateSyncOutcome, StateSyncReport, Vec<String>) {
         let dir = tempfile::tempdir().expect("tempdir");
         let lines = Mutex::new(Vec::<String>::new());
         let out = |l: &str| lines.lock().expect("lock").push(l.to_string());
@@ -175,10 +197,15 @@ impl Fixture {
                 &self.schedule,
                 &dir.path().join("store"),
                 StoreBackend::Fjall,
+                progress,
                 &out,
             ))
             .unwrap_or_else(|e| panic!("{e}: {:?}", lines.lock().expect("lock")));
-        (outcome, lines.into_inner().expect("lock"))
+        (
+            outcome,
+            progress.report(),
+            lines.into_inner().expect("lock"),
+        )
     }
 }
 
@@ -200,8 +227,8 @@ fn a_peer_serving_a_shifted_manifest_is_dropped_and_the_sync_completes() {
         fx.peer(&shifted, Duration::ZERO),
         fx.peer(&fx.manifest, Duration::ZERO),
     ];
-    let (outcome, lines) = fx.sync(&urls);
-    assert_eq!(outcome.accounts, u64::from(ACCOUNTS), "{lines:?}");
+    let (outcome, report, lines) = fx.sync(&urls);
+    assert_eq!(report.accounts, u64::from(ACCOUNTS), "{lines:?}");
     assert_eq!(outcome.dropped, vec![urls[0].clone()], "{lines:?}");
     assert_eq!(outcome.anchor.state_root, fx.root.0);
     assert!(
@@ -220,13 +247,89 @@ fn a_peer_slower_than_the_page_deadline_is_dropped() {
         fx.peer(&fx.manifest, Duration::from_millis(4_300)),
         fx.peer(&fx.manifest, Duration::ZERO),
     ];
-    let (outcome, lines) = fx.sync(&urls);
-    assert_eq!(outcome.accounts, u64::from(ACCOUNTS), "{lines:?}");
+    let (outcome, report, lines) = fx.sync(&urls);
+    assert_eq!(report.accounts, u64::from(ACCOUNTS), "{lines:?}");
     assert_eq!(outcome.dropped, vec![urls[0].clone()], "{lines:?}");
+    assert_eq!(report.peers_dropped, 1, "{report:?}");
     assert!(
         lines
             .iter()
             .any(|l| l.contains("pages in a row slower than")),
         "{lines:?}"
     );
+}
+
+/// When a manifest is given up, the chunks staged against it that the next
+/// manifest sums the same way are kept, not fetched again: here chunks 2
+/// and 3 are shifted, so chunks 0 and 1 fetched with the shifted manifest
+/// stay, and the other peer is asked only for chunks 2 and 3.
+#[test]
+fn chunks_the_next_manifest_sums_the_same_way_are_kept() {
+    let fx = fixture();
+    let mut shifted = fx.manifest.clone();
+    shifted.chunks[2].balance = shifted.chunks[2].balance.wrapping_add(1);
+    shifted.chunks[3].balance = shifted.chunks[3].balance.wrapping_sub(1);
+    let (shifting, _) = fx.counted_peer(&shifted, Duration::ZERO);
+    let (honest, asked) = fx.counted_peer(&fx.manifest, Duration::ZERO);
+    let urls = vec![shifting, honest];
+    let (outcome, report, lines) = fx.sync(&urls);
+    assert_eq!(outcome.dropped, vec![urls[0].clone()], "{lines:?}");
+    assert_eq!(outcome.anchor.state_root, fx.root.0);
+    assert!(
+        lines.iter().any(|l| l.contains("2 chunks staged against")),
+        "{lines:?}"
+    );
+    let asked = asked.lock().expect("lock").clone();
+    assert!(
+        asked.iter().all(|c| *c >= 2) && asked.contains(&2) && asked.contains(&3),
+        "the honest peer was asked for the pages of chunks {asked:?}"
+    );
+    assert_eq!((report.chunks_done, report.chunks_total), (4, 4));
+}
+
+/// The progress shared with `/metrics` and the API status moves while the
+/// state is fetched: the certified height, then chunks done out of the
+/// total and bytes, then the staged state (phase `restoring`).
+#[test]
+fn progress_is_visible_while_the_state_is_fetched() {
+    let fx = fixture();
+    // Nine pages of 250 ms: about 2.3 s of fetching to watch.
+    let urls = vec![fx.peer(&fx.manifest, Duration::from_millis(250))];
+    let progress = StateSyncProgress::default();
+    let seen = Arc::new(Mutex::new(Vec::<StateSyncReport>::new()));
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let (progress, seen, done) = (progress.clone(), Arc::clone(&seen), Arc::clone(&done));
+        std::thread::spawn(move || {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                seen.lock().expect("lock").push(progress.report());
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let (_, report, lines) = fx.sync_watched(&urls, &progress);
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    watcher.join().expect("watcher");
+    let seen = seen.lock().expect("lock").clone();
+    let midway = seen.iter().find(|r| {
+        r.phase == StateSyncPhase::Chunks && r.chunks_done > 0 && r.chunks_done < r.chunks_total
+    });
+    let midway = midway.unwrap_or_else(|| panic!("no report midway through the chunks: {seen:?}"));
+    assert_eq!(midway.height, HEIGHT);
+    assert_eq!(midway.chunks_total, 4);
+    assert!(midway.bytes > 0 && midway.seconds > 0.0, "{midway:?}");
+    assert_eq!(report.phase, StateSyncPhase::Restoring, "{lines:?}");
+    assert_eq!(
+        (
+            report.chunks_done,
+            report.accounts,
+            report.peers,
+            report.peers_dropped
+        ),
+        (4, u64::from(ACCOUNTS), 1, 0)
+    );
+    assert!(report.seconds >= 2.0, "{report:?}");
+    // The time is frozen once the state is staged.
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(progress.report().seconds, report.seconds);
 }

@@ -27,6 +27,10 @@
 //! - **account** and **block**: the validator's store (accounts; committed
 //!   block, its QC, transaction hashes).
 //! - **status**: the engine's consensus metrics and the P2P metrics.
+//! - **before the node is ready** ([`LocalApi`]): the server is bound
+//!   before the store is opened, so that a node that starts by state sync
+//!   reports its progress in the status (`sync.state = "state_sync"`);
+//!   every other route answers 503 until the node is ready.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::Ordering;
@@ -520,6 +524,113 @@ impl ApiBackend for NodeApi {
                     capacity: pool.capacity as u64,
                 }
             }),
+        })
+    }
+}
+
+/// The API's backend from the moment its address is bound: the node's
+/// [`NodeApi`] once the node is ready ([`LocalApi::ready`]); before, the
+/// state sync's progress as the status (if the node starts by one) and 503
+/// `unavailable` for everything else.
+pub(super) struct LocalApi {
+    env: NetworkEnvironment,
+    takes_transactions: bool,
+    syncing: Option<crate::state_sync::StateSyncProgress>,
+    node: std::sync::OnceLock<NodeApi>,
+}
+
+impl LocalApi {
+    pub(super) fn new(
+        env: NetworkEnvironment,
+        takes_transactions: bool,
+        syncing: Option<crate::state_sync::StateSyncProgress>,
+    ) -> LocalApi {
+        LocalApi {
+            env,
+            takes_transactions,
+            syncing,
+            node: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The node is ready: serve it from now on (a second call is ignored).
+    pub(super) fn ready(&self, node: NodeApi) {
+        let _ = self.node.set(node);
+    }
+}
+
+impl ApiBackend for LocalApi {
+    fn network(&self) -> NetworkEnvironment {
+        self.env
+    }
+
+    fn takes_transactions(&self) -> bool {
+        self.takes_transactions
+    }
+
+    async fn submit(&self, tx: CheckedTx) -> Result<(), SubmitError> {
+        match self.node.get() {
+            Some(node) => node.submit(tx).await,
+            None => Err(SubmitError::Unavailable),
+        }
+    }
+
+    async fn tx_status(&self, hash: Hash32) -> Result<TxLookup, BackendError> {
+        match self.node.get() {
+            Some(node) => node.tx_status(hash).await,
+            None => Err(BackendError::Unavailable),
+        }
+    }
+
+    async fn account(&self, id: AccountId) -> Result<Account, BackendError> {
+        match self.node.get() {
+            Some(node) => node.account(id).await,
+            None => Err(BackendError::Unavailable),
+        }
+    }
+
+    async fn block(&self, height: Height) -> Result<Option<BlockInfo>, BackendError> {
+        match self.node.get() {
+            Some(node) => node.block(height).await,
+            None => Err(BackendError::Unavailable),
+        }
+    }
+
+    async fn state_sync(
+        &self,
+        request: qbind_api::StateSyncRequest,
+    ) -> Result<qbind_api::StateSyncReply, BackendError> {
+        match self.node.get() {
+            Some(node) => node.state_sync(request).await,
+            None => Ok(qbind_api::StateSyncReply::NotServed),
+        }
+    }
+
+    async fn status(&self) -> Result<ChainStatus, BackendError> {
+        if let Some(node) = self.node.get() {
+            return node.status().await;
+        }
+        let r = self
+            .syncing
+            .as_ref()
+            .ok_or(BackendError::Unavailable)?
+            .report();
+        Ok(ChainStatus {
+            height: Height(0),
+            executed_height: Height(0),
+            view: View(0),
+            epoch: Epoch(0),
+            peers: 0,
+            sync: SyncState::StateSync(qbind_api::StateSyncStatus {
+                phase: r.phase.name(),
+                target: Height(r.height),
+                chunks_done: r.chunks_done,
+                chunks_total: r.chunks_total,
+                bytes: r.bytes,
+                peers: r.peers as u64,
+                peers_dropped: r.peers_dropped as u64,
+            }),
+            pool: None,
         })
     }
 }

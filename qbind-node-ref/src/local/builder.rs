@@ -44,7 +44,7 @@ pub(super) struct Chain {
     /// Consensus parameters.
     pub(super) cfg: ConsensusConfig,
     /// What this run's state sync did (`--state-sync-from`), if it ran.
-    pub(super) state_synced: Option<crate::state_sync::StateSyncReport>,
+    pub(super) state_synced: Option<crate::state_sync::StateSyncProgress>,
 }
 
 /// The validators this process runs, after checking the count and the

@@ -398,7 +398,10 @@ pub fn account_key(i: usize) -> KeyPair {
 ///
 /// Three stages: configuration (`builder`: the chain from the options),
 /// services (`services`: stores, engines, transports, metrics, the load
-/// generator), run (`run`: follow the engines, then stop in order).
+/// generator), run (`run`: follow the engines, then stop in order). The
+/// `/metrics` and API endpoints are bound first, so that a node that starts
+/// by state sync reports its progress on both while it fetches the state;
+/// `shutdown` stops that fetch too.
 pub async fn run_local(
     opts: LocalOptions,
     shutdown: watch::Receiver<bool>,
@@ -406,8 +409,33 @@ pub async fn run_local(
 ) -> Result<RunSummary, NodeError> {
     let mut chain = builder::resolve(&opts)?;
     let mut opts = opts;
-    let staged = state_sync_first(&mut opts, &mut chain, &out).await?;
-    let running = start(&opts, &mut chain, &out).await;
+    let sync_dir = state_sync_plan(&opts, &chain, &out)?;
+    let progress = sync_dir
+        .as_ref()
+        .map(|_| crate::state_sync::StateSyncProgress::default());
+    let endpoints = bind_endpoints(&opts, &chain, progress.as_ref(), &out).await?;
+    let mut staged = None;
+    if let (Some(dir), Some(progress)) = (sync_dir, progress) {
+        let local = chain.local.clone();
+        let mut stop = shutdown.clone();
+        tokio::select! {
+            fetched = state_sync_fetch(&mut opts, &mut chain, &dir, &progress, &out) => {
+                staged = Some(fetched?);
+            }
+            Ok(_) = stop.wait_for(|s| *s) => {
+                // What was staged is removed now (and by the next start, if
+                // this removal fails).
+                let _ = qbind_store::state_sync::remove_interrupted_state_syncs(&dir);
+                let _ = std::fs::remove_dir_all(crate::state_sync::staged_snapshot_dir(&dir));
+                out("state sync: stopped before the state was complete; nothing was kept");
+                return Ok(RunSummary {
+                    validators: local,
+                    ..RunSummary::default()
+                });
+            }
+        }
+    }
+    let running = start(&opts, &mut chain, endpoints, &out).await;
     if let Some(dir) = staged {
         // Restored (or refused) by now: the staged snapshot is not needed.
         let _ = std::fs::remove_dir_all(dir);
@@ -415,12 +443,13 @@ pub async fn run_local(
     running?.run(shutdown, &out).await
 }
 
-/// With `--state-sync-from` and no store yet: fetch a verified state from
-/// the peers and restore it like a snapshot with the certified anchor
-/// (`opts.fast_sync`). Returns the staged snapshot's directory to remove.
-async fn state_sync_first(
-    opts: &mut LocalOptions,
-    chain: &mut builder::Chain,
+/// With `--state-sync-from`: check the options, remove what a killed state
+/// sync left, and return the store directory to state-sync into; `None`
+/// without the option or when the store exists already (the node then
+/// continues from it by block sync).
+fn state_sync_plan(
+    opts: &LocalOptions,
+    chain: &builder::Chain,
     out: &impl Fn(&str),
 ) -> Result<Option<PathBuf>, NodeError> {
     if opts.state_sync_from.is_empty() {
@@ -461,22 +490,115 @@ async fn state_sync_first(
         ));
         return Ok(None);
     }
+    Ok(Some(dir))
+}
+
+/// Fetch a verified state from the peers into a staged snapshot beside
+/// `dir` and have it restored like a snapshot with the certified anchor
+/// (`opts.fast_sync`). Returns the staged snapshot's directory to remove.
+async fn state_sync_fetch(
+    opts: &mut LocalOptions,
+    chain: &mut builder::Chain,
+    dir: &std::path::Path,
+    progress: &crate::state_sync::StateSyncProgress,
+    out: &impl Fn(&str),
+) -> Result<PathBuf, NodeError> {
     let fetched = crate::state_sync::fetch_state(
         &opts.state_sync_from,
         chain.env,
         &chain.schedule,
-        &dir,
+        dir,
         opts.maintenance.backend,
+        progress,
         out,
     )
     .await?;
     opts.fast_sync = Some(FastSync {
-        validator: i,
+        validator: chain.local[0],
         snapshot: fetched.snapshot,
         anchor: fetched.anchor,
     });
-    chain.state_synced = Some(fetched.report);
-    Ok(Some(fetched.staged_dir))
+    chain.state_synced = Some(progress.clone());
+    Ok(fetched.staged_dir)
+}
+
+/// The `/metrics` and API endpoints, bound before anything else starts.
+struct Endpoints {
+    /// Dropping it stops the endpoint.
+    metrics: Option<services::MetricsEndpoint>,
+    api: Option<EarlyApi>,
+}
+
+/// The API server, bound, serving [`api::LocalApi`] until the node is
+/// ready.
+struct EarlyApi {
+    backend: Arc<api::LocalApi>,
+    addr: SocketAddr,
+    /// Dropping it, or sending `true`, stops the server.
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Bind `/metrics` and the API (those configured). While a state sync runs,
+/// `/metrics` shows its progress and the API's status reports it.
+async fn bind_endpoints(
+    opts: &LocalOptions,
+    chain: &builder::Chain,
+    syncing: Option<&crate::state_sync::StateSyncProgress>,
+    out: &impl Fn(&str),
+) -> Result<Endpoints, NodeError> {
+    let metrics = match opts.metrics_addr {
+        Some(addr) => {
+            let endpoint = services::MetricsEndpoint::bind(addr, out).await?;
+            if let (Some(p), Some(id)) = (syncing, chain.local.first()) {
+                endpoint.show(render::state_sync_registry(p.clone(), *id));
+            }
+            Some(endpoint)
+        }
+        None => None,
+    };
+    let Some(api_opts) = opts.api else {
+        return Ok(Endpoints { metrics, api: None });
+    };
+    let backend = Arc::new(api::LocalApi::new(
+        chain.env,
+        !opts.keys.is_follower(),
+        syncing.cloned(),
+    ));
+    let server = qbind_api::ApiServer::bind(
+        api_opts.addr,
+        Arc::clone(&backend),
+        qbind_api::ApiConfig {
+            rate_limit: api_opts.rate_limit,
+            ..qbind_api::ApiConfig::default()
+        },
+    )
+    .await
+    .map_err(|e| NodeError::Config(format!("public API: {e}")))?;
+    let addr = server.local_addr();
+    if syncing.is_some() {
+        out(&format!(
+            "state sync: progress in the status on http://{addr}/v1/status"
+        ));
+    }
+    let (stop, mut stopped) = watch::channel(false);
+    let task = tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        };
+        if let Err(e) = server.run(shutdown).await {
+            tracing::warn!("public API stopped: {e}");
+        }
+    });
+    Ok(Endpoints {
+        metrics,
+        api: Some(EarlyApi {
+            backend,
+            addr,
+            stop,
+            task,
+        }),
+    })
 }
 
 /// Stage two: open the stores and start everything; on a failure the store
@@ -484,10 +606,14 @@ async fn state_sync_first(
 async fn start(
     opts: &LocalOptions,
     chain: &mut builder::Chain,
+    endpoints: Endpoints,
     out: &impl Fn(&str),
 ) -> Result<run::Running, NodeError> {
     let mut stores = services::open_stores(opts, chain, out)?;
-    let started = start_engines_and_metrics(opts, chain, &stores, out).await;
+    if let Some(p) = &chain.state_synced {
+        p.restored();
+    }
+    let started = start_engines(opts, chain, &stores, out).await;
     let (engines, shared) = match started {
         Ok(started) => started,
         Err(error) => {
@@ -497,6 +623,9 @@ async fn start(
             return Err(error);
         }
     };
+    if let Some(metrics) = &endpoints.metrics {
+        metrics.show(render::registry(Arc::clone(&shared)));
+    }
     let submitted = Arc::new(AtomicU64::new(0));
     let generator = loadgen::LoadGenerator {
         env: chain.env,
@@ -509,19 +638,11 @@ async fn start(
         submitted: Arc::clone(&submitted),
     }
     .spawn(engines.stopped.clone());
-    let api = match start_api(opts, chain, &stores, &engines, &shared, out).await {
-        Ok(api) => api,
-        Err(error) => {
-            let _ = engines.stop.send(true);
-            for s in stores.services.drain(..) {
-                s.stop();
-            }
-            return Err(error);
-        }
-    };
+    let api = ready_api(opts, chain, &stores, &engines, &shared, endpoints.api, out);
     Ok(run::Running {
         local: chain.local.clone(),
         api,
+        metrics: endpoints.metrics,
         blocks: opts.blocks,
         summary: RunSummary {
             validators: chain.local.clone(),
@@ -537,20 +658,21 @@ async fn start(
     })
 }
 
-/// Bind and spawn the public API if it is configured: (the local slot it
-/// serves, its receipt index, the server task).
-async fn start_api(
+/// Hand the bound API the node's backend: (the local slot it serves, its
+/// receipt index, the server task).
+fn ready_api(
     opts: &LocalOptions,
     chain: &builder::Chain,
     stores: &services::Stores,
     engines: &services::Engines,
     shared: &Arc<render::Shared>,
+    early: Option<EarlyApi>,
     out: &impl Fn(&str),
-) -> Result<Option<run::RunningApi>, NodeError> {
-    let (Some(api_opts), Some((slot, index))) = (opts.api, engines.api_index.clone()) else {
-        return Ok(None);
+) -> Option<run::RunningApi> {
+    let (Some(early), Some((slot, index))) = (early, engines.api_index.clone()) else {
+        return None;
     };
-    let backend = api::NodeApi {
+    early.backend.ready(api::NodeApi {
         env: chain.env,
         admission: qbind_core::execution::AdmissionPolicy::new(chain.env, chain.execution.config),
         store: Arc::clone(&stores.stores[slot]),
@@ -572,17 +694,7 @@ async fn start_api(
                 Arc::clone(&chain.schedule),
             ))
         }),
-    };
-    let server = qbind_api::ApiServer::bind(
-        api_opts.addr,
-        Arc::new(backend),
-        qbind_api::ApiConfig {
-            rate_limit: api_opts.rate_limit,
-            ..qbind_api::ApiConfig::default()
-        },
-    )
-    .await
-    .map_err(|e| NodeError::Config(format!("public API: {e}")))?;
+    });
     out(&format!(
         "API of {} {} on http://{}",
         if opts.keys.is_follower() {
@@ -591,18 +703,14 @@ async fn start_api(
             "validator"
         },
         chain.local[slot],
-        server.local_addr()
+        early.addr
     ));
-    let mut stopped = engines.stopped.clone();
-    let task = tokio::spawn(async move {
-        let shutdown = async move {
-            let _ = stopped.wait_for(|s| *s).await;
-        };
-        if let Err(e) = server.run(shutdown).await {
-            tracing::warn!("public API stopped: {e}");
-        }
-    });
-    Ok(Some(run::RunningApi { slot, index, task }))
+    Some(run::RunningApi {
+        slot,
+        index,
+        task: early.task,
+        stop: early.stop,
+    })
 }
 
 /// The local slot the API serves, checked against the validators of the
@@ -621,8 +729,8 @@ fn api_slot(opts: &LocalOptions, local: &[usize]) -> Result<Option<usize>, NodeE
     }
 }
 
-/// Start the engines and the `/metrics` endpoint.
-async fn start_engines_and_metrics(
+/// Start the engines; what they share with `/metrics` and the API.
+async fn start_engines(
     opts: &LocalOptions,
     chain: &builder::Chain,
     stores: &services::Stores,
@@ -630,8 +738,5 @@ async fn start_engines_and_metrics(
 ) -> Result<(services::Engines, Arc<render::Shared>), NodeError> {
     let mut engines = services::start_engines(opts, chain, stores, out).await?;
     let shared = services::shared(opts, chain, stores, &mut engines)?;
-    if let Some(addr) = opts.metrics_addr {
-        services::serve_metrics(addr, &shared, engines.stopped.clone(), out).await?;
-    }
     Ok((engines, shared))
 }

@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use crate::metrics::Registry;
 use crate::metrics::components;
 use crate::metrics::families::{Family, Labels, labels_with, validator};
+use crate::state_sync::StateSyncReport;
 
 /// What the run shares with the metrics endpoint.
 pub(super) struct Shared {
@@ -35,8 +36,8 @@ pub(super) struct Shared {
     pub(super) monetary_mode: MonetaryMode,
     /// The monetary state of the last epoch each local slot closed.
     pub(super) monetary: Vec<Mutex<Option<MonetaryEpochState>>>,
-    /// What the state sync this node started with did (one local node).
-    pub(super) state_synced: Option<crate::state_sync::StateSyncReport>,
+    /// The state sync this node started with (one local node).
+    pub(super) state_synced: Option<crate::state_sync::StateSyncProgress>,
     /// With own keys: the signer (its failure and health metrics) and the
     /// key registry (rotation gauges).
     pub(super) signer: Option<(
@@ -293,42 +294,8 @@ fn families(shared: &Shared) -> Vec<Family> {
             &registry.status(qbind_core::types::Epoch(epoch)),
         ));
     }
-    if let (Some(r), Some(l)) = (&shared.state_synced, labels.first()) {
-        let gauge = |name, help, value: crate::metrics::families::Value| {
-            Family::gauge(name, help).with(l.clone(), value)
-        };
-        out.extend([
-            gauge(
-                "qbind_state_sync_height",
-                "Height this node's store was state-synced to when it started.",
-                r.height.into(),
-            ),
-            gauge(
-                "qbind_state_sync_accounts",
-                "Accounts fetched by the state sync this node started with.",
-                r.accounts.into(),
-            ),
-            gauge(
-                "qbind_state_sync_bytes",
-                "Bytes of pages received by that state sync.",
-                r.bytes.into(),
-            ),
-            gauge(
-                "qbind_state_sync_duration_seconds",
-                "Seconds that state sync took (pages, verification, staging).",
-                r.seconds.into(),
-            ),
-            gauge(
-                "qbind_state_sync_peers",
-                "Peers given to that state sync (--state-sync-from).",
-                (r.peers as u64).into(),
-            ),
-            gauge(
-                "qbind_state_sync_peers_dropped",
-                "Peers that state sync dropped for serving data that failed verification.",
-                (r.peers_dropped as u64).into(),
-            ),
-        ]);
+    if let (Some(p), Some(l)) = (&shared.state_synced, labels.first()) {
+        out.extend(state_sync_families(&p.report(), l));
     }
     out.push(
         Family::counter(
@@ -462,6 +429,71 @@ fn monetary_families(shared: &Shared, labels: &[Labels]) -> Vec<Family> {
 }
 
 /// The process's registry: one collector reading `shared` at each scrape.
+/// The `qbind_state_sync_*` gauges of `r`, labelled `l`: the whole page
+/// while the state is fetched (before the node has a store), part of it
+/// afterwards.
+pub(super) fn state_sync_families(r: &StateSyncReport, l: &Labels) -> Vec<Family> {
+    let gauge = |name, help, value: crate::metrics::families::Value| {
+        Family::gauge(name, help).with(l.clone(), value)
+    };
+    vec![
+        gauge(
+            "qbind_state_sync_phase",
+            "State sync phase: 1 proving a height, 2 manifest, 3 chunks, 4 restoring, 5 done.",
+            r.phase.number().into(),
+        ),
+        gauge(
+            "qbind_state_sync_height",
+            "Certified height this node's store is state-synced to (0 until chosen).",
+            r.height.into(),
+        ),
+        gauge(
+            "qbind_state_sync_accounts",
+            "Accounts in the state being fetched (0 until its manifest is read).",
+            r.accounts.into(),
+        ),
+        gauge(
+            "qbind_state_sync_chunks",
+            "Chunks of the manifest being fetched.",
+            r.chunks_total.into(),
+        ),
+        gauge(
+            "qbind_state_sync_chunks_done",
+            "Chunks fetched, verified and staged.",
+            r.chunks_done.into(),
+        ),
+        gauge(
+            "qbind_state_sync_bytes",
+            "Bytes of pages received by the state sync.",
+            r.bytes.into(),
+        ),
+        gauge(
+            "qbind_state_sync_duration_seconds",
+            "Seconds from the state sync's first page: so far, then until the state was staged.",
+            r.seconds.into(),
+        ),
+        gauge(
+            "qbind_state_sync_peers",
+            "Peers given to the state sync (--state-sync-from).",
+            (r.peers as u64).into(),
+        ),
+        gauge(
+            "qbind_state_sync_peers_dropped",
+            "Peers the state sync dropped (failed checks, failing requests, slowness).",
+            (r.peers_dropped as u64).into(),
+        ),
+    ]
+}
+
+/// The page while a state sync fetches the state: its gauges only.
+pub(super) fn state_sync_registry(
+    progress: crate::state_sync::StateSyncProgress,
+    id: usize,
+) -> Registry {
+    let labels = validator(id);
+    crate::metrics::families::registry(move || state_sync_families(&progress.report(), &labels))
+}
+
 pub(super) fn registry(shared: Arc<Shared>) -> Registry {
     crate::metrics::families::registry(move || families(&shared))
 }
@@ -538,13 +570,22 @@ mod tests {
             root_mismatches: AtomicU64::new(0),
             monetary_mode: MonetaryMode::Shadow,
             monetary: vec![Mutex::new(None), Mutex::new(None)],
-            state_synced: Some(crate::state_sync::StateSyncReport {
-                height: 40,
-                accounts: 7,
-                bytes: 512,
-                seconds: 0.25,
-                peers: 2,
-                peers_dropped: 1,
+            state_synced: Some({
+                let p = crate::state_sync::StateSyncProgress::default();
+                p.update(|r| {
+                    *r = StateSyncReport {
+                        phase: crate::state_sync::StateSyncPhase::Done,
+                        height: 40,
+                        accounts: 7,
+                        chunks_total: 1,
+                        chunks_done: 1,
+                        bytes: 512,
+                        seconds: 0.25,
+                        peers: 2,
+                        peers_dropped: 1,
+                    }
+                });
+                p
             }),
             signer: None,
             net_is_link: false,
@@ -588,6 +629,8 @@ mod tests {
             "# TYPE qbind_state_sync_height gauge\nqbind_state_sync_height{validator=\"3\"} 40\n",
             "qbind_state_sync_peers_dropped{validator=\"3\"} 1\n",
             "qbind_state_sync_duration_seconds{validator=\"3\"} 0.25\n",
+            "qbind_state_sync_phase{validator=\"3\"} 5\n",
+            "qbind_state_sync_chunks_done{validator=\"3\"} 1\n",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }

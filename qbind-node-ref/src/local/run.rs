@@ -24,14 +24,18 @@ pub(super) struct RunningApi {
     pub(super) slot: usize,
     /// Its receipt index, fed from that slot's events.
     pub(super) index: Arc<super::ReceiptIndex>,
-    /// The server task (ends once the node stops and requests finished).
+    /// The server task (ends once `stop` is sent and requests finished).
     pub(super) task: tokio::task::JoinHandle<()>,
+    /// Stops the server.
+    pub(super) stop: watch::Sender<bool>,
 }
 
 /// A started node: what [`Running::run`] follows and stops.
 pub(super) struct Running {
     /// The public API, if served.
     pub(super) api: Option<RunningApi>,
+    /// The `/metrics` endpoint (stops when this is dropped).
+    pub(super) metrics: Option<super::services::MetricsEndpoint>,
     /// Validators of this process (local slot → index).
     pub(super) local: Vec<usize>,
     /// Stop after every local validator executed this many more blocks (0:
@@ -222,6 +226,7 @@ impl Running {
         let _ = self.engines.stop.send(true);
         if let Some(api) = self.api.take() {
             // No more submissions; requests in flight finish.
+            let _ = api.stop.send(true);
             let _ = api.task.await;
         }
         if let Some(generator) = self.generator.take() {
@@ -231,6 +236,8 @@ impl Running {
         for s in self.services.drain(..) {
             s.stop();
         }
+        // Scrapes are answered until everything else has stopped.
+        drop(self.metrics.take());
         if let Ended::SignerExit(code) = ended {
             return Err(NodeError::SignerExit(code));
         }

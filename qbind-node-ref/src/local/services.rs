@@ -24,9 +24,9 @@ use tokio::sync::{mpsc, watch};
 use super::api::{ReceiptIndex, Recording};
 use super::builder::Chain;
 use super::receipt_store::{Persisting, RECEIPT_RETAIN_HEIGHTS};
-use super::render::{Shared, registry};
+use super::render::Shared;
 use super::{Executor, Keys, LocalOptions, Network, p2p_identity, validator_key};
-use crate::metrics::Renderer;
+use crate::metrics::{Registry, Renderer};
 use crate::node::{NodeError, Services, ensure_genesis, open_store};
 use qbind_core::execution::{VERIFIED_SET_CAPACITY, VerifiedSet, VerifyOnce};
 use qbind_core::pool_drops::PoolMonitor;
@@ -566,7 +566,7 @@ pub(super) fn shared(
             .as_ref()
             .map_or(qbind_core::monetary::MonetaryMode::Off, |m| m.config.mode),
         monetary: chain.local.iter().map(|_| Mutex::new(None)).collect(),
-        state_synced: chain.state_synced,
+        state_synced: chain.state_synced.clone(),
         signer: match &opts.keys {
             Keys::Devnet => None,
             Keys::Follower { .. } => None,
@@ -579,29 +579,57 @@ pub(super) fn shared(
     }))
 }
 
-/// Serve `/metrics` at `addr` until `stop` fires.
-pub(super) async fn serve_metrics(
-    addr: SocketAddr,
-    shared: &Arc<Shared>,
-    stop: watch::Receiver<bool>,
-    out: &impl Fn(&str),
-) -> Result<(), NodeError> {
-    let listener = crate::metrics::bind(addr)
-        .await
-        .map_err(|source| NodeError::Io {
-            what: format!("binding the metrics endpoint {addr}"),
-            source,
-        })?;
-    // The process's one registry, read at each scrape.
-    let registry = registry(Arc::clone(shared));
-    let renderer: Renderer = Arc::new(move || crate::metrics::render(&registry));
-    out(&format!(
-        "metrics on http://{}/metrics",
-        listener.local_addr().map_or(addr, |a| a)
-    ));
-    if crate::metrics::exposed_beyond_localhost(addr) {
-        out(&format!("warning: {}", crate::metrics::EXPOSED_WARNING));
+/// The `/metrics` endpoint, bound before anything else starts; the page
+/// it serves is set with [`MetricsEndpoint::show`] (empty until then).
+/// Dropping it stops the endpoint.
+pub(super) struct MetricsEndpoint {
+    page: Arc<std::sync::RwLock<Renderer>>,
+    _stop: watch::Sender<bool>,
+}
+
+impl MetricsEndpoint {
+    /// Bind `addr` and serve.
+    pub(super) async fn bind(
+        addr: SocketAddr,
+        out: &impl Fn(&str),
+    ) -> Result<MetricsEndpoint, NodeError> {
+        let listener = crate::metrics::bind(addr)
+            .await
+            .map_err(|source| NodeError::Io {
+                what: format!("binding the metrics endpoint {addr}"),
+                source,
+            })?;
+        let empty: Renderer = Arc::new(String::new);
+        let page = Arc::new(std::sync::RwLock::new(empty));
+        let current = Arc::clone(&page);
+        let renderer: Renderer = Arc::new(move || {
+            // Read the renderer, then render without holding the lock.
+            let render = Arc::clone(
+                &current
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+            );
+            render()
+        });
+        out(&format!(
+            "metrics on http://{}/metrics",
+            listener.local_addr().map_or(addr, |a| a)
+        ));
+        if crate::metrics::exposed_beyond_localhost(addr) {
+            out(&format!("warning: {}", crate::metrics::EXPOSED_WARNING));
+        }
+        let (stop, stopped) = watch::channel(false);
+        tokio::spawn(crate::metrics::serve(listener, renderer, stopped));
+        Ok(MetricsEndpoint { page, _stop: stop })
     }
-    tokio::spawn(crate::metrics::serve(listener, renderer, stop));
-    Ok(())
+
+    /// Serve `registry` from now on (the process's one registry, read at
+    /// each scrape).
+    pub(super) fn show(&self, registry: Registry) {
+        let renderer: Renderer = Arc::new(move || crate::metrics::render(&registry));
+        *self
+            .page
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = renderer;
+    }
 }

@@ -295,3 +295,22 @@ pub fn serve_api<B: qbind_api::ApiBackend + 'static>(backend: B) -> String {
     rx.recv_timeout(Duration::from_secs(10))
         .expect("the API listens")
 }
+
+/// `GET /metrics` at `url` (http://host:port/metrics): the whole response.
+pub fn scrape(url: &str) -> String {
+    use std::io::{Read, Write};
+    let addr = url
+        .trim_start_matches("http://")
+        .trim_end_matches("/metrics");
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to /metrics");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut page = String::new();
+    let _ = s.read_to_string(&mut page);
+    page
+}
