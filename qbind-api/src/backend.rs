@@ -133,7 +133,8 @@ pub enum SyncState {
 /// Where a state sync is ([`SyncState::StateSync`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StateSyncStatus {
-    /// `proving` (a certified height), `manifest`, `chunks`, `restoring`.
+    /// `proving` (a certified height), `manifest`, `chunks`, `restoring`,
+    /// then `done` until the node serves everything.
     pub phase: &'static str,
     /// The certified height being fetched (0 until one is chosen).
     pub target: Height,

@@ -342,8 +342,8 @@ pub enum SyncView {
     /// (state sync); the chain figures of the status are 0 meanwhile and
     /// every other route answers 503 `unavailable`.
     StateSync {
-        /// `proving` (a certified height), `manifest`, `chunks` or
-        /// `restoring`.
+        /// `proving` (a certified height), `manifest`, `chunks`,
+        /// `restoring`, then `done` until the node serves everything.
         phase: String,
         /// The certified height being fetched (0 until one is chosen).
         target_height: u64,

@@ -96,3 +96,48 @@ fn an_endless_error_answer_is_refused_at_the_bound() {
         other => panic!("{other:?}"),
     }
 }
+
+/// An answer that announces more than the bound is refused before any of
+/// its body is read (here it never sends one); so is one for state-sync
+/// bytes above the caller's bound.
+#[test]
+fn an_announced_length_above_the_bound_is_refused_at_once() {
+    for (path, max) in [
+        ("/v1/status", MAX_JSON_ANSWER),
+        ("/v1/state-sync/1/proof", 1_000),
+    ] {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let announced = max + 1;
+        std::thread::spawn(move || {
+            let Ok((mut stream, _)) = listener.accept() else {
+                return;
+            };
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {announced}\r\n\r\n");
+            let _ = stream.write_all(head.as_bytes());
+            // Hold the connection open without a body.
+            std::thread::sleep(Duration::from_secs(20));
+        });
+        let client = QbindClient::new(&url).expect("client");
+        let rt = runtime();
+        let answer = if path == "/v1/status" {
+            rt.block_on(client.status()).map(|_| Vec::new())
+        } else {
+            rt.block_on(client.state_bytes(path, max))
+        };
+        match answer {
+            Err(ClientError::Unexpected {
+                status: 200,
+                detail,
+            }) => {
+                assert_eq!(detail, format!("answer longer than {max} bytes"));
+            }
+            other => panic!("{path}: {other:?}"),
+        }
+    }
+}

@@ -71,12 +71,19 @@ pub const MAX_MONETARY_RECORD_BYTES: u32 = 1024;
 /// Bytes of one account on the wire: id, nonce, balance.
 pub const ACCOUNT_RECORD_BYTES: usize = 32 + 8 + 16;
 
-/// Whether `key` is one of the two `Monetary` records execution reads (the
-/// latest epoch state, the fees of the current epoch): the only ones a
-/// manifest carries.
+/// The two `Monetary` records execution reads (the latest epoch state, the
+/// fees of the current epoch), committed to by the state root: the only
+/// ones a manifest carries, and the ones a snapshot's summary is checked
+/// against.
+pub const CONSENSUS_MONETARY_KEYS: [&[u8]; 2] = [
+    crate::monetary::MONETARY_STATE_KEY,
+    crate::schema::EPOCH_FEES_KEY,
+];
+
+/// Whether `key` is one of [`CONSENSUS_MONETARY_KEYS`].
 #[must_use]
 pub fn is_consensus_monetary_key(key: &[u8]) -> bool {
-    key == crate::monetary::MONETARY_STATE_KEY || key == crate::schema::EPOCH_FEES_KEY
+    CONSENSUS_MONETARY_KEYS.contains(&key)
 }
 
 /// The summary's `monetary` field that `records` (the `Monetary` namespace,

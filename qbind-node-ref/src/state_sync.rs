@@ -738,11 +738,11 @@ async fn fetch_into<B: PersistentBackend>(
     let mut staging =
         StateSyncStaging::<B>::create(store_dir).map_err(|e| fail(format!("staging: {e}")))?;
     let started = Instant::now();
-    progress.pages_started();
     let mut fetched = None;
-    // The manifest given up last: its chunk sums and prefix bits, and the
-    // chunk it was given up at (the chunks before it are staged).
-    let mut given_up: Option<(Vec<ChunkSum>, u8, u32)> = None;
+    // The manifest given up last: its chunk sums and prefix bits, which of
+    // its chunks are staged whole, and the chunk it was given up at (partly
+    // staged).
+    let mut given_up: Option<GivenUp> = None;
     for (digest, serving) in candidates {
         // Fetched again now, so that only one manifest is held at a time.
         let Some(manifest) = manifest_of(&mut f, &certified, digest, &serving).await else {
@@ -755,7 +755,7 @@ async fn fetch_into<B: PersistentBackend>(
             serving.len()
         ));
         let staged = match given_up.take() {
-            Some((sums, bits, at)) => keep_equal_chunks(&mut staging, &manifest, &sums, bits, at)
+            Some(g) => keep_equal_chunks(&mut staging, &manifest, &g)
                 .map_err(|e| fail(format!("staging: {e}")))?,
             None => vec![false; manifest.chunks.len()],
         };
@@ -772,6 +772,7 @@ async fn fetch_into<B: PersistentBackend>(
             r.chunks_total = manifest.chunks.len() as u64;
             r.chunks_done = kept as u64;
         });
+        progress.pages_started();
         match fetch_chunks(&mut f, &mut staging, &manifest, &serving, &staged, started).await {
             Ok(()) => {
                 fetched = Some(manifest);
@@ -781,7 +782,17 @@ async fn fetch_into<B: PersistentBackend>(
                 out(&format!(
                     "state sync: every peer serving that manifest was dropped at chunk {chunk}"
                 ));
-                given_up = Some((manifest.chunks, manifest.prefix_bits, chunk));
+                // Every chunk before `chunk` was fetched or kept; after it,
+                // only the ones kept.
+                let whole = (0..manifest.chunks.len())
+                    .map(|c| c < chunk as usize || (c > chunk as usize && staged[c]))
+                    .collect();
+                given_up = Some(GivenUp {
+                    sums: manifest.chunks,
+                    bits: manifest.prefix_bits,
+                    whole,
+                    at: chunk,
+                });
             }
             Err(ChunksFailed::Fatal(e)) => return Err(e),
         }
@@ -983,25 +994,40 @@ enum ChunksFailed {
     Fatal(NodeError),
 }
 
-/// Of the chunks staged against a manifest given up at chunk `at` (chunk
-/// sums `sums`, prefix bits `bits`): which ones `next` sums the same way,
-/// so that they verify against it as they are and are kept. The others,
-/// and the chunk it was given up at (partly staged), are discarded.
+/// A manifest given up while its chunks were fetched.
+struct GivenUp {
+    /// Its chunk sums.
+    sums: Vec<ChunkSum>,
+    /// Its prefix bits.
+    bits: u8,
+    /// Which of its chunks are staged whole (fetched, or kept from an
+    /// earlier manifest).
+    whole: Vec<bool>,
+    /// The chunk it was given up at (partly staged).
+    at: u32,
+}
+
+/// Of the chunks staged against a manifest given up: which ones `next`
+/// sums the same way, so that they verify against it as they are and are
+/// kept. The other whole chunks, and the chunk it was given up at, are
+/// discarded.
 fn keep_equal_chunks<B: PersistentBackend>(
     staging: &mut StateSyncStaging<B>,
     next: &StateManifest,
-    sums: &[ChunkSum],
-    bits: u8,
-    at: u32,
+    given_up: &GivenUp,
 ) -> Result<Vec<bool>, qbind_store::state_sync::StateSyncStoreError> {
     let mut kept = vec![false; next.chunks.len()];
-    for c in 0..=at {
-        let i = c as usize;
-        let same = c < at && bits == next.prefix_bits && sums.get(i) == next.chunks.get(i);
-        if same {
+    for (i, whole) in given_up.whole.iter().enumerate() {
+        let c = i as u32;
+        let same = given_up.bits == next.prefix_bits
+            && given_up
+                .sums
+                .get(i)
+                .is_some_and(|s| next.chunks.get(i) == Some(s));
+        if *whole && same {
             kept[i] = true;
-        } else {
-            staging.discard_chunk(c, bits)?;
+        } else if *whole || c == given_up.at {
+            staging.discard_chunk(c, given_up.bits)?;
         }
     }
     Ok(kept)

@@ -287,6 +287,34 @@ fn chunks_the_next_manifest_sums_the_same_way_are_kept() {
     assert_eq!((report.chunks_done, report.chunks_total), (4, 4));
 }
 
+/// Two manifests given up in turn: a chunk kept from the first one and
+/// staged past the point where the second one is given up stays counted
+/// once. Peer A shifts chunks 2 and 3 (given up at 2: chunks 0 and 1
+/// staged), peer B shifts chunks 0 and 3 (chunk 1 kept, given up at 0), so
+/// the honest peer is asked for chunks 0, 2 and 3 only. Before, chunk 1 was
+/// fetched again on top of the kept copy and the sync failed at the end
+/// (found by review).
+#[test]
+fn a_chunk_kept_across_two_given_up_manifests_is_staged_once() {
+    let fx = fixture();
+    let shift = |a: usize, b: usize| {
+        let mut m = fx.manifest.clone();
+        m.chunks[a].balance = m.chunks[a].balance.wrapping_add(1);
+        m.chunks[b].balance = m.chunks[b].balance.wrapping_sub(1);
+        m
+    };
+    let (a, _) = fx.counted_peer(&shift(2, 3), Duration::ZERO);
+    let (b, _) = fx.counted_peer(&shift(0, 3), Duration::ZERO);
+    let (honest, asked) = fx.counted_peer(&fx.manifest, Duration::ZERO);
+    let urls = vec![a, b, honest];
+    let (outcome, report, lines) = fx.sync(&urls);
+    assert_eq!(outcome.dropped, urls[..2].to_vec(), "{lines:?}");
+    let mut asked = asked.lock().expect("lock").clone();
+    asked.dedup();
+    assert_eq!(asked, vec![0, 2, 3], "{lines:?}");
+    assert_eq!((report.chunks_done, report.chunks_total), (4, 4));
+}
+
 /// The progress shared with `/metrics` and the API status moves while the
 /// state is fetched: the certified height, then chunks done out of the
 /// total and bytes, then the staged state (phase `restoring`).

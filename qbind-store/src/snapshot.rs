@@ -581,10 +581,7 @@ pub fn verify_state(snap: &dyn StateSnapshot) -> Result<StateSummary, SnapshotEr
         });
     }
     let mut monetary = Vec::new();
-    for key in [
-        qbind_core::monetary::MONETARY_STATE_KEY,
-        qbind_core::schema::EPOCH_FEES_KEY,
-    ] {
+    for key in qbind_core::state_sync::CONSENSUS_MONETARY_KEYS {
         if let Some(value) = snap.get(Namespace::Monetary, key)? {
             monetary.push((key.to_vec(), value));
         }

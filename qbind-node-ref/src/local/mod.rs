@@ -410,9 +410,11 @@ pub async fn run_local(
     let mut chain = builder::resolve(&opts)?;
     let mut opts = opts;
     let sync_dir = state_sync_plan(&opts, &chain, &out)?;
-    let progress = sync_dir
-        .as_ref()
-        .map(|_| crate::state_sync::StateSyncProgress::default());
+    let progress = sync_dir.as_ref().map(|_| {
+        let p = crate::state_sync::StateSyncProgress::default();
+        p.update(|r| r.peers = opts.state_sync_from.len());
+        p
+    });
     let endpoints = bind_endpoints(&opts, &chain, progress.as_ref(), &out).await?;
     let mut staged = None;
     if let (Some(dir), Some(progress)) = (sync_dir, progress) {
@@ -428,6 +430,7 @@ pub async fn run_local(
                 let _ = qbind_store::state_sync::remove_interrupted_state_syncs(&dir);
                 let _ = std::fs::remove_dir_all(crate::state_sync::staged_snapshot_dir(&dir));
                 out("state sync: stopped before the state was complete; nothing was kept");
+                endpoints.close().await;
                 return Ok(RunSummary {
                     validators: local,
                     ..RunSummary::default()
@@ -527,6 +530,17 @@ struct Endpoints {
     /// Dropping it stops the endpoint.
     metrics: Option<services::MetricsEndpoint>,
     api: Option<EarlyApi>,
+}
+
+impl Endpoints {
+    /// Stop both servers; the API's requests in flight finish (5 s at most).
+    async fn close(self) {
+        if let Some(api) = self.api {
+            let _ = api.stop.send(true);
+            let _ = tokio::time::timeout(Duration::from_secs(5), api.task).await;
+        }
+        drop(self.metrics);
+    }
 }
 
 /// The API server, bound, serving [`api::LocalApi`] until the node is

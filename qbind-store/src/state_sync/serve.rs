@@ -230,15 +230,12 @@ fn build_manifest(
 }
 
 /// The `Monetary` records a manifest carries: the two execution reads
-/// (`qbind_core::state_sync::is_consensus_monetary_key`), each within the
+/// (`qbind_core::state_sync::CONSENSUS_MONETARY_KEYS`), each within the
 /// bound a manifest carries. The per-epoch history is not read.
 fn monetary_records(snap: &dyn StateSnapshot) -> Result<KeyValues, StateSyncStoreError> {
     let bound = MAX_MONETARY_RECORD_BYTES as usize;
     let mut records = Vec::new();
-    for key in [
-        qbind_core::monetary::MONETARY_STATE_KEY,
-        qbind_core::schema::EPOCH_FEES_KEY,
-    ] {
+    for key in qbind_core::state_sync::CONSENSUS_MONETARY_KEYS {
         if let Some(value) = snap.get(Namespace::Monetary, key)? {
             if value.len() > bound {
                 return Err(StateSyncStoreError::MonetaryRecordTooLarge {
