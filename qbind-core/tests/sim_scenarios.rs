@@ -236,7 +236,12 @@ fn minority_partition_for_100_views() {
 
 #[test]
 fn twenty_percent_message_loss() {
-    let reports = run_all("twenty_percent_message_loss", 4_000, slice(40), message_loss);
+    let reports = run_all(
+        "twenty_percent_message_loss",
+        4_000,
+        slice(40),
+        message_loss,
+    );
     for r in &reports {
         // Progress during the lossy period too, not only after it.
         assert!(
