@@ -30,6 +30,7 @@ mod transfers;
 
 pub use checks::Violation;
 pub use maintenance::{Maintenance, NodeSample};
+pub use network::LateBatches;
 
 use crate::consensus::SafetyFaults;
 use crate::types::{Hash32, Height, View};
@@ -174,6 +175,7 @@ pub struct Scenario {
     pub(crate) loss_until: u64,
     pub(crate) duplication: f64,
     pub(crate) partitions: Vec<Partition>,
+    pub(crate) late_batches: Vec<LateBatches>,
     pub(crate) crashes: Vec<Crash>,
     pub(crate) byzantine: Vec<(usize, Behavior)>,
     pub(crate) twins: Vec<usize>,
@@ -205,6 +207,8 @@ pub struct Scenario {
     pub(crate) leader_policy: crate::consensus::leader::LeaderPolicy,
     /// [`crate::consensus::ConsensusConfig::idle_proposal_delay_ms`].
     pub(crate) idle_proposal_delay: Option<u64>,
+    /// See [`Scenario::coalesce_timers`].
+    pub(crate) coalesce_timers: bool,
 }
 
 /// Signed VM v0 transfers as the workload (see [`Scenario::transfers`]).
@@ -327,6 +331,7 @@ impl Scenario {
             loss_until: u64::MAX,
             duplication: 0.0,
             partitions: Vec::new(),
+            late_batches: Vec::new(),
             crashes: Vec::new(),
             byzantine: Vec::new(),
             twins: Vec::new(),
@@ -349,6 +354,7 @@ impl Scenario {
             max_events: DEFAULT_MAX_EVENTS,
             committed_window: None,
             idle_proposal_delay: None,
+            coalesce_timers: false,
             leader_policy: crate::consensus::leader::LeaderPolicy::default(),
         }
     }
@@ -429,6 +435,18 @@ impl Scenario {
             heal,
             groups,
         });
+        self
+    }
+
+    /// Make batch traffic on one link late or lost until `link.until` (both
+    /// nodes stay honest): batches that `link.from` authors and its answers
+    /// to batch fetches (with `link.certificates`, its batch certificates
+    /// too) reach `link.to` only after the added delay, or never, so the
+    /// receiver gets the data from the certificate's other signers. A link
+    /// that recovers counts as a fault that heals.
+    #[must_use]
+    pub fn late_batches(mut self, link: LateBatches) -> Self {
+        self.late_batches.push(link);
         self
     }
 
@@ -646,6 +664,15 @@ impl Scenario {
     #[must_use]
     pub fn idle_proposal_delay(mut self, ms: u64) -> Self {
         self.idle_proposal_delay = Some(ms);
+        self
+    }
+
+    /// Wake a node once per instant its timers name, as the engine's timer
+    /// set does, not once per timer set (the default): a node re-arming
+    /// several timers per tick then stays at a few ticks per instant.
+    #[must_use]
+    pub fn coalesce_timers(mut self) -> Self {
+        self.coalesce_timers = true;
         self
     }
 

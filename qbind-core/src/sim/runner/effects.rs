@@ -84,7 +84,12 @@ impl Runner {
             Action::Send { to, msg } => self.send(i, Some(to), msg),
             Action::Broadcast(msg) => self.send(i, None, msg),
             Action::SetTimer(at) => {
-                let incarnation = self.nodes[i].incarnation;
+                let coalesce = self.sc.coalesce_timers;
+                let n = &mut self.nodes[i];
+                if coalesce && !n.timers.insert(at.0.max(self.now)) {
+                    return None;
+                }
+                let incarnation = n.incarnation;
                 self.schedule_at(
                     at.0,
                     Event::Tick {

@@ -4,7 +4,7 @@
 //! `outbound.rs`.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -24,7 +24,7 @@ use crate::sim::byzantine::{
     reckless_vote,
 };
 use crate::sim::checks::{Checker, Violation};
-use crate::sim::network::connected;
+use crate::sim::network::{batch_delay, connected};
 use crate::sim::{Behavior, CommitRecord, Report, Scenario};
 use crate::traits::{MemoryBackend, Namespace, StateRead};
 use crate::types::{Hash32, Height, Millis, NetworkEnvironment, ValidatorId, View};
@@ -85,6 +85,9 @@ struct SimNode {
     /// Crash right after the next vote or timeout has left.
     crash_after_send: bool,
     incarnation: u64,
+    /// Instants a tick is scheduled for in this incarnation, with
+    /// [`Scenario::coalesce_timers`].
+    timers: BTreeSet<u64>,
     commits: Vec<CommitRecord>,
     executions: Vec<crate::sim::ExecRecord>,
     epochs_closed: u64,
@@ -146,6 +149,7 @@ impl SimNode {
             crash_after_persist: false,
             crash_after_send: false,
             incarnation: 0,
+            timers: BTreeSet::new(),
             commits: Vec::new(),
             executions: Vec::new(),
             epochs_closed: 0,
@@ -455,11 +459,11 @@ impl Runner {
             }
             Event::Tick { node, incarnation } => {
                 self.log_event(seq, 2, node, &[]);
-                if self
-                    .nodes
-                    .get(node)
-                    .is_some_and(|n| n.incarnation == incarnation)
-                {
+                let coalesce = self.sc.coalesce_timers;
+                let now = self.now;
+                if self.nodes.get_mut(node).is_some_and(|n| {
+                    n.incarnation == incarnation && (!coalesce || n.timers.remove(&now))
+                }) {
                     self.feed(node, Input::Tick);
                 }
             }
@@ -626,6 +630,7 @@ impl Runner {
             n.replica = None;
             n.store.crash();
             n.incarnation += 1;
+            n.timers.clear();
             n.crash_after_persist = false;
             n.crash_after_send = false;
         }

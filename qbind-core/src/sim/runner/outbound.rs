@@ -104,8 +104,11 @@ impl Runner {
         };
         let bytes = Rc::new(msg.to_bytes());
         for j in 0..self.nodes.len() {
-            if j != i && to.is_none_or(|v| self.nodes[j].validator == v) {
-                self.transmit(i, j, me, Rc::clone(&bytes));
+            if j != i
+                && to.is_none_or(|v| self.nodes[j].validator == v)
+                && let Some(extra) = batch_delay(&self.sc.late_batches, self.now, i, j, &msg)
+            {
+                self.transmit_after(i, j, me, Rc::clone(&bytes), extra);
             }
         }
         if self.nodes[i].crash_after_send

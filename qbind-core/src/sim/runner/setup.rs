@@ -43,6 +43,10 @@ impl Runner {
                 nodes.push(SimNode::new(pos, k.clone(), None, false));
             }
         }
+        let known = |node: usize| node < nodes.len();
+        if !sc.late_batches.iter().all(|l| known(l.from) && known(l.to)) {
+            return Err(invalid(&sc, "late batches on a link of an unknown node"));
+        }
         let held_keys = held_keys(&plan, &keys, revoked);
         if let Some(w) = &workload {
             for n in &mut nodes {
@@ -358,7 +362,8 @@ fn build_config(
     Ok((cfg, workload))
 }
 
-/// When the last partition, crash or loss period of `sc` ends.
+/// When the last partition, crash, loss period or late batch link of `sc`
+/// ends.
 fn heal_time(sc: &Scenario) -> u64 {
     let mut heal_time = 0;
     for p in &sc.partitions {
@@ -369,6 +374,11 @@ fn heal_time(sc: &Scenario) -> u64 {
     }
     if sc.loss > 0.0 && sc.loss_until != u64::MAX {
         heal_time = heal_time.max(sc.loss_until);
+    }
+    for l in &sc.late_batches {
+        if l.until != u64::MAX {
+            heal_time = heal_time.max(l.until);
+        }
     }
     heal_time
 }
