@@ -427,8 +427,7 @@ pub async fn run_local(
             Ok(_) = stop.wait_for(|s| *s) => {
                 // What was staged is removed now (and by the next start, if
                 // this removal fails).
-                let _ = qbind_store::state_sync::remove_interrupted_state_syncs(&dir);
-                let _ = std::fs::remove_dir_all(crate::state_sync::staged_snapshot_dir(&dir));
+                let _ = remove_state_sync_leftovers(&dir);
                 out("state sync: stopped before the state was complete; nothing was kept");
                 endpoints.close().await;
                 return Ok(RunSummary {
@@ -472,19 +471,12 @@ fn state_sync_plan(
         ));
     }
     let dir = opts.data_dir.join(store_dir_name(&opts.keys, i));
-    // What a state sync killed earlier left: its staging, its staged
-    // snapshot (the store is restored from it or refused, never opened).
-    let removed = qbind_store::state_sync::remove_interrupted_state_syncs(&dir)
-        .map_err(|e| NodeError::StateSync(format!("removing an interrupted state sync: {e}")))?;
+    // What a state sync killed earlier left.
+    let removed = remove_state_sync_leftovers(&dir)?;
     if removed > 0 {
         out(&format!(
             "state sync: removed {removed} staging directories a killed state sync left"
         ));
-    }
-    let staged = crate::state_sync::staged_snapshot_dir(&dir);
-    if staged.exists() {
-        std::fs::remove_dir_all(&staged)
-            .map_err(|e| NodeError::StateSync(format!("removing {}: {e}", staged.display())))?;
     }
     if dir.exists() {
         out(&format!(
@@ -494,6 +486,20 @@ fn state_sync_plan(
         return Ok(None);
     }
     Ok(Some(dir))
+}
+
+/// Remove what a state sync into the store directory `dir` leaves beside
+/// it: its staging directories (their number is returned) and its staged
+/// snapshot (the store is restored from it or refused, never opened).
+fn remove_state_sync_leftovers(dir: &std::path::Path) -> Result<usize, NodeError> {
+    let removed = qbind_store::state_sync::remove_interrupted_state_syncs(dir)
+        .map_err(|e| NodeError::StateSync(format!("removing an interrupted state sync: {e}")))?;
+    let staged = crate::state_sync::staged_snapshot_dir(dir);
+    if staged.exists() {
+        std::fs::remove_dir_all(&staged)
+            .map_err(|e| NodeError::StateSync(format!("removing {}: {e}", staged.display())))?;
+    }
+    Ok(removed)
 }
 
 /// Fetch a verified state from the peers into a staged snapshot beside
