@@ -428,7 +428,6 @@ fn monetary_families(shared: &Shared, labels: &[Labels]) -> Vec<Family> {
     vec![mode, phase, r_inf, r_target, coverage, recommendation]
 }
 
-/// The process's registry: one collector reading `shared` at each scrape.
 /// The `qbind_state_sync_*` gauges of `r`, labelled `l`: the whole page
 /// while the state is fetched (before the node has a store), part of it
 /// afterwards.
@@ -494,6 +493,7 @@ pub(super) fn state_sync_registry(
     crate::metrics::families::registry(move || state_sync_families(&progress.report(), &labels))
 }
 
+/// The process's registry: one collector reading `shared` at each scrape.
 pub(super) fn registry(shared: Arc<Shared>) -> Registry {
     crate::metrics::families::registry(move || families(&shared))
 }
