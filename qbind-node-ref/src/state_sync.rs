@@ -737,7 +737,6 @@ async fn fetch_into<B: PersistentBackend>(
     }
     let mut staging =
         StateSyncStaging::<B>::create(store_dir).map_err(|e| fail(format!("staging: {e}")))?;
-    let started = Instant::now();
     let mut fetched = None;
     // The manifest given up last: its chunk sums and prefix bits, which of
     // its chunks are staged whole, and the chunk it was given up at (partly
@@ -773,7 +772,7 @@ async fn fetch_into<B: PersistentBackend>(
             r.chunks_done = kept as u64;
         });
         progress.pages_started();
-        match fetch_chunks(&mut f, &mut staging, &manifest, &serving, &staged, started).await {
+        match fetch_chunks(&mut f, &mut staging, &manifest, &serving, &staged).await {
             Ok(()) => {
                 fetched = Some(manifest);
                 break;
@@ -1042,7 +1041,6 @@ async fn fetch_chunks<B: PersistentBackend>(
     manifest: &StateManifest,
     serving: &[usize],
     staged: &[bool],
-    started: Instant,
 ) -> Result<(), ChunksFailed> {
     let mut last_report = Instant::now();
     for chunk in 0..manifest.chunks.len() as u32 {
@@ -1059,7 +1057,7 @@ async fn fetch_chunks<B: PersistentBackend>(
                 r.chunks_done,
                 r.chunks_total,
                 r.bytes as f64 / 1e6,
-                r.bytes as f64 / 1e6 / started.elapsed().as_secs_f64().max(1e-3)
+                r.bytes as f64 / 1e6 / r.seconds.max(1e-3)
             ));
         }
     }
