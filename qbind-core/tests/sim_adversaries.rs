@@ -9,22 +9,12 @@
 
 use qbind_core::consensus::SafetyFaults;
 use qbind_core::mutants::Mutant;
-use qbind_core::sim::{Adversary, Behavior, Report, Scenario, Transfers, Violation};
+use qbind_core::sim::{Adversary, Behavior, Report, Scenario, Transfers, Violation, seeds};
 
 /// Seeds per family in the default suite.
 const SEEDS: u64 = 50;
 /// Slow variants run this many times more.
 const SLOW: u64 = 40;
-
-fn seeds(base: u64, count: u64) -> Vec<u64> {
-    match std::env::var("QBIND_SIM_SEED")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-    {
-        Some(seed) => vec![seed],
-        None => (base..base + count).collect(),
-    }
-}
 
 fn mix(seed: u64, salt: u64) -> u64 {
     let mut z = seed

@@ -16,7 +16,7 @@
 //! every fault over 20 seeds. Replay one run with
 //! `QBIND_SIM_SEED=N cargo test -p qbind-core --test sim_dag_withheld NAME`.
 
-use qbind_core::sim::{LateBatches, Report, Scenario, Transfers};
+use qbind_core::sim::{LateBatches, Report, Scenario, Transfers, seeds};
 
 /// How long the fault lasts (ms from the start); throughput is measured over
 /// this window.
@@ -220,16 +220,6 @@ fn measure(name: &str, r: &Report) -> Measured {
             .map(|m| m.batches_fetched_total)
             .sum(),
         latency: r.mean_latency(),
-    }
-}
-
-fn seeds(base: u64, count: u64) -> Vec<u64> {
-    match std::env::var("QBIND_SIM_SEED")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-    {
-        Some(seed) => vec![seed],
-        None => (base..base + count).collect(),
     }
 }
 

@@ -12,7 +12,7 @@
 //! `QBIND_SIM_SEED=N cargo test -p qbind-core --test sim_leader NAME`.
 
 use qbind_core::consensus::leader::{LeaderPolicy, ReputationConfig};
-use qbind_core::sim::{Report, Scenario};
+use qbind_core::sim::{Report, Scenario, seeds};
 
 /// Blocks every honest node commits before a run ends.
 const BLOCKS: u64 = 100;
@@ -22,16 +22,6 @@ const WARM_UP: u64 = 20;
 /// The bound: with one of four down, at least this share of the
 /// all-up block rate.
 const MIN_SHARE: f64 = 0.6;
-
-fn seeds(base: u64, count: u64) -> Vec<u64> {
-    match std::env::var("QBIND_SIM_SEED")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-    {
-        Some(seed) => vec![seed],
-        None => (base..base + count).collect(),
-    }
-}
 
 fn network(seed: u64, policy: LeaderPolicy, crashed: Option<usize>) -> Scenario {
     let s = Scenario::new(4)

@@ -11,7 +11,7 @@
 //! profile) run 20,000.
 
 use qbind_core::consensus::SafetyFaults;
-use qbind_core::sim::{Behavior, FeePool, Report, Scenario, Transfers};
+use qbind_core::sim::{Behavior, FeePool, Report, Scenario, Transfers, seeds};
 
 /// Liveness requirement after the last fault heals.
 const LIVE_COMMITS: u64 = 20;
@@ -36,16 +36,6 @@ impl Mix {
 
     fn range(&mut self, lo: u64, hi: u64) -> u64 {
         lo + self.below(hi - lo + 1)
-    }
-}
-
-fn seeds(base: u64, count: u64) -> Vec<u64> {
-    match std::env::var("QBIND_SIM_SEED")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-    {
-        Some(seed) => vec![seed],
-        None => (base..base + count).collect(),
     }
 }
 

@@ -5,17 +5,7 @@
 //! number of sync messages per block synced. A failure prints the seed;
 //! replay with `QBIND_SIM_SEED=N cargo test -p qbind-core --test sim_sync NAME`.
 
-use qbind_core::sim::{Report, Scenario, Transfers};
-
-fn seeds(base: u64, count: u64) -> Vec<u64> {
-    match std::env::var("QBIND_SIM_SEED")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-    {
-        Some(seed) => vec![seed],
-        None => (base..base + count).collect(),
-    }
-}
+use qbind_core::sim::{Report, Scenario, Transfers, seeds};
 
 /// Every node (honest, running at the end) reached `target` and the run
 /// has no violation.

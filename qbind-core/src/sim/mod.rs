@@ -26,11 +26,13 @@ pub mod checks;
 mod maintenance;
 mod network;
 mod runner;
+mod seeds;
 mod transfers;
 
 pub use checks::Violation;
 pub use maintenance::{Maintenance, NodeSample};
 pub use network::LateBatches;
+pub use seeds::{replay_seed, seeds};
 
 use crate::consensus::SafetyFaults;
 use crate::types::{Hash32, Height, View};

@@ -7,10 +7,7 @@ impl Runner {
     /// A runner for `sc`, or at once a report with an `InvalidScenario`
     /// violation if the scenario cannot be built (e.g. a zero stake).
     pub(crate) fn new(mut sc: Scenario) -> Result<Self, Box<Report>> {
-        if let Some(seed) = std::env::var("QBIND_SIM_SEED")
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-        {
+        if let Some(seed) = crate::sim::replay_seed() {
             sc.seed = seed;
         }
         let env = NetworkEnvironment::Devnet;
