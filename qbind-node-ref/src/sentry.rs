@@ -193,20 +193,11 @@ pub async fn run_sentry(
         stop_rx.clone(),
     );
     if let Some(addr) = opts.metrics_addr {
-        let listener = crate::metrics::bind(addr)
-            .await
-            .map_err(|source| NodeError::Io {
-                what: format!("binding the metrics endpoint {addr}"),
-                source,
-            })?;
+        let listener = crate::metrics::bind_announced(addr, &out).await?;
         let (net_m, link_m, relay_m) = (network.metrics(), link.metrics(), relay.metrics());
         let registry = crate::metrics::families::registry(move || {
             families(opts.validator, &net_m, &link_m, &relay_m)
         });
-        out(&format!(
-            "metrics on http://{}/metrics",
-            listener.local_addr().map_or(addr, |a| a)
-        ));
         let renderer: crate::metrics::Renderer =
             Arc::new(move || crate::metrics::render(&registry));
         tokio::spawn(crate::metrics::serve(listener, renderer, stop_rx));

@@ -593,12 +593,7 @@ impl MetricsEndpoint {
         addr: SocketAddr,
         out: &impl Fn(&str),
     ) -> Result<MetricsEndpoint, NodeError> {
-        let listener = crate::metrics::bind(addr)
-            .await
-            .map_err(|source| NodeError::Io {
-                what: format!("binding the metrics endpoint {addr}"),
-                source,
-            })?;
+        let listener = crate::metrics::bind_announced(addr, out).await?;
         let empty: Renderer = Arc::new(String::new);
         let page = Arc::new(std::sync::RwLock::new(empty));
         let current = Arc::clone(&page);
@@ -611,10 +606,6 @@ impl MetricsEndpoint {
             );
             render()
         });
-        out(&format!(
-            "metrics on http://{}/metrics",
-            listener.local_addr().map_or(addr, |a| a)
-        ));
         if crate::metrics::exposed_beyond_localhost(addr) {
             out(&format!("warning: {}", crate::metrics::EXPOSED_WARNING));
         }

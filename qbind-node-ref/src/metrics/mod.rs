@@ -115,6 +115,25 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
+/// [`bind`] for a node: a failure is a [`crate::node::NodeError`] naming
+/// the address, and `out` gets the `metrics on http://ADDR/metrics` line.
+pub async fn bind_announced(
+    addr: SocketAddr,
+    out: &dyn Fn(&str),
+) -> Result<TcpListener, crate::node::NodeError> {
+    let listener = bind(addr)
+        .await
+        .map_err(|source| crate::node::NodeError::Io {
+            what: format!("binding the metrics endpoint {addr}"),
+            source,
+        })?;
+    out(&format!(
+        "metrics on http://{}/metrics",
+        listener.local_addr().map_or(addr, |a| a)
+    ));
+    Ok(listener)
+}
+
 async fn answer(mut stream: tokio::net::TcpStream, render: Renderer) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(512);
     let mut chunk = [0u8; 1024];
