@@ -547,8 +547,6 @@ fn a_full_node_joins_by_state_sync_past_the_pruning_horizon() {
     });
     assert!(offered, "no snapshot offered");
 
-    stopped_in_the_chunks_phase(&net, &data, &keys, &apis[0]);
-
     let mut full = node(&net, &data);
     full.args(["--role", "full", "--full-node-id", &FULL.to_string()])
         .arg("--p2p-identity-key")
@@ -585,27 +583,11 @@ fn a_full_node_joins_by_state_sync_past_the_pruning_horizon() {
 /// balance in every page it serves (the pages still decode); its URL. Runs
 /// on its own thread until the test process ends.
 fn forging_proxy(upstream: &str) -> String {
-    proxy(upstream, Tamper::Forge)
-}
-
-/// What [`proxy`] does to the pages it relays.
-#[derive(Clone, Copy)]
-enum Tamper {
-    /// Raise one balance in every page.
-    Forge,
-    /// Answer no page for a minute (longer than the client waits).
-    Stall,
-}
-
-/// A state-sync peer relaying `upstream`'s answers, with its pages
-/// tampered with as `tamper` says; its URL. Runs on its own thread until
-/// the test process ends.
-fn proxy(upstream: &str, tamper: Tamper) -> String {
     use qbind_api::{ApiBackend, BackendError, StateSyncReply, StateSyncRequest};
     use qbind_core::codec::{Decode, Encode};
     use qbind_core::state_sync::StatePage;
 
-    struct Forger(QbindClient, Tamper);
+    struct Forger(QbindClient);
     impl ApiBackend for Forger {
         state_sync_only_backend!(NetworkEnvironment::Testnet);
 
@@ -642,9 +624,6 @@ fn proxy(upstream: &str, tamper: Tamper) -> String {
             if !matches!(r, StateSyncRequest::Page { .. }) {
                 return Ok(StateSyncReply::Bytes(bytes));
             }
-            if let Tamper::Stall = self.1 {
-                tokio::time::sleep(Duration::from_secs(60)).await;
-            }
             let mut page = StatePage::from_bytes(&bytes).expect("the validator's page");
             if let Some((_, account)) = page.accounts.first_mut() {
                 account.balance += 1;
@@ -653,7 +632,7 @@ fn proxy(upstream: &str, tamper: Tamper) -> String {
         }
     }
 
-    common::serve_api(Forger(QbindClient::new(upstream).expect("client"), tamper))
+    common::serve_api(Forger(QbindClient::new(upstream).expect("client")))
 }
 
 /// Validators 0..=3 and the first full node report the same state root at
@@ -703,63 +682,6 @@ fn latest_snapshot(dir: &Path, net: &Path) -> (std::path::PathBuf, String) {
     });
     assert!(ok, "no valid snapshot in {}", dir.display());
     found.expect("found")
-}
-
-/// Start full node [`FULL`] by state sync from a proxy of `api` that
-/// stalls every page, stop it with SIGTERM once its `/metrics` shows the
-/// chunks phase with its staging on disk, and check that it exits 0 at
-/// once and leaves neither staging nor store behind.
-fn stopped_in_the_chunks_phase(net: &Path, data: &Path, keys: &Path, api: &str) {
-    let mut cmd = node(net, data);
-    cmd.args(["--role", "full", "--full-node-id", &FULL.to_string()])
-        .arg("--p2p-identity-key")
-        .arg(keys.join("p2p_identity.key"))
-        .args(["--state-sync-from", &proxy(api, Tamper::Stall)])
-        .args(["--metrics-addr", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    let mut nodes = Reaper(vec![cmd.spawn().expect("start qbind-node")]);
-    let stdout = nodes.0[0].stdout.take().expect("piped");
-    let (line_tx, lines) = mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = line_tx.send(line);
-        }
-    });
-    let metrics = loop {
-        let line = lines
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the node prints its metrics address");
-        if let Some(url) = line.strip_prefix("metrics on ") {
-            break url.to_string();
-        }
-    };
-    let ours = |name: &str| name == "full-node-4" || name.starts_with(".full-node-4.");
-    let entries = || -> Vec<String> {
-        std::fs::read_dir(data)
-            .map(|d| {
-                d.filter_map(Result::ok)
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .filter(|n| ours(n))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let in_chunks = common::wait_until(Duration::from_secs(60), || {
-        common::scrape(&metrics).contains("qbind_state_sync_phase{validator=\"4\"} 3\n")
-    });
-    assert!(in_chunks, "{}", common::scrape(&metrics));
-    let staging = entries();
-    assert!(
-        staging
-            .iter()
-            .any(|n| n.starts_with(".full-node-4.state-sync-")),
-        "no staging on disk in the chunks phase: {staging:?}"
-    );
-    sigterm(&nodes.0[0]);
-    let status = common::wait_exit(&mut nodes.0[0], Duration::from_secs(10));
-    assert!(status.is_some_and(|s| s.success()), "{status:?}");
-    assert_eq!(entries(), Vec::<String>::new(), "left after the stop");
 }
 
 /// A state-sync peer that has no snapshot to offer yet; its URL.
