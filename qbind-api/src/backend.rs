@@ -120,10 +120,14 @@ pub struct BlockInfo {
 pub enum SyncState {
     /// Following the chain.
     Synced,
-    /// Catching up towards `target`.
+    /// Catching up towards `target` by height ranges (docs/sync.md).
     CatchingUp {
         /// Highest height seen from peers.
         target: Height,
+        /// Blocks committed per second over the last second.
+        blocks_per_sec: u64,
+        /// Peers with a range request in flight now.
+        source_peers: u64,
     },
     /// Fetching a snapshot's state from peers before the node has a store
     /// (state sync, docs/sync.md); only the status is served meanwhile.

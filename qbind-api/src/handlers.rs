@@ -301,8 +301,15 @@ pub(crate) async fn status<B: ApiBackend>(
         peers: s.peers,
         sync: match s.sync {
             SyncState::Synced => SyncView::Synced,
-            SyncState::CatchingUp { target } => SyncView::CatchingUp {
+            SyncState::CatchingUp {
+                target,
+                blocks_per_sec,
+                source_peers,
+            } => SyncView::CatchingUp {
                 target_height: target.0,
+                behind_by: target.0.saturating_sub(s.height.0),
+                blocks_per_sec,
+                source_peers,
             },
             SyncState::StateSync(s) => SyncView::StateSync {
                 phase: s.phase.to_string(),

@@ -333,10 +333,19 @@ pub struct PoolView {
 pub enum SyncView {
     /// Following the chain.
     Synced,
-    /// Catching up towards `target_height`.
+    /// Catching up towards `target_height` by height ranges.
     CatchingUp {
         /// The highest height seen from peers.
         target_height: u64,
+        /// `target_height` minus the committed height.
+        #[serde(default)]
+        behind_by: u64,
+        /// Blocks committed per second over the last second.
+        #[serde(default)]
+        blocks_per_sec: u64,
+        /// Peers with a range request in flight now (the sources).
+        #[serde(default)]
+        source_peers: u64,
     },
     /// Fetching a snapshot's state from peers before the node has a store
     /// (state sync); the chain figures of the status are 0 meanwhile and
@@ -435,8 +444,13 @@ mod tests {
         let cases = [
             (SyncView::Synced, r#"{"state":"synced"}"#),
             (
-                SyncView::CatchingUp { target_height: 9 },
-                r#"{"state":"catching_up","target_height":9}"#,
+                SyncView::CatchingUp {
+                    target_height: 9_000,
+                    behind_by: 4_000,
+                    blocks_per_sec: 700,
+                    source_peers: 3,
+                },
+                r#"{"state":"catching_up","target_height":9000,"behind_by":4000,"blocks_per_sec":700,"source_peers":3}"#,
             ),
             (
                 SyncView::StateSync {
@@ -455,6 +469,17 @@ mod tests {
             assert_eq!(serde_json::to_string(&view).unwrap(), json);
             assert_eq!(serde_json::from_str::<SyncView>(json).unwrap(), view);
         }
+        // A node of an earlier version reports only the target.
+        assert_eq!(
+            serde_json::from_str::<SyncView>(r#"{"state":"catching_up","target_height":9}"#)
+                .unwrap(),
+            SyncView::CatchingUp {
+                target_height: 9,
+                behind_by: 0,
+                blocks_per_sec: 0,
+                source_peers: 0,
+            }
+        );
     }
 
     #[test]

@@ -357,9 +357,15 @@ async fn execute(cli: Cli, out: &mut dyn Write) -> Result<i32, Failure> {
             print(out, format, &view, || {
                 let sync = match &view.sync {
                     qbind_api::wire::SyncView::Synced => "synced".to_string(),
-                    qbind_api::wire::SyncView::CatchingUp { target_height } => {
-                        format!("catching up to {target_height}")
-                    }
+                    qbind_api::wire::SyncView::CatchingUp {
+                        target_height,
+                        behind_by,
+                        blocks_per_sec,
+                        source_peers,
+                    } => format!(
+                        "catching up to {target_height} ({behind_by} behind, \
+                         {blocks_per_sec} blocks/s from {source_peers} peers)"
+                    ),
                     qbind_api::wire::SyncView::StateSync {
                         phase,
                         target_height,

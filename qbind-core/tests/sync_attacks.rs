@@ -166,10 +166,16 @@ fn honest_peers_sync_a_validator_in_few_requests() {
     let n = net();
     let (mut hs, effects) = victim(&n);
     assert!(!ranges(&effects).is_empty(), "a far tip starts range sync");
+    // The status's figures while catching up: phase, gap, source peers.
+    let m = hs.metrics();
+    assert_eq!(m.sync_phase, 1);
+    assert_eq!(m.sync_behind_by, CHAIN as u64);
+    assert_eq!(m.sync_source_peers, 3, "peers 1, 2 and 3 are asked: {m:?}");
     let asked = drive(&mut hs, effects, &mut |_, from, max| {
         Some(honest(&n, from, max))
     });
     assert_synced(&hs);
+    assert_eq!(hs.metrics().sync_source_peers, 0, "nothing in flight");
     assert!(
         asked.len() <= 8,
         "{} requests for {CHAIN} blocks",

@@ -56,6 +56,10 @@ pub struct ConsensusMetrics {
     /// `qbind_consensus_sync_rate`: blocks committed per second over the
     /// last full second of catching up (0 when not catching up).
     pub sync_rate: u64,
+    /// `qbind_consensus_sync_source_peers`: distinct peers with a range
+    /// request of this validator in flight now (gauge; 0 when not
+    /// catching up).
+    pub sync_source_peers: u64,
     /// Height-range requests sent.
     pub sync_range_requests_sent: u64,
     /// Height-range requests in flight now (gauge).

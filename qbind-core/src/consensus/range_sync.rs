@@ -238,6 +238,9 @@ impl HotStuff {
         self.metrics.sync_phase = u64::from(phase);
         self.metrics.sync_behind_by = self.range.target.0.saturating_sub(committed.0);
         self.metrics.sync_ranges_in_flight = self.range.in_flight.len() as u64;
+        let sources: std::collections::BTreeSet<ValidatorId> =
+            self.range.in_flight.values().map(|r| r.peer).collect();
+        self.metrics.sync_source_peers = sources.len() as u64;
         let (at, from) = self.range.sample;
         if !phase {
             self.metrics.sync_rate = 0;

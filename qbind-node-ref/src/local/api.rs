@@ -643,6 +643,8 @@ fn sync_state(m: &qbind_core::consensus::ConsensusMetrics) -> SyncState {
     } else {
         SyncState::CatchingUp {
             target: Height(m.committed_height.saturating_add(m.sync_behind_by)),
+            blocks_per_sec: m.sync_rate,
+            source_peers: m.sync_source_peers,
         }
     }
 }
@@ -660,10 +662,14 @@ mod tests {
         assert_eq!(sync_state(&m), SyncState::Synced);
         m.sync_phase = 1;
         m.sync_behind_by = 5_000;
+        m.sync_rate = 700;
+        m.sync_source_peers = 3;
         assert_eq!(
             sync_state(&m),
             SyncState::CatchingUp {
-                target: Height(5_100)
+                target: Height(5_100),
+                blocks_per_sec: 700,
+                source_peers: 3,
             }
         );
     }

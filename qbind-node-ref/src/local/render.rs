@@ -73,7 +73,7 @@ fn per_validator(
 /// Reads one consensus series.
 type Consensus = fn(&ConsensusMetrics) -> u64;
 /// The consensus series: name, help, value.
-const CONSENSUS: [(&str, &str, Consensus); 14] = [
+const CONSENSUS: [(&str, &str, Consensus); 15] = [
     ("qbind_consensus_current_view", "Current view.", |m| {
         m.current_view
     }),
@@ -137,6 +137,11 @@ const CONSENSUS: [(&str, &str, Consensus); 14] = [
         "qbind_consensus_sync_rate",
         "Blocks committed per second while catching up.",
         |m| m.sync_rate,
+    ),
+    (
+        "qbind_consensus_sync_source_peers",
+        "Peers with a range request of this validator in flight.",
+        |m| m.sync_source_peers,
     ),
 ];
 /// Reads one store series.

@@ -159,6 +159,73 @@ impl Tracker {
         }
     }
 
+    /// What validator `v` answered to a batch of `items` (indices into
+    /// `sent`): accepted, to retry later, or refused for good.
+    fn settle_batch(
+        &mut self,
+        v: usize,
+        items: &[usize],
+        result: Result<Vec<Result<Hash32, ErrorBody>>, ClientError>,
+    ) {
+        let now = Instant::now();
+        let answers = match result {
+            Ok(answers) => answers,
+            Err(ClientError::Api {
+                status,
+                retry_after,
+                ..
+            }) if status == 429 || status == 503 => {
+                self.backoffs += 1;
+                let wait = retry_after.map_or(BACKOFF, |s| Duration::from_secs(s).max(BACKOFF));
+                for &i in items {
+                    self.retry.push_back((now + wait, i));
+                }
+                return;
+            }
+            Err(e) => {
+                // Unreachable or no answer: it may have been accepted.
+                self.transport_errors += 1;
+                if matches!(e, ClientError::Transport { .. }) && !self.down[v] {
+                    tracing::debug!(validator = v, "submission failed: {e}");
+                }
+                for &i in items {
+                    self.sent[i].maybe_accepted = true;
+                    self.retry.push_back((now + BACKOFF, i));
+                }
+                return;
+            }
+        };
+        for (&i, answer) in items.iter().zip(answers) {
+            match answer {
+                Ok(hash) if hash == self.sent[i].hash => self.accepted_by(i, v, now),
+                Ok(_) => refuse(self, i, "the node returned another hash".into()),
+                Err(e) => match e.code.as_str() {
+                    "already_known" => self.accepted_by(i, v, now),
+                    "rate_limited" | "pool_full" | "sender_limit" | "unavailable"
+                    | "nonce_too_high" => {
+                        self.backoffs += 1;
+                        self.retry.push_back((now + BACKOFF, i));
+                    }
+                    // A resubmission of a transfer the chain already has.
+                    "stale_nonce" if self.sent[i].accepted || self.sent[i].maybe_accepted => {}
+                    _ => refuse(self, i, format!("{}: {}", e.code, e.message)),
+                },
+            }
+        }
+    }
+
+    /// Validator `v` holds transfer `i`. If `v` was marked down since the
+    /// request left ([`Tracker::validator_down`] already resubmitted what
+    /// it held), its pool dies with it: `i` is resubmitted too, or its
+    /// account's later nonces would wait behind the gap for good.
+    fn accepted_by(&mut self, i: usize, v: usize, now: Instant) {
+        self.sent[i].accepted = true;
+        self.sent[i].via = Some(v);
+        if self.down.get(v).copied().unwrap_or(false) {
+            self.retry.push_back((now, i));
+        }
+    }
+
     /// The follower saw `hash` in the block at `height`.
     fn included(&mut self, hash: &Hash32, height: u64, now: Instant) {
         let Some(&i) = self.by_hash.get(hash) else {
@@ -340,68 +407,8 @@ impl Generator {
             let result = this.clients[v].submit_batch(&txs).await;
             let mut t = lock(&this.tracker);
             t.requests = t.requests.saturating_sub(1);
-            this.settle_batch(&mut t, v, &items, result);
+            t.settle_batch(v, &items, result);
         });
-    }
-
-    fn settle_batch(
-        &self,
-        t: &mut Tracker,
-        v: usize,
-        items: &[usize],
-        result: Result<Vec<Result<Hash32, ErrorBody>>, ClientError>,
-    ) {
-        let now = Instant::now();
-        let answers = match result {
-            Ok(answers) => answers,
-            Err(ClientError::Api {
-                status,
-                retry_after,
-                ..
-            }) if status == 429 || status == 503 => {
-                t.backoffs += 1;
-                let wait = retry_after.map_or(BACKOFF, |s| Duration::from_secs(s).max(BACKOFF));
-                for &i in items {
-                    t.retry.push_back((now + wait, i));
-                }
-                return;
-            }
-            Err(e) => {
-                // Unreachable or no answer: it may have been accepted.
-                t.transport_errors += 1;
-                if matches!(e, ClientError::Transport { .. }) && !t.down[v] {
-                    tracing::debug!(validator = v, "submission failed: {e}");
-                }
-                for &i in items {
-                    t.sent[i].maybe_accepted = true;
-                    t.retry.push_back((now + BACKOFF, i));
-                }
-                return;
-            }
-        };
-        for (&i, answer) in items.iter().zip(answers) {
-            match answer {
-                Ok(hash) if hash == t.sent[i].hash => {
-                    t.sent[i].accepted = true;
-                    t.sent[i].via = Some(v);
-                }
-                Ok(_) => refuse(t, i, "the node returned another hash".into()),
-                Err(e) => match e.code.as_str() {
-                    "already_known" => {
-                        t.sent[i].accepted = true;
-                        t.sent[i].via = Some(v);
-                    }
-                    "rate_limited" | "pool_full" | "sender_limit" | "unavailable"
-                    | "nonce_too_high" => {
-                        t.backoffs += 1;
-                        t.retry.push_back((now + BACKOFF, i));
-                    }
-                    // A resubmission of a transfer the chain already has.
-                    "stale_nonce" if t.sent[i].accepted || t.sent[i].maybe_accepted => {}
-                    _ => refuse(t, i, format!("{}: {}", e.code, e.message)),
-                },
-            }
-        }
     }
 }
 
@@ -453,5 +460,68 @@ pub(crate) async fn follow_blocks(
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sent(sender: usize, hash: Hash32) -> Sent {
+        Sent {
+            hash,
+            sender,
+            recipient: 0,
+            amount: 1,
+            fee: 1,
+            tx: None,
+            first_sent: Instant::now(),
+            via: None,
+            accepted: false,
+            maybe_accepted: false,
+            refused: None,
+            inclusions: Vec::new(),
+        }
+    }
+
+    fn due_retries(t: &Tracker) -> Vec<usize> {
+        t.retry.iter().map(|(_, i)| *i).collect()
+    }
+
+    /// The CI failure of d4d058e (789 transfers lost, 739 stuck behind a
+    /// nonce gap in validator 0's pool): a batch validator 3 accepted was
+    /// answered after it had been marked down for its kill, so nothing
+    /// resubmitted it, and its pool died with it.
+    #[test]
+    fn an_acceptance_answered_after_the_validator_went_down_is_resubmitted() {
+        let shared = Tracker::new(4, 8);
+        let mut t = lock(&shared);
+        let (a, b) = (Hash32::digest(b"a"), Hash32::digest(b"b"));
+        t.sent.push(sent(3, a));
+        t.sent.push(sent(7, b));
+        t.validator_down(3);
+        assert!(due_retries(&t).is_empty(), "nothing was accepted yet");
+        let known = ErrorBody {
+            code: "already_known".into(),
+            message: String::new(),
+        };
+        t.settle_batch(3, &[0, 1], Ok(vec![Ok(a), Err(known)]));
+        assert_eq!(due_retries(&t), vec![0, 1]);
+        assert_eq!(t.route(3), Some(0), "moved to the next running validator");
+        assert_eq!(t.route(7), Some(0));
+    }
+
+    /// An acceptance by a running validator is not resubmitted.
+    #[test]
+    fn an_acceptance_by_a_running_validator_is_kept() {
+        let shared = Tracker::new(4, 8);
+        let mut t = lock(&shared);
+        let a = Hash32::digest(b"a");
+        t.sent.push(sent(1, a));
+        t.validator_down(3);
+        t.settle_batch(1, &[0], Ok(vec![Ok(a)]));
+        assert!(due_retries(&t).is_empty());
+        assert!(t.sent[0].accepted);
+        assert_eq!(t.sent[0].via, Some(1));
     }
 }
