@@ -115,9 +115,10 @@ fn spawn(
 ) -> (Child, Option<String>) {
     let mut child = cmd
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("start qbind-node");
+    let stderr = common::stderr_tail(&mut child, 40);
     let Some(prefix) = api_prefix else {
         common::follow(i, &mut child, roots);
         return (child, None);
@@ -148,10 +149,16 @@ fn spawn(
             }
         }
     });
-    let url = url_rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the node prints its API address");
-    (child, Some(url))
+    match url_rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(url) => (child, Some(url)),
+        Err(e) => {
+            let status = common::wait_exit(&mut child, Duration::from_secs(5));
+            panic!(
+                "node {i} printed no API address ({e}); exit {status:?}; its stderr ended:\n{}",
+                common::show_tail(&stderr)
+            )
+        }
+    }
 }
 
 fn transfer(key: &KeyPair, nonce: u64, to: AccountId, amount: u128) -> Transaction {
@@ -570,6 +577,9 @@ fn a_full_node_joins_by_state_sync_past_the_pruning_horizon() {
             assert_eq!(r[FULL][&h], r[0][&h], "state root at height {h}");
         }
     }
+    // A second node stopped in the middle of its state sync (its own data
+    // directory: full node 4 runs in `data`).
+    stopped_in_the_chunks_phase(&net, &dir.path().join("data-stopped"), &keys, &apis[0]);
     for child in &nodes.0 {
         sigterm(child);
     }
@@ -583,11 +593,27 @@ fn a_full_node_joins_by_state_sync_past_the_pruning_horizon() {
 /// balance in every page it serves (the pages still decode); its URL. Runs
 /// on its own thread until the test process ends.
 fn forging_proxy(upstream: &str) -> String {
+    proxy(upstream, Tamper::Forge)
+}
+
+/// What [`proxy`] does to the pages it relays.
+#[derive(Clone, Copy)]
+enum Tamper {
+    /// Raise one balance in every page.
+    Forge,
+    /// Answer no page for a minute (longer than the client waits).
+    Stall,
+}
+
+/// A state-sync peer relaying `upstream`'s answers, with its pages
+/// tampered with as `tamper` says; its URL. Runs on its own thread until
+/// the test process ends.
+fn proxy(upstream: &str, tamper: Tamper) -> String {
     use qbind_api::{ApiBackend, BackendError, StateSyncReply, StateSyncRequest};
     use qbind_core::codec::{Decode, Encode};
     use qbind_core::state_sync::StatePage;
 
-    struct Forger(QbindClient);
+    struct Forger(QbindClient, Tamper);
     impl ApiBackend for Forger {
         state_sync_only_backend!(NetworkEnvironment::Testnet);
 
@@ -624,6 +650,9 @@ fn forging_proxy(upstream: &str) -> String {
             if !matches!(r, StateSyncRequest::Page { .. }) {
                 return Ok(StateSyncReply::Bytes(bytes));
             }
+            if let Tamper::Stall = self.1 {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+            }
             let mut page = StatePage::from_bytes(&bytes).expect("the validator's page");
             if let Some((_, account)) = page.accounts.first_mut() {
                 account.balance += 1;
@@ -632,7 +661,7 @@ fn forging_proxy(upstream: &str) -> String {
         }
     }
 
-    common::serve_api(Forger(QbindClient::new(upstream).expect("client")))
+    common::serve_api(Forger(QbindClient::new(upstream).expect("client"), tamper))
 }
 
 /// Validators 0..=3 and the first full node report the same state root at
@@ -682,6 +711,78 @@ fn latest_snapshot(dir: &Path, net: &Path) -> (std::path::PathBuf, String) {
     });
     assert!(ok, "no valid snapshot in {}", dir.display());
     found.expect("found")
+}
+
+/// Start full node [`FULL`] by state sync from a proxy of `api` that
+/// stalls every page, stop it with SIGTERM once its `/metrics` shows the
+/// chunks phase with its staging on disk, and check that it exits 0 at
+/// once and leaves neither staging nor store behind.
+fn stopped_in_the_chunks_phase(net: &Path, data: &Path, keys: &Path, api: &str) {
+    std::fs::create_dir_all(data).expect("data directory");
+    let mut cmd = node(net, data);
+    cmd.args(["--role", "full", "--full-node-id", &FULL.to_string()])
+        .arg("--p2p-identity-key")
+        .arg(keys.join("p2p_identity.key"))
+        .args(["--state-sync-from", &proxy(api, Tamper::Stall)])
+        .args(["--metrics-addr", "127.0.0.1:0"])
+        .args(["--api-addr", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut nodes = Reaper(vec![cmd.spawn().expect("start qbind-node")]);
+    let stderr = common::stderr_tail(&mut nodes.0[0], 40);
+    let stdout = nodes.0[0].stdout.take().expect("piped");
+    let (line_tx, lines) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = line_tx.send(line);
+        }
+    });
+    let metrics = loop {
+        let Ok(line) = lines.recv_timeout(Duration::from_secs(60)) else {
+            panic!(
+                "no metrics address; stderr:\n{}",
+                common::show_tail(&stderr)
+            );
+        };
+        if let Some(url) = line.strip_prefix("metrics on ") {
+            break url.to_string();
+        }
+    };
+    let ours = |name: &str| name == "full-node-4" || name.starts_with(".full-node-4.");
+    let entries = || -> Vec<String> {
+        std::fs::read_dir(data)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| ours(n))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let in_chunks = common::wait_until(Duration::from_secs(60), || {
+        common::scrape(&metrics).contains("qbind_state_sync_phase{validator=\"4\"} 3\n")
+    });
+    assert!(
+        in_chunks,
+        "{}\nstderr:\n{}",
+        common::scrape(&metrics),
+        common::show_tail(&stderr)
+    );
+    let staging = entries();
+    assert!(
+        staging
+            .iter()
+            .any(|n| n.starts_with(".full-node-4.state-sync-")),
+        "no staging on disk in the chunks phase: {staging:?}"
+    );
+    sigterm(&nodes.0[0]);
+    let status = common::wait_exit(&mut nodes.0[0], Duration::from_secs(10));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{status:?}; stderr:\n{}",
+        common::show_tail(&stderr)
+    );
+    assert_eq!(entries(), Vec::<String>::new(), "left after the stop");
 }
 
 /// A state-sync peer that has no snapshot to offer yet; its URL.

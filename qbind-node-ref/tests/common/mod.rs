@@ -203,6 +203,42 @@ pub fn collect_output(
     (out, err)
 }
 
+/// The last lines a child wrote to its standard error, kept by
+/// [`stderr_tail`].
+pub type StderrTail = std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<String>>>;
+
+/// Read a spawned child's piped stderr to its end on a thread, keeping its
+/// last `keep` lines: what a test prints when the child fails.
+pub fn stderr_tail(child: &mut Child, keep: usize) -> StderrTail {
+    use std::io::BufRead;
+    let tail = StderrTail::default();
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let kept = std::sync::Arc::clone(&tail);
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let mut t = kept
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if t.len() == keep {
+                t.pop_front();
+            }
+            t.push_back(line);
+        }
+    });
+    tail
+}
+
+/// The lines `tail` holds, one per line.
+pub fn show_tail(tail: &StderrTail) -> String {
+    let t = tail
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    t.iter().map(|l| format!("{l}\n")).collect()
+}
+
 /// `qbind-genesis devnet -P testnet` of four validators on 127.0.0.1 into
 /// `out`, with `accounts` funded accounts and quick keystores (passphrase
 /// `pass` in `pass_var`).
