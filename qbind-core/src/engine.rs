@@ -158,7 +158,10 @@ impl<S: StateBackend, T: Transport, C: Clock> Engine<S, T, C> {
                 _ = shutdown.changed() => return Ok(()),
                 received = self.transport.recv() => match received {
                     Ok((from, bytes)) => {
-                        match ConsensusMsg::decode_message(&bytes, &self.limits) {
+                        let decoded = crate::cpu::measure(crate::cpu::Activity::Consensus, || {
+                            ConsensusMsg::decode_message(&bytes, &self.limits)
+                        });
+                        match decoded {
                             Ok(msg) => {
                                 self.prefetch_payload(&msg);
                                 Input::Message { from, msg }
@@ -180,7 +183,10 @@ impl<S: StateBackend, T: Transport, C: Clock> Engine<S, T, C> {
                     Input::SubmitTransaction(tx)
                 }
             };
-            let actions = self.replica.handle(self.clock.now(), input)?;
+            let actions = {
+                let _cpu = crate::cpu::Section::enter(crate::cpu::Activity::Consensus);
+                self.replica.handle(self.clock.now(), input)?
+            };
             self.carry_out(actions).await?;
         }
     }
@@ -193,9 +199,10 @@ impl<S: StateBackend, T: Transport, C: Clock> Engine<S, T, C> {
             match action {
                 Action::Sign(job) => match self.signer.sign(&job.request).await {
                     Ok(signature) => {
-                        let more = self
-                            .replica
-                            .handle(self.clock.now(), Input::Signed { job, signature })?;
+                        let more = crate::cpu::measure(crate::cpu::Activity::Consensus, || {
+                            self.replica
+                                .handle(self.clock.now(), Input::Signed { job, signature })
+                        })?;
                         queue.extend(more);
                     }
                     Err(error) => {
@@ -208,9 +215,10 @@ impl<S: StateBackend, T: Transport, C: Clock> Engine<S, T, C> {
                             kind = ?job.request.kind,
                             "signer refused or failed"
                         );
-                        let more = self
-                            .replica
-                            .handle(self.clock.now(), Input::SignFailed { job })?;
+                        let more = crate::cpu::measure(crate::cpu::Activity::Consensus, || {
+                            self.replica
+                                .handle(self.clock.now(), Input::SignFailed { job })
+                        })?;
                         queue.extend(more);
                     }
                 },

@@ -31,6 +31,7 @@
 pub mod application;
 pub mod codec;
 pub mod consensus;
+pub mod cpu;
 pub mod crypto;
 pub mod dag;
 #[cfg(feature = "engine")]

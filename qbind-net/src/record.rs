@@ -219,6 +219,7 @@ impl RecordSealer {
     /// # Errors
     /// [`NetError::FrameTooLarge`] if the record would not fit a u32 length.
     pub fn seal_data(&mut self, payload: &[u8], out: &mut Vec<u8>) -> Result<(), NetError> {
+        let _cpu = qbind_core::cpu::Section::enter(qbind_core::cpu::Activity::Network);
         if self.dir.counter + 1 >= self.dir.rekey_after {
             self.seal_one(ContentType::KeyUpdate, &[], out)?;
             self.dir.ratchet();
@@ -265,6 +266,7 @@ impl RecordOpener {
     /// # Errors
     /// As [`RecordOpener::open`].
     pub fn open_owned(&mut self, mut body: Vec<u8>) -> Result<Option<Vec<u8>>, NetError> {
+        let _cpu = qbind_core::cpu::Section::enter(qbind_core::cpu::Activity::Network);
         if body.len() < RECORD_OVERHEAD {
             return Err(NetError::Truncated {
                 what: "record",

@@ -27,8 +27,9 @@ fn run_localnet(
     let _turn = RUNS
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    // Eight ports (P2P and API of four validators) derived from the pid.
-    let base_port = 38_000 + (std::process::id() % 600) as u16 * 32 + port_slot * 8;
+    // Twelve ports (P2P, API and metrics of four validators) derived from
+    // the pid.
+    let base_port = 38_000 + (std::process::id() % 500) as u16 * 48 + port_slot * 12;
     let mut child = Command::new(env!("CARGO_BIN_EXE_qbind-localnet"))
         .args(args)
         .args(["--output", "json"])
@@ -99,6 +100,17 @@ fn assert_clean(
         assert_eq!(&v["state_root"], root, "{context}");
         assert!(v["peak_rss_mib"].as_f64().expect("rss") > 0.0, "{context}");
         assert!(v["cpu_secs"].as_f64().expect("cpu") > 0.0, "{context}");
+    }
+    // The CPU split: every activity was charged (docs/node.md "CPU split").
+    for activity in [
+        "verification",
+        "execution",
+        "consensus",
+        "storage",
+        "network",
+    ] {
+        let secs = summary["cpu_split"][activity].as_f64();
+        assert!(secs.is_some_and(|s| s > 0.0), "{activity}: {context}");
     }
     validators.clone()
 }
@@ -253,7 +265,7 @@ fn validators_stop_when_localnet_is_killed() {
     let _turn = RUNS
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let base_port = 38_000 + (std::process::id() % 600) as u16 * 32 + 3 * 8;
+    let base_port = 38_000 + (std::process::id() % 500) as u16 * 48 + 3 * 12;
     let mut child = Command::new(env!("CARGO_BIN_EXE_qbind-localnet"))
         .args(["--validators", "4", "--duration", "60s", "--rate", "10"])
         .args(["--accounts", "16", "--base-port", &base_port.to_string()])

@@ -276,6 +276,7 @@ fn collect(iter: fjall::Iter, limit: usize, context: &str) -> Result<KeyValues, 
 
 impl StateRead for FjallBackend {
     fn get(&self, ns: Namespace, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        let _cpu = qbind_core::cpu::Section::enter(qbind_core::cpu::Activity::Storage);
         if key.len() > FJALL_MAX_KEY_LEN {
             return Ok(None);
         }
@@ -291,6 +292,7 @@ impl StateRead for FjallBackend {
         prefix: &[u8],
         limit: usize,
     ) -> Result<KeyValues, StorageError> {
+        let _cpu = qbind_core::cpu::Section::enter(qbind_core::cpu::Activity::Storage);
         collect(
             self.keyspace(ns)?.prefix(stored_key(prefix)),
             limit,
@@ -301,6 +303,7 @@ impl StateRead for FjallBackend {
 
 impl StateBackend for FjallBackend {
     fn write(&self, batch: WriteBatch, durability: Durability) -> Result<(), StorageError> {
+        let _cpu = qbind_core::cpu::Section::enter(qbind_core::cpu::Activity::Storage);
         if batch.is_empty() {
             return Ok(());
         }
@@ -367,6 +370,7 @@ struct FjallSnapshot<'a> {
 
 impl StateRead for FjallSnapshot<'_> {
     fn get(&self, ns: Namespace, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        let _cpu = qbind_core::cpu::Section::enter(qbind_core::cpu::Activity::Storage);
         if key.len() > FJALL_MAX_KEY_LEN {
             return Ok(None);
         }
@@ -382,6 +386,7 @@ impl StateRead for FjallSnapshot<'_> {
         prefix: &[u8],
         limit: usize,
     ) -> Result<KeyValues, StorageError> {
+        let _cpu = qbind_core::cpu::Section::enter(qbind_core::cpu::Activity::Storage);
         let ks = self.backend.keyspace(ns)?;
         collect(
             self.snapshot.prefix(ks, stored_key(prefix)),
@@ -399,6 +404,7 @@ impl StateSnapshot for FjallSnapshot<'_> {
         end: Option<&[u8]>,
         limit: usize,
     ) -> Result<KeyValues, StorageError> {
+        let _cpu = qbind_core::cpu::Section::enter(qbind_core::cpu::Activity::Storage);
         if end.is_some_and(|end| end <= start) {
             return Ok(Vec::new());
         }

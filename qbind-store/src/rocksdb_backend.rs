@@ -131,6 +131,7 @@ impl RocksDbBackend {
 
 impl StateRead for RocksDbBackend {
     fn get(&self, ns: Namespace, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        let _cpu = qbind_core::cpu::Section::enter(qbind_core::cpu::Activity::Storage);
         self.db
             .get_cf(self.cf(ns)?, key)
             .map_err(|e| map_rocks("get", e))
@@ -142,12 +143,14 @@ impl StateRead for RocksDbBackend {
         prefix: &[u8],
         limit: usize,
     ) -> Result<KeyValues, StorageError> {
+        let _cpu = qbind_core::cpu::Section::enter(qbind_core::cpu::Activity::Storage);
         self.scan(ns, None, prefix, None, Some(prefix), limit)
     }
 }
 
 impl StateBackend for RocksDbBackend {
     fn write(&self, batch: WriteBatch, durability: Durability) -> Result<(), StorageError> {
+        let _cpu = qbind_core::cpu::Section::enter(qbind_core::cpu::Activity::Storage);
         let mut rb = rocksdb::WriteBatch::default();
         for op in batch.ops() {
             match op {
@@ -193,6 +196,7 @@ struct RocksSnapshot<'a> {
 
 impl StateRead for RocksSnapshot<'_> {
     fn get(&self, ns: Namespace, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        let _cpu = qbind_core::cpu::Section::enter(qbind_core::cpu::Activity::Storage);
         self.snapshot
             .get_cf(self.backend.cf(ns)?, key)
             .map_err(|e| map_rocks("snapshot get", e))
@@ -204,6 +208,7 @@ impl StateRead for RocksSnapshot<'_> {
         prefix: &[u8],
         limit: usize,
     ) -> Result<KeyValues, StorageError> {
+        let _cpu = qbind_core::cpu::Section::enter(qbind_core::cpu::Activity::Storage);
         self.backend
             .scan(ns, Some(&self.snapshot), prefix, None, Some(prefix), limit)
     }
@@ -217,6 +222,7 @@ impl StateSnapshot for RocksSnapshot<'_> {
         end: Option<&[u8]>,
         limit: usize,
     ) -> Result<KeyValues, StorageError> {
+        let _cpu = qbind_core::cpu::Section::enter(qbind_core::cpu::Activity::Storage);
         self.backend
             .scan(ns, Some(&self.snapshot), start, end, None, limit)
     }

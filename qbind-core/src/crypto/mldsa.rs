@@ -190,6 +190,7 @@ pub fn verify(
     message: &[u8],
     signature: &Signature,
 ) -> Result<(), CryptoError> {
+    let _cpu = crate::cpu::Section::enter(crate::cpu::Activity::Verification);
     let vk = DefaultBackend::prepare(public_key)?;
     DefaultBackend::verify(&vk, message, &[], signature)
 }
@@ -219,6 +220,7 @@ impl PreparedPublicKey {
     /// # Errors
     /// [`CryptoError::InvalidSignature`] if the signature does not verify.
     pub fn verify(&self, message: &[u8], signature: &Signature) -> Result<(), CryptoError> {
+        let _cpu = crate::cpu::Section::enter(crate::cpu::Activity::Verification);
         DefaultBackend::verify(&self.key, message, &[], signature)
     }
 

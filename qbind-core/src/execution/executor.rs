@@ -662,6 +662,7 @@ pub fn execute_wire_block_with<E: BlockExecutor + ?Sized, S: AccountReader + Syn
     raw: &[Vec<u8>],
 ) -> Result<WireBlockOutcome, ExecutionError> {
     use crate::codec::Decode;
+    let _cpu = crate::cpu::Section::enter(crate::cpu::Activity::Execution);
     let mut undecodable = 0u64;
     let mut txs = Vec::with_capacity(raw.len());
     for bytes in raw {

@@ -302,6 +302,10 @@ fn families(shared: &Shared) -> Vec<Family> {
     if let (Some(p), Some(l)) = (&shared.state_synced, labels.first()) {
         out.extend(state_sync_families(&p.report(), l));
     }
+    out.extend(crate::metrics::cpu::families(
+        crate::metrics::cpu::meter(),
+        &Labels::new(),
+    ));
     out.push(
         Family::counter(
             "qbind_execution_state_root_mismatch_total",

@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
 pub mod components;
+pub mod cpu;
 pub mod families;
 
 pub use prometheus_client::registry::Registry;

@@ -66,7 +66,7 @@ pub(crate) struct Args {
     #[arg(long)]
     pub(crate) keep: bool,
     /// Validator i's P2P port is this + i, its API port this + validators
-    /// + i.
+    /// + i, its metrics port this + 2 × validators + i.
     #[arg(long, default_value_t = 29_000)]
     pub(crate) base_port: u16,
     /// The validators' base view timeout in milliseconds.
@@ -89,9 +89,9 @@ impl Args {
         if self.in_flight == 0 {
             return Err("--in-flight must be at least 1".into());
         }
-        let ports = 2 * self.validators;
+        let ports = 3 * self.validators;
         if usize::from(self.base_port) + ports > usize::from(u16::MAX) {
-            return Err("--base-port + 2 × validators exceeds 65535".into());
+            return Err("--base-port + 3 × validators exceeds 65535".into());
         }
         if let Some(k) = self.kill.iter().find(|k| k.validator >= self.validators) {
             return Err(format!(

@@ -22,6 +22,7 @@
 //! interrupted (Ctrl-C, SIGTERM: every validator is stopped first).
 
 mod args;
+mod cpu;
 mod load;
 mod net;
 mod report;
@@ -48,6 +49,8 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(30);
 const CATCH_UP_LIMIT: Duration = Duration::from_secs(60);
 /// How long the validators get to start.
 const START_LIMIT: Duration = Duration::from_secs(60);
+/// Progress lines between two reads of the validators' CPU split.
+const SPLIT_EVERY: u64 = 5;
 
 /// Why the run ended without a summary.
 enum Failure {
@@ -225,6 +228,7 @@ async fn run(args: Args) -> Result<bool, Failure> {
     let mut heights: Vec<Option<u64>> = vec![Some(0); n];
     let mut last = Instant::now();
     let mut next_progress = start + Duration::from_secs(1);
+    let mut progress_ticks = 0u64;
     let mut phase_end: Option<Instant> = None;
     let mut target: Option<u64> = None;
     let mut caught_up = false;
@@ -243,6 +247,10 @@ async fn run(args: Args) -> Result<bool, Failure> {
             let t = now.duration_since(start).as_secs_f64();
             if kill {
                 lock(&tracker).validator_down(v);
+                // Its CPU split up to now (the process's counters die with it).
+                if let Some(validator) = net.validators.get_mut(v) {
+                    validator.refresh_split().await;
+                }
                 net.kill(v);
                 eprintln!("qbind-localnet: {t:.1} s: validator {v} killed (SIGKILL)");
                 kills.push(KillSummary {
@@ -294,6 +302,12 @@ async fn run(args: Args) -> Result<bool, Failure> {
             );
             eprintln!("{line}");
             next_progress += Duration::from_secs(1);
+            progress_ticks += 1;
+            if progress_ticks.is_multiple_of(SPLIT_EVERY) {
+                for v in &mut net.validators {
+                    v.refresh_split().await;
+                }
+            }
         }
         if events.is_empty() && stop.load(Ordering::Relaxed) {
             match target {
@@ -497,6 +511,13 @@ async fn finish(
             ));
         }
     }
+    for v in &mut net.validators {
+        v.refresh_split().await;
+    }
+    let split = net
+        .validators
+        .iter()
+        .fold(cpu::Split::default(), |sum, v| cpu::add(sum, v.split()));
     let per_validator: Vec<ValidatorSummary> = net
         .validators
         .iter_mut()
@@ -539,6 +560,7 @@ async fn finish(
         transport_errors: t.transport_errors,
         common_height: common,
         roots_equal,
+        cpu_split: cpu::CpuSplit::of(split, per_validator.iter().map(|v| v.cpu_secs).sum()),
         per_validator,
         kills,
         data_dir: None,

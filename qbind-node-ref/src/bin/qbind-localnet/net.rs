@@ -13,6 +13,8 @@ use qbind_node_ref::genesis_dir::{LocalGenesis, LocalGenesisSpec, write_local_ge
 use qbind_node_ref::profile::Profile;
 use qbind_signer::keystore::{KdfPolicy, Passphrase};
 
+use crate::cpu::Split;
+
 /// How long a validator gets to stop after SIGTERM before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(20);
 
@@ -54,6 +56,12 @@ pub(crate) struct Validator {
     pub(crate) api: SocketAddr,
     /// A client of its API.
     pub(crate) client: QbindClient,
+    /// Its `/metrics` address (the CPU split).
+    metrics: SocketAddr,
+    /// The CPU split of its earlier (killed) processes.
+    split_before: Split,
+    /// The last split read from the running process.
+    split_last: Split,
     child: Option<Child>,
     /// CPU seconds of its earlier (killed) processes.
     cpu_before: f64,
@@ -74,6 +82,18 @@ impl Validator {
         ProcSample {
             peak_rss_kib: self.rss_before.max(self.last.peak_rss_kib),
             cpu_secs: self.cpu_before + self.last.cpu_secs,
+        }
+    }
+
+    /// The CPU split over all its processes, as last read.
+    pub(crate) fn split(&self) -> Split {
+        crate::cpu::add(self.split_before, self.split_last)
+    }
+
+    /// Read the running process's CPU split (kept if it does not answer).
+    pub(crate) async fn refresh_split(&mut self) {
+        if let Some(s) = crate::cpu::scrape(self.metrics).await {
+            self.split_last = s;
         }
     }
 
@@ -185,21 +205,28 @@ impl LocalNet {
                 String::from_utf8_lossy(&init.stderr).trim()
             ));
         }
-        let api_base = base_port
-            .checked_add(u16::try_from(validators).map_err(|_| "too many validators")?)
-            .ok_or("--base-port too high")?;
+        let n = u16::try_from(validators).map_err(|_| "too many validators")?;
+        let api_base = base_port.checked_add(n).ok_or("--base-port too high")?;
+        let metrics_base = api_base.checked_add(n).ok_or("--base-port too high")?;
         let validators = (0..validators)
             .map(|i| {
                 let port = api_base
                     .checked_add(u16::try_from(i).unwrap_or(u16::MAX))
                     .ok_or("--base-port too high")?;
                 let api = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+                let metrics_port = metrics_base
+                    .checked_add(u16::try_from(i).unwrap_or(u16::MAX))
+                    .ok_or("--base-port too high")?;
+                let metrics = SocketAddr::from((Ipv4Addr::LOCALHOST, metrics_port));
                 let client =
                     QbindClient::new(&format!("http://{api}")).map_err(|e| e.to_string())?;
                 Ok(Validator {
                     index: i,
                     api,
                     client,
+                    metrics,
+                    split_before: Split::default(),
+                    split_last: Split::default(),
                     child: None,
                     cpu_before: 0.0,
                     rss_before: 0,
@@ -248,6 +275,7 @@ impl LocalNet {
             .arg(&self.passphrase_file)
             .args(["--load-generator", "false"])
             .args(["--api-addr", &v.api.to_string(), "--api-rate-limit", "0"])
+            .args(["--metrics-addr", &v.metrics.to_string()])
             .args(["--base-timeout-ms", &self.base_timeout_ms.to_string()])
             // The pipe's other end is ours (kept in `Child::stdin`): when
             // this process ends, however it ends, the validator stops.
@@ -275,6 +303,8 @@ impl LocalNet {
         v.cpu_before = usage.cpu_secs;
         v.rss_before = usage.peak_rss_kib;
         v.last = ProcSample::default();
+        v.split_before = v.split();
+        v.split_last = Split::default();
     }
 
     /// Restart validator `i` on its data directory.

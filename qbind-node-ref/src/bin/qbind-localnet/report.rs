@@ -98,6 +98,8 @@ pub(crate) struct Summary {
     /// The height at which the state roots were compared.
     pub(crate) common_height: u64,
     pub(crate) roots_equal: bool,
+    /// The validators' CPU seconds by activity, summed.
+    pub(crate) cpu_split: crate::cpu::CpuSplit,
     pub(crate) per_validator: Vec<ValidatorSummary>,
     pub(crate) kills: Vec<KillSummary>,
     /// Where the network's files are (kept), if anywhere.
@@ -355,6 +357,11 @@ pub(crate) fn print_text(s: &Summary) {
         "  state roots at height {}: {}",
         s.common_height,
         if s.roots_equal { "equal" } else { "DIFFER" }
+    );
+    println!(
+        "  CPU of the validators ({:.1} s): {}",
+        s.per_validator.iter().map(|v| v.cpu_secs).sum::<f64>(),
+        s.cpu_split.shares()
     );
     for v in &s.per_validator {
         println!(

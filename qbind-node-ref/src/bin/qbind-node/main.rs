@@ -342,6 +342,8 @@ fn run(mut args: Args) -> Result<ExitCode, Failure> {
                 .into(),
         );
     }
+    // The CPU split (`qbind_cpu_seconds_total`), before anything uses rayon.
+    qbind_node_ref::metrics::cpu::install();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
