@@ -307,9 +307,9 @@ pub(crate) async fn status<B: ApiBackend>(
                 source_peers,
             } => SyncView::CatchingUp {
                 target_height: target.0,
-                behind_by: target.0.saturating_sub(s.height.0),
-                blocks_per_sec,
-                source_peers,
+                behind_by: Some(target.0.saturating_sub(s.height.0)),
+                blocks_per_sec: Some(blocks_per_sec),
+                source_peers: Some(source_peers),
             },
             SyncState::StateSync(s) => SyncView::StateSync {
                 phase: s.phase.to_string(),

@@ -337,15 +337,16 @@ pub enum SyncView {
     CatchingUp {
         /// The highest height seen from peers.
         target_height: u64,
-        /// `target_height` minus the committed height.
-        #[serde(default)]
-        behind_by: u64,
+        /// `target_height` minus the committed height (absent from nodes
+        /// before it was reported, as the next two).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        behind_by: Option<u64>,
         /// Blocks committed per second over the last second.
-        #[serde(default)]
-        blocks_per_sec: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        blocks_per_sec: Option<u64>,
         /// Peers with a range request in flight now (the sources).
-        #[serde(default)]
-        source_peers: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        source_peers: Option<u64>,
     },
     /// Fetching a snapshot's state from peers before the node has a store
     /// (state sync); the chain figures of the status are 0 meanwhile and
@@ -446,9 +447,9 @@ mod tests {
             (
                 SyncView::CatchingUp {
                     target_height: 9_000,
-                    behind_by: 4_000,
-                    blocks_per_sec: 700,
-                    source_peers: 3,
+                    behind_by: Some(4_000),
+                    blocks_per_sec: Some(700),
+                    source_peers: Some(3),
                 },
                 r#"{"state":"catching_up","target_height":9000,"behind_by":4000,"blocks_per_sec":700,"source_peers":3}"#,
             ),
@@ -475,9 +476,9 @@ mod tests {
                 .unwrap(),
             SyncView::CatchingUp {
                 target_height: 9,
-                behind_by: 0,
-                blocks_per_sec: 0,
-                source_peers: 0,
+                behind_by: None,
+                blocks_per_sec: None,
+                source_peers: None,
             }
         );
     }

@@ -362,10 +362,9 @@ async fn execute(cli: Cli, out: &mut dyn Write) -> Result<i32, Failure> {
                         behind_by,
                         blocks_per_sec,
                         source_peers,
-                    } => format!(
-                        "catching up to {target_height} ({behind_by} behind, \
-                         {blocks_per_sec} blocks/s from {source_peers} peers)"
-                    ),
+                    } => {
+                        catching_up_text(*target_height, *behind_by, *blocks_per_sec, *source_peers)
+                    }
                     qbind_api::wire::SyncView::StateSync {
                         phase,
                         target_height,
@@ -399,5 +398,47 @@ async fn execute(cli: Cli, out: &mut dyn Write) -> Result<i32, Failure> {
             })?;
             Ok(exit::OK)
         }
+    }
+}
+
+/// The `qbind status` text of a node catching up; the figures a node of an
+/// earlier version does not report are left out.
+fn catching_up_text(
+    target: u64,
+    behind_by: Option<u64>,
+    blocks_per_sec: Option<u64>,
+    source_peers: Option<u64>,
+) -> String {
+    let mut parts = Vec::new();
+    if let Some(n) = behind_by {
+        parts.push(format!("{n} behind"));
+    }
+    if let Some(r) = blocks_per_sec {
+        parts.push(format!("{r} blocks/s"));
+    }
+    if let Some(p) = source_peers {
+        parts.push(format!(
+            "from {p} {}",
+            if p == 1 { "peer" } else { "peers" }
+        ));
+    }
+    if parts.is_empty() {
+        format!("catching up to {target}")
+    } else {
+        format!("catching up to {target} ({})", parts.join(", "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::catching_up_text;
+
+    #[test]
+    fn catching_up_shows_what_the_node_reports() {
+        assert_eq!(
+            catching_up_text(9_000, Some(4_000), Some(700), Some(1)),
+            "catching up to 9000 (4000 behind, 700 blocks/s, from 1 peer)"
+        );
+        assert_eq!(catching_up_text(9, None, None, None), "catching up to 9");
     }
 }

@@ -124,42 +124,47 @@ mod tests {
     use super::*;
     use std::sync::Mutex;
 
-    /// Records every call (the process-wide meter is shared by every test
-    /// of this crate: only this test installs one, and it filters by thread).
-    struct Recorder(Mutex<Vec<(std::thread::ThreadId, bool, Activity)>>);
+    /// Records the calls of one thread (the process-wide meter is shared
+    /// by every test of this crate: only this test installs one, and the
+    /// other tests' sections are not kept).
+    struct Recorder {
+        thread: std::thread::ThreadId,
+        calls: Mutex<Vec<(bool, Activity)>>,
+    }
+
+    impl Recorder {
+        fn record(&self, enter: bool, a: Activity) {
+            if std::thread::current().id() == self.thread {
+                self.calls.lock().expect("lock").push((enter, a));
+            }
+        }
+    }
 
     impl CpuMeter for Recorder {
         fn enter(&self, a: Activity) {
-            let id = std::thread::current().id();
-            self.0.lock().expect("lock").push((id, true, a));
+            self.record(true, a);
         }
         fn exit(&self, a: Activity) {
-            let id = std::thread::current().id();
-            self.0.lock().expect("lock").push((id, false, a));
+            self.record(false, a);
         }
     }
 
     #[test]
     fn sections_nest_and_reach_the_installed_meter() {
         static RECORDER: OnceLock<Recorder> = OnceLock::new();
-        let recorder = RECORDER.get_or_init(|| Recorder(Mutex::new(Vec::new())));
+        let recorder = RECORDER.get_or_init(|| Recorder {
+            thread: std::thread::current().id(),
+            calls: Mutex::new(Vec::new()),
+        });
         assert!(install(recorder));
         assert!(!install(recorder), "one meter per process");
-        let me = std::thread::current().id();
         measure(Activity::Consensus, || {
             let _inner = Section::enter(Activity::Verification);
         });
         let key = crate::crypto::KeyPair::from_seed(&[1; 32]);
         let signature = key.sign(b"m");
         assert!(crate::crypto::verify(key.public_key(), b"m", &signature).is_ok());
-        let calls: Vec<(bool, Activity)> = recorder
-            .0
-            .lock()
-            .expect("lock")
-            .iter()
-            .filter(|(id, ..)| *id == me)
-            .map(|(_, enter, a)| (*enter, *a))
-            .collect();
+        let calls = recorder.calls.lock().expect("lock").clone();
         use Activity::*;
         assert_eq!(
             calls,

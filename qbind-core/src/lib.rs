@@ -46,6 +46,7 @@ pub mod pool_drops;
 pub mod quorum;
 pub mod replica;
 pub mod schema;
+mod sender_memo;
 pub mod signing;
 #[cfg(feature = "sim")]
 pub mod sim;

@@ -112,10 +112,11 @@ impl fmt::Display for Hash32 {
 pub struct AccountId(pub [u8; 32]);
 
 impl AccountId {
-    /// The account address of a public key.
+    /// The account address of a public key (remembered for recently seen
+    /// keys: a validator decodes each transaction several times).
     #[must_use]
     pub fn from_public_key(pk: &crate::crypto::PublicKey) -> AccountId {
-        AccountId(Hash32::digest(pk.as_bytes()).0)
+        crate::sender_memo::account_of(pk, || AccountId(Hash32::digest(pk.as_bytes()).0))
     }
 }
 

@@ -652,6 +652,7 @@ fn proxy(upstream: &str, tamper: Tamper) -> String {
             }
             if let Tamper::Stall = self.1 {
                 tokio::time::sleep(Duration::from_secs(60)).await;
+                return Ok(StateSyncReply::Bytes(bytes));
             }
             let mut page = StatePage::from_bytes(&bytes).expect("the validator's page");
             if let Some((_, account)) = page.accounts.first_mut() {
@@ -759,13 +760,16 @@ fn stopped_in_the_chunks_phase(net: &Path, data: &Path, keys: &Path, api: &str) 
             })
             .unwrap_or_default()
     };
+    let page = || common::try_scrape(&metrics).unwrap_or_default();
     let in_chunks = common::wait_until(Duration::from_secs(60), || {
-        common::scrape(&metrics).contains("qbind_state_sync_phase{validator=\"4\"} 3\n")
+        page().contains("qbind_state_sync_phase{validator=\"4\"} 3\n")
+            || !matches!(nodes.0[0].try_wait(), Ok(None))
     });
+    let exited = nodes.0[0].try_wait();
     assert!(
-        in_chunks,
-        "{}\nstderr:\n{}",
-        common::scrape(&metrics),
+        in_chunks && matches!(exited, Ok(None)),
+        "not in the chunks phase (exit {exited:?}): {}\nstderr:\n{}",
+        page(),
         common::show_tail(&stderr)
     );
     let staging = entries();

@@ -14,8 +14,14 @@
 //! an execution section open for their whole life, so their CPU counts as
 //! execution except for the verification they do.
 //!
-//! Cost: two clock reads per section (a few hundred nanoseconds), against
-//! sections of tens of microseconds (an ML-DSA-44 verification is ~0.1 ms).
+//! Limits. The thread CPU clock is read by a system call (below a
+//! microsecond here) at every boundary, and that time lands in the section
+//! around it: negligible against a verification (~70 µs) or a block's
+//! execution, but store reads and small KEMTLS records are sections of a
+//! few microseconds, so the storage and network shares include part of
+//! the meter's own cost. A thread's time since its last boundary is not
+//! charged yet when the split is read; a rayon worker's spinning before it
+//! sleeps counts as execution.
 
 use std::cell::RefCell;
 use std::sync::OnceLock;
@@ -100,14 +106,17 @@ pub fn meter() -> &'static ThreadCpuMeter {
 
 /// Install the meter for this process and start the global rayon pool with
 /// an execution section open on each worker. Call once, before anything
-/// uses rayon; later calls (or a pool already built) change nothing.
-pub fn install() {
+/// uses rayon. Returns false if the meter or the pool was set up already
+/// (then the workers' time is not charged to execution but left out).
+#[must_use]
+pub fn install() -> bool {
     let m = meter();
-    qbind_core::cpu::install(m);
-    let _ = rayon::ThreadPoolBuilder::new()
+    let installed = qbind_core::cpu::install(m);
+    let pool = rayon::ThreadPoolBuilder::new()
         .thread_name(|i| format!("qbind-exec-{i}"))
         .start_handler(move |_| m.enter(Activity::Execution))
         .build_global();
+    installed && pool.is_ok()
 }
 
 /// `qbind_cpu_seconds_total{activity}` of `meter`, with `labels` added.

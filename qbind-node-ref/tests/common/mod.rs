@@ -334,19 +334,24 @@ pub fn serve_api<B: qbind_api::ApiBackend + 'static>(backend: B) -> String {
 
 /// `GET /metrics` at `url` (http://host:port/metrics): the whole response.
 pub fn scrape(url: &str) -> String {
+    try_scrape(url).expect("connect to /metrics")
+}
+
+/// As [`scrape`]; `None` if nothing listens (the process exited).
+pub fn try_scrape(url: &str) -> Option<String> {
     use std::io::{Read, Write};
     let addr = url
         .trim_start_matches("http://")
         .trim_end_matches("/metrics");
-    let mut s = std::net::TcpStream::connect(addr).expect("connect to /metrics");
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
     write!(
         s,
         "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
     )
-    .expect("send");
+    .ok()?;
     let mut page = String::new();
     let _ = s.read_to_string(&mut page);
-    page
+    Some(page)
 }

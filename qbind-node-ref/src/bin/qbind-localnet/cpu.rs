@@ -17,7 +17,7 @@ pub(crate) type Split = [f64; Activity::ALL.len()];
 /// Most bytes of a metrics page read.
 const MAX_PAGE: u64 = 4 << 20;
 /// How long one scrape may take.
-const SCRAPE_TIMEOUT: Duration = Duration::from_secs(3);
+const SCRAPE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The split on a `/metrics` page (`None` if the page has none of it).
 pub(crate) fn parse(page: &str) -> Option<Split> {

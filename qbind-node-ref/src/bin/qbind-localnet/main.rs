@@ -244,13 +244,12 @@ async fn run(args: Args) -> Result<bool, Failure> {
         let now = Instant::now();
         while events.first().is_some_and(|e| e.0 <= now) {
             let (_, v, kill) = events.remove(0);
-            let t = now.duration_since(start).as_secs_f64();
+            let mut t = now.duration_since(start).as_secs_f64();
             if kill {
-                lock(&tracker).validator_down(v);
                 // Its CPU split up to now (the process's counters die with it).
-                if let Some(validator) = net.validators.get_mut(v) {
-                    validator.refresh_split().await;
-                }
+                net.refresh_splits(Some(v)).await;
+                t = start.elapsed().as_secs_f64();
+                lock(&tracker).validator_down(v);
                 net.kill(v);
                 eprintln!("qbind-localnet: {t:.1} s: validator {v} killed (SIGKILL)");
                 kills.push(KillSummary {
@@ -304,9 +303,7 @@ async fn run(args: Args) -> Result<bool, Failure> {
             next_progress += Duration::from_secs(1);
             progress_ticks += 1;
             if progress_ticks.is_multiple_of(SPLIT_EVERY) {
-                for v in &mut net.validators {
-                    v.refresh_split().await;
-                }
+                net.refresh_splits(None).await;
             }
         }
         if events.is_empty() && stop.load(Ordering::Relaxed) {
@@ -511,9 +508,7 @@ async fn finish(
             ));
         }
     }
-    for v in &mut net.validators {
-        v.refresh_split().await;
-    }
+    net.refresh_splits(None).await;
     let split = net
         .validators
         .iter()

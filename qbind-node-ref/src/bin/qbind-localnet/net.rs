@@ -90,13 +90,6 @@ impl Validator {
         crate::cpu::add(self.split_before, self.split_last)
     }
 
-    /// Read the running process's CPU split (kept if it does not answer).
-    pub(crate) async fn refresh_split(&mut self) {
-        if let Some(s) = crate::cpu::scrape(self.metrics).await {
-            self.split_last = s;
-        }
-    }
-
     /// Whether its process is running (not exited).
     pub(crate) fn running(&mut self) -> bool {
         self.child
@@ -305,6 +298,25 @@ impl LocalNet {
         v.last = ProcSample::default();
         v.split_before = v.split();
         v.split_last = Split::default();
+    }
+
+    /// Read the CPU split of every running validator (or of `only`), all at
+    /// once; a validator that does not answer keeps its last split.
+    pub(crate) async fn refresh_splits(&mut self, only: Option<usize>) {
+        let mut reads = tokio::task::JoinSet::new();
+        for v in &self.validators {
+            if v.child.is_some() && only.is_none_or(|i| i == v.index) {
+                let (i, addr) = (v.index, v.metrics);
+                reads.spawn(async move { (i, crate::cpu::scrape(addr).await) });
+            }
+        }
+        while let Some(read) = reads.join_next().await {
+            if let Ok((i, Some(split))) = read
+                && let Some(v) = self.validators.get_mut(i)
+            {
+                v.split_last = split;
+            }
+        }
     }
 
     /// Restart validator `i` on its data directory.

@@ -343,7 +343,11 @@ fn run(mut args: Args) -> Result<ExitCode, Failure> {
         );
     }
     // The CPU split (`qbind_cpu_seconds_total`), before anything uses rayon.
-    qbind_node_ref::metrics::cpu::install();
+    if !qbind_node_ref::metrics::cpu::install() {
+        eprintln!(
+            "qbind-node: warning: the CPU split is incomplete (meter or worker pool set up before it)"
+        );
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
