@@ -1,4 +1,4 @@
-//! Account ids by public key, remembered. [`AccountId::from_public_key`]
+//! Account ids by public key, remembered. [`crate::types::AccountId::from_public_key`]
 //! hashes a 1,312-byte key (about 6 µs), and every decode of a transaction
 //! needs its sender's id: a validator decodes each transaction several
 //! times (admission, pool, proposal, execution), so in the README's run
@@ -13,12 +13,12 @@
 use std::sync::{Mutex, OnceLock, PoisonError};
 
 use crate::crypto::PublicKey;
-use crate::types::AccountId;
 
 /// Entries kept.
 pub(crate) const SLOTS: usize = 4096;
 
-type Slot = Mutex<Option<(PublicKey, AccountId)>>;
+/// A key and its account id's bytes.
+type Slot = Mutex<Option<(PublicKey, [u8; 32])>>;
 
 fn slots() -> &'static [Slot] {
     static SLOTS_: OnceLock<Vec<Slot>> = OnceLock::new();
@@ -34,8 +34,8 @@ fn slot_of(pk: &PublicKey) -> usize {
     (u64::from_le_bytes(first) % SLOTS as u64) as usize
 }
 
-/// `pk`'s account id: remembered, or `compute`d and remembered.
-pub(crate) fn account_of(pk: &PublicKey, compute: impl FnOnce() -> AccountId) -> AccountId {
+/// `pk`'s account id (its bytes): remembered, or `compute`d and remembered.
+pub(crate) fn account_of(pk: &PublicKey, compute: impl FnOnce() -> [u8; 32]) -> [u8; 32] {
     let slot = &slots()[slot_of(pk)];
     {
         let held = slot.lock().unwrap_or_else(PoisonError::into_inner);
@@ -54,12 +54,12 @@ pub(crate) fn account_of(pk: &PublicKey, compute: impl FnOnce() -> AccountId) ->
 mod tests {
     use super::*;
     use crate::crypto::KeyPair;
-    use crate::types::Hash32;
+    use crate::types::{AccountId, Hash32};
 
     #[test]
     fn remembered_ids_are_exact_and_colliding_keys_replace_each_other() {
         let a = KeyPair::from_seed(&[41; 32]).public_key().clone();
-        let id_a = AccountId(Hash32::digest(a.as_bytes()).0);
+        let id_a = Hash32::digest(a.as_bytes()).0;
         assert_eq!(account_of(&a, || id_a), id_a);
         // Remembered: the computation is not called again.
         assert_eq!(account_of(&a, || unreachable!("remembered")), id_a);
@@ -69,9 +69,13 @@ mod tests {
         bytes[100] ^= 1;
         let b = PublicKey::from_bytes(&bytes).expect("1312 bytes");
         assert_eq!(slot_of(&a), slot_of(&b));
-        let id_b = AccountId(Hash32::digest(b.as_bytes()).0);
+        let id_b = Hash32::digest(b.as_bytes()).0;
         assert_eq!(account_of(&b, || id_b), id_b);
-        assert_eq!(AccountId::from_public_key(&b), id_b);
-        assert_eq!(AccountId::from_public_key(&a), id_a, "a computed again");
+        assert_eq!(AccountId::from_public_key(&b), AccountId(id_b));
+        assert_eq!(
+            AccountId::from_public_key(&a),
+            AccountId(id_a),
+            "a computed again"
+        );
     }
 }

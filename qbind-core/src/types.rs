@@ -116,7 +116,9 @@ impl AccountId {
     /// keys: a validator decodes each transaction several times).
     #[must_use]
     pub fn from_public_key(pk: &crate::crypto::PublicKey) -> AccountId {
-        crate::sender_memo::account_of(pk, || AccountId(Hash32::digest(pk.as_bytes()).0))
+        AccountId(crate::sender_memo::account_of(pk, || {
+            Hash32::digest(pk.as_bytes()).0
+        }))
     }
 }
 
