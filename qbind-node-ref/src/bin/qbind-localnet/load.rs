@@ -60,6 +60,31 @@ pub(crate) struct Sent {
     pub(crate) inclusions: Vec<u64>,
 }
 
+impl Sent {
+    /// Transfer `hash` of `(sender, recipient, amount, fee)`, signed as
+    /// `tx`, submitted now.
+    fn new(
+        hash: Hash32,
+        (sender, recipient, amount, fee): (usize, usize, u128, u128),
+        tx: Option<Arc<Transaction>>,
+    ) -> Sent {
+        Sent {
+            hash,
+            sender,
+            recipient,
+            amount,
+            fee,
+            tx,
+            first_sent: Instant::now(),
+            via: None,
+            accepted: false,
+            maybe_accepted: false,
+            refused: None,
+            inclusions: Vec::new(),
+        }
+    }
+}
+
 /// Counters and samples shared by the generator, the follower and the
 /// progress line.
 #[derive(Default)]
@@ -361,20 +386,11 @@ impl Generator {
                 for (s, recipient, amount, tx, v) in signed {
                     let hash = Hash32::digest(&tx.to_bytes());
                     let i = t.sent.len();
-                    t.sent.push(Sent {
+                    t.sent.push(Sent::new(
                         hash,
-                        sender: s,
-                        recipient,
-                        amount,
-                        fee: u128::from(gas),
-                        tx: Some(Arc::new(tx)),
-                        first_sent: Instant::now(),
-                        via: None,
-                        accepted: false,
-                        maybe_accepted: false,
-                        refused: None,
-                        inclusions: Vec::new(),
-                    });
+                        (s, recipient, amount, u128::from(gas)),
+                        Some(Arc::new(tx)),
+                    ));
                     t.by_hash.insert(hash, i);
                     per_validator[v].push(i);
                 }
@@ -468,20 +484,7 @@ mod tests {
     use super::*;
 
     fn sent(sender: usize, hash: Hash32) -> Sent {
-        Sent {
-            hash,
-            sender,
-            recipient: 0,
-            amount: 1,
-            fee: 1,
-            tx: None,
-            first_sent: Instant::now(),
-            via: None,
-            accepted: false,
-            maybe_accepted: false,
-            refused: None,
-            inclusions: Vec::new(),
-        }
+        Sent::new(hash, (sender, 0, 1, 1), None)
     }
 
     fn due_retries(t: &Tracker) -> Vec<usize> {
