@@ -44,7 +44,9 @@ fn keystores_and_a_remote_signer_daemon_run_a_network() {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path();
     let base = 38_000 + (std::process::id() % 4_000) as u16 * 4;
-    let signer_port = base.wrapping_sub(2_000);
+    // The daemon's two ports below Linux's ephemeral range (32768-60999),
+    // where no outgoing connection of another process can hold them.
+    let signer_port = 20_000 + (std::process::id() % 3_000) as u16 * 4;
     let metrics_port = signer_port + 1;
 
     // Keys: validators 0..3 hold their consensus key; validator 3's is held
@@ -97,14 +99,20 @@ fn keystores_and_a_remote_signer_daemon_run_a_network() {
         .arg(&daemon_cfg_path)
         .env(PASS_VAR, PASS)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("start qbind-remote-signer");
+    let daemon_stderr = common::stderr_tail(&mut daemon, 40);
     let metrics_addr: SocketAddr = ([127, 0, 0, 1], metrics_port).into();
-    assert!(
-        wait_until(Duration::from_secs(30), || http_get(metrics_addr).is_some()),
-        "the remote signer daemon did not come up"
-    );
+    let up = wait_until(Duration::from_secs(30), || http_get(metrics_addr).is_some());
+    if !up {
+        let exited = daemon.try_wait();
+        let _ = daemon.kill();
+        panic!(
+            "the remote signer daemon did not come up (exit {exited:?}); its stderr ended:\n{}",
+            common::show_tail(&daemon_stderr)
+        );
+    }
 
     let roots = common::roots(VALIDATORS);
     let mut nodes = Reaper(Vec::new());
