@@ -81,7 +81,7 @@ impl MetaTx {
     /// Wrap `bytes` with `meta`.
     #[must_use]
     pub fn new(bytes: Vec<u8>, meta: TxMeta) -> Self {
-        let id = Hash32::digest(&bytes);
+        let id = Hash32::of_transaction(&bytes);
         MetaTx { bytes, meta, id }
     }
 }

@@ -39,6 +39,7 @@ pub mod engine;
 pub mod execution;
 pub mod fee_mempool;
 pub mod key_rotation;
+mod memo;
 pub mod mempool;
 pub mod monetary;
 pub mod mutants;
@@ -46,7 +47,6 @@ pub mod pool_drops;
 pub mod quorum;
 pub mod replica;
 pub mod schema;
-mod sender_memo;
 pub mod signing;
 #[cfg(feature = "sim")]
 pub mod sim;

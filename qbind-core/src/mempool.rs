@@ -58,7 +58,7 @@ impl FifoMempool {
                 max: self.max_tx_bytes,
             });
         }
-        let id = Hash32::digest(&tx);
+        let id = Hash32::of_transaction(&tx);
         // Duplicate first: a copy of a pending transaction is pending, not
         // refused for a full pool (which would record it as dropped).
         if self.ids.contains(&id) {
@@ -108,7 +108,7 @@ impl FifoMempool {
     pub fn remove_committed<'a>(&mut self, txs: impl IntoIterator<Item = &'a Vec<u8>>) {
         let mut gone = BTreeSet::new();
         for tx in txs {
-            let id = Hash32::digest(tx);
+            let id = Hash32::of_transaction(tx);
             if self.ids.remove(&id) {
                 gone.insert(id);
             }
@@ -196,7 +196,7 @@ impl TxPool {
         {
             pool.note_abandoned(m.sender, m.nonce);
         }
-        self.dropped(Hash32::digest(tx), reason);
+        self.dropped(Hash32::of_transaction(tx), reason);
     }
 
     fn dropped(&mut self, id: Hash32, reason: PoolDropReason) {
@@ -210,7 +210,7 @@ impl TxPool {
     /// refusal other than `duplicate` (the same bytes are pending) and any
     /// transaction evicted or replaced to make room are queued as drops.
     pub fn insert(&mut self, now: crate::types::Millis, tx: Vec<u8>) -> Result<(), &'static str> {
-        let id = Hash32::digest(&tx);
+        let id = Hash32::of_transaction(&tx);
         let sender = match &self.kind {
             PoolKind::Fee { meta, .. } => meta(&tx).map(|m| m.sender),
             PoolKind::Fifo(_) => None,
@@ -348,7 +348,9 @@ impl TxPool {
     pub fn remove_committed<'a>(&mut self, txs: impl IntoIterator<Item = &'a Vec<u8>>) {
         match &mut self.kind {
             PoolKind::Fifo(p) => p.remove_committed(txs),
-            PoolKind::Fee { pool, .. } => pool.remove(txs.into_iter().map(|t| Hash32::digest(t))),
+            PoolKind::Fee { pool, .. } => {
+                pool.remove(txs.into_iter().map(|t| Hash32::of_transaction(t)))
+            }
         }
     }
 
@@ -397,7 +399,7 @@ impl TxPool {
         };
         let mut senders = Vec::new();
         for tx in txs {
-            pool.remove([Hash32::digest(tx)]);
+            pool.remove([Hash32::of_transaction(tx)]);
             if let Some(m) = meta(tx) {
                 pool.note_settled(&m.sender, m.nonce);
                 senders.push(m.sender);

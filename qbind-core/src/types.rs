@@ -78,6 +78,14 @@ impl Hash32 {
         Hash32(Sha3_256::digest(bytes).into())
     }
 
+    /// The id of a transaction: SHA3-256 of its bytes, as [`Hash32::digest`],
+    /// remembered for recently seen transactions (a validator needs each
+    /// transaction's id about ten times between admission and receipts).
+    #[must_use]
+    pub fn of_transaction(bytes: &[u8]) -> Hash32 {
+        Hash32(crate::memo::transaction_id(bytes, || Self::digest(bytes).0))
+    }
+
     /// SHA3-256 over the concatenation of `parts`, without copying them.
     #[must_use]
     pub fn digest_parts(parts: &[&[u8]]) -> Hash32 {
@@ -116,7 +124,7 @@ impl AccountId {
     /// keys: a validator decodes each transaction several times).
     #[must_use]
     pub fn from_public_key(pk: &crate::crypto::PublicKey) -> AccountId {
-        AccountId(crate::sender_memo::account_of(pk, || {
+        AccountId(crate::memo::account_of(pk, || {
             Hash32::digest(pk.as_bytes()).0
         }))
     }

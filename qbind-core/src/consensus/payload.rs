@@ -374,7 +374,7 @@ impl HotStuff {
         let mut out = BTreeSet::new();
         self.walk_uncommitted(tip, |b| {
             if let Payload::Transactions(txs) = b.payload() {
-                out.extend(txs.iter().map(|tx| Hash32::digest(tx)));
+                out.extend(txs.iter().map(|tx| Hash32::of_transaction(tx)));
             }
         });
         out

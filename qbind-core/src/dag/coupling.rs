@@ -261,7 +261,7 @@ impl Availability {
             let history = &mut self.state.mutant_history;
             return Ok(out
                 .into_iter()
-                .filter(|tx| history.insert(Hash32::digest(tx)))
+                .filter(|tx| history.insert(Hash32::of_transaction(tx)))
                 .collect());
         }
         Ok(out)

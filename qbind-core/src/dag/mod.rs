@@ -163,7 +163,7 @@ pub fn block_transactions<'a>(txs: impl IntoIterator<Item = &'a Vec<u8>>) -> (Ve
     let mut out = Vec::new();
     let mut repeats = 0;
     for tx in txs {
-        if seen.insert(crate::types::Hash32::digest(tx)) {
+        if seen.insert(crate::types::Hash32::of_transaction(tx)) {
             out.push(tx.clone());
         } else {
             repeats += 1;

@@ -86,7 +86,7 @@ impl VerifiedSet {
     /// in the pool and the API).
     #[must_use]
     pub fn key(tx: &Transaction) -> Hash32 {
-        Hash32::digest(&tx.to_bytes())
+        Hash32::of_transaction(&tx.to_bytes())
     }
 
     /// Whether the transaction with hash `id` is known to verify.
@@ -155,7 +155,7 @@ impl VerifiedSet {
     pub fn verify_all(&self, raw: &[Vec<u8>]) {
         use crate::codec::Decode;
         for bytes in raw {
-            let id = Hash32::digest(bytes);
+            let id = Hash32::of_transaction(bytes);
             if self.contains(&id) {
                 continue;
             }

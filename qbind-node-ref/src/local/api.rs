@@ -241,7 +241,7 @@ impl<E: BlockExecutor> BlockExecutor for Recording<E> {
         let outcome = self.inner.execute(state, ctx, txs)?;
         let receipts = txs
             .iter()
-            .map(|tx| Hash32::digest(&tx.to_bytes()))
+            .map(|tx| Hash32::of_transaction(&tx.to_bytes()))
             .zip(outcome.receipts.iter().copied())
             .collect();
         self.index.stage(ctx.height, receipts);
@@ -355,7 +355,10 @@ impl NodeApi {
             }
         };
         let (delivered, _) = qbind_core::dag::block_transactions(&txs);
-        Ok(delivered.iter().map(|t| Hash32::digest(t)).collect())
+        Ok(delivered
+            .iter()
+            .map(|t| Hash32::of_transaction(t))
+            .collect())
     }
 }
 

@@ -334,7 +334,11 @@ impl<S: StateBackend + ?Sized, A: Application<S>> Application<S> for Persisting<
         let mut applied = self.inner.execute(store, block)?;
         // Each delivered transaction is hashed once, here: for the
         // positions, the records and the API's per-block hash list.
-        let delivered: Vec<Hash32> = block.txs.iter().map(|t| Hash32::digest(t)).collect();
+        let delivered: Vec<Hash32> = block
+            .txs
+            .iter()
+            .map(|t| Hash32::of_transaction(t))
+            .collect();
         let executed = with_positions(&delivered, &self.index.take_staged(block.height));
         write_height(
             store,
