@@ -163,12 +163,35 @@ impl Payload {
         }
     }
 
-    /// SHA3-256 of the canonical encoding.
+    /// The digest a block header binds (`payload_digest`). Inline
+    /// transactions: SHA3-256 of [`PAYLOAD_TXS_DOMAIN`], their count (u32 BE)
+    /// and each transaction's id ([`Hash32::of_transaction`]) in order — a
+    /// validator already has those ids (pool, verified set, receipts), so a
+    /// block's transactions are not hashed once more for its header.
+    /// Batch certificates: SHA3-256 of the canonical encoding.
     #[must_use]
     pub fn digest(&self) -> Hash32 {
-        Hash32::digest(&self.to_bytes())
+        match self {
+            Payload::Transactions(txs) => {
+                let mut bytes = Vec::with_capacity(PAYLOAD_TXS_DOMAIN.len() + 4 + 32 * txs.len());
+                bytes.extend_from_slice(PAYLOAD_TXS_DOMAIN);
+                // A decoded payload holds at most `max_txs_per_block`
+                // (20,000); a larger local list saturates (it could not be
+                // encoded anyway).
+                bytes
+                    .extend_from_slice(&u32::try_from(txs.len()).unwrap_or(u32::MAX).to_be_bytes());
+                for tx in txs {
+                    bytes.extend_from_slice(Hash32::of_transaction(tx).as_bytes());
+                }
+                Hash32::digest(&bytes)
+            }
+            Payload::Batches(_) => Hash32::digest(&self.to_bytes()),
+        }
     }
 }
+
+/// Domain of an inline payload's digest ([`Payload::digest`]).
+pub const PAYLOAD_TXS_DOMAIN: &[u8] = b"QBIND:PAYLOAD:TXS:v1";
 
 impl Encode for Payload {
     fn encode_to(&self, out: &mut Vec<u8>) {
@@ -290,12 +313,14 @@ impl BlockHeader {
 }
 
 /// A block: header, the QC it extends (`justify`) and the payload.
-/// The id is computed once at construction and is not encoded.
+/// The id is computed once at construction and is not encoded. The payload
+/// is shared between clones (a block is cloned into the tree, the store
+/// queue and messages; its transactions are not copied each time).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Block {
     header: BlockHeader,
     justify: QuorumCert,
-    payload: Payload,
+    payload: std::sync::Arc<Payload>,
     id: Hash32,
 }
 
@@ -318,7 +343,7 @@ impl Block {
         Block {
             header,
             justify,
-            payload,
+            payload: std::sync::Arc::new(payload),
             id,
         }
     }
@@ -346,7 +371,7 @@ impl Block {
         Block {
             justify: QuorumCert::genesis(id),
             header,
-            payload,
+            payload: std::sync::Arc::new(payload),
             id,
         }
     }
