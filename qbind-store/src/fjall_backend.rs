@@ -60,7 +60,16 @@ fn check_lengths(key: &[u8], value: Option<&[u8]>) -> Result<(), StorageError> {
 pub struct FjallConfig {
     /// Block cache size in bytes (fjall's default is 32 MiB).
     pub cache_size_bytes: u64,
-    /// Background flush/compaction threads.
+    /// Background flush/compaction threads. The default is 3, neither 1 nor
+    /// 2, because of how fjall 3.1 schedules them: with more than one
+    /// worker, worker 0 hands every compaction request back to the queue
+    /// and takes the next message, so while the other workers are busy it
+    /// spins on a request only they may take. With 2 workers that spin ran
+    /// for every compaction — 10 % of a validator's CPU samples in the
+    /// README's run against 1.7 % with 3 (docs/benchmarks.md "Storage
+    /// workers"); with 1 worker a flood of memtable-rotation requests can
+    /// fill the queue that the only worker then blocks on while sending
+    /// its own flush request.
     pub worker_threads: usize,
     /// Memtable size per keyspace before it is flushed to a table (fjall's
     /// default is 64 MiB; smaller bounds peak memory).
@@ -86,7 +95,7 @@ impl Default for FjallConfig {
     fn default() -> Self {
         FjallConfig {
             cache_size_bytes: 16 * 1024 * 1024,
-            worker_threads: 2,
+            worker_threads: 3,
             max_memtable_bytes: 8 * 1024 * 1024,
         }
     }
