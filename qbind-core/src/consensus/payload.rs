@@ -344,8 +344,16 @@ impl HotStuff {
                 let Payloads::Dag(a) = &mut self.payloads else {
                     return Ok(());
                 };
-                a.validate(block.epoch(), certs, &ordered)
-                    .map_err(ConsensusError::from)
+                a.validate(block.epoch(), certs, &ordered)?;
+                // Fetch what we lack of it now: execution, and so our vote
+                // on later blocks (§C3.7), waits for this data at commit.
+                let batches = certs
+                    .iter()
+                    .map(|c| (c.batch, c.signers.iter().collect()))
+                    .collect();
+                let proposer = block.header().proposer;
+                self.dag(DagInput::Proposed { proposer, batches });
+                Ok(())
             }
             _ => {
                 if let Payloads::Dag(a) = &mut self.payloads {

@@ -111,6 +111,7 @@ impl Availability {
                 }
                 self.maybe_make_batch();
             }
+            DagInput::Proposed { proposer, batches } => self.on_proposed(proposer, batches),
             DagInput::Committed(blocks) => {
                 let mut advanced = BTreeSet::new();
                 for b in blocks {
@@ -329,6 +330,10 @@ impl Availability {
             self.drain_delivery();
             return Ok(());
         }
+        if from != r.author && known {
+            // A second signer's answer to a fetch the first one served.
+            return Ok(());
+        }
         if from != r.author {
             let asked = self.state.fetches.values().any(|f| f.from.contains(&from));
             if asked {
@@ -541,7 +546,7 @@ impl Availability {
         }
         self.check_batch_cert(&cert)?;
         if !self.state.data.contains_key(&r.digest) {
-            // Prefetch now rather than at commit time.
+            // Prefetch now rather than at commit time (`fetch.rs`).
             let signers: Vec<ValidatorId> = cert.signers.iter().collect();
             self.fetch_batch(&r, signers, from, Some(from));
         }

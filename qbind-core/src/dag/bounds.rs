@@ -29,8 +29,21 @@ pub const MAX_PENDING_BYTES_PER_AUTHOR: usize = 16 * 1024 * 1024;
 /// missing batch).
 pub const MAX_PREFETCHES: usize = 256;
 
-/// Most outstanding prefetches started by certificates from one peer.
+/// Most outstanding prefetches started by one peer's certificates or
+/// proposals.
 pub const MAX_PREFETCHES_PER_PEER: usize = 32;
+
+/// Signers of a certificate asked at once for its batch's data, and again
+/// at each retry (the next ones in turn). Two: a single signer that never
+/// answers (withholding, or Byzantine) no longer costs a retry per fetch,
+/// and the requests in flight stay within `BATCH_FETCH_FANOUT ×
+/// (MAX_PREFETCHES + 1)` per `fetch_retry_ms`, each answered by at most
+/// one batch.
+pub const BATCH_FETCH_FANOUT: usize = 2;
+
+/// A fetch is dropped once every signer of its certificate was asked this
+/// many times (a fetch a committed block waits for is then issued again).
+pub const MAX_FETCH_ROUNDS: usize = 3;
 
 /// Most batches of our own awaiting acknowledgements (the oldest is given
 /// up beyond it; its acks stop being collected). Each holds at most one ack

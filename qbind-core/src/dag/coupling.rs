@@ -4,13 +4,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::bounds::{MAX_PREFETCHES, MAX_PREFETCHES_PER_PEER};
-use super::state::BatchFetch;
 use super::{
-    Availability, BatchCertificate, BatchRef, CommittedBlock, DagEffect, DagError, DagMsg,
-    SignedBatch, Slot, slot_of,
+    Availability, BatchCertificate, BatchRef, CommittedBlock, DagEffect, DagError, SignedBatch,
+    Slot, slot_of,
 };
-use crate::types::{Epoch, Hash32, Height, ValidatorId};
+use crate::types::{Epoch, Height, ValidatorId};
 
 impl Availability {
     /// A leader's payload for a block of `epoch`: certified, uncommitted
@@ -261,7 +259,7 @@ impl Availability {
             let history = &mut self.state.mutant_history;
             return Ok(out
                 .into_iter()
-                .filter(|tx| history.insert(Hash32::of_transaction(tx)))
+                .filter(|tx| history.insert(crate::types::Hash32::of_transaction(tx)))
                 .collect());
         }
         Ok(out)
@@ -293,111 +291,5 @@ impl Availability {
             }
         }
         self.prune_delivered();
-    }
-
-    // ------------------------------------------------------------ fetching
-
-    /// Someone asks for batch data.
-    pub(super) fn on_batch_fetch(&mut self, from: ValidatorId, digest: Hash32) {
-        if from == self.me {
-            return;
-        }
-        if let Some(sb) = self.state.data.get(&digest).cloned() {
-            self.emit(DagEffect::Send {
-                to: from,
-                msg: DagMsg::Batch(sb),
-            });
-        }
-    }
-
-    /// Ask `from` (the certificate's signers, in turn; `hint` if none is
-    /// another validator) for the data of `r`. A prefetch (`prefetch_for`:
-    /// the peer whose certificate asked for it) is skipped when the global
-    /// or that peer's quota of prefetches is used up ([`MAX_PREFETCHES`],
-    /// [`MAX_PREFETCHES_PER_PEER`]); the data is then fetched when a
-    /// committed block needs it.
-    pub(super) fn fetch_batch(
-        &mut self,
-        r: &BatchRef,
-        from: Vec<ValidatorId>,
-        hint: ValidatorId,
-        prefetch_for: Option<ValidatorId>,
-    ) {
-        let digest = r.digest;
-        if self.state.fetches.contains_key(&digest) || self.state.data.contains_key(&digest) {
-            return;
-        }
-        if let Some(peer) = prefetch_for {
-            let mut total = 0;
-            let mut theirs = 0;
-            for f in self.state.fetches.values() {
-                if let Some(p) = f.prefetch_for {
-                    total += 1;
-                    theirs += usize::from(p == peer);
-                }
-            }
-            if total >= MAX_PREFETCHES || theirs >= MAX_PREFETCHES_PER_PEER {
-                return;
-            }
-        }
-        let mut from: Vec<ValidatorId> = from.into_iter().filter(|v| *v != self.me).collect();
-        if from.is_empty() && hint != self.me {
-            from.push(hint);
-        }
-        let Some(first) = from.first().copied() else {
-            return;
-        };
-        self.state.fetches.insert(
-            digest,
-            BatchFetch {
-                slot: slot_of(r),
-                from,
-                attempts: 0,
-                last_sent: self.now,
-                prefetch_for,
-            },
-        );
-        self.emit(DagEffect::Send {
-            to: first,
-            msg: DagMsg::BatchFetch(digest),
-        });
-        let at = self.now.plus(self.cfg.fetch_retry_ms);
-        self.emit(DagEffect::SetTimer(at));
-    }
-
-    /// Retry fetches with the next signer; after `MAX_FETCH_ROUNDS` passes
-    /// over the signers a fetch is dropped, and re-issued only while a
-    /// committed block still waits for that data.
-    pub(super) fn retry_batch_fetches(&mut self) {
-        const MAX_FETCH_ROUNDS: usize = 3;
-        let retry = self.cfg.fetch_retry_ms;
-        self.state
-            .fetches
-            .retain(|_, f| (f.attempts as usize) < MAX_FETCH_ROUNDS * f.from.len().max(1));
-        self.drain_delivery();
-        let now = self.now;
-        let due: Vec<Hash32> = self
-            .state
-            .fetches
-            .iter()
-            .filter(|(_, f)| now.since(f.last_sent) >= retry)
-            .map(|(d, _)| *d)
-            .collect();
-        for digest in due {
-            let Some(f) = self.state.fetches.get_mut(&digest) else {
-                continue;
-            };
-            f.attempts += 1;
-            f.last_sent = now;
-            let to = f.from[(f.attempts as usize) % f.from.len().max(1)];
-            self.emit(DagEffect::Send {
-                to,
-                msg: DagMsg::BatchFetch(digest),
-            });
-        }
-        if !self.state.fetches.is_empty() {
-            let at = self.now.plus(retry);
-            self.emit(DagEffect::SetTimer(at));
-        }
     }
 }

@@ -91,6 +91,16 @@ pub enum DagInput {
     /// Blocks were committed, oldest first: their batches are ordered and
     /// their transactions are delivered once the data is here.
     Committed(Vec<CommittedBlock>),
+    /// A proposal whose payload passed [`super::Availability::validate`]
+    /// orders these batches (each with its certificate's signers): the data
+    /// this validator lacks is fetched now, as prefetches of `proposer`,
+    /// rather than when the block commits.
+    Proposed {
+        /// The block's proposer (its prefetch quota is charged).
+        proposer: ValidatorId,
+        /// The batches and their certificates' signers.
+        batches: Vec<(BatchRef, Vec<ValidatorId>)>,
+    },
 }
 
 /// Effects the caller carries out, in order.

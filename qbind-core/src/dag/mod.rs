@@ -19,9 +19,11 @@
 //! 4. Leaders propose only certified batches, in canonical order, with the
 //!    `batch_commitment` in the block header; validators verify every
 //!    certificate (and the commitment) before voting.
-//! 5. On commit, transactions are taken from the committed batches in order,
-//!    each at most once; missing batch data is fetched from the
-//!    certificate's signers and checked against the digest.
+//! 5. Batch data a validator missed is fetched from the certificate's
+//!    signers, two at a time, as soon as it sees the certificate (from its
+//!    author or in a proposal) and checked against the digest
+//!    (`fetch.rs`). On commit, transactions are taken from the committed
+//!    batches in order, each at most once.
 //!
 //! Two different batches by one author for one slot are equivocation: both
 //! signed batches are kept as evidence.
@@ -29,6 +31,7 @@
 mod availability;
 mod bounds;
 mod coupling;
+mod fetch;
 mod io;
 mod messages;
 mod prune;
@@ -36,8 +39,8 @@ mod state;
 
 pub use availability::{Availability, AvailabilityParams};
 pub use bounds::{
-    Footprint, MAX_OWN_AWAITING_ACKS, MAX_PENDING_BYTES_PER_AUTHOR, MAX_PREFETCHES,
-    MAX_PREFETCHES_PER_PEER,
+    BATCH_FETCH_FANOUT, Footprint, MAX_FETCH_ROUNDS, MAX_OWN_AWAITING_ACKS,
+    MAX_PENDING_BYTES_PER_AUTHOR, MAX_PREFETCHES, MAX_PREFETCHES_PER_PEER,
 };
 pub use io::{CommittedBlock, DagEffect, DagError, DagInput, DagMsg, DagSignJob, DagSignPurpose};
 pub use messages::*;

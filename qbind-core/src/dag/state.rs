@@ -13,13 +13,15 @@ pub(super) struct BatchFetch {
     /// The slot of the batch being fetched (its epoch decides when the
     /// fetch is dropped).
     pub(super) slot: Slot,
-    /// Whom to ask, in turn.
+    /// Whom to ask, in turn (distinct, never us).
     pub(super) from: Vec<ValidatorId>,
-    /// Requests sent after the first.
-    pub(super) attempts: u32,
+    /// Where in `from` the next request goes.
+    pub(super) next: usize,
+    /// Requests sent.
+    pub(super) sent: u32,
     /// When the last request left.
     pub(super) last_sent: Millis,
-    /// The peer whose certificate started a prefetch (counted against its
+    /// The peer whose certificate or proposal started a prefetch (counted against its
     /// per-peer quota); `None` for a fetch a committed block waits for.
     pub(super) prefetch_for: Option<ValidatorId>,
 }
