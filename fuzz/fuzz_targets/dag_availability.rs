@@ -123,12 +123,27 @@ fuzz_target!(|input: &[u8]| {
                 }])
             }
             4 => {
-                epoch = Epoch(
-                    epoch
-                        .0
-                        .saturating_add(u64::from(byte(&mut data).unwrap_or(1) % 3)),
-                );
-                DagInput::Tick
+                let b = byte(&mut data).unwrap_or(1);
+                if b & 0x80 == 0 {
+                    epoch = Epoch(epoch.0.saturating_add(u64::from(b % 3)));
+                    DagInput::Tick
+                } else {
+                    // A validated proposal ordering references seen, each
+                    // with the signers of a bitmap byte (prefetched now).
+                    let bits = byte(&mut data).unwrap_or(0xff);
+                    let signers: Vec<ValidatorId> = (0..4)
+                        .filter(|i| bits >> i & 1 == 1)
+                        .map(ValidatorId)
+                        .collect();
+                    DagInput::Proposed {
+                        proposer: ValidatorId(u32::from(b % 4)),
+                        batches: seen
+                            .iter()
+                            .take(usize::from(b & 0x3f))
+                            .map(|r| (r.clone(), signers.clone()))
+                            .collect(),
+                    }
+                }
             }
             5 => match jobs.pop() {
                 Some((purpose, message)) => DagInput::Signed {
