@@ -65,7 +65,18 @@ fn golden_batch() {
         )
     );
     assert_eq!(Batch::from_bytes(&bytes), Ok(batch()));
-    assert_eq!(batch().digest().to_string(), sha3(&bytes));
+    // The digest is over the transactions' ids, not the encoding: pinned,
+    // and recomputed from its definition (docs/wire-format.md §4.16).
+    let mut preimage = b"QBIND:BATCH:v1".to_vec();
+    preimage.extend_from_slice(&bytes[..24]); // epoch, author, round, count
+    preimage.extend_from_slice(Hash32::digest(b"tx-a").as_bytes());
+    preimage.extend_from_slice(Hash32::digest(b"tx-bc").as_bytes());
+    assert_eq!(batch().digest().to_string(), sha3(&preimage));
+    assert_eq!(
+        batch().digest().to_string(),
+        "a50ece8ff368ad1e6bf9db8265499505a2c73bbdcdabd185b31363b5cb509cb6"
+    );
+    assert_ne!(batch().digest().to_string(), sha3(&bytes));
 }
 
 #[test]

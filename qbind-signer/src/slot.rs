@@ -173,7 +173,11 @@ pub fn decode_slot(request: &SignRequest, ours: ValidatorId) -> Result<SignedSlo
             check_no_view(kind, request.view)?;
             let batch = Batch::from_bytes_with(&request.digest_preimage, &limits)
                 .map_err(|e| undecodable(kind, e))?;
-            check_digest(kind, &request.digest_preimage, &request.message)?;
+            // A batch's digest is over its transactions' ids (wire format
+            // §4.15), not the SHA3-256 of its encoding.
+            if batch.digest().0.as_slice() != request.message {
+                return Err(SlotError::PreimageMismatch { kind });
+            }
             if batch.author != ours {
                 return Err(SlotError::WrongAuthor {
                     author: batch.author.0,

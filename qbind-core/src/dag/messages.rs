@@ -8,6 +8,9 @@ use crate::crypto::{ML_DSA_44_SIGNATURE_BYTES, Signature};
 use crate::quorum::SignerBitmap;
 use crate::types::{Epoch, Hash32, ValidatorId};
 
+/// Domain of a batch's digest ([`Batch::digest`]).
+pub const BATCH_DOMAIN: &[u8] = b"QBIND:BATCH:v1";
+
 /// A batch of transactions made by one validator for one of its slots.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Batch {
@@ -22,10 +25,30 @@ pub struct Batch {
 }
 
 impl Batch {
-    /// SHA3-256 of the batch's canonical encoding.
+    /// The batch's digest (what its author signs and its certificate
+    /// names): SHA3-256 of [`BATCH_DOMAIN`], epoch (u64 BE), author (u32
+    /// BE), round (u64 BE), the transaction count (u32 BE) and each
+    /// transaction's id ([`Hash32::of_transaction`]) in order. A validator
+    /// holds those ids already (pool, verified set), so the batch's
+    /// transactions are not hashed again each time the digest is needed.
     #[must_use]
     pub fn digest(&self) -> Hash32 {
-        Hash32::digest(&self.to_bytes())
+        let mut bytes = Vec::with_capacity(BATCH_DOMAIN.len() + 24 + 32 * self.txs.len());
+        bytes.extend_from_slice(BATCH_DOMAIN);
+        self.epoch.encode_to(&mut bytes);
+        self.author.encode_to(&mut bytes);
+        self.round.encode_to(&mut bytes);
+        // A decoded batch holds at most `max_txs_per_block`; a larger local
+        // list saturates (it could not be encoded anyway).
+        bytes.extend_from_slice(
+            &u32::try_from(self.txs.len())
+                .unwrap_or(u32::MAX)
+                .to_be_bytes(),
+        );
+        for tx in &self.txs {
+            bytes.extend_from_slice(Hash32::of_transaction(tx).as_bytes());
+        }
+        Hash32::digest(&bytes)
     }
 
     /// The reference naming this batch (its slot and digest).

@@ -345,11 +345,13 @@ pub struct SignRequest {
     pub view: Option<View>,
     /// The object's canonical bytes (without tag or chain ID).
     pub message: Vec<u8>,
-    /// When `message` is a digest, the bytes it is the SHA3-256 of, so that
-    /// a signer can decode what it signs instead of trusting `view`: a
-    /// proposal's canonical [`BlockHeader`](crate::consensus::BlockHeader)
-    /// (its id is `message`), a batch's canonical encoding (its digest is
-    /// `message`). Empty for every other kind. Not signed.
+    /// When `message` is a digest, the canonical bytes of the object it is
+    /// the digest of, so that a signer can decode what it signs instead of
+    /// trusting `view`: a proposal's canonical
+    /// [`BlockHeader`](crate::consensus::BlockHeader) (its id, the SHA3-256
+    /// of these bytes, is `message`), a batch's canonical encoding (its
+    /// [`Batch::digest`](crate::dag::Batch::digest) is `message`). Empty for
+    /// every other kind. Not signed.
     pub digest_preimage: Vec<u8>,
 }
 
