@@ -180,7 +180,9 @@ fn sigterm(child: &Child) {
 #[test]
 fn a_full_node_joins_follows_serves_reads_and_refuses_submissions() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let base_port = 42_000 + (std::process::id() % 1_000) as u16 * 20;
+    // Ten ports from the pid, in this binary's range (5,000–9,999), below the
+    // ephemeral ports (see multi_process.rs); the other test takes the next ten.
+    let base_port = 5_000 + (std::process::id() % 250) as u16 * 20;
     let net = dir.path().join("net");
     generate(&net, base_port);
     let data = dir.path().join("data");
@@ -505,7 +507,7 @@ fn a_full_node_joins_follows_serves_reads_and_refuses_submissions() {
 fn a_full_node_joins_by_state_sync_past_the_pruning_horizon() {
     let dir = tempfile::tempdir().expect("tempdir");
     // Ports +10..+14 of this process's range (the other test uses +0..+8).
-    let base_port = 42_000 + (std::process::id() % 1_000) as u16 * 20 + 10;
+    let base_port = 5_000 + (std::process::id() % 250) as u16 * 20 + 10;
     let net = dir.path().join("net");
     generate(&net, base_port);
     let data = dir.path().join("data");

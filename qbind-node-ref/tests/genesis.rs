@@ -96,7 +96,9 @@ const TARGET: u64 = 8;
 #[test]
 fn generated_genesis_init_run_and_refusals() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let base_port = 42_000 + (std::process::id() % 2_000) as u16 * 8;
+    // Eight ports from the pid, in this binary's range (3,000–4,999), below
+    // the ephemeral ports (see multi_process.rs).
+    let base_port = 3_000 + (std::process::id() % 250) as u16 * 8;
     let net = dir.path().join("net");
     // TestNet Beta: DAG payloads, monetary Shadow (diversity Warn below:
     // all four share 127.0.0.1, and Enforce admits two peers per /24).

@@ -28,8 +28,9 @@ fn run_localnet(
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     // Twelve ports (P2P, API and metrics of four validators) derived from
-    // the pid.
-    let base_port = 38_000 + (std::process::id() % 500) as u16 * 48 + port_slot * 12;
+    // the pid, in this binary's range (10,000–19,599), below the ephemeral
+    // ports (see multi_process.rs).
+    let base_port = 10_000 + (std::process::id() % 200) as u16 * 48 + port_slot * 12;
     let mut child = Command::new(env!("CARGO_BIN_EXE_qbind-localnet"))
         .args(args)
         .args(["--output", "json"])
@@ -265,7 +266,7 @@ fn validators_stop_when_localnet_is_killed() {
     let _turn = RUNS
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let base_port = 38_000 + (std::process::id() % 500) as u16 * 48 + 3 * 12;
+    let base_port = 10_000 + (std::process::id() % 200) as u16 * 48 + 3 * 12;
     let mut child = Command::new(env!("CARGO_BIN_EXE_qbind-localnet"))
         .args(["--validators", "4", "--duration", "60s", "--rate", "10"])
         .args(["--accounts", "16", "--base-port", &base_port.to_string()])

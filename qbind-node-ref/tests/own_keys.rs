@@ -43,10 +43,12 @@ fn counter(text: &str, name: &str) -> u64 {
 fn keystores_and_a_remote_signer_daemon_run_a_network() {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path();
-    let base = 38_000 + (std::process::id() % 4_000) as u16 * 4;
-    // The daemon's two ports below Linux's ephemeral range (32768-60999),
-    // where no outgoing connection of another process can hold them.
-    let signer_port = 20_000 + (std::process::id() % 3_000) as u16 * 4;
+    // Eight ports from the pid, in this binary's range (20,000–31,999): the
+    // validators' four, the daemon's two and a node's metrics, all below
+    // Linux's ephemeral range (32768-60999), where no outgoing connection of
+    // another process can hold them (see multi_process.rs).
+    let base = 20_000 + (std::process::id() % 1_500) as u16 * 8;
+    let signer_port = base + 4;
     let metrics_port = signer_port + 1;
 
     // Keys: validators 0..3 hold their consensus key; validator 3's is held

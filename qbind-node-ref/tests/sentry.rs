@@ -46,7 +46,9 @@ fn sample(page: &str, prefix: &str) -> u64 {
 #[test]
 fn a_validator_behind_a_sentry_votes_and_proposes_through_it() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let base_port = 42_000 + (std::process::id() % 2_000) as u16 * 8;
+    // Seven ports from the pid, in this binary's range (1,024–1,983), below
+    // the ephemeral ports (see multi_process.rs).
+    let base_port = 1_024 + (std::process::id() % 120) as u16 * 8;
     let net = dir.path().join("net");
     generate(&net, base_port);
     let data = dir.path().join("data");
