@@ -44,9 +44,9 @@ const MAX_GAP_MS: u64 = 1_600;
 /// waited is never sent; 0.94–1.04 when votes do not wait at all.
 const RING_MIN_SHARE: f64 = 0.8;
 
-/// Signed transfers every 4 ms in DAG mode, every validator executing; one
-/// tick per timer instant, as the engine (with one tick per timer set, a
-/// run with loss takes millions of events).
+/// Signed transfers every 4 ms in DAG mode, every validator executing (one
+/// tick per timer instant, the simulator's default: with one tick per timer
+/// request, a run with loss takes millions of events).
 fn executing_dag(seed: u64) -> Scenario {
     Scenario::new(4)
         .seed(seed)
@@ -55,7 +55,6 @@ fn executing_dag(seed: u64) -> Scenario {
         .dag()
         .min_commits(BLOCKS)
         .max_time(MAX_TIME)
-        .coalesce_timers()
 }
 
 /// Batch traffic from `from` to `to` late by `delay` ms, or lost, for the
