@@ -57,9 +57,9 @@ const SINGLE_FAULT_MAX_WAITS: u64 = 5;
 /// 0.40–0.57 (20 seeds); 0.15–0.30 before the fetch changes.
 const RING_LOSSY_MIN_SHARE: f64 = 0.35;
 
-/// Signed transfers every 4 ms in DAG mode, every validator executing; one
-/// tick per timer instant, as the engine (with one tick per timer set, a
-/// run with loss takes millions of events).
+/// Signed transfers every 4 ms in DAG mode, every validator executing (one
+/// tick per timer instant, the simulator's default: with one tick per timer
+/// request, a run with loss takes millions of events).
 fn executing_dag(seed: u64) -> Scenario {
     Scenario::new(4)
         .seed(seed)
@@ -68,7 +68,6 @@ fn executing_dag(seed: u64) -> Scenario {
         .dag()
         .min_commits(BLOCKS)
         .max_time(MAX_TIME)
-        .coalesce_timers()
 }
 
 /// Batch traffic from `from` to `to` late by `delay` ms, or lost, for the

@@ -396,14 +396,20 @@ impl HotStuff {
         self.try_propose();
     }
 
+    /// One tick serves every deadline due by now: the engine keeps a set of
+    /// deadlines and wakes once per instant, however many of them name it.
+    /// So the view timer expiring does not skip the re-broadcast or the
+    /// deferred proposal due at the same instant: each is guarded by its
+    /// own condition, and the re-broadcast arms its next timer only when it
+    /// runs (skipping it once ended the re-broadcasts for the view).
     fn on_tick(&mut self) {
         if self.pace.expired(self.now) {
             self.local_timeout();
-        } else {
-            self.rebroadcast_proposal();
-            // A proposal deferred to this tick (see `try_propose`).
-            self.try_propose();
         }
+        self.rebroadcast_proposal();
+        // A proposal deferred to this tick (see `try_propose`) or held back
+        // while idle (`idle_hold`).
+        self.try_propose();
         self.retry_fetches();
         self.pump_ranges();
         self.payload_tick();
@@ -762,5 +768,108 @@ impl HotStuff {
             purpose: SignPurpose::Vote { data, to },
         }));
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::KeyPair;
+    use crate::signing::sign_domain;
+    use crate::types::NetworkEnvironment;
+    use crate::validator::ValidatorSet;
+
+    const ENV: NetworkEnvironment = NetworkEnvironment::Devnet;
+
+    /// The leader of view 1 of four validators, started at 0 with its
+    /// proposal signed and sent; and the view timeout.
+    fn leader_that_proposed() -> (HotStuff, u64) {
+        let keys: Vec<KeyPair> = (0..4u8)
+            .map(|i| KeyPair::from_seed(&[i + 10; 32]))
+            .collect();
+        let set = ValidatorSet::new(keys.iter().map(|k| (k.public_key().clone(), 1)).collect())
+            .expect("set");
+        let schedule = Arc::new(EpochSchedule::fixed(set));
+        let cfg = ConsensusConfig::new(ENV);
+        let timeout = cfg.base_timeout_ms;
+        let probe = HotStuff::new(
+            cfg.clone(),
+            ValidatorId(0),
+            schedule.clone(),
+            None,
+            Vec::new(),
+            Vec::new(),
+        );
+        let leader = probe.leader(Epoch(0), View(1));
+        let mut hs = HotStuff::new(cfg, leader, schedule, None, Vec::new(), Vec::new());
+        let job = hs
+            .handle(Millis(0), Input::Start)
+            .into_iter()
+            .find_map(|e| match e {
+                Effect::Sign(job) => Some(job),
+                _ => None,
+            })
+            .expect("the leader of view 1 proposes at start");
+        let key = &keys[leader.0 as usize];
+        let signature = sign_domain(key, ENV, job.request.kind, &job.request.message);
+        let _ = hs.handle(Millis(0), Input::Signed { job, signature });
+        (hs, timeout)
+    }
+
+    /// What a tick did, in short: proposals broadcast, timeouts to sign.
+    fn tick(hs: &mut HotStuff, at: u64) -> (usize, usize, Vec<u64>) {
+        let effects = hs.handle(Millis(at), Input::Tick);
+        let proposals = effects
+            .iter()
+            .filter(|e| matches!(e, Effect::Broadcast(ConsensusMsg::Proposal(_))))
+            .count();
+        let timeouts = effects
+            .iter()
+            .filter(|e| {
+                matches!(e, Effect::Sign(job) if matches!(job.purpose, SignPurpose::Timeout { .. }))
+            })
+            .count();
+        let timers = effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::SetTimer(t) => Some(t.0),
+                _ => None,
+            })
+            .collect();
+        (proposals, timeouts, timers)
+    }
+
+    /// The engine wakes once per instant, however many deadlines name it: a
+    /// tick where the view timer and the proposal's re-broadcast are both
+    /// due must do both, or the re-broadcasts (each armed by the previous
+    /// one) stop for good (docs/simulation.md "Timers").
+    #[test]
+    fn a_tick_at_the_view_deadline_still_rebroadcasts_the_proposal() {
+        let (mut hs, timeout) = leader_that_proposed();
+        let interval = hs.pace.rebroadcast_interval();
+        assert_eq!(
+            timeout % interval,
+            0,
+            "the deadline is a re-broadcast instant"
+        );
+        let mut at = interval;
+        while at < timeout {
+            let (proposals, timeouts, timers) = tick(&mut hs, at);
+            assert_eq!((proposals, timeouts), (1, 0), "at {at} ms");
+            assert_eq!(timers, vec![at + interval], "at {at} ms");
+            at += interval;
+        }
+        let (proposals, timeouts, timers) = tick(&mut hs, timeout);
+        assert_eq!(
+            (proposals, timeouts),
+            (1, 1),
+            "at the deadline ({timeout} ms, timers set {timers:?}): a timeout and a re-broadcast"
+        );
+        assert!(timers.contains(&(timeout + interval)), "{timers:?}");
+        let (proposals, _, _) = tick(&mut hs, timeout + interval);
+        assert_eq!(
+            proposals, 1,
+            "the re-broadcasts go on after the view timed out"
+        );
     }
 }

@@ -85,8 +85,8 @@ struct SimNode {
     /// Crash right after the next vote or timeout has left.
     crash_after_send: bool,
     incarnation: u64,
-    /// Instants a tick is scheduled for in this incarnation, with
-    /// [`Scenario::coalesce_timers`].
+    /// Instants a tick is scheduled for in this incarnation (unless
+    /// [`Scenario::timer_per_request`]).
     timers: BTreeSet<u64>,
     commits: Vec<CommitRecord>,
     executions: Vec<crate::sim::ExecRecord>,
