@@ -149,16 +149,26 @@ fn bad_votes_are_rejected_with_typed_errors_and_counted() {
         "{e:?}"
     );
 
-    // Votes for view 2 belong to the leader of view 3.
+    // Votes for view 0 belong to the leader of view 1: a view already
+    // past, refused.
     let e = rejections(&deliver(
         &mut hs,
         0,
-        ConsensusMsg::Vote(vote(&keys, 0, 2, block, ENV)),
+        ConsensusMsg::Vote(vote(&keys, 0, 0, block, ENV)),
     ));
     assert!(
         matches!(e[..], [ConsensusError::NotNextLeader { .. }]),
         "{e:?}"
     );
+    // Votes for view 2 belong to the leader of view 3, by this validator's
+    // committed chain; one of its current view or later may have overtaken
+    // the QC that changes that chain, so it is held, not refused (§C10.4).
+    let e = rejections(&deliver(
+        &mut hs,
+        0,
+        ConsensusMsg::Vote(vote(&keys, 0, 2, block, ENV)),
+    ));
+    assert!(e.is_empty(), "{e:?}");
 
     // Far-future views are refused before any state is kept. Votes for view
     // 4001 go to the leader of view 4002, which is validator 2 again.

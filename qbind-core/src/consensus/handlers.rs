@@ -293,13 +293,24 @@ impl HotStuff {
     }
 
     /// Consensus §C4.5, §C5.4 (docs/consensus.md).
-    pub(crate) fn on_vote(&mut self, _from: ValidatorId, vote: Vote) -> Result<(), ConsensusError> {
+    pub(crate) fn on_vote(&mut self, from: ValidatorId, vote: Vote) -> Result<(), ConsensusError> {
         let data = vote.data;
         self.check_epoch_window("vote", data.epoch)?;
         if self.leader(data.epoch, data.view.next()) != self.me {
+            // It may have overtaken the QC this validator needs to lead the
+            // next view (§C10.4): held, not refused (`early_votes.rs`).
+            if self.check_not_too_far("vote", data.view).is_ok() && self.hold_vote(from, vote) {
+                return Ok(());
+            }
             return Err(ConsensusError::NotNextLeader { view: data.view });
         }
         self.check_not_too_far("vote", data.view)?;
+        self.accept_vote(vote)
+    }
+
+    /// A held vote whose view this validator now leads next (`early_votes.rs`).
+    pub(crate) fn accept_held_vote(&mut self, vote: Vote) -> Result<(), ConsensusError> {
+        self.check_epoch_window("vote", vote.data.epoch)?;
         self.accept_vote(vote)
     }
 

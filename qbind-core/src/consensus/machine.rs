@@ -89,6 +89,9 @@ pub struct HotStuff {
     pub(crate) leaders: LeaderSchedule,
     /// What non-members may still ask to be served.
     pub(crate) serve_budget: super::serve_budget::ServeBudget,
+    /// Votes that reached this validator before the QC it needs to lead
+    /// their next view (§C10.4, `early_votes.rs`).
+    pub(crate) held_votes: super::early_votes::HeldVotes,
 }
 
 /// The highest view any message or certificate may name. No honest network
@@ -169,6 +172,7 @@ impl HotStuff {
             awaiting_execution: None,
             leaders,
             serve_budget: super::serve_budget::ServeBudget::default(),
+            held_votes: super::early_votes::HeldVotes::default(),
         };
         hs.epoch = hs.epoch_after_root();
         hs.update_gauges();
@@ -206,6 +210,7 @@ impl HotStuff {
                 self.vote_after_execution(height);
             }
         }
+        self.retry_held_votes();
         self.update_gauges();
         std::mem::take(&mut self.out)
     }

@@ -31,6 +31,7 @@ mod block_budget;
 mod block_tree;
 mod certs;
 mod commit;
+mod early_votes;
 pub mod error;
 pub mod evidence;
 mod footprint;
