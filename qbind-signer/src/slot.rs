@@ -12,8 +12,9 @@
 //! | batch ack | `message` = `BatchRef` | (epoch, author, round) and digest |
 //!
 //! Every other kind is not slot-bearing ([`SignedSlot::Unguarded`]). A request
-//! whose claimed view differs from the decoded one, whose preimage does not
-//! hash to the message, or whose bytes do not decode is a
+//! whose claimed view differs from the decoded one, whose preimage's digest
+//! (a header's id, a batch's `Batch::digest`) is not the message, or whose
+//! bytes do not decode is a
 //! [`SlotError`]: the guard refuses it and counts it.
 
 use qbind_core::codec::{CodecLimits, Decode};
@@ -66,8 +67,9 @@ pub enum SlotError {
         /// The decoder's complaint.
         detail: String,
     },
-    /// The preimage does not hash to the message.
-    #[error("{kind:?} request: the preimage does not hash to the signed digest")]
+    /// The preimage's digest (a header's id, a batch's `Batch::digest`) is
+    /// not the message.
+    #[error("{kind:?} request: the preimage's digest is not the signed digest")]
     PreimageMismatch {
         /// The kind.
         kind: SignKind,

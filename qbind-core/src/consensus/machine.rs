@@ -32,7 +32,7 @@ use crate::validator::{EpochSchedule, ValidatorSet};
 
 /// How many views of collector and detector state are kept behind the
 /// current view.
-const KEEP_VIEWS: u64 = 64;
+pub(crate) const KEEP_VIEWS: u64 = 64;
 /// How far ahead of the current view votes, timeouts and proposals are
 /// kept; anything further is rejected (a lagging validator catches up
 /// through the QCs such messages carry, which are processed first).
