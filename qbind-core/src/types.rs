@@ -86,6 +86,23 @@ impl Hash32 {
         Hash32(crate::memo::transaction_id(bytes, || Self::digest(bytes).0))
     }
 
+    /// SHA3-256 of `preamble`, the number of `txs` (u32 BE) and each
+    /// transaction's id ([`Hash32::of_transaction`]) in order: the digest of
+    /// a block's inline payload and of a DAG batch (wire format §4.4,
+    /// §4.15), which needs no transaction hashed again. A list longer than
+    /// `u32::MAX` (never decoded: the codec's limits are far lower) counts
+    /// as `u32::MAX`.
+    #[must_use]
+    pub fn over_transaction_ids(preamble: &[u8], txs: &[Vec<u8>]) -> Hash32 {
+        let mut bytes = Vec::with_capacity(preamble.len() + 4 + 32 * txs.len());
+        bytes.extend_from_slice(preamble);
+        bytes.extend_from_slice(&u32::try_from(txs.len()).unwrap_or(u32::MAX).to_be_bytes());
+        for tx in txs {
+            bytes.extend_from_slice(Self::of_transaction(tx).as_bytes());
+        }
+        Self::digest(&bytes)
+    }
+
     /// SHA3-256 over the concatenation of `parts`, without copying them.
     #[must_use]
     pub fn digest_parts(parts: &[&[u8]]) -> Hash32 {

@@ -120,6 +120,15 @@ mod tests {
         }
     }
 
+    /// The first view from the current one whose next view `hs` leads
+    /// (`by_me`) or another validator leads.
+    fn first_view(hs: &HotStuff, by_me: bool) -> u64 {
+        let now = hs.pace.view().0;
+        (now..now + 40)
+            .find(|v| (hs.leader(Epoch(0), View(v + 1)) == hs.me) == by_me)
+            .expect("in 40 views")
+    }
+
     fn rejected_views(effects: &[Effect]) -> Vec<(ValidatorId, String)> {
         effects
             .iter()
@@ -154,14 +163,9 @@ mod tests {
     #[test]
     fn a_held_vote_is_verified_once_this_validator_leads_and_refused_once_past() {
         let mut hs = node();
-        let now = hs.pace.view();
         // A view whose next leader is this validator, and one whose is not.
-        let mine = (now.0..now.0 + 40)
-            .find(|v| hs.leader(Epoch(0), View(v + 1)) == hs.me)
-            .expect("it leads some view");
-        let other = (now.0..now.0 + 40)
-            .find(|v| hs.leader(Epoch(0), View(v + 1)) != hs.me)
-            .expect("others lead some view");
+        let mine = first_view(&hs, true);
+        let other = first_view(&hs, false);
         assert!(hs.hold_vote(ValidatorId(1), vote(1, mine)));
         assert!(hs.hold_vote(ValidatorId(2), vote(2, other)));
         // Nothing changed: nothing is looked at again.
@@ -189,10 +193,7 @@ mod tests {
     #[test]
     fn a_held_vote_past_what_the_collector_keeps_is_refused_unverified() {
         let mut hs = node();
-        let now = hs.pace.view();
-        let mine = (now.0..now.0 + 40)
-            .find(|v| hs.leader(Epoch(0), View(v + 1)) == hs.me)
-            .expect("it leads some view");
+        let mine = first_view(&hs, true);
         assert!(hs.hold_vote(ValidatorId(1), vote(1, mine)));
         let far = View(mine + super::super::machine::KEEP_VIEWS + 1);
         assert!(hs.pace.advance(far, true));

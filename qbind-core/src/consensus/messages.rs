@@ -172,19 +172,7 @@ impl Payload {
     #[must_use]
     pub fn digest(&self) -> Hash32 {
         match self {
-            Payload::Transactions(txs) => {
-                let mut bytes = Vec::with_capacity(PAYLOAD_TXS_DOMAIN.len() + 4 + 32 * txs.len());
-                bytes.extend_from_slice(PAYLOAD_TXS_DOMAIN);
-                // A decoded payload holds at most `max_txs_per_block`
-                // (20,000); a larger local list saturates (it could not be
-                // encoded anyway).
-                bytes
-                    .extend_from_slice(&u32::try_from(txs.len()).unwrap_or(u32::MAX).to_be_bytes());
-                for tx in txs {
-                    bytes.extend_from_slice(Hash32::of_transaction(tx).as_bytes());
-                }
-                Hash32::digest(&bytes)
-            }
+            Payload::Transactions(txs) => Hash32::over_transaction_ids(PAYLOAD_TXS_DOMAIN, txs),
             Payload::Batches(_) => Hash32::digest(&self.to_bytes()),
         }
     }

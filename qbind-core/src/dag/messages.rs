@@ -33,22 +33,11 @@ impl Batch {
     /// transactions are not hashed again each time the digest is needed.
     #[must_use]
     pub fn digest(&self) -> Hash32 {
-        let mut bytes = Vec::with_capacity(BATCH_DOMAIN.len() + 24 + 32 * self.txs.len());
-        bytes.extend_from_slice(BATCH_DOMAIN);
-        self.epoch.encode_to(&mut bytes);
-        self.author.encode_to(&mut bytes);
-        self.round.encode_to(&mut bytes);
-        // A decoded batch holds at most `max_txs_per_block`; a larger local
-        // list saturates (it could not be encoded anyway).
-        bytes.extend_from_slice(
-            &u32::try_from(self.txs.len())
-                .unwrap_or(u32::MAX)
-                .to_be_bytes(),
-        );
-        for tx in &self.txs {
-            bytes.extend_from_slice(Hash32::of_transaction(tx).as_bytes());
-        }
-        Hash32::digest(&bytes)
+        let mut preamble = BATCH_DOMAIN.to_vec();
+        self.epoch.encode_to(&mut preamble);
+        self.author.encode_to(&mut preamble);
+        self.round.encode_to(&mut preamble);
+        Hash32::over_transaction_ids(&preamble, &self.txs)
     }
 
     /// The reference naming this batch (its slot and digest).
