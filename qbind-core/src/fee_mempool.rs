@@ -237,7 +237,8 @@ pub struct Admission {
 pub struct FeeMempoolMetrics {
     /// Transactions admitted.
     pub admitted_total: u64,
-    /// `qbind_mempool_evictions_total{reason}` (`capacity`, `replaced`).
+    /// `qbind_mempool_evictions_total{reason}` (`capacity`, `replaced`,
+    /// `parked`).
     pub evictions_total: BTreeMap<&'static str, u64>,
     /// `qbind_mempool_eviction_rate_limit_total{mode}`.
     pub eviction_rate_limit_total: BTreeMap<&'static str, u64>,
@@ -274,6 +275,13 @@ pub struct FeeMempool<T: PoolTx> {
     /// [`FeeMempool::note_settled`]): the sender may continue after them
     /// before execution catches up. At most [`MAX_IN_FLIGHT_SENDERS`].
     in_flight: HashMap<AccountId, BTreeSet<u64>>,
+    /// Senders whose lowest pending nonce cannot execute next (their
+    /// account's next nonce is known and is not it): every transaction of
+    /// theirs is parked, and the first to go when the pool is full. Keyed by
+    /// the sender's lowest-nonce transaction.
+    parked: BTreeSet<(Key, AccountId)>,
+    /// The key each parked sender has in `parked`.
+    parked_key: HashMap<AccountId, Key>,
     evictions: VecDeque<Millis>,
     metrics: FeeMempoolMetrics,
 }
@@ -292,6 +300,8 @@ impl<T: PoolTx> FeeMempool<T> {
             next_nonce: HashMap::new(),
             executed_nonce: HashMap::new(),
             in_flight: HashMap::new(),
+            parked: BTreeSet::new(),
+            parked_key: HashMap::new(),
             evictions: VecDeque::new(),
             metrics: FeeMempoolMetrics::default(),
         }
@@ -393,7 +403,22 @@ impl<T: PoolTx> FeeMempool<T> {
             });
         }
         let mut evicted = None;
-        if self.txs.len() >= self.cfg.capacity {
+        if self.txs.len() >= self.cfg.capacity && !self.could_execute(&sender, tx.nonce()) {
+            // It would park: a full pool keeps its room for transactions
+            // that can execute.
+            return Err(MempoolRejection::PoolFull {
+                capacity: self.cfg.capacity,
+            });
+        }
+        if self.txs.len() >= self.cfg.capacity
+            && let Some(victim) = self.parked_victim(sender, tx.nonce())
+        {
+            // A transaction that cannot execute gives way to one that can,
+            // whatever their fees: it would never pay them.
+            self.remove_id(&victim);
+            *self.metrics.evictions_total.entry("parked").or_default() += 1;
+            evicted = Some(victim);
+        } else if self.txs.len() >= self.cfg.capacity {
             let Some(lowest) = self.by_priority.first().copied() else {
                 return Err(MempoolRejection::PoolFull {
                     capacity: self.cfg.capacity,
@@ -445,6 +470,68 @@ impl<T: PoolTx> FeeMempool<T> {
         }
     }
 
+    /// When the pool is full and `sender`'s transaction with `nonce` could
+    /// execute once what it has pending of that sender does: the
+    /// highest-nonce transaction of the lowest-priority parked sender (not
+    /// `sender`), to evict. Parked transactions hold no executable one out
+    /// (a review found that accounts submitting only nonces past their own
+    /// could fill the pool with high fees they never pay).
+    fn parked_victim(&self, sender: AccountId, nonce: u64) -> Option<Hash32> {
+        if self.parked.is_empty() || !self.could_execute(&sender, nonce) {
+            return None;
+        }
+        let (_, victim) = self.parked.iter().find(|(_, s)| *s != sender)?;
+        self.by_sender.get(victim)?.values().next_back().copied()
+    }
+
+    /// Whether `sender`'s transaction with `nonce` could execute after the
+    /// sender's pending ones: its account's next nonce is unknown, or is
+    /// `nonce`, or every nonce between is pending.
+    fn could_execute(&self, sender: &AccountId, nonce: u64) -> bool {
+        let Some(&next) = self.next_nonce.get(sender) else {
+            return true;
+        };
+        if nonce < next {
+            return false;
+        }
+        let between = self
+            .by_sender
+            .get(sender)
+            .map_or(0, |m| m.range(next..nonce).count());
+        u64::try_from(between).is_ok_and(|b| b == nonce - next)
+    }
+
+    /// Put `sender` in or out of `parked` after its lowest pending nonce or
+    /// its next nonce changed.
+    fn reclassify(&mut self, sender: AccountId) {
+        let head = self
+            .by_sender
+            .get(&sender)
+            .and_then(|m| m.iter().next())
+            .map(|(n, id)| (*n, *id));
+        let now = head
+            .filter(|(n, _)| !self.executable(&sender, *n))
+            .and_then(|(_, id)| self.txs.get(&id).map(|(_, k)| *k));
+        let old = match now {
+            Some(k) => self.parked_key.insert(sender, k),
+            None => self.parked_key.remove(&sender),
+        };
+        if old != now {
+            if let Some(k) = old {
+                self.parked.remove(&(k, sender));
+            }
+            if let Some(k) = now {
+                self.parked.insert((k, sender));
+            }
+        }
+    }
+
+    /// Transactions parked behind a missing nonce (see [`FeeMempool::take`]).
+    #[must_use]
+    pub fn parked_senders(&self) -> usize {
+        self.parked.len()
+    }
+
     /// The key of `sender`'s lowest-nonce pending transaction.
     fn head_of(&self, sender: &AccountId) -> Option<Key> {
         let id = self.by_sender.get(sender)?.values().next()?;
@@ -483,6 +570,7 @@ impl<T: PoolTx> FeeMempool<T> {
     }
 
     fn refresh_head(&mut self, sender: AccountId, old: Option<Key>) {
+        self.reclassify(sender);
         let new = self.head_of(&sender);
         if old != new {
             if let Some(k) = old {
@@ -520,6 +608,7 @@ impl<T: PoolTx> FeeMempool<T> {
         for id in &stale {
             self.remove_id(id);
         }
+        self.reclassify(sender);
         stale
     }
 
@@ -536,6 +625,7 @@ impl<T: PoolTx> FeeMempool<T> {
         if let Some(next) = self.next_nonce.get_mut(&sender) {
             *next = (*next).min(nonce).max(floor);
         }
+        self.reclassify(sender);
     }
 
     /// As [`FeeMempool::note_account_nonce`] for a transaction of `sender`
@@ -617,6 +707,7 @@ impl<T: PoolTx> FeeMempool<T> {
         for id in &stale {
             self.remove_id(id);
         }
+        self.reclassify(sender);
         stale
     }
 
@@ -977,17 +1068,51 @@ mod tests {
     /// transactions that never execute, so never pay; a full pool then
     /// refuses or evicts every transaction that could execute for less.
     #[test]
-    #[ignore = "open finding: parked nonce gaps hold the pool for free"]
     fn transactions_that_cannot_execute_do_not_hold_the_pool() {
-        let mut p = FeeMempool::new(cfg(3, EvictionMode::Off));
+        let mut p = FeeMempool::new(cfg(3, EvictionMode::Enforce));
         for sender in 1..=3 {
             p.insert(T0, tx(sender, 1, 1_000)).unwrap();
             p.note_account_nonce(tx(sender, 0, 0).sender(), 0);
         }
         assert!(order(&p).is_empty());
+        assert_eq!(p.parked_senders(), 3);
         // A sender at its account's nonce, paying less.
-        assert!(p.insert(T0, tx(9, 0, 5)).is_ok());
+        let a = p
+            .insert(T0, tx(9, 0, 5))
+            .expect("an executable transaction is admitted");
+        assert!(a.evicted.is_some());
         assert_eq!(order(&p), vec![(9, 0)]);
+        assert_eq!(p.metrics().evictions_total.get("parked"), Some(&1));
+        // Its next nonce follows it (no gap): admitted too.
+        assert!(p.insert(T0, tx(9, 1, 5)).is_ok());
+        assert_eq!(order(&p), vec![(9, 0), (9, 1)]);
+        assert_eq!(p.parked_senders(), 1);
+        // A full pool takes no transaction that cannot execute yet, whatever
+        // its fee: it would evict one that can.
+        p.note_account_nonce(tx(9, 0, 0).sender(), 0);
+        assert!(matches!(
+            p.insert(T0, tx(9, 5, 1_000_000)),
+            Err(MempoolRejection::PoolFull { .. })
+        ));
+        assert_eq!(order(&p), vec![(9, 0), (9, 1)]);
+    }
+
+    /// A sender whose missing nonce arrives leaves the parked set and its
+    /// transactions are no longer the first to go.
+    #[test]
+    fn a_filled_gap_unparks_the_sender() {
+        let mut p = FeeMempool::new(cfg(10, EvictionMode::Off));
+        let one = tx(1, 0, 5).sender();
+        p.insert(T0, tx(1, 2, 5)).unwrap();
+        p.note_account_nonce(one, 1);
+        assert_eq!(p.parked_senders(), 1);
+        p.insert(T0, tx(1, 1, 5)).unwrap();
+        assert_eq!(p.parked_senders(), 0);
+        assert_eq!(order(&p), vec![(1, 1), (1, 2)]);
+        // Execution moves past it: parked again behind the new gap.
+        p.note_account_nonce(one, 3);
+        assert_eq!(p.parked_senders(), 0, "stale nonces are removed");
+        assert!(p.is_empty());
     }
 
     /// A nonce handed to a batch is in flight until a block carrying it
@@ -1174,20 +1299,34 @@ mod tests {
 
         #[test]
         fn bounds_hold_under_random_traffic(
-            ops in prop::collection::vec((0u16..20, 0u64..6, 0u128..50, 0u64..60, any::<bool>()), 1..300),
+            ops in prop::collection::vec(
+                (0u16..20, 0u64..6, 0u128..50, 0u64..60, any::<bool>(), 0u8..4),
+                1..300,
+            ),
         ) {
             let mut p = FeeMempool::new(cfg(16, EvictionMode::Enforce));
             let mut evicted_at: Vec<u64> = Vec::new();
             let mut now = 0u64;
-            for (sender, nonce, fee, step, remove) in ops {
+            for (sender, nonce, fee, step, remove, note) in ops {
                 now += step;
                 let t = tx(sender, nonce, fee);
                 if remove {
                     p.remove([t.id()]);
                     continue;
                 }
-                if let Ok(Admission { evicted: Some(_), .. }) = p.insert(Millis(now), t) {
-                    evicted_at.push(now);
+                if note == 0 {
+                    // Execution says where the sender's account is.
+                    p.note_account_nonce(t.sender(), nonce);
+                } else {
+                    let capacity_before = p.metrics().evictions_total.get("capacity").copied();
+                    let admitted = p.insert(Millis(now), t);
+                    // Only capacity evictions are rate limited; a parked
+                    // transaction gives way to an executable one at once.
+                    if admitted.is_ok()
+                        && p.metrics().evictions_total.get("capacity").copied() != capacity_before
+                    {
+                        evicted_at.push(now);
+                    }
                 }
                 prop_assert!(p.len() <= 16);
                 for nonces in p.by_sender.values() {
@@ -1195,6 +1334,17 @@ mod tests {
                 }
                 prop_assert_eq!(p.txs.len(), p.by_priority.len());
                 prop_assert_eq!(p.heads.len(), p.by_sender.len());
+                // The parked index is exactly the senders whose lowest nonce
+                // cannot execute next.
+                let parked: BTreeSet<AccountId> = p
+                    .by_sender
+                    .iter()
+                    .filter(|(s, m)| m.keys().next().is_some_and(|n| !p.executable(s, *n)))
+                    .map(|(s, _)| *s)
+                    .collect();
+                let indexed: BTreeSet<AccountId> = p.parked.iter().map(|(_, s)| *s).collect();
+                prop_assert_eq!(&parked, &indexed);
+                prop_assert_eq!(p.parked.len(), p.parked_key.len());
             }
             // Never more than 3 capacity evictions within any 1,000 ms.
             for (i, t) in evicted_at.iter().enumerate() {
@@ -1206,10 +1356,14 @@ mod tests {
             let taken = p.take(usize::MAX);
             let runs: usize = p
                 .by_sender
-                .values()
-                .map(|m| {
+                .iter()
+                .map(|(s, m)| {
                     let first = m.keys().next().copied().unwrap_or(0);
-                    (first..).take_while(|n| m.contains_key(n)).count()
+                    if p.executable(s, first) {
+                        (first..).take_while(|n| m.contains_key(n)).count()
+                    } else {
+                        0
+                    }
                 })
                 .sum();
             prop_assert_eq!(taken.len(), runs);

@@ -372,12 +372,12 @@ fn payload_families(labels: &[Labels], payload: &[PayloadMetrics]) -> Vec<Family
         "Evictions beyond the eviction rate limit, by enforcement mode.",
     );
     for (l, m) in &pool {
-        for reason in ["capacity", "replaced"] {
+        for reason in ["capacity", "replaced", "parked"] {
             let n = m.evictions_total.get(reason).copied().unwrap_or(0);
             evictions.push(labels_with(l, ("reason", reason)), n);
         }
         for (reason, n) in &m.evictions_total {
-            if !matches!(*reason, "capacity" | "replaced") {
+            if !matches!(*reason, "capacity" | "replaced" | "parked") {
                 evictions.push(labels_with(l, ("reason", reason)), *n);
             }
         }
@@ -661,6 +661,7 @@ mod tests {
             "qbind_dag_coupling_validation_total{validator=\"5\",result=\"stale_round\"} 1\n",
             "qbind_mempool_evictions_total{validator=\"5\",reason=\"capacity\"} 4\n",
             "qbind_mempool_evictions_total{validator=\"5\",reason=\"replaced\"} 0\n",
+            "qbind_mempool_evictions_total{validator=\"5\",reason=\"parked\"} 0\n",
             "qbind_mempool_eviction_rate_limit_total{validator=\"5\",mode=\"enforce\"} 2\n",
             "qbind_monetary_mode{validator=\"3\"} 1\nqbind_monetary_mode{validator=\"5\"} 1\n",
             "qbind_monetary_phase{validator=\"5\"} 1\n",

@@ -51,6 +51,8 @@ const CATCH_UP_LIMIT: Duration = Duration::from_secs(60);
 const START_LIMIT: Duration = Duration::from_secs(60);
 /// Progress lines between two reads of the validators' CPU split.
 const SPLIT_EVERY: u64 = 5;
+/// Progress ticks (seconds) between samples of the validators' resident sets.
+const RSS_EVERY: u64 = 5;
 
 /// Why the run ended without a summary.
 enum Failure {
@@ -210,6 +212,7 @@ async fn run(args: Args) -> Result<bool, Failure> {
         Arc::clone(&done),
     ));
 
+    let disk_at_start = net.data_bytes();
     let start = Instant::now();
     let load_end = start + args.duration;
     // (when, validator, kill?) in time order.
@@ -305,6 +308,12 @@ async fn run(args: Args) -> Result<bool, Failure> {
             if progress_ticks.is_multiple_of(SPLIT_EVERY) {
                 net.refresh_splits(None).await;
             }
+            if progress_ticks.is_multiple_of(RSS_EVERY) {
+                let at = now.duration_since(start).as_secs_f64();
+                for v in &mut net.validators {
+                    v.record_rss(at);
+                }
+            }
         }
         if events.is_empty() && stop.load(Ordering::Relaxed) {
             match target {
@@ -370,6 +379,12 @@ async fn run(args: Args) -> Result<bool, Failure> {
         until(&interrupted).await;
     }
     let unclean = tokio::task::block_in_place(|| net.stop());
+    summary.disk = report::DiskSummary::of(
+        disk_at_start,
+        net.data_bytes(),
+        summary.validators,
+        summary.committed,
+    );
     for v in unclean {
         summary.ok = false;
         summary
@@ -509,6 +524,7 @@ async fn finish(
         }
     }
     net.refresh_splits(None).await;
+    let load_secs = load_end.duration_since(start).as_secs_f64();
     let split = net
         .validators
         .iter()
@@ -527,12 +543,15 @@ async fn finish(
                 peak_rss_mib: usage.peak_rss_kib as f64 / 1024.0,
                 cpu_secs: (usage.cpu_secs * 10.0).round() / 10.0,
                 restarts: v.restarts,
+                rss_growth: (v.restarts == 0)
+                    .then(|| report::RssGrowth::of(&v.rss_series, load_secs))
+                    .flatten(),
+                rss_mib: std::mem::take(&mut v.rss_series),
             }
         })
         .collect();
     let t = lock(tracker);
     let during = t.committed_at.iter().filter(|at| **at <= load_end).count() as u64;
-    let load_secs = load_end.duration_since(start).as_secs_f64();
     Summary {
         ok: failures.is_empty(),
         failures,
@@ -558,6 +577,7 @@ async fn finish(
         cpu_split: cpu::CpuSplit::of(split, per_validator.iter().map(|v| v.cpu_secs).sum()),
         per_validator,
         kills,
+        disk: report::DiskSummary::default(),
         data_dir: None,
     }
 }

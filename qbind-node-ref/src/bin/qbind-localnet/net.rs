@@ -23,18 +23,24 @@ const STOP_GRACE: Duration = Duration::from_secs(20);
 pub(crate) struct ProcSample {
     /// `VmHWM`: peak resident set, KiB.
     pub(crate) peak_rss_kib: u64,
+    /// `VmRSS`: resident set now, KiB.
+    pub(crate) rss_kib: u64,
     /// User + system CPU time, seconds.
     pub(crate) cpu_secs: f64,
 }
 
-/// `/proc/<pid>/status` `VmHWM` and `/proc/<pid>/stat` utime + stime.
+/// `/proc/<pid>/status` `VmHWM` and `VmRSS`, and `/proc/<pid>/stat` utime + stime.
 pub(crate) fn sample(pid: u32) -> Option<ProcSample> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let peak_rss_kib = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())?;
+    let kib = |field: &str| -> Option<u64> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+    };
+    let peak_rss_kib = kib("VmHWM:")?;
+    let rss_kib = kib("VmRSS:")?;
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (which may contain spaces) start at
     // field 3 (state); utime and stime are fields 14 and 15.
@@ -44,6 +50,7 @@ pub(crate) fn sample(pid: u32) -> Option<ProcSample> {
     let hz = rustix::param::clock_ticks_per_second().max(1);
     Some(ProcSample {
         peak_rss_kib,
+        rss_kib,
         cpu_secs: ticks as f64 / hz as f64,
     })
 }
@@ -71,6 +78,8 @@ pub(crate) struct Validator {
     last: ProcSample,
     /// Times it was restarted.
     pub(crate) restarts: u32,
+    /// Its resident set over the run: (seconds since the load started, MiB).
+    pub(crate) rss_series: Vec<(f64, f64)>,
 }
 
 impl Validator {
@@ -81,7 +90,17 @@ impl Validator {
         }
         ProcSample {
             peak_rss_kib: self.rss_before.max(self.last.peak_rss_kib),
+            rss_kib: self.last.rss_kib,
             cpu_secs: self.cpu_before + self.last.cpu_secs,
+        }
+    }
+
+    /// Record its resident set now (`at`: seconds since the load started);
+    /// nothing while it is down.
+    pub(crate) fn record_rss(&mut self, at: f64) {
+        if let Some(s) = self.child.as_ref().and_then(|c| sample(c.id())) {
+            self.last = s;
+            self.rss_series.push((at, s.rss_kib as f64 / 1024.0));
         }
     }
 
@@ -225,6 +244,7 @@ impl LocalNet {
                     rss_before: 0,
                     last: ProcSample::default(),
                     restarts: 0,
+                    rss_series: Vec::new(),
                 })
             })
             .collect::<Result<Vec<_>, String>>()?;
@@ -319,6 +339,11 @@ impl LocalNet {
         }
     }
 
+    /// Bytes in the validators' data directory (every validator's store).
+    pub(crate) fn data_bytes(&self) -> u64 {
+        dir_bytes(&self.data_dir)
+    }
+
     /// Restart validator `i` on its data directory.
     pub(crate) fn restart(&mut self, i: usize) -> Result<(), String> {
         self.start(i)?;
@@ -388,6 +413,22 @@ impl LocalNet {
         }
         unclean
     }
+}
+
+/// Bytes of the regular files under `dir` (apparent sizes; unreadable
+/// entries count as 0).
+fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
+            Ok(t) if t.is_file() => e.metadata().map_or(0, |m| m.len()),
+            _ => 0,
+        })
+        .sum()
 }
 
 impl Drop for LocalNet {

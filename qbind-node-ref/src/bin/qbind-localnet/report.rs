@@ -52,6 +52,80 @@ pub(crate) struct ValidatorSummary {
     pub(crate) peak_rss_mib: f64,
     pub(crate) cpu_secs: f64,
     pub(crate) restarts: u32,
+    /// Resident set over the run: (seconds since the load started, MiB),
+    /// one sample every few seconds while its process runs.
+    pub(crate) rss_mib: Vec<(f64, f64)>,
+    /// Resident set growth after warm-up, if it ran the whole load.
+    pub(crate) rss_growth: Option<RssGrowth>,
+}
+
+/// A validator's resident set after warm-up and at the end of the load.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub(crate) struct RssGrowth {
+    /// The first sample at or after a quarter of the load, MiB.
+    pub(crate) after_warmup_mib: f64,
+    /// The last sample of the load, MiB.
+    pub(crate) end_mib: f64,
+    /// The highest sample after warm-up, MiB.
+    pub(crate) max_after_warmup_mib: f64,
+    /// `end / after_warmup - 1`, percent.
+    pub(crate) growth_pct: f64,
+}
+
+impl RssGrowth {
+    /// From one process's samples over a load of `load_secs` seconds
+    /// (`None` if no sample falls after warm-up).
+    pub(crate) fn of(series: &[(f64, f64)], load_secs: f64) -> Option<RssGrowth> {
+        let during: Vec<(f64, f64)> = series
+            .iter()
+            .copied()
+            .filter(|(t, _)| *t <= load_secs)
+            .collect();
+        let first = during.iter().position(|(t, _)| *t >= load_secs / 4.0)?;
+        let after = &during[first..];
+        let after_warmup_mib = after[0].1;
+        let end_mib = after.last()?.1;
+        let max_after_warmup_mib = after.iter().map(|s| s.1).fold(0.0, f64::max);
+        let growth_pct = if after_warmup_mib > 0.0 {
+            ((end_mib / after_warmup_mib - 1.0) * 1e3).round() / 10.0
+        } else {
+            0.0
+        };
+        Some(RssGrowth {
+            after_warmup_mib,
+            end_mib,
+            max_after_warmup_mib,
+            growth_pct,
+        })
+    }
+}
+
+/// The validators' data directory before and after the run.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub(crate) struct DiskSummary {
+    /// Bytes of every validator's store when the load started.
+    pub(crate) bytes_at_start: u64,
+    /// Bytes after the clean stop.
+    pub(crate) bytes_at_end: u64,
+    /// Growth per validator per 1,000 committed transfers, KiB (`None`
+    /// without a committed transfer).
+    pub(crate) kib_per_validator_per_1000: Option<f64>,
+}
+
+impl DiskSummary {
+    /// `validators` stores that grew from `start` to `end` bytes while
+    /// `committed` transfers were applied.
+    pub(crate) fn of(start: u64, end: u64, validators: usize, committed: u64) -> DiskSummary {
+        let per = (committed > 0 && validators > 0).then(|| {
+            let grown = end.saturating_sub(start) as f64 / validators as f64;
+            (grown / committed as f64 * 1000.0 / 1024.0 * 10.0).round() / 10.0
+        });
+        DiskSummary {
+            bytes_at_start: start,
+            bytes_at_end: end,
+            kib_per_validator_per_1000: per,
+        }
+    }
 }
 
 /// One `--kill`.
@@ -102,6 +176,8 @@ pub(crate) struct Summary {
     pub(crate) cpu_split: crate::cpu::CpuSplit,
     pub(crate) per_validator: Vec<ValidatorSummary>,
     pub(crate) kills: Vec<KillSummary>,
+    /// Disk use of the validators' stores.
+    pub(crate) disk: DiskSummary,
     /// Where the network's files are (kept), if anywhere.
     pub(crate) data_dir: Option<String>,
 }
@@ -377,6 +453,25 @@ pub(crate) fn print_text(s: &Summary) {
             v.api
         );
     }
+    for v in &s.per_validator {
+        if let Some(g) = v.rss_growth {
+            println!(
+                "  validator {} RSS: {:.1} MiB after warm-up (a quarter of the load), {:.1} MiB at \
+                 the end ({:+.1} %), at most {:.1} MiB",
+                v.index, g.after_warmup_mib, g.end_mib, g.growth_pct, g.max_after_warmup_mib
+            );
+        }
+    }
+    println!(
+        "  disk: the {} stores grew from {:.1} to {:.1} MiB: {} per validator per 1,000 \
+         committed transfers",
+        s.validators,
+        s.disk.bytes_at_start as f64 / 1048576.0,
+        s.disk.bytes_at_end as f64 / 1048576.0,
+        s.disk
+            .kib_per_validator_per_1000
+            .map_or("-".to_string(), |k| format!("{k:.1} KiB"))
+    );
     if let Some(dir) = &s.data_dir {
         println!("  data and logs: {dir}");
     }
@@ -386,5 +481,51 @@ pub(crate) fn print_text(s: &Summary) {
         for f in &s.failures {
             println!("FAILED: {f}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rss_growth_is_measured_from_a_quarter_of_the_load() {
+        let series = [
+            (0.0, 50.0),
+            (10.0, 100.0),
+            (25.0, 200.0),
+            (60.0, 210.0),
+            (100.0, 220.0),
+        ];
+        let g = RssGrowth::of(&series, 100.0).expect("samples after warm-up");
+        assert_eq!(g.after_warmup_mib, 200.0);
+        assert_eq!(g.end_mib, 220.0);
+        assert_eq!(g.max_after_warmup_mib, 220.0);
+        assert_eq!(g.growth_pct, 10.0);
+        // Samples after the load (the drain) do not count.
+        let drained = [(30.0, 100.0), (90.0, 100.0), (130.0, 400.0)];
+        assert_eq!(
+            RssGrowth::of(&drained, 100.0).map(|g| g.growth_pct),
+            Some(0.0)
+        );
+        // No sample after warm-up: nothing to say.
+        assert_eq!(RssGrowth::of(&[(1.0, 5.0)], 100.0), None);
+    }
+
+    #[test]
+    fn disk_growth_is_per_validator_per_thousand_transfers() {
+        // 4 stores grew by 8 MiB in all while 2,048 transfers were applied:
+        // 2 MiB each, 1,000 KiB per 1,000 transfers.
+        let d = DiskSummary::of(1 << 20, 9 << 20, 4, 2048);
+        assert_eq!(d.kib_per_validator_per_1000, Some(1000.0));
+        assert_eq!(
+            DiskSummary::of(0, 10, 4, 0).kib_per_validator_per_1000,
+            None
+        );
+        // A store that shrank (compaction) counts as no growth.
+        assert_eq!(
+            DiskSummary::of(10, 5, 1, 1).kib_per_validator_per_1000,
+            Some(0.0)
+        );
     }
 }
