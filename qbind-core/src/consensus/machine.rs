@@ -38,6 +38,10 @@ pub(crate) const KEEP_VIEWS: u64 = 64;
 /// through the QCs such messages carry, which are processed first).
 pub(crate) const FUTURE_VIEWS: u64 = 1024;
 
+/// At most this many doublings of the re-broadcast gap in a stuck view
+/// (16 × a quarter of the base timeout: 4 s with the default 1 s).
+pub(crate) const MAX_REBROADCAST_BACKOFF: u32 = 4;
+
 /// One validator's chained HotStuff instance.
 pub struct HotStuff {
     pub(crate) cfg: ConsensusConfig,
@@ -69,6 +73,10 @@ pub struct HotStuff {
     /// The last proposal this validator made, re-broadcast while its view
     /// has no QC yet, and when.
     pub(crate) last_proposal: Option<(Proposal, Millis)>,
+    /// Re-broadcasts of `last_proposal` since this validator timed out in
+    /// its view: each doubles the gap to the next (see
+    /// [`HotStuff::rebroadcast_gap`]).
+    pub(crate) stuck_rebroadcasts: u32,
     /// When the current view was entered (the idle proposal delay counts
     /// from here).
     pub(crate) view_entered: Millis,
@@ -165,6 +173,7 @@ impl HotStuff {
             out: Vec::new(),
             last_vote: None,
             last_proposal: None,
+            stuck_rebroadcasts: 0,
             view_entered: Millis(0),
             idle_held: None,
             executed_roots: BTreeMap::new(),
@@ -426,24 +435,49 @@ impl HotStuff {
     ///
     /// Consensus §C2.5 (docs/consensus.md).
     fn rebroadcast_proposal(&mut self) {
+        let gap = self.rebroadcast_gap();
         let due = match &self.last_proposal {
             Some((p, at)) => {
                 p.block.view() == self.pace.view()
                     && self.safety.high_qc.view() < self.pace.view()
-                    && self.now.since(*at) >= self.pace.rebroadcast_interval()
+                    && self.now.since(*at) >= gap
             }
             None => false,
         };
         if !due {
             return;
         }
+        let timed_out_here = self
+            .safety
+            .last_timeout
+            .as_ref()
+            .is_some_and(|t| t.data.view == self.pace.view() && t.data.epoch == self.epoch);
+        if timed_out_here {
+            self.stuck_rebroadcasts = self.stuck_rebroadcasts.saturating_add(1);
+        }
+        let next = self.now.plus(self.rebroadcast_gap());
         if let Some((p, at)) = &mut self.last_proposal {
             *at = self.now;
             let msg = ConsensusMsg::Proposal(p.clone());
             self.emit(Effect::Broadcast(msg));
-            let next = self.now.plus(self.pace.rebroadcast_interval());
             self.emit(Effect::SetTimer(next));
         }
+    }
+
+    /// The gap before the next re-broadcast of `last_proposal`: the
+    /// pacemaker's interval until this validator timed out in the view, then
+    /// doubled after each re-broadcast, up to 2^[`MAX_REBROADCAST_BACKOFF`]
+    /// times the interval. A view that stays stuck (no QC and no TC, e.g.
+    /// too few validators up) then costs a proposal every few seconds, not
+    /// four per base timeout for as long as it lasts (review finding).
+    ///
+    /// Consensus §C2.5 (docs/consensus.md).
+    fn rebroadcast_gap(&self) -> u64 {
+        let doublings = self
+            .stuck_rebroadcasts
+            .saturating_sub(1)
+            .min(MAX_REBROADCAST_BACKOFF);
+        self.pace.rebroadcast_interval() << doublings
     }
 
     /// Enter view `v` (if it is ahead). `by_qc` resets the timeout back-off.
@@ -520,6 +554,7 @@ impl HotStuff {
                 self.metrics.proposals_made += 1;
                 self.emit(Effect::Broadcast(ConsensusMsg::Proposal(p.clone())));
                 self.last_proposal = Some((p.clone(), self.now));
+                self.stuck_rebroadcasts = 0;
                 let next = self.now.plus(self.pace.rebroadcast_interval());
                 self.emit(Effect::SetTimer(next));
                 self.on_proposal(me, p)
@@ -876,5 +911,40 @@ mod tests {
             proposals, 1,
             "the re-broadcasts go on after the view timed out"
         );
+    }
+
+    /// A view that stays stuck after its timeout (no QC, no TC) re-broadcasts
+    /// its proposal with a doubling gap, up to 16 intervals, and the chain of
+    /// timers never breaks.
+    #[test]
+    fn a_stuck_view_backs_its_rebroadcasts_off() {
+        let (mut hs, timeout) = leader_that_proposed();
+        let interval = hs.pace.rebroadcast_interval();
+        let mut at = interval;
+        while at < timeout {
+            let _ = tick(&mut hs, at);
+            at += interval;
+        }
+        // The deadline: a timeout and a re-broadcast, the next one interval later.
+        let (proposals, timeouts, timers) = tick(&mut hs, timeout);
+        assert_eq!((proposals, timeouts), (1, 1));
+        assert!(timers.contains(&(timeout + interval)), "{timers:?}");
+        // From here on, wake it as the engine does: at every deadline it set.
+        let mut pending: std::collections::BTreeSet<u64> = timers.into_iter().collect();
+        let mut sent_at = vec![timeout];
+        while sent_at.len() < 8 {
+            let at = pending.pop_first().expect("a timer is always armed");
+            let (proposals, _, timers) = tick(&mut hs, at);
+            assert!(proposals <= 1);
+            if proposals == 1 {
+                sent_at.push(at);
+            }
+            pending.extend(timers.into_iter().filter(|t| *t > at));
+        }
+        let gaps: Vec<u64> = sent_at
+            .windows(2)
+            .map(|w| (w[1] - w[0]) / interval)
+            .collect();
+        assert_eq!(gaps, vec![1, 2, 4, 8, 16, 16, 16]);
     }
 }
