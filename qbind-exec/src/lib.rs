@@ -118,6 +118,10 @@ use qbind_core::execution::{
 use qbind_core::types::{AccountId, NetworkEnvironment};
 use rayon::prelude::*;
 
+mod metrics;
+
+pub use metrics::StageBMetrics;
+
 /// Indices of the transactions whose signature does not verify under the TX
 /// domain of `env`, checked in parallel on the current rayon pool; equal to
 /// `qbind_core::execution::invalid_signatures`. Run it before execution:
@@ -255,18 +259,24 @@ impl StageBStats {
     }
 }
 
-/// A Stage B executor, optionally bound to its own rayon pool.
+/// A Stage B executor, optionally bound to its own rayon pool and counting
+/// what it does into [`StageBMetrics`].
 #[derive(Clone, Debug, Default)]
 pub struct StageBExecutor {
     config: StageBConfig,
     pool: Option<Arc<rayon::ThreadPool>>,
+    metrics: Option<Arc<StageBMetrics>>,
 }
 
 impl StageBExecutor {
     /// An executor on rayon's global pool.
     #[must_use]
     pub fn new(config: StageBConfig) -> Self {
-        StageBExecutor { config, pool: None }
+        StageBExecutor {
+            config,
+            pool: None,
+            metrics: None,
+        }
     }
 
     /// An executor on a dedicated pool.
@@ -275,7 +285,15 @@ impl StageBExecutor {
         StageBExecutor {
             config,
             pool: Some(pool),
+            metrics: None,
         }
+    }
+
+    /// The same executor, counting every block it executes into `metrics`.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Arc<StageBMetrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// The configuration.
@@ -291,10 +309,14 @@ impl StageBExecutor {
         ctx: &BlockContext,
         txs: &[Transaction],
     ) -> Result<(BlockOutcome, StageBStats), ExecutionError> {
-        match &self.pool {
+        let result = match &self.pool {
             Some(pool) => pool.install(|| self.execute_here(state, ctx, txs)),
             None => self.execute_here(state, ctx, txs),
+        };
+        if let (Some(metrics), Ok((_, stats))) = (&self.metrics, &result) {
+            metrics.record(stats);
         }
+        result
     }
 
     fn execute_here<S: AccountReader + Sync + ?Sized>(

@@ -49,6 +49,10 @@ impl HotStuff {
             None => {}
         }
         self.metrics.highest_seen_view = self.metrics.highest_seen_view.max(qc.view().0);
+        if let Some(ms) = self.qc_latency.certified(qc.view(), self.now) {
+            self.metrics.qc_formation_latency_ms = ms;
+            self.metrics.qc_latencies_measured += 1;
+        }
         self.safety.update_high_qc(qc);
         if self.tree.contains(&qc.block_id()) {
             self.apply_qc_to_known_block(qc);

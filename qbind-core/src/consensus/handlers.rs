@@ -264,6 +264,7 @@ impl HotStuff {
             Placement::Placed => {
                 if p.block.view() == self.pace.view() {
                     self.validate_payload(&p.block)?;
+                    self.qc_latency.proposal_placed(p.block.view(), self.now);
                 }
                 match self.check_state_root(&p.block)? {
                     // Only a proposal this validator could vote for now

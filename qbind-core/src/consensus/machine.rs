@@ -100,6 +100,9 @@ pub struct HotStuff {
     /// Votes that reached this validator before the QC it needs to lead
     /// their next view (§C10.4, `early_votes.rs`).
     pub(crate) held_votes: super::early_votes::HeldVotes,
+    /// When this view's proposal was placed, for the QC formation latency
+    /// (`qc_latency.rs`).
+    pub(crate) qc_latency: super::qc_latency::QcLatency,
 }
 
 /// The highest view any message or certificate may name. No honest network
@@ -182,6 +185,7 @@ impl HotStuff {
             leaders,
             serve_budget: super::serve_budget::ServeBudget::default(),
             held_votes: super::early_votes::HeldVotes::default(),
+            qc_latency: super::qc_latency::QcLatency::default(),
         };
         hs.epoch = hs.epoch_after_root();
         hs.update_gauges();

@@ -27,6 +27,15 @@ pub struct ConsensusMetrics {
     pub timeouts_sent: u64,
     /// QCs formed here as leader.
     pub qcs_formed: u64,
+    /// `qbind_consensus_qc_formation_latency_seconds` (runbook §7.4 names it
+    /// `qbind_consensus_qc_formation_latency_ms`): for the last view
+    /// measured, milliseconds from this validator placing the view's
+    /// proposal while in that view (its own when it leads) to holding a QC
+    /// for the view, formed here from votes or carried by a later proposal
+    /// or timeout (`qc_latency.rs`).
+    pub qc_formation_latency_ms: u64,
+    /// Views whose QC formation latency was measured.
+    pub qc_latencies_measured: u64,
     /// TCs formed here.
     pub tcs_formed: u64,
     /// Views left by a timeout certificate or timeout jump.

@@ -42,6 +42,7 @@ pub mod messages;
 mod metrics;
 mod pacemaker;
 mod payload;
+mod qc_latency;
 mod range_sync;
 pub mod safety;
 pub mod serve_budget;

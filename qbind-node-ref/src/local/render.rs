@@ -30,6 +30,8 @@ pub(super) struct Shared {
     pub(super) net_is_link: bool,
     pub(super) store: Vec<Arc<qbind_store::metrics::StoreMetrics>>,
     pub(super) executed: Vec<AtomicU64>,
+    /// Stage B counters per local slot (`None`: the sequential executor).
+    pub(super) stage_b: Vec<Option<Arc<qbind_exec::StageBMetrics>>>,
     pub(super) transfers: Vec<AtomicU64>,
     pub(super) root_mismatches: AtomicU64,
     /// The chain's monetary mode (`Off` without the monetary engine).
@@ -237,6 +239,19 @@ fn families(shared: &Shared) -> Vec<Family> {
                 .map(|(l, m)| (l.clone(), get(m).into())),
         ));
     }
+    // Runbook §7.4 names it `qbind_consensus_qc_formation_latency_ms`;
+    // exported in seconds like the store durations (`promtool check
+    // metrics` refuses `_ms`).
+    out.push(per_validator(
+        "qbind_consensus_qc_formation_latency_seconds",
+        "Seconds from placing the last measured view's proposal to holding a QC for that view.",
+        labels.iter().zip(&consensus).map(|(l, m)| {
+            (
+                l.clone(),
+                (m.qc_formation_latency_ms as f64 / 1000.0).into(),
+            )
+        }),
+    ));
     out.push(per_validator(
         "qbind_execution_executed_height",
         "Highest executed height.",
@@ -252,6 +267,16 @@ fn families(shared: &Shared) -> Vec<Family> {
             .iter()
             .zip(&shared.transfers)
             .map(|(l, a)| (l.clone(), a.load(Ordering::Relaxed).into())),
+    ));
+    // The runbook's name has no `_total`, which a counter must have: the
+    // count is exported as a gauge, like `qbind_dag_batch_equivocation_detected`.
+    out.push(per_validator(
+        "stage_b_blocks_parallel",
+        "Blocks executed on Stage B's parallel path (a count).",
+        labels.iter().zip(&shared.stage_b).filter_map(|(l, m)| {
+            m.as_ref()
+                .map(|m| (l.clone(), m.blocks_parallel.load(Ordering::Relaxed).into()))
+        }),
     ));
     for (name, help, get) in STORE {
         out.push(per_validator(
@@ -524,6 +549,7 @@ mod tests {
                 highest_seen_view: view + 4,
                 committed_height: view - 1,
                 blocks_committed: 7,
+                qc_formation_latency_ms: view * 25,
                 ..ConsensusMetrics::default()
             })
             .1
@@ -541,6 +567,8 @@ mod tests {
             eviction_rate_limit_total: [("enforce", 2)].into_iter().collect(),
             ..FeeMempoolMetrics::default()
         };
+        let stage_b = Arc::new(qbind_exec::StageBMetrics::default());
+        stage_b.blocks_parallel.store(12, Ordering::Relaxed);
         let store = Arc::new(qbind_store::metrics::StoreMetrics::default());
         store.set_state_size(4096);
         store.prune_duration_ms.store(1500, Ordering::Relaxed);
@@ -575,6 +603,7 @@ mod tests {
             net: vec![None, Some(net)],
             store: vec![Arc::default(), store],
             executed: vec![AtomicU64::new(8), AtomicU64::new(18)],
+            stage_b: vec![None, Some(stage_b)],
             transfers: vec![AtomicU64::new(0), AtomicU64::new(6)],
             root_mismatches: AtomicU64::new(0),
             monetary_mode: MonetaryMode::Shadow,
@@ -626,6 +655,10 @@ mod tests {
             "qbind_consensus_blocks_committed_total{validator=\"5\"} 7\n",
             "qbind_consensus_rejected_total{validator=\"3\"} 0\n",
             "qbind_execution_executed_height{validator=\"5\"} 18\n",
+            "# TYPE qbind_consensus_qc_formation_latency_seconds gauge\n",
+            "qbind_consensus_qc_formation_latency_seconds{validator=\"3\"} 0.25\n",
+            "qbind_consensus_qc_formation_latency_seconds{validator=\"5\"} 0.5\n",
+            "# TYPE stage_b_blocks_parallel gauge\nstage_b_blocks_parallel{validator=\"5\"} 12\n",
             "qbind_execution_transfers_total{validator=\"5\"} 6\n",
             "# TYPE qbind_state_size_bytes gauge\n",
             "qbind_state_size_bytes{validator=\"5\"} 4096\n",
@@ -643,8 +676,10 @@ mod tests {
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }
-        // Validator 3 has no P2P metrics (in-memory network).
+        // Validator 3 has no P2P metrics (in-memory network) and executes
+        // sequentially.
         assert!(!text.contains("qbind_p2p_outbound_peers{validator=\"3\"}"));
+        assert!(!text.contains("stage_b_blocks_parallel{validator=\"3\"}"));
     }
 
     #[test]

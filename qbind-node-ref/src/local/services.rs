@@ -30,6 +30,7 @@ use crate::metrics::{Registry, Renderer};
 use crate::node::{NodeError, Services, ensure_genesis, open_store};
 use qbind_core::execution::{VERIFIED_SET_CAPACITY, VerifiedSet, VerifyOnce};
 use qbind_core::pool_drops::PoolMonitor;
+use qbind_exec::StageBMetrics;
 
 /// The opened stores of the local validators and their services.
 pub(super) struct Stores {
@@ -190,6 +191,8 @@ pub(super) struct Engines {
     pub(super) pools: Vec<Arc<PoolMonitor>>,
     /// Each engine's verified-signature set (admission and execution).
     pub(super) verified: Vec<Arc<VerifiedSet>>,
+    /// Each engine's Stage B counters (with `--executor stage-b`).
+    pub(super) stage_b: Vec<Option<Arc<StageBMetrics>>>,
 }
 
 /// Start one engine per local validator on its transport.
@@ -214,6 +217,7 @@ pub(super) async fn start_engines(
             .map(|slot| (slot, Arc::new(ReceiptIndex::default()))),
         pools: Vec::with_capacity(chain.local.len()),
         verified: Vec::with_capacity(chain.local.len()),
+        stage_b: Vec::with_capacity(chain.local.len()),
     };
     let mut memory: Vec<_> = match opts.network {
         Network::Memory => MemoryNetwork::endpoints(chain.n)
@@ -279,6 +283,10 @@ fn engine_parts(
     engines.pools.push(Arc::clone(&pool));
     let verified = Arc::new(VerifiedSet::new(chain.env, VERIFIED_SET_CAPACITY));
     engines.verified.push(Arc::clone(&verified));
+    let stage_b = Arc::new(StageBMetrics::default());
+    engines
+        .stage_b
+        .push((opts.executor == Executor::StageB).then(|| Arc::clone(&stage_b)));
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
     let forward = events_tx.clone();
     tokio::spawn(async move {
@@ -311,6 +319,7 @@ fn engine_parts(
             engines.api_index.as_ref(),
             slot,
             Arc::clone(&verified),
+            stage_b,
         ),
         pool,
         verified,
@@ -319,19 +328,21 @@ fn engine_parts(
 }
 
 /// The application of local slot `slot`: the chain's, with the chosen
-/// executor verifying only signatures `verified` does not vouch for; the
-/// API's slot records receipts in its index.
+/// executor verifying only signatures `verified` does not vouch for (Stage B
+/// counting into `stage_b_metrics`); the API's slot records receipts in its
+/// index.
 fn application(
     opts: &LocalOptions,
     chain: &Chain,
     api: Option<&(usize, Arc<ReceiptIndex>)>,
     slot: usize,
     verified: Arc<VerifiedSet>,
+    stage_b_metrics: Arc<StageBMetrics>,
 ) -> Box<dyn Application<Arc<NodeStore>>> {
     let app = chain.execution.clone();
     let index = api.filter(|(s, _)| *s == slot).map(|(_, i)| Arc::clone(i));
     let stage_b = VerifyOnce {
-        inner: qbind_exec::StageBExecutor::default(),
+        inner: qbind_exec::StageBExecutor::default().with_metrics(stage_b_metrics),
         set: Arc::clone(&verified),
     };
     let sequential = VerifyOnce {
@@ -548,6 +559,7 @@ pub(super) fn shared(
         consensus: std::mem::take(&mut engines.consensus),
         payload: std::mem::take(&mut engines.payload),
         net: std::mem::take(&mut engines.net),
+        stage_b: std::mem::take(&mut engines.stage_b),
         store: stores
             .services
             .iter()

@@ -30,21 +30,13 @@ fn link_key(path: &std::path::Path) -> Result<qbind_net::PeerPublic, String> {
     qbind_net::PeerPublic::from_bytes(&bytes).map_err(|e| what(&e))
 }
 
-/// The sentry's options from the flags.
-fn options(
-    args: &Args,
-    genesis: Option<&Genesis>,
-    settings: &ChainSettings,
-) -> Result<SentryOptions, String> {
-    let set = match (genesis, &args.validator_set) {
-        (Some(g), _) => g.validator_set_file().map_err(|e| e.to_string())?,
-        (None, Some(path)) => ValidatorSetFile::load(path).map_err(|e| e.to_string())?,
-        (None, None) => return Err("--role sentry needs --genesis (or --validator-set)".into()),
-    };
+/// The flags a sentry refuses: it signs nothing, keeps no store and serves
+/// no API. Checked with the other flags (before `--validate-only` reports)
+/// and again here.
+pub(crate) fn check_flags(args: &Args) -> Result<(), String> {
     if args.signer_mode.is_some() {
         return Err("a sentry signs nothing: drop --signer-mode".into());
     }
-    // A sentry keeps no store and serves no API.
     let ignored = [
         ("--api-addr", args.api_addr.is_some()),
         ("--full-node-id", args.full_node_id.is_some()),
@@ -59,6 +51,21 @@ fn options(
             "a sentry keeps no store and serves no API: drop {flag}"
         ));
     }
+    Ok(())
+}
+
+/// The sentry's options from the flags.
+fn options(
+    args: &Args,
+    genesis: Option<&Genesis>,
+    settings: &ChainSettings,
+) -> Result<SentryOptions, String> {
+    let set = match (genesis, &args.validator_set) {
+        (Some(g), _) => g.validator_set_file().map_err(|e| e.to_string())?,
+        (None, Some(path)) => ValidatorSetFile::load(path).map_err(|e| e.to_string())?,
+        (None, None) => return Err("--role sentry needs --genesis (or --validator-set)".into()),
+    };
+    check_flags(args)?;
     let index = args
         .validator_index
         .ok_or("--role sentry needs --validator-index (the validator it fronts)")?;

@@ -108,6 +108,16 @@ pub(crate) fn chain_settings(args: &Args, profile: Profile) -> Result<ChainSetti
             "--full-node-keys is a validator's flag: full nodes admit no full nodes".into(),
         );
     }
+    // Checked here, before `--validate-only` reports, so that a config file
+    // it passes is not refused at start.
+    if full && (args.validator_index.is_some() || args.signer_mode.is_some()) {
+        return Err(
+            "--role full runs no validator: drop --validator-index and --signer-mode".into(),
+        );
+    }
+    if args.role == RoleArg::Sentry {
+        crate::sentry::check_flags(args)?;
+    }
     s.sentry_link = args.sentry_link_addr;
     s.load = match (args.load_generator, &args.load_accounts) {
         _ if args.role != RoleArg::Validator => Load::Off,
