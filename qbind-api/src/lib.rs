@@ -38,7 +38,7 @@ mod handlers;
 #[cfg(feature = "server")]
 pub mod limiter;
 #[cfg(feature = "server")]
-mod listener;
+pub mod listener;
 #[cfg(feature = "server")]
 mod server;
 #[cfg(feature = "server")]

@@ -9,6 +9,10 @@
 //!   for `idle_timeout` is closed, so idle or trickling clients release
 //!   their slot (this also bounds the time to send request headers, which
 //!   hyper does not).
+//! - **Connection lifetime** (optional, [`BoundedListener::with_max_lifetime`]):
+//!   a connection open for longer is closed however busy it is, so a client
+//!   trickling its request a byte at a time cannot hold a slot either (the
+//!   node's admin endpoint uses it; the public API keeps connections alive).
 
 use std::io;
 use std::net::SocketAddr;
@@ -35,21 +39,35 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Boun
     }
 }
 
-/// A TCP listener that holds at most a fixed number of connections.
+/// A TCP listener that holds at most a fixed number of connections, each
+/// closed when idle (and, optionally, when open too long); serve it with
+/// `axum::serve`.
 #[derive(Debug)]
-pub(crate) struct BoundedListener {
+pub struct BoundedListener {
     inner: TcpListener,
     permits: Arc<Semaphore>,
     idle_timeout: Duration,
+    max_lifetime: Option<Duration>,
 }
 
 impl BoundedListener {
-    pub(crate) fn new(inner: TcpListener, max_connections: usize, idle_timeout: Duration) -> Self {
+    /// At most `max_connections` (at least 1) open at once, each closed
+    /// after `idle_timeout` without a byte read or written.
+    #[must_use]
+    pub fn new(inner: TcpListener, max_connections: usize, idle_timeout: Duration) -> Self {
         BoundedListener {
             inner,
             permits: Arc::new(Semaphore::new(max_connections.max(1))),
             idle_timeout,
+            max_lifetime: None,
         }
+    }
+
+    /// Also close every connection `max_lifetime` after it was accepted.
+    #[must_use]
+    pub fn with_max_lifetime(mut self, max_lifetime: Duration) -> Self {
+        self.max_lifetime = Some(max_lifetime);
+        self
     }
 }
 
@@ -66,7 +84,9 @@ impl axum::serve::Listener for BoundedListener {
             match self.inner.accept().await {
                 Ok((stream, addr)) => {
                     let _ = stream.set_nodelay(true);
-                    return (BoundedStream::new(stream, permit, self.idle_timeout), addr);
+                    let mut stream = BoundedStream::new(stream, permit, self.idle_timeout);
+                    stream.lifetime = self.max_lifetime.map(|d| Box::pin(tokio::time::sleep(d)));
+                    return (stream, addr);
                 }
                 Err(e) => {
                     // Out of descriptors or a connection reset before accept:
@@ -83,13 +103,15 @@ impl axum::serve::Listener for BoundedListener {
     }
 }
 
-/// A connection holding its slot until dropped, closed when idle.
+/// A connection of a [`BoundedListener`]: holds its slot until dropped,
+/// closed when idle or past its lifetime.
 #[derive(Debug)]
-pub(crate) struct BoundedStream {
+pub struct BoundedStream {
     stream: TcpStream,
     _permit: OwnedSemaphorePermit,
     idle_timeout: Duration,
     idle: Pin<Box<Sleep>>,
+    lifetime: Option<Pin<Box<Sleep>>>,
 }
 
 impl BoundedStream {
@@ -99,6 +121,7 @@ impl BoundedStream {
             _permit: permit,
             idle_timeout,
             idle: Box::pin(tokio::time::sleep(idle_timeout)),
+            lifetime: None,
         }
     }
 
@@ -108,6 +131,14 @@ impl BoundedStream {
     }
 
     fn check_idle(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        if let Some(lifetime) = self.lifetime.as_mut()
+            && lifetime.as_mut().poll(cx).is_ready()
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "connection open for too long",
+            ));
+        }
         match self.idle.as_mut().poll(cx) {
             Poll::Ready(()) => Err(io::Error::new(
                 io::ErrorKind::TimedOut,

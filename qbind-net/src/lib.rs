@@ -94,4 +94,4 @@ pub use error::NetError;
 pub use identity::{AllowedPeers, KeyFingerprint, PeerPublic, StaticIdentity};
 pub use metrics::NetMetrics;
 pub use record::CipherSuite;
-pub use transport::{PeerManagerConfig, TcpTransport, TransportConfig};
+pub use transport::{ConnectedPeer, PeerManagerConfig, PeerView, TcpTransport, TransportConfig};

@@ -833,6 +833,15 @@ impl TcpTransport {
         self.shared.lock().conns.keys().copied().collect()
     }
 
+    /// A read-only view of this transport's connections that stays with
+    /// the caller when the transport itself is handed to an engine (the
+    /// node's admin endpoint lists peers through it). It does not keep the
+    /// transport alive: once the transport is dropped it reports none.
+    #[must_use]
+    pub fn peer_view(&self) -> PeerView {
+        PeerView(Arc::downgrade(&self.shared))
+    }
+
     /// Followers with an established connection, ascending.
     #[must_use]
     pub fn connected_followers(&self) -> Vec<ValidatorId> {
@@ -968,6 +977,59 @@ impl TcpTransport {
             }
             Err(PushError::Closed) => Err(TransportError::UnknownPeer(to)),
         }
+    }
+}
+
+/// One established connection, as [`PeerView::connected`] reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectedPeer {
+    /// The peer's id (a validator's index, or a follower's id).
+    pub id: ValidatorId,
+    /// The fingerprint of the P2P key the peer authenticated with.
+    pub key: KeyFingerprint,
+    /// Whether this node dialled the connection.
+    pub outbound: bool,
+    /// The address dialled (outbound connections only).
+    pub dialled: Option<SocketAddr>,
+    /// The peer's IP address as the socket saw it.
+    pub ip: IpAddr,
+    /// A validator of the current set or an admitted follower.
+    pub kind: PeerKind,
+}
+
+/// A read-only view of a [`TcpTransport`]'s connections
+/// ([`TcpTransport::peer_view`]); it holds the transport weakly.
+#[derive(Clone)]
+pub struct PeerView(std::sync::Weak<Shared>);
+
+impl std::fmt::Debug for PeerView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerView")
+            .field("transport_alive", &(self.0.strong_count() > 0))
+            .finish()
+    }
+}
+
+impl PeerView {
+    /// The established connections, ascending by id (none once the
+    /// transport is gone).
+    #[must_use]
+    pub fn connected(&self) -> Vec<ConnectedPeer> {
+        let Some(shared) = self.0.upgrade() else {
+            return Vec::new();
+        };
+        let st = shared.lock();
+        st.conns
+            .iter()
+            .map(|(id, c)| ConnectedPeer {
+                id: *id,
+                key: c.key,
+                outbound: c.outbound,
+                dialled: c.dialled,
+                ip: c.ip,
+                kind: c.kind,
+            })
+            .collect()
     }
 }
 

@@ -22,10 +22,13 @@
 //! - [`full_nodes`]: the full-node key file a validator admits full nodes
 //!   by (`--full-node-keys`);
 //! - [`sentry`]: `qbind-node --role sentry`, the public face of one
-//!   validator, and the validator's link to it.
+//!   validator, and the validator's link to it;
+//! - [`admin`]: the authenticated local admin endpoint `qbind-admin`
+//!   talks to (status, peers, DAG status, snapshot and prune now).
 //!
 //! No other crate depends on this one (DESIGN "Workspace").
 
+pub mod admin;
 pub mod config;
 pub mod full_nodes;
 pub mod genesis;

@@ -11,8 +11,8 @@
 //! are removed when the services start (issue #22).
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use qbind_core::traits::StateBackend;
@@ -98,6 +98,17 @@ pub enum NodeError {
     /// this code (1).
     #[error("signer failure (ExitOnFailure): exit code {0}")]
     SignerExit(i32),
+    /// An admin snapshot was asked for but the node takes none
+    /// (`--snapshot-dir` not given).
+    #[error("snapshots are off: start the node with --snapshot-dir")]
+    SnapshotsOff,
+    /// An admin prune was asked for but the node keeps every block
+    /// (`--state-retention-mode archival`).
+    #[error(
+        "pruning is off (--state-retention-mode archival): start the node with \
+         --state-retention-mode height --state-retain-height N"
+    )]
+    PruningOff,
     /// Network or file I/O outside the store.
     #[error("{what}: {source}")]
     Io {
@@ -270,6 +281,110 @@ pub struct Services {
     pruner: Option<std::thread::JoinHandle<()>>,
     snapshot: Option<std::thread::JoinHandle<()>>,
     epoch_length: u64,
+    control: StoreControl,
+}
+
+/// What the admin endpoint may do to a running node's store: take a
+/// snapshot now, prune now. It works on the store the node already has
+/// open (never a second writer), and shares one lock per job with the
+/// background services, so a manual snapshot or prune never runs beside
+/// the periodic one.
+#[derive(Clone)]
+pub struct StoreControl {
+    store: Arc<NodeStore>,
+    snapshots: Option<SnapshotConfig>,
+    pruner: Option<Pruner>,
+    metrics: Arc<StoreMetrics>,
+    epoch_length: u64,
+    snapshot_lock: Arc<Mutex<()>>,
+    prune_lock: Arc<Mutex<()>>,
+}
+
+/// What a manual prune did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PruneOutcome {
+    /// Block and QC entries deleted.
+    pub deleted_keys: u64,
+    /// The lowest height still kept.
+    pub floor: u64,
+}
+
+fn hold(lock: &Mutex<()>) -> std::sync::MutexGuard<'_, ()> {
+    // The lock guards no data: a panic while holding it leaves nothing
+    // inconsistent.
+    lock.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl StoreControl {
+    /// Write a snapshot of the store now into the configured snapshot
+    /// directory; `executed` is the node's executed height (its epoch goes
+    /// into the snapshot's metadata). Waits for a periodic snapshot being
+    /// written. Returns the snapshot's metadata and directory.
+    ///
+    /// # Errors
+    /// [`NodeError::SnapshotsOff`] without `--snapshot-dir`;
+    /// [`NodeError::Snapshot`] if writing failed (e.g. a snapshot of this
+    /// height exists already).
+    pub fn snapshot_now(&self, executed: u64) -> Result<(SnapshotMeta, PathBuf), NodeError> {
+        let config = self.snapshots.as_ref().ok_or(NodeError::SnapshotsOff)?;
+        let _held = hold(&self.snapshot_lock);
+        let meta = self.store.create_snapshot(
+            config,
+            executed / self.epoch_length,
+            &qbind_block_id,
+            &self.metrics,
+        )?;
+        let path = config.snapshot_dir.join(meta.height.to_string());
+        Ok((meta, path))
+    }
+
+    /// Prune the store to the configured retention now (every step until
+    /// nothing below the floor is left). Waits for a background prune step
+    /// in progress.
+    ///
+    /// # Errors
+    /// [`NodeError::PruningOff`] in archival mode; [`NodeError::Storage`]
+    /// if the store failed.
+    pub fn prune_now(&self) -> Result<PruneOutcome, NodeError> {
+        let pruner = self.pruner.as_ref().ok_or(NodeError::PruningOff)?;
+        let _held = hold(&self.prune_lock);
+        let deleted_keys = pruner.prune_all(&*self.store)?;
+        Ok(PruneOutcome {
+            deleted_keys,
+            floor: Pruner::current_floor(&*self.store)?,
+        })
+    }
+
+    /// The snapshot directory, if snapshots are on.
+    #[must_use]
+    pub fn snapshot_dir(&self) -> Option<&Path> {
+        self.snapshots.as_ref().map(|c| c.snapshot_dir.as_path())
+    }
+}
+
+/// Prune in the background like [`Pruner::spawn`], one step at a time
+/// under `lock` (shared with [`StoreControl::prune_now`]).
+fn spawn_pruner(
+    pruner: Pruner,
+    store: Arc<NodeStore>,
+    pause: Duration,
+    stop: Arc<AtomicBool>,
+    lock: Arc<Mutex<()>>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            let step = {
+                let _held = hold(&lock);
+                pruner.step(&*store)
+            };
+            match step {
+                Ok(progress) if !progress.done => continue,
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "prune step failed"),
+            }
+            std::thread::sleep(pause);
+        }
+    })
 }
 
 impl Services {
@@ -303,7 +418,7 @@ impl Services {
         let stop = Arc::new(AtomicBool::new(false));
         let pruner = match maintenance.retention {
             RetentionMode::Archival => None,
-            mode @ RetentionMode::Height { .. } => Some({
+            mode @ RetentionMode::Height { .. } => {
                 let pruner = Pruner::new(
                     mode,
                     qbind_store::prune::DEFAULT_STEP_KEYS,
@@ -311,17 +426,30 @@ impl Services {
                 );
                 // Blocks above the newest snapshot prove it to state-sync
                 // clients (docs/sync.md "State sync").
-                match &maintenance.snapshots {
+                Some(match &maintenance.snapshots {
                     Some(config) => pruner.keeping_newest_snapshot(config.snapshot_dir.clone()),
                     None => pruner,
-                }
-                .spawn(
-                    Arc::clone(&store),
-                    maintenance.prune_pause,
-                    Arc::clone(&stop),
-                )
-            }),
+                })
+            }
         };
+        let control = StoreControl {
+            store: Arc::clone(&store),
+            snapshots: maintenance.snapshots.clone(),
+            pruner: pruner.clone(),
+            metrics: Arc::clone(&metrics),
+            epoch_length: epoch_length.max(1),
+            snapshot_lock: Arc::default(),
+            prune_lock: Arc::default(),
+        };
+        let pruner = pruner.map(|p| {
+            spawn_pruner(
+                p,
+                Arc::clone(&store),
+                maintenance.prune_pause,
+                Arc::clone(&stop),
+                Arc::clone(&control.prune_lock),
+            )
+        });
         Ok(Services {
             store,
             maintenance,
@@ -330,7 +458,14 @@ impl Services {
             pruner,
             snapshot: None,
             epoch_length: epoch_length.max(1),
+            control,
         })
+    }
+
+    /// A handle for snapshots and pruning on demand (the admin endpoint).
+    #[must_use]
+    pub fn control(&self) -> StoreControl {
+        self.control.clone()
     }
 
     /// Called after each executed block: starts a background snapshot when
@@ -355,7 +490,9 @@ impl Services {
         let store = Arc::clone(&self.store);
         let metrics = Arc::clone(&self.metrics);
         let epoch = height / self.epoch_length;
+        let lock = Arc::clone(&self.control.snapshot_lock);
         self.snapshot = Some(std::thread::spawn(move || {
+            let _held = hold(&lock);
             match store.create_snapshot(&config, epoch, &qbind_block_id, &metrics) {
                 Ok(meta) => eprintln!(
                     "snapshot at height {} written to {}; trust anchor {} (give it to \
@@ -402,6 +539,66 @@ pub fn retention_mode(mode: &str, retain_height: Option<u64>) -> Result<Retentio
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Services over a fresh store in `dir` with `maintenance`.
+    fn services(dir: &Path, maintenance: Maintenance) -> Services {
+        let opened = open_store(&dir.join("store"), None, 1, StoreBackend::Fjall).expect("open");
+        Services::start(opened.store, maintenance, 10).expect("start")
+    }
+
+    fn maintenance(snapshots: Option<SnapshotConfig>, retention: RetentionMode) -> Maintenance {
+        Maintenance {
+            snapshots,
+            retention,
+            prune_pause: Duration::from_millis(10),
+            backend: StoreBackend::Fjall,
+        }
+    }
+
+    #[test]
+    fn on_demand_snapshots_and_prunes_need_their_settings() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let off = services(dir.path(), maintenance(None, RetentionMode::Archival));
+        let control = off.control();
+        assert!(control.snapshot_dir().is_none());
+        assert!(matches!(
+            control.snapshot_now(0),
+            Err(NodeError::SnapshotsOff)
+        ));
+        assert!(matches!(control.prune_now(), Err(NodeError::PruningOff)));
+        off.stop();
+    }
+
+    /// With the settings on, the actions reach the open store: a store
+    /// with no committed block yet has nothing to snapshot (a real
+    /// snapshot is taken in tests/admin.rs) and nothing to prune.
+    #[test]
+    fn on_demand_snapshot_and_prune_reach_the_open_store() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let snaps = dir.path().join("snaps");
+        let on = services(
+            dir.path(),
+            maintenance(
+                Some(SnapshotConfig {
+                    snapshot_dir: snaps.clone(),
+                    interval_blocks: 1_000,
+                    max_snapshots: 2,
+                    chain_id: 1,
+                }),
+                RetentionMode::Height { retain_height: 5 },
+            ),
+        );
+        let control = on.control();
+        assert_eq!(control.snapshot_dir(), Some(snaps.as_path()));
+        assert!(matches!(
+            control.snapshot_now(0),
+            Err(NodeError::Snapshot(
+                qbind_store::snapshot::SnapshotError::NoCommittedBlock { .. }
+            ))
+        ));
+        assert_eq!(control.prune_now().expect("prune").deleted_keys, 0);
+        on.stop();
+    }
 
     #[test]
     fn retention_flags_are_validated() {

@@ -43,6 +43,7 @@ fn options(data: &Path, snapshots: &Path, blocks: u64) -> LocalOptions {
         genesis: None,
         settings: qbind_node_ref::local::ChainSettings::default(),
         api: None,
+        admin: None,
     }
 }
 

@@ -43,6 +43,7 @@ use crate::node::{Maintenance, NodeError};
 use crate::profile::Profile;
 use crate::validator_set::ValidatorSetFile;
 
+mod admin;
 mod api;
 mod builder;
 mod loadgen;
@@ -121,6 +122,19 @@ pub struct LocalOptions {
     /// Serve the public HTTP/JSON API (`qbind-api`) over one local
     /// validator (`--api-addr`, `--api-validator`).
     pub api: Option<ApiOptions>,
+    /// Serve the authenticated admin endpoint (`--admin-addr`,
+    /// `--admin-token-file`; [`crate::admin`]) over every local validator.
+    pub admin: Option<AdminOptions>,
+}
+
+/// Where the admin endpoint listens and the token it requires.
+#[derive(Clone, Debug)]
+pub struct AdminOptions {
+    /// Listen here (port 0: a free port; the address is printed). The
+    /// caller checks it ([`crate::admin::check_addr`]).
+    pub addr: SocketAddr,
+    /// The token every request must carry.
+    pub token: crate::admin::AdminToken,
 }
 
 /// Where and over which validator the public API is served.
@@ -531,22 +545,73 @@ async fn state_sync_fetch(
     Ok(fetched.staged_dir)
 }
 
-/// The `/metrics` and API endpoints, bound before anything else starts.
+/// The `/metrics`, API and admin endpoints, bound before anything else
+/// starts.
 struct Endpoints {
     /// Dropping it stops the endpoint.
     metrics: Option<services::MetricsEndpoint>,
     api: Option<EarlyApi>,
+    admin: Option<EarlyAdmin>,
 }
 
 impl Endpoints {
-    /// Stop both servers; the API's requests in flight finish (5 s at most).
+    /// Stop the servers; the API's requests in flight finish (5 s at most).
     async fn close(self) {
         if let Some(api) = self.api {
             let _ = api.stop.send(true);
             let _ = tokio::time::timeout(Duration::from_secs(5), api.task).await;
         }
+        if let Some(admin) = self.admin {
+            admin.running.stop().await;
+        }
         drop(self.metrics);
     }
+}
+
+/// The admin endpoint, bound, answering "not ready" until the node runs.
+struct EarlyAdmin {
+    backend: Arc<admin::LocalAdmin>,
+    metrics: Arc<crate::admin::AdminMetrics>,
+    running: run::RunningAdmin,
+}
+
+/// Bind the admin endpoint, if configured.
+async fn bind_admin(
+    opts: &LocalOptions,
+    out: &impl Fn(&str),
+) -> Result<Option<EarlyAdmin>, NodeError> {
+    let Some(admin_opts) = &opts.admin else {
+        return Ok(None);
+    };
+    let backend = Arc::new(admin::LocalAdmin::new(
+        opts.keys.is_follower(),
+        opts.settings.profile,
+        opts.settings.payload_mode,
+    ));
+    let metrics = Arc::new(crate::admin::AdminMetrics::default());
+    let server = crate::admin::AdminServer::bind(
+        admin_opts.addr,
+        admin_opts.token.clone(),
+        Arc::clone(&backend),
+        Arc::clone(&metrics),
+        crate::admin::AdminConfig::default(),
+    )
+    .await?;
+    out(&format!("admin endpoint on http://{}", server.local_addr()));
+    let (stop, mut stopped) = watch::channel(false);
+    let task = tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        };
+        if let Err(e) = server.run(shutdown).await {
+            tracing::warn!("admin endpoint stopped: {e}");
+        }
+    });
+    Ok(Some(EarlyAdmin {
+        backend,
+        metrics,
+        running: run::RunningAdmin { stop, task },
+    }))
 }
 
 /// The API server, bound, serving [`api::LocalApi`] until the node is
@@ -577,8 +642,13 @@ async fn bind_endpoints(
         }
         None => None,
     };
+    let admin = bind_admin(opts, out).await?;
     let Some(api_opts) = opts.api else {
-        return Ok(Endpoints { metrics, api: None });
+        return Ok(Endpoints {
+            metrics,
+            api: None,
+            admin,
+        });
     };
     let backend = Arc::new(api::LocalApi::new(
         chain.env,
@@ -612,6 +682,7 @@ async fn bind_endpoints(
     });
     Ok(Endpoints {
         metrics,
+        admin,
         api: Some(EarlyApi {
             backend,
             addr,
@@ -633,7 +704,8 @@ async fn start(
     if let Some(p) = &chain.state_synced {
         p.restored();
     }
-    let started = start_engines(opts, chain, &stores, out).await;
+    let admin_metrics = endpoints.admin.as_ref().map(|a| Arc::clone(&a.metrics));
+    let started = start_engines(opts, chain, &stores, admin_metrics, out).await;
     let (engines, shared) = match started {
         Ok(started) => started,
         Err(error) => {
@@ -659,9 +731,22 @@ async fn start(
     }
     .spawn(engines.stopped.clone());
     let api = ready_api(opts, chain, &stores, &engines, &shared, endpoints.api, out);
+    let admin = endpoints.admin.map(|early| {
+        early.backend.ready(admin::Ready {
+            shared: Arc::clone(&shared),
+            peers: engines.peers.clone(),
+            stores: stores
+                .services
+                .iter()
+                .map(crate::node::Services::control)
+                .collect(),
+        });
+        early.running
+    });
     Ok(run::Running {
         local: chain.local.clone(),
         api,
+        admin,
         metrics: endpoints.metrics,
         blocks: opts.blocks,
         summary: RunSummary {
@@ -754,9 +839,10 @@ async fn start_engines(
     opts: &LocalOptions,
     chain: &builder::Chain,
     stores: &services::Stores,
+    admin: Option<Arc<crate::admin::AdminMetrics>>,
     out: &impl Fn(&str),
 ) -> Result<(services::Engines, Arc<render::Shared>), NodeError> {
     let mut engines = services::start_engines(opts, chain, stores, out).await?;
-    let shared = services::shared(opts, chain, stores, &mut engines)?;
+    let shared = services::shared(opts, chain, stores, &mut engines, admin)?;
     Ok((engines, shared))
 }

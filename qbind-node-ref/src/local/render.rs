@@ -19,6 +19,8 @@ use crate::state_sync::StateSyncReport;
 
 /// What the run shares with the metrics endpoint.
 pub(super) struct Shared {
+    /// The admin endpoint's request counters, if it is served.
+    pub(super) admin: Option<Arc<crate::admin::AdminMetrics>>,
     /// Validator id of each local slot.
     pub(super) ids: Vec<usize>,
     pub(super) consensus: Vec<watch::Receiver<ConsensusMetrics>>,
@@ -341,6 +343,9 @@ fn families(shared: &Shared) -> Vec<Family> {
             shared.root_mismatches.load(Ordering::Relaxed),
         ),
     );
+    if let Some(admin) = &shared.admin {
+        out.extend(admin.families());
+    }
     out
 }
 
@@ -589,7 +594,13 @@ mod tests {
             to_insurance: 0,
             to_community: 0,
         };
+        let admin = Arc::new(crate::admin::AdminMetrics::default());
+        admin.record(
+            Some(crate::admin::Action::Status),
+            crate::admin::server::Outcome::Unauthorized,
+        );
         let shared = Shared {
+            admin: Some(admin),
             ids: vec![3, 5],
             consensus: vec![consensus(10), consensus(20)],
             payload: vec![
@@ -673,6 +684,9 @@ mod tests {
             "qbind_state_sync_duration_seconds{validator=\"3\"} 0.25\n",
             "qbind_state_sync_phase{validator=\"3\"} 5\n",
             "qbind_state_sync_chunks_done{validator=\"3\"} 1\n",
+            "# TYPE qbind_admin_requests_total counter\n",
+            "qbind_admin_requests_total{action=\"status\",result=\"unauthorized\"} 1\n",
+            "qbind_admin_requests_total{action=\"unknown\",result=\"ok\"} 0\n",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }

@@ -30,10 +30,36 @@ pub(super) struct RunningApi {
     pub(super) stop: watch::Sender<bool>,
 }
 
+/// The admin endpoint of a running node.
+pub(super) struct RunningAdmin {
+    /// Stops the server.
+    pub(super) stop: watch::Sender<bool>,
+    /// The server task.
+    pub(super) task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningAdmin {
+    /// Stop the server: requests in flight get two seconds, then every
+    /// connection is dropped (a client holding one open must not delay
+    /// the node's stop).
+    pub(super) async fn stop(self) {
+        let _ = self.stop.send(true);
+        let abort = self.task.abort_handle();
+        if tokio::time::timeout(std::time::Duration::from_secs(2), self.task)
+            .await
+            .is_err()
+        {
+            abort.abort();
+        }
+    }
+}
+
 /// A started node: what [`Running::run`] follows and stops.
 pub(super) struct Running {
     /// The public API, if served.
     pub(super) api: Option<RunningApi>,
+    /// The admin endpoint, if served.
+    pub(super) admin: Option<RunningAdmin>,
     /// The `/metrics` endpoint (stops when this is dropped).
     pub(super) metrics: Option<super::services::MetricsEndpoint>,
     /// Validators of this process (local slot → index).
@@ -224,6 +250,9 @@ impl Running {
         self.summary.state_root = vec![Hash32::ZERO; self.local.len()];
         let ended = self.follow(&mut shutdown, out).await;
         let _ = self.engines.stop.send(true);
+        if let Some(admin) = self.admin.take() {
+            admin.stop().await;
+        }
         if let Some(api) = self.api.take() {
             // No more submissions; requests in flight finish.
             let _ = api.stop.send(true);

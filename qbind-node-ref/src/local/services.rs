@@ -193,6 +193,8 @@ pub(super) struct Engines {
     pub(super) verified: Vec<Arc<VerifiedSet>>,
     /// Each engine's Stage B counters (with `--executor stage-b`).
     pub(super) stage_b: Vec<Option<Arc<StageBMetrics>>>,
+    /// How each engine reaches its peers (the admin endpoint's `peers`).
+    pub(super) peers: Vec<super::admin::PeerSource>,
 }
 
 /// Start one engine per local validator on its transport.
@@ -218,6 +220,7 @@ pub(super) async fn start_engines(
         pools: Vec::with_capacity(chain.local.len()),
         verified: Vec::with_capacity(chain.local.len()),
         stage_b: Vec::with_capacity(chain.local.len()),
+        peers: Vec::with_capacity(chain.local.len()),
     };
     let mut memory: Vec<_> = match opts.network {
         Network::Memory => MemoryNetwork::endpoints(chain.n)
@@ -235,6 +238,7 @@ pub(super) async fn start_engines(
                     .and_then(Option::take)
                     .ok_or_else(|| NodeError::Config("no in-memory endpoint".into()))?;
                 engines.net.push(None);
+                engines.peers.push(super::admin::PeerSource::Memory);
                 spawn_engine(parts, transport)?
             }
             Network::Kemtls { .. } if opts.settings.sentry_link.is_some() => {
@@ -246,6 +250,7 @@ pub(super) async fn start_engines(
                         .map_or(String::new(), |a| a.to_string())
                 ));
                 engines.net.push(Some(link.link().metrics()));
+                engines.peers.push(super::admin::PeerSource::SentryLink);
                 spawn_engine(parts, link)?
             }
             Network::Kemtls { .. } => {
@@ -255,6 +260,9 @@ pub(super) async fn start_engines(
                     transport.local_addr()
                 ));
                 engines.net.push(Some(transport.metrics()));
+                engines
+                    .peers
+                    .push(super::admin::PeerSource::Kemtls(transport.peer_view()));
                 spawn_engine(parts, transport)?
             }
         };
@@ -552,8 +560,10 @@ pub(super) fn shared(
     chain: &Chain,
     stores: &Stores,
     engines: &mut Engines,
+    admin: Option<Arc<crate::admin::AdminMetrics>>,
 ) -> Result<Arc<Shared>, NodeError> {
     Ok(Arc::new(Shared {
+        admin,
         net_is_link: opts.settings.sentry_link.is_some(),
         ids: chain.local.clone(),
         consensus: std::mem::take(&mut engines.consensus),

@@ -191,6 +191,21 @@ pub(crate) struct Args {
     #[arg(long, default_value_t = qbind_node_ref::local::receipt_store::RECEIPT_RETAIN_HEIGHTS,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) api_receipt_heights: u64,
+    /// Serve the authenticated admin endpoint (`qbind-admin`: status,
+    /// peers, dag-status, snapshot, prune) at this address (port 0: a free
+    /// port, printed). A loopback address unless
+    /// --admin-allow-non-loopback. Needs --admin-token-file.
+    #[arg(long)]
+    pub(crate) admin_addr: Option<SocketAddr>,
+    /// The admin endpoint's token: at least 32 random bytes as hex, in a
+    /// file only its owner may read (`qbind-admin gen-token FILE` writes
+    /// one); a file readable by group or others is refused.
+    #[arg(long, requires = "admin_addr")]
+    pub(crate) admin_token_file: Option<PathBuf>,
+    /// Let --admin-addr be a non-loopback address (the endpoint is plain
+    /// HTTP: only on a network protected otherwise).
+    #[arg(long, requires = "admin_addr")]
+    pub(crate) admin_allow_non_loopback: bool,
     /// Where snapshots are written (none: snapshots off).
     #[arg(long)]
     pub(crate) snapshot_dir: Option<PathBuf>,

@@ -12,7 +12,9 @@
 //! `--state-retain-height`, `--fast-sync-snapshot-dir` with
 //! `--trusted-snapshot-anchor`) and a Prometheus endpoint
 //! (`--metrics-addr`). `--api-addr` serves the public HTTP/JSON API
-//! (docs/api.md) over one of its validators (`--api-validator`). SIGINT and
+//! (docs/api.md) over one of its validators (`--api-validator`);
+//! `--admin-addr` with `--admin-token-file` the authenticated admin
+//! endpoint `qbind-admin` talks to (docs/operator-tools.md). SIGINT and
 //! SIGTERM stop it after the current block.
 //!
 //! ```text
@@ -33,11 +35,12 @@ use std::time::Duration;
 
 use clap::Parser;
 use qbind_api::limiter::RateLimitConfig;
+use qbind_node_ref::admin::{AdminToken, check_addr};
 use qbind_node_ref::config::config_file_args;
 use qbind_node_ref::full_nodes::FullNodeKeys;
 use qbind_node_ref::genesis::Genesis;
 use qbind_node_ref::local::{
-    ApiOptions, Executor, FastSync, Keys, LocalOptions, Network, run_local,
+    AdminOptions, ApiOptions, Executor, FastSync, Keys, LocalOptions, Network, run_local,
 };
 use qbind_node_ref::node::{InitTarget, Maintenance, NodeError, init_data_dir, retention_mode};
 use qbind_node_ref::profile::Profile;
@@ -144,6 +147,25 @@ fn api_rate_limit(per_second: u32) -> Option<RateLimitConfig> {
     })
 }
 
+/// `--admin-addr` with its token (required: the endpoint never runs
+/// without authentication, on any profile), the address checked.
+fn admin_options(args: &Args) -> Result<Option<AdminOptions>, Failure> {
+    let Some(addr) = args.admin_addr else {
+        return Ok(None);
+    };
+    check_addr(addr, args.admin_allow_non_loopback)?;
+    let Some(path) = &args.admin_token_file else {
+        return Err(
+            "--admin-addr needs --admin-token-file (the admin endpoint always \
+             requires a token; `qbind-admin gen-token FILE` writes one)"
+                .to_string()
+                .into(),
+        );
+    };
+    let token = AdminToken::load(path).map_err(|e| e.to_string())?;
+    Ok(Some(AdminOptions { addr, token }))
+}
+
 /// The run's options from the checked flags.
 fn local_options(
     mut args: Args,
@@ -184,6 +206,7 @@ fn local_options(
         tx_interval: Duration::from_millis(args.tx_interval_ms),
         accounts: args.accounts,
         metrics_addr: args.metrics_addr,
+        admin: admin_options(&args)?,
         api: args.api_addr.map(|addr| ApiOptions {
             addr,
             validator: args.api_validator,
@@ -324,6 +347,14 @@ fn run(mut args: Args) -> Result<ExitCode, Failure> {
             "profile {profile} needs a genesis file (--genesis); the seed genesis is DevNet's"
         )
         .into());
+    }
+    if args.role == RoleArg::Sentry && args.admin_addr.is_some() {
+        return Err(
+            "--admin-addr is not available on a sentry (--role sentry) yet; \
+             serve it on the validator behind it"
+                .to_string()
+                .into(),
+        );
     }
     if args.role == RoleArg::Sentry {
         return sentry::run(&args, genesis.as_ref(), &settings);
