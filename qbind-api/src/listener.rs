@@ -48,6 +48,7 @@ pub struct BoundedListener {
     permits: Arc<Semaphore>,
     idle_timeout: Duration,
     max_lifetime: Option<Duration>,
+    idle_until_first_read: bool,
 }
 
 impl BoundedListener {
@@ -60,7 +61,19 @@ impl BoundedListener {
             permits: Arc::new(Semaphore::new(max_connections.max(1))),
             idle_timeout,
             max_lifetime: None,
+            idle_until_first_read: false,
         }
+    }
+
+    /// Apply the idle timeout only until a connection's first byte arrives;
+    /// from then on only the lifetime ([`Self::with_max_lifetime`]) bounds
+    /// it. For endpoints whose requests may take long to answer: hyper keeps
+    /// reading while the handler runs, so an idle timer would cut off an
+    /// answer that takes longer than it.
+    #[must_use]
+    pub fn with_idle_until_first_read(mut self) -> Self {
+        self.idle_until_first_read = true;
+        self
     }
 
     /// Also close every connection `max_lifetime` after it was accepted.
@@ -86,6 +99,7 @@ impl axum::serve::Listener for BoundedListener {
                     let _ = stream.set_nodelay(true);
                     let mut stream = BoundedStream::new(stream, permit, self.idle_timeout);
                     stream.lifetime = self.max_lifetime.map(|d| Box::pin(tokio::time::sleep(d)));
+                    stream.idle_until_first_read = self.idle_until_first_read;
                     return (stream, addr);
                 }
                 Err(e) => {
@@ -112,6 +126,10 @@ pub struct BoundedStream {
     idle_timeout: Duration,
     idle: Pin<Box<Sleep>>,
     lifetime: Option<Pin<Box<Sleep>>>,
+    /// Whether the idle timeout stops applying once a byte was read.
+    idle_until_first_read: bool,
+    /// Whether a byte was read.
+    read_any: bool,
 }
 
 impl BoundedStream {
@@ -122,6 +140,8 @@ impl BoundedStream {
             idle_timeout,
             idle: Box::pin(tokio::time::sleep(idle_timeout)),
             lifetime: None,
+            idle_until_first_read: false,
+            read_any: false,
         }
     }
 
@@ -138,6 +158,9 @@ impl BoundedStream {
                 io::ErrorKind::TimedOut,
                 "connection open for too long",
             ));
+        }
+        if self.idle_until_first_read && self.read_any {
+            return Ok(());
         }
         match self.idle.as_mut().poll(cx) {
             Poll::Ready(()) => Err(io::Error::new(
@@ -156,9 +179,11 @@ impl AsyncRead for BoundedStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        let before = buf.filled().len();
         match Pin::new(&mut this.stream).poll_read(cx, buf) {
             Poll::Ready(result) => {
                 this.touch();
+                this.read_any |= buf.filled().len() > before;
                 Poll::Ready(result)
             }
             Poll::Pending => match this.check_idle(cx) {

@@ -388,7 +388,18 @@ impl<T: PoolTx> FeeMempool<T> {
                     required,
                 });
             }
+            // What is known of the sender survives its replaced transaction
+            // (removing its only one would forget it: a parked sender came
+            // back as executable, review finding).
+            let known = (
+                self.next_nonce.get(&sender).copied(),
+                self.executed_nonce.get(&sender).copied(),
+            );
             self.remove_id(&old_id);
+            if let (Some(next), Some(executed)) = known {
+                self.next_nonce.insert(sender, next);
+                self.executed_nonce.insert(sender, executed);
+            }
             *self.metrics.evictions_total.entry("replaced").or_default() += 1;
             self.add(tx, key);
             return Ok(Admission {
@@ -470,14 +481,22 @@ impl<T: PoolTx> FeeMempool<T> {
         }
     }
 
-    /// When the pool is full and `sender`'s transaction with `nonce` could
-    /// execute once what it has pending of that sender does: the
-    /// highest-nonce transaction of the lowest-priority parked sender (not
-    /// `sender`), to evict. Parked transactions hold no executable one out
-    /// (a review found that accounts submitting only nonces past their own
-    /// could fill the pool with high fees they never pay).
+    /// When the pool is full and `sender`'s transaction with `nonce` will
+    /// execute once what it has pending of that sender does (its account's
+    /// next nonce is *known*): the highest-nonce transaction of the
+    /// lowest-priority parked sender (not `sender`), to evict. Parked
+    /// transactions hold no executable one out (a review found that
+    /// accounts submitting only nonces past their own could fill the pool
+    /// with high fees they never pay). A sender whose next nonce is unknown
+    /// (a DAG pool does not read it for a sender with nothing pending)
+    /// evicts only by priority, under the rate limit: otherwise any funded
+    /// account could evict parked transactions for free with a nonce far
+    /// ahead of its own.
     fn parked_victim(&self, sender: AccountId, nonce: u64) -> Option<Hash32> {
-        if self.parked.is_empty() || !self.could_execute(&sender, nonce) {
+        if self.parked.is_empty()
+            || !self.next_nonce.contains_key(&sender)
+            || !self.could_execute(&sender, nonce)
+        {
             return None;
         }
         let (_, victim) = self.parked.iter().find(|(_, s)| *s != sender)?;
@@ -526,7 +545,8 @@ impl<T: PoolTx> FeeMempool<T> {
         }
     }
 
-    /// Transactions parked behind a missing nonce (see [`FeeMempool::take`]).
+    /// Senders whose transactions are parked behind a missing nonce (see
+    /// [`FeeMempool::take`]).
     #[must_use]
     pub fn parked_senders(&self) -> usize {
         self.parked.len()
@@ -1076,7 +1096,9 @@ mod tests {
         }
         assert!(order(&p).is_empty());
         assert_eq!(p.parked_senders(), 3);
-        // A sender at its account's nonce, paying less.
+        // A sender at its account's nonce (read from the executed state as
+        // it is submitted), paying less.
+        p.prime_account_nonce(tx(9, 0, 0).sender(), 0, true);
         let a = p
             .insert(T0, tx(9, 0, 5))
             .expect("an executable transaction is admitted");
@@ -1097,6 +1119,33 @@ mod tests {
         assert_eq!(order(&p), vec![(9, 0), (9, 1)]);
     }
 
+    /// A fee-bumped copy of a parked transaction stays parked (replacing a
+    /// sender's only transaction once forgot its next nonce), and a sender
+    /// whose next nonce is unknown evicts by priority only, never a parked
+    /// transaction for free.
+    #[test]
+    fn replacements_and_unknown_senders_do_not_unpark_for_free() {
+        let mut p = FeeMempool::new(cfg(2, EvictionMode::Enforce));
+        let one = tx(1, 0, 0).sender();
+        p.insert(T0, tx(1, 7, 100)).unwrap();
+        p.note_account_nonce(one, 5);
+        assert_eq!(p.parked_senders(), 1);
+        let a = p.insert(T0, tx(1, 7, 1_000)).expect("a fee bump replaces");
+        assert!(a.replaced.is_some());
+        assert_eq!(p.parked_senders(), 1, "the copy is parked too");
+        assert!(order(&p).is_empty());
+        // Fill the pool with an executable transaction.
+        p.insert(T0, tx(2, 0, 2_000)).unwrap();
+        // Sender 3 is unknown and pays less than the parked transaction:
+        // refused, not admitted by evicting it.
+        assert!(matches!(
+            p.insert(T0, tx(3, 60, 10)),
+            Err(MempoolRejection::PoolFull { .. })
+        ));
+        assert_eq!(p.parked_senders(), 1);
+        assert_eq!(p.metrics().evictions_total.get("parked"), None);
+    }
+
     /// A sender whose missing nonce arrives leaves the parked set and its
     /// transactions are no longer the first to go.
     #[test]
@@ -1109,7 +1158,7 @@ mod tests {
         p.insert(T0, tx(1, 1, 5)).unwrap();
         assert_eq!(p.parked_senders(), 0);
         assert_eq!(order(&p), vec![(1, 1), (1, 2)]);
-        // Execution moves past it: parked again behind the new gap.
+        // Execution moves past both: they are stale, and removed.
         p.note_account_nonce(one, 3);
         assert_eq!(p.parked_senders(), 0, "stale nonces are removed");
         assert!(p.is_empty());
@@ -1300,7 +1349,7 @@ mod tests {
         #[test]
         fn bounds_hold_under_random_traffic(
             ops in prop::collection::vec(
-                (0u16..20, 0u64..6, 0u128..50, 0u64..60, any::<bool>(), 0u8..4),
+                (0u16..20, 0u64..6, 0u128..50, 0u64..60, any::<bool>(), 0u8..5),
                 1..300,
             ),
         ) {
@@ -1317,6 +1366,9 @@ mod tests {
                 if note == 0 {
                     // Execution says where the sender's account is.
                     p.note_account_nonce(t.sender(), nonce);
+                } else if note == 1 {
+                    // The nonce went into a batch.
+                    p.note_used(t.sender(), nonce);
                 } else {
                     let capacity_before = p.metrics().evictions_total.get("capacity").copied();
                     let admitted = p.insert(Millis(now), t);

@@ -94,7 +94,8 @@ fn main() {
     row("one validator down ÷ peak", ratio(down.tps, peak_tps), 0.60);
     for (name, r) in [("peak", &peak), ("overload", &over), ("one down", &down)] {
         println!(
-            "{name}: {:.1} tx/s, p50 {} ms, p99 {} ms, lost {}, CPU per committed transfer {} ms, \
+            "{name}: {:.1} tx/s, p50 {} ms, p99 {} ms, lost {}, CPU per validator per committed \
+             transfer {} ms, \
              peak RSS {} MiB, disk {} KiB per validator per 1,000",
             r.tps, r.p50, r.p99, r.lost, r.cpu_ms_per_tx, r.peak_rss, r.disk_per_1000
         );

@@ -298,6 +298,8 @@ pub struct StoreControl {
     epoch_length: u64,
     snapshot_lock: Arc<Mutex<()>>,
     prune_lock: Arc<Mutex<()>>,
+    /// Set when the node stops (a manual prune ends between two steps).
+    stop: Arc<AtomicBool>,
 }
 
 /// What a manual prune did.
@@ -307,6 +309,9 @@ pub struct PruneOutcome {
     pub deleted_keys: u64,
     /// The lowest height still kept.
     pub floor: u64,
+    /// Whether it reached the retention target (`false`: the node began
+    /// stopping first; what was pruned stays pruned).
+    pub complete: bool,
 }
 
 fn hold(lock: &Mutex<()>) -> std::sync::MutexGuard<'_, ()> {
@@ -347,11 +352,27 @@ impl StoreControl {
     /// if the store failed.
     pub fn prune_now(&self) -> Result<PruneOutcome, NodeError> {
         let pruner = self.pruner.as_ref().ok_or(NodeError::PruningOff)?;
-        let _held = hold(&self.prune_lock);
-        let deleted_keys = pruner.prune_all(&*self.store)?;
+        // One step at a time under the lock, as the background pruner does:
+        // holding it for the whole run (minutes, the first time after an
+        // archival node turns pruning on) kept a stopping node's pruner
+        // thread, and so the node, from exiting (review finding).
+        let mut deleted_keys = 0u64;
+        let mut complete = false;
+        while !self.stop.load(Ordering::Relaxed) {
+            let progress = {
+                let _held = hold(&self.prune_lock);
+                pruner.step(&*self.store)?
+            };
+            deleted_keys = deleted_keys.saturating_add(progress.deleted_keys);
+            if progress.done {
+                complete = true;
+                break;
+            }
+        }
         Ok(PruneOutcome {
             deleted_keys,
             floor: Pruner::current_floor(&*self.store)?,
+            complete,
         })
     }
 
@@ -440,6 +461,7 @@ impl Services {
             epoch_length: epoch_length.max(1),
             snapshot_lock: Arc::default(),
             prune_lock: Arc::default(),
+            stop: Arc::clone(&stop),
         };
         let pruner = pruner.map(|p| {
             spawn_pruner(
@@ -596,8 +618,12 @@ mod tests {
                 qbind_store::snapshot::SnapshotError::NoCommittedBlock { .. }
             ))
         ));
-        assert_eq!(control.prune_now().expect("prune").deleted_keys, 0);
+        let pruned = control.prune_now().expect("prune");
+        assert_eq!((pruned.deleted_keys, pruned.complete), (0, true));
         on.stop();
+        // A prune asked of a stopping node returns at once, unfinished.
+        let pruned = control.prune_now().expect("prune");
+        assert_eq!((pruned.deleted_keys, pruned.complete), (0, false));
     }
 
     #[test]

@@ -40,7 +40,10 @@ pub struct AdminConfig {
     /// Most connections open at once; further clients wait in the
     /// kernel's backlog.
     pub max_connections: usize,
-    /// A connection with nothing read or written for this long is closed.
+    /// A connection that sends nothing for this long after it was accepted
+    /// is closed; once it has sent a byte only `max_lifetime` bounds it
+    /// (nothing moves on a connection while its action runs, and an idle
+    /// timer cut off a slow snapshot or prune: review finding).
     pub idle_timeout: Duration,
     /// A connection open for this long is closed, however busy (a client
     /// trickling its request cannot hold a slot longer). Keep it above
@@ -226,12 +229,28 @@ async fn handle<B: AdminBackend>(
     let action = Action::of_path(uri.path());
     let (outcome, response) = answer(&shared, action, &method, &headers, body).await;
     shared.metrics.record(action, outcome);
-    tracing::info!(
-        action = action.map_or(UNKNOWN_ACTION, Action::name),
-        result = outcome.name(),
-        status = response.status().as_u16(),
-        "admin request"
+    let (name, status) = (
+        action.map_or(UNKNOWN_ACTION, Action::name),
+        response.status().as_u16(),
     );
+    if outcome == Outcome::Unauthorized {
+        // Anyone who can connect can send these, as fast as they like: the
+        // counter (qbind_admin_requests_total{result="unauthorized"}) is
+        // what to alert on, not one log line each (review finding).
+        tracing::debug!(
+            action = name,
+            result = outcome.name(),
+            status,
+            "admin request"
+        );
+    } else {
+        tracing::info!(
+            action = name,
+            result = outcome.name(),
+            status,
+            "admin request"
+        );
+    }
     response
 }
 
@@ -394,7 +413,8 @@ impl AdminServer {
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(io)?;
         let local_addr = listener.local_addr().map_err(io)?;
         let listener = BoundedListener::new(listener, config.max_connections, config.idle_timeout)
-            .with_max_lifetime(config.max_lifetime);
+            .with_max_lifetime(config.max_lifetime)
+            .with_idle_until_first_read();
         Ok(AdminServer {
             listener,
             local_addr,

@@ -40,6 +40,20 @@ pub enum TokenError {
         /// Its permission bits.
         mode: u32,
     },
+    /// Owned by another user than the one running (or root): that user
+    /// could have planted it (ssh's rule for private keys).
+    #[error(
+        "admin token file {path} is owned by uid {owner}, not by this user (uid {me}) or root; \
+         run `chown` on it or write it as this user (`qbind-admin gen-token`)"
+    )]
+    WrongOwner {
+        /// The file.
+        path: PathBuf,
+        /// Its owner.
+        owner: u32,
+        /// The user reading it.
+        me: u32,
+    },
     /// Not a regular file.
     #[error("admin token file {path} is not a regular file")]
     NotAFile {
@@ -102,7 +116,7 @@ impl AdminToken {
             path: path.to_owned(),
             source,
         };
-        let file = std::fs::File::open(path).map_err(io)?;
+        let file = open_no_wait(path).map_err(io)?;
         // Checked through the open handle: no second lookup of the path.
         let meta = file.metadata().map_err(io)?;
         if !meta.is_file() {
@@ -111,6 +125,7 @@ impl AdminToken {
             });
         }
         check_mode(&meta, path)?;
+        check_owner(&meta, path)?;
         let mut text = Zeroizing::new(String::new());
         file.take(MAX_FILE_BYTES + 1)
             .read_to_string(&mut text)
@@ -191,6 +206,43 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// Refuse a file that group or others may access.
+/// Open for reading without blocking on a FIFO (or any special file) whose
+/// other end nobody holds: such a file is refused after the open.
+fn open_no_wait(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32);
+    }
+    options.open(path)
+}
+
+/// The file must belong to the user running, or to root.
+fn check_owner(meta: &std::fs::Metadata, path: &Path) -> Result<(), TokenError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let me = rustix::process::geteuid().as_raw();
+        if !owner_allowed(meta.uid(), me) {
+            return Err(TokenError::WrongOwner {
+                path: path.to_owned(),
+                owner: meta.uid(),
+                me,
+            });
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (meta, path);
+    Ok(())
+}
+
+/// Whether a file owned by `owner` may hold a secret for user `me`.
+fn owner_allowed(owner: u32, me: u32) -> bool {
+    owner == me || owner == 0
+}
+
 fn check_mode(meta: &std::fs::Metadata, path: &Path) -> Result<(), TokenError> {
     #[cfg(unix)]
     {
@@ -214,6 +266,38 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     const HEX64: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+    #[test]
+    fn only_the_running_user_or_root_may_own_the_file() {
+        assert!(owner_allowed(1000, 1000));
+        assert!(owner_allowed(0, 1000), "root's file");
+        assert!(!owner_allowed(1001, 1000), "another user's file");
+        assert!(!owner_allowed(1001, 0), "root reads no other user's file");
+    }
+
+    /// A FIFO at the token path is refused at once: opening it for
+    /// reading once waited for a writer for ever.
+    #[test]
+    fn a_fifo_is_refused_without_waiting() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("token");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&path)
+            .status()
+            .expect("mkfifo runs");
+        assert!(made.success());
+        let (done, wait) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = done.send(AdminToken::load(&path));
+        });
+        let result = wait
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .expect("load returned without a writer on the FIFO");
+        assert!(
+            matches!(result, Err(TokenError::NotAFile { .. })),
+            "{result:?}"
+        );
+    }
 
     #[test]
     fn tokens_must_be_hex_of_at_least_32_bytes() {

@@ -71,12 +71,6 @@ impl Action {
     pub fn index(self) -> usize {
         self as usize
     }
-
-    /// Whether it writes (snapshot, prune) rather than reads.
-    #[must_use]
-    pub fn writes(self) -> bool {
-        matches!(self, Action::Snapshot | Action::Prune)
-    }
 }
 
 /// Error codes of [`ErrorReply::error`].
@@ -227,6 +221,9 @@ pub struct Pruned {
     pub deleted_keys: u64,
     /// The lowest height still kept.
     pub floor: u64,
+    /// Whether it reached the retention target (`false`: the node began
+    /// stopping first).
+    pub complete: bool,
 }
 
 #[cfg(test)]

@@ -266,8 +266,15 @@ fn render(action: Action, reply: serde_json::Value) -> Result<String, Failure> {
             let r: PruneReply = parse(reply)?;
             for p in &r.nodes {
                 lines.push(format!(
-                    "node {}: pruned {} entries; lowest height kept {}",
-                    p.id, p.deleted_keys, p.floor
+                    "node {}: pruned {} entries; lowest height kept {}{}",
+                    p.id,
+                    p.deleted_keys,
+                    p.floor,
+                    if p.complete {
+                        ""
+                    } else {
+                        " (stopped early: the node is stopping)"
+                    }
                 ));
             }
         }

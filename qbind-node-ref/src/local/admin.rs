@@ -48,6 +48,9 @@ pub(super) struct LocalAdmin {
 }
 
 impl LocalAdmin {
+    /// The admin backend of a process running validators (or, with
+    /// `follower`, a full node) of `profile`; it answers "not ready" until
+    /// the engines are started.
     pub(super) fn new(
         follower: bool,
         profile: crate::profile::Profile,
@@ -144,6 +147,7 @@ impl LocalAdmin {
                 id: *id,
                 deleted_keys: outcome.deleted_keys,
                 floor: outcome.floor,
+                complete: outcome.complete,
             });
         }
         Ok(PruneReply { nodes })

@@ -207,6 +207,24 @@ async fn slow_bodies_and_slow_actions_are_cut_off() {
     let _ = server.stop.send(true);
 }
 
+/// An action that takes longer than the idle timeout is answered: nothing
+/// moves on the connection while it runs, and the idle timeout once cut it
+/// off (review finding: a slow snapshot looked like an unreachable node).
+#[tokio::test]
+async fn an_action_slower_than_the_idle_timeout_is_answered() {
+    let server = start(AdminConfig {
+        idle_timeout: Duration::from_millis(500),
+        read_timeout: Duration::from_millis(300),
+        action_timeout: Duration::from_secs(5),
+        ..AdminConfig::default()
+    })
+    .await;
+    // `peers` takes 2 s in the fake backend.
+    let response = raw(server.addr, &post("/admin/v1/peers", Some(TOKEN), "")).await;
+    assert_eq!(status_of(&response), 200, "{response}");
+    let _ = server.stop.send(true);
+}
+
 /// Slowloris: clients that trickle their request head a byte at a time
 /// hold at most `max_connections` slots, each for at most `max_lifetime`;
 /// then an operator's request goes through, and the tricklers are closed.

@@ -338,6 +338,17 @@ fn run(mut args: Args) -> Result<ExitCode, Failure> {
         (None, None) => Profile::Devnet,
     };
     let settings = chain_settings(&args, profile)?;
+    // The admin flags are checked before `--validate-only` answers: a file
+    // it passes is not refused at start (review finding).
+    if args.role == RoleArg::Sentry && args.admin_addr.is_some() {
+        return Err(
+            "--admin-addr is not available on a sentry (--role sentry) yet; \
+             serve it on the validator behind it"
+                .to_string()
+                .into(),
+        );
+    }
+    admin_options(&args)?;
     let config = node_config(&args, &settings, genesis.as_ref())?;
     if let Some(code) = validate(&args, &config)? {
         return Ok(code);
@@ -347,14 +358,6 @@ fn run(mut args: Args) -> Result<ExitCode, Failure> {
             "profile {profile} needs a genesis file (--genesis); the seed genesis is DevNet's"
         )
         .into());
-    }
-    if args.role == RoleArg::Sentry && args.admin_addr.is_some() {
-        return Err(
-            "--admin-addr is not available on a sentry (--role sentry) yet; \
-             serve it on the validator behind it"
-                .to_string()
-                .into(),
-        );
     }
     if args.role == RoleArg::Sentry {
         return sentry::run(&args, genesis.as_ref(), &settings);
