@@ -415,6 +415,20 @@ fn refusals_at_start(dir: &Path, token: &Path) {
         node(&["--admin-addr", "0.0.0.0:0", "--admin-token-file", token])
             .contains("not a loopback address")
     );
+    // `--validate-only` refuses what a start would refuse.
+    assert!(
+        node(&[
+            "--admin-addr",
+            "127.0.0.1:0",
+            "--admin-token-file",
+            open,
+            "--validate-only"
+        ])
+        .contains("accessible to group or others")
+    );
+    assert!(
+        node(&["--admin-addr", "127.0.0.1:0", "--validate-only"]).contains("--admin-token-file")
+    );
     // qbind-admin refuses the insecure file too (exit 2), before any request.
     let o = admin("127.0.0.1:9", Path::new(open), &["status"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));

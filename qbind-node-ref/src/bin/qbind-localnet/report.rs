@@ -70,6 +70,10 @@ pub(crate) struct RssGrowth {
     pub(crate) max_after_warmup_mib: f64,
     /// `end / after_warmup - 1`, percent.
     pub(crate) growth_pct: f64,
+    /// Growth over the last quarter of the load (from the first sample at
+    /// or after three quarters), percent: near 0 when the resident set has
+    /// levelled off, even if it was still filling caches after warm-up.
+    pub(crate) last_quarter_pct: f64,
 }
 
 impl RssGrowth {
@@ -86,16 +90,23 @@ impl RssGrowth {
         let after_warmup_mib = after[0].1;
         let end_mib = after.last()?.1;
         let max_after_warmup_mib = after.iter().map(|s| s.1).fold(0.0, f64::max);
-        let growth_pct = if after_warmup_mib > 0.0 {
-            ((end_mib / after_warmup_mib - 1.0) * 1e3).round() / 10.0
-        } else {
-            0.0
+        let pct = |from: f64| {
+            if from > 0.0 {
+                ((end_mib / from - 1.0) * 1e3).round() / 10.0
+            } else {
+                0.0
+            }
         };
+        let last_quarter_from = after
+            .iter()
+            .find(|(t, _)| *t >= load_secs * 0.75)
+            .map_or(end_mib, |s| s.1);
         Some(RssGrowth {
             after_warmup_mib,
             end_mib,
             max_after_warmup_mib,
-            growth_pct,
+            growth_pct: pct(after_warmup_mib),
+            last_quarter_pct: pct(last_quarter_from),
         })
     }
 }
@@ -457,8 +468,13 @@ pub(crate) fn print_text(s: &Summary) {
         if let Some(g) = v.rss_growth {
             println!(
                 "  validator {} RSS: {:.1} MiB after warm-up (a quarter of the load), {:.1} MiB at \
-                 the end ({:+.1} %), at most {:.1} MiB",
-                v.index, g.after_warmup_mib, g.end_mib, g.growth_pct, g.max_after_warmup_mib
+                 the end ({:+.1} %; {:+.1} % over the last quarter), at most {:.1} MiB",
+                v.index,
+                g.after_warmup_mib,
+                g.end_mib,
+                g.growth_pct,
+                g.last_quarter_pct,
+                g.max_after_warmup_mib
             );
         }
     }
@@ -495,6 +511,7 @@ mod tests {
             (10.0, 100.0),
             (25.0, 200.0),
             (60.0, 210.0),
+            (80.0, 215.6),
             (100.0, 220.0),
         ];
         let g = RssGrowth::of(&series, 100.0).expect("samples after warm-up");
@@ -502,6 +519,8 @@ mod tests {
         assert_eq!(g.end_mib, 220.0);
         assert_eq!(g.max_after_warmup_mib, 220.0);
         assert_eq!(g.growth_pct, 10.0);
+        // From the sample at 80 (the first at or after 75).
+        assert_eq!(g.last_quarter_pct, 2.0);
         // Samples after the load (the drain) do not count.
         let drained = [(30.0, 100.0), (90.0, 100.0), (130.0, 400.0)];
         assert_eq!(
