@@ -1,6 +1,7 @@
 //! What Stage B did, counted across blocks ([`StageBMetrics`]): plain
 //! atomics an executor updates as it executes and a metrics exporter reads
-//! (the reference node exports `stage_b_blocks_parallel`, runbook §4.4).
+//! (the reference node exports `qbind_execution_parallel_blocks_total`, runbook
+//! §4.4's `stage_b_blocks_parallel`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

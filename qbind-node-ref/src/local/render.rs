@@ -270,11 +270,11 @@ fn families(shared: &Shared) -> Vec<Family> {
             .zip(&shared.transfers)
             .map(|(l, a)| (l.clone(), a.load(Ordering::Relaxed).into())),
     ));
-    // The runbook's name has no `_total`, which a counter must have: the
-    // count is exported as a gauge, like `qbind_dag_batch_equivocation_detected`.
+    // The runbook's `stage_b_blocks_parallel`: promtool rejects its `_b_`
+    // (read as an abbreviated unit, bytes) and a count needs `_total`.
     out.push(per_validator(
-        "stage_b_blocks_parallel",
-        "Blocks executed on Stage B's parallel path (a count).",
+        "qbind_execution_parallel_blocks_total",
+        "Blocks executed on Stage B's parallel path.",
         labels.iter().zip(&shared.stage_b).filter_map(|(l, m)| {
             m.as_ref()
                 .map(|m| (l.clone(), m.blocks_parallel.load(Ordering::Relaxed).into()))
@@ -669,7 +669,8 @@ mod tests {
             "# TYPE qbind_consensus_qc_formation_latency_seconds gauge\n",
             "qbind_consensus_qc_formation_latency_seconds{validator=\"3\"} 0.25\n",
             "qbind_consensus_qc_formation_latency_seconds{validator=\"5\"} 0.5\n",
-            "# TYPE stage_b_blocks_parallel gauge\nstage_b_blocks_parallel{validator=\"5\"} 12\n",
+            "# TYPE qbind_execution_parallel_blocks_total counter\n\
+             qbind_execution_parallel_blocks_total{validator=\"5\"} 12\n",
             "qbind_execution_transfers_total{validator=\"5\"} 6\n",
             "# TYPE qbind_state_size_bytes gauge\n",
             "qbind_state_size_bytes{validator=\"5\"} 4096\n",
@@ -693,7 +694,7 @@ mod tests {
         // Validator 3 has no P2P metrics (in-memory network) and executes
         // sequentially.
         assert!(!text.contains("qbind_p2p_outbound_peers{validator=\"3\"}"));
-        assert!(!text.contains("stage_b_blocks_parallel{validator=\"3\"}"));
+        assert!(!text.contains("qbind_execution_parallel_blocks_total{validator=\"3\"}"));
     }
 
     #[test]
