@@ -172,12 +172,12 @@ fn localnet(args: &[&str], name: &str, failed: &mut bool) -> Run {
                 format!("v{} -", p["index"])
             } else {
                 format!(
-                    "v{} {} → {} MiB ({:+.1} %; last quarter {:+.1} %)",
+                    "v{} {} → {} MiB ({:+.1} %; last quarter {} %)",
                     p["index"],
                     num(&g["after_warmup_mib"]),
                     num(&g["end_mib"]),
                     g["growth_pct"].as_f64().unwrap_or(0.0),
-                    g["last_quarter_pct"].as_f64().unwrap_or(0.0)
+                    num(&g["last_quarter_pct"])
                 )
             }
         })

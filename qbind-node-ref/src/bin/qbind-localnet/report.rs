@@ -73,7 +73,8 @@ pub(crate) struct RssGrowth {
     /// Growth over the last quarter of the load (from the first sample at
     /// or after three quarters), percent: near 0 when the resident set has
     /// levelled off, even if it was still filling caches after warm-up.
-    pub(crate) last_quarter_pct: f64,
+    /// `None` when that sample is the last one (a short run).
+    pub(crate) last_quarter_pct: Option<f64>,
 }
 
 impl RssGrowth {
@@ -99,14 +100,15 @@ impl RssGrowth {
         };
         let last_quarter_from = after
             .iter()
-            .find(|(t, _)| *t >= load_secs * 0.75)
-            .map_or(end_mib, |s| s.1);
+            .position(|(t, _)| *t >= load_secs * 0.75)
+            .filter(|i| i + 1 < after.len())
+            .map(|i| after[i].1);
         Some(RssGrowth {
             after_warmup_mib,
             end_mib,
             max_after_warmup_mib,
             growth_pct: pct(after_warmup_mib),
-            last_quarter_pct: pct(last_quarter_from),
+            last_quarter_pct: last_quarter_from.map(pct),
         })
     }
 }
@@ -468,12 +470,13 @@ pub(crate) fn print_text(s: &Summary) {
         if let Some(g) = v.rss_growth {
             println!(
                 "  validator {} RSS: {:.1} MiB after warm-up (a quarter of the load), {:.1} MiB at \
-                 the end ({:+.1} %; {:+.1} % over the last quarter), at most {:.1} MiB",
+                 the end ({:+.1} %; {} over the last quarter), at most {:.1} MiB",
                 v.index,
                 g.after_warmup_mib,
                 g.end_mib,
                 g.growth_pct,
-                g.last_quarter_pct,
+                g.last_quarter_pct
+                    .map_or("one sample".to_string(), |p| format!("{p:+.1} %")),
                 g.max_after_warmup_mib
             );
         }
@@ -520,7 +523,11 @@ mod tests {
         assert_eq!(g.max_after_warmup_mib, 220.0);
         assert_eq!(g.growth_pct, 10.0);
         // From the sample at 80 (the first at or after 75).
-        assert_eq!(g.last_quarter_pct, 2.0);
+        assert_eq!(g.last_quarter_pct, Some(2.0));
+        // One sample in the last quarter: nothing to compare it with.
+        let short = [(5.0, 100.0), (10.0, 150.0), (25.0, 160.0)];
+        let g = RssGrowth::of(&short, 30.0).expect("samples after warm-up");
+        assert_eq!(g.last_quarter_pct, None);
         // Samples after the load (the drain) do not count.
         let drained = [(30.0, 100.0), (90.0, 100.0), (130.0, 400.0)];
         assert_eq!(
