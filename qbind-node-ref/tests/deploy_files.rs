@@ -267,7 +267,33 @@ fn assert_page_documented(page: &str, what: &str) {
         if kind == "counter" {
             assert!(name.ends_with("_total"), "{what}: counter {name}");
         }
+        assert!(
+            !has_abbreviated_unit(name),
+            "{what}: {name} has an abbreviated unit, which `promtool check metrics` refuses"
+        );
     }
+}
+
+/// Whether a metric name has a word promtool reads as an abbreviated unit
+/// (its lint refused `stage_b_blocks_parallel`, and `_ms` durations before
+/// it; CI runs promtool on a live page, this catches it in every test run).
+fn has_abbreviated_unit(name: &str) -> bool {
+    const ABBREVIATED: [&str; 12] = [
+        "ms", "us", "ns", "b", "kb", "mb", "gb", "tb", "pb", "eb", "kib", "mib",
+    ];
+    name.split('_').any(|word| ABBREVIATED.contains(&word))
+}
+
+#[test]
+fn abbreviated_units_are_recognised() {
+    assert!(has_abbreviated_unit("stage_b_blocks_parallel"));
+    assert!(has_abbreviated_unit(
+        "qbind_consensus_qc_formation_latency_ms"
+    ));
+    assert!(!has_abbreviated_unit(
+        "qbind_execution_parallel_blocks_total"
+    ));
+    assert!(!has_abbreviated_unit("qbind_state_size_bytes"));
 }
 
 #[test]
