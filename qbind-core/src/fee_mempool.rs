@@ -275,13 +275,10 @@ pub struct FeeMempool<T: PoolTx> {
     /// [`FeeMempool::note_settled`]): the sender may continue after them
     /// before execution catches up. At most [`MAX_IN_FLIGHT_SENDERS`].
     in_flight: HashMap<AccountId, BTreeSet<u64>>,
-    /// Senders whose lowest pending nonce cannot execute next (their
-    /// account's next nonce is known and is not it): every transaction of
-    /// theirs is parked, and the first to go when the pool is full. Keyed by
-    /// the sender's lowest-nonce transaction.
+    /// The entries of `heads` whose nonce cannot execute next (the sender's
+    /// next nonce is known and is not it): every transaction of those
+    /// senders is parked, and the first to go when the pool is full.
     parked: BTreeSet<(Key, AccountId)>,
-    /// The key each parked sender has in `parked`.
-    parked_key: HashMap<AccountId, Key>,
     evictions: VecDeque<Millis>,
     metrics: FeeMempoolMetrics,
 }
@@ -301,7 +298,6 @@ impl<T: PoolTx> FeeMempool<T> {
             executed_nonce: HashMap::new(),
             in_flight: HashMap::new(),
             parked: BTreeSet::new(),
-            parked_key: HashMap::new(),
             evictions: VecDeque::new(),
             metrics: FeeMempoolMetrics::default(),
         }
@@ -388,18 +384,10 @@ impl<T: PoolTx> FeeMempool<T> {
                     required,
                 });
             }
-            // What is known of the sender survives its replaced transaction
-            // (removing its only one would forget it: a parked sender came
-            // back as executable, review finding).
-            let known = (
-                self.next_nonce.get(&sender).copied(),
-                self.executed_nonce.get(&sender).copied(),
-            );
-            self.remove_id(&old_id);
-            if let (Some(next), Some(executed)) = known {
-                self.next_nonce.insert(sender, next);
-                self.executed_nonce.insert(sender, executed);
-            }
+            // Detached, not removed: what is known of the sender survives
+            // its replaced transaction (removing its only one forgot it, and
+            // a parked sender came back as executable: review finding).
+            self.detach(&old_id);
             *self.metrics.evictions_total.entry("replaced").or_default() += 1;
             self.add(tx, key);
             return Ok(Admission {
@@ -414,37 +402,34 @@ impl<T: PoolTx> FeeMempool<T> {
             });
         }
         let mut evicted = None;
-        if self.txs.len() >= self.cfg.capacity && !self.could_execute(&sender, tx.nonce()) {
-            // It would park: a full pool keeps its room for transactions
-            // that can execute.
-            return Err(MempoolRejection::PoolFull {
+        if self.txs.len() >= self.cfg.capacity {
+            let full = MempoolRejection::PoolFull {
                 capacity: self.cfg.capacity,
-            });
-        }
-        if self.txs.len() >= self.cfg.capacity
-            && let Some(victim) = self.parked_victim(sender, tx.nonce())
-        {
-            // A transaction that cannot execute gives way to one that can,
-            // whatever their fees: it would never pay them.
-            self.remove_id(&victim);
-            *self.metrics.evictions_total.entry("parked").or_default() += 1;
-            evicted = Some(victim);
-        } else if self.txs.len() >= self.cfg.capacity {
-            let Some(lowest) = self.by_priority.first().copied() else {
-                return Err(MempoolRejection::PoolFull {
-                    capacity: self.cfg.capacity,
-                });
             };
-            if key <= lowest {
-                return Err(MempoolRejection::PoolFull {
-                    capacity: self.cfg.capacity,
-                });
+            if !self.could_execute(&sender, tx.nonce()) {
+                // It would park: a full pool keeps its room for
+                // transactions that can execute.
+                return Err(full);
             }
-            self.check_eviction_rate(now)?;
-            self.remove_id(&lowest.3);
-            self.evictions.push_back(now);
-            *self.metrics.evictions_total.entry("capacity").or_default() += 1;
-            evicted = Some(lowest.3);
+            if let Some(victim) = self.parked_victim(sender) {
+                // A transaction that cannot execute gives way to one that
+                // can, whatever their fees: it would never pay them.
+                self.remove_id(&victim);
+                *self.metrics.evictions_total.entry("parked").or_default() += 1;
+                evicted = Some(victim);
+            } else {
+                let Some(lowest) = self.by_priority.first().copied() else {
+                    return Err(full);
+                };
+                if key <= lowest {
+                    return Err(full);
+                }
+                self.check_eviction_rate(now)?;
+                self.remove_id(&lowest.3);
+                self.evictions.push_back(now);
+                *self.metrics.evictions_total.entry("capacity").or_default() += 1;
+                evicted = Some(lowest.3);
+            }
         }
         self.add(tx, key);
         Ok(Admission {
@@ -481,9 +466,9 @@ impl<T: PoolTx> FeeMempool<T> {
         }
     }
 
-    /// When the pool is full and `sender`'s transaction with `nonce` will
-    /// execute once what it has pending of that sender does (its account's
-    /// next nonce is *known*): the highest-nonce transaction of the
+    /// When the pool is full and a transaction of `sender` that could
+    /// execute arrives (checked by the caller), and its account's next
+    /// nonce is *known*: the highest-nonce transaction of the
     /// lowest-priority parked sender (not `sender`), to evict. Parked
     /// transactions hold no executable one out (a review found that
     /// accounts submitting only nonces past their own could fill the pool
@@ -492,11 +477,8 @@ impl<T: PoolTx> FeeMempool<T> {
     /// evicts only by priority, under the rate limit: otherwise any funded
     /// account could evict parked transactions for free with a nonce far
     /// ahead of its own.
-    fn parked_victim(&self, sender: AccountId, nonce: u64) -> Option<Hash32> {
-        if self.parked.is_empty()
-            || !self.next_nonce.contains_key(&sender)
-            || !self.could_execute(&sender, nonce)
-        {
+    fn parked_victim(&self, sender: AccountId) -> Option<Hash32> {
+        if !self.next_nonce.contains_key(&sender) {
             return None;
         }
         let (_, victim) = self.parked.iter().find(|(_, s)| *s != sender)?;
@@ -520,28 +502,25 @@ impl<T: PoolTx> FeeMempool<T> {
         u64::try_from(between).is_ok_and(|b| b == nonce - next)
     }
 
-    /// Put `sender` in or out of `parked` after its lowest pending nonce or
-    /// its next nonce changed.
+    /// Put `sender` back in or out of `parked` after its next nonce
+    /// changed (its head did not).
     fn reclassify(&mut self, sender: AccountId) {
-        let head = self
-            .by_sender
-            .get(&sender)
-            .and_then(|m| m.iter().next())
-            .map(|(n, id)| (*n, *id));
-        let now = head
-            .filter(|(n, _)| !self.executable(&sender, *n))
-            .and_then(|(_, id)| self.txs.get(&id).map(|(_, k)| *k));
-        let old = match now {
-            Some(k) => self.parked_key.insert(sender, k),
-            None => self.parked_key.remove(&sender),
-        };
-        if old != now {
-            if let Some(k) = old {
-                self.parked.remove(&(k, sender));
-            }
-            if let Some(k) = now {
-                self.parked.insert((k, sender));
-            }
+        let head = self.head_of(&sender);
+        self.repark(sender, head, head);
+    }
+
+    /// `parked` after `sender`'s head moved from `old` to `new` (or its next
+    /// nonce changed): its entry, if any, carries `new`, the key it has in
+    /// `heads`.
+    fn repark(&mut self, sender: AccountId, old: Option<Key>, new: Option<Key>) {
+        if let Some(k) = old {
+            self.parked.remove(&(k, sender));
+        }
+        let head_nonce = self.by_sender.get(&sender).and_then(|m| m.keys().next());
+        if let Some(k) = new
+            && head_nonce.is_some_and(|n| !self.executable(&sender, *n))
+        {
+            self.parked.insert((k, sender));
         }
     }
 
@@ -572,7 +551,15 @@ impl<T: PoolTx> FeeMempool<T> {
         self.refresh_head(sender, old_head);
     }
 
+    /// Take `id` out, and forget its sender if it has nothing left pending.
     fn remove_id(&mut self, id: &Hash32) -> Option<T> {
+        let tx = self.detach(id)?;
+        self.forget_idle_sender(&tx.sender());
+        Some(tx)
+    }
+
+    /// Take `id` out of the indexes, keeping what is known of its sender.
+    fn detach(&mut self, id: &Hash32) -> Option<T> {
         let sender = self.txs.get(id).map(|(t, _)| t.sender())?;
         let old_head = self.head_of(&sender);
         let (tx, key) = self.txs.remove(id)?;
@@ -581,8 +568,6 @@ impl<T: PoolTx> FeeMempool<T> {
             m.remove(&tx.nonce());
             if m.is_empty() {
                 self.by_sender.remove(&sender);
-                self.next_nonce.remove(&sender);
-                self.executed_nonce.remove(&sender);
             }
         }
         self.refresh_head(sender, old_head);
@@ -590,7 +575,6 @@ impl<T: PoolTx> FeeMempool<T> {
     }
 
     fn refresh_head(&mut self, sender: AccountId, old: Option<Key>) {
-        self.reclassify(sender);
         let new = self.head_of(&sender);
         if old != new {
             if let Some(k) = old {
@@ -600,6 +584,7 @@ impl<T: PoolTx> FeeMempool<T> {
                 self.heads.insert((k, sender));
             }
         }
+        self.repark(sender, old, new);
     }
 
     /// Remove transactions that were committed (or otherwise settled).
@@ -1396,7 +1381,8 @@ mod tests {
                     .collect();
                 let indexed: BTreeSet<AccountId> = p.parked.iter().map(|(_, s)| *s).collect();
                 prop_assert_eq!(&parked, &indexed);
-                prop_assert_eq!(p.parked.len(), p.parked_key.len());
+                // Each parked entry carries its sender's current head key.
+                prop_assert!(p.parked.is_subset(&p.heads));
             }
             // Never more than 3 capacity evictions within any 1,000 ms.
             for (i, t) in evicted_at.iter().enumerate() {
