@@ -25,6 +25,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use qbind_core::crypto::{KeyPair, PreparedPublicKey};
+use qbind_node_ref::localnet::options::parse_duration;
 
 const VALIDATORS: usize = 4;
 const BASE_PORT: u16 = 40_000;
@@ -63,7 +64,9 @@ fn main() {
         &format!("overload (open loop, {rate}/s = 2× peak)"),
         &mut failed,
     );
-    let secs = parse_secs(&duration);
+    let secs = parse_duration(&duration)
+        .unwrap_or_else(|e| panic!("--duration {e}"))
+        .as_secs();
     let kill = format!("{}@1+{}", VALIDATORS - 1, secs.saturating_sub(1).max(1));
     let down = localnet(
         &["--duration", &duration, "--kill", &kill],
@@ -197,19 +200,6 @@ fn localnet(args: &[&str], name: &str, failed: &mut bool) -> Run {
         peak_rss: format!("{peak_rss:.0}"),
         disk_per_1000: num(&v["disk"]["kib_per_validator_per_1000"]),
         rss_growth,
-    }
-}
-
-/// Seconds in "30s", "2m" or "500ms" (what `qbind-localnet --duration` takes).
-fn parse_secs(d: &str) -> u64 {
-    if let Some(ms) = d.strip_suffix("ms") {
-        ms.parse::<u64>().map_or(30, |m| m / 1000)
-    } else if let Some(s) = d.strip_suffix('s') {
-        s.parse().unwrap_or(30)
-    } else if let Some(m) = d.strip_suffix('m') {
-        m.parse::<u64>().map_or(30, |m| m * 60)
-    } else {
-        d.parse().unwrap_or(30)
     }
 }
 

@@ -5,6 +5,27 @@ use std::time::Duration;
 /// How long a killed validator stays down unless `--kill` says otherwise.
 pub const DEFAULT_RESTART_DELAY: Duration = Duration::from_secs(3);
 
+/// `--duration`: "30s", "2m", "500ms" or plain seconds; positive and
+/// finite (also read by `benches/localnet_targets.rs`).
+///
+/// # Errors
+/// The text, and the forms expected.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let (number, unit) = match text.strip_suffix("ms") {
+        Some(n) => (n, 0.001),
+        None => match text.strip_suffix('m') {
+            Some(n) => (n, 60.0),
+            None => (text.strip_suffix('s').unwrap_or(text), 1.0),
+        },
+    };
+    number
+        .parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite() && *v > 0.0 && *v * unit < 1e7)
+        .map(|v| Duration::from_secs_f64(v * unit))
+        .ok_or_else(|| format!("{text:?}: expected a duration such as 30s, 2m or 500ms"))
+}
+
 /// Why an option value was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OptionError {

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use qbind_node_ref::localnet::options::{KillSpec, Rate};
+use qbind_node_ref::localnet::options::{KillSpec, Rate, parse_duration};
 
 /// How the summary is printed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -13,22 +13,6 @@ pub(crate) enum Output {
     Text,
     /// One JSON object on stdout (progress lines stay on stderr).
     Json,
-}
-
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let (number, unit) = match text.strip_suffix("ms") {
-        Some(n) => (n, 0.001),
-        None => match text.strip_suffix('m') {
-            Some(n) => (n, 60.0),
-            None => (text.strip_suffix('s').unwrap_or(text), 1.0),
-        },
-    };
-    number
-        .parse::<f64>()
-        .ok()
-        .filter(|v| v.is_finite() && *v > 0.0 && *v * unit < 1e7)
-        .map(|v| Duration::from_secs_f64(v * unit))
-        .ok_or_else(|| format!("{text:?}: expected a duration such as 30s, 2m or 500ms"))
 }
 
 /// Run a local QBIND network of validator processes and load it with
