@@ -10,6 +10,7 @@ use std::future::Future;
 
 use qbind_core::consensus::{BlockHeader, QuorumCert};
 use qbind_core::execution::{Account, Receipt};
+use qbind_core::system_tx::SystemTx;
 use qbind_core::types::{AccountId, Epoch, Hash32, Height, NetworkEnvironment, View};
 
 use crate::submit::{CheckedTx, SubmitError};
@@ -218,6 +219,23 @@ pub trait ApiBackend: Send + Sync + 'static {
     /// limits. On success the transaction is pending under
     /// [`CheckedTx::hash`].
     fn submit(&self, tx: CheckedTx) -> impl Future<Output = Result<(), SubmitError>> + Send;
+
+    /// Offer a system transaction (`bytes`, which decode as `tx`;
+    /// docs/key-rotation.md). Its signature is *not* checked by the server:
+    /// the backend checks it against the validator keys in force. The
+    /// default refuses it.
+    fn submit_system(
+        &self,
+        tx: SystemTx,
+        bytes: Vec<u8>,
+    ) -> impl Future<Output = Result<(), SubmitError>> + Send {
+        let _ = (tx, bytes);
+        async {
+            Err(SubmitError::KeyRotationRefused {
+                reason: "this node takes no system transactions".into(),
+            })
+        }
+    }
 
     /// Offer several transactions; one result per transaction, in order.
     /// The default submits them one by one.

@@ -32,6 +32,10 @@ pub const INSUFFICIENT_BALANCE: &str = "insufficient_balance";
 /// 422: a state-independent execution rule refuses it (gas limit, payload
 /// version, fee overflow); the message names the rule.
 pub const INADMISSIBLE: &str = "inadmissible";
+/// 422: a key-rotation system transaction would not apply now (bad
+/// signature, effective epoch too soon, key reused, a rotation pending);
+/// the message says which rule (docs/key-rotation.md).
+pub const KEY_ROTATION_REFUSED: &str = "key_rotation_refused";
 /// 409: the same transaction is already pending or committed.
 pub const ALREADY_KNOWN: &str = "already_known";
 /// 409: replaces a pending transaction without the required fee increase.

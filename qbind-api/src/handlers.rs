@@ -12,7 +12,7 @@ use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
-use qbind_core::types::Height;
+use qbind_core::types::{Hash32, Height};
 use serde::de::DeserializeOwned;
 
 use crate::backend::{ApiBackend, SyncState, TxLookup};
@@ -94,6 +94,17 @@ pub(crate) async fn submit_tx<B: ApiBackend>(
     }
     let request: SubmitTxRequest = parse_body(body)?;
     let bytes = decode_tx_hex(&request.tx)?;
+    if let Some(system) = qbind_core::system_tx::decode(&bytes) {
+        // A key rotation: the backend checks it against the keys in force.
+        let hash = Hash32::digest(&bytes);
+        shared.backend.submit_system(system, bytes).await?;
+        return Ok((
+            StatusCode::ACCEPTED,
+            Json(SubmitTxResponse {
+                hash: hex::encode(hash.0),
+            }),
+        ));
+    }
     let env = shared.backend.network();
     // ML-DSA verification (up to three on the failure path) off the async threads.
     let checked = tokio::task::spawn_blocking(move || CheckedTx::check(env, bytes))

@@ -127,6 +127,13 @@ pub enum SubmitError {
     /// A state-independent execution rule refuses it.
     #[error("inadmissible: {0}")]
     Inadmissible(RejectReason),
+    /// A key-rotation system transaction that would not apply now
+    /// (docs/key-rotation.md).
+    #[error("key rotation refused: {reason}")]
+    KeyRotationRefused {
+        /// The rule it breaks.
+        reason: String,
+    },
     /// Already pending or committed.
     #[error("transaction already known")]
     AlreadyKnown,
@@ -174,6 +181,7 @@ impl SubmitError {
             SubmitError::NonceTooHigh { .. } => codes::NONCE_TOO_HIGH,
             SubmitError::InsufficientBalance { .. } => codes::INSUFFICIENT_BALANCE,
             SubmitError::Inadmissible(_) => codes::INADMISSIBLE,
+            SubmitError::KeyRotationRefused { .. } => codes::KEY_ROTATION_REFUSED,
             SubmitError::AlreadyKnown => codes::ALREADY_KNOWN,
             SubmitError::ReplacementUnderpriced { .. } => codes::REPLACEMENT_UNDERPRICED,
             SubmitError::PoolFull => codes::POOL_FULL,
@@ -194,7 +202,8 @@ impl SubmitError {
             | SubmitError::StaleNonce { .. }
             | SubmitError::NonceTooHigh { .. }
             | SubmitError::InsufficientBalance { .. }
-            | SubmitError::Inadmissible(_) => 422,
+            | SubmitError::Inadmissible(_)
+            | SubmitError::KeyRotationRefused { .. } => 422,
             SubmitError::AlreadyKnown | SubmitError::ReplacementUnderpriced { .. } => 409,
             SubmitError::PoolFull | SubmitError::SenderLimit { .. } => 429,
             SubmitError::Unavailable => 503,

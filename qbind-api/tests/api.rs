@@ -265,6 +265,22 @@ async fn each_bad_input_gets_its_status_and_code_and_changes_nothing() {
     bad_sig[last] ^= 0x01;
     let huge = format!("{{\"tx\":\"{}\"}}", "00".repeat(64 * 1024));
     let stranger = KeyPair::from_seed(&[9u8; 32]);
+    // A key-rotation system transaction: this backend takes none (the
+    // trait's default), so it is refused before any pool sees it.
+    let rotation = {
+        use qbind_core::key_rotation::{KeyRole, KeyRotationEvent};
+        let event = KeyRotationEvent {
+            validator_id: qbind_core::types::ValidatorId(0),
+            key_kind: KeyRole::Consensus,
+            old_key: key.public_key().as_bytes().to_vec(),
+            new_key: stranger.public_key().as_bytes().to_vec(),
+            effective_epoch: qbind_core::types::Epoch(5),
+            grace_epochs: 1,
+            emergency: false,
+        };
+        let signed = event.sign(ENV, &key).expect("sign");
+        qbind_core::system_tx::SystemTx::KeyRotation(signed).to_bytes()
+    };
 
     let cases: Vec<(&str, reqwest::Response, u16, &str)> = vec![
         (
@@ -303,6 +319,13 @@ async fn each_bad_input_gets_its_status_and_code_and_changes_nothing() {
                 .await,
             422,
             codes::INVALID_SIGNATURE,
+        ),
+        (
+            "a key rotation this backend does not take",
+            api.post_json("/v1/tx", json!({ "tx": hex::encode(&rotation) }))
+                .await,
+            422,
+            codes::KEY_ROTATION_REFUSED,
         ),
         (
             "wrong chain",

@@ -39,6 +39,11 @@ pub struct Engine<S: StateBackend, T, C> {
     replica: Replica<S>,
     transport: T,
     signer: Box<dyn Signer>,
+    /// The validator's next consensus key (an on-chain rotation): signs
+    /// every job whose epoch accepts its key.
+    next_signer: Option<Box<dyn Signer>>,
+    /// Where the schedule goes whenever an executed rotation changed it.
+    schedule_out: Option<watch::Sender<Arc<EpochSchedule>>>,
     clock: C,
     timers: BTreeSet<Millis>,
     events: Option<mpsc::UnboundedSender<Event>>,
@@ -69,6 +74,8 @@ impl<S: StateBackend, T: Transport, C: Clock> Engine<S, T, C> {
             replica,
             transport,
             signer,
+            next_signer: None,
+            schedule_out: None,
             clock,
             timers: BTreeSet::new(),
             events: None,
@@ -80,6 +87,48 @@ impl<S: StateBackend, T: Transport, C: Clock> Engine<S, T, C> {
             taken: 0,
             limits,
         })
+    }
+
+    /// Sign with `next` (the same validator's next consensus key) every
+    /// job of an epoch whose keys, as this validator's executed key
+    /// registry has them, include `next`'s public key; with the current
+    /// signer otherwise (docs/key-rotation.md). The two signers keep their
+    /// own double-sign records: a job's epoch picks exactly one of them,
+    /// and only once that epoch's keys are final here
+    /// ([`crate::consensus::HotStuff::keys_final`]; before, the job fails
+    /// like a signer that is unavailable).
+    #[must_use]
+    pub fn with_next_signer(mut self, next: Box<dyn Signer>) -> Self {
+        self.next_signer = Some(next);
+        self
+    }
+
+    /// Publish the epoch schedule (with the key registry as executed
+    /// blocks changed it) now and whenever it changes: the API checks a
+    /// submitted key rotation against it.
+    #[must_use]
+    pub fn with_schedule_out(mut self, out: watch::Sender<Arc<EpochSchedule>>) -> Self {
+        out.send_replace(Arc::clone(self.replica.machine().schedule()));
+        self.schedule_out = Some(out);
+        self
+    }
+
+    /// The signer for `job`: the next one if its epoch accepts its key;
+    /// none while its epoch's keys are not final here (blocks this
+    /// validator has not executed may still change them, so the choice
+    /// could flip within the epoch).
+    fn signer_for(&self, job: &crate::consensus::SignJob) -> Option<&dyn Signer> {
+        let Some(next) = &self.next_signer else {
+            return Some(self.signer.as_ref());
+        };
+        match self
+            .replica
+            .machine()
+            .accepts_own_key(job.epoch(), next.public_key())?
+        {
+            true => Some(next.as_ref()),
+            false => Some(self.signer.as_ref()),
+        }
     }
 
     /// Report commits, executions and evidence on `sink`.
@@ -197,31 +246,42 @@ impl<S: StateBackend, T: Transport, C: Clock> Engine<S, T, C> {
         let mut queue = VecDeque::from(actions);
         while let Some(action) = queue.pop_front() {
             match action {
-                Action::Sign(job) => match self.signer.sign(&job.request).await {
-                    Ok(signature) => {
-                        let more = crate::cpu::measure(crate::cpu::Activity::Consensus, || {
-                            self.replica
-                                .handle(self.clock.now(), Input::Signed { job, signature })
-                        })?;
-                        queue.extend(more);
-                    }
-                    Err(error) => {
-                        let (height, view) = self.position();
-                        tracing::error!(
-                            validator = %self.id(),
-                            height,
-                            view,
-                            %error,
-                            kind = ?job.request.kind,
-                            "signer refused or failed"
-                        );
-                        let more = crate::cpu::measure(crate::cpu::Activity::Consensus, || {
-                            self.replica
-                                .handle(self.clock.now(), Input::SignFailed { job })
-                        })?;
-                        queue.extend(more);
-                    }
-                },
+                Action::Sign(job) => {
+                    let result = match self.signer_for(&job) {
+                        Some(signer) => Some(signer.sign(&job.request).await),
+                        None => None,
+                    };
+                    let input = match result {
+                        Some(Ok(signature)) => Input::Signed { job, signature },
+                        Some(Err(error)) => {
+                            let (height, view) = self.position();
+                            tracing::error!(
+                                validator = %self.id(),
+                                height,
+                                view,
+                                %error,
+                                kind = ?job.request.kind,
+                                "signer refused or failed"
+                            );
+                            Input::SignFailed { job }
+                        }
+                        None => {
+                            let (height, view) = self.position();
+                            tracing::debug!(
+                                validator = %self.id(),
+                                height,
+                                view,
+                                epoch = job.epoch().0,
+                                "signing held back: the job's epoch's keys are not final here yet"
+                            );
+                            Input::SignFailed { job }
+                        }
+                    };
+                    let more = crate::cpu::measure(crate::cpu::Activity::Consensus, || {
+                        self.replica.handle(self.clock.now(), input)
+                    })?;
+                    queue.extend(more);
+                }
                 Action::Send { to, msg } => {
                     if let Err(error) = self.transport.send(to, msg.to_bytes()).await {
                         let (height, view) = self.position();
@@ -252,6 +312,16 @@ impl<S: StateBackend, T: Transport, C: Clock> Engine<S, T, C> {
         }
         if let Some(out) = &self.metrics_out {
             let _ = out.send(self.replica.metrics().clone());
+        }
+        if let Some(out) = &self.schedule_out {
+            let schedule = self.replica.machine().schedule();
+            out.send_if_modified(|now| {
+                if Arc::ptr_eq(now, schedule) {
+                    return false;
+                }
+                *now = Arc::clone(schedule);
+                true
+            });
         }
         if let Some(out) = &self.payload_metrics_out {
             let machine = self.replica.machine();
@@ -322,6 +392,29 @@ impl<S: StateBackend, T: Transport, C: Clock> Engine<S, T, C> {
                 offender = %ev.offender(),
                 "equivocation evidence"
             ),
+            Event::KeyRotation {
+                height: h,
+                event: ev,
+                result,
+            } => match result {
+                Ok(()) => tracing::info!(
+                    %validator,
+                    height = h.0,
+                    view,
+                    rotated = %ev.validator_id,
+                    role = ev.key_kind.cli_name(),
+                    effective_epoch = ev.effective_epoch.0,
+                    "key rotation applied"
+                ),
+                Err(error) => tracing::warn!(
+                    %validator,
+                    height = h.0,
+                    view,
+                    rotated = %ev.validator_id,
+                    %error,
+                    "key rotation refused"
+                ),
+            },
             Event::Rejected { from, error } => {
                 tracing::debug!(%validator, height, view, peer = %from, %error, "rejected consensus input");
             }

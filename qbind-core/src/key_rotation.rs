@@ -89,6 +89,19 @@ impl KeyRole {
     }
 }
 
+/// The fewest epochs between the block carrying an on-chain rotation and
+/// its effective epoch ([`ValidatorKeyRegistry::apply_scheduled`]): the
+/// keys of epoch `e` are then fixed by the blocks of epochs up to `e - 2`,
+/// and a validator checks signatures of epoch `e` only once it has executed
+/// all of those (`HotStuff::note_executed_height` holds the others back),
+/// while it may still be executing blocks of `e - 1`.
+pub const MIN_ROTATION_LEAD: u64 = 2;
+
+/// The most epochs between the block carrying an on-chain rotation and its
+/// effective epoch: a far-future rotation only holds the validator's key
+/// registry entry hostage.
+pub const MAX_ROTATION_LEAD: u64 = 1_000;
+
 /// Longest key accepted on the wire by the decoder before the per-role check.
 const MAX_KEY_BYTES: u32 = 4096;
 
@@ -304,6 +317,45 @@ pub enum KeyRotationError {
         /// Current epoch.
         current: Epoch,
     },
+    /// An on-chain rotation must take effect at least
+    /// [`MIN_ROTATION_LEAD`] epochs after the block that carries it.
+    #[error("effective epoch {effective:?} is before the earliest allowed, {earliest:?}")]
+    EffectiveEpochTooSoon {
+        /// Stated effective epoch.
+        effective: Epoch,
+        /// The earliest epoch allowed for the block carrying it.
+        earliest: Epoch,
+    },
+    /// Only consensus keys rotate on chain.
+    #[error("{role:?} keys do not rotate on chain (only consensus keys do)")]
+    NotOnChain {
+        /// The role asked for.
+        role: KeyRole,
+    },
+    /// An on-chain rotation must take effect at most [`MAX_ROTATION_LEAD`]
+    /// epochs after its block.
+    #[error("effective epoch {effective:?} is after the latest allowed, {latest:?}")]
+    EffectiveEpochTooFar {
+        /// Stated effective epoch.
+        effective: Epoch,
+        /// The latest epoch allowed for the block carrying it.
+        latest: Epoch,
+    },
+    /// A validator's key rotates on chain at most once per epoch.
+    #[error("validator {validator:?} already rotated a key in a block of epoch {epoch:?}")]
+    OncePerEpoch {
+        /// The validator.
+        validator: ValidatorId,
+        /// The block's epoch.
+        epoch: Epoch,
+    },
+    /// The chain has no epochs (`epoch_length` unset): a rotation would
+    /// never take effect.
+    #[error("the chain has no epochs: a key rotation would never take effect")]
+    NoEpochs,
+    /// The new key is (or was) registered already, for some validator.
+    #[error("the new key is already registered (keys are never reused)")]
+    KeyReused,
     /// `effective_epoch + grace_epochs` overflows.
     #[error("grace period overflows the epoch counter")]
     GraceOverflow,
@@ -323,6 +375,27 @@ struct KeyEntry {
     /// Rotations that are final, oldest first: certificates of earlier
     /// epochs are still checked with the keys of their epoch.
     settled: Vec<SettledRotation>,
+    /// The block epoch of the last on-chain rotation applied (at most one
+    /// per epoch, so the record grows at most by one entry per epoch).
+    last_on_chain: Option<Epoch>,
+    /// New keys of pending rotations an emergency replaced before they
+    /// took effect: never accepted, but never usable again either (else
+    /// the replaced event could be replayed).
+    retired: Vec<Vec<u8>>,
+}
+
+impl KeyEntry {
+    /// Every key this entry has held or will hold (and the retired ones).
+    fn all_keys(&self) -> impl Iterator<Item = &[u8]> {
+        std::iter::once(self.current.as_slice())
+            .chain(self.pending.as_ref().map(|p| p.new_key.as_slice()))
+            .chain(
+                self.settled
+                    .iter()
+                    .flat_map(|s| [s.old_key.as_slice(), s.new_key.as_slice()]),
+            )
+            .chain(self.retired.iter().map(Vec::as_slice))
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -378,6 +451,8 @@ impl ValidatorKeyRegistry {
                 current: key,
                 pending: None,
                 settled: Vec::new(),
+                last_on_chain: None,
+                retired: Vec::new(),
             },
         );
     }
@@ -388,16 +463,7 @@ impl ValidatorKeyRegistry {
         self.keys
             .iter()
             .filter(move |((_, r), _)| *r == role)
-            .flat_map(|(&(validator, _), entry)| {
-                let past = entry
-                    .settled
-                    .iter()
-                    .flat_map(|s| [s.old_key.as_slice(), s.new_key.as_slice()]);
-                std::iter::once(entry.current.as_slice())
-                    .chain(entry.pending.as_ref().map(|p| p.new_key.as_slice()))
-                    .chain(past)
-                    .map(move |k| (validator, k))
-            })
+            .flat_map(|(&(validator, _), entry)| entry.all_keys().map(move |k| (validator, k)))
     }
 
     /// Move every rotation that is final at `epoch` into place.
@@ -416,6 +482,34 @@ impl ValidatorKeyRegistry {
         }
     }
 
+    /// Check that `signed` verifies under a consensus key of its validator
+    /// accepted in `epoch`.
+    fn check_signer(
+        &self,
+        signed: &SignedKeyRotationEvent,
+        env: NetworkEnvironment,
+        epoch: Epoch,
+    ) -> Result<(), KeyRotationError> {
+        let ev = &signed.event;
+        let verified = self
+            .accepted_keys(ev.validator_id, KeyRole::Consensus, epoch)
+            .into_iter()
+            .any(|k| PublicKey::from_bytes(k).is_ok_and(|pk| signed.verify(env, &pk).is_ok()));
+        if verified {
+            return Ok(());
+        }
+        if !self
+            .keys
+            .contains_key(&(ev.validator_id, KeyRole::Consensus))
+        {
+            return Err(KeyRotationError::UnknownValidator {
+                validator: ev.validator_id,
+                role: KeyRole::Consensus,
+            });
+        }
+        Err(KeyRotationError::Crypto(CryptoError::InvalidSignature))
+    }
+
     /// Verify and apply a signed rotation event at the current epoch.
     ///
     /// The signature must verify under the validator's consensus key in force
@@ -431,25 +525,7 @@ impl ValidatorKeyRegistry {
     ) -> Result<(), KeyRotationError> {
         let ev = &signed.event;
         ev.check()?;
-        let signer_key = self
-            .accepted_keys(ev.validator_id, KeyRole::Consensus, current)
-            .into_iter()
-            .find_map(|k| {
-                let pk = PublicKey::from_bytes(k).ok()?;
-                signed.verify(env, &pk).ok().map(|()| pk)
-            });
-        if signer_key.is_none() {
-            if !self
-                .keys
-                .contains_key(&(ev.validator_id, KeyRole::Consensus))
-            {
-                return Err(KeyRotationError::UnknownValidator {
-                    validator: ev.validator_id,
-                    role: KeyRole::Consensus,
-                });
-            }
-            return Err(KeyRotationError::Crypto(CryptoError::InvalidSignature));
-        }
+        self.check_signer(signed, env, current)?;
         let entry = self.keys.get_mut(&(ev.validator_id, ev.key_kind)).ok_or(
             KeyRotationError::UnknownValidator {
                 validator: ev.validator_id,
@@ -511,6 +587,142 @@ impl ValidatorKeyRegistry {
             effective: ev.effective_epoch,
             old_key_until: Epoch(until),
         });
+        Ok(())
+    }
+
+    /// Verify and apply a rotation event carried by a committed block of
+    /// epoch `block_epoch` (an on-chain rotation, docs/key-rotation.md).
+    ///
+    /// Unlike [`ValidatorKeyRegistry::apply`], whose caller picks the
+    /// epoch, this is run by every validator when it executes the block, at
+    /// different times: so the event may change which keys are accepted only
+    /// from `block_epoch + lead` on, an epoch whose signatures a validator
+    /// checks only after it has executed every block of `block_epoch` (with
+    /// `lead` ≥ 2; see [`MIN_ROTATION_LEAD`]). Rules:
+    ///
+    /// - only a consensus key rotates on chain (batches are signed with it
+    ///   too; P2P identities come from the validator-set file);
+    /// - the signature verifies under a consensus key of the validator
+    ///   accepted in `block_epoch`;
+    /// - `effective_epoch ≥ block_epoch + lead`, for an emergency rotation
+    ///   too (which then accepts only the new key from `effective_epoch`:
+    ///   no grace period);
+    /// - the new key was never registered, for any validator or role: a
+    ///   validator cannot take another's key (its signatures would count
+    ///   twice), and an old event cannot be replayed (its new key is known);
+    /// - `effective_epoch ≤ block_epoch + MAX_ROTATION_LEAD`, and a
+    ///   validator rotates on chain at most once per block epoch (so its
+    ///   record grows by at most one entry per epoch);
+    /// - a regular rotation waits until the pending one is final; an
+    ///   emergency one replaces a pending rotation (which keeps the epochs
+    ///   before the emergency's effective epoch);
+    /// - the signature is checked last, after every cheap rule.
+    ///
+    /// # Errors
+    /// Any [`KeyRotationError`]; the registry is unchanged on error.
+    pub fn apply_scheduled(
+        &mut self,
+        signed: &SignedKeyRotationEvent,
+        env: NetworkEnvironment,
+        block_epoch: Epoch,
+        lead: u64,
+    ) -> Result<(), KeyRotationError> {
+        let ev = &signed.event;
+        if ev.key_kind != KeyRole::Consensus {
+            return Err(KeyRotationError::NotOnChain { role: ev.key_kind });
+        }
+        ev.check()?;
+        let earliest = block_epoch.0.saturating_add(lead.max(MIN_ROTATION_LEAD));
+        if ev.effective_epoch.0 < earliest {
+            return Err(KeyRotationError::EffectiveEpochTooSoon {
+                effective: ev.effective_epoch,
+                earliest: Epoch(earliest),
+            });
+        }
+        let latest = block_epoch.0.saturating_add(MAX_ROTATION_LEAD);
+        if ev.effective_epoch.0 > latest {
+            return Err(KeyRotationError::EffectiveEpochTooFar {
+                effective: ev.effective_epoch,
+                latest: Epoch(latest),
+            });
+        }
+        let until = if ev.emergency {
+            ev.effective_epoch
+        } else {
+            Epoch(
+                ev.effective_epoch
+                    .0
+                    .checked_add(ev.grace_epochs)
+                    .ok_or(KeyRotationError::GraceOverflow)?,
+            )
+        };
+        if self
+            .keys
+            .values()
+            .any(|e| e.all_keys().any(|k| k == ev.new_key.as_slice()))
+        {
+            return Err(KeyRotationError::KeyReused);
+        }
+        let key = (ev.validator_id, ev.key_kind);
+        let unknown = KeyRotationError::UnknownValidator {
+            validator: ev.validator_id,
+            role: ev.key_kind,
+        };
+        let entry = self.keys.get(&key).ok_or(unknown.clone())?;
+        if entry.last_on_chain == Some(block_epoch) {
+            return Err(KeyRotationError::OncePerEpoch {
+                validator: ev.validator_id,
+                epoch: block_epoch,
+            });
+        }
+        // Where the key stands at the block's epoch (a pending rotation
+        // whose old key is no longer accepted is final).
+        let (current, pending) = match &entry.pending {
+            Some(p) if block_epoch >= p.old_key_until => (&p.new_key, None),
+            p => (&entry.current, p.as_ref()),
+        };
+        if *current != ev.old_key && pending.is_none_or(|p| p.new_key != ev.old_key) {
+            return Err(KeyRotationError::OldKeyMismatch {
+                validator: ev.validator_id,
+                role: ev.key_kind,
+            });
+        }
+        if pending.is_some() && !ev.emergency {
+            return Err(KeyRotationError::RotationPending {
+                validator: ev.validator_id,
+                role: ev.key_kind,
+            });
+        }
+        // The one costly check, after every cheap one.
+        self.check_signer(signed, env, block_epoch)?;
+        let entry = self.keys.get_mut(&key).ok_or(unknown)?;
+        Self::settle(entry, block_epoch);
+        // An emergency replaces the pending rotation, which keeps the
+        // epochs before the emergency's effective epoch.
+        if let Some(p) = entry.pending.take() {
+            if p.effective < ev.effective_epoch {
+                let old_key = std::mem::replace(&mut entry.current, p.new_key.clone());
+                entry.settled.push(SettledRotation {
+                    old_key,
+                    new_key: p.new_key,
+                    effective: p.effective,
+                    until: p.old_key_until,
+                });
+            } else {
+                entry.retired.push(p.new_key);
+            }
+        }
+        // From the effective epoch on only this rotation decides (an
+        // earlier emergency's record may reach past it).
+        for s in &mut entry.settled {
+            s.until = s.until.min(ev.effective_epoch);
+        }
+        entry.pending = Some(PendingRotation {
+            new_key: ev.new_key.clone(),
+            effective: ev.effective_epoch,
+            old_key_until: until,
+        });
+        entry.last_on_chain = Some(block_epoch);
         Ok(())
     }
 
@@ -791,6 +1003,162 @@ mod tests {
             reg.apply(&again, ENV, Epoch(2)),
             Err(KeyRotationError::RotationPending { .. })
         ));
+    }
+
+    #[test]
+    fn on_chain_rotations_take_effect_after_the_lead_only() {
+        let (old, new) = (kp(1), kp(2));
+        let mut reg = registry(&old);
+        // Carried by a block of epoch 5: effective 6 is too soon.
+        let soon = event(&old, &new, 6, 1, false).sign(ENV, &old).unwrap();
+        assert_eq!(
+            reg.apply_scheduled(&soon, ENV, Epoch(5), MIN_ROTATION_LEAD),
+            Err(KeyRotationError::EffectiveEpochTooSoon {
+                effective: Epoch(6),
+                earliest: Epoch(7)
+            })
+        );
+        // An emergency is held to the same lead.
+        let urgent = event(&old, &new, 5, 0, true).sign(ENV, &old).unwrap();
+        assert!(matches!(
+            reg.apply_scheduled(&urgent, ENV, Epoch(5), MIN_ROTATION_LEAD),
+            Err(KeyRotationError::EffectiveEpochTooSoon { .. })
+        ));
+        // A lead below the minimum is raised to it.
+        assert!(reg.apply_scheduled(&soon, ENV, Epoch(5), 0).is_err());
+        // Only consensus keys rotate on chain.
+        let mut p2p = event(&old, &new, 9, 1, false);
+        p2p.key_kind = KeyRole::BatchSigning;
+        assert_eq!(
+            reg.apply_scheduled(&p2p.sign(ENV, &old).unwrap(), ENV, Epoch(5), 2),
+            Err(KeyRotationError::NotOnChain {
+                role: KeyRole::BatchSigning
+            })
+        );
+        let ok = event(&old, &new, 7, 1, false).sign(ENV, &old).unwrap();
+        reg.apply_scheduled(&ok, ENV, Epoch(5), MIN_ROTATION_LEAD)
+            .unwrap();
+        // Nothing changed for the epochs up to the block's epoch + 1.
+        for e in 0..7 {
+            assert!(signs_in(&reg, e, &old) && !signs_in(&reg, e, &new), "{e}");
+        }
+        assert!(signs_in(&reg, 7, &old) && signs_in(&reg, 7, &new));
+        assert!(!signs_in(&reg, 8, &old) && signs_in(&reg, 8, &new));
+    }
+
+    #[test]
+    fn on_chain_rotations_never_reuse_a_key() {
+        let (a, b, c) = (kp(1), kp(2), kp(3));
+        let mut reg = registry(&a);
+        reg.register(
+            ValidatorId(7),
+            KeyRole::Consensus,
+            c.public_key().as_bytes().to_vec(),
+        );
+        // Validator 42 may not take validator 7's key.
+        let steal = event(&a, &c, 10, 0, false).sign(ENV, &a).unwrap();
+        assert_eq!(
+            reg.apply_scheduled(&steal, ENV, Epoch(1), 2),
+            Err(KeyRotationError::KeyReused)
+        );
+        // a -> b, settled; then b -> a is refused, and replaying a -> b
+        // (still correctly signed by a) is refused too.
+        let ab = event(&a, &b, 10, 0, false).sign(ENV, &a).unwrap();
+        reg.apply_scheduled(&ab, ENV, Epoch(1), 2).unwrap();
+        let ba = event(&b, &a, 30, 0, false).sign(ENV, &b).unwrap();
+        assert_eq!(
+            reg.apply_scheduled(&ba, ENV, Epoch(20), 2),
+            Err(KeyRotationError::KeyReused)
+        );
+        let replay = event(&a, &b, 40, 0, false).sign(ENV, &a).unwrap();
+        assert_eq!(
+            reg.apply_scheduled(&replay, ENV, Epoch(20), 2),
+            Err(KeyRotationError::KeyReused)
+        );
+        assert!(signs_in(&reg, 25, &b) && !signs_in(&reg, 25, &a));
+    }
+
+    #[test]
+    fn a_second_emergency_with_an_earlier_epoch_decides_from_its_epoch() {
+        let (a, b, c, d) = (kp(1), kp(2), kp(3), kp(4));
+        let mut reg = registry(&a);
+        let planned = event(&a, &b, 10, 10, false).sign(ENV, &a).unwrap();
+        reg.apply_scheduled(&planned, ENV, Epoch(1), 2).unwrap();
+        // Signed with A: the only key accepted in epochs 8 and 9.
+        let first = event(&b, &c, 15, 0, true).sign(ENV, &a).unwrap();
+        reg.apply_scheduled(&first, ENV, Epoch(8), 2).unwrap();
+        // C turns out compromised too: D only, from epoch 12.
+        let second = event(&c, &d, 12, 0, true).sign(ENV, &a).unwrap();
+        reg.apply_scheduled(&second, ENV, Epoch(9), 2).unwrap();
+        // Replaying the first emergency (still correctly signed by A, which
+        // epochs 10 and 11 accept) must not bring C back.
+        assert_eq!(
+            reg.apply_scheduled(&first, ENV, Epoch(10), 2),
+            Err(KeyRotationError::KeyReused)
+        );
+        assert!(signs_in(&reg, 9, &a) && !signs_in(&reg, 9, &b));
+        for e in 10..12 {
+            assert!(signs_in(&reg, e, &a) && signs_in(&reg, e, &b), "{e}");
+        }
+        for e in [12, 13, 14, 15, 19, 20, 50] {
+            for k in [&a, &b, &c] {
+                assert!(!signs_in(&reg, e, k), "epoch {e}");
+            }
+            assert!(signs_in(&reg, e, &d), "epoch {e}");
+        }
+    }
+
+    #[test]
+    fn on_chain_rotations_are_bounded_in_lead_and_rate() {
+        let (a, b, c) = (kp(1), kp(2), kp(3));
+        let mut reg = registry(&a);
+        let far = event(&a, &b, 3 + MAX_ROTATION_LEAD, 0, false)
+            .sign(ENV, &a)
+            .unwrap();
+        assert!(matches!(
+            reg.apply_scheduled(&far, ENV, Epoch(2), 2),
+            Err(KeyRotationError::EffectiveEpochTooFar { .. })
+        ));
+        let first = event(&a, &b, 10, 5, true).sign(ENV, &a).unwrap();
+        reg.apply_scheduled(&first, ENV, Epoch(2), 2).unwrap();
+        // A second one (an emergency, allowed to replace) in the same epoch.
+        let again = event(&b, &c, 10, 0, true).sign(ENV, &a).unwrap();
+        assert_eq!(
+            reg.apply_scheduled(&again, ENV, Epoch(2), 2),
+            Err(KeyRotationError::OncePerEpoch {
+                validator: ValidatorId(42),
+                epoch: Epoch(2)
+            })
+        );
+        reg.apply_scheduled(&again, ENV, Epoch(3), 2).unwrap();
+        assert!(signs_in(&reg, 10, &c) && !signs_in(&reg, 10, &b));
+    }
+
+    #[test]
+    fn an_on_chain_emergency_replaces_a_pending_rotation_from_its_epoch() {
+        let (a, b, c) = (kp(1), kp(2), kp(3));
+        let mut reg = registry(&a);
+        // Planned a -> b: both keys in epochs 5..15.
+        let planned = event(&a, &b, 5, 10, false).sign(ENV, &a).unwrap();
+        reg.apply_scheduled(&planned, ENV, Epoch(1), 2).unwrap();
+        // A regular rotation must wait.
+        let regular = event(&b, &c, 20, 0, false).sign(ENV, &b).unwrap();
+        assert!(matches!(
+            reg.apply_scheduled(&regular, ENV, Epoch(6), 2),
+            Err(KeyRotationError::RotationPending { .. })
+        ));
+        // In epoch 6, b is found compromised: only c from epoch 8.
+        let urgent = event(&b, &c, 8, 99, true).sign(ENV, &b).unwrap();
+        reg.apply_scheduled(&urgent, ENV, Epoch(6), 2).unwrap();
+        assert!(signs_in(&reg, 4, &a) && !signs_in(&reg, 4, &b));
+        for e in 5..8 {
+            assert!(signs_in(&reg, e, &a) && signs_in(&reg, e, &b), "{e}");
+            assert!(!signs_in(&reg, e, &c), "{e}");
+        }
+        for e in [8, 9, 14, 15, 100] {
+            assert!(!signs_in(&reg, e, &a) && !signs_in(&reg, e, &b), "{e}");
+            assert!(signs_in(&reg, e, &c), "{e}");
+        }
     }
 
     #[test]

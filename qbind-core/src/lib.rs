@@ -51,6 +51,7 @@ pub mod signing;
 #[cfg(feature = "sim")]
 pub mod sim;
 pub mod state_sync;
+pub mod system_tx;
 pub mod traits;
 pub mod types;
 pub mod validator;

@@ -118,7 +118,16 @@ pub enum SigFailure {
     Bad,
     /// The signature is right for another network.
     WrongChain,
+    /// Its epoch's keys may still change through blocks this validator
+    /// has not executed yet ([`SigVerifier::set_keys_final_through`]):
+    /// not checked now, and no fault of the sender.
+    KeysNotFinal,
 }
+
+/// [`SigVerifier::verify_quorum`]'s reason for a certificate of an epoch
+/// whose keys are not final here yet.
+pub const KEYS_NOT_FINAL: &str =
+    "its epoch's keys may still change through blocks not executed here";
 
 /// Verifies signatures and quorums of signatures against validator sets,
 /// caching successes.
@@ -131,6 +140,9 @@ pub enum SigFailure {
 /// holds at most `capacity` entries (oldest evicted first).
 pub struct SigVerifier {
     env: NetworkEnvironment,
+    /// The last epoch whose keys no unexecuted block can change (`None`:
+    /// no limit).
+    keys_final_through: Option<Epoch>,
     seen: HashMap<Hash32, Vec<Signature>>,
     order: VecDeque<Hash32>,
     capacity: usize,
@@ -143,6 +155,7 @@ impl SigVerifier {
     pub fn new(env: NetworkEnvironment, capacity: usize) -> Self {
         SigVerifier {
             env,
+            keys_final_through: None,
             seen: HashMap::new(),
             order: VecDeque::new(),
             capacity: capacity.max(16),
@@ -160,6 +173,33 @@ impl SigVerifier {
         self.seen
             .get(key)
             .is_some_and(|s| s.as_slice() == signatures)
+    }
+
+    /// Check signatures only of epochs up to `epoch`: the keys of later
+    /// epochs may still change through blocks not executed yet (an on-chain
+    /// key rotation takes effect two epochs after its block; docs/key-rotation.md).
+    /// A signature of a later epoch fails with [`SigFailure::KeysNotFinal`].
+    pub fn set_keys_final_through(&mut self, epoch: Epoch) {
+        self.keys_final_through = Some(epoch);
+    }
+
+    /// The last epoch whose keys are final here (`None`: no bound).
+    #[must_use]
+    pub fn keys_final_through(&self) -> Option<Epoch> {
+        self.keys_final_through
+    }
+
+    /// Whether the keys of `epoch` are final here.
+    #[must_use]
+    pub fn keys_final(&self, epoch: Epoch) -> bool {
+        self.keys_final_through.is_none_or(|f| epoch <= f)
+    }
+
+    /// Forget every cached success (the keys a validator may sign with
+    /// changed: see [`crate::consensus::HotStuff::set_schedule`]).
+    pub(crate) fn clear(&mut self) {
+        self.seen.clear();
+        self.order.clear();
     }
 
     /// Remember a success under `key`.
@@ -188,6 +228,9 @@ impl SigVerifier {
         message: &[u8],
         signature: &Signature,
     ) -> Result<(), SigFailure> {
+        if !self.keys_final(epoch) {
+            return Err(SigFailure::KeysNotFinal);
+        }
         let keys = set.accepted_keys(signer, epoch);
         if keys.is_empty() {
             return Err(SigFailure::UnknownSigner);
@@ -236,6 +279,9 @@ impl SigVerifier {
         signers: &SignerBitmap,
         signatures: &[Signature],
     ) -> Result<(), &'static str> {
+        if !self.keys_final(epoch) {
+            return Err(KEYS_NOT_FINAL);
+        }
         let key = Hash32::digest_parts(&[b"CERT", &[kind as u8], message, &signers.to_bytes()]);
         if self.is_cached(&key, signatures) {
             return Ok(());
@@ -300,7 +346,7 @@ impl SigVerifier {
             use rayon::prelude::*;
             let mut pending: Vec<(CertRef<'_>, ValidatorId, &Signature, Hash32)> = Vec::new();
             for c in certs {
-                if c.signers.count() != c.signatures.len() {
+                if c.signers.count() != c.signatures.len() || !self.keys_final(c.epoch) {
                     continue;
                 }
                 for (signer, sig) in c.signers.iter().zip(c.signatures) {

@@ -38,10 +38,12 @@ use crate::consensus::{
     HotStuff, Input, Payload, SignJob,
 };
 use crate::dag::SignedBatch;
+use crate::key_rotation::{KeyRotationError, KeyRotationEvent, ValidatorKeyRegistry};
 use crate::schema::{self, PersistError};
+use crate::system_tx::SystemTx;
 use crate::traits::{Durability, Namespace, StateBackend, StorageError, WriteBatch};
-use crate::types::{AccountId, Hash32, Height, Millis, ValidatorId};
-use crate::validator::EpochSchedule;
+use crate::types::{AccountId, Hash32, Height, Millis, NetworkEnvironment, ValidatorId};
+use crate::validator::{EpochSchedule, ValidatorSetError};
 
 /// Why a replica stopped or could not start. It stops rather than sign
 /// anything it could not persist or execute a block it could not apply.
@@ -62,6 +64,15 @@ pub enum ReplicaError {
         height: Height,
         /// What is missing.
         missing: &'static str,
+    },
+    /// A stored on-chain key rotation no longer applies, or a rotated key
+    /// does not decode: the store does not belong to this schedule.
+    #[error("stored key rotation at height {height} does not apply: {reason}")]
+    KeyRotation {
+        /// The height of its block.
+        height: Height,
+        /// Why.
+        reason: String,
     },
     /// The application could not execute a committed block.
     #[error("application at height {height}: {source}")]
@@ -115,6 +126,18 @@ pub enum Event {
         /// Units credited (0 in Shadow mode).
         credited: u128,
     },
+    /// A system transaction of the block at `height` asked for a key
+    /// rotation (docs/key-rotation.md): applied (durable with the executed
+    /// height; consensus verifies with the new key from its effective
+    /// epoch) or refused, with the reason.
+    KeyRotation {
+        /// The block's height.
+        height: Height,
+        /// The rotation asked for.
+        event: KeyRotationEvent,
+        /// `Ok` if applied.
+        result: Result<(), KeyRotationError>,
+    },
     /// Equivocation evidence.
     Evidence(Evidence),
     /// An input was rejected (already counted in the metrics).
@@ -157,6 +180,35 @@ pub struct Replica<S: StateBackend> {
     /// executed before the restart (first, last): executed from the store
     /// by [`Replica::start`] before anything else.
     backlog: Option<(Height, Height)>,
+    /// The schedule given to [`Replica::open`] (genesis keys and configured
+    /// rotations), and its key registry with every on-chain rotation
+    /// executed so far.
+    keys: OnChainKeys,
+}
+
+/// The key registry as executed blocks have changed it.
+struct OnChainKeys {
+    env: NetworkEnvironment,
+    base: Arc<EpochSchedule>,
+    registry: ValidatorKeyRegistry,
+}
+
+impl OnChainKeys {
+    /// Apply one rotation carried by the block at `height`.
+    fn apply(&mut self, height: Height, tx: &SystemTx) -> Result<(), KeyRotationError> {
+        let epoch = self.base.epoch_of_height(height);
+        crate::system_tx::apply(&self.base, &mut self.registry, self.env, epoch, tx)
+    }
+
+    /// The base schedule verifying with the current registry.
+    fn schedule(&self) -> Result<Arc<EpochSchedule>, ValidatorSetError> {
+        Ok(Arc::new(
+            self.base
+                .as_ref()
+                .clone()
+                .with_key_registry(self.registry.clone())?,
+        ))
+    }
 }
 
 impl<S: StateBackend> Replica<S> {
@@ -169,6 +221,30 @@ impl<S: StateBackend> Replica<S> {
         store: S,
     ) -> Result<Self, ReplicaError> {
         let persisted = schema::load_persisted(&store, cfg.committed_window)?;
+        // The on-chain key rotations executed before the restart, replayed
+        // onto the configured registry in the order they were applied.
+        let mut keys = OnChainKeys {
+            env: cfg.env,
+            base: schedule,
+            registry: ValidatorKeyRegistry::new(),
+        };
+        keys.registry = keys.base.key_registry();
+        let rotations = schema::read_key_rotations(&store)?;
+        for (height, tx) in &rotations {
+            keys.apply(*height, tx)
+                .map_err(|e| ReplicaError::KeyRotation {
+                    height: *height,
+                    reason: e.to_string(),
+                })?;
+        }
+        let schedule = if rotations.is_empty() {
+            keys.base.clone()
+        } else {
+            keys.schedule().map_err(|e| ReplicaError::KeyRotation {
+                height: rotations.last().map_or(Height(0), |r| r.0),
+                reason: e.to_string(),
+            })?
+        };
         // Execution resumes from the executed-height marker whatever the
         // gap (issue #17 finding 9): committed blocks below the window the
         // machine holds are executed from the store by `start`, so the
@@ -191,12 +267,14 @@ impl<S: StateBackend> Replica<S> {
             persisted.pending,
         );
         machine.restore_dag(persisted.batches, delivered);
+        machine.note_executed_height(persisted.executed);
         Ok(Replica {
             machine,
             store,
             application: None,
             unsynced_commits: Vec::new(),
             backlog,
+            keys,
         })
     }
 
@@ -377,13 +455,14 @@ impl<S: StateBackend> Replica<S> {
         actions: &mut Vec<Action>,
     ) -> Result<(), ReplicaError> {
         let mut batch = WriteBatch::new();
+        let (rotations, app_txs) = self.system_transactions(height, &txs, &mut batch, actions);
         let mut executed = None;
         if let Some(app) = &mut self.application {
             let committed = CommittedBlock {
                 height,
                 id: block,
                 proposer,
-                txs: &txs,
+                txs: app_txs.as_deref().unwrap_or(&txs),
             };
             let mut applied = app
                 .execute(&self.store, &committed)
@@ -398,6 +477,19 @@ impl<S: StateBackend> Replica<S> {
         self.store.write(batch, Durability::Durable)?;
         // No holes: this durable write made the commits before it durable.
         self.commits_durable(now, actions);
+        self.machine.note_executed_height(height);
+        if rotations > 0 {
+            // Durable with the executed height: consensus verifies with the
+            // new registry from now on.
+            let schedule = self
+                .keys
+                .schedule()
+                .map_err(|e| ReplicaError::KeyRotation {
+                    height,
+                    reason: e.to_string(),
+                })?;
+            self.machine.set_schedule(schedule);
+        }
         // The pool learns its senders' next nonces from the executed state
         // (a committed transaction refused by execution used no nonce).
         let (app, store) = (&self.application, &self.store);
@@ -430,6 +522,54 @@ impl<S: StateBackend> Replica<S> {
             }
         }
         Ok(())
+    }
+
+    /// Apply the block's system transactions, in block order, to the key
+    /// registry, recording each applied one in `batch`; returns how many were
+    /// applied and, if the block had any, its other transactions (what the
+    /// application executes).
+    fn system_transactions(
+        &mut self,
+        height: Height,
+        txs: &[Vec<u8>],
+        batch: &mut WriteBatch,
+        actions: &mut Vec<Action>,
+    ) -> (u16, Option<Vec<Vec<u8>>>) {
+        let mut applied: u16 = 0;
+        let mut others = Vec::new();
+        let mut any = false;
+        for bytes in txs {
+            let Some(tx) = crate::system_tx::decode(bytes) else {
+                others.push(bytes.clone());
+                continue;
+            };
+            any = true;
+            let result = self.keys.apply(height, &tx);
+            if result.is_ok() {
+                batch.put(
+                    Namespace::Meta,
+                    schema::key_rotation_key(height, applied),
+                    bytes.clone(),
+                );
+                applied += 1;
+            }
+            let SystemTx::KeyRotation(signed) = tx;
+            actions.push(Action::Event(Event::KeyRotation {
+                height,
+                event: signed.event,
+                result,
+            }));
+        }
+        if !any {
+            return (0, None);
+        }
+        (applied, Some(others))
+    }
+
+    /// The key registry with every on-chain rotation executed so far.
+    #[must_use]
+    pub fn key_registry(&self) -> &ValidatorKeyRegistry {
+        &self.keys.registry
     }
 
     /// Execute, in order and from the store, the committed blocks below the
@@ -540,5 +680,170 @@ impl<S: StateBackend> Replica<S> {
     #[must_use]
     pub fn store(&self) -> &S {
         &self.store
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::Encode;
+    use crate::crypto::KeyPair;
+    use crate::key_rotation::KeyRole;
+    use crate::traits::MemoryBackend;
+    use crate::types::Epoch;
+    use crate::validator::ValidatorSet;
+
+    const ENV: NetworkEnvironment = NetworkEnvironment::Devnet;
+
+    fn key(n: u8) -> KeyPair {
+        KeyPair::from_seed(&[n; 32])
+    }
+
+    fn open(store: MemoryBackend) -> Replica<MemoryBackend> {
+        let set =
+            ValidatorSet::new((0..4).map(|i| (key(i).public_key().clone(), 1)).collect()).unwrap();
+        let schedule = Arc::new(EpochSchedule::with_epochs(10, set, Vec::new()));
+        Replica::open(ConsensusConfig::new(ENV), ValidatorId(0), schedule, store).unwrap()
+    }
+
+    /// Validator `v` rotates from key `v` to key `new` at `effective`,
+    /// signed by `signer`.
+    fn rotation(v: u8, new: u8, effective: u64, signer: u8) -> Vec<u8> {
+        let ev = KeyRotationEvent {
+            validator_id: ValidatorId(u32::from(v)),
+            key_kind: KeyRole::Consensus,
+            old_key: key(v).public_key().as_bytes().to_vec(),
+            new_key: key(new).public_key().as_bytes().to_vec(),
+            effective_epoch: Epoch(effective),
+            grace_epochs: 0,
+            emergency: false,
+        };
+        SystemTx::KeyRotation(ev.sign(ENV, &key(signer)).unwrap()).to_bytes()
+    }
+
+    fn events(actions: &[Action]) -> Vec<(ValidatorId, bool)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Event(Event::KeyRotation { event, result, .. }) => {
+                    Some((event.validator_id, result.is_ok()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn accepts(r: &Replica<MemoryBackend>, v: u32, k: u8, epoch: u64) -> bool {
+        r.machine()
+            .schedule()
+            .set(Epoch(epoch))
+            .accepted_keys(ValidatorId(v), Epoch(epoch))
+            .iter()
+            .any(|p| p.public_key() == key(k).public_key())
+    }
+
+    #[test]
+    fn committed_rotations_apply_persist_and_survive_a_restart() {
+        let store = MemoryBackend::new();
+        let mut r = open(store.clone());
+        let transfer = b"an application transaction".to_vec();
+        // Height 5 is in epoch 0: effective epoch 2 is the earliest.
+        let txs = vec![
+            rotation(1, 11, 2, 1),
+            transfer.clone(),
+            rotation(2, 12, 2, 9), // signed by a key validator 2 never had
+            rotation(3, 13, 1, 3), // too soon
+        ];
+        // The full execution path: applied durably with the height, and
+        // consensus verifies with the new registry at once.
+        let mut inputs = VecDeque::new();
+        let mut actions = Vec::new();
+        r.execute(
+            Millis(0),
+            Height(5),
+            Hash32::ZERO,
+            ValidatorId(0),
+            txs.clone(),
+            &mut inputs,
+            &mut actions,
+        )
+        .unwrap();
+        assert_eq!(
+            events(&actions),
+            vec![
+                (ValidatorId(1), true),
+                (ValidatorId(2), false),
+                (ValidatorId(3), false)
+            ]
+        );
+        // The application's share of the block: the transfer alone.
+        let (applied, app_txs) = open(MemoryBackend::new()).system_transactions(
+            Height(5),
+            &txs,
+            &mut WriteBatch::new(),
+            &mut Vec::new(),
+        );
+        assert_eq!(applied, 1);
+        assert_eq!(app_txs, Some(vec![transfer]));
+        assert!(accepts(&r, 1, 1, 1) && !accepts(&r, 1, 11, 1));
+        assert!(accepts(&r, 1, 11, 2) && !accepts(&r, 1, 1, 2));
+        assert!(accepts(&r, 2, 2, 5) && accepts(&r, 3, 3, 5));
+        assert_eq!(schema::read_key_rotations(&store).unwrap().len(), 1);
+        // A restart replays it.
+        drop(r);
+        let r = open(store);
+        assert!(accepts(&r, 1, 11, 2) && !accepts(&r, 1, 1, 2));
+        assert!(accepts(&r, 1, 1, 1));
+    }
+
+    #[test]
+    fn forged_rotations_ahead_of_an_honest_one_do_not_stop_it() {
+        let mut r = open(MemoryBackend::new());
+        // A Byzantine proposer puts many forged rotations of validator 1
+        // (each correctly shaped: its real old key) ahead of its real one.
+        let mut txs: Vec<Vec<u8>> = (0..20).map(|i| rotation(1, 20 + i, 2, 9)).collect();
+        txs.push(rotation(1, 11, 2, 1));
+        let mut actions = Vec::new();
+        let (applied, app_txs) =
+            r.system_transactions(Height(1), &txs, &mut WriteBatch::new(), &mut actions);
+        assert_eq!(applied, 1);
+        assert_eq!(app_txs, Some(Vec::new()));
+        let seen = events(&actions);
+        assert_eq!(seen.len(), 21);
+        assert!(seen[..20].iter().all(|(_, ok)| !ok));
+        assert_eq!(seen[20], (ValidatorId(1), true));
+        // A block without system transactions leaves the application's
+        // list alone.
+        let plain = vec![b"tx".to_vec()];
+        assert_eq!(
+            r.system_transactions(Height(1), &plain, &mut WriteBatch::new(), &mut actions),
+            (0, None)
+        );
+    }
+
+    #[test]
+    fn a_chain_without_epochs_refuses_rotations() {
+        let set =
+            ValidatorSet::new((0..4).map(|i| (key(i).public_key().clone(), 1)).collect()).unwrap();
+        let schedule = Arc::new(EpochSchedule::fixed(set));
+        let mut r = Replica::open(
+            ConsensusConfig::new(ENV),
+            ValidatorId(0),
+            schedule,
+            MemoryBackend::new(),
+        )
+        .unwrap();
+        let mut actions = Vec::new();
+        let txs = vec![rotation(1, 11, 2, 1)];
+        let (applied, _) =
+            r.system_transactions(Height(1), &txs, &mut WriteBatch::new(), &mut actions);
+        assert_eq!(applied, 0);
+        assert!(actions.iter().any(|a| matches!(
+            a,
+            Action::Event(Event::KeyRotation {
+                result: Err(KeyRotationError::NoEpochs),
+                ..
+            })
+        )));
     }
 }

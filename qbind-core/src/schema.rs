@@ -17,6 +17,7 @@
 //! | `Meta` | [`COMMITTED_HEIGHT_KEY`] | u64 |
 //! | `Meta` | [`EXECUTED_HEIGHT_KEY`] | u64: the height whose transactions were last executed |
 //! | `Meta` | [`STATE_SUMMARY_KEY`] | [`crate::execution::StateSummary`] |
+//! | `Meta` | [`KEY_ROTATION_PREFIX`] ‖ height (u64 BE) ‖ index (u16 BE) ([`key_rotation_key`]) | an applied on-chain key rotation's [`crate::system_tx::SystemTx`] |
 //! | `Accounts` | account id (32 bytes) | [`crate::execution::Account`] |
 //! | `Monetary` | [`MONETARY_STATE_KEY`], [`monetary_epoch_key`] | [`crate::monetary::MonetaryEpochState`] |
 //! | `Monetary` | [`EPOCH_FEES_KEY`] | u128: fees paid so far in the current epoch |
@@ -59,6 +60,13 @@ pub use crate::consensus::EXECUTED_ROOTS_KEPT;
 /// Key in [`Namespace::Monetary`] of the fees paid so far in the current
 /// epoch (u128 BE), updated with every executed block.
 pub const EPOCH_FEES_KEY: &[u8] = b"epoch_fees";
+/// Prefix in [`Namespace::Meta`] of an on-chain key rotation the replica
+/// applied (then the height of its block, u64 BE, and its position among
+/// the block's applied rotations, u16 BE): the
+/// [`SystemTx`](crate::system_tx::SystemTx) bytes. Written with the
+/// block's executed-height marker; replayed in key order by
+/// [`crate::replica::Replica::open`].
+pub const KEY_ROTATION_PREFIX: &[u8] = b"key_rotation:";
 
 /// Why persisted state could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +110,44 @@ pub fn batch_key(batch: &SignedBatch) -> Vec<u8> {
 #[must_use]
 pub fn batch_digest_key(digest: &Hash32) -> Vec<u8> {
     digest.0.to_vec()
+}
+
+/// Key in [`Namespace::Meta`] of the `index`-th on-chain key rotation
+/// applied at `height` ([`KEY_ROTATION_PREFIX`]).
+#[must_use]
+pub fn key_rotation_key(height: Height, index: u16) -> Vec<u8> {
+    let mut k = KEY_ROTATION_PREFIX.to_vec();
+    k.extend_from_slice(&height.0.to_be_bytes());
+    k.extend_from_slice(&index.to_be_bytes());
+    k
+}
+
+/// Every on-chain key rotation the store records, in the order applied,
+/// with the height of its block.
+///
+/// # Errors
+/// [`PersistError`] if the store fails or a record does not decode.
+pub fn read_key_rotations<S: StateBackend + ?Sized>(
+    store: &S,
+) -> Result<Vec<(Height, crate::system_tx::SystemTx)>, PersistError> {
+    const WHAT: &str = "key rotation record";
+    let mut out = Vec::new();
+    for (key, bytes) in store.scan_prefix(Namespace::Meta, KEY_ROTATION_PREFIX, usize::MAX)? {
+        let rest = &key[KEY_ROTATION_PREFIX.len()..];
+        let height = rest
+            .get(..8)
+            .filter(|_| rest.len() == 10)
+            .and_then(|h| <[u8; 8]>::try_from(h).ok())
+            .map(u64::from_be_bytes)
+            .ok_or(PersistError::Corrupt {
+                what: WHAT,
+                source: DecodeError::NonCanonical {
+                    what: "key rotation record key",
+                },
+            })?;
+        out.push((Height(height), decode_record(WHAT, &bytes)?));
+    }
+    Ok(out)
 }
 
 /// Decode a stored record, naming it in the error.

@@ -314,6 +314,44 @@ impl EpochSchedule {
         Ok(self)
     }
 
+    /// The consensus-key registry the schedule verifies with: the one
+    /// attached with [`EpochSchedule::with_key_registry`], else one holding
+    /// the consensus key of each validator of epoch 0's set.
+    #[must_use]
+    pub fn key_registry(&self) -> ValidatorKeyRegistry {
+        if let Some(r) = &self.first.rotations {
+            return r.registry.clone();
+        }
+        let mut registry = ValidatorKeyRegistry::new();
+        for v in &self.first.validators {
+            registry.register(
+                v.id,
+                KeyRole::Consensus,
+                v.key.public_key().as_bytes().to_vec(),
+            );
+        }
+        registry
+    }
+
+    /// Whether `key` is one of the consensus keys validator `id` may sign
+    /// with in `epoch` ([`ValidatorSet::accepted_keys`]).
+    #[must_use]
+    pub fn accepts_key(&self, id: ValidatorId, epoch: Epoch, key: &PublicKey) -> bool {
+        self.set(epoch)
+            .accepted_keys(id, epoch)
+            .iter()
+            .any(|k| k.public_key() == key)
+    }
+
+    /// The epoch of the committed block at `height` (≥ 1): epoch `e` holds
+    /// heights `e * epoch_length + 1 ..= (e + 1) * epoch_length` (a block
+    /// past its epoch's boundary carries no payload; the genesis height 0
+    /// is epoch 0).
+    #[must_use]
+    pub fn epoch_of_height(&self, height: Height) -> Epoch {
+        Epoch(height.0.saturating_sub(1) / self.epoch_length)
+    }
+
     /// Blocks per epoch.
     #[must_use]
     pub fn epoch_length(&self) -> u64 {
@@ -395,5 +433,15 @@ mod tests {
         assert_eq!(s.set(Epoch(9)).len(), 5);
         assert_eq!(s.boundary_height(Epoch(0)), Height(10));
         assert_eq!(s.boundary_height(Epoch(1)), Height(20));
+        for (h, e) in [(0, 0), (1, 0), (10, 0), (11, 1), (20, 1), (21, 2)] {
+            assert_eq!(s.epoch_of_height(Height(h)), Epoch(e), "height {h}");
+        }
+        for e in 0..5 {
+            assert_eq!(s.epoch_of_height(s.boundary_height(Epoch(e))), Epoch(e));
+        }
+        assert_eq!(
+            EpochSchedule::fixed(set(&[1; 4])).epoch_of_height(Height(u64::MAX)),
+            Epoch(0)
+        );
     }
 }

@@ -131,16 +131,9 @@ fn a_validator_signs_on_a_pkcs11_token() {
     // Four ports from the pid, in this binary's range (19,600–19,999), below
     // the ephemeral ports (see multi_process.rs).
     let base = 19_600 + (std::process::id() % 100) as u16 * 4;
-    let mut set = String::from("network = \"devnet\"\n");
-    for i in 0..VALIDATORS {
-        set.push_str(&format!(
-            "[[validator]]\nid = {i}\nstake = 1\naddress = \"127.0.0.1:{}\"\n\
-             consensus_pub_file = \"v{i}/consensus.pub\"\np2p_pub_file = \"v{i}/p2p_identity.pub\"\n",
-            base + i as u16
-        ));
-    }
-    let set_path = root.join("validators.toml");
-    std::fs::write(&set_path, set).expect("write set");
+    let set_path = common::write_validator_set(root, VALIDATORS, base, "", |i| {
+        format!("v{i}/consensus.pub")
+    });
 
     let roots = common::roots(VALIDATORS);
     let mut nodes = Reaper(Vec::new());

@@ -10,7 +10,6 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -64,22 +63,13 @@ fn keystores_and_a_remote_signer_daemon_run_a_network() {
     let signer_dir = root.join("signer3");
     common::keygen(&signer_dir, 3, "consensus,p2p-identity", PASS_VAR, PASS);
 
-    let mut set = String::from("network = \"devnet\"\n");
-    for i in 0..VALIDATORS {
-        let consensus: PathBuf = if i == 3 {
+    let set_path = common::write_validator_set(root, VALIDATORS, base, "", |i| {
+        if i == 3 {
             "signer3/consensus.pub".into()
         } else {
-            format!("v{i}/consensus.pub").into()
-        };
-        set.push_str(&format!(
-            "[[validator]]\nid = {i}\nstake = 1\naddress = \"127.0.0.1:{}\"\n\
-             consensus_pub_file = \"{}\"\np2p_pub_file = \"v{i}/p2p_identity.pub\"\n",
-            base + i as u16,
-            consensus.display()
-        ));
-    }
-    let set_path = root.join("validators.toml");
-    std::fs::write(&set_path, set).expect("write set");
+            format!("v{i}/consensus.pub")
+        }
+    });
 
     let daemon_cfg = format!(
         "listen_addr = \"127.0.0.1:{signer_port}\"\nvalidator_id = 3\n\

@@ -22,6 +22,7 @@ pub(crate) fn sig_error(
         SigFailure::UnknownSigner => ConsensusError::UnknownSigner { signer, epoch },
         SigFailure::Bad => ConsensusError::BadSignature { what, signer },
         SigFailure::WrongChain => ConsensusError::WrongChain { what, signer },
+        SigFailure::KeysNotFinal => ConsensusError::KeysNotFinal { what, epoch },
     }
 }
 
@@ -38,6 +39,26 @@ impl Verifier {
             sigs: SigVerifier::new(env, capacity),
             genesis_qc,
         }
+    }
+
+    /// Forget every cached verification.
+    pub(crate) fn clear_cache(&mut self) {
+        self.sigs.clear();
+    }
+
+    /// See [`SigVerifier::set_keys_final_through`].
+    pub(crate) fn set_keys_final_through(&mut self, epoch: Epoch) {
+        self.sigs.set_keys_final_through(epoch);
+    }
+
+    /// Whether the keys of `epoch` are final here.
+    pub(crate) fn keys_final(&self, epoch: Epoch) -> bool {
+        self.sigs.keys_final(epoch)
+    }
+
+    /// The last epoch whose keys are final here (`None`: no bound).
+    pub(crate) fn keys_final_through(&self) -> Option<Epoch> {
+        self.sigs.keys_final_through()
     }
 
     /// Verify one signature by `signer` of `set` on `message` under `kind`.
@@ -96,6 +117,12 @@ impl Verifier {
         if qc.view() > crate::consensus::MAX_VIEW {
             return Err(invalid_qc(qc, "view beyond the view space"));
         }
+        if !self.sigs.keys_final(qc.data.epoch) {
+            return Err(ConsensusError::KeysNotFinal {
+                what: "QC",
+                epoch: qc.data.epoch,
+            });
+        }
         let set = schedule.set(qc.data.epoch);
         self.sigs
             .verify_quorum(
@@ -119,6 +146,12 @@ impl Verifier {
             return Err(ConsensusError::InvalidTc {
                 view: tc.view,
                 why: "view beyond the view space",
+            });
+        }
+        if !self.sigs.keys_final(tc.epoch) {
+            return Err(ConsensusError::KeysNotFinal {
+                what: "TC",
+                epoch: tc.epoch,
             });
         }
         let mut header = b"TC".to_vec();

@@ -56,6 +56,16 @@ pub enum ConsensusError {
         /// The current view.
         current: View,
     },
+    /// The object is signed in an epoch whose keys may still change
+    /// through blocks this validator has not executed yet (an on-chain key
+    /// rotation): dropped for now, no fault of the sender.
+    #[error("{what} of epoch {epoch:?}: its keys are not final here yet (execution behind)")]
+    KeysNotFinal {
+        /// Which object.
+        what: &'static str,
+        /// Its epoch.
+        epoch: Epoch,
+    },
     /// The object is for an epoch this validator is not in.
     #[error("{what} for epoch {epoch:?}, current epoch {current:?}")]
     WrongEpoch {
@@ -172,6 +182,7 @@ impl ConsensusError {
             ConsensusError::StaleView { .. } => "stale_view",
             ConsensusError::FutureView { .. } => "future_view",
             ConsensusError::WrongEpoch { .. } => "wrong_epoch",
+            ConsensusError::KeysNotFinal { .. } => "keys_not_final",
             ConsensusError::NotLeader { .. } => "not_leader",
             ConsensusError::NotNextLeader { .. } => "not_next_leader",
             ConsensusError::InvalidQc { .. } => "invalid_qc",

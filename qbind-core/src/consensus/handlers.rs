@@ -7,8 +7,14 @@ use crate::consensus::error::ConsensusError;
 use crate::consensus::machine::HotStuff;
 use crate::consensus::messages::{Block, ConsensusMsg, Proposal, TimeoutCert, TimeoutMsg, Vote};
 use crate::dag::DagMsg;
+use crate::quorum::SigFailure;
 use crate::signing::SignKind;
 use crate::types::{Hash32, Height, ValidatorId};
+
+/// Blocks past its epoch's last block that a proposal's height may claim
+/// when taken as a catch-up hint (the payload-free blocks before the epoch
+/// change commits).
+const RANGE_HINT_SUFFIX: u32 = 8;
 
 /// Uncommitted blocks held at most (a backstop: proposals are bounded by one
 /// per proposer and view within `FUTURE_VIEWS` of the current view and the
@@ -201,6 +207,31 @@ impl HotStuff {
         }
     }
 
+    /// Whether a proposal of an epoch whose keys are not final here is
+    /// signed by a member of that epoch's set with a key it held in the
+    /// last final epoch (a validator that rotated since cannot give this
+    /// hint; the others can).
+    fn signed_with_a_final_key(
+        &self,
+        h: &crate::consensus::BlockHeader,
+        id: &Hash32,
+        signature: &crate::crypto::Signature,
+    ) -> bool {
+        let Some(last) = self.verifier.keys_final_through() else {
+            return false;
+        };
+        if self.schedule.set(h.epoch).get(h.proposer).is_none() {
+            return false;
+        }
+        let preimage =
+            crate::signing::signing_preimage(self.cfg.env, SignKind::Proposal, &id.to_bytes());
+        self.schedule
+            .set(last)
+            .accepted_keys(h.proposer, last)
+            .iter()
+            .any(|k| k.verify(&preimage, signature).is_ok())
+    }
+
     /// Consensus §C3 (docs/consensus.md).
     pub(crate) fn on_proposal(
         &mut self,
@@ -211,16 +242,29 @@ impl HotStuff {
         let h = block.header().clone();
         self.check_block_shape(block)?;
         let set = self.schedule.set(h.epoch);
-        self.verifier
-            .verify_sig(
-                set,
-                h.epoch,
-                h.proposer,
-                SignKind::Proposal,
-                &block.id().to_bytes(),
-                &p.signature,
-            )
-            .map_err(|f| sig_error(f, "proposal", h.proposer, h.epoch))?;
+        let signed = self.verifier.verify_sig(
+            set,
+            h.epoch,
+            h.proposer,
+            SignKind::Proposal,
+            &block.id().to_bytes(),
+            &p.signature,
+        );
+        if signed == Err(SigFailure::KeysNotFinal)
+            && self.signed_with_a_final_key(&h, &block.id(), &p.signature)
+        {
+            // An epoch whose keys this validator does not know yet: it is
+            // far behind. Signed by a member with a key it knows, the
+            // proposal's height (at most a few blocks past its epoch's end)
+            // is a hint to catch up by ranges, whose answers are verified;
+            // a height nobody serves is given up.
+            let cap = self
+                .boundary(h.epoch)
+                .0
+                .saturating_add(u64::from(RANGE_HINT_SUFFIX));
+            self.note_chain_height(Height(h.height.0.min(cap)));
+        }
+        signed.map_err(|f| sig_error(f, "proposal", h.proposer, h.epoch))?;
         self.metrics.proposals_received += 1;
         self.verifier.verify_qc(&self.schedule, block.justify())?;
         self.note_chain_height(h.height);

@@ -241,6 +241,74 @@ impl HotStuff {
         self.executes = executes;
     }
 
+    /// Verify from now on with `schedule`, and forget every cached
+    /// signature verification. The [`Replica`](crate::replica::Replica)
+    /// calls it when an executed block changed the key registry (an
+    /// on-chain key rotation, docs/key-rotation.md). Like the schedule
+    /// passed to [`HotStuff::new`], it must be the same on every validator
+    /// and may change which keys are accepted only in epochs whose messages
+    /// this validator has not handled yet.
+    pub fn set_schedule(&mut self, schedule: Arc<EpochSchedule>) {
+        if let Payloads::Dag(dag) = &mut self.payloads {
+            dag.set_schedule(schedule.clone());
+        }
+        self.schedule = schedule;
+        self.verifier.clear_cache();
+    }
+
+    /// Blocks up to `height` are executed here: the keys of every epoch up
+    /// to two after the last fully executed one are final (an on-chain key
+    /// rotation in a block of epoch `b` takes effect from `b + 2` at the
+    /// earliest), and signatures of later epochs are held back
+    /// ([`ConsensusError::KeysNotFinal`]) until execution catches up. The
+    /// [`Replica`](crate::replica::Replica) calls it after each executed
+    /// block and when it opens; without a call nothing is held back.
+    pub fn note_executed_height(&mut self, height: Height) {
+        let epoch = self.schedule.epoch_of_height(height);
+        let complete = if height == self.schedule.boundary_height(epoch) {
+            Some(epoch)
+        } else {
+            epoch.0.checked_sub(1).map(Epoch)
+        };
+        let lead = crate::key_rotation::MIN_ROTATION_LEAD;
+        let final_through = match complete {
+            Some(e) => Epoch(e.0.saturating_add(lead)),
+            None => Epoch(lead - 1),
+        };
+        let before = self.verifier.keys_final_through();
+        self.verifier.set_keys_final_through(final_through);
+        if let Payloads::Dag(dag) = &mut self.payloads {
+            dag.set_keys_final_through(final_through);
+        }
+        if before.is_none_or(|b| final_through > b) {
+            self.range.release_waiting();
+        }
+    }
+
+    /// Whether this validator checks signatures of `epoch` now (see
+    /// [`HotStuff::note_executed_height`]); a signer choice that depends on
+    /// the key registry must wait for it too.
+    #[must_use]
+    pub fn keys_final(&self, epoch: Epoch) -> bool {
+        self.verifier.keys_final(epoch)
+    }
+
+    /// Whether the schedule accepts `key` as this validator's consensus key
+    /// in `epoch`; `None` while that epoch's keys are not final here. How a
+    /// validator with a next key picks its signer for a job of `epoch`
+    /// (`Engine::with_next_signer`, and the simulator alike).
+    #[must_use]
+    pub fn accepts_own_key(&self, epoch: Epoch, key: &crate::crypto::PublicKey) -> Option<bool> {
+        self.keys_final(epoch)
+            .then(|| self.schedule.accepts_key(self.me, epoch, key))
+    }
+
+    /// The schedule this validator verifies with.
+    #[must_use]
+    pub fn schedule(&self) -> &Arc<EpochSchedule> {
+        &self.schedule
+    }
+
     /// This validator's id.
     #[must_use]
     pub fn id(&self) -> ValidatorId {
@@ -824,6 +892,115 @@ mod tests {
     use crate::validator::ValidatorSet;
 
     const ENV: NetworkEnvironment = NetworkEnvironment::Devnet;
+
+    /// The executed height bounds the epochs whose signatures are checked:
+    /// two after the last fully executed epoch (and nothing before the
+    /// replica first says), for FIFO and DAG payloads alike.
+    #[test]
+    fn executed_height_bounds_the_epochs_whose_keys_are_checked() {
+        let keys: Vec<KeyPair> = (0..4u8).map(|i| KeyPair::from_seed(&[i; 32])).collect();
+        let set = ValidatorSet::new(keys.iter().map(|k| (k.public_key().clone(), 1)).collect())
+            .expect("set");
+        let schedule = Arc::new(EpochSchedule::with_epochs(10, set, Vec::new()));
+        for mode in [crate::dag::PayloadMode::Fifo, crate::dag::PayloadMode::Dag] {
+            let mut cfg = ConsensusConfig::new(ENV);
+            cfg.payload_mode = mode;
+            let mut hs = HotStuff::new(
+                cfg,
+                ValidatorId(0),
+                schedule.clone(),
+                None,
+                Vec::new(),
+                Vec::new(),
+            );
+            assert!(hs.verifier.keys_final(Epoch(1_000)));
+            for (h, last) in [
+                (0, 1),
+                (5, 1),
+                (9, 1),
+                (10, 2),
+                (11, 2),
+                (19, 2),
+                (20, 3),
+                (25, 3),
+            ] {
+                hs.note_executed_height(Height(h));
+                assert!(hs.verifier.keys_final(Epoch(last)), "height {h}");
+                assert!(!hs.verifier.keys_final(Epoch(last + 1)), "height {h}");
+                if let Payloads::Dag(dag) = &hs.payloads {
+                    assert!(dag.keys_final(Epoch(last)) && !dag.keys_final(Epoch(last + 1)));
+                }
+            }
+        }
+    }
+
+    /// A proposal of an epoch whose keys are not final here is held back,
+    /// but, signed by a member with a key this validator knows, its height
+    /// (capped near its epoch's end) starts catching up; a forged signature
+    /// or a height far past its epoch does not move the target.
+    #[test]
+    fn a_held_back_proposal_is_a_catch_up_hint_only_when_signed() {
+        use crate::consensus::{BlockHeader, ConsensusMsg, Input, Payload, Proposal};
+        let keys: Vec<KeyPair> = (0..4u8).map(|i| KeyPair::from_seed(&[i; 32])).collect();
+        let set = ValidatorSet::new(keys.iter().map(|k| (k.public_key().clone(), 1)).collect())
+            .expect("set");
+        let schedule = Arc::new(EpochSchedule::with_epochs(10, set, Vec::new()));
+        let proposal = |height: u64, signer: &KeyPair| {
+            let header = BlockHeader {
+                epoch: Epoch(5),
+                view: View(200),
+                height: Height(height),
+                parent_id: Hash32([7; 32]),
+                justify_view: View(199),
+                proposer: ValidatorId(1),
+                payload_digest: Hash32::ZERO,
+                batch_commitment: Hash32::ZERO,
+                exec_height: Height(0),
+                exec_state_root: Hash32::ZERO,
+            };
+            let justify = crate::sim::chain::quorum_cert(ENV, &keys, 5, 199, Hash32([7; 32]));
+            let block = Block::new(header, justify, Payload::empty());
+            let signature = sign_domain(signer, ENV, SignKind::Proposal, &block.id().to_bytes());
+            Input::Message {
+                from: ValidatorId(1),
+                msg: ConsensusMsg::Proposal(Proposal {
+                    block,
+                    tc: None,
+                    signature,
+                }),
+            }
+        };
+        let fresh = || {
+            let mut hs = HotStuff::new(
+                ConsensusConfig::new(ENV),
+                ValidatorId(0),
+                schedule.clone(),
+                None,
+                Vec::new(),
+                Vec::new(),
+            );
+            hs.note_executed_height(Height(0));
+            let _ = hs.handle(Millis(0), Input::Start);
+            hs
+        };
+        let mut hs = fresh();
+        let _ = hs.handle(Millis(1), proposal(55, &keys[1]));
+        assert_eq!(
+            hs.metrics().rejected.get("keys_not_final"),
+            Some(&1),
+            "held back, not accepted"
+        );
+        assert!(hs.catching_up(), "a signed hint starts catching up");
+        assert_eq!(hs.range.target, Height(55));
+        // A height far past epoch 5's end is capped.
+        let mut hs = fresh();
+        let _ = hs.handle(Millis(1), proposal(1_000_000, &keys[1]));
+        assert_eq!(hs.range.target, Height(60 + 8));
+        // A forged signature moves nothing.
+        let mut hs = fresh();
+        let _ = hs.handle(Millis(1), proposal(55, &keys[2]));
+        assert!(!hs.catching_up());
+    }
 
     /// The leader of view 1 of four validators, started at 0 with its
     /// proposal signed and sent; and the view timeout.

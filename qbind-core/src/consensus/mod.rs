@@ -63,7 +63,7 @@ pub use safety::{SafetyFaults, SafetyState, TimeoutRecord, VoteRefusal};
 use crate::codec::{CodecLimits, DecodeError};
 use crate::crypto::Signature;
 use crate::traits::SignRequest;
-use crate::types::{Millis, NetworkEnvironment, ValidatorId};
+use crate::types::{Epoch, Millis, NetworkEnvironment, ValidatorId};
 
 /// Consensus parameters. Every validator of a network must use the same
 /// protocol-relevant values (environment, limits).
@@ -232,6 +232,22 @@ pub struct SignJob {
     pub request: SignRequest,
     /// What the signature is for.
     pub purpose: SignPurpose,
+}
+
+impl SignJob {
+    /// The epoch whose keys verify the signature (so a validator whose key
+    /// rotates picks the key its epoch accepts: see
+    /// [`crate::validator::EpochSchedule::accepts_key`]).
+    #[must_use]
+    pub fn epoch(&self) -> Epoch {
+        match &self.purpose {
+            SignPurpose::Proposal { block, .. } => block.epoch(),
+            SignPurpose::Vote { data, .. } => data.epoch,
+            SignPurpose::Timeout { data, .. } => data.epoch,
+            SignPurpose::Batch { batch } => batch.epoch,
+            SignPurpose::BatchAck { batch, .. } => batch.epoch,
+        }
+    }
 }
 
 /// Inputs to the consensus state machine.

@@ -51,13 +51,17 @@ struct RangeRequest {
 pub(crate) struct RangeSync {
     /// Highest height seen in a verified proposal (lowered again when
     /// peers cannot serve up to it).
-    target: Height,
+    pub(crate) target: Height,
     /// Lowest height not requested yet.
     next: Height,
     /// Requests in flight, by first height.
     in_flight: BTreeMap<Height, RangeRequest>,
     /// Ranges to ask again (timed out, truncated or badly served).
     retry: BTreeMap<Height, u32>,
+    /// Ranges whose blocks are certified in epochs whose keys are not final
+    /// here yet: asked again once execution has made them final
+    /// ([`HotStuff::note_executed_height`]), not before.
+    waiting: BTreeMap<Height, u32>,
     /// Verified answers waiting for the blocks below them, by first
     /// height: (sender, blocks ascending).
     ready: BTreeMap<Height, (ValidatorId, Vec<Block>)>,
@@ -73,11 +77,21 @@ impl RangeSync {
     /// Requests in flight, retry records, fetched ranges waiting to be
     /// applied and dropped peers.
     pub(crate) fn entries(&self) -> usize {
-        self.in_flight.len() + self.retry.len() + self.ready.len() + self.dropped.len()
+        self.in_flight.len()
+            + self.retry.len()
+            + self.waiting.len()
+            + self.ready.len()
+            + self.dropped.len()
     }
 
     fn held(&self) -> usize {
-        self.in_flight.len() + self.ready.len()
+        self.in_flight.len() + self.ready.len() + self.waiting.len()
+    }
+
+    /// More epochs' keys are final: the waiting ranges can be asked again.
+    pub(crate) fn release_waiting(&mut self) {
+        let waiting = std::mem::take(&mut self.waiting);
+        self.retry.extend(waiting);
     }
 
     fn in_flight_to(&self, peer: ValidatorId) -> usize {
@@ -90,6 +104,7 @@ impl RangeSync {
             |start: Height, count: u32| start.0.saturating_add(u64::from(count)) > committed.0 + 1;
         self.in_flight.retain(|s, r| above(*s, r.count));
         self.retry.retain(|s, c| above(*s, *c));
+        self.waiting.retain(|s, c| above(*s, *c));
         self.ready
             .retain(|_, (_, bs)| bs.last().is_some_and(|b| b.height() > committed));
     }
@@ -183,6 +198,7 @@ impl HotStuff {
         if !catching_up {
             // Resume from the committed height next time.
             self.range.retry.clear();
+            self.range.waiting.clear();
             self.range.next = Height(0);
         }
         let chunk = self.chunk();
@@ -303,6 +319,27 @@ impl HotStuff {
             self.pump_ranges();
             return Err(bad(why));
         }
+        // Only blocks certified in epochs whose keys are final here: the
+        // rest may be signed with keys of an on-chain rotation this
+        // validator has not executed yet. Asked again once execution has
+        // caught up (no fault of the peer).
+        let committed = self.tree.committed_height();
+        let keep = ascending
+            .iter()
+            .take_while(|b| {
+                b.height() <= committed || self.verifier.keys_final(b.justify().data.epoch)
+            })
+            .count();
+        if keep == 0 {
+            let epoch = ascending[0].justify().data.epoch;
+            self.range.waiting.insert(start, req.count);
+            return Err(ConsensusError::KeysNotFinal {
+                what: "sync range",
+                epoch,
+            });
+        }
+        let held_back = keep < ascending.len();
+        ascending.truncate(keep);
         if let Err(e) = self.verify_range(&ascending) {
             self.drop_peer(from, start, req.count);
             self.pump_ranges();
@@ -315,8 +352,12 @@ impl HotStuff {
             // with no block past the overlap makes no progress: believe the
             // chain ends there until a verified proposal says otherwise.
             let top = Height(start.0 + u64::from(served) - 1);
-            self.range.retry.insert(top, req.count - served + 1);
-            if served == 1 {
+            if held_back {
+                self.range.waiting.insert(top, req.count - served + 1);
+            } else {
+                self.range.retry.insert(top, req.count - served + 1);
+            }
+            if served == 1 && !held_back {
                 self.range.target = self.range.target.min(top);
             }
         }

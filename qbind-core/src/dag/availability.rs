@@ -64,6 +64,24 @@ impl Availability {
         self.pool.is_empty()
     }
 
+    /// Verify from now on with `schedule` (see
+    /// [`crate::consensus::HotStuff::set_schedule`]).
+    pub(crate) fn set_schedule(&mut self, schedule: Arc<EpochSchedule>) {
+        self.schedule = schedule;
+        self.verifier.clear();
+    }
+
+    /// See [`crate::quorum::SigVerifier::set_keys_final_through`].
+    pub(crate) fn set_keys_final_through(&mut self, epoch: Epoch) {
+        self.verifier.set_keys_final_through(epoch);
+    }
+
+    /// Whether the keys of `epoch` are final here.
+    #[cfg(test)]
+    pub(crate) fn keys_final(&self, epoch: Epoch) -> bool {
+        self.verifier.keys_final(epoch)
+    }
+
     /// Validator `me`'s layer, empty (see [`Availability::restore`] after a
     /// restart).
     #[must_use]
@@ -202,7 +220,13 @@ impl Availability {
     /// committed one, or whose uncommitted data is at its bound, waits for
     /// its batches to commit (every validator would refuse the batch).
     fn maybe_make_batch(&mut self) {
-        if self.state.signing || self.now < self.state.paused_until || !self.is_member(self.epoch) {
+        // Not while this epoch's keys may still change through blocks not
+        // executed here (its batches and acks could not be checked).
+        if self.state.signing
+            || self.now < self.state.paused_until
+            || !self.is_member(self.epoch)
+            || !self.verifier.keys_final(self.epoch)
+        {
             return;
         }
         let next = self.state.next_round.max(1);
@@ -567,8 +591,19 @@ impl Availability {
                 &cert.signers,
                 &cert.signatures,
             )
-            .map_err(|_| DagError::InvalidPayload { why: "uncertified" });
-        if result.is_err() {
+            .map_err(|why| {
+                if why == crate::quorum::KEYS_NOT_FINAL {
+                    DagError::Signature {
+                        what: "batch certificate",
+                        signer: cert.batch.author,
+                        epoch: cert.batch.epoch,
+                        failure: crate::quorum::SigFailure::KeysNotFinal,
+                    }
+                } else {
+                    DagError::InvalidPayload { why: "uncertified" }
+                }
+            });
+        if matches!(result, Err(DagError::InvalidPayload { .. })) {
             self.state.metrics.certs_invalid_total += 1;
         }
         result

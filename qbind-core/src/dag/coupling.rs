@@ -107,6 +107,10 @@ impl Availability {
         let label = match &result {
             Ok(()) => "valid",
             Err(DagError::InvalidPayload { why }) => why,
+            Err(DagError::Signature {
+                failure: crate::quorum::SigFailure::KeysNotFinal,
+                ..
+            }) => "keys_not_final",
             Err(_) => "uncertified",
         };
         self.state.validation(label);

@@ -278,9 +278,13 @@ pub fn invalid_signatures(env: NetworkEnvironment, txs: &[Transaction]) -> Vec<u
 /// execution drops transactions with bad signatures
 /// ([`invalid_signatures`]), and a pool that admits them only wastes its
 /// own space. A v0 payload offers no fee (its effective fee is zero).
+/// A [system transaction](crate::system_tx) has its own
+/// ([`crate::system_tx::SystemTx::meta`]).
 #[must_use]
 pub fn tx_meta(bytes: &[u8]) -> Option<crate::fee_mempool::TxMeta> {
-    let tx = Transaction::from_bytes(bytes).ok()?;
+    let Ok(tx) = Transaction::from_bytes(bytes) else {
+        return crate::system_tx::decode(bytes).map(|s| s.meta());
+    };
     let (max_fee_per_gas, effective_fee, gas_limit, v0_payload) = match tx.payload {
         TransferPayload::V1(p) => (
             p.max_fee_per_gas,

@@ -343,6 +343,10 @@ pub struct Report {
     /// run the monetary engine in Active mode, one epoch every
     /// [`SIM_BLOCKS_PER_EPOCH`] blocks).
     pub epochs_closed: Vec<u64>,
+    /// On-chain key rotations each node's replica applied and refused
+    /// ([`Scenario::on_chain_key_rotation`]), counted from its events
+    /// (a restarted node counts again what it re-executes).
+    pub key_rotations: Vec<(u64, u64)>,
 }
 
 /// Events one run may process by default: a run that needs more is stuck

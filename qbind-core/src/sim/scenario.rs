@@ -28,6 +28,9 @@ pub struct Scenario {
     pub(crate) epochs: Option<(u64, Vec<SetMembers>)>,
     /// Consensus-key rotations, in the order given.
     pub(crate) rotations: Vec<Rotation>,
+    /// On-chain consensus-key rotations: the rotation and when its system
+    /// transaction is submitted (ms).
+    pub(crate) on_chain_rotations: Vec<(Rotation, u64)>,
     pub(crate) adversaries: Vec<Adversary>,
     pub(crate) mutants: Vec<crate::mutants::Mutant>,
     pub(crate) stakes: Vec<u64>,
@@ -74,6 +77,7 @@ impl Scenario {
             twins: Vec::new(),
             epochs: None,
             rotations: Vec::new(),
+            on_chain_rotations: Vec::new(),
             adversaries: Vec::new(),
             mutants: Vec::new(),
             stakes: vec![1; n.max(1)],
@@ -319,6 +323,35 @@ impl Scenario {
             grace: grace_epochs,
             emergency: false,
         });
+        self
+    }
+
+    /// Node `node` rotates its consensus key on chain (docs/key-rotation.md):
+    /// at `at_ms` it submits, to its own pool, the system transaction of a
+    /// rotation event signed with its current key (`effective_epoch`,
+    /// `grace_epochs`, `emergency`); every replica applies it when it
+    /// executes the block, and the node signs with its new key once it has
+    /// entered `effective_epoch`. Nothing is in any registry at the start.
+    /// Needs epochs ([`Scenario::epoch_change`]); the report counts each
+    /// node's applied and refused rotations ([`crate::sim::Report::key_rotations`]).
+    #[must_use]
+    pub fn on_chain_key_rotation(
+        mut self,
+        node: usize,
+        at_ms: u64,
+        effective_epoch: u64,
+        grace_epochs: u64,
+        emergency: bool,
+    ) -> Self {
+        self.on_chain_rotations.push((
+            Rotation {
+                node,
+                effective: effective_epoch,
+                grace: grace_epochs,
+                emergency,
+            },
+            at_ms,
+        ));
         self
     }
 

@@ -52,6 +52,7 @@ use qbind_core::execution::{
 };
 use qbind_core::pool_drops::PoolMonitor;
 use qbind_core::schema::{batch_digest_key, committed_block_key};
+use qbind_core::system_tx::SystemTx;
 use qbind_core::traits::{Namespace, StateRead};
 use qbind_core::types::{AccountId, Epoch, Hash32, Height, NetworkEnvironment, View};
 use tokio::sync::mpsc;
@@ -260,6 +261,9 @@ pub(super) struct NodeApi {
     pub(super) pool: Arc<PoolMonitor>,
     /// Signatures already verified (the server's check counts as the one).
     pub(super) verified: Arc<VerifiedSet>,
+    /// The engine's schedule with its executed key registry: what a
+    /// submitted key rotation is checked against.
+    pub(super) schedule: tokio::sync::watch::Receiver<Arc<qbind_core::validator::EpochSchedule>>,
     pub(super) shared: Arc<Shared>,
     pub(super) slot: usize,
     /// Validators of the network (peers of the in-memory transport).
@@ -323,6 +327,29 @@ fn internal(what: &str, e: impl std::fmt::Display) -> BackendError {
 }
 
 impl NodeApi {
+    /// Whether this node takes submissions now.
+    fn accepting(&self) -> Result<(), SubmitError> {
+        if !self.takes_transactions {
+            return Err(SubmitError::NotAValidator);
+        }
+        if self.submit.is_closed() {
+            return Err(SubmitError::Unavailable);
+        }
+        Ok(())
+    }
+
+    /// Hand a checked submission to the engine's pool and index it as
+    /// pending under `hash`.
+    fn enqueue(&self, hash: Hash32, bytes: Vec<u8>) -> Result<(), SubmitError> {
+        self.pool.queued(&hash);
+        if self.submit.send(bytes).is_err() {
+            self.pool.unqueued();
+            return Err(SubmitError::Unavailable);
+        }
+        self.index.accepted(hash);
+        Ok(())
+    }
+
     /// The transaction hashes of committed `block` (its delivered list when
     /// the index has it, else from the payload and the stored batches).
     fn tx_hashes(
@@ -372,12 +399,7 @@ impl ApiBackend for NodeApi {
     }
 
     async fn submit(&self, tx: CheckedTx) -> Result<(), SubmitError> {
-        if !self.takes_transactions {
-            return Err(SubmitError::NotAValidator);
-        }
-        if self.submit.is_closed() {
-            return Err(SubmitError::Unavailable);
-        }
+        self.accepting()?;
         let hash = tx.hash();
         let dropped = self.pool.dropped(&hash).is_some();
         if !dropped && !matches!(self.index.lookup(&hash), TxLookup::Unknown) {
@@ -408,13 +430,38 @@ impl ApiBackend for NodeApi {
         let state = BackendAccounts::new(&*self.store);
         check_transaction_verified(&state, &self.admission, tx.bytes(), &self.verified)
             .map_err(refusal)?;
-        self.pool.queued(&hash);
-        if self.submit.send(tx.into_bytes()).is_err() {
-            self.pool.unqueued();
-            return Err(SubmitError::Unavailable);
+        self.enqueue(hash, tx.into_bytes())
+    }
+
+    async fn submit_system(&self, tx: SystemTx, bytes: Vec<u8>) -> Result<(), SubmitError> {
+        self.accepting()?;
+        let hash = Hash32::digest(&bytes);
+        if !matches!(self.index.lookup(&hash), TxLookup::Unknown) {
+            return Err(SubmitError::AlreadyKnown);
         }
-        self.index.accepted(hash);
-        Ok(())
+        // A dry run on the registry as executed so far, as if the rotation
+        // were in a block of the current epoch (a later block applies it
+        // only if its effective epoch is still far enough ahead).
+        let schedule = Arc::clone(&self.schedule.borrow());
+        let epoch = Epoch(
+            self.shared
+                .consensus
+                .get(self.slot)
+                .map_or(0, |m| m.borrow().epoch),
+        );
+        let env = self.env;
+        let verdict = tokio::task::spawn_blocking(move || {
+            let mut registry = schedule.key_registry();
+            qbind_core::system_tx::apply(&schedule, &mut registry, env, epoch, &tx)
+        })
+        .await
+        .map_err(|_| SubmitError::Internal {
+            detail: "key rotation check".into(),
+        })?;
+        verdict.map_err(|e| SubmitError::KeyRotationRefused {
+            reason: e.to_string(),
+        })?;
+        self.enqueue(hash, bytes)
     }
 
     async fn tx_status(&self, hash: Hash32) -> Result<TxLookup, BackendError> {
@@ -574,6 +621,13 @@ impl ApiBackend for LocalApi {
     async fn submit(&self, tx: CheckedTx) -> Result<(), SubmitError> {
         match self.node.get() {
             Some(node) => node.submit(tx).await,
+            None => Err(SubmitError::Unavailable),
+        }
+    }
+
+    async fn submit_system(&self, tx: SystemTx, bytes: Vec<u8>) -> Result<(), SubmitError> {
+        match self.node.get() {
+            Some(node) => node.submit_system(tx, bytes).await,
             None => Err(SubmitError::Unavailable),
         }
     }

@@ -270,6 +270,10 @@ pub enum Keys {
         /// fatal failure (ExitOnFailure) the run stops with
         /// [`NodeError::SignerExit`].
         signer: Arc<qbind_signer::SupervisedSigner>,
+        /// Its next consensus key's signer (`--next-signer-keystore-path`):
+        /// signs from the epoch an executed on-chain rotation to its key
+        /// takes effect (docs/key-rotation.md).
+        next_signer: Option<Arc<qbind_signer::SupervisedSigner>>,
         /// This validator's P2P identity (its `p2p_identity.key`).
         identity: Box<qbind_net::StaticIdentity>,
     },
@@ -785,6 +789,7 @@ fn ready_api(
         index: Arc::clone(&index),
         pool: Arc::clone(&engines.pools[slot]),
         verified: Arc::clone(&engines.verified[slot]),
+        schedule: engines.schedules[slot].clone(),
         shared: Arc::clone(shared),
         slot,
         n: chain.n,

@@ -43,10 +43,11 @@ pub(super) struct Shared {
     /// The state sync this node started with (one local node).
     pub(super) state_synced: Option<crate::state_sync::StateSyncProgress>,
     /// With own keys: the signer (its failure and health metrics) and the
-    /// key registry (rotation gauges).
+    /// engine's schedule, whose key registry (configured and on-chain
+    /// rotations) gives the rotation gauges.
     pub(super) signer: Option<(
         Arc<qbind_signer::SupervisedSigner>,
-        qbind_core::key_rotation::ValidatorKeyRegistry,
+        tokio::sync::watch::Receiver<Arc<qbind_core::validator::EpochSchedule>>,
     )>,
 }
 
@@ -318,10 +319,11 @@ fn families(shared: &Shared) -> Vec<Family> {
         })
         .collect();
     out.extend(components::net(&net));
-    if let Some((signer, registry)) = &shared.signer {
+    if let Some((signer, schedule)) = &shared.signer {
         let l = labels.first().cloned().unwrap_or_else(|| validator(0));
         out.extend(components::signer(&[(l, &**signer.metrics())]));
         let epoch = consensus.first().map_or(0, |m| m.epoch);
+        let registry = schedule.borrow().key_registry();
         out.extend(components::key_rotation(
             &registry.status(qbind_core::types::Epoch(epoch)),
         ));

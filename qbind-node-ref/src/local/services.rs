@@ -131,6 +131,8 @@ struct EngineParts {
     schedule: Arc<EpochSchedule>,
     store: Arc<NodeStore>,
     signer: Box<dyn Signer>,
+    next_signer: Option<Box<dyn Signer>>,
+    schedule_out: watch::Sender<Arc<EpochSchedule>>,
     events: mpsc::UnboundedSender<EngineEvent>,
     submissions: mpsc::UnboundedReceiver<Vec<u8>>,
     metrics: watch::Sender<ConsensusMetrics>,
@@ -157,12 +159,17 @@ fn spawn_engine<T: Transport + 'static>(
         TokioClock::new(),
     )?
     .with_events(parts.events)
+    .with_schedule_out(parts.schedule_out)
     .with_submissions(parts.submissions)
     .with_metrics(parts.metrics)
     .with_payload_metrics(parts.payload_metrics)
     .with_pool_monitor(parts.pool)
     .with_payload_prefetch(Arc::new(qbind_exec::VerifyPrefetch::new(parts.verified)))
     .with_application(parts.execution);
+    let engine = match parts.next_signer {
+        Some(next) => engine.with_next_signer(next),
+        None => engine,
+    };
     Ok(tokio::spawn(engine.run(parts.stop)))
 }
 
@@ -180,6 +187,9 @@ pub(super) struct Engines {
     pub(super) stopped: watch::Receiver<bool>,
     /// Consensus metrics per engine.
     pub(super) consensus: Vec<watch::Receiver<ConsensusMetrics>>,
+    /// Each engine's epoch schedule, with the key registry as its executed
+    /// blocks changed it (on-chain key rotations).
+    pub(super) schedules: Vec<watch::Receiver<Arc<EpochSchedule>>>,
     /// DAG and fee-pool metrics per engine.
     pub(super) payload: Vec<watch::Receiver<qbind_core::engine::PayloadMetrics>>,
     /// P2P metrics per engine (KEMTLS only).
@@ -213,6 +223,7 @@ pub(super) async fn start_engines(
         stop,
         stopped,
         consensus: Vec::with_capacity(chain.local.len()),
+        schedules: Vec::with_capacity(chain.local.len()),
         payload: Vec::with_capacity(chain.local.len()),
         net: Vec::with_capacity(chain.local.len()),
         api_index: super::api_slot(opts, &chain.local)?
@@ -285,6 +296,8 @@ fn engine_parts(
     engines.submit.push(tx_in);
     let (m_tx, m_rx) = watch::channel(ConsensusMetrics::default());
     engines.consensus.push(m_rx);
+    let (schedule_out, schedule_rx) = watch::channel(Arc::clone(&chain.schedule));
+    engines.schedules.push(schedule_rx);
     let (p_tx, p_rx) = watch::channel(qbind_core::engine::PayloadMetrics::default());
     engines.payload.push(p_rx);
     let pool = Arc::new(PoolMonitor::default());
@@ -317,6 +330,14 @@ fn engine_parts(
             Keys::Operator { signer, .. } => Box::new(Arc::clone(signer)),
             Keys::Follower { .. } => Box::new(FollowerSigner::new(ValidatorId(i as u32))),
         },
+        next_signer: match &opts.keys {
+            Keys::Operator {
+                next_signer: Some(next),
+                ..
+            } => Some(Box::new(Arc::clone(next))),
+            _ => None,
+        },
+        schedule_out,
         events: ev_tx,
         submissions: tx_out,
         metrics: m_tx,
@@ -592,10 +613,13 @@ pub(super) fn shared(
         signer: match &opts.keys {
             Keys::Devnet => None,
             Keys::Follower { .. } => None,
-            Keys::Operator { set, signer, .. } => Some((
+            Keys::Operator { signer, .. } => Some((
                 Arc::clone(signer),
-                set.key_registry()
-                    .map_err(|e| NodeError::Config(e.to_string()))?,
+                engines
+                    .schedules
+                    .first()
+                    .cloned()
+                    .ok_or_else(|| NodeError::Config("no local validator".into()))?,
             )),
         },
     }))

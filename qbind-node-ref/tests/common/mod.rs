@@ -142,6 +142,32 @@ pub fn keygen(out: &Path, validator: usize, roles: &str, pass_var: &str, pass: &
     assert!(status.success(), "qbind-keygen for validator {validator}");
 }
 
+/// Write `root/validators.toml`: a DevNet validator-set file (`header`
+/// lines first, e.g. `epoch_length = 10`) of `n` validators with stake 1
+/// at `127.0.0.1:base + i`, validator `i`'s consensus key from
+/// `consensus_pub(i)` and P2P key from `v<i>/p2p_identity.pub` (paths
+/// relative to `root`, as `qbind-keygen` lays them out); returns its path.
+pub fn write_validator_set(
+    root: &Path,
+    n: usize,
+    base: u16,
+    header: &str,
+    consensus_pub: impl Fn(usize) -> String,
+) -> std::path::PathBuf {
+    let mut set = format!("network = \"devnet\"\n{header}");
+    for i in 0..n {
+        set.push_str(&format!(
+            "[[validator]]\nid = {i}\nstake = 1\naddress = \"127.0.0.1:{}\"\n\
+             consensus_pub_file = \"{}\"\np2p_pub_file = \"v{i}/p2p_identity.pub\"\n",
+            base + i as u16,
+            consensus_pub(i),
+        ));
+    }
+    let path = root.join("validators.toml");
+    std::fs::write(&path, set).expect("write the validator set");
+    path
+}
+
 /// `qbind-node` for validator `i` of the validator-set file `set`, with its
 /// data under `root/data`, its keystore `root/v<i>`, quick timeouts, and
 /// stdout piped for [`follow`]; add `--signer-mode` and the mode's flags.

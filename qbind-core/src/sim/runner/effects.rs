@@ -70,14 +70,24 @@ impl Runner {
     pub(super) fn act(&mut self, i: usize, action: Action) -> Option<Input> {
         match action {
             Action::Sign(job) => {
+                // As the engine picks between its signers: the newest key
+                // the node's own schedule accepts in the job's epoch, and
+                // none while that epoch's keys are not final for it.
                 let n = &self.nodes[i];
-                let epoch = n.machine().map(HotStuff::epoch).unwrap_or_default();
-                let key = n
-                    .rotated_keys
-                    .iter()
-                    .rev()
-                    .find(|(from, _)| epoch >= *from)
-                    .map_or(&n.key, |(_, k)| k);
+                let epoch = job.epoch();
+                let mut key = &n.key;
+                if let Some(m) = n.machine() {
+                    for (_, k) in n.rotated_keys.iter().rev() {
+                        match m.accepts_own_key(epoch, k.public_key()) {
+                            None => return Some(Input::SignFailed { job }),
+                            Some(true) => {
+                                key = k;
+                                break;
+                            }
+                            Some(false) => {}
+                        }
+                    }
+                }
                 let signature = sign_domain(key, self.env, job.request.kind, &job.request.message);
                 return Some(Input::Signed { job, signature });
             }
@@ -140,6 +150,14 @@ impl Runner {
                 });
             }
             ReplicaEvent::EpochClosed { .. } => self.nodes[i].epochs_closed += 1,
+            ReplicaEvent::KeyRotation { result, .. } => {
+                let counts = &mut self.nodes[i].key_rotations;
+                if result.is_ok() {
+                    counts.0 += 1;
+                } else {
+                    counts.1 += 1;
+                }
+            }
             ReplicaEvent::Evidence(_) => {
                 if honest {
                     self.evidence += 1;

@@ -61,6 +61,11 @@ enum Event {
         node: usize,
     },
     SubmitTx,
+    /// Submit these bytes to one node's pool.
+    SubmitBytes {
+        node: usize,
+        bytes: Vec<u8>,
+    },
     Flood,
 }
 
@@ -91,13 +96,20 @@ struct SimNode {
     commits: Vec<CommitRecord>,
     executions: Vec<crate::sim::ExecRecord>,
     epochs_closed: u64,
+    /// On-chain key rotations applied and refused (from events).
+    key_rotations: (u64, u64),
 }
 
 pub(crate) struct Runner {
     sc: Scenario,
     env: NetworkEnvironment,
     cfg: ConsensusConfig,
+    /// The schedule the checks and adversaries use: every key rotation of
+    /// the scenario is in it from the start.
     schedule: Arc<EpochSchedule>,
+    /// The schedule replicas open with: without the on-chain rotations,
+    /// which they learn from blocks.
+    node_schedule: Arc<EpochSchedule>,
     rng: ChaCha8Rng,
     now: u64,
     seq: u64,
@@ -131,6 +143,8 @@ pub(crate) struct Runner {
     proposer_accounts: Vec<crate::types::AccountId>,
     /// What the outside adversaries hold and have seen.
     adv: adversary::AdversaryState,
+    /// System transactions to submit.
+    system_txs: setup::SystemTxs,
 }
 
 impl SimNode {
@@ -153,6 +167,7 @@ impl SimNode {
             commits: Vec::new(),
             executions: Vec::new(),
             epochs_closed: 0,
+            key_rotations: (0, 0),
         }
     }
 
@@ -194,6 +209,7 @@ fn invalid(sc: &Scenario, why: &'static str) -> Box<Report> {
         mempool_metrics: Vec::new(),
         executions: Vec::new(),
         epochs_closed: Vec::new(),
+        key_rotations: Vec::new(),
         supply_check: None,
     })
 }
@@ -228,6 +244,9 @@ impl Runner {
         }
         if self.sc.tx_interval > 0 {
             self.schedule_at(self.sc.tx_interval, Event::SubmitTx);
+        }
+        for (at, node, bytes) in std::mem::take(&mut self.system_txs) {
+            self.schedule_at(at, Event::SubmitBytes { node, bytes });
         }
         if !self.sc.adversaries.is_empty() {
             self.schedule_at(adversary::EVERY_MS, Event::Adversary);
@@ -370,6 +389,7 @@ impl Runner {
             supply_check,
             executions: self.nodes.iter().map(|n| n.executions.clone()).collect(),
             epochs_closed: self.nodes.iter().map(|n| n.epochs_closed).collect(),
+            key_rotations: self.nodes.iter().map(|n| n.key_rotations).collect(),
             seed: self.sc.seed,
             event_log_hash: Hash32(self.log.finalize().into()),
             honest: self.nodes.iter().map(|n| n.honest).collect(),
@@ -492,6 +512,10 @@ impl Runner {
                     self.start_node(node);
                 }
             }
+            Event::SubmitBytes { node, bytes } => {
+                self.log_event(seq, 8, node, &bytes);
+                self.feed(node, Input::SubmitTransaction(bytes));
+            }
             Event::Flood => {
                 let len = self.nodes.len().max(1);
                 let burst = self.sc.fee_pool.map_or(1, |f| f.flood_burst.max(1));
@@ -564,7 +588,7 @@ impl Runner {
         let replica = match Replica::open(
             cfg,
             n.validator,
-            Arc::clone(&self.schedule),
+            Arc::clone(&self.node_schedule),
             n.store.clone(),
         ) {
             Ok(r) => r,

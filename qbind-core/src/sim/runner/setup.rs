@@ -35,6 +35,7 @@ impl Runner {
                 n.rotated_keys.push((from, key));
             }
         }
+        let (system_txs, oracle) = on_chain_rotations(&sc, &plan, &mut nodes, env, &schedule)?;
         for &t in &sc.twins {
             if let (Some(k), Some(&pos)) = (keys.get(t), plan.slot.get(t)) {
                 nodes.push(SimNode::new(pos, k.clone(), None, false));
@@ -63,7 +64,8 @@ impl Runner {
         Ok(Runner {
             env,
             cfg,
-            schedule: Arc::new(schedule),
+            schedule: Arc::new(oracle.unwrap_or_else(|| schedule.clone())),
+            node_schedule: Arc::new(schedule),
             rng,
             now: 0,
             seq: 0,
@@ -89,6 +91,7 @@ impl Runner {
             high_fee_submitted: 0,
             alternates: HashMap::new(),
             adv: super::adversary::AdversaryState::new(held_keys),
+            system_txs,
             sc,
         })
     }
@@ -261,6 +264,70 @@ pub(super) fn build_schedule(
     }
     match schedule.with_key_registry(registry) {
         Ok(s) => Ok((s, new_keys, revoked)),
+        Err(_) => Err(invalid(sc, "key registry")),
+    }
+}
+
+/// System transactions to submit: (at ms, node, bytes).
+pub(super) type SystemTxs = Vec<(u64, usize, Vec<u8>)>;
+
+/// The system transactions of `sc`'s on-chain key rotations, each signed
+/// with the node's key at that point, as (submit at ms, node, bytes); each
+/// rotated node signs with its new key from the effective epoch. Also the
+/// checks' own schedule: `schedule` with the rotations applied up front
+/// (the nodes start from `schedule` and learn them from blocks).
+fn on_chain_rotations(
+    sc: &Scenario,
+    plan: &Plan,
+    nodes: &mut [SimNode],
+    env: NetworkEnvironment,
+    schedule: &EpochSchedule,
+) -> Result<(SystemTxs, Option<EpochSchedule>), Box<Report>> {
+    if sc.on_chain_rotations.is_empty() {
+        return Ok((Vec::new(), None));
+    }
+    if plan.epoch_length.is_none() {
+        return Err(invalid(sc, "an on-chain key rotation needs epochs"));
+    }
+    let mut registry = schedule.key_registry();
+    let mut out = Vec::new();
+    for (k, (r, at)) in sc.on_chain_rotations.iter().enumerate() {
+        let (Some(n), Some(&pos)) = (nodes.get_mut(r.node), plan.slot.get(r.node)) else {
+            return Err(invalid(sc, "on-chain key rotation of an unknown node"));
+        };
+        let old = n.rotated_keys.last().map_or(&n.key, |(_, k)| k).clone();
+        let mut seed = [0x3cu8; 32];
+        seed[..8].copy_from_slice(&(r.node as u64).to_be_bytes());
+        seed[8..16].copy_from_slice(&(k as u64).to_be_bytes());
+        let new = KeyPair::from_seed(&seed);
+        let event = crate::key_rotation::KeyRotationEvent {
+            validator_id: ValidatorId(pos as u32),
+            key_kind: crate::key_rotation::KeyRole::Consensus,
+            old_key: old.public_key().as_bytes().to_vec(),
+            new_key: new.public_key().as_bytes().to_vec(),
+            effective_epoch: crate::types::Epoch(r.effective),
+            grace_epochs: r.grace,
+            emergency: r.emergency,
+        };
+        let Ok(signed) = event.sign(env, &old) else {
+            return Err(invalid(sc, "an on-chain key rotation did not sign"));
+        };
+        let lead = crate::key_rotation::MIN_ROTATION_LEAD;
+        let at_epoch = crate::types::Epoch(r.effective.saturating_sub(lead));
+        if registry
+            .apply_scheduled(&signed, env, at_epoch, lead)
+            .is_err()
+        {
+            return Err(invalid(sc, "an on-chain key rotation does not apply"));
+        }
+        n.rotated_keys
+            .push((crate::types::Epoch(r.effective), new.clone()));
+        n.rotated_keys.sort_by_key(|(e, _)| *e);
+        let tx = crate::system_tx::SystemTx::KeyRotation(signed);
+        out.push((*at, r.node, crate::codec::Encode::to_bytes(&tx)));
+    }
+    match schedule.clone().with_key_registry(registry) {
+        Ok(oracle) => Ok((out, Some(oracle))),
         Err(_) => Err(invalid(sc, "key registry")),
     }
 }

@@ -304,6 +304,13 @@ pub(crate) struct Args {
     /// for every mode unless --p2p-identity-key is given).
     #[arg(long)]
     pub(crate) signer_keystore_path: Option<PathBuf>,
+    /// Keystore directory of this validator's next consensus key
+    /// (encrypted-fs, same passphrase, its double-sign record beside it, as
+    /// `qbind-keygen generate` makes it): the node signs with it from the
+    /// epoch in which an executed on-chain rotation to that key takes effect
+    /// (docs/key-rotation.md), with no restart.
+    #[arg(long)]
+    pub(crate) next_signer_keystore_path: Option<PathBuf>,
     /// Environment variable holding the keystore passphrase.
     #[arg(long, default_value = "QBIND_KEYSTORE_PASSPHRASE")]
     pub(crate) signer_passphrase_env: String,

@@ -142,12 +142,46 @@ pub(crate) async fn operator_keys_of(
         remote,
         loopback_key: Some(validator_key(index)),
     };
+    let next_signer = match &args.next_signer_keystore_path {
+        None => None,
+        Some(dir) => {
+            let next = SignerSettings {
+                mode: SignerMode::EncryptedFs,
+                env,
+                validator,
+                failure_mode,
+                double_sign_dir: Some(dir.clone()),
+                init_double_sign_record: false,
+                keystore_path: Some(dir.clone()),
+                passphrase_env: Some(args.signer_passphrase_env.clone()),
+                passphrase_file: args.signer_passphrase_file.clone(),
+                hsm_config_path: None,
+                remote: None,
+                loopback_key: None,
+            };
+            let next = build_signer(next, SignerMetrics::shared())
+                .await
+                .map_err(|e| format!("--next-signer-keystore-path: {e}"))?;
+            Some(std::sync::Arc::new(next))
+        }
+    };
     let signer = build_signer(settings, SignerMetrics::shared())
         .await
         .map_err(|e| e.to_string())?;
+    if let Some(next) = &next_signer {
+        use qbind_core::traits::Signer;
+        if next.public_key() == signer.public_key() {
+            return Err(
+                "--next-signer-keystore-path holds the current consensus key: give the new key's \
+                 keystore"
+                    .into(),
+            );
+        }
+    }
     Ok(Keys::Operator {
         set: Box::new(set),
         signer: std::sync::Arc::new(signer),
+        next_signer,
         identity: Box::new(identity),
     })
 }

@@ -1,0 +1,211 @@
+//! System transactions: consensus-level changes carried in blocks like
+//! transfers, and applied by every validator's [`Replica`] when it executes
+//! the block, not by the application (docs/key-rotation.md).
+//!
+//! The only kind today is an on-chain validator key rotation
+//! ([`SystemTx::KeyRotation`]): a [`SignedKeyRotationEvent`] signed by the
+//! validator's current consensus key, which the replica applies to its key
+//! registry with [`ValidatorKeyRegistry::apply_scheduled`] and from which
+//! consensus verifies that validator's signatures at the event's epochs —
+//! no file edit, no restart.
+//!
+//! Wire format: [`SYSTEM_TX_MAGIC`] (8 bytes) ‖ kind tag (1 byte) ‖ body.
+//! A transfer starts with its sender's 1,312-byte ML-DSA-44 public key and
+//! is 3.8 KB long; bytes are a system transaction only if they decode as
+//! one exactly ([`SystemTx::from_bytes`]), so no transfer is taken for one.
+//!
+//! Who can send one, and what it costs: anyone can submit the bytes, but
+//! only a correct signature of a validator's current key changes anything.
+//! Every system transaction of a block is checked, the cheap rules first and
+//! the signature last, so a proposer stuffing a block with forged ones costs
+//! each validator at most one verification each — what forged transfers
+//! cost — and cannot crowd out an honest rotation in the same block.
+//!
+//! [`Replica`]: crate::replica::Replica
+//! [`ValidatorKeyRegistry::apply_scheduled`]: crate::key_rotation::ValidatorKeyRegistry::apply_scheduled
+
+use crate::codec::{Decode, DecodeError, Encode, Reader};
+use crate::fee_mempool::TxMeta;
+use crate::key_rotation::{
+    KeyRotationError, MIN_ROTATION_LEAD, SignedKeyRotationEvent, ValidatorKeyRegistry,
+};
+use crate::types::{AccountId, Epoch, Hash32, NetworkEnvironment};
+use crate::validator::EpochSchedule;
+
+/// The first 8 bytes of every system transaction.
+pub const SYSTEM_TX_MAGIC: &[u8; 8] = b"QBSYSTX\x01";
+
+/// Kind tag of [`SystemTx::KeyRotation`].
+const KEY_ROTATION_TAG: u8 = 1;
+
+/// Gas a system transaction reserves of a block's and a batch's gas budget
+/// (about that of a transfer: it costs one signature verification).
+pub const SYSTEM_TX_GAS: u64 = 50_000;
+
+/// A consensus-level change carried in a block.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SystemTx {
+    /// Rotate one key of one validator at a future epoch.
+    KeyRotation(SignedKeyRotationEvent),
+}
+
+impl SystemTx {
+    /// The pool's view of it ([`TxMeta`]): a sender of its own per
+    /// validator and key role (so a validator has at most one rotation in
+    /// a pool at a time, and a second one replaces the first only with the
+    /// pool's replacement rule), nonce 0, and the highest fee, so it is
+    /// proposed before transfers. Nothing is charged: no account pays.
+    #[must_use]
+    pub fn meta(&self) -> TxMeta {
+        match self {
+            SystemTx::KeyRotation(signed) => {
+                let ev = &signed.event;
+                let mut preimage = b"QBIND:SYSTEM:KEY_ROTATION:v1".to_vec();
+                ev.validator_id.encode_to(&mut preimage);
+                preimage.push(ev.key_kind.tag());
+                let max_fee_per_gas = u128::from(u64::MAX);
+                TxMeta {
+                    sender: AccountId(Hash32::digest(&preimage).0),
+                    nonce: 0,
+                    max_fee_per_gas,
+                    effective_fee: max_fee_per_gas.saturating_mul(u128::from(SYSTEM_TX_GAS)),
+                    gas_limit: SYSTEM_TX_GAS,
+                    v0_payload: false,
+                }
+            }
+        }
+    }
+}
+
+impl Encode for SystemTx {
+    fn encode_to(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(SYSTEM_TX_MAGIC);
+        match self {
+            SystemTx::KeyRotation(signed) => {
+                out.push(KEY_ROTATION_TAG);
+                signed.encode_to(out);
+            }
+        }
+    }
+}
+
+impl Decode for SystemTx {
+    fn decode_from(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        if r.take(SYSTEM_TX_MAGIC.len())? != SYSTEM_TX_MAGIC {
+            return Err(DecodeError::InvalidTag {
+                what: "system transaction magic",
+                tag: 0,
+            });
+        }
+        match r.u8()? {
+            KEY_ROTATION_TAG => Ok(SystemTx::KeyRotation(SignedKeyRotationEvent::decode_from(
+                r,
+            )?)),
+            tag => Err(DecodeError::InvalidTag {
+                what: "system transaction kind",
+                tag,
+            }),
+        }
+    }
+}
+
+/// Apply `tx`, carried by a block of `block_epoch`, to `registry` (the key
+/// registry `schedule` verifies with, as executed so far): the rules of
+/// [`ValidatorKeyRegistry::apply_scheduled`] with [`MIN_ROTATION_LEAD`], on a
+/// chain with epochs. The replica runs it when it executes the block; the
+/// node's API runs it on a copy before its pool takes the transaction.
+///
+/// # Errors
+/// Why the rotation does not apply; `registry` is unchanged then.
+pub fn apply(
+    schedule: &EpochSchedule,
+    registry: &mut ValidatorKeyRegistry,
+    env: NetworkEnvironment,
+    block_epoch: Epoch,
+    tx: &SystemTx,
+) -> Result<(), KeyRotationError> {
+    if schedule.epoch_length() == u64::MAX {
+        return Err(KeyRotationError::NoEpochs);
+    }
+    let SystemTx::KeyRotation(signed) = tx;
+    registry.apply_scheduled(signed, env, block_epoch, MIN_ROTATION_LEAD)
+}
+
+/// The system transaction `bytes` encode exactly, if any (cheap: no
+/// signature is checked).
+#[must_use]
+pub fn decode(bytes: &[u8]) -> Option<SystemTx> {
+    if !bytes.starts_with(SYSTEM_TX_MAGIC) {
+        return None;
+    }
+    SystemTx::from_bytes(bytes).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::KeyPair;
+    use crate::key_rotation::{KeyRole, KeyRotationEvent};
+    use crate::types::{Epoch, NetworkEnvironment, ValidatorId};
+
+    fn rotation(seed: u8) -> SystemTx {
+        let old = KeyPair::from_seed(&[seed; 32]);
+        let new = KeyPair::from_seed(&[seed.wrapping_add(1); 32]);
+        let ev = KeyRotationEvent {
+            validator_id: ValidatorId(3),
+            key_kind: KeyRole::Consensus,
+            old_key: old.public_key().as_bytes().to_vec(),
+            new_key: new.public_key().as_bytes().to_vec(),
+            effective_epoch: Epoch(9),
+            grace_epochs: 2,
+            emergency: false,
+        };
+        SystemTx::KeyRotation(ev.sign(NetworkEnvironment::Devnet, &old).unwrap())
+    }
+
+    #[test]
+    fn golden_bytes() {
+        let bytes = rotation(1).to_bytes();
+        assert_eq!(bytes.len(), 8 + 1 + 2654 + 2420);
+        assert_eq!(hex::encode(&bytes[..13]), "51425359535458010100000003");
+        // The event's tail: effective epoch 9, grace 2, not an emergency.
+        let tail = 9 + 2654 - 17;
+        assert_eq!(
+            hex::encode(&bytes[tail..tail + 17]),
+            "0000000000000009000000000000000200"
+        );
+        assert_eq!(decode(&bytes), Some(rotation(1)));
+    }
+
+    #[test]
+    fn decoding_is_exact() {
+        let bytes = rotation(1).to_bytes();
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert_eq!(decode(&longer), None);
+        assert_eq!(decode(&bytes[..bytes.len() - 1]), None);
+        let mut bad_kind = bytes.clone();
+        bad_kind[8] = 2;
+        assert_eq!(decode(&bad_kind), None);
+        let mut bad_magic = bytes;
+        bad_magic[7] = 2;
+        assert_eq!(decode(&bad_magic), None);
+        assert!(SystemTx::from_bytes(&bad_magic).is_err());
+        assert_eq!(decode(&[]), None);
+        assert_eq!(decode(SYSTEM_TX_MAGIC), None);
+    }
+
+    #[test]
+    fn each_validator_and_role_has_its_own_pool_sender() {
+        let a = rotation(1).meta();
+        let b = rotation(5).meta();
+        // Same validator and role, different keys: the same sender.
+        assert_eq!(a.sender, b.sender);
+        let SystemTx::KeyRotation(mut other) = rotation(1);
+        other.event.validator_id = ValidatorId(4);
+        assert_ne!(SystemTx::KeyRotation(other).meta().sender, a.sender);
+        assert_eq!(a.nonce, 0);
+        assert_eq!(a.gas_limit, SYSTEM_TX_GAS);
+        assert!(a.effective_fee > u128::from(u64::MAX));
+    }
+}

@@ -1,0 +1,218 @@
+//! An on-chain key rotation on a running network (issue #20; docs/key-rotation.md):
+//! four `qbind-node` processes with their own keystores, epochs of 10
+//! blocks. Validator 1 runs with `--next-signer-keystore-path` (its next
+//! consensus key). The operator signs a rotation event with
+//! `qbind-key-rotation` and submits it with `qbind-validator-registry
+//! submit-rotation` to validator 0's public API; every validator applies it
+//! when it executes the block (validator 0's rotation gauge shows it), then
+//! validator 3 is killed, so no quorum forms without validator 1's votes.
+//! The chain still commits past the end of the grace period, where only the
+//! new key is accepted: validator 1 signs with it and everyone verifies it
+//! — no file edit, no restart.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use common::{Reaper, highest, wait_until};
+
+const VALIDATORS: usize = 4;
+const EPOCH_LENGTH: u64 = 10;
+const GRACE: u64 = 1;
+const PASS_VAR: &str = "QBIND_KEY_ROTATION_TEST_PASSPHRASE";
+const PASS: &str = "correct horse battery staple, rotation test";
+
+fn metrics(addr: SocketAddr) -> String {
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
+        return String::new();
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    body
+}
+
+fn gauge(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// `qbind-key-rotation init` for validator 1 to the key in `v1-next`,
+/// signed with its current keystore.
+fn sign_rotation(root: &Path, effective: u64, out: &str) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_qbind-key-rotation"))
+        .args([
+            "init",
+            "--validator-id",
+            "1",
+            "--key-role",
+            "consensus",
+            "--effective-epoch",
+            &effective.to_string(),
+            "--grace-epochs",
+            &GRACE.to_string(),
+            "--network",
+            "devnet",
+            "--passphrase-env",
+            PASS_VAR,
+        ])
+        .arg("--sign-with")
+        .arg(root.join("v1"))
+        .arg("--new-key-path")
+        .arg(root.join("v1-next/consensus.pub"))
+        .arg("--output")
+        .arg(root.join(out))
+        .env(PASS_VAR, PASS)
+        .output()
+        .expect("run qbind-key-rotation")
+}
+
+fn submit(root: &Path, api: &str, event: &str) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_qbind-validator-registry"))
+        .args(["--output", "json", "submit-rotation", "--api", api])
+        .arg("--event")
+        .arg(root.join(event))
+        .output()
+        .expect("run qbind-validator-registry")
+}
+
+#[test]
+fn a_rotation_submitted_as_a_transaction_takes_effect_without_restarts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path();
+    // Eight ports from the pid: the validators' four, the API, metrics.
+    let base = 24_000 + (std::process::id() % 900) as u16 * 8;
+    let api_port = base + 4;
+    let metrics_addr: SocketAddr = ([127, 0, 0, 1], base + 5).into();
+    let api = format!("http://127.0.0.1:{api_port}");
+
+    for i in 0..VALIDATORS {
+        common::keygen(
+            &root.join(format!("v{i}")),
+            i,
+            "consensus,p2p-identity",
+            PASS_VAR,
+            PASS,
+        );
+    }
+    common::keygen(&root.join("v1-next"), 1, "consensus", PASS_VAR, PASS);
+    let set_path = common::write_validator_set(
+        root,
+        VALIDATORS,
+        base,
+        &format!("epoch_length = {EPOCH_LENGTH}\n"),
+        |i| format!("v{i}/consensus.pub"),
+    );
+
+    let roots = common::roots(VALIDATORS);
+    let mut nodes = Reaper(Vec::new());
+    for i in 0..VALIDATORS {
+        let mut cmd = common::own_keys_node(root, &set_path, i, PASS_VAR, PASS);
+        cmd.args(["--signer-mode", "encrypted-fs"]);
+        if i == 0 {
+            cmd.args([
+                "--api-addr",
+                &format!("127.0.0.1:{api_port}"),
+                "--metrics-addr",
+                &metrics_addr.to_string(),
+            ]);
+        }
+        if i == 1 {
+            cmd.arg("--next-signer-keystore-path")
+                .arg(root.join("v1-next"));
+        }
+        let mut child = cmd.spawn().expect("start qbind-node");
+        common::follow(i, &mut child, &roots);
+        nodes.0.push(child);
+    }
+    assert!(
+        wait_until(Duration::from_secs(90), || {
+            common::heights(&roots).iter().all(|h| *h >= 3)
+        }),
+        "the network did not start: {:?}",
+        common::heights(&roots)
+    );
+
+    // Effective three epochs after the current one (the API refuses less
+    // than two; one more for the time until a block carries it).
+    let epoch = highest(&roots, 0).saturating_sub(1) / EPOCH_LENGTH;
+    let effective = epoch + 3;
+    let signed = sign_rotation(root, effective, "rotation.json");
+    assert!(
+        signed.status.success(),
+        "qbind-key-rotation: {}",
+        String::from_utf8_lossy(&signed.stderr)
+    );
+    let out = submit(root, &api, "rotation.json");
+    assert!(
+        out.status.success(),
+        "submit-rotation: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reply: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json reply");
+    assert_eq!(reply["effective_epoch"], effective);
+    assert_eq!(reply["hash"].as_str().map(str::len), Some(64), "{reply}");
+    // The same transaction again: refused (exit 1, already known).
+    let again = submit(root, &api, "rotation.json");
+    assert_eq!(again.status.code(), Some(1), "{again:?}");
+    // An event whose effective epoch is too soon: refused by the API's
+    // check against the keys in force.
+    let soon = sign_rotation(root, epoch + 1, "too-soon.json");
+    assert!(soon.status.success());
+    let refused = submit(root, &api, "too-soon.json");
+    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(why.contains("key_rotation_refused"), "{why}");
+
+    // Every validator applies it when it executes the block; validator 0's
+    // gauge shows the pending rotation.
+    let pending = "qbind_consensus_key_rotation_pending{validator=\"1\",key_role=\"consensus\"}";
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            gauge(&metrics(metrics_addr), pending) == Some(1)
+        }),
+        "the rotation was never applied; metrics:\n{}",
+        metrics(metrics_addr)
+    );
+    // From now on no quorum forms without validator 1.
+    let _ = nodes.0[3].kill();
+    let _ = nodes.0[3].wait();
+    let past_grace = (effective + GRACE + 1) * EPOCH_LENGTH + 3;
+    let reached = wait_until(Duration::from_secs(150), || {
+        (0..3).all(|i| highest(&roots, i) >= past_grace)
+    });
+    let text = metrics(metrics_addr);
+    assert!(
+        reached,
+        "validators 0..2 stopped before height {past_grace} (epoch {}, where only validator \
+         1's new key is accepted): {:?}",
+        effective + GRACE,
+        common::heights(&roots)
+    );
+    assert_eq!(
+        gauge(&text, pending),
+        Some(0),
+        "the rotation is final after its grace period:\n{text}"
+    );
+    // Validators 0..2 agree at every height (validator 3 up to where it
+    // was killed).
+    {
+        let roots = roots.lock().expect("lock");
+        for h in 1..=past_grace {
+            let first = &roots[0][&h];
+            for (i, m) in roots.iter().enumerate() {
+                if let Some(r) = m.get(&h) {
+                    assert_eq!(r, first, "validator {i} state root at height {h}");
+                }
+            }
+        }
+    }
+    common::interrupt_all_and_expect_clean_exit(&mut nodes.0[..3]);
+}
