@@ -30,7 +30,13 @@
 //!     ExecutionConfig::devnet(),
 //!     vec![AccountId([9; 32])],
 //! );
-//! let block = CommittedBlock { height: Height(1), id: Hash32([0; 32]), proposer: ValidatorId(0), txs: &[] };
+//! let block = CommittedBlock {
+//!     height: Height(1),
+//!     id: Hash32([0; 32]),
+//!     proposer: ValidatorId(0),
+//!     txs: &[],
+//!     key_log: qbind_core::system_tx::EMPTY_KEY_LOG,
+//! };
 //! let applied = Application::<MemoryBackend>::execute(&mut app, &store, &block).unwrap();
 //! assert_eq!(applied.state_root, app.state_root(&store).unwrap());
 //! ```
@@ -57,8 +63,15 @@ pub struct CommittedBlock<'a> {
     pub id: Hash32,
     /// Its proposer (credited with the block's fees by VM v0).
     pub proposer: ValidatorId,
-    /// Its transactions in consensus order, without ones delivered earlier.
+    /// Its transactions in consensus order, without ones delivered earlier
+    /// (and without system transactions, which the replica applies).
     pub txs: &'a [Vec<u8>],
+    /// The digest of the on-chain key log after this block's rotations
+    /// ([`crate::system_tx::extend_key_log`]; [`crate::system_tx::EMPTY_KEY_LOG`]
+    /// while none applied). The replica reports
+    /// [`crate::system_tx::reported_root`] of it and [`Applied::state_root`];
+    /// an application that records roots (receipts) records that.
+    pub key_log: Hash32,
 }
 
 /// What happened to a block's transactions.

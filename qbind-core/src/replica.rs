@@ -191,13 +191,24 @@ struct OnChainKeys {
     env: NetworkEnvironment,
     base: Arc<EpochSchedule>,
     registry: ValidatorKeyRegistry,
+    /// The digest of every rotation applied so far
+    /// ([`crate::system_tx::extend_key_log`]): part of the reported state
+    /// root ([`crate::system_tx::reported_root`]).
+    log: Hash32,
 }
 
 impl OnChainKeys {
     /// Apply one rotation carried by the block at `height`.
     fn apply(&mut self, height: Height, tx: &SystemTx) -> Result<(), KeyRotationError> {
         let epoch = self.base.epoch_of_height(height);
-        crate::system_tx::apply(&self.base, &mut self.registry, self.env, epoch, tx)
+        crate::system_tx::apply(&self.base, &mut self.registry, self.env, epoch, tx)?;
+        self.log = crate::system_tx::extend_key_log(self.log, height, tx);
+        Ok(())
+    }
+
+    /// The root reported for state whose application root is `app_root`.
+    fn reported_root(&self, app_root: Hash32) -> Hash32 {
+        crate::system_tx::reported_root(app_root, self.log)
     }
 
     /// The base schedule verifying with the current registry.
@@ -227,6 +238,7 @@ impl<S: StateBackend> Replica<S> {
             env: cfg.env,
             base: schedule,
             registry: ValidatorKeyRegistry::new(),
+            log: crate::system_tx::EMPTY_KEY_LOG,
         };
         keys.registry = keys.base.key_registry();
         let rotations = schema::read_key_rotations(&store)?;
@@ -299,12 +311,14 @@ impl<S: StateBackend> Replica<S> {
         if let Some(app) = &self.application
             && executed.0 > 0
         {
-            let state_root =
+            let app_root =
                 app.state_root(&self.store)
                     .map_err(|source| ReplicaError::Application {
                         height: executed,
                         source,
                     })?;
+            // The rotation records were written with the executed height.
+            let state_root = self.keys.reported_root(app_root);
             // The roots of the heights before it, as recorded when they were
             // executed (a restarted validator still checks reports of them,
             // §C3.7); the executed height's own root comes from the
@@ -463,10 +477,14 @@ impl<S: StateBackend> Replica<S> {
                 id: block,
                 proposer,
                 txs: app_txs.as_deref().unwrap_or(&txs),
+                key_log: self.keys.log,
             };
             let mut applied = app
                 .execute(&self.store, &committed)
                 .map_err(|source| ReplicaError::Application { height, source })?;
+            // What the validator reports: the application's root and the
+            // rotation log as of this block (its rotations applied above).
+            applied.state_root = self.keys.reported_root(applied.state_root);
             batch.append(&mut applied.writes);
             executed = Some(applied);
         }
@@ -794,6 +812,97 @@ mod tests {
         let r = open(store);
         assert!(accepts(&r, 1, 11, 2) && !accepts(&r, 1, 1, 2));
         assert!(accepts(&r, 1, 1, 1));
+    }
+
+    /// An application whose state root never changes: what differs in
+    /// the reported root is the key log.
+    struct FixedRoot;
+
+    const APP_ROOT: Hash32 = Hash32([7; 32]);
+
+    impl Application<MemoryBackend> for FixedRoot {
+        fn execute(
+            &mut self,
+            _store: &MemoryBackend,
+            _block: &CommittedBlock<'_>,
+        ) -> Result<crate::application::Applied, crate::application::ApplicationError> {
+            Ok(crate::application::Applied {
+                writes: WriteBatch::new(),
+                state_root: APP_ROOT,
+                report: crate::application::ExecutionReport::default(),
+                epoch_closed: None,
+            })
+        }
+
+        fn state_root(
+            &self,
+            _store: &MemoryBackend,
+        ) -> Result<Hash32, crate::application::ApplicationError> {
+            Ok(APP_ROOT)
+        }
+    }
+
+    fn executed_roots(actions: &[Action]) -> Vec<Hash32> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Event(Event::Executed { state_root, .. }) => Some(*state_root),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_reported_root_commits_to_the_key_log_and_survives_a_restart() {
+        let store = MemoryBackend::new();
+        let mut r = open(store.clone()).with_application(Box::new(FixedRoot));
+        let run = |r: &mut Replica<MemoryBackend>, height: u64, txs: Vec<Vec<u8>>| {
+            let (mut inputs, mut actions) = (VecDeque::new(), Vec::new());
+            r.execute(
+                Millis(0),
+                Height(height),
+                Hash32([height as u8; 32]),
+                ValidatorId(0),
+                txs,
+                &mut inputs,
+                &mut actions,
+            )
+            .unwrap();
+            executed_roots(&actions)
+        };
+        // No rotation yet: the application's root.
+        assert_eq!(run(&mut r, 1, vec![b"t".to_vec()]), vec![APP_ROOT]);
+        // A refused rotation changes nothing.
+        assert_eq!(run(&mut r, 2, vec![rotation(2, 12, 2, 9)]), vec![APP_ROOT]);
+        // An applied one: the root commits to it, at its height.
+        let tx = rotation(1, 11, 2, 1);
+        let after = run(&mut r, 3, vec![tx.clone()]);
+        let log = crate::system_tx::key_log_digest(&[(
+            Height(3),
+            crate::system_tx::decode(&tx).unwrap(),
+        )]);
+        let expected = crate::system_tx::reported_root(APP_ROOT, log);
+        assert_ne!(expected, APP_ROOT);
+        assert_eq!(after, vec![expected]);
+        // And it stays in every later root, recorded as executed.
+        assert_eq!(run(&mut r, 4, Vec::new()), vec![expected]);
+        assert_eq!(
+            schema::read_executed_roots(&store, Height(4)).unwrap(),
+            vec![
+                (Height(1), APP_ROOT),
+                (Height(2), APP_ROOT),
+                (Height(3), expected),
+                (Height(4), expected)
+            ]
+        );
+        // A restart reports the same root for the executed height.
+        drop(r);
+        let mut r = open(store).with_application(Box::new(FixedRoot));
+        r.start(Millis(0)).unwrap();
+        let known = &r.machine().executed_roots;
+        assert_eq!(known.get(&Height(4)), Some(&expected));
+        assert_eq!(known.get(&Height(3)), Some(&expected));
+        assert_eq!(known.get(&Height(2)), Some(&APP_ROOT));
     }
 
     #[test]

@@ -127,7 +127,7 @@ pub fn key_rotation_key(height: Height, index: u16) -> Vec<u8> {
 ///
 /// # Errors
 /// [`PersistError`] if the store fails or a record does not decode.
-pub fn read_key_rotations<S: StateBackend + ?Sized>(
+pub fn read_key_rotations<S: crate::traits::StateRead + ?Sized>(
     store: &S,
 ) -> Result<Vec<(Height, crate::system_tx::SystemTx)>, PersistError> {
     const WHAT: &str = "key rotation record";

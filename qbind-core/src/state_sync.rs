@@ -292,7 +292,9 @@ impl StateManifest {
         }
         if self.summary.root() != certified.state_root {
             return bad(format!(
-                "its summary hashes to {}, the certified state root is {}",
+                "its summary hashes to {}, the certified state root is {} (after an on-chain \
+                 key rotation the root also commits to the key log, which state sync does not \
+                 carry yet: restore a snapshot instead)",
                 self.summary.root(),
                 certified.state_root
             ));

@@ -29,7 +29,7 @@ use crate::fee_mempool::TxMeta;
 use crate::key_rotation::{
     KeyRotationError, MIN_ROTATION_LEAD, SignedKeyRotationEvent, ValidatorKeyRegistry,
 };
-use crate::types::{AccountId, Epoch, Hash32, NetworkEnvironment};
+use crate::types::{AccountId, Epoch, Hash32, Height, NetworkEnvironment};
 use crate::validator::EpochSchedule;
 
 /// The first 8 bytes of every system transaction.
@@ -141,9 +141,58 @@ pub fn decode(bytes: &[u8]) -> Option<SystemTx> {
     SystemTx::from_bytes(bytes).ok()
 }
 
+/// The digest of the empty on-chain key log: no rotation applied yet.
+pub const EMPTY_KEY_LOG: Hash32 = Hash32::ZERO;
+
+/// The key log's digest after `digest` with one more applied system
+/// transaction, carried by the block at `height`: SHA3-256 of
+/// `"QBIND:KEY_LOG:v1"` ‖ `digest` ‖ height (u64 BE) ‖ the transaction's
+/// encoding. A hash chain over every applied rotation in the order applied,
+/// so two validators agree on it only if they applied the same rotations at
+/// the same heights in the same order.
+#[must_use]
+pub fn extend_key_log(digest: Hash32, height: Height, tx: &SystemTx) -> Hash32 {
+    let mut preimage = b"QBIND:KEY_LOG:v1".to_vec();
+    preimage.extend_from_slice(&digest.0);
+    preimage.extend_from_slice(&height.0.to_be_bytes());
+    tx.encode_to(&mut preimage);
+    Hash32::digest(&preimage)
+}
+
+/// The digest of `log` (applied rotations with their blocks' heights, in
+/// the order applied, as [`crate::schema::read_key_rotations`] returns
+/// them): [`EMPTY_KEY_LOG`] extended by each.
+#[must_use]
+pub fn key_log_digest(log: &[(Height, SystemTx)]) -> Hash32 {
+    log.iter().fold(EMPTY_KEY_LOG, |d, (height, tx)| {
+        extend_key_log(d, *height, tx)
+    })
+}
+
+/// The state root a validator reports for an executed height (in block
+/// headers, votes' checks, receipts, snapshots): the application's root
+/// while no on-chain rotation has been applied, else SHA3-256 of
+/// `"QBIND:STATE_ROOT:KEYS:v1"` ‖ `app_root` ‖ `key_log`. The keys
+/// consensus verifies with are thereby part of the certified state: a
+/// validator that applied a different rotation log reports another root,
+/// and a snapshot's rotation records are checked by its root.
+#[must_use]
+pub fn reported_root(app_root: Hash32, key_log: Hash32) -> Hash32 {
+    if key_log == EMPTY_KEY_LOG {
+        return app_root;
+    }
+    let mut preimage = b"QBIND:STATE_ROOT:KEYS:v1".to_vec();
+    preimage.extend_from_slice(&app_root.0);
+    preimage.extend_from_slice(&key_log.0);
+    Hash32::digest(&preimage)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const GOLDEN_REPORTED_ROOT: &str =
+        "11b7a815aed28a8757965a9bd55150503fb9addddbc2ccec409b2950bbfdc271";
     use crate::crypto::KeyPair;
     use crate::key_rotation::{KeyRole, KeyRotationEvent};
     use crate::types::{Epoch, NetworkEnvironment, ValidatorId};
@@ -207,5 +256,39 @@ mod tests {
         assert_eq!(a.nonce, 0);
         assert_eq!(a.gas_limit, SYSTEM_TX_GAS);
         assert!(a.effective_fee > u128::from(u64::MAX));
+    }
+
+    #[test]
+    fn the_key_log_orders_and_places_every_rotation() {
+        let (a, b) = (rotation(1), rotation(5));
+        let ab = key_log_digest(&[(Height(4), a.clone()), (Height(9), b.clone())]);
+        assert_ne!(ab, EMPTY_KEY_LOG);
+        assert_eq!(
+            ab,
+            extend_key_log(extend_key_log(EMPTY_KEY_LOG, Height(4), &a), Height(9), &b)
+        );
+        // Another order, another height, one fewer: another digest.
+        assert_ne!(
+            ab,
+            key_log_digest(&[(Height(9), b.clone()), (Height(4), a.clone())])
+        );
+        assert_ne!(
+            ab,
+            key_log_digest(&[(Height(4), a.clone()), (Height(10), b)])
+        );
+        assert_ne!(ab, key_log_digest(&[(Height(4), a)]));
+        assert_eq!(key_log_digest(&[]), EMPTY_KEY_LOG);
+    }
+
+    #[test]
+    fn the_reported_root_is_the_application_s_until_a_rotation_applies() {
+        let app = Hash32([1; 32]);
+        assert_eq!(reported_root(app, EMPTY_KEY_LOG), app);
+        let with = reported_root(app, Hash32([2; 32]));
+        assert_ne!(with, app);
+        assert_ne!(with, reported_root(app, Hash32([3; 32])));
+        assert_ne!(with, reported_root(Hash32([4; 32]), Hash32([2; 32])));
+        // Golden: SHA3-256("QBIND:STATE_ROOT:KEYS:v1" || 01*32 || 02*32).
+        assert_eq!(hex::encode(with.0), GOLDEN_REPORTED_ROOT);
     }
 }

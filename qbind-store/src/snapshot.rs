@@ -304,6 +304,12 @@ pub enum SnapshotError {
         /// Root of the stored summary.
         computed: String,
     },
+    /// The on-chain key rotation records in `Meta` do not read or decode.
+    #[error("stored key rotation records are unreadable: {detail}")]
+    KeyLogUnreadable {
+        /// Why.
+        detail: String,
+    },
     /// The state summary in `Meta` does not decode.
     #[error("stored state summary is corrupt: {detail}")]
     SummaryUndecodable {
@@ -479,7 +485,8 @@ struct Described {
     height: u64,
     executed_height: u64,
     block_hash: [u8; 32],
-    summary: StateSummary,
+    /// [`reported_state_root`] of the stored summary.
+    state_root: qbind_core::types::Hash32,
 }
 
 fn height_marker(snap: &dyn StateSnapshot, key: &[u8], what: &str) -> Result<u64, SnapshotError> {
@@ -505,6 +512,30 @@ pub(crate) fn stored_summary(snap: &dyn StateSnapshot) -> Result<StateSummary, S
     }
 }
 
+/// The state root a validator reports for the executed height of `snap`,
+/// whose (stored or verified) summary is `summary`: the summary's root,
+/// combined with the digest of the on-chain key rotations `snap` records
+/// ([`qbind_core::system_tx::reported_root`]; the summary's root alone
+/// while it records none). What `meta.json`'s `state_root` holds, so a
+/// snapshot's rotation records are checked by its root.
+///
+/// # Errors
+/// [`SnapshotError::KeyLogUnreadable`].
+pub fn reported_state_root(
+    snap: &dyn StateSnapshot,
+    summary: &StateSummary,
+) -> Result<qbind_core::types::Hash32, SnapshotError> {
+    let log = qbind_core::schema::read_key_rotations(snap).map_err(|e| {
+        SnapshotError::KeyLogUnreadable {
+            detail: e.to_string(),
+        }
+    })?;
+    Ok(qbind_core::system_tx::reported_root(
+        summary.root(),
+        qbind_core::system_tx::key_log_digest(&log),
+    ))
+}
+
 /// Committed height, executed height, block hash and stored summary of a
 /// consistent view of a store (nothing is recomputed).
 fn describe(
@@ -524,11 +555,12 @@ fn describe(
     let body = snap
         .get(Namespace::Blocks, &block_key(height))?
         .ok_or(SnapshotError::NoCommittedBlock { height })?;
+    let summary = stored_summary(snap)?;
     Ok(Described {
         height,
         executed_height,
         block_hash: block_hash(height, &body)?,
-        summary: stored_summary(snap)?,
+        state_root: reported_state_root(snap, &summary)?,
     })
 }
 
@@ -686,7 +718,7 @@ fn create_inner<B: PersistentBackend>(
             height,
             block_hash: hex::encode(described.block_hash),
             executed_height: described.executed_height,
-            state_root: hex::encode(described.summary.root().as_bytes()),
+            state_root: hex::encode(described.state_root.as_bytes()),
             chain_id: chain_id_string(config.chain_id),
             epoch,
             created_at_unix_ms,

@@ -51,7 +51,9 @@ const MAX_TXS: u32 = 1 << 24;
 /// What the store keeps about one executed height.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HeightRecord {
-    /// The state root after the block.
+    /// The state root reported for the height: the application's root
+    /// after the block, with the on-chain key log once it has one
+    /// ([`qbind_core::system_tx::reported_root`]).
     pub state_root: Hash32,
     /// Its executed transactions' hashes, in order.
     pub tx_hashes: Vec<Hash32>,
@@ -344,7 +346,9 @@ impl<S: StateBackend + ?Sized, A: Application<S>> Application<S> for Persisting<
             store,
             &mut applied.writes,
             block.height,
-            applied.state_root,
+            // The root the validator reports for the height (the
+            // application's, with the on-chain key log once it has one).
+            qbind_core::system_tx::reported_root(applied.state_root, block.key_log),
             &executed,
             self.retain,
         )?;

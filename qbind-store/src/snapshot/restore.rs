@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use super::{
     STATE_DIR, SnapshotError, SnapshotMeta, TMP_PREFIX, TrustAnchor, chain_id_string, describe,
-    files, io_err, unique_suffix, verify_state,
+    files, io_err, reported_state_root, unique_suffix, verify_state,
 };
 use crate::PersistentBackend;
 use crate::fsutil::{create_private_dir, ensure_private_dir, sync_dir, sync_tree};
@@ -81,7 +81,8 @@ fn restore_into<B: PersistentBackend>(
     let (store, meta) = open_checked_copy::<B>(path, chain_id, anchor, into, block_hash)?;
     {
         let snap = store.snapshot()?;
-        let root = hex::encode(verify_state(&*snap)?.root().as_bytes());
+        let summary = verify_state(&*snap)?;
+        let root = hex::encode(reported_state_root(&*snap, &summary)?.as_bytes());
         if root != meta.state_root {
             return Err(SnapshotError::StateRootMismatch {
                 expected: meta.state_root,

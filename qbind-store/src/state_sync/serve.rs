@@ -27,7 +27,7 @@ use crate::PersistentBackend;
 use crate::fsutil::create_private_dir;
 use crate::snapshot::{
     SnapshotError, SnapshotMeta, TMP_PREFIX, TrustAnchor, decode_account, open_checked_copy,
-    qbind_block_id, stored_summary, unique_suffix,
+    qbind_block_id, reported_state_root, stored_summary, unique_suffix,
 };
 
 /// Accounts read per range read while building the manifest.
@@ -189,10 +189,11 @@ fn build_manifest(
 ) -> Result<StateManifest, StateSyncStoreError> {
     let claimed = TrustAnchor::of(meta)?;
     let summary = stored_summary(snap)?;
-    if summary.root().0 != claimed.state_root {
+    let root = reported_state_root(snap, &summary)?;
+    if root.0 != claimed.state_root {
         return Err(SnapshotError::StateRootMismatch {
             expected: meta.state_root.clone(),
-            computed: hex::encode(summary.root().0),
+            computed: hex::encode(root.0),
         }
         .into());
     }

@@ -503,3 +503,74 @@ fn executed_height_in_meta_is_checked() {
         }
     ));
 }
+
+/// An applied on-chain key rotation, as the replica records it.
+fn rotation_record() -> qbind_core::system_tx::SystemTx {
+    use qbind_core::crypto::KeyPair;
+    use qbind_core::key_rotation::{KeyRole, KeyRotationEvent};
+    use qbind_core::types::{Epoch, NetworkEnvironment, ValidatorId};
+    let old = KeyPair::from_seed(&[1; 32]);
+    let new = KeyPair::from_seed(&[2; 32]);
+    let event = KeyRotationEvent {
+        validator_id: ValidatorId(1),
+        key_kind: KeyRole::Consensus,
+        old_key: old.public_key().as_bytes().to_vec(),
+        new_key: new.public_key().as_bytes().to_vec(),
+        effective_epoch: Epoch(5),
+        grace_epochs: 1,
+        emergency: false,
+    };
+    qbind_core::system_tx::SystemTx::KeyRotation(
+        event.sign(NetworkEnvironment::Devnet, &old).unwrap(),
+    )
+}
+
+#[test]
+fn a_snapshot_s_root_commits_to_its_key_rotation_records() {
+    use qbind_core::schema::{key_rotation_key, read_key_rotations};
+    use qbind_core::system_tx::{key_log_digest, reported_root};
+    use qbind_core::types::Height;
+    let root = tempfile::tempdir().unwrap();
+    let store: FjallBackend = store_at(&root.path().join("db"), 40);
+    let app_root = BackendAccounts::new(&store).summary().unwrap().root();
+    let tx = rotation_record();
+    let mut batch = WriteBatch::new();
+    let key = key_rotation_key(Height(30), 0);
+    batch.put(Namespace::Meta, key.clone(), tx.to_bytes());
+    store.write(batch, Durability::Durable).unwrap();
+    let cfg = config(&root.path().join("snapshots"), 5);
+    let meta = create_snapshot(&store, &cfg, 0, &raw_hash, &StoreMetrics::default()).unwrap();
+    // The root validators report: the accounts' root with the key log.
+    let reported = reported_root(app_root, key_log_digest(&[(Height(30), tx)]));
+    assert_ne!(reported, app_root);
+    assert_eq!(meta.state_root, hex::encode(reported.as_bytes()));
+    let snap = cfg.snapshot_dir.join("40");
+    let anchor = anchor_of(&snap);
+    let (restored, _) = restore_snapshot::<FjallBackend>(
+        &snap,
+        CHAIN,
+        &anchor,
+        &root.path().join("restored"),
+        &raw_hash,
+    )
+    .unwrap();
+    assert_eq!(read_key_rotations(&restored).unwrap().len(), 1);
+    drop(restored);
+    // An anchor with the accounts' root alone is not the snapshot's.
+    let mut app_only = anchor;
+    app_only.state_root = *app_root.as_bytes();
+    assert!(
+        validate_snapshot::<FjallBackend>(&snap, CHAIN, Some(&app_only), root.path(), &raw_hash)
+            .is_err()
+    );
+    // A snapshot whose rotation record was dropped (checksums recomputed)
+    // no longer holds to its root.
+    let mut batch = WriteBatch::new();
+    batch.delete(Namespace::Meta, key);
+    tamper(&snap, batch);
+    let err = validate(root.path(), &snap);
+    assert!(
+        matches!(err, SnapshotError::StateRootMismatch { .. }),
+        "{err}"
+    );
+}
