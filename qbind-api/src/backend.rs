@@ -294,6 +294,9 @@ pub enum StateSyncRequest {
     Proof(Height),
     /// The manifest (`qbind_core::state_sync::StateManifest`) of a snapshot.
     Manifest(Height),
+    /// The on-chain key rotations a snapshot records
+    /// (`qbind_core::state_sync::KeyLog`).
+    KeyLog(Height),
     /// One page (`qbind_core::state_sync::StatePage`) of a chunk: the
     /// accounts after `after` (from the chunk's start when `None`).
     Page {

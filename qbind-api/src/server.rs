@@ -44,6 +44,9 @@ pub const ROUTE_STATE_SNAPSHOTS: &str = "/v1/state-sync/snapshots";
 pub const ROUTE_STATE_PROOF: &str = "/v1/state-sync/{height}/proof";
 /// State sync: a snapshot's manifest (binary).
 pub const ROUTE_STATE_MANIFEST: &str = "/v1/state-sync/{height}/manifest";
+/// State sync: the on-chain key rotations a snapshot records (binary
+/// `qbind_core::state_sync::KeyLog`).
+pub const ROUTE_STATE_KEY_ROTATIONS: &str = "/v1/state-sync/{height}/key-rotations";
 /// State sync: one page of a chunk, `?after=<account id hex>` (binary).
 pub const ROUTE_STATE_CHUNK: &str = "/v1/state-sync/{height}/chunk/{index}";
 
@@ -59,6 +62,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", ROUTE_STATE_SNAPSHOTS),
     ("GET", ROUTE_STATE_PROOF),
     ("GET", ROUTE_STATE_MANIFEST),
+    ("GET", ROUTE_STATE_KEY_ROTATIONS),
     ("GET", ROUTE_STATE_CHUNK),
 ];
 
@@ -190,6 +194,10 @@ pub fn router<B: ApiBackend>(backend: Arc<B>, config: ApiConfig) -> Router {
         .route(ROUTE_STATE_SNAPSHOTS, get(state_sync::snapshots::<B>))
         .route(ROUTE_STATE_PROOF, get(state_sync::proof::<B>))
         .route(ROUTE_STATE_MANIFEST, get(state_sync::manifest::<B>))
+        .route(
+            ROUTE_STATE_KEY_ROTATIONS,
+            get(state_sync::key_rotations::<B>),
+        )
         .route(ROUTE_STATE_CHUNK, get(state_sync::chunk::<B>))
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)

@@ -81,6 +81,16 @@ pub(crate) async fn manifest<B: ApiBackend>(
     bytes(shared.backend.state_sync(request).await?)
 }
 
+/// `GET /v1/state-sync/{height}/key-rotations`.
+pub(crate) async fn key_rotations<B: ApiBackend>(
+    State(shared): State<Arc<Shared<B>>>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let Path(text) = path.map_err(|e| bad_path(format!("bad path: {e}")))?;
+    let request = StateSyncRequest::KeyLog(height(&text)?);
+    bytes(shared.backend.state_sync(request).await?)
+}
+
 /// `GET /v1/state-sync/{height}/chunk/{index}[?after=<id>]`.
 pub(crate) async fn chunk<B: ApiBackend>(
     State(shared): State<Arc<Shared<B>>>,

@@ -234,21 +234,18 @@ impl<S: StateBackend> Replica<S> {
         let persisted = schema::load_persisted(&store, cfg.committed_window)?;
         // The on-chain key rotations executed before the restart, replayed
         // onto the configured registry in the order they were applied.
-        let mut keys = OnChainKeys {
+        let rotations = schema::read_key_rotations(&store)?;
+        let (registry, log) = crate::system_tx::replay_key_log(&schedule, cfg.env, &rotations)
+            .map_err(|(height, e)| ReplicaError::KeyRotation {
+                height,
+                reason: e.to_string(),
+            })?;
+        let keys = OnChainKeys {
             env: cfg.env,
             base: schedule,
-            registry: ValidatorKeyRegistry::new(),
-            log: crate::system_tx::EMPTY_KEY_LOG,
+            registry,
+            log,
         };
-        keys.registry = keys.base.key_registry();
-        let rotations = schema::read_key_rotations(&store)?;
-        for (height, tx) in &rotations {
-            keys.apply(*height, tx)
-                .map_err(|e| ReplicaError::KeyRotation {
-                    height: *height,
-                    reason: e.to_string(),
-                })?;
-        }
         let schedule = if rotations.is_empty() {
             keys.base.clone()
         } else {
@@ -706,7 +703,6 @@ mod tests {
     use super::*;
     use crate::codec::Encode;
     use crate::crypto::KeyPair;
-    use crate::key_rotation::KeyRole;
     use crate::traits::MemoryBackend;
     use crate::types::Epoch;
     use crate::validator::ValidatorSet;
@@ -727,16 +723,18 @@ mod tests {
     /// Validator `v` rotates from key `v` to key `new` at `effective`,
     /// signed by `signer`.
     fn rotation(v: u8, new: u8, effective: u64, signer: u8) -> Vec<u8> {
-        let ev = KeyRotationEvent {
-            validator_id: ValidatorId(u32::from(v)),
-            key_kind: KeyRole::Consensus,
-            old_key: key(v).public_key().as_bytes().to_vec(),
-            new_key: key(new).public_key().as_bytes().to_vec(),
-            effective_epoch: Epoch(effective),
-            grace_epochs: 0,
-            emergency: false,
-        };
-        SystemTx::KeyRotation(ev.sign(ENV, &key(signer)).unwrap()).to_bytes()
+        let id = ValidatorId(u32::from(v));
+        crate::sim::chain::consensus_rotation(
+            ENV,
+            id,
+            &key(v),
+            &key(new),
+            effective,
+            0,
+            &key(signer),
+        )
+        .unwrap()
+        .to_bytes()
     }
 
     fn events(actions: &[Action]) -> Vec<(ValidatorId, bool)> {

@@ -18,14 +18,21 @@
 //!    validators that computed the same root (docs/sync.md, "Trust
 //!    assumptions"). QCs are checked against the validator set
 //!    of their epoch from the node's own [`EpochSchedule`]: nothing about
-//!    validator sets is taken from the peer.
+//!    validator sets is taken from the peer. After on-chain key rotations
+//!    the keys are the configured ones as a [`KeyLog`] of the height changed
+//!    them ([`CommitProof::verify_with_key_log`]): each rotation is checked
+//!    by the same rules (and signature) as when it was executed, and the
+//!    certified root commits to the log's digest
+//!    ([`crate::system_tx::reported_root`]).
 //! 2. **A manifest** ([`StateManifest`]) splits the account space into
 //!    `2^b` chunks by the first `b` bits of the account id (`b` from the
 //!    account count, [`prefix_bits`]) and gives, for each chunk, the sum of
 //!    its accounts' elements of the additive state accumulator, their number
 //!    and their balance total. [`StateManifest::check`] holds the manifest to
 //!    the certified root: the summary must hash to it, and the chunk sums
-//!    must add up to the summary's accumulator, account count and supply.
+//!    must add up to the summary's accumulator, account count and supply
+//!    (the summary's root combined with the certified key log's digest once
+//!    the chain has applied a rotation).
 //! 3. **Pages** ([`StatePage`]) carry one chunk's accounts in ascending id
 //!    order, at most [`MAX_PAGE_ACCOUNTS`] at a time; a [`ChunkVerifier`]
 //!    checks order, range and non-emptiness page by page and, at the
@@ -53,6 +60,7 @@ use crate::consensus::{Block, BlockHeader, ConsensusError, QuorumCert, verify_qu
 use crate::execution::{
     ACCUMULATOR_LANES, Account, AccountAccumulator, StateSummary, leaf_element,
 };
+use crate::system_tx::{EMPTY_KEY_LOG, SystemTx, reported_root};
 use crate::types::{AccountId, Epoch, Hash32, Height, NetworkEnvironment};
 use crate::validator::EpochSchedule;
 
@@ -68,6 +76,10 @@ pub const MAX_PROOF_HEADERS: u32 = 64;
 pub const MAX_MONETARY_RECORDS: u32 = 16_384;
 /// Largest key or value of a monetary record.
 pub const MAX_MONETARY_RECORD_BYTES: u32 = 1024;
+/// Largest number of on-chain key rotations a [`KeyLog`] carries (at most
+/// one per validator and key role per epoch is applied; 4,096 records are
+/// about 21 MB).
+pub const MAX_KEY_LOG_RECORDS: u32 = 4096;
 /// Bytes of one account on the wire: id, nonce, balance.
 pub const ACCOUNT_RECORD_BYTES: usize = 32 + 8 + 16;
 
@@ -125,6 +137,10 @@ pub enum StateSyncError {
     /// A commit proof does not prove what it claims.
     #[error("commit proof refused: {0}")]
     Proof(String),
+    /// A key log is out of order, of another height, or holds a rotation
+    /// that does not apply.
+    #[error("key log refused: {0}")]
+    KeyLog(String),
     /// A certificate in a commit proof is invalid.
     #[error("commit proof certificate refused: {0}")]
     Certificate(#[from] ConsensusError),
@@ -290,12 +306,13 @@ impl StateManifest {
                 self.height.0, self.block_id, certified.height.0, certified.block_id
             ));
         }
-        if self.summary.root() != certified.state_root {
+        let root = reported_root(self.summary.root(), certified.key_log);
+        if root != certified.state_root {
             return bad(format!(
-                "its summary hashes to {}, the certified state root is {} (after an on-chain \
-                 key rotation the root also commits to the key log, which state sync does not \
-                 carry yet: restore a snapshot instead)",
+                "its summary hashes to {} ({root} with the certified key log {}), the certified \
+                 state root is {}",
                 self.summary.root(),
+                certified.key_log,
                 certified.state_root
             ));
         }
@@ -463,6 +480,7 @@ impl ManifestBuilder {
             block_id: m.block_id,
             state_root: m.summary.root(),
             epoch: Epoch(0),
+            key_log: EMPTY_KEY_LOG,
         };
         m.check(&own)?;
         Ok(m)
@@ -675,6 +693,103 @@ pub struct CertifiedState {
     pub state_root: Hash32,
     /// The block's epoch.
     pub epoch: Epoch,
+    /// The digest of the on-chain key log the root commits to
+    /// ([`crate::system_tx::reported_root`]; [`EMPTY_KEY_LOG`] when
+    /// verified without a [`KeyLog`]): the manifest's summary with it must
+    /// hash to `state_root`.
+    pub key_log: Hash32,
+}
+
+/// The on-chain key rotations applied up to a snapshot's height, in the
+/// order applied, with their blocks' heights (the `key_rotation:` records
+/// of its store). A state-syncing node replays them onto its configured key
+/// registry before it verifies the commit proof, whose certificates may be
+/// signed with rotated keys ([`CommitProof::verify_with_key_log`]); the
+/// certified root commits to their digest, so a peer can neither forge nor
+/// withhold one. Encoding: version `0x01`, height (u64 BE), count (u32 BE,
+/// at most [`MAX_KEY_LOG_RECORDS`]), then each record's height (u64 BE) and
+/// system transaction.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KeyLog {
+    /// The height the log runs to (the snapshot's).
+    pub height: Height,
+    /// The rotations, in the order applied.
+    pub records: Vec<(Height, SystemTx)>,
+}
+
+/// Version byte of [`KeyLog`]'s encoding.
+const KEY_LOG_VERSION: u8 = 1;
+
+impl Encode for KeyLog {
+    fn encode_to(&self, out: &mut Vec<u8>) {
+        out.push(KEY_LOG_VERSION);
+        self.height.encode_to(out);
+        (self.records.len() as u32).encode_to(out);
+        for (height, tx) in &self.records {
+            height.encode_to(out);
+            tx.encode_to(out);
+        }
+    }
+}
+
+impl Decode for KeyLog {
+    fn decode_from(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let version = r.u8()?;
+        if version != KEY_LOG_VERSION {
+            return Err(DecodeError::InvalidTag {
+                what: "key log version",
+                tag: version,
+            });
+        }
+        let height = Height::decode_from(r)?;
+        // A record: its height, the magic, the kind and at least a few
+        // bytes of event.
+        let n = r.count("key log records", MAX_KEY_LOG_RECORDS, 8 + 9 + 16)?;
+        let mut records = Vec::with_capacity(n);
+        for _ in 0..n {
+            records.push((Height::decode_from(r)?, SystemTx::decode_from(r)?));
+        }
+        Ok(KeyLog { height, records })
+    }
+}
+
+impl KeyLog {
+    /// Replay the log onto `base`'s key registry (cheap order checks
+    /// first, then one signature verification per record): the schedule
+    /// that verifies with it and the log's digest.
+    ///
+    /// # Errors
+    /// [`StateSyncError::KeyLog`] for records out of order, above the log's
+    /// height or at height 0, or one that does not apply.
+    pub fn replay(
+        &self,
+        env: NetworkEnvironment,
+        base: &EpochSchedule,
+    ) -> Result<(EpochSchedule, Hash32), StateSyncError> {
+        let bad = |why: String| Err(StateSyncError::KeyLog(why));
+        let mut last = Height(1);
+        for (height, _) in &self.records {
+            if *height < last || *height > self.height {
+                return bad(format!(
+                    "a record at height {height} (after height {last}, in a log to height {})",
+                    self.height
+                ));
+            }
+            last = *height;
+        }
+        let (registry, digest) = crate::system_tx::replay_key_log(base, env, &self.records)
+            .map_err(|(height, e)| {
+                StateSyncError::KeyLog(format!("the rotation at height {height}: {e}"))
+            })?;
+        if self.records.is_empty() {
+            return Ok((base.clone(), digest));
+        }
+        let schedule = base
+            .clone()
+            .with_key_registry(registry)
+            .map_err(|e| StateSyncError::KeyLog(e.to_string()))?;
+        Ok((schedule, digest))
+    }
 }
 
 /// Proof that a block is committed and what the state root after it is.
@@ -785,6 +900,55 @@ impl CommitProof {
         env: NetworkEnvironment,
         schedule: &EpochSchedule,
     ) -> Result<CertifiedState, StateSyncError> {
+        self.verify_inner(env, schedule, EMPTY_KEY_LOG)
+    }
+
+    /// [`CommitProof::verify`] with the keys of the node's configured
+    /// schedule `base` as the on-chain rotations of `log` changed them:
+    /// the log must run to the proof's height, and every certificate must
+    /// be of an epoch whose keys that log determines (at most one past the
+    /// height's: a rotation takes effect at least two epochs after its
+    /// block, so later blocks cannot change them). The certified state
+    /// carries the log's digest, which the root must commit to
+    /// ([`StateManifest::check`]).
+    ///
+    /// # Errors
+    /// Those of [`CommitProof::verify`]; [`StateSyncError::KeyLog`] for a
+    /// log that does not replay; [`StateSyncError::Proof`] for a log of
+    /// another height or a certificate of a later epoch.
+    pub fn verify_with_key_log(
+        &self,
+        env: NetworkEnvironment,
+        base: &EpochSchedule,
+        log: &KeyLog,
+    ) -> Result<CertifiedState, StateSyncError> {
+        let height = self.block.height();
+        if log.height != height {
+            return Err(StateSyncError::Proof(format!(
+                "the key log runs to height {}, the proof is of height {height}",
+                log.height
+            )));
+        }
+        let last_known = base.epoch_of_height(height).0.saturating_add(1);
+        for qc in self.justifies.iter().chain([&self.qc]) {
+            if qc.data.epoch.0 > last_known {
+                return Err(StateSyncError::Proof(format!(
+                    "a certificate of epoch {}, whose keys the key log of height {height} does \
+                     not determine",
+                    qc.data.epoch.0
+                )));
+            }
+        }
+        let (schedule, digest) = log.replay(env, base)?;
+        self.verify_inner(env, &schedule, digest)
+    }
+
+    fn verify_inner(
+        &self,
+        env: NetworkEnvironment,
+        schedule: &EpochSchedule,
+        key_log: Hash32,
+    ) -> Result<CertifiedState, StateSyncError> {
         let bad = |why: String| Err(StateSyncError::Proof(why));
         let b = &self.block;
         let h = b.header();
@@ -869,6 +1033,7 @@ impl CommitProof {
             block_id: b.id(),
             state_root,
             epoch: h.epoch,
+            key_log,
         })
     }
 }

@@ -169,6 +169,30 @@ pub fn key_log_digest(log: &[(Height, SystemTx)]) -> Hash32 {
     })
 }
 
+/// Replay `log` (applied rotations with their blocks' heights, in the
+/// order applied) onto `base`'s key registry with [`apply`], each with the
+/// epoch of its block: what [`crate::replica::Replica::open`] does with the
+/// records it stored and what a state-synced node does with a peer's
+/// [`crate::state_sync::KeyLog`]. Returns the registry and the log's
+/// digest ([`key_log_digest`]).
+///
+/// # Errors
+/// The height and the reason of the first record that does not apply.
+pub fn replay_key_log(
+    base: &EpochSchedule,
+    env: NetworkEnvironment,
+    log: &[(Height, SystemTx)],
+) -> Result<(ValidatorKeyRegistry, Hash32), (Height, KeyRotationError)> {
+    let mut registry = base.key_registry();
+    let mut digest = EMPTY_KEY_LOG;
+    for (height, tx) in log {
+        apply(base, &mut registry, env, base.epoch_of_height(*height), tx)
+            .map_err(|e| (*height, e))?;
+        digest = extend_key_log(digest, *height, tx);
+    }
+    Ok((registry, digest))
+}
+
 /// The state root a validator reports for an executed height (in block
 /// headers, votes' checks, receipts, snapshots): the application's root
 /// while no on-chain rotation has been applied, else SHA3-256 of

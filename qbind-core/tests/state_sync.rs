@@ -67,6 +67,7 @@ fn certified(summary: &StateSummary) -> CertifiedState {
         block_id: Hash32([7; 32]),
         state_root: summary.root(),
         epoch: Epoch(0),
+        key_log: qbind_core::system_tx::EMPTY_KEY_LOG,
     }
 }
 
@@ -550,5 +551,173 @@ fn reports_too_close_to_their_block_or_in_disagreement_are_refused() {
     match p.verify(ENV, &schedule) {
         Err(StateSyncError::Proof(why)) => assert!(why.contains("different roots"), "{why}"),
         other => panic!("{other:?}"),
+    }
+}
+
+// ---------------------------------------------------------------- key log
+
+mod key_log {
+    use super::*;
+    use qbind_core::state_sync::{KeyLog, MAX_KEY_LOG_RECORDS};
+    use qbind_core::system_tx::{EMPTY_KEY_LOG, SystemTx, key_log_digest, reported_root};
+    use qbind_core::types::ValidatorId;
+    use qbind_core::validator::{EpochSchedule, ValidatorSet};
+
+    fn key(i: u8) -> KeyPair {
+        KeyPair::from_seed(&[i + 40; 32])
+    }
+
+    /// Four validators, epochs of 10 blocks.
+    fn schedule() -> EpochSchedule {
+        let set =
+            ValidatorSet::new((0..4).map(|i| (key(i).public_key().clone(), 1)).collect()).unwrap();
+        EpochSchedule::with_epochs(10, set, Vec::new())
+    }
+
+    /// Validator `v` rotates from key `v` to key `new` at `effective`,
+    /// signed with key `signer`.
+    fn rotation(v: u8, new: u8, effective: u64, signer: u8) -> SystemTx {
+        let id = ValidatorId(u32::from(v));
+        chain::consensus_rotation(ENV, id, &key(v), &key(new), effective, 1, &key(signer)).unwrap()
+    }
+
+    #[test]
+    fn golden_bytes_and_bounded_decoding() {
+        let log = KeyLog {
+            height: Height(40),
+            records: vec![(Height(12), rotation(1, 11, 3, 1))],
+        };
+        let bytes = log.to_bytes();
+        assert_eq!(bytes.len(), 1 + 8 + 4 + 8 + 5_083);
+        assert_eq!(
+            hex::encode(&bytes[..29]),
+            "01\
+             0000000000000028\
+             00000001\
+             000000000000000c\
+             5142535953545801"
+        );
+        assert_eq!(KeyLog::from_bytes(&bytes).unwrap(), log);
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(KeyLog::from_bytes(&longer).is_err());
+        let mut version = bytes.clone();
+        version[0] = 2;
+        assert!(KeyLog::from_bytes(&version).is_err());
+        // A count above the bound, or above what the bytes can hold, is
+        // refused before anything is allocated.
+        let mut many = bytes[..9].to_vec();
+        many.extend_from_slice(&(MAX_KEY_LOG_RECORDS + 1).to_be_bytes());
+        assert!(KeyLog::from_bytes(&many).is_err());
+        let mut short = bytes[..9].to_vec();
+        short.extend_from_slice(&4_000u32.to_be_bytes());
+        short.extend_from_slice(&[0; 64]);
+        assert!(KeyLog::from_bytes(&short).is_err());
+        let empty = KeyLog {
+            height: Height(7),
+            records: Vec::new(),
+        };
+        assert_eq!(hex::encode(empty.to_bytes()), "01000000000000000700000000");
+    }
+
+    #[test]
+    fn a_key_log_replays_in_order_to_its_height_with_valid_rotations_only() {
+        let base = schedule();
+        // Height 5 is in epoch 0: effective epoch 2 is the earliest.
+        let honest = rotation(1, 11, 2, 1);
+        let log = KeyLog {
+            height: Height(9),
+            records: vec![(Height(5), honest.clone())],
+        };
+        let (rotated, digest) = log.replay(ENV, &base).unwrap();
+        assert_eq!(digest, key_log_digest(&log.records));
+        let (old, new) = (key(1).public_key().clone(), key(11).public_key().clone());
+        assert!(rotated.accepts_key(ValidatorId(1), Epoch(1), &old));
+        assert!(!rotated.accepts_key(ValidatorId(1), Epoch(1), &new));
+        assert!(rotated.accepts_key(ValidatorId(1), Epoch(3), &new));
+        assert!(!rotated.accepts_key(ValidatorId(1), Epoch(3), &old));
+        // Empty: the configured keys.
+        let (same, none) = KeyLog {
+            height: Height(9),
+            records: Vec::new(),
+        }
+        .replay(ENV, &base)
+        .unwrap();
+        assert_eq!(none, EMPTY_KEY_LOG);
+        assert!(same.accepts_key(ValidatorId(1), Epoch(3), &old));
+        let refused = |records: Vec<(Height, SystemTx)>, height: u64| {
+            KeyLog {
+                height: Height(height),
+                records,
+            }
+            .replay(ENV, &base)
+            .is_err()
+        };
+        // Above the log's height, at height 0, out of order.
+        assert!(refused(vec![(Height(5), honest.clone())], 4));
+        assert!(refused(vec![(Height(0), honest.clone())], 9));
+        let second = rotation(2, 12, 3, 2);
+        assert!(!refused(
+            vec![(Height(5), honest.clone()), (Height(8), second.clone())],
+            9
+        ));
+        assert!(refused(
+            vec![(Height(8), second), (Height(5), honest.clone())],
+            9
+        ));
+        // Signed by a key the validator never had; effective too soon.
+        assert!(refused(vec![(Height(5), rotation(1, 11, 2, 3))], 9));
+        assert!(refused(vec![(Height(5), rotation(1, 11, 1, 1))], 9));
+        // The same rotation twice (a replay).
+        assert!(refused(
+            vec![(Height(5), honest.clone()), (Height(6), honest)],
+            9
+        ));
+    }
+
+    #[test]
+    fn a_proof_is_verified_with_a_key_log_of_its_own_height_only() {
+        let (schedule, blocks) = reporting_chain(3);
+        let proof = CommitProof::build(&blocks[10..], &schedule).unwrap();
+        let h = proof.block.height();
+        let plain = proof.verify(ENV, &schedule).unwrap();
+        let empty = KeyLog {
+            height: h,
+            records: Vec::new(),
+        };
+        assert_eq!(proof.verify_with_key_log(ENV, &schedule, &empty), Ok(plain));
+        let other = KeyLog {
+            height: Height(h.0 + 1),
+            records: Vec::new(),
+        };
+        assert!(matches!(
+            proof.verify_with_key_log(ENV, &schedule, &other),
+            Err(StateSyncError::Proof(_))
+        ));
+        // A certificate of an epoch two past the height's: its keys could
+        // have been rotated by a block above the height, which the log does
+        // not hold.
+        let mut later = proof;
+        later.qc.data.epoch = Epoch(2);
+        let err = later
+            .verify_with_key_log(ENV, &schedule, &empty)
+            .unwrap_err();
+        assert!(err.to_string().contains("does not determine"), "{err}");
+    }
+
+    #[test]
+    fn the_manifest_must_hash_to_the_certified_root_with_the_key_log() {
+        let (accounts, summary) = state(100);
+        let m = manifest(&accounts, summary);
+        let log = Hash32([5; 32]);
+        let mut with = certified(&summary);
+        with.state_root = reported_root(summary.root(), log);
+        // Without the log's digest, the summary does not hash to the root.
+        assert!(matches!(m.check(&with), Err(StateSyncError::Manifest(_))));
+        with.key_log = log;
+        m.check(&with).unwrap();
+        // A peer that withholds the log: the digest of the empty log.
+        with.key_log = EMPTY_KEY_LOG;
+        assert!(m.check(&with).is_err());
     }
 }

@@ -39,8 +39,8 @@ use qbind_core::codec::{Decode, Encode};
 use qbind_core::consensus::Block;
 use qbind_core::schema::committed_block_key;
 use qbind_core::state_sync::{
-    CertifiedState, ChunkSum, ChunkVerifier, CommitProof, MAX_PAGE_ACCOUNTS, MAX_PROOF_HEADERS,
-    PageVerdict, StateManifest, StatePage, decode,
+    CertifiedState, ChunkSum, ChunkVerifier, CommitProof, KeyLog, MAX_PAGE_ACCOUNTS,
+    MAX_PROOF_HEADERS, PageVerdict, StateManifest, StatePage, decode,
 };
 use qbind_core::traits::{Namespace, StateRead};
 use qbind_core::types::{AccountId, Hash32, NetworkEnvironment};
@@ -58,6 +58,8 @@ pub const MAX_PROOF_BYTES: usize = 8 << 20;
 /// Largest manifest a client reads (65,536 chunks of 280 bytes plus the
 /// monetary records).
 pub const MAX_MANIFEST_BYTES: usize = 40 << 20;
+/// Largest key log a client reads (4,096 rotations of about 5.1 KB).
+pub const MAX_KEY_LOG_BYTES: usize = 24 << 20;
 /// Largest page a client reads.
 pub const MAX_PAGE_BYTES: usize = 64 + MAX_PAGE_ACCOUNTS as usize * 56;
 /// Transport failures a peer may have before it is dropped.
@@ -102,6 +104,14 @@ impl Served {
         }
     }
 
+    fn key_log(&self) -> &KeyLog {
+        match self {
+            Served::Fjall(s) => s.key_log(),
+            #[cfg(feature = "rocksdb")]
+            Served::RocksDb(s) => s.key_log(),
+        }
+    }
+
     fn page(&self, chunk: u32, after: Option<AccountId>) -> Option<StatePage> {
         let page = match self {
             Served::Fjall(s) => s.page(chunk, after, MAX_PAGE_ACCOUNTS),
@@ -120,6 +130,8 @@ struct Open {
     height: u64,
     served: Served,
     manifest: Vec<u8>,
+    /// The encoded [`KeyLog`] of its on-chain key rotations.
+    key_log: Vec<u8>,
 }
 
 /// Serves a node's newest snapshot for state sync (see the module
@@ -209,11 +221,13 @@ impl StateSyncServer {
             }
         };
         let manifest = served.manifest().to_bytes();
+        let key_log = served.key_log().to_bytes();
         let o = Arc::new(Open {
             dir_height,
             height: served.manifest().height.0,
             served,
             manifest,
+            key_log,
         });
         open.served.push(Arc::clone(&o));
         while open.served.len() > SERVED_SNAPSHOTS {
@@ -296,6 +310,7 @@ impl StateSyncServer {
             }
             StateSyncRequest::Proof(h) => bytes(self.proof(h.0)?.map(|p| p.to_vec())),
             StateSyncRequest::Manifest(h) => bytes(self.opened(h.0)?.map(|o| o.manifest.clone())),
+            StateSyncRequest::KeyLog(h) => bytes(self.opened(h.0)?.map(|o| o.key_log.clone())),
             StateSyncRequest::Page {
                 height,
                 chunk,
@@ -688,7 +703,7 @@ async fn fetch_into<B: PersistentBackend>(
             break;
         }
     }
-    let Some((certified, block, mut offering)) = chosen else {
+    let Some((certified, block, key_log, mut offering)) = chosen else {
         return Err(fail(format!(
             "none of the {} peers served a snapshot with a valid commit proof ({})",
             urls.len(),
@@ -803,7 +818,14 @@ async fn fetch_into<B: PersistentBackend>(
     let _ = std::fs::remove_dir_all(&staged_dir);
     let chain_id = env.chain_id().0;
     let snapshot = staging
-        .finish(&manifest, &block, &certified, chain_id, &staged_dir)
+        .finish(
+            &manifest,
+            &block,
+            &certified,
+            &key_log,
+            chain_id,
+            &staged_dir,
+        )
         .map_err(|e| fail(format!("staging: {e}")))?;
     progress.staged();
     let report = progress.report();
@@ -851,30 +873,56 @@ async fn offers(f: &Fetch<'_>, out: &dyn Fn(&str)) -> BTreeMap<u64, Vec<usize>> 
     offers
 }
 
+/// Peer `i`'s key log and commit proof of `height`, the proof verified
+/// with the keys of `schedule` as the log's rotations changed them
+/// ([`CommitProof::verify_with_key_log`]).
+async fn key_log_and_proof(
+    f: &Fetch<'_>,
+    i: usize,
+    height: u64,
+    env: NetworkEnvironment,
+    schedule: &EpochSchedule,
+) -> Result<(CertifiedState, CommitProof, KeyLog), Failure> {
+    let bad = |e: qbind_core::state_sync::StateSyncError| Failure::Bad(e.to_string());
+    let path = format!("/v1/state-sync/{height}/key-rotations");
+    let log = f.get(i, &path, MAX_KEY_LOG_BYTES).await?;
+    let log = decode::<KeyLog>("key log", &log).map_err(bad)?;
+    let path = format!("/v1/state-sync/{height}/proof");
+    let proof = f.get(i, &path, MAX_PROOF_BYTES).await?;
+    let proof = decode::<CommitProof>("commit proof", &proof).map_err(bad)?;
+    // One signature verification per rotation of the log, then the
+    // proof's certificates, off the async threads.
+    let base = schedule.clone();
+    let (certified, proof, log) = tokio::task::spawn_blocking(move || {
+        proof
+            .verify_with_key_log(env, &base, &log)
+            .map(|c| (c, proof, log))
+    })
+    .await
+    .map_err(|e| Failure::Bad(format!("verification task: {e}")))?
+    .map_err(bad)?;
+    Ok((certified, proof, log))
+}
+
 /// The newest offered height whose proof a peer serves and verifies: the
-/// certified state, its block and the peers offering it.
+/// certified state, its block, the key log it was verified with and the
+/// peers offering it.
 async fn provable(
     f: &mut Fetch<'_>,
     offers: &BTreeMap<u64, Vec<usize>>,
     env: NetworkEnvironment,
     schedule: &EpochSchedule,
     reasons: &mut Vec<String>,
-) -> Option<(CertifiedState, Block, Vec<usize>)> {
+) -> Option<(CertifiedState, Block, KeyLog, Vec<usize>)> {
     for (&height, offering) in offers.iter().rev() {
         for &i in offering {
             if f.peers[i].dropped {
                 continue;
             }
-            let path = format!("/v1/state-sync/{height}/proof");
-            let checked = match f.get(i, &path, MAX_PROOF_BYTES).await {
-                Ok(bytes) => decode::<CommitProof>("commit proof", &bytes)
-                    .and_then(|p| Ok((p.verify(env, schedule)?, p)))
-                    .map_err(|e| Failure::Bad(e.to_string())),
-                Err(e) => Err(e),
-            };
+            let checked = key_log_and_proof(f, i, height, env, schedule).await;
             match checked {
-                Ok((certified, proof)) if certified.height.0 == height => {
-                    return Some((certified, proof.block, offering.clone()));
+                Ok((certified, proof, log)) if certified.height.0 == height => {
+                    return Some((certified, proof.block, log, offering.clone()));
                 }
                 Ok(_) => {
                     reasons.push(format!("{}: a proof of another height", f.peers[i].url()));

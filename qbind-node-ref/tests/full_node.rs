@@ -633,6 +633,7 @@ fn proxy(upstream: &str, tamper: Tamper) -> String {
                 }
                 StateSyncRequest::Proof(h) => format!("/v1/state-sync/{}/proof", h.0),
                 StateSyncRequest::Manifest(h) => format!("/v1/state-sync/{}/manifest", h.0),
+                StateSyncRequest::KeyLog(h) => format!("/v1/state-sync/{}/key-rotations", h.0),
                 StateSyncRequest::Page {
                     height,
                     chunk,

@@ -8,7 +8,12 @@
 //! validator 3 is killed, so no quorum forms without validator 1's votes.
 //! The chain still commits past the end of the grace period, where only the
 //! new key is accepted: validator 1 signs with it and everyone verifies it
-//! — no file edit, no restart.
+//! — no file edit, no restart. Then validator 3's store is wiped and it
+//! starts again with `--state-sync-from` validator 0: the commit proof of
+//! validator 0's newest snapshot is signed with validator 1's new key, so the
+//! state sync verifies only with the snapshot's key log, and the restored
+//! validator reports the same roots (which commit to the log) as the
+//! others.
 
 mod common;
 
@@ -122,7 +127,11 @@ fn a_rotation_submitted_as_a_transaction_takes_effect_without_restarts() {
                 &format!("127.0.0.1:{api_port}"),
                 "--metrics-addr",
                 &metrics_addr.to_string(),
-            ]);
+                "--snapshot-interval",
+                "10",
+            ])
+            .arg("--snapshot-dir")
+            .arg(root.join("snapshots-0"));
         }
         if i == 1 {
             cmd.arg("--next-signer-keystore-path")
@@ -214,5 +223,35 @@ fn a_rotation_submitted_as_a_transaction_takes_effect_without_restarts() {
             }
         }
     }
-    common::interrupt_all_and_expect_clean_exit(&mut nodes.0[..3]);
+
+    // Validator 3, its store wiped, state-syncs from validator 0 past the
+    // rotation and follows the chain with the rotated keys.
+    std::fs::remove_dir_all(root.join("data").join("validator-3")).expect("wipe validator 3");
+    roots.lock().expect("lock")[3].clear();
+    let mut cmd = common::own_keys_node(root, &set_path, 3, PASS_VAR, PASS);
+    cmd.args(["--signer-mode", "encrypted-fs", "--state-sync-from", &api]);
+    let mut child = cmd.spawn().expect("start qbind-node");
+    common::follow(3, &mut child, &roots);
+    nodes.0[3] = child;
+    let target = highest(&roots, 0) + 5;
+    let followed = wait_until(Duration::from_secs(120), || highest(&roots, 3) >= target);
+    assert!(
+        followed,
+        "validator 3 did not follow after its state sync: {:?}",
+        common::heights(&roots)
+    );
+    {
+        let roots = roots.lock().expect("lock");
+        let first = *roots[3].keys().next().expect("validator 3 executed");
+        assert!(
+            first > past_grace - 2 * EPOCH_LENGTH,
+            "validator 3 executed from height {first}: not from a state synced past the rotation"
+        );
+        for (h, r) in &roots[3] {
+            if let Some(r0) = roots[0].get(h) {
+                assert_eq!(r, r0, "validator 3's state root at height {h}");
+            }
+        }
+    }
+    common::interrupt_all_and_expect_clean_exit(&mut nodes.0);
 }

@@ -21,7 +21,7 @@ use qbind_core::execution::{
 use qbind_core::monetary::MONETARY_STATE_KEY;
 use qbind_core::schema::EPOCH_FEES_KEY;
 use qbind_core::sim::chain;
-use qbind_core::state_sync::{CommitProof, StateManifest, StatePage, chunk_of};
+use qbind_core::state_sync::{CommitProof, KeyLog, StateManifest, StatePage, chunk_of};
 use qbind_core::types::{AccountId, Hash32, Height, NetworkEnvironment};
 use qbind_node_ref::state_sync::{
     StateSyncOutcome, StateSyncPhase, StateSyncProgress, StateSyncReport, fetch_state,
@@ -43,6 +43,8 @@ struct Served {
     delay: Duration,
     /// The chunk of every page asked of it, in order.
     asked: Arc<Mutex<Vec<u32>>>,
+    /// The key log it serves.
+    key_log: Vec<u8>,
 }
 
 impl ApiBackend for Served {
@@ -56,6 +58,9 @@ impl ApiBackend for Served {
             }
             StateSyncRequest::Manifest(h) if h.0 == HEIGHT => {
                 StateSyncReply::Bytes(self.manifest.clone())
+            }
+            StateSyncRequest::KeyLog(h) if h.0 == HEIGHT => {
+                StateSyncReply::Bytes(self.key_log.clone())
             }
             StateSyncRequest::Page {
                 height,
@@ -162,6 +167,21 @@ impl Fixture {
 
     /// [`Fixture::peer`], and the chunk of every page asked of it.
     fn counted_peer(&self, m: &StateManifest, delay: Duration) -> (String, Arc<Mutex<Vec<u32>>>) {
+        // No on-chain key rotation in this chain: the empty log.
+        let empty = KeyLog {
+            height: Height(HEIGHT),
+            records: Vec::new(),
+        };
+        self.peer_with_key_log(m, delay, &empty)
+    }
+
+    /// [`Fixture::counted_peer`] serving `log` as its key log.
+    fn peer_with_key_log(
+        &self,
+        m: &StateManifest,
+        delay: Duration,
+        log: &KeyLog,
+    ) -> (String, Arc<Mutex<Vec<u32>>>) {
         let asked = Arc::new(Mutex::new(Vec::new()));
         let url = common::serve_api(Served {
             proof: self.proof.to_bytes(),
@@ -170,6 +190,7 @@ impl Fixture {
             prefix_bits: self.manifest.prefix_bits,
             delay,
             asked: Arc::clone(&asked),
+            key_log: log.to_bytes(),
         });
         (url, asked)
     }
@@ -233,6 +254,43 @@ fn a_peer_serving_a_shifted_manifest_is_dropped_and_the_sync_completes() {
     assert_eq!(outcome.anchor.state_root, fx.root.0);
     assert!(
         lines.iter().any(|l| l.contains("2 different manifests")),
+        "{lines:?}"
+    );
+}
+
+/// A peer whose key log does not replay onto the node's keys (here a
+/// rotation on a chain without epochs, signed by no validator), or runs to
+/// another height, is dropped before its proof is used; the sync completes
+/// from the honest peer. Before key logs were fetched, neither was noticed.
+#[test]
+fn a_peer_serving_a_bad_key_log_is_dropped() {
+    use qbind_core::crypto::KeyPair;
+    use qbind_core::types::ValidatorId;
+    let fx = fixture();
+    let (old, new) = (KeyPair::from_seed(&[1; 32]), KeyPair::from_seed(&[2; 32]));
+    let rotation =
+        chain::consensus_rotation(ENV, ValidatorId(0), &old, &new, 3, 0, &old).expect("sign");
+    let forged = KeyLog {
+        height: Height(HEIGHT),
+        records: vec![(Height(2), rotation)],
+    };
+    let elsewhere = KeyLog {
+        height: Height(HEIGHT + 1),
+        records: Vec::new(),
+    };
+    let urls = vec![
+        fx.peer_with_key_log(&fx.manifest, Duration::ZERO, &forged)
+            .0,
+        fx.peer_with_key_log(&fx.manifest, Duration::ZERO, &elsewhere)
+            .0,
+        fx.peer(&fx.manifest, Duration::ZERO),
+    ];
+    let (outcome, report, lines) = fx.sync(&urls);
+    assert_eq!(report.accounts, u64::from(ACCOUNTS), "{lines:?}");
+    assert_eq!(outcome.dropped, urls[..2].to_vec(), "{lines:?}");
+    assert_eq!(outcome.anchor.state_root, fx.root.0);
+    assert!(
+        lines.iter().any(|l| l.contains("key log refused")),
         "{lines:?}"
     );
 }

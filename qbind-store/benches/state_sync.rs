@@ -171,6 +171,7 @@ fn run<B: PersistentBackend>(accounts: u64) {
         block_id: Hash32(anchor.block_hash),
         state_root: Hash32(anchor.state_root),
         epoch: Epoch(meta.epoch),
+        key_log: qbind_core::system_tx::EMPTY_KEY_LOG,
     };
 
     // (a) The server: verified private copy + manifest.
@@ -237,6 +238,10 @@ fn run<B: PersistentBackend>(accounts: u64) {
             &manifest,
             &block(),
             &certified,
+            &qbind_core::state_sync::KeyLog {
+                height: manifest.height,
+                records: Vec::new(),
+            },
             CHAIN,
             &root.join("node").join("snapshots"),
         )

@@ -15,8 +15,9 @@
 //! - [`StateSyncStaging`] writes the pages a client verified into a fresh
 //!   store in a private directory beside the data directory, deletes a
 //!   chunk that later fails verification, and at the end writes the state
-//!   summary, the height markers, the certified block and the monetary
-//!   records and makes an ordinary snapshot of the result
+//!   summary, the height markers, the certified block, the monetary
+//!   records and the on-chain key rotations of the certified key log, and
+//!   makes an ordinary snapshot of the result
 //!   ([`crate::snapshot::create_snapshot`]). The node then restores it with
 //!   [`crate::snapshot::restore_snapshot`] and the trust anchor taken from
 //!   the commit proof ([`trust_anchor`]), which recomputes the state
@@ -103,6 +104,15 @@ pub enum StateSyncStoreError {
         certified_height: u64,
         /// The certified block id, hex.
         certified_id: String,
+    },
+    /// The key log given to [`StateSyncStaging::finish`] is not the one the
+    /// certified state commits to.
+    #[error("the key log given ({records} records to height {height}) is not the certified one")]
+    KeyLogNotCertified {
+        /// Its number of records.
+        records: usize,
+        /// The height it runs to.
+        height: u64,
     },
     /// A chunk's staged accounts are not the manifest's number of them (a
     /// chunk was never fetched, or a failed one was not discarded).

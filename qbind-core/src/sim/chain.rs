@@ -98,3 +98,33 @@ pub fn certified_chain_reporting(
     }
     Ok((schedule, chain))
 }
+
+/// A signed on-chain rotation of `validator`'s consensus key from `old` to
+/// `new` at epoch `effective` with `grace` epochs (not an emergency), signed
+/// with `signer` (the current key, `old`, for an honest one): for tests of
+/// the paths that carry system transactions.
+///
+/// # Errors
+/// [`crate::key_rotation::KeyRotationError::Crypto`] if signing fails.
+pub fn consensus_rotation(
+    env: NetworkEnvironment,
+    validator: ValidatorId,
+    old: &KeyPair,
+    new: &KeyPair,
+    effective: u64,
+    grace: u64,
+    signer: &KeyPair,
+) -> Result<crate::system_tx::SystemTx, crate::key_rotation::KeyRotationError> {
+    let event = crate::key_rotation::KeyRotationEvent {
+        validator_id: validator,
+        key_kind: crate::key_rotation::KeyRole::Consensus,
+        old_key: old.public_key().as_bytes().to_vec(),
+        new_key: new.public_key().as_bytes().to_vec(),
+        effective_epoch: Epoch(effective),
+        grace_epochs: grace,
+        emergency: false,
+    };
+    Ok(crate::system_tx::SystemTx::KeyRotation(
+        event.sign(env, signer)?,
+    ))
+}

@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 
 use qbind_core::schema::committed_block_key;
 use qbind_core::state_sync::{
-    MAX_MONETARY_RECORD_BYTES, MAX_PAGE_ACCOUNTS, ManifestBuilder, StateManifest, StatePage,
-    chunk_of,
+    KeyLog, MAX_MONETARY_RECORD_BYTES, MAX_PAGE_ACCOUNTS, ManifestBuilder, StateManifest,
+    StatePage, chunk_of,
 };
 use qbind_core::traits::{KeyValues, Namespace, StateSnapshot};
 use qbind_core::types::{AccountId, Hash32, Height};
@@ -55,6 +55,7 @@ pub struct SnapshotServer<B: PersistentBackend> {
     copy: PrivateCopy,
     meta: SnapshotMeta,
     manifest: StateManifest,
+    key_log: KeyLog,
 }
 
 impl<B: PersistentBackend> std::fmt::Debug for SnapshotServer<B> {
@@ -98,7 +99,22 @@ impl<B: PersistentBackend> SnapshotServer<B> {
         let copy = PrivateCopy(dir);
         let (store, meta) =
             open_checked_copy::<B>(snapshot_path, chain_id, None, &copy.0, &qbind_block_id)?;
-        let manifest = build_manifest(&*store.snapshot()?, &meta)?;
+        let (manifest, key_log) = {
+            let snap = store.snapshot()?;
+            let manifest = build_manifest(&*snap, &meta)?;
+            // Checked by the root with the manifest: `build_manifest` held
+            // the summary and these records to meta.json's root.
+            let records = qbind_core::schema::read_key_rotations(&*snap).map_err(|e| {
+                SnapshotError::KeyLogUnreadable {
+                    detail: e.to_string(),
+                }
+            })?;
+            let key_log = KeyLog {
+                height: manifest.height,
+                records,
+            };
+            (manifest, key_log)
+        };
         tracing::info!(
             height = meta.height,
             accounts = manifest.summary.accounts,
@@ -110,6 +126,7 @@ impl<B: PersistentBackend> SnapshotServer<B> {
             copy,
             meta,
             manifest,
+            key_log,
         })
     }
 
@@ -117,6 +134,13 @@ impl<B: PersistentBackend> SnapshotServer<B> {
     #[must_use]
     pub fn manifest(&self) -> &StateManifest {
         &self.manifest
+    }
+
+    /// The on-chain key rotations the snapshot records, to its manifest's
+    /// height ([`KeyLog`]).
+    #[must_use]
+    pub fn key_log(&self) -> &KeyLog {
+        &self.key_log
     }
 
     /// The snapshot's `meta.json`, as verified.

@@ -16,7 +16,7 @@ use qbind_core::codec::Encode;
 use qbind_core::consensus::Block;
 use qbind_core::execution::STATE_SUMMARY_KEY;
 use qbind_core::schema::{EXECUTED_HEIGHT_KEY, commit_batch, put_height};
-use qbind_core::state_sync::{CertifiedState, MAX_PREFIX_BITS, StateManifest, StatePage};
+use qbind_core::state_sync::{CertifiedState, KeyLog, MAX_PREFIX_BITS, StateManifest, StatePage};
 use qbind_core::traits::{Durability, Namespace, WriteBatch};
 
 use super::{StateSyncStoreError, chunk_range};
@@ -203,6 +203,7 @@ impl<B: PersistentBackend> StateSyncStaging<B> {
     /// # Errors
     /// [`StateSyncStoreError::Manifest`],
     /// [`StateSyncStoreError::BlockNotCertified`],
+    /// [`StateSyncStoreError::KeyLogNotCertified`],
     /// [`StateSyncStoreError::ChunkIncomplete`]; snapshot and storage
     /// errors.
     pub fn finish(
@@ -210,6 +211,7 @@ impl<B: PersistentBackend> StateSyncStaging<B> {
         manifest: &StateManifest,
         block: &Block,
         certified: &CertifiedState,
+        key_log: &KeyLog,
         chain_id: u64,
         snapshot_dir: &Path,
     ) -> Result<PathBuf, StateSyncStoreError> {
@@ -224,6 +226,14 @@ impl<B: PersistentBackend> StateSyncStaging<B> {
                     certified_id: certified.block_id.to_string(),
                 });
             }
+            if key_log.height != manifest.height
+                || qbind_core::system_tx::key_log_digest(&key_log.records) != certified.key_log
+            {
+                return Err(StateSyncStoreError::KeyLogNotCertified {
+                    records: key_log.records.len(),
+                    height: key_log.height.0,
+                });
+            }
             if let Some(&chunk) = incomplete(&staged, manifest).first() {
                 return Err(StateSyncStoreError::ChunkIncomplete {
                     chunk,
@@ -236,6 +246,23 @@ impl<B: PersistentBackend> StateSyncStaging<B> {
             }
             let mut batch = commit_batch(block);
             put_height(&mut batch, EXECUTED_HEIGHT_KEY, manifest.height);
+            // The rotations as the replica records them: the index counts
+            // the ones applied in the same block.
+            let mut index = 0u16;
+            let mut previous = None;
+            for (height, tx) in &key_log.records {
+                if previous == Some(*height) {
+                    index = index.saturating_add(1);
+                } else {
+                    index = 0;
+                }
+                previous = Some(*height);
+                batch.put(
+                    Namespace::Meta,
+                    qbind_core::schema::key_rotation_key(*height, index),
+                    tx.to_bytes(),
+                );
+            }
             batch.put(
                 Namespace::Meta,
                 STATE_SUMMARY_KEY.to_vec(),

@@ -505,24 +505,13 @@ fn executed_height_in_meta_is_checked() {
 }
 
 /// An applied on-chain key rotation, as the replica records it.
-fn rotation_record() -> qbind_core::system_tx::SystemTx {
+pub(crate) fn rotation_record() -> qbind_core::system_tx::SystemTx {
     use qbind_core::crypto::KeyPair;
-    use qbind_core::key_rotation::{KeyRole, KeyRotationEvent};
-    use qbind_core::types::{Epoch, NetworkEnvironment, ValidatorId};
+    use qbind_core::types::{NetworkEnvironment, ValidatorId};
     let old = KeyPair::from_seed(&[1; 32]);
     let new = KeyPair::from_seed(&[2; 32]);
-    let event = KeyRotationEvent {
-        validator_id: ValidatorId(1),
-        key_kind: KeyRole::Consensus,
-        old_key: old.public_key().as_bytes().to_vec(),
-        new_key: new.public_key().as_bytes().to_vec(),
-        effective_epoch: Epoch(5),
-        grace_epochs: 1,
-        emergency: false,
-    };
-    qbind_core::system_tx::SystemTx::KeyRotation(
-        event.sign(NetworkEnvironment::Devnet, &old).unwrap(),
-    )
+    let env = NetworkEnvironment::Devnet;
+    qbind_core::sim::chain::consensus_rotation(env, ValidatorId(1), &old, &new, 5, 1, &old).unwrap()
 }
 
 #[test]

@@ -149,6 +149,7 @@ fn certified_of(meta: &SnapshotMeta) -> CertifiedState {
         block_id: Hash32(anchor.block_hash),
         state_root: Hash32(anchor.state_root),
         epoch: Epoch(meta.epoch),
+        key_log: qbind_core::system_tx::EMPTY_KEY_LOG,
     }
 }
 
@@ -257,6 +258,14 @@ fn all(store: &dyn StateRead, ns: Namespace) -> KeyValues {
     store.scan_prefix(ns, &[], usize::MAX).unwrap()
 }
 
+/// No on-chain key rotation: the key log of the manifest's height is empty.
+fn empty_log(manifest: &StateManifest) -> qbind_core::state_sync::KeyLog {
+    qbind_core::state_sync::KeyLog {
+        height: manifest.height,
+        records: Vec::new(),
+    }
+}
+
 /// Finish `staging`, restore the snapshot with the certified anchor and
 /// check the restored store holds the source's state.
 fn finish_and_restore<B: PersistentBackend>(
@@ -267,7 +276,14 @@ fn finish_and_restore<B: PersistentBackend>(
 ) {
     let staging_dir = staging.path().to_path_buf();
     let synced = staging
-        .finish(manifest, &f.block, certified, CHAIN, &f.synced_snapshots())
+        .finish(
+            manifest,
+            &f.block,
+            certified,
+            &empty_log(manifest),
+            CHAIN,
+            &f.synced_snapshots(),
+        )
         .unwrap();
     assert_eq!(synced, f.synced_snapshots().join(HEIGHT.to_string()));
     assert!(
@@ -389,6 +405,7 @@ fn a_snapshot_whose_execution_lagged_is_served_at_its_executed_height() {
         block_id: f.block.id(),
         state_root: Hash32(TrustAnchor::of(&f.meta).unwrap().state_root),
         epoch: Epoch(EPOCH),
+        key_log: qbind_core::system_tx::EMPTY_KEY_LOG,
     };
     manifest.check(&certified).unwrap();
     let mut staging = StateSyncStaging::<FjallBackend>::create(&f.data_dir()).unwrap();
@@ -672,6 +689,7 @@ fn forged_manifests_are_refused_or_fail_on_honest_chunks() {
                 &honest_manifest,
                 block,
                 as_certified,
+                &empty_log(&honest_manifest),
                 CHAIN,
                 &f.synced_snapshots(),
             )
@@ -682,6 +700,33 @@ fn forged_manifests_are_refused_or_fail_on_honest_chunks() {
             matches!(err, StateSyncStoreError::BlockNotCertified { .. })
         };
         assert!(right, "{err}");
+        assert!(!dir.exists());
+    }
+    // And the key log to the certified digest: a rotation the certified
+    // state does not commit to, or a log of another height, is refused.
+    let added = qbind_core::state_sync::KeyLog {
+        height: honest_manifest.height,
+        records: vec![(Height(2), crate::snapshots::rotation_record())],
+    };
+    let mut elsewhere = empty_log(&honest_manifest);
+    elsewhere.height = Height(honest_manifest.height.0 + 1);
+    for log in [added, elsewhere] {
+        let refused = StateSyncStaging::<FjallBackend>::create(&f.data_dir()).unwrap();
+        let dir = refused.path().to_path_buf();
+        let err = refused
+            .finish(
+                &honest_manifest,
+                &f.block,
+                &certified,
+                &log,
+                CHAIN,
+                &f.synced_snapshots(),
+            )
+            .unwrap_err();
+        assert!(
+            matches!(err, StateSyncStoreError::KeyLogNotCertified { .. }),
+            "{err}"
+        );
         assert!(!dir.exists());
     }
     finish_and_restore(&f, staging, &honest_manifest, &certified);
@@ -705,6 +750,7 @@ fn finish_refuses_a_staging_with_a_missing_chunk() {
             &manifest,
             &f.block,
             &certified,
+            &empty_log(&manifest),
             CHAIN,
             &f.synced_snapshots(),
         )
