@@ -873,9 +873,10 @@ async fn offers(f: &Fetch<'_>, out: &dyn Fn(&str)) -> BTreeMap<u64, Vec<usize>> 
     offers
 }
 
-/// Peer `i`'s key log and commit proof of `height`, the proof verified
+/// Peer `i`'s commit proof and key log of `height`, the proof verified
 /// with the keys of `schedule` as the log's rotations changed them
-/// ([`CommitProof::verify_with_key_log`]).
+/// ([`CommitProof::verify_with_key_log`]). The proof is fetched first: a
+/// proof of another height costs no key log (up to 24 MiB).
 async fn key_log_and_proof(
     f: &Fetch<'_>,
     i: usize,
@@ -884,12 +885,15 @@ async fn key_log_and_proof(
     schedule: &EpochSchedule,
 ) -> Result<(CertifiedState, CommitProof, KeyLog), Failure> {
     let bad = |e: qbind_core::state_sync::StateSyncError| Failure::Bad(e.to_string());
-    let path = format!("/v1/state-sync/{height}/key-rotations");
-    let log = f.get(i, &path, MAX_KEY_LOG_BYTES).await?;
-    let log = decode::<KeyLog>("key log", &log).map_err(bad)?;
     let path = format!("/v1/state-sync/{height}/proof");
     let proof = f.get(i, &path, MAX_PROOF_BYTES).await?;
     let proof = decode::<CommitProof>("commit proof", &proof).map_err(bad)?;
+    if proof.block.height().0 != height {
+        return Err(Failure::Bad("a proof of another height".into()));
+    }
+    let path = format!("/v1/state-sync/{height}/key-rotations");
+    let log = f.get(i, &path, MAX_KEY_LOG_BYTES).await?;
+    let log = decode::<KeyLog>("key log", &log).map_err(bad)?;
     // One signature verification per rotation of the log, then the
     // proof's certificates, off the async threads.
     let base = schedule.clone();
@@ -904,9 +908,13 @@ async fn key_log_and_proof(
     Ok((certified, proof, log))
 }
 
-/// The newest offered height whose proof a peer serves and verifies: the
-/// certified state, its block, the key log it was verified with and the
-/// peers offering it.
+/// The newest offered height whose proof a peer serves and verifies, and
+/// whose manifest from the same peer holds to the certified root with the
+/// peer's key log: the certified state, its block, the key log and the peers
+/// offering it. The manifest binds the log to the root before the log is
+/// used: a log that replays but leaves out (or adds) a rotation that the
+/// proof's certificates do not need would otherwise make every honest
+/// manifest fail against its digest, and their peers be dropped.
 async fn provable(
     f: &mut Fetch<'_>,
     offers: &BTreeMap<u64, Vec<usize>>,
@@ -921,19 +929,24 @@ async fn provable(
             }
             let checked = key_log_and_proof(f, i, height, env, schedule).await;
             match checked {
-                Ok((certified, proof, log)) if certified.height.0 == height => {
-                    return Some((certified, proof.block, log, offering.clone()));
-                }
-                Ok(_) => {
-                    reasons.push(format!("{}: a proof of another height", f.peers[i].url()));
-                    f.blame(i, &Failure::Bad("a proof of another height".into()));
+                Ok((certified, proof, log)) => {
+                    // `fetch_manifest` drops the peer if its manifest does
+                    // not hold to the root with its log.
+                    if fetch_manifest(f, &certified, i).await.is_some() {
+                        return Some((certified, proof.block, log, offering.clone()));
+                    }
+                    reasons.push(format!(
+                        "{} at height {height}: no manifest that holds to the certified root \
+                         with its key log",
+                        f.peers[i].url()
+                    ));
                 }
                 Err(e) => {
                     reasons.push(format!(
                         "{} at height {height}: {}",
                         f.peers[i].url(),
                         match &e {
-                            Failure::NotServed => "no proof served",
+                            Failure::NotServed => "no proof or key log served",
                             Failure::Transport(why) | Failure::Bad(why) => why.as_str(),
                         }
                     ));

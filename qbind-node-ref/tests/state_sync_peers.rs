@@ -295,6 +295,43 @@ fn a_peer_serving_a_bad_key_log_is_dropped() {
     );
 }
 
+/// A peer holding a validator's current key adds a rotation it signed,
+/// effective two epochs on, to its key log: the log replays, and the proof's
+/// certificates (epoch 0) do not need the rotated key, so the proof
+/// verifies with it; but the peer's manifest does not hold to the certified
+/// root with that log's digest. The peer is dropped when its proof is
+/// chosen and the sync completes from the honest one. Before, the log was
+/// tied to the root only at the manifest step, where every honest manifest
+/// failed against the forged digest: the honest peers were dropped and the
+/// sync failed. (A log that leaves out such a rotation is the same case.)
+#[test]
+fn a_peer_adding_a_signed_rotation_to_its_key_log_is_dropped() {
+    use qbind_core::crypto::KeyPair;
+    use qbind_core::types::{Epoch, ValidatorId};
+    use qbind_core::validator::EpochSchedule;
+    let mut fx = fixture();
+    // The same validators in epochs of 1,000 blocks: the chain is in epoch
+    // 0, and rotations can be scheduled.
+    let set = fx.schedule.set(Epoch(0)).clone();
+    fx.schedule = Arc::new(EpochSchedule::with_epochs(1_000, set, Vec::new()));
+    let v0 = KeyPair::from_seed(&[90; 32]);
+    let new = KeyPair::from_seed(&[7; 32]);
+    let rotation =
+        chain::consensus_rotation(ENV, ValidatorId(0), &v0, &new, 2, 0, &v0).expect("sign");
+    let added = KeyLog {
+        height: Height(HEIGHT),
+        records: vec![(Height(3), rotation)],
+    };
+    let urls = vec![
+        fx.peer_with_key_log(&fx.manifest, Duration::ZERO, &added).0,
+        fx.peer(&fx.manifest, Duration::ZERO),
+    ];
+    let (outcome, report, lines) = fx.sync(&urls);
+    assert_eq!(report.accounts, u64::from(ACCOUNTS), "{lines:?}");
+    assert_eq!(outcome.dropped, vec![urls[0].clone()], "{lines:?}");
+    assert_eq!(outcome.anchor.state_root, fx.root.0);
+}
+
 /// A peer that answers every page correctly but slower than 4 s is dropped
 /// after three such pages in a row, and the sync finishes from the other
 /// peer (before, it was asked for its share of the chunks to the end).
