@@ -79,5 +79,6 @@ pub fn reject_reason(reason: &RejectReason) -> &'static str {
         RejectReason::BadNonce { .. } => "bad_nonce",
         RejectReason::NonceExhausted => "nonce_exhausted",
         RejectReason::CannotPayMaxFee { .. } => "cannot_pay_max_fee",
+        RejectReason::SystemTxRefused => KEY_ROTATION_REFUSED,
     }
 }

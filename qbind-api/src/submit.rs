@@ -252,6 +252,9 @@ impl From<MempoolRejection> for SubmitError {
             MempoolRejection::ReplacementUnderpriced { offered, required } => {
                 SubmitError::ReplacementUnderpriced { offered, required }
             }
+            MempoolRejection::SystemTxNotNewer { .. } => SubmitError::KeyRotationRefused {
+                reason: rejection.to_string(),
+            },
             MempoolRejection::PoolFull { .. } | MempoolRejection::EvictionRateLimited { .. } => {
                 SubmitError::PoolFull
             }

@@ -35,6 +35,8 @@
 //!     id: Hash32([0; 32]),
 //!     proposer: ValidatorId(0),
 //!     txs: &[],
+//!     delivered: &[],
+//!     system: &[],
 //!     key_log: qbind_core::system_tx::EMPTY_KEY_LOG,
 //! };
 //! let applied = Application::<MemoryBackend>::execute(&mut app, &store, &block).unwrap();
@@ -66,6 +68,13 @@ pub struct CommittedBlock<'a> {
     /// Its transactions in consensus order, without ones delivered earlier
     /// (and without system transactions, which the replica applies).
     pub txs: &'a [Vec<u8>],
+    /// Every transaction the block delivered, in consensus order, system
+    /// transactions included: what [`crate::system_tx::SystemTxOutcome::index`]
+    /// and a node's reported positions refer to.
+    pub delivered: &'a [Vec<u8>],
+    /// The system transactions among [`CommittedBlock::delivered`] and
+    /// whether the replica applied each (empty for most blocks).
+    pub system: &'a [crate::system_tx::SystemTxOutcome],
     /// The digest of the on-chain key log after this block's rotations
     /// ([`crate::system_tx::extend_key_log`]; [`crate::system_tx::EMPTY_KEY_LOG`]
     /// while none applied). The replica reports

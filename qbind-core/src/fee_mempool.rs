@@ -41,6 +41,13 @@ pub trait PoolTx: Clone {
     fn gas_limit(&self) -> u64 {
         0
     }
+    /// For a transaction outside the fee market (a system transaction):
+    /// its rank among transactions of the same sender and nonce, which a
+    /// replacement must strictly exceed (fees are not compared). `None`
+    /// (the default) for a transfer: the fee-bump rule applies.
+    fn replace_rank(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// The fields of a transaction the pool orders by, read from its bytes by a
@@ -60,6 +67,9 @@ pub struct TxMeta {
     pub gas_limit: u64,
     /// Whether the payload is the legacy v0 format.
     pub v0_payload: bool,
+    /// [`PoolTx::replace_rank`]: `Some` only for system transactions
+    /// ([`crate::system_tx::SystemTx::meta`]).
+    pub replace_rank: Option<u64>,
 }
 
 /// Reads [`TxMeta`] from a transaction's bytes; `None` if they are not a
@@ -107,6 +117,9 @@ impl PoolTx for MetaTx {
     }
     fn gas_limit(&self) -> u64 {
         self.meta.gas_limit
+    }
+    fn replace_rank(&self) -> Option<u64> {
+        self.meta.replace_rank
     }
 }
 
@@ -192,6 +205,21 @@ pub enum MempoolRejection {
         /// Fee per gas required.
         required: u128,
     },
+    /// A system transaction that does not outrank the pending one of the
+    /// same sender and nonce ([`PoolTx::replace_rank`]): for a key
+    /// rotation, neither an emergency over a normal one nor a later
+    /// effective epoch.
+    #[error(
+        "a pending system transaction is replaced only by one that outranks it (a key \
+         rotation: an emergency over a normal one, or a later effective epoch); rank \
+         {offered} offered, {pending} pending"
+    )]
+    SystemTxNotNewer {
+        /// The rank offered.
+        offered: u64,
+        /// The pending transaction's rank.
+        pending: u64,
+    },
     /// The pool is full and the transaction does not outrank the lowest one.
     #[error("mempool full ({capacity}) and the fee does not outrank pending transactions")]
     PoolFull {
@@ -217,6 +245,7 @@ impl MempoolRejection {
             MempoolRejection::V0PayloadForbidden => "v0_payload_forbidden",
             MempoolRejection::SenderLimit { .. } => "sender_limit",
             MempoolRejection::ReplacementUnderpriced { .. } => "replacement_underpriced",
+            MempoolRejection::SystemTxNotNewer { .. } => "system_tx_not_newer",
             MempoolRejection::PoolFull { .. } => "pool_full",
             MempoolRejection::EvictionRateLimited { .. } => "eviction_rate_limited",
         }
@@ -371,18 +400,28 @@ impl<T: PoolTx> FeeMempool<T> {
             id,
         );
         if let Some(old_id) = existing {
-            let old_fee = self
-                .txs
-                .get(&old_id)
-                .map_or(0, |(t, _)| t.max_fee_per_gas());
-            let bump = u128::from(self.cfg.replacement_bump_bps);
-            let required = old_fee.saturating_add(old_fee.saturating_mul(bump) / 10_000);
-            let required = required.max(old_fee.saturating_add(1));
-            if tx.max_fee_per_gas() < required {
-                return Err(MempoolRejection::ReplacementUnderpriced {
-                    offered: tx.max_fee_per_gas(),
-                    required,
-                });
+            let old = self.txs.get(&old_id).map(|(t, _)| t);
+            let old_rank = old.and_then(PoolTx::replace_rank);
+            match (tx.replace_rank(), old_rank) {
+                // A system transaction replaces one only by a higher rank:
+                // both carry the top fee, which no bump can exceed.
+                (Some(offered), Some(pending)) => {
+                    if offered <= pending {
+                        return Err(MempoolRejection::SystemTxNotNewer { offered, pending });
+                    }
+                }
+                _ => {
+                    let old_fee = old.map_or(0, PoolTx::max_fee_per_gas);
+                    let bump = u128::from(self.cfg.replacement_bump_bps);
+                    let required = old_fee.saturating_add(old_fee.saturating_mul(bump) / 10_000);
+                    let required = required.max(old_fee.saturating_add(1));
+                    if tx.max_fee_per_gas() < required {
+                        return Err(MempoolRejection::ReplacementUnderpriced {
+                            offered: tx.max_fee_per_gas(),
+                            required,
+                        });
+                    }
+                }
             }
             // Detached, not removed: what is known of the sender survives
             // its replaced transaction (removing its only one forgot it, and
@@ -997,6 +1036,7 @@ mod tests {
                 effective_fee: fee,
                 gas_limit: gas,
                 v0_payload: false,
+                replace_rank: None,
             },
         )
     }

@@ -458,6 +458,7 @@ mod tests {
             effective_fee: u128::from(*fee),
             gas_limit: 0,
             v0_payload: false,
+            replace_rank: None,
         })
     }
 
@@ -540,6 +541,7 @@ mod tests {
                 effective_fee: 1,
                 gas_limit: u64::from(*gas) * 1_000_000,
                 v0_payload: false,
+                replace_rank: None,
             })
         }
         let mut p = TxPool::new(Some(gas_meta), FeeMempoolConfig::mainnet(), 0, 64);

@@ -40,7 +40,7 @@ use crate::consensus::{
 use crate::dag::SignedBatch;
 use crate::key_rotation::{KeyRotationError, KeyRotationEvent, ValidatorKeyRegistry};
 use crate::schema::{self, PersistError};
-use crate::system_tx::SystemTx;
+use crate::system_tx::{SystemTx, SystemTxOutcome};
 use crate::traits::{Durability, Namespace, StateBackend, StorageError, WriteBatch};
 use crate::types::{AccountId, Hash32, Height, Millis, NetworkEnvironment, ValidatorId};
 use crate::validator::{EpochSchedule, ValidatorSetError};
@@ -466,7 +466,8 @@ impl<S: StateBackend> Replica<S> {
         actions: &mut Vec<Action>,
     ) -> Result<(), ReplicaError> {
         let mut batch = WriteBatch::new();
-        let (rotations, app_txs) = self.system_transactions(height, &txs, &mut batch, actions);
+        let (rotations, system, app_txs) =
+            self.system_transactions(height, &txs, &mut batch, actions);
         let mut executed = None;
         if let Some(app) = &mut self.application {
             let committed = CommittedBlock {
@@ -474,6 +475,8 @@ impl<S: StateBackend> Replica<S> {
                 id: block,
                 proposer,
                 txs: app_txs.as_deref().unwrap_or(&txs),
+                delivered: &txs,
+                system: &system,
                 key_log: self.keys.log,
             };
             let mut applied = app
@@ -541,24 +544,24 @@ impl<S: StateBackend> Replica<S> {
 
     /// Apply the block's system transactions, in block order, to the key
     /// registry, recording each applied one in `batch`; returns how many were
-    /// applied and, if the block had any, its other transactions (what the
-    /// application executes).
+    /// applied, what became of each (for the application's receipts) and, if
+    /// the block had any, its other transactions (what the application
+    /// executes).
     fn system_transactions(
         &mut self,
         height: Height,
         txs: &[Vec<u8>],
         batch: &mut WriteBatch,
         actions: &mut Vec<Action>,
-    ) -> (u16, Option<Vec<Vec<u8>>>) {
+    ) -> (u16, Vec<SystemTxOutcome>, Option<Vec<Vec<u8>>>) {
         let mut applied: u16 = 0;
         let mut others = Vec::new();
-        let mut any = false;
-        for bytes in txs {
+        let mut outcomes = Vec::new();
+        for (index, bytes) in txs.iter().enumerate() {
             let Some(tx) = crate::system_tx::decode(bytes) else {
                 others.push(bytes.clone());
                 continue;
             };
-            any = true;
             let result = self.keys.apply(height, &tx);
             if result.is_ok() {
                 batch.put(
@@ -568,6 +571,10 @@ impl<S: StateBackend> Replica<S> {
                 );
                 applied += 1;
             }
+            outcomes.push(SystemTxOutcome {
+                index: u32::try_from(index).unwrap_or(u32::MAX),
+                result: result.clone(),
+            });
             let SystemTx::KeyRotation(signed) = tx;
             actions.push(Action::Event(Event::KeyRotation {
                 height,
@@ -575,10 +582,10 @@ impl<S: StateBackend> Replica<S> {
                 result,
             }));
         }
-        if !any {
-            return (0, None);
+        if outcomes.is_empty() {
+            return (0, outcomes, None);
         }
-        (applied, Some(others))
+        (applied, outcomes, Some(others))
     }
 
     /// The key registry with every on-chain rotation executed so far.
@@ -793,7 +800,7 @@ mod tests {
             ]
         );
         // The application's share of the block: the transfer alone.
-        let (applied, app_txs) = open(MemoryBackend::new()).system_transactions(
+        let (applied, _, app_txs) = open(MemoryBackend::new()).system_transactions(
             Height(5),
             &txs,
             &mut WriteBatch::new(),
@@ -911,10 +918,18 @@ mod tests {
         let mut txs: Vec<Vec<u8>> = (0..20).map(|i| rotation(1, 20 + i, 2, 9)).collect();
         txs.push(rotation(1, 11, 2, 1));
         let mut actions = Vec::new();
-        let (applied, app_txs) =
+        let (applied, outcomes, app_txs) =
             r.system_transactions(Height(1), &txs, &mut WriteBatch::new(), &mut actions);
         assert_eq!(applied, 1);
         assert_eq!(app_txs, Some(Vec::new()));
+        // What the application is told, for receipts: each one's place in
+        // the block and its verdict.
+        assert_eq!(
+            outcomes.iter().map(|o| o.index).collect::<Vec<_>>(),
+            (0..21).collect::<Vec<u32>>()
+        );
+        assert!(outcomes[..20].iter().all(|o| o.result.is_err()));
+        assert_eq!(outcomes[20].result, Ok(()));
         let seen = events(&actions);
         assert_eq!(seen.len(), 21);
         assert!(seen[..20].iter().all(|(_, ok)| !ok));
@@ -924,7 +939,7 @@ mod tests {
         let plain = vec![b"tx".to_vec()];
         assert_eq!(
             r.system_transactions(Height(1), &plain, &mut WriteBatch::new(), &mut actions),
-            (0, None)
+            (0, Vec::new(), None)
         );
     }
 
@@ -942,9 +957,16 @@ mod tests {
         .unwrap();
         let mut actions = Vec::new();
         let txs = vec![rotation(1, 11, 2, 1)];
-        let (applied, _) =
+        let (applied, outcomes, _) =
             r.system_transactions(Height(1), &txs, &mut WriteBatch::new(), &mut actions);
         assert_eq!(applied, 0);
+        assert_eq!(
+            outcomes,
+            vec![SystemTxOutcome {
+                index: 0,
+                result: Err(KeyRotationError::NoEpochs)
+            }]
+        );
         assert!(actions.iter().any(|a| matches!(
             a,
             Action::Event(Event::KeyRotation {

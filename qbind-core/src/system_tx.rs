@@ -42,6 +42,18 @@ const KEY_ROTATION_TAG: u8 = 1;
 /// (about that of a transfer: it costs one signature verification).
 pub const SYSTEM_TX_GAS: u64 = 50_000;
 
+/// What the replica made of one system transaction of a committed block
+/// (passed to the application in [`crate::application::CommittedBlock::system`],
+/// so that a node can keep a receipt for it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SystemTxOutcome {
+    /// Its position among the block's delivered transactions
+    /// ([`crate::application::CommittedBlock::delivered`]).
+    pub index: u32,
+    /// `Ok` if applied; why not otherwise (it then changed nothing).
+    pub result: Result<(), KeyRotationError>,
+}
+
 /// A consensus-level change carried in a block.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SystemTx {
@@ -52,9 +64,11 @@ pub enum SystemTx {
 impl SystemTx {
     /// The pool's view of it ([`TxMeta`]): a sender of its own per
     /// validator and key role (so a validator has at most one rotation in
-    /// a pool at a time, and a second one replaces the first only with the
-    /// pool's replacement rule), nonce 0, and the highest fee, so it is
-    /// proposed before transfers. Nothing is charged: no account pays.
+    /// a pool at a time), nonce 0, the highest fee, so it is proposed
+    /// before transfers, and a replacement rank ([`rotation_rank`]): a
+    /// second rotation replaces a pending one only if it is an emergency
+    /// over a normal one, or of the same kind with a later effective
+    /// epoch. Nothing is charged: no account pays.
     #[must_use]
     pub fn meta(&self) -> TxMeta {
         match self {
@@ -71,10 +85,18 @@ impl SystemTx {
                     effective_fee: max_fee_per_gas.saturating_mul(u128::from(SYSTEM_TX_GAS)),
                     gas_limit: SYSTEM_TX_GAS,
                     v0_payload: false,
+                    replace_rank: Some(rotation_rank(ev)),
                 }
             }
         }
     }
+}
+
+/// The pool's replacement rank of a rotation: emergency ones above normal
+/// ones (the top bit), then by effective epoch.
+#[must_use]
+pub fn rotation_rank(event: &crate::key_rotation::KeyRotationEvent) -> u64 {
+    (u64::from(event.emergency) << 63) | (event.effective_epoch.0 & (u64::MAX >> 1))
 }
 
 impl Encode for SystemTx {
@@ -218,10 +240,15 @@ mod tests {
     const GOLDEN_REPORTED_ROOT: &str =
         "11b7a815aed28a8757965a9bd55150503fb9addddbc2ccec409b2950bbfdc271";
     use crate::crypto::KeyPair;
+    use crate::fee_mempool::PoolTx;
     use crate::key_rotation::{KeyRole, KeyRotationEvent};
-    use crate::types::{Epoch, NetworkEnvironment, ValidatorId};
+    use crate::types::{Epoch, Millis, NetworkEnvironment, ValidatorId};
 
     fn rotation(seed: u8) -> SystemTx {
+        rotation_at(seed, 9, false)
+    }
+
+    fn rotation_at(seed: u8, effective: u64, emergency: bool) -> SystemTx {
         let old = KeyPair::from_seed(&[seed; 32]);
         let new = KeyPair::from_seed(&[seed.wrapping_add(1); 32]);
         let ev = KeyRotationEvent {
@@ -229,11 +256,70 @@ mod tests {
             key_kind: KeyRole::Consensus,
             old_key: old.public_key().as_bytes().to_vec(),
             new_key: new.public_key().as_bytes().to_vec(),
-            effective_epoch: Epoch(9),
-            grace_epochs: 2,
-            emergency: false,
+            effective_epoch: Epoch(effective),
+            grace_epochs: if emergency { 0 } else { 2 },
+            emergency,
         };
         SystemTx::KeyRotation(ev.sign(NetworkEnvironment::Devnet, &old).unwrap())
+    }
+
+    #[test]
+    fn a_pending_rotation_is_replaced_only_by_a_newer_one() {
+        use crate::fee_mempool::{
+            EvictionMode, FeeMempool, FeeMempoolConfig, MempoolRejection, MetaTx,
+        };
+        let pooled = |tx: SystemTx| {
+            let meta = tx.meta();
+            MetaTx::new(tx.to_bytes(), meta)
+        };
+        let mut pool = FeeMempool::new(FeeMempoolConfig {
+            capacity: 10,
+            max_per_sender: 4,
+            eviction_mode: EvictionMode::Enforce,
+            max_evictions_per_interval: 3,
+            eviction_interval_ms: 1_000,
+            replacement_bump_bps: 1_000,
+            allow_v0_payloads: false,
+        });
+        let first = pooled(rotation_at(1, 9, false));
+        pool.insert(Millis(0), first.clone()).unwrap();
+        // Another key, same kind and epoch; or an earlier epoch: refused
+        // (both carry the top fee, which no fee bump could beat).
+        for (epoch, emergency) in [(9, false), (8, false)] {
+            let err = pool
+                .insert(Millis(0), pooled(rotation_at(7, epoch, emergency)))
+                .unwrap_err();
+            assert!(
+                matches!(err, MempoolRejection::SystemTxNotNewer { .. }),
+                "{err:?}"
+            );
+        }
+        // A later effective epoch replaces it.
+        let later = pooled(rotation_at(7, 10, false));
+        let admitted = pool.insert(Millis(0), later.clone()).unwrap();
+        assert_eq!(admitted.replaced, Some(first.id()));
+        // An emergency one replaces a normal one even at an earlier epoch,
+        let emergency = pooled(rotation_at(9, 5, true));
+        let admitted = pool.insert(Millis(0), emergency).unwrap();
+        assert_eq!(admitted.replaced, Some(later.id()));
+        // and a normal one never replaces an emergency one.
+        let err = pool
+            .insert(Millis(0), pooled(rotation_at(11, 900, false)))
+            .unwrap_err();
+        assert!(
+            matches!(err, MempoolRejection::SystemTxNotNewer { .. }),
+            "{err:?}"
+        );
+        assert_eq!(pool.len(), 1);
+        assert!(
+            rotation_rank(&event(&rotation_at(1, 3, true)))
+                > rotation_rank(&event(&rotation_at(1, u64::MAX, false)))
+        );
+    }
+
+    fn event(tx: &SystemTx) -> KeyRotationEvent {
+        let SystemTx::KeyRotation(signed) = tx;
+        signed.event.clone()
     }
 
     #[test]

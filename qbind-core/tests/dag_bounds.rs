@@ -489,6 +489,7 @@ fn gas_meta(bytes: &[u8]) -> Option<TxMeta> {
         effective_fee: 1,
         gas_limit: u64::from(*gas) * 1_000,
         v0_payload: false,
+        replace_rank: None,
     })
 }
 

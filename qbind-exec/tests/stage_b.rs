@@ -723,6 +723,8 @@ fn transfer_application_with_stage_b_equals_the_sequential_one() {
             id: Hash32([height as u8; 32]),
             proposer: ValidatorId((height % 2) as u32),
             txs: &raw,
+            delivered: &raw,
+            system: &[],
             key_log: qbind_core::system_tx::EMPTY_KEY_LOG,
         };
         let a = sequential.execute(&stores[0], &block).unwrap();

@@ -42,6 +42,25 @@ fn metrics(addr: SocketAddr) -> String {
     body
 }
 
+/// The JSON body of `GET {path}` on the API at `addr` (`Null` if none).
+fn get_json(addr: &str, path: &str) -> serde_json::Value {
+    let Ok(addr) = addr.trim_start_matches("http://").parse::<SocketAddr>() else {
+        return serde_json::Value::Null;
+    };
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
+        return serde_json::Value::Null;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let _ = s.write_all(request.as_bytes());
+    let mut reply = String::new();
+    let _ = s.read_to_string(&mut reply);
+    reply
+        .split_once("\r\n\r\n")
+        .and_then(|(_, body)| serde_json::from_str(body).ok())
+        .unwrap_or(serde_json::Value::Null)
+}
+
 fn gauge(text: &str, name: &str) -> Option<u64> {
     text.lines()
         .find(|l| l.starts_with(name))
@@ -168,6 +187,7 @@ fn a_rotation_submitted_as_a_transaction_takes_effect_without_restarts() {
     let reply: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json reply");
     assert_eq!(reply["effective_epoch"], effective);
     assert_eq!(reply["hash"].as_str().map(str::len), Some(64), "{reply}");
+    let hash = reply["hash"].as_str().unwrap_or_default().to_string();
     // The same transaction again: refused (exit 1, already known).
     let again = submit(root, &api, "rotation.json");
     assert_eq!(again.status.code(), Some(1), "{again:?}");
@@ -189,6 +209,26 @@ fn a_rotation_submitted_as_a_transaction_takes_effect_without_restarts() {
         }),
         "the rotation was never applied; metrics:\n{}",
         metrics(metrics_addr)
+    );
+    // Its status is a receipt like a transfer's (no gas, no fee), and its
+    // block lists it where it was delivered.
+    let path = format!("/v1/tx/{hash}");
+    let mut status = serde_json::Value::Null;
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            status = get_json(&api, &path);
+            status["status"] == "committed"
+        }),
+        "GET {path}: {status}"
+    );
+    assert_eq!(status["outcome"]["result"], "success", "{status}");
+    let height = status["height"].as_u64().expect("height");
+    let index = status["index"].as_u64().expect("index") as usize;
+    let block = get_json(&api, &format!("/v1/block/{height}"));
+    assert_eq!(
+        block["tx_hashes"][index].as_str(),
+        Some(hash.as_str()),
+        "GET /v1/block/{height}: {block}"
     );
     // From now on no quorum forms without validator 1.
     let _ = nodes.0[3].kill();

@@ -171,6 +171,7 @@ impl AdmissionError {
                 RejectReason::BadNonce { .. } => "nonce_stale",
                 RejectReason::NonceExhausted => "nonce_exhausted",
                 RejectReason::CannotPayMaxFee { .. } => "insufficient_balance",
+                RejectReason::SystemTxRefused => "key_rotation_refused",
             },
             AdmissionError::GasLimitAboveBlock { .. } => "gas_limit_above_block",
             AdmissionError::WrongChain { .. } => "wrong_chain",

@@ -98,6 +98,12 @@ pub enum RejectReason {
         /// `gas_limit × max_fee_per_gas`.
         max_fee: u128,
     },
+    /// A system transaction (a key rotation) that the replica refused when
+    /// its block executed: it changed nothing (the replica's
+    /// [`crate::replica::Event::KeyRotation`] says why). Never produced by
+    /// the transfer executor.
+    #[error("system transaction refused at execution")]
+    SystemTxRefused,
 }
 
 /// Why an included transaction's transfer did not happen (it still paid for
@@ -154,6 +160,7 @@ impl TxStatus {
             TxStatus::Rejected(RejectReason::BadNonce { .. }) => 206,
             TxStatus::Rejected(RejectReason::NonceExhausted) => 207,
             TxStatus::Rejected(RejectReason::CannotPayMaxFee { .. }) => 208,
+            TxStatus::Rejected(RejectReason::SystemTxRefused) => 209,
         }
     }
 

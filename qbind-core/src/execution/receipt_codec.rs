@@ -21,7 +21,8 @@ impl Encode for TxStatus {
             | TxStatus::Rejected(
                 RejectReason::PayloadVersionNotAllowed
                 | RejectReason::MaxFeeOverflow
-                | RejectReason::NonceExhausted,
+                | RejectReason::NonceExhausted
+                | RejectReason::SystemTxRefused,
             ) => {}
             TxStatus::Failed(FailureReason::InsufficientBalance { balance, needed }) => {
                 balance.encode_to(out);
@@ -104,6 +105,7 @@ impl Decode for TxStatus {
                 balance: r.u128()?,
                 max_fee: r.u128()?,
             }),
+            209 => TxStatus::Rejected(RejectReason::SystemTxRefused),
             _ => {
                 return Err(DecodeError::NonCanonical {
                     what: "receipt status code",
@@ -175,6 +177,7 @@ mod tests {
                 balance: 13,
                 max_fee: 14,
             }),
+            TxStatus::Rejected(RejectReason::SystemTxRefused),
         ]
     }
 

@@ -308,6 +308,7 @@ pub fn tx_meta(bytes: &[u8]) -> Option<crate::fee_mempool::TxMeta> {
         effective_fee,
         gas_limit,
         v0_payload,
+        replace_rank: None,
     })
 }
 

@@ -266,6 +266,7 @@ pub mod simtx {
             effective_fee: fee.saturating_mul(21_000),
             gas_limit: 0,
             v0_payload: false,
+            replace_rank: None,
         })
     }
 

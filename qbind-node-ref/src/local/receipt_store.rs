@@ -26,8 +26,9 @@ use std::sync::Arc;
 
 use qbind_core::application::{Application, ApplicationError, Applied, CommittedBlock};
 use qbind_core::codec::{Decode, DecodeError, Encode, Reader, encode_seq};
-use qbind_core::execution::{MIN_RECEIPT_BYTES, Receipt};
+use qbind_core::execution::{MIN_RECEIPT_BYTES, Receipt, RejectReason, TxStatus};
 use qbind_core::schema::{RECEIPTS_PREFIX, TX_RECEIPT_PREFIX};
+use qbind_core::system_tx::SystemTxOutcome;
 use qbind_core::traits::{Namespace, StateBackend, StateRead, StorageError, WriteBatch};
 use qbind_core::types::{AccountId, Hash32, Height};
 
@@ -315,6 +316,34 @@ pub fn with_positions(delivered: &[Hash32], staged: &[(Hash32, Receipt)]) -> Vec
         .collect()
 }
 
+/// The receipts of a block's system transactions (`delivered`: the hashes
+/// of the block's transactions, in order): a success or
+/// [`RejectReason::SystemTxRefused`], with no gas and no fee (no account
+/// pays for a system transaction).
+#[must_use]
+pub fn system_receipts(delivered: &[Hash32], system: &[SystemTxOutcome]) -> Vec<(Hash32, Receipt)> {
+    system
+        .iter()
+        .filter_map(|outcome| {
+            let hash = *delivered.get(usize::try_from(outcome.index).ok()?)?;
+            let status = match outcome.result {
+                Ok(()) => TxStatus::Success,
+                Err(_) => TxStatus::Rejected(RejectReason::SystemTxRefused),
+            };
+            Some((
+                hash,
+                Receipt {
+                    status,
+                    gas_used: 0,
+                    fee: 0,
+                    burned: 0,
+                    proposer_reward: 0,
+                },
+            ))
+        })
+        .collect()
+}
+
 /// The API validator's application: `inner` (whose executor is wrapped in
 /// [`super::api::Recording`], staging each block's receipts in `index`)
 /// plus the block's receipt records in its durable batch.
@@ -334,14 +363,19 @@ impl<S: StateBackend + ?Sized, A: Application<S>> Application<S> for Persisting<
         block: &CommittedBlock<'_>,
     ) -> Result<Applied, ApplicationError> {
         let mut applied = self.inner.execute(store, block)?;
-        // Each delivered transaction is hashed once, here: for the
-        // positions, the records and the API's per-block hash list.
+        // Each delivered transaction (system ones included) is hashed once,
+        // here: for the positions, the records and the API's per-block
+        // hash list.
         let delivered: Vec<Hash32> = block
-            .txs
+            .delivered
             .iter()
             .map(|t| Hash32::of_transaction(t))
             .collect();
-        let executed = with_positions(&delivered, &self.index.take_staged(block.height));
+        let mut staged = self.index.take_staged(block.height);
+        staged.extend(system_receipts(&delivered, block.system));
+        let mut executed = with_positions(&delivered, &staged);
+        // Block order, system transactions in their places.
+        executed.sort_by_key(|(_, index, _)| *index);
         write_height(
             store,
             &mut applied.writes,
@@ -371,7 +405,7 @@ impl<S: StateBackend + ?Sized, A: Application<S>> Application<S> for Persisting<
 
 #[cfg(test)]
 mod tests {
-    use qbind_core::execution::{RejectReason, TxStatus};
+    use qbind_api::TxLookup;
     use qbind_core::traits::{Durability, MemoryBackend, StateBackend};
 
     use super::*;
@@ -560,6 +594,99 @@ mod tests {
             .map(|(_, i, _)| *i)
             .collect();
         assert_eq!(got, vec![0, 2, 2], "not delivered: its staged position");
+    }
+
+    /// An application that changes nothing and stages no receipt.
+    struct Nothing;
+
+    impl Application<MemoryBackend> for Nothing {
+        fn execute(
+            &mut self,
+            _: &MemoryBackend,
+            _: &CommittedBlock<'_>,
+        ) -> Result<Applied, ApplicationError> {
+            Ok(Applied {
+                writes: WriteBatch::new(),
+                state_root: Hash32([5; 32]),
+                report: qbind_core::application::ExecutionReport::default(),
+                epoch_closed: None,
+            })
+        }
+
+        fn state_root(&self, _: &MemoryBackend) -> Result<Hash32, ApplicationError> {
+            Ok(Hash32([5; 32]))
+        }
+
+        fn account_nonce(
+            &self,
+            _: &MemoryBackend,
+            _: &AccountId,
+        ) -> Result<Option<u64>, ApplicationError> {
+            Ok(None)
+        }
+    }
+
+    #[test]
+    fn system_transactions_get_receipts_at_their_places_in_the_block() {
+        let store = MemoryBackend::new();
+        let mut app = Persisting {
+            inner: Nothing,
+            index: Arc::new(ReceiptIndex::default()),
+            retain: 10,
+        };
+        let delivered = vec![
+            b"applied".to_vec(),
+            b"transfer".to_vec(),
+            b"refused".to_vec(),
+        ];
+        let system = [
+            SystemTxOutcome {
+                index: 0,
+                result: Ok(()),
+            },
+            SystemTxOutcome {
+                index: 2,
+                result: Err(qbind_core::key_rotation::KeyRotationError::NoEpochs),
+            },
+        ];
+        let block = CommittedBlock {
+            height: Height(3),
+            id: Hash32([3; 32]),
+            proposer: qbind_core::types::ValidatorId(0),
+            txs: &delivered[1..2],
+            delivered: &delivered,
+            system: &system,
+            key_log: qbind_core::system_tx::EMPTY_KEY_LOG,
+        };
+        let applied = app.execute(&store, &block).unwrap();
+        store.write(applied.writes, Durability::Durable).unwrap();
+        let applied_hash = Hash32::digest(b"applied");
+        let refused_hash = Hash32::digest(b"refused");
+        let ok = tx_receipt(&store, &applied_hash)
+            .unwrap()
+            .expect("a receipt");
+        assert_eq!((ok.height, ok.index), (Height(3), 0));
+        assert_eq!(ok.receipt.status, TxStatus::Success);
+        assert_eq!((ok.receipt.gas_used, ok.receipt.fee), (0, 0));
+        let refused = tx_receipt(&store, &refused_hash)
+            .unwrap()
+            .expect("a receipt");
+        assert_eq!(refused.index, 2);
+        assert_eq!(
+            refused.receipt.status,
+            TxStatus::Rejected(RejectReason::SystemTxRefused)
+        );
+        assert_eq!(refused.receipt.status.code(), 209);
+        assert_eq!(
+            height_record(&store, 3).unwrap().unwrap().tx_hashes,
+            vec![applied_hash, refused_hash]
+        );
+        // The API's index has them too, once durable.
+        app.index.executed(Height(3), Hash32([5; 32]));
+        assert!(matches!(
+            app.index.lookup(&refused_hash),
+            TxLookup::Executed { index: 2, .. }
+        ));
     }
 
     #[test]
