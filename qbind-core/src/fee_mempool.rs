@@ -403,14 +403,19 @@ impl<T: PoolTx> FeeMempool<T> {
             let old = self.txs.get(&old_id).map(|(t, _)| t);
             let old_rank = old.and_then(PoolTx::replace_rank);
             match (tx.replace_rank(), old_rank) {
-                // A system transaction replaces one only by a higher rank:
-                // both carry the top fee, which no bump can exceed.
-                (Some(offered), Some(pending)) => {
-                    if offered <= pending {
-                        return Err(MempoolRejection::SystemTxNotNewer { offered, pending });
-                    }
+                // A system transaction replaces one only by a higher rank
+                // (both carry the top fee, which no bump can exceed), and
+                // never a transaction without a rank or one with a rank
+                // by one without (their senders differ by construction:
+                // this only keeps a fee from ever displacing a rank).
+                (Some(offered), Some(pending)) if offered > pending => {}
+                (offered @ Some(_), pending) | (offered, pending @ Some(_)) => {
+                    return Err(MempoolRejection::SystemTxNotNewer {
+                        offered: offered.unwrap_or(0),
+                        pending: pending.unwrap_or(0),
+                    });
                 }
-                _ => {
+                (None, None) => {
                     let old_fee = old.map_or(0, PoolTx::max_fee_per_gas);
                     let bump = u128::from(self.cfg.replacement_bump_bps);
                     let required = old_fee.saturating_add(old_fee.saturating_mul(bump) / 10_000);
@@ -1019,6 +1024,39 @@ mod tests {
             .collect();
         assert_eq!(taken, vec![(1, 1)]);
         assert!(p.take_within(10, 20_999, |_| false).is_empty());
+    }
+
+    #[test]
+    fn a_ranked_transaction_is_replaced_only_by_a_higher_rank_never_by_a_fee() {
+        let ranked = |rank: Option<u64>, fee: u128, tag: u8| {
+            MetaTx::new(
+                vec![9, tag],
+                TxMeta {
+                    sender: AccountId([9; 32]),
+                    nonce: 0,
+                    max_fee_per_gas: fee,
+                    effective_fee: fee,
+                    gas_limit: 0,
+                    v0_payload: false,
+                    replace_rank: rank,
+                },
+            )
+        };
+        let mut p = FeeMempool::new(cfg(10, EvictionMode::Enforce));
+        p.insert(T0, ranked(Some(5), 10, 1)).unwrap();
+        let not_newer = |r: Result<Admission, MempoolRejection>| {
+            matches!(r, Err(MempoolRejection::SystemTxNotNewer { .. }))
+        };
+        // Neither an equal rank, nor any fee without a rank.
+        assert!(not_newer(p.insert(T0, ranked(Some(5), 10, 2))));
+        assert!(not_newer(p.insert(T0, ranked(None, u128::MAX, 3))));
+        let higher = p.insert(T0, ranked(Some(6), 1, 4)).unwrap();
+        assert!(higher.replaced.is_some());
+        // A rank does not displace an unranked transaction either.
+        let mut q = FeeMempool::new(cfg(10, EvictionMode::Enforce));
+        q.insert(T0, ranked(None, 10, 5)).unwrap();
+        assert!(not_newer(q.insert(T0, ranked(Some(1), u128::MAX, 6))));
+        assert_eq!((p.len(), q.len()), (1, 1));
     }
 
     /// A transaction with its fee fields and a declared gas.

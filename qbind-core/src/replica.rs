@@ -768,7 +768,8 @@ mod tests {
     #[test]
     fn committed_rotations_apply_persist_and_survive_a_restart() {
         let store = MemoryBackend::new();
-        let mut r = open(store.clone());
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut r = open(store.clone()).with_application(Box::new(Recorder(Arc::clone(&seen))));
         let transfer = b"an application transaction".to_vec();
         // Height 5 is in epoch 0: effective epoch 2 is the earliest.
         let txs = vec![
@@ -799,6 +800,17 @@ mod tests {
                 (ValidatorId(3), false)
             ]
         );
+        // What the application saw: the transfer to execute, the whole
+        // block, and each system transaction's place in it and verdict.
+        {
+            let seen = seen.lock().unwrap();
+            let (app_txs, delivered, system) = &seen[0];
+            assert_eq!(app_txs, &vec![transfer.clone()]);
+            assert_eq!(delivered, &txs);
+            let places: Vec<(u32, bool)> =
+                system.iter().map(|o| (o.index, o.result.is_ok())).collect();
+            assert_eq!(places, vec![(0, true), (2, false), (3, false)]);
+        }
         // The application's share of the block: the transfer alone.
         let (applied, _, app_txs) = open(MemoryBackend::new()).system_transactions(
             Height(5),
@@ -844,6 +856,35 @@ mod tests {
             _store: &MemoryBackend,
         ) -> Result<Hash32, crate::application::ApplicationError> {
             Ok(APP_ROOT)
+        }
+    }
+
+    /// What an application was handed: transactions to execute, the
+    /// delivered block, the system transactions' outcomes.
+    type Seen = (Vec<Vec<u8>>, Vec<Vec<u8>>, Vec<SystemTxOutcome>);
+
+    /// [`FixedRoot`] that records what each block handed it.
+    struct Recorder(Arc<std::sync::Mutex<Vec<Seen>>>);
+
+    impl Application<MemoryBackend> for Recorder {
+        fn execute(
+            &mut self,
+            store: &MemoryBackend,
+            block: &CommittedBlock<'_>,
+        ) -> Result<crate::application::Applied, crate::application::ApplicationError> {
+            self.0.lock().unwrap().push((
+                block.txs.to_vec(),
+                block.delivered.to_vec(),
+                block.system.to_vec(),
+            ));
+            FixedRoot.execute(store, block)
+        }
+
+        fn state_root(
+            &self,
+            store: &MemoryBackend,
+        ) -> Result<Hash32, crate::application::ApplicationError> {
+            FixedRoot.state_root(store)
         }
     }
 

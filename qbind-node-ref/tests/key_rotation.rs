@@ -71,6 +71,10 @@ fn gauge(text: &str, name: &str) -> Option<u64> {
 /// `qbind-key-rotation init` for validator 1 to the key in `v1-next`,
 /// signed with its current keystore.
 fn sign_rotation(root: &Path, effective: u64, out: &str) -> Output {
+    sign_rotation_with_grace(root, effective, GRACE, out)
+}
+
+fn sign_rotation_with_grace(root: &Path, effective: u64, grace: u64, out: &str) -> Output {
     Command::new(env!("CARGO_BIN_EXE_qbind-key-rotation"))
         .args([
             "init",
@@ -81,7 +85,7 @@ fn sign_rotation(root: &Path, effective: u64, out: &str) -> Output {
             "--effective-epoch",
             &effective.to_string(),
             "--grace-epochs",
-            &GRACE.to_string(),
+            &grace.to_string(),
             "--network",
             "devnet",
             "--passphrase-env",
@@ -178,12 +182,24 @@ fn a_rotation_submitted_as_a_transaction_takes_effect_without_restarts() {
         "qbind-key-rotation: {}",
         String::from_utf8_lossy(&signed.stderr)
     );
+    // A second event for the same validator and epoch (a longer grace
+    // period), signed beforehand so that it is submitted while the first
+    // is pending.
+    let second = sign_rotation_with_grace(root, effective, GRACE + 1, "second.json");
+    assert!(second.status.success());
     let out = submit(root, &api, "rotation.json");
+    let second = submit(root, &api, "second.json");
     assert!(
         out.status.success(),
         "submit-rotation: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // It does not outrank the pending one (neither an emergency nor a later
+    // epoch): refused at once, not accepted and dropped by the pool. (Were
+    // the first already applied, the rules refuse it too.)
+    assert_eq!(second.status.code(), Some(1), "{second:?}");
+    let why = String::from_utf8_lossy(&second.stderr);
+    assert!(why.contains("key_rotation_refused"), "{why}");
     let reply: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json reply");
     assert_eq!(reply["effective_epoch"], effective);
     assert_eq!(reply["hash"].as_str().map(str::len), Some(64), "{reply}");

@@ -50,6 +50,7 @@ use qbind_core::execution::{
     BlockExecutor, BlockOutcome, ExecutionError, Receipt, RejectReason, Transaction,
     TransferPayload, VerifiedSet, check_transaction_verified,
 };
+use qbind_core::fee_mempool::MempoolRejection;
 use qbind_core::pool_drops::PoolMonitor;
 use qbind_core::schema::{batch_digest_key, committed_block_key};
 use qbind_core::system_tx::SystemTx;
@@ -118,7 +119,7 @@ impl ReceiptIndex {
     }
 
     /// Record the receipts of the block at `height` (not yet durable).
-    fn stage(&self, height: Height, receipts: Vec<(Hash32, Receipt)>) {
+    pub(super) fn stage(&self, height: Height, receipts: Vec<(Hash32, Receipt)>) {
         let mut inner = self.lock();
         inner.staged.insert(height.0, receipts);
         while inner.staged.len() > BLOCK_WINDOW {
@@ -274,6 +275,12 @@ pub(super) struct NodeApi {
     /// Serves this node's newest snapshot for state sync (with
     /// `--snapshot-dir`).
     pub(super) state_sync: Option<Arc<crate::state_sync::StateSyncServer>>,
+    /// The key rotations this API handed to the pool, by pool sender (one
+    /// per validator and key role, so at most that many entries; only
+    /// signed rotations get here): their replacement rank and hash, so
+    /// that one that would not replace a pending one is refused now
+    /// rather than dropped by the pool after a 202.
+    pub(super) rotations: Mutex<HashMap<AccountId, (u64, Hash32)>>,
 }
 
 /// The API's verdict on an admission refusal.
@@ -436,9 +443,11 @@ impl ApiBackend for NodeApi {
     async fn submit_system(&self, tx: SystemTx, bytes: Vec<u8>) -> Result<(), SubmitError> {
         self.accepting()?;
         let hash = Hash32::digest(&bytes);
-        if !matches!(self.index.lookup(&hash), TxLookup::Unknown) {
+        let dropped = self.pool.dropped(&hash).is_some();
+        if !dropped && !matches!(self.index.lookup(&hash), TxLookup::Unknown) {
             return Err(SubmitError::AlreadyKnown);
         }
+        let meta = tx.meta();
         // A dry run on the registry as executed so far, as if the rotation
         // were in a block of the current epoch (a later block applies it
         // only if its effective epoch is still far enough ahead).
@@ -461,7 +470,27 @@ impl ApiBackend for NodeApi {
         verdict.map_err(|e| SubmitError::KeyRotationRefused {
             reason: e.to_string(),
         })?;
-        self.enqueue(hash, bytes)
+        // The pool's replacement rule, checked here against what this API
+        // gave it and is still pending there.
+        let offered = meta.replace_rank.unwrap_or(0);
+        let mut rotations = self
+            .rotations
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(&(pending, pending_hash)) = rotations.get(&meta.sender) {
+            let still_pending = pending_hash != hash
+                && matches!(self.index.lookup(&pending_hash), TxLookup::Pending)
+                && self.pool.dropped(&pending_hash).is_none();
+            if still_pending && offered <= pending {
+                return Err(SubmitError::from(MempoolRejection::SystemTxNotNewer {
+                    offered,
+                    pending,
+                }));
+            }
+        }
+        self.enqueue(hash, bytes)?;
+        rotations.insert(meta.sender, (offered, hash));
+        Ok(())
     }
 
     async fn tx_status(&self, hash: Hash32) -> Result<TxLookup, BackendError> {

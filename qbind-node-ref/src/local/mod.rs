@@ -794,6 +794,7 @@ fn ready_api(
         slot,
         n: chain.n,
         takes_transactions: !opts.keys.is_follower(),
+        rotations: std::sync::Mutex::default(),
         state_sync: opts.maintenance.snapshots.as_ref().map(|s| {
             Arc::new(crate::state_sync::StateSyncServer::new(
                 s.snapshot_dir

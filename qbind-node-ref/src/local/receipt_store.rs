@@ -9,8 +9,9 @@
 //! - `b'x' || tx_hash` in `Blocks` ([`TX_RECEIPT_PREFIX`]): a [`TxRecord`],
 //!   the height, position in the block as delivered (the index the API
 //!   reports, also from memory) and receipt of one transaction; a hash
-//!   executed twice (a refused copy and a later included one) keeps the
-//!   later one.
+//!   executed twice keeps the later receipt, except that a refusal never
+//!   replaces the receipt of an earlier inclusion
+//!   ([`without_refused_repeats`]).
 //!
 //! Only the last `retain` heights are kept: the batch of height `h` also
 //! deletes the records of at most [`PRUNE_HEIGHTS_PER_BLOCK`] stored heights
@@ -65,7 +66,8 @@ pub struct HeightRecord {
 pub struct TxRecord {
     /// The height of its block.
     pub height: Height,
-    /// Its position among the block's executed transactions.
+    /// Its position among the block's delivered transactions (system
+    /// transactions included).
     pub index: u32,
     /// What happened.
     pub receipt: Receipt,
@@ -316,6 +318,31 @@ pub fn with_positions(delivered: &[Hash32], staged: &[(Hash32, Receipt)]) -> Vec
         .collect()
 }
 
+/// `executed` without the refusals of transactions whose stored receipt
+/// says an earlier block included them: a copy of an included transaction
+/// in a later block (a re-broadcast, or a proposer repeating it) is refused
+/// there (a used nonce; a key rotation already applied), and that refusal
+/// must not hide the inclusion from `GET /v1/tx`. One point read per
+/// refused transaction of the block. A damaged stored receipt is
+/// overwritten.
+pub fn without_refused_repeats<S: StateRead + ?Sized>(
+    store: &S,
+    executed: Vec<Executed>,
+) -> Result<Vec<Executed>, ReceiptStoreError> {
+    let mut kept = Vec::with_capacity(executed.len());
+    for entry in executed {
+        if !entry.2.status.is_included() {
+            match tx_receipt(store, &entry.0) {
+                Ok(Some(earlier)) if earlier.receipt.status.is_included() => continue,
+                Ok(_) | Err(ReceiptStoreError::Corrupt { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        kept.push(entry);
+    }
+    Ok(kept)
+}
+
 /// The receipts of a block's system transactions (`delivered`: the hashes
 /// of the block's transactions, in order): a success or
 /// [`RejectReason::SystemTxRefused`], with no gas and no fee (no account
@@ -376,6 +403,7 @@ impl<S: StateBackend + ?Sized, A: Application<S>> Application<S> for Persisting<
         let mut executed = with_positions(&delivered, &staged);
         // Block order, system transactions in their places.
         executed.sort_by_key(|(_, index, _)| *index);
+        let executed = without_refused_repeats(store, executed)?;
         write_height(
             store,
             &mut applied.writes,
@@ -629,9 +657,10 @@ mod tests {
     #[test]
     fn system_transactions_get_receipts_at_their_places_in_the_block() {
         let store = MemoryBackend::new();
+        let receipts = Arc::new(ReceiptIndex::default());
         let mut app = Persisting {
             inner: Nothing,
-            index: Arc::new(ReceiptIndex::default()),
+            index: Arc::clone(&receipts),
             retain: 10,
         };
         let delivered = vec![
@@ -639,6 +668,8 @@ mod tests {
             b"transfer".to_vec(),
             b"refused".to_vec(),
         ];
+        let [applied_hash, transfer_hash, refused_hash] =
+            [0, 1, 2].map(|i| Hash32::digest(&delivered[i]));
         let system = [
             SystemTxOutcome {
                 index: 0,
@@ -649,25 +680,36 @@ mod tests {
                 result: Err(qbind_core::key_rotation::KeyRotationError::NoEpochs),
             },
         ];
-        let block = CommittedBlock {
-            height: Height(3),
-            id: Hash32([3; 32]),
-            proposer: qbind_core::types::ValidatorId(0),
-            txs: &delivered[1..2],
-            delivered: &delivered,
-            system: &system,
-            key_log: qbind_core::system_tx::EMPTY_KEY_LOG,
+        let mut execute = |height: u64, system: &[SystemTxOutcome], staged: Receipt| {
+            // What the executor stages for the block's one transfer.
+            app.index
+                .stage(Height(height), vec![(transfer_hash, staged)]);
+            let block = CommittedBlock {
+                height: Height(height),
+                id: Hash32([height as u8; 32]),
+                proposer: qbind_core::types::ValidatorId(0),
+                txs: &delivered[1..2],
+                delivered: &delivered,
+                system,
+                key_log: qbind_core::system_tx::EMPTY_KEY_LOG,
+            };
+            let applied = app.execute(&store, &block).unwrap();
+            store.write(applied.writes, Durability::Durable).unwrap();
+            app.index.executed(Height(height), Hash32([5; 32]));
         };
-        let applied = app.execute(&store, &block).unwrap();
-        store.write(applied.writes, Durability::Durable).unwrap();
-        let applied_hash = Hash32::digest(b"applied");
-        let refused_hash = Hash32::digest(b"refused");
+        let transfer_ok = receipt(TxStatus::Success, 21_000);
+        execute(3, &system, transfer_ok);
         let ok = tx_receipt(&store, &applied_hash)
             .unwrap()
             .expect("a receipt");
         assert_eq!((ok.height, ok.index), (Height(3), 0));
         assert_eq!(ok.receipt.status, TxStatus::Success);
         assert_eq!((ok.receipt.gas_used, ok.receipt.fee), (0, 0));
+        // The transfer's position counts the system transaction before it.
+        let transfer = tx_receipt(&store, &transfer_hash)
+            .unwrap()
+            .expect("a receipt");
+        assert_eq!((transfer.index, transfer.receipt), (1, transfer_ok));
         let refused = tx_receipt(&store, &refused_hash)
             .unwrap()
             .expect("a receipt");
@@ -679,14 +721,49 @@ mod tests {
         assert_eq!(refused.receipt.status.code(), 209);
         assert_eq!(
             height_record(&store, 3).unwrap().unwrap().tx_hashes,
-            vec![applied_hash, refused_hash]
+            vec![applied_hash, transfer_hash, refused_hash]
         );
-        // The API's index has them too, once durable.
-        app.index.executed(Height(3), Hash32([5; 32]));
         assert!(matches!(
-            app.index.lookup(&refused_hash),
+            receipts.lookup(&refused_hash),
             TxLookup::Executed { index: 2, .. }
         ));
+
+        // The same three again at height 4, all refused there (the nonce
+        // is used, the rotation applied): the receipts of the earlier
+        // inclusions stay, in the store and in memory; the rotation refused
+        // before may now show its later refusal.
+        let all_refused = [0, 2].map(|index| SystemTxOutcome {
+            index,
+            result: Err(qbind_core::key_rotation::KeyRotationError::NoEpochs),
+        });
+        let stale = receipt(
+            TxStatus::Rejected(RejectReason::BadNonce {
+                expected: 1,
+                got: 0,
+            }),
+            0,
+        );
+        execute(4, &all_refused, stale);
+        for (hash, at) in [(applied_hash, 0), (transfer_hash, 1)] {
+            let kept = tx_receipt(&store, &hash).unwrap().unwrap();
+            assert_eq!((kept.height, kept.index), (Height(3), at));
+            assert!(kept.receipt.status.is_included());
+            assert!(matches!(
+                receipts.lookup(&hash),
+                TxLookup::Executed {
+                    height: Height(3),
+                    ..
+                }
+            ));
+        }
+        assert_eq!(
+            tx_receipt(&store, &refused_hash).unwrap().unwrap().height,
+            Height(4)
+        );
+        assert_eq!(
+            height_record(&store, 4).unwrap().unwrap().tx_hashes,
+            vec![refused_hash]
+        );
     }
 
     #[test]
