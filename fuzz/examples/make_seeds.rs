@@ -134,6 +134,8 @@ fn summary(msg: &ConsensusMsg) -> String {
                 format!("execute {} ({} txs)", height, txs.len())
             }
             Effect::ServeSync { to, .. } => format!("serve sync to {to}"),
+            Effect::ArchiveBatches(b) => format!("archive {} batches", b.len()),
+            Effect::ServeBatch { to, .. } => format!("serve batch to {to}"),
         })
         .collect();
     format!("view {} after; [{}]", hs.view().0, kinds.join(", "))

@@ -252,6 +252,29 @@ impl MempoolRejection {
     }
 }
 
+/// The replacement rule of ranked (system) transactions, for a transaction
+/// offered with rank `offered` at a sender and nonce where one with rank
+/// `pending` waits: a rank replaces only a strictly lower rank (both carry
+/// the top fee, which no bump can exceed); a fee never displaces a rank, nor
+/// a rank a transaction without one (their senders differ by construction).
+/// Two unranked transactions are left to the fee rule (`Ok`).
+///
+/// # Errors
+/// [`MempoolRejection::SystemTxNotNewer`] otherwise.
+pub fn check_replace_rank(
+    offered: Option<u64>,
+    pending: Option<u64>,
+) -> Result<(), MempoolRejection> {
+    match (offered, pending) {
+        (None, None) => Ok(()),
+        (Some(o), Some(p)) if o > p => Ok(()),
+        (o, p) => Err(MempoolRejection::SystemTxNotNewer {
+            offered: o.unwrap_or(0),
+            pending: p.unwrap_or(0),
+        }),
+    }
+}
+
 /// What admitting a transaction did.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Admission {
@@ -402,30 +425,18 @@ impl<T: PoolTx> FeeMempool<T> {
         if let Some(old_id) = existing {
             let old = self.txs.get(&old_id).map(|(t, _)| t);
             let old_rank = old.and_then(PoolTx::replace_rank);
-            match (tx.replace_rank(), old_rank) {
-                // A system transaction replaces one only by a higher rank
-                // (both carry the top fee, which no bump can exceed), and
-                // never a transaction without a rank or one with a rank
-                // by one without (their senders differ by construction:
-                // this only keeps a fee from ever displacing a rank).
-                (Some(offered), Some(pending)) if offered > pending => {}
-                (offered @ Some(_), pending) | (offered, pending @ Some(_)) => {
-                    return Err(MempoolRejection::SystemTxNotNewer {
-                        offered: offered.unwrap_or(0),
-                        pending: pending.unwrap_or(0),
+            check_replace_rank(tx.replace_rank(), old_rank)?;
+            if tx.replace_rank().is_none() {
+                // Neither is ranked: the fee must rise by the bump.
+                let old_fee = old.map_or(0, PoolTx::max_fee_per_gas);
+                let bump = u128::from(self.cfg.replacement_bump_bps);
+                let required = old_fee.saturating_add(old_fee.saturating_mul(bump) / 10_000);
+                let required = required.max(old_fee.saturating_add(1));
+                if tx.max_fee_per_gas() < required {
+                    return Err(MempoolRejection::ReplacementUnderpriced {
+                        offered: tx.max_fee_per_gas(),
+                        required,
                     });
-                }
-                (None, None) => {
-                    let old_fee = old.map_or(0, PoolTx::max_fee_per_gas);
-                    let bump = u128::from(self.cfg.replacement_bump_bps);
-                    let required = old_fee.saturating_add(old_fee.saturating_mul(bump) / 10_000);
-                    let required = required.max(old_fee.saturating_add(1));
-                    if tx.max_fee_per_gas() < required {
-                        return Err(MempoolRejection::ReplacementUnderpriced {
-                            offered: tx.max_fee_per_gas(),
-                            required,
-                        });
-                    }
                 }
             }
             // Detached, not removed: what is known of the sender survives

@@ -37,7 +37,6 @@ use crate::consensus::{
     Block, ConsensusConfig, ConsensusError, ConsensusMetrics, ConsensusMsg, Effect, Evidence,
     HotStuff, Input, Payload, SignJob,
 };
-use crate::dag::SignedBatch;
 use crate::key_rotation::{KeyRotationError, KeyRotationEvent, ValidatorKeyRegistry};
 use crate::schema::{self, PersistError};
 use crate::system_tx::{SystemTx, SystemTxOutcome};
@@ -411,6 +410,26 @@ impl<S: StateBackend> Replica<S> {
                 self.store
                     .write(schema::forget_batches_batch(&ids), Durability::Buffered)?;
             }
+            // Buffered, before the `ForgetBatches` of the same input: a
+            // crash loses both or neither (one ordered log), and the
+            // restart prunes and archives again.
+            Effect::ArchiveBatches(batches) => {
+                let write = schema::archive_batches_batch(&self.store, &batches)?;
+                self.store.write(write, Durability::Buffered)?;
+            }
+            // A record that does not decode is not served (the peer asks
+            // another signer) and does not stop this validator, which does
+            // not need the data itself any more.
+            Effect::ServeBatch { to, digest } => {
+                let bytes = schema::read_archived_batch(&self.store, &digest)?;
+                let decoded = bytes.map(|b| schema::decode_record("DAG batch", &b));
+                if let Some(Ok(sb)) = decoded {
+                    actions.push(Action::Send {
+                        to,
+                        msg: crate::dag::DagMsg::Batch(sb).into(),
+                    });
+                }
+            }
             // Buffered: the durable executed-height write that follows in
             // the same input (or the sync at the end of `handle`) makes it
             // durable, so a block costs one fsync, not two.
@@ -644,22 +663,12 @@ impl<S: StateBackend> Replica<S> {
             Payload::Batches(certs) => {
                 let mut batches = Vec::with_capacity(certs.len());
                 for c in certs {
-                    let Some(bytes) = self
-                        .store
-                        .get(Namespace::DagBatches, c.batch.digest.as_bytes())?
-                    else {
+                    let Some(sb) = schema::read_batch(&self.store, &c.batch.digest)? else {
                         return Err(ReplicaError::Unexecutable {
                             height,
                             missing: "the data of a batch it orders",
                         });
                     };
-                    let sb: SignedBatch = schema::decode_record("DAG batch", &bytes)?;
-                    if sb.batch.digest() != c.batch.digest {
-                        return Err(ReplicaError::Unexecutable {
-                            height,
-                            missing: "batch data matching its certificate",
-                        });
-                    }
                     batches.push(sb.batch.txs);
                 }
                 Ok(crate::dag::block_transactions(batches.iter().flatten()).0)

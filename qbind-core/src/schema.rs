@@ -13,7 +13,8 @@
 //! | `Blocks` | `'c'` ‖ height (u64 BE) ([`committed_block_key`]) | committed [`Block`] |
 //! | `Blocks` | `'p'` ‖ block id ([`pending_block_key`]) | uncommitted [`Block`] |
 //! | `QuorumCerts` | height (u64 BE) | the committed block's justify QC |
-//! | `DagBatches` | batch digest ([`batch_digest_key`]) | [`crate::dag::SignedBatch`]; deleted when pruned ([`forget_batches_batch`]) |
+//! | `Blocks` | `'d'` ‖ batch digest ([`committed_batch_key`]) | the [`crate::dag::SignedBatch`] of a committed, delivered block, written when the DAG layer drops it from memory ([`archive_batches_batch`], its `DagBatches` copy deleted then); deleted with its block by pruning (`qbind-store`) |
+//! | `DagBatches` | batch digest ([`batch_digest_key`]) | [`crate::dag::SignedBatch`] the DAG layer holds; deleted when pruned ([`forget_batches_batch`]) |
 //! | `Meta` | [`COMMITTED_HEIGHT_KEY`] | u64 |
 //! | `Meta` | [`EXECUTED_HEIGHT_KEY`] | u64: the height whose transactions were last executed |
 //! | `Meta` | [`STATE_SUMMARY_KEY`] | [`crate::execution::StateSummary`] |
@@ -39,6 +40,11 @@ pub const COMMITTED_HEIGHT_KEY: &[u8] = b"committed_height";
 pub const COMMITTED_BLOCK_PREFIX: u8 = b'c';
 /// Prefix of uncommitted blocks in [`Namespace::Blocks`] (then the block id).
 pub const PENDING_BLOCK_PREFIX: u8 = b'p';
+/// Prefix in [`Namespace::Blocks`] of the data of a batch a committed block
+/// ordered, once the DAG layer no longer holds it (then the batch digest): it
+/// answers peers' fetches of old blocks' data and lives as long as the block
+/// ([`archive_batches_batch`]).
+pub const COMMITTED_BATCH_PREFIX: u8 = b'd';
 /// Prefix in [`Namespace::Blocks`] of a node's record of one executed height
 /// (then the height, u64 BE): its state root and transaction hashes. Written
 /// and read by the reference node's receipt store (`qbind-node-ref`), never
@@ -97,6 +103,15 @@ pub fn committed_block_key(height: u64) -> Vec<u8> {
 pub fn pending_block_key(id: &Hash32) -> Vec<u8> {
     let mut k = vec![PENDING_BLOCK_PREFIX];
     k.extend_from_slice(id.as_bytes());
+    k
+}
+
+/// Key in [`Namespace::Blocks`] of the archived data of a committed block's
+/// batch ([`COMMITTED_BATCH_PREFIX`]).
+#[must_use]
+pub fn committed_batch_key(digest: &Hash32) -> Vec<u8> {
+    let mut k = vec![COMMITTED_BATCH_PREFIX];
+    k.extend_from_slice(digest.as_bytes());
     k
 }
 
@@ -274,6 +289,76 @@ pub fn forget_batches_batch(digests: &[Hash32]) -> WriteBatch {
         batch.delete(Namespace::DagBatches, batch_digest_key(d));
     }
     batch
+}
+
+/// The write that keeps the data of committed, delivered blocks' batches
+/// once the DAG layer drops them from memory: under
+/// [`committed_batch_key`], for as long as the blocks are kept. A batch
+/// whose block `store` no longer holds (pruned by a block retention shorter
+/// than the DAG layer's) is left out: nothing would ever delete it.
+pub fn archive_batches_batch<S: StateBackend + ?Sized>(
+    store: &S,
+    batches: &[crate::dag::ArchivedBatch],
+) -> Result<WriteBatch, StorageError> {
+    let mut batch = WriteBatch::new();
+    let mut kept: Option<(Height, bool)> = None;
+    for a in batches {
+        let stored = match kept {
+            Some((h, stored)) if h == a.height => stored,
+            _ => {
+                let stored = store
+                    .get(Namespace::Blocks, &committed_block_key(a.height.0))?
+                    .is_some();
+                kept = Some((a.height, stored));
+                stored
+            }
+        };
+        if stored {
+            batch.put(
+                Namespace::Blocks,
+                committed_batch_key(&a.digest),
+                a.batch.to_bytes(),
+            );
+        }
+    }
+    Ok(batch)
+}
+
+/// The archived data of a committed block's batch ([`committed_batch_key`])
+/// as stored, for a peer that fetches it: not decoded nor hashed here (the
+/// peer checks it against the certified digest before using it).
+pub fn read_archived_batch<S: StateBackend + ?Sized>(
+    store: &S,
+    digest: &Hash32,
+) -> Result<Option<Vec<u8>>, StorageError> {
+    store.get(Namespace::Blocks, &committed_batch_key(digest))
+}
+
+/// The stored data of the batch with this digest: what the DAG layer holds
+/// ([`Namespace::DagBatches`]) or else the archived copy of a committed
+/// block's batch. The digest is checked, so a damaged record is an error,
+/// never another batch.
+pub fn read_batch<S: StateBackend + ?Sized>(
+    store: &S,
+    digest: &Hash32,
+) -> Result<Option<SignedBatch>, PersistError> {
+    let bytes = match store.get(Namespace::DagBatches, &batch_digest_key(digest))? {
+        Some(bytes) => bytes,
+        None => match store.get(Namespace::Blocks, &committed_batch_key(digest))? {
+            Some(bytes) => bytes,
+            None => return Ok(None),
+        },
+    };
+    let sb: SignedBatch = decode_record("DAG batch", &bytes)?;
+    if sb.batch.digest() != *digest {
+        return Err(PersistError::Corrupt {
+            what: "DAG batch",
+            source: DecodeError::NonCanonical {
+                what: "batch stored under another digest",
+            },
+        });
+    }
+    Ok(Some(sb))
 }
 
 /// Key in [`Namespace::Meta`] of the state root of executed height `height`.

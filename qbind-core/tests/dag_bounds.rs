@@ -137,10 +137,11 @@ fn block(height: u64, refs: &[BatchRef]) -> CommittedBlock {
 }
 
 /// A stand-in for the replica's store: what `PersistBatch` wrote and
-/// `ForgetBatches` did not delete.
+/// `ForgetBatches` did not delete, and what `ArchiveBatches` kept.
 #[derive(Default)]
 struct Store {
     batches: BTreeMap<Hash32, usize>,
+    archived: BTreeMap<Hash32, usize>,
 }
 
 impl Store {
@@ -153,6 +154,12 @@ impl Store {
                 DagEffect::ForgetBatches(ids) => {
                     for id in ids {
                         self.batches.remove(id);
+                    }
+                }
+                DagEffect::ArchiveBatches(batches) => {
+                    for a in batches {
+                        assert_eq!(a.digest, a.batch.batch.digest());
+                        self.archived.insert(a.digest, a.batch.to_bytes().len());
                     }
                 }
                 _ => {}
@@ -251,6 +258,15 @@ fn delivered_batches_leave_memory_and_store_after_the_margin() {
     assert!(!d.store.batches.contains_key(&refs[0].digest));
     assert!(d.store.batches.contains_key(&refs[19].digest));
     assert_eq!(d.dag.metrics().batches_pruned_total, 20 - fp.batches as u64);
+    // Every delivered block's data left the working store for the archive
+    // (peers catching up from further back fetch it there), none is lost.
+    for r in &refs {
+        assert!(
+            d.store.batches.contains_key(&r.digest) != d.store.archived.contains_key(&r.digest),
+            "{r:?}"
+        );
+    }
+    assert_eq!(d.store.archived.len(), 20 - d.store.batches.len());
 }
 
 #[test]
@@ -298,6 +314,8 @@ fn batches_of_epochs_before_the_previous_one_are_dropped() {
     d.epoch = Epoch(2);
     let effects = d.feed(DagInput::Tick);
     assert_eq!(forgotten(&effects), vec![old.batch.digest()]);
+    // Never ordered: deleted, not archived.
+    assert!(d.store.archived.is_empty());
     assert_eq!(d.dag.footprint().batches, 1);
     assert!(d.store.batches.contains_key(&prev.batch.digest()));
     d.epoch = Epoch(3);

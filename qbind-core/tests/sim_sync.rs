@@ -145,3 +145,35 @@ fn validator_down_for_ten_thousand_blocks_catches_up_slow() {
         assert!(behind >= 9_000, "seed {seed}: only {behind} blocks behind");
     }
 }
+
+/// Under DAG payloads a validator down for more than `retain_delivered_blocks`
+/// (256) blocks needs batch data its peers no longer hold in memory: they
+/// serve it from their stores, and it executes every block with the others'
+/// state roots (the checker compares roots per height).
+#[test]
+fn validator_down_past_the_dag_retention_catches_up_and_executes() {
+    for seed in seeds(185_000, 2) {
+        let restart = 2_100;
+        let target = 900;
+        let r = Scenario::new(4)
+            .dag()
+            .seed(seed)
+            .latency(1, 3)
+            .base_timeout(20)
+            .transactions_every(10)
+            .transfers(Transfers::default())
+            .crash(0, 100, Some(restart))
+            .min_commits(target)
+            .max_time(30_000)
+            .run();
+        let behind = r.commits[1].iter().filter(|c| c.at <= restart).count() as u64;
+        assert!(behind >= 400, "seed {seed}: only {behind} blocks behind");
+        assert_caught_up("dag_outage", &r, target);
+        let executed = r.executions[0].last().map_or(0, |e| e.height.0);
+        assert!(
+            executed >= target,
+            "seed {seed}: node 0 executed to {executed} of {target}; {}",
+            r.summary()
+        );
+    }
+}

@@ -241,7 +241,12 @@ struct State {
     closed: bool,
     rng: rand::rngs::StdRng,
     next_heartbeat: Instant,
+    /// When peer exchange runs next (one peer or all, see `maintain`).
     next_discovery: Instant,
+    /// When every connected validator is asked next.
+    next_full_discovery: Instant,
+    /// Which connected validator a single-peer exchange asks next.
+    discovery_turn: usize,
     ping_nonce: u64,
 }
 
@@ -704,12 +709,44 @@ fn maintain(shared: &Arc<Shared>) {
         }
         st = shared.lock();
     }
-    // Peer exchange, with validators only (a follower's answer is not taken).
+    // Peer exchange, with validators only (a follower's answer is not taken):
+    // every `discovery_interval` all of them are asked; while some validator
+    // of the directory is not connected, one of them in turn is asked every
+    // two maintenance rounds as well, so that a validator that joined after
+    // our last exchange (found only through another) is reached in seconds,
+    // not after a whole interval. That costs one small request per round.
+    let connected: Vec<ValidatorId> = st
+        .conns
+        .iter()
+        .filter(|(_, c)| c.kind == PeerKind::Validator)
+        .map(|(id, _)| *id)
+        .collect();
+    let missing = shared.keys.read().validator_count() > connected.len();
+    let quick = pcfg.discovery_interval.min(pcfg.maintenance_interval * 2);
+    if missing {
+        // A peer just dropped, or the set grew: no waiting for the full round.
+        st.next_discovery = st.next_discovery.min(now + quick);
+    }
     if pcfg.discovery_enabled && now >= st.next_discovery {
-        st.next_discovery = now + pcfg.discovery_interval;
-        for c in st.conns.values().filter(|c| c.kind == PeerKind::Validator) {
-            let _ = c.outbox.push(PeerMessage::GetPeers.encode());
+        if now >= st.next_full_discovery {
+            st.next_full_discovery = now + pcfg.discovery_interval;
+            for id in &connected {
+                if let Some(c) = st.conns.get(id) {
+                    let _ = c.outbox.push(PeerMessage::GetPeers.encode());
+                }
+            }
+        } else if !connected.is_empty() {
+            let id = connected[st.discovery_turn % connected.len()];
+            st.discovery_turn = st.discovery_turn.wrapping_add(1);
+            if let Some(c) = st.conns.get(&id) {
+                let _ = c.outbox.push(PeerMessage::GetPeers.encode());
+            }
         }
+        st.next_discovery = if missing {
+            (now + quick).min(st.next_full_discovery)
+        } else {
+            st.next_full_discovery
+        };
     }
     // Refill outbound slots with randomly chosen, diverse peers.
     let outbound = st.conns.values().filter(|c| c.outbound).count() + st.dialing.len();
@@ -788,6 +825,12 @@ impl TcpTransport {
                         .peers
                         .discovery_interval
                         .min(cfg.peers.maintenance_interval * 2),
+                next_full_discovery: now
+                    + cfg
+                        .peers
+                        .discovery_interval
+                        .min(cfg.peers.maintenance_interval * 2),
+                discovery_turn: 0,
                 ping_nonce: 0,
             }),
             inbound_tx,

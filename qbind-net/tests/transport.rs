@@ -166,6 +166,38 @@ async fn three_validators_exchange_messages() {
     assert!(matches!(n0.recv().await, Err(TransportError::Closed)));
 }
 
+/// A validator that connects to our peer after our last peer exchange is
+/// found in seconds, not after the whole `discovery_interval` (30 s here):
+/// while a validator of the directory is missing, one connected validator is
+/// asked every two maintenance rounds (the startup race of a 4-process test,
+/// where validator 2 was reached 31 s late).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_validator_that_joins_after_the_last_exchange_is_found_quickly() {
+    let slow = PeerManagerConfig {
+        discovery_interval: Duration::from_secs(30),
+        ..fast_peers()
+    };
+    let b = node(2, "127.91.0.1", 4, vec![], slow.clone()).await;
+    let a = node(1, "127.92.0.1", 4, vec![(2, b.local_addr())], slow.clone()).await;
+    wait_until("A connected to B", || {
+        a.connected_peers().contains(&ValidatorId(2))
+    })
+    .await;
+    // A's first exchange (two maintenance rounds after its start) is over.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // C asks nobody for peers itself: A must find it through B.
+    let quiet = PeerManagerConfig {
+        discovery_enabled: false,
+        ..slow
+    };
+    let c = node(3, "127.93.0.1", 4, vec![(2, b.local_addr())], quiet).await;
+    wait_until("A connected to C", || {
+        a.connected_peers().contains(&ValidatorId(3))
+    })
+    .await;
+    drop(c);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discovery_reaches_a_peer_known_only_through_another() {
     let no_discovery = PeerManagerConfig {

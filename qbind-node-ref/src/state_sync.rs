@@ -703,7 +703,7 @@ async fn fetch_into<B: PersistentBackend>(
             break;
         }
     }
-    let Some((certified, block, key_log, mut offering)) = chosen else {
+    let Some((certified, block, key_log, mut offering, first_manifest)) = chosen else {
         return Err(fail(format!(
             "none of the {} peers served a snapshot with a valid commit proof ({})",
             urls.len(),
@@ -739,7 +739,7 @@ async fn fetch_into<B: PersistentBackend>(
     // 3. The manifests that hold to the certified root, by how many peers
     // serve each; 4. every chunk, page by page, from the peers serving the
     // first; the next one if all of those were dropped.
-    let candidates = manifests(&mut f, &certified, &offering).await;
+    let candidates = manifests(&mut f, &certified, &offering, first_manifest).await;
     if candidates.is_empty() {
         return Err(fail("no peer served a valid manifest"));
     }
@@ -910,8 +910,9 @@ async fn key_log_and_proof(
 
 /// The newest offered height whose proof a peer serves and verifies, and
 /// whose manifest from the same peer holds to the certified root with the
-/// peer's key log: the certified state, its block, the key log and the peers
-/// offering it. The manifest binds the log to the root before the log is
+/// peer's key log: the certified state, its block, the key log, the peers
+/// offering it, and that peer with its manifest's digest (not asked for it
+/// again by [`manifests`]). The manifest binds the log to the root before the log is
 /// used: a log that replays but leaves out (or adds) a rotation that the
 /// proof's certificates do not need would otherwise make every honest
 /// manifest fail against its digest, and their peers be dropped.
@@ -921,7 +922,7 @@ async fn provable(
     env: NetworkEnvironment,
     schedule: &EpochSchedule,
     reasons: &mut Vec<String>,
-) -> Option<(CertifiedState, Block, KeyLog, Vec<usize>)> {
+) -> Option<(CertifiedState, Block, KeyLog, Vec<usize>, (usize, Hash32))> {
     for (&height, offering) in offers.iter().rev() {
         for &i in offering {
             if f.peers[i].dropped {
@@ -932,8 +933,8 @@ async fn provable(
                 Ok((certified, proof, log)) => {
                     // `fetch_manifest` drops the peer if its manifest does
                     // not hold to the root with its log.
-                    if fetch_manifest(f, &certified, i).await.is_some() {
-                        return Some((certified, proof.block, log, offering.clone()));
+                    if let Some((digest, _)) = fetch_manifest(f, &certified, i).await {
+                        return Some((certified, proof.block, log, offering.clone(), (i, digest)));
                     }
                     reasons.push(format!(
                         "{} at height {height}: no manifest that holds to the certified root \
@@ -968,13 +969,15 @@ async fn provable(
 /// digests are kept (a manifest can be 40 MiB): [`manifest_of`] fetches the
 /// one tried. Honest peers serve identical manifests; two that both hold to
 /// the root differ only in how the totals are split between chunks, and
-/// honest pages fail against all but the honest one.
+/// honest pages fail against all but the honest one. `known`: a peer whose
+/// manifest digest was already fetched (by [`provable`]).
 async fn manifests(
     f: &mut Fetch<'_>,
     certified: &CertifiedState,
     offering: &[usize],
+    known: (usize, Hash32),
 ) -> Vec<(Hash32, Vec<usize>)> {
-    let mut groups: Vec<(Hash32, Vec<usize>)> = Vec::new();
+    let mut groups: Vec<(Hash32, Vec<usize>)> = vec![(known.1, vec![known.0])];
     // A peer whose answer did not arrive is asked once more, so that one
     // transient failure does not leave it out of every group.
     for _round in 0..2 {

@@ -9,7 +9,10 @@
 //! `Blocks`) and their QCs (`height_be` in `QuorumCerts`) are deleted.
 //! Account state is stored as current values only (no per-height versions),
 //! so there is no historical state to delete; uncommitted blocks (`b'p'`)
-//! belong to consensus and are never touched.
+//! belong to consensus and are never touched. The archived data of the DAG
+//! batches a deleted block ordered (`b'd'` ‖ digest,
+//! [`qbind_core::schema::committed_batch_key`]) is deleted with it (its
+//! byte count is not known without a read, and is not in the metrics).
 //!
 //! With [`Pruner::keeping_newest_snapshot`], the floor never passes the
 //! height of the newest snapshot in a snapshot directory (its executed
@@ -18,7 +21,8 @@
 //! so those blocks stay until a newer snapshot exists.
 //!
 //! Work is done in bounded steps ([`Pruner::step`]: at most `step_keys`
-//! deletions per batch). Progress is the `prune_floor` marker in `Meta`,
+//! block and QC deletions per batch, plus the archived batches of those
+//! blocks, at most `max_batches_per_block` each). Progress is the `prune_floor` marker in `Meta`,
 //! written in the same batch as the deletions, so a step never rescans
 //! entries it already deleted and a crash just repeats at most one step.
 //! Deleted entries stop using disk space once the backend compacts
@@ -30,7 +34,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use qbind_core::codec::{Decode, Encode};
-use qbind_core::schema::COMMITTED_BLOCK_PREFIX;
+use qbind_core::consensus::{Block, Payload};
+use qbind_core::schema::{COMMITTED_BLOCK_PREFIX, committed_batch_key};
 use qbind_core::traits::{Durability, Namespace, StateBackend, StorageError, WriteBatch};
 
 use crate::metrics::StoreMetrics;
@@ -245,6 +250,27 @@ impl Pruner {
             bytes += (key.len() + value.len()) as u64;
             deleted += 1;
             batch.delete(Namespace::Blocks, key.clone());
+            // The archived data of the batches it ordered goes with it. A
+            // body that does not decode (damaged, or not a block: the
+            // storage benchmarks' workload) names none and is deleted all
+            // the same, so pruning never stalls on it.
+            match Block::from_bytes(value) {
+                Ok(block) => {
+                    if let Payload::Batches(certs) = block.payload() {
+                        for c in certs {
+                            let key = committed_batch_key(&c.batch.digest);
+                            if let Some(data) = snap.get(Namespace::Blocks, &key)? {
+                                bytes += (key.len() + data.len()) as u64;
+                                deleted += 1;
+                                batch.delete(Namespace::Blocks, key);
+                            }
+                        }
+                    }
+                }
+                Err(error) => {
+                    tracing::debug!(%error, "pruned a committed block body that does not decode");
+                }
+            }
         }
         for (key, value) in qcs
             .iter()

@@ -362,6 +362,20 @@ pub enum Effect {
     /// DAG batch data (by digest) that no block can need any more: delete
     /// it (need not be durable; see [`crate::dag::DagEffect::ForgetBatches`]).
     ForgetBatches(Vec<crate::types::Hash32>),
+    /// Keep the data of committed, delivered blocks' batches in the store
+    /// for as long as the blocks (see
+    /// [`crate::dag::DagEffect::ArchiveBatches`]; before the
+    /// `ForgetBatches` of the same input).
+    ArchiveBatches(Vec<crate::dag::ArchivedBatch>),
+    /// A peer asked for batch data the DAG layer does not hold: answer from
+    /// the store if it keeps it (a committed block's archived batch), with a
+    /// [`crate::dag::DagMsg::Batch`] to `to`; else do nothing.
+    ServeBatch {
+        /// Who asked.
+        to: crate::types::ValidatorId,
+        /// The batch's digest.
+        digest: crate::types::Hash32,
+    },
     /// A block is committed (oldest first, each exactly once per run). Its
     /// uncommitted copy may be deleted in the same atomic write.
     Commit(Block),

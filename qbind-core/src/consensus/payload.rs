@@ -277,6 +277,8 @@ impl HotStuff {
             DagEffect::Broadcast(msg) => self.emit(Effect::Broadcast(msg.into())),
             DagEffect::PersistBatch(sb) => self.emit(Effect::PersistBatch(sb)),
             DagEffect::ForgetBatches(ids) => self.emit(Effect::ForgetBatches(ids)),
+            DagEffect::ArchiveBatches(batches) => self.emit(Effect::ArchiveBatches(batches)),
+            DagEffect::ServeBatch { to, digest } => self.emit(Effect::ServeBatch { to, digest }),
             DagEffect::SetTimer(at) => self.emit(Effect::SetTimer(at)),
             DagEffect::Evidence(eq) => self.evidence(Evidence::ConflictingBatches(Box::new(eq))),
             DagEffect::Rejected { from, error } => self.reject(from, error.into()),

@@ -33,6 +33,10 @@ impl Availability {
                 to: from,
                 msg: DagMsg::Batch(sb),
             });
+        } else {
+            // Perhaps an old committed block's: the store answers.
+            self.state.metrics.batch_fetches_to_store_total += 1;
+            self.emit(DagEffect::ServeBatch { to: from, digest });
         }
     }
 
@@ -420,6 +424,45 @@ mod tests {
         assert_eq!(dag.metrics().coupling_block_mismatch_total, 0);
         assert_eq!(dag.metrics().batches_fetched_total, 1);
         assert_eq!(dag.footprint().fetches, 0);
+    }
+
+    /// A fetch of data the layer holds is answered from memory; of any other
+    /// digest, handed to the store (which answers only for an archived
+    /// committed batch). A flood of fetches for unknown digests costs the
+    /// layer nothing it keeps: one `ServeBatch` each, footprint unchanged.
+    #[test]
+    fn fetches_of_data_not_held_are_handed_to_the_store_and_hold_nothing() {
+        let keys = keys();
+        let mut dag = layer(&keys);
+        let sb = batch(&keys, 1, 1, "a");
+        let r = sb.batch.reference();
+        feed(&mut dag, 1, message(1, DagMsg::Batch(sb.clone())));
+        let held = feed(&mut dag, 2, message(3, DagMsg::BatchFetch(r.digest)));
+        assert!(
+            held.iter().any(|e| matches!(
+                e,
+                DagEffect::Send { to, msg: DagMsg::Batch(b) } if *to == ValidatorId(3) && *b == sb
+            )),
+            "{held:?}"
+        );
+        assert!(
+            !held
+                .iter()
+                .any(|e| matches!(e, DagEffect::ServeBatch { .. }))
+        );
+        let before = dag.footprint();
+        for i in 0..1_000u32 {
+            let digest = Hash32::digest(&i.to_be_bytes());
+            let effects = feed(&mut dag, 3, message(4, DagMsg::BatchFetch(digest)));
+            assert!(
+                matches!(
+                    effects.as_slice(),
+                    [DagEffect::ServeBatch { to, digest: d }] if *to == ValidatorId(4) && *d == digest
+                ),
+                "{effects:?}"
+            );
+        }
+        assert_eq!(dag.footprint(), before);
     }
 
     /// The batches of a proposal's certificates are fetched when the

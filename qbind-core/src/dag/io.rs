@@ -103,6 +103,18 @@ pub enum DagInput {
     },
 }
 
+/// A committed, delivered block's batch data to keep
+/// ([`DagEffect::ArchiveBatches`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArchivedBatch {
+    /// Height of the block that ordered it.
+    pub height: Height,
+    /// Its digest (the certified one).
+    pub digest: Hash32,
+    /// The data.
+    pub batch: SignedBatch,
+}
+
 /// Effects the caller carries out, in order.
 #[derive(Clone, Debug)]
 pub enum DagEffect {
@@ -124,6 +136,26 @@ pub enum DagEffect {
     /// more; it was dropped from memory. Need not be durable: a batch whose
     /// deletion is lost is dropped again after the restart.
     ForgetBatches(Vec<Hash32>),
+    /// Keep the data of committed, delivered blocks' batches that the layer
+    /// drops from memory, for as long as their blocks are kept (carried out
+    /// before the [`DagEffect::ForgetBatches`] of the same input, which
+    /// deletes the working copy): peers catching up from further back than
+    /// `retain_delivered_blocks` fetch it ([`DagEffect::ServeBatch`]). The
+    /// embedder skips a batch whose block it no longer stores (pruned by a
+    /// short block retention). Need not be durable: lost in a crash with the
+    /// deletion that follows it, it is redone after the restart for the
+    /// blocks of the restored committed window (which must reach
+    /// `retain_delivered_blocks` below the committed height).
+    ArchiveBatches(Vec<ArchivedBatch>),
+    /// A peer asked for batch data this layer does not hold (any more): if
+    /// the store keeps it (an archived committed batch), send it to `to` as
+    /// [`DagMsg::Batch`]; otherwise do nothing.
+    ServeBatch {
+        /// Who asked.
+        to: ValidatorId,
+        /// The batch's digest.
+        digest: Hash32,
+    },
     /// Deliver [`DagInput::Tick`] at or after this time.
     SetTimer(Millis),
     /// One author signed two batches for one slot.

@@ -42,7 +42,10 @@ pub use bounds::{
     BATCH_FETCH_FANOUT, Footprint, MAX_FETCH_ROUNDS, MAX_OWN_AWAITING_ACKS,
     MAX_PENDING_BYTES_PER_AUTHOR, MAX_PREFETCHES, MAX_PREFETCHES_PER_PEER,
 };
-pub use io::{CommittedBlock, DagEffect, DagError, DagInput, DagMsg, DagSignJob, DagSignPurpose};
+pub use io::{
+    ArchivedBatch, CommittedBlock, DagEffect, DagError, DagInput, DagMsg, DagSignJob,
+    DagSignPurpose,
+};
 pub use messages::*;
 
 use std::collections::BTreeMap;
@@ -133,6 +136,12 @@ pub struct DagMetrics {
     pub batch_sign_failures_total: u64,
     /// Batches dropped from memory (and deleted from the store) by pruning.
     pub batches_pruned_total: u64,
+    /// `qbind_dag_batches_archived_total`: committed, delivered blocks'
+    /// batches handed to the store's archive ([`DagEffect::ArchiveBatches`]).
+    pub batches_archived_total: u64,
+    /// `qbind_dag_batch_fetches_to_store_total`: peers' fetches of data this
+    /// layer does not hold, handed to the store ([`DagEffect::ServeBatch`]).
+    pub batch_fetches_to_store_total: u64,
     /// Certified batches of committed blocks whose transactions were
     /// delivered for execution (a block's certificates, counted once each).
     pub batches_committed_total: u64,

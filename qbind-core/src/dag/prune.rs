@@ -1,6 +1,8 @@
 //! Garbage collection of the DAG layer (docs/dag.md "Bounds and pruning"):
 //! what no delivered or deliverable block can need any more is dropped from
-//! memory, and its stored copy is deleted ([`DagEffect::ForgetBatches`]).
+//! memory, and its stored copy is deleted ([`DagEffect::ForgetBatches`]);
+//! the data of delivered blocks is first archived for as long as the blocks
+//! are kept ([`DagEffect::ArchiveBatches`]).
 //!
 //! - **Epochs.** Everything of epochs older than the previous one.
 //! - **Delivered blocks.** The batches of a committed block once it is
@@ -14,7 +16,7 @@
 //! never dropped by the epoch or stale rules; our own batch with the highest
 //! round is never dropped (a restart resumes authoring after it).
 
-use super::{Availability, DagEffect, Slot};
+use super::{Availability, DagEffect, SignedBatch, Slot};
 use crate::pool_drops::PoolDropReason;
 use crate::types::{Epoch, Hash32, Height, ValidatorId};
 
@@ -54,14 +56,12 @@ impl Availability {
     }
 
     /// Drop batch data from memory and queue the deletion of its stored
-    /// copy (unless it is our own highest batch).
-    fn drop_data(&mut self, digest: &Hash32) {
+    /// copy (unless it is our own highest batch); the data dropped.
+    fn drop_data(&mut self, digest: &Hash32) -> Option<SignedBatch> {
         if self.state.own_top.is_some_and(|(_, d)| d == *digest) {
-            return;
+            return None;
         }
-        let Some(sb) = self.state.data.remove(digest) else {
-            return;
-        };
+        let sb = self.state.data.remove(digest)?;
         let slot = (sb.batch.epoch, sb.batch.author, sb.batch.round);
         self.state.stored.remove(&(slot, *digest));
         if self.state.slots.get(&slot) == Some(digest) {
@@ -69,10 +69,16 @@ impl Availability {
         }
         self.state.metrics.batches_pruned_total += 1;
         self.state.forget.push(*digest);
+        Some(sb)
     }
 
-    /// Emit the deletions queued so far, in one effect.
+    /// Emit the archive copies and deletions queued so far, one effect each
+    /// (the copies first).
     pub(super) fn flush_forget(&mut self) {
+        if !self.state.archive.is_empty() {
+            let batches = std::mem::take(&mut self.state.archive);
+            self.emit(DagEffect::ArchiveBatches(batches));
+        }
         if !self.state.forget.is_empty() {
             let ids = std::mem::take(&mut self.state.forget);
             self.emit(DagEffect::ForgetBatches(ids));
@@ -106,6 +112,7 @@ impl Availability {
             if entry.key().0 > upto {
                 break;
             }
+            let height = *entry.key();
             for d in entry.remove() {
                 let left = match self.state.pinned.get_mut(&d) {
                     Some(n) => {
@@ -116,7 +123,21 @@ impl Availability {
                 };
                 if left == 0 {
                     self.state.pinned.remove(&d);
-                    self.drop_data(&d);
+                    // A delivered block's data: archived for peers that
+                    // catch up from further back (also our own highest
+                    // batch, which stays in memory: a copy).
+                    let batch = match self.drop_data(&d) {
+                        Some(sb) => Some(sb),
+                        None => self.state.data.get(&d).cloned(),
+                    };
+                    if let Some(batch) = batch {
+                        self.state.metrics.batches_archived_total += 1;
+                        self.state.archive.push(super::ArchivedBatch {
+                            height,
+                            digest: d,
+                            batch,
+                        });
+                    }
                 }
             }
         }

@@ -75,6 +75,9 @@ pub(super) struct DagState {
     /// Digests deleted from memory whose stored copies are to be deleted
     /// (emitted as one `ForgetBatches` at the end of the input).
     pub(super) forget: Vec<Hash32>,
+    /// Delivered blocks' batch data dropped from memory, to be archived in
+    /// the store (emitted as one `ArchiveBatches` before `forget`).
+    pub(super) archive: Vec<super::ArchivedBatch>,
     /// Counters.
     pub(super) metrics: DagMetrics,
     /// Transactions this process delivered, kept only under the

@@ -187,14 +187,21 @@ pub struct Receipt {
 }
 
 impl Receipt {
-    fn rejected(reason: RejectReason) -> Receipt {
+    /// A receipt that charged nothing: a rejected transaction's, or a
+    /// system transaction's (which pays no gas, applied or refused).
+    #[must_use]
+    pub fn free(status: TxStatus) -> Receipt {
         Receipt {
-            status: TxStatus::Rejected(reason),
+            status,
             gas_used: 0,
             fee: 0,
             burned: 0,
             proposer_reward: 0,
         }
+    }
+
+    fn rejected(reason: RejectReason) -> Receipt {
+        Receipt::free(TxStatus::Rejected(reason))
     }
 }
 

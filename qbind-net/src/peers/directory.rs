@@ -178,6 +178,12 @@ impl PeerDirectory {
         self.validators.contains_key(&id)
     }
 
+    /// How many validators other than this node the directory holds.
+    #[must_use]
+    pub fn validator_count(&self) -> usize {
+        self.validators.len()
+    }
+
     /// Who holds the key with this fingerprint.
     #[must_use]
     pub fn identify(&self, fingerprint: &KeyFingerprint) -> Option<(ValidatorId, PeerKind)> {

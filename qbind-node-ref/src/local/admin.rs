@@ -221,6 +221,11 @@ fn dag_counters(m: &DagMetrics) -> BTreeMap<String, u64> {
         ("duplicate_txs_skipped", m.duplicate_txs_skipped),
         ("batch_sign_failures_total", m.batch_sign_failures_total),
         ("batches_pruned_total", m.batches_pruned_total),
+        ("batches_archived_total", m.batches_archived_total),
+        (
+            "batch_fetches_to_store_total",
+            m.batch_fetches_to_store_total,
+        ),
         ("batches_committed_total", m.batches_committed_total),
     ]
     .into_iter()

@@ -44,15 +44,14 @@ use qbind_api::{
 };
 use qbind_core::codec::{Decode, Encode};
 use qbind_core::consensus::{Block, Payload, QuorumCert};
-use qbind_core::dag::SignedBatch;
 use qbind_core::execution::{
     Account, AccountReader, AdmissionError, AdmissionPolicy, BackendAccounts, BlockContext,
     BlockExecutor, BlockOutcome, ExecutionError, Receipt, RejectReason, Transaction,
     TransferPayload, VerifiedSet, check_transaction_verified,
 };
-use qbind_core::fee_mempool::MempoolRejection;
+use qbind_core::fee_mempool::check_replace_rank;
 use qbind_core::pool_drops::PoolMonitor;
-use qbind_core::schema::{batch_digest_key, committed_block_key};
+use qbind_core::schema::{committed_block_key, read_batch};
 use qbind_core::system_tx::SystemTx;
 use qbind_core::traits::{Namespace, StateRead};
 use qbind_core::types::{AccountId, Epoch, Hash32, Height, NetworkEnvironment, View};
@@ -372,17 +371,12 @@ impl NodeApi {
             Payload::Batches(certs) => {
                 let mut all = Vec::new();
                 for cert in certs {
-                    let key = batch_digest_key(&cert.batch.digest);
-                    let Some(bytes) = self
-                        .store
-                        .get(Namespace::DagBatches, &key)
+                    let Some(batch) = read_batch(&*self.store, &cert.batch.digest)
                         .map_err(|e| internal("reading a batch", e))?
                     else {
-                        // Pruned: the hashes are not available any more.
+                        // Pruned with its block: the hashes are gone.
                         continue;
                     };
-                    let batch = SignedBatch::from_bytes(&bytes)
-                        .map_err(|e| internal("decoding a batch", e))?;
                     all.extend(batch.batch.txs);
                 }
                 all
@@ -481,11 +475,8 @@ impl ApiBackend for NodeApi {
             let still_pending = pending_hash != hash
                 && matches!(self.index.lookup(&pending_hash), TxLookup::Pending)
                 && self.pool.dropped(&pending_hash).is_none();
-            if still_pending && offered <= pending {
-                return Err(SubmitError::from(MempoolRejection::SystemTxNotNewer {
-                    offered,
-                    pending,
-                }));
+            if still_pending {
+                check_replace_rank(Some(offered), Some(pending)).map_err(SubmitError::from)?;
             }
         }
         self.enqueue(hash, bytes)?;

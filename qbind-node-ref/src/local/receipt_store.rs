@@ -357,16 +357,7 @@ pub fn system_receipts(delivered: &[Hash32], system: &[SystemTxOutcome]) -> Vec<
                 Ok(()) => TxStatus::Success,
                 Err(_) => TxStatus::Rejected(RejectReason::SystemTxRefused),
             };
-            Some((
-                hash,
-                Receipt {
-                    status,
-                    gas_used: 0,
-                    fee: 0,
-                    burned: 0,
-                    proposer_reward: 0,
-                },
-            ))
+            Some((hash, Receipt::free(status)))
         })
         .collect()
 }

@@ -382,6 +382,14 @@ fn payload_families(labels: &[Labels], payload: &[PayloadMetrics]) -> Vec<Family
         "qbind_dag_batches_committed_total",
         "Certified batches of committed blocks delivered for execution.",
     );
+    let mut archived = Family::counter(
+        "qbind_dag_batches_archived_total",
+        "Committed blocks' batches moved to the store's archive.",
+    );
+    let mut to_store = Family::counter(
+        "qbind_dag_batch_fetches_to_store_total",
+        "Peers' batch fetches of data not in memory, answered from the store if archived.",
+    );
     let mut coupling = Family::counter(
         "qbind_dag_coupling_validation_total",
         "DAG coupling validations of proposals, by result.",
@@ -391,6 +399,8 @@ fn payload_families(labels: &[Labels], payload: &[PayloadMetrics]) -> Vec<Family
         equivocations.push((*l).clone(), d.batch_equivocation_detected);
         invalid.push((*l).clone(), d.certs_invalid_total);
         committed.push((*l).clone(), d.batches_committed_total);
+        archived.push((*l).clone(), d.batches_archived_total);
+        to_store.push((*l).clone(), d.batch_fetches_to_store_total);
         for (result, n) in &d.coupling_validation {
             coupling.push(labels_with(l, ("result", result)), *n);
         }
@@ -422,6 +432,8 @@ fn payload_families(labels: &[Labels], payload: &[PayloadMetrics]) -> Vec<Family
         equivocations,
         invalid,
         committed,
+        archived,
+        to_store,
         coupling,
         evictions,
         rate_limit,
@@ -566,6 +578,8 @@ mod tests {
             batch_equivocation_detected: 1,
             certs_invalid_total: 2,
             batches_committed_total: 6,
+            batches_archived_total: 4,
+            batch_fetches_to_store_total: 3,
             coupling_validation: [("valid", 9), ("stale_round", 1)].into_iter().collect(),
             ..DagMetrics::default()
         };
@@ -709,6 +723,8 @@ mod tests {
              qbind_dag_batch_equivocation_detected{validator=\"5\"} 1\n",
             "qbind_dag_certs_invalid_total{validator=\"5\"} 2\n",
             "qbind_dag_batches_committed_total{validator=\"5\"} 6\n",
+            "qbind_dag_batches_archived_total{validator=\"5\"} 4\n",
+            "qbind_dag_batch_fetches_to_store_total{validator=\"5\"} 3\n",
             "qbind_dag_coupling_validation_total{validator=\"5\",result=\"valid\"} 9\n",
             "qbind_dag_coupling_validation_total{validator=\"5\",result=\"stale_round\"} 1\n",
             "qbind_mempool_evictions_total{validator=\"5\",reason=\"capacity\"} 4\n",

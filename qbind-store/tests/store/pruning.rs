@@ -153,3 +153,147 @@ fn the_newest_snapshot_holds_the_floor() {
     pruner.prune_all(&store).unwrap();
     assert_eq!(Pruner::current_floor(&store).unwrap(), 91);
 }
+
+/// A committed DAG block at `height` ordering one batch with digest
+/// `[height; 32]` (the pruner only decodes it, nothing is verified).
+fn dag_block(height: u8) -> qbind_core::consensus::Block {
+    use qbind_core::consensus::{Block, BlockHeader, Payload};
+    use qbind_core::dag::{BatchCertificate, BatchRef};
+    use qbind_core::quorum::SignerBitmap;
+    use qbind_core::types::{Epoch, Hash32, Height, ValidatorId, View};
+    let genesis = Block::genesis(qbind_core::types::ChainId(1));
+    let header = BlockHeader {
+        epoch: Epoch(0),
+        view: View(u64::from(height)),
+        height: Height(u64::from(height)),
+        parent_id: genesis.id(),
+        justify_view: View(0),
+        proposer: ValidatorId(0),
+        payload_digest: Hash32::ZERO,
+        batch_commitment: Hash32::ZERO,
+        exec_height: Height(0),
+        exec_state_root: Hash32::ZERO,
+    };
+    let cert = BatchCertificate {
+        batch: BatchRef {
+            epoch: Epoch(0),
+            author: ValidatorId(1),
+            round: u64::from(height),
+            digest: Hash32([height; 32]),
+        },
+        signers: SignerBitmap::new(4),
+        signatures: Vec::new(),
+    };
+    Block::new(
+        header,
+        genesis.justify().clone(),
+        Payload::Batches(vec![cert]),
+    )
+}
+
+#[test]
+fn archived_batch_data_is_deleted_with_its_block() {
+    use qbind_core::codec::Encode;
+    use qbind_core::schema::committed_batch_key;
+    use qbind_core::traits::{Durability, StateBackend, WriteBatch};
+    use qbind_core::types::Hash32;
+    let store = MemoryBackend::new();
+    let mut batch = WriteBatch::new();
+    for h in 1..=40u8 {
+        batch.put(
+            Namespace::Blocks,
+            block_key(u64::from(h)),
+            dag_block(h).to_bytes(),
+        );
+        batch.put(Namespace::QuorumCerts, qc_key(u64::from(h)), vec![h]);
+        batch.put(
+            Namespace::Blocks,
+            committed_batch_key(&Hash32([h; 32])),
+            vec![h],
+        );
+    }
+    // Archived data no stored block names (not ours to judge): kept.
+    batch.put(
+        Namespace::Blocks,
+        committed_batch_key(&Hash32([200; 32])),
+        vec![0],
+    );
+    batch.put(
+        Namespace::Meta,
+        qbind_core::schema::COMMITTED_HEIGHT_KEY.to_vec(),
+        40u64.to_bytes(),
+    );
+    store.write(batch, Durability::Durable).unwrap();
+
+    let pruner = Pruner::new(
+        RetentionMode::Height { retain_height: 10 },
+        8,
+        Arc::new(StoreMetrics::default()),
+    );
+    pruner.prune_all(&store).unwrap();
+    let archived: Vec<u8> = store
+        .scan_prefix(Namespace::Blocks, b"d", usize::MAX)
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k[1])
+        .collect();
+    let mut expected: Vec<u8> = (31..=40).collect();
+    expected.push(200);
+    assert_eq!(archived, expected);
+}
+
+/// A batch whose block a block retention shorter than the DAG layer's
+/// margin already pruned is not archived (nothing would ever delete it);
+/// one whose block is stored is.
+#[test]
+fn a_batch_whose_block_is_gone_is_not_archived() {
+    use qbind_core::codec::Encode;
+    use qbind_core::crypto::KeyPair;
+    use qbind_core::dag::{ArchivedBatch, Batch, SignedBatch};
+    use qbind_core::schema::{archive_batches_batch, committed_batch_key, read_batch};
+    use qbind_core::signing::{SignKind, sign_domain};
+    use qbind_core::traits::{Durability, StateBackend, WriteBatch};
+    use qbind_core::types::{Epoch, Height, NetworkEnvironment, ValidatorId};
+    let key = KeyPair::from_seed(&[7; 32]);
+    let signed = |round: u64| {
+        let batch = Batch {
+            epoch: Epoch(0),
+            author: ValidatorId(1),
+            round,
+            txs: vec![vec![round as u8; 10]],
+        };
+        let signature = sign_domain(
+            &key,
+            NetworkEnvironment::Devnet,
+            SignKind::Batch,
+            &batch.digest().to_bytes(),
+        );
+        SignedBatch { batch, signature }
+    };
+    let store = MemoryBackend::new();
+    let mut blocks = WriteBatch::new();
+    blocks.put(Namespace::Blocks, block_key(5), dag_block(5).to_bytes());
+    store.write(blocks, Durability::Durable).unwrap();
+    let archived: Vec<ArchivedBatch> = [(3, signed(3)), (5, signed(5)), (5, signed(6))]
+        .into_iter()
+        .map(|(h, sb)| ArchivedBatch {
+            height: Height(h),
+            digest: sb.batch.digest(),
+            batch: sb,
+        })
+        .collect();
+    let write = archive_batches_batch(&store, &archived).unwrap();
+    store.write(write, Durability::Buffered).unwrap();
+    assert!(
+        store
+            .get(Namespace::Blocks, &committed_batch_key(&archived[0].digest))
+            .unwrap()
+            .is_none()
+    );
+    for a in &archived[1..] {
+        assert_eq!(
+            read_batch(&store, &a.digest).unwrap(),
+            Some(a.batch.clone())
+        );
+    }
+}
