@@ -565,6 +565,13 @@ async fn read_loop(
     shared.drop_conn(peer, conn_id, failed);
 }
 
+/// Two maintenance rounds (at most the discovery interval): when the first
+/// peer exchange runs, and how often one peer is asked while a validator is
+/// missing.
+fn quick_discovery(peers: &PeerManagerConfig) -> Duration {
+    peers.discovery_interval.min(peers.maintenance_interval * 2)
+}
+
 fn peer_list(shared: &Shared) -> Vec<PeerRecord> {
     let st = shared.lock();
     let mut v = vec![PeerRecord {
@@ -722,7 +729,7 @@ fn maintain(shared: &Arc<Shared>) {
         .map(|(id, _)| *id)
         .collect();
     let missing = shared.keys.read().validator_count() > connected.len();
-    let quick = pcfg.discovery_interval.min(pcfg.maintenance_interval * 2);
+    let quick = quick_discovery(pcfg);
     if missing {
         // A peer just dropped, or the set grew: no waiting for the full round.
         st.next_discovery = st.next_discovery.min(now + quick);
@@ -808,6 +815,9 @@ impl TcpTransport {
         let keys = SharedDirectory(std::sync::RwLock::new(directory));
         let (inbound_tx, inbound_rx) = mpsc::channel(cfg.peers.inbound_queue.max(1));
         let now = Instant::now();
+        // The first exchange, two maintenance rounds after the start (a
+        // full one: nobody has been asked yet).
+        let first_discovery = now + quick_discovery(&cfg.peers);
         let shared = Arc::new(Shared {
             acceptor: Acceptor::new(&cfg.identity, &cfg.channel).with_metrics(metrics.clone()),
             keys,
@@ -820,16 +830,8 @@ impl TcpTransport {
                 closed: false,
                 rng: rand::rngs::StdRng::from_entropy(),
                 next_heartbeat: now + cfg.peers.heartbeat_interval,
-                next_discovery: now
-                    + cfg
-                        .peers
-                        .discovery_interval
-                        .min(cfg.peers.maintenance_interval * 2),
-                next_full_discovery: now
-                    + cfg
-                        .peers
-                        .discovery_interval
-                        .min(cfg.peers.maintenance_interval * 2),
+                next_discovery: first_discovery,
+                next_full_discovery: first_discovery,
                 discovery_turn: 0,
                 ping_nonce: 0,
             }),

@@ -11,8 +11,8 @@
 //! so there is no historical state to delete; uncommitted blocks (`b'p'`)
 //! belong to consensus and are never touched. The archived data of the DAG
 //! batches a deleted block ordered (`b'd'` ‖ digest,
-//! [`qbind_core::schema::committed_batch_key`]) is deleted with it (its
-//! byte count is not known without a read, and is not in the metrics).
+//! [`qbind_core::schema::committed_batch_key`]) is deleted with it (read
+//! first, so that only records that exist are counted, bytes included).
 //!
 //! With [`Pruner::keeping_newest_snapshot`], the floor never passes the
 //! height of the newest snapshot in a snapshot directory (its executed

@@ -126,10 +126,9 @@ impl Availability {
                     // A delivered block's data: archived for peers that
                     // catch up from further back (also our own highest
                     // batch, which stays in memory: a copy).
-                    let batch = match self.drop_data(&d) {
-                        Some(sb) => Some(sb),
-                        None => self.state.data.get(&d).cloned(),
-                    };
+                    let batch = self
+                        .drop_data(&d)
+                        .or_else(|| self.state.data.get(&d).cloned());
                     if let Some(batch) = batch {
                         self.state.metrics.batches_archived_total += 1;
                         self.state.archive.push(super::ArchivedBatch {
