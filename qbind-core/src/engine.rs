@@ -34,14 +34,19 @@ pub struct PayloadMetrics {
     pub mempool: Option<crate::fee_mempool::FeeMempoolMetrics>,
 }
 
+/// Where a validator's next consensus key's signer is put, at most once,
+/// before or while its engine runs ([`Engine::with_next_signer_slot`]).
+pub type NextSignerSlot = Arc<std::sync::OnceLock<Box<dyn Signer>>>;
+
 /// One validator: a [`Replica`] driven over the traits.
 pub struct Engine<S: StateBackend, T, C> {
     replica: Replica<S>,
     transport: T,
     signer: Box<dyn Signer>,
     /// The validator's next consensus key (an on-chain rotation): signs
-    /// every job whose epoch accepts its key.
-    next_signer: Option<Box<dyn Signer>>,
+    /// every job whose epoch accepts its key. Empty until it is given, at
+    /// start or while the engine runs.
+    next_signer: NextSignerSlot,
     /// Where the schedule goes whenever an executed rotation changed it.
     schedule_out: Option<watch::Sender<Arc<EpochSchedule>>>,
     clock: C,
@@ -74,7 +79,7 @@ impl<S: StateBackend, T: Transport, C: Clock> Engine<S, T, C> {
             replica,
             transport,
             signer,
-            next_signer: None,
+            next_signer: NextSignerSlot::default(),
             schedule_out: None,
             clock,
             timers: BTreeSet::new(),
@@ -98,8 +103,20 @@ impl<S: StateBackend, T: Transport, C: Clock> Engine<S, T, C> {
     /// ([`crate::consensus::HotStuff::keys_final`]; before, the job fails
     /// like a signer that is unavailable).
     #[must_use]
-    pub fn with_next_signer(mut self, next: Box<dyn Signer>) -> Self {
-        self.next_signer = Some(next);
+    pub fn with_next_signer(self, next: Box<dyn Signer>) -> Self {
+        let slot = NextSignerSlot::default();
+        // A fresh slot is empty: the set cannot fail.
+        let _ = slot.set(next);
+        self.with_next_signer_slot(slot)
+    }
+
+    /// Take the next signer from `slot`, which may be filled later, while
+    /// the engine runs (the node's `load-next-key` admin action); from
+    /// then on it signs as [`Engine::with_next_signer`] says. Replaces an
+    /// earlier [`Engine::with_next_signer`].
+    #[must_use]
+    pub fn with_next_signer_slot(mut self, slot: NextSignerSlot) -> Self {
+        self.next_signer = slot;
         self
     }
 
@@ -118,7 +135,7 @@ impl<S: StateBackend, T: Transport, C: Clock> Engine<S, T, C> {
     /// validator has not executed may still change them, so the choice
     /// could flip within the epoch).
     fn signer_for(&self, job: &crate::consensus::SignJob) -> Option<&dyn Signer> {
-        let Some(next) = &self.next_signer else {
+        let Some(next) = self.next_signer.get() else {
             return Some(self.signer.as_ref());
         };
         match self

@@ -438,8 +438,8 @@ fn refusals_at_start(dir: &Path, token: &Path) {
     assert!(text(&o).contains("cannot reach"), "{}", text(&o));
 }
 
-/// FIFO payloads, no snapshot directory, archival: dag-status says so;
-/// snapshot and prune are refused with exit 1.
+/// FIFO payloads, no snapshot directory, archival, no next key: dag-status
+/// says so; snapshot, prune and load-next-key are refused with exit 1.
 fn fifo_node_without_snapshots_or_pruning(dir: &Path, token: &Path) {
     let (mut node, addr, _) = start_node(
         &dir.join("fifo"),
@@ -462,6 +462,14 @@ fn fifo_node_without_snapshots_or_pruning(dir: &Path, token: &Path) {
     let o = admin(&addr, token, &["prune"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("pruning is off"), "{}", text(&o));
+    // No place for a next consensus key was given: nothing to load.
+    let o = admin(&addr, token, &["load-next-key"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("--next-signer-keystore-path"),
+        "{}",
+        text(&o)
+    );
     common::interrupt(&node.0[0]);
     let stopped = wait_exit(&mut node.0[0], Duration::from_secs(30));
     assert!(stopped.is_some_and(|s| s.success()), "{stopped:?}");

@@ -273,6 +273,13 @@ fn systemd_unit_runs_the_config_and_stops_with_sigterm() {
     ] {
         assert!(writable.contains(&dir), "{dir} not in {writable:?}");
     }
+    // The next key's double-sign record too, although the directory
+    // appears only when a rotation is planned.
+    let next = setting(&config, "next-signer-keystore-path");
+    assert!(
+        writable.iter().any(|w| Path::new(&next).starts_with(w)),
+        "{next} not under any of {writable:?}"
+    );
 }
 
 /// The sentry and the RPC node run under one template unit whose instance

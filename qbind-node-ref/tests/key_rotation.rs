@@ -1,7 +1,9 @@
 //! An on-chain key rotation on a running network (issue #20; docs/key-rotation.md):
 //! four `qbind-node` processes with their own keystores, epochs of 10
-//! blocks. Validator 1 runs with `--next-signer-keystore-path` (its next
-//! consensus key). The operator signs a rotation event with
+//! blocks. Validator 1 runs with `--next-signer-keystore-path` naming a
+//! directory that does not exist yet; once the network runs, the operator
+//! generates the next key there and loads it with `qbind-admin
+//! load-next-key` (refused before the key is there). The operator signs a rotation event with
 //! `qbind-key-rotation` and submits it with `qbind-validator-registry
 //! submit-rotation` to validator 0's public API; every validator applies it
 //! when it executes the block (validator 0's rotation gauge shows it), then
@@ -102,6 +104,17 @@ fn sign_rotation_with_grace(root: &Path, effective: u64, grace: u64, out: &str) 
         .expect("run qbind-key-rotation")
 }
 
+/// `qbind-admin --output json load-next-key` against validator 1.
+fn load_next_key(root: &Path, admin: SocketAddr) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_qbind-admin"))
+        .args(["--addr", &admin.to_string(), "--output", "json"])
+        .arg("--token-file")
+        .arg(root.join("admin.token"))
+        .arg("load-next-key")
+        .output()
+        .expect("run qbind-admin")
+}
+
 fn submit(root: &Path, api: &str, event: &str) -> Output {
     Command::new(env!("CARGO_BIN_EXE_qbind-validator-registry"))
         .args(["--output", "json", "submit-rotation", "--api", api])
@@ -115,10 +128,12 @@ fn submit(root: &Path, api: &str, event: &str) -> Output {
 fn a_rotation_submitted_as_a_transaction_takes_effect_without_restarts() {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path();
-    // Eight ports from the pid: the validators' four, the API, metrics.
+    // Eight ports from the pid: the validators' four, the API, metrics,
+    // validator 1's admin endpoint.
     let base = 24_000 + (std::process::id() % 900) as u16 * 8;
     let api_port = base + 4;
     let metrics_addr: SocketAddr = ([127, 0, 0, 1], base + 5).into();
+    let admin_addr: SocketAddr = ([127, 0, 0, 1], base + 6).into();
     let api = format!("http://127.0.0.1:{api_port}");
 
     for i in 0..VALIDATORS {
@@ -130,7 +145,12 @@ fn a_rotation_submitted_as_a_transaction_takes_effect_without_restarts() {
             PASS,
         );
     }
-    common::keygen(&root.join("v1-next"), 1, "consensus", PASS_VAR, PASS);
+    let token = Command::new(env!("CARGO_BIN_EXE_qbind-admin"))
+        .arg("gen-token")
+        .arg(root.join("admin.token"))
+        .output()
+        .expect("run qbind-admin");
+    assert!(token.status.success(), "{token:?}");
     let set_path = common::write_validator_set(
         root,
         VALIDATORS,
@@ -158,7 +178,10 @@ fn a_rotation_submitted_as_a_transaction_takes_effect_without_restarts() {
         }
         if i == 1 {
             cmd.arg("--next-signer-keystore-path")
-                .arg(root.join("v1-next"));
+                .arg(root.join("v1-next"))
+                .args(["--admin-addr", &admin_addr.to_string()])
+                .arg("--admin-token-file")
+                .arg(root.join("admin.token"));
         }
         let mut child = cmd.spawn().expect("start qbind-node");
         common::follow(i, &mut child, &roots);
@@ -171,6 +194,28 @@ fn a_rotation_submitted_as_a_transaction_takes_effect_without_restarts() {
         "the network did not start: {:?}",
         common::heights(&roots)
     );
+
+    // The next key is not there yet: nothing to load (exit 1, the path
+    // named). Generated while the node runs, it loads, once.
+    let early = load_next_key(root, admin_addr);
+    assert_eq!(early.status.code(), Some(1), "{early:?}");
+    let why = String::from_utf8_lossy(&early.stderr);
+    assert!(why.contains("no keystore at"), "{why}");
+    common::keygen(&root.join("v1-next"), 1, "consensus", PASS_VAR, PASS);
+    let loaded = load_next_key(root, admin_addr);
+    assert!(loaded.status.success(), "load-next-key: {loaded:?}");
+    let loaded: serde_json::Value = serde_json::from_slice(&loaded.stdout).expect("json reply");
+    assert_eq!(loaded["id"], 1, "{loaded}");
+    assert_eq!(loaded["loaded_now"], true, "{loaded}");
+    let fingerprint = loaded["key_fingerprint"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(fingerprint.len(), 16, "{loaded}");
+    let again = load_next_key(root, admin_addr);
+    let again: serde_json::Value = serde_json::from_slice(&again.stdout).expect("json reply");
+    assert_eq!(again["loaded_now"], false, "{again}");
+    assert_eq!(again["key_fingerprint"], fingerprint.as_str(), "{again}");
 
     // Effective three epochs after the current one (the API refuses less
     // than two; one more for the time until a block carries it).

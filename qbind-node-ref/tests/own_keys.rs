@@ -339,4 +339,34 @@ fn bad_signer_settings_are_refused_with_status_2() {
     );
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("--signer-failure-mode"), "{err}");
+
+    // A next keystore that is there but does not open stops the start; one
+    // that holds the current key (a finished rotation) is not loaded, and
+    // the node runs (stopped here by its closed stdin).
+    let not_a_keystore = root.join("empty-next");
+    std::fs::create_dir(&not_a_keystore).expect("mkdir");
+    let next_arg = |next: &'static str| {
+        let mut a = common.to_vec();
+        a.extend([
+            "--signer-mode",
+            "encrypted-fs",
+            "--next-signer-keystore-path",
+            next,
+        ]);
+        a
+    };
+    let leak = |p: &std::path::Path| -> &'static str {
+        Box::leak(p.to_str().expect("utf-8 path").to_owned().into_boxed_str())
+    };
+    let (code, err) = run(&next_arg(leak(&not_a_keystore)), PASS);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--next-signer-keystore-path"), "{err}");
+    let mut same = next_arg(leak(&ks));
+    same.push("--stop-with-stdin");
+    let (code, err) = run(&same, PASS);
+    assert!(
+        err.contains("holds the current consensus key (a finished rotation?): not loaded"),
+        "{code:?} {err}"
+    );
+    assert_eq!(code, Some(0), "{err}");
 }

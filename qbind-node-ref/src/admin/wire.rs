@@ -24,16 +24,21 @@ pub enum Action {
     Snapshot,
     /// Prune to the configured retention now ([`PruneReply`]).
     Prune,
+    /// Load the validator's next consensus key from its
+    /// `--next-signer-keystore-path` now ([`NextKeyReply`];
+    /// docs/key-rotation.md).
+    LoadNextKey,
 }
 
 impl Action {
     /// Every action, in the order of [`Action::index`].
-    pub const ALL: [Action; 5] = [
+    pub const ALL: [Action; 6] = [
         Action::Status,
         Action::Peers,
         Action::DagStatus,
         Action::Snapshot,
         Action::Prune,
+        Action::LoadNextKey,
     ];
 
     /// Its name in the route, on the command line and in metrics.
@@ -45,6 +50,7 @@ impl Action {
             Action::DagStatus => "dag-status",
             Action::Snapshot => "snapshot",
             Action::Prune => "prune",
+            Action::LoadNextKey => "load-next-key",
         }
     }
 
@@ -224,6 +230,20 @@ pub struct Pruned {
     /// Whether it reached the retention target (`false`: the node began
     /// stopping first).
     pub complete: bool,
+}
+
+/// `load-next-key`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NextKeyReply {
+    /// The validator.
+    pub id: usize,
+    /// The keystore directory it was loaded from.
+    pub dir: String,
+    /// The loaded key's fingerprint (as `qbind-keygen` printed it).
+    pub key_fingerprint: String,
+    /// False if it was loaded already (at start or by an earlier request):
+    /// the key stays the one loaded first until the node restarts.
+    pub loaded_now: bool,
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 //! qbind-admin gen-token /etc/qbind/admin.token
 //! qbind-admin --addr 127.0.0.1:9102 --token-file /etc/qbind/admin.token status
 //! qbind-admin --addr 127.0.0.1:9102 --token-file /etc/qbind/admin.token --output json peers
-//! qbind-admin ... dag-status | snapshot | prune
+//! qbind-admin ... dag-status | snapshot | prune | load-next-key
 //! ```
 //!
 //! Exit status (as `qbind-snapshot` and `qbind-envelope`): 0 done; 1 the
@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use qbind_node_ref::admin::wire::{
-    DagStatusReply, ErrorReply, PeersReply, PruneReply, SnapshotReply, StatusReply,
+    DagStatusReply, ErrorReply, NextKeyReply, PeersReply, PruneReply, SnapshotReply, StatusReply,
 };
 use qbind_node_ref::admin::{Action, AdminToken};
 
@@ -75,6 +75,10 @@ enum Command {
     Snapshot,
     /// Prune now to the node's --state-retain-height.
     Prune,
+    /// Load the validator's next consensus key from its
+    /// --next-signer-keystore-path now (once; docs/key-rotation.md): it
+    /// signs from the epoch an executed rotation to it takes effect.
+    LoadNextKey,
     /// Write a new random token (32 bytes, hex) to OUT, readable by its
     /// owner only; give it to the node's --admin-token-file.
     GenToken {
@@ -126,6 +130,7 @@ fn run(cli: &Cli) -> Result<String, Failure> {
         Command::DagStatus => Action::DagStatus,
         Command::Snapshot => Action::Snapshot,
         Command::Prune => Action::Prune,
+        Command::LoadNextKey => Action::LoadNextKey,
     };
     let addr = cli
         .addr
@@ -261,6 +266,20 @@ fn render(action: Action, reply: serde_json::Value) -> Result<String, Failure> {
                     s.id, s.height, s.path, s.trust_anchor
                 ));
             }
+        }
+        Action::LoadNextKey => {
+            let r: NextKeyReply = parse(reply)?;
+            lines.push(format!(
+                "validator {}: next consensus key {} {} from {}",
+                r.id,
+                r.key_fingerprint,
+                if r.loaded_now {
+                    "loaded"
+                } else {
+                    "was already loaded (unchanged until the node restarts)"
+                },
+                r.dir
+            ));
         }
         Action::Prune => {
             let r: PruneReply = parse(reply)?;

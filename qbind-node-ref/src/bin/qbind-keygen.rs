@@ -139,7 +139,7 @@ fn parse_roles(args: &GenerateArgs) -> Result<Vec<KeyRole>, String> {
 
 fn fingerprint(public_key: &[u8]) -> String {
     use qbind_signer::remote::PeerIdentity;
-    PeerIdentity::of_key(public_key).to_hex()[..16].to_owned()
+    PeerIdentity::of_key(public_key).short_hex()
 }
 
 /// Write the encrypted keys; returns one line per key for the operator.

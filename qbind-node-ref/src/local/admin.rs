@@ -14,8 +14,8 @@ use qbind_store::snapshot::TrustAnchor;
 
 use super::render::Shared;
 use crate::admin::wire::{
-    DagStatusReply, NodeDag, NodePeers, NodeStatus, PeerEntry, PeersReply, PruneReply, Pruned,
-    SnapshotReply, SnapshotTaken, StatusReply,
+    DagStatusReply, NextKeyReply, NodeDag, NodePeers, NodeStatus, PeerEntry, PeersReply,
+    PruneReply, Pruned, SnapshotReply, SnapshotTaken, StatusReply,
 };
 use crate::admin::{Action, AdminBackend, AdminError};
 use crate::node::{NodeError, StoreControl};
@@ -37,6 +37,9 @@ pub(super) struct Ready {
     pub(super) shared: Arc<Shared>,
     pub(super) peers: Vec<PeerSource>,
     pub(super) stores: Vec<StoreControl>,
+    /// The validator's next consensus key, if it was given a place
+    /// (`--next-signer-keystore-path`).
+    pub(super) next_key: Option<Arc<super::NextKey>>,
 }
 
 /// The admin backend of one `qbind-node` process.
@@ -137,6 +140,26 @@ impl LocalAdmin {
             });
         }
         Ok(SnapshotReply { snapshots })
+    }
+
+    fn load_next_key(r: &Ready) -> Result<NextKeyReply, NodeError> {
+        let (Some(next), Some(id)) = (&r.next_key, r.shared.ids.first()) else {
+            return Err(NodeError::Config(
+                "this node has no place for a next consensus key: start it with \
+                 --next-signer-keystore-path DIR (DIR may be empty until a rotation is planned)"
+                    .into(),
+            ));
+        };
+        // On the admin endpoint's blocking thread, inside the runtime.
+        let loaded = tokio::runtime::Handle::current()
+            .block_on(next.load())
+            .map_err(|e| NodeError::Config(e.to_string()))?;
+        Ok(NextKeyReply {
+            id: *id,
+            dir: next.dir().display().to_string(),
+            key_fingerprint: loaded.fingerprint,
+            loaded_now: loaded.now,
+        })
     }
 
     fn prune(r: &Ready) -> Result<PruneReply, NodeError> {
@@ -250,6 +273,7 @@ impl AdminBackend for LocalAdmin {
             Action::DagStatus => to_json(&self.dag_status(r)),
             Action::Snapshot => to_json(&Self::snapshot(r)?),
             Action::Prune => to_json(&Self::prune(r)?),
+            Action::LoadNextKey => to_json(&Self::load_next_key(r)?),
         }
     }
 }

@@ -42,11 +42,13 @@ pub use crate::genesis::Genesis;
 use crate::node::{Maintenance, NodeError};
 use crate::profile::Profile;
 use crate::validator_set::ValidatorSetFile;
+pub use next_key::NextKey;
 
 mod admin;
 mod api;
 mod builder;
 mod loadgen;
+pub mod next_key;
 pub mod receipt_store;
 mod render;
 mod run;
@@ -270,10 +272,11 @@ pub enum Keys {
         /// fatal failure (ExitOnFailure) the run stops with
         /// [`NodeError::SignerExit`].
         signer: Arc<qbind_signer::SupervisedSigner>,
-        /// Its next consensus key's signer (`--next-signer-keystore-path`):
-        /// signs from the epoch an executed on-chain rotation to its key
-        /// takes effect (docs/key-rotation.md).
-        next_signer: Option<Arc<qbind_signer::SupervisedSigner>>,
+        /// Its next consensus key (`--next-signer-keystore-path`), loaded
+        /// at start or later by the admin action `load-next-key`: signs
+        /// from the epoch an executed on-chain rotation to its key takes
+        /// effect (docs/key-rotation.md).
+        next_key: Option<Arc<NextKey>>,
         /// This validator's P2P identity (its `p2p_identity.key`).
         identity: Box<qbind_net::StaticIdentity>,
     },
@@ -744,6 +747,10 @@ async fn start(
                 .iter()
                 .map(crate::node::Services::control)
                 .collect(),
+            next_key: match &opts.keys {
+                Keys::Operator { next_key, .. } => next_key.clone(),
+                _ => None,
+            },
         });
         early.running
     });

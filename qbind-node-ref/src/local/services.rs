@@ -12,7 +12,7 @@ use std::time::Duration;
 use crate::store::NodeStore;
 use qbind_core::application::Application;
 use qbind_core::consensus::{ConsensusConfig, ConsensusMetrics};
-use qbind_core::engine::Engine;
+use qbind_core::engine::{Engine, NextSignerSlot};
 use qbind_core::replica::{Event as EngineEvent, ReplicaError};
 use qbind_core::traits::{
     FollowerSigner, LocalSigner, MemoryNetwork, Signer, TokioClock, Transport,
@@ -131,7 +131,8 @@ struct EngineParts {
     schedule: Arc<EpochSchedule>,
     store: Arc<NodeStore>,
     signer: Box<dyn Signer>,
-    next_signer: Option<Box<dyn Signer>>,
+    /// Where the next consensus key's signer is, or will be once loaded.
+    next_signer: Option<NextSignerSlot>,
     schedule_out: watch::Sender<Arc<EpochSchedule>>,
     events: mpsc::UnboundedSender<EngineEvent>,
     submissions: mpsc::UnboundedReceiver<Vec<u8>>,
@@ -167,7 +168,7 @@ fn spawn_engine<T: Transport + 'static>(
     .with_payload_prefetch(Arc::new(qbind_exec::VerifyPrefetch::new(parts.verified)))
     .with_application(parts.execution);
     let engine = match parts.next_signer {
-        Some(next) => engine.with_next_signer(next),
+        Some(slot) => engine.with_next_signer_slot(slot),
         None => engine,
     };
     Ok(tokio::spawn(engine.run(parts.stop)))
@@ -332,9 +333,9 @@ fn engine_parts(
         },
         next_signer: match &opts.keys {
             Keys::Operator {
-                next_signer: Some(next),
+                next_key: Some(next),
                 ..
-            } => Some(Box::new(Arc::clone(next))),
+            } => Some(next.slot()),
             _ => None,
         },
         schedule_out,

@@ -31,6 +31,15 @@ impl PeerIdentity {
         hex::encode(self.0)
     }
 
+    /// Its first 16 hex digits: the fingerprint `qbind-keygen` prints for
+    /// a key and the node shows for a loaded one.
+    #[must_use]
+    pub fn short_hex(&self) -> String {
+        let mut hex = self.to_hex();
+        hex.truncate(16);
+        hex
+    }
+
     /// Parse 64 hex digits.
     #[must_use]
     pub fn from_hex(s: &str) -> Option<Self> {
@@ -41,7 +50,7 @@ impl PeerIdentity {
 
 impl std::fmt::Debug for PeerIdentity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "PeerIdentity({})", &self.to_hex()[..16])
+        write!(f, "PeerIdentity({})", self.short_hex())
     }
 }
 

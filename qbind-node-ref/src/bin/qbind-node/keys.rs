@@ -7,7 +7,8 @@ use std::time::Duration;
 use qbind_core::key_rotation::KeyRole;
 use qbind_core::types::{NetworkEnvironment, ValidatorId};
 use qbind_node_ref::genesis::Genesis;
-use qbind_node_ref::local::{Keys, validator_key};
+use qbind_node_ref::local::next_key::NextKeyError;
+use qbind_node_ref::local::{Keys, NextKey, validator_key};
 use qbind_node_ref::validator_set::ValidatorSetFile;
 use qbind_signer::keystore::{self, KdfPolicy, Passphrase};
 use qbind_signer::{
@@ -142,46 +143,46 @@ pub(crate) async fn operator_keys_of(
         remote,
         loopback_key: Some(validator_key(index)),
     };
-    let next_signer = match &args.next_signer_keystore_path {
-        None => None,
-        Some(dir) => {
-            let next = SignerSettings {
-                mode: SignerMode::EncryptedFs,
-                env,
-                validator,
-                failure_mode,
-                double_sign_dir: Some(dir.clone()),
-                init_double_sign_record: false,
-                keystore_path: Some(dir.clone()),
-                passphrase_env: Some(args.signer_passphrase_env.clone()),
-                passphrase_file: args.signer_passphrase_file.clone(),
-                hsm_config_path: None,
-                remote: None,
-                loopback_key: None,
-            };
-            let next = build_signer(next, SignerMetrics::shared())
-                .await
-                .map_err(|e| format!("--next-signer-keystore-path: {e}"))?;
-            Some(std::sync::Arc::new(next))
-        }
-    };
     let signer = build_signer(settings, SignerMetrics::shared())
         .await
         .map_err(|e| e.to_string())?;
-    if let Some(next) = &next_signer {
-        use qbind_core::traits::Signer;
-        if next.public_key() == signer.public_key() {
-            return Err(
-                "--next-signer-keystore-path holds the current consensus key: give the new key's \
-                 keystore"
-                    .into(),
+    let next_key = match &args.next_signer_keystore_path {
+        None => None,
+        Some(dir) => {
+            use qbind_core::traits::Signer;
+            let next = NextKey::new(
+                dir.clone(),
+                env,
+                validator,
+                failure_mode,
+                Some(args.signer_passphrase_env.clone()),
+                args.signer_passphrase_file.clone(),
+                signer.public_key().clone(),
             );
+            // Not there yet: the operator generates it when a rotation is
+            // planned and loads it with `qbind-admin load-next-key`. The
+            // current key: a finished rotation whose keystore became the
+            // current one; nothing to load. There but unusable otherwise:
+            // a mistake to fix before the node runs.
+            if dir.exists() {
+                match next.load().await {
+                    Ok(_) => {}
+                    Err(NextKeyError::SameKey(_)) => eprintln!(
+                        "qbind-node: --next-signer-keystore-path {} holds the current consensus \
+                         key (a finished rotation?): not loaded; move it away before the next \
+                         rotation's key goes there",
+                        dir.display()
+                    ),
+                    Err(e) => return Err(format!("--next-signer-keystore-path: {e}")),
+                }
+            }
+            Some(std::sync::Arc::new(next))
         }
-    }
+    };
     Ok(Keys::Operator {
         set: Box::new(set),
         signer: std::sync::Arc::new(signer),
-        next_signer,
+        next_key,
         identity: Box::new(identity),
     })
 }

@@ -287,8 +287,22 @@ async fn serve(
             opts.validators,
             match &opts.keys {
                 Keys::Devnet => "DevNet seed keys".to_string(),
-                Keys::Operator { signer, .. } =>
-                    format!("own keys, signer failure mode {:?}", signer.mode()),
+                Keys::Operator {
+                    signer, next_key, ..
+                } => format!(
+                    "own keys, signer failure mode {:?}{}",
+                    signer.mode(),
+                    next_key
+                        .as_ref()
+                        .map_or_else(String::new, |next| match next.loaded() {
+                            Some(key) => format!(", next consensus key {key} loaded"),
+                            None => format!(
+                                ", next consensus key not loaded: none at {} yet (qbind-admin \
+                             load-next-key once it is there)",
+                                next.dir().display()
+                            ),
+                        })
+                ),
                 Keys::Follower { .. } => "full node".to_string(),
             },
             opts.data_dir.display()

@@ -1,0 +1,302 @@
+//! A validator's next consensus key (`--next-signer-keystore-path`;
+//! docs/key-rotation.md): an encrypted keystore the node loads at start if
+//! its directory is there, or later, while it runs, when the operator asks
+//! (`qbind-admin load-next-key`). So a node configured with the path once
+//! rotates its key on chain with no restart at any step: the key is
+//! generated into the directory when the rotation is planned and loaded
+//! then.
+//!
+//! The key is loaded at most once per process. Its signer keeps its own
+//! double-sign record beside the key, and the engine picks it for every
+//! signing job of an epoch that accepts its key
+//! (`qbind_core::engine::Engine::with_next_signer_slot`); before an
+//! executed rotation names the key, a loaded next key signs nothing.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use qbind_core::crypto::PublicKey;
+use qbind_core::engine::NextSignerSlot;
+use qbind_core::traits::Signer;
+use qbind_core::types::{NetworkEnvironment, ValidatorId};
+use qbind_signer::remote::PeerIdentity;
+use qbind_signer::{SignerFailureMode, SignerMetrics, SignerMode, SignerSettings, build_signer};
+
+/// Why the next key was not loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum NextKeyError {
+    /// The configured directory does not exist (yet).
+    #[error(
+        "no keystore at {0} (--next-signer-keystore-path): generate the next key there first \
+         (qbind-keygen generate --key-roles consensus --encrypt --output DIR)"
+    )]
+    Missing(PathBuf),
+    /// The keystore did not open: wrong passphrase, no consensus key, no
+    /// double-sign record, a file with loose permissions, ...
+    #[error("the next keystore at {dir}: {reason}")]
+    Unusable {
+        /// The configured directory.
+        dir: PathBuf,
+        /// What the signer factory said.
+        reason: String,
+    },
+    /// It holds the key the validator signs with now.
+    #[error("the next keystore at {0} holds the current consensus key: it must hold the new key")]
+    SameKey(PathBuf),
+}
+
+/// What a load did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Loaded {
+    /// The key's fingerprint (as `qbind-keygen` prints it).
+    pub fingerprint: String,
+    /// False if it was loaded before (by an earlier request, or at start);
+    /// the key is then the earlier one, whatever the directory holds now.
+    pub now: bool,
+}
+
+/// A validator's next consensus key: where its keystore is, how to open
+/// it, and the slot its signer goes into once opened.
+pub struct NextKey {
+    dir: PathBuf,
+    env: NetworkEnvironment,
+    validator: ValidatorId,
+    failure_mode: SignerFailureMode,
+    passphrase_env: Option<String>,
+    passphrase_file: Option<PathBuf>,
+    current: PublicKey,
+    slot: NextSignerSlot,
+    /// One load at a time (two admin requests at once build one signer).
+    loading: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for NextKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NextKey")
+            .field("dir", &self.dir)
+            .field("validator", &self.validator)
+            .field("loaded", &self.loaded())
+            .finish_non_exhaustive()
+    }
+}
+
+impl NextKey {
+    /// Validator `validator`'s next key in the encrypted keystore `dir`,
+    /// opened with the current keystore's passphrase source; `current` is
+    /// the key it signs with now (a next key equal to it is refused).
+    #[must_use]
+    pub fn new(
+        dir: PathBuf,
+        env: NetworkEnvironment,
+        validator: ValidatorId,
+        failure_mode: SignerFailureMode,
+        passphrase_env: Option<String>,
+        passphrase_file: Option<PathBuf>,
+        current: PublicKey,
+    ) -> Self {
+        NextKey {
+            dir,
+            env,
+            validator,
+            failure_mode,
+            passphrase_env,
+            passphrase_file,
+            current,
+            slot: NextSignerSlot::default(),
+            loading: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The configured keystore directory.
+    #[must_use]
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The slot the engine takes the next signer from.
+    #[must_use]
+    pub fn slot(&self) -> NextSignerSlot {
+        Arc::clone(&self.slot)
+    }
+
+    /// The loaded key's fingerprint, if it is loaded.
+    #[must_use]
+    pub fn loaded(&self) -> Option<String> {
+        self.slot.get().map(|s| fingerprint(s.public_key()))
+    }
+
+    /// Open the keystore and hand its signer to the engine, unless it was
+    /// loaded before. Opening derives the passphrase's key (a second or
+    /// so): call it off the async workers' hot path.
+    ///
+    /// # Errors
+    /// [`NextKeyError`]; nothing changes then.
+    pub async fn load(&self) -> Result<Loaded, NextKeyError> {
+        let _one = self.loading.lock().await;
+        if let Some(fingerprint) = self.loaded() {
+            return Ok(Loaded {
+                fingerprint,
+                now: false,
+            });
+        }
+        if !self.dir.exists() {
+            return Err(NextKeyError::Missing(self.dir.clone()));
+        }
+        let settings = SignerSettings {
+            mode: SignerMode::EncryptedFs,
+            env: self.env,
+            validator: self.validator,
+            failure_mode: self.failure_mode,
+            double_sign_dir: Some(self.dir.clone()),
+            init_double_sign_record: false,
+            keystore_path: Some(self.dir.clone()),
+            passphrase_env: self.passphrase_env.clone(),
+            passphrase_file: self.passphrase_file.clone(),
+            hsm_config_path: None,
+            remote: None,
+            loopback_key: None,
+        };
+        let signer = build_signer(settings, SignerMetrics::shared())
+            .await
+            .map_err(|e| NextKeyError::Unusable {
+                dir: self.dir.clone(),
+                reason: e.to_string(),
+            })?;
+        if signer.public_key() == &self.current {
+            return Err(NextKeyError::SameKey(self.dir.clone()));
+        }
+        let fingerprint = fingerprint(signer.public_key());
+        // Only this function fills the slot, under `loading`, after seeing
+        // it empty.
+        let _ = self.slot.set(Box::new(signer));
+        tracing::info!(
+            validator = self.validator.0,
+            dir = %self.dir.display(),
+            key = %fingerprint,
+            "next consensus key loaded: it signs from the epoch an executed rotation to it takes \
+             effect"
+        );
+        Ok(Loaded {
+            fingerprint,
+            now: true,
+        })
+    }
+}
+
+/// A consensus public key's fingerprint, as `qbind-keygen` prints it.
+fn fingerprint(key: &PublicKey) -> String {
+    PeerIdentity::of_key(key.as_bytes()).short_hex()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use qbind_core::key_rotation::KeyRole;
+    use qbind_signer::DoubleSignGuard;
+    use qbind_signer::keystore::{self, KdfPolicy, Passphrase};
+
+    const PASS: &str = "next key unit test passphrase";
+    const ENV: NetworkEnvironment = NetworkEnvironment::Devnet;
+
+    /// A consensus keystore with its double-sign record, as `qbind-keygen
+    /// generate` writes it; returns its public key.
+    fn keystore(dir: &Path) -> PublicKey {
+        let pk = keystore::generate_key(
+            dir,
+            ValidatorId(1),
+            KeyRole::Consensus,
+            &Passphrase::new(PASS.into()),
+            KdfPolicy::PRODUCTION.min,
+            &KdfPolicy::PRODUCTION,
+        )
+        .expect("generate");
+        DoubleSignGuard::init(dir, ValidatorId(1), ENV).expect("record");
+        PublicKey::from_bytes(&pk).expect("public key")
+    }
+
+    fn next_key(dir: &Path, current: PublicKey, pass_file: &Path) -> NextKey {
+        NextKey::new(
+            dir.to_path_buf(),
+            ENV,
+            ValidatorId(1),
+            SignerFailureMode::LogAndContinue,
+            None,
+            Some(pass_file.to_path_buf()),
+            current,
+        )
+    }
+
+    fn pass_file(dir: &Path, pass: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.join(format!("pass-{}", pass.len()));
+        std::fs::write(&path, pass).expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        path
+    }
+
+    #[tokio::test]
+    async fn loads_once_from_a_directory_that_appears_later() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let current_dir = tmp.path().join("current");
+        let current = keystore(&current_dir);
+        let dir = tmp.path().join("next");
+        let pass = pass_file(tmp.path(), PASS);
+        let next = next_key(&dir, current, &pass);
+        let slot = next.slot();
+
+        // Not there yet: refused, the slot stays empty.
+        assert!(matches!(next.load().await, Err(NextKeyError::Missing(_))));
+        assert!(slot.get().is_none() && next.loaded().is_none());
+
+        // Generated later: loaded into the engine's slot.
+        let key = keystore(&dir);
+        let loaded = next.load().await.expect("load");
+        let expected = PeerIdentity::of_key(key.as_bytes()).short_hex();
+        assert_eq!(
+            loaded,
+            Loaded {
+                fingerprint: expected.clone(),
+                now: true
+            }
+        );
+        assert_eq!(
+            slot.get().map(|s| s.public_key().clone()),
+            Some(key.clone())
+        );
+
+        // Once: a second request reports the loaded key, even when the
+        // directory holds another one by then.
+        std::fs::remove_dir_all(&dir).expect("remove");
+        keystore(&dir);
+        let again = next.load().await.expect("load again");
+        assert_eq!(
+            again,
+            Loaded {
+                fingerprint: expected,
+                now: false
+            }
+        );
+        assert_eq!(slot.get().map(|s| s.public_key().clone()), Some(key));
+    }
+
+    #[tokio::test]
+    async fn the_current_key_and_a_wrong_passphrase_are_refused() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("next");
+        let key = keystore(&dir);
+        let right = pass_file(tmp.path(), PASS);
+        let wrong = pass_file(tmp.path(), "a different passphrase, long enough");
+
+        let same = next_key(&dir, key.clone(), &right);
+        assert!(matches!(same.load().await, Err(NextKeyError::SameKey(_))));
+        assert!(same.loaded().is_none());
+
+        let other = keystore(&tmp.path().join("current"));
+        let locked = next_key(&dir, other, &wrong);
+        assert!(matches!(
+            locked.load().await,
+            Err(NextKeyError::Unusable { .. })
+        ));
+        assert!(locked.loaded().is_none());
+    }
+}
