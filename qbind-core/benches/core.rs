@@ -5,6 +5,9 @@
 //!   key decoded once (`PreparedPublicKey`) and decoded on every call (`crypto::verify`).
 //! - `qc_verify/*`: what verifying a quorum certificate costs on a node that has not seen its
 //!   votes, at n = 4, 16 and 64 validators of equal stake.
+//! - `sig_cache/*`: a signature check answered by `SigVerifier`'s cache (the key digest, the
+//!   keyed fingerprint of the 2,420 signature bytes, one lookup) and the same check on a
+//!   verifier that has not seen it (a full verification), for the ratio of the two.
 //! - `codec/*`: encoding and decoding a proposal (3-of-4 QC, 100 transactions of 100 bytes) and
 //!   a vote.
 //! - `sim/*`: committed blocks per CPU-second of the deterministic simulator, which runs every
@@ -23,6 +26,7 @@ use qbind_core::consensus::{
 };
 use qbind_core::crypto::backend::{Libcrux, MlDsa44Backend, RustCrypto};
 use qbind_core::crypto::{self, KeyPair, ML_DSA_44_SIGNATURE_BYTES, PreparedPublicKey};
+use qbind_core::quorum::SigVerifier;
 use qbind_core::signing::{SignKind, sign_domain, signing_preimage};
 use qbind_core::sim::{Report, Scenario};
 use qbind_core::types::{Epoch, Hash32, Height, NetworkEnvironment, ValidatorId, View};
@@ -273,6 +277,38 @@ fn qc_verification(c: &mut Criterion) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Signature cache
+
+fn sig_cache(c: &mut Criterion) {
+    let mut g = c.benchmark_group("sig_cache");
+    let keys = keys(4);
+    let set = equal_stake_set(&keys);
+    let message = vote_data(1, Hash32::digest(b"certified block")).to_bytes();
+    let sig = sign_domain(&keys[1], ENV, SignKind::Vote, &message);
+    let check = |v: &mut SigVerifier| {
+        v.verify_sig(
+            &set,
+            Epoch(0),
+            ValidatorId(1),
+            SignKind::Vote,
+            &message,
+            &sig,
+        )
+    };
+    let mut cached = SigVerifier::new(ENV, 1024);
+    assert_eq!(check(&mut cached), Ok(()));
+    g.bench_function("hit", |b| b.iter(|| black_box(check(&mut cached))));
+    g.bench_function("miss", |b| {
+        b.iter_batched(
+            || SigVerifier::new(ENV, 16),
+            |mut fresh| black_box(check(&mut fresh)),
+            criterion::BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
+// ---------------------------------------------------------------------------------------------
 // Codec
 
 /// A proposal for view 2 carrying a 3-of-4 QC on the view-1 block and 100 transactions of 100
@@ -457,6 +493,7 @@ fn main() {
     mldsa_libcrux(&mut c);
     mldsa_rustcrypto(&mut c);
     qc_verification(&mut c);
+    sig_cache(&mut c);
     codec(&mut c);
     simulated_throughput(&mut c);
     c.final_summary();

@@ -6,6 +6,7 @@
 //! it; it knows neither.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, Hasher, RandomState};
 
 use crate::codec::{Decode, DecodeError, Encode, Reader};
 use crate::crypto::Signature;
@@ -133,19 +134,30 @@ pub const KEYS_NOT_FINAL: &str =
 /// caching successes.
 ///
 /// The cache key is a digest of what was signed (kind, epoch, signer and the
-/// short signed message — never the 2,420-byte signatures, whose hashing
-/// would cost a third of a verification); the entry keeps the verified
-/// signature bytes, and a hit requires them to be equal, so a different
-/// signature over the same message is always verified afresh. The cache
-/// holds at most `capacity` entries (oldest evicted first).
+/// short signed message — never the 2,420-byte signatures, whose SHA3
+/// hashing would cost a third of a verification). The entry keeps a keyed
+/// 64-bit fingerprint of the verified signature bytes (SipHash-1-3 under a
+/// key drawn at random for each verifier, a microsecond or two per
+/// signature), and a hit requires the presented signatures' fingerprint to
+/// be equal: equal bytes always hit, and different bytes — a different
+/// signature over the same message — are verified afresh unless they
+/// collide, which someone without the key achieves with probability 2⁻⁶⁴
+/// per attempt. The fingerprint is compared, never ordered or reported, so
+/// outcomes do not depend on the key. Keeping the bytes instead cost 2,420
+/// bytes per signature: with the default 65,536 entries the consensus and
+/// DAG caches together grew to ~230 MB at peak (docs/benchmarks.md,
+/// "Memory: where the heap goes"). The cache holds at most `capacity`
+/// entries (oldest evicted first).
 pub struct SigVerifier {
     env: NetworkEnvironment,
     /// The last epoch whose keys no unexecuted block can change (`None`:
     /// no limit).
     keys_final_through: Option<Epoch>,
-    seen: HashMap<Hash32, Vec<Signature>>,
+    seen: HashMap<Hash32, u64>,
     order: VecDeque<Hash32>,
     capacity: usize,
+    /// The fingerprint's secret key.
+    fingerprint_key: RandomState,
 }
 
 impl SigVerifier {
@@ -159,7 +171,18 @@ impl SigVerifier {
             seen: HashMap::new(),
             order: VecDeque::new(),
             capacity: capacity.max(16),
+            fingerprint_key: RandomState::new(),
         }
+    }
+
+    /// The keyed fingerprint of `signatures`, in order.
+    fn fingerprint(&self, signatures: &[Signature]) -> u64 {
+        let mut h = self.fingerprint_key.build_hasher();
+        h.write_usize(signatures.len());
+        for s in signatures {
+            h.write(s.as_bytes());
+        }
+        h.finish()
     }
 
     /// The network whose domain tags signatures must carry.
@@ -172,7 +195,7 @@ impl SigVerifier {
     pub(crate) fn is_cached(&self, key: &Hash32, signatures: &[Signature]) -> bool {
         self.seen
             .get(key)
-            .is_some_and(|s| s.as_slice() == signatures)
+            .is_some_and(|f| *f == self.fingerprint(signatures))
     }
 
     /// Check signatures only of epochs up to `epoch`: the keys of later
@@ -204,7 +227,8 @@ impl SigVerifier {
 
     /// Remember a success under `key`.
     pub(crate) fn remember(&mut self, key: Hash32, signatures: &[Signature]) {
-        if self.seen.insert(key, signatures.to_vec()).is_none() {
+        let fingerprint = self.fingerprint(signatures);
+        if self.seen.insert(key, fingerprint).is_none() {
             self.order.push_back(key);
             while self.order.len() > self.capacity {
                 if let Some(old) = self.order.pop_front() {
@@ -409,4 +433,92 @@ pub fn check_signers(
         return Err("signers do not reach a quorum of stake");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::KeyPair;
+    use crate::signing::sign_domain;
+
+    const ENV: NetworkEnvironment = NetworkEnvironment::Devnet;
+
+    fn set_of(keys: &[KeyPair]) -> ValidatorSet {
+        ValidatorSet::new(keys.iter().map(|k| (k.public_key().clone(), 1)).collect()).expect("set")
+    }
+
+    /// The cache answers for the exact bytes it verified, and only for
+    /// them. A hit is seen through a set that gives the signer another key
+    /// (a real check would fail there): the same signature hits, one with a
+    /// flipped bit does not, and nothing hits after `clear`.
+    #[test]
+    fn the_cache_hits_for_the_verified_bytes_only() {
+        let keys: Vec<KeyPair> = (0..4).map(|i| KeyPair::from_seed(&[i + 70; 32])).collect();
+        let other: Vec<KeyPair> = (0..4).map(|i| KeyPair::from_seed(&[i + 90; 32])).collect();
+        let (set, changed) = (set_of(&keys), set_of(&other));
+        let msg = b"a vote";
+        let sig = sign_domain(&keys[1], ENV, SignKind::Vote, msg);
+        let mut flipped = sig.as_bytes().to_vec();
+        flipped[2000] ^= 0x10;
+        let flipped = Signature::from_bytes(&flipped).expect("signature");
+        let mut v = SigVerifier::new(ENV, 64);
+        let check = |v: &mut SigVerifier, set: &ValidatorSet, s: &Signature| {
+            v.verify_sig(set, Epoch(0), ValidatorId(1), SignKind::Vote, msg, s)
+        };
+        assert_eq!(check(&mut v, &set, &sig), Ok(()));
+        assert_eq!(check(&mut v, &changed, &sig), Ok(()), "a cache hit");
+        assert_eq!(check(&mut v, &changed, &flipped), Err(SigFailure::Bad));
+        assert_eq!(check(&mut v, &set, &flipped), Err(SigFailure::Bad));
+
+        // A whole certificate: a hit for the same signatures in the same
+        // order, a fresh check for any other list.
+        let mut signers = SignerBitmap::new(4);
+        let mut sigs = Vec::new();
+        for i in 0..3u32 {
+            signers.set(ValidatorId(i));
+            sigs.push(sign_domain(&keys[i as usize], ENV, SignKind::Vote, msg));
+        }
+        let quorum = |v: &mut SigVerifier, set: &ValidatorSet, s: &[Signature]| {
+            v.verify_quorum(set, Epoch(0), SignKind::Vote, msg, &signers, s)
+        };
+        assert_eq!(quorum(&mut v, &set, &sigs), Ok(()));
+        assert_eq!(quorum(&mut v, &changed, &sigs), Ok(()), "a cache hit");
+        let mut swapped = sigs.clone();
+        swapped.swap(0, 1);
+        assert!(quorum(&mut v, &changed, &swapped).is_err());
+        let mut one_flipped = sigs.clone();
+        one_flipped[2] = flipped;
+        assert!(quorum(&mut v, &changed, &one_flipped).is_err());
+
+        v.clear();
+        assert_eq!(check(&mut v, &changed, &sig), Err(SigFailure::Bad));
+        assert!(quorum(&mut v, &changed, &sigs).is_err());
+    }
+
+    /// Two verifiers key their fingerprints independently, and within one
+    /// the fingerprint depends on every byte and on the order.
+    #[test]
+    fn fingerprints_cover_every_byte_and_the_order() {
+        let k = KeyPair::from_seed(&[7; 32]);
+        let a = sign_domain(&k, ENV, SignKind::Vote, b"a");
+        let b = sign_domain(&k, ENV, SignKind::Vote, b"b");
+        let v = SigVerifier::new(ENV, 16);
+        let w = SigVerifier::new(ENV, 16);
+        let ab = [a.clone(), b.clone()];
+        let ba = [b, a.clone()];
+        assert_eq!(v.fingerprint(&ab), v.fingerprint(&ab));
+        assert_ne!(v.fingerprint(&ab), v.fingerprint(&ba));
+        assert_ne!(v.fingerprint(&ab), v.fingerprint(std::slice::from_ref(&a)));
+        assert_ne!(v.fingerprint(&ab), w.fingerprint(&ab));
+        for at in [0, 1_209, 2_419] {
+            let mut bytes = a.as_bytes().to_vec();
+            bytes[at] ^= 1;
+            let changed = Signature::from_bytes(&bytes).expect("signature");
+            assert_ne!(
+                v.fingerprint(std::slice::from_ref(&a)),
+                v.fingerprint(std::slice::from_ref(&changed)),
+                "byte {at}"
+            );
+        }
+    }
 }

@@ -10,6 +10,13 @@ use crate::types::{Hash32, Height};
 /// Maximum number of orphan blocks kept while their ancestors are fetched.
 const MAX_ORPHANS: usize = 4096;
 
+/// The committed blocks kept in memory however large they are (the byte
+/// budget, [`crate::consensus::ConsensusConfig::committed_window_bytes`],
+/// never cuts the window below this, nor below the count limit): enough for
+/// fetches by id near the tip, which range sync takes over from 8 blocks
+/// behind.
+pub const MIN_COMMITTED_WINDOW: usize = 64;
+
 /// The block store of one validator.
 #[derive(Debug)]
 pub(crate) struct BlockTree {
@@ -24,12 +31,19 @@ pub(crate) struct BlockTree {
     orphans: BTreeMap<Hash32, Vec<Block>>,
     orphan_count: usize,
     window: usize,
+    /// The byte budget of the committed window while running.
+    window_bytes: usize,
+    /// [`Block::held_bytes`] of the committed window.
+    committed_bytes: usize,
 }
 
 impl BlockTree {
     /// A tree whose committed chain ends with `committed` (ascending heights,
     /// non-empty: at least genesis).
-    pub(crate) fn new(committed: Vec<Block>, window: usize) -> Self {
+    /// The committed blocks are kept whatever their size (at most `window`
+    /// of them): after a restart they are what is delivered again for
+    /// execution. From the first commit on, `window_bytes` applies too.
+    pub(crate) fn new(committed: Vec<Block>, window: usize, window_bytes: usize) -> Self {
         let mut tree = BlockTree {
             pending: BTreeMap::new(),
             committed: BTreeMap::new(),
@@ -37,20 +51,32 @@ impl BlockTree {
             orphans: BTreeMap::new(),
             orphan_count: 0,
             window: window.max(1),
+            window_bytes,
+            committed_bytes: 0,
         };
         for b in committed {
-            tree.push_committed(b);
+            tree.push_committed(b, false);
         }
         tree
     }
 
-    fn push_committed(&mut self, block: Block) {
+    /// Add `block` to the committed window and drop the oldest blocks above
+    /// the count limit and, with `budget`, above the byte budget.
+    fn push_committed(&mut self, block: Block, budget: bool) {
+        self.committed_bytes = self.committed_bytes.saturating_add(block.held_bytes());
         self.committed_ids.insert(block.id(), block.height());
-        self.committed.insert(block.height(), block);
-        while self.committed.len() > self.window {
-            if let Some((_, old)) = self.committed.pop_first() {
-                self.committed_ids.remove(&old.id());
-            }
+        if let Some(replaced) = self.committed.insert(block.height(), block) {
+            self.committed_bytes = self.committed_bytes.saturating_sub(replaced.held_bytes());
+        }
+        let floor = MIN_COMMITTED_WINDOW.min(self.window);
+        while self.committed.len() > self.window
+            || (budget && self.committed_bytes > self.window_bytes && self.committed.len() > floor)
+        {
+            let Some((_, old)) = self.committed.pop_first() else {
+                break;
+            };
+            self.committed_ids.remove(&old.id());
+            self.committed_bytes = self.committed_bytes.saturating_sub(old.held_bytes());
         }
     }
 
@@ -153,7 +179,7 @@ impl BlockTree {
         chain.reverse();
         for b in &chain {
             self.pending.remove(&b.id());
-            self.push_committed(b.clone());
+            self.push_committed(b.clone(), true);
         }
         let new_root = *target;
         let new_height = self.committed_height();
@@ -221,8 +247,116 @@ impl BlockTree {
         self.committed.len()
     }
 
+    /// [`Block::held_bytes`] of the committed window.
+    pub(crate) fn committed_bytes(&self) -> usize {
+        self.committed_bytes
+    }
+
     /// Orphan blocks held while their ancestors are fetched.
     pub(crate) fn orphan_len(&self) -> usize {
         self.orphan_count
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::consensus::messages::{BlockHeader, Payload};
+    use crate::types::{ChainId, Epoch, ValidatorId, View};
+
+    /// A child of `parent` carrying `txs` transactions of `tx_bytes` each
+    /// (the certificate is the genesis one: the tree does not check it).
+    fn child(parent: &Block, txs: usize, tx_bytes: usize) -> Block {
+        let height = parent.height().next();
+        let header = BlockHeader {
+            epoch: Epoch(0),
+            view: View(height.0),
+            height,
+            parent_id: parent.id(),
+            justify_view: View(0),
+            proposer: ValidatorId(0),
+            payload_digest: Hash32::default(),
+            batch_commitment: Hash32::default(),
+            exec_height: Height(0),
+            exec_state_root: Hash32::default(),
+        };
+        let payload = Payload::Transactions(vec![vec![height.0 as u8; tx_bytes]; txs]);
+        Block::new(header, parent.justify().clone(), payload)
+    }
+
+    fn chain(len: usize, txs: usize, tx_bytes: usize) -> Vec<Block> {
+        let mut blocks = vec![Block::genesis(ChainId(7))];
+        for _ in 0..len {
+            let next = child(blocks.last().expect("genesis"), txs, tx_bytes);
+            blocks.push(next);
+        }
+        blocks
+    }
+
+    /// Commit `blocks` one at a time onto `tree`.
+    fn commit_each(tree: &mut BlockTree, blocks: &[Block]) {
+        for b in blocks {
+            let id = b.id();
+            let _ = tree.insert(b.clone());
+            let (committed, _) = tree.commit_to(&id);
+            assert_eq!(committed.len(), 1);
+        }
+    }
+
+    /// Large blocks (40 transactions of 4 KB: a busy FIFO block) stop
+    /// filling the window at its byte budget, but the last
+    /// MIN_COMMITTED_WINDOW blocks stay whatever their size; small blocks
+    /// fill it to its count limit. Before the budget, 4,096 large blocks
+    /// stayed (~670 MB).
+    #[test]
+    fn the_committed_window_holds_a_byte_budget_while_running() {
+        let big = chain(300, 40, 4_000);
+        let one = big[1].held_bytes();
+        assert!(one > 160_000, "{one}");
+
+        let budget = 100 * one;
+        let mut tree = BlockTree::new(vec![big[0].clone()], 4_096, budget);
+        commit_each(&mut tree, &big[1..]);
+        assert_eq!(tree.committed_len(), 100);
+        assert!(tree.committed_bytes() <= budget);
+        assert_eq!(tree.committed_bytes(), 100 * one);
+        assert_eq!(tree.committed_height(), Height(300));
+        // The newest stay: a fetch by id near the tip is served.
+        assert!(tree.contains(&big[300].id()) && tree.contains(&big[201].id()));
+        assert!(!tree.contains(&big[200].id()));
+
+        // A budget below MIN_COMMITTED_WINDOW blocks keeps that many.
+        let mut tight = BlockTree::new(vec![big[0].clone()], 4_096, one);
+        commit_each(&mut tight, &big[1..]);
+        assert_eq!(tight.committed_len(), MIN_COMMITTED_WINDOW);
+        // And the count limit still applies below it.
+        let mut few = BlockTree::new(vec![big[0].clone()], 10, one);
+        commit_each(&mut few, &big[1..]);
+        assert_eq!(few.committed_len(), 10);
+
+        // Empty blocks fill the window to its count.
+        let small = chain(300, 0, 0);
+        let mut tree = BlockTree::new(vec![small[0].clone()], 200, 64 << 20);
+        commit_each(&mut tree, &small[1..]);
+        assert_eq!(tree.committed_len(), 200);
+        assert_eq!(tree.committed_bytes(), 200 * small[1].held_bytes());
+    }
+
+    /// The blocks a restarted validator loads are all kept (up to the
+    /// count): the ones it had not executed are delivered again from them.
+    /// The budget applies from the next commit.
+    #[test]
+    fn blocks_loaded_at_start_are_kept_whatever_their_size() {
+        let big = chain(200, 40, 4_000);
+        let one = big[1].held_bytes();
+        let mut tree = BlockTree::new(big[..200].to_vec(), 4_096, 10 * one);
+        assert_eq!(tree.committed_len(), 200);
+        assert_eq!(
+            tree.committed_bytes(),
+            big[..200].iter().map(Block::held_bytes).sum::<usize>()
+        );
+        commit_each(&mut tree, &big[200..]);
+        assert_eq!(tree.committed_len(), MIN_COMMITTED_WINDOW);
+        assert_eq!(tree.committed_bytes(), MIN_COMMITTED_WINDOW * one);
     }
 }

@@ -15,6 +15,12 @@ pub struct MachineFootprint {
     /// Committed blocks kept in memory for catch-up requests (the
     /// committed window).
     pub committed_blocks: usize,
+    /// About how many bytes those committed blocks hold (payloads and
+    /// certificates; `Block::held_bytes`), bounded by
+    /// [`crate::consensus::ConsensusConfig::committed_window_bytes`] once
+    /// the window holds more than [`crate::consensus::MIN_COMMITTED_WINDOW`]
+    /// blocks.
+    pub committed_bytes: usize,
     /// Orphan blocks waiting for an ancestor.
     pub orphans: usize,
     /// Vote, timeout and proposal entries of other validators
@@ -46,6 +52,7 @@ impl HotStuff {
         MachineFootprint {
             pending_blocks: self.tree.pending_len(),
             committed_blocks: self.tree.committed_len(),
+            committed_bytes: self.tree.committed_bytes(),
             orphans: self.tree.orphan_len(),
             collector_entries: self.collector_entries(),
             block_sync: self.sync.entries(),

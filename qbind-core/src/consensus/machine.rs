@@ -139,7 +139,7 @@ impl HotStuff {
         for block in &committed {
             leaders.record(CommittedEntry::of(block));
         }
-        let mut tree = BlockTree::new(committed, cfg.committed_window);
+        let mut tree = BlockTree::new(committed, cfg.committed_window, cfg.committed_window_bytes);
         pending.sort_by_key(Block::height);
         let root_height = tree.committed_height();
         for block in pending {

@@ -336,6 +336,30 @@ impl Block {
         }
     }
 
+    /// About how many bytes this block holds in memory: its transactions
+    /// (or batch certificates) and its certificate's signatures, plus a
+    /// fixed allowance for the header and bitmaps (allocator overhead left
+    /// out). What the committed window budgets
+    /// ([`crate::consensus::ConsensusConfig::committed_window_bytes`]).
+    #[must_use]
+    pub(crate) fn held_bytes(&self) -> usize {
+        /// Header, id, bitmaps and the vectors' own headers, rounded up.
+        const FIXED: usize = 512;
+        /// A batch certificate's reference and bitmap.
+        const PER_CERTIFICATE: usize = 128;
+        /// A transaction's vector header.
+        const PER_TRANSACTION: usize = 24;
+        let signatures = |n: usize| n.saturating_mul(ML_DSA_44_SIGNATURE_BYTES);
+        let payload: usize = match self.payload.as_ref() {
+            Payload::Transactions(txs) => txs.iter().map(|t| t.len() + PER_TRANSACTION).sum(),
+            Payload::Batches(certs) => certs
+                .iter()
+                .map(|c| PER_CERTIFICATE + signatures(c.signatures.len()))
+                .sum(),
+        };
+        FIXED + signatures(self.justify.signatures.len()) + payload
+    }
+
     /// The genesis block of a chain: view 0, height 0, no payload, its parent
     /// a hash of the chain id so that chains never share a genesis.
     #[must_use]

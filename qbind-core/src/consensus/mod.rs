@@ -51,6 +51,7 @@ mod sync_messages;
 mod votes;
 
 pub use block_budget::{BlockBudget, BlockBudgetConfig, MAX_OUTSTANDING_PROPOSALS};
+pub use block_tree::MIN_COMMITTED_WINDOW;
 pub use certs::verify_quorum_cert;
 pub use error::ConsensusError;
 pub use evidence::Evidence;
@@ -96,8 +97,18 @@ pub struct ConsensusConfig {
     /// also bounds what a catching-up node buffers (`MAX_IN_FLIGHT`
     /// answers). See [`ConsensusConfig::sync_answer_bytes`].
     pub sync_response_bytes: usize,
-    /// Committed blocks kept in memory to serve catch-up.
+    /// Committed blocks kept in memory to serve catch-up (fetches by id
+    /// of blocks near the tip; range sync is served from the store), and
+    /// loaded from the store at start to deliver the committed blocks not
+    /// executed before a restart.
     pub committed_window: usize,
+    /// While running, the committed window also holds at most about this
+    /// many bytes of blocks (`Block` payloads and certificates), but never
+    /// fewer than [`MIN_COMMITTED_WINDOW`] blocks: with transactions
+    /// inline (FIFO payloads) 4,096 busy blocks held over a gigabyte
+    /// (docs/benchmarks.md, "Memory: where the heap goes"). Not applied to
+    /// the blocks loaded at start. Default 64 MiB.
+    pub committed_window_bytes: usize,
     /// Signature verification cache entries.
     pub verify_cache: usize,
     /// Decoding bounds.
@@ -150,6 +161,7 @@ impl ConsensusConfig {
             sync_retry_ms: 500,
             sync_response_bytes: 4 << 20,
             committed_window: 4096,
+            committed_window_bytes: 64 << 20,
             verify_cache: 65_536,
             limits: CodecLimits::default(),
             idle_proposal_delay_ms: None,
