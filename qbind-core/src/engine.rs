@@ -20,7 +20,7 @@ use crate::execution::PayloadPrefetch;
 use crate::pool_drops::PoolMonitor;
 use crate::replica::{Action, Event, Replica, ReplicaError};
 use crate::traits::{Clock, Signer, StateBackend, Transport, TransportError};
-use crate::types::{Millis, ValidatorId};
+use crate::types::{Epoch, Millis, ValidatorId};
 use crate::validator::EpochSchedule;
 
 /// The DAG and fee-pool counters of one validator, as its engine publishes
@@ -38,6 +38,40 @@ pub struct PayloadMetrics {
 /// before or while its engine runs ([`Engine::with_next_signer_slot`]).
 pub type NextSignerSlot = Arc<std::sync::OnceLock<Box<dyn Signer>>>;
 
+/// Which of a validator's two consensus keys signs a job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum KeyChoice {
+    /// The key it signs with now.
+    Current,
+    /// The key an on-chain rotation moves it to.
+    Next,
+}
+
+/// The key for a job of `epoch`, given whether that epoch accepts the next
+/// key and the current one (`None`: its keys are not final here, so no
+/// key: the job waits). The next key signs in every epoch that accepts it,
+/// except that in an epoch before `next_from` (the epoch the engine first
+/// saw the next key in — it may have been loaded, or the validator
+/// restarted, in the middle of an epoch that accepts both keys — and
+/// earlier ones) the current key keeps signing as long as it is accepted:
+/// an epoch's messages are then never signed by both keys, whose
+/// double-sign records are separate (a vote of one view under each key
+/// would be an equivocation both records allow).
+fn choose_key(
+    epoch: Epoch,
+    next_from: Epoch,
+    accepts_next: Option<bool>,
+    accepts_current: Option<bool>,
+) -> Option<KeyChoice> {
+    if !accepts_next? {
+        return Some(KeyChoice::Current);
+    }
+    if epoch >= next_from || !accepts_current? {
+        return Some(KeyChoice::Next);
+    }
+    Some(KeyChoice::Current)
+}
+
 /// One validator: a [`Replica`] driven over the traits.
 pub struct Engine<S: StateBackend, T, C> {
     replica: Replica<S>,
@@ -47,6 +81,11 @@ pub struct Engine<S: StateBackend, T, C> {
     /// every job whose epoch accepts its key. Empty until it is given, at
     /// start or while the engine runs.
     next_signer: NextSignerSlot,
+    /// The first epoch in which the next signer signs although the
+    /// current key is accepted too ([`choose_key`]): the epoch after the
+    /// one this validator was in when the engine first found a signer in
+    /// the slot (at its first signing job, for a signer given at start).
+    next_from: Option<Epoch>,
     /// Where the schedule goes whenever an executed rotation changed it.
     schedule_out: Option<watch::Sender<Arc<EpochSchedule>>>,
     clock: C,
@@ -80,6 +119,7 @@ impl<S: StateBackend, T: Transport, C: Clock> Engine<S, T, C> {
             transport,
             signer,
             next_signer: NextSignerSlot::default(),
+            next_from: None,
             schedule_out: None,
             clock,
             timers: BTreeSet::new(),
@@ -130,22 +170,30 @@ impl<S: StateBackend, T: Transport, C: Clock> Engine<S, T, C> {
         self
     }
 
-    /// The signer for `job`: the next one if its epoch accepts its key;
+    /// The signer for `job`: the next one if its epoch accepts its key
+    /// (but see [`choose_key`] for the epoch a next key was loaded in);
     /// none while its epoch's keys are not final here (blocks this
     /// validator has not executed may still change them, so the choice
     /// could flip within the epoch).
-    fn signer_for(&self, job: &crate::consensus::SignJob) -> Option<&dyn Signer> {
+    fn signer_for(&mut self, job: &crate::consensus::SignJob) -> Option<&dyn Signer> {
         let Some(next) = self.next_signer.get() else {
             return Some(self.signer.as_ref());
         };
-        match self
-            .replica
-            .machine()
-            .accepts_own_key(job.epoch(), next.public_key())?
-        {
-            true => Some(next.as_ref()),
-            false => Some(self.signer.as_ref()),
-        }
+        let machine = self.replica.machine();
+        // Where the current key still counts: from the epoch after the one
+        // the next signer was first seen in.
+        let from = *self.next_from.get_or_insert_with(|| machine.epoch().next());
+        let epoch = job.epoch();
+        let choice = choose_key(
+            epoch,
+            from,
+            machine.accepts_own_key(epoch, next.public_key()),
+            machine.accepts_own_key(epoch, self.signer.public_key()),
+        )?;
+        Some(match choice {
+            KeyChoice::Next => next.as_ref(),
+            KeyChoice::Current => self.signer.as_ref(),
+        })
     }
 
     /// Report commits, executions and evidence on `sink`.
@@ -454,5 +502,41 @@ async fn recv_opt(rx: &mut Option<mpsc::UnboundedReceiver<Vec<u8>>>) -> Option<V
     match rx {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A next key signs in every epoch that accepts it, except that in the
+    /// epoch it was loaded in (and earlier ones) the current key goes on
+    /// signing while it is accepted; nothing signs while an epoch's keys
+    /// are not final.
+    #[test]
+    fn a_next_key_seen_mid_epoch_signs_from_the_next_epoch_on() {
+        use KeyChoice::{Current, Next};
+        let e = Epoch;
+        // Seen before the rotation's epochs: the next key wherever it counts.
+        assert_eq!(choose_key(e(5), e(3), Some(true), Some(true)), Some(Next));
+        assert_eq!(
+            choose_key(e(2), e(3), Some(false), Some(true)),
+            Some(Current)
+        );
+        // Loaded (or the validator restarted) during epoch 5, a grace epoch
+        // accepting both keys: the current key finishes epoch 5, the next
+        // one signs from epoch 6.
+        assert_eq!(
+            choose_key(e(5), e(6), Some(true), Some(true)),
+            Some(Current)
+        );
+        assert_eq!(choose_key(e(6), e(6), Some(true), Some(true)), Some(Next));
+        // Loaded too late (the current key is refused already, or an
+        // emergency rotation): the next key at once.
+        assert_eq!(choose_key(e(5), e(6), Some(true), Some(false)), Some(Next));
+        // Not final: no key.
+        assert_eq!(choose_key(e(5), e(6), None, Some(true)), None);
+        assert_eq!(choose_key(e(5), e(6), Some(true), None), None);
+        assert_eq!(choose_key(e(5), e(3), Some(true), None), Some(Next));
     }
 }

@@ -213,6 +213,7 @@ fn a_rotation_submitted_as_a_transaction_takes_effect_without_restarts() {
         .to_string();
     assert_eq!(fingerprint.len(), 16, "{loaded}");
     let again = load_next_key(root, admin_addr);
+    assert!(again.status.success(), "load-next-key again: {again:?}");
     let again: serde_json::Value = serde_json::from_slice(&again.stdout).expect("json reply");
     assert_eq!(again["loaded_now"], false, "{again}");
     assert_eq!(again["key_fingerprint"], fingerprint.as_str(), "{again}");

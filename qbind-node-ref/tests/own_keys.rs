@@ -340,11 +340,12 @@ fn bad_signer_settings_are_refused_with_status_2() {
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("--signer-failure-mode"), "{err}");
 
-    // A next keystore that is there but does not open stops the start; one
-    // that holds the current key (a finished rotation) is not loaded, and
-    // the node runs (stopped here by its closed stdin).
-    let not_a_keystore = root.join("empty-next");
+    // A next key that is there but does not open stops the start; one that
+    // is the current key (a finished rotation) is not loaded, and the node
+    // runs (stopped here by its closed stdin).
+    let not_a_keystore = root.join("broken-next");
     std::fs::create_dir(&not_a_keystore).expect("mkdir");
+    std::fs::write(not_a_keystore.join("consensus.key"), "not a key").expect("write");
     let next_arg = |next: &'static str| {
         let mut a = common.to_vec();
         a.extend([

@@ -65,9 +65,19 @@ impl BlockTree {
     fn push_committed(&mut self, block: Block, budget: bool) {
         self.committed_bytes = self.committed_bytes.saturating_add(block.held_bytes());
         self.committed_ids.insert(block.id(), block.height());
+        let id = block.id();
         if let Some(replaced) = self.committed.insert(block.height(), block) {
             self.committed_bytes = self.committed_bytes.saturating_sub(replaced.held_bytes());
+            if replaced.id() != id {
+                self.committed_ids.remove(&replaced.id());
+            }
         }
+        self.trim(budget);
+    }
+
+    /// Drop the oldest committed blocks above the count limit and, with
+    /// `budget`, above the byte budget (down to [`MIN_COMMITTED_WINDOW`]).
+    fn trim(&mut self, budget: bool) {
         let floor = MIN_COMMITTED_WINDOW.min(self.window);
         while self.committed.len() > self.window
             || (budget && self.committed_bytes > self.window_bytes && self.committed.len() > floor)
@@ -242,6 +252,12 @@ impl BlockTree {
         self.pending.len()
     }
 
+    /// Apply the byte budget to the committed window now (after the blocks
+    /// loaded at start were handed on for delivery).
+    pub(crate) fn apply_window_budget(&mut self) {
+        self.trim(true);
+    }
+
     /// Committed blocks held in the window.
     pub(crate) fn committed_len(&self) -> usize {
         self.committed.len()
@@ -344,7 +360,8 @@ mod tests {
 
     /// The blocks a restarted validator loads are all kept (up to the
     /// count): the ones it had not executed are delivered again from them.
-    /// The budget applies from the next commit.
+    /// The budget applies from the next commit, or once they were handed
+    /// on (`HotStuff::restore_dag`).
     #[test]
     fn blocks_loaded_at_start_are_kept_whatever_their_size() {
         let big = chain(200, 40, 4_000);
@@ -358,5 +375,10 @@ mod tests {
         commit_each(&mut tree, &big[200..]);
         assert_eq!(tree.committed_len(), MIN_COMMITTED_WINDOW);
         assert_eq!(tree.committed_bytes(), MIN_COMMITTED_WINDOW * one);
+        // Or once the restored blocks were handed on for delivery.
+        let mut restored = BlockTree::new(big[..200].to_vec(), 4_096, 10 * one);
+        restored.apply_window_budget();
+        assert_eq!(restored.committed_len(), MIN_COMMITTED_WINDOW);
+        assert!(restored.contains(&big[199].id()) && !restored.contains(&big[100].id()));
     }
 }

@@ -163,6 +163,9 @@ impl HotStuff {
                 to_deliver.extend(committed.into_iter().filter(|b| b.height() > executed));
             }
         }
+        // What delivery needs was copied out: the window may shrink to its
+        // byte budget now rather than at the first commit.
+        self.tree.apply_window_budget();
     }
 
     // ------------------------------------------------------------ inputs

@@ -146,7 +146,8 @@ impl LocalAdmin {
         let (Some(next), Some(id)) = (&r.next_key, r.shared.ids.first()) else {
             return Err(NodeError::Config(
                 "this node has no place for a next consensus key: start it with \
-                 --next-signer-keystore-path DIR (DIR may be empty until a rotation is planned)"
+                 --next-signer-keystore-path DIR (DIR need not exist or hold a key until a \
+                 rotation is planned)"
                     .into(),
             ));
         };

@@ -17,18 +17,21 @@ use std::sync::Arc;
 
 use qbind_core::crypto::PublicKey;
 use qbind_core::engine::NextSignerSlot;
+use qbind_core::key_rotation::KeyRole;
 use qbind_core::traits::Signer;
 use qbind_core::types::{NetworkEnvironment, ValidatorId};
+use qbind_signer::keystore;
 use qbind_signer::remote::PeerIdentity;
 use qbind_signer::{SignerFailureMode, SignerMetrics, SignerMode, SignerSettings, build_signer};
 
 /// Why the next key was not loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum NextKeyError {
-    /// The configured directory does not exist (yet).
+    /// The configured directory holds no consensus key (yet).
     #[error(
         "no keystore at {0} (--next-signer-keystore-path): generate the next key there first \
-         (qbind-keygen generate --key-roles consensus --encrypt --output DIR)"
+         (qbind-keygen generate --validator-id ID --key-roles consensus --encrypt \
+         --passphrase-env VAR --output DIR, with the current keystore's passphrase)"
     )]
     Missing(PathBuf),
     /// The keystore did not open: wrong passphrase, no consensus key, no
@@ -53,6 +56,13 @@ pub struct Loaded {
     /// False if it was loaded before (by an earlier request, or at start);
     /// the key is then the earlier one, whatever the directory holds now.
     pub now: bool,
+}
+
+/// Whether `dir` holds a consensus key to load: the node loads the next key
+/// at start only then, and starts without it otherwise.
+#[must_use]
+pub fn holds_key(dir: &Path) -> bool {
+    keystore::key_path(dir, KeyRole::Consensus).exists()
 }
 
 /// A validator's next consensus key: where its keystore is, how to open
@@ -139,8 +149,17 @@ impl NextKey {
                 now: false,
             });
         }
-        if !self.dir.exists() {
+        let key_file = keystore::key_path(&self.dir, KeyRole::Consensus);
+        if !holds_key(&self.dir) {
             return Err(NextKeyError::Missing(self.dir.clone()));
+        }
+        // The key file names its public key in the clear: the current key
+        // is refused before the passphrase's key derivation (a second of
+        // CPU), which a finished rotation would otherwise cost every
+        // request.
+        if keystore::inspect(&key_file).is_ok_and(|info| info.public_key == self.current.as_bytes())
+        {
+            return Err(NextKeyError::SameKey(self.dir.clone()));
         }
         let settings = SignerSettings {
             mode: SignerMode::EncryptedFs,
@@ -191,9 +210,8 @@ fn fingerprint(key: &PublicKey) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use qbind_core::key_rotation::KeyRole;
     use qbind_signer::DoubleSignGuard;
-    use qbind_signer::keystore::{self, KdfPolicy, Passphrase};
+    use qbind_signer::keystore::{KdfPolicy, Passphrase};
 
     const PASS: &str = "next key unit test passphrase";
     const ENV: NetworkEnvironment = NetworkEnvironment::Devnet;
@@ -244,7 +262,11 @@ mod tests {
         let next = next_key(&dir, current, &pass);
         let slot = next.slot();
 
-        // Not there yet: refused, the slot stays empty.
+        // Not there yet, or an empty directory: refused, the slot stays
+        // empty.
+        assert!(matches!(next.load().await, Err(NextKeyError::Missing(_))));
+        std::fs::create_dir(&dir).expect("mkdir");
+        assert!(!holds_key(&dir));
         assert!(matches!(next.load().await, Err(NextKeyError::Missing(_))));
         assert!(slot.get().is_none() && next.loaded().is_none());
 

@@ -38,6 +38,37 @@ pub fn follow(i: usize, child: &mut Child, roots: &Roots) {
     });
 }
 
+/// [`follow`], also adding up the transfers the node reports applied
+/// (`transfers ok N` of each height line) in `applied`.
+pub fn follow_counting(
+    i: usize,
+    child: &mut Child,
+    roots: &Roots,
+    applied: &Arc<std::sync::atomic::AtomicU64>,
+) {
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let roots = Arc::clone(roots);
+    let applied = Arc::clone(applied);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let Some(rest) = line.strip_prefix("height") else {
+                continue;
+            };
+            let mut words = rest.split_whitespace();
+            let height = words.next().and_then(|h| h.parse().ok());
+            let ok = words
+                .skip_while(|w| *w != "ok")
+                .nth(1)
+                .and_then(|n| n.parse::<u64>().ok());
+            applied.fetch_add(ok.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
+            let root = line.rsplit(' ').next().map(str::to_string);
+            if let (Some(h), Some(r)) = (height, root) {
+                roots.lock().expect("lock")[i].insert(h, r);
+            }
+        }
+    });
+}
+
 /// Validator `i`'s highest executed height so far.
 pub fn highest(roots: &Roots, i: usize) -> u64 {
     roots.lock().expect("lock")[i]

@@ -7,7 +7,7 @@ use std::time::Duration;
 use qbind_core::key_rotation::KeyRole;
 use qbind_core::types::{NetworkEnvironment, ValidatorId};
 use qbind_node_ref::genesis::Genesis;
-use qbind_node_ref::local::next_key::NextKeyError;
+use qbind_node_ref::local::next_key::{self, NextKeyError};
 use qbind_node_ref::local::{Keys, NextKey, validator_key};
 use qbind_node_ref::validator_set::ValidatorSetFile;
 use qbind_signer::keystore::{self, KdfPolicy, Passphrase};
@@ -164,7 +164,7 @@ pub(crate) async fn operator_keys_of(
             // current key: a finished rotation whose keystore became the
             // current one; nothing to load. There but unusable otherwise:
             // a mistake to fix before the node runs.
-            if dir.exists() {
+            if next_key::holds_key(dir) {
                 match next.load().await {
                     Ok(_) => {}
                     Err(NextKeyError::SameKey(_)) => eprintln!(

@@ -297,8 +297,8 @@ async fn serve(
                         .map_or_else(String::new, |next| match next.loaded() {
                             Some(key) => format!(", next consensus key {key} loaded"),
                             None => format!(
-                                ", next consensus key not loaded: none at {} yet (qbind-admin \
-                             load-next-key once it is there)",
+                                ", next consensus key not loaded (qbind-admin load-next-key \
+                                 once {} holds it)",
                                 next.dir().display()
                             ),
                         })
