@@ -175,8 +175,10 @@ impl SigVerifier {
         }
     }
 
-    /// The keyed fingerprint of `signatures`, in order.
-    fn fingerprint(&self, signatures: &[Signature]) -> u64 {
+    /// The keyed fingerprint of `signatures`, in order: what
+    /// [`SigVerifier::is_cached`] compares and [`SigVerifier::remember`]
+    /// keeps (computed once per check, not once for each).
+    pub(crate) fn fingerprint(&self, signatures: &[Signature]) -> u64 {
         let mut h = self.fingerprint_key.build_hasher();
         h.write_usize(signatures.len());
         for s in signatures {
@@ -191,11 +193,10 @@ impl SigVerifier {
         self.env
     }
 
-    /// Whether `key` was remembered with exactly `signatures`.
-    pub(crate) fn is_cached(&self, key: &Hash32, signatures: &[Signature]) -> bool {
-        self.seen
-            .get(key)
-            .is_some_and(|f| *f == self.fingerprint(signatures))
+    /// Whether `key` was remembered with the signatures whose
+    /// [`SigVerifier::fingerprint`] is `fingerprint`.
+    pub(crate) fn is_cached(&self, key: &Hash32, fingerprint: u64) -> bool {
+        self.seen.get(key) == Some(&fingerprint)
     }
 
     /// Check signatures only of epochs up to `epoch`: the keys of later
@@ -225,9 +226,9 @@ impl SigVerifier {
         self.order.clear();
     }
 
-    /// Remember a success under `key`.
-    pub(crate) fn remember(&mut self, key: Hash32, signatures: &[Signature]) {
-        let fingerprint = self.fingerprint(signatures);
+    /// Remember a success under `key`: the signatures whose
+    /// [`SigVerifier::fingerprint`] is `fingerprint`.
+    pub(crate) fn remember(&mut self, key: Hash32, fingerprint: u64) {
         if self.seen.insert(key, fingerprint).is_none() {
             self.order.push_back(key);
             while self.order.len() > self.capacity {
@@ -260,13 +261,13 @@ impl SigVerifier {
             return Err(SigFailure::UnknownSigner);
         }
         let key = sig_cache_key(kind, epoch, signer, message);
-        let sig = std::slice::from_ref(signature);
-        if self.is_cached(&key, sig) {
+        let fingerprint = self.fingerprint(std::slice::from_ref(signature));
+        if self.is_cached(&key, fingerprint) {
             return Ok(());
         }
         let preimage = signing_preimage(self.env, kind, message);
         if keys.iter().any(|k| k.verify(&preimage, signature).is_ok()) {
-            self.remember(key, sig);
+            self.remember(key, fingerprint);
             return Ok(());
         }
         // Classify the failure for operators: was it made for another chain?
@@ -307,21 +308,25 @@ impl SigVerifier {
             return Err(KEYS_NOT_FINAL);
         }
         let key = Hash32::digest_parts(&[b"CERT", &[kind as u8], message, &signers.to_bytes()]);
-        if self.is_cached(&key, signatures) {
+        let whole = self.fingerprint(signatures);
+        if self.is_cached(&key, whole) {
             return Ok(());
         }
         check_signers(set, signers, signatures.len())?;
         // The signatures not cached yet (one certificate is too little work
         // to hand to another core: see `prefetch` for batches), then
         // remembered one by one.
-        let pending: Vec<(ValidatorId, &Signature, Hash32)> = signers
+        let pending: Vec<(ValidatorId, &Signature, Hash32, u64)> = signers
             .iter()
             .zip(signatures)
-            .map(|(signer, sig)| (signer, sig, sig_cache_key(kind, epoch, signer, message)))
-            .filter(|(_, sig, k)| !self.is_cached(k, std::slice::from_ref(*sig)))
+            .map(|(signer, sig)| {
+                let k = sig_cache_key(kind, epoch, signer, message);
+                (signer, sig, k, self.fingerprint(std::slice::from_ref(sig)))
+            })
+            .filter(|(_, _, k, f)| !self.is_cached(k, *f))
             .collect();
         let preimage = signing_preimage(self.env, kind, message);
-        let valid = |(signer, sig, _): &(ValidatorId, &Signature, Hash32)| {
+        let valid = |(signer, sig, _, _): &(ValidatorId, &Signature, Hash32, u64)| {
             set.accepted_keys(*signer, epoch)
                 .iter()
                 .any(|k| k.verify(&preimage, sig).is_ok())
@@ -329,10 +334,10 @@ impl SigVerifier {
         if !pending.iter().all(valid) {
             return Err("a signature does not verify");
         }
-        for (_, sig, k) in pending {
-            self.remember(k, std::slice::from_ref(sig));
+        for (_, _, k, f) in pending {
+            self.remember(k, f);
         }
-        self.remember(key, signatures);
+        self.remember(key, whole);
         Ok(())
     }
 }
@@ -368,22 +373,23 @@ impl SigVerifier {
         #[cfg(feature = "parallel")]
         {
             use rayon::prelude::*;
-            let mut pending: Vec<(CertRef<'_>, ValidatorId, &Signature, Hash32)> = Vec::new();
+            let mut pending: Vec<(CertRef<'_>, ValidatorId, &Signature, Hash32, u64)> = Vec::new();
             for c in certs {
                 if c.signers.count() != c.signatures.len() || !self.keys_final(c.epoch) {
                     continue;
                 }
                 for (signer, sig) in c.signers.iter().zip(c.signatures) {
                     let key = sig_cache_key(c.kind, c.epoch, signer, c.message);
-                    if !self.is_cached(&key, std::slice::from_ref(sig)) {
-                        pending.push((*c, signer, sig, key));
+                    let fingerprint = self.fingerprint(std::slice::from_ref(sig));
+                    if !self.is_cached(&key, fingerprint) {
+                        pending.push((*c, signer, sig, key, fingerprint));
                     }
                 }
             }
             let env = self.env;
             let valid: Vec<bool> = pending
                 .par_iter()
-                .map(|(c, signer, sig, _)| {
+                .map(|(c, signer, sig, _, _)| {
                     let preimage = signing_preimage(env, c.kind, c.message);
                     c.set
                         .accepted_keys(*signer, c.epoch)
@@ -391,9 +397,9 @@ impl SigVerifier {
                         .any(|k| k.verify(&preimage, sig).is_ok())
                 })
                 .collect();
-            for ((_, _, sig, key), ok) in pending.into_iter().zip(valid) {
+            for ((_, _, _, key, fingerprint), ok) in pending.into_iter().zip(valid) {
                 if ok {
-                    self.remember(key, std::slice::from_ref(sig));
+                    self.remember(key, fingerprint);
                 }
             }
         }

@@ -160,7 +160,8 @@ impl Verifier {
         tc.signers.encode_to(&mut header);
         crate::codec::encode_seq(&tc.high_qc_views, &mut header);
         let key = Hash32::digest(&header);
-        if self.sigs.is_cached(&key, &tc.signatures) {
+        let whole = self.sigs.fingerprint(&tc.signatures);
+        if self.sigs.is_cached(&key, whole) {
             return Ok(());
         }
         let set = schedule.set(tc.epoch);
@@ -189,7 +190,7 @@ impl Verifier {
                 )
                 .map_err(|_| bad("a signature does not verify"))?;
         }
-        self.sigs.remember(key, &tc.signatures);
+        self.sigs.remember(key, whole);
         Ok(())
     }
 }
