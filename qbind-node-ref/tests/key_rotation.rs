@@ -129,11 +129,12 @@ fn a_rotation_submitted_as_a_transaction_takes_effect_without_restarts() {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path();
     // Eight ports from the pid: the validators' four, the API, metrics,
-    // validator 1's admin endpoint.
+    // validator 1's admin endpoint and metrics.
     let base = 24_000 + (std::process::id() % 900) as u16 * 8;
     let api_port = base + 4;
     let metrics_addr: SocketAddr = ([127, 0, 0, 1], base + 5).into();
     let admin_addr: SocketAddr = ([127, 0, 0, 1], base + 6).into();
+    let metrics_1: SocketAddr = ([127, 0, 0, 1], base + 7).into();
     let api = format!("http://127.0.0.1:{api_port}");
 
     for i in 0..VALIDATORS {
@@ -180,6 +181,7 @@ fn a_rotation_submitted_as_a_transaction_takes_effect_without_restarts() {
             cmd.arg("--next-signer-keystore-path")
                 .arg(root.join("v1-next"))
                 .args(["--admin-addr", &admin_addr.to_string()])
+                .args(["--metrics-addr", &metrics_1.to_string()])
                 .arg("--admin-token-file")
                 .arg(root.join("admin.token"));
         }
@@ -311,6 +313,19 @@ fn a_rotation_submitted_as_a_transaction_takes_effect_without_restarts() {
         gauge(&text, pending),
         Some(0),
         "the rotation is final after its grace period:\n{text}"
+    );
+    // Validator 1's next signer signed, and is watched like the current
+    // one: its series carry `key="next"`.
+    let own = metrics(metrics_1);
+    let next_signed = gauge(
+        &own,
+        "qbind_signer_signatures_total{validator=\"1\",key=\"next\"}",
+    );
+    assert!(next_signed.is_some_and(|n| n > 0), "{own}");
+    assert_eq!(
+        gauge(&own, "qbind_signer_health{validator=\"1\",key=\"next\"}"),
+        Some(0),
+        "{own}"
     );
     // Validators 0..2 agree at every height (validator 3 up to where it
     // was killed).

@@ -31,8 +31,9 @@ pub(super) struct Chain {
     pub(super) n: usize,
     /// Validator sets per epoch.
     pub(super) schedule: Arc<EpochSchedule>,
-    /// Fires with an exit code when an ExitOnFailure signer fails.
-    pub(super) signer_exit: Option<watch::Receiver<Option<i32>>>,
+    /// Fire with an exit code when an ExitOnFailure signer fails: the
+    /// current signer's and the next key's (none with DevNet keys).
+    pub(super) signer_exit: Vec<watch::Receiver<Option<i32>>>,
     /// Accounts the load generator spends from.
     pub(super) accounts: Vec<KeyPair>,
     /// Genesis balances.
@@ -86,11 +87,11 @@ fn local_validators(opts: &LocalOptions) -> Result<Vec<usize>, NodeError> {
     Ok(local)
 }
 
-/// Consensus keys and stakes, the schedule and the signer's exit signal.
+/// Consensus keys and stakes, the schedule and the signers' exit signals.
 type Validators = (
     Vec<(PublicKey, u64)>,
     EpochSchedule,
-    Option<watch::Receiver<Option<i32>>>,
+    Vec<watch::Receiver<Option<i32>>>,
 );
 
 /// The DevNet validators: seed keys, stake 1 each.
@@ -100,7 +101,7 @@ fn devnet_validators(n: usize) -> Result<Validators, NodeError> {
         .collect();
     let set = ValidatorSet::new(keys.clone())
         .map_err(|e| NodeError::Config(format!("validator set: {e}")))?;
-    Ok((keys, EpochSchedule::fixed(set), None))
+    Ok((keys, EpochSchedule::fixed(set), Vec::new()))
 }
 
 /// The validators of a validator-set file, checked against this process's
@@ -109,10 +110,15 @@ fn operator_validators(
     opts: &LocalOptions,
     env: NetworkEnvironment,
 ) -> Result<Validators, NodeError> {
-    let (set, signer) = match &opts.keys {
+    let (set, signer, next_key) = match &opts.keys {
         Keys::Devnet => return devnet_validators(opts.validators),
         Keys::Follower { set, id, .. } => return follower_validators(opts, env, set, *id),
-        Keys::Operator { set, signer, .. } => (set, signer),
+        Keys::Operator {
+            set,
+            signer,
+            next_key,
+            ..
+        } => (set, signer, next_key),
     };
     let n = opts.validators;
     if set.network != env {
@@ -159,7 +165,9 @@ fn operator_validators(
         .iter()
         .map(|v| (v.consensus_key.clone(), v.stake))
         .collect();
-    Ok((keys, schedule, Some(signer.exit_signal())))
+    let mut exits = vec![signer.exit_signal()];
+    exits.extend(next_key.as_ref().map(|next| next.exit_signal()));
+    Ok((keys, schedule, exits))
 }
 
 /// The validators of a full node's validator-set file; the node's id must
@@ -197,7 +205,7 @@ fn follower_validators(
         .iter()
         .map(|v| (v.consensus_key.clone(), v.stake))
         .collect();
-    Ok((keys, schedule, None))
+    Ok((keys, schedule, Vec::new()))
 }
 
 /// The reference application of `genesis`: VM v0 transfers (legacy

@@ -770,7 +770,7 @@ async fn start(
         shared,
         generator: Some(generator),
         submitted,
-        signer_exit: chain.signer_exit.take(),
+        signer_exit: std::mem::take(&mut chain.signer_exit),
     })
 }
 

@@ -11,9 +11,15 @@
 //! signing job of an epoch that accepts its key
 //! (`qbind_core::engine::Engine::with_next_signer_slot`); before an
 //! executed rotation names the key, a loaded next key signs nothing.
+//!
+//! It is supervised like the current signer: the same failure mode, its
+//! own [`SignerMetrics`] (exported beside the current signer's with the
+//! label `key="next"` once loaded), and under `exit-on-failure` a fatal
+//! failure reported on [`NextKey::exit_signal`], which stops the node as
+//! the current signer's does.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use qbind_core::crypto::PublicKey;
 use qbind_core::engine::NextSignerSlot;
@@ -23,6 +29,7 @@ use qbind_core::types::{NetworkEnvironment, ValidatorId};
 use qbind_signer::keystore;
 use qbind_signer::remote::PeerIdentity;
 use qbind_signer::{SignerFailureMode, SignerMetrics, SignerMode, SignerSettings, build_signer};
+use tokio::sync::watch;
 
 /// Why the next key was not loaded.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +83,10 @@ pub struct NextKey {
     passphrase_file: Option<PathBuf>,
     current: PublicKey,
     slot: NextSignerSlot,
+    /// The loaded signer's metrics (set with the slot).
+    metrics: OnceLock<Arc<SignerMetrics>>,
+    /// `Some(code)` once the loaded signer failed fatally (ExitOnFailure).
+    exit: watch::Sender<Option<i32>>,
     /// One load at a time (two admin requests at once build one signer).
     loading: tokio::sync::Mutex<()>,
 }
@@ -113,6 +124,8 @@ impl NextKey {
             passphrase_file,
             current,
             slot: NextSignerSlot::default(),
+            metrics: OnceLock::new(),
+            exit: watch::Sender::new(None),
             loading: tokio::sync::Mutex::new(()),
         }
     }
@@ -127,6 +140,20 @@ impl NextKey {
     #[must_use]
     pub fn slot(&self) -> NextSignerSlot {
         Arc::clone(&self.slot)
+    }
+
+    /// The loaded signer's metrics; none before it is loaded.
+    #[must_use]
+    pub fn metrics(&self) -> Option<&Arc<SignerMetrics>> {
+        self.metrics.get()
+    }
+
+    /// Becomes `Some(code)` when the loaded signer failed fatally (its
+    /// failure mode is `exit-on-failure`): the node stops and exits with
+    /// `code`, as for the current signer. Never before a load.
+    #[must_use]
+    pub fn exit_signal(&self) -> watch::Receiver<Option<i32>> {
+        self.exit.subscribe()
     }
 
     /// The loaded key's fingerprint, if it is loaded.
@@ -175,7 +202,10 @@ impl NextKey {
             remote: None,
             loopback_key: None,
         };
-        let signer = build_signer(settings, SignerMetrics::shared())
+        // The metrics are the loaded signer's only: a failed attempt
+        // (its start-up check) builds on a fresh set.
+        let metrics = SignerMetrics::shared();
+        let signer = build_signer(settings, Arc::clone(&metrics))
             .await
             .map_err(|e| NextKeyError::Unusable {
                 dir: self.dir.clone(),
@@ -185,8 +215,20 @@ impl NextKey {
             return Err(NextKeyError::SameKey(self.dir.clone()));
         }
         let fingerprint = fingerprint(signer.public_key());
-        // Only this function fills the slot, under `loading`, after seeing
-        // it empty.
+        let signer = Arc::new(signer);
+        // Its fatal failure becomes this key's, for as long as the process
+        // runs (the signer never leaves the slot).
+        let mut failed = signer.exit_signal();
+        let exit = self.exit.clone();
+        tokio::spawn(async move {
+            if let Ok(code) = failed.wait_for(Option::is_some).await {
+                let code = *code;
+                exit.send_replace(code);
+            }
+        });
+        // Only this function fills the slot (and the metrics), under
+        // `loading`, after seeing it empty.
+        let _ = self.metrics.set(metrics);
         let _ = self.slot.set(Box::new(signer));
         tracing::info!(
             validator = self.validator.0,
@@ -208,17 +250,17 @@ fn fingerprint(key: &PublicKey) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use qbind_signer::DoubleSignGuard;
     use qbind_signer::keystore::{KdfPolicy, Passphrase};
 
-    const PASS: &str = "next key unit test passphrase";
+    pub(in crate::local) const PASS: &str = "next key unit test passphrase";
     const ENV: NetworkEnvironment = NetworkEnvironment::Devnet;
 
     /// A consensus keystore with its double-sign record, as `qbind-keygen
     /// generate` writes it; returns its public key.
-    fn keystore(dir: &Path) -> PublicKey {
+    pub(in crate::local) fn keystore(dir: &Path) -> PublicKey {
         let pk = keystore::generate_key(
             dir,
             ValidatorId(1),
@@ -233,18 +275,28 @@ mod tests {
     }
 
     fn next_key(dir: &Path, current: PublicKey, pass_file: &Path) -> NextKey {
+        supervised(dir, current, pass_file, SignerFailureMode::LogAndContinue)
+    }
+
+    /// Validator 1's next key in `dir` (passphrase from `pass_file`).
+    pub(in crate::local) fn supervised(
+        dir: &Path,
+        current: PublicKey,
+        pass_file: &Path,
+        mode: SignerFailureMode,
+    ) -> NextKey {
         NextKey::new(
             dir.to_path_buf(),
             ENV,
             ValidatorId(1),
-            SignerFailureMode::LogAndContinue,
+            mode,
             None,
             Some(pass_file.to_path_buf()),
             current,
         )
     }
 
-    fn pass_file(dir: &Path, pass: &str) -> PathBuf {
+    pub(in crate::local) fn pass_file(dir: &Path, pass: &str) -> PathBuf {
         use std::os::unix::fs::PermissionsExt;
         let path = dir.join(format!("pass-{}", pass.len()));
         std::fs::write(&path, pass).expect("write");
@@ -320,5 +372,56 @@ mod tests {
             Err(NextKeyError::Unusable { .. })
         ));
         assert!(locked.loaded().is_none());
+    }
+
+    /// Under exit-on-failure a fatal failure of the loaded next signer is
+    /// reported on the key's exit signal (the node stops on it) and in its
+    /// metrics, which exist only once it is loaded.
+    #[tokio::test]
+    async fn a_fatal_failure_of_the_next_signer_is_reported() {
+        use qbind_core::types::Hash32;
+        use qbind_signer::SignerHealth;
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let current = keystore(&tmp.path().join("current"));
+        let dir = tmp.path().join("next");
+        keystore(&dir);
+        let pass = pass_file(tmp.path(), PASS);
+        let next = supervised(&dir, current, &pass, SignerFailureMode::ExitOnFailure);
+        let mut exit = next.exit_signal();
+        assert!(next.metrics().is_none());
+        next.load().await.expect("load");
+        let metrics = Arc::clone(next.metrics().expect("metrics once loaded"));
+        let slot = next.slot();
+        let signer = slot.get().expect("loaded");
+
+        // It signs while its double-sign record is there...
+        let vote = qbind_signer::slot::requests::vote;
+        signer
+            .sign(&vote(1, Hash32([1; 32])))
+            .await
+            .expect("first vote");
+        assert_eq!(metrics.signatures(), 1);
+        assert_eq!(*exit.borrow(), None);
+
+        // ... and fails fatally without it.
+        std::fs::remove_dir_all(&dir).expect("remove the next keystore");
+        let failed = signer.sign(&vote(2, Hash32([2; 32]))).await;
+        assert!(
+            matches!(
+                failed,
+                Err(qbind_core::traits::SignerError::Unavailable { .. })
+            ),
+            "{failed:?}"
+        );
+        let code = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            exit.wait_for(Option::is_some),
+        )
+        .await
+        .expect("the exit signal fires")
+        .map(|c| *c)
+        .expect("the sender lives in the key");
+        assert_eq!(code, Some(qbind_signer::metrics::SIGNER_FAILURE_EXIT_CODE));
+        assert_eq!(metrics.health(), SignerHealth::Failed);
     }
 }

@@ -49,6 +49,10 @@ pub(super) struct Shared {
         Arc<qbind_signer::SupervisedSigner>,
         tokio::sync::watch::Receiver<Arc<qbind_core::validator::EpochSchedule>>,
     )>,
+    /// With own keys and `--next-signer-keystore-path`: the next key,
+    /// whose signer's series are exported (labelled `key="next"`) once it
+    /// is loaded.
+    pub(super) next_key: Option<Arc<super::NextKey>>,
 }
 
 impl Shared {
@@ -321,7 +325,21 @@ fn families(shared: &Shared) -> Vec<Family> {
     out.extend(components::net(&net));
     if let Some((signer, schedule)) = &shared.signer {
         let l = labels.first().cloned().unwrap_or_else(|| validator(0));
-        out.extend(components::signer(&[(l, &**signer.metrics())]));
+        let next = shared
+            .next_key
+            .as_ref()
+            .and_then(|next| next.metrics())
+            .map(|m| {
+                (
+                    crate::metrics::families::labels_with(&l, ("key", "next")),
+                    &**m,
+                )
+            });
+        let items: Vec<(Labels, &qbind_signer::SignerMetrics)> =
+            std::iter::once((l, &**signer.metrics()))
+                .chain(next)
+                .collect();
+        out.extend(components::signer(&items));
         let epoch = consensus.first().map_or(0, |m| m.epoch);
         let registry = schedule.borrow().key_registry();
         out.extend(components::key_rotation(
@@ -653,6 +671,7 @@ mod tests {
                 p
             }),
             signer: None,
+            next_key: None,
             net_is_link: false,
         };
         shared.epoch_closed(1, &state);
@@ -661,6 +680,66 @@ mod tests {
 
     fn page() -> String {
         crate::metrics::render(&registry(Arc::new(shared())))
+    }
+
+    /// The next key's signer series appear beside the current signer's,
+    /// labelled `key="next"`, once the key is loaded (issue #20: a failing
+    /// next signer was invisible).
+    #[tokio::test]
+    async fn next_signer_series_appear_once_loaded() {
+        use crate::local::next_key::tests::{PASS, keystore, pass_file, supervised};
+        use qbind_core::crypto::KeyPair;
+        use qbind_core::traits::LocalSigner;
+        use qbind_core::types::{NetworkEnvironment, ValidatorId};
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let current = KeyPair::from_seed(&[3; 32]);
+        let dir = tmp.path().join("next");
+        keystore(&dir);
+        let next = Arc::new(supervised(
+            &dir,
+            current.public_key().clone(),
+            &pass_file(tmp.path(), PASS),
+            qbind_signer::SignerFailureMode::ExitOnFailure,
+        ));
+        let set = qbind_core::validator::ValidatorSet::new(vec![(current.public_key().clone(), 1)])
+            .expect("set");
+        let signer = qbind_signer::SupervisedSigner::new(
+            Box::new(LocalSigner::new(
+                ValidatorId(3),
+                NetworkEnvironment::Devnet,
+                current,
+            )),
+            qbind_signer::SignerFailureMode::ExitOnFailure,
+            qbind_signer::SignerMetrics::shared(),
+        );
+        let shared = Arc::new(Shared {
+            signer: Some((
+                Arc::new(signer),
+                watch::channel(Arc::new(qbind_core::validator::EpochSchedule::fixed(set))).1,
+            )),
+            next_key: Some(Arc::clone(&next)),
+            ..shared()
+        });
+        let page = || crate::metrics::render(&registry(Arc::clone(&shared)));
+
+        let before = page();
+        assert!(
+            before.contains("qbind_signer_health{validator=\"3\"} 0\n"),
+            "{before}"
+        );
+        assert!(!before.contains("key=\"next\""), "{before}");
+
+        next.load().await.expect("load");
+        let after = page();
+        for needle in [
+            "qbind_signer_health{validator=\"3\"} 0\n",
+            "qbind_signer_health{validator=\"3\",key=\"next\"} 0\n",
+            "qbind_hsm_startup_ok{validator=\"3\",key=\"next\"} 1\n",
+            "qbind_signer_sign_failures_total{validator=\"3\",key=\"next\"} 0\n",
+        ] {
+            assert!(after.contains(needle), "missing {needle} in\n{after}");
+        }
+        assert_eq!(duplicate_families(&after), Vec::<String>::new(), "{after}");
     }
 
     #[test]

@@ -77,23 +77,38 @@ pub(super) struct Running {
     pub(super) generator: Option<tokio::task::JoinHandle<()>>,
     /// Transfers the generator submitted.
     pub(super) submitted: Arc<AtomicU64>,
-    /// Fires with an exit code when an ExitOnFailure signer fails.
-    pub(super) signer_exit: Option<watch::Receiver<Option<i32>>>,
+    /// Fire with an exit code when an ExitOnFailure signer fails (the
+    /// current signer's, the next key's).
+    pub(super) signer_exit: Vec<watch::Receiver<Option<i32>>>,
     /// The summary so far (`resumed_from` filled in).
     pub(super) summary: RunSummary,
 }
 
-/// Resolves with the exit code once the signer reports a fatal failure;
-/// never without a signer.
-async fn wait_exit(rx: Option<&mut watch::Receiver<Option<i32>>>) -> i32 {
-    let Some(rx) = rx else {
-        return std::future::pending().await;
-    };
-    match rx.wait_for(Option::is_some).await {
-        Ok(code) => code.unwrap_or(1),
-        // The signer is gone: nothing will report again.
-        Err(_) => std::future::pending().await,
-    }
+/// Resolves with the exit code once one of the signers reports a fatal
+/// failure; never without a signer.
+fn wait_exit(
+    rxs: &mut [watch::Receiver<Option<i32>>],
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = i32> + Send + '_>> {
+    Box::pin(async move {
+        let Some((first, rest)) = rxs.split_first_mut() else {
+            return std::future::pending().await;
+        };
+        let one = async {
+            let code = first
+                .wait_for(Option::is_some)
+                .await
+                .map(|code| code.unwrap_or(1));
+            match code {
+                Ok(code) => code,
+                // The signer is gone: nothing will report again.
+                Err(_) => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            code = one => code,
+            code = wait_exit(rest) => code,
+        }
+    })
 }
 
 /// Print an epoch's monetary state (validator 0 of this process only).
@@ -198,11 +213,11 @@ impl Running {
     /// Follow the engines until done, shut down, or a failure.
     async fn follow(&mut self, shutdown: &mut watch::Receiver<bool>, out: &impl Fn(&str)) -> Ended {
         let mut roots: BTreeMap<u64, Hash32> = BTreeMap::new();
-        let mut signer_exit = self.signer_exit.take();
+        let mut signer_exit = std::mem::take(&mut self.signer_exit);
         while !self.done() {
             let (slot, ev) = tokio::select! {
                 _ = shutdown.changed() => return Ended::Normally,
-                code = wait_exit(signer_exit.as_mut()) => {
+                code = wait_exit(&mut signer_exit) => {
                     out(&format!("signer failure (ExitOnFailure): stopping, exit code {code}"));
                     return Ended::SignerExit(code);
                 }
@@ -296,4 +311,51 @@ async fn join_engines(handles: Vec<EngineHandle>) -> Option<NodeError> {
         }
     }
     first_error
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// Either signer's fatal failure ends the wait with its code: the
+    /// current signer's (first) and the next key's (second); a gone sender
+    /// never does.
+    #[tokio::test]
+    async fn either_signer_stops_the_node() {
+        let (current, current_rx) = watch::channel(None);
+        let (next, next_rx) = watch::channel(None);
+        let mut rxs = vec![current_rx, next_rx];
+        let short = Duration::from_millis(50);
+        assert!(
+            tokio::time::timeout(short, wait_exit(&mut rxs))
+                .await
+                .is_err()
+        );
+        next.send_replace(Some(7));
+        assert_eq!(
+            tokio::time::timeout(short, wait_exit(&mut rxs)).await,
+            Ok(7)
+        );
+
+        let mut rxs = vec![current.subscribe(), watch::channel(None).1];
+        current.send_replace(Some(1));
+        assert_eq!(
+            tokio::time::timeout(short, wait_exit(&mut rxs)).await,
+            Ok(1)
+        );
+
+        // No signer, or one whose sender is gone: never.
+        assert!(
+            tokio::time::timeout(short, wait_exit(&mut []))
+                .await
+                .is_err()
+        );
+        let mut gone = vec![watch::channel::<Option<i32>>(None).1];
+        assert!(
+            tokio::time::timeout(short, wait_exit(&mut gone))
+                .await
+                .is_err()
+        );
+    }
 }

@@ -623,6 +623,10 @@ pub(super) fn shared(
                     .ok_or_else(|| NodeError::Config("no local validator".into()))?,
             )),
         },
+        next_key: match &opts.keys {
+            Keys::Operator { next_key, .. } => next_key.clone(),
+            Keys::Devnet | Keys::Follower { .. } => None,
+        },
     }))
 }
 
