@@ -201,25 +201,106 @@ pub struct Persisted {
     pub executed: Height,
 }
 
-/// Load what a validator persisted: its safety state, the last `window`
-/// committed blocks, its uncommitted blocks, its DAG batches and its
+/// Which committed blocks a restart loads into memory ([`load_persisted`]):
+/// the newest ones, at most [`Window::blocks`], and beyond the first
+/// [`Window::floor`] only while their held bytes fit [`Window::bytes`].
+///
+/// Issue #21: with the count alone, a validator restarted after a busy run
+/// loaded up to 4,096 blocks whatever their size (DevNet blocks carry their
+/// transactions: hundreds of MB to GB) before the running window's byte
+/// budget trimmed them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window {
+    /// At most this many blocks.
+    pub blocks: usize,
+    /// The byte budget (`Block::held_bytes`) of the blocks past the floor.
+    pub bytes: usize,
+    /// This many of the newest blocks are loaded whatever their size
+    /// (within `blocks`).
+    pub floor: usize,
+}
+
+impl Window {
+    /// The newest `blocks` blocks, whatever their size.
+    #[must_use]
+    pub fn count(blocks: usize) -> Self {
+        Window {
+            blocks,
+            bytes: usize::MAX,
+            floor: blocks,
+        }
+    }
+
+    /// The window a replica with `cfg` loads at a restart, given its
+    /// persisted committed and executed heights: the count limit and byte
+    /// budget of the running window
+    /// ([`crate::consensus::ConsensusConfig::committed_window`],
+    /// [`crate::consensus::ConsensusConfig::committed_window_bytes`]), and
+    /// as floor [`crate::consensus::MIN_COMMITTED_WINDOW`] blocks, which
+    /// with the DAG layer come on top of every block it must see to restore
+    /// its state: those not yet executed and the `retain_delivered_blocks`
+    /// below the committed height (whose batches it still holds and must
+    /// know as committed, or it would propose them again; the extra
+    /// `MIN_COMMITTED_WINDOW` re-archive the batches of blocks whose
+    /// archive write a crash lost). Transactions of blocks left out that
+    /// were not executed yet are executed from the store at start
+    /// ([`crate::replica::Replica::start`]).
+    #[must_use]
+    pub fn at_restart(
+        cfg: &crate::consensus::ConsensusConfig,
+        committed: Height,
+        executed: Height,
+    ) -> Self {
+        let needed = match cfg.payload_mode {
+            crate::dag::PayloadMode::Fifo => 0,
+            crate::dag::PayloadMode::Dag => committed
+                .0
+                .saturating_sub(executed.0)
+                .saturating_add(cfg.dag.retain_delivered_blocks),
+        };
+        let floor = usize::try_from(needed)
+            .unwrap_or(usize::MAX)
+            .saturating_add(crate::consensus::MIN_COMMITTED_WINDOW);
+        Window {
+            blocks: cfg.committed_window,
+            bytes: cfg.committed_window_bytes,
+            floor,
+        }
+    }
+}
+
+/// Load what a validator persisted: its safety state, the committed blocks
+/// `window` selects, its uncommitted blocks, its DAG batches and its
 /// executed height.
 pub fn load_persisted<S: StateBackend + ?Sized>(
     store: &S,
-    window: usize,
+    window: Window,
 ) -> Result<Persisted, PersistError> {
     let safety = match store.get(Namespace::Safety, SAFETY_KEY)? {
         Some(bytes) => Some(decode_record("safety state", &bytes)?),
         None => None,
     };
-    let mut committed = Vec::new();
+    let mut committed: Vec<Block> = Vec::new();
     if let Some(height) = read_height(store, COMMITTED_HEIGHT_KEY)? {
-        let from = height.0.saturating_sub(window.max(1) as u64 - 1).max(1);
-        for h in from..=height.0 {
-            if let Some(bytes) = store.get(Namespace::Blocks, &committed_block_key(h))? {
-                committed.push(decode_record("committed block", &bytes)?);
+        // Newest first, one block decoded at a time (heights pruned from
+        // the store are skipped, as before).
+        let from = height
+            .0
+            .saturating_sub(window.blocks.max(1) as u64 - 1)
+            .max(1);
+        let mut held = 0usize;
+        for h in (from..=height.0).rev() {
+            let Some(bytes) = store.get(Namespace::Blocks, &committed_block_key(h))? else {
+                continue;
+            };
+            let block: Block = decode_record("committed block", &bytes)?;
+            held = held.saturating_add(block.held_bytes());
+            if committed.len() >= window.floor.max(1) && held > window.bytes {
+                break;
             }
+            committed.push(block);
         }
+        committed.reverse();
     }
     let mut pending = Vec::new();
     for (_, bytes) in store.scan_prefix(Namespace::Blocks, &[PENDING_BLOCK_PREFIX], usize::MAX)? {

@@ -9,7 +9,7 @@ use qbind_core::consensus::{Block, ConsensusConfig};
 use qbind_core::crypto::KeyPair;
 use qbind_core::engine::Engine;
 use qbind_core::replica::{Event, ReplicaError};
-use qbind_core::schema::load_persisted;
+use qbind_core::schema::{Window, load_persisted};
 use qbind_core::traits::{LocalSigner, MemoryBackend, MemoryNetwork, TokioClock};
 use qbind_core::types::{NetworkEnvironment, ValidatorId};
 use qbind_core::validator::{EpochSchedule, ValidatorSet};
@@ -160,14 +160,18 @@ async fn four_engines_commit_the_same_blocks_and_resume_after_restart() {
 
     // Everything a validator needs to resume is in its store.
     for store in &stores {
-        let p = load_persisted(store, 4096).expect("load");
+        let p = load_persisted(store, Window::count(4096)).expect("load");
         let safety = p.safety.expect("safety state persisted");
         assert!(safety.last_voted_view.0 > 0);
         assert!(!p.committed.is_empty());
     }
     let before: Vec<u64> = stores
         .iter()
-        .map(|s| load_persisted(s, 1).expect("load").committed[0].height().0)
+        .map(|s| {
+            load_persisted(s, Window::count(1)).expect("load").committed[0]
+                .height()
+                .0
+        })
         .collect();
 
     // Restart all four from their stores: they continue the same chain.
@@ -182,7 +186,11 @@ async fn four_engines_commit_the_same_blocks_and_resume_after_restart() {
     }
     let after: Vec<u64> = stores
         .iter()
-        .map(|s| load_persisted(s, 1).expect("load").committed[0].height().0)
+        .map(|s| {
+            load_persisted(s, Window::count(1)).expect("load").committed[0]
+                .height()
+                .0
+        })
         .collect();
     for (a, b) in after.iter().zip(&before) {
         assert!(*a >= *b + TARGET);
@@ -329,7 +337,7 @@ async fn engines_execute_signed_transfers_atomically_and_resume() {
         let summary = reader.summary().expect("summary");
         let (last_height, last_root, _) = *first[i].last().expect("executed");
         assert!(first[i].windows(2).all(|w| w[1].0.0 == w[0].0.0 + 1));
-        let p = load_persisted(store, 1).expect("load");
+        let p = load_persisted(store, Window::count(1)).expect("load");
         assert!(p.executed >= last_height);
         assert_eq!(summary.root(), last_root, "validator {i}: stored root");
         assert_eq!(reader.account(&bob).expect("bob").balance, expected_bob);
@@ -340,7 +348,7 @@ async fn engines_execute_signed_transfers_atomically_and_resume() {
     // batch (block, QC, committed height) is written buffered and made
     // durable by the executed-height write that follows it.
     for (i, store) in stores.iter().enumerate() {
-        let p = load_persisted(store, 1).expect("load");
+        let p = load_persisted(store, Window::count(1)).expect("load");
         assert!(!p.committed.is_empty(), "validator {i} committed nothing");
         assert_eq!(
             store.durable_writes_touching(Namespace::Blocks),
@@ -463,7 +471,11 @@ async fn active_monetary_engine_issues_at_epoch_boundaries_and_shadow_does_not()
             }
             // The stored root is what the last Executed event reported.
             let last = executed[i].last().expect("executed");
-            if load_persisted(store, 1).expect("load").executed == last.0 {
+            if load_persisted(store, Window::count(1))
+                .expect("load")
+                .executed
+                == last.0
+            {
                 assert_eq!(summary.root(), last.1);
             }
         }

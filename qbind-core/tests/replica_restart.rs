@@ -181,3 +181,108 @@ fn a_restarted_validator_remembers_the_last_executed_roots() {
     let _ = replica.start(Millis(1)).expect("start");
     assert_eq!(replica.machine().footprint().executed_roots, kept);
 }
+
+/// A restart loads the committed window within its byte budget (issue
+/// #21: it loaded up to `committed_window` blocks whatever their size, and
+/// only trimmed them after restoring): the newest blocks while they fit,
+/// never fewer than the floor; execution still resumes exactly from the
+/// marker, the blocks left out executed from the store.
+#[test]
+fn a_restart_loads_the_committed_window_within_its_byte_budget() {
+    let key = KeyPair::from_seed(&[44; 32]);
+    let store = MemoryBackend::default();
+    let mut cfg = config();
+    cfg.committed_window = 4096;
+    let mut replica =
+        Replica::open(cfg.clone(), ValidatorId(0), schedule(&key), store.clone()).expect("open");
+    drive(&mut replica, &key, Height(150));
+    drop(replica);
+    let committed = schema::read_height(&store, schema::COMMITTED_HEIGHT_KEY)
+        .expect("read")
+        .expect("committed height");
+    assert!(committed.0 >= 150);
+    let held = |blocks: &[qbind_core::consensus::Block]| -> usize {
+        blocks
+            .iter()
+            .map(qbind_core::consensus::Block::held_bytes)
+            .sum()
+    };
+    let load = |window| schema::load_persisted(&store, window).expect("load");
+
+    // By count alone: every block (what a restart loaded before).
+    let all = load(schema::Window::count(4096)).committed;
+    assert_eq!(all.len() as u64, committed.0);
+    let one = held(&all) / all.len();
+
+    // A budget of about 100 blocks: the newest that fit, ending at the
+    // committed height.
+    let budget = one * 100;
+    let fit = load(schema::Window {
+        blocks: 4096,
+        bytes: budget,
+        floor: 64,
+    })
+    .committed;
+    assert!(held(&fit) <= budget, "{} > {budget}", held(&fit));
+    assert!((80..=120).contains(&fit.len()), "{}", fit.len());
+    assert_eq!(fit.last().map(|b| b.height()), Some(committed));
+    let heights: Vec<u64> = fit.iter().map(|b| b.height().0).collect();
+    let expected: Vec<u64> = (committed.0 + 1 - fit.len() as u64..=committed.0).collect();
+    assert_eq!(heights, expected, "the newest blocks, ascending");
+
+    // A budget below the floor: the floor, whatever the size; the count
+    // limit still applies.
+    let tight = |floor, blocks| {
+        load(schema::Window {
+            blocks,
+            bytes: 1,
+            floor,
+        })
+        .committed
+        .len()
+    };
+    assert_eq!(tight(64, 4096), 64);
+    assert_eq!(tight(64, 10), 10);
+
+    // What a replica loads at restart: the running window's count and
+    // budget, floor MIN_COMMITTED_WINDOW; with the DAG layer also every
+    // unexecuted block and the retained delivered ones.
+    cfg.committed_window_bytes = one * 10;
+    let at = |cfg: &ConsensusConfig, executed| {
+        schema::Window::at_restart(cfg, committed, Height(executed))
+    };
+    let fifo = at(&cfg, committed.0 - 100);
+    assert_eq!(
+        fifo,
+        schema::Window {
+            blocks: 4096,
+            bytes: one * 10,
+            floor: qbind_core::consensus::MIN_COMMITTED_WINDOW,
+        }
+    );
+    let mut dag = cfg.clone();
+    dag.payload_mode = qbind_core::dag::PayloadMode::Dag;
+    assert_eq!(
+        at(&dag, committed.0 - 100).floor,
+        100 + dag.dag.retain_delivered_blocks as usize
+            + qbind_core::consensus::MIN_COMMITTED_WINDOW
+    );
+
+    // Execution 100 blocks behind, more than the 64 blocks this budget
+    // loads: the rest are executed from the store, exactly once each.
+    let lagging = Height(committed.0 - 100);
+    let mut batch = WriteBatch::new();
+    schema::put_height(&mut batch, schema::EXECUTED_HEIGHT_KEY, lagging);
+    store.write(batch, Durability::Durable).expect("write");
+    let mut replica =
+        Replica::open(cfg, ValidatorId(0), schedule(&key), store.clone()).expect("reopen");
+    assert_eq!(replica.machine().footprint().committed_blocks, 64);
+    let resumed = drive(&mut replica, &key, Height(committed.0 + 2));
+    let expected: Vec<Height> = (lagging.0 + 1..=resumed.last().map_or(0, |h| h.0))
+        .map(Height)
+        .collect();
+    assert_eq!(
+        resumed, expected,
+        "heights delivered after the restart are not exactly the ones after the marker"
+    );
+}

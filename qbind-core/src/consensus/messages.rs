@@ -342,7 +342,7 @@ impl Block {
     /// out). What the committed window budgets
     /// ([`crate::consensus::ConsensusConfig::committed_window_bytes`]).
     #[must_use]
-    pub(crate) fn held_bytes(&self) -> usize {
+    pub fn held_bytes(&self) -> usize {
         /// Header, id, bitmaps and the vectors' own headers, rounded up.
         const FIXED: usize = 512;
         /// A batch certificate's reference and bitmap.

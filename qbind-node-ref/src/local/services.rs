@@ -116,10 +116,11 @@ fn open_one(
         maintenance,
         chain.schedule.epoch_length(),
     )?);
-    let start = qbind_core::schema::load_persisted(&*opened.store, 1)
-        .map_err(ReplicaError::from)?
-        .executed
-        .0;
+    let start =
+        qbind_core::schema::read_height(&*opened.store, qbind_core::schema::EXECUTED_HEIGHT_KEY)
+            .map_err(ReplicaError::from)?
+            .unwrap_or_default()
+            .0;
     into.resumed_from.push(start);
     into.stores.push(opened.store);
     Ok(())

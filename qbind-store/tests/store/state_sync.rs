@@ -315,7 +315,7 @@ fn finish_and_restore<B: PersistentBackend>(
     // What a node starts from: both markers, the committed block and its QC.
     assert_eq!(committed_height(&restored).unwrap(), HEIGHT);
     assert_eq!(executed_height(&restored).unwrap(), HEIGHT);
-    let persisted = load_persisted(&restored, 16).unwrap();
+    let persisted = load_persisted(&restored, qbind_core::schema::Window::count(16)).unwrap();
     assert_eq!(persisted.committed, vec![f.block.clone()]);
     assert_eq!(persisted.executed, Height(HEIGHT));
     assert_eq!(
