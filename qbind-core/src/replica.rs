@@ -271,11 +271,12 @@ impl<S: StateBackend> Replica<S> {
             backlog = Some((persisted.executed.next(), last));
             delivered = last;
         }
-        let mut machine = HotStuff::new(
+        let mut machine = HotStuff::resume(
             cfg,
             id,
             schedule,
             persisted.safety,
+            persisted.leader_history,
             persisted.committed,
             persisted.pending,
         );

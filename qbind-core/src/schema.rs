@@ -193,6 +193,10 @@ pub struct Persisted {
     pub safety: Option<SafetyState>,
     /// The last committed blocks, ascending.
     pub committed: Vec<Block>,
+    /// Leader selection's entries of the committed blocks just below
+    /// `committed`, ascending: with [`Window::history`] above what the byte
+    /// budget let load, the rest of the history, read one block at a time.
+    pub leader_history: Vec<crate::consensus::leader::CommittedEntry>,
     /// Uncommitted blocks it stored.
     pub pending: Vec<Block>,
     /// DAG batches it stored.
@@ -218,6 +222,11 @@ pub struct Window {
     /// This many of the newest blocks are loaded whatever their size
     /// (within `blocks`).
     pub floor: usize,
+    /// Leader selection's entries (proposer and QC signers, not the
+    /// blocks) are read for this many of the newest blocks (within
+    /// `blocks`), past the ones loaded whole
+    /// ([`crate::consensus::leader::LeaderPolicy::history_blocks`]).
+    pub history: usize,
 }
 
 impl Window {
@@ -228,6 +237,7 @@ impl Window {
             blocks,
             bytes: usize::MAX,
             floor: blocks,
+            history: 0,
         }
     }
 
@@ -265,6 +275,7 @@ impl Window {
             blocks: cfg.committed_window,
             bytes: cfg.committed_window_bytes,
             floor,
+            history: cfg.leader_policy.history_blocks(),
         }
     }
 }
@@ -281,6 +292,7 @@ pub fn load_persisted<S: StateBackend + ?Sized>(
         None => None,
     };
     let mut committed: Vec<Block> = Vec::new();
+    let mut leader_history = Vec::new();
     if let Some(height) = read_height(store, COMMITTED_HEIGHT_KEY)? {
         // Newest first, one block decoded at a time (heights pruned from
         // the store are skipped, as before).
@@ -289,18 +301,24 @@ pub fn load_persisted<S: StateBackend + ?Sized>(
             .saturating_sub(window.blocks.max(1) as u64 - 1)
             .max(1);
         let mut held = 0usize;
+        let mut full = false;
         for h in (from..=height.0).rev() {
             let Some(bytes) = store.get(Namespace::Blocks, &committed_block_key(h))? else {
                 continue;
             };
             let block: Block = decode_record("committed block", &bytes)?;
             held = held.saturating_add(block.held_bytes());
-            if committed.len() >= window.floor.max(1) && held > window.bytes {
+            full = full || (committed.len() >= window.floor.max(1) && held > window.bytes);
+            if !full {
+                committed.push(block);
+            } else if committed.len() + leader_history.len() < window.history {
+                leader_history.push(crate::consensus::leader::CommittedEntry::of(&block));
+            } else {
                 break;
             }
-            committed.push(block);
         }
         committed.reverse();
+        leader_history.reverse();
     }
     let mut pending = Vec::new();
     for (_, bytes) in store.scan_prefix(Namespace::Blocks, &[PENDING_BLOCK_PREFIX], usize::MAX)? {
@@ -314,6 +332,7 @@ pub fn load_persisted<S: StateBackend + ?Sized>(
     Ok(Persisted {
         safety,
         committed,
+        leader_history,
         pending,
         batches,
         executed,

@@ -195,12 +195,12 @@ fn a_restart_loads_the_committed_window_within_its_byte_budget() {
     cfg.committed_window = 4096;
     let mut replica =
         Replica::open(cfg.clone(), ValidatorId(0), schedule(&key), store.clone()).expect("open");
-    drive(&mut replica, &key, Height(150));
+    drive(&mut replica, &key, Height(300));
     drop(replica);
     let committed = schema::read_height(&store, schema::COMMITTED_HEIGHT_KEY)
         .expect("read")
         .expect("committed height");
-    assert!(committed.0 >= 150);
+    assert!(committed.0 >= 300);
     let held = |blocks: &[qbind_core::consensus::Block]| -> usize {
         blocks
             .iter()
@@ -221,6 +221,7 @@ fn a_restart_loads_the_committed_window_within_its_byte_budget() {
         blocks: 4096,
         bytes: budget,
         floor: 64,
+        history: 0,
     })
     .committed;
     assert!(held(&fit) <= budget, "{} > {budget}", held(&fit));
@@ -237,6 +238,7 @@ fn a_restart_loads_the_committed_window_within_its_byte_budget() {
             blocks,
             bytes: 1,
             floor,
+            history: 0,
         })
         .committed
         .len()
@@ -258,8 +260,25 @@ fn a_restart_loads_the_committed_window_within_its_byte_budget() {
             blocks: 4096,
             bytes: one * 10,
             floor: qbind_core::consensus::MIN_COMMITTED_WINDOW,
+            history: cfg.leader_policy.history_blocks(),
         }
     );
+
+    // Leader selection remembers more blocks than the budget loads: their
+    // entries are read (not the blocks), just below the loaded ones, so a
+    // restarted validator draws the leaders the running ones do.
+    let history = 100;
+    let loaded = load(schema::Window {
+        blocks: 4096,
+        bytes: 1,
+        floor: 64,
+        history,
+    });
+    assert_eq!(loaded.committed.len(), 64);
+    let heights: Vec<u64> = loaded.leader_history.iter().map(|e| e.height.0).collect();
+    let below = loaded.committed[0].height().0;
+    let expected: Vec<u64> = (below - (history as u64 - 64)..below).collect();
+    assert_eq!(heights, expected);
     let mut dag = cfg.clone();
     dag.payload_mode = qbind_core::dag::PayloadMode::Dag;
     assert_eq!(
@@ -274,9 +293,13 @@ fn a_restart_loads_the_committed_window_within_its_byte_budget() {
     let mut batch = WriteBatch::new();
     schema::put_height(&mut batch, schema::EXECUTED_HEIGHT_KEY, lagging);
     store.write(batch, Durability::Durable).expect("write");
+    let remembered = cfg.leader_policy.history_blocks();
+    assert!(remembered > 64 && (remembered as u64) < committed.0);
     let mut replica =
         Replica::open(cfg, ValidatorId(0), schedule(&key), store.clone()).expect("reopen");
-    assert_eq!(replica.machine().footprint().committed_blocks, 64);
+    let footprint = replica.machine().footprint();
+    assert_eq!(footprint.committed_blocks, 64);
+    assert_eq!(footprint.leader_history, remembered);
     let resumed = drive(&mut replica, &key, Height(committed.0 + 2));
     let expected: Vec<Height> = (lagging.0 + 1..=resumed.last().map_or(0, |h| h.0))
         .map(Height)

@@ -24,11 +24,14 @@
 //! - [`sentry`]: `qbind-node --role sentry`, the public face of one
 //!   validator, and the validator's link to it;
 //! - [`admin`]: the authenticated local admin endpoint `qbind-admin`
-//!   talks to (status, peers, DAG status, snapshot and prune now).
+//!   talks to (status, peers, DAG status, snapshot and prune now);
+//! - [`cli`]: what the operator tools share (exit statuses, `--output`,
+//!   how a result or failure is printed).
 //!
 //! No other crate depends on this one (DESIGN "Workspace").
 
 pub mod admin;
+pub mod cli;
 pub mod config;
 pub mod full_nodes;
 pub mod genesis;

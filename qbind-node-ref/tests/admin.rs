@@ -436,6 +436,22 @@ fn refusals_at_start(dir: &Path, token: &Path) {
     let o = admin("127.0.0.1:9", Path::new(token), &["status"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("cannot reach"), "{}", text(&o));
+    // With --output json the failure is also one object on stdout (as
+    // every operator tool reports it).
+    let o = admin(
+        "127.0.0.1:9",
+        Path::new(token),
+        &["--output", "json", "status"],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let failed = json(&o);
+    assert_eq!(failed["result"], "error", "{failed}");
+    assert!(
+        failed["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("cannot reach")),
+        "{failed}"
+    );
 }
 
 /// FIFO payloads, no snapshot directory, archival, no next key: dag-status
@@ -462,6 +478,9 @@ fn fifo_node_without_snapshots_or_pruning(dir: &Path, token: &Path) {
     let o = admin(&addr, token, &["prune"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("pruning is off"), "{}", text(&o));
+    let o = admin(&addr, token, &["--output", "json", "prune"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert_eq!(json(&o)["result"], "error", "{}", text(&o));
     // No place for a next consensus key was given: nothing to load.
     let o = admin(&addr, token, &["load-next-key"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));

@@ -107,6 +107,7 @@ fn measures(s: &Sample) -> Vec<(String, usize)> {
     let mut out = vec![
         ("pending_blocks".to_string(), m.pending_blocks),
         ("committed_blocks".into(), m.committed_blocks),
+        ("leader_history".into(), m.leader_history),
         ("orphans".into(), m.orphans),
         ("collector_entries".into(), m.collector_entries),
         ("block_sync".into(), m.block_sync),

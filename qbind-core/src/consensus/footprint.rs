@@ -21,6 +21,9 @@ pub struct MachineFootprint {
     /// the window holds more than [`crate::consensus::MIN_COMMITTED_WINDOW`]
     /// blocks.
     pub committed_bytes: usize,
+    /// Committed blocks leader selection remembers (their proposer and QC
+    /// signers: [`crate::consensus::leader::LeaderPolicy::history_blocks`]).
+    pub leader_history: usize,
     /// Orphan blocks waiting for an ancestor.
     pub orphans: usize,
     /// Vote, timeout and proposal entries of other validators
@@ -53,6 +56,7 @@ impl HotStuff {
             pending_blocks: self.tree.pending_len(),
             committed_blocks: self.tree.committed_len(),
             committed_bytes: self.tree.committed_bytes(),
+            leader_history: self.leaders.history_len(),
             orphans: self.tree.orphan_len(),
             collector_entries: self.collector_entries(),
             block_sync: self.sync.entries(),

@@ -78,6 +78,25 @@ impl Default for LeaderPolicy {
     }
 }
 
+impl LeaderPolicy {
+    /// How many of the newest committed blocks leader selection remembers
+    /// (the window and [`EXTRA_HISTORY_BLOCKS`]; none for round robin): a
+    /// restarted validator loads their entries
+    /// (`crate::schema::Window::history`) so that it computes the leaders
+    /// the running validators do.
+    #[must_use]
+    pub fn history_blocks(self) -> usize {
+        match self {
+            LeaderPolicy::RoundRobin => 0,
+            LeaderPolicy::Reputation(c) => {
+                usize::try_from(c.window.clamp(1, MAX_REPUTATION_WINDOW))
+                    .unwrap_or(usize::MAX)
+                    .saturating_add(EXTRA_HISTORY_BLOCKS)
+            }
+        }
+    }
+}
+
 /// What leader selection remembers of one committed block.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CommittedEntry {

@@ -127,6 +127,23 @@ impl HotStuff {
         me: ValidatorId,
         schedule: Arc<EpochSchedule>,
         safety: Option<SafetyState>,
+        committed: Vec<Block>,
+        pending: Vec<Block>,
+    ) -> Self {
+        Self::resume(cfg, me, schedule, safety, Vec::new(), committed, pending)
+    }
+
+    /// As [`HotStuff::new`], with `leader_history`: leader selection's
+    /// entries of the committed blocks just below `committed` (ascending),
+    /// when fewer blocks were loaded than it remembers
+    /// ([`crate::schema::Persisted::leader_history`]).
+    #[must_use]
+    pub fn resume(
+        cfg: ConsensusConfig,
+        me: ValidatorId,
+        schedule: Arc<EpochSchedule>,
+        safety: Option<SafetyState>,
+        leader_history: Vec<CommittedEntry>,
         mut committed: Vec<Block>,
         mut pending: Vec<Block>,
     ) -> Self {
@@ -136,6 +153,9 @@ impl HotStuff {
             committed.push(genesis);
         }
         let mut leaders = LeaderSchedule::new(cfg.leader_policy, cfg.env.chain_id());
+        for entry in leader_history {
+            leaders.record(entry);
+        }
         for block in &committed {
             leaders.record(CommittedEntry::of(block));
         }

@@ -99,15 +99,17 @@ pub struct ConsensusConfig {
     pub sync_response_bytes: usize,
     /// Committed blocks kept in memory to serve catch-up (fetches by id
     /// of blocks near the tip; range sync is served from the store), and
-    /// loaded from the store at start to deliver the committed blocks not
-    /// executed before a restart.
+    /// at most loaded from the store at a restart
+    /// ([`crate::schema::Window::at_restart`]; the unexecuted blocks it
+    /// leaves out are executed from the store).
     pub committed_window: usize,
-    /// While running, the committed window also holds at most about this
-    /// many bytes of blocks (`Block` payloads and certificates), but never
-    /// fewer than [`MIN_COMMITTED_WINDOW`] blocks: with transactions
-    /// inline (FIFO payloads) 4,096 busy blocks held over a gigabyte
-    /// (docs/benchmarks.md, "Memory: where the heap goes"). Not applied to
-    /// the blocks loaded at start. Default 64 MiB.
+    /// The committed window also holds at most about this many bytes of
+    /// blocks (`Block` payloads and certificates), but never fewer than
+    /// [`MIN_COMMITTED_WINDOW`] blocks: with transactions inline (FIFO
+    /// payloads) 4,096 busy blocks held over a gigabyte (docs/benchmarks.md,
+    /// "Memory: where the heap goes"). A restart loads within it too, past
+    /// the floor [`crate::schema::Window::at_restart`] sets (with the DAG
+    /// layer, every block its restore needs). Default 64 MiB.
     pub committed_window_bytes: usize,
     /// Signature verification cache entries.
     pub verify_cache: usize,

@@ -24,14 +24,7 @@ use qbind_node_ref::admin::wire::{
     DagStatusReply, ErrorReply, NextKeyReply, PeersReply, PruneReply, SnapshotReply, StatusReply,
 };
 use qbind_node_ref::admin::{Action, AdminToken};
-
-/// Done.
-const EXIT_OK: u8 = 0;
-/// The node refused or the action failed.
-const EXIT_FAILED: u8 = 1;
-/// Bad arguments, token file, connection or authentication (also clap's
-/// code).
-const EXIT_USAGE: u8 = 2;
+use qbind_node_ref::cli::{EXIT_FAILED, EXIT_USAGE, Failure, Output, finish};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -55,12 +48,6 @@ struct Cli {
     /// stores take a while; the node answers within a minute).
     #[arg(long, global = true, default_value_t = 120)]
     timeout_secs: u64,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-enum Output {
-    Text,
-    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -87,31 +74,9 @@ enum Command {
     },
 }
 
-/// Why the tool failed, with its exit status.
-struct Failure {
-    code: u8,
-    message: String,
-}
-
-fn usage(message: impl Into<String>) -> Failure {
-    Failure {
-        code: EXIT_USAGE,
-        message: message.into(),
-    }
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(&cli) {
-        Ok(text) => {
-            println!("{text}");
-            ExitCode::from(EXIT_OK)
-        }
-        Err(f) => {
-            eprintln!("qbind-admin: {}", f.message);
-            ExitCode::from(f.code)
-        }
-    }
+    finish("qbind-admin", cli.output, run(&cli))
 }
 
 fn run(cli: &Cli) -> Result<String, Failure> {
@@ -119,7 +84,7 @@ fn run(cli: &Cli) -> Result<String, Failure> {
         Command::GenToken { out } => {
             AdminToken::generate()
                 .write_new(out)
-                .map_err(|e| usage(e.to_string()))?;
+                .map_err(|e| Failure::usage(e.to_string()))?;
             return Ok(match cli.output {
                 Output::Text => format!("wrote a new admin token to {}", out.display()),
                 Output::Json => serde_json::json!({ "token_file": out }).to_string(),
@@ -132,14 +97,14 @@ fn run(cli: &Cli) -> Result<String, Failure> {
         Command::Prune => Action::Prune,
         Command::LoadNextKey => Action::LoadNextKey,
     };
-    let addr = cli
-        .addr
-        .ok_or_else(|| usage("say where the node's admin endpoint is: --addr HOST:PORT"))?;
+    let addr = cli.addr.ok_or_else(|| {
+        Failure::usage("say where the node's admin endpoint is: --addr HOST:PORT")
+    })?;
     let path = cli
         .token_file
         .as_ref()
-        .ok_or_else(|| usage("say which token to use: --token-file FILE"))?;
-    let token = AdminToken::load(path).map_err(|e| usage(e.to_string()))?;
+        .ok_or_else(|| Failure::usage("say which token to use: --token-file FILE"))?;
+    let token = AdminToken::load(path).map_err(|e| Failure::usage(e.to_string()))?;
     let reply = request(addr, &token, action, Duration::from_secs(cli.timeout_secs))?;
     match cli.output {
         Output::Json => Ok(reply.to_string()),
@@ -157,7 +122,7 @@ fn request(
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| usage(format!("starting the runtime: {e}")))?;
+        .map_err(|e| Failure::usage(format!("starting the runtime: {e}")))?;
     runtime.block_on(async {
         // No proxy: the token must go to the node and nowhere else.
         let client = reqwest::Client::builder()
@@ -165,7 +130,7 @@ fn request(
             .connect_timeout(Duration::from_secs(5))
             .timeout(timeout)
             .build()
-            .map_err(|e| usage(format!("HTTP client: {e}")))?;
+            .map_err(|e| Failure::usage(format!("HTTP client: {e}")))?;
         let url = format!("http://{addr}{}", action.path());
         let response = client
             .post(&url)
@@ -173,15 +138,17 @@ fn request(
             .json(&serde_json::json!({}))
             .send()
             .await
-            .map_err(|e| usage(format!("cannot reach the admin endpoint at {addr}: {e}")))?;
+            .map_err(|e| {
+                Failure::usage(format!("cannot reach the admin endpoint at {addr}: {e}"))
+            })?;
         let status = response.status();
         let body = response
             .bytes()
             .await
-            .map_err(|e| usage(format!("reading the reply from {addr}: {e}")))?;
+            .map_err(|e| Failure::usage(format!("reading the reply from {addr}: {e}")))?;
         if status.is_success() {
             return serde_json::from_slice(&body)
-                .map_err(|e| usage(format!("the reply from {addr} is not JSON: {e}")));
+                .map_err(|e| Failure::usage(format!("the reply from {addr} is not JSON: {e}")));
         }
         let message = serde_json::from_slice::<ErrorReply>(&body).map_or_else(
             |_| String::from_utf8_lossy(&body).into_owned(),
@@ -202,7 +169,7 @@ fn request(
 }
 
 fn parse<T: serde::de::DeserializeOwned>(reply: serde_json::Value) -> Result<T, Failure> {
-    serde_json::from_value(reply).map_err(|e| usage(format!("unexpected reply: {e}")))
+    serde_json::from_value(reply).map_err(|e| Failure::usage(format!("unexpected reply: {e}")))
 }
 
 /// The reply for a person.

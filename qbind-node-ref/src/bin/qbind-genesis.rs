@@ -20,6 +20,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use qbind_node_ref::cli::{Failure, Output, finish};
 use qbind_node_ref::genesis_dir::{LocalGenesisSpec, write_local_genesis};
 use qbind_node_ref::profile::Profile;
 use qbind_signer::keystore::{KdfParams, Passphrase};
@@ -123,16 +124,9 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Devnet(args) => devnet(args),
     };
-    match result {
-        Ok(lines) => {
-            for line in lines {
-                println!("{line}");
-            }
-            ExitCode::SUCCESS
-        }
-        Err(message) => {
-            eprintln!("qbind-genesis: {message}");
-            ExitCode::from(2)
-        }
-    }
+    finish(
+        "qbind-genesis",
+        Output::Text,
+        result.map(|lines| lines.join("\n")).map_err(Failure::usage),
+    )
 }

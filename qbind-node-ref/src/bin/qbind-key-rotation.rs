@@ -30,6 +30,7 @@ use clap::{Args, Parser, Subcommand};
 use qbind_core::key_rotation::{KeyRole, KeyRotationEvent, SignedKeyRotationEvent};
 use qbind_core::traits::Signer;
 use qbind_core::types::{Epoch, NetworkEnvironment, ValidatorId};
+use qbind_node_ref::cli::{Failure, Output, finish};
 use qbind_signer::keystore::{self, KdfPolicy, Passphrase};
 use qbind_signer::rotation::RotationEventJson;
 use qbind_signer::{
@@ -266,16 +267,11 @@ fn run(cli: Cli) -> Result<String, String> {
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
-        Ok(msg) => {
-            println!("{msg}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("qbind-key-rotation: error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    finish(
+        "qbind-key-rotation",
+        Output::Text,
+        run(Cli::parse()).map_err(|e| Failure::failed(format!("error: {e}"))),
+    )
 }
 
 #[cfg(test)]

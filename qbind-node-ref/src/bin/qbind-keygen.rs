@@ -25,6 +25,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use qbind_core::key_rotation::KeyRole;
 use qbind_core::types::{NetworkEnvironment, ValidatorId};
+use qbind_node_ref::cli::{Failure, Output, finish};
 use qbind_signer::DoubleSignGuard;
 use qbind_signer::keystore::{self, KdfParams, KdfPolicy, Passphrase};
 use qbind_signer::pkcs11::{HsmConfig, admin};
@@ -314,18 +315,13 @@ fn run(cli: Cli) -> Result<Vec<String>, String> {
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
-        Ok(lines) => {
-            for l in lines {
-                println!("{l}");
-            }
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("qbind-keygen: error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    finish(
+        "qbind-keygen",
+        Output::Text,
+        run(Cli::parse())
+            .map(|lines| lines.join("\n"))
+            .map_err(|e| Failure::failed(format!("error: {e}"))),
+    )
 }
 
 #[cfg(test)]

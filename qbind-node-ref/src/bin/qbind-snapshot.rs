@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use qbind_node_ref::cli::{Failure, Output, finish};
 use qbind_node_ref::genesis::Genesis;
 
 use qbind_node_ref::profile::Profile;
@@ -41,14 +42,8 @@ struct Cli {
     #[command(subcommand)]
     command: Command,
     /// `text` (default) or `json` (one object on stdout).
-    #[arg(long, global = true, default_value = "text")]
+    #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
     output: Output,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-enum Output {
-    Text,
-    Json,
 }
 
 /// Which chain: its ID comes from the genesis file or the profile.
@@ -112,25 +107,19 @@ enum Command {
     },
 }
 
-/// Why the tool failed: exit status 1 or 2.
-enum Failure {
-    Invalid(String),
-    Usage(String),
-}
-
 /// Chain ID and epoch length of the chosen chain.
 fn chain(c: &Chain) -> Result<(u64, Option<u64>), Failure> {
     match (&c.genesis, &c.profile) {
         (Some(path), _) => {
-            let g = Genesis::load(path).map_err(|e| Failure::Usage(e.to_string()))?;
+            let g = Genesis::load(path).map_err(|e| Failure::usage(e.to_string()))?;
             Ok((g.chain_id, g.epoch_length))
         }
         (None, Some(name)) => {
-            let p = Profile::parse(name).map_err(|e| Failure::Usage(e.to_string()))?;
+            let p = Profile::parse(name).map_err(|e| Failure::usage(e.to_string()))?;
             Ok((p.env().chain_id().0, None))
         }
-        (None, None) => Err(Failure::Usage(
-            "say which chain: --genesis FILE or -P PROFILE".into(),
+        (None, None) => Err(Failure::usage(
+            "say which chain: --genesis FILE or -P PROFILE",
         )),
     }
 }
@@ -174,7 +163,7 @@ fn describe(meta: &SnapshotMeta, verdict: Option<&str>, output: Output) -> Strin
 }
 
 fn invalid(e: impl std::fmt::Display) -> Failure {
-    Failure::Invalid(e.to_string())
+    Failure::failed(e.to_string())
 }
 
 fn run(cli: Cli) -> Result<String, Failure> {
@@ -188,7 +177,7 @@ fn run(cli: Cli) -> Result<String, Failure> {
         } => {
             let (chain_id, epoch_length) = chain(&c)?;
             if !data_dir.is_dir() {
-                return Err(Failure::Usage(format!(
+                return Err(Failure::usage(format!(
                     "{}: no such store directory",
                     data_dir.display()
                 )));
@@ -334,18 +323,7 @@ fn snapshot_backend(path: &Path) -> Result<StoreBackend, Failure> {
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
-        Ok(text) => {
-            println!("{text}");
-            ExitCode::SUCCESS
-        }
-        Err(Failure::Invalid(e)) => {
-            eprintln!("qbind-snapshot: {e}");
-            ExitCode::from(1)
-        }
-        Err(Failure::Usage(e)) => {
-            eprintln!("qbind-snapshot: {e}");
-            ExitCode::from(2)
-        }
-    }
+    let cli = Cli::parse();
+    let output = cli.output;
+    finish("qbind-snapshot", output, run(cli))
 }

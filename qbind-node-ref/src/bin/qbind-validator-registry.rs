@@ -17,8 +17,9 @@
 //! `encode-rotation` prints the transaction's hex for any other client.
 //!
 //! Exit status: 0 accepted (or encoded); 1 the node refused the
-//! transaction (its reason printed); 2 bad arguments, an unreadable event
-//! file, or the node unreachable.
+//! transaction or could not take it (any HTTP error reply, its reason
+//! printed); 2 bad arguments, an unreadable event file, or the node
+//! unreachable.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -27,14 +28,8 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use qbind_core::codec::Encode;
 use qbind_core::system_tx::SystemTx;
+use qbind_node_ref::cli::{Failure, Output, finish};
 use qbind_signer::rotation::RotationEventJson;
-
-/// Accepted.
-const EXIT_OK: u8 = 0;
-/// The node refused the transaction.
-const EXIT_REFUSED: u8 = 1;
-/// Bad arguments, event file or connection (also clap's code).
-const EXIT_USAGE: u8 = 2;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -48,12 +43,6 @@ struct Cli {
     /// `text` (default) or `json` (one object on stdout).
     #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
     output: Output,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-enum Output {
-    Text,
-    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -79,37 +68,25 @@ enum Command {
     },
 }
 
-/// Why the command failed, with its exit status.
-struct Failure {
-    code: u8,
-    message: String,
-}
-
-fn usage(message: impl Into<String>) -> Failure {
-    Failure {
-        code: EXIT_USAGE,
-        message: message.into(),
-    }
-}
-
 /// The system transaction of the event in `path` (its signature is checked
 /// by the node, which knows the keys in force).
 fn load(path: &Path) -> Result<(SystemTx, Vec<u8>), Failure> {
     const MAX_EVENT_FILE: u64 = 1 << 20;
-    let meta = std::fs::metadata(path).map_err(|e| usage(format!("{}: {e}", path.display())))?;
+    let meta =
+        std::fs::metadata(path).map_err(|e| Failure::usage(format!("{}: {e}", path.display())))?;
     if meta.len() > MAX_EVENT_FILE {
-        return Err(usage(format!(
+        return Err(Failure::usage(format!(
             "{}: larger than {MAX_EVENT_FILE} bytes: not a rotation event",
             path.display()
         )));
     }
-    let text =
-        std::fs::read_to_string(path).map_err(|e| usage(format!("{}: {e}", path.display())))?;
-    let json: RotationEventJson =
-        serde_json::from_str(&text).map_err(|e| usage(format!("{}: {e}", path.display())))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Failure::usage(format!("{}: {e}", path.display())))?;
+    let json: RotationEventJson = serde_json::from_str(&text)
+        .map_err(|e| Failure::usage(format!("{}: {e}", path.display())))?;
     let signed = json
         .to_signed()
-        .map_err(|e| usage(format!("{}: {e}", path.display())))?;
+        .map_err(|e| Failure::usage(format!("{}: {e}", path.display())))?;
     let tx = SystemTx::KeyRotation(signed);
     let bytes = tx.to_bytes();
     Ok((tx, bytes))
@@ -130,42 +107,39 @@ fn submit(api: &str, bytes: &[u8], timeout: Duration) -> Result<String, Failure>
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| usage(format!("starting the runtime: {e}")))?;
+        .map_err(|e| Failure::usage(format!("starting the runtime: {e}")))?;
     runtime.block_on(async {
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .timeout(timeout)
             .build()
-            .map_err(|e| usage(format!("HTTP client: {e}")))?;
+            .map_err(|e| Failure::usage(format!("HTTP client: {e}")))?;
         let url = format!("{}/v1/tx", api.trim_end_matches('/'));
         let response = client
             .post(&url)
             .json(&serde_json::json!({ "tx": hex::encode(bytes) }))
             .send()
             .await
-            .map_err(|e| usage(format!("cannot reach the API at {api}: {e}")))?;
+            .map_err(|e| Failure::usage(format!("cannot reach the API at {api}: {e}")))?;
         let status = response.status();
         let body = response
             .bytes()
             .await
-            .map_err(|e| usage(format!("reading the reply from {api}: {e}")))?;
+            .map_err(|e| Failure::usage(format!("reading the reply from {api}: {e}")))?;
         if status.is_success() {
             let reply: Accepted = serde_json::from_slice(&body)
-                .map_err(|e| usage(format!("unexpected reply from {api}: {e}")))?;
+                .map_err(|e| Failure::usage(format!("unexpected reply from {api}: {e}")))?;
             return Ok(reply.hash);
         }
         let message = serde_json::from_slice::<Refused>(&body).map_or_else(
             |_| String::from_utf8_lossy(&body).into_owned(),
             |r| format!("{} ({})", r.message, r.code),
         );
-        Err(Failure {
-            code: if status.is_client_error() {
-                EXIT_REFUSED
-            } else {
-                EXIT_USAGE
-            },
-            message: format!("the node refused the rotation: HTTP {status}: {message}"),
-        })
+        // The node answered: it refused (4xx) or could not take it now
+        // (5xx, e.g. still starting): 1 either way, as `qbind-admin`.
+        Err(Failure::failed(format!(
+            "the node refused the rotation: HTTP {status}: {message}"
+        )))
     })
 }
 
@@ -211,14 +185,5 @@ fn run(cli: &Cli) -> Result<String, Failure> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(&cli) {
-        Ok(out) => {
-            println!("{out}");
-            ExitCode::from(EXIT_OK)
-        }
-        Err(f) => {
-            eprintln!("qbind-validator-registry: {}", f.message);
-            ExitCode::from(f.code)
-        }
-    }
+    finish("qbind-validator-registry", cli.output, run(&cli))
 }

@@ -18,21 +18,15 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use qbind_core::key_rotation::KeyRole;
 use qbind_core::types::Hash32;
 use qbind_signer::keystore::{self, KdfPolicy, Passphrase};
 use serde_json::json;
 
+use qbind_node_ref::cli::{EXIT_FAILED, EXIT_OK, Failure, Output};
 use qbind_node_ref::upgrade::council::{self, Council, SignatureReport, check_approvals};
 use qbind_node_ref::upgrade::envelope::{Approval, Envelope, parse_hash};
-
-/// Verification passed / command succeeded.
-const EXIT_OK: u8 = 0;
-/// Verification failed.
-const EXIT_FAILED: u8 = 1;
-/// Invalid arguments, unreadable or malformed input (also clap's code).
-const EXIT_USAGE: u8 = 2;
 
 #[derive(Parser)]
 #[command(
@@ -45,12 +39,6 @@ const EXIT_USAGE: u8 = 2;
 struct Cli {
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Output {
-    Text,
-    Json,
 }
 
 #[derive(Subcommand)]
@@ -123,31 +111,18 @@ struct Outcome {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let json_errors = matches!(
-        &cli.command,
-        Command::Inspect {
-            output: Output::Json,
-            ..
-        } | Command::Digest {
-            output: Output::Json,
-            ..
-        } | Command::Verify {
-            output: Output::Json,
-            ..
-        }
-    );
+    let output = match &cli.command {
+        Command::Inspect { output, .. }
+        | Command::Digest { output, .. }
+        | Command::Verify { output, .. } => *output,
+        Command::Sign { .. } => Output::Text,
+    };
     match run(cli.command) {
         Ok(outcome) => {
             println!("{}", outcome.text);
             ExitCode::from(outcome.code)
         }
-        Err(message) => {
-            if json_errors {
-                println!("{}", json!({ "result": "error", "error": message }));
-            }
-            eprintln!("qbind-envelope: {message}");
-            ExitCode::from(EXIT_USAGE)
-        }
+        Err(message) => Failure::usage(message).report("qbind-envelope", output),
     }
 }
 
