@@ -70,6 +70,32 @@ fn drive(replica: &mut Replica<MemoryBackend>, key: &KeyPair, until: Height) -> 
     delivered
 }
 
+/// Move the executed-height marker back to `height` (as after execution
+/// fell behind and the process stopped).
+fn set_executed(store: &MemoryBackend, height: Height) {
+    let mut batch = WriteBatch::new();
+    schema::put_height(&mut batch, schema::EXECUTED_HEIGHT_KEY, height);
+    store.write(batch, Durability::Durable).expect("write");
+}
+
+/// Drive a reopened replica past `committed`: it delivers exactly the
+/// heights after `lagging`, each once, in order.
+fn assert_resumes_from(
+    replica: &mut Replica<MemoryBackend>,
+    key: &KeyPair,
+    lagging: Height,
+    committed: Height,
+) {
+    let resumed = drive(replica, key, Height(committed.0 + 2));
+    let expected: Vec<Height> = (lagging.0 + 1..=resumed.last().map_or(0, |h| h.0))
+        .map(Height)
+        .collect();
+    assert_eq!(
+        resumed, expected,
+        "heights delivered after the restart are not exactly the ones after the marker"
+    );
+}
+
 #[test]
 fn execution_resumes_from_the_marker_across_a_gap_longer_than_the_window() {
     let key = KeyPair::from_seed(&[42; 32]);
@@ -87,20 +113,11 @@ fn execution_resumes_from_the_marker_across_a_gap_longer_than_the_window() {
     // for DAG data) and the process stopped.
     let lagging = Height(5);
     assert!(committed.0 > lagging.0 + WINDOW as u64 + 1);
-    let mut batch = WriteBatch::new();
-    schema::put_height(&mut batch, schema::EXECUTED_HEIGHT_KEY, lagging);
-    store.write(batch, Durability::Durable).expect("write");
+    set_executed(&store, lagging);
 
     let mut replica =
         Replica::open(config(), ValidatorId(0), schedule(&key), store).expect("reopen");
-    let resumed = drive(&mut replica, &key, Height(committed.0 + 2));
-    let expected: Vec<Height> = (lagging.0 + 1..=resumed.last().map_or(0, |h| h.0))
-        .map(Height)
-        .collect();
-    assert_eq!(
-        resumed, expected,
-        "heights delivered after the restart are not exactly the ones after the marker"
-    );
+    assert_resumes_from(&mut replica, &key, lagging, committed);
 }
 
 /// An application whose state is the last executed height and whose root
@@ -290,9 +307,7 @@ fn a_restart_loads_the_committed_window_within_its_byte_budget() {
     // Execution 100 blocks behind, more than the 64 blocks this budget
     // loads: the rest are executed from the store, exactly once each.
     let lagging = Height(committed.0 - 100);
-    let mut batch = WriteBatch::new();
-    schema::put_height(&mut batch, schema::EXECUTED_HEIGHT_KEY, lagging);
-    store.write(batch, Durability::Durable).expect("write");
+    set_executed(&store, lagging);
     let remembered = cfg.leader_policy.history_blocks();
     assert!(remembered > 64 && (remembered as u64) < committed.0);
     let mut replica =
@@ -300,12 +315,5 @@ fn a_restart_loads_the_committed_window_within_its_byte_budget() {
     let footprint = replica.machine().footprint();
     assert_eq!(footprint.committed_blocks, 64);
     assert_eq!(footprint.leader_history, remembered);
-    let resumed = drive(&mut replica, &key, Height(committed.0 + 2));
-    let expected: Vec<Height> = (lagging.0 + 1..=resumed.last().map_or(0, |h| h.0))
-        .map(Height)
-        .collect();
-    assert_eq!(
-        resumed, expected,
-        "heights delivered after the restart are not exactly the ones after the marker"
-    );
+    assert_resumes_from(&mut replica, &key, lagging, committed);
 }
