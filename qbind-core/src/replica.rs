@@ -230,12 +230,7 @@ impl<S: StateBackend> Replica<S> {
         schedule: Arc<EpochSchedule>,
         store: S,
     ) -> Result<Self, ReplicaError> {
-        let window = schema::Window::at_restart(
-            &cfg,
-            schema::read_height(&store, schema::COMMITTED_HEIGHT_KEY)?.unwrap_or_default(),
-            schema::read_height(&store, schema::EXECUTED_HEIGHT_KEY)?.unwrap_or_default(),
-        );
-        let persisted = schema::load_persisted(&store, window)?;
+        let persisted = schema::load_persisted(&store, schema::Window::at_restart(&cfg))?;
         // The on-chain key rotations executed before the restart, replayed
         // onto the configured registry in the order they were applied.
         let rotations = schema::read_key_rotations(&store)?;

@@ -223,9 +223,9 @@ pub struct Window {
     /// (within `blocks`).
     pub floor: usize,
     /// Leader selection's entries (proposer and QC signers, not the
-    /// blocks) are read for this many of the newest blocks (within
-    /// `blocks`), past the ones loaded whole
-    /// ([`crate::consensus::leader::LeaderPolicy::history_blocks`]).
+    /// blocks) are read for this many of the newest blocks, past the ones
+    /// loaded whole (even beyond `blocks`:
+    /// [`crate::consensus::leader::LeaderPolicy::history_blocks`]).
     pub history: usize,
 }
 
@@ -241,36 +241,27 @@ impl Window {
         }
     }
 
-    /// The window a replica with `cfg` loads at a restart, given its
-    /// persisted committed and executed heights: the count limit and byte
+    /// The window a replica with `cfg` loads at a restart: the count limit and byte
     /// budget of the running window
     /// ([`crate::consensus::ConsensusConfig::committed_window`],
-    /// [`crate::consensus::ConsensusConfig::committed_window_bytes`]), and
-    /// as floor [`crate::consensus::MIN_COMMITTED_WINDOW`] blocks, which
-    /// with the DAG layer come on top of every block it must see to restore
-    /// its state: those not yet executed and the `retain_delivered_blocks`
-    /// below the committed height (whose batches it still holds and must
-    /// know as committed, or it would propose them again; the extra
-    /// `MIN_COMMITTED_WINDOW` re-archive the batches of blocks whose
-    /// archive write a crash lost). Transactions of blocks left out that
-    /// were not executed yet are executed from the store at start
+    /// [`crate::consensus::ConsensusConfig::committed_window_bytes`]), floor
+    /// [`crate::consensus::MIN_COMMITTED_WINDOW`] blocks, and the entries
+    /// leader selection remembers. Transactions of blocks left out that were
+    /// not executed yet are executed from the store at start
     /// ([`crate::replica::Replica::start`]).
+    ///
+    /// With the DAG layer the floor is the whole count, as before the byte
+    /// budget: the layer rebuilds its record of what was committed (each
+    /// author's highest committed round, the committed slots, the batches
+    /// it must still archive) from these blocks, and a running validator
+    /// keeps that record for longer than any byte budget's worth of blocks.
+    /// Its blocks carry certificates, not transactions.
     #[must_use]
-    pub fn at_restart(
-        cfg: &crate::consensus::ConsensusConfig,
-        committed: Height,
-        executed: Height,
-    ) -> Self {
-        let needed = match cfg.payload_mode {
-            crate::dag::PayloadMode::Fifo => 0,
-            crate::dag::PayloadMode::Dag => committed
-                .0
-                .saturating_sub(executed.0)
-                .saturating_add(cfg.dag.retain_delivered_blocks),
+    pub fn at_restart(cfg: &crate::consensus::ConsensusConfig) -> Self {
+        let floor = match cfg.payload_mode {
+            crate::dag::PayloadMode::Fifo => crate::consensus::MIN_COMMITTED_WINDOW,
+            crate::dag::PayloadMode::Dag => cfg.committed_window,
         };
-        let floor = usize::try_from(needed)
-            .unwrap_or(usize::MAX)
-            .saturating_add(crate::consensus::MIN_COMMITTED_WINDOW);
         Window {
             blocks: cfg.committed_window,
             bytes: cfg.committed_window_bytes,
@@ -296,10 +287,8 @@ pub fn load_persisted<S: StateBackend + ?Sized>(
     if let Some(height) = read_height(store, COMMITTED_HEIGHT_KEY)? {
         // Newest first, one block decoded at a time (heights pruned from
         // the store are skipped, as before).
-        let from = height
-            .0
-            .saturating_sub(window.blocks.max(1) as u64 - 1)
-            .max(1);
+        let reach = window.blocks.max(1).max(window.history);
+        let from = height.0.saturating_sub(reach as u64 - 1).max(1);
         let mut held = 0usize;
         let mut full = false;
         for h in (from..=height.0).rev() {
@@ -308,7 +297,9 @@ pub fn load_persisted<S: StateBackend + ?Sized>(
             };
             let block: Block = decode_record("committed block", &bytes)?;
             held = held.saturating_add(block.held_bytes());
-            full = full || (committed.len() >= window.floor.max(1) && held > window.bytes);
+            full = full
+                || committed.len() >= window.blocks.max(1)
+                || (committed.len() >= window.floor.max(1) && held > window.bytes);
             if !full {
                 committed.push(block);
             } else if committed.len() + leader_history.len() < window.history {

@@ -264,15 +264,12 @@ fn a_restart_loads_the_committed_window_within_its_byte_budget() {
     assert_eq!(tight(64, 10), 10);
 
     // What a replica loads at restart: the running window's count and
-    // budget, floor MIN_COMMITTED_WINDOW; with the DAG layer also every
-    // unexecuted block and the retained delivered ones.
+    // budget, floor MIN_COMMITTED_WINDOW, and leader selection's history;
+    // with the DAG layer the whole count (its committed record is rebuilt
+    // from the blocks).
     cfg.committed_window_bytes = one * 10;
-    let at = |cfg: &ConsensusConfig, executed| {
-        schema::Window::at_restart(cfg, committed, Height(executed))
-    };
-    let fifo = at(&cfg, committed.0 - 100);
     assert_eq!(
-        fifo,
+        schema::Window::at_restart(&cfg),
         schema::Window {
             blocks: 4096,
             bytes: one * 10,
@@ -296,13 +293,18 @@ fn a_restart_loads_the_committed_window_within_its_byte_budget() {
     let below = loaded.committed[0].height().0;
     let expected: Vec<u64> = (below - (history as u64 - 64)..below).collect();
     assert_eq!(heights, expected);
+    // Leader history reaches past the count limit too.
+    let short = load(schema::Window {
+        blocks: 10,
+        bytes: usize::MAX,
+        floor: 10,
+        history,
+    });
+    assert_eq!(short.committed.len(), 10);
+    assert_eq!(short.committed.len() + short.leader_history.len(), history);
     let mut dag = cfg.clone();
     dag.payload_mode = qbind_core::dag::PayloadMode::Dag;
-    assert_eq!(
-        at(&dag, committed.0 - 100).floor,
-        100 + dag.dag.retain_delivered_blocks as usize
-            + qbind_core::consensus::MIN_COMMITTED_WINDOW
-    );
+    assert_eq!(schema::Window::at_restart(&dag).floor, 4096);
 
     // Execution 100 blocks behind, more than the 64 blocks this budget
     // loads: the rest are executed from the store, exactly once each.

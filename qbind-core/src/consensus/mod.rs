@@ -107,9 +107,9 @@ pub struct ConsensusConfig {
     /// blocks (`Block` payloads and certificates), but never fewer than
     /// [`MIN_COMMITTED_WINDOW`] blocks: with transactions inline (FIFO
     /// payloads) 4,096 busy blocks held over a gigabyte (docs/benchmarks.md,
-    /// "Memory: where the heap goes"). A restart loads within it too, past
-    /// the floor [`crate::schema::Window::at_restart`] sets (with the DAG
-    /// layer, every block its restore needs). Default 64 MiB.
+    /// "Memory: where the heap goes"). A restart with FIFO payloads loads
+    /// within it too ([`crate::schema::Window::at_restart`]; with the DAG
+    /// layer, whose restore needs them, the whole count). Default 64 MiB.
     pub committed_window_bytes: usize,
     /// Signature verification cache entries.
     pub verify_cache: usize,
