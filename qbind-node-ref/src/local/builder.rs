@@ -110,15 +110,10 @@ fn operator_validators(
     opts: &LocalOptions,
     env: NetworkEnvironment,
 ) -> Result<Validators, NodeError> {
-    let (set, signer, next_key) = match &opts.keys {
+    let (set, signer) = match &opts.keys {
         Keys::Devnet => return devnet_validators(opts.validators),
         Keys::Follower { set, id, .. } => return follower_validators(opts, env, set, *id),
-        Keys::Operator {
-            set,
-            signer,
-            next_key,
-            ..
-        } => (set, signer, next_key),
+        Keys::Operator { set, signer, .. } => (set, signer),
     };
     let n = opts.validators;
     if set.network != env {
@@ -166,7 +161,7 @@ fn operator_validators(
         .map(|v| (v.consensus_key.clone(), v.stake))
         .collect();
     let mut exits = vec![signer.exit_signal()];
-    exits.extend(next_key.as_ref().map(|next| next.exit_signal()));
+    exits.extend(opts.keys.next_key().map(|next| next.exit_signal()));
     Ok((keys, schedule, exits))
 }
 

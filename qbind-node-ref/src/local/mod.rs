@@ -306,6 +306,16 @@ impl Keys {
         }
     }
 
+    /// The validator's next consensus key, when it was given a place
+    /// (`--next-signer-keystore-path`).
+    #[must_use]
+    pub fn next_key(&self) -> Option<&Arc<NextKey>> {
+        match self {
+            Keys::Operator { next_key, .. } => next_key.as_ref(),
+            Keys::Devnet | Keys::Follower { .. } => None,
+        }
+    }
+
     /// Whether this is a full node.
     #[must_use]
     pub fn is_follower(&self) -> bool {
@@ -747,10 +757,7 @@ async fn start(
                 .iter()
                 .map(crate::node::Services::control)
                 .collect(),
-            next_key: match &opts.keys {
-                Keys::Operator { next_key, .. } => next_key.clone(),
-                _ => None,
-            },
+            next_key: opts.keys.next_key().cloned(),
         });
         early.running
     });

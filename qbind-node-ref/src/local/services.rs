@@ -332,13 +332,7 @@ fn engine_parts(
             Keys::Operator { signer, .. } => Box::new(Arc::clone(signer)),
             Keys::Follower { .. } => Box::new(FollowerSigner::new(ValidatorId(i as u32))),
         },
-        next_signer: match &opts.keys {
-            Keys::Operator {
-                next_key: Some(next),
-                ..
-            } => Some(next.slot()),
-            _ => None,
-        },
+        next_signer: opts.keys.next_key().map(|next| next.slot()),
         schedule_out,
         events: ev_tx,
         submissions: tx_out,
@@ -624,10 +618,7 @@ pub(super) fn shared(
                     .ok_or_else(|| NodeError::Config("no local validator".into()))?,
             )),
         },
-        next_key: match &opts.keys {
-            Keys::Operator { next_key, .. } => next_key.clone(),
-            Keys::Devnet | Keys::Follower { .. } => None,
-        },
+        next_key: opts.keys.next_key().cloned(),
     }))
 }
 

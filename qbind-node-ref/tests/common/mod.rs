@@ -21,21 +21,7 @@ pub fn roots(n: usize) -> Roots {
 
 /// Record validator `i`'s progress lines from `child`'s stdout (piped).
 pub fn follow(i: usize, child: &mut Child, roots: &Roots) {
-    let stdout = child.stdout.take().expect("stdout is piped");
-    let roots = Arc::clone(roots);
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            // "height     12  transfers ok ... state root 9e7baf9552aba061"
-            let Some(rest) = line.strip_prefix("height") else {
-                continue;
-            };
-            let height = rest.split_whitespace().next().and_then(|h| h.parse().ok());
-            let root = line.rsplit(' ').next().map(str::to_string);
-            if let (Some(h), Some(r)) = (height, root) {
-                roots.lock().expect("lock")[i].insert(h, r);
-            }
-        }
-    });
+    follow_lines(i, child, roots, None);
 }
 
 /// [`follow`], also adding up the transfers the node reports applied
@@ -46,21 +32,32 @@ pub fn follow_counting(
     roots: &Roots,
     applied: &Arc<std::sync::atomic::AtomicU64>,
 ) {
+    follow_lines(i, child, roots, Some(Arc::clone(applied)));
+}
+
+fn follow_lines(
+    i: usize,
+    child: &mut Child,
+    roots: &Roots,
+    applied: Option<Arc<std::sync::atomic::AtomicU64>>,
+) {
     let stdout = child.stdout.take().expect("stdout is piped");
     let roots = Arc::clone(roots);
-    let applied = Arc::clone(applied);
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            // "height     12  transfers ok ... state root 9e7baf9552aba061"
             let Some(rest) = line.strip_prefix("height") else {
                 continue;
             };
             let mut words = rest.split_whitespace();
             let height = words.next().and_then(|h| h.parse().ok());
-            let ok = words
-                .skip_while(|w| *w != "ok")
-                .nth(1)
-                .and_then(|n| n.parse::<u64>().ok());
-            applied.fetch_add(ok.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
+            if let Some(applied) = &applied {
+                let ok = words
+                    .skip_while(|w| *w != "ok")
+                    .nth(1)
+                    .and_then(|n| n.parse::<u64>().ok());
+                applied.fetch_add(ok.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
+            }
             let root = line.rsplit(' ').next().map(str::to_string);
             if let (Some(h), Some(r)) = (height, root) {
                 roots.lock().expect("lock")[i].insert(h, r);
