@@ -31,7 +31,8 @@ pub struct MachineFootprint {
     pub collector_entries: usize,
     /// Block fetches and proposals waiting for them.
     pub block_sync: usize,
-    /// Range-sync requests, retries and fetched ranges.
+    /// Range-sync requests, retries, fetched ranges, dropped peers and
+    /// catch-up claims (one per member).
     pub range_sync: usize,
     /// Executed state roots remembered.
     pub executed_roots: usize,

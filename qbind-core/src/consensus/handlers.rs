@@ -207,29 +207,62 @@ impl HotStuff {
         }
     }
 
-    /// Whether a proposal of an epoch whose keys are not final here is
-    /// signed by a member of that epoch's set with a key it held in the
-    /// last final epoch (a validator that rotated since cannot give this
-    /// hint; the others can).
-    fn signed_with_a_final_key(
-        &self,
-        h: &crate::consensus::BlockHeader,
-        id: &Hash32,
+    /// A message of an epoch whose keys are not final here (this
+    /// validator may be far behind) claims the chain reached `height`.
+    /// The claim counts if its signer is a member of that epoch's set and
+    /// signed `message` with a key it held in the last final epoch (a
+    /// validator that rotated since cannot give this hint; the others can).
+    /// The highest height claimed by members with more than a third of the
+    /// stake — at least one honest validator among them — is taken as a
+    /// catch-up target by ranges, whose answers are verified (a height
+    /// nobody serves is given up): a single Byzantine member cannot make an
+    /// up-to-date validator chase heights that do not exist. A claim that
+    /// would not raise its signer's last one costs no verification, so each
+    /// member's claims cost at most one verification per higher height.
+    fn hint_from_a_final_key(
+        &mut self,
+        epoch: crate::types::Epoch,
+        signer: ValidatorId,
+        kind: SignKind,
+        message: &[u8],
         signature: &crate::crypto::Signature,
-    ) -> bool {
+        height: Height,
+    ) {
         let Some(last) = self.verifier.keys_final_through() else {
-            return false;
+            return;
         };
-        if self.schedule.set(h.epoch).get(h.proposer).is_none() {
-            return false;
+        if self.schedule.set(epoch).get(signer).is_none() {
+            return;
         }
-        let preimage =
-            crate::signing::signing_preimage(self.cfg.env, SignKind::Proposal, &id.to_bytes());
-        self.schedule
-            .set(last)
-            .accepted_keys(h.proposer, last)
-            .iter()
-            .any(|k| k.verify(&preimage, signature).is_ok())
+        let set = self.schedule.set(last);
+        let claimed = self.range.claims.get(&signer).copied();
+        if claimed.is_none_or(|h| height > h) {
+            let preimage = crate::signing::signing_preimage(self.cfg.env, kind, message);
+            let known = set
+                .accepted_keys(signer, last)
+                .iter()
+                .any(|k| k.verify(&preimage, signature).is_ok());
+            if known {
+                self.range.claims.insert(signer, height);
+            }
+        }
+        // Also when nothing new was claimed: the target is lowered when
+        // nobody serves up to it (and ranges of epochs whose keys are not
+        // final wait for execution), and raised again by the next message.
+        if let Some(target) = self.range.claimed_by_a_third(set) {
+            self.note_chain_height(target);
+        }
+    }
+
+    /// The highest height a catch-up hint from a message of `epoch` may
+    /// claim: the epoch's last block plus the payload-free blocks before
+    /// the epoch change commits.
+    fn hint_cap(&self, epoch: crate::types::Epoch) -> Height {
+        Height(
+            self.boundary(epoch)
+                .0
+                .saturating_add(u64::from(RANGE_HINT_SUFFIX)),
+        )
     }
 
     /// Consensus §C3 (docs/consensus.md).
@@ -250,19 +283,19 @@ impl HotStuff {
             &block.id().to_bytes(),
             &p.signature,
         );
-        if signed == Err(SigFailure::KeysNotFinal)
-            && self.signed_with_a_final_key(&h, &block.id(), &p.signature)
-        {
-            // An epoch whose keys this validator does not know yet: it is
-            // far behind. Signed by a member with a key it knows, the
-            // proposal's height (at most a few blocks past its epoch's end)
-            // is a hint to catch up by ranges, whose answers are verified;
-            // a height nobody serves is given up.
-            let cap = self
-                .boundary(h.epoch)
-                .0
-                .saturating_add(u64::from(RANGE_HINT_SUFFIX));
-            self.note_chain_height(Height(h.height.0.min(cap)));
+        if signed == Err(SigFailure::KeysNotFinal) {
+            // The proposal's height, at most a few blocks past its epoch's
+            // end.
+            let height = h.height.min(self.hint_cap(h.epoch));
+            let id = block.id().to_bytes();
+            self.hint_from_a_final_key(
+                h.epoch,
+                h.proposer,
+                SignKind::Proposal,
+                &id,
+                &p.signature,
+                height,
+            );
         }
         signed.map_err(|f| sig_error(f, "proposal", h.proposer, h.epoch))?;
         self.metrics.proposals_received += 1;
@@ -403,16 +436,31 @@ impl HotStuff {
             });
         }
         let set = self.schedule.set(d.epoch);
-        self.verifier
-            .verify_sig(
-                set,
+        let signed = self.verifier.verify_sig(
+            set,
+            d.epoch,
+            t.sender,
+            SignKind::Timeout,
+            &d.to_bytes(),
+            &t.signature,
+        );
+        if signed == Err(SigFailure::KeysNotFinal) {
+            // A timeout carries no height: its epoch's end bounds it. When
+            // the chain stalls for want of this validator's vote, timeouts
+            // are the only messages its peers still send (issue #20: a
+            // validator restarted two epochs behind, with another one
+            // down, never caught up).
+            let height = self.hint_cap(d.epoch);
+            self.hint_from_a_final_key(
                 d.epoch,
                 t.sender,
                 SignKind::Timeout,
                 &d.to_bytes(),
                 &t.signature,
-            )
-            .map_err(|f| sig_error(f, "timeout", t.sender, d.epoch))?;
+                height,
+            );
+        }
+        signed.map_err(|f| sig_error(f, "timeout", t.sender, d.epoch))?;
         self.verifier.verify_qc(&self.schedule, &t.high_qc)?;
         self.process_qc(&t.high_qc, from)?;
         if d.epoch != self.epoch {

@@ -954,72 +954,130 @@ mod tests {
         }
     }
 
-    /// A proposal of an epoch whose keys are not final here is held back,
-    /// but, signed by a member with a key this validator knows, its height
-    /// (capped near its epoch's end) starts catching up; a forged signature
-    /// or a height far past its epoch does not move the target.
-    #[test]
-    fn a_held_back_proposal_is_a_catch_up_hint_only_when_signed() {
-        use crate::consensus::{BlockHeader, ConsensusMsg, Input, Payload, Proposal};
-        let keys: Vec<KeyPair> = (0..4u8).map(|i| KeyPair::from_seed(&[i; 32])).collect();
+    /// Four validators, validator 0 having executed nothing (keys final
+    /// through epoch 1 of 10-block epochs), started.
+    fn far_behind(keys: &[KeyPair]) -> HotStuff {
         let set = ValidatorSet::new(keys.iter().map(|k| (k.public_key().clone(), 1)).collect())
             .expect("set");
         let schedule = Arc::new(EpochSchedule::with_epochs(10, set, Vec::new()));
-        let proposal = |height: u64, signer: &KeyPair| {
-            let header = BlockHeader {
-                epoch: Epoch(5),
-                view: View(200),
-                height: Height(height),
-                parent_id: Hash32([7; 32]),
-                justify_view: View(199),
-                proposer: ValidatorId(1),
-                payload_digest: Hash32::ZERO,
-                batch_commitment: Hash32::ZERO,
-                exec_height: Height(0),
-                exec_state_root: Hash32::ZERO,
-            };
-            let justify = crate::sim::chain::quorum_cert(ENV, &keys, 5, 199, Hash32([7; 32]));
-            let block = Block::new(header, justify, Payload::empty());
-            let signature = sign_domain(signer, ENV, SignKind::Proposal, &block.id().to_bytes());
-            Input::Message {
-                from: ValidatorId(1),
-                msg: ConsensusMsg::Proposal(Proposal {
-                    block,
-                    tc: None,
-                    signature,
-                }),
-            }
+        let mut hs = HotStuff::new(
+            ConsensusConfig::new(ENV),
+            ValidatorId(0),
+            schedule,
+            None,
+            Vec::new(),
+            Vec::new(),
+        );
+        hs.note_executed_height(Height(0));
+        let _ = hs.handle(Millis(0), Input::Start);
+        hs
+    }
+
+    /// A proposal of epoch 5 at `height` by `proposer`, signed with `key`.
+    fn far_proposal(keys: &[KeyPair], proposer: u32, height: u64, key: &KeyPair) -> Input {
+        use crate::consensus::{BlockHeader, ConsensusMsg, Payload, Proposal};
+        let header = BlockHeader {
+            epoch: Epoch(5),
+            view: View(200 + u64::from(proposer)),
+            height: Height(height),
+            parent_id: Hash32([7; 32]),
+            justify_view: View(199),
+            proposer: ValidatorId(proposer),
+            payload_digest: Hash32::ZERO,
+            batch_commitment: Hash32::ZERO,
+            exec_height: Height(0),
+            exec_state_root: Hash32::ZERO,
         };
-        let fresh = || {
-            let mut hs = HotStuff::new(
-                ConsensusConfig::new(ENV),
-                ValidatorId(0),
-                schedule.clone(),
-                None,
-                Vec::new(),
-                Vec::new(),
-            );
-            hs.note_executed_height(Height(0));
-            let _ = hs.handle(Millis(0), Input::Start);
-            hs
+        let justify = crate::sim::chain::quorum_cert(ENV, keys, 5, 199, Hash32([7; 32]));
+        let block = Block::new(header, justify, Payload::empty());
+        let signature = sign_domain(key, ENV, SignKind::Proposal, &block.id().to_bytes());
+        Input::Message {
+            from: ValidatorId(proposer),
+            msg: ConsensusMsg::Proposal(Proposal {
+                block,
+                tc: None,
+                signature,
+            }),
+        }
+    }
+
+    /// A timeout of epoch 5 by `sender`, signed with `key`.
+    fn far_timeout(keys: &[KeyPair], sender: u32, key: &KeyPair) -> Input {
+        use crate::consensus::{ConsensusMsg, TimeoutData, TimeoutMsg};
+        let data = TimeoutData {
+            epoch: Epoch(5),
+            view: View(200),
+            high_qc_view: View(199),
         };
-        let mut hs = fresh();
-        let _ = hs.handle(Millis(1), proposal(55, &keys[1]));
+        let signature = sign_domain(key, ENV, SignKind::Timeout, &data.to_bytes());
+        Input::Message {
+            from: ValidatorId(sender),
+            msg: ConsensusMsg::Timeout(TimeoutMsg {
+                data,
+                high_qc: crate::sim::chain::quorum_cert(ENV, keys, 5, 199, Hash32([7; 32])),
+                vote: None,
+                sender: ValidatorId(sender),
+                signature,
+            }),
+        }
+    }
+
+    /// A proposal of an epoch whose keys are not final here is held back,
+    /// but, signed by a member with a key this validator knows, its height
+    /// (capped near its epoch's end) is a claim; the highest height claimed
+    /// by more than a third of the stake starts catching up. One member
+    /// alone, a forged signature or a height far past its epoch does not
+    /// move the target further.
+    #[test]
+    fn a_held_back_proposal_is_a_catch_up_hint_only_when_signed() {
+        let keys: Vec<KeyPair> = (0..4u8).map(|i| KeyPair::from_seed(&[i; 32])).collect();
+        let mut hs = far_behind(&keys);
+        let _ = hs.handle(Millis(1), far_proposal(&keys, 1, 55, &keys[1]));
         assert_eq!(
             hs.metrics().rejected.get("keys_not_final"),
             Some(&1),
             "held back, not accepted"
         );
-        assert!(hs.catching_up(), "a signed hint starts catching up");
-        assert_eq!(hs.range.target, Height(55));
+        assert!(!hs.catching_up(), "one member of four is not enough");
+        let _ = hs.handle(Millis(1), far_proposal(&keys, 2, 57, &keys[2]));
+        assert!(hs.catching_up(), "a second signed claim starts catching up");
+        assert_eq!(hs.range.target, Height(55), "the lower of the two claims");
         // A height far past epoch 5's end is capped.
-        let mut hs = fresh();
-        let _ = hs.handle(Millis(1), proposal(1_000_000, &keys[1]));
+        let mut hs = far_behind(&keys);
+        let _ = hs.handle(Millis(1), far_proposal(&keys, 1, 1_000_000, &keys[1]));
+        let _ = hs.handle(Millis(1), far_proposal(&keys, 2, 1_000_000, &keys[2]));
         assert_eq!(hs.range.target, Height(60 + 8));
         // A forged signature moves nothing.
-        let mut hs = fresh();
-        let _ = hs.handle(Millis(1), proposal(55, &keys[2]));
+        let mut hs = far_behind(&keys);
+        let _ = hs.handle(Millis(1), far_proposal(&keys, 1, 55, &keys[1]));
+        let _ = hs.handle(Millis(1), far_proposal(&keys, 2, 55, &keys[3]));
         assert!(!hs.catching_up());
+    }
+
+    /// A timeout of an epoch whose keys are not final here is held back,
+    /// but, signed by a member with a key this validator knows, its epoch's
+    /// end is a claim: when the chain stalls for want of this validator's
+    /// vote, its peers send nothing else (issue #20; before, such a
+    /// validator never caught up, see the simulator test
+    /// `a_needed_validator_restarted_epochs_behind_catches_up_over_the_dag`).
+    /// One member alone (a Byzantine one pushing an up-to-date validator to
+    /// chase heights that do not exist) and forged signatures move nothing.
+    #[test]
+    fn a_held_back_timeout_is_a_catch_up_hint_only_when_signed() {
+        let keys: Vec<KeyPair> = (0..4u8).map(|i| KeyPair::from_seed(&[i; 32])).collect();
+        let mut hs = far_behind(&keys);
+        let _ = hs.handle(Millis(1), far_timeout(&keys, 1, &keys[1]));
+        assert_eq!(
+            hs.metrics().rejected.get("keys_not_final"),
+            Some(&1),
+            "held back, not accepted"
+        );
+        assert!(!hs.catching_up(), "one member of four is not enough");
+        let _ = hs.handle(Millis(1), far_timeout(&keys, 2, &keys[3]));
+        assert!(!hs.catching_up(), "a forged signature is no claim");
+        let _ = hs.handle(Millis(1), far_timeout(&keys, 2, &keys[2]));
+        assert!(hs.catching_up(), "two signed claims start catching up");
+        assert_eq!(hs.range.target, Height(60 + 8));
     }
 
     /// The leader of view 1 of four validators, started at 0 with its

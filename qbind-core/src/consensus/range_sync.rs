@@ -71,17 +71,43 @@ pub(crate) struct RangeSync {
     next_peer: u32,
     /// Start of the current rate sample: time and committed height.
     sample: (Millis, Height),
+    /// The highest height each member claimed in a message this validator
+    /// could not check yet but whose signature it verified with a key it
+    /// knows (`HotStuff::hint_from_a_final_key`); at most one entry per
+    /// validator.
+    pub(crate) claims: BTreeMap<ValidatorId, Height>,
 }
 
 impl RangeSync {
     /// Requests in flight, retry records, fetched ranges waiting to be
-    /// applied and dropped peers.
+    /// applied, dropped peers and members' catch-up claims.
     pub(crate) fn entries(&self) -> usize {
         self.in_flight.len()
             + self.retry.len()
             + self.waiting.len()
             + self.ready.len()
             + self.dropped.len()
+            + self.claims.len()
+    }
+
+    /// The highest height claimed by members holding more than a third of
+    /// `set`'s stake (at least one of them honest), if any.
+    pub(crate) fn claimed_by_a_third(
+        &self,
+        set: &crate::validator::ValidatorSet,
+    ) -> Option<Height> {
+        let mut claims: Vec<(Height, ValidatorId)> =
+            self.claims.iter().map(|(id, h)| (*h, *id)).collect();
+        claims.sort_unstable_by(|a, b| b.cmp(a));
+        let need = set.one_third_plus_stake();
+        let mut stake = 0u64;
+        for (height, id) in claims {
+            stake = stake.saturating_add(set.stake_of([&id]));
+            if stake >= need {
+                return Some(height);
+            }
+        }
+        None
     }
 
     fn held(&self) -> usize {

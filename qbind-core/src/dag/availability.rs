@@ -14,7 +14,7 @@ use crate::codec::Encode;
 use crate::crypto::Signature;
 use crate::fee_mempool::{FeeMempoolMetrics, TxMetaFn};
 use crate::mempool::TxPool;
-use crate::quorum::{SigVerifier, SignerBitmap};
+use crate::quorum::{SigFailure, SigVerifier, SignerBitmap};
 use crate::signing::SignKind;
 use crate::traits::SignRequest;
 use crate::types::{Epoch, Millis, NetworkEnvironment, ValidatorId};
@@ -107,6 +107,7 @@ impl Availability {
         self.now = self.now.max(now);
         self.epoch = epoch;
         self.prune_epochs();
+        self.retry_parked();
         match input {
             DagInput::Message { from, msg } => {
                 if let Err(error) = self.on_message(from, msg) {
@@ -229,7 +230,13 @@ impl Availability {
         {
             return;
         }
-        let next = self.state.next_round.max(1);
+        // Past our highest committed round even if a block of the new epoch
+        // committed it after the epoch's first input set `next_round`.
+        self.state.next_round = self
+            .state
+            .next_round
+            .max(self.top(self.me).saturating_add(1));
+        let next = self.state.next_round;
         if next > self.top(self.me).saturating_add(self.cfg.max_rounds_ahead)
             || self.pending_bytes(self.epoch, self.me) >= MAX_PENDING_BYTES_PER_AUTHOR
         {
@@ -248,7 +255,6 @@ impl Availability {
             self.cfg.max_batch_bytes,
             self.cfg.max_batch_gas,
         );
-        self.state.next_round = self.state.next_round.max(1);
         let batch = Batch {
             epoch: self.epoch,
             author: self.me,
@@ -330,7 +336,7 @@ impl Availability {
 
     /// A batch from its author, or fetched data. The checks that cost
     /// nothing come before the signature.
-    fn on_batch(&mut self, from: ValidatorId, sb: SignedBatch) -> Result<(), DagError> {
+    pub(super) fn on_batch(&mut self, from: ValidatorId, sb: SignedBatch) -> Result<(), DagError> {
         let r = sb.batch.reference();
         let bad = |why| DagError::InvalidBatch { why };
         let known = self.state.data.contains_key(&r.digest);
@@ -366,12 +372,18 @@ impl Availability {
             }
             return Err(bad("batch relayed by someone other than its author"));
         }
+        let wrong_epoch = DagError::WrongEpoch {
+            what: "batch",
+            epoch: r.epoch,
+            current: self.epoch,
+        };
+        if r.epoch > self.epoch {
+            // An epoch this validator has not reached: it is behind.
+            self.check_batch_shape(&sb.batch)?;
+            return self.park(sb, wrong_epoch);
+        }
         if r.epoch != self.epoch {
-            return Err(DagError::WrongEpoch {
-                what: "batch",
-                epoch: r.epoch,
-                current: self.epoch,
-            });
+            return Err(wrong_epoch);
         }
         self.check_batch_shape(&sb.batch)?;
         let top = self.top(r.author);
@@ -384,7 +396,15 @@ impl Availability {
         if self.state.committed.contains(&slot_of(&r)) {
             return Err(bad("batch for a committed slot"));
         }
-        self.verify_batch(&r, &sb)?;
+        match self.verify_batch(&r, &sb) {
+            Err(
+                e @ DagError::Signature {
+                    failure: SigFailure::KeysNotFinal,
+                    ..
+                },
+            ) => return self.park(sb, e),
+            other => other?,
+        }
         match self.state.slots.get(&slot_of(&r)).copied() {
             Some(first) if first != r.digest => {
                 if let Some(first) = self.state.data.get(&first).cloned() {
@@ -467,8 +487,13 @@ impl Availability {
 
     pub(super) fn store_batch(&mut self, r: BatchRef, sb: SignedBatch) {
         self.state.slots.entry(slot_of(&r)).or_insert(r.digest);
-        if r.author == self.me && self.state.own_top.is_none_or(|(round, _)| r.round > round) {
-            self.state.own_top = Some((r.round, r.digest));
+        if r.author == self.me
+            && self
+                .state
+                .own_top
+                .is_none_or(|(at, _)| (r.epoch, r.round) > at)
+        {
+            self.state.own_top = Some(((r.epoch, r.round), r.digest));
         }
         if !self.state.data.contains_key(&r.digest) {
             self.state.stored.insert((slot_of(&r), r.digest));
@@ -485,6 +510,11 @@ impl Availability {
             return Err(DagError::InvalidBatch {
                 why: "ack sent to a validator that is not the author",
             });
+        }
+        if r.epoch < self.epoch {
+            // A late ack for a batch of an epoch that ended (its round may
+            // be ours again in this epoch, see `first_free_round`).
+            return Ok(());
         }
         match self.state.own.get(&r.round) {
             // A late ack for a batch that is already certified (or given up).

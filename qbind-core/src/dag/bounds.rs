@@ -10,6 +10,8 @@
 //! [`Availability::validate`]'s stale rule). Uncommitted data of one author
 //! is also capped in bytes ([`MAX_PENDING_BYTES_PER_AUTHOR`]).
 
+use std::collections::BTreeMap;
+
 use super::Availability;
 use crate::types::Epoch;
 
@@ -50,6 +52,28 @@ pub const MAX_FETCH_ROUNDS: usize = 3;
 /// per validator of its epoch.
 pub const MAX_OWN_AWAITING_ACKS: usize = 64;
 
+/// Most batches held back for one author because they cannot be checked
+/// yet (a batch of an epoch this validator has not reached, or whose keys
+/// are not final here: it is behind). They are checked again, and
+/// acknowledged if still valid, once it has caught up; beyond the bound the
+/// author's lowest slots are let go.
+pub const MAX_PARKED_PER_AUTHOR: usize = 32;
+
+/// Most bytes held back for one author (see [`MAX_PARKED_PER_AUTHOR`];
+/// less with more than 8 validators, see
+/// [`Availability::parked_bytes_per_author`]).
+pub const MAX_PARKED_BYTES_PER_AUTHOR: usize = 8 * 1024 * 1024;
+
+/// Most bytes held back in all, shared equally by the validators: a batch
+/// that does not fit its author's share is refused as before (it is not
+/// acknowledged).
+pub const MAX_PARKED_BYTES: usize = 64 * 1024 * 1024;
+
+/// Batches of epochs more than this many past the validator's own are not
+/// held back (refused as before): a Byzantine member cannot park batches
+/// that never expire, and what is parked goes when its epoch passes.
+pub const MAX_PARKED_EPOCHS_AHEAD: u64 = 4;
+
 /// What the DAG layer holds: counts (and bytes) per structure.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Footprint {
@@ -77,6 +101,13 @@ pub struct Footprint {
     pub fetches: usize,
     /// Largest count of outstanding prefetches started by one peer.
     pub max_prefetches_per_peer: usize,
+    /// Batches held back until they can be checked.
+    pub parked: usize,
+    /// Largest count of batches held back for one author.
+    pub max_parked_per_author: usize,
+    /// Bytes of the batches held back (transactions, their vector headers,
+    /// the signed batch).
+    pub parked_bytes: usize,
     /// Committed blocks waiting for delivery.
     pub to_deliver: usize,
     /// Committed blocks whose batch data is still retained.
@@ -120,6 +151,13 @@ impl Footprint {
                 self.max_prefetches_per_peer,
                 limit.max_prefetches_per_peer,
             ),
+            ("parked", self.parked, limit.parked),
+            (
+                "max_parked_per_author",
+                self.max_parked_per_author,
+                limit.max_parked_per_author,
+            ),
+            ("parked_bytes", self.parked_bytes, limit.parked_bytes),
             ("to_deliver", self.to_deliver, limit.to_deliver),
             (
                 "retained_blocks",
@@ -166,6 +204,14 @@ impl Availability {
             committed_rounds: s.committed_round.len(),
             fetches: s.fetches.len(),
             max_prefetches_per_peer: per_peer.values().copied().max().unwrap_or(0),
+            parked: s.parked.values().map(BTreeMap::len).sum(),
+            max_parked_per_author: s.parked.values().map(BTreeMap::len).max().unwrap_or(0),
+            parked_bytes: s
+                .parked
+                .values()
+                .flat_map(BTreeMap::values)
+                .map(super::catch_up::parked_size)
+                .sum(),
             to_deliver: s.to_deliver.len(),
             retained_blocks: s.committed_data.len(),
         }
@@ -212,6 +258,12 @@ impl Availability {
             committed_rounds: self.schedule.max_validators(),
             fetches: MAX_PREFETCHES + 1,
             max_prefetches_per_peer: MAX_PREFETCHES_PER_PEER,
+            parked: self
+                .schedule
+                .max_validators()
+                .saturating_mul(MAX_PARKED_PER_AUTHOR),
+            max_parked_per_author: MAX_PARKED_PER_AUTHOR,
+            parked_bytes: MAX_PARKED_BYTES,
             to_deliver: self.state.to_deliver.len(),
             retained_blocks,
         }

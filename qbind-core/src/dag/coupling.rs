@@ -176,12 +176,12 @@ impl Availability {
     /// transactions were already delivered for execution. Committed blocks
     /// above that height are delivered again, in order, at the next input.
     ///
-    /// Our own batches among them set the next slot we author: one past the
-    /// highest we ever stored (a batch of ours is stored durably before it
-    /// is broadcast, and pruning never drops our highest one), and past our
-    /// highest committed round, so a restarted validator never signs a
-    /// second batch for a slot it already used (spec §4: that is
-    /// equivocation).
+    /// Our own batches among them set the next slot we author: past every
+    /// batch of ours of the current epoch and past our highest committed
+    /// round (set at the first input, `first_free_round`; a batch of ours is
+    /// stored durably before it is broadcast), so a restarted validator
+    /// never signs a second batch for a slot it already used (spec §4: that
+    /// is equivocation).
     ///
     /// What pruning would have dropped (delivered blocks' batches below the
     /// retention margin, stale slots; older epochs at the first input) is
@@ -199,8 +199,13 @@ impl Availability {
             }
             let r = sb.batch.reference();
             self.state.slots.entry(slot_of(&r)).or_insert(r.digest);
-            if r.author == self.me && self.state.own_top.is_none_or(|(round, _)| r.round > round) {
-                self.state.own_top = Some((r.round, r.digest));
+            if r.author == self.me
+                && self
+                    .state
+                    .own_top
+                    .is_none_or(|(at, _)| (r.epoch, r.round) > at)
+            {
+                self.state.own_top = Some(((r.epoch, r.round), r.digest));
             }
             self.state.stored.insert((slot_of(&r), r.digest));
             self.state.data.insert(r.digest, sb);
@@ -217,6 +222,17 @@ impl Availability {
             if b.height > delivered && b.height.0 > 0 {
                 self.state.to_deliver.push_back(b);
             }
+        }
+        // Our highest committed round is at least our latest batch's round
+        // less W (we author at most W past it); a window holding none of our
+        // batches rebuilt a lower one, under which we could never author
+        // again (`next_round` past `top + W`), and our rounds in a new
+        // epoch would restart where peers that kept the true value find them
+        // stale (review of issue #20).
+        if let Some(((_, round), _)) = self.state.own_top {
+            let floor = round.saturating_sub(self.cfg.max_rounds_ahead);
+            let top = self.state.committed_round.entry(self.me).or_default();
+            *top = (*top).max(floor);
         }
         let mine = self.top(self.me).saturating_add(1);
         self.state.next_round = self.state.next_round.max(mine);

@@ -184,7 +184,7 @@ impl BatchFetch {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     //! Driven through [`Availability::handle`] with 7 validators (a
     //! certificate has 5 signers), validator 0 fetching.
 
@@ -204,18 +204,18 @@ mod tests {
     use crate::types::{Epoch, Hash32, Height, Millis, NetworkEnvironment, ValidatorId};
     use crate::validator::{EpochSchedule, ValidatorSet};
 
-    const ENV: NetworkEnvironment = NetworkEnvironment::Devnet;
+    pub(in crate::dag) const ENV: NetworkEnvironment = NetworkEnvironment::Devnet;
     const RETRY: u64 = 200;
     /// The acks of a certificate (a quorum of 7).
     const SIGNERS: [u32; 5] = [1, 2, 3, 4, 5];
 
-    fn keys() -> Vec<KeyPair> {
+    pub(in crate::dag) fn keys() -> Vec<KeyPair> {
         (0..7u8)
             .map(|i| KeyPair::from_seed(&[i + 90; 32]))
             .collect()
     }
 
-    fn layer(keys: &[KeyPair]) -> Availability {
+    pub(in crate::dag) fn layer(keys: &[KeyPair]) -> Availability {
         let set = ValidatorSet::new(keys.iter().map(|k| (k.public_key().clone(), 1)).collect())
             .expect("set");
         let max_tx_bytes = 1024;
@@ -267,11 +267,15 @@ mod tests {
         }
     }
 
-    fn feed(dag: &mut Availability, now: u64, input: DagInput) -> Vec<DagEffect> {
+    pub(in crate::dag) fn feed(
+        dag: &mut Availability,
+        now: u64,
+        input: DagInput,
+    ) -> Vec<DagEffect> {
         dag.handle(Millis(now), Epoch(0), input)
     }
 
-    fn message(from: u32, msg: DagMsg) -> DagInput {
+    pub(in crate::dag) fn message(from: u32, msg: DagMsg) -> DagInput {
         DagInput::Message {
             from: ValidatorId(from),
             msg,

@@ -30,6 +30,7 @@
 
 mod availability;
 mod bounds;
+mod catch_up;
 mod coupling;
 mod fetch;
 mod io;
@@ -39,7 +40,8 @@ mod state;
 
 pub use availability::{Availability, AvailabilityParams};
 pub use bounds::{
-    BATCH_FETCH_FANOUT, Footprint, MAX_FETCH_ROUNDS, MAX_OWN_AWAITING_ACKS,
+    BATCH_FETCH_FANOUT, Footprint, MAX_FETCH_ROUNDS, MAX_OWN_AWAITING_ACKS, MAX_PARKED_BYTES,
+    MAX_PARKED_BYTES_PER_AUTHOR, MAX_PARKED_EPOCHS_AHEAD, MAX_PARKED_PER_AUTHOR,
     MAX_PENDING_BYTES_PER_AUTHOR, MAX_PREFETCHES, MAX_PREFETCHES_PER_PEER,
 };
 pub use io::{
@@ -145,6 +147,11 @@ pub struct DagMetrics {
     /// Certified batches of committed blocks whose transactions were
     /// delivered for execution (a block's certificates, counted once each).
     pub batches_committed_total: u64,
+    /// `qbind_dag_batches_parked_total`: batches from their authors held
+    /// back because they could not be checked yet (an epoch this validator
+    /// has not reached, or whose keys are not final here), to be checked and
+    /// acknowledged once it has caught up.
+    pub batches_parked_total: u64,
 }
 
 /// Two different batches signed by one author for one slot.

@@ -14,7 +14,9 @@
 //!
 //! Data a retained committed block names (delivered or not) is pinned and
 //! never dropped by the epoch or stale rules; our own batch with the highest
-//! round is never dropped (a restart resumes authoring after it).
+//! (epoch, round) is never dropped (a restart resumes authoring after it, or,
+//! in a later epoch, past our highest committed round:
+//! `Availability::first_free_round`).
 
 use super::{Availability, DagEffect, SignedBatch, Slot};
 use crate::pool_drops::PoolDropReason;
@@ -258,6 +260,7 @@ impl Availability {
         self.state
             .fetches
             .retain(|_, f| f.prefetch_for.is_none() || f.slot.0 >= keep_from);
+        self.state.next_round = self.first_free_round(epoch);
         self.flush_forget();
     }
 }

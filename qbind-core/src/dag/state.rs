@@ -41,9 +41,10 @@ pub(super) struct DagState {
     pub(super) data: BTreeMap<Hash32, SignedBatch>,
     /// The same data indexed by slot (range scans per epoch and author).
     pub(super) stored: BTreeSet<(Slot, Hash32)>,
-    /// Our own stored batch with the highest round (never pruned: a
-    /// restarted validator resumes authoring after it).
-    pub(super) own_top: Option<(u64, Hash32)>,
+    /// Our own stored batch with the highest (epoch, round), never pruned:
+    /// the last slot we used (authoring resumes past it, or past our
+    /// highest committed round in a later epoch, see `first_free_round`).
+    pub(super) own_top: Option<((Epoch, u64), Hash32)>,
     /// First batch seen per slot (its digest), for equivocation.
     pub(super) slots: BTreeMap<Slot, Hash32>,
     /// Our own batches awaiting acks: round -> (ref, acks).
@@ -78,6 +79,12 @@ pub(super) struct DagState {
     /// Delivered blocks' batch data dropped from memory, to be archived in
     /// the store (emitted as one `ArchiveBatches` before `forget`).
     pub(super) archive: Vec<super::ArchivedBatch>,
+    /// Batches from their authors held back until they can be checked
+    /// (see `Availability::park`): author -> (epoch, round) -> batch.
+    pub(super) parked: BTreeMap<ValidatorId, BTreeMap<(Epoch, u64), SignedBatch>>,
+    /// The epoch and the last epoch with final keys when the parked batches
+    /// were last checked again.
+    pub(super) parked_checked: Option<(Epoch, Option<Epoch>)>,
     /// Counters.
     pub(super) metrics: DagMetrics,
     /// Transactions this process delivered, kept only under the

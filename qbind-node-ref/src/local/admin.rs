@@ -251,6 +251,7 @@ fn dag_counters(m: &DagMetrics) -> BTreeMap<String, u64> {
             m.batch_fetches_to_store_total,
         ),
         ("batches_committed_total", m.batches_committed_total),
+        ("batches_parked_total", m.batches_parked_total),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))

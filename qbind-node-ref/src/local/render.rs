@@ -408,6 +408,10 @@ fn payload_families(labels: &[Labels], payload: &[PayloadMetrics]) -> Vec<Family
         "qbind_dag_batch_fetches_to_store_total",
         "Peers' batch fetches of data not in memory, answered from the store if archived.",
     );
+    let mut parked = Family::counter(
+        "qbind_dag_batches_parked_total",
+        "Batches held back until this validator could check them (it was behind).",
+    );
     let mut coupling = Family::counter(
         "qbind_dag_coupling_validation_total",
         "DAG coupling validations of proposals, by result.",
@@ -419,6 +423,7 @@ fn payload_families(labels: &[Labels], payload: &[PayloadMetrics]) -> Vec<Family
         committed.push((*l).clone(), d.batches_committed_total);
         archived.push((*l).clone(), d.batches_archived_total);
         to_store.push((*l).clone(), d.batch_fetches_to_store_total);
+        parked.push((*l).clone(), d.batches_parked_total);
         for (result, n) in &d.coupling_validation {
             coupling.push(labels_with(l, ("result", result)), *n);
         }
@@ -452,6 +457,7 @@ fn payload_families(labels: &[Labels], payload: &[PayloadMetrics]) -> Vec<Family
         committed,
         archived,
         to_store,
+        parked,
         coupling,
         evictions,
         rate_limit,
@@ -598,6 +604,7 @@ mod tests {
             batches_committed_total: 6,
             batches_archived_total: 4,
             batch_fetches_to_store_total: 3,
+            batches_parked_total: 8,
             coupling_validation: [("valid", 9), ("stale_round", 1)].into_iter().collect(),
             ..DagMetrics::default()
         };
@@ -804,6 +811,7 @@ mod tests {
             "qbind_dag_batches_committed_total{validator=\"5\"} 6\n",
             "qbind_dag_batches_archived_total{validator=\"5\"} 4\n",
             "qbind_dag_batch_fetches_to_store_total{validator=\"5\"} 3\n",
+            "qbind_dag_batches_parked_total{validator=\"5\"} 8\n",
             "qbind_dag_coupling_validation_total{validator=\"5\",result=\"valid\"} 9\n",
             "qbind_dag_coupling_validation_total{validator=\"5\",result=\"stale_round\"} 1\n",
             "qbind_mempool_evictions_total{validator=\"5\",reason=\"capacity\"} 4\n",
