@@ -183,6 +183,8 @@ pub struct Replica<S: StateBackend> {
     /// rotations), and its key registry with every on-chain rotation
     /// executed so far.
     keys: OnChainKeys,
+    /// [`ConsensusConfig::system_tx_activation`].
+    system_tx_activation: Height,
 }
 
 /// The key registry as executed blocks have changed it.
@@ -266,6 +268,7 @@ impl<S: StateBackend> Replica<S> {
             backlog = Some((persisted.executed.next(), last));
             delivered = last;
         }
+        let system_tx_activation = cfg.system_tx_activation;
         let mut machine = HotStuff::resume(
             cfg,
             id,
@@ -284,6 +287,7 @@ impl<S: StateBackend> Replica<S> {
             unsynced_commits: Vec::new(),
             backlog,
             keys,
+            system_tx_activation,
         })
     }
 
@@ -566,7 +570,8 @@ impl<S: StateBackend> Replica<S> {
     /// registry, recording each applied one in `batch`; returns how many were
     /// applied, what became of each (for the application's receipts) and, if
     /// the block had any, its other transactions (what the application
-    /// executes).
+    /// executes). Below [`ConsensusConfig::system_tx_activation`] a block
+    /// has none: the application gets every transaction.
     fn system_transactions(
         &mut self,
         height: Height,
@@ -577,6 +582,9 @@ impl<S: StateBackend> Replica<S> {
         let mut applied: u16 = 0;
         let mut others = Vec::new();
         let mut outcomes = Vec::new();
+        if height < self.system_tx_activation {
+            return (applied, outcomes, None);
+        }
         for (index, bytes) in txs.iter().enumerate() {
             let Some(tx) = crate::system_tx::decode(bytes) else {
                 others.push(bytes.clone());
@@ -992,6 +1000,35 @@ mod tests {
             r.system_transactions(Height(1), &plain, &mut WriteBatch::new(), &mut actions),
             (0, Vec::new(), None)
         );
+    }
+
+    /// Below the activation height a rotation's bytes go to the application
+    /// like any transaction (what a version without system transactions
+    /// does: validators upgraded early and late agree on those blocks); from
+    /// it on, the same block applies the rotation.
+    #[test]
+    fn system_transactions_apply_from_the_activation_height() {
+        let set =
+            ValidatorSet::new((0..4).map(|i| (key(i).public_key().clone(), 1)).collect()).unwrap();
+        let schedule = Arc::new(EpochSchedule::with_epochs(10, set, Vec::new()));
+        let cfg = ConsensusConfig {
+            system_tx_activation: Height(5),
+            ..ConsensusConfig::new(ENV)
+        };
+        let mut r = Replica::open(cfg, ValidatorId(0), schedule, MemoryBackend::new()).unwrap();
+        let txs = vec![rotation(1, 11, 2, 1), b"tx".to_vec()];
+        let mut actions = Vec::new();
+        assert_eq!(
+            r.system_transactions(Height(4), &txs, &mut WriteBatch::new(), &mut actions),
+            (0, Vec::new(), None),
+            "not yet active: the application gets both"
+        );
+        assert!(actions.is_empty());
+        let (applied, outcomes, app_txs) =
+            r.system_transactions(Height(5), &txs, &mut WriteBatch::new(), &mut actions);
+        assert_eq!((applied, outcomes.len()), (1, 1));
+        assert_eq!(app_txs, Some(vec![b"tx".to_vec()]));
+        assert_eq!(events(&actions), vec![(ValidatorId(1), true)]);
     }
 
     #[test]

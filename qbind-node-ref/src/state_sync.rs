@@ -196,16 +196,35 @@ impl StateSyncServer {
     /// before stays open (`SERVED_SNAPSHOTS`), so a client that began with it
     /// finishes; a snapshot that fails to open is not tried again.
     fn newest(&self) -> Result<Option<Arc<Open>>, String> {
-        let Some(dir_height) = list_snapshots(&self.snapshot_dir)
-            .map_err(|e| e.to_string())?
-            .last()
-            .copied()
-        else {
-            return Ok(None);
-        };
+        let dirs = list_snapshots(&self.snapshot_dir).map_err(|e| e.to_string())?;
+        match dirs.last() {
+            Some(dir_height) => self.open_dir(*dir_height).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The snapshots offered, newest first: the newest, and the one before
+    /// it (while the newest is at the tip, its proof needs blocks above it
+    /// that are not committed yet; before, nothing was offered then, and a
+    /// node restarting with `--state-sync-from` gave up). A previous one
+    /// that fails to open is left out.
+    fn offered(&self) -> Result<Vec<Arc<Open>>, String> {
+        let dirs = list_snapshots(&self.snapshot_dir).map_err(|e| e.to_string())?;
+        let mut newest_first = dirs.iter().rev().take(SERVED_SNAPSHOTS);
+        let mut offered = Vec::new();
+        if let Some(newest) = newest_first.next() {
+            offered.push(self.open_dir(*newest)?);
+        }
+        offered.extend(newest_first.filter_map(|h| self.open_dir(*h).ok()));
+        Ok(offered)
+    }
+
+    /// The snapshot in directory `dir_height`, opened once; the highest
+    /// `SERVED_SNAPSHOTS` stay open.
+    fn open_dir(&self, dir_height: u64) -> Result<Arc<Open>, String> {
         let mut open = self.open.lock().map_err(|_| "poisoned".to_string())?;
         if let Some(o) = open.served.iter().find(|o| o.dir_height == dir_height) {
-            return Ok(Some(Arc::clone(o)));
+            return Ok(Arc::clone(o));
         }
         if let Some((failed, why)) = &open.failed
             && *failed == dir_height
@@ -231,9 +250,16 @@ impl StateSyncServer {
         });
         open.served.push(Arc::clone(&o));
         while open.served.len() > SERVED_SNAPSHOTS {
-            open.served.remove(0);
+            // The lowest goes.
+            let lowest = open
+                .served
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, o)| o.dir_height)
+                .map_or(0, |(i, _)| i);
+            open.served.remove(lowest);
         }
-        Ok(Some(o))
+        Ok(o)
     }
 
     /// The snapshot served at `height`: the newest, or the one before it.
@@ -299,12 +325,14 @@ impl StateSyncServer {
         let bytes = |b: Option<Vec<u8>>| b.map_or(StateSyncReply::NotServed, StateSyncReply::Bytes);
         Ok(match request {
             StateSyncRequest::Snapshots => {
-                // Only a snapshot this node can prove is offered.
+                // Only a snapshot this node can prove is offered: the
+                // newest that it can.
                 let mut heights = Vec::new();
-                if let Some(o) = self.newest()?
-                    && self.proof(o.height)?.is_some()
-                {
-                    heights.push(o.height);
+                for o in self.offered()? {
+                    if self.proof(o.height)?.is_some() {
+                        heights.push(o.height);
+                        break;
+                    }
                 }
                 StateSyncReply::Heights(heights)
             }

@@ -302,6 +302,10 @@ impl HotStuff {
         }
         if before.is_none_or(|b| final_through > b) {
             self.range.release_waiting();
+            // Claims were checked with the keys final then: a later message
+            // claims again (they do not outlive the keys they were checked
+            // with, nor the catching up they were for).
+            self.range.claims.clear();
         }
     }
 
@@ -1078,6 +1082,10 @@ mod tests {
         let _ = hs.handle(Millis(1), far_timeout(&keys, 2, &keys[2]));
         assert!(hs.catching_up(), "two signed claims start catching up");
         assert_eq!(hs.range.target, Height(60 + 8));
+        // More keys final: the claims go with the keys they were checked
+        // with (review finding: they never expired).
+        hs.note_executed_height(Height(40));
+        assert!(hs.range.claims.is_empty());
     }
 
     /// The leader of view 1 of four validators, started at 0 with its

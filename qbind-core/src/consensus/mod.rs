@@ -145,6 +145,15 @@ pub struct ConsensusConfig {
     /// ([`serve_budget`]). Default 20: a full node catching up from one
     /// validator gets about 620 blocks a second from it.
     pub serve_non_member_per_sec: u32,
+    /// The first height whose system transactions (on-chain key rotations,
+    /// [`crate::system_tx`]) are applied. Below it their bytes go to the
+    /// application like any other transaction's, which refuses them — what
+    /// a version without system transactions does — so validators that
+    /// upgraded before this height and those that have not yet agree on
+    /// every block below it. Every validator of a network must use the
+    /// same value: on an upgraded chain, the upgrade envelope's
+    /// `activation.height`; default 0 (from genesis).
+    pub system_tx_activation: crate::types::Height,
 }
 
 impl ConsensusConfig {
@@ -182,6 +191,7 @@ impl ConsensusConfig {
             },
             leader_policy: leader::LeaderPolicy::default(),
             serve_non_member_per_sec: 20,
+            system_tx_activation: crate::types::Height(0),
         }
     }
 

@@ -485,16 +485,27 @@ impl Availability {
         Ok(())
     }
 
-    pub(super) fn store_batch(&mut self, r: BatchRef, sb: SignedBatch) {
-        self.state.slots.entry(slot_of(&r)).or_insert(r.digest);
-        if r.author == self.me
-            && self
-                .state
-                .own_top
-                .is_none_or(|(at, _)| (r.epoch, r.round) > at)
+    /// Keep `own_top` and `own_high` (never pruned) up to date with a batch
+    /// held.
+    pub(super) fn note_own(&mut self, r: &BatchRef) {
+        if r.author != self.me {
+            return;
+        }
+        if self
+            .state
+            .own_top
+            .is_none_or(|(at, _)| (r.epoch, r.round) > at)
         {
             self.state.own_top = Some(((r.epoch, r.round), r.digest));
         }
+        if self.state.own_high.is_none_or(|(round, _)| r.round > round) {
+            self.state.own_high = Some((r.round, r.digest));
+        }
+    }
+
+    pub(super) fn store_batch(&mut self, r: BatchRef, sb: SignedBatch) {
+        self.state.slots.entry(slot_of(&r)).or_insert(r.digest);
+        self.note_own(&r);
         if !self.state.data.contains_key(&r.digest) {
             self.state.stored.insert((slot_of(&r), r.digest));
             self.emit(DagEffect::PersistBatch(sb.clone()));

@@ -239,7 +239,7 @@ impl Availability {
         let batches = n
             .saturating_mul(pending_batches)
             .saturating_add(committed_batches)
-            .saturating_add(1); // our own highest batch
+            .saturating_add(2); // our own latest and highest-round batches
         let pending_bytes = MAX_PENDING_BYTES_PER_AUTHOR.saturating_add(self.cfg.max_batch_bytes);
         Footprint {
             batches,

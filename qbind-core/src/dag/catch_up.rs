@@ -12,6 +12,7 @@ use super::bounds::{
     MAX_PARKED_BYTES, MAX_PARKED_BYTES_PER_AUTHOR, MAX_PARKED_EPOCHS_AHEAD, MAX_PARKED_PER_AUTHOR,
 };
 use super::{Availability, DagEffect, DagError, SignedBatch};
+use crate::quorum::SigFailure;
 use crate::types::{Epoch, Hash32};
 
 impl Availability {
@@ -39,24 +40,28 @@ impl Availability {
             // and found equivocating, if the author sends it again).
             return Ok(());
         }
+        // The lowest slots go first: this batch stays only if it fits with
+        // the author's higher ones (checked before anything is let go).
+        let above = queue.range(key..).count();
+        let above_bytes: usize = queue.range(key..).map(|(_, b)| parked_size(b)).sum();
+        if above + 1 > MAX_PARKED_PER_AUTHOR || above_bytes + parked_size(&sb) > cap {
+            return Err(refused);
+        }
         queue.insert(key, sb);
         let mut held: usize = queue.values().map(parked_size).sum();
-        let mut kept = true;
         while queue.len() > MAX_PARKED_PER_AUTHOR || held > cap {
-            let Some((dropped, batch)) = queue.pop_first() else {
+            let Some((_, batch)) = queue.pop_first() else {
                 break;
             };
             held -= parked_size(&batch);
-            kept &= dropped != key;
-        }
-        if !kept {
-            return Err(refused);
         }
         // Checked in the current state (earlier parked batches were checked
         // again at the start of this input): nothing to retry until the
         // epoch or the final keys change.
         self.state.parked_checked = Some((self.epoch, self.verifier.keys_final_through()));
-        self.state.metrics.batches_parked_total += 1;
+        if !self.state.retrying_parked {
+            self.state.metrics.batches_parked_total += 1;
+        }
         Ok(())
     }
 
@@ -83,11 +88,25 @@ impl Availability {
         }
         self.state.parked_checked = Some(now);
         let parked = std::mem::take(&mut self.state.parked);
+        self.state.retrying_parked = true;
         for (author, batches) in parked {
             for sb in batches.into_values() {
+                if sb.batch.round > self.top(author).saturating_add(self.cfg.max_rounds_ahead) {
+                    // Past the author's window as this validator knows it:
+                    // its committed rounds may still lag. Parked again.
+                    let _ = self.park(
+                        sb,
+                        DagError::InvalidBatch {
+                            why: "batch slot out of range",
+                        },
+                    );
+                    continue;
+                }
                 // Other refusals (stale or committed by now, an epoch that
                 // passed) are no fault of the author.
-                if let Err(error @ DagError::Signature { .. }) = self.on_batch(author, sb) {
+                if let Err(error @ DagError::Signature { failure, .. }) = self.on_batch(author, sb)
+                    && failure != SigFailure::KeysNotFinal
+                {
                     self.emit(DagEffect::Rejected {
                         from: author,
                         error,
@@ -95,6 +114,7 @@ impl Availability {
                 }
             }
         }
+        self.state.retrying_parked = false;
     }
 
     /// The lowest round at which we may author in `epoch`: past our highest
@@ -233,6 +253,11 @@ mod tests {
         let effects = at(&mut dag, 2, 1, DagInput::Tick);
         assert!(acked(&effects).is_empty(), "{effects:?}");
         assert_eq!(dag.footprint().parked, 1);
+        assert_eq!(
+            dag.metrics().batches_parked_total,
+            1,
+            "parked again, counted once"
+        );
         let effects = at(&mut dag, 3, 2, DagInput::Tick);
         assert_eq!(acked(&effects), vec![r], "{effects:?}");
         // Of an epoch that passed: refused as before.
@@ -262,6 +287,9 @@ mod tests {
             &stranger.batch.digest().to_bytes(),
         );
         let effects = feed(&mut dag, 50, message(9, DagMsg::Batch(stranger)));
+        assert_eq!(rejected(&effects), 1, "{effects:?}");
+        // A slot below all the kept ones is refused, and lets none go.
+        let effects = send(&mut dag, 51, 0, batch(&keys, 1, 2, 3));
         assert_eq!(rejected(&effects), 1, "{effects:?}");
         let fp = dag.footprint();
         assert_eq!(fp.parked, MAX_PARKED_PER_AUTHOR);
@@ -348,6 +376,49 @@ mod tests {
         assert_eq!(
             slots(&authored(&effects)),
             vec![(Epoch(1), 200 - window + 1)],
+            "{effects:?}"
+        );
+    }
+
+    /// A second restart, an epoch after the first: our latest batch (epoch
+    /// 1, round 137) has a lower round than our highest (epoch 0, round
+    /// 200), which pruning keeps, so the committed round is still kept
+    /// within W of round 200 and the next epoch starts at 137, not at 74
+    /// (stale at peers that kept our committed round of 200). Found by
+    /// review.
+    #[test]
+    fn a_second_restart_keeps_rounds_within_the_window_of_our_highest_batch() {
+        let keys = keys();
+        let mut dag = layer(&keys);
+        let high = batch(&keys, 0, 0, 200);
+        let high_digest = high.batch.digest();
+        dag.restore(vec![high.clone()], Vec::new(), Height(0));
+        at(&mut dag, 10_000, 0, DagInput::Submit(b"first".to_vec()));
+        let effects = at(&mut dag, 20_000, 1, DagInput::Tick);
+        let latest = authored(&effects);
+        assert_eq!(slots(&latest), vec![(Epoch(1), 137)], "{effects:?}");
+        let message = latest[0].digest().to_bytes();
+        let signature = sign_domain(&keys[0], ENV, SignKind::Batch, &message);
+        let signed = SignedBatch {
+            batch: latest[0].clone(),
+            signature: signature.clone(),
+        };
+        let purpose = DagSignPurpose::Batch {
+            batch: Box::new(latest[0].clone()),
+        };
+        at(&mut dag, 20_001, 1, DagInput::Signed { purpose, signature });
+        // Epoch 3: epoch 0's data is pruned, but not our highest round.
+        let effects = at(&mut dag, 30_000, 3, DagInput::Tick);
+        let forgotten = effects
+            .iter()
+            .any(|e| matches!(e, DagEffect::ForgetBatches(ids) if ids.contains(&high_digest)));
+        assert!(!forgotten, "{effects:?}");
+        let mut again = layer(&keys);
+        again.restore(vec![high, signed], Vec::new(), Height(0));
+        let effects = at(&mut again, 40_000, 3, DagInput::Submit(b"second".to_vec()));
+        assert_eq!(
+            slots(&authored(&effects)),
+            vec![(Epoch(3), 137)],
             "{effects:?}"
         );
     }

@@ -199,14 +199,7 @@ impl Availability {
             }
             let r = sb.batch.reference();
             self.state.slots.entry(slot_of(&r)).or_insert(r.digest);
-            if r.author == self.me
-                && self
-                    .state
-                    .own_top
-                    .is_none_or(|(at, _)| (r.epoch, r.round) > at)
-            {
-                self.state.own_top = Some(((r.epoch, r.round), r.digest));
-            }
+            self.note_own(&r);
             self.state.stored.insert((slot_of(&r), r.digest));
             self.state.data.insert(r.digest, sb);
         }
@@ -223,13 +216,14 @@ impl Availability {
                 self.state.to_deliver.push_back(b);
             }
         }
-        // Our highest committed round is at least our latest batch's round
-        // less W (we author at most W past it); a window holding none of our
-        // batches rebuilt a lower one, under which we could never author
-        // again (`next_round` past `top + W`), and our rounds in a new
-        // epoch would restart where peers that kept the true value find them
-        // stale (review of issue #20).
-        if let Some(((_, round), _)) = self.state.own_top {
+        // Our highest committed round is at least our highest batch round
+        // less W (we author at most W past it), and at most that round (our
+        // committed batches were stored, and the highest is never pruned);
+        // a window holding none of our batches rebuilt a lower one, under
+        // which we could never author again (`next_round` past `top + W`),
+        // and our rounds in a new epoch would restart where peers that kept
+        // the true value find them stale (review of issue #20).
+        if let Some((round, _)) = self.state.own_high {
             let floor = round.saturating_sub(self.cfg.max_rounds_ahead);
             let top = self.state.committed_round.entry(self.me).or_default();
             *top = (*top).max(floor);

@@ -60,7 +60,9 @@ impl Availability {
     /// Drop batch data from memory and queue the deletion of its stored
     /// copy (unless it is our own highest batch); the data dropped.
     fn drop_data(&mut self, digest: &Hash32) -> Option<SignedBatch> {
-        if self.state.own_top.is_some_and(|(_, d)| d == *digest) {
+        if self.state.own_top.is_some_and(|(_, d)| d == *digest)
+            || self.state.own_high.is_some_and(|(_, d)| d == *digest)
+        {
             return None;
         }
         let sb = self.state.data.remove(digest)?;

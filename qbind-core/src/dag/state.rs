@@ -45,6 +45,10 @@ pub(super) struct DagState {
     /// the last slot we used (authoring resumes past it, or past our
     /// highest committed round in a later epoch, see `first_free_round`).
     pub(super) own_top: Option<((Epoch, u64), Hash32)>,
+    /// Our own stored batch with the highest round, whatever its epoch,
+    /// never pruned either: a restart keeps our highest committed round
+    /// within W below it (`restore`).
+    pub(super) own_high: Option<(u64, Hash32)>,
     /// First batch seen per slot (its digest), for equivocation.
     pub(super) slots: BTreeMap<Slot, Hash32>,
     /// Our own batches awaiting acks: round -> (ref, acks).
@@ -85,6 +89,9 @@ pub(super) struct DagState {
     /// The epoch and the last epoch with final keys when the parked batches
     /// were last checked again.
     pub(super) parked_checked: Option<(Epoch, Option<Epoch>)>,
+    /// The parked batches are being checked again (a batch parked again is
+    /// not counted twice).
+    pub(super) retrying_parked: bool,
     /// Counters.
     pub(super) metrics: DagMetrics,
     /// Transactions this process delivered, kept only under the

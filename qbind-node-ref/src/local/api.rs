@@ -280,6 +280,27 @@ pub(super) struct NodeApi {
     /// that one that would not replace a pending one is refused now
     /// rather than dropped by the pool after a 202.
     pub(super) rotations: Mutex<HashMap<AccountId, (u64, Hash32)>>,
+    /// The first height whose system transactions are applied: before the
+    /// chain is one block short of it, a rotation is refused here (a block
+    /// below it would hand the rotation to the application, which refuses
+    /// it).
+    pub(super) system_tx_activation: Height,
+}
+
+/// A system transaction submitted when the chain has committed `committed`
+/// blocks could land in a block below `activation`, where it is not applied:
+/// refused then.
+fn not_before_activation(committed: u64, activation: Height) -> Result<(), SubmitError> {
+    if committed.saturating_add(1) < activation.0 {
+        return Err(SubmitError::KeyRotationRefused {
+            reason: format!(
+                "system transactions are applied from height {} (--system-tx-activation-height); \
+                 the chain has committed {committed}",
+                activation.0
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// The API's verdict on an admission refusal.
@@ -436,6 +457,12 @@ impl ApiBackend for NodeApi {
 
     async fn submit_system(&self, tx: SystemTx, bytes: Vec<u8>) -> Result<(), SubmitError> {
         self.accepting()?;
+        let committed = self
+            .shared
+            .consensus
+            .get(self.slot)
+            .map_or(0, |m| m.borrow().committed_height);
+        not_before_activation(committed, self.system_tx_activation)?;
         let hash = Hash32::digest(&bytes);
         let dropped = self.pool.dropped(&hash).is_some();
         if !dropped && !matches!(self.index.lookup(&hash), TxLookup::Unknown) {
@@ -729,6 +756,27 @@ fn sync_state(m: &qbind_core::consensus::ConsensusMetrics) -> SyncState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A rotation is refused until the next block is at the activation
+    /// height (it could otherwise land below it, where it is not applied).
+    #[test]
+    fn system_transactions_are_refused_before_their_activation() {
+        let refused = |committed, activation| {
+            matches!(
+                not_before_activation(committed, Height(activation)),
+                Err(SubmitError::KeyRotationRefused { .. })
+            )
+        };
+        assert!(refused(3, 5));
+        assert!(!refused(4, 5));
+        assert!(!refused(9, 5));
+        assert!(!refused(0, 0));
+        let Err(SubmitError::KeyRotationRefused { reason }) = not_before_activation(0, Height(7))
+        else {
+            panic!("refused");
+        };
+        assert!(reason.contains("from height 7"), "{reason}");
+    }
 
     #[test]
     fn status_reports_catching_up_while_range_sync_runs() {

@@ -279,6 +279,7 @@ fn consensus_config(opts: &LocalOptions, env: NetworkEnvironment) -> ConsensusCo
     cfg.fee_mempool = opts.settings.fee_mempool.clone();
     cfg.payload_mode = opts.settings.payload_mode;
     cfg.base_timeout_ms = opts.base_timeout_ms;
+    cfg.system_tx_activation = opts.settings.system_tx_activation;
     // An idle network proposes a few empty blocks a second, not ~100.
     cfg.idle_proposal_delay_ms = Some(IDLE_PROPOSAL_DELAY_MS);
     fit_to_channel(&mut cfg, &channel_config(env));

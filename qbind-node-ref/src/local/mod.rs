@@ -206,6 +206,10 @@ pub struct ChainSettings {
     /// peers (`--full-node-keys`; ids at least the validator count).
     pub full_nodes:
         std::collections::BTreeMap<qbind_core::types::ValidatorId, qbind_net::PeerPublic>,
+    /// The first height whose system transactions are applied
+    /// (`--system-tx-activation-height`,
+    /// [`ConsensusConfig::system_tx_activation`]); the same on every node.
+    pub system_tx_activation: qbind_core::types::Height,
 }
 
 impl ChainSettings {
@@ -231,6 +235,7 @@ impl ChainSettings {
             bootstrap_peers: Vec::new(),
             full_nodes: std::collections::BTreeMap::new(),
             sentry_link: None,
+            system_tx_activation: qbind_core::types::Height(0),
         }
     }
 }
@@ -809,6 +814,7 @@ fn ready_api(
         n: chain.n,
         takes_transactions: !opts.keys.is_follower(),
         rotations: std::sync::Mutex::default(),
+        system_tx_activation: opts.settings.system_tx_activation,
         state_sync: opts.maintenance.snapshots.as_ref().map(|s| {
             Arc::new(crate::state_sync::StateSyncServer::new(
                 s.snapshot_dir

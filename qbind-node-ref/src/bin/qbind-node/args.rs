@@ -107,6 +107,13 @@ pub(crate) struct Args {
     /// Payload source: fifo or dag (default: the profile's).
     #[arg(long)]
     pub(crate) mempool_mode: Option<String>,
+    /// The first height whose system transactions (on-chain key rotations)
+    /// are applied: below it they are refused like undecodable bytes, as a
+    /// version without them did. Every node of a network must use the same
+    /// value: the upgrade envelope's activation height (default 0: from
+    /// genesis).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) system_tx_activation_height: u64,
     /// The fee-priority mempool (default true).
     #[arg(long, action = clap::ArgAction::Set)]
     pub(crate) enable_fee_priority: Option<bool>,

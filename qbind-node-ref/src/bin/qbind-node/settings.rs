@@ -67,6 +67,7 @@ pub(crate) fn chain_settings(args: &Args, profile: Profile) -> Result<ChainSetti
                 format!("unknown --monetary-mode {mode:?} (off, shadow or active)")
             })?);
     }
+    s.system_tx_activation = qbind_core::types::Height(args.system_tx_activation_height);
     s.p2p_listen = args.p2p_listen_addr;
     s.p2p_advertised = args.p2p_advertised_addr;
     s.bootstrap_peers = args.bootstrap_peers.clone();
