@@ -73,6 +73,25 @@ pub enum ReplicaError {
         /// Why.
         reason: String,
     },
+    /// The store was run with another system-transaction activation
+    /// height, and a block where the two differ is already executed: this
+    /// node would not apply the same system transactions as before (or as
+    /// its peers). Every node of a network must use the same value
+    /// (docs/node.md "Upgrades").
+    #[error(
+        "this store was run with system transactions active from height {stored}, not the \
+         configured {configured}, and is executed to height {executed}: {detail}"
+    )]
+    ActivationChanged {
+        /// The height the store was run with (0: none recorded).
+        stored: Height,
+        /// The configured height.
+        configured: Height,
+        /// The store's executed height.
+        executed: Height,
+        /// What the store shows.
+        detail: &'static str,
+    },
     /// The application could not execute a committed block.
     #[error("application at height {height}: {source}")]
     Application {
@@ -223,6 +242,43 @@ impl OnChainKeys {
     }
 }
 
+/// The system-transaction activation height a store is opened with may
+/// differ from the one it was run with only while no executed block lies
+/// where the two differ; a store without a record (a version without
+/// system transactions, or 0) may take any height no applied rotation lies
+/// below. The configured height is then recorded (0 over nothing is not).
+fn check_activation<S: StateBackend>(
+    store: &S,
+    configured: Height,
+    executed: Height,
+    rotations: &[(Height, SystemTx)],
+) -> Result<(), ReplicaError> {
+    let stored = schema::read_height(store, schema::SYSTEM_TX_ACTIVATION_KEY)?;
+    let changed = |detail| ReplicaError::ActivationChanged {
+        stored: stored.unwrap_or(Height(0)),
+        configured,
+        executed,
+        detail,
+    };
+    match stored {
+        Some(stored) if stored != configured && executed >= stored.min(configured) => {
+            return Err(changed("blocks between the two heights are executed"));
+        }
+        None if rotations.iter().any(|(h, _)| *h < configured) => {
+            return Err(changed(
+                "a rotation was applied below the configured height",
+            ));
+        }
+        _ => {}
+    }
+    if stored != Some(configured) && !(stored.is_none() && configured == Height(0)) {
+        let mut batch = WriteBatch::new();
+        schema::put_height(&mut batch, schema::SYSTEM_TX_ACTIVATION_KEY, configured);
+        store.write(batch, Durability::Durable)?;
+    }
+    Ok(())
+}
+
 impl<S: StateBackend> Replica<S> {
     /// Open validator `id` on `store`, resuming from whatever it persisted
     /// before (the restore path after a restart).
@@ -236,6 +292,12 @@ impl<S: StateBackend> Replica<S> {
         // The on-chain key rotations executed before the restart, replayed
         // onto the configured registry in the order they were applied.
         let rotations = schema::read_key_rotations(&store)?;
+        check_activation(
+            &store,
+            cfg.system_tx_activation,
+            persisted.executed,
+            &rotations,
+        )?;
         let (registry, log) = crate::system_tx::replay_key_log(&schedule, cfg.env, &rotations)
             .map_err(|(height, e)| ReplicaError::KeyRotation {
                 height,
@@ -1029,6 +1091,69 @@ mod tests {
         assert_eq!((applied, outcomes.len()), (1, 1));
         assert_eq!(app_txs, Some(vec![b"tx".to_vec()]));
         assert_eq!(events(&actions), vec![(ValidatorId(1), true)]);
+    }
+
+    /// A store remembers the activation height it was run with: another
+    /// one is refused once an executed block lies where the two differ,
+    /// and accepted before; a store without a record takes any height no
+    /// applied rotation lies below (review finding: a node restarted
+    /// without the flag applied rotations its peers refused).
+    #[test]
+    fn a_store_refuses_another_activation_height_once_it_matters() {
+        let set =
+            ValidatorSet::new((0..4).map(|i| (key(i).public_key().clone(), 1)).collect()).unwrap();
+        let schedule = Arc::new(EpochSchedule::with_epochs(10, set, Vec::new()));
+        let with = |activation: u64, store: &MemoryBackend| {
+            let cfg = ConsensusConfig {
+                system_tx_activation: Height(activation),
+                ..ConsensusConfig::new(ENV)
+            };
+            Replica::open(cfg, ValidatorId(0), schedule.clone(), store.clone()).map(|_| ())
+        };
+        let executed_to = |store: &MemoryBackend, h: u64| {
+            let mut batch = WriteBatch::new();
+            schema::put_height(&mut batch, schema::EXECUTED_HEIGHT_KEY, Height(h));
+            store.write(batch, Durability::Durable).unwrap();
+        };
+        let store = MemoryBackend::new();
+        with(0, &store).unwrap();
+        assert_eq!(
+            schema::read_height(&store, schema::SYSTEM_TX_ACTIVATION_KEY).unwrap(),
+            None,
+            "0 over nothing is not recorded"
+        );
+        with(50, &store).unwrap();
+        executed_to(&store, 20);
+        // Nothing executed at or past 30: 30 is still possible.
+        with(30, &store).unwrap();
+        executed_to(&store, 35);
+        let refused = with(0, &store);
+        assert!(
+            matches!(
+                refused,
+                Err(ReplicaError::ActivationChanged {
+                    stored: Height(30),
+                    configured: Height(0),
+                    ..
+                })
+            ),
+            "{refused:?}"
+        );
+        with(30, &store).unwrap();
+        // No record, but a rotation applied at height 5: not above it.
+        let store = MemoryBackend::new();
+        let mut batch = WriteBatch::new();
+        batch.put(
+            Namespace::Meta,
+            schema::key_rotation_key(Height(5), 0),
+            rotation(1, 11, 2, 1),
+        );
+        store.write(batch, Durability::Durable).unwrap();
+        assert!(matches!(
+            with(10, &store),
+            Err(ReplicaError::ActivationChanged { .. })
+        ));
+        with(5, &store).unwrap();
     }
 
     #[test]

@@ -57,6 +57,11 @@ pub const TX_RECEIPT_PREFIX: u8 = b'x';
 /// Key of the height whose transactions were last delivered for execution,
 /// in [`Namespace::Meta`].
 pub const EXECUTED_HEIGHT_KEY: &[u8] = b"executed_height";
+/// Key in [`Namespace::Meta`] of the system-transaction activation height
+/// the store was run with
+/// ([`crate::consensus::ConsensusConfig::system_tx_activation`]; absent:
+/// 0, or a store of a version without system transactions).
+pub const SYSTEM_TX_ACTIVATION_KEY: &[u8] = b"system_tx_activation";
 /// Prefix in [`Namespace::Meta`] of the state root of one executed height
 /// (then the height, u64 BE). The [`Replica`](crate::replica::Replica) keeps
 /// the roots of the last [`EXECUTED_ROOTS_KEPT`] heights, so a restarted
@@ -177,6 +182,8 @@ pub fn read_height<S: StateBackend + ?Sized>(
 ) -> Result<Option<Height>, PersistError> {
     let what = if key == COMMITTED_HEIGHT_KEY {
         "committed height"
+    } else if key == SYSTEM_TX_ACTIVATION_KEY {
+        "system transaction activation height"
     } else {
         "executed height"
     };

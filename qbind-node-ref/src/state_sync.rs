@@ -5,9 +5,11 @@
 //! `GET /v1/state-sync/...`: the snapshot heights, a commit proof built from
 //! the committed blocks above the snapshot's height in its store
 //! ([`CommitProof::build`]), the manifest and pages of each chunk
-//! (`qbind_store::state_sync::SnapshotServer`). Only the newest snapshot is
-//! served, and it is opened once (a private, checksum-verified copy), so a
-//! client cannot make the node copy snapshots over and over.
+//! (`qbind_store::state_sync::SnapshotServer`). The newest snapshot is
+//! offered, or, while it is not provable yet (a snapshot at the tip), the
+//! one before it; each is opened once (a private, checksum-verified copy)
+//! and at most three stay open, so a client cannot make the node copy
+//! snapshots over and over.
 //!
 //! **Fetching** ([`fetch_state`]): a node started with `--state-sync-from
 //! URL` and no store yet asks those peers for their snapshot heights, takes
@@ -122,7 +124,7 @@ impl Served {
     }
 }
 
-/// The newest snapshot, opened, with its encoded manifest.
+/// A snapshot opened for serving, with its encoded manifest.
 struct Open {
     /// The snapshot directory's name (its committed height).
     dir_height: u64,
@@ -144,12 +146,23 @@ pub struct StateSyncServer {
     schedule: Arc<EpochSchedule>,
     open: Mutex<Opened>,
     proofs: Mutex<BTreeMap<u64, Arc<Vec<u8>>>>,
-    /// The last (height, committed height) at which no proof could be built.
-    unprovable: Mutex<Option<(u64, u64)>>,
+    /// Snapshot heights for which no proof could be built, with the
+    /// committed height then (not tried again until a block commits).
+    unprovable: Mutex<BTreeMap<u64, u64>>,
 }
 
-/// Snapshots kept open for serving: the newest and the one before it.
-const SERVED_SNAPSHOTS: usize = 2;
+/// Snapshots offered: the newest, or the one before it while the newest is
+/// not provable yet.
+const OFFERED_SNAPSHOTS: usize = 2;
+
+/// Snapshots kept open for serving: one more than are offered, so that a
+/// client that began with the one before the newest finishes after the
+/// next snapshot is written.
+const SERVED_SNAPSHOTS: usize = OFFERED_SNAPSHOTS + 1;
+
+/// Snapshot heights whose unprovability is remembered (per committed
+/// height).
+const UNPROVABLE_REMEMBERED: usize = 4;
 
 /// The snapshots open for serving, oldest first, and the last one that
 /// failed to open (by directory height) with why.
@@ -186,14 +199,14 @@ impl StateSyncServer {
             schedule,
             open: Mutex::new(Opened::default()),
             proofs: Mutex::new(BTreeMap::new()),
-            unprovable: Mutex::new(None),
+            unprovable: Mutex::new(BTreeMap::new()),
         }
     }
 
     /// The newest snapshot, opened (once per snapshot), if there is one.
     /// It is served at its manifest's height: the height its state is of,
-    /// which is below the directory's name when execution lagged. The one
-    /// before stays open (`SERVED_SNAPSHOTS`), so a client that began with it
+    /// which is below the directory's name when execution lagged. Older ones
+    /// stay open (`SERVED_SNAPSHOTS`), so a client that began with one
     /// finishes; a snapshot that fails to open is not tried again.
     fn newest(&self) -> Result<Option<Arc<Open>>, String> {
         let dirs = list_snapshots(&self.snapshot_dir).map_err(|e| e.to_string())?;
@@ -207,20 +220,20 @@ impl StateSyncServer {
     /// it (while the newest is at the tip, its proof needs blocks above it
     /// that are not committed yet; before, nothing was offered then, and a
     /// node restarting with `--state-sync-from` gave up). A previous one
-    /// that fails to open is left out.
+    /// that fails to open is left out (the other one is still offered).
     fn offered(&self) -> Result<Vec<Arc<Open>>, String> {
         let dirs = list_snapshots(&self.snapshot_dir).map_err(|e| e.to_string())?;
-        let mut newest_first = dirs.iter().rev().take(SERVED_SNAPSHOTS);
-        let mut offered = Vec::new();
-        if let Some(newest) = newest_first.next() {
-            offered.push(self.open_dir(*newest)?);
-        }
-        offered.extend(newest_first.filter_map(|h| self.open_dir(*h).ok()));
-        Ok(offered)
+        Ok(dirs
+            .iter()
+            .rev()
+            .take(OFFERED_SNAPSHOTS)
+            .filter_map(|h| self.open_dir(*h).ok())
+            .collect())
     }
 
     /// The snapshot in directory `dir_height`, opened once; the highest
-    /// `SERVED_SNAPSHOTS` stay open.
+    /// `SERVED_SNAPSHOTS` stay open (the newest, the one before, and one
+    /// more for a client that began with the one before).
     fn open_dir(&self, dir_height: u64) -> Result<Arc<Open>, String> {
         let mut open = self.open.lock().map_err(|_| "poisoned".to_string())?;
         if let Some(o) = open.served.iter().find(|o| o.dir_height == dir_height) {
@@ -287,7 +300,7 @@ impl StateSyncServer {
                 .map_err(|e| e.to_string())?
                 .map_or(0, |h| h.0);
         let mut unprovable = self.unprovable.lock().map_err(|_| "poisoned")?;
-        if *unprovable == Some((height, committed)) {
+        if unprovable.get(&height) == Some(&committed) {
             return Ok(None);
         }
         let mut blocks = Vec::new();
@@ -304,7 +317,10 @@ impl StateSyncServer {
         let Some(proof) = CommitProof::build(&blocks, &self.schedule) else {
             // Not enough committed blocks above it yet (a snapshot at the
             // tip), or pruned: offered again once provable.
-            *unprovable = Some((height, committed));
+            unprovable.insert(height, committed);
+            while unprovable.len() > UNPROVABLE_REMEMBERED {
+                unprovable.pop_first();
+            }
             return Ok(None);
         };
         drop(unprovable);

@@ -91,7 +91,9 @@ impl Availability {
         self.state.retrying_parked = true;
         for (author, batches) in parked {
             for sb in batches.into_values() {
-                if sb.batch.round > self.top(author).saturating_add(self.cfg.max_rounds_ahead) {
+                if sb.batch.epoch >= self.epoch
+                    && sb.batch.round > self.top(author).saturating_add(self.cfg.max_rounds_ahead)
+                {
                     // Past the author's window as this validator knows it:
                     // its committed rounds may still lag. Parked again.
                     let _ = self.park(
@@ -129,10 +131,10 @@ impl Availability {
     /// Every batch of ours of `epoch` above our highest committed round is
     /// held: it is stored before it is broadcast, restored after a restart,
     /// and pruning drops only older epochs', stale and delivered ones (and
-    /// never our latest batch, `own_top`). Our highest committed round is
-    /// kept at least W below our latest batch's round across a restart
-    /// (`restore`), where peers that kept the true value do not find the
-    /// rounds stale. A restart resumes in an epoch no earlier than our
+    /// never our latest batch, `own_top`, nor our highest-round one,
+    /// `own_high`). Our highest committed round is kept at least W below
+    /// our highest batch round across a restart (`restore`), where peers
+    /// that kept the true value do not find the rounds stale. A restart resumes in an epoch no earlier than our
     /// latest batch's (its epoch's start was committed durably before the
     /// batch was stored); were it ever earlier, the signer's guard would
     /// refuse the lower (epoch, round).
