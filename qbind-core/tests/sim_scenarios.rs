@@ -814,6 +814,24 @@ fn transfers_cannot_be_combined_with_the_flood_pool() {
     ));
 }
 
+/// No violation, and validator `node` committed up to `height` at least.
+fn assert_caught_up(report: &Report, node: usize, height: u64) {
+    assert!(
+        report.violations.is_empty(),
+        "seed {}: {}",
+        report.seed,
+        report.summary()
+    );
+    let top = |n: usize| report.commits[n].last().map_or(0, |c| c.height.0);
+    assert!(
+        top(node) >= height,
+        "seed {}: validator {node} stopped at {} (others at {})",
+        report.seed,
+        top(node),
+        top(0)
+    );
+}
+
 /// No violation, and validator 0 committed a block of epoch `epoch`.
 fn assert_clean_through_epoch(report: &Report, epoch: u64) {
     assert!(
@@ -919,18 +937,7 @@ fn on_chain_key_rotation_caught_up_by_a_restarted_validator() {
             .min_commits(len * 8)
             .max_time(60_000)
             .run();
-        assert!(
-            report.violations.is_empty(),
-            "seed {seed}: {}",
-            report.summary()
-        );
-        let top = |n: usize| report.commits[n].last().map_or(0, |c| c.height.0);
-        assert!(
-            top(2) >= len * 7,
-            "seed {seed}: validator 2 stopped at {} (others at {})",
-            top(2),
-            top(0)
-        );
+        assert_caught_up(&report, 2, len * 7);
         assert_eq!(report.key_rotations[2].0, 1, "seed {seed}");
     }
 }
@@ -961,18 +968,7 @@ fn a_needed_validator_restarted_epochs_behind_catches_up_over_the_dag() {
             .min_commits(len * 8)
             .max_time(60_000)
             .run();
-        assert!(
-            report.violations.is_empty(),
-            "seed {seed}: {}",
-            report.summary()
-        );
-        let top = |n: usize| report.commits[n].last().map_or(0, |c| c.height.0);
-        assert!(
-            top(2) >= len * 7,
-            "seed {seed}: validator 2 stopped at {} (others at {})",
-            top(2),
-            top(0)
-        );
+        assert_caught_up(&report, 2, len * 7);
         assert_transfers(&report, 30);
         for node in [0, 1, 2] {
             let m = report.dag_metrics[node].as_ref().expect("running");

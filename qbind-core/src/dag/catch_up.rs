@@ -13,7 +13,7 @@ use super::bounds::{
 };
 use super::{Availability, DagEffect, DagError, SignedBatch};
 use crate::quorum::SigFailure;
-use crate::types::{Epoch, Hash32};
+use crate::types::Epoch;
 
 impl Availability {
     /// Hold back a batch from its author that cannot be checked yet, to be
@@ -134,22 +134,17 @@ impl Availability {
     /// never our latest batch, `own_top`, nor our highest-round one,
     /// `own_high`). Our highest committed round is kept at least W below
     /// our highest batch round across a restart (`restore`), where peers
-    /// that kept the true value do not find the rounds stale. A restart resumes in an epoch no earlier than our
-    /// latest batch's (its epoch's start was committed durably before the
-    /// batch was stored); were it ever earlier, the signer's guard would
-    /// refuse the lower (epoch, round).
+    /// that kept the true value do not find the rounds stale. A restart
+    /// resumes in an epoch no earlier than our latest batch's (its epoch's
+    /// start was committed durably before the batch was stored); were it
+    /// ever earlier, the signer's guard would refuse the lower (epoch,
+    /// round).
     pub(super) fn first_free_round(&self, epoch: Epoch) -> u64 {
-        let me = self.me;
-        let from = ((epoch, me, 0), Hash32::ZERO);
         let own = self
-            .state
-            .stored
-            .range(from..)
-            .take_while(|((e, a, _), _)| *e == epoch && *a == me)
-            .map(|((_, _, round), _)| *round)
-            .last()
-            .unwrap_or(0);
-        self.top(me).max(own).saturating_add(1)
+            .stored_of(epoch, self.me)
+            .next_back()
+            .map_or(0, |((_, _, round), _)| *round);
+        self.top(self.me).max(own).saturating_add(1)
     }
 }
 

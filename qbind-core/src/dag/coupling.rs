@@ -194,9 +194,6 @@ impl Availability {
         delivered: Height,
     ) {
         for sb in batches {
-            if sb.batch.author == self.me {
-                self.state.next_round = self.state.next_round.max(sb.batch.round.saturating_add(1));
-            }
             let r = sb.batch.reference();
             self.state.slots.entry(slot_of(&r)).or_insert(r.digest);
             self.note_own(&r);
@@ -228,8 +225,9 @@ impl Availability {
             let top = self.state.committed_round.entry(self.me).or_default();
             *top = (*top).max(floor);
         }
-        let mine = self.top(self.me).saturating_add(1);
-        self.state.next_round = self.state.next_round.max(mine);
+        // The first input sets the next round for its epoch from what was
+        // restored (`prune_epochs`, `first_free_round`).
+        self.state.pruned_for_epoch = None;
         authors.extend(self.state.stored.iter().map(|((_, a, _), _)| *a));
         for author in authors {
             self.prune_stale(author);

@@ -29,13 +29,20 @@ impl Availability {
         !self.state.committed.contains(slot) && !self.state.pinned.contains_key(digest)
     }
 
+    /// The batches held for `author` in `epoch`, by round.
+    pub(super) fn stored_of(
+        &self,
+        epoch: Epoch,
+        author: ValidatorId,
+    ) -> impl DoubleEndedIterator<Item = &(Slot, Hash32)> {
+        let from = ((epoch, author, 0), Hash32::ZERO);
+        let to = ((epoch, author, u64::MAX), Hash32([0xff; 32]));
+        self.state.stored.range(from..=to)
+    }
+
     /// Uncommitted transaction bytes held for `author` in `epoch`.
     pub(super) fn pending_bytes(&self, epoch: Epoch, author: ValidatorId) -> usize {
-        let from = ((epoch, author, 0), Hash32::ZERO);
-        self.state
-            .stored
-            .range(from..)
-            .take_while(|((e, a, _), _)| *e == epoch && *a == author)
+        self.stored_of(epoch, author)
             .filter(|(s, d)| self.is_pending(s, d))
             .filter_map(|(_, d)| self.state.data.get(d))
             .map(|sb| sb.batch.tx_bytes())

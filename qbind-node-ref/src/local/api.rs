@@ -457,11 +457,10 @@ impl ApiBackend for NodeApi {
 
     async fn submit_system(&self, tx: SystemTx, bytes: Vec<u8>) -> Result<(), SubmitError> {
         self.accepting()?;
-        let committed = self
-            .shared
-            .consensus
-            .get(self.slot)
-            .map_or(0, |m| m.borrow().committed_height);
+        let (committed, epoch) = self.shared.consensus.get(self.slot).map_or((0, 0), |m| {
+            let m = m.borrow();
+            (m.committed_height, m.epoch)
+        });
         not_before_activation(committed, self.system_tx_activation)?;
         let hash = Hash32::digest(&bytes);
         let dropped = self.pool.dropped(&hash).is_some();
@@ -473,12 +472,7 @@ impl ApiBackend for NodeApi {
         // were in a block of the current epoch (a later block applies it
         // only if its effective epoch is still far enough ahead).
         let schedule = Arc::clone(&self.schedule.borrow());
-        let epoch = Epoch(
-            self.shared
-                .consensus
-                .get(self.slot)
-                .map_or(0, |m| m.borrow().epoch),
-        );
+        let epoch = Epoch(epoch);
         let env = self.env;
         let verdict = tokio::task::spawn_blocking(move || {
             let mut registry = schedule.key_registry();
